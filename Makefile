@@ -1,0 +1,37 @@
+# Everything bootstraps from python3 and a package index: uv is installed into .uv-bootstrap/, the
+# workspace into .venv/ (all rung packages editable, plus the dev tools).
+PY ?= python3
+UV := .uv-bootstrap/bin/uv
+export UV_PYTHON := $(shell command -v $(PY))
+export UV_PYTHON_DOWNLOADS := never
+RUN := $(UV) run --no-sync
+
+.PHONY: setup demo test test-all test-gpu bench clean
+
+$(UV):
+	$(PY) -m venv .uv-bootstrap
+	.uv-bootstrap/bin/pip install -q uv
+
+.venv/.synced: $(UV) pyproject.toml packages/*/pyproject.toml
+	$(UV) sync --all-packages --all-groups
+	touch $@
+
+setup: .venv/.synced
+
+demo: setup  ## the ladder on one water molecule
+	$(RUN) python tools/ladder.py --out ladder-out
+
+test: setup  ## everything but the slow tests; numba.cuda kernels run in the CUDA simulator
+	NUMBA_ENABLE_CUDASIM=1 $(RUN) pytest -m "not slow" -q
+
+test-all: setup
+	NUMBA_ENABLE_CUDASIM=1 $(RUN) pytest -q
+
+test-gpu: setup  ## on a machine with an NVIDIA GPU and the [cuda12] extra
+	$(RUN) pytest -m gpu -q
+
+bench: setup  ## the kernel benchmark suite (tools/bench); see tools/bench/README.md
+	$(RUN) python -m tools.bench --out bench-out
+
+clean:
+	rm -rf .venv .uv-bootstrap ladder-out bench-out

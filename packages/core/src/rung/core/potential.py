@@ -1,0 +1,127 @@
+"""The force-provider protocol every rung potential implements, and its ASE adapter.
+
+A potential maps positions (one structure, or a batch of structures with the same atoms, e.g. the
+beads of a ring polymer) to energies, forces and, for periodic cells, the virial. It declares the
+units it works in (``energy_unit``, ``length_unit``: keys of :data:`rung.core.units.TO_ATOMIC`);
+:func:`in_atomic_units` wraps any potential so that callers (the MD driver) see Hartree and Bohr, and
+:class:`PotentialCalculator` presents it to ASE in eV and Angstrom. Conversions happen only here.
+
+Conventions: forces are ``-dE/dx``; the virial is ``W_ab = -dE/d(eps_ab)`` for a homogeneous strain
+``x -> (1 + eps) x`` of positions and cell (``W_ab = sum_i F_ia x_ib`` for an open system), in energy
+units, so that ``stress = -W / volume``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from rung.core import units as U
+
+
+@dataclass(frozen=True)
+class PotentialResult:
+    """Energies, forces and virial of one structure or a batch.
+
+    Attributes
+    ----------
+    energy : float, or (batch,) float64, energy_unit
+    forces : (n_atoms, 3) or (batch, n_atoms, 3) float64, energy_unit / length_unit
+    virial : (3, 3) or (batch, 3, 3) float64, energy_unit, or None when not asked for
+    """
+
+    energy: np.ndarray
+    forces: np.ndarray | None = None
+    virial: np.ndarray | None = None
+
+
+@runtime_checkable
+class Potential(Protocol):
+    """What the MD driver and the ASE adapter need from a potential."""
+
+    energy_unit: str
+    length_unit: str
+
+    def compute(self, positions, numbers, cell=None, *, forces: bool = True, virial: bool = False) -> PotentialResult:
+        """positions: (n_atoms, 3) or (batch, n_atoms, 3), length_unit; numbers: (n_atoms,) int;
+        cell: (3, 3) rows are lattice vectors in length_unit, or None for an open system."""
+        ...
+
+
+class _Scaled:
+    """A potential seen in other units (energy * e_factor, length * l_factor)."""
+
+    def __init__(self, inner: Potential, energy_unit: str, length_unit: str):
+        self.inner = inner
+        self.energy_unit, self.length_unit = energy_unit, length_unit
+        e_in, l_in = U.to_atomic(1.0, inner.energy_unit), U.to_atomic(1.0, inner.length_unit)
+        e_out, l_out = U.to_atomic(1.0, energy_unit), U.to_atomic(1.0, length_unit)
+        self._e = e_in / e_out  # inner energy -> outer energy
+        self._l = l_out / l_in  # outer length -> inner length
+
+    def compute(self, positions, numbers, cell=None, *, forces=True, virial=False):
+        cell_in = None if cell is None else np.asarray(cell) * self._l
+        r = self.inner.compute(np.asarray(positions) * self._l, numbers, cell_in, forces=forces, virial=virial)
+        return PotentialResult(
+            energy=np.asarray(r.energy) * self._e,
+            forces=None if r.forces is None else np.asarray(r.forces) * (self._e * self._l),
+            virial=None if r.virial is None else np.asarray(r.virial) * self._e,
+        )
+
+
+def in_atomic_units(potential: Potential) -> Potential:
+    """Return ``potential`` seen in Hartree and Bohr (itself when it already is)."""
+    if potential.energy_unit.lower() == "hartree" and potential.length_unit.lower() == "bohr":
+        return potential
+    return _Scaled(potential, "hartree", "bohr")
+
+
+def PotentialCalculator(potential: Potential, **kwargs):
+    """An ASE ``Calculator`` for any :class:`Potential` (energy, forces, stress for periodic atoms)."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    pot = _Scaled(potential, "eV", "angstrom")
+
+    class _Calc(Calculator):
+        implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            periodic = bool(np.any(self.atoms.pbc))
+            if periodic and not np.all(self.atoms.pbc):
+                raise ValueError("mixed periodic/open boundaries are not supported; set pbc all True or all False")
+            cell = np.asarray(self.atoms.cell) if periodic else None
+            r = pot.compute(self.atoms.positions, self.atoms.numbers, cell, forces=True, virial=periodic)
+            e = float(r.energy)
+            self.results = {"energy": e, "free_energy": e, "forces": np.asarray(r.forces)}
+            if periodic:
+                from ase.stress import full_3x3_to_voigt_6_stress
+
+                self.results["stress"] = full_3x3_to_voigt_6_stress(-np.asarray(r.virial) / self.atoms.get_volume())
+
+    return _Calc(**kwargs)
+
+
+class Harmonic:
+    """Isotropic harmonic wells ``E = 1/2 k sum_i |x_i - x0_i|^2`` (atomic units): a test potential.
+
+    Parameters
+    ----------
+    k : float, Hartree / Bohr^2
+    x0 : (n_atoms, 3) float64, Bohr, or None for the origin
+    """
+
+    energy_unit, length_unit = "hartree", "bohr"
+
+    def __init__(self, k: float, x0=None):
+        self.k, self.x0 = float(k), None if x0 is None else np.asarray(x0, dtype=np.float64)
+
+    def compute(self, positions, numbers, cell=None, *, forces=True, virial=False):
+        x = np.asarray(positions, dtype=np.float64)
+        d = x - (0.0 if self.x0 is None else self.x0)
+        e = 0.5 * self.k * np.sum(d * d, axis=(-2, -1))
+        f = -self.k * d
+        w = np.einsum("...ia,...ib->...ab", f, x) if virial else None
+        return PotentialResult(energy=e, forces=f if forces else None, virial=w)

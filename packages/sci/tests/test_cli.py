@@ -1,0 +1,9 @@
+from click.testing import CliRunner
+
+from rung.sci.cli import main
+
+
+def test_help():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output

@@ -1,0 +1,1 @@
+"""Compute kernels: ``reference`` (NumPy oracle), ``cpu`` (numba). See :mod:`rung.qmc.orbitals`."""

@@ -1,0 +1,70 @@
+"""Local energy E_L = (H psi)/psi of a molecule with optional ccECPs, batched over walkers.
+
+    E_L = -1/2 sum_i lap_i psi / psi + sum_{i<j} 1/r_ij - sum_{i,A} Z_A / r_iA + sum_{A<B} Z_A Z_B / R_AB
+          + sum_{i,A} v_loc,A(r_iA) + sum_i V_NL,i psi / psi
+
+with Z_A the effective charge (Z minus ECP core electrons). Components are returned separately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rung.qmc.ecp import ECP
+
+COMPONENTS = ("kinetic", "ee", "en", "nn", "ecp_local", "ecp_nonlocal")
+
+
+@dataclass(frozen=True)
+class Hamiltonian:
+    """atom_coords (natom, 3) Bohr; atom_charges (natom,) effective charges; ecp: ECP."""
+
+    atom_coords: np.ndarray
+    atom_charges: np.ndarray
+    ecp: ECP
+
+    @classmethod
+    def from_mol(cls, mol) -> "Hamiltonian":
+        return cls(mol.atom_coords().copy(), mol.atom_charges().astype(np.float64), ECP.from_mol(mol))
+
+    @property
+    def nuclear_repulsion(self) -> float:
+        R, Z = self.atom_coords, self.atom_charges
+        e = 0.0
+        for a in range(len(Z)):
+            for b in range(a):
+                e += Z[a] * Z[b] / np.linalg.norm(R[a] - R[b])
+        return e
+
+    def potential(self, configs) -> dict:
+        nw, ne, _ = configs.shape
+        r = np.linalg.norm(configs[:, :, None] - configs[:, None], axis=-1)
+        iu = np.triu_indices(ne, 1)
+        ree = r[:, iu[0], iu[1]]
+        ren = np.linalg.norm(configs[:, :, None] - self.atom_coords, axis=-1)  # (nw, ne, natom)
+        return {
+            "ee": (1.0 / ree).sum(-1),
+            "en": -(self.atom_charges / ren).sum((-1, -2)),
+            "nn": np.full(nw, self.nuclear_repulsion),
+            "ecp_local": self.ecp.local(configs),
+        }
+
+    def kinetic(self, wf, configs):
+        """(kinetic energy (nw,), grad log psi (nw, ne, 3)) at the walkers' current positions."""
+        t = np.zeros(configs.shape[0])
+        grad = np.zeros(configs.shape)
+        for e in range(configs.shape[1]):
+            g, lap = wf.gradient_laplacian(e, configs[:, e])
+            t += -0.5 * lap
+            grad[:, e] = g.T
+        return t, grad
+
+    def local_energy(self, wf, configs, rng) -> dict:
+        """{component: (nwalkers,)} Hartree, with "total"; ``wf`` must be in the state of ``configs``."""
+        out = self.potential(configs)
+        out["kinetic"], _ = self.kinetic(wf, configs)
+        out["ecp_nonlocal"] = self.ecp.nonlocal_(wf, configs, rng)
+        out["total"] = sum(out[k] for k in COMPONENTS)
+        return out

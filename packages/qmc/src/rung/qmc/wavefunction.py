@@ -1,0 +1,87 @@
+"""The trial wave function as a product of components, all batched over walkers.
+
+Component protocol (PyQMC's, kept small). ``configs`` are (nwalkers, nelec, 3) float64 Bohr, electron
+``e`` an int, ``epos`` (nwalkers, 3) or, for ``testvalue``, also (nwalkers, npts, 3):
+
+- ``recompute(configs) -> (sign, logval)``, each (nwalkers,): full evaluation, resets the state
+- ``value() -> (sign, logval)`` of the current state
+- ``testvalue(e, epos) -> ratio`` psi(R')/psi(R), (nwalkers,) or (nwalkers, npts)
+- ``gradient_value(e, epos) -> (grad, ratio, saved)``: grad log psi at R' (3, nwalkers), the ratio,
+  and whatever ``accept`` can reuse
+- ``gradient_laplacian(e, epos) -> (grad, lap)``: grad psi / psi (3, nwalkers), lap psi / psi (nwalkers,)
+- ``accept(e, epos, mask, saved)``: move electron e where mask (nwalkers,) bool is set
+- ``pgradient() -> {name: (nwalkers, *shape)}``: d log psi / d parameter; ``parameters`` the dict
+  of arrays those names refer to
+
+For a product psi = prod_c psi_c: ratios multiply, log-gradients add, and
+lap psi / psi = sum_c lap psi_c / psi_c + 2 sum_{c<d} grad log psi_c . grad log psi_d.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ProductWF:
+    """psi = prod_c psi_c. ``components`` are protocol objects, e.g. (SlaterDeterminant, Jastrow)."""
+
+    def __init__(self, components):
+        self.components = list(components)
+
+    @property
+    def parameters(self) -> dict:
+        return {f"{i}.{k}": v for i, c in enumerate(self.components) for k, v in c.parameters.items()}
+
+    def set_parameters(self, params: dict) -> None:
+        for key, v in params.items():
+            i, k = key.split(".", 1)
+            self.components[int(i)].parameters[k][...] = v
+
+    def recompute(self, configs):
+        sign, logval = np.ones(configs.shape[0]), np.zeros(configs.shape[0])
+        for c in self.components:
+            s, l = c.recompute(configs)
+            sign, logval = sign * s, logval + l
+        if not np.all(np.isfinite(logval)):
+            raise FloatingPointError("the wave function is zero or not finite for some walkers")
+        return sign, logval
+
+    def value(self):
+        sign, logval = 1.0, 0.0
+        for c in self.components:
+            s, l = c.value()
+            sign, logval = sign * s, logval + l
+        return sign, logval
+
+    def testvalue(self, e, epos):
+        r = 1.0
+        for c in self.components:
+            r = r * c.testvalue(e, epos)
+        return r
+
+    def gradient_value(self, e, epos):
+        grad, ratio, saved = 0.0, 1.0, []
+        for c in self.components:
+            g, r, s = c.gradient_value(e, epos)
+            grad, ratio = grad + g, ratio * r
+            saved.append(s)
+        return grad, ratio, saved
+
+    def gradient_laplacian(self, e, epos):
+        gs, lap = [], 0.0
+        for c in self.components:
+            g, l = c.gradient_laplacian(e, epos)
+            gs.append(g)
+            lap = lap + l
+        for i in range(len(gs)):
+            for j in range(i + 1, len(gs)):
+                lap = lap + 2.0 * np.einsum("xw,xw->w", gs[i], gs[j])
+        return sum(gs), lap
+
+    def accept(self, e, epos, mask, saved=None):
+        saved = saved if saved is not None else [None] * len(self.components)
+        for c, s in zip(self.components, saved):
+            c.accept(e, epos, mask, s)
+
+    def pgradient(self):
+        return {f"{i}.{k}": v for i, c in enumerate(self.components) for k, v in c.pgradient().items()}

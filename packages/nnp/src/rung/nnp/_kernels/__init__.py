@@ -1,0 +1,1 @@
+"""AEV kernels: ``reference`` (NumPy oracle), ``cpu`` (numba), ``gpu`` (numba.cuda + CuPy, lazy)."""

@@ -1,0 +1,68 @@
+"""Analytic forces and virials against finite differences (rung.core kit), and the numba kernels
+against the NumPy reference kernels."""
+
+import numpy as np
+import pytest
+
+from rung.core.testing import check_backend_agreement, check_forces_fd
+from rung.nnp import load_model
+from rung.nnp.ani import build_entries
+from rung.nnp.testing import water_box
+
+
+def test_forces_fd_molecule(single64, paracetamol):
+    d = paracetamol["paracetamol_pert1"]
+    check_forces_fd(single64, d["coordinates"], d["species"], h=1e-4, atol=2e-7, rtol=1e-5)
+
+
+def test_forces_and_virial_fd_periodic(single64):
+    x, z, cell = water_box(2, seed=3)  # 6.2 A box: smaller than 2 Rcr, images of atoms themselves count
+    check_forces_fd(single64, x, z, cell, h=1e-4, atol=2e-7, rtol=1e-5, virial=True, n_checks=12)
+
+
+def test_ensemble_forces_fd(ani1x_file):
+    from ase.build import molecule
+
+    pot = load_model(ani1x_file, dtype="float64")
+    a = molecule("CH3CONH2")
+    check_forces_fd(pot, a.positions, a.numbers, h=1e-4, atol=2e-7, rtol=1e-5)
+
+
+def _kernel_outputs(x, z, cell, pot, backend):
+    from rung.nnp.ani import _kernels
+
+    k = _kernels(backend)
+    p = pot.model.aev
+    e = build_entries(x, np.zeros(len(z), np.int64), 1, None if cell is None else cell[None], p.Rcr, p.Rca)
+    sp = pot.species_index(z)
+    G = k.aev_forward(sp, e.start, e.nbr, e.vec, e.dist, e.ang_start, e.ang, p)
+    dG = np.random.default_rng(1).normal(size=G.shape)
+    g = k.aev_backward(sp, e.start, e.nbr, e.vec, e.dist, e.ang_start, e.ang, p, dG)
+    f, w = k.scatter(e.start, e.nbr, e.vec, g, np.zeros(len(z), np.int64), 1)
+    return G, g, f, w
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_numba_kernels_match_reference(single64, periodic):
+    x, z, cell = water_box(2, seed=5)
+    if not periodic:
+        cell = None
+    check_backend_agreement(_kernel_outputs, x, z, cell, single64, backends=("numpy", "numba"),
+                            rtol=1e-11, atol=1e-11)
+
+
+def test_thread_counts_agree(single64):
+    import numba
+
+    x, z, cell = water_box(3, seed=2)
+    n0 = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        r1 = single64.evaluate(x, z, cell=cell, virial=True)
+        numba.set_num_threads(max(2, n0) if numba.config.NUMBA_NUM_THREADS >= 2 else 1)
+        r2 = single64.evaluate(x, z, cell=cell, virial=True)
+    finally:
+        numba.set_num_threads(n0)
+    np.testing.assert_allclose(r1.energy, r2.energy, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(r1.forces, r2.forces, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(r1.virial, r2.virial, rtol=0, atol=1e-10)

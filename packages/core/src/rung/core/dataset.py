@@ -207,7 +207,8 @@ def read_xyz(path) -> list[Molecule]:
     from rung.core.units import ANGSTROM_TO_BOHR
 
     try:
-        frames = ase.io.read(str(path), index=":")
+        # parallel=False: under MPI, ASE would otherwise broadcast from rank 0 (a collective call).
+        frames = ase.io.read(str(path), index=":", parallel=False)
     except FileNotFoundError as err:
         raise DatasetError(f"{path}: no such file") from err
     except (KeyError, ValueError, IndexError, StopIteration) as err:

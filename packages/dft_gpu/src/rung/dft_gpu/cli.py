@@ -1,12 +1,100 @@
-"""Command line interface: `dft-gpu`."""
+"""Command line interface: `dft-gpu` (imports of PySCF and friends happen inside the commands)."""
+
+import os
+import sys
 
 import click
+
+_MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
+
+
+def _world():
+    """MPI.COMM_WORLD when started by mpiexec with more than one rank, else None (mpi4py stays unimported)."""
+    if not any(int(os.environ.get(v, "1") or 1) > 1 for v in _MPI_SIZE_VARS):
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        raise click.ClickException(f"started under mpiexec but mpi4py is not installed ({err}); "
+                                   "install rung-dft-gpu[mpi]") from None
+    return MPI.COMM_WORLD
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rung-dft-gpu")
 def main():
     """DFT rung: PySCF with a density-fitted J/K engine (CPU/GPU), energies and forces for many conformations."""
+
+
+@main.command("run")
+@click.argument("input_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="rung dataset to write (a rerun resumes it)")
+@click.option("--xc", default="wb97m-d3bj", show_default=True, help="functional (PySCF name; 'hf' for Hartree-Fock)")
+@click.option("--basis", default="ccecp-aug-cc-pvtz", show_default=True)
+@click.option("--ecp", default="ccecp", show_default=True, help="pseudopotential; 'none' for all-electron")
+@click.option("--auxbasis", default=None, help="density-fitting basis (default: the J/K engine's choice)")
+@click.option("--energy-grid", default=3, show_default=True, type=int, help="grid level of the energy SCF")
+@click.option("--force-grid", default=4, show_default=True, type=int, help="grid level of the gradient SCF")
+@click.option("--no-forces", is_flag=True, help="energies only")
+@click.option("--conv-tol", default=1e-9, show_default=True, type=float, help="SCF energy convergence, Hartree")
+@click.option("--max-cycle", default=100, show_default=True, type=int, help="SCF cycles per fallback strategy")
+@click.option("--jk", type=click.Choice(["engine", "pyscf"]), default="engine", show_default=True,
+              help="J/K through rung's engine or PySCF's density fitting")
+@click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto", show_default=True,
+              help="J/K engine backend")
+@click.option("--max-memory-mb", type=int, default=None)
+@click.option("--save-orbitals", is_flag=True, help="write <out>.orbitals.h5 (trial wavefunctions for QMC)")
+@click.option("--save-fcidump", is_flag=True, help="write <out>.<molecule>.<index>.fcidump (for sCI)")
+@click.option("--fcidump-ncore", default=0, show_default=True, type=int, help="frozen doubly occupied orbitals")
+@click.option("--fcidump-norb", default=None, type=int, help="active orbitals (default: all above the core)")
+@click.option("--quiet", is_flag=True, help="no progress output")
+def run_cmd(input_path, out_path, ecp, no_forces, quiet, **opts):
+    """Compute DFT energies and forces for every conformation in INPUT_PATH (HDF5 or xyz)."""
+    import logging
+
+    from rung.core.dataset import DatasetError
+    from rung.dft_gpu.run import RunConfig, run
+
+    if not quiet and not sys.stderr.isatty():
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        config = RunConfig(ecp=None if ecp.lower() == "none" else ecp, forces=not no_forces, **opts)
+        s = run(input_path, out_path, config, comm=_world(), progress=not quiet)
+    except (DatasetError, ValueError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+    if _world() is None or _world().Get_rank() == 0:
+        click.echo(f"{s.out_path}: {s.n_done} done, {s.n_failed} failed, {s.n_pending} pending "
+                   f"({s.computed} computed now, {s.failed_now} failed) in {s.wall_time_s:.1f} s")
+        for name, reason in s.rejected.items():
+            click.echo(f"rejected molecule {name}: {reason}")
+
+
+@main.command("status")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
+@click.option("--failures", "show", default=20, show_default=True, help="failure reasons to list")
+def status_cmd(dataset, show):
+    """Done / failed / pending conformations of DATASET's DFT rung, with timings and failure reasons."""
+    from rung.core.dataset import DatasetError
+    from rung.dft_gpu.run import status
+
+    try:
+        st = status(dataset)
+    except DatasetError as err:
+        raise click.ClickException(str(err)) from None
+    c = st["counts"]
+    click.echo(f"{dataset}: {c['done']} done, {c['failed']} failed, {c['pending']} pending "
+               f"({sum(c.values())} conformations, {len(st['molecules'])} molecules)")
+    if st["wall_time_s"]:
+        w = st["wall_time_s"]
+        click.echo(f"wall time: {w['total']:.1f} s total, {w['mean']:.2f} s mean, {w['max']:.2f} s max per conformation")
+    if st["settings"]:
+        click.echo("settings: " + ", ".join(f"{k}={v}" for k, v in st["settings"].items()))
+    for name, reason in st["rejected"].items():
+        click.echo(f"rejected molecule {name}: {reason}")
+    for name, index, reason in st["failures"][:show]:
+        click.echo(f"failed {name}[{index}]: {reason}")
+    if len(st["failures"]) > show:
+        click.echo(f"... and {len(st['failures']) - show} more failures")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,15 @@
-"""rung.md — MD rung: classical and ring-polymer molecular dynamics over rung potentials."""
+"""rung.md — classical and ring-polymer molecular dynamics over rung potentials.
+
+- :mod:`rung.md.normal_modes`  ring-polymer normal-mode transform, frequencies, exact/Cayley free propagators
+- :mod:`rung.md.integrators`   pure step functions: velocity Verlet, BAOAB Langevin, Bussi, ring polymer (PILE-L/G)
+- :mod:`rung.md.estimators`    temperature, energies, primitive/centroid-virial kinetic energy, conserved quantity, pressure
+- :mod:`rung.md.potentials`    Lennard-Jones (cell lists + skin), ASE-calculator adapter, nnp, input-entry factory
+- :mod:`rung.md.parallel`      forces for all beads in one call per rank; beads over MPI ranks
+- :mod:`rung.md.simulation`    the driver of ``nnp-md run`` (input -> outputs, checkpoints, restart)
+- :mod:`rung.md.output`        H5MD trajectory, extxyz, log, checkpoints
+- :mod:`rung.md.config`        the TOML input file
+
+Notation: P is the number of beads; bead arrays are (P, n_atoms, 3). Atomic units inside.
+"""
 
 __version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Lennard-Jones pair kernels: ``reference`` (NumPy, the oracle) and ``cpu`` (numba)."""

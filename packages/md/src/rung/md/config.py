@@ -1,0 +1,148 @@
+"""The input file of ``nnp-md run``: a TOML file, parsed into a frozen :class:`Config`.
+
+Example (units in the key names; lengths in Angstrom, times in fs)::
+
+    structure = "water.xyz"          # any file ASE reads (xyz, extxyz, pdb, ...); relative to this file
+    steps = 2000
+    dt_fs = 0.5
+    temperature_K = 300
+    beads = 8                        # P; 1 = classical
+    thermostat = "langevin"          # none (NVE) | langevin (BAOAB; PILE-L for P > 1) | bussi (PILE-G)
+    tau_fs = 100                     # thermostat / centroid time constant
+    propagator = "exact"             # free ring-polymer step: exact | cayley
+    seed = 1
+    potential = {type = "nnp", model = "ani-1x"}
+    # cell_angstrom = [[a, 0, 0], [0, b, 0], [0, 0, c]]   # periodic cell (else taken from the structure)
+
+    [output]
+    prefix = "md"                    # md.h5 (H5MD), md.xyz, md.log, md.chk.h5
+    trajectory_every = 10
+    log_every = 10
+    checkpoint_every = 1000
+    all_beads = false                # also store every bead in the H5MD file
+    xyz = true
+
+Python 3.11+ reads TOML with the standard ``tomllib``; on 3.10 the ``tomli`` package is used.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+THERMOSTATS = {"none": None, "nve": None, "langevin": "pile-l", "pile-l": "pile-l", "baoab": "pile-l",
+               "bussi": "pile-g", "svr": "pile-g", "pile-g": "pile-g"}
+
+
+class InputError(ValueError):
+    """The input file is invalid; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    prefix: str = "md"
+    trajectory_every: int = 10
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    all_beads: bool = False
+    xyz: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    structure: str
+    potential: dict
+    steps: int
+    dt_fs: float
+    temperature_K: float = 300.0
+    beads: int = 1
+    thermostat: str = "langevin"
+    tau_fs: float = 100.0
+    pile_lambda: float | None = None
+    propagator: str = "exact"
+    seed: int = 0
+    cell_angstrom: list | None = None
+    masses_amu: list | None = None
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise InputError(f"steps must be a non-negative integer, got {self.steps!r}")
+        if not (isinstance(self.dt_fs, (int, float)) and self.dt_fs > 0):
+            raise InputError(f"dt_fs must be positive, got {self.dt_fs!r}")
+        if not (isinstance(self.temperature_K, (int, float)) and self.temperature_K > 0):
+            raise InputError(f"temperature_K must be positive, got {self.temperature_K!r}")
+        if not isinstance(self.beads, int) or self.beads < 1:
+            raise InputError(f"beads must be an integer >= 1, got {self.beads!r}")
+        if str(self.thermostat).lower() not in THERMOSTATS:
+            raise InputError(f"unknown thermostat {self.thermostat!r}; use one of {sorted(THERMOSTATS)}")
+        if not self.tau_fs > 0:
+            raise InputError(f"tau_fs must be positive, got {self.tau_fs!r}")
+        if self.propagator not in ("exact", "cayley"):
+            raise InputError(f"propagator must be 'exact' or 'cayley', got {self.propagator!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.potential, dict) or "type" not in self.potential:
+            raise InputError("the input needs a potential, e.g. potential = {type = \"lj\", ...}; "
+                             "types: harmonic, lj, ase, nnp")
+        o = self.output
+        for name in ("trajectory_every", "log_every", "checkpoint_every"):
+            v = getattr(o, name)
+            if not isinstance(v, int) or v < 1:
+                raise InputError(f"output.{name} must be an integer >= 1, got {v!r}")
+
+    @property
+    def rp_thermostat(self) -> str | None:
+        return THERMOSTATS[str(self.thermostat).lower()]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _toml():
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
+def parse_config(data: dict, base: Path | None = None) -> Config:
+    """A :class:`Config` from a parsed TOML dict; relative structure paths are taken from ``base``."""
+    data = dict(data)
+    out = data.pop("output", {})
+    known = {f for f in Config.__dataclass_fields__ if f != "output"}
+    unknown = set(data) - known
+    if unknown:
+        raise InputError(f"unknown input key(s) {sorted(unknown)}; known: {sorted(known | {'output'})}")
+    bad = set(out) - set(OutputConfig.__dataclass_fields__)
+    if bad:
+        raise InputError(f"unknown [output] key(s) {sorted(bad)}; known: {sorted(OutputConfig.__dataclass_fields__)}")
+    for key in ("structure", "steps", "dt_fs"):
+        if key not in data:
+            raise InputError(f"the input needs {key!r}")
+    if "potential" not in data:
+        raise InputError("the input needs a potential, e.g. potential = {type = \"lj\", ...}; "
+                         "types: harmonic, lj, ase, nnp")
+    structure = Path(str(data["structure"]))
+    if base is not None and not structure.is_absolute():
+        structure = base / structure
+    data["structure"] = str(structure)
+    for k in ("dt_fs", "temperature_K", "tau_fs"):
+        if isinstance(data.get(k), int):
+            data[k] = float(data[k])
+    return Config(**data, output=OutputConfig(**out))
+
+
+def load_config(path) -> Config:
+    """Read and validate a TOML input file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = _toml().load(fh)
+    except OSError as err:
+        raise InputError(f"cannot read input file {path}: {err}") from err
+    except ValueError as err:
+        raise InputError(f"input file {path} is not valid TOML: {err}") from err
+    return parse_config(data, path.parent)

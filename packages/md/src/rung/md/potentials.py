@@ -1,0 +1,274 @@
+"""Potentials for the MD driver: a built-in Lennard-Jones, an ASE-calculator adapter, the nnp engine,
+and :func:`build_potential`, which makes any of them (or rung.core's ``Harmonic``) from an input entry.
+
+All follow the :class:`rung.core.potential.Potential` protocol and take a batch of beads at once:
+positions (P, n_atoms, 3) -> PotentialResult(energy (P,), forces (P, n_atoms, 3), virial (P, 3, 3)).
+The driver sees every potential through :func:`rung.core.potential.in_atomic_units`.
+
+Lennard-Jones (truncated and shifted, one species):
+
+    E = sum_{pairs r < r_c} 4 eps [(sigma/r)^12 - (sigma/r)^6] - 4 eps [(sigma/r_c)^12 - (sigma/r_c)^6]
+
+Pairs come from rung.core's cell list (periodic orthorhombic or triclinic cells, or open) with a
+Verlet skin shared by all beads (:class:`BeadNeighbors`). The virial is ``W_ab = sum_pairs F_j,a d_b``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from rung.core import units as U
+from rung.core.neighbors import neighbor_list
+from rung.core.potential import Harmonic, PotentialResult
+
+
+def cell_heights(cell) -> np.ndarray:
+    """Distances between opposite faces of a cell (3,), units of the cell (rows are lattice vectors)."""
+    c = np.asarray(cell, dtype=np.float64)
+    vol = abs(np.linalg.det(c))
+    return np.array([vol / np.linalg.norm(np.cross(c[(k + 1) % 3], c[(k + 2) % 3])) for k in range(3)])
+
+
+class BeadNeighbors:
+    """One Verlet neighbour list for all beads of a ring polymer (P = 1: the usual skin list).
+
+    At a build, pairs of the bead-averaged positions (the centroid) are searched within
+    ``cutoff + skin + 2 s0``, where ``s0`` is the largest distance of any bead of an atom from its
+    centroid. The list is kept while every bead of every atom stays within ``skin/2 + s0`` of the
+    centroid at the build: then a pair closer than ``cutoff`` in any bead was closer than the search
+    radius at the build (triangle inequality), so no pair is missed. Pairs are stored sorted (i, j,
+    shift), so energies do not depend on when the list was rebuilt (bit-for-bit restarts, MPI).
+    """
+
+    def __init__(self, cutoff: float, skin: float):
+        if not cutoff > 0 or skin < 0:
+            raise ValueError(f"need cutoff > 0 and skin >= 0, got cutoff {cutoff}, skin {skin}")
+        self.cutoff, self.skin = float(cutoff), float(skin)
+        self.builds = 0
+        self.pairs = self._ref = self._cell = None
+        self._s0 = 0.0
+
+    def update(self, x, cell=None) -> bool:
+        """x: (P, n, 3) positions; rebuild if needed; return True when rebuilt."""
+        c = None if cell is None else np.asarray(cell, dtype=np.float64)
+        if self.pairs is not None and self._ref.shape == x.shape[1:]:
+            same = (c is None and self._cell is None) or (c is not None and self._cell is not None
+                                                         and np.array_equal(c, self._cell))
+            moved = np.max(np.sum((x - self._ref) ** 2, axis=-1), initial=0.0)
+            if same and moved <= (0.5 * self.skin + self._s0) ** 2:
+                return False
+        cen = x.mean(axis=0)
+        s0 = float(np.sqrt(np.max(np.sum((x - cen) ** 2, axis=-1), initial=0.0)))
+        p = neighbor_list(cen, self.cutoff + self.skin + 2.0 * s0, c)
+        order = np.lexsort((p.shifts[:, 2], p.shifts[:, 1], p.shifts[:, 0], p.j, p.i))
+        self.pairs = (np.ascontiguousarray(p.i[order]), np.ascontiguousarray(p.j[order]),
+                      np.ascontiguousarray(p.shifts[order]))
+        self._ref, self._s0, self._cell = cen, s0, None if c is None else c.copy()
+        self.builds += 1
+        return True
+
+
+class LennardJones:
+    """Truncated and shifted Lennard-Jones for one species, atomic units, batched over beads.
+
+    Parameters
+    ----------
+    epsilon : float, Hartree
+    sigma : float, Bohr
+    cutoff : float, Bohr (default 2.5 sigma)
+    skin : float, Bohr, Verlet skin of the neighbour list
+    images : allow a periodic cell thinner than twice the cutoff (pairs with several images of an
+        atom, which the cell list supports); False raises for such a cell
+    backend : "numba" (default) or "numpy" (the reference kernel)
+    """
+
+    energy_unit, length_unit = "hartree", "bohr"
+
+    def __init__(self, epsilon: float, sigma: float, cutoff: float | None = None, *, skin: float = 0.0,
+                 images: bool = True, backend: str = "numba"):
+        if not (epsilon > 0 and sigma > 0):
+            raise ValueError(f"Lennard-Jones needs epsilon > 0 and sigma > 0, got {epsilon}, {sigma}")
+        if backend not in ("numba", "numpy"):
+            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        self.epsilon, self.sigma = float(epsilon), float(sigma)
+        self.cutoff = float(cutoff) if cutoff is not None else 2.5 * self.sigma
+        self.images, self.backend = bool(images), backend
+        self.neighbors = BeadNeighbors(self.cutoff, skin)
+
+    def check_cell(self, cell) -> None:
+        """ValueError when a periodic cell is thinner than twice the cutoff and images are off."""
+        if cell is None or self.images:
+            return
+        h = cell_heights(cell)
+        if h.min() < 2 * self.cutoff:
+            raise ValueError(f"cell is smaller than twice the cutoff: height {h.min() * U.BOHR_TO_ANGSTROM:.4g} A "
+                             f"< 2 x {self.cutoff * U.BOHR_TO_ANGSTROM:.4g} A; enlarge the cell or set images = true")
+
+    def compute(self, positions, numbers=None, cell=None, *, forces=True, virial=False):
+        x = np.asarray(positions, dtype=np.float64)
+        single = x.ndim == 2
+        xb = x[None] if single else x
+        self.check_cell(cell)
+        c = None if cell is None else np.asarray(cell, dtype=np.float64)
+        self.neighbors.update(xb, c)
+        i, j, s = self.neighbors.pairs
+        if self.backend == "numba":
+            from rung.md._kernels import cpu as kern
+        else:
+            from rung.md._kernels import reference as kern
+        e, f, w = kern.lj(xb, c, i, j, s, self.epsilon, self.sigma, self.cutoff)
+        if single:
+            e, f, w = float(e[0]), f[0], w[0]
+        return PotentialResult(energy=e, forces=f if forces else None, virial=w if virial else None)
+
+
+class ASECalculatorPotential:
+    """Any ASE calculator as a batched potential (eV, Angstrom): loops over beads.
+
+    The calculator sees one ``ase.Atoms`` per bead (periodic in all directions when a cell is given);
+    the virial comes from ASE's stress, ``W = -stress * volume``.
+    """
+
+    energy_unit, length_unit = "ev", "angstrom"
+
+    def __init__(self, calculator):
+        self.calculator = calculator
+
+    def compute(self, positions, numbers, cell=None, *, forces=True, virial=False):
+        from ase import Atoms
+
+        x = np.asarray(positions, dtype=np.float64)
+        single = x.ndim == 2
+        xb = x[None] if single else x
+        P = xb.shape[0]
+        e, f, w = np.zeros(P), np.zeros(xb.shape), np.zeros((P, 3, 3))
+        for b in range(P):
+            atoms = Atoms(numbers=numbers, positions=xb[b], cell=cell, pbc=cell is not None)
+            atoms.calc = self.calculator
+            e[b] = atoms.get_potential_energy()
+            if forces:
+                f[b] = atoms.get_forces()
+            if virial:
+                if cell is None:
+                    w[b] = np.einsum("ia,ib->ab", atoms.get_forces(), xb[b])
+                else:
+                    w[b] = -atoms.get_stress(voigt=False) * atoms.get_volume()
+        if single:
+            e, f, w = float(e[0]), f[0], w[0]
+        return PotentialResult(energy=e, forces=f if forces else None, virial=w if virial else None)
+
+
+def _entry_point(spec: str):
+    """'package.module:Name' -> the object."""
+    if ":" not in spec:
+        raise ValueError(f"ASE calculator must be given as 'module:Class', got {spec!r}")
+    mod, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import ASE calculator {spec!r}: {err}") from err
+
+
+POTENTIAL_TYPES = ("harmonic", "lj", "ase", "nnp")
+
+
+def build_potential(spec: dict, masses=None):
+    """A potential from an input-file entry (a dict with ``type``); units in the key names.
+
+    - ``{type = "harmonic", k = ...}`` (Hartree/Bohr^2) or ``frequency_cm = ...`` (k_i = m_i w^2 per
+      atom, needs ``masses``); wells centred at the initial positions unless ``center = "origin"``.
+    - ``{type = "lj", epsilon_eV, sigma_angstrom, cutoff_angstrom, skin_angstrom = 1.0, images = true}``
+    - ``{type = "ase", calculator = "module:Class", kwargs = {...}}``
+    - ``{type = "nnp", model = "ani-1x", member = 0, dtype = "float32"}`` (needs rung.nnp)
+
+    Returns the potential in its own units; wrap it with :func:`rung.core.potential.in_atomic_units`.
+    """
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ValueError(f"the potential entry needs a 'type', one of {POTENTIAL_TYPES}")
+    kind = str(spec["type"]).lower()
+    opts = {k: v for k, v in spec.items() if k != "type"}
+
+    def take(*allowed):
+        unknown = set(opts) - set(allowed)
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)} for potential type {kind!r}; allowed: {allowed}")
+
+    if kind == "harmonic":
+        take("k", "frequency_cm", "center")
+        if ("k" in opts) == ("frequency_cm" in opts):
+            raise ValueError("harmonic potential: give exactly one of k (Hartree/Bohr^2) or frequency_cm")
+        if "k" in opts:
+            k = float(opts["k"])
+        else:
+            if masses is None:
+                raise ValueError("harmonic potential with frequency_cm needs the masses")
+            w = float(opts["frequency_cm"]) * U.INV_CM_TO_HARTREE
+            k = np.asarray(masses, dtype=np.float64)[:, None] * w * w
+            if np.all(k == k.flat[0]):
+                k = float(k.flat[0])
+        if np.any(np.asarray(k) < 0):
+            raise ValueError("harmonic force constant must be >= 0")
+        return _HarmonicSpec(k, str(opts.get("center", "initial")))
+    if kind == "lj":
+        take("epsilon_eV", "sigma_angstrom", "cutoff_angstrom", "skin_angstrom", "images")
+        for key in ("epsilon_eV", "sigma_angstrom"):
+            if key not in opts:
+                raise ValueError(f"Lennard-Jones potential needs {key}")
+        sigma = float(opts["sigma_angstrom"]) * U.ANGSTROM_TO_BOHR
+        cut = float(opts.get("cutoff_angstrom", 2.5 * opts["sigma_angstrom"])) * U.ANGSTROM_TO_BOHR
+        return LennardJones(float(opts["epsilon_eV"]) * U.EV_TO_HARTREE, sigma, cut,
+                            skin=float(opts.get("skin_angstrom", 1.0)) * U.ANGSTROM_TO_BOHR,
+                            images=bool(opts.get("images", True)))
+    if kind == "ase":
+        take("calculator", "kwargs")
+        if "calculator" not in opts:
+            raise ValueError("ASE potential needs calculator = 'module:Class'")
+        cls = _entry_point(str(opts["calculator"]))
+        return ASECalculatorPotential(cls(**dict(opts.get("kwargs", {}))))
+    if kind == "nnp":
+        take("model", "member", "dtype", "backend")
+        try:
+            from rung.nnp import load_model
+        except ImportError as err:
+            raise RuntimeError(f"potential type 'nnp' needs the rung.nnp engine (rung-nnp with load_model), "
+                               f"which is not importable here: {err}") from err
+        return load_model(opts.get("model", "ani-1x"), **{k: opts[k] for k in ("member", "dtype", "backend")
+                                                         if k in opts})
+    raise ValueError(f"unknown potential type {spec['type']!r}; known: {', '.join(POTENTIAL_TYPES)}")
+
+
+class _HarmonicSpec:
+    """A harmonic entry waiting for the initial positions (its centre)."""
+
+    energy_unit, length_unit = "hartree", "bohr"
+
+    def __init__(self, k, center):
+        if center not in ("initial", "origin"):
+            raise ValueError(f"harmonic center must be 'initial' or 'origin', got {center!r}")
+        self.k, self.center = k, center
+
+    def bind(self, positions):
+        """The rung.core Harmonic (k scalar) or a per-atom variant, centred as asked. positions: (n, 3) Bohr."""
+        x0 = np.asarray(positions, dtype=np.float64) if self.center == "initial" else None
+        if np.ndim(self.k) == 0:
+            return Harmonic(self.k, x0)
+        return _PerAtomHarmonic(self.k, x0)
+
+
+class _PerAtomHarmonic:
+    """E = 1/2 sum_i k_i |x_i - x0_i|^2 with per-atom k (n, 1), Hartree/Bohr^2."""
+
+    energy_unit, length_unit = "hartree", "bohr"
+
+    def __init__(self, k, x0):
+        self.k, self.x0 = np.asarray(k), x0
+
+    def compute(self, positions, numbers=None, cell=None, *, forces=True, virial=False):
+        x = np.asarray(positions, dtype=np.float64)
+        d = x - (0.0 if self.x0 is None else self.x0)
+        f = -self.k * d
+        e = 0.5 * np.sum(self.k * d * d, axis=(-2, -1))
+        w = np.einsum("...ia,...ib->...ab", f, x) if virial else None
+        return PotentialResult(energy=e, forces=f if forces else None, virial=w)

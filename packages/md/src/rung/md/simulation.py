@@ -1,0 +1,289 @@
+"""The MD driver behind ``nnp-md run``: input -> potential -> integrator -> outputs and checkpoints.
+
+``run(config)`` validates everything and evaluates the initial forces before it creates any output
+file, so bad input (unknown potential, dt <= 0, an element the model does not know, a cell thinner
+than twice the cutoff without images, an unreadable restart) raises with nothing written. A restart
+(``restart=True``) reads ``<prefix>.chk.h5``, truncates the outputs to what they held at that
+checkpoint and continues; since the noise of each step depends only on (seed, step) and the
+checkpoint holds the full state, the continued run is bit-for-bit the uninterrupted one.
+
+The integrator is :func:`rung.md.integrators.ring_polymer` for every P (P = 1 is exactly velocity
+Verlet / BAOAB / Bussi). Atomic units inside; the input and outputs carry their units in their names.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rung.core import units as U
+from rung.core.potential import in_atomic_units
+from rung.md import estimators as est
+from rung.md.config import Config, InputError
+from rung.md.integrators import MDState, ring_polymer
+from rung.md.output import OBSERVABLES, H5MDWriter, config_dict, read_checkpoint, truncate_text, write_checkpoint
+from rung.md.parallel import BeadForces
+from rung.md.potentials import build_potential
+
+
+@dataclass(frozen=True)
+class System:
+    """Atoms to simulate. numbers (n,) int; positions (n, 3) Bohr; masses (n,) m_e; cell (3, 3) Bohr or None."""
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    masses: np.ndarray
+    cell: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Final state and the logged observables (atomic units; rows = logged steps of this invocation)."""
+
+    state: MDState
+    observables: dict
+    ns_per_day: float
+    force_calls: int
+
+
+def read_system(config: Config) -> System:
+    """Structure file (ASE) -> System; masses and cell from the input when given."""
+    from ase.io import read
+
+    path = Path(config.structure)
+    if not path.exists():
+        raise InputError(f"structure file {path} does not exist")
+    try:
+        atoms = read(path)
+    except Exception as err:  # ASE raises many types for unreadable files
+        raise InputError(f"cannot read structure {path}: {err}") from err
+    numbers = atoms.numbers.astype(np.int64)
+    masses = atoms.get_masses() if config.masses_amu is None else np.asarray(config.masses_amu, dtype=np.float64)
+    if masses.shape != numbers.shape or np.any(masses <= 0):
+        raise InputError(f"masses_amu must give {numbers.size} positive masses")
+    if config.cell_angstrom is not None:
+        cell = np.asarray(config.cell_angstrom, dtype=np.float64)
+        if cell.shape != (3, 3):
+            raise InputError(f"cell_angstrom must be a 3x3 matrix (rows = lattice vectors), got shape {cell.shape}")
+    elif np.all(atoms.pbc):
+        cell = np.asarray(atoms.cell, dtype=np.float64)
+    elif np.any(atoms.pbc):
+        raise InputError(f"{path}: mixed periodic/open boundaries are not supported")
+    else:
+        cell = None
+    if cell is not None and abs(np.linalg.det(cell)) < 1e-9:
+        raise InputError("the periodic cell has zero volume")
+    return System(numbers, atoms.positions * U.ANGSTROM_TO_BOHR, masses * U.AMU_TO_ELECTRON_MASS,
+                  None if cell is None else cell * U.ANGSTROM_TO_BOHR)
+
+
+def make_potential(config: Config, system: System):
+    """The potential of the input, in Hartree and Bohr; checks it against the system's cell."""
+    try:
+        pot = build_potential(config.potential, masses=system.masses)
+    except RuntimeError:
+        raise
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    if hasattr(pot, "bind"):
+        pot = pot.bind(system.positions)
+    if hasattr(pot, "check_cell"):
+        try:
+            pot.check_cell(system.cell)
+        except ValueError as err:
+            raise InputError(str(err)) from err
+    return in_atomic_units(pot)
+
+
+class Progress:
+    """Progress with ns/day: a refreshed line on a terminal, a plain line every 10% otherwise."""
+
+    def __init__(self, total, dt_fs, stream=None, enabled=True):
+        self.total, self.dt_fs = total, dt_fs
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and total > 0
+        self.tty = self.enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+        self.next_plain = 0.1
+
+    def ns_per_day(self, done) -> float:
+        el = time.perf_counter() - self.t0
+        return done * self.dt_fs * 1e-6 / el * 86400 if el > 0 else 0.0
+
+    def update(self, done, step):
+        if not self.enabled:
+            return
+        frac = done / self.total
+        now = time.perf_counter()
+        if self.tty and (now - self.last > 0.5 or done == self.total):
+            self.last = now
+            self.stream.write(f"\rstep {step} ({100 * frac:5.1f}%)  {self.ns_per_day(done):.4g} ns/day  ")
+            if done == self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+        elif not self.tty and (frac >= self.next_plain or done == self.total):
+            self.next_plain = (int(frac * 10) + 1) / 10
+            print(f"step {step} ({100 * frac:.0f}%)  {self.ns_per_day(done):.4g} ns/day", file=self.stream, flush=True)
+
+
+def observables(state: MDState, kT: float, cell) -> dict:
+    """The logged observables of a state, atomic units (temperature in K)."""
+    o = {"potential_energy": est.potential_energy(state.energy),
+         "kinetic_primitive": est.kinetic_primitive(state.positions, state.masses, kT),
+         "kinetic_centroid_virial": est.kinetic_centroid_virial(state.positions, state.forces, kT),
+         "conserved_energy": est.conserved(state, kT),
+         "temperature": est.temperature_K(state.momenta, state.masses)}
+    if cell is not None and state.virial is not None:
+        o["pressure"] = est.pressure(state, kT, cell)
+    return o
+
+
+LOG_COLUMNS = ("step", "time_fs", "temperature_K", "potential_energy_Ha", "kinetic_primitive_Ha",
+               "kinetic_centroid_virial_Ha", "conserved_energy_Ha", "pressure_GPa")
+
+
+def _log_line(step, dt_fs, o) -> str:
+    p = o.get("pressure")
+    ps = "nan" if p is None else f"{p * U.HARTREE_PER_BOHR3_TO_GPA:.10e}"
+    return (f"{step:10d} {step * dt_fs:14.4f} {o['temperature']:12.4f} {o['potential_energy']:20.12e} "
+            f"{o['kinetic_primitive']:20.12e} {o['kinetic_centroid_virial']:20.12e} {o['conserved_energy']:20.12e} {ps}\n")
+
+
+def _xyz_frame(fh, system, state, step, dt_fs, o):
+    from ase import Atoms
+    from ase.io import write
+
+    x = state.positions.mean(axis=0) * U.BOHR_TO_ANGSTROM
+    atoms = Atoms(numbers=system.numbers, positions=x, cell=None if system.cell is None else system.cell * U.BOHR_TO_ANGSTROM,
+                  pbc=system.cell is not None)
+    atoms.info.update({"step": step, "time_fs": step * dt_fs,
+                       "potential_energy_eV": o["potential_energy"] * U.HARTREE_TO_EV})
+    write(fh, atoms, format="extxyz")
+
+
+def output_paths(config: Config, workdir=None) -> dict:
+    base = Path(workdir) if workdir is not None else Path(".")
+    pre = config.output.prefix
+    return {"h5md": base / f"{pre}.h5", "xyz": base / f"{pre}.xyz", "log": base / f"{pre}.log",
+            "checkpoint": base / f"{pre}.chk.h5"}
+
+
+def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool = False, comm=None,
+        progress: bool = True, stop_after: int | None = None) -> RunResult:
+    """Run the MD of ``config``; see the module docstring.
+
+    workdir : folder for the outputs (default: current folder)
+    restart : continue from the checkpoint ``<prefix>.chk.h5``
+    overwrite : allow a fresh run to replace outputs of an earlier run
+    comm : mpi4py communicator (beads over ranks) or None
+    stop_after : stop (without a final checkpoint) after this many steps of this invocation; for tests
+        that emulate a killed run
+    """
+    rank = 0 if comm is None else comm.Get_rank()
+    paths = output_paths(config, workdir)
+    kT = config.temperature_K * U.BOLTZMANN_HARTREE_PER_K
+    dt = config.dt_fs * U.FS_TO_AU_TIME
+    P = config.beads
+    if restart:
+        state, saved, saved_sizes, _ = read_checkpoint(paths["checkpoint"])
+        mine = config_dict(config)
+        diff = sorted(k for k in mine if k not in ("steps", "output") and mine[k] != saved.get(k))
+        if diff:
+            raise InputError(f"cannot restart: the input differs from the checkpoint in {diff}")
+        if state.positions.shape[0] != P:
+            raise InputError(f"cannot restart: checkpoint has {state.positions.shape[0]} beads, input {P}")
+    elif paths["checkpoint"].exists() and not overwrite:
+        raise InputError(f"{paths['checkpoint']} exists: continue with --restart or allow overwriting (--overwrite)")
+    system = read_system(config)
+    if restart and state.positions.shape[1] != system.numbers.size:
+        raise InputError("cannot restart: the checkpoint has a different number of atoms")
+    pot = make_potential(config, system)
+    forces = BeadForces(pot, system.numbers, system.cell, virial=system.cell is not None, comm=comm)
+    init_fn, step_fn = ring_polymer(forces, dt, kT, P, thermostat=config.rp_thermostat,
+                                    tau=config.tau_fs * U.FS_TO_AU_TIME, pile_lambda=config.pile_lambda,
+                                    propagator=config.propagator, seed=config.seed)
+    if not restart:
+        try:
+            state = init_fn(system.positions, system.masses)
+        except ValueError as err:
+            raise InputError(f"the potential rejected the structure: {err}") from err
+        if not np.all(np.isfinite(state.forces)):
+            raise InputError("the potential returned non-finite forces for the initial structure")
+    out = config.output
+    writer = H5MDWriter(paths["h5md"], numbers=system.numbers, masses_amu=system.masses / U.AMU_TO_ELECTRON_MASS,
+                        cell=system.cell, P=P, all_beads=out.all_beads, periodic_observables=system.cell is not None,
+                        attrs={"backend": "numpy", "beads": P, "dt_fs": config.dt_fs,
+                               "temperature_K": config.temperature_K, "thermostat": config.thermostat})
+    log_fh = xyz_fh = None
+    rows = {"step": [], **{k: [] for k in OBSERVABLES}}
+
+    def sizes():
+        return {"frames": writer.frames(), "log": paths["log"].stat().st_size,
+                "xyz": paths["xyz"].stat().st_size if out.xyz else 0}
+
+    def checkpoint(s):
+        if rank == 0:
+            writer.flush()
+            log_fh.flush()
+            if xyz_fh:
+                xyz_fh.flush()
+            write_checkpoint(paths["checkpoint"], s, config=config_dict(config), sizes=sizes())
+
+    def record(s):
+        if rank != 0 or (s.step % out.log_every and s.step % out.trajectory_every):
+            return
+        o = observables(s, kT, system.cell)
+        if rank == 0:
+            if s.step % out.log_every == 0:
+                log_fh.write(_log_line(s.step, config.dt_fs, o))
+                rows["step"].append(s.step)
+                for k in OBSERVABLES:
+                    rows[k].append(o.get(k, np.nan))
+            if s.step % out.trajectory_every == 0:
+                writer.frame(s.step, s.step * dt, s.positions, s.momenta, s.masses, o)
+                if xyz_fh:
+                    _xyz_frame(xyz_fh, system, s, s.step, config.dt_fs, o)
+
+    if rank == 0:
+        if restart:
+            if not paths["h5md"].exists() or not paths["log"].exists():
+                raise InputError(f"cannot restart: outputs {paths['h5md']} / {paths['log']} are missing")
+            writer.truncate(int(saved_sizes["frames"]))
+            truncate_text(paths["log"], saved_sizes["log"])
+            if out.xyz:
+                truncate_text(paths["xyz"], saved_sizes["xyz"])
+            log_fh = open(paths["log"], "a")
+            xyz_fh = open(paths["xyz"], "a") if out.xyz else None
+        else:
+            writer.create()
+            log_fh = open(paths["log"], "w")
+            log_fh.write("# rung-md log; " + " ".join(LOG_COLUMNS) + "\n")
+            xyz_fh = open(paths["xyz"], "w") if out.xyz else None
+    try:
+        if not restart:
+            record(state)
+            checkpoint(state)
+        todo = max(0, config.steps - state.step)
+        bar = Progress(todo, config.dt_fs, enabled=progress and rank == 0)
+        for done in range(1, todo + 1):
+            state = step_fn(state)
+            record(state)
+            if state.step % out.checkpoint_every == 0 and state.step != config.steps:
+                checkpoint(state)
+            bar.update(done, state.step)
+            if stop_after is not None and done >= stop_after:
+                return RunResult(state, {k: np.array(v) for k, v in rows.items()}, bar.ns_per_day(done), forces.calls)
+        checkpoint(state)
+        nsday = bar.ns_per_day(todo) if todo else 0.0
+    finally:
+        if log_fh:
+            log_fh.close()
+        if xyz_fh:
+            xyz_fh.close()
+    return RunResult(state, {k: np.array(v) for k, v in rows.items()}, nsday, forces.calls)
+

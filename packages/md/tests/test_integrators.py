@@ -1,0 +1,196 @@
+"""Integrators against analytic oracles (see oracles.py for the derivations)."""
+
+import numpy as np
+import pytest
+from oracles import (baoab_mode_variance, block_mean, estimators_from_mode_variance,
+                     exact_path_integral_energy)
+
+from rung.core import units as U
+from rung.core.potential import Harmonic
+from rung.md import estimators as est
+from rung.md.integrators import bussi, langevin, ring_polymer, velocity_verlet
+
+W = 3700 * U.INV_CM_TO_HARTREE  # 3700 cm^-1
+M = U.AMU_TO_ELECTRON_MASS  # 1 amu
+KT = 300 * U.BOLTZMANN_HARTREE_PER_K
+BETA = 1 / KT
+
+
+def _ho_force():
+    pot = Harmonic(M * W * W)
+    return lambda x: pot.compute(x, None)
+
+
+def _run(step, state, n, every=1):
+    xs, fs, ps, es = [], [], [], []
+    for i in range(n):
+        state = step(state)
+        if i % every == 0:
+            xs.append(state.positions)
+            fs.append(state.forces)
+            ps.append(state.momenta)
+            es.append(state.energy)
+    return state, np.array(xs), np.array(fs), np.array(ps), np.array(es)
+
+
+def test_closed_form_matches_the_dt_to_zero_scheme_and_the_quantum_limit():
+    # two independent derivations of the same numbers: closed form vs Lyapunov at a tiny step
+    for P in (1, 4, 16, 32):
+        exact = exact_path_integral_energy(W, BETA, P)
+        var = baoab_mode_variance(W, M, BETA, P, 1e-4 * U.FS_TO_AU_TIME, 0.01)
+        for e in estimators_from_mode_variance(var, W, M, BETA, P):
+            assert abs(e / exact - 1) < 1e-8
+    # P -> infinity: (w/4) coth(beta w / 2) per dimension
+    assert abs(exact_path_integral_energy(W, BETA, 4096) / (W / 4 / np.tanh(BETA * W / 2)) - 1) < 1e-5
+    assert exact_path_integral_energy(W, BETA, 1) == pytest.approx(0.5 * KT, rel=1e-14)
+
+
+def _harmonic_path_integral(P, n_steps, dt_fs, seed, propagator="exact"):
+    dt = dt_fs * U.FS_TO_AU_TIME
+    tau = 3 * U.FS_TO_AU_TIME
+    init, step = ring_polymer(_ho_force(), dt, KT, P, thermostat="pile-l", tau=tau, seed=seed, propagator=propagator)
+    s = init(np.zeros((1, 3)), np.array([M]))
+    s, *_ = _run(step, s, 2000)
+    _, x, f, _, e = _run(step, s, n_steps, every=2)
+    V = e.mean(axis=1)
+    kp = np.array([est.kinetic_primitive(xx, [M], KT) for xx in x])
+    kc = np.array([est.kinetic_centroid_virial(xx, ff, KT) for xx, ff in zip(x, f)])
+    expected = 3 * np.array(estimators_from_mode_variance(
+        baoab_mode_variance(W, M, BETA, P, dt, 1 / tau, cayley=propagator == "cayley"), W, M, BETA, P))
+    return (V, kp, kc), expected
+
+
+def _check_2sigma(series, expected, names, exact):
+    for x, e, name in zip(series, expected, names):
+        mean, err = block_mean(x)
+        assert abs(e / exact - 1) < 0.01, f"{name}: finite-step bias unexpectedly large"
+        assert abs(mean - e) < 2 * err, f"{name}: {mean:.6g} +- {err:.2g}, expected {e:.6g}"
+        assert err < 0.02 * e  # the error bar is small enough for the test to mean something
+
+
+@pytest.mark.parametrize("P,n_steps,seed", [(1, 40000, 11), (4, 40000, 12), (16, 40000, 13)])
+def test_harmonic_path_integral_estimators(P, n_steps, seed):
+    """3D HO, w = 3700 cm^-1, m = 1 amu, 300 K: <V>, K_prim, K_cv vs the exact P-bead values (PILE-L, 0.25 fs).
+
+    The expected values are those of the discrete scheme (Lyapunov oracle), which differ from the
+    continuous P-bead values by the small BAOAB step bias (checked < 1%).
+    """
+    series, expected = _harmonic_path_integral(P, n_steps, 0.25, seed)
+    exact = 3 * exact_path_integral_energy(W, BETA, P)
+    if P == 1:  # both kinetic estimators are the constant 3/2 kT
+        assert series[1] == pytest.approx(1.5 * KT, rel=1e-14) and series[2] == pytest.approx(1.5 * KT, rel=1e-14)
+        series, expected = series[:1], expected[:1]
+    _check_2sigma(series, expected, ["V", "K_prim", "K_cv"], exact)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("P,propagator", [(32, "exact"), (32, "cayley"), (16, "cayley")])
+def test_harmonic_path_integral_estimators_many_beads(P, propagator):
+    series, expected = _harmonic_path_integral(P, 120000, 0.25, 100 + P, propagator)
+    _check_2sigma(series, expected, ["V", "K_prim", "K_cv"], 3 * exact_path_integral_energy(W, BETA, P))
+
+
+def test_baoab_samples_harmonic_positions_exactly_at_a_large_step():
+    dt = 1.0 / W  # w dt = 1: a large step (period / 6.3)
+    init, step = langevin(_ho_force(), dt, KT, gamma=W, seed=5)
+    s = init(np.zeros((1, 3)), np.array([M]))
+    _, x, _, p, _ = _run(step, s, 60000)
+    q2 = np.sum(x**2, axis=(1, 2))
+    mean, err = block_mean(q2)
+    exact = 3 * KT / (M * W * W)
+    assert abs(mean - exact) < 2 * err, (mean, err, exact)
+    assert err < 0.02 * exact
+    # the momenta are not exact at this step: <p^2> = m kT (1 - (w dt / 2)^2) for BAOAB (Lyapunov oracle)
+    p2, perr = block_mean(np.sum(p**2, axis=(1, 2)))
+    assert abs(p2 / (3 * M * KT) - 1) > 10 * perr / p2
+
+
+@pytest.mark.parametrize("kind", ["nve", "langevin", "bussi"])
+def test_one_bead_reduces_exactly_to_the_classical_integrator(kind, argon, argon_lj):
+    numbers, x, m, cell = argon
+    f = lambda xx: argon_lj.compute(xx, numbers, cell, virial=True)  # noqa: E731
+    dt, kT, tau = 40.0, 100 * U.BOLTZMANN_HARTREE_PER_K, 2000.0
+    if kind == "nve":
+        ic, sc = velocity_verlet(f, dt, kT, seed=3)
+        ir, sr = ring_polymer(f, dt, kT, 1, thermostat=None, seed=3)
+    elif kind == "langevin":
+        ic, sc = langevin(f, dt, kT, 1 / tau, seed=3)
+        ir, sr = ring_polymer(f, dt, kT, 1, thermostat="pile-l", tau=tau, seed=3)
+    else:
+        ic, sc = bussi(f, dt, kT, tau, seed=3)
+        ir, sr = ring_polymer(f, dt, kT, 1, thermostat="pile-g", tau=tau, seed=3)
+    a, b = ic(x, m), ir(x, m)
+    np.testing.assert_array_equal(a.momenta, b.momenta[0])
+    for _ in range(30):
+        a, b = sc(a), sr(b)
+    np.testing.assert_array_equal(a.positions, b.positions[0])
+    np.testing.assert_array_equal(a.momenta, b.momenta[0])
+    assert a.thermostat_energy == pytest.approx(b.thermostat_energy, rel=1e-12, abs=1e-16)
+    if kind != "nve":
+        assert a.thermostat_energy != 0.0
+
+
+def test_nve_energy_drift_and_time_reversibility(argon, argon_lj):
+    numbers, x, m, cell = argon
+    f = lambda xx: argon_lj.compute(xx, numbers, cell)  # noqa: E731
+    dt = 0.5 * U.FS_TO_AU_TIME
+    init, step = velocity_verlet(f, dt, kT=120 * U.BOLTZMANN_HARTREE_PER_K, seed=7)
+    s0 = init(x, m)
+    s = s0
+    energies = []
+    for _ in range(2000):  # 1 ps
+        s = step(s)
+        energies.append(est.kinetic_energy(s.momenta, m) + float(s.energy))
+    e = np.array(energies)
+    t_ps = np.arange(1, len(e) + 1) * 0.5e-3
+    slope = np.polyfit(t_ps, e, 1)[0] / len(m)  # Hartree / atom / ps
+    # stated bound: drift below 1e-7 Hartree per atom per ps, fluctuations below 1e-6 of the total
+    assert abs(slope) < 1e-7, slope
+    assert np.ptp(e) < 1e-6 * abs(e.mean()) + 1e-7 * len(m)
+    # time reversibility: flip momenta, integrate back, recover the start
+    from dataclasses import replace
+
+    back = replace(s, momenta=-s.momenta)
+    for _ in range(2000):
+        back = step(back)
+    np.testing.assert_allclose(back.positions, s0.positions, atol=1e-8)
+    np.testing.assert_allclose(-back.momenta, s0.momenta, atol=1e-8 * np.abs(s0.momenta).max())
+
+
+@pytest.mark.parametrize("P,thermostat", [(1, "pile-l"), (1, "pile-g"), (4, "pile-l"), (4, "pile-g")])
+def test_thermostat_temperature_and_conserved_quantity(P, thermostat, argon, argon_lj):
+    numbers, x, m, cell = argon
+    f = lambda xx: argon_lj.compute(xx, numbers, cell)  # noqa: E731
+    T = 90.0
+    kT = T * U.BOLTZMANN_HARTREE_PER_K
+    init, step = ring_polymer(f, 4 * U.FS_TO_AU_TIME, kT, P, thermostat=thermostat, tau=100 * U.FS_TO_AU_TIME,
+                              seed=20 + P)
+    s = init(x, m)
+    for _ in range(300):
+        s = step(s)
+    temps, cons = [], []
+    s1 = s
+    for _ in range(2500):
+        s = step(s)
+        temps.append(est.temperature_K(s.momenta, m))
+        cons.append(est.conserved(s, kT))
+    mean, err = block_mean(temps)
+    assert abs(mean - T) < 2 * err, (mean, err)
+    assert err < 0.02 * T
+    # the conserved quantity stays put while the thermostat exchanges much more energy
+    exchanged = abs(s.thermostat_energy - s1.thermostat_energy)
+    assert np.ptp(cons) < 0.02 * exchanged, (np.ptp(cons), exchanged)
+
+
+def test_bad_parameters():
+    f = _ho_force()
+    with pytest.raises(ValueError, match="time step"):
+        velocity_verlet(f, 0.0)
+    with pytest.raises(ValueError, match="time step"):
+        ring_polymer(f, -1.0, KT, 4)
+    with pytest.raises(ValueError, match="temperature"):
+        langevin(f, 1.0, 0.0, 0.1)
+    with pytest.raises(ValueError, match="thermostat"):
+        ring_polymer(f, 1.0, KT, 4, thermostat="nose")
+    with pytest.raises(ValueError, match="tau"):
+        ring_polymer(f, 1.0, KT, 4, thermostat="pile-l")

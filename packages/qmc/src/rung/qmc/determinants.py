@@ -105,5 +105,11 @@ class SlaterDeterminant:
         self.logdet[mask] += np.log(np.abs(ratio))
         self.configs[mask, e] = epos[mask]
 
+    def resample(self, idx):
+        """Keep walkers idx (nwalkers,) int (copies allowed): branching / population control."""
+        self.configs = self.configs[idx]
+        self.inverse = [a[idx] for a in self.inverse]
+        self.sign, self.logdet = self.sign[idx], self.logdet[idx]
+
     def pgradient(self):
         return {}

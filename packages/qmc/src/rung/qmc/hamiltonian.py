@@ -61,10 +61,13 @@ class Hamiltonian:
             grad[:, e] = g.T
         return t, grad
 
-    def local_energy(self, wf, configs, rng) -> dict:
-        """{component: (nwalkers,)} Hartree, with "total"; ``wf`` must be in the state of ``configs``."""
+    def local_energy(self, wf, configs, rng, return_grad: bool = False):
+        """{component: (nwalkers,)} Hartree, with "total"; ``wf`` must be in the state of ``configs``.
+
+        With ``return_grad`` also grad log psi (nwalkers, nelec, 3), Bohr^-1 (the DMC drift).
+        """
         out = self.potential(configs)
-        out["kinetic"], _ = self.kinetic(wf, configs)
+        out["kinetic"], grad = self.kinetic(wf, configs)
         out["ecp_nonlocal"] = self.ecp.nonlocal_(wf, configs, rng)
         out["total"] = sum(out[k] for k in COMPONENTS)
-        return out
+        return (out, grad) if return_grad else out

@@ -1,7 +1,7 @@
 """Jastrow factor ``exp(J)``: one-body (electron-nucleus) and two-body (electron-electron) terms.
 
     J = sum_{i<j} u_{s_i s_j}(r_ij) + sum_{i,A} chi_{Z_A}(r_iA)
-    u_s(r)   = c_s(r; L_ee) + sum_k a_{s,k} b_k(r / L_ee)          s = parallel (0) / antiparallel (1)
+    u_s(r)   = c_s(r; L_ee_cusp) + sum_k a_{s,k} b_k(r / L_ee)          s = parallel (0) / antiparallel (1)
     chi_Z(r) = [-Z c(r; L_cusp) if the atom is all-electron] + sum_k d_{Z,k} b_k(r / L_en)
 
 Basis with a cutoff, smooth to the second derivative at ``y = r/L = 1`` and flat at ``r = 0`` (so the
@@ -43,11 +43,12 @@ class Jastrow:
     atom_species : (natom,) int, species index of each atom (into ``parameters['en']``)
     cusp_charges : (natom,) float64, nuclear charge for atoms that need an e-n cusp (all-electron), else 0
     nelec : (nup, ndown)
-    nbasis : number of basis functions per term; rcut_ee, rcut_en, rcut_cusp : Bohr
+    nbasis : number of basis functions per term; rcut_ee, rcut_en (variational terms), rcut_ee_cusp,
+        rcut_cusp (e-e and e-n cusp terms) : Bohr
     """
 
     def __init__(self, atom_coords, atom_species, cusp_charges, nelec, nbasis=4, rcut_ee=7.0, rcut_en=5.0,
-                 rcut_cusp=1.0, parameters=None):
+                 rcut_cusp=0.5, rcut_ee_cusp=3.0, parameters=None):
         self.atom_coords = np.asarray(atom_coords, dtype=np.float64)
         self.atom_species = np.asarray(atom_species, dtype=np.int64)
         self.cusp_charges = np.asarray(cusp_charges, dtype=np.float64)
@@ -55,6 +56,7 @@ class Jastrow:
         self.ne = sum(self.nelec)
         self.bcoef = basis_coefficients(nbasis)
         self.rcut_ee, self.rcut_en, self.rcut_cusp = float(rcut_ee), float(rcut_en), float(rcut_cusp)
+        self.rcut_ee_cusp = float(rcut_ee_cusp)
         nspecies = int(self.atom_species.max()) + 1 if self.atom_species.size else 0
         self.parameters = {"ee": np.zeros((2, nbasis)), "en": np.zeros((nspecies, nbasis))}
         if parameters is not None:
@@ -82,7 +84,7 @@ class Jastrow:
         a = np.where(same[..., None], self.parameters["ee"][0], self.parameters["ee"][1])  # (..., nb)
         a = np.moveaxis(a, -1, 0)
         G = np.where(same, EE_CUSP[0], EE_CUSP[1])
-        c, c1, c2 = self._cusp(r, G, self.rcut_ee)
+        c, c1, c2 = self._cusp(r, G, self.rcut_ee_cusp)
         return (a * b).sum(0) + c, (a * b1).sum(0) + c1, (a * b2).sum(0) + c2
 
     def _en(self, r):
@@ -158,6 +160,10 @@ class Jastrow:
         d = self._delta(e, epos)
         self.logval[mask] += d[mask]
         self.configs[mask, e] = epos[mask]
+
+    def resample(self, idx):
+        self.configs = self.configs[idx]
+        self.logval = self.logval[idx]
 
     def pgradient(self):
         """d log psi / d parameter: {"ee": (nw, 2, nb), "en": (nw, nspecies, nb)}."""

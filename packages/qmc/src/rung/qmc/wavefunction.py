@@ -10,6 +10,7 @@ Component protocol (PyQMC's, kept small). ``configs`` are (nwalkers, nelec, 3) f
   and whatever ``accept`` can reuse
 - ``gradient_laplacian(e, epos) -> (grad, lap)``: grad psi / psi (3, nwalkers), lap psi / psi (nwalkers,)
 - ``accept(e, epos, mask, saved)``: move electron e where mask (nwalkers,) bool is set
+- ``resample(idx)``: keep walkers idx (nwalkers,) int, copies allowed (population control)
 - ``pgradient() -> {name: (nwalkers, *shape)}``: d log psi / d parameter; ``parameters`` the dict
   of arrays those names refer to
 
@@ -82,6 +83,10 @@ class ProductWF:
         saved = saved if saved is not None else [None] * len(self.components)
         for c, s in zip(self.components, saved):
             c.accept(e, epos, mask, s)
+
+    def resample(self, idx):
+        for c in self.components:
+            c.resample(idx)
 
     def pgradient(self):
         return {f"{i}.{k}": v for i, c in enumerate(self.components) for k, v in c.pgradient().items()}

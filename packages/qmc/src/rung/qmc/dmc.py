@@ -1,0 +1,207 @@
+"""Fixed-node diffusion Monte Carlo with T-moves, a fixed-population comb and exact restarts.
+
+One step of imaginary time tau, for all walkers at once:
+
+1. drift-diffusion sweep, electron by electron (as in :mod:`rung.qmc.vmc`, Umrigar-limited drift),
+   rejecting moves that cross a node of psi (fixed node);
+2. T-moves for the nonlocal ECP (Casula's size-consistent sequential scheme): electron i jumps to
+   quadrature point q with probability T_q / (1 + sum_q T_q), ``T_q = -tau V_q`` for the matrix
+   elements with ``V_q = <R'|V_NL|R> psi(R')/psi(R) < 0``; the local energy keeps the full V_NL psi/psi;
+3. weights ``w *= exp(tau_eff (S(R) + S(R'))/2)``, ``S = (E_ref - E_L) |vbar|/|v|`` (Umrigar's energy
+   limiting) with ``|E_ref - E_L|`` capped at ``0.2 sqrt(N/tau)`` (Zen et al. 2016; without it a walker
+   near a nucleus of a cusp-less Gaussian wave function takes over the population),
+   ``tau_eff = tau <accepted dr^2>/<proposed dr^2>``;
+4. mixed estimator ``E = sum w E_L / sum w``, then a fixed-population stochastic comb (walkers drawn
+   with probability w / sum w, weights reset to one). ``E_ref`` is the mean of the last block.
+
+A population whose effective size ``(sum w)^2 / sum w^2`` stays below ``min_neff`` x nwalkers, or whose
+mean weight changes by more than a factor e^2 in one step, is a collapse or explosion: the run stops
+with :class:`PopulationError` (nothing is written as a result).
+
+Checkpoint after every block (walkers, RNG state, per-step estimates, E_ref, tau_eff sums) and a full
+wave-function recomputation at every block start, so a killed run resumed from its checkpoint
+reproduces the uninterrupted run step for step.
+References: C. J. Umrigar, M. P. Nightingale, K. J. Runge, J. Chem. Phys. 99, 2865 (1993);
+M. Casula, Phys. Rev. B 74, 161102 (2006); M. Casula et al., J. Chem. Phys. 132, 154113 (2010).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rung.qmc.hamiltonian import COMPONENTS
+from rung.qmc.stats import reblock
+from rung.qmc.traces import Trace, read_checkpoint, write_checkpoint
+from rung.qmc.vmc import QMCResult, check_configs, limit_drift, sweep
+
+log = logging.getLogger(__name__)
+
+
+class PopulationError(RuntimeError):
+    """The DMC population collapsed or exploded."""
+
+
+@dataclass(frozen=True)
+class DMCConfig:
+    """tau (a.u. time); nblocks x nsteps steps, the first nequil_blocks not averaged; tmoves for ECPs.
+
+    energy_cutoff: in the branching factor |E_ref - E_L| is capped at energy_cutoff sqrt(nelec / tau)
+    (Zen et al., Phys. Rev. B 93, 241118 (2016)); the bias vanishes as tau -> 0. min_neff, patience:
+    collapse detection.
+    """
+
+    tau: float = 0.01
+    nblocks: int = 20
+    nsteps: int = 50
+    nequil_blocks: int = 2
+    tmoves: bool = True
+    seed: int = 0
+    energy_cutoff: float = 0.2
+    min_neff: float = 0.1
+    patience: int = 10
+
+    def __post_init__(self):
+        if not self.tau > 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.nblocks <= self.nequil_blocks or self.nsteps < 1:
+            raise ValueError("need nblocks > nequil_blocks and nsteps >= 1")
+
+
+def comb(weights, rng) -> np.ndarray:
+    """Fixed-population stochastic comb: (nwalkers,) indices drawn with probability w / sum w."""
+    n = weights.size
+    cum = np.cumsum(weights) / weights.sum()
+    return np.minimum(np.searchsorted(cum, (np.arange(n) + rng.random()) / n), n - 1)
+
+
+def tmove(wf, ecp, configs, tau, rng) -> float:
+    """Sequential T-moves over all electrons (in place); returns the fraction of electrons moved."""
+    nw, ne, _ = configs.shape
+    moved = 0
+    for e in range(ne):
+        terms, points = ecp.nonlocal_electron(wf, e, configs, rng)  # (nw, npts), (nw, npts, 3)
+        if terms.shape[1] == 0:
+            return 0.0
+        t = np.where(terms < 0.0, -tau * terms, 0.0)
+        cum = np.cumsum(t, axis=1) / (1.0 + t.sum(1, keepdims=True))
+        k = (cum < rng.random(nw)[:, None]).sum(1)
+        move = k < t.shape[1]
+        new = points[np.arange(nw), np.minimum(k, t.shape[1] - 1)]
+        wf.accept(e, new, move)
+        configs[move, e] = new[move]
+        moved += move.sum()
+    return moved / (nw * ne)
+
+
+def _setup(config, configs, ham):
+    return {"tau": config.tau, "nsteps": config.nsteps, "nequil_blocks": config.nequil_blocks,
+            "tmoves": bool(config.tmoves), "seed": config.seed, "nwalkers": int(configs.shape[0]),
+            "nelec": int(configs.shape[1]), "natom": int(len(ham.atom_charges))}
+
+
+def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | None = None, checkpoint=None,
+        trace=None, backend: str = "numba", progress=None) -> QMCResult:
+    """Run (or resume) fixed-node DMC from walkers configs (nwalkers, nelec, 3) Bohr.
+
+    Parameters
+    ----------
+    e_ref : starting reference energy, Hartree (default: mean local energy of the initial walkers)
+    checkpoint : path; if it exists the run resumes from it (``configs`` is then only used for its shape)
+    trace : path of the append-only per-block HDF5 trace
+    progress : callable(block, nblocks, energy, seconds) called after every block
+    """
+    configs = check_configs(configs)
+    nw, ne, _ = configs.shape
+    setup = _setup(config, configs, ham)
+    ntot = config.nblocks * config.nsteps
+    series = {k: np.full(ntot, np.nan) for k in COMPONENTS + ("total", "neff", "weight")}
+    start_block, r2 = 0, np.zeros(2)  # r2: accepted and proposed squared displacements (tau_eff)
+    rng = np.random.default_rng(config.seed)
+    if checkpoint is not None and Path(checkpoint).exists():
+        state, meta = read_checkpoint(checkpoint, setup)
+        configs = check_configs(state["configs"])
+        start_block, e_ref, r2 = int(meta["block"]), float(meta["e_ref"]), state["r2"]
+        n = min(state["series_total"].size, ntot)
+        for k in series:
+            series[k][:n] = state[f"series_{k}"][:n]
+        rng.bit_generator.state = meta["rng"]
+        log.info("resuming DMC from %s at block %d", checkpoint, start_block)
+    tr = None
+    if trace is not None:
+        fields = {"energy": "hartree", **{k: "hartree" for k in COMPONENTS}, "weight": "dimensionless",
+                  "neff": "dimensionless", "tau_eff": "hartree^-1"}
+        tr = Trace(trace, "dmc", fields, backend, keep_blocks=start_block)
+
+    wf.recompute(configs)
+    el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
+    if e_ref is None:
+        e_ref = float(np.mean(el["total"]))
+
+    ecut = config.energy_cutoff * np.sqrt(ne / config.tau)
+
+    def s_limited(el, grad, e_ref):
+        vbar = limit_drift(grad, config.tau)
+        ratio = np.sqrt(np.sum(vbar**2, (1, 2)) / np.maximum(np.sum(grad**2, (1, 2)), 1e-300))
+        return np.clip(e_ref - el["total"], -ecut, ecut) * ratio
+
+    s_old = s_limited(el, grad, e_ref)
+    low_neff = 0
+    t0 = time.perf_counter()
+    for b in range(start_block, config.nblocks):
+        if b > start_block:
+            wf.recompute(configs)  # bound Sherman-Morrison round-off; also what a restart does
+            el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
+            s_old = s_limited(el, grad, e_ref)
+        for j in range(config.nsteps):
+            i = b * config.nsteps + j
+            _, acc_ratio = sweep(wf, configs, config.tau, rng, fixed_node=True)
+            r2 += (acc_ratio, 1.0)
+            if config.tmoves and ham.ecp.has_nonlocal:
+                tmove(wf, ham.ecp, configs, config.tau, rng)
+            el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
+            if not np.all(np.isfinite(el["total"])):
+                raise PopulationError(f"non-finite local energy at step {i}")
+            s_new = s_limited(el, grad, e_ref)
+            tau_eff = config.tau * r2[0] / r2[1]
+            w = np.exp(tau_eff * 0.5 * (s_old + s_new))
+            wsum = w.sum()
+            for k in COMPONENTS + ("total",):
+                series[k][i] = np.dot(w, el[k]) / wsum
+            series["neff"][i] = wsum**2 / np.dot(w, w) / nw
+            series["weight"][i] = wsum / nw
+            if abs(np.log(series["weight"][i])) > 2.0:
+                raise PopulationError(
+                    f"population explosion/collapse at step {i}: mean weight changed by a factor "
+                    f"{series['weight'][i]:.3g} in one step (E_ref {e_ref:.6f}, mixed energy {series['total'][i]:.6f})")
+            low_neff = low_neff + 1 if series["neff"][i] < config.min_neff else 0
+            if low_neff >= config.patience:
+                raise PopulationError(
+                    f"population collapse at step {i}: effective population {series['neff'][i]:.3f} x nwalkers "
+                    f"for {low_neff} steps (a few walkers carry all the weight)")
+            idx = comb(w, rng)
+            configs = configs[idx]
+            wf.resample(idx)
+            s_old = s_new[idx]
+        blk = slice(b * config.nsteps, (b + 1) * config.nsteps)
+        e_ref = float(np.mean(series["total"][blk]))
+        if tr is not None:
+            tr.append({"energy": e_ref, **{k: np.mean(series[k][blk]) for k in COMPONENTS},
+                       "weight": np.mean(series["weight"][blk]), "neff": np.mean(series["neff"][blk]),
+                       "tau_eff": config.tau * r2[0] / r2[1]})
+        if checkpoint is not None:
+            write_checkpoint(checkpoint, {"configs": configs, "r2": r2, **{f"series_{k}": v for k, v in series.items()}},
+                             {"setup": setup, "block": b + 1, "e_ref": e_ref, "rng": rng.bit_generator.state,
+                              "config": asdict(config)})
+        if progress is not None:
+            progress(b + 1, config.nblocks, e_ref, time.perf_counter() - t0)
+    keep = slice(config.nequil_blocks * config.nsteps, ntot)
+    r = reblock(series["total"][keep])
+    comps = {k: (reblock(series[k][keep]).mean, reblock(series[k][keep]).error) for k in COMPONENTS}
+    return QMCResult("dmc", r.mean, r.error, comps, float("nan"), float(r2[0] / r2[1]), nw, keep.stop - keep.start,
+                     config.tau, series["total"][keep].copy(), configs,
+                     extra={"tau_eff": config.tau * r2[0] / r2[1], "neff": float(np.mean(series["neff"][keep]))})

@@ -1,0 +1,149 @@
+"""Variational Monte Carlo: electron-by-electron drift-diffusion Metropolis-Hastings, walkers batched.
+
+Each step moves every electron once (a *sweep*) in every walker. Proposal (Umrigar-limited drift):
+
+    r' = r + tau vbar(r) + sqrt(tau) eta,   eta ~ N(0, 1)
+    vbar = v (-1 + sqrt(1 + 2 a v^2 tau)) / (a v^2 tau),  v = grad log psi,  a = 1
+    accept with min(1, |psi(R')/psi(R)|^2 T(r|r') / T(r'|r)),  T(r'|r) ∝ exp(-|r' - r - tau vbar(r)|^2 / 2 tau)
+
+The local energy is averaged over walkers at every step; error bars come from reblocking that series.
+References: C. J. Umrigar, M. P. Nightingale, K. J. Runge, J. Chem. Phys. 99, 2865 (1993);
+W. M. C. Foulkes et al., Rev. Mod. Phys. 73, 33 (2001).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rung.qmc.hamiltonian import COMPONENTS
+from rung.qmc.stats import reblock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VMCConfig:
+    """nwalkers; nblocks x nsteps sweeps after nequil equilibration sweeps; tau (a.u. time); seed."""
+
+    nwalkers: int = 100
+    nblocks: int = 10
+    nsteps: int = 10
+    nequil: int = 20
+    tau: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("nwalkers", "nblocks", "nsteps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.nequil < 0 or not self.tau > 0:
+            raise ValueError("nequil must be >= 0 and tau > 0")
+
+
+@dataclass(frozen=True)
+class QMCResult:
+    """Energies in Hartree. components: {name: (mean, error)}; trace: (nsteps,) walker-averaged E_L."""
+
+    method: str
+    energy: float
+    error: float
+    components: dict
+    variance: float
+    acceptance: float
+    nwalkers: int
+    nsteps: int
+    tau: float
+    trace: np.ndarray = field(repr=False)
+    configs: np.ndarray = field(repr=False)
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        from rung.qmc.stats import format_value
+
+        return f"E({self.method.upper()}) = {format_value(self.energy, self.error)} Ha"
+
+
+def limit_drift(v, tau, a=1.0):
+    """Umrigar drift limiting per electron: v (..., 3) -> vbar (..., 3)."""
+    v2 = np.einsum("...x,...x->...", v, v)
+    av2t = a * v2 * tau
+    f = np.where(av2t > 1e-12, (np.sqrt(1.0 + 2.0 * av2t) - 1.0) / np.where(av2t > 1e-12, av2t, 1.0), 1.0)
+    return v * f[..., None]
+
+
+def check_configs(configs) -> np.ndarray:
+    c = np.asarray(configs, dtype=np.float64)
+    if c.ndim != 3 or c.shape[-1] != 3:
+        raise ValueError(f"walker configurations must have shape (nwalkers, nelec, 3), got {c.shape}")
+    if not np.all(np.isfinite(c)):
+        bad = np.unique(np.argwhere(~np.isfinite(c))[:, 0])
+        raise ValueError(f"walker configurations contain NaN or infinite coordinates (walkers {bad[:5].tolist()})")
+    return c.copy()
+
+
+def sweep(wf, configs, tau, rng, fixed_node=False):
+    """One drift-diffusion sweep over all electrons (in place). Returns (accepted fraction, tau_eff factor).
+
+    With ``fixed_node`` moves that change the sign of psi are rejected (DMC).
+    """
+    nw, ne, _ = configs.shape
+    acc, r2_acc, r2_prop = 0.0, 0.0, 0.0
+    for e in range(ne):
+        g_old = limit_drift(wf.gradient_value(e, configs[:, e])[0].T, tau)
+        step = np.sqrt(tau) * rng.normal(size=(nw, 3))
+        new = configs[:, e] + tau * g_old + step
+        g_new, ratio, saved = wf.gradient_value(e, new)
+        g_new = limit_drift(g_new.T, tau)
+        fwd = np.sum((new - configs[:, e] - tau * g_old) ** 2, -1)
+        bwd = np.sum((configs[:, e] - new - tau * g_new) ** 2, -1)
+        prob = ratio**2 * np.exp((fwd - bwd) / (2.0 * tau))
+        ok = rng.random(nw) < prob
+        if fixed_node:
+            ok &= ratio > 0
+        d2 = np.sum((new - configs[:, e]) ** 2, -1)  # proposed displacement^2, for tau_eff
+        wf.accept(e, new, ok, saved)
+        configs[ok, e] = new[ok]
+        acc += ok.mean()
+        r2_prop += d2.sum()
+        r2_acc += (d2 * ok).sum()
+    return acc / ne, (r2_acc / r2_prop if r2_prop > 0 else 0.0)
+
+
+def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress=None) -> QMCResult:
+    """Run VMC from walker positions configs (nwalkers, nelec, 3) Bohr; returns a :class:`QMCResult`."""
+    configs = check_configs(configs)
+    rng = rng if rng is not None else np.random.default_rng(config.seed)
+    wf.recompute(configs)
+    for _ in range(config.nequil):
+        sweep(wf, configs, config.tau, rng)
+    ntot = config.nblocks * config.nsteps
+    series = {k: np.zeros(ntot) for k in COMPONENTS + ("total",)}
+    var = np.zeros(ntot)
+    acc = 0.0
+    t0 = time.perf_counter()
+    i = 0
+    for b in range(config.nblocks):
+        wf.recompute(configs)  # bound Sherman-Morrison round-off
+        for _ in range(config.nsteps):
+            a, _ = sweep(wf, configs, config.tau, rng)
+            acc += a
+            el = ham.local_energy(wf, configs, rng)
+            if not np.all(np.isfinite(el["total"])):
+                raise FloatingPointError("non-finite local energy in VMC (walker on a node or a nucleus?)")
+            for k in series:
+                series[k][i] = el[k].mean()
+            var[i] = el["total"].var()
+            i += 1
+        if progress is not None:
+            progress(b + 1, config.nblocks, series["total"][:i].mean(), time.perf_counter() - t0)
+    r = reblock(series["total"])
+    comps = {}
+    for k in COMPONENTS:
+        rb = reblock(series[k])
+        comps[k] = (rb.mean, rb.error)
+    return QMCResult("vmc", r.mean, r.error, comps, float(var.mean()), acc / ntot, config.nwalkers, ntot,
+                     config.tau, series["total"], configs)

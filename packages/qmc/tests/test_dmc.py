@@ -1,0 +1,108 @@
+"""DMC: exact restart, population-failure detection, corrupt checkpoints, and energies against exact values."""
+
+import h5py
+import numpy as np
+import pytest
+from pyscf import gto
+
+from rung.qmc.dmc import DMCConfig, PopulationError, comb, dmc
+from rung.qmc.hamiltonian import Hamiltonian
+from rung.qmc.system import initial_configs, mean_field, slater_jastrow
+from rung.qmc.traces import CheckpointError, Trace
+from rung.qmc.vmc import VMCConfig, vmc
+
+WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr
+
+
+def _setup(mol, nw, seed=0, vmc_blocks=2):
+    orb = mean_field(mol)
+    wf = slater_jastrow(mol, orb)
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(seed)
+    v = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=vmc_blocks, nsteps=10, nequil=20),
+            rng=rng)
+    return orb, wf, ham, v
+
+
+@pytest.fixture(scope="module")
+def water():
+    mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    return _setup(mol, 12)
+
+
+def test_resume_reproduces_uninterrupted_run(water, tmp_path):
+    """A run stopped after block 2 and resumed from its checkpoint gives the same per-step energies as
+    an uninterrupted run with the same seed (T-moves and ECP random rotations included)."""
+    _, wf, ham, v = water
+    cfg = DMCConfig(tau=0.02, nblocks=4, nsteps=3, nequil_blocks=1, seed=3)
+    full = dmc(wf, ham, v.configs, cfg, e_ref=v.energy, checkpoint=tmp_path / "a.chk", trace=tmp_path / "a.h5")
+    part = DMCConfig(tau=0.02, nblocks=2, nsteps=3, nequil_blocks=1, seed=3)
+    dmc(wf, ham, v.configs, part, e_ref=v.energy, checkpoint=tmp_path / "b.chk", trace=tmp_path / "b.h5")
+    # a killed run may have appended trace rows after its last checkpoint: simulate one
+    Trace(tmp_path / "b.h5", "dmc", {"energy": "hartree"}, "numba").append({"energy": 123.0})
+    resumed = dmc(wf, ham, np.zeros_like(v.configs), cfg, checkpoint=tmp_path / "b.chk", trace=tmp_path / "b.h5")
+    np.testing.assert_array_equal(resumed.trace, full.trace)
+    assert resumed.energy == full.energy and resumed.error == full.error
+    np.testing.assert_array_equal(resumed.configs, full.configs)
+    a, b = Trace.read(tmp_path / "a.h5"), Trace.read(tmp_path / "b.h5")
+    assert a["energy"].shape == (4,)
+    np.testing.assert_array_equal(a["energy"], b["energy"])
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert f.attrs["schema"] == "rung.qmc.trace" and f["energy"].attrs["units"] == "hartree"
+
+
+def test_corrupt_or_foreign_checkpoint(water, tmp_path):
+    _, wf, ham, v = water
+    bad = tmp_path / "bad.chk"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n garbage")
+    cfg = DMCConfig(tau=0.02, nblocks=2, nsteps=2, nequil_blocks=1)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        dmc(wf, ham, v.configs, cfg, checkpoint=bad)
+    good = tmp_path / "good.chk"
+    dmc(wf, ham, v.configs, cfg, checkpoint=good)
+    with pytest.raises(CheckpointError, match="different run setup"):
+        dmc(wf, ham, v.configs, DMCConfig(tau=0.01, nblocks=2, nsteps=2, nequil_blocks=1), checkpoint=good)
+
+
+def test_population_explosion_detected(water):
+    _, wf, ham, v = water
+    with pytest.raises(PopulationError, match="explosion"):
+        dmc(wf, ham, v.configs, DMCConfig(tau=0.02, nblocks=2, nsteps=3, nequil_blocks=1, energy_cutoff=1e3),
+            e_ref=v.energy + 200.0)
+
+
+class _OneWalkerDominates(Hamiltonian):
+    """A Hamiltonian whose local energy of walker 0 is far below the rest: its weight takes over."""
+
+    def local_energy(self, wf, configs, rng, return_grad=False):
+        out, grad = super().local_energy(wf, configs, rng, return_grad=True)
+        out["total"] = out["total"].copy()
+        out["total"][0] -= 40.0
+        return (out, grad) if return_grad else out
+
+
+def test_population_collapse_detected(water):
+    _, wf, ham, v = water
+    bad = _OneWalkerDominates(ham.atom_coords, ham.atom_charges, ham.ecp)
+    with pytest.raises(PopulationError, match="collapse"):
+        dmc(wf, bad, v.configs, DMCConfig(tau=0.2, nblocks=3, nsteps=6, nequil_blocks=1, patience=3, energy_cutoff=1e3,
+                                          tmoves=False), e_ref=v.energy)
+
+
+def test_comb_is_unbiased():
+    rng = np.random.default_rng(0)
+    w = rng.random(10)
+    counts = np.zeros(10)
+    for _ in range(4000):
+        counts += np.bincount(comb(w, rng), minlength=10)
+    np.testing.assert_allclose(counts / counts.sum(), w / w.sum(), atol=0.01)
+
+
+def test_dmc_h2_recovers_correlation():
+    """Nodeless H2: DMC goes well below Hartree-Fock, towards the exact -1.174476 Ha."""
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="cc-pvdz", verbose=0)
+    orb, wf, ham, v = _setup(mol, 200)
+    d = dmc(wf, ham, v.configs, DMCConfig(tau=0.05, nblocks=11, nsteps=40, nequil_blocks=1), e_ref=v.energy)
+    assert d.energy < orb.e_tot - 3 * d.error and d.error < 0.008
+    # 3 sigma plus 5 mHa for the time-step error at tau = 0.05 (the slow tests use tau = 0.01)
+    assert abs(d.energy - (-1.174476)) < 3 * d.error + 0.005

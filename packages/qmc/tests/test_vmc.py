@@ -1,0 +1,85 @@
+"""VMC oracles: a Slater determinant's VMC energy equals its SCF energy (kinetic, Coulomb and ECP at once)."""
+
+import numpy as np
+import pytest
+from pyscf import gto
+
+from rung.qmc.hamiltonian import Hamiltonian
+from rung.qmc.stats import format_value, reblock
+from rung.qmc.system import initial_configs, mean_field, slater_jastrow
+from rung.qmc.vmc import VMCConfig, vmc
+
+WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr
+
+
+def _run(mol, nw=100, nblocks=20, nsteps=10, seed=1, jastrow=False, orb=None):
+    orb = orb or mean_field(mol)
+    wf = slater_jastrow(mol, orb, jastrow=jastrow)
+    rng = np.random.default_rng(seed)
+    res = vmc(wf, Hamiltonian.from_mol(mol), initial_configs(mol, nw, rng),
+              VMCConfig(nwalkers=nw, nblocks=nblocks, nsteps=nsteps, nequil=30), rng=rng)
+    return orb, res
+
+
+def test_vmc_slater_determinant_equals_scf_water_ccecp():
+    mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    orb, res = _run(mol)
+    assert abs(res.energy - orb.e_tot) < 3 * res.error, (res.energy, res.error, orb.e_tot)
+    assert res.error < 0.03
+    # the ECP part alone against PySCF's ECP integrals over the SCF density matrix
+    from pyscf import scf
+
+    mf = scf.RHF(mol).run(verbose=0)
+    e_ecp = np.einsum("ij,ji", mf.make_rdm1(), mol.intor("ECPscalar"))
+    loc, nl = res.components["ecp_local"], res.components["ecp_nonlocal"]
+    assert abs(loc[0] + nl[0] - e_ecp) < 3 * np.hypot(loc[1], nl[1]) + 1e-3
+    e_kin = np.einsum("ij,ji", mf.make_rdm1(), mol.intor("int1e_kin"))
+    assert abs(res.components["kinetic"][0] - e_kin) < 3 * res.components["kinetic"][1]
+
+
+def test_vmc_slater_determinant_equals_scf_h2_all_electron():
+    """All-electron: no e-n cusp in the Gaussian orbitals, but the local energy's -Z/r divergence has
+    finite variance, so the mean is still exact; the tolerance is 3 reblocked sigma."""
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="cc-pvdz", verbose=0)
+    orb, res = _run(mol, nw=100, nblocks=20)
+    assert abs(res.energy - orb.e_tot) < 3 * res.error, (res.energy, res.error, orb.e_tot)
+    assert res.error < 0.01
+
+
+@pytest.mark.parametrize("jastrow", [False, True])
+def test_ee_cusp_cancels_coulomb_singularity(jastrow):
+    """Kato: with the Jastrow e-e cusp the local energy stays finite as two electrons meet; without it
+    it follows +1/r12 (checks kinetic energy, Jastrow cusp and e-e potential together)."""
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="cc-pvdz", verbose=0)
+    wf = slater_jastrow(mol, mean_field(mol), jastrow=jastrow)
+    ham = Hamiltonian.from_mol(mol)
+    e = []
+    for r12 in (1e-3, 2e-3):
+        c = np.array([[[0.3, 0.2, 0.5], [0.3, 0.2, 0.5 + r12]]])
+        wf.recompute(c)
+        e.append(ham.local_energy(wf, c, np.random.default_rng(0))["total"][0])
+    expected = 0.0 if jastrow else 1 / 1e-3 - 1 / 2e-3
+    assert abs((e[0] - e[1]) - expected) < 0.05 * (1 / 2e-3)
+
+
+def test_nan_walkers_rejected():
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="sto-3g", verbose=0)
+    wf = slater_jastrow(mol, mean_field(mol))
+    c = np.zeros((2, 2, 3))
+    c[1, 0, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        vmc(wf, Hamiltonian.from_mol(mol), c, VMCConfig(nwalkers=2))
+
+
+def test_reblock_ar1():
+    """AR(1): x_t = rho x_{t-1} + eps; error of the mean = sigma_x / sqrt(n) * sqrt((1+rho)/(1-rho))."""
+    rng = np.random.default_rng(0)
+    rho, n = 0.8, 2**16
+    from scipy.signal import lfilter
+
+    x = lfilter([1.0], [1.0, -rho], rng.normal(size=n))[1000:]
+    n = x.size
+    exact = (1 / np.sqrt(1 - rho**2)) / np.sqrt(n) * np.sqrt((1 + rho) / (1 - rho))
+    r = reblock(x)
+    assert 0.75 * exact < r.error < 1.3 * exact
+    assert format_value(-17.16543, 0.0012) == "-17.1654(12)"

@@ -208,20 +208,19 @@ class ANIPotential:
         ent = build_entries(x, batch, n_batch, cells, p.Rcr, p.Rca, self.min_distance)
         need_grad = forces or virial
         if self.backend == "cupy":
-            out, gvec = self._gpu.run(species, ent, need_grad)
+            out, f, w = self._gpu.run(species, ent, batch, n_batch, need_grad)
         else:
             kern = _kernels(self.backend)
             G = kern.aev_forward(species, ent.start, ent.nbr, ent.vec, ent.dist, ent.ang_start, ent.ang, p, self.dtype)
             out, dG = self._nets(species, G, grad=need_grad)
-            gvec = None
+            f = w = gvec = None
             if need_grad:
                 gvec = kern.aev_backward(species, ent.start, ent.nbr, ent.vec, ent.dist, ent.ang_start, ent.ang, p, dG)
         sae = self.model.self_energies[species]
         atomic = out + sae  # (M, n_atoms) float64
         e_members = np.stack([np.bincount(batch, weights=a, minlength=n_batch) for a in atomic])
         spread = e_members.std(axis=0, ddof=1) if self.n_members > 1 else np.zeros(n_batch)
-        f = w = None
-        if need_grad:
+        if need_grad and self.backend != "cupy":
             kern = _kernels("numpy" if self.backend == "numpy" else "numba")
             f, w = kern.scatter(ent.start, ent.nbr, ent.vec, gvec, batch, n_batch)
         return NNPResult(energy=e_members.mean(axis=0), forces=f if forces else None, virial=w if virial else None,

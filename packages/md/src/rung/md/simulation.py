@@ -190,7 +190,10 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
     dt = config.dt_fs * U.FS_TO_AU_TIME
     P = config.beads
     if restart:
-        state, saved, saved_sizes, _ = read_checkpoint(paths["checkpoint"])
+        try:
+            state, saved, saved_sizes, _ = read_checkpoint(paths["checkpoint"])
+        except ValueError as err:
+            raise InputError(str(err)) from err
         mine = config_dict(config)
         diff = sorted(k for k in mine if k not in ("steps", "output") and mine[k] != saved.get(k))
         if diff:

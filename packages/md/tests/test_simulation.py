@@ -1,0 +1,220 @@
+"""The driver: input files, outputs (H5MD, extxyz, log), checkpoints and bit-for-bit restarts, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rung.core import units as U
+from rung.md.cli import main
+from rung.md.config import InputError, load_config
+from rung.md.output import read_checkpoint
+from rung.md.simulation import run
+
+LJ = 'potential = {type = "lj", epsilon_eV = 0.0103, sigma_angstrom = 3.4, cutoff_angstrom = 6.0}'
+
+
+def _argon(path: Path, repeat=2):
+    from ase.build import bulk
+
+    a = bulk("Ar", "fcc", a=5.26, cubic=True).repeat((repeat,) * 3)
+    a.rattle(0.05, seed=1)
+    a.write(path, format="extxyz")
+    return a
+
+
+def _input(tmp_path, body="", *, steps=40, beads=2, potential=LJ, structure="ar.xyz", output=""):
+    if not (tmp_path / "ar.xyz").exists():
+        _argon(tmp_path / "ar.xyz")
+    text = (f'structure = "{structure}"\nsteps = {steps}\ndt_fs = 4.0\ntemperature_K = 80\nbeads = {beads}\n'
+            f'thermostat = "langevin"\ntau_fs = 200\nseed = 9\n{body}\n{potential}\n'
+            f"[output]\ntrajectory_every = 5\nlog_every = 5\ncheckpoint_every = 10\n{output}\n")
+    path = tmp_path / "in.toml"
+    path.write_text(text)
+    return path
+
+
+def test_cli_runs_and_writes_h5md_extxyz_log_checkpoint(tmp_path):
+    inp = _input(tmp_path, output="all_beads = true")
+    res = CliRunner().invoke(main, ["run", str(inp), "--workdir", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "ns/day" in res.output
+    with h5py.File(tmp_path / "md.h5") as f:
+        assert list(f["h5md"].attrs["version"]) == [1, 1]
+        assert f["h5md/creator"].attrs["name"] == "rung-md"
+        pos = f["particles/centroid/position"]
+        assert pos["value"].shape == (9, 32, 3) and pos["value"].attrs["unit"] == "nm"
+        assert list(pos["step"][:]) == list(range(0, 41, 5))
+        assert pos["time"].attrs["unit"] == "ps"
+        np.testing.assert_allclose(pos["time"][:], pos["step"][:] * 4.0e-3)
+        assert f["particles/centroid/box"].attrs["boundary"][0] == b"periodic"
+        assert f["particles/centroid/box/edges"].shape == (3, 3)
+        assert f["particles/beads/position/value"].shape == (9, 64, 3)
+        beads = f["particles/beads/position/value"][-1].reshape(2, 32, 3)
+        np.testing.assert_allclose(beads.mean(axis=0), pos["value"][-1], atol=1e-12)
+        assert f["observables/temperature/value"].shape == (9,)
+        assert np.isfinite(f["observables/pressure/value"][:]).all()
+    from ase.io import read
+
+    frames = read(tmp_path / "md.xyz", index=":")
+    assert len(frames) == 9 and frames[-1].info["step"] == 40
+    np.testing.assert_allclose(frames[-1].positions, pos_last(tmp_path) * 10, atol=1e-6)
+    log = np.loadtxt(tmp_path / "md.log")
+    assert log.shape == (9, 8) and log[-1, 0] == 40
+    state, cfg, sizes, _ = read_checkpoint(tmp_path / "md.chk.h5")
+    assert state.step == 40 and state.positions.shape == (2, 32, 3) and sizes["frames"] == 9
+
+
+def pos_last(tmp_path):
+    with h5py.File(tmp_path / "md.h5") as f:
+        return f["particles/centroid/position/value"][-1]
+
+
+def test_restart_after_a_crash_is_bit_for_bit(tmp_path):
+    ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
+    ref_dir.mkdir()
+    cut_dir.mkdir()
+    cfg = load_config(_input(tmp_path, steps=60, beads=3))
+    full = run(cfg, workdir=ref_dir, progress=False)
+    run(cfg, workdir=cut_dir, progress=False, stop_after=27)  # "killed" at step 27: frames after step 20 are lost
+    assert read_checkpoint(cut_dir / "md.chk.h5")[0].step == 20
+    again = run(cfg, workdir=cut_dir, restart=True, progress=False)
+    np.testing.assert_array_equal(again.state.positions, full.state.positions)
+    np.testing.assert_array_equal(again.state.momenta, full.state.momenta)
+    assert again.state.thermostat_energy == full.state.thermostat_energy
+    assert (ref_dir / "md.log").read_bytes() == (cut_dir / "md.log").read_bytes()
+    assert (ref_dir / "md.xyz").read_bytes() == (cut_dir / "md.xyz").read_bytes()
+    with h5py.File(ref_dir / "md.h5") as a, h5py.File(cut_dir / "md.h5") as b:
+        for name in ("particles/centroid/position/value", "particles/centroid/velocity/value",
+                     "observables/conserved_energy/value", "particles/centroid/position/step"):
+            np.testing.assert_array_equal(a[name][:], b[name][:])
+
+
+def test_restart_extends_a_finished_run(tmp_path):
+    cfg = load_config(_input(tmp_path, steps=20))
+    run(cfg, workdir=tmp_path, progress=False)
+    longer = load_config(_input(tmp_path, steps=30))
+    r = run(longer, workdir=tmp_path, restart=True, progress=False)
+    assert r.state.step == 30
+    with pytest.raises(InputError, match="differs from the checkpoint"):
+        run(load_config(_input(tmp_path, steps=40, beads=4)), workdir=tmp_path, restart=True, progress=False)
+
+
+def test_sigkill_and_restart_from_the_command_line(tmp_path):
+    """End to end as subprocesses: kill -9 a run mid-way, `nnp-md run --restart`, compare with an uninterrupted run."""
+    exe = [sys.executable, "-m", "rung.md.cli", "run"]
+    harmonic = 'potential = {type = "harmonic", frequency_cm = 200.0}'
+    for d in ("ref", "cut"):
+        (tmp_path / d).mkdir()
+        _input(tmp_path / d, steps=8000, beads=2, potential=harmonic,
+               structure=str(_argon(tmp_path / "ar.xyz", repeat=1) and tmp_path / "ar.xyz"))
+    (tmp_path / "cut" / "in.toml").write_text((tmp_path / "cut" / "in.toml").read_text().replace(
+        "checkpoint_every = 10", "checkpoint_every = 500"))
+    (tmp_path / "ref" / "in.toml").write_text((tmp_path / "cut" / "in.toml").read_text())
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(exe + ["in.toml", "--quiet"], cwd=tmp_path / "cut", env=env)
+    chk = tmp_path / "cut" / "md.chk.h5"
+    t0 = time.time()
+    try:
+        while time.time() - t0 < 120:
+            if chk.exists() and read_checkpoint(chk)[0].step >= 500:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert read_checkpoint(chk)[0].step < 8000
+    r = subprocess.run(exe + ["in.toml", "--restart", "--quiet"], cwd=tmp_path / "cut", env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(exe + ["in.toml", "--quiet"], cwd=tmp_path / "ref", env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = read_checkpoint(tmp_path / "ref" / "md.chk.h5")[0], read_checkpoint(chk)[0]
+    assert a.step == b.step == 8000
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.momenta, b.momenta)
+    assert (tmp_path / "ref" / "md.log").read_bytes() == (tmp_path / "cut" / "md.log").read_bytes()
+    with h5py.File(tmp_path / "ref" / "md.h5") as fa, h5py.File(tmp_path / "cut" / "md.h5") as fb:
+        np.testing.assert_array_equal(fa["particles/centroid/position/value"][:],
+                                      fb["particles/centroid/position/value"][:])
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda t: t.replace(LJ, ""), "needs a potential"),
+    (lambda t: t.replace('type = "lj"', 'type = "reaxff"'), "unknown potential type"),
+    (lambda t: t.replace("dt_fs = 4.0", "dt_fs = 0.0"), "dt_fs must be positive"),
+    (lambda t: t.replace("dt_fs = 4.0", "dt_fs = -1.0"), "dt_fs must be positive"),
+    (lambda t: t.replace("cutoff_angstrom = 6.0", "cutoff_angstrom = 6.0, images = false"), "twice the cutoff"),
+    (lambda t: t.replace('thermostat = "langevin"', 'thermostat = "berendsen"'), "unknown thermostat"),
+    (lambda t: t.replace("ar.xyz", "nothere.xyz"), "does not exist"),
+    (lambda t: "colour = 1\n" + t, "unknown input key"),
+    (lambda t: t.replace("steps = 40", "steps = 4 0"), "not valid TOML"),
+])
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, edit, match):
+    inp = _input(tmp_path)
+    inp.write_text(edit(inp.read_text()))
+    before = set(os.listdir(tmp_path))
+    res = CliRunner().invoke(main, ["run", str(inp), "--workdir", str(tmp_path), "--quiet"])
+    assert res.exit_code != 0
+    assert match in res.output, res.output
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_unknown_element_for_the_model_writes_nothing(tmp_path):
+    class OnlyHydrogen:
+        energy_unit, length_unit = "hartree", "bohr"
+
+        def compute(self, positions, numbers, cell=None, *, forces=True, virial=False):
+            raise ValueError("element Ar (atom 0) is not covered by model 'h-only'")
+
+    import rung.md.simulation as sim
+
+    cfg = load_config(_input(tmp_path))
+    before = set(os.listdir(tmp_path))
+    orig = sim.make_potential
+    sim.make_potential = lambda config, system: OnlyHydrogen()
+    try:
+        with pytest.raises(InputError, match="not covered by model"):
+            run(cfg, workdir=tmp_path, progress=False)
+    finally:
+        sim.make_potential = orig
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_unreadable_restart(tmp_path):
+    cfg = load_config(_input(tmp_path))
+    with pytest.raises(ValueError, match="does not exist"):
+        run(cfg, workdir=tmp_path, restart=True, progress=False)
+    (tmp_path / "md.chk.h5").write_bytes(b"garbage, not HDF5")
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "in.toml"), "--workdir", str(tmp_path), "--restart"])
+    assert res.exit_code != 0 and "unreadable" in res.output
+    with pytest.raises(InputError, match="exists"):  # a fresh run does not silently replace a run
+        run(cfg, workdir=tmp_path, progress=False)
+
+
+def test_pressure_matches_ase_with_the_ideal_gas_term(tmp_path):
+    from ase.calculators.lj import LennardJones as AseLJ
+
+    from rung.md.estimators import pressure
+    from rung.md.integrators import MDState
+    from rung.md.potentials import LennardJones
+
+    a = _argon(tmp_path / "ar.xyz", repeat=3)
+    a.set_momenta(np.random.default_rng(0).normal(scale=0.5, size=(len(a), 3)))
+    a.calc = AseLJ(sigma=3.4, epsilon=0.0103, rc=6.0, smooth=False)
+    ase_p = -np.trace(a.get_stress(voigt=False, include_ideal_gas=True)) / 3  # eV / A^3
+    x, cell = a.positions * U.ANGSTROM_TO_BOHR, np.asarray(a.cell) * U.ANGSTROM_TO_BOHR
+    r = LennardJones(0.0103 * U.EV_TO_HARTREE, 3.4 * U.ANGSTROM_TO_BOHR, 6.0 * U.ANGSTROM_TO_BOHR).compute(
+        x[None], a.numbers, cell, virial=True)
+    mom = a.get_momenta() * np.sqrt(U.AMU_TO_ELECTRON_MASS * U.EV_TO_HARTREE)  # ASE momenta: sqrt(amu eV)
+    s = MDState(x[None], mom[None], r.forces, r.energy, a.get_masses() * U.AMU_TO_ELECTRON_MASS, virial=r.virial)
+    ours = pressure(s, 1e-3, cell) * U.HARTREE_PER_BOHR3_TO_GPA
+    assert ours == pytest.approx(ase_p * U.EV_PER_ANGSTROM3_TO_GPA, rel=1e-6)

@@ -1,4 +1,4 @@
-"""Command line interface: `nnp`."""
+"""Command line interface: `nnp fetch`, `nnp convert`, `nnp eval`."""
 
 import click
 
@@ -7,6 +7,68 @@ import click
 @click.version_option(package_name="rung-nnp")
 def main():
     """NNP rung: fast inference for ANI-style neural network potentials."""
+
+
+@main.command()
+@click.argument("name", default="ani-1x")
+@click.option("--force", is_flag=True, help="download again even when cached")
+def fetch(name, force):
+    """Download a public model (ani-1x: from the torchani==2.2.4 wheel) into the cache."""
+    from rung.nnp.fetch import fetch as do_fetch
+
+    try:
+        do_fetch(name, force=force, log=click.echo)
+    except (ValueError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from err
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--name", default="", help="model name stored in the file (default: folder name)")
+def convert(folder, out, name):
+    """Convert a NeuroChem ensemble FOLDER into rung's HDF5 model file OUT."""
+    from rung.nnp.model import save_model
+    from rung.nnp.neurochem import read_ensemble
+
+    model = read_ensemble(folder, name=name)
+    click.echo(f"{model.name}: {len(model.members)} networks, species {','.join(model.species)} -> {save_model(model, out)}")
+
+
+@main.command("eval")
+@click.argument("structures", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_name", default="ani-1x", show_default=True, help="model name, file or folder")
+@click.option("--member", type=int, default=None, help="one ensemble member (0-based) instead of the ensemble")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="dataset to write (default: the input itself when it is a rung dataset, else <input>.nnp.h5)")
+def eval_(structures, model_name, member, dtype, backend, out):
+    """Energies, forces and ensemble spread for STRUCTURES (xyz or dataset .h5); errors vs other rungs."""
+    from pathlib import Path
+
+    import h5py
+
+    from rung.core.dataset import DatasetError, create_dataset, read_structures
+    from rung.nnp.ani import load_model
+    from rung.nnp.evaluate import compare, evaluate_dataset, format_errors
+    from rung.nnp.fetch import WeightsMissing
+
+    src = Path(structures)
+    try:
+        pot = load_model(model_name, member=member, dtype=dtype, backend=backend)
+        if h5py.is_hdf5(src) and out is None:
+            target = src
+        else:
+            target = Path(out) if out else src.with_suffix(".nnp.h5")
+            create_dataset(target, read_structures(src))
+        n = evaluate_dataset(target, pot, log=click.echo)
+    except (WeightsMissing, DatasetError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{n} conformation(s) evaluated with {pot.model.name} ({pot.backend}, {dtype}) -> {target}")
+    errors = compare(target)
+    if errors:
+        click.echo(format_errors(errors))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,136 @@
+"""Evaluate a model on a rung dataset (or any structure file) and compare with the other rungs.
+
+``evaluate_dataset`` reads the structures (rung.core.dataset, Bohr), evaluates every molecule's
+conformations in one batch, and records per conformation (crash-safe, resumable, through
+:class:`rung.core.dataset.ResultWriter` with rung prefix ``nnp``):
+
+- ``nnp_energy`` (Hartree), ``nnp_energy_spread`` (Hartree, ensemble standard deviation),
+- ``nnp_forces`` (n_atoms, 3) Hartree/Bohr (atomic units inside rung; ``-gradient``).
+
+``compare`` finds reference data of other rungs in the dataset (``<rung>_total_energy`` or
+``<rung>_energy``, ``<rung>_total_gradient`` or ``<rung>_gradient``) and reports MAE and RMSE of
+energies (kcal/mol) and forces (kcal/mol/Angstrom). Absolute energies of different methods differ
+by a constant, so the energy errors are also given relative: with each molecule's mean over its
+conformations removed (only molecules with two or more conformations count there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rung.core import units as U
+
+UNITS = {"energy": "hartree", "energy_spread": "hartree", "forces": "hartree/bohr"}
+
+
+def evaluate_dataset(dataset, potential, *, log=print) -> int:
+    """Evaluate ``potential`` on every pending conformation of ``dataset``; return how many were done."""
+    from rung.core.dataset import ResultWriter, read_hdf5
+
+    from rung.nnp import __version__
+
+    meta = {"method": potential.model.name, "networks": len(potential.model.members), "backend": potential.backend,
+            "dtype": str(potential.dtype), "package_version": __version__}
+    writer = ResultWriter(Path(dataset), "nnp", UNITS, metadata=meta)
+    pending = writer.pending()
+    todo: dict[str, list[int]] = {}
+    for name, idx in pending:
+        todo.setdefault(name, []).append(idx)
+    mols = {m.name: m for m in read_hdf5(dataset, names=list(todo))}
+    done = 0
+    for name, idx in todo.items():
+        m = mols[name]
+        x = m.conformations[idx] * U.BOHR_TO_ANGSTROM  # (n_conf, n_atoms, 3) Angstrom
+        nb, na = x.shape[:2]
+        try:
+            r = potential.evaluate(x.reshape(-1, 3), np.tile(m.atomic_numbers, nb), batch=np.repeat(np.arange(nb), na))
+        except ValueError as err:  # an element the model lacks, overlapping atoms: record why
+            for i in idx:
+                writer.record(name, i, error=str(err))
+            log(f"{name}: failed: {err}")
+            continue
+        f_au = r.forces.reshape(nb, na, 3) * U.BOHR_TO_ANGSTROM  # Hartree/Angstrom -> Hartree/Bohr
+        for k, i in enumerate(idx):
+            writer.record(name, i, {"energy": float(r.energy[k]), "energy_spread": float(r.spread[k]),
+                                    "forces": f_au[k]})
+        done += len(idx)
+        log(f"{name}: {len(idx)} conformation(s)")
+    writer.merge()
+    return done
+
+
+@dataclass(frozen=True)
+class Errors:
+    """Errors of nnp against one reference rung (kcal/mol, kcal/mol/Angstrom; NaN where no data)."""
+
+    rung: str
+    n_conf: int
+    energy_mae: float
+    energy_rmse: float
+    rel_energy_mae: float
+    rel_energy_rmse: float
+    forces_mae: float
+    forces_rmse: float
+
+
+def _find(group, rung, names):
+    for n in names:
+        key = f"{rung}_{n}"
+        if key in group:
+            d = group[key]
+            return np.asarray(d[()], dtype=np.float64), str(d.attrs.get("units", "hartree"))
+    return None, None
+
+
+def compare(dataset) -> list[Errors]:
+    """MAE/RMSE of nnp energies and forces against every other rung with data in ``dataset``."""
+    import h5py
+
+    e_kcal = U.HARTREE_TO_KCAL_PER_MOL
+    f_kcal = U.HARTREE_TO_KCAL_PER_MOL / U.BOHR_TO_ANGSTROM  # Hartree/Bohr -> kcal/mol/Angstrom
+    acc: dict[str, dict[str, list]] = {}
+    with h5py.File(dataset, "r") as f:
+        for name, g in f.items():
+            if "nnp_energy" not in g:
+                continue
+            e_nn = g["nnp_energy"][()]
+            f_nn = g["nnp_forces"][()]
+            rungs = {k.split("_", 1)[0] for k in g.keys() if "_" in k} - {"nnp", "atomic", "smiles"}
+            for rung in sorted(rungs):
+                e_ref, e_unit = _find(g, rung, ["total_energy", "energy"])
+                gr_ref, g_unit = _find(g, rung, ["total_gradient", "gradient"])
+                if e_ref is None and gr_ref is None:
+                    continue
+                a = acc.setdefault(rung, {"de": [], "rel": [], "df": [], "n": 0})
+                if e_ref is not None and e_ref.shape == e_nn.shape:
+                    ok = np.isfinite(e_ref) & np.isfinite(e_nn)
+                    de = (e_nn[ok] - U.to_atomic(e_ref[ok], e_unit)) * e_kcal
+                    a["de"].append(de)
+                    a["n"] += int(ok.sum())
+                    if de.size >= 2:
+                        a["rel"].append(de - de.mean())
+                if gr_ref is not None and gr_ref.shape == f_nn.shape:
+                    ok = np.all(np.isfinite(gr_ref), axis=(1, 2)) & np.all(np.isfinite(f_nn), axis=(1, 2))
+                    f_ref = -U.to_atomic(gr_ref[ok], g_unit)
+                    a["df"].append(((f_nn[ok] - f_ref) * f_kcal).ravel())
+                    a["n"] = max(a["n"], int(ok.sum()))
+
+    def stats(parts):
+        if not parts:
+            return np.nan, np.nan
+        v = np.concatenate(parts)
+        return (float(np.mean(np.abs(v))), float(np.sqrt(np.mean(v * v)))) if v.size else (np.nan, np.nan)
+
+    return [Errors(rung, a["n"], *stats(a["de"]), *stats(a["rel"]), *stats(a["df"])) for rung, a in acc.items()]
+
+
+def format_errors(errors: list[Errors]) -> str:
+    lines = [f"{'rung':8s} {'n_conf':>6s} {'E MAE':>10s} {'E RMSE':>10s} {'relE MAE':>10s} {'relE RMSE':>10s} "
+             f"{'F MAE':>10s} {'F RMSE':>10s}   (kcal/mol, forces kcal/mol/A)"]
+    for e in errors:
+        lines.append(f"{e.rung:8s} {e.n_conf:6d} {e.energy_mae:10.3f} {e.energy_rmse:10.3f} {e.rel_energy_mae:10.3f} "
+                     f"{e.rel_energy_rmse:10.3f} {e.forces_mae:10.3f} {e.forces_rmse:10.3f}")
+    return "\n".join(lines)

@@ -161,3 +161,18 @@ def test_ecp_tables(water):
     ecp = ECP.from_mol(mol)
     assert [a[0] for a in ecp.atoms] == [0, 1, 2]
     assert set(ecp.atoms[0][3]) == {0} and not ecp.atoms[1][3]
+
+
+def test_jastrow_numba_matches_numpy(radical):
+    mol, orb = radical
+    wf, configs = _wf(mol, orb, seed=11)
+    jas = wf.components[1]
+    jas.recompute(configs)
+    pts = configs[:, 1][:, None] + np.random.default_rng(0).normal(size=(configs.shape[0], 5, 3))
+    pts[0, 0] = mol.atom_coords()[0]  # on a nucleus
+    pts[1, 1] = configs[1, 0]  # on another electron
+    for e in range(configs.shape[1]):
+        a = jas._electron_terms(e, pts, 2)
+        b = jas._electron_terms_numpy(e, pts, 2)
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)

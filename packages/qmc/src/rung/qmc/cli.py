@@ -1,12 +1,99 @@
-"""Command line interface: `qmc`."""
+"""Command line interface: ``qmc vmc``, ``qmc dmc`` (and ``qmc optimize`` when available).
+
+INPUT is an xyz file (any format ASE reads; geometry in Angstrom) or a rung dataset (.h5), in which
+case the conformation's results are written into the dataset as ``qmc_*`` properties and the DFT
+rung's saved orbitals are used when present.
+"""
 
 import click
+
+
+def _common(f):
+    opts = [
+        click.argument("input", type=click.Path(exists=True, dir_okay=False)),
+        click.option("--molecule", default=None, help="molecule name in a dataset (default: the first)"),
+        click.option("--index", default=0, show_default=True, help="conformation index"),
+        click.option("--basis", default="ccecp-cc-pvdz", show_default=True),
+        click.option("--ecp", default="ccecp", show_default=True, help="'none' for all-electron"),
+        click.option("--walkers", default=200, show_default=True),
+        click.option("--vmc-blocks", default=20, show_default=True),
+        click.option("--vmc-steps", default=10, show_default=True, help="sweeps per VMC block"),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--jastrow/--no-jastrow", default=True, show_default=True),
+        click.option("--backend", type=click.Choice(["numba", "numpy"]), default="numba", show_default=True),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _progress(method, block, nblocks, energy, seconds):
+    eta = seconds / block * (nblocks - block)
+    click.echo(f"{method} block {block}/{nblocks}  E = {energy:.6f} Ha  {seconds:.0f} s  ETA {eta:.0f} s", err=True)
+
+
+def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, backend, dmc_cfg,
+         checkpoint=None, trace=None):
+    from pathlib import Path
+
+    import h5py
+
+    from rung.core.dataset import read_structures
+    from rung.qmc.run import QMCConfig, kernel, record, trial_from_dataset
+    from rung.qmc.system import build_mol, mean_field
+    from rung.qmc.vmc import VMCConfig
+
+    ecp = None if ecp.lower() == "none" else ecp
+    is_dataset = h5py.is_hdf5(input)
+    mols = read_structures(input)
+    m = next((x for x in mols if x.name == molecule), None) if molecule else mols[0]
+    if m is None:
+        raise click.BadParameter(f"no molecule {molecule!r} in {input}", param_hint="--molecule")
+    if is_dataset:
+        mol, orb = trial_from_dataset(input, m.name, index, basis, ecp)
+    else:
+        mol = build_mol(m.atomic_numbers, m.conformations[index], basis, ecp, m.charge, m.multiplicity - 1)
+        orb = mean_field(mol)
+    click.echo(f"{m.name}[{index}]: {sum(mol.nelec)} electrons, {mol.nao} AOs, orbitals: {orb.source} "
+               f"(E = {orb.e_tot:.6f} Ha)", err=True)
+    cfg = QMCConfig(VMCConfig(nwalkers=walkers, nblocks=vmc_blocks, nsteps=vmc_steps, seed=seed), dmc_cfg,
+                    jastrow=jastrow, backend=backend)
+    results = kernel(mol, orb, cfg, checkpoint=checkpoint, trace=trace, progress=_progress)
+    for r in results.values():
+        click.echo(f"{r.summary()}  ({r.nwalkers} walkers, {r.nsteps} steps, tau {r.tau})")
+    if is_dataset:
+        record(Path(input), m.name, index, results, mol, orb, cfg)
+        click.echo(f"wrote qmc_* properties of {m.name}[{index}] into {input}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rung-qmc")
 def main():
     """QMC rung: VMC/DMC with Slater-Jastrow trial functions and ccECPs."""
+
+
+@main.command("vmc")
+@_common
+def vmc_cmd(**kw):
+    """Variational Monte Carlo energy of one conformation."""
+    _run(dmc_cfg=None, **kw)
+
+
+@main.command("dmc")
+@_common
+@click.option("--tau", default=0.01, show_default=True, help="time step, a.u.")
+@click.option("--blocks", default=20, show_default=True)
+@click.option("--steps", default=50, show_default=True, help="steps per DMC block")
+@click.option("--equil-blocks", default=2, show_default=True)
+@click.option("--tmoves/--no-tmoves", default=True, show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="resume from / write to")
+@click.option("--trace", type=click.Path(dir_okay=False), default=None, help="append-only per-block HDF5 trace")
+def dmc_cmd(tau, blocks, steps, equil_blocks, tmoves, checkpoint, trace, **kw):
+    """Fixed-node diffusion Monte Carlo (after a VMC equilibration)."""
+    from rung.qmc.dmc import DMCConfig
+
+    cfg = DMCConfig(tau=tau, nblocks=blocks, nsteps=steps, nequil_blocks=equil_blocks, tmoves=tmoves, seed=kw["seed"])
+    _run(dmc_cfg=cfg, checkpoint=checkpoint, trace=trace, **kw)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class Jastrow:
     """
 
     def __init__(self, atom_coords, atom_species, cusp_charges, nelec, nbasis=4, rcut_ee=7.0, rcut_en=5.0,
-                 rcut_cusp=0.5, rcut_ee_cusp=3.0, parameters=None):
+                 rcut_cusp=0.5, rcut_ee_cusp=3.0, parameters=None, backend="numba"):
         self.atom_coords = np.asarray(atom_coords, dtype=np.float64)
         self.atom_species = np.asarray(atom_species, dtype=np.int64)
         self.cusp_charges = np.asarray(cusp_charges, dtype=np.float64)
@@ -65,6 +65,9 @@ class Jastrow:
                     raise ValueError(f"Jastrow parameter {k!r} has shape {np.shape(v)}, expected {self.parameters[k].shape}")
                 self.parameters[k] = np.array(v, dtype=np.float64)
         self.spin = np.array([0] * self.nelec[0] + [1] * self.nelec[1])
+        if backend not in ("numba", "numpy"):
+            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        self.backend = backend
 
     # ---------------------------------------------------------------- radial functions
     def _basis(self, r, L):
@@ -98,6 +101,17 @@ class Jastrow:
     # ---------------------------------------------------------------- one electron
     def _electron_terms(self, e, epos, deriv):
         """J_e (the part of J that involves electron e) at epos (nw, P, 3), with gradient and Laplacian."""
+        if self.backend == "numba":
+            from rung.qmc._kernels.cpu import jastrow_electron
+
+            same = self.spin == self.spin[e]
+            return jastrow_electron(np.ascontiguousarray(epos), self.configs, e, same, self.parameters["ee"],
+                                    np.array(EE_CUSP), self.parameters["en"][self.atom_species], -self.cusp_charges,
+                                    self.atom_coords, self.bcoef, self.rcut_ee, self.rcut_en, self.rcut_ee_cusp,
+                                    self.rcut_cusp, deriv)
+        return self._electron_terms_numpy(e, epos, deriv)
+
+    def _electron_terms_numpy(self, e, epos, deriv):
         others = np.delete(self.configs, e, axis=1)  # (nw, ne-1, 3)
         same = np.delete(self.spin == self.spin[e], e)  # (ne-1,)
         dee = epos[:, :, None, :] - others[:, None, :, :]  # (nw, P, ne-1, 3)
@@ -109,10 +123,11 @@ class Jastrow:
         val = u.sum(-1) + chi.sum(-1)  # (nw, P)
         if deriv == 0:
             return val, None, None
-        ree_s = np.where(ree > 0, ree, 1.0)
-        ren_s = np.where(ren > 0, ren, 1.0)
-        grad = np.einsum("wpj,wpjx->wpx", u1 / ree_s, dee) + np.einsum("wpa,wpax->wpx", chi1 / ren_s, den)
-        lap = (u2 + 2.0 * u1 / ree_s).sum(-1) + (chi2 + 2.0 * chi1 / ren_s).sum(-1)
+        # u'(r)/r; its r -> 0 limit is singular for a cusp: taken as 0 exactly at coalescence
+        gee = np.where(ree > 0, u1 / np.where(ree > 0, ree, 1.0), 0.0)
+        gen = np.where(ren > 0, chi1 / np.where(ren > 0, ren, 1.0), 0.0)
+        grad = np.einsum("wpj,wpjx->wpx", gee, dee) + np.einsum("wpa,wpax->wpx", gen, den)
+        lap = (u2 + 2.0 * gee).sum(-1) + (chi2 + 2.0 * gen).sum(-1)
         return val, grad, lap
 
     def recompute(self, configs):

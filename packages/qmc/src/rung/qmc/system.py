@@ -123,7 +123,7 @@ def slater_jastrow(mol, orb: Orbitals, *, jastrow: bool = True, backend: str = "
         species = {s: k for k, s in enumerate(dict.fromkeys(symbols))}
         cusp = all_electron_charges(mol) if en_cusp else np.zeros(mol.natm)
         comps.append(Jastrow(mol.atom_coords(), [species[s] for s in symbols], cusp,
-                             mol.nelec, nbasis=nbasis, parameters=parameters))
+                             mol.nelec, nbasis=nbasis, parameters=parameters, backend=backend))
     return ProductWF(comps)
 
 

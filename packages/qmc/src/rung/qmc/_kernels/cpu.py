@@ -83,3 +83,86 @@ def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, exps, coefs, ncart, deriv
                             out[4, ip, col] = f * lapP + 4.0 * f1 * l * P + P * (6.0 * f1 + 4.0 * s * f2)
                     col += 1
     return out
+
+
+@numba.njit(cache=True, inline="always")
+def _basis_sum(y, bcoef, a):
+    """sum_k a_k b_k(y) and its first two y-derivatives; zero for y >= 1 (Horner per basis function)."""
+    if y >= 1.0:
+        return 0.0, 0.0, 0.0
+    v = 0.0
+    d1 = 0.0
+    d2 = 0.0
+    for k in range(bcoef.shape[0]):
+        bv = 0.0
+        b1 = 0.0
+        b2 = 0.0
+        for j in range(bcoef.shape[1] - 1, -1, -1):
+            b2 = b2 * y + 2.0 * b1
+            b1 = b1 * y + bv
+            bv = bv * y + bcoef[k, j]
+        v += a[k] * bv
+        d1 += a[k] * b1
+        d2 += a[k] * b2
+    return v, d1, d2
+
+
+@numba.njit(cache=True, inline="always")
+def _cusp(r, G, L):
+    if r >= L:
+        return 0.0, 0.0, 0.0
+    t = 1.0 - r / L
+    return -G * L * t * t * t / 3.0, G * t * t, -2.0 * G * t / L
+
+
+@numba.njit(cache=True)
+def jastrow_electron(epos, configs, e, same, ee_coef, ee_cusp, en_coef, en_cusp, atoms, bcoef, L_ee, L_en,
+                     L_eecusp, L_encusp, deriv):
+    """The part of J that involves electron e, at positions epos, with gradient and Laplacian.
+
+    epos (nw, P, 3) Bohr; configs (nw, ne, 3) Bohr; same (ne,) bool, spin of each electron equals e's;
+    ee_coef (2, nb) [parallel, antiparallel]; ee_cusp (2,); en_coef (natom, nb); en_cusp (natom,) cusp
+    slopes (-Z or 0); atoms (natom, 3) Bohr; bcoef (nb, ndeg). Returns val (nw, P), grad (nw, P, 3),
+    lap (nw, P). Formulas as :meth:`rung.qmc.jastrow.Jastrow._electron_terms` (its NumPy oracle).
+    """
+    nw, npt = epos.shape[0], epos.shape[1]
+    ne = configs.shape[1]
+    natom = atoms.shape[0]
+    val = np.zeros((nw, npt))
+    grad = np.zeros((nw, npt, 3))
+    lap = np.zeros((nw, npt))
+    for w in range(nw):
+        for p in range(npt):
+            x0, x1, x2 = epos[w, p, 0], epos[w, p, 1], epos[w, p, 2]
+            for j in range(ne):
+                if j == e:
+                    continue
+                d0, d1_, d2_ = x0 - configs[w, j, 0], x1 - configs[w, j, 1], x2 - configs[w, j, 2]
+                r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
+                t = 0 if same[j] else 1
+                u, u1, u2 = _basis_sum(r / L_ee, bcoef, ee_coef[t])
+                u1 /= L_ee
+                u2 /= L_ee * L_ee
+                c, c1, c2 = _cusp(r, ee_cusp[t], L_eecusp)
+                val[w, p] += u + c
+                if deriv > 0:
+                    g = (u1 + c1) / r if r > 0 else 0.0
+                    grad[w, p, 0] += g * d0
+                    grad[w, p, 1] += g * d1_
+                    grad[w, p, 2] += g * d2_
+                    lap[w, p] += u2 + c2 + 2.0 * g
+            for a in range(natom):
+                d0, d1_, d2_ = x0 - atoms[a, 0], x1 - atoms[a, 1], x2 - atoms[a, 2]
+                r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
+                u, u1, u2 = _basis_sum(r / L_en, bcoef, en_coef[a])
+                u1 /= L_en
+                u2 /= L_en * L_en
+                c, c1, c2 = _cusp(r, en_cusp[a], L_encusp)
+                val[w, p] += u + c
+                if deriv > 0:
+                    g = (u1 + c1) / r if r > 0 else 0.0
+                    grad[w, p, 0] += g * d0
+                    grad[w, p, 1] += g * d1_
+                    grad[w, p, 2] += g * d2_
+                    lap[w, p] += u2 + c2 + 2.0 * g
+    return val, grad, lap

@@ -1,0 +1,120 @@
+"""One QMC calculation end to end: trial wave function, VMC, optional DMC, results into the dataset.
+
+``trial_from_dataset`` picks the orbitals the DFT rung saved for a conformation (contract:
+``<dataset without .h5>.orbitals.h5``, named by the molecule group's ``dft_orbitals_file``) and falls
+back to a PySCF Hartree-Fock calculation on the dataset geometry. ``kernel(mol, orb, config)`` runs
+VMC and, when asked, DMC started from the VMC walkers. ``record`` writes ``qmc_*`` properties:
+``qmc_<method>_energy`` and ``qmc_<method>_energy_error``, each energy component
+``qmc_<method>_<component>`` (+ ``_error``), and ``qmc_total_energy`` (+ ``_error``), the best
+(DMC if run, else VMC) estimate; all in Hartree.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rung.qmc import __version__
+from rung.qmc.dmc import DMCConfig, dmc
+from rung.qmc.hamiltonian import COMPONENTS, Hamiltonian
+from rung.qmc.system import InputError, Orbitals, build_mol, initial_configs, load_orbitals, mean_field, slater_jastrow
+from rung.qmc.vmc import VMCConfig, vmc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QMCConfig:
+    """What to run: VMC settings, DMC settings (None: VMC only), Jastrow on/off, AO kernel backend."""
+
+    vmc: VMCConfig = field(default_factory=VMCConfig)
+    dmc: DMCConfig | None = None
+    jastrow: bool = True
+    backend: str = "numba"
+
+
+def trial_from_dataset(dataset, molecule: str, index: int = 0, basis: str = "ccecp-cc-pvdz",
+                       ecp: str | None = "ccecp") -> tuple:
+    """(mol, Orbitals) for one conformation: the DFT rung's orbitals if saved, else PySCF HF."""
+    import h5py
+
+    from rung.core.dataset import read_hdf5
+
+    dataset = Path(dataset)
+    mols = {m.name: m for m in read_hdf5(dataset)}
+    if molecule not in mols:
+        raise InputError(f"{dataset}: no molecule {molecule!r} (has {sorted(mols)})")
+    m = mols[molecule]
+    if not 0 <= index < m.n_conf:
+        raise InputError(f"{dataset}: {molecule} has {m.n_conf} conformations, index {index} is out of range")
+    with h5py.File(dataset, "r") as f:
+        fname = f[molecule].attrs.get("dft_orbitals_file")
+    if fname:
+        fname = fname.decode() if isinstance(fname, bytes) else str(fname)
+        path = dataset.parent / fname
+        if path.exists():
+            try:
+                mol, orb = load_orbitals(path, molecule, index)
+            except InputError as err:
+                log.warning("%s; falling back to a PySCF SCF", err)
+            else:
+                if not np.allclose(mol.atom_coords(), m.conformations[index], atol=1e-5):
+                    raise InputError(f"{path}: orbitals of {molecule}/{index} belong to another geometry")
+                return mol, orb
+    mol = build_mol(m.atomic_numbers, m.conformations[index], basis, ecp, m.charge, m.multiplicity - 1)
+    return mol, mean_field(mol)
+
+
+def kernel(mol, orb: Orbitals, config: QMCConfig = QMCConfig(), *, parameters: dict | None = None,
+           checkpoint=None, trace=None, progress=None) -> dict:
+    """Run VMC (and DMC). Returns {"vmc": QMCResult, "dmc": QMCResult} (DMC only when configured;
+    VMC is skipped when resuming DMC from an existing checkpoint)."""
+    wf = slater_jastrow(mol, orb, jastrow=config.jastrow, backend=config.backend)
+    if parameters:
+        wf.set_parameters(parameters)
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(config.vmc.seed)
+    out = {}
+    resuming = config.dmc is not None and checkpoint is not None and Path(checkpoint).exists()
+    if resuming:
+        configs = np.zeros((config.vmc.nwalkers, sum(mol.nelec), 3))
+        e_ref = None
+    else:
+        r = vmc(wf, ham, initial_configs(mol, config.vmc.nwalkers, rng), config.vmc, rng=rng,
+                progress=(lambda *a: progress("vmc", *a)) if progress else None)
+        out["vmc"], configs, e_ref = r, r.configs, r.energy
+    if config.dmc is not None:
+        out["dmc"] = dmc(wf, ham, configs, config.dmc, e_ref=e_ref, checkpoint=checkpoint, trace=trace,
+                         backend=config.backend, progress=(lambda *a: progress("dmc", *a)) if progress else None)
+    return out
+
+
+def result_values(results: dict) -> dict:
+    """Dataset properties (name -> value) for :class:`rung.core.dataset.ResultWriter` with rung "qmc"."""
+    vals = {}
+    for method, r in results.items():
+        vals[f"{method}_energy"] = r.energy
+        vals[f"{method}_energy_error"] = r.error
+        for k in COMPONENTS:
+            vals[f"{method}_{k}"], vals[f"{method}_{k}_error"] = r.components[k]
+    best = results.get("dmc") or results.get("vmc")
+    vals["total_energy"], vals["total_energy_error"] = best.energy, best.error
+    return vals
+
+
+def record(dataset, molecule: str, index: int, results: dict, mol, orb: Orbitals, config: QMCConfig) -> None:
+    """Write the results of one conformation into the dataset (crash-safe journal, then merge)."""
+    from rung.core.dataset import ResultWriter
+
+    vals = result_values(results)
+    meta = {"package_version": __version__, "backend": config.backend, "basis": str(mol.basis),
+            "ecp": str(mol.ecp or ""), "orbitals": orb.source, "jastrow": int(config.jastrow),
+            "nwalkers": int(config.vmc.nwalkers)}
+    if config.dmc is not None:
+        meta.update(dmc_tau=config.dmc.tau, tmoves=int(config.dmc.tmoves))
+    w = ResultWriter(dataset, "qmc", {k: "hartree" for k in vals}, meta)
+    w.record(molecule, index, vals)
+    w.merge()

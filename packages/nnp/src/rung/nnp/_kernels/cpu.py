@@ -4,7 +4,7 @@ Same contract and equations as :mod:`rung.nnp._kernels.reference` (read its docs
 kernel runs one centre atom per iteration (parallel over centres, no write conflicts): the radial
 terms over its entries, then the angular terms over unordered pairs of its angular entries, with the
 angular factor separated as ``f1(theta)[z] * f2(r_avg)[a]`` (8 + 4 transcendental evaluations per
-triple instead of 32). ``Zeta`` integral (32 for ANI) is raised by repeated squaring. The backward
+triple instead of 32). ``Zeta`` a power of two (32 for ANI) is raised by repeated squaring. The backward
 kernel recomputes the same quantities and writes dE/d(vec[e]) of its own entries only (again no
 conflicts); the serial scatter turns those into forces and per-structure virials. Accumulation is in
 float64 whatever the storage dtype. The thread count is numba's (``numba.set_num_threads``).
@@ -65,135 +65,151 @@ def directed(n, pi, pj, d, r, rca):
 
 
 @numba.njit(cache=True, inline="always")
-def _pow(x, zeta, izeta):
-    if izeta > 0:  # integral exponent: repeated squaring
-        res = 1.0
-        b = x
-        n = izeta
-        while n:
-            if n & 1:
-                res *= b
-            b *= b
-            n >>= 1
-        return res
+def _pow(x, zeta, nsq):
+    """x**zeta; by nsq squarings when zeta == 2**nsq (ANI's 32), else the library pow."""
+    if nsq >= 0:
+        for _ in range(nsq):
+            x *= x
+        return x
     return x**zeta
 
 
 def _consts(p):
     """Kernel constants from AEVParams (float64 arrays and scalars)."""
     zeta = float(p.Zeta[0])
-    izeta = int(zeta) if zeta == int(zeta) and zeta >= 1 else -1
+    nsq = int(round(np.log2(zeta))) if zeta >= 1 and 2.0 ** round(np.log2(zeta)) == zeta else -1
     pidx = np.empty((p.n_species, p.n_species), np.int64)
     k = 0
     for a in range(p.n_species):
         for b in range(a, p.n_species):
             pidx[a, b] = pidx[b, a] = k
             k += 1
-    return (float(p.Rcr), float(p.Rca), float(p.EtaR[0]), np.ascontiguousarray(p.ShfR, np.float64), zeta, izeta,
+    return (float(p.Rcr), float(p.Rca), float(p.EtaR[0]), np.ascontiguousarray(p.ShfR, np.float64), zeta, nsq,
             np.cos(p.ShfZ), np.sin(p.ShfZ), float(p.EtaA[0]), np.ascontiguousarray(p.ShfA, np.float64), pidx)
 
 
 def aev_forward(species, start, nbr, vec, dist, ang_start, ang, p, dtype=np.float64):
     """AEVs (n_atoms, p.length) in ``dtype``; arguments as in the reference kernel."""
-    out = np.zeros((species.size, p.length), dtype)
+    out = np.empty((species.size, p.length), dtype)
     _forward(species, start, nbr, vec, dist, ang_start, ang, *_consts(p), out)
     return out
 
 
 def aev_backward(species, start, nbr, vec, dist, ang_start, ang, p, dG):
     """dE/d(vec[e]) (n_entries, 3) float64 given dE/dG (n_atoms, p.length)."""
-    g = np.zeros((nbr.size, 3), np.float64)
+    g = np.empty((nbr.size, 3), np.float64)
     _backward(species, start, nbr, vec, dist, ang_start, ang, *_consts(p), np.ascontiguousarray(dG), g)
     return g
 
 
+# Terms exp(-eta (r - s)^2) with eta (r - s)^2 > _SKIP are below 3e-16 and are left out of the radial sums
+# (their contribution is under the float64 rounding of the AEV elements they would be added to).
+_SKIP = 36.0
+
+
 @numba.njit(parallel=True, cache=True)
-def _forward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shfR, zeta, izeta, cosZ, sinZ,
+def _forward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ,
              etaA, shfA, pidx, out):
     n = species.size
     nR, nZ, nA = shfR.size, cosZ.size, shfA.size
-    S = pidx.shape[0]
-    radlen = S * nR
-    f1 = np.empty((n, nZ))  # per-thread scratch rows (indexed by centre to stay race-free)
-    f2 = np.empty((n, nA))
+    L = out.shape[1]
+    radlen = pidx.shape[0] * nR
     for i in prange(n):
+        acc = np.zeros(L)  # this centre's AEV, accumulated in float64
         for e in range(start[i], start[i + 1]):
             r = dist[e]
-            fc = 0.5 * math.cos(math.pi * r / Rcr) + 0.5
+            fc = 0.25 * (0.5 * math.cos(math.pi * r / Rcr) + 0.5)
             base = species[nbr[e]] * nR
             for k in range(nR):
                 t = r - shfR[k]
-                out[i, base + k] += 0.25 * math.exp(-etaR * t * t) * fc
+                q = etaR * t * t
+                if q < _SKIP:
+                    acc[base + k] += math.exp(-q) * fc
         a0, a1 = ang_start[i], ang_start[i + 1]
-        for u in range(a0, a1):
-            e1 = ang[u]
+        m = a1 - a0
+        fca = np.empty(m)  # cutoff of each angular neighbour
+        for u in range(m):
+            fca[u] = 0.5 * math.cos(math.pi * dist[ang[a0 + u]] / Rca) + 0.5
+        f1 = np.empty(nZ)
+        for u in range(m):
+            e1 = ang[a0 + u]
             r1 = dist[e1]
-            fc1 = 0.5 * math.cos(math.pi * r1 / Rca) + 0.5
             s1 = species[nbr[e1]]
-            for w in range(u + 1, a1):
-                e2 = ang[w]
+            x1, y1, z1 = vec[e1, 0], vec[e1, 1], vec[e1, 2]
+            for w in range(u + 1, m):
+                e2 = ang[a0 + w]
                 r2 = dist[e2]
-                fcp = 2.0 * fc1 * (0.5 * math.cos(math.pi * r2 / Rca) + 0.5)
-                dot = vec[e1, 0] * vec[e2, 0] + vec[e1, 1] * vec[e2, 1] + vec[e1, 2] * vec[e2, 2]
-                c = 0.95 * dot / (r1 * r2)
+                fcp = 2.0 * fca[u] * fca[w]
+                c = 0.95 * (x1 * vec[e2, 0] + y1 * vec[e2, 1] + z1 * vec[e2, 2]) / (r1 * r2)
                 s = math.sqrt(1.0 - c * c)
                 for z in range(nZ):
-                    f1[i, z] = _pow(0.5 * (1.0 + c * cosZ[z] + s * sinZ[z]), zeta, izeta)
+                    f1[z] = _pow(0.5 * (1.0 + c * cosZ[z] + s * sinZ[z]), zeta, nsq)
                 ravg = 0.5 * (r1 + r2)
-                for a in range(nA):
-                    t = ravg - shfA[a]
-                    f2[i, a] = math.exp(-etaA * t * t) * fcp
                 base = radlen + pidx[s1, species[nbr[e2]]] * nA * nZ
                 for a in range(nA):
+                    t = ravg - shfA[a]
+                    f2 = math.exp(-etaA * t * t) * fcp
                     for z in range(nZ):
-                        out[i, base + a * nZ + z] += f2[i, a] * f1[i, z]
+                        acc[base + a * nZ + z] += f2 * f1[z]
+        for k in range(L):
+            out[i, k] = acc[k]
 
 
 @numba.njit(parallel=True, cache=True)
-def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shfR, zeta, izeta, cosZ, sinZ,
+def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ,
               etaA, shfA, pidx, dG, g):
     n = species.size
     nR, nZ, nA = shfR.size, cosZ.size, shfA.size
-    S = pidx.shape[0]
-    radlen = S * nR
+    L = dG.shape[1]
+    radlen = pidx.shape[0] * nR
     for i in prange(n):
+        lam = np.empty(L)  # dE/dG of this centre, float64
+        for k in range(L):
+            lam[k] = dG[i, k]
         for e in range(start[i], start[i + 1]):
             r = dist[e]
             arg = math.pi * r / Rcr
             fc = 0.5 * math.cos(arg) + 0.5
             dfc = -0.5 * math.pi / Rcr * math.sin(arg)
             base = species[nbr[e]] * nR
-            acc = 0.0
+            sacc = 0.0
             for k in range(nR):
                 t = r - shfR[k]
-                acc += dG[i, base + k] * 0.25 * math.exp(-etaR * t * t) * (-2.0 * etaR * t * fc + dfc)
-            acc /= r
-            g[e, 0] += acc * vec[e, 0]
-            g[e, 1] += acc * vec[e, 1]
-            g[e, 2] += acc * vec[e, 2]
+                q = etaR * t * t
+                if q < _SKIP:
+                    sacc += lam[base + k] * math.exp(-q) * (-2.0 * etaR * t * fc + dfc)
+            sacc *= 0.25 / r
+            g[e, 0] = sacc * vec[e, 0]
+            g[e, 1] = sacc * vec[e, 1]
+            g[e, 2] = sacc * vec[e, 2]
         a0, a1 = ang_start[i], ang_start[i + 1]
+        m = a1 - a0
+        fca = np.empty(m)
+        dfca = np.empty(m)
+        for u in range(m):
+            arg = math.pi * dist[ang[a0 + u]] / Rca
+            fca[u] = 0.5 * math.cos(arg) + 0.5
+            dfca[u] = -0.5 * math.pi / Rca * math.sin(arg)
         f1 = np.empty(nZ)
         df1 = np.empty(nZ)
-        for u in range(a0, a1):
-            e1 = ang[u]
+        for u in range(m):
+            e1 = ang[a0 + u]
             r1 = dist[e1]
-            arg1 = math.pi * r1 / Rca
-            fc1 = 0.5 * math.cos(arg1) + 0.5
-            dfc1 = -0.5 * math.pi / Rca * math.sin(arg1)
             s1 = species[nbr[e1]]
-            for w in range(u + 1, a1):
-                e2 = ang[w]
+            x1, y1, z1 = vec[e1, 0], vec[e1, 1], vec[e1, 2]
+            g1x = 0.0
+            g1y = 0.0
+            g1z = 0.0
+            for w in range(u + 1, m):
+                e2 = ang[a0 + w]
                 r2 = dist[e2]
-                arg2 = math.pi * r2 / Rca
-                fc2 = 0.5 * math.cos(arg2) + 0.5
-                dfc2 = -0.5 * math.pi / Rca * math.sin(arg2)
-                dot = vec[e1, 0] * vec[e2, 0] + vec[e1, 1] * vec[e2, 1] + vec[e1, 2] * vec[e2, 2]
-                c = 0.95 * dot / (r1 * r2)
+                x2, y2, z2 = vec[e2, 0], vec[e2, 1], vec[e2, 2]
+                c = 0.95 * (x1 * x2 + y1 * y2 + z1 * z2) / (r1 * r2)
                 s = math.sqrt(1.0 - c * c)
                 for z in range(nZ):
                     x = 0.5 * (1.0 + c * cosZ[z] + s * sinZ[z])
-                    xm = _pow(x, zeta - 1.0, izeta - 1) if izeta > 1 else x ** (zeta - 1.0)
-                    f1[z] = xm * x
+                    f1[z] = _pow(x, zeta, nsq)
+                    xm = f1[z] / x if x > 1e-30 else 0.0  # x**(zeta - 1)
                     df1[z] = zeta * xm * 0.5 * (cosZ[z] - sinZ[z] * c / s)
                 ravg = 0.5 * (r1 + r2)
                 base = radlen + pidx[s1, species[nbr[e2]]] * nA * nZ
@@ -203,27 +219,31 @@ def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
                 for a in range(nA):
                     t = ravg - shfA[a]
                     f2 = math.exp(-etaA * t * t)
-                    df2 = -2.0 * etaA * t * f2
                     M = 0.0
                     N = 0.0
                     for z in range(nZ):
-                        lam = dG[i, base + a * nZ + z]
-                        M += lam * f1[z]
-                        N += lam * df1[z]
+                        lz = lam[base + a * nZ + z]
+                        M += lz * f1[z]
+                        N += lz * df1[z]
                     A += M * f2
-                    Br += M * df2
+                    Br += M * (-2.0 * etaA * t * f2)
                     Bc += N * f2
+                fc1, fc2 = fca[u], fca[w]
                 fcp = fc1 * fc2
                 dcos = 2.0 * fcp * Bc
                 dravg = 2.0 * fcp * Br
-                dr1 = 2.0 * A * dfc1 * fc2 + 0.5 * dravg
-                dr2 = 2.0 * A * fc1 * dfc2 + 0.5 * dravg
-                inv12 = 0.95 / (r1 * r2)
-                k1 = dr1 / r1 - dcos * c / (r1 * r1)
-                k2 = dr2 / r2 - dcos * c / (r2 * r2)
-                for q in range(3):
-                    g[e1, q] += k1 * vec[e1, q] + dcos * inv12 * vec[e2, q]
-                    g[e2, q] += k2 * vec[e2, q] + dcos * inv12 * vec[e1, q]
+                k1 = (2.0 * A * dfca[u] * fc2 + 0.5 * dravg) / r1 - dcos * c / (r1 * r1)
+                k2 = (2.0 * A * fc1 * dfca[w] + 0.5 * dravg) / r2 - dcos * c / (r2 * r2)
+                h = dcos * 0.95 / (r1 * r2)
+                g1x += k1 * x1 + h * x2
+                g1y += k1 * y1 + h * y2
+                g1z += k1 * z1 + h * z2
+                g[e2, 0] += k2 * x2 + h * x1
+                g[e2, 1] += k2 * y2 + h * y1
+                g[e2, 2] += k2 * z2 + h * z1
+            g[e1, 0] += g1x
+            g[e1, 1] += g1y
+            g[e1, 2] += g1z
 
 
 def scatter(start, nbr, vec, gvec, batch, n_batch):

@@ -163,7 +163,8 @@ def kernel_constants(p):
     """Constants for the kernels; integral Zeta only (ANI's 32), at most MAX_SHF shifts."""
     from rung.nnp._kernels.cpu import _consts
 
-    Rcr, Rca, etaR, shfR, zeta, izeta, cosZ, sinZ, etaA, shfA, pidx = _consts(p)
+    Rcr, Rca, etaR, shfR, zeta, _, cosZ, sinZ, etaA, shfA, pidx = _consts(p)
+    izeta = int(zeta) if zeta == int(zeta) and zeta >= 1 else -1
     if izeta < 1:
         raise NotImplementedError(f"the GPU kernels need an integral Zeta, got {zeta}")
     if max(cosZ.size, shfA.size) > MAX_SHF:

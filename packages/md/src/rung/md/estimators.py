@@ -93,3 +93,16 @@ def pressure(state, kT: float, cell) -> float:
         k = kinetic_centroid_virial(state.positions, state.forces, kT)
     volume = abs(np.linalg.det(np.asarray(cell)))
     return (2.0 * k + float(np.trace(w, axis1=-2, axis2=-1).mean())) / (3.0 * volume)
+
+
+def harmonic_path_integral_energy(omega: float, kT: float, P: int) -> float:
+    """Exact P-bead average of <V> (= <K_prim> = <K_cv>) per dimension of a harmonic oscillator, Hartree.
+
+    In normal modes the sampled ring polymer (at beta_P = beta / P) is a set of independent
+    oscillators of frequency Omega_k^2 = omega^2 + omega_k^2 (omega_k = 2 P kT sin(k pi / P) / hbar),
+    so <q~_k^2> = P kT / (m Omega_k^2) and every estimator averages to
+    E_P = (kT / 2) sum_k omega^2 / Omega_k^2; E_1 = kT / 2, E_P -> (hbar omega / 4) coth(hbar omega / 2 kT).
+    omega : a.u. of 1/time; kT : Hartree.
+    """
+    wk = 2.0 * P * kT * np.sin(np.arange(P) * np.pi / P)
+    return 0.5 * kT * float(np.sum(omega * omega / (omega * omega + wk * wk)))

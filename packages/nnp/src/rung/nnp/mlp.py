@@ -34,6 +34,9 @@ def _act(xp, name, z):
 class PackedNetworks:
     """The ensemble's weights, arranged for batched evaluation in one dtype on one device.
 
+    Per species: the first layers of all members stacked, ``W1T`` (L, M*h1); deeper layers stacked
+    over members, ``WT`` (M, h_in, h_out), so one batched matmul runs a layer of every member.
+
     Parameters
     ----------
     model : ANIModel
@@ -46,18 +49,21 @@ class PackedNetworks:
         self.per_species = []
         for s in range(len(model.species)):
             nets = [m[s] for m in model.members]
-            first = [n.layers[0] for n in nets]
-            acts = {layer.activation for layer in first}
-            if len(acts) != 1 or any(len(n.layers) != len(nets[0].layers) for n in nets):
+            shapes = {tuple((layer.weight.shape, layer.activation) for layer in n.layers) for n in nets}
+            if len(shapes) != 1:
                 raise ModelFileError(f"species {model.species[s]}: members differ in architecture; cannot stack")
+            first = [n.layers[0] for n in nets]
             W1 = np.concatenate([layer.weight for layer in first], axis=0)  # (M*h1, L)
             b1 = np.concatenate([layer.bias for layer in first])
-            rest = [[(xp.asarray(np.ascontiguousarray(layer.weight.T), dtype=dtype),
-                      xp.asarray(layer.weight, dtype=dtype), xp.asarray(layer.bias, dtype=dtype), layer.activation)
-                     for layer in n.layers[1:]] for n in nets]
+            rest = []
+            for k in range(1, len(nets[0].layers)):
+                W = np.stack([n.layers[k].weight for n in nets])  # (M, h_out, h_in)
+                b = np.stack([n.layers[k].bias for n in nets])[:, None, :]  # (M, 1, h_out)
+                rest.append((xp.asarray(np.ascontiguousarray(W.transpose(0, 2, 1)), dtype=dtype),
+                             xp.asarray(W, dtype=dtype), xp.asarray(b, dtype=dtype), nets[0].layers[k].activation))
             self.per_species.append(dict(
                 W1T=xp.asarray(np.ascontiguousarray(W1.T), dtype=dtype), W1=xp.asarray(W1, dtype=dtype),
-                b1=xp.asarray(b1, dtype=dtype), act1=acts.pop(), h1=first[0].weight.shape[0], rest=rest))
+                b1=xp.asarray(b1, dtype=dtype), act1=first[0].activation, h1=first[0].weight.shape[0], rest=rest))
 
     def __call__(self, species, G, *, grad: bool = True):
         """Atomic network outputs and dE_mean/dG.
@@ -88,25 +94,20 @@ class PackedNetworks:
             X = G[idx]
             z1 = X @ P["W1T"] + P["b1"]  # (n_s, M*h1)
             h1, d1 = _act(xp, P["act1"], z1)
-            deltas = xp.empty_like(z1) if grad else None
-            h1w = P["h1"]
-            for m, layers in enumerate(P["rest"]):
-                h = h1[:, m * h1w:(m + 1) * h1w]
-                saved = []
-                for WT, _, b, act in layers:
-                    z = h @ WT + b
-                    h, d = _act(xp, act, z)
-                    saved.append(d)
-                out[m, idx] = h[:, 0].astype(np.float64)
-                if grad:
-                    g = xp.full((cnt, 1), 1.0 / M, dtype=self.dtype)
-                    for (WT, W, _, act), d in zip(reversed(layers), reversed(saved)):
-                        if d is not None:
-                            g = g * d
-                        g = g @ W
-                    deltas[:, m * h1w:(m + 1) * h1w] = g
+            h = xp.ascontiguousarray(h1.reshape(cnt, M, P["h1"]).transpose(1, 0, 2))  # (M, n_s, h1)
+            saved = []
+            for WT, _, b, act in P["rest"]:
+                h, d = _act(xp, act, xp.matmul(h, WT) + b)  # (M, n_s, h_out)
+                saved.append(d)
+            out[:, idx] = h[:, :, 0].astype(np.float64)
             if grad:
+                g = xp.full((M, cnt, 1), 1.0 / M, dtype=self.dtype)
+                for (_, W, _, _), d in zip(reversed(P["rest"]), reversed(saved)):
+                    if d is not None:
+                        g = g * d
+                    g = xp.matmul(g, W)  # (M, n_s, h_in)
+                deltas = g.transpose(1, 0, 2).reshape(cnt, M * P["h1"])
                 if d1 is not None:
-                    deltas *= d1
+                    deltas = deltas * d1
                 dG[idx] = deltas @ P["W1"]
         return out, dG

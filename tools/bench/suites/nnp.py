@@ -1,0 +1,132 @@
+"""rung.nnp benchmarks: ANI-1x energy + forces per call, neighbour list included, one thread.
+
+Systems: a 20-atom molecule (paracetamol) and periodic water boxes of 648, 1536 and 3000 atoms at
+1 g/cm^3 (rung.nnp.testing.water_box); single network (member 0) and the 8-network ensemble; float32
+(both codes). Work unit: atom-steps (atoms evaluated per second, energy and forces).
+Ours: numba kernels with numba threads = 1 and BLAS threads = 1 (threadpoolctl).
+Peer: TorchANI >= 2.7 (``torch.set_num_threads(1)``) with its cell list for the boxes, built from
+the same NeuroChem files, when torch and torchani are importable. Also: dataset evaluation, time per
+molecule for a batch of 1000 small molecules (one call, concatenated atoms), ours only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tools.bench import Case
+
+PARACETAMOL_Z = [6, 6, 8, 7, 6, 6, 6, 6, 8, 6, 6, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+PARACETAMOL_X = [  # Angstrom
+    [3.675488, 0.454632, -0.232764], [2.217146, 0.814142, -0.375061], [1.882572, 1.907315, -0.817063],
+    [1.384252, -0.197518, 0.067556], [-0.025766, -0.203530, 0.085907], [-0.818069, 0.852816, -0.370852],
+    [-2.214507, 0.769874, -0.319715], [-2.816767, -0.373936, 0.189616], [-4.172215, -0.495237, 0.257201],
+    [-2.046884, -1.433797, 0.647378], [-0.653318, -1.348797, 0.595446], [3.842053, -0.602392, -0.459533],
+    [4.266208, 1.048664, -0.936113], [4.003115, 0.668370, 0.787946], [1.832475, -1.030016, 0.428558],
+    [-0.380102, 1.759976, -0.775371], [-2.804261, 1.606293, -0.681515], [-4.572150, 0.317306, -0.094481],
+    [-2.528186, -2.323351, 1.043424], [-0.071084, -2.190816, 0.959434],
+]
+
+
+def _one_thread(fn):
+    """Run fn with numba and BLAS limited to one thread."""
+    import numba
+    from threadpoolctl import ThreadpoolController
+
+    ctl = ThreadpoolController()
+
+    def run():
+        n0 = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            with ctl.limit(limits=1):
+                return fn()
+        finally:
+            numba.set_num_threads(n0)
+
+    return run
+
+
+def torchani_model(folder, member):
+    """TorchANI (>= 2.7) ANI-1x from the NeuroChem folder, or None when torch/torchani are missing."""
+    try:
+        import torch
+        from torchani.arch import ANI
+        from torchani.neighbors import _parse_neighborlist
+        from torchani.neurochem import NeurochemInfo, modules_from_info
+    except Exception:
+        return None
+    torch.set_num_threads(1)
+    info = NeurochemInfo(folder / "sae_linfit.dat", next(folder.glob("*.params")), folder / "train", 8)
+    aev, nets, sae, symbols = modules_from_info(info, member)
+    aev.neighborlist = _parse_neighborlist("cell_list")
+    return ANI(symbols, aev, nets, sae, periodic_table_index=True)
+
+
+def torchani_call(model, x, z, cell):
+    import torch
+
+    sp = torch.tensor(z)[None]
+    c = None if cell is None else torch.tensor(cell, dtype=torch.float32)
+    pbc = None if cell is None else torch.tensor([True, True, True])
+
+    def run():
+        xt = torch.tensor(x, dtype=torch.float32)[None].requires_grad_(True)
+        e = model((sp, xt), cell=c, pbc=pbc).energies
+        f = -torch.autograd.grad(e.sum(), xt)[0]
+        return e.detach().numpy(), f.numpy()
+
+    return run
+
+
+def systems(quick):
+    from rung.nnp.testing import water_box
+
+    yield "paracetamol (open)", np.array(PARACETAMOL_X), np.array(PARACETAMOL_Z), None
+    for n_side in [6] if quick else [6, 8, 10]:
+        x, z, cell = water_box(n_side)
+        yield f"water box {len(z)} atoms, 1 g/cm3", x, z, cell
+
+
+def small_molecules(n, seed=0):
+    """n small H/C/N/O molecules from ASE's G2 set, randomly perturbed: positions, numbers, batch."""
+    from ase.collections import g2
+
+    pool = [a for a in g2 if set(a.get_chemical_symbols()) <= {"H", "C", "N", "O"} and len(a) > 1]
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(len(pool), size=n)
+    xs, zs, bs = [], [], []
+    for b, k in enumerate(pick):
+        a = pool[k]
+        xs.append(a.positions + 0.05 * rng.normal(size=a.positions.shape))
+        zs.append(a.numbers)
+        bs.append(np.full(len(a), b))
+    return np.concatenate(xs), np.concatenate(zs), np.concatenate(bs)
+
+
+def cases(quick: bool):
+    from rung.nnp import load_model
+    from rung.nnp.fetch import WeightsMissing, cache_dir, fetch, resolve
+
+    try:
+        resolve("ani-1x")
+    except WeightsMissing:
+        fetch("ani-1x")
+    folder = cache_dir() / "ani-1x_8x"
+    for member, label in [(0, "1 net"), (None, "8 nets")]:
+        pot = load_model("ani-1x", member=member, dtype="float32", backend="numba")
+        peer_model = torchani_model(folder, member) if folder.is_dir() else None
+        for name, x, z, cell in systems(quick):
+            n = len(z)
+            big = n > 1000
+            yield Case("nnp.ani1x_energy_forces", f"{name}, {label}",
+                       _one_thread(lambda x=x, z=z, cell=cell, pot=pot: pot.compute(x, z, cell)),
+                       peer=None if peer_model is None else torchani_call(peer_model, x, z, cell),
+                       peer_name="" if peer_model is None else "TorchANI (cell list), 1 thread",
+                       work=n, work_unit="atom-steps", repeats=3 if big else 5, warmup=1,
+                       note="float32, neighbour list included")
+    n_mol = 200 if quick else 1000
+    x, z, b = small_molecules(n_mol)
+    pot = load_model("ani-1x", dtype="float32", backend="numba")
+    yield Case("nnp.dataset_batch", f"{n_mol} small molecules ({len(z)} atoms), 8 nets",
+               _one_thread(lambda: pot.evaluate(x, z, batch=b)), work=n_mol, work_unit="molecules",
+               repeats=3, warmup=1, note="one call, energies + forces + spread")

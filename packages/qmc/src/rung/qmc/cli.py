@@ -1,4 +1,4 @@
-"""Command line interface: ``qmc vmc``, ``qmc dmc`` (and ``qmc optimize`` when available).
+"""Command line interface: ``qmc optimize``, ``qmc vmc``, ``qmc dmc``.
 
 INPUT is an xyz file (any format ASE reads; geometry in Angstrom) or a rung dataset (.h5), in which
 case the conformation's results are written into the dataset as ``qmc_*`` properties and the DFT
@@ -21,6 +21,8 @@ def _common(f):
         click.option("--seed", default=0, show_default=True),
         click.option("--jastrow/--no-jastrow", default=True, show_default=True),
         click.option("--backend", type=click.Choice(["numba", "numpy"]), default="numba", show_default=True),
+        click.option("--params", type=click.Path(exists=True, dir_okay=False), default=None,
+                      help="Jastrow parameters from `qmc optimize --save`"),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -32,14 +34,25 @@ def _progress(method, block, nblocks, energy, seconds):
     click.echo(f"{method} block {block}/{nblocks}  E = {energy:.6f} Ha  {seconds:.0f} s  ETA {eta:.0f} s", err=True)
 
 
-def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, backend, dmc_cfg,
-         checkpoint=None, trace=None):
+def _run(*args, **kw):
+    from rung.core.dataset import DatasetError
+    from rung.qmc.system import InputError
+    from rung.qmc.traces import CheckpointError
+
+    try:
+        _run_inner(*args, **kw)
+    except (InputError, DatasetError, CheckpointError) as err:
+        raise click.ClickException(str(err)) from err
+
+
+def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, backend, params, dmc_cfg,
+         checkpoint=None, trace=None, opt_cfg=None, save=None):
     from pathlib import Path
 
     import h5py
 
     from rung.core.dataset import read_structures
-    from rung.qmc.run import QMCConfig, kernel, record, trial_from_dataset
+    from rung.qmc.run import QMCConfig, kernel, load_parameters, record, save_parameters, trial_from_dataset
     from rung.qmc.system import build_mol, mean_field
     from rung.qmc.vmc import VMCConfig
 
@@ -57,10 +70,15 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
     click.echo(f"{m.name}[{index}]: {sum(mol.nelec)} electrons, {mol.nao} AOs, orbitals: {orb.source} "
                f"(E = {orb.e_tot:.6f} Ha)", err=True)
     cfg = QMCConfig(VMCConfig(nwalkers=walkers, nblocks=vmc_blocks, nsteps=vmc_steps, seed=seed), dmc_cfg,
-                    jastrow=jastrow, backend=backend)
-    results = kernel(mol, orb, cfg, checkpoint=checkpoint, trace=trace, progress=_progress)
+                    opt_cfg, jastrow=jastrow, backend=backend)
+    results = kernel(mol, orb, cfg, parameters=load_parameters(params) if params else None, checkpoint=checkpoint,
+                     trace=trace, progress=_progress)
+    parameters = results.pop("parameters")
     for r in results.values():
         click.echo(f"{r.summary()}  ({r.nwalkers} walkers, {r.nsteps} steps, tau {r.tau})")
+    if save:
+        save_parameters(save, parameters)
+        click.echo(f"wrote parameters to {save}", err=True)
     if is_dataset:
         record(Path(input), m.name, index, results, mol, orb, cfg)
         click.echo(f"wrote qmc_* properties of {m.name}[{index}] into {input}", err=True)
@@ -79,6 +97,18 @@ def vmc_cmd(**kw):
     _run(dmc_cfg=None, **kw)
 
 
+@main.command("optimize")
+@_common
+@click.option("--iterations", default=6, show_default=True, help="linear-method iterations")
+@click.option("--opt-steps", default=20, show_default=True, help="VMC sweeps sampled per iteration")
+@click.option("--save", type=click.Path(dir_okay=False), required=True, help="HDF5 file for the parameters")
+def optimize_cmd(iterations, opt_steps, save, **kw):
+    """Optimise the Jastrow factor (linear method), then a VMC run with the result."""
+    from rung.qmc.optimize import OptimizeConfig
+
+    _run(dmc_cfg=None, opt_cfg=OptimizeConfig(niter=iterations, nsteps=opt_steps, seed=kw["seed"]), save=save, **kw)
+
+
 @main.command("dmc")
 @_common
 @click.option("--tau", default=0.01, show_default=True, help="time step, a.u.")
@@ -89,7 +119,7 @@ def vmc_cmd(**kw):
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="resume from / write to")
 @click.option("--trace", type=click.Path(dir_okay=False), default=None, help="append-only per-block HDF5 trace")
 def dmc_cmd(tau, blocks, steps, equil_blocks, tmoves, checkpoint, trace, **kw):
-    """Fixed-node diffusion Monte Carlo (after a VMC equilibration)."""
+    """Fixed-node diffusion Monte Carlo (after a VMC equilibration; pass --params for an optimised Jastrow)."""
     from rung.qmc.dmc import DMCConfig
 
     cfg = DMCConfig(tau=tau, nblocks=blocks, nsteps=steps, nequil_blocks=equil_blocks, tmoves=tmoves, seed=kw["seed"])

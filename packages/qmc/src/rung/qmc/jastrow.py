@@ -130,6 +130,27 @@ class Jastrow:
         lap = (u2 + 2.0 * gee).sum(-1) + (chi2 + 2.0 * gen).sum(-1)
         return val, grad, lap
 
+    def parameter_terms(self, e, epos):
+        """d J_e / d p for every parameter (order: ee.ravel(), en.ravel()) at epos (nw, P, 3), with their
+        gradients and Laplacians with respect to electron e: (npar, nw, P), (npar, nw, P, 3), (npar, nw, P).
+        J is linear in its parameters, so these are sums of basis functions."""
+        others = np.delete(self.configs, e, axis=1)
+        same = np.delete(self.spin == self.spin[e], e)
+        dee = epos[:, :, None, :] - others[:, None, :, :]  # (nw, P, ne-1, 3)
+        ree = np.linalg.norm(dee, axis=-1)
+        den = epos[:, :, None, :] - self.atom_coords  # (nw, P, natom, 3)
+        ren = np.linalg.norm(den, axis=-1)
+        vals, grads, laps = [], [], []
+        for r, d, L, groups in ((ree, dee, self.rcut_ee, (same, ~same)),
+                                (ren, den, self.rcut_en, [self.atom_species == s for s in range(self.parameters["en"].shape[0])])):
+            b, b1, b2 = self._basis(r, L)  # (nb, nw, P, n)
+            g = np.where(r > 0, b1 / np.where(r > 0, r, 1.0), 0.0)
+            for m in groups:
+                vals.append(b[..., m].sum(-1))
+                grads.append(np.einsum("kwpj,wpjx->kwpx", g[..., m], d[:, :, m]))
+                laps.append((b2[..., m] + 2.0 * g[..., m]).sum(-1))
+        return np.concatenate(vals), np.concatenate(grads), np.concatenate(laps)
+
     def recompute(self, configs):
         self.configs = np.array(configs, dtype=np.float64)
         nw = configs.shape[0]

@@ -1,8 +1,8 @@
 """Ladder step: VMC and a short DMC on the ladder's water (ccECP, ccecp-cc-pvdz).
 
 Uses the DFT rung's saved orbitals when present (contracts.md), else a PySCF Hartree-Fock on the
-dataset geometry; Slater-Jastrow trial function with the default (cusp-only) Jastrow; results go into
-the dataset as ``qmc_*`` properties.
+dataset geometry; Slater-Jastrow trial function, Jastrow optimised by a short linear-method run;
+results go into the dataset as ``qmc_*`` properties.
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ NWALKERS = 100
 
 def step(workdir: Path, dataset: Path, molecule: str) -> str:
     from rung.qmc.dmc import DMCConfig
+    from rung.qmc.optimize import OptimizeConfig
     from rung.qmc.run import QMCConfig, kernel, record, trial_from_dataset
     from rung.qmc.stats import format_value
     from rung.qmc.vmc import VMCConfig
 
     mol, orb = trial_from_dataset(dataset, molecule, 0, basis="ccecp-cc-pvdz", ecp="ccecp")
     cfg = QMCConfig(VMCConfig(nwalkers=NWALKERS, nblocks=10, nsteps=10, nequil=20, seed=1),
-                    DMCConfig(tau=0.01, nblocks=8, nsteps=25, nequil_blocks=2, seed=1))
+                    DMCConfig(tau=0.01, nblocks=8, nsteps=20, nequil_blocks=2, seed=1),
+                    OptimizeConfig(niter=4, nsteps=15, seed=1))
     res = kernel(mol, orb, cfg, trace=Path(workdir) / f"{molecule}.qmc-dmc-trace.h5")
     record(dataset, molecule, 0, res, mol, orb, cfg)
     v, d = res["vmc"], res["dmc"]
     return (f"E(VMC) = {format_value(v.energy, v.error)} Ha, E(DMC) = {format_value(d.energy, d.error)} Ha, "
-            f"{NWALKERS} walkers, tau {cfg.dmc.tau}, orbitals {orb.source}")
+            f"{NWALKERS} walkers, tau {cfg.dmc.tau}, orbitals: {orb.source}")

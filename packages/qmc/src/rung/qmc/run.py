@@ -20,6 +20,7 @@ import numpy as np
 from rung.qmc import __version__
 from rung.qmc.dmc import DMCConfig, dmc
 from rung.qmc.hamiltonian import COMPONENTS, Hamiltonian
+from rung.qmc.optimize import OptimizeConfig, optimize
 from rung.qmc.system import InputError, Orbitals, build_mol, initial_configs, load_orbitals, mean_field, slater_jastrow
 from rung.qmc.vmc import VMCConfig, vmc
 
@@ -28,10 +29,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class QMCConfig:
-    """What to run: VMC settings, DMC settings (None: VMC only), Jastrow on/off, AO kernel backend."""
+    """What to run: Jastrow optimisation (None: keep the given parameters), VMC settings, DMC settings
+    (None: VMC only), Jastrow on/off, AO kernel backend."""
 
     vmc: VMCConfig = field(default_factory=VMCConfig)
     dmc: DMCConfig | None = None
+    optimize: OptimizeConfig | None = None
     jastrow: bool = True
     backend: str = "numba"
 
@@ -70,8 +73,9 @@ def trial_from_dataset(dataset, molecule: str, index: int = 0, basis: str = "cce
 
 def kernel(mol, orb: Orbitals, config: QMCConfig = QMCConfig(), *, parameters: dict | None = None,
            checkpoint=None, trace=None, progress=None) -> dict:
-    """Run VMC (and DMC). Returns {"vmc": QMCResult, "dmc": QMCResult} (DMC only when configured;
-    VMC is skipped when resuming DMC from an existing checkpoint)."""
+    """Run (optimisation,) VMC (and DMC). Returns {"vmc": QMCResult, "dmc": QMCResult, "parameters": dict}
+    (DMC only when configured; optimisation and VMC are skipped when resuming DMC from a checkpoint,
+    which then needs the same ``parameters`` as the run that wrote it)."""
     wf = slater_jastrow(mol, orb, jastrow=config.jastrow, backend=config.backend)
     if parameters:
         wf.set_parameters(parameters)
@@ -83,19 +87,48 @@ def kernel(mol, orb: Orbitals, config: QMCConfig = QMCConfig(), *, parameters: d
         configs = np.zeros((config.vmc.nwalkers, sum(mol.nelec), 3))
         e_ref = None
     else:
-        r = vmc(wf, ham, initial_configs(mol, config.vmc.nwalkers, rng), config.vmc, rng=rng,
+        configs = initial_configs(mol, config.vmc.nwalkers, rng)
+        if config.optimize is not None and config.jastrow:
+            _, configs = optimize(wf, ham, configs, config.optimize,
+                                  progress=(lambda *a: progress("optimize", *a)) if progress else None)
+        r = vmc(wf, ham, configs, config.vmc, rng=rng,
                 progress=(lambda *a: progress("vmc", *a)) if progress else None)
         out["vmc"], configs, e_ref = r, r.configs, r.energy
     if config.dmc is not None:
         out["dmc"] = dmc(wf, ham, configs, config.dmc, e_ref=e_ref, checkpoint=checkpoint, trace=trace,
                          backend=config.backend, progress=(lambda *a: progress("dmc", *a)) if progress else None)
+    out["parameters"] = wf.parameters
     return out
+
+
+def save_parameters(path, parameters: dict) -> None:
+    """Wave-function parameters (``ProductWF.parameters`` names) to HDF5."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs.update(schema="rung.qmc.parameters", schema_version=1, package_version=__version__)
+        for k, v in parameters.items():
+            f.create_dataset(k, data=v).attrs["units"] = "dimensionless"
+
+
+def load_parameters(path) -> dict:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("schema") != "rung.qmc.parameters":
+                raise InputError(f"{path}: not a rung.qmc parameter file")
+            return {k: f[k][()] for k in f}
+    except OSError as err:
+        raise InputError(f"{path}: unreadable parameter file: {err}") from err
 
 
 def result_values(results: dict) -> dict:
     """Dataset properties (name -> value) for :class:`rung.core.dataset.ResultWriter` with rung "qmc"."""
     vals = {}
     for method, r in results.items():
+        if method == "parameters":
+            continue
         vals[f"{method}_energy"] = r.energy
         vals[f"{method}_energy_error"] = r.error
         for k in COMPONENTS:

@@ -1,0 +1,151 @@
+"""Jastrow optimisation by the linear method (energy minimisation).
+
+In the basis {psi, psi_i = d psi / d p_i - <O_i> psi} (O_i = d log psi / d p_i), sampled from |psi|^2,
+
+    S_ij = <dO_i dO_j>,   H_ij = <dO_i (E_L dO_j + d_j E_L)>,        i, j = 0..n, dO_0 = 1
+    (H_00 = <E_L>,  H_0j = <E_L dO_j> + <d_j E_L>,  H_i0 = <dO_i E_L>)
+
+and the lowest eigenvector v of H v = lambda S v (with a shift a on the diagonal i > 0 for stability)
+gives the update dp_i = v_i / v_0. J is linear in its parameters, so with B_i = dJ/dp_i:
+
+    d_i E_L = -1/2 sum_e [lap_e B_i + 2 grad_e B_i . grad_e log psi]
+              + sum_e sum_q V_q (B_i(r_q) - B_i(r_e))                          (nonlocal ECP)
+
+The recipe: a few iterations; the shift grows tenfold until no |dp| exceeds ``max_step``; the
+parameters of the iteration with the lowest sampled energy are returned.
+References: J. Toulouse, C. J. Umrigar, J. Chem. Phys. 126, 084102 (2007); C. J. Umrigar et al.,
+Phys. Rev. Lett. 98, 110201 (2007).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from rung.qmc.vmc import check_configs, sweep
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    """niter iterations of nsteps VMC sweeps (after nequil) with tau; shift and max_step of the update."""
+
+    niter: int = 6
+    nsteps: int = 20
+    nequil: int = 10
+    tau: float = 0.3
+    shift: float = 1e-3
+    max_step: float = 1.0
+    seed: int = 0
+
+
+def energy_and_derivatives(wf, ham, configs, rng):
+    """E_L (nw,), O = d log psi / dp (nw, npar), d E_L / dp (nw, npar) for the Jastrow (component 1)."""
+    jas = wf.components[1]
+    el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
+    nw, ne, _ = configs.shape
+    npar = sum(v.size for v in jas.parameters.values())
+    dE = np.zeros((npar, nw))
+    for e in range(ne):
+        _, gb, lb = jas.parameter_terms(e, configs[:, e][:, None])  # (npar, nw, 1, 3), (npar, nw, 1)
+        dE += -0.5 * (lb[:, :, 0] + 2.0 * np.einsum("kwx,wx->kw", gb[:, :, 0], grad[:, e]))
+    if ham.ecp.has_nonlocal:
+        # the nonlocal energy was evaluated above with another random rotation; recompute it together
+        # with its derivative from one rotation so that E_L and d E_L are consistent
+        nl = np.zeros(nw)
+        for e in range(ne):
+            terms, points = ham.ecp.nonlocal_electron(wf, e, configs, rng)
+            bq = jas.parameter_terms(e, points)[0]  # (npar, nw, npts)
+            b0 = jas.parameter_terms(e, configs[:, e][:, None])[0]  # (npar, nw, 1)
+            dE += np.einsum("wq,kwq->kw", terms, bq - b0)
+            nl += terms.sum(-1)
+        el["total"] = el["total"] - el["ecp_nonlocal"] + nl
+    pg = jas.pgradient()
+    O = np.concatenate([pg["ee"].reshape(nw, -1), pg["en"].reshape(nw, -1)], axis=1)
+    return el["total"], O, dE.T
+
+
+def _flat(jas):
+    return np.concatenate([jas.parameters["ee"].ravel(), jas.parameters["en"].ravel()])
+
+
+def _set(jas, p):
+    n = jas.parameters["ee"].size
+    jas.parameters["ee"][...] = p[:n].reshape(jas.parameters["ee"].shape)
+    jas.parameters["en"][...] = p[n:].reshape(jas.parameters["en"].shape)
+
+
+def linear_method_step(E, O, dE, shift, max_step):
+    """Parameter update from samples E (n,), O (n, npar), dE (n, npar). Returns (dp, shift used)."""
+    n, npar = O.shape
+    dO = O - O.mean(0)
+    Ebar = E.mean()
+    S = np.zeros((npar + 1, npar + 1))
+    H = np.zeros_like(S)
+    S[0, 0] = 1.0
+    S[1:, 1:] = dO.T @ dO / n
+    H[0, 0] = Ebar
+    H[0, 1:] = ((E - Ebar)[:, None] * dO).mean(0) + dE.mean(0)
+    H[1:, 0] = (dO * (E - Ebar)[:, None]).mean(0)
+    H[1:, 1:] = dO.T @ (E[:, None] * dO + dE) / n
+    # drop directions the samples cannot resolve (e.g. basis functions no electron reaches)
+    keep = np.concatenate([[True], np.diag(S)[1:] > 1e-12 * max(1.0, np.diag(S)[1:].max())])
+    S, H = S[np.ix_(keep, keep)], H[np.ix_(keep, keep)]
+    while True:
+        Hs = H + shift * np.diag(np.r_[0.0, np.ones(H.shape[0] - 1)])
+        w, v = scipy.linalg.eig(Hs, S)
+        w, v = w.real, v.real
+        ok = np.abs(v[0]) > 1e-8
+        # the physical solution: lowest eigenvalue among vectors with a sizeable psi_0 component
+        overlap = np.abs(v[0]) / np.linalg.norm(v, axis=0)
+        cand = np.where(ok & (overlap > 0.3))[0]
+        k = cand[np.argmin(w[cand])] if cand.size else int(np.argmax(overlap))
+        dp = np.zeros(npar)
+        dp[keep[1:]] = v[1:, k] / v[0, k]
+        if np.all(np.abs(dp) <= max_step) or shift > 1e4:
+            return dp, shift
+        shift *= 10.0
+
+
+def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, progress=None):
+    """Optimise the Jastrow parameters of wf = (determinant, Jastrow) in place.
+
+    Returns (history, configs): history is a list of (energy, error, parameters) per iteration (energy of
+    the parameters that were sampled), and wf ends with the parameters of the lowest-energy iteration.
+    """
+    if len(wf.components) < 2:
+        raise ValueError("the wave function has no Jastrow factor to optimise")
+    jas = wf.components[1]
+    configs = check_configs(configs)
+    rng = np.random.default_rng(config.seed)
+    wf.recompute(configs)
+    for _ in range(config.nequil):
+        sweep(wf, configs, config.tau, rng)
+    history = []
+    t0 = time.perf_counter()
+    for it in range(config.niter):
+        wf.recompute(configs)
+        Es, Os, dEs = [], [], []
+        for _ in range(config.nsteps):
+            sweep(wf, configs, config.tau, rng)
+            E, O, dE = energy_and_derivatives(wf, ham, configs, rng)
+            Es.append(E)
+            Os.append(O)
+            dEs.append(dE)
+        E, O, dE = np.concatenate(Es), np.concatenate(Os), np.concatenate(dEs)
+        means = np.array([x.mean() for x in Es])
+        err = means.std(ddof=1) / np.sqrt(len(means))
+        history.append((float(E.mean()), float(err), {k: v.copy() for k, v in jas.parameters.items()}))
+        if progress is not None:
+            progress(it + 1, config.niter, E.mean(), time.perf_counter() - t0)
+        if it == config.niter - 1:
+            break
+        dp, _ = linear_method_step(E, O, dE, config.shift, config.max_step)
+        _set(jas, _flat(jas) + dp)
+    best = min(range(len(history)), key=lambda i: history[i][0])
+    for k, v in history[best][2].items():
+        jas.parameters[k][...] = v
+    wf.recompute(configs)
+    return history, configs

@@ -1,0 +1,49 @@
+"""Linear-method Jastrow optimisation: analytic d E_L / d p against finite differences; energy goes down."""
+
+import numpy as np
+from pyscf import gto
+
+from rung.qmc.hamiltonian import Hamiltonian
+from rung.qmc.optimize import OptimizeConfig, _flat, _set, energy_and_derivatives, optimize
+from rung.qmc.system import initial_configs, mean_field, slater_jastrow
+from rung.qmc.vmc import VMCConfig, vmc
+
+WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr
+
+
+def test_local_energy_parameter_derivatives_fd():
+    """Includes the nonlocal ECP term (same quadrature rotation for every evaluation)."""
+    mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    wf = slater_jastrow(mol, mean_field(mol))
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(0)
+    jas = wf.components[1]
+    p0 = rng.normal(scale=0.2, size=_flat(jas).size)
+    _set(jas, p0)
+    configs = initial_configs(mol, 3, rng)
+    wf.recompute(configs)
+    E, O, dE = energy_and_derivatives(wf, ham, configs, np.random.default_rng(7))
+    h = 1e-5
+    for k in range(p0.size):
+        vals = []
+        for s in (1, -1):
+            p = p0.copy()
+            p[k] += s * h
+            _set(jas, p)
+            wf.recompute(configs)
+            vals.append(energy_and_derivatives(wf, ham, configs, np.random.default_rng(7))[0])
+        np.testing.assert_allclose(dE[:, k], (vals[0] - vals[1]) / (2 * h), rtol=1e-5, atol=1e-6)
+    _set(jas, p0)
+
+
+def test_linear_method_lowers_h2_energy():
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="cc-pvdz", verbose=0)
+    orb = mean_field(mol)
+    wf = slater_jastrow(mol, orb)
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(1)
+    hist, configs = optimize(wf, ham, initial_configs(mol, 60, rng), OptimizeConfig(niter=4, nsteps=15, seed=2))
+    assert len(hist) == 4
+    res = vmc(wf, ham, configs, VMCConfig(nwalkers=60, nblocks=20, nsteps=10, nequil=10, seed=3))
+    # Hartree-Fock misses 40 mHa of correlation; an optimised Slater-Jastrow recovers most of it
+    assert res.energy < orb.e_tot - 0.015 and orb.e_tot - res.energy > 3 * res.error, (res.energy, res.error)

@@ -1,9 +1,81 @@
+"""The `dft-gpu` command line: through click's CliRunner, and once end to end as a subprocess."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
 from click.testing import CliRunner
 
 from rung.dft_gpu.cli import main
+
+XYZ = """3
+water
+O 0.0 0.0 0.1193
+H 0.0 0.7632 -0.4770
+H 0.0 -0.7632 -0.4770
+3
+water
+O 0.0 0.0 0.1193
+H 0.0 0.7632 -0.4770
+H 0.0 -0.7632 0.4770
+2
+squashed
+H 0 0 0
+H 0 0 0.001
+"""
+FAST = ["--xc", "hf", "--basis", "sto-3g", "--ecp", "none", "--jk", "pyscf"]
 
 
 def test_help():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+    for cmd in ("run", "status"):
+        out = CliRunner().invoke(main, [cmd, "--help"])
+        assert out.exit_code == 0 and "--help" in out.output
+
+
+def test_help_imports_no_chemistry():
+    code = ("import sys; from rung.dft_gpu.cli import main; "
+            "print(sorted(m for m in ('pyscf', 'h5py', 'mpi4py', 'ase') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_run_and_status(tmp_path):
+    src, out = tmp_path / "mols.xyz", tmp_path / "set.h5"
+    src.write_text(XYZ)
+    runner = CliRunner()
+    r = runner.invoke(main, ["run", str(src), "--out", str(out), *FAST, "--no-forces", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "2 done, 1 failed, 0 pending" in r.output
+    with h5py.File(out, "r") as f:
+        assert f["H2O/dft_total_energy"].shape == (2,) and "dft_total_gradient" not in f["H2O"]
+        assert np.all(np.isfinite(f["H2O/dft_total_energy"][()]))
+    s = runner.invoke(main, ["status", str(out)])
+    assert s.exit_code == 0, s.output
+    assert "2 done, 1 failed, 0 pending" in s.output
+    assert "failed H2[0]: ConformationError: atoms 0 and 1" in s.output
+    assert "xc=hf" in s.output and "wall time" in s.output
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.xyz"
+    bad.write_text("1\nx\nQq 0 0 0\n")
+    r = CliRunner().invoke(main, ["run", str(bad), "--out", str(tmp_path / "o.h5"), *FAST])
+    assert r.exit_code != 0 and "cannot parse structures" in r.output
+    r = CliRunner().invoke(main, ["run", str(bad), "--out", str(tmp_path / "o.h5"), "--jk", "pyscf", "--backend", "numba"])
+    assert r.exit_code != 0 and "engine only" in r.output
+
+
+def test_end_to_end_subprocess(tmp_path):
+    src, out = tmp_path / "mols.xyz", tmp_path / "set.h5"
+    src.write_text(XYZ)
+    exe = Path(sys.executable).with_name("dft-gpu")
+    r = subprocess.run([str(exe), "run", str(src), "--out", str(out), *FAST], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "[rank 0] 3/3" in r.stderr  # not a terminal: plain progress lines
+    r = subprocess.run([str(exe), "status", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "2 done, 1 failed, 0 pending" in r.stdout

@@ -262,9 +262,9 @@ def jk_backend_name(mf, config: RunConfig) -> str:
     """How J/K were computed, for the output file: ``"pyscf-df"`` or ``"engine:<backend>"``."""
     if config.jk == "pyscf":
         return "pyscf-df"
-    engine = getattr(mf, "jk_engine", None) or getattr(mf, "engine", None)
-    backend = getattr(engine, "backend", None) or getattr(mf, "jk_backend", None) or config.backend
-    return f"engine:{backend}"
+    engines = getattr(mf, "jk_engines", None) or {}  # the engine's per-omega JKEngine objects
+    used = sorted({str(e.backend) for e in engines.values()})
+    return "engine:" + ("+".join(used) if used else str(config.backend))
 
 
 def set_grid(mf, level: int) -> None:

@@ -1,0 +1,258 @@
+"""The conformation farm (rung.dft_gpu.run): energies and gradients against a plain PySCF run, SCF
+fallbacks, per-conformation validation, the orbitals and FCIDUMP files.
+
+Oracles: an independent PySCF script with the same settings (density-fitted SCF on grid 3 for the
+energy; a separate SCF on grid 4 from scratch for the gradient; coarser grids in the fast tests); PySCF's exact-integral Hartree-Fock
+energy functional of the stored orbitals for the FCIDUMP.
+"""
+
+import functools
+import importlib.util
+import json
+from dataclasses import replace
+
+import h5py
+import numpy as np
+import pytest
+
+from rung.core.dataset import DONE, FAILED, Molecule, create_dataset, read_property
+from rung.core.units import ANGSTROM_TO_BOHR
+from rung.dft_gpu.run import (ConformationError, RunConfig, SCFNotConverged, build_mol, compute_conformation,
+                              converge, make_scf, run, status)
+
+HAVE_ENGINE = importlib.util.find_spec("rung.dft_gpu.jk") is not None
+JK = ["pyscf", pytest.param("engine", marks=pytest.mark.skipif(not HAVE_ENGINE, reason="rung.dft_gpu.jk absent"))]
+AUX = "def2-universal-jkfit"  # the same fitting basis for ours and the oracle
+TIGHT = dict(conv_tol=1e-10, conv_tol_grad=1e-6)
+
+WATER = ([8, 1, 1], [[0, 0, 0.119262], [0, 0.763239, -0.477047], [0, -0.763239, -0.477047]])  # G2, Angstrom
+METHANE = ([6, 1, 1, 1, 1], [[0, 0, 0], [0.629118, 0.629118, 0.629118], [-0.629118, -0.629118, 0.629118],
+                             [0.629118, -0.629118, -0.629118], [-0.629118, 0.629118, -0.629118]])
+OH = ([8, 1], [[0, 0, 0], [0, 0, 0.97]])
+NH2 = ([7, 1, 1], [[0, 0, 0.1405], [0, 0.8005, -0.4918], [0, -0.8005, -0.4918]])  # 2B1: no degenerate SOMO
+
+
+def molecule(name, spec, charge=0, multiplicity=1, shifts=(0.0,)):
+    z, x = spec
+    x = np.asarray(x, dtype=float) * ANGSTROM_TO_BOHR
+    confs = [x + s * np.eye(len(z), 3)[::-1] for s in shifts]  # distorted copies
+    return Molecule(name, np.array(z), np.array(confs), charge, multiplicity)
+
+
+@functools.lru_cache
+def pyscf_reference(mol_spec, config: RunConfig, charge=0, spin=0):
+    """A plain PySCF run, written independently of the farm: E on the energy grid, dE/dR from a
+    fresh SCF on the force grid, both density-fitted with the same auxbasis."""
+    from pyscf import dft, gto, scf
+
+    z, x = mol_spec
+    mol = gto.M(atom=[(int(a), tuple(np.asarray(p) * ANGSTROM_TO_BOHR)) for a, p in zip(z, x)], unit="Bohr",
+                basis=config.basis, ecp=config.ecp or {}, charge=charge, spin=spin, verbose=0)
+
+    def scf_on(level):
+        if config.xc == "hf":
+            mf = scf.RHF(mol) if spin == 0 else scf.UHF(mol)
+        else:
+            mf = dft.RKS(mol, xc=config.xc) if spin == 0 else dft.UKS(mol, xc=config.xc)
+            mf.grids.level = level
+        mf = mf.density_fit(auxbasis=config.auxbasis)
+        mf.conv_tol, mf.conv_tol_grad, mf.verbose = config.conv_tol, config.conv_tol_grad, 0
+        mf.kernel()
+        assert mf.converged
+        return mf
+
+    mf3 = scf_on(config.energy_grid)
+    mf4 = scf_on(config.force_grid)
+    return mf3.e_tot, mf4.nuc_grad_method().kernel(), mf3.dip_moment(unit="AU", verbose=0)
+
+
+def _hashable(spec):
+    return tuple(spec[0]), tuple(map(tuple, spec[1]))
+
+
+CASES = {  # name: (spec, charge, multiplicity, config options)
+    # coarser grids than the paper's 3/4 keep the default suite fast; the slow test below uses 3/4
+    "water-wb97m-d3bj": (WATER, 0, 1, dict(xc="wb97m-d3bj", basis="ccecp-cc-pvdz", ecp="ccecp", energy_grid=1, force_grid=2)),
+    "nh2-radical-pbe": (NH2, 0, 2, dict(xc="pbe", basis="6-31g", ecp=None, energy_grid=0, force_grid=1)),
+    "methane-hf-allelectron": (METHANE, 0, 1, dict(xc="hf", basis="6-31g", ecp=None)),
+}
+
+
+@pytest.mark.parametrize("jk", JK)
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_plain_pyscf(case, jk):
+    spec, charge, mult, opts = CASES[case]
+    config = RunConfig(auxbasis=AUX, jk=jk, **TIGHT, **opts)
+    res = compute_conformation(molecule("m", spec, charge, mult), 0, config)
+    e_ref, g_ref, dip_ref = pyscf_reference(_hashable(spec), replace(config, jk="pyscf"), charge, mult - 1)
+    v = res["values"]
+    assert abs(v["total_energy"] - e_ref) < 1e-7
+    np.testing.assert_allclose(v["total_gradient"], g_ref, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(v["dipole"], dip_ref, rtol=0, atol=1e-6)
+    assert v["total_gradient"].shape == (len(spec[0]), 3)
+    assert v["jk_backend"] == "pyscf-df" if jk == "pyscf" else v["jk_backend"].startswith("engine:")
+    if config.xc != "hf":  # the warm start on the finer grid needs fewer cycles than the first SCF
+        assert 0 < v["gradient_scf_cycles"] < v["scf_cycles"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jk", JK)
+def test_matches_plain_pyscf_paper_basis(jk):
+    config = RunConfig(jk=jk, auxbasis=AUX, **TIGHT)  # the paper's defaults: wB97M-D3BJ, ccecp-aug-cc-pvtz
+    res = compute_conformation(molecule("water", WATER), 0, config)
+    e_ref, g_ref, _ = pyscf_reference(_hashable(WATER), replace(config, jk="pyscf"))
+    assert abs(res["values"]["total_energy"] - e_ref) < 1e-7
+    np.testing.assert_allclose(res["values"]["total_gradient"], g_ref, rtol=0, atol=1e-6)
+
+
+FAST = dict(xc="hf", basis="6-31g", ecp=None, jk="pyscf")  # the farm's logic, not the functional
+
+
+def test_fallback_converges_what_diis_cannot():
+    w = molecule("water", WATER)
+    ref = compute_conformation(w, 0, RunConfig(**FAST))["values"]
+    assert ref["scf_strategy"] == "diis" and ref["scf_cycles"] > 4
+    # DIIS gets 4 cycles (not enough); the second-order solver takes over from there
+    v = compute_conformation(w, 0, RunConfig(**FAST, max_cycle=4, strategies=("diis", "newton")))["values"]
+    assert v["scf_strategy"].startswith("newton")
+    assert abs(v["total_energy"] - ref["total_energy"]) < 1e-8
+    np.testing.assert_allclose(v["total_gradient"], ref["total_gradient"], atol=1e-5)
+
+
+def test_scf_failure_lists_every_attempt():
+    mol = build_mol(molecule("water", WATER), 0, RunConfig(**FAST))
+    config = RunConfig(**FAST, max_cycle=2, strategies=("diis", "level_shift", "damping"))
+    mf = make_scf(mol, config)
+    with pytest.raises(SCFNotConverged, match=r"diis \(2 cycles.*level_shift \(2 cycles.*damping \(2 cycles"):
+        converge(mf, None, config)
+
+
+def test_validation_per_conformation():
+    base = RunConfig(basis="ccecp-cc-pvdz", ecp="ccecp", jk="pyscf")
+    # the ccECP removes oxygen's 1s pair: O^5+ keeps 1 electron, so a quartet is impossible
+    # (all-electron it has 3, and the quartet is fine)
+    o5 = Molecule("o5", np.array([8]), np.zeros((1, 1, 3)), charge=5, multiplicity=4)
+    with pytest.raises(ConformationError, match="impossible with 1 electrons.*2 ECP core electrons"):
+        build_mol(o5, 0, base)
+    assert build_mol(o5, 0, RunConfig(basis="6-31g", ecp=None, jk="pyscf")).nelectron == 3
+    with pytest.raises(ConformationError, match="multiplicity 2 is impossible"):
+        build_mol(molecule("w", WATER, multiplicity=2), 0, base)
+    squashed = Molecule("sq", np.array([1, 1]), np.array([[[0, 0, 0], [0, 0, 0.01]]]))
+    with pytest.raises(ConformationError, match="on top of each other"):
+        build_mol(squashed, 0, base)
+    xe = Molecule("xe", np.array([54]), np.zeros((1, 1, 3)))
+    with pytest.raises(ConformationError, match="Xe"):
+        build_mol(xe, 0, base)
+
+
+def test_engine_choice_without_engine_is_an_error(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "rung.dft_gpu.jk", None)  # as if the engine were not installed
+    mol = build_mol(molecule("w", WATER), 0, RunConfig(**FAST))
+    with pytest.raises(RuntimeError, match="jk='pyscf'"):
+        make_scf(mol, RunConfig(jk="engine"))
+    src = tmp_path / "in.h5"
+    create_dataset(src, [molecule("w", WATER)])
+    with pytest.raises(RuntimeError, match="rung.dft_gpu.jk"):
+        run(src, tmp_path / "out.h5", RunConfig(jk="engine"), progress=False)
+
+
+def test_config_rejects_bad_options():
+    with pytest.raises(ValueError, match="jk"):
+        RunConfig(jk="magic")
+    with pytest.raises(ValueError, match="strategies"):
+        RunConfig(strategies=("diis", "prayer"))
+    with pytest.raises(ValueError, match="engine only"):
+        RunConfig(jk="pyscf", backend="numba")
+    with pytest.raises(ValueError, match="grid level"):
+        RunConfig(energy_grid=12)
+
+
+def _bad_input(path):
+    """A SPICE-style file: good molecules, one bad per-conformation case, one unreadable group."""
+    ok = molecule("water", WATER, shifts=(0.0, 0.05))
+    with h5py.File(path, "w") as f:
+        for m in (ok, molecule("radical-parity", WATER, multiplicity=2),
+                  Molecule("overlap", np.array([1, 1]), np.array([[[0, 0, 0], [0, 0, 1.4]], [[0, 0, 0], [0, 0, 0.02]]]))):
+            g = f.create_group(m.name)
+            g["atomic_numbers"] = m.atomic_numbers
+            g["conformations"] = m.conformations
+            g["conformations"].attrs["units"] = "bohr"
+            g["multiplicity"] = m.multiplicity
+        g = f.create_group("nan-coords")
+        g["atomic_numbers"] = [1, 1]
+        g["conformations"] = np.array([[[0, 0, 0], [0, 0, np.nan]]])
+        g["conformations"].attrs["units"] = "bohr"
+
+
+def test_run_records_failures_and_continues(tmp_path):
+    src, out = tmp_path / "spice.h5", tmp_path / "out.h5"
+    _bad_input(src)
+    s = run(src, out, RunConfig(**FAST), progress=False)
+    assert (s.n_conformations, s.n_done, s.n_failed, s.n_pending) == (5, 3, 2, 0)
+    assert "nan-coords" in s.rejected and "NaN" in s.rejected["nan-coords"]
+    with h5py.File(out, "r") as f:
+        assert list(f["overlap/dft_status"][()]) == [DONE, FAILED]
+        assert "on top of each other" in f["overlap/dft_error"][1].decode()
+        assert np.isnan(f["overlap/dft_total_energy"][1]) and np.isfinite(f["overlap/dft_total_energy"][0])
+        assert "multiplicity 2" in f["radical-parity/dft_error"][0].decode()
+        assert "nan-coords" not in f and json.loads(f.attrs["dft_rejected"]) == s.rejected
+        e = f["water/dft_total_energy"]
+        assert e.attrs["units"] == "hartree" and e.attrs["xc"] == "hf" and e.attrs["pyscf_version"]
+        assert f["water/dft_total_gradient"].attrs["units"] == "hartree/bohr"
+        assert f["water/dft_total_gradient"].shape == (2, 3, 3)
+        assert f.attrs["backend"] == "pyscf"
+    st = status(out)
+    assert st["counts"] == {"pending": 0, "done": 3, "failed": 2}
+    assert {(m, i) for m, i, _ in st["failures"]} == {("overlap", 1), ("radical-parity", 0)}
+    assert st["wall_time_s"]["total"] > 0 and st["rejected"] == s.rejected
+    # a rerun computes nothing; another level of theory on the same file is refused
+    again = run(src, out, RunConfig(**FAST), progress=False)
+    assert again.computed == 0 and again.n_done == 3
+    with pytest.raises(ValueError, match="xc: 'hf' there, 'b3lyp' now"):
+        run(src, out, RunConfig(**{**FAST, "xc": "b3lyp"}), progress=False)
+
+
+def test_orbitals_and_fcidump_files(tmp_path):
+    from pyscf import gto, scf
+    from pyscf.tools import fcidump
+
+    src, out = tmp_path / "in.h5", tmp_path / "set.h5"
+    create_dataset(src, [molecule("water", WATER, shifts=(0.0, 0.03)), molecule("oh", OH, multiplicity=2)])
+    config = RunConfig(**FAST, save_orbitals=True, save_fcidump=True)
+    run(src, out, config, progress=False)
+    energies, _ = read_property(out, "water", "dft_total_energy")
+    with h5py.File(out, "r") as f:
+        assert f["water"].attrs["dft_orbitals_file"] == "set.orbitals.h5"
+        files = [n.decode() if isinstance(n, bytes) else n for n in f["water"].attrs["dft_fcidump_files"]]
+        assert files == ["set.water.0.fcidump", "set.water.1.fcidump"]
+        oh_files = [n.decode() if isinstance(n, bytes) else n for n in f["oh"].attrs["dft_fcidump_files"]]
+        assert oh_files == [""]  # open shell: no RHF-orbital FCIDUMP
+    assert not (tmp_path / "set.orbitals.parts").exists()
+    with h5py.File(tmp_path / "set.orbitals.h5", "r") as f:
+        g = f["water/1"]
+        mol = gto.loads(g.attrs["mol"])
+        assert g.attrs["e_tot"] == energies[1] and g.attrs["xc"] == "hf"
+        c, occ = g["mo_coeff"][()], g["mo_occ"][()]
+        assert c.shape == (mol.nao, mol.nao) and occ.sum() == mol.nelectron
+        assert f["oh/0/mo_coeff"].shape == (2, 11, 11)  # unrestricted
+    # Oracle: <Phi|H|Phi> of the KS determinant from exact integrals equals the FCIDUMP's
+    # E_core + sum_i 2 h_ii + sum_ij (2 (ii|jj) - (ij|ji)), with and without a frozen core
+    dm = (c * occ) @ c.T
+    e_hf = scf.RHF(mol).energy_tot(dm)
+    for ncore, path in ((0, tmp_path / "set.water.1.fcidump"), (1, None)):
+        if path is None:
+            from rung.dft_gpu.outputs import write_fcidump
+
+            path = write_fcidump(tmp_path / "fc.h5", "water", 1, mol, c, RunConfig(**FAST, fcidump_ncore=1))
+        d = fcidump.read(str(path))
+        norb, nelec = d["NORB"], d["NELEC"]
+        assert (norb, nelec) == (mol.nao - ncore, mol.nelectron - 2 * ncore)
+        from pyscf import ao2mo
+
+        h1, h2 = d["H1"], ao2mo.restore(1, d["H2"], norb)
+        nocc = nelec // 2
+        e = d["ECORE"] + 2 * np.trace(h1[:nocc, :nocc]) + sum(
+            2 * h2[i, i, j, j] - h2[i, j, j, i] for i in range(nocc) for j in range(nocc))
+        assert abs(e - e_hf) < 1e-8

@@ -1,4 +1,4 @@
-"""Command line interface: `sci`."""
+"""Command line interface: ``sci run`` (CIPSI on an FCIDUMP or a dataset) and ``sci show`` (a wavefunction file)."""
 
 import click
 
@@ -7,6 +7,64 @@ import click
 @click.version_option(package_name="rung-sci")
 def main():
     """Selected CI rung: CIPSI with bit-string determinants, EN-PT2, Davidson-Liu."""
+
+
+@main.command()
+@click.argument("fcidump", required=False, type=click.Path(dir_okay=False))
+@click.option("--from-dataset", "dataset", type=click.Path(exists=True, dir_okay=False), help="rung.core dataset (HDF5)")
+@click.option("--out", type=click.Path(dir_okay=False), help="wavefunction/checkpoint file (FCIDUMP mode); a rerun resumes it")
+@click.option("--max-det", type=float, default=1e5, show_default=True, help="determinant budget (1e6 accepted)")
+@click.option("--pt2-threshold", type=float, default=1e-5, show_default=True, help="stop when |E_PT2| < this (Hartree)")
+@click.option("--growth", type=float, default=2.0, show_default=True, help="space growth factor per iteration")
+@click.option("--nroots", type=int, default=1, show_default=True)
+@click.option("--spin", type=float, default=None, help="target S (default |MS|)")
+@click.option("--ncore", type=int, default=0, help="frozen core orbitals below the FCIDUMP's (for the /MultiDet export)")
+@click.option("--basis", default="ccecp-cc-pvdz", show_default=True, help="dataset mode without DFT FCIDUMP: RHF basis")
+@click.option("--ecp", default="ccecp", show_default=True, help="dataset mode: ECP ('' for none)")
+@click.option("--frozen-core", type=int, default=0, help="dataset mode: orbitals frozen in the RHF Hamiltonian")
+@click.option("--backend", type=click.Choice(["auto", "numba", "cupy"]), default="auto", show_default=True)
+def run(fcidump, dataset, out, max_det, pt2_threshold, growth, nroots, spin, ncore, basis, ecp, frozen_core, backend):
+    """CIPSI on an FCIDUMP (``sci run FCIDUMP --out wf.h5``) or on a dataset (``sci run --from-dataset d.h5``)."""
+    from rung.sci.cipsi import Config
+
+    cfg = Config(max_det=int(max_det), pt2_threshold=pt2_threshold, growth=growth, nroots=nroots, spin=spin)
+    if (fcidump is None) == (dataset is None):
+        raise click.UsageError("give either an FCIDUMP file or --from-dataset")
+    if dataset:
+        from rung.sci.workflow import run_dataset
+
+        res = run_dataset(dataset, cfg, basis=basis, ecp=ecp or None, frozen_core=frozen_core, backend=backend,
+                          log=click.echo)
+        click.echo(f"{len(res)} conformations done")
+        return
+    if out is None:
+        raise click.UsageError("--out is required with an FCIDUMP")
+    from dataclasses import replace
+
+    from rung.sci.cipsi import kernel
+    from rung.sci.fcidump import FCIDUMPError, read_fcidump
+
+    try:
+        ham = replace(read_fcidump(fcidump), ncore=ncore)
+    except FCIDUMPError as err:
+        raise click.ClickException(str(err)) from None
+    r = kernel(ham, cfg, backend=backend, checkpoint=out, log=click.echo)
+    click.echo(f"E_var = {r.e_var[0]:.8f} Ha, E_var+PT2 = {r.e_var_pt2:.8f} ± {r.pt2_error:.1e} Ha, "
+               f"E_extrap = {r.e_extrapolated:.8f} Ha, n_det = {r.n_det}, <S^2> = {r.s2[0]:.4f} -> {out}")
+
+
+@main.command()
+@click.argument("wavefunction", type=click.Path(exists=True, dir_okay=False))
+@click.option("--top", type=int, default=5, show_default=True, help="determinants to list")
+def show(wavefunction, top):
+    """Summarize a /MultiDet wavefunction file."""
+    from rung.sci.multidet import read_multidet
+
+    md = read_multidet(wavefunction)
+    click.echo(f"{md.ndet} determinants over {md.nstate} orbitals")
+    for i in range(min(top, md.ndet)):
+        a, b = md.occupations(i)
+        click.echo(f"{md.coef[i]: .6f}  alpha {a}  beta {b}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,856 @@
+"""numba kernels on bit-string determinants (CPU).
+
+A determinant is a ``(2, nw)`` uint64 array: row 0 the alpha string, row 1 the beta string; bit ``i``
+of word ``k`` is spatial orbital ``64 k + i``. The fermionic order is all alpha creation operators
+before the beta ones, each in ascending orbital order (PySCF FCI vectors and Quantum Package use the
+same relative signs). A string is ranked in the combinatorial number system,
+``rank = sum_k C(o_k, k + 1)`` over its occupied orbitals ``o_0 < o_1 < ...``, and a determinant's
+``key = rank_alpha * n_beta_strings + rank_beta`` is a unique int64 used for sorting and lookups.
+
+Slater-Condon rules (integrals in chemists' notation ``eri[p, q, r, s] = (pq|rs)``, Hartree):
+
+* diagonal: ``sum_i h_ii + 1/2 sum_ij [(ii|jj) - delta_{s_i s_j} (ij|ji)]`` over occupied spin orbitals;
+* single ``h -> p`` (spin s): ``sign [h_hp + sum_{j in occ_s} ((hp|jj) - (hj|jp)) + sum_{j in occ_s'} (hp|jj)]``;
+* same-spin double ``h1 h2 -> p1 p2``: ``sign [(h1 p1|h2 p2) - (h1 p2|h2 p1)]``;
+* opposite-spin double: ``sign_a sign_b (h p|h' p')``.
+
+The sign of ``a+_p a_h`` on a string is ``(-1)^n`` with ``n`` the occupied orbitals strictly between
+``h`` and ``p``; a double is two singles applied in turn (Scemama and Giner, arXiv:1311.6244).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+U1 = np.uint64(1)
+
+
+@intrinsic
+def _ctpop(typingctx, x):
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@intrinsic
+def _cttz(typingctx, x):
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        import llvmlite.ir as ir
+
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def popcount(x):
+    return np.int64(_ctpop(np.uint64(x)))
+
+
+# ------------------------------------------------------------------------------------------- strings
+@njit(cache=True)
+def string_count(s):
+    """Number of set bits of a string ``s`` ((nw,) uint64)."""
+    n = 0
+    for k in range(s.shape[0]):
+        n += popcount(s[k])
+    return n
+
+
+@njit(cache=True)
+def occupied(s, out):
+    """Write the occupied orbitals of string ``s`` ascending into ``out``; return how many."""
+    n = 0
+    for k in range(s.shape[0]):
+        w = s[k]
+        while w != 0:
+            t = np.int64(_cttz(w))
+            out[n] = 64 * k + t
+            n += 1
+            w &= w - U1
+    return n
+
+
+@njit(cache=True)
+def virtual(s, norb, out):
+    """Write the empty orbitals (< norb) of string ``s`` ascending into ``out``; return how many."""
+    n = 0
+    for p in range(norb):
+        if (s[p >> 6] >> np.uint64(p & 63)) & U1 == 0:
+            out[n] = p
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def is_set(s, p):
+    return (s[p >> 6] >> np.uint64(p & 63)) & U1 != 0
+
+
+@njit(cache=True)
+def flip(s, p):
+    s[p >> 6] ^= U1 << np.uint64(p & 63)
+
+
+@njit(cache=True)
+def string_degree(s, t):
+    """Excitation degree between two strings of equal electron count."""
+    n = 0
+    for k in range(s.shape[0]):
+        n += popcount(s[k] ^ t[k])
+    return n >> 1
+
+
+@njit(cache=True)
+def excitation_degree(d1, d2):
+    """(alpha degree, beta degree) between two determinants ((2, nw) uint64 each)."""
+    return string_degree(d1[0], d2[0]), string_degree(d1[1], d2[1])
+
+
+@njit(cache=True)
+def count_between(s, a, b):
+    """Occupied orbitals of ``s`` strictly between ``min(a, b)`` and ``max(a, b)``."""
+    lo = min(a, b)
+    hi = max(a, b)
+    n = 0
+    for k in range(s.shape[0]):
+        w = s[k]
+        first = 64 * k
+        if first + 63 <= lo or first >= hi:
+            continue
+        # mask bits (lo, hi) within this word
+        m = ~np.uint64(0)
+        if lo >= first:
+            sh = lo - first + 1
+            m = np.uint64(0) if sh >= 64 else (m << np.uint64(sh))
+        if hi < first + 64:
+            sh = hi - first
+            m &= (U1 << np.uint64(sh)) - U1
+        n += popcount(w & m)
+    return n
+
+
+@njit(cache=True)
+def phase(s, h, p):
+    """Sign (+1/-1) of ``a+_p a_h`` acting on string ``s`` (``h`` occupied, ``p`` empty or ``p == h``)."""
+    return -1.0 if count_between(s, h, p) & 1 else 1.0
+
+
+@njit(cache=True)
+def single_holes_particles(s, t):
+    """Hole (in s, not t) and particle (in t, not s) of two strings one excitation apart."""
+    h = -1
+    p = -1
+    for k in range(s.shape[0]):
+        x = s[k] & ~t[k]
+        y = t[k] & ~s[k]
+        if x != 0:
+            h = 64 * k + np.int64(_cttz(x))
+        if y != 0:
+            p = 64 * k + np.int64(_cttz(y))
+    return h, p
+
+
+@njit(cache=True)
+def double_holes_particles(s, t):
+    """(h1, h2, p1, p2), ascending pairs, of two strings two excitations apart."""
+    hs = np.empty(2, np.int64)
+    ps = np.empty(2, np.int64)
+    nh = 0
+    npp = 0
+    for k in range(s.shape[0]):
+        x = s[k] & ~t[k]
+        y = t[k] & ~s[k]
+        while x != 0:
+            hs[nh] = 64 * k + np.int64(_cttz(x))
+            nh += 1
+            x &= x - U1
+        while y != 0:
+            ps[npp] = 64 * k + np.int64(_cttz(y))
+            npp += 1
+            y &= y - U1
+    return hs[0], hs[1], ps[0], ps[1]
+
+
+@njit(cache=True)
+def excite(s, h, p):
+    """Return ``(s', sign)`` for ``a+_p a_h |s>``; sign 0 when the operator annihilates the string."""
+    t = s.copy()
+    if not is_set(s, h):
+        return t, 0.0
+    if p != h and is_set(s, p):
+        return t, 0.0
+    sg = phase(s, h, p)
+    flip(t, h)
+    flip(t, p)
+    return t, sg
+
+
+# ------------------------------------------------------------------------------------ matrix elements
+@njit(cache=True)
+def diagonal(d, h1, eri, occa, occb):
+    """<D|H|D> without the core energy. occa, occb: scratch int64 arrays of length >= norb."""
+    na = occupied(d[0], occa)
+    nb = occupied(d[1], occb)
+    e = 0.0
+    for x in range(na):
+        i = occa[x]
+        e += h1[i, i]
+        for y in range(x + 1, na):
+            j = occa[y]
+            e += eri[i, i, j, j] - eri[i, j, j, i]
+        for y in range(nb):
+            j = occb[y]
+            e += eri[i, i, j, j]
+    for x in range(nb):
+        i = occb[x]
+        e += h1[i, i]
+        for y in range(x + 1, nb):
+            j = occb[y]
+            e += eri[i, i, j, j] - eri[i, j, j, i]
+    return e
+
+
+@njit(cache=True)
+def single_element(s_same, s_other, h, p, h1, eri, occ):
+    """Element of a single excitation h -> p in string ``s_same`` (sign included); ``s_other`` the other spin."""
+    v = h1[h, p]
+    n = occupied(s_same, occ)
+    for x in range(n):
+        j = occ[x]
+        v += eri[h, p, j, j] - eri[h, j, j, p]
+    n = occupied(s_other, occ)
+    for x in range(n):
+        j = occ[x]
+        v += eri[h, p, j, j]
+    return phase(s_same, h, p) * v
+
+
+@njit(cache=True)
+def same_spin_double_element(s, h1_, h2_, p1, p2, eri):
+    """Element of the same-spin double excitation (h1 h2 -> p1 p2) of string ``s``, sign included."""
+    t = s.copy()
+    sg = phase(t, h1_, p1)
+    flip(t, h1_)
+    flip(t, p1)
+    sg *= phase(t, h2_, p2)
+    return sg * (eri[h1_, p1, h2_, p2] - eri[h1_, p2, h2_, p1])
+
+
+@njit(cache=True)
+def matrix_element(d1, d2, h1, eri, occ1, occ2):
+    """<d1|H|d2> (Hartree, core energy excluded) for two determinants; occ1, occ2: int64 scratch (norb,)."""
+    da, db = excitation_degree(d1, d2)
+    if da + db > 2:
+        return 0.0
+    if da + db == 0:
+        return diagonal(d1, h1, eri, occ1, occ2)
+    if da == 1 and db == 0:
+        h, p = single_holes_particles(d2[0], d1[0])
+        return single_element(d2[0], d2[1], h, p, h1, eri, occ1)
+    if db == 1 and da == 0:
+        h, p = single_holes_particles(d2[1], d1[1])
+        return single_element(d2[1], d2[0], h, p, h1, eri, occ1)
+    if da == 2:
+        a, b, c, e = double_holes_particles(d2[0], d1[0])
+        return same_spin_double_element(d2[0], a, b, c, e, eri)
+    if db == 2:
+        a, b, c, e = double_holes_particles(d2[1], d1[1])
+        return same_spin_double_element(d2[1], a, b, c, e, eri)
+    ha, pa = single_holes_particles(d2[0], d1[0])
+    hb, pb = single_holes_particles(d2[1], d1[1])
+    return phase(d2[0], ha, pa) * phase(d2[1], hb, pb) * eri[ha, pa, hb, pb]
+
+
+# ----------------------------------------------------------------------------------------- ranking
+def binomial_table(norb: int, nmax: int) -> np.ndarray:
+    """``C[n, k]`` for 0 <= n <= norb, 0 <= k <= nmax, int64 (raises if a value overflows int64)."""
+    from math import comb
+
+    if comb(norb, min(nmax, norb // 2 if nmax > norb // 2 else nmax)) >= 2**62:
+        raise OverflowError(f"C({norb}, {nmax}) does not fit a 64-bit integer")
+    c = np.zeros((norb + 1, nmax + 1), np.int64)
+    for n in range(norb + 1):
+        for k in range(min(n, nmax) + 1):
+            c[n, k] = comb(n, k)
+    return c
+
+
+@njit(cache=True)
+def rank(s, binom):
+    """Combinatorial rank of string ``s`` (int64)."""
+    r = 0
+    k = 0
+    for w in range(s.shape[0]):
+        x = s[w]
+        while x != 0:
+            o = 64 * w + np.int64(_cttz(x))
+            k += 1
+            r += binom[o, k]
+            x &= x - U1
+    return r
+
+
+@njit(cache=True)
+def unrank(r, ne, norb, binom, out):
+    """Write the string of rank ``r`` with ``ne`` electrons into ``out`` ((nw,) uint64, zeroed here)."""
+    for w in range(out.shape[0]):
+        out[w] = 0
+    o = norb - 1
+    for k in range(ne, 0, -1):
+        while binom[o, k] > r:
+            o -= 1
+        r -= binom[o, k]
+        flip(out, o)
+        o -= 1
+
+
+@njit(cache=True, parallel=True)
+def det_keys(dets, binom_a, binom_b, nstr_b):
+    """Keys (n,) int64 of determinants (n, 2, nw)."""
+    n = dets.shape[0]
+    out = np.empty(n, np.int64)
+    for i in prange(n):
+        out[i] = rank(dets[i, 0], binom_a) * nstr_b + rank(dets[i, 1], binom_b)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def dets_from_keys(keys, na, nb, norb, nw, binom_a, binom_b, nstr_b):
+    n = keys.shape[0]
+    out = np.empty((n, 2, nw), np.uint64)
+    for i in prange(n):
+        unrank(keys[i] // nstr_b, na, norb, binom_a, out[i, 0])
+        unrank(keys[i] % nstr_b, nb, norb, binom_b, out[i, 1])
+    return out
+
+
+@njit(cache=True)
+def _search(sorted_keys, key):
+    """Index of ``key`` in ``sorted_keys`` or -1."""
+    lo = 0
+    hi = sorted_keys.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_keys[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < sorted_keys.shape[0] and sorted_keys[lo] == key:
+        return lo
+    return -1
+
+
+@njit(cache=True, parallel=True)
+def diagonals(dets, h1, eri):
+    """<D|H|D> for every determinant (n, 2, nw); (n,) float64 Hartree, core energy excluded."""
+    n = dets.shape[0]
+    norb = h1.shape[0]
+    out = np.empty(n, np.float64)
+    for i in prange(n):
+        occa = np.empty(norb, np.int64)
+        occb = np.empty(norb, np.int64)
+        out[i] = diagonal(dets[i], h1, eri, occa, occb)
+    return out
+
+
+# ------------------------------------------------------------------- Hamiltonian in a variational space
+@njit(cache=True, parallel=True)
+def string_connections(strings):
+    """Pairs of unique strings (n, nw) one or two excitations apart, as CSR (ptr, idx, degree).
+
+    O(n^2) popcounts over the *unique* strings of one spin, which are few compared with determinants.
+    """
+    n = strings.shape[0]
+    cnt = np.zeros(n + 1, np.int64)
+    for i in prange(n):
+        c = 0
+        for j in range(n):
+            if j != i:
+                d = string_degree(strings[i], strings[j])
+                if d <= 2:
+                    c += 1
+        cnt[i + 1] = c
+    ptr = np.cumsum(cnt)
+    idx = np.empty(ptr[-1], np.int64)
+    deg = np.empty(ptr[-1], np.int8)
+    for i in prange(n):
+        c = ptr[i]
+        for j in range(n):
+            if j != i:
+                d = string_degree(strings[i], strings[j])
+                if d <= 2:
+                    idx[c] = j
+                    deg[c] = d
+                    c += 1
+    return ptr, idx, deg
+
+
+@njit(cache=True)
+def _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, cols, vals, fill, occ1, occ2):
+    """Connections J > I of determinant I (upper triangle); when ``fill`` also their elements."""
+    n = 0
+    a = ia[i]
+    sb = dets[i, 1]
+    # same alpha string: beta one or two excitations apart
+    for g in range(grp_ptr[a], grp_ptr[a + 1]):
+        j = grp_det[g]
+        if j > i:
+            d = string_degree(sb, dets[j, 1])
+            if d <= 2:
+                if fill:
+                    cols[n] = j
+                    vals[n] = matrix_element(dets[j], dets[i], h1, eri, occ1, occ2)
+                n += 1
+    for c in range(ca_ptr[a], ca_ptr[a + 1]):
+        a2 = ca_idx[c]
+        if ca_deg[c] == 1:
+            for g in range(grp_ptr[a2], grp_ptr[a2 + 1]):
+                j = grp_det[g]
+                if j > i:
+                    if string_degree(sb, dets[j, 1]) <= 1:
+                        if fill:
+                            cols[n] = j
+                            vals[n] = matrix_element(dets[j], dets[i], h1, eri, occ1, occ2)
+                        n += 1
+        else:  # alpha double: the beta string must be the same, found by bisection in the group
+            lo = grp_ptr[a2]
+            hi = grp_ptr[a2 + 1]
+            target = ib[i]
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if grp_ib[mid] < target:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < grp_ptr[a2 + 1] and grp_ib[lo] == target:
+                j = grp_det[lo]
+                if j > i:
+                    if fill:
+                        cols[n] = j
+                        vals[n] = matrix_element(dets[j], dets[i], h1, eri, occ1, occ2)
+                    n += 1
+    return n
+
+
+@njit(cache=True, parallel=True)
+def hamiltonian_upper(dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri):
+    """Strict upper triangle of H in the space ``dets`` (n, 2, nw) as CSR (ptr, cols, vals), plus the diagonal.
+
+    ia, ib : (n,) int64, the determinant's unique alpha / beta string index. grp_* : determinants
+    grouped by alpha string, sorted by beta index inside a group. ca_* : alpha-string connections.
+    """
+    n = dets.shape[0]
+    norb = h1.shape[0]
+    cnt = np.zeros(n + 1, np.int64)
+    dummy_c = np.empty(0, np.int64)
+    dummy_v = np.empty(0, np.float64)
+    for i in prange(n):
+        occ1 = np.empty(norb, np.int64)
+        occ2 = np.empty(norb, np.int64)
+        cnt[i + 1] = _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri,
+                          dummy_c, dummy_v, False, occ1, occ2)
+    ptr = np.cumsum(cnt)
+    cols = np.empty(ptr[-1], np.int32)
+    vals = np.empty(ptr[-1], np.float64)
+    diag = np.empty(n, np.float64)
+    for i in prange(n):
+        occ1 = np.empty(norb, np.int64)
+        occ2 = np.empty(norb, np.int64)
+        m = ptr[i + 1] - ptr[i]
+        c = np.empty(m, np.int64)
+        v = np.empty(m, np.float64)
+        _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, c, v, True, occ1, occ2)
+        order = np.argsort(c)
+        for k in range(m):
+            cols[ptr[i] + k] = c[order[k]]
+            vals[ptr[i] + k] = v[order[k]]
+        diag[i] = diagonal(dets[i], h1, eri, occ1, occ2)
+    return ptr, cols, vals, diag
+
+
+# ------------------------------------------------------------------------------------------------ S^2
+@njit(cache=True)
+def _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, norb, sz, cols, vals, fill):
+    d = dets[i]
+    n = 0
+    nbo = 0  # beta-only orbitals
+    for p in range(norb):
+        if is_set(d[1], p) and not is_set(d[0], p):
+            nbo += 1
+    if fill:
+        cols[0] = i
+        vals[0] = nbo + sz * sz + sz
+    n = 1
+    for p in range(norb):
+        if not (is_set(d[1], p) and not is_set(d[0], p)):
+            continue
+        for q in range(norb):
+            if not (is_set(d[0], q) and not is_set(d[1], q)):
+                continue
+            # S-S+ moves alpha q -> p and beta p -> q, with an extra minus sign (module docstring)
+            sa, ga = excite(d[0], q, p)
+            sbb, gb = excite(d[1], p, q)
+            key = rank(sa, binom_a) * nstr_b + rank(sbb, binom_b)
+            j = _search(keys, key)
+            if j >= 0:
+                if fill:
+                    cols[n] = j
+                    vals[n] = -ga * gb
+                n += 1
+    return n
+
+
+@njit(cache=True, parallel=True)
+def s2_matrix(dets, keys, binom_a, binom_b, nstr_b, norb, sz):
+    """S^2 in the space of sorted ``keys`` as CSR (ptr, cols, vals) (both triangles, diagonal included).
+
+    S^2 = S-S+ + Sz^2 + Sz; the diagonal of S-S+ counts beta-only orbitals, and its off-diagonal part
+    swaps the spins of one alpha-only and one beta-only orbital. Partners outside the space are dropped.
+    """
+    n = dets.shape[0]
+    cnt = np.zeros(n + 1, np.int64)
+    dc = np.empty(0, np.int64)
+    dv = np.empty(0, np.float64)
+    for i in prange(n):
+        cnt[i + 1] = _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, norb, sz, dc, dv, False)
+    ptr = np.cumsum(cnt)
+    cols = np.empty(ptr[-1], np.int64)
+    vals = np.empty(ptr[-1], np.float64)
+    for i in prange(n):
+        _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, norb, sz, cols[ptr[i]:ptr[i + 1]], vals[ptr[i]:ptr[i + 1]], True)
+    return ptr, cols, vals
+
+
+@njit(cache=True, parallel=True)
+def spin_partner_count(dets, norb):
+    """Number of determinants with the same spatial occupation and Ms as each of ``dets``: C(open, n_alpha_open)."""
+    n = dets.shape[0]
+    out = np.empty(n, np.int64)
+    for i in prange(n):
+        no = 0
+        na = 0
+        for p in range(norb):
+            x = is_set(dets[i, 0], p)
+            y = is_set(dets[i, 1], p)
+            if x != y:
+                no += 1
+                if x:
+                    na += 1
+        c = 1
+        for k in range(na):
+            c = c * (no - k) // (k + 1)
+        out[i] = c
+    return out
+
+
+@njit(cache=True, parallel=True)
+def spin_partners(dets, norb, counts):
+    """All determinants with the same spatial occupation and Ms as each input (inputs included)."""
+    n = dets.shape[0]
+    nw = dets.shape[2]
+    off = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        off[i + 1] = off[i] + counts[i]
+    out = np.empty((off[-1], 2, nw), np.uint64)
+    for i in prange(n):
+        opens = np.empty(norb, np.int64)
+        no = 0
+        na = 0
+        for p in range(norb):
+            x = is_set(dets[i, 0], p)
+            y = is_set(dets[i, 1], p)
+            if x != y:
+                opens[no] = p
+                no += 1
+                if x:
+                    na += 1
+        closed_a = dets[i, 0].copy()
+        for k in range(no):
+            if is_set(closed_a, opens[k]):
+                flip(closed_a, opens[k])
+        m = off[i]
+        # enumerate the subsets of the open shells with na members (Gosper's hack on <= 64 open shells)
+        if na == 0:
+            out[m, 0] = dets[i, 0]
+            out[m, 1] = dets[i, 1]
+            continue
+        sub = (U1 << np.uint64(na)) - U1
+        limit = U1 << np.uint64(no)
+        while sub < limit:
+            a = closed_a.copy()
+            b = closed_a.copy()
+            for k in range(no):
+                if (sub >> np.uint64(k)) & U1:
+                    flip(a, opens[k])
+                else:
+                    flip(b, opens[k])
+            out[m, 0] = a
+            out[m, 1] = b
+            m += 1
+            c = sub & (~sub + U1)
+            r = sub + c
+            sub = (((r ^ sub) >> np.uint64(2)) // c) | r
+    return out
+
+
+# -------------------------------------------------------------------- external space (selection, PT2)
+@njit(cache=True)
+def _emit(key, var_keys):
+    return _search(var_keys, key) < 0
+
+
+@njit(cache=True)
+def _excitations(det, norb, h1, eri, var_keys, binom_a, binom_b, nstr_b, fill, out_keys, out_vals,
+                 occa, occb, vira, virb, scratch):
+    """Singles and doubles of ``det`` outside the variational space.
+
+    Returns how many; with ``fill``, writes their keys and <alpha|H|det> into out_keys / out_vals.
+    """
+    na = occupied(det[0], occa)
+    nb = occupied(det[1], occb)
+    nva = virtual(det[0], norb, vira)
+    nvb = virtual(det[1], norb, virb)
+    ra = rank(det[0], binom_a)
+    rb = rank(det[1], binom_b)
+    ta = det[0].copy()
+    tb = det[1].copy()
+    n = 0
+    for spin in range(2):
+        t = ta if spin == 0 else tb
+        occ = occa if spin == 0 else occb
+        vir = vira if spin == 0 else virb
+        ne = na if spin == 0 else nb
+        nv = nva if spin == 0 else nvb
+        binom = binom_a if spin == 0 else binom_b
+        # singles
+        for x in range(ne):
+            h = occ[x]
+            for y in range(nv):
+                p = vir[y]
+                flip(t, h)
+                flip(t, p)
+                r = rank(t, binom)
+                key = r * nstr_b + rb if spin == 0 else ra * nstr_b + r
+                flip(t, h)
+                flip(t, p)
+                if _emit(key, var_keys):
+                    if fill:
+                        out_keys[n] = key
+                        out_vals[n] = single_element(det[spin], det[1 - spin], h, p, h1, eri, scratch)
+                    n += 1
+        # same-spin doubles
+        for x1 in range(ne):
+            for x2 in range(x1 + 1, ne):
+                for y1 in range(nv):
+                    for y2 in range(y1 + 1, nv):
+                        h_1 = occ[x1]
+                        h_2 = occ[x2]
+                        p1 = vir[y1]
+                        p2 = vir[y2]
+                        flip(t, h_1)
+                        flip(t, h_2)
+                        flip(t, p1)
+                        flip(t, p2)
+                        r = rank(t, binom)
+                        flip(t, h_1)
+                        flip(t, h_2)
+                        flip(t, p1)
+                        flip(t, p2)
+                        key = r * nstr_b + rb if spin == 0 else ra * nstr_b + r
+                        if _emit(key, var_keys):
+                            if fill:
+                                out_keys[n] = key
+                                out_vals[n] = same_spin_double_element(det[spin], h_1, h_2, p1, p2, eri)
+                            n += 1
+    # opposite-spin doubles
+    for x in range(na):
+        h = occa[x]
+        for y in range(nva):
+            p = vira[y]
+            flip(ta, h)
+            flip(ta, p)
+            r1 = rank(ta, binom_a)
+            flip(ta, h)
+            flip(ta, p)
+            sa = phase(det[0], h, p)
+            for u in range(nb):
+                hb = occb[u]
+                for v in range(nvb):
+                    pb = virb[v]
+                    flip(tb, hb)
+                    flip(tb, pb)
+                    r2 = rank(tb, binom_b)
+                    flip(tb, hb)
+                    flip(tb, pb)
+                    key = r1 * nstr_b + r2
+                    if _emit(key, var_keys):
+                        if fill:
+                            out_keys[n] = key
+                            out_vals[n] = sa * phase(det[1], hb, pb) * eri[h, p, hb, pb]
+                        n += 1
+    return n
+
+
+@njit(cache=True, parallel=True)
+def external_contributions(dets, gens, h1, eri, var_keys, binom_a, binom_b, nstr_b, nexc):
+    """All (key, generator, <alpha|H|D_gen>) for alpha outside the space, from generators ``gens``.
+
+    dets : (n, 2, nw) uint64, the variational space, in the order of ``var_keys`` (sorted).
+    gens : (ng,) int64 indices into ``dets``; nexc : singles + doubles of one determinant.
+    Returns keys (m,) int64, gen (m,) int32 (position in ``gens``), vals (m,) float64 Hartree.
+    """
+    ng = gens.shape[0]
+    norb = h1.shape[0]
+    keys = np.empty(ng * nexc, np.int64)
+    vals = np.empty(ng * nexc, np.float64)
+    cnt = np.zeros(ng + 1, np.int64)
+    for g in prange(ng):
+        occa = np.empty(norb, np.int64)
+        occb = np.empty(norb, np.int64)
+        vira = np.empty(norb, np.int64)
+        virb = np.empty(norb, np.int64)
+        scratch = np.empty(norb, np.int64)
+        cnt[g + 1] = _excitations(dets[gens[g]], norb, h1, eri, var_keys, binom_a, binom_b, nstr_b, True,
+                                  keys[g * nexc:(g + 1) * nexc], vals[g * nexc:(g + 1) * nexc],
+                                  occa, occb, vira, virb, scratch)
+    ptr = np.cumsum(cnt)
+    ok = np.empty(ptr[-1], np.int64)
+    ov = np.empty(ptr[-1], np.float64)
+    og = np.empty(ptr[-1], np.int32)
+    for g in prange(ng):
+        m = ptr[g + 1] - ptr[g]
+        for k in range(m):
+            ok[ptr[g] + k] = keys[g * nexc + k]
+            ov[ptr[g] + k] = vals[g * nexc + k]
+            og[ptr[g] + k] = g
+    return ok, og, ov
+
+
+@njit(cache=True)
+def accumulate_dense(keys, gen, vals, gen_coef, gen_stoch, gen_w, gen_q, ad, as_, t, touched):
+    """Add contributions into arrays indexed by key (spaces with few determinants in all)."""
+    for k in range(keys.shape[0]):
+        j = keys[k]
+        g = gen[k]
+        x = gen_coef[g] * vals[k]
+        touched[j] = True
+        if gen_stoch[g]:
+            as_[j] += gen_w[g] * x
+            t[j] += gen_w[g] * x * x * gen_q[g]
+        else:
+            ad[j] += x
+
+
+@njit(cache=True)
+def reduce_packed(packed, shift, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
+    """Like :func:`reduce_sorted` for sorted ``packed = key << shift | position`` (uint64)."""
+    m = packed.shape[0]
+    mask = (np.uint64(1) << np.uint64(shift)) - np.uint64(1)
+    sh = np.uint64(shift)
+    u = 0
+    for k in range(m):
+        if k == 0 or (packed[k] >> sh) != (packed[k - 1] >> sh):
+            u += 1
+    ukeys = np.empty(u, np.int64)
+    ad = np.zeros(u, np.float64)
+    as_ = np.zeros(u, np.float64)
+    t = np.zeros(u, np.float64)
+    j = -1
+    for k in range(m):
+        key = np.int64(packed[k] >> sh)
+        if k == 0 or key != ukeys[j]:
+            j += 1
+            ukeys[j] = key
+        pos = np.int64(packed[k] & mask)
+        g = gen[pos]
+        x = gen_coef[g] * vals[pos]
+        if gen_stoch[g]:
+            as_[j] += gen_w[g] * x
+            t[j] += gen_w[g] * x * x * gen_q[g]
+        else:
+            ad[j] += x
+    return ukeys, ad, as_, t
+
+
+@njit(cache=True)
+def pack(keys, shift):
+    out = np.empty(keys.shape[0], np.uint64)
+    for k in range(keys.shape[0]):
+        out[k] = (np.uint64(keys[k]) << np.uint64(shift)) | np.uint64(k)
+    return out
+
+
+@njit(cache=True)
+def merge_sorted_sums(k1, a1, b1, c1, k2, a2, b2, c2):
+    """Merge two key-sorted partial sums (keys unique within each), adding where keys coincide."""
+    n1 = k1.shape[0]
+    n2 = k2.shape[0]
+    out_k = np.empty(n1 + n2, np.int64)
+    oa = np.empty(n1 + n2)
+    ob = np.empty(n1 + n2)
+    oc = np.empty(n1 + n2)
+    i = 0
+    j = 0
+    m = 0
+    while i < n1 or j < n2:
+        if j >= n2 or (i < n1 and k1[i] < k2[j]):
+            out_k[m] = k1[i]
+            oa[m] = a1[i]
+            ob[m] = b1[i]
+            oc[m] = c1[i]
+            i += 1
+        elif i >= n1 or k2[j] < k1[i]:
+            out_k[m] = k2[j]
+            oa[m] = a2[j]
+            ob[m] = b2[j]
+            oc[m] = c2[j]
+            j += 1
+        else:
+            out_k[m] = k1[i]
+            oa[m] = a1[i] + a2[j]
+            ob[m] = b1[i] + b2[j]
+            oc[m] = c1[i] + c2[j]
+            i += 1
+            j += 1
+        m += 1
+    return out_k[:m], oa[:m], ob[:m], oc[:m]
+
+
+@njit(cache=True)
+def reduce_sorted(keys, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
+    """Sum the sorted contributions per external determinant.
+
+    Returns ukeys (u,), A_D (u,) = sum over deterministic generators c_I H_aI, A_S (u,) = sum over sampled
+    generators W_I c_I H_aI, T (u,) = sum over sampled generators W_I (c_I H_aI)^2 / p_I.
+    gen_q = 1 / p_I for sampled generators.
+    """
+    m = keys.shape[0]
+    u = 0
+    for k in range(m):
+        if k == 0 or keys[k] != keys[k - 1]:
+            u += 1
+    ukeys = np.empty(u, np.int64)
+    ad = np.zeros(u, np.float64)
+    as_ = np.zeros(u, np.float64)
+    t = np.zeros(u, np.float64)
+    j = -1
+    for k in range(m):
+        if k == 0 or keys[k] != keys[k - 1]:
+            j += 1
+            ukeys[j] = keys[k]
+        g = gen[k]
+        x = gen_coef[g] * vals[k]
+        if gen_stoch[g]:
+            as_[j] += gen_w[g] * x
+            t[j] += gen_w[g] * x * x * gen_q[g]
+        else:
+            ad[j] += x
+    return ukeys, ad, as_, t

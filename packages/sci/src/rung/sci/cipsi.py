@@ -1,0 +1,310 @@
+"""CIPSI: selected configuration interaction with Epstein-Nesbet PT2.
+
+From the current variational space (start: the aufbau determinant and its spin partners), repeat
+
+1. diagonalize H in the space (Davidson-Liu, ``nroots`` roots, sparse H through string lookups);
+2. generate the singles and doubles connected to it and their EN-PT2 contributions
+   (deterministic, or semi-stochastic beyond ``stochastic_min_det``);
+3. add the ``(growth - 1) * n_det`` best (largest |e_alpha|) and complete the space with spin partners;
+
+until ``max_det`` determinants, ``|E_PT2| < pt2_threshold`` or the full CI space. Every iteration
+reports n_det, E_var, E_PT2 (± error), <S^2> and time, and is checkpointed (the output file itself),
+so a killed run resumes. The FCI limit is estimated by the linear fit of E_var against E_PT2 over
+the last iterations (extrapolation to E_PT2 = 0, as Quantum Package reports).
+
+Spin: the space is closed under S^2 (spin completion), so eigenvectors are S^2 eigenfunctions; the
+Davidson operator is ``H + spin_penalty (S^2 - S(S+1))^2`` so that states of another spin lie higher
+and a near-degenerate triplet cannot replace the requested singlet. Energies reported are <H>.
+
+References: Huron, Malrieu, Rancurel, J. Chem. Phys. 58, 5745 (1973); Garniron et al., J. Chem.
+Theory Comput. 15, 3591 (2019) (Quantum Package 2); Holmes, Tubman, Umrigar, J. Chem. Theory
+Comput. 12, 3674 (2016). Energies in Hartree; stored energies include the core energy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from rung.sci import __version__
+from rung.sci.davidson import davidson
+from rung.sci.determinants import Layout
+from rung.sci.fcidump import Hamiltonian
+from rung.sci.hamiltonian import build, s2_operator
+from rung.sci.multidet import from_active, write_multidet
+from rung.sci.pt2 import accumulate_cpu, en_pt2
+
+SCHEMA = "rung.sci.wavefunction"
+SCHEMA_VERSION = 1
+DENSE_MAX = 300  # spaces up to this size are diagonalized densely
+
+
+@dataclass(frozen=True)
+class Config:
+    """CIPSI options (energies in Hartree).
+
+    max_det : stop once the space holds this many determinants (spin completion may add a few more)
+    pt2_threshold : stop once |E_PT2| falls below this
+    growth : the space grows by this factor per iteration
+    nroots : roots of the Davidson step (PT2 and selection use the lowest)
+    spin : target S (default: the lowest allowed, |MS|); spin_penalty : Hartree
+    stochastic_min_det : beyond this many determinants the PT2 is semi-stochastic
+    pt2_samples, pt2_det_fraction, pt2_sample_fraction : semi-stochastic parameters (see ``pt2``)
+    max_entries : (alpha, I) pairs held in memory at once during selection (20 bytes each)
+    extrapolation_points : iterations used in the linear fit of E_var against E_PT2
+    """
+
+    max_det: int = 100_000
+    pt2_threshold: float = 1e-5
+    growth: float = 2.0
+    nroots: int = 1
+    spin: float | None = None
+    spin_penalty: float = 1.0
+    davidson_tol: float = 1e-7
+    stochastic_min_det: int = 300_000
+    pt2_samples: int = 8
+    pt2_det_fraction: float = 0.02
+    pt2_sample_fraction: float = 0.05
+    max_entries: int = 20_000_000
+    extrapolation_points: int = 4
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_det < 1 or self.growth <= 1.0 or self.nroots < 1:
+            raise ValueError("max_det >= 1, growth > 1 and nroots >= 1 are required")
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of a CIPSI run.
+
+    e_var : (nroots,) float64, Hartree, total variational energies (core energy included)
+    e_pt2, pt2_error : float, Hartree, EN-PT2 of the lowest root and its standard error
+    e_extrapolated : float, Hartree, linear extrapolation of E_var against E_PT2 to E_PT2 = 0
+    s2 : (nroots,) <S^2>; dets : (n, 2, nw) uint64; coef : (n, nroots) float64
+    history : list of per-iteration dicts (n_det, e_var, e_pt2, pt2_error, s2, seconds)
+    """
+
+    e_var: np.ndarray
+    e_pt2: float
+    pt2_error: float
+    e_extrapolated: float
+    s2: np.ndarray
+    dets: np.ndarray
+    coef: np.ndarray
+    history: list = field(default_factory=list)
+    backend: str = "numba"
+    complete_space: bool = False
+
+    @property
+    def n_det(self) -> int:
+        return self.dets.shape[0]
+
+    @property
+    def e_var_pt2(self) -> float:
+        return float(self.e_var[0] + self.e_pt2)
+
+
+def extrapolate(history: list, npoints: int) -> float:
+    """Intercept of the linear fit E_var = a + b E_PT2 over the last ``npoints`` iterations."""
+    pts = [(h["e_pt2"], h["e_var"]) for h in history if h["e_pt2"] != 0.0][-npoints:]
+    if history and history[-1]["e_pt2"] == 0.0:
+        return history[-1]["e_var"]
+    if len(pts) < 2:
+        return history[-1]["e_var"] + history[-1]["e_pt2"] if history else float("nan")
+    x, y = np.array(pts).T
+    b, a = np.polyfit(x, y, 1)
+    return float(a)
+
+
+def _resolve_backend(backend: str):
+    from rung.core.backend import select
+
+    if backend not in ("auto", "numba", "cupy"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'cupy', got {backend!r}")
+    if backend == "numba":
+        return np, "numba"
+    xp = select("gpu" if backend == "cupy" else "auto")
+    return xp, ("cupy" if xp is not np else "numba")
+
+
+def _diagonalize(hs, s2, target, cfg, guess, xp, log):
+    n = hs.n
+    k = min(cfg.nroots, n)
+    if n <= DENSE_MAX:
+        hd = hs.dense()
+        sd = s2.toarray() - target * np.eye(n)
+        w, v = np.linalg.eigh(hd + cfg.spin_penalty * sd @ sd)
+        return v[:, :k]
+    diag = hs.diag + cfg.spin_penalty * (s2.diagonal() - target) ** 2
+    if xp is not np:
+        from rung.sci._kernels import gpu
+
+        mv_h = gpu.sparse_matvec(hs)
+        s2g = gpu.csr_to_device(s2)
+        matvec = lambda x: mv_h(x) + cfg.spin_penalty * (s2g @ (s2g @ x - target * x) - target * (s2g @ x - target * x))  # noqa: E731
+    else:
+        def matvec(x):
+            y = s2 @ x - target * x
+            return hs.matvec(x) + cfg.spin_penalty * (s2 @ y - target * y)
+    g = np.zeros((n, k))
+    if guess is not None:
+        g[:, : guess.shape[1]] = guess[:, :k]
+    lowest = np.argsort(diag)
+    j = 0
+    for c in range(k):
+        if not np.any(g[:, c]):
+            while np.any(g[lowest[j]] != 0):
+                j += 1
+            g[lowest[j], c] = 1.0
+            j += 1
+    if xp is not np:
+        g, diag = xp.asarray(g), xp.asarray(diag)
+    res = davidson(matvec, diag, g, tol=cfg.davidson_tol)
+    if not res.converged.all():
+        log(f"warning: Davidson did not converge all roots in {res.iterations} iterations")
+    from rung.core.backend import to_host
+
+    return to_host(res.vectors)
+
+
+def _write(path: Path, layout, ham, cfg, result: Result, next_keys, backend):
+    tmp = path.with_name(path.name + ".tmp")
+    md = from_active(result.dets, result.coef[:, 0], ham.ncore, ham.ncore + ham.norb)
+    with h5py.File(tmp, "w") as f:
+        f.attrs["schema"] = SCHEMA
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["package_version"] = __version__
+        f.attrs["backend"] = backend
+        write_multidet(None, md, group=f)
+        g = f.create_group("sci")
+        g.attrs["fingerprint"] = ham.fingerprint()
+        g.attrs["config"] = json.dumps(asdict(cfg))
+        g.attrs["norb"], g.attrs["nelec"], g.attrs["ncore"] = ham.norb, list(ham.nelec), ham.ncore
+        g.attrs["complete"] = next_keys is None
+        g.attrs["complete_space"] = result.complete_space
+        g.create_dataset("dets", data=result.dets).attrs["units"] = "dimensionless"
+        g.create_dataset("coef", data=result.coef).attrs["units"] = "dimensionless"
+        for name in ("e_var", "s2"):
+            g.create_dataset(name, data=np.asarray(getattr(result, name))).attrs["units"] = "hartree" if name == "e_var" else "dimensionless"
+        for name in ("e_pt2", "pt2_error", "e_extrapolated"):
+            g.create_dataset(name, data=getattr(result, name)).attrs["units"] = "hartree"
+        g.attrs["history"] = json.dumps(result.history)
+        if next_keys is not None:
+            g.create_dataset("next_keys", data=next_keys).attrs["units"] = "dimensionless"
+    os.replace(tmp, path)
+
+
+def load(path) -> tuple[Result, np.ndarray | None, dict]:
+    """Read a wavefunction/checkpoint file written by :func:`kernel`: (result, next_keys or None, attrs)."""
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("schema") != SCHEMA or "sci" not in f:
+            raise ValueError(f"{path}: not a rung.sci wavefunction file")
+        g = f["sci"]
+        res = Result(g["e_var"][()], float(g["e_pt2"][()]), float(g["pt2_error"][()]), float(g["e_extrapolated"][()]),
+                     g["s2"][()], g["dets"][()], g["coef"][()], json.loads(g.attrs["history"]),
+                     str(f.attrs["backend"]), bool(g.attrs["complete_space"]))
+        nk = g["next_keys"][()] if "next_keys" in g else None
+        return res, nk, dict(g.attrs)
+
+
+def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto", checkpoint=None,
+           log: Callable[[str], None] | None = print) -> Result:
+    """Run CIPSI on ``ham``; with ``checkpoint`` (a path) write the wavefunction every iteration and
+    resume from that file when it already holds a run on the same Hamiltonian."""
+    log = log or (lambda s: None)
+    xp, backend_used = _resolve_backend(backend)
+    cfg = config
+    layout = Layout(ham.norb, *ham.nelec)
+    sz = 0.5 * (layout.na - layout.nb)
+    s_target = abs(sz) if cfg.spin is None else float(cfg.spin)
+    if s_target < abs(sz) - 1e-9 or abs((s_target - abs(sz)) - round(s_target - abs(sz))) > 1e-9:
+        raise ValueError(f"spin S={s_target} is impossible with Ms={sz}")
+    target = s_target * (s_target + 1)
+    h1, eri = ham.h1, ham.eri
+    rng = np.random.default_rng(cfg.seed)
+    history: list = []
+    guess = None
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    dets, keys = layout.spin_complete(layout.aufbau())
+    if checkpoint is not None and checkpoint.exists():
+        old, next_keys, attrs = load(checkpoint)
+        if attrs["fingerprint"] != ham.fingerprint():
+            raise ValueError(f"{checkpoint} holds a run on another Hamiltonian; use another output path")
+        history = old.history
+        if next_keys is None:
+            log(f"{checkpoint}: run already complete (n_det = {old.n_det})")
+            return old
+        okeys = layout.keys(old.dets)
+        dets, keys = layout.from_keys(next_keys), next_keys
+        guess = np.zeros((keys.size, old.coef.shape[1]))
+        guess[np.searchsorted(keys, okeys)] = old.coef
+        log(f"resuming from {checkpoint}: {len(history)} iterations done, next space {keys.size} determinants")
+    log(f"CIPSI: {layout.na}+{layout.nb} electrons in {layout.norb} orbitals, FCI space {layout.fci_size:.3e}, "
+        f"target S = {s_target:g}, backend {backend_used}")
+    while True:
+        t0 = time.perf_counter()
+        hs = build(dets, h1, eri)
+        s2 = s2_operator(layout, dets, keys)
+        coef = _diagonalize(hs, s2, target, cfg, guess, xp, log)
+        coef /= np.linalg.norm(coef, axis=0)[None, :]
+        hc = hs.matvec(coef)
+        e_el = np.einsum("ik,ik->k", coef, hc)
+        s2v = np.einsum("ik,ik->k", coef, s2 @ coef)
+        n = keys.size
+        complete = n == layout.fci_size
+        grow = (not complete) and n < cfg.max_det
+        n_select = max(1, min(int(n * (cfg.growth - 1.0)), cfg.max_det - n)) if grow else 0
+        if complete:
+            e2, err, sel = 0.0, 0.0, np.empty(0, np.int64)
+        else:
+            acc = accumulate_cpu
+            if xp is not np:
+                from rung.sci._kernels import gpu
+
+                acc = gpu.accumulate
+            r = en_pt2(layout, dets, keys, coef[:, 0], float(e_el[0]), h1, eri, n_select=n_select,
+                       stochastic=n > cfg.stochastic_min_det, n_samples=cfg.pt2_samples,
+                       det_fraction=cfg.pt2_det_fraction, sample_fraction=cfg.pt2_sample_fraction,
+                       max_entries=cfg.max_entries, rng=rng, accumulate=acc)
+            e2, err, sel = r.e_pt2, r.error, r.selected
+        seconds = time.perf_counter() - t0
+        rec = dict(n_det=int(n), e_var=float(e_el[0] + ham.ecore), e_pt2=float(e2), pt2_error=float(err),
+                   s2=float(s2v[0]), seconds=seconds, h_nnz=int(hs.upper.nnz), h_bytes=int(hs.nbytes()))
+        history.append(rec)
+        done = (not grow) or abs(e2) < cfg.pt2_threshold or sel.size == 0
+        next_keys = None
+        if not done:
+            new = np.concatenate([dets, layout.from_keys(sel)])
+            ndets, nkeys = layout.spin_complete(new)
+            next_keys = nkeys
+        result = Result(e_el + ham.ecore, float(e2), float(err), extrapolate(history, cfg.extrapolation_points), s2v,
+                        dets, coef, history, backend_used, complete)
+        log(f"iter {len(history):3d}  n_det {n:9d}  E_var {rec['e_var']:.8f}  E_PT2 {e2:.8f} ± {err:.1e}  "
+            f"E_var+PT2 {rec['e_var'] + e2:.8f}  <S^2> {s2v[0]:.4f}  {seconds:.1f} s")
+        if checkpoint is not None:
+            _write(checkpoint, layout, ham, cfg, result, next_keys, backend_used)
+        if done:
+            return result
+        okeys = keys
+        dets, keys = ndets, nkeys
+        guess = np.zeros((keys.size, coef.shape[1]))
+        guess[np.searchsorted(keys, okeys)] = coef
+
+
+def fci_energy(ham: Hamiltonian, nroots: int = 1) -> np.ndarray:
+    """Exact (PySCF direct_spin1) FCI energies, Hartree, core energy included: the test oracle."""
+    from pyscf import fci
+
+    e, _ = fci.direct_spin1.kernel(ham.h1, ham.eri, ham.norb, ham.nelec, nroots=nroots, tol=1e-12, conv_tol=1e-12)
+    return np.atleast_1d(e) + ham.ecore
+
+
+__all__ = ["Config", "Result", "kernel", "load", "extrapolate", "fci_energy"]

@@ -1,0 +1,81 @@
+"""The Hamiltonian and S^2 in a variational space, built sparsely through alpha/beta string lookups.
+
+Determinants are grouped by their alpha string (as Quantum Package 2 and Dice do): the unique alpha
+strings are sorted and each is linked to the unique alpha strings one or two excitations away. For a
+determinant I = (a, b), its partners J > I are found
+
+* in the group of ``a`` itself (beta string one or two excitations away),
+* in the groups of the alpha strings one excitation away (beta string at most one away),
+* in the groups of the alpha strings two excitations away, by bisection for the same beta string,
+
+so pairs of determinants are never tested wholesale. The strict upper triangle U is stored (CSR) and
+``H x = diag * x + U x + U^T x``. Energies in Hartree (core energy not included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from rung.sci._kernels import cpu
+from rung.sci.determinants import Layout
+
+
+@dataclass(frozen=True)
+class SparseH:
+    """H in a space: ``diag`` (n,) float64 Hartree, ``upper`` scipy CSR (n, n) strict upper triangle."""
+
+    diag: np.ndarray
+    upper: sp.csr_matrix
+
+    @property
+    def n(self) -> int:
+        return self.diag.shape[0]
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        """H x for x (n,) or (n, k) float64."""
+        d = self.diag if x.ndim == 1 else self.diag[:, None]
+        return d * x + self.upper @ x + self.upper.T @ x
+
+    def nbytes(self) -> int:
+        u = self.upper
+        return self.diag.nbytes + u.data.nbytes + u.indices.nbytes + u.indptr.nbytes
+
+    def dense(self) -> np.ndarray:
+        u = self.upper.toarray()
+        return u + u.T + np.diag(self.diag)
+
+
+def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray) -> SparseH:
+    """Sparse H (core energy excluded) in the space ``dets`` (n, 2, nw) uint64; h1, eri in Hartree."""
+    dets = np.ascontiguousarray(dets, dtype=np.uint64)
+    n = dets.shape[0]
+    ua, ia = np.unique(dets[:, 0, :], axis=0, return_inverse=True)
+    ub, ib = np.unique(dets[:, 1, :], axis=0, return_inverse=True)
+    ia = ia.reshape(-1).astype(np.int64)
+    ib = ib.reshape(-1).astype(np.int64)
+    order = np.lexsort((ib, ia))  # by alpha string, then beta
+    grp_ptr = np.zeros(ua.shape[0] + 1, np.int64)
+    np.add.at(grp_ptr, ia + 1, 1)
+    grp_ptr = np.cumsum(grp_ptr)
+    ca_ptr, ca_idx, ca_deg = cpu.string_connections(np.ascontiguousarray(ua))
+    ptr, cols, vals, diag = cpu.hamiltonian_upper(dets, ia, ib, grp_ptr, order.astype(np.int64), ib[order],
+                                                  ca_ptr, ca_idx, ca_deg, h1, eri)
+    if n >= 2**31:
+        raise OverflowError("more than 2^31 determinants")
+    upper = sp.csr_matrix((vals, cols, ptr), shape=(n, n))
+    return SparseH(diag, upper)
+
+
+def s2_operator(layout: Layout, dets: np.ndarray, keys: np.ndarray) -> sp.csr_matrix:
+    """S^2 (dimensionless) in the space of sorted ``keys`` (partners outside the space dropped)."""
+    sz = 0.5 * (layout.na - layout.nb)
+    ptr, cols, vals = cpu.s2_matrix(np.ascontiguousarray(dets), keys, layout.binom_a, layout.binom_b,
+                                    layout.nstr_b, layout.norb, sz)
+    n = dets.shape[0]
+    return sp.csr_matrix((vals, cols, ptr), shape=(n, n))
+
+
+__all__ = ["SparseH", "build", "s2_operator"]

@@ -1,0 +1,49 @@
+"""Helpers for testing the selected-CI rung against PySCF (test oracles; they need only PySCF)."""
+
+import numpy as np
+
+REFERENCE_FCIDUMP = "/work/shared/reference/FCIDUMP.h2o_631g"
+
+
+def random_hamiltonian(norb, nelec, seed=0, scale=0.3):
+    """Random real integrals with the 8-fold symmetry, diagonally dominant h1 (a test Hamiltonian)."""
+    from pyscf import ao2mo
+
+    from rung.sci.fcidump import Hamiltonian
+
+    rng = np.random.default_rng(seed)
+    h1 = rng.normal(size=(norb, norb)) * scale
+    h1 = h1 + h1.T + np.diag(np.arange(norb) * 1.0)
+    eri = ao2mo.restore(1, ao2mo.restore(8, rng.normal(size=(norb,) * 4) * scale, norb), norb)
+    return Hamiltonian(h1, eri, 1.5, nelec)
+
+
+def fci_space(layout):
+    """Every determinant of the space in PySCF's address order (alpha string major), (n, 2, nw)."""
+    from pyscf.fci import cistring
+
+    sa = cistring.make_strings(range(layout.norb), layout.na)
+    sb = cistring.make_strings(range(layout.norb), layout.nb)
+    dets = np.zeros((len(sa) * len(sb), 2, layout.nw), np.uint64)
+    for s, strings, rep in ((0, sa, True), (1, sb, False)):
+        v = np.repeat(strings, len(sb)) if rep else np.tile(strings, len(sa))
+        for k in range(layout.nw):
+            dets[:, s, k] = np.array([(int(x) >> (64 * k)) & ((1 << 64) - 1) for x in v], dtype=np.uint64)
+    return dets
+
+
+def pyscf_dense_h(ham):
+    """Dense FCI H (PySCF direct_spin1, applied to unit vectors), Hartree, core energy excluded."""
+    from pyscf import fci
+    from pyscf.fci import cistring
+
+    na = cistring.num_strings(ham.norb, ham.nelec[0])
+    nb = cistring.num_strings(ham.norb, ham.nelec[1])
+    h2 = fci.direct_spin1.absorb_h1e(ham.h1, ham.eri, ham.norb, ham.nelec, 0.5)
+    n = na * nb
+    out = np.zeros((n, n))
+    for i in range(n):
+        v = np.zeros(n)
+        v[i] = 1.0
+        out[:, i] = fci.direct_spin1.contract_2e(h2, v.reshape(na, nb), ham.norb, ham.nelec).ravel()
+    return out

@@ -1,0 +1,19 @@
+import pytest
+
+from rung.sci.testing import REFERENCE_FCIDUMP
+
+
+@pytest.fixture(scope="session")
+def h2o():
+    from rung.sci.fcidump import read_fcidump
+
+    return read_fcidump(REFERENCE_FCIDUMP)
+
+
+@pytest.fixture(scope="session")
+def h2o_small(h2o):
+    """H2O/6-31G truncated to its 8 lowest orbitals (5+5 electrons, FCI space 3136)."""
+    from rung.sci.fcidump import Hamiltonian
+
+    n = 8
+    return Hamiltonian(h2o.h1[:n, :n], h2o.eri[:n, :n, :n, :n], h2o.ecore, h2o.nelec, h2o.orbsym[:n])

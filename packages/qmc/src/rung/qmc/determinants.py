@@ -65,11 +65,13 @@ class SlaterDeterminant:
     def value(self):
         return self.sign.copy(), self.logdet.copy()
 
-    def testvalue(self, e, epos):
-        """D'/D for moving electron e to epos (nwalkers, 3) or (nwalkers, npts, 3) -> (nwalkers[, npts])."""
+    def testvalue(self, e, epos, mask=None):
+        """D'/D for moving electron e to epos (nwalkers, 3) or (nwalkers, npts, 3) -> (nwalkers[, npts]).
+
+        With ``mask`` (nwalkers,) bool, epos holds only the masked walkers and so does the result."""
         s, i = self._spin(e)
         v = self.orbitals[s](epos, 0)[0]  # (nw, [npts,] norb)
-        col = self.inverse[s][:, :, i]  # (nw, norb)
+        col = self.inverse[s][:, :, i] if mask is None else self.inverse[s][mask][:, :, i]  # (nw, norb)
         if v.ndim == 3:
             return np.einsum("wpk,wk->wp", v, col)
         return np.einsum("wk,wk->w", v, col)
@@ -87,6 +89,24 @@ class SlaterDeterminant:
         v = self.orbitals[s](epos, 2)  # (5, nw, norb)
         t = np.einsum("xwk,wk->xw", v, self.inverse[s][:, :, i])
         return t[1:4] / t[0], t[4] / t[0]
+
+    def gradient_laplacian_all(self):
+        """grad D/D (nwalkers, nelec, 3) and lap D/D (nwalkers, nelec) for every electron at its current
+        position: one orbital evaluation per spin for all walkers x electrons."""
+        nw = self.configs.shape[0]
+        ne = sum(self.nelec)
+        grad, lap = np.zeros((nw, ne, 3)), np.zeros((nw, ne))
+        start = 0
+        for s in (0, 1):
+            n = self.nelec[s]
+            if n == 0:
+                continue
+            v = self.orbitals[s](self.configs[:, start:start + n], 2)  # (5, nw, n, norb)
+            t = np.einsum("xwik,wki->xwi", v, self.inverse[s])  # row i with column i of A
+            grad[:, start:start + n] = np.moveaxis(t[1:4] / t[0], 0, -1)
+            lap[:, start:start + n] = t[4] / t[0]
+            start += n
+        return grad, lap
 
     def accept(self, e, epos, mask, saved=None):
         """Move electron e to epos (nwalkers, 3) where mask (nwalkers,) bool is set (Sherman-Morrison)."""

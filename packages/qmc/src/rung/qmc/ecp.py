@@ -9,7 +9,8 @@ nuclear attraction ``-Z_eff / r`` (Z_eff = Z - core electrons) is not part of it
 
 is integrated with the 12-point icosahedral rule (exact to degree 5), rotated randomly per walker at
 every evaluation (unbiased), and all quadrature points of one electron near all ECP atoms go to the
-wave function in one batched ``testvalue`` call.
+wave function in one batched ``testvalue`` call, for the walkers whose electron lies within the
+range of a projector (|v_l| >= 1e-10 Ha; beyond it the term is dropped).
 Reference: L. Mitas, E. L. Shirley, D. M. Ceperley, J. Chem. Phys. 95, 3467 (1991);
 ccECPs: M. C. Bennett et al., J. Chem. Phys. 147, 224106 (2017).
 """
@@ -66,6 +67,9 @@ class ECP:
 
     atoms: tuple
 
+    def __post_init__(self):
+        object.__setattr__(self, "_cut", self.cutoffs())
+
     @classmethod
     def from_mol(cls, mol) -> "ECP":
         atoms = []
@@ -95,6 +99,16 @@ class ECP:
             v += _radial(local, r).sum(-1)
         return v
 
+    def cutoffs(self, tol: float = 1e-10) -> list:
+        """Per ECP atom: radius (Bohr) beyond which every nonlocal |v_l(r)| < tol (0 without channels)."""
+        r = np.linspace(1e-3, 20.0, 4000)
+        out = []
+        for _, _, _, nl in self.atoms:
+            v = np.max([np.abs(_radial(ch, r)) for ch in nl.values()], axis=0) if nl else np.zeros_like(r)
+            big = np.nonzero(v >= tol)[0]
+            out.append(float(r[min(big[-1] + 1, r.size - 1)]) if big.size else 0.0)
+        return out
+
     def nonlocal_electron(self, wf, e, configs, rng, grid=None):
         """Nonlocal terms of electron e, all walkers, all ECP atoms in one batched ratio call.
 
@@ -104,7 +118,7 @@ class ECP:
             (their sum is the nonlocal energy of electron e)
         points : (nwalkers, npts, 3) float64, Bohr — the quadrature points (for T-moves)
         """
-        nl_atoms = [(R, nl) for _, R, _, nl in self.atoms if nl]
+        nl_atoms = [(R, nl, rc) for (_, R, _, nl), rc in zip(self.atoms, self._cut) if nl]
         nw = configs.shape[0]
         if not nl_atoms:
             return np.zeros((nw, 0)), np.zeros((nw, 0, 3))
@@ -112,20 +126,23 @@ class ECP:
         rot = random_rotations(rng, nw)  # (nw, 3, 3)
         qd = np.einsum("wij,qj->wqi", rot, dirs)  # (nw, nq, 3)
         x = configs[:, e]  # (nw, 3)
-        pts, coef = [], []
-        for R, nl in nl_atoms:
+        pts, coef, near = [], [], np.zeros(nw, dtype=bool)
+        for R, nl, rc in nl_atoms:
             d = x - R
             r = np.linalg.norm(d, axis=-1)  # (nw,)
+            near |= r < rc
             rhat = d / np.where(r > 0, r, 1.0)[:, None]
             cos = np.einsum("wqi,wi->wq", qd, rhat)
             c = np.zeros((nw, dirs.shape[0]))
             for l, ch in nl.items():
-                c += (2 * l + 1) * _radial(ch, r)[:, None] * eval_legendre(l, cos)
+                c += (2 * l + 1) * np.where(r < rc, _radial(ch, r), 0.0)[:, None] * eval_legendre(l, cos)
             pts.append(R + r[:, None, None] * qd)
             coef.append(c * weights)
         points = np.concatenate(pts, axis=1)  # (nw, natom*nq, 3)
-        ratio = wf.testvalue(e, points)
-        return np.concatenate(coef, axis=1) * ratio, points
+        terms = np.zeros(points.shape[:2])
+        if near.any():  # ratios only for walkers with the electron inside some projector's range
+            terms[near] = np.concatenate(coef, axis=1)[near] * wf.testvalue(e, points[near], near)
+        return terms, points
 
     def nonlocal_(self, wf, configs, rng) -> np.ndarray:
         """Nonlocal ECP energy, (nwalkers,) Hartree, summed over electrons."""

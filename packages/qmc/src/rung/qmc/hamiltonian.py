@@ -53,13 +53,8 @@ class Hamiltonian:
 
     def kinetic(self, wf, configs):
         """(kinetic energy (nw,), grad log psi (nw, ne, 3)) at the walkers' current positions."""
-        t = np.zeros(configs.shape[0])
-        grad = np.zeros(configs.shape)
-        for e in range(configs.shape[1]):
-            g, lap = wf.gradient_laplacian(e, configs[:, e])
-            t += -0.5 * lap
-            grad[:, e] = g.T
-        return t, grad
+        grad, lap = wf.gradient_laplacian_all()
+        return -0.5 * lap.sum(-1), grad
 
     def local_energy(self, wf, configs, rng, return_grad: bool = False):
         """{component: (nwalkers,)} Hartree, with "total"; ``wf`` must be in the state of ``configs``.

@@ -99,20 +99,23 @@ class Jastrow:
         return (d * b).sum(0) + c, (d * b1).sum(0) + c1, (d * b2).sum(0) + c2
 
     # ---------------------------------------------------------------- one electron
-    def _electron_terms(self, e, epos, deriv):
-        """J_e (the part of J that involves electron e) at epos (nw, P, 3), with gradient and Laplacian."""
+    def _electron_terms(self, e, epos, deriv, mask=None):
+        """J_e (the part of J that involves electron e) at epos (nw, P, 3), with gradient and Laplacian
+        (for the walkers in ``mask`` only, if given)."""
         if self.backend == "numba":
             from rung.qmc._kernels.cpu import jastrow_electron
 
             same = self.spin == self.spin[e]
-            return jastrow_electron(np.ascontiguousarray(epos), self.configs, e, same, self.parameters["ee"],
+            configs = self.configs if mask is None else self.configs[mask]
+            return jastrow_electron(np.ascontiguousarray(epos), configs, e, same, self.parameters["ee"],
                                     np.array(EE_CUSP), self.parameters["en"][self.atom_species], -self.cusp_charges,
                                     self.atom_coords, self.bcoef, self.rcut_ee, self.rcut_en, self.rcut_ee_cusp,
                                     self.rcut_cusp, deriv)
-        return self._electron_terms_numpy(e, epos, deriv)
+        return self._electron_terms_numpy(e, epos, deriv, mask)
 
-    def _electron_terms_numpy(self, e, epos, deriv):
-        others = np.delete(self.configs, e, axis=1)  # (nw, ne-1, 3)
+    def _electron_terms_numpy(self, e, epos, deriv, mask=None):
+        configs = self.configs if mask is None else self.configs[mask]
+        others = np.delete(configs, e, axis=1)  # (nw, ne-1, 3)
         same = np.delete(self.spin == self.spin[e], e)  # (ne-1,)
         dee = epos[:, :, None, :] - others[:, None, :, :]  # (nw, P, ne-1, 3)
         ree = np.linalg.norm(dee, axis=-1)
@@ -166,22 +169,24 @@ class Jastrow:
     def value(self):
         return np.ones(self.configs.shape[0]), self.logval.copy()
 
-    def _delta(self, e, epos):
+    def _delta(self, e, epos, mask=None):
         single = epos.ndim == 2
         ep = epos[:, None] if single else epos
-        new = self._electron_terms(e, ep, 0)[0]
-        old = self._electron_terms(e, self.configs[:, e][:, None], 0)[0]
+        cur = self.configs[:, e] if mask is None else self.configs[mask, e]
+        new = self._electron_terms(e, ep, 0, mask)[0]
+        old = self._electron_terms(e, cur[:, None], 0, mask)[0]
         d = new - old
         return d[:, 0] if single else d
 
-    def testvalue(self, e, epos):
-        """exp(J' - J) for moving electron e to epos (nw, 3) or (nw, npts, 3)."""
-        return np.exp(self._delta(e, epos))
+    def testvalue(self, e, epos, mask=None):
+        """exp(J' - J) for moving electron e to epos (nw, 3) or (nw, npts, 3) (masked walkers only)."""
+        return np.exp(self._delta(e, epos, mask))
 
     def gradient_value(self, e, epos):
         new, grad, _ = self._electron_terms(e, epos[:, None], 1)
         old = self._electron_terms(e, self.configs[:, e][:, None], 0)[0]
-        return grad[:, 0].T, np.exp(new[:, 0] - old[:, 0]), None
+        delta = new[:, 0] - old[:, 0]
+        return grad[:, 0].T, np.exp(delta), delta
 
     def gradient_laplacian(self, e, epos):
         """(grad J (3, nw), lap exp(J) / exp(J) (nw,)) at epos."""
@@ -189,11 +194,20 @@ class Jastrow:
         g = grad[:, 0]
         return g.T, lap[:, 0] + np.einsum("wx,wx->w", g, g)
 
+    def gradient_laplacian_all(self):
+        """grad J (nwalkers, nelec, 3) and lap exp(J)/exp(J) (nwalkers, nelec) at the current positions."""
+        nw, ne, _ = self.configs.shape
+        grad, lap = np.zeros((nw, ne, 3)), np.zeros((nw, ne))
+        for e in range(ne):
+            g, l = self.gradient_laplacian(e, self.configs[:, e])
+            grad[:, e], lap[:, e] = g.T, l
+        return grad, lap
+
     def accept(self, e, epos, mask, saved=None):
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
-        d = self._delta(e, epos)
+        d = saved if saved is not None else self._delta(e, epos)  # saved: J' - J from gradient_value
         self.logval[mask] += d[mask]
         self.configs[mask, e] = epos[mask]
 

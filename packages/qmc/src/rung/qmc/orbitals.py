@@ -27,7 +27,7 @@ import numpy as np
 
 BACKENDS = ("numpy", "numba")
 FAC_SP = {0: 0.5 / np.sqrt(np.pi), 1: np.sqrt(3.0 / (4.0 * np.pi))}  # libcint CINTcommon_fac_sp
-SCREEN = 200.0  # primitives with a r^2 above this contribute < exp(-200): skipped by the numba kernel
+SCREEN = 50.0  # primitives with a r^2 above this contribute < 2e-22 x coefficient: skipped (numba kernel)
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ def evaluate_cart(basis: AtomicBasis, pos, deriv: int = 0, backend: str = "numba
     if backend == "numba":
         from rung.qmc._kernels.cpu import eval_cart
 
-        out = eval_cart(flat, basis.sh_center, basis.sh_l, basis.sh_pstart, basis.sh_col, basis.exps,
+        minexp = np.minimum.reduceat(basis.exps, basis.sh_pstart[:-1])  # (nsh,)
+        out = eval_cart(flat, basis.sh_center, basis.sh_l, basis.sh_pstart, basis.sh_col, minexp, basis.exps,
                         basis.coefs, basis.ncart, deriv, SCREEN)
     elif backend == "numpy":
         from rung.qmc._kernels.reference import eval_cart_species

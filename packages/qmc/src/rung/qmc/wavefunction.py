@@ -5,10 +5,13 @@ Component protocol (PyQMC's, kept small). ``configs`` are (nwalkers, nelec, 3) f
 
 - ``recompute(configs) -> (sign, logval)``, each (nwalkers,): full evaluation, resets the state
 - ``value() -> (sign, logval)`` of the current state
-- ``testvalue(e, epos) -> ratio`` psi(R')/psi(R), (nwalkers,) or (nwalkers, npts)
+- ``testvalue(e, epos, mask=None) -> ratio`` psi(R')/psi(R), (nwalkers,) or (nwalkers, npts); with
+  ``mask`` (nwalkers,) bool, epos and the result cover only the masked walkers
 - ``gradient_value(e, epos) -> (grad, ratio, saved)``: grad log psi at R' (3, nwalkers), the ratio,
   and whatever ``accept`` can reuse
 - ``gradient_laplacian(e, epos) -> (grad, lap)``: grad psi / psi (3, nwalkers), lap psi / psi (nwalkers,)
+- ``gradient_laplacian_all() -> (grad, lap)`` for every electron at its current position:
+  (nwalkers, nelec, 3), (nwalkers, nelec)
 - ``accept(e, epos, mask, saved)``: move electron e where mask (nwalkers,) bool is set
 - ``resample(idx)``: keep walkers idx (nwalkers,) int, copies allowed (population control)
 - ``pgradient() -> {name: (nwalkers, *shape)}``: d log psi / d parameter; ``parameters`` the dict
@@ -54,10 +57,10 @@ class ProductWF:
             sign, logval = sign * s, logval + l
         return sign, logval
 
-    def testvalue(self, e, epos):
+    def testvalue(self, e, epos, mask=None):
         r = 1.0
         for c in self.components:
-            r = r * c.testvalue(e, epos)
+            r = r * c.testvalue(e, epos, mask)
         return r
 
     def gradient_value(self, e, epos):
@@ -77,6 +80,18 @@ class ProductWF:
         for i in range(len(gs)):
             for j in range(i + 1, len(gs)):
                 lap = lap + 2.0 * np.einsum("xw,xw->w", gs[i], gs[j])
+        return sum(gs), lap
+
+    def gradient_laplacian_all(self):
+        """grad psi/psi (nwalkers, nelec, 3) and lap psi/psi (nwalkers, nelec), every electron at once."""
+        gs, lap = [], 0.0
+        for c in self.components:
+            g, l = c.gradient_laplacian_all()
+            gs.append(g)
+            lap = lap + l
+        for i in range(len(gs)):
+            for j in range(i + 1, len(gs)):
+                lap = lap + 2.0 * np.einsum("wex,wex->we", gs[i], gs[j])
         return sum(gs), lap
 
     def accept(self, e, epos, mask, saved=None):

@@ -22,14 +22,15 @@ def _ipow(x, n):
 
 
 @numba.njit(cache=True)
-def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, exps, coefs, ncart, deriv, screen):
+def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ncart, deriv, screen):
     """Cartesian AOs at positions.
 
     Parameters
     ----------
     pos : (npos, 3) float64, Bohr
     sh_center : (nsh, 3) float64, Bohr — centre of each shell (shells of one species are contiguous)
-    sh_l : (nsh,) int64; sh_pstart : (nsh+1,) int64 primitive ranges; sh_col : (nsh,) int64 first column
+    sh_l : (nsh,) int64; sh_pstart : (nsh+1,) int64 primitive ranges; sh_col : (nsh,) int64 first column;
+    sh_minexp : (nsh,) float64 smallest exponent of each shell
     exps, coefs : (nprim,) float64 — exponents (Bohr^-2) and normalised contraction coefficients
     ncart : int; deriv : 0, 1, 2; screen : float, primitives with a*r^2 > screen are skipped
 
@@ -47,6 +48,8 @@ def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, exps, coefs, ncart, deriv
             y = pos[ip, 1] - sh_center[ish, 1]
             z = pos[ip, 2] - sh_center[ish, 2]
             s = x * x + y * y + z * z
+            if sh_minexp[ish] * s > screen:
+                continue  # every primitive of the shell is negligible here
             f = 0.0
             f1 = 0.0
             f2 = 0.0

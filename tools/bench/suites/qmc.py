@@ -1,0 +1,79 @@
+"""rung.qmc benchmarks, ours and the peer side by side in the same process:
+
+- ``qmc.vmc_water``: VMC throughput (walker-sweeps; one sweep = one proposed move of every electron of
+  a walker, plus the local energy, i.e. PyQMC's VMC "step") for water, ccECP/ccecp-cc-pvdz, RHF
+  Slater determinant x two-body Jastrow, same walkers and time step; peer PyQMC (``pyqmc.api.vmc``,
+  its default QWalk-style Jastrow) when installed, else no peer.
+- ``qmc.aos``: AO values + gradients at walker x electron positions against PySCF ``eval_gto``.
+
+Run single-threaded for per-CPU-second numbers: ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+.venv/bin/python -m tools.bench --only qmc``.
+"""
+
+import numpy as np
+from pyscf import gto, scf
+
+from tools.bench import Case
+
+WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr
+
+
+def _water():
+    mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    mf = scf.RHF(mol).run(verbose=0)
+    return mol, mf
+
+
+def _ours_vmc(mol, mf, nw, nsteps, tau):
+    from rung.qmc.hamiltonian import Hamiltonian
+    from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
+    from rung.qmc.vmc import VMCConfig, vmc
+
+    orb = _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench")
+    wf = slater_jastrow(mol, orb)
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(0)
+    configs = initial_configs(mol, nw, rng)
+    state = {"configs": vmc(wf, ham, configs, VMCConfig(nwalkers=nw, nblocks=1, nsteps=5, nequil=5, tau=tau),
+                            rng=rng).configs}
+
+    def run():
+        r = vmc(wf, ham, state["configs"], VMCConfig(nwalkers=nw, nblocks=1, nsteps=nsteps, nequil=0, tau=tau), rng=rng)
+        state["configs"] = r.configs
+
+    return run
+
+
+def _pyqmc_vmc(mol, mf, nw, nsteps, tau):
+    try:
+        import pyqmc.api as pyq
+    except ImportError:
+        return None
+    wf, _ = pyq.generate_wf(mol, mf)
+    configs = pyq.initial_guess(mol, nw)
+    acc = {"energy": pyq.EnergyAccumulator(mol)}
+    pyq.vmc(wf, configs, nblocks=1, nsteps_per_block=5, accumulators=acc, tstep=tau, verbose=False)
+
+    def run():
+        pyq.vmc(wf, configs, nblocks=1, nsteps_per_block=nsteps, accumulators=acc, tstep=tau, verbose=False)
+
+    return run
+
+
+def cases(quick: bool):
+    mol, mf = _water()
+    nsteps = 5 if quick else 20
+    for nw in ([100] if quick else [100, 400]):
+        peer = _pyqmc_vmc(mol, mf, nw, nsteps, 0.3)
+        yield Case("qmc.vmc_water", f"H2O ccECP/ccecp-cc-pvdz, {nw} walkers x {nsteps} sweeps, SJ",
+                   _ours_vmc(mol, mf, nw, nsteps, 0.3), peer=peer, peer_name="pyqmc.vmc" if peer else "",
+                   work=nw * nsteps, work_unit="walker-sweeps", repeats=3, warmup=0,
+                   note="" if peer else "PyQMC not installed")
+    from rung.qmc.orbitals import AtomicBasis, evaluate_aos
+
+    basis = AtomicBasis.from_mol(mol)
+    for npos in ([800] if quick else [800, 8000]):
+        pos = np.random.default_rng(1).normal(scale=1.5, size=(npos, 3))
+        yield Case("qmc.aos", f"H2O ccecp-cc-pvdz ({mol.nao} AOs), {npos} points, value+gradient",
+                   lambda pos=pos: evaluate_aos(basis, pos, 1), peer=lambda pos=pos: mol.eval_gto("GTOval_sph_deriv1", pos),
+                   peer_name="pyscf eval_gto", work=npos, work_unit="points")

@@ -234,46 +234,41 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
     omega_k = normal_mode_frequencies(P, kT_P)  # omega_P = P kT / hbar, hbar = 1
     lam = pile_lambda if pile_lambda is not None else (0.5 if thermostat == "pile-g" else 1.0)
     if thermostat is None:
-        full = free_propagator(omega_k, dt, propagator)[:, :, None, None]
+        full = free_propagator(omega_k, dt, propagator)
     else:
-        half = free_propagator(omega_k, 0.5 * dt, propagator)[:, :, None, None]
+        half = free_propagator(omega_k, 0.5 * dt, propagator)
         gamma = 2.0 * lam * omega_k
         gamma[0] = 1.0 / tau
         c1 = np.exp(-gamma * dt)
         c2 = np.sqrt(1.0 - c1 * c1)
-        c1 = c1[:, None, None]
         svr_c = np.exp(-dt / tau)
 
-    def flow(q, p, m, inv_m, coef):
-        a, b, c, d = coef
-        return a * q + b * (p * inv_m), c * m * q + d * p
+    from rung.md._kernels.cpu import langevin_o, nm_flow
 
     def step_fn(state: MDState) -> MDState:
-        m = state.masses[:, None]
+        m = state.masses
         inv_m = 1.0 / m
         p = state.momenta + (0.5 * dt) * state.forces
         q = to_normal_modes(state.positions, C)
         p = to_normal_modes(p, C)
         dq = 0.0
         if thermostat is None:
-            q, p = flow(q, p, m, inv_m, full)
+            nm_flow(q, p, m, inv_m, full)
         else:
-            q, p = flow(q, p, m, inv_m, half)
-            k0 = _kinetic(p, inv_m)
+            nm_flow(q, p, m, inv_m, half)
             rng = step_rng(seed, state.step)
+            sigma = c2[:, None] * np.sqrt(m * kT_P)[None, :]  # (P, n)
             if thermostat == "pile-l":
-                sigma = c2[:, None, None] * np.sqrt(state.masses * kT_P)[None, :, None]
-                p = p * c1 + sigma * rng.standard_normal(p.shape)
+                dq = langevin_o(p, c1, sigma, rng.standard_normal(p.shape), inv_m)
             else:
                 nf = p[0].size
-                alpha = svr_factor(_kinetic(p[0], inv_m), 0.5 * nf * kT_P, nf, svr_c, rng)
-                p = p.copy()
+                k0 = _kinetic(p[0], inv_m[:, None])
+                alpha = svr_factor(k0, 0.5 * nf * kT_P, nf, svr_c, rng)
                 p[0] = p[0] * alpha
+                dq = _kinetic(p[0], inv_m[:, None]) - k0
                 if P > 1:
-                    sigma = c2[1:, None, None] * np.sqrt(state.masses * kT_P)[None, :, None]
-                    p[1:] = p[1:] * c1[1:] + sigma * rng.standard_normal(p[1:].shape)
-            dq = _kinetic(p, inv_m) - k0
-            q, p = flow(q, p, m, inv_m, half)
+                    dq += langevin_o(p[1:], c1[1:], sigma[1:], rng.standard_normal(p[1:].shape), inv_m)
+            nm_flow(q, p, m, inv_m, half)
         x = from_normal_modes(q, C)
         p = from_normal_modes(p, C)
         r = force_fn(x)

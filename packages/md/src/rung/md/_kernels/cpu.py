@@ -53,3 +53,40 @@ def lj(x, cell, i, j, shifts, epsilon, sigma, cutoff):
     _lj(np.ascontiguousarray(x, dtype=np.float64), t, i, j, float(epsilon), float(sigma), float(cutoff),
         energy, forces, virial)
     return energy, forces, virial
+
+
+@numba.njit(cache=True)
+def nm_flow(q, p, m, inv_m, coef):
+    """In place: the free ring-polymer flow of every normal mode (see ``normal_modes.free_propagator``).
+
+    q, p : (P, n, 3) normal-mode positions and momenta; m, inv_m : (n,); coef : (4, P) (a, b, c, d).
+    Same floating-point operations, in the same order, as the NumPy expression
+    ``a q + b (p / m), (c m) q + d p``.
+    """
+    P, n = q.shape[0], q.shape[1]
+    for k in range(P):
+        a, b, c, d = coef[0, k], coef[1, k], coef[2, k], coef[3, k]
+        for i in range(n):
+            cm = c * m[i]
+            for x in range(3):
+                qq, pp = q[k, i, x], p[k, i, x]
+                q[k, i, x] = a * qq + b * (pp * inv_m[i])
+                p[k, i, x] = cm * qq + d * pp
+
+
+@numba.njit(cache=True)
+def langevin_o(p, c1, sigma, xi, inv_m):
+    """In place: p <- c1_k p + sigma_ki xi for every mode k; returns the kinetic-energy change.
+
+    p, xi : (P, n, 3); c1 : (P,); sigma : (P, n); inv_m : (n,).
+    """
+    P, n = p.shape[0], p.shape[1]
+    dk = 0.0
+    for k in range(P):
+        for i in range(n):
+            for x in range(3):
+                old = p[k, i, x]
+                new = old * c1[k] + sigma[k, i] * xi[k, i, x]
+                p[k, i, x] = new
+                dk += 0.5 * (new * new - old * old) * inv_m[i]
+    return dk

@@ -1,0 +1,151 @@
+"""rung.md benchmarks (one numba thread; peers measured in the same process and run).
+
+- md.overhead: driver cost per step with a trivial potential (zero forces), Langevin, classical and
+  P = 32, against ASE's Langevin (``ase.md.langevin.Langevin``) with a zero-force calculator; for
+  P = 32 the peer is 32 ASE classical steps (ASE has no ring polymers), i.e. the per-bead comparison.
+- md.water_ani: 648-atom water box (216 molecules, 1 g/cm^3, periodic) with ANI-1x (one network,
+  float32), Langevin 0.5 fs: ours vs ASE Langevin driving the same rung.nnp potential (NNPCalculator).
+  Needs rung.nnp and the ANI-1x weights; skipped otherwise.
+- md.rpmd_cost: one ring-polymer step of P beads (one batched force call) vs P classical steps.
+"""
+
+import numba
+import numpy as np
+
+from rung.core import units as U
+from rung.core.potential import PotentialResult, in_atomic_units
+from tools.bench import Case
+
+DT_FS = 0.5
+STEPS = 10
+
+
+def _one_thread(fn):
+    def call():
+        old = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            numba.set_num_threads(old)
+
+    return call
+
+
+class _Zero:
+    energy_unit, length_unit = "hartree", "bohr"
+
+    def compute(self, positions, numbers, cell=None, *, forces=True, virial=False):
+        x = np.asarray(positions)
+        return PotentialResult(np.zeros(x.shape[:-2]), np.zeros_like(x), None)
+
+
+def _zero_ase_calc():
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class ZeroCalc(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3))}
+
+    return ZeroCalc()
+
+
+def _gas(n):
+    from ase import Atoms
+
+    box = (n / 0.05) ** (1 / 3)
+    rng = np.random.default_rng(0)
+    return Atoms("Ar" * n, positions=rng.random((n, 3)) * box, cell=np.eye(3) * box, pbc=True)
+
+
+def _ours(atoms, potential, P, steps):
+    from rung.md.integrators import ring_polymer
+    from rung.md.parallel import BeadForces
+
+    cell = np.asarray(atoms.cell) * U.ANGSTROM_TO_BOHR if atoms.pbc.all() else None
+    f = BeadForces(potential, atoms.numbers, cell)
+    init, step = ring_polymer(f, DT_FS * U.FS_TO_AU_TIME, 300 * U.BOLTZMANN_HARTREE_PER_K, P, thermostat="pile-l",
+                              tau=100 * U.FS_TO_AU_TIME, seed=1)
+    box = {"s": init(atoms.positions * U.ANGSTROM_TO_BOHR, atoms.get_masses() * U.AMU_TO_ELECTRON_MASS)}
+
+    def run():
+        s = box["s"]
+        for _ in range(steps):
+            s = step(s)
+        box["s"] = s
+
+    return run
+
+
+def _ase(atoms, calc, steps):
+    from ase import units
+    from ase.md.langevin import Langevin
+
+    a = atoms.copy()
+    a.calc = calc
+    dyn = Langevin(a, DT_FS * units.fs, temperature_K=300, friction=0.01 / units.fs, rng=np.random.default_rng(1))
+    return lambda: dyn.run(steps)
+
+
+def _water_box():
+    from ase import Atoms
+    from ase.build import molecule
+
+    n = 6
+    edge = (216 * 18.015 / 0.60221408) ** (1 / 3)  # 1 g/cm^3, Angstrom
+    rng = np.random.default_rng(0)
+    w = molecule("H2O")
+    pos, nums = [], []
+    for i in range(n):
+        for j in range(n):
+            for k in range(n):
+                m = w.copy()
+                m.rotate(rng.random() * 360, rng.normal(size=3))
+                pos.append(m.positions + (np.array([i, j, k]) + 0.5) * edge / n)
+                nums.extend(m.numbers)
+    return Atoms(numbers=nums, positions=np.concatenate(pos), cell=np.eye(3) * edge, pbc=True)
+
+
+def cases(quick: bool):
+    zero = _Zero()
+    for n in ([1000] if quick else [1000, 8000]):
+        atoms = _gas(n)
+        yield Case("md.overhead", f"{n} atoms, P=1, zero forces, {STEPS} steps", _one_thread(_ours(atoms, zero, 1, STEPS)),
+                   peer=_ase(atoms, _zero_ase_calc(), STEPS), peer_name="ASE Langevin", work=STEPS * n,
+                   work_unit="atom-steps")
+        yield Case("md.overhead", f"{n} atoms, P=32, zero forces, {STEPS} steps",
+                   _one_thread(_ours(atoms, zero, 32, STEPS)), peer=_ase(atoms, _zero_ase_calc(), 32 * STEPS),
+                   peer_name="ASE Langevin x32 steps", work=32 * STEPS * n, work_unit="bead-atom-steps", repeats=3)
+    from rung.md.potentials import LennardJones
+
+    from ase.build import bulk
+
+    ar = bulk("Ar", "fcc", a=5.26, cubic=True).repeat((5, 5, 5))
+    lj = LennardJones(0.0103 * U.EV_TO_HARTREE, 3.4 * U.ANGSTROM_TO_BOHR, 8.5 * U.ANGSTROM_TO_BOHR,
+                      skin=1.0 * U.ANGSTROM_TO_BOHR)
+    for P in ([8] if quick else [8, 32]):
+        yield Case("md.rpmd_cost", f"LJ argon {len(ar)} atoms, P={P}, 1 step vs {P} classical",
+                   _one_thread(_ours(ar, lj, P, 1)), peer=_one_thread(_ours(ar, lj, 1, P)),
+                   peer_name=f"{P} classical steps (ours)", work=P * len(ar), work_unit="bead-atoms", repeats=5)
+    try:
+        from rung.nnp import NNPCalculator, load_model
+
+        ani = load_model("ani-1x", member=0, dtype="float32")
+    except Exception as err:  # engine or weights missing
+        print(f"[md] water/ANI cases skipped: {err}")
+        return
+    water = _water_box()
+    steps = 2 if quick else 5
+    yield Case("md.water_ani", f"648-atom water box, ANI-1x x1 float32, Langevin 0.5 fs, {steps} steps",
+               _one_thread(_ours(water, in_atomic_units(ani), 1, steps)),
+               peer=_one_thread(_ase(water, NNPCalculator(ani), steps)), peer_name="ASE Langevin + rung.nnp",
+               work=steps * DT_FS, work_unit="fs", repeats=3)
+    if not quick:
+        P = 4
+        yield Case("md.rpmd_cost", f"648-atom water box, ANI-1x, P={P}, 1 step vs {P} classical",
+                   _one_thread(_ours(water, in_atomic_units(ani), P, 1)),
+                   peer=_one_thread(_ours(water, in_atomic_units(ani), 1, P)), peer_name=f"{P} classical steps (ours)",
+                   work=P * 648, work_unit="bead-atoms", repeats=3)

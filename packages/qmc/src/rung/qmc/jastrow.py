@@ -107,10 +107,11 @@ class Jastrow:
 
             same = self.spin == self.spin[e]
             configs = self.configs if mask is None else self.configs[mask]
-            return jastrow_electron(np.ascontiguousarray(epos), configs, e, same, self.parameters["ee"],
-                                    np.array(EE_CUSP), self.parameters["en"][self.atom_species], -self.cusp_charges,
-                                    self.atom_coords, self.bcoef, self.rcut_ee, self.rcut_en, self.rcut_ee_cusp,
-                                    self.rcut_cusp, deriv)
+            ee_poly = self.parameters["ee"] @ self.bcoef  # (2, ndeg)
+            en_poly = self.parameters["en"][self.atom_species] @ self.bcoef  # (natom, ndeg)
+            return jastrow_electron(np.ascontiguousarray(epos), configs, e, same, ee_poly, np.array(EE_CUSP), en_poly,
+                                    -self.cusp_charges, self.atom_coords, self.rcut_ee, self.rcut_en,
+                                    self.rcut_ee_cusp, self.rcut_cusp, deriv)
         return self._electron_terms_numpy(e, epos, deriv, mask)
 
     def _electron_terms_numpy(self, e, epos, deriv, mask=None):

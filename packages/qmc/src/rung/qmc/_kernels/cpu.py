@@ -11,16 +11,6 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, inline="always")
-def _ipow(x, n):
-    if n < 0:
-        return 0.0
-    r = 1.0
-    for _ in range(n):
-        r *= x
-    return r
-
-
 @numba.njit(cache=True)
 def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ncart, deriv, screen):
     """Cartesian AOs at positions.
@@ -42,6 +32,13 @@ def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, n
     npos = pos.shape[0]
     nsh = sh_l.shape[0]
     out = np.zeros((nout, npos, ncart))
+    lmax = 0
+    for ish in range(nsh):
+        lmax = max(lmax, sh_l[ish])
+    # powers x^(n-2) stored at index n so that x^-1, x^-2 (times a zero prefactor) read as 0
+    xp = np.zeros(lmax + 3)
+    yp = np.zeros(lmax + 3)
+    zp = np.zeros(lmax + 3)
     for ip in range(npos):
         for ish in range(nsh):
             x = pos[ip, 0] - sh_center[ish, 0]
@@ -62,51 +59,52 @@ def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, n
                 f1 -= a * e
                 f2 += a * a * e
             l = sh_l[ish]
+            xp[2] = 1.0
+            yp[2] = 1.0
+            zp[2] = 1.0
+            for n in range(1, l + 1):
+                xp[n + 2] = xp[n + 1] * x
+                yp[n + 2] = yp[n + 1] * y
+                zp[n + 2] = zp[n + 1] * z
             col = sh_col[ish]
+            g0 = 2.0 * f1
+            lapr = 6.0 * f1 + 4.0 * s * f2 + 4.0 * f1 * l
             for lx in range(l, -1, -1):
                 for ly in range(l - lx, -1, -1):
                     lz = l - lx - ly
-                    px = _ipow(x, lx)
-                    py = _ipow(y, ly)
-                    pz = _ipow(z, lz)
+                    px = xp[lx + 2]
+                    py = yp[ly + 2]
+                    pz = zp[lz + 2]
                     P = px * py * pz
                     out[0, ip, col] = P * f
                     if deriv >= 1:
-                        dPx = lx * _ipow(x, lx - 1) * py * pz
-                        dPy = ly * px * _ipow(y, ly - 1) * pz
-                        dPz = lz * px * py * _ipow(z, lz - 1)
-                        g = 2.0 * f1 * P
+                        dPx = lx * xp[lx + 1] * py * pz
+                        dPy = ly * px * yp[ly + 1] * pz
+                        dPz = lz * px * py * zp[lz + 1]
+                        g = g0 * P
                         out[1, ip, col] = dPx * f + x * g
                         out[2, ip, col] = dPy * f + y * g
                         out[3, ip, col] = dPz * f + z * g
                         if deriv >= 2:
-                            lapP = (lx * (lx - 1) * _ipow(x, lx - 2) * py * pz
-                                    + ly * (ly - 1) * px * _ipow(y, ly - 2) * pz
-                                    + lz * (lz - 1) * px * py * _ipow(z, lz - 2))
-                            out[4, ip, col] = f * lapP + 4.0 * f1 * l * P + P * (6.0 * f1 + 4.0 * s * f2)
+                            lapP = (lx * (lx - 1) * xp[lx] * py * pz + ly * (ly - 1) * px * yp[ly] * pz
+                                    + lz * (lz - 1) * px * py * zp[lz])
+                            out[4, ip, col] = f * lapP + P * lapr
                     col += 1
     return out
 
 
 @numba.njit(cache=True, inline="always")
-def _basis_sum(y, bcoef, a):
-    """sum_k a_k b_k(y) and its first two y-derivatives; zero for y >= 1 (Horner per basis function)."""
+def _poly(y, c):
+    """Polynomial c[0] + c[1] y + ... and its first two y-derivatives; zero for y >= 1 (Horner)."""
     if y >= 1.0:
         return 0.0, 0.0, 0.0
     v = 0.0
     d1 = 0.0
     d2 = 0.0
-    for k in range(bcoef.shape[0]):
-        bv = 0.0
-        b1 = 0.0
-        b2 = 0.0
-        for j in range(bcoef.shape[1] - 1, -1, -1):
-            b2 = b2 * y + 2.0 * b1
-            b1 = b1 * y + bv
-            bv = bv * y + bcoef[k, j]
-        v += a[k] * bv
-        d1 += a[k] * b1
-        d2 += a[k] * b2
+    for j in range(c.shape[0] - 1, -1, -1):
+        d2 = d2 * y + 2.0 * d1
+        d1 = d1 * y + v
+        v = v * y + c[j]
     return v, d1, d2
 
 
@@ -119,14 +117,16 @@ def _cusp(r, G, L):
 
 
 @numba.njit(cache=True)
-def jastrow_electron(epos, configs, e, same, ee_coef, ee_cusp, en_coef, en_cusp, atoms, bcoef, L_ee, L_en,
+def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
                      L_eecusp, L_encusp, deriv):
     """The part of J that involves electron e, at positions epos, with gradient and Laplacian.
 
     epos (nw, P, 3) Bohr; configs (nw, ne, 3) Bohr; same (ne,) bool, spin of each electron equals e's;
-    ee_coef (2, nb) [parallel, antiparallel]; ee_cusp (2,); en_coef (natom, nb); en_cusp (natom,) cusp
-    slopes (-Z or 0); atoms (natom, 3) Bohr; bcoef (nb, ndeg). Returns val (nw, P), grad (nw, P, 3),
-    lap (nw, P). Formulas as :meth:`rung.qmc.jastrow.Jastrow._electron_terms` (its NumPy oracle).
+    ee_poly (2, ndeg) [parallel, antiparallel] and en_poly (natom, ndeg): the variational part
+    sum_k a_k b_k(y) collapsed into one polynomial in y per pair type (it is linear in the a_k);
+    ee_cusp (2,); en_cusp (natom,) cusp slopes (-Z or 0); atoms (natom, 3) Bohr. Returns val (nw, P),
+    grad (nw, P, 3), lap (nw, P). Formulas as :meth:`rung.qmc.jastrow.Jastrow._electron_terms_numpy`
+    (its NumPy oracle).
     """
     nw, npt = epos.shape[0], epos.shape[1]
     ne = configs.shape[1]
@@ -143,7 +143,7 @@ def jastrow_electron(epos, configs, e, same, ee_coef, ee_cusp, en_coef, en_cusp,
                 d0, d1_, d2_ = x0 - configs[w, j, 0], x1 - configs[w, j, 1], x2 - configs[w, j, 2]
                 r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
                 t = 0 if same[j] else 1
-                u, u1, u2 = _basis_sum(r / L_ee, bcoef, ee_coef[t])
+                u, u1, u2 = _poly(r / L_ee, ee_poly[t])
                 u1 /= L_ee
                 u2 /= L_ee * L_ee
                 c, c1, c2 = _cusp(r, ee_cusp[t], L_eecusp)
@@ -157,7 +157,7 @@ def jastrow_electron(epos, configs, e, same, ee_coef, ee_cusp, en_coef, en_cusp,
             for a in range(natom):
                 d0, d1_, d2_ = x0 - atoms[a, 0], x1 - atoms[a, 1], x2 - atoms[a, 2]
                 r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
-                u, u1, u2 = _basis_sum(r / L_en, bcoef, en_coef[a])
+                u, u1, u2 = _poly(r / L_en, en_poly[a])
                 u1 /= L_en
                 u2 /= L_en * L_en
                 c, c1, c2 = _cusp(r, en_cusp[a], L_encusp)

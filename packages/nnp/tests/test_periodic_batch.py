@@ -78,8 +78,11 @@ def test_periodic_batch_and_bead_shape(ani1x_file):
 
 def test_atomic_units_view(single64):
     """in_atomic_units gives Hartree/Bohr: forces scale by the Bohr/Angstrom factor from rung.core.units."""
-    from rung.core.potential import in_atomic_units
+    from rung.core.potential import Potential, in_atomic_units
     from rung.core.units import ANGSTROM_TO_BOHR
+
+    assert isinstance(single64, Potential)
+    assert (single64.energy_unit, single64.length_unit) == ("hartree", "angstrom")
 
     x, z, _ = water_box(1)
     au = in_atomic_units(single64)

@@ -4,14 +4,21 @@ Systems: a 20-atom molecule (paracetamol) and periodic water boxes of 648, 1536 
 1 g/cm^3 (rung.nnp.testing.water_box); single network (member 0) and the 8-network ensemble; float32
 (both codes). Work unit: atom-steps (atoms evaluated per second, energy and forces).
 Ours: numba kernels with numba threads = 1 and BLAS threads = 1 (threadpoolctl).
-Peer: TorchANI >= 2.7 (``torch.set_num_threads(1)``) with its cell list for the boxes, built from
-the same NeuroChem files, when torch and torchani are importable. Also: dataset evaluation, time per
+Peer: TorchANI >= 2.7 (``torch.set_num_threads(1)``) with its cell list for the boxes (all pairs for
+the molecule), built from the same NeuroChem files, when torch and torchani are importable. Also: dataset evaluation, time per
 molecule for a batch of 1000 small molecules (one call, concatenated atoms), ours only.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+# Idle OpenMP workers (numba's pool, torch's pool) sleep instead of spinning, so that one code's idle
+# threads do not steal the core the other is timed on (seen: TorchANI 100x slower right after a numba
+# call). Takes effect when the OpenMP runtimes load, i.e. after this module is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 from tools.bench import Case
 
@@ -28,7 +35,7 @@ PARACETAMOL_X = [  # Angstrom
 
 
 def _one_thread(fn):
-    """Run fn with numba and BLAS limited to one thread."""
+    """Run fn with numba and BLAS (threadpoolctl) limited to one thread."""
     import numba
     from threadpoolctl import ThreadpoolController
 
@@ -38,7 +45,7 @@ def _one_thread(fn):
         n0 = numba.get_num_threads()
         numba.set_num_threads(1)
         try:
-            with ctl.limit(limits=1):
+            with ctl.limit(limits=1, user_api="blas"):
                 return fn()
         finally:
             numba.set_num_threads(n0)
@@ -46,7 +53,7 @@ def _one_thread(fn):
     return run
 
 
-def torchani_model(folder, member):
+def torchani_model(folder, member, neighborlist):
     """TorchANI (>= 2.7) ANI-1x from the NeuroChem folder, or None when torch/torchani are missing."""
     try:
         import torch
@@ -58,7 +65,7 @@ def torchani_model(folder, member):
     torch.set_num_threads(1)
     info = NeurochemInfo(folder / "sae_linfit.dat", next(folder.glob("*.params")), folder / "train", 8)
     aev, nets, sae, symbols = modules_from_info(info, member)
-    aev.neighborlist = _parse_neighborlist("cell_list")
+    aev.neighborlist = _parse_neighborlist(neighborlist)
     return ANI(symbols, aev, nets, sae, periodic_table_index=True)
 
 
@@ -70,6 +77,7 @@ def torchani_call(model, x, z, cell):
     pbc = None if cell is None else torch.tensor([True, True, True])
 
     def run():
+        torch.set_num_threads(1)
         xt = torch.tensor(x, dtype=torch.float32)[None].requires_grad_(True)
         e = model((sp, xt), cell=c, pbc=pbc).energies
         f = -torch.autograd.grad(e.sum(), xt)[0]
@@ -114,14 +122,15 @@ def cases(quick: bool):
     folder = cache_dir() / "ani-1x_8x"
     for member, label in [(0, "1 net"), (None, "8 nets")]:
         pot = load_model("ani-1x", member=member, dtype="float32", backend="numba")
-        peer_model = torchani_model(folder, member) if folder.is_dir() else None
         for name, x, z, cell in systems(quick):
             n = len(z)
             big = n > 1000
+            nl = "all_pairs" if cell is None else "cell_list"
+            peer_model = torchani_model(folder, member, nl) if folder.is_dir() else None
             yield Case("nnp.ani1x_energy_forces", f"{name}, {label}",
                        _one_thread(lambda x=x, z=z, cell=cell, pot=pot: pot.compute(x, z, cell)),
                        peer=None if peer_model is None else torchani_call(peer_model, x, z, cell),
-                       peer_name="" if peer_model is None else "TorchANI (cell list), 1 thread",
+                       peer_name="" if peer_model is None else f"TorchANI ({nl}), 1 thread",
                        work=n, work_unit="atom-steps", repeats=3 if big else 5, warmup=1,
                        note="float32, neighbour list included")
     n_mol = 200 if quick else 1000

@@ -65,13 +65,15 @@ def directed(n, pi, pj, d, r, rca):
 
 
 @numba.njit(cache=True, inline="always")
-def _pow(x, zeta, nsq):
-    """x**zeta; by nsq squarings when zeta == 2**nsq (ANI's 32), else the library pow."""
+def _pow_rows(x, zeta, nsq):
+    """x[:] **= zeta in place; by nsq squarings of the whole row when zeta == 2**nsq (ANI's 32)."""
     if nsq >= 0:
         for _ in range(nsq):
-            x *= x
-        return x
-    return x**zeta
+            for z in range(x.size):
+                x[z] *= x[z]
+    else:
+        for z in range(x.size):
+            x[z] = x[z] ** zeta
 
 
 def _consts(p):
@@ -143,7 +145,8 @@ def _forward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shf
                 c = 0.95 * (x1 * vec[e2, 0] + y1 * vec[e2, 1] + z1 * vec[e2, 2]) / (r1 * r2)
                 s = math.sqrt(1.0 - c * c)
                 for z in range(nZ):
-                    f1[z] = _pow(0.5 * (1.0 + c * cosZ[z] + s * sinZ[z]), zeta, nsq)
+                    f1[z] = 0.5 * (1.0 + c * cosZ[z] + s * sinZ[z])
+                _pow_rows(f1, zeta, nsq)
                 ravg = 0.5 * (r1 + r2)
                 base = radlen + pidx[s1, species[nbr[e2]]] * nA * nZ
                 for a in range(nA):
@@ -192,6 +195,7 @@ def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
             dfca[u] = -0.5 * math.pi / Rca * math.sin(arg)
         f1 = np.empty(nZ)
         df1 = np.empty(nZ)
+        xb = np.empty(nZ)
         for u in range(m):
             e1 = ang[a0 + u]
             r1 = dist[e1]
@@ -207,10 +211,13 @@ def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
                 c = 0.95 * (x1 * x2 + y1 * y2 + z1 * z2) / (r1 * r2)
                 s = math.sqrt(1.0 - c * c)
                 for z in range(nZ):
-                    x = 0.5 * (1.0 + c * cosZ[z] + s * sinZ[z])
-                    f1[z] = _pow(x, zeta, nsq)
-                    xm = f1[z] / x if x > 1e-30 else 0.0  # x**(zeta - 1)
-                    df1[z] = zeta * xm * 0.5 * (cosZ[z] - sinZ[z] * c / s)
+                    xb[z] = 0.5 * (1.0 + c * cosZ[z] + s * sinZ[z])
+                    f1[z] = xb[z]
+                _pow_rows(f1, zeta, nsq)
+                cs = c / s
+                for z in range(nZ):
+                    xm = f1[z] / xb[z] if xb[z] > 1e-30 else 0.0  # x**(zeta - 1)
+                    df1[z] = zeta * xm * 0.5 * (cosZ[z] - sinZ[z] * cs)
                 ravg = 0.5 * (r1 + r2)
                 base = radlen + pidx[s1, species[nbr[e2]]] * nA * nZ
                 A = 0.0
@@ -265,3 +272,23 @@ def _scatter(start, nbr, vec, g, batch, f, w):
                 f[j, q] -= g[e, q]
                 for k in range(3):
                     w[b, q, k] -= g[e, q] * vec[e, k]
+
+
+def celu(z):
+    """CELU (alpha 0.1) in place on z, any shape: returns (z, derivative), one pass over memory."""
+    flat = z.reshape(-1)
+    d = np.empty_like(z)
+    _celu(flat, d.reshape(-1))
+    return z, d
+
+
+@numba.njit(cache=True)
+def _celu(z, d):
+    for k in range(z.size):
+        v = z[k]
+        if v > 0:
+            d[k] = 1.0
+        else:
+            e = math.exp(10.0 * v)
+            z[k] = 0.1 * (e - 1.0)
+            d[k] = e

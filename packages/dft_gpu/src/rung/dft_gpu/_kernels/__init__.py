@@ -1,0 +1,1 @@
+"""J/K kernels: ``reference`` (NumPy oracle), ``cpu`` (BLAS + numba), ``gpu`` (CuPy, imported lazily)."""

@@ -1,0 +1,92 @@
+"""CPU kernels for density-fitted J/K: BLAS GEMMs through NumPy, tensor unpacking in numba.
+
+One aux block ``B[L, p, q]`` (``L`` in the block) is contracted at a time:
+
+    rho[n, L]   = sum_pq B[L,p,q] D_n[p,q]                 (GEMM, B viewed as (nblk, nao*nao))
+    J_n[p, q]  += sum_L rho[n, L] B[L,p,q]                 (GEMM)
+    X[i, L, q]  = sum_p F[p, i] B[L,q,p]                   (GEMM, all factors of all D_n at once)
+    K_n[q, s]  += sign * sum_{iL} X[i,L,q] X[i,L,s]        (SYRK through ``x.T @ x``)
+
+where ``D_n = sum_i sign_i F[:, i] F[:, i]^T`` is the factorised density (occupied orbitals scaled by
+sqrt(occupation), or the eigenvectors of ``D_n``). Density matrices without a symmetric factorisation
+(``hermi=0``) take the direct form ``K_n = sum_L B_L D_n B_L`` (two GEMMs, cost ~ naux * nao^3).
+Reference: Weigend, Phys. Chem. Chem. Phys. 4, 4285 (2002) for the occupied-orbital RI-K.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def _unpack_tril(packed, nao, out):
+    for k in range(packed.shape[0]):
+        ij = 0
+        for i in range(nao):
+            for j in range(i + 1):
+                v = packed[k, ij]
+                out[k, i, j] = v
+                out[k, j, i] = v
+                ij += 1
+
+
+def unpack_tril(packed: np.ndarray, nao: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Unpack lower-triangle-packed symmetric matrices (PySCF order) into ``out``.
+
+    Parameters
+    ----------
+    packed : (n, nao*(nao+1)//2) float64
+    nao : int
+    out : (n, nao, nao) float64, optional
+        Destination buffer (C-contiguous); allocated when None.
+
+    Returns
+    -------
+    (n, nao, nao) float64
+    """
+    packed = np.ascontiguousarray(packed, dtype=np.float64)
+    if out is None:
+        out = np.empty((packed.shape[0], nao, nao))
+    _unpack_tril(packed, nao, out)
+    return out
+
+
+def contract_block(block, dm_flat, factors, groups, direct, vj, vk) -> None:
+    """Add one aux block's contribution to J and K (in place).
+
+    Parameters
+    ----------
+    block : (nblk, nao, nao) float64, C-contiguous
+        Aux block of the Cholesky-decomposed tensor, Hartree^(1/2).
+    dm_flat : (n_dm, nao*nao) float64 or None
+        Density matrices, flattened; None when J is not requested.
+    factors : (R, nao) float64 or None
+        Transposed density factors of all matrices, stacked (``F^T``).
+    groups : list of (idm, r0, r1, sign)
+        Rows ``r0:r1`` of ``factors`` belong to density ``idm`` with sign ``sign`` (+1 or -1).
+    direct : list of (idm, D) with D (nao, nao) float64
+        Densities with no symmetric factorisation (direct K).
+    vj : (n_dm, nao*nao) float64 or None
+        J accumulator.
+    vk : (n_dm, nao, nao) float64 or None
+        K accumulator; factorised contributions fill it fully (``x.T @ x`` is symmetric).
+    """
+    nblk, nao, _ = block.shape
+    flat = block.reshape(nblk, nao * nao)
+    if vj is not None:
+        rho = dm_flat @ flat.T  # (n_dm, nblk)
+        vj += rho @ flat
+    if vk is None:
+        return
+    if factors is not None and factors.shape[0]:
+        x = factors @ block.reshape(nblk * nao, nao).T  # (R, nblk*nao): X[i, L, q]
+        for idm, r0, r1, sign in groups:
+            xs = x[r0:r1].reshape((r1 - r0) * nblk, nao)
+            if sign > 0:
+                vk[idm] += xs.T @ xs
+            else:
+                vk[idm] -= xs.T @ xs
+    for idm, d in direct:
+        y = (block.reshape(nblk * nao, nao) @ d).reshape(nblk, nao, nao)  # Y[L, p, r] = (B_L D)[p, r]
+        vk[idm] += np.tensordot(y, block, axes=([0, 2], [0, 1]))

@@ -4,6 +4,7 @@
   a walker, plus the local energy, i.e. PyQMC's VMC "step") for water, ccECP/ccecp-cc-pvdz, RHF
   Slater determinant x two-body Jastrow, same walkers and time step; peer PyQMC (``pyqmc.api.vmc``,
   its default QWalk-style Jastrow) when installed, else no peer.
+- ``qmc.vmc_benzene``: the same for benzene (30 valence electrons), full mode only.
 - ``qmc.aos``: AO values + gradients at walker x electron positions against PySCF ``eval_gto``.
 
 Run single-threaded for per-CPU-second numbers: ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -18,9 +19,20 @@ from tools.bench import Case
 WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr
 
 
+BENZENE = """C 0.0000 1.3970 0.0000; C 1.2098 0.6985 0.0000; C 1.2098 -0.6985 0.0000; C 0.0000 -1.3970 0.0000;
+C -1.2098 -0.6985 0.0000; C -1.2098 0.6985 0.0000; H 0.0000 2.4810 0.0000; H 2.1486 1.2405 0.0000;
+H 2.1486 -1.2405 0.0000; H 0.0000 -2.4810 0.0000; H -2.1486 -1.2405 0.0000; H -2.1486 1.2405 0.0000"""  # Angstrom
+
+
 def _water():
     mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
     mf = scf.RHF(mol).run(verbose=0)
+    return mol, mf
+
+
+def _benzene():
+    mol = gto.M(atom=BENZENE, basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    mf = scf.RHF(mol).density_fit().run(verbose=0)
     return mol, mf
 
 
@@ -68,6 +80,14 @@ def cases(quick: bool):
         yield Case("qmc.vmc_water", f"H2O ccECP/ccecp-cc-pvdz, {nw} walkers x {nsteps} sweeps, SJ",
                    _ours_vmc(mol, mf, nw, nsteps, 0.3), peer=peer, peer_name="pyqmc.vmc" if peer else "",
                    work=nw * nsteps, work_unit="walker-sweeps", repeats=3, warmup=0,
+                   note="" if peer else "PyQMC not installed")
+    if not quick:  # scaling with electrons: 8 (water) -> 30 (benzene, valence)
+        bmol, bmf = _benzene()
+        nw, ns = 100, 4
+        peer = _pyqmc_vmc(bmol, bmf, nw, ns, 0.3)
+        yield Case("qmc.vmc_benzene", f"C6H6 ccECP/ccecp-cc-pvdz, {nw} walkers x {ns} sweeps, SJ",
+                   _ours_vmc(bmol, bmf, nw, ns, 0.3), peer=peer, peer_name="pyqmc.vmc" if peer else "",
+                   work=nw * ns, work_unit="walker-sweeps", repeats=1, warmup=0,
                    note="" if peer else "PyQMC not installed")
     from rung.qmc.orbitals import AtomicBasis, evaluate_aos
 

@@ -68,7 +68,8 @@ class SlaterDeterminant:
     def testvalue(self, e, epos, mask=None):
         """D'/D for moving electron e to epos (nwalkers, 3) or (nwalkers, npts, 3) -> (nwalkers[, npts]).
 
-        With ``mask`` (nwalkers,) bool, epos holds only the masked walkers and so does the result."""
+        With ``mask`` ((nwalkers,) bool, or walker indices, repeats allowed) epos holds only those walkers
+        and so does the result."""
         s, i = self._spin(e)
         v = self.orbitals[s](epos, 0)[0]  # (nw, [npts,] norb)
         col = self.inverse[s][:, :, i] if mask is None else self.inverse[s][mask][:, :, i]  # (nw, norb)

@@ -126,22 +126,31 @@ class ECP:
         rot = random_rotations(rng, nw)  # (nw, 3, 3)
         qd = np.einsum("wij,qj->wqi", rot, dirs)  # (nw, nq, 3)
         x = configs[:, e]  # (nw, 3)
-        pts, coef, near = [], [], np.zeros(nw, dtype=bool)
-        for R, nl, rc in nl_atoms:
+        nq = dirs.shape[0]
+        pts, coef, pair_w, pair_a = [], [], [], []
+        for a, (R, nl, rc) in enumerate(nl_atoms):
             d = x - R
             r = np.linalg.norm(d, axis=-1)  # (nw,)
-            near |= r < rc
-            rhat = d / np.where(r > 0, r, 1.0)[:, None]
-            cos = np.einsum("wqi,wi->wq", qd, rhat)
-            c = np.zeros((nw, dirs.shape[0]))
-            for l, ch in nl.items():
-                c += (2 * l + 1) * np.where(r < rc, _radial(ch, r), 0.0)[:, None] * eval_legendre(l, cos)
             pts.append(R + r[:, None, None] * qd)
+            near = np.nonzero(r < rc)[0]  # walkers whose electron e is inside this projector's range
+            if near.size == 0:
+                continue
+            rn = r[near]
+            rhat = d[near] / np.where(rn > 0, rn, 1.0)[:, None]
+            cos = np.einsum("wqi,wi->wq", qd[near], rhat)
+            c = np.zeros((near.size, nq))
+            for l, ch in nl.items():
+                c += (2 * l + 1) * _radial(ch, rn)[:, None] * eval_legendre(l, cos)
             coef.append(c * weights)
+            pair_w.append(near)
+            pair_a.append(np.full(near.size, a))
         points = np.concatenate(pts, axis=1)  # (nw, natom*nq, 3)
         terms = np.zeros(points.shape[:2])
-        if near.any():  # ratios only for walkers with the electron inside some projector's range
-            terms[near] = np.concatenate(coef, axis=1)[near] * wf.testvalue(e, points[near], near)
+        if pair_w:  # one batched ratio call over all (walker, atom) pairs in range
+            w_idx, a_idx = np.concatenate(pair_w), np.concatenate(pair_a)
+            cols = a_idx[:, None] * nq + np.arange(nq)  # (npair, nq)
+            ratio = wf.testvalue(e, points[w_idx[:, None], cols], w_idx)
+            terms[w_idx[:, None], cols] = np.concatenate(coef) * ratio
         return terms, points
 
     def nonlocal_(self, wf, configs, rng) -> np.ndarray:

@@ -6,7 +6,8 @@ Component protocol (PyQMC's, kept small). ``configs`` are (nwalkers, nelec, 3) f
 - ``recompute(configs) -> (sign, logval)``, each (nwalkers,): full evaluation, resets the state
 - ``value() -> (sign, logval)`` of the current state
 - ``testvalue(e, epos, mask=None) -> ratio`` psi(R')/psi(R), (nwalkers,) or (nwalkers, npts); with
-  ``mask`` (nwalkers,) bool, epos and the result cover only the masked walkers
+  ``mask`` ((nwalkers,) bool or an index array, repeats allowed) epos and the result cover only
+  those walkers
 - ``gradient_value(e, epos) -> (grad, ratio, saved)``: grad log psi at R' (3, nwalkers), the ratio,
   and whatever ``accept`` can reuse
 - ``gradient_laplacian(e, epos) -> (grad, lap)``: grad psi / psi (3, nwalkers), lap psi / psi (nwalkers,)

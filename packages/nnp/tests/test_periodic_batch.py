@@ -90,3 +90,29 @@ def test_atomic_units_view(single64):
     ra = au.compute(x * ANGSTROM_TO_BOHR, z)
     assert abs(ra.energy - r.energy) < 1e-12
     np.testing.assert_allclose(ra.forces, r.forces / ANGSTROM_TO_BOHR, rtol=1e-12)
+
+
+def test_batch_of_periodic_cells_with_different_cells(single64):
+    x1, z1, c1 = water_box(2, seed=11)
+    x2, z2, c2 = water_box(1, seed=12)
+    c2 = c2 * 1.1
+    x = np.concatenate([x1, x2])
+    z = np.concatenate([z1, z2])
+    batch = np.concatenate([np.zeros(len(z1), int), np.ones(len(z2), int)])
+    rb = single64.evaluate(x, z, batch=batch, cell=np.stack([c1, c2]), virial=True)
+    for b, (xx, zz, cc) in enumerate([(x1, z1, c1), (x2, z2, c2)]):
+        r = single64.evaluate(xx, zz, cell=cc, virial=True)
+        assert abs(rb.energy[b] - r.energy[0]) < 1e-10
+        np.testing.assert_allclose(rb.forces[batch == b], r.forces, atol=1e-10)
+        np.testing.assert_allclose(rb.virial[b], r.virial[0], atol=1e-10)
+
+
+def test_float32_close_to_float64(ani1x_file):
+    from rung.nnp import load_model
+
+    x, z, cell = water_box(2, seed=13)
+    r64 = load_model(ani1x_file, dtype="float64").evaluate(x, z, cell=cell, virial=True)
+    r32 = load_model(ani1x_file).evaluate(x, z, cell=cell, virial=True)  # float32 is the default
+    assert abs(r32.energy[0] - r64.energy[0]) < 1e-5
+    np.testing.assert_allclose(r32.forces, r64.forces, atol=1e-5)
+    np.testing.assert_allclose(r32.virial, r64.virial, atol=1e-4)

@@ -139,3 +139,39 @@ def cases(quick: bool):
     yield Case("nnp.dataset_batch", f"{n_mol} small molecules ({len(z)} atoms), 8 nets",
                _one_thread(lambda: pot.evaluate(x, z, batch=b)), work=n_mol, work_unit="molecules",
                repeats=3, warmup=1, note="one call, energies + forces + spread")
+
+
+def cpu_time_table(quick: bool = False, repeats: int = 3) -> str:
+    """Atom-steps per CPU-second (process time, robust on a shared machine) for ours and the peer.
+
+    Run as ``python -m tools.bench.suites.nnp [--quick]``; prints a markdown table.
+    """
+    import time
+
+    rows = ["| system | networks | ours (atom-steps/CPU-s) | TorchANI (atom-steps/CPU-s) | ratio |",
+            "| --- | --- | --- | --- | --- |"]
+
+    def cpu_rate(fn, n):
+        fn()
+        t0 = time.process_time()
+        for _ in range(repeats):
+            fn()
+        return n * repeats / (time.process_time() - t0)
+
+    for case in cases(quick):
+        if case.name != "nnp.ani1x_energy_forces":
+            continue
+        n = case.work
+        ours = cpu_rate(case.ours, n)
+        peer = cpu_rate(case.peer, n) if case.peer else None
+        system, nets = case.size.rsplit(", ", 1)
+        rows.append(f"| {system} | {nets} | {ours:.4g} | {'' if peer is None else f'{peer:.4g}'} | "
+                    f"{'' if peer is None else f'{ours / peer:.2f}'} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(cpu_time_table(quick="--quick" in sys.argv))

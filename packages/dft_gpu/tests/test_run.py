@@ -256,3 +256,29 @@ def test_orbitals_and_fcidump_files(tmp_path):
         e = d["ECORE"] + 2 * np.trace(h1[:nocc, :nocc]) + sum(
             2 * h2[i, i, j, j] - h2[i, j, j, i] for i in range(nocc) for j in range(nocc))
         assert abs(e - e_hf) < 1e-8
+
+
+def test_progress_bar_on_a_terminal_log_lines_otherwise(tmp_path, monkeypatch, caplog):
+    import io
+    import logging
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    src = tmp_path / "in.h5"
+    create_dataset(src, [molecule("water", WATER, shifts=(0.0, 0.02))])
+    config = RunConfig(**{**FAST, "basis": "sto-3g", "forces": False})
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    with caplog.at_level(logging.INFO, logger="rung.dft_gpu.run"):
+        run(src, tmp_path / "tty.h5", config)
+    bar = term.getvalue()
+    assert "dft-gpu run" in bar and "2/2" in bar and "conf/s" in bar and "<" in bar  # rate and ETA
+    assert not caplog.records
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
+    with caplog.at_level(logging.INFO, logger="rung.dft_gpu.run"):
+        run(src, tmp_path / "plain.h5", config)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[1].startswith("[rank 0] 2/2 water[")

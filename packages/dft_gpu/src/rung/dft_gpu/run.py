@@ -485,15 +485,15 @@ class _Progress:
     def update(self, handed_out: int, name: str, index: int, msg: str):
         if not self.enabled:
             return
-        if self.bar is not None:
-            self.bar.n = min(handed_out, self.total)
-            self.bar.set_postfix_str(f"{name}[{index}] {msg}", refresh=True)
-        elif self.bar is None and (self.rank == 0 or not sys.stderr.isatty()):
+        if self.bar is not None:  # the shared counter tells rank 0 how far all ranks are
+            self.bar.set_postfix_str(f"{name}[{index}] {msg}", refresh=False)
+            self.bar.update(max(0, min(handed_out, self.total) - self.bar.n))
+        elif not sys.stderr.isatty():
             log.info("[rank %d] %d/%d %s[%d] %s", self.rank, handed_out, self.total, name, index, msg)
 
     def close(self):
         if self.bar is not None:
-            self.bar.n = self.total
+            self.bar.update(self.total - self.bar.n)
             self.bar.close()
 
 

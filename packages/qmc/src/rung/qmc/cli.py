@@ -23,6 +23,9 @@ def _common(f):
         click.option("--backend", type=click.Choice(["numba", "numpy"]), default="numba", show_default=True),
         click.option("--params", type=click.Path(exists=True, dir_okay=False), default=None,
                       help="Jastrow parameters from `qmc optimize --save`"),
+        click.option("--multidet", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="QMCPACK /MultiDet file from `sci run` (its /orbitals, else the DFT rung's orbitals)"),
+        click.option("--max-dets", default=20, show_default=True, help="largest determinants kept from --multidet"),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -45,8 +48,8 @@ def _run(*args, **kw):
         raise click.ClickException(str(err)) from err
 
 
-def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, backend, params, dmc_cfg,
-         checkpoint=None, trace=None, opt_cfg=None, save=None):
+def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, backend, params,
+               multidet, max_dets, dmc_cfg, checkpoint=None, trace=None, opt_cfg=None, save=None):
     from pathlib import Path
 
     import h5py
@@ -67,12 +70,25 @@ def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_step
     else:
         mol = build_mol(m.atomic_numbers, m.conformations[index], basis, ecp, m.charge, m.multiplicity - 1)
         orb = mean_field(mol)
+    expansion = None
+    if multidet:
+        from rung.qmc.multideterminant import read_multidet
+        from rung.qmc.system import InputError, load_orbitals
+
+        with h5py.File(multidet, "r") as f:
+            own = "orbitals" in f
+        if own:
+            mol, orb = load_orbitals(multidet, None, group="orbitals")
+        elif orb.source.startswith("pyscf"):  # made here, not the orbitals the expansion was built on
+            raise InputError(f"{multidet} has no /orbitals and the input has no saved DFT orbitals: the "
+                             "expansion's orbitals are unknown")
+        expansion = read_multidet(multidet, max_dets=max_dets)
     click.echo(f"{m.name}[{index}]: {sum(mol.nelec)} electrons, {mol.nao} AOs, orbitals: {orb.source} "
                f"(E = {orb.e_tot:.6f} Ha)", err=True)
     cfg = QMCConfig(VMCConfig(nwalkers=walkers, nblocks=vmc_blocks, nsteps=vmc_steps, seed=seed), dmc_cfg,
                     opt_cfg, jastrow=jastrow, backend=backend)
-    results = kernel(mol, orb, cfg, parameters=load_parameters(params) if params else None, checkpoint=checkpoint,
-                     trace=trace, progress=_progress)
+    results = kernel(mol, orb, cfg, parameters=load_parameters(params) if params else None, expansion=expansion,
+                     checkpoint=checkpoint, trace=trace, progress=_progress)
     parameters = results.pop("parameters")
     for r in results.values():
         click.echo(f"{r.summary()}  ({r.nwalkers} walkers, {r.nsteps} steps, tau {r.tau})")

@@ -72,11 +72,12 @@ def trial_from_dataset(dataset, molecule: str, index: int = 0, basis: str = "cce
 
 
 def kernel(mol, orb: Orbitals, config: QMCConfig = QMCConfig(), *, parameters: dict | None = None,
-           checkpoint=None, trace=None, progress=None) -> dict:
+           expansion=None, checkpoint=None, trace=None, progress=None) -> dict:
     """Run (optimisation,) VMC (and DMC). Returns {"vmc": QMCResult, "dmc": QMCResult, "parameters": dict}
     (DMC only when configured; optimisation and VMC are skipped when resuming DMC from a checkpoint,
-    which then needs the same ``parameters`` as the run that wrote it)."""
-    wf = slater_jastrow(mol, orb, jastrow=config.jastrow, backend=config.backend)
+    which then needs the same ``parameters`` as the run that wrote it). ``expansion``: a
+    multideterminant expansion (:func:`rung.qmc.multideterminant.read_multidet`) over ``orb``."""
+    wf = slater_jastrow(mol, orb, jastrow=config.jastrow, backend=config.backend, expansion=expansion)
     if parameters:
         wf.set_parameters(parameters)
     ham = Hamiltonian.from_mol(mol)

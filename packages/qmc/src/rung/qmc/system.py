@@ -72,20 +72,22 @@ def _spin_orbitals(mo_coeff, mo_occ, e_tot, source) -> Orbitals:
     return Orbitals(c, occ, float(e_tot), source)
 
 
-def load_orbitals(path, molecule: str, index: int) -> tuple:
-    """Read (mol, Orbitals) saved by the DFT rung (``<dataset>.orbitals.h5``, group /molecule/index)."""
+def load_orbitals(path, molecule: str | None, index: int | None = None, group: str | None = None) -> tuple:
+    """Read (mol, Orbitals) in the DFT-orbitals layout: the DFT rung's ``<dataset>.orbitals.h5`` (group
+    /molecule/index) or the ``/orbitals`` group of a sci wave-function file (``group="orbitals"``)."""
     import h5py
     from pyscf import gto
 
     path = Path(path)
+    group = group or f"{molecule}/{index}"
     try:
         with h5py.File(path, "r") as f:
-            g = f[f"{molecule}/{index}"]
+            g = f[group]
             mol = gto.loads(g.attrs["mol"])
-            orb = _spin_orbitals(g["mo_coeff"][()], g["mo_occ"][()], float(g.attrs["e_tot"]),
-                                 f"{path.name}:{molecule}/{index} ({g.attrs.get('xc', '?')})")
+            orb = _spin_orbitals(g["mo_coeff"][()], g["mo_occ"][()], float(g.attrs.get("e_tot", np.nan)),
+                                 f"{path.name}:{group} ({g.attrs.get('xc', '?')})")
     except (OSError, KeyError) as err:
-        raise InputError(f"{path}: cannot read orbitals of {molecule}/{index}: {err}") from err
+        raise InputError(f"{path}: cannot read orbitals from group {group!r}: {err}") from err
     mol.verbose = 0
     return mol, orb
 
@@ -107,17 +109,24 @@ def all_electron_charges(mol) -> np.ndarray:
 
 
 def slater_jastrow(mol, orb: Orbitals, *, jastrow: bool = True, backend: str = "numba", nbasis: int = 4,
-                   en_cusp: bool = False, parameters: dict | None = None) -> ProductWF:
+                   en_cusp: bool = False, parameters: dict | None = None, expansion=None) -> ProductWF:
     """psi = D_up D_down [exp(J)] from occupied orbitals; ``backend`` for the AO kernel.
 
     ``en_cusp`` adds the electron-nucleus cusp of all-electron atoms to the one-body Jastrow. It is off
     by default: multiplying Gaussian orbitals by a fixed cusp factor also reshapes them and, without
     optimising the one-body terms, raises the variance (measured on He: 0.3 -> 3-9 Ha^2).
+    ``expansion`` (:class:`rung.qmc.multideterminant.Expansion`) replaces the single determinant by a
+    multideterminant expansion over the spin-up orbitals of ``orb`` (restricted orbitals).
     """
     check_orbitals(mol, orb)
     basis = AtomicBasis.from_mol(mol)
     mos = tuple(MolecularOrbitals(basis, orb.mo_coeff[s][:, orb.mo_occ[s] > 0.5], backend) for s in (0, 1))
-    comps = [SlaterDeterminant(mos, mol.nelec)]
+    if expansion is not None:
+        from rung.qmc.multideterminant import build_multislater
+
+        comps = [build_multislater(basis, orb.mo_coeff[0], expansion, mol.nelec, backend)]
+    else:
+        comps = [SlaterDeterminant(mos, mol.nelec)]
     if jastrow:
         symbols = [mol.atom_pure_symbol(i) for i in range(mol.natm)]
         species = {s: k for k, s in enumerate(dict.fromkeys(symbols))}

@@ -86,7 +86,7 @@ class PackedNetworks:
         n = G.shape[0]
         out = xp.zeros((M, n), dtype=np.float64)
         dG = xp.empty_like(G) if grad else None
-        order = xp.argsort(species, kind="stable")
+        order = xp.argsort(species, kind="stable") if xp is np else xp.argsort(species)  # CuPy sorts stably
         counts = np.bincount(np.asarray(species if xp is np else species.get()), minlength=len(self.per_species))
         pos = 0
         for s, cnt in enumerate(counts):

@@ -7,7 +7,9 @@ angular factor separated as ``f1(theta)[z] * f2(r_avg)[a]`` (8 + 4 transcendenta
 triple instead of 32). ``Zeta`` a power of two (32 for ANI) is raised by repeated squaring. The backward
 kernel recomputes the same quantities and writes dE/d(vec[e]) of its own entries only (again no
 conflicts); the serial scatter turns those into forces and per-structure virials. Accumulation is in
-float64 whatever the storage dtype. The thread count is numba's (``numba.set_num_threads``).
+float64 whatever the storage dtype. The thread count is numba's (``numba.set_num_threads``). The AEV
+kernels use numba's "numpy" error model (no zero-division checks in the loops): they divide only by
+distances (at least the potential's minimum distance) and by sin(theta) >= sqrt(1 - 0.95^2).
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def aev_backward(species, start, nbr, vec, dist, ang_start, ang, p, dG):
 _SKIP = 36.0
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _forward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ,
              etaA, shfA, pidx, out):
     n = species.size
@@ -158,7 +160,7 @@ def _forward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shf
             out[i, k] = acc[k]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ,
               etaA, shfA, pidx, dG, g):
     n = species.size

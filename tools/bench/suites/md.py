@@ -149,3 +149,87 @@ def cases(quick: bool):
                    _one_thread(_ours(water, in_atomic_units(ani), P, 1)),
                    peer=_one_thread(_ours(water, in_atomic_units(ani), 1, P)), peer_name=f"{P} classical steps (ours)",
                    work=P * 648, work_unit="bead-atoms", repeats=3)
+
+
+# --- i-PI (optional): `python -m tools.bench.suites.md --ipi /path/to/venv/bin` -------------------------
+# i-PI runs as a server plus its Python driver (``i-pi-py_driver -m dummy``: zero forces) over a UNIX
+# socket, PILE-L, 0.5 fs. Its start-up (seconds) is removed by timing two step counts and differencing;
+# ours is timed alternately in the same process, so both see the same machine load.
+
+_IPI_XML = """<simulation verbosity='quiet' safe_stride='1000000'>
+  <output prefix='{tag}'><properties stride='1000000' filename='out'> [ step ] </properties></output>
+  <total_steps>{steps}</total_steps>
+  <prng><seed>31415</seed></prng>
+  <ffsocket name='dummy' mode='unix' pbc='false'><address>{tag}</address></ffsocket>
+  <system>
+    <initialize nbeads='{P}'>
+      <file mode='xyz'>{xyz}</file>
+      <velocities mode='thermal' units='kelvin'>300</velocities>
+    </initialize>
+    <forces><force forcefield='dummy'/></forces>
+    <motion mode='dynamics'><dynamics mode='nvt'>
+      <timestep units='femtosecond'>0.5</timestep>
+      <thermostat mode='pile_l'><tau units='femtosecond'>100</tau></thermostat>
+    </dynamics></motion>
+    <ensemble><temperature units='kelvin'>300</temperature></ensemble>
+  </system>
+</simulation>
+"""
+
+
+def _ipi_run(bindir, workdir, n, P, steps) -> float:
+    import os
+    import subprocess
+    import time
+
+    atoms = _gas(n)
+    xyz = workdir / f"init{n}.xyz"
+    if not xyz.exists():
+        a = atoms.cell.lengths()
+        lines = [str(n), f"# CELL(abcABC): {a[0]:.6f} {a[1]:.6f} {a[2]:.6f} 90 90 90 positions{{angstrom}} cell{{angstrom}}"]
+        lines += [f"Ar {x:.6f} {y:.6f} {z:.6f}" for x, y, z in atoms.positions]
+        xyz.write_text("\n".join(lines) + "\n")
+    tag = f"ipi_{n}_{P}_{steps}_{os.getpid()}"
+    (workdir / f"{tag}.xml").write_text(_IPI_XML.format(tag=tag, steps=steps, P=P, xyz=xyz.name))
+    t0 = time.perf_counter()
+    srv = subprocess.Popen([f"{bindir}/i-pi", f"{tag}.xml"], cwd=workdir, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    drv = subprocess.Popen([f"{bindir}/i-pi-py_driver", "-u", "-a", tag, "-m", "dummy"], cwd=workdir,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv.wait(timeout=900)
+    dt = time.perf_counter() - t0
+    drv.kill()
+    drv.wait()
+    return dt
+
+
+def ipi_overhead(bindir, sizes=((1000, 1, 10, 1010), (1000, 32, 5, 105), (8000, 1, 10, 210))):
+    import tempfile
+    import time
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, P, s0, s1 in sizes:
+            ipi = (_ipi_run(bindir, Path(tmp), n, P, s1) - _ipi_run(bindir, Path(tmp), n, P, s0)) / (s1 - s0)
+            ours_fn = _one_thread(_ours(_gas(n), _Zero(), P, 10))
+            ours_fn()
+            times = []
+            for _ in range(7):
+                t0 = time.perf_counter()
+                ours_fn()
+                times.append((time.perf_counter() - t0) / 10)
+            ours = sorted(times)[3]  # median
+            print(f"| {n} | {P} | {ipi * 1e3:.3g} | {ipi / P * 1e3:.3g} | {ours * 1e3:.3g} | {ours / P * 1e3:.3g} | "
+                  f"{ipi / ours:.3g} |", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--ipi":
+        print("| atoms | P | i-PI ms/step | i-PI ms/bead/step | ours ms/step | ours ms/bead/step | i-PI/ours |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        ipi_overhead(sys.argv[2])
+    else:
+        print("usage: python -m tools.bench.suites.md --ipi /path/to/ipi-venv/bin")

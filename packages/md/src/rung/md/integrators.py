@@ -31,7 +31,7 @@ Conserved quantity: every O step adds its kinetic-energy change (the thermostat'
 ``MDState.thermostat_energy`` with a minus sign, so ``H + thermostat_energy`` stays constant up to
 the integration error (for ring polymers H is the ring-polymer Hamiltonian H_P).
 
-Random numbers: the noise of step s comes from a counter-based generator keyed by (seed, s), drawn
+Random numbers: the noise of step s comes from a generator seeded by SeedSequence([seed, s]), drawn
 for the whole system at once, so it does not depend on how beads are spread over MPI ranks nor on
 restarts. Units: atomic units throughout (Bohr, Hartree, electron masses, a.u. of time, kT in Hartree).
 """
@@ -74,11 +74,10 @@ class MDState:
 
 
 def step_rng(seed: int, step: int) -> np.random.Generator:
-    """The random generator of step ``step``: Philox keyed by (seed, step), independent of history."""
+    """The random generator of step ``step``: SFC64 seeded by SeedSequence([seed, step]), independent of history."""
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed must be an integer in [0, 2**64), got {seed}")
-    key = np.array([int(step) & (2**64 - 1), int(seed)], dtype=np.uint64)
-    return np.random.Generator(np.random.Philox(key=key))
+    return np.random.Generator(np.random.SFC64(np.random.SeedSequence([int(seed), int(step) & (2**64 - 1)])))
 
 
 def maxwell_boltzmann(masses, kT: float, shape, seed: int) -> np.ndarray:

@@ -70,11 +70,11 @@ def to_normal_modes(x, C) -> np.ndarray:
     F = np.fft.rfft(x, axis=0)
     out = np.empty_like(x)
     h = (P - 1) // 2  # modes 1..h are the cos modes; P-h..P-1 the sin modes
-    out[0] = F[0].real * np.sqrt(1.0 / P)
-    out[1:h + 1] = F[1:h + 1].real * np.sqrt(2.0 / P)
-    out[P - h:] = F[h:0:-1].imag * np.sqrt(2.0 / P)
+    np.multiply(F[0].real, np.sqrt(1.0 / P), out=out[0])
+    np.multiply(F[1:h + 1].real, np.sqrt(2.0 / P), out=out[1:h + 1])
+    np.multiply(F[h:0:-1].imag, np.sqrt(2.0 / P), out=out[P - h:])
     if P % 2 == 0:
-        out[P // 2] = F[P // 2].real * np.sqrt(1.0 / P)
+        np.multiply(F[P // 2].real, np.sqrt(1.0 / P), out=out[P // 2])
     return out
 
 
@@ -84,11 +84,12 @@ def from_normal_modes(xt, C) -> np.ndarray:
     if P == 1:
         return xt * C[0, 0]
     h = (P - 1) // 2
-    G = np.empty((P // 2 + 1,) + xt.shape[1:], dtype=np.complex128)
-    G[0] = xt[0] * np.sqrt(P)
-    G[1:h + 1] = np.sqrt(P / 2.0) * (xt[1:h + 1] + 1j * xt[P - 1:P - h - 1:-1])
+    G = np.zeros((P // 2 + 1,) + xt.shape[1:], dtype=np.complex128)
+    np.multiply(xt[0], np.sqrt(P), out=G.real[0])
+    np.multiply(xt[1:h + 1], np.sqrt(P / 2.0), out=G.real[1:h + 1])
+    np.multiply(xt[P - 1:P - h - 1:-1], np.sqrt(P / 2.0), out=G.imag[1:h + 1])
     if P % 2 == 0:
-        G[P // 2] = xt[P // 2] * np.sqrt(P)
+        np.multiply(xt[P // 2], np.sqrt(P), out=G.real[P // 2])
     return np.fft.irfft(G, n=P, axis=0)
 
 

@@ -93,7 +93,7 @@ def compare(dataset) -> list[Errors]:
     f_kcal = U.HARTREE_TO_KCAL_PER_MOL / U.BOHR_TO_ANGSTROM  # Hartree/Bohr -> kcal/mol/Angstrom
     acc: dict[str, dict[str, list]] = {}
     with h5py.File(dataset, "r") as f:
-        for name, g in f.items():
+        for g in f.values():
             if "nnp_energy" not in g:
                 continue
             e_nn = g["nnp_energy"][()]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rung.nnp.model import ACTIVATIONS, AEVParams, ANIModel, Layer, ModelFileError, Network
+from rung.nnp.model import AEVParams, ANIModel, Layer, ModelFileError, Network
 
 _ACTIVATION_CODES = {6: "identity", 5: "gaussian", 9: "celu0.1"}
 
@@ -172,4 +172,4 @@ def read_ensemble(folder, *, name: str = "", member: int | None = None) -> ANIMo
                     provenance=provenance)
 
 
-__all__ = ["read_params", "read_self_energies", "read_network", "read_ensemble", "ACTIVATIONS"]
+__all__ = ["read_params", "read_self_energies", "read_network", "read_ensemble"]

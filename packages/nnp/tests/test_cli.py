@@ -114,3 +114,21 @@ def test_ladder_step(ani1x_file, tmp_path):
     assert line.startswith("E(ANI-1x, 8 nets) = -76.") and "force RMSE vs DFT" in line
     with h5py.File(ds) as f:
         assert f["water/nnp_status"][0] == 1
+
+
+def test_convert(ani1x_file, tmp_path):
+    from rung.nnp.fetch import cache_dir
+    from rung.nnp.model import read_model
+
+    folder = cache_dir() / "ani-1x_8x"
+    if not folder.is_dir():
+        import pytest
+
+        pytest.skip("NeuroChem folder not in the cache")
+    out = tmp_path / "m.h5"
+    r = CliRunner().invoke(main, ["convert", str(folder), str(out), "--name", "ani-1x-copy"])
+    assert r.exit_code == 0, r.output
+    m, ref = read_model(out), read_model(ani1x_file)
+    assert m.name == "ani-1x-copy" and len(m.members) == 8 and m.species == ("H", "C", "N", "O")
+    for a, b in zip(m.members[7][3].layers, ref.members[7][3].layers):
+        np.testing.assert_array_equal(a.weight, b.weight)

@@ -48,3 +48,32 @@ def test_basis_orbital_mismatch():
     mol = gto.M(atom=WATER, basis="ccecp-cc-pvdz", ecp="ccecp")
     with pytest.raises(ValueError, match="mismatch"):
         MolecularOrbitals(AtomicBasis.from_mol(mol), np.zeros((mol.nao + 1, 4)))
+
+
+@pytest.mark.skipif(__import__("os").environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="needs the CUDA simulator "
+                    "(NUMBA_ENABLE_CUDASIM=1, set by `make test`); a real GPU run is a `gpu` test")
+def test_cuda_kernel_under_simulator():
+    mol = gto.M(atom=WATER, basis="cc-pvtz", verbose=0)  # up to f shells
+    basis = AtomicBasis.from_mol(mol)
+    pos = np.random.default_rng(4).normal(size=(3, 3))
+    ref = evaluate_aos(basis, pos, deriv=2, backend="numpy")
+    np.testing.assert_allclose(evaluate_aos(basis, pos, deriv=2, backend="cuda"), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_on_gpu():
+    cupy = pytest.importorskip("cupy")
+    from rung.core.backend import gpu_available
+
+    if not gpu_available():
+        pytest.skip("no GPU")
+    from rung.qmc._kernels.gpu import eval_cart
+
+    mol = gto.M(atom=WATER, basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    b = AtomicBasis.from_mol(mol)
+    pos = np.random.default_rng(5).normal(size=(1000, 3))
+    minexp = np.minimum.reduceat(b.exps, b.sh_pstart[:-1])
+    dev = eval_cart(cupy.asarray(pos), *(cupy.asarray(a) for a in (b.sh_center, b.sh_l, b.sh_pstart, b.sh_col, minexp,
+                                                                   b.exps, b.coefs)), b.ncart, 2, 50.0)
+    ref = evaluate_aos(b, pos, deriv=2, backend="numba")
+    np.testing.assert_allclose(cupy.asnumpy(cupy.asarray(dev)) @ b.c2s, ref, atol=1e-12)

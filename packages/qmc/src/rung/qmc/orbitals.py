@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BACKENDS = ("numpy", "numba")
+BACKENDS = ("numpy", "numba", "cuda")
 FAC_SP = {0: 0.5 / np.sqrt(np.pi), 1: np.sqrt(3.0 / (4.0 * np.pi))}  # libcint CINTcommon_fac_sp
 SCREEN = 50.0  # primitives with a r^2 above this contribute < 2e-22 x coefficient: skipped (numba kernel)
 
@@ -138,6 +138,18 @@ def evaluate_cart(basis: AtomicBasis, pos, deriv: int = 0, backend: str = "numba
         from rung.qmc._kernels.cpu import eval_cart
 
         minexp = np.minimum.reduceat(basis.exps, basis.sh_pstart[:-1])  # (nsh,)
+        out = eval_cart(flat, basis.sh_center, basis.sh_l, basis.sh_pstart, basis.sh_col, minexp, basis.exps,
+                        basis.coefs, basis.ncart, deriv, SCREEN)
+    elif backend == "cuda":
+        from numba import cuda
+
+        if not cuda.is_available():
+            from rung.core.backend import BackendUnavailable
+
+            raise BackendUnavailable("backend 'cuda' needs an NVIDIA GPU (or NUMBA_ENABLE_CUDASIM=1 for testing)")
+        from rung.qmc._kernels.gpu import eval_cart
+
+        minexp = np.minimum.reduceat(basis.exps, basis.sh_pstart[:-1])
         out = eval_cart(flat, basis.sh_center, basis.sh_l, basis.sh_pstart, basis.sh_col, minexp, basis.exps,
                         basis.coefs, basis.ncart, deriv, SCREEN)
     elif backend == "numpy":

@@ -78,13 +78,25 @@ CASES = {  # name: (spec, charge, multiplicity, config options)
 }
 
 
-@pytest.mark.parametrize("jk", JK)
-@pytest.mark.parametrize("case", list(CASES))
+NEEDS_ENGINE = pytest.mark.skipif(not HAVE_ENGINE, reason="rung.dft_gpu.jk absent")
+SLOW = pytest.mark.slow  # the same check through the other J/K path; the default suite keeps one of each
+
+
+@pytest.mark.parametrize("case, jk", [
+    pytest.param("water-wb97m-d3bj", "engine", marks=NEEDS_ENGINE),
+    pytest.param("water-wb97m-d3bj", "pyscf", marks=SLOW),
+    ("nh2-radical-pbe", "pyscf"),
+    pytest.param("nh2-radical-pbe", "engine", marks=[NEEDS_ENGINE, SLOW]),
+    pytest.param("methane-hf-allelectron", "engine", marks=NEEDS_ENGINE),
+    ("methane-hf-allelectron", "pyscf"),
+])
 def test_matches_plain_pyscf(case, jk):
     spec, charge, mult, opts = CASES[case]
-    config = RunConfig(auxbasis=AUX, jk=jk, **TIGHT, **opts)
+    # the engine with its default auxbasis (the default path of `dft-gpu run`); the oracle gets it explicitly
+    config = RunConfig(auxbasis=AUX if jk == "pyscf" else None, jk=jk, **TIGHT, **opts)
     res = compute_conformation(molecule("m", spec, charge, mult), 0, config)
-    e_ref, g_ref, dip_ref = pyscf_reference(_hashable(spec), replace(config, jk="pyscf"), charge, mult - 1)
+    aux = AUX if jk == "pyscf" else importlib.import_module("rung.dft_gpu.jk").DEFAULT_AUXBASIS
+    e_ref, g_ref, dip_ref = pyscf_reference(_hashable(spec), replace(config, jk="pyscf", auxbasis=aux), charge, mult - 1)
     v = res["values"]
     assert abs(v["total_energy"] - e_ref) < 1e-7
     np.testing.assert_allclose(v["total_gradient"], g_ref, rtol=0, atol=1e-6)
@@ -282,3 +294,17 @@ def test_progress_bar_on_a_terminal_log_lines_otherwise(tmp_path, monkeypatch, c
         run(src, tmp_path / "plain.h5", config)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and lines[1].startswith("[rank 0] 2/2 water[")
+
+
+@pytest.mark.slow
+def test_ladder_step(tmp_path):
+    from ase.collections import g2
+
+    from rung.dft_gpu.ladder import step
+
+    dataset = create_dataset(tmp_path / "water.h5", [Molecule("water", g2["H2O"].numbers,
+                                                              g2["H2O"].positions[None] * ANGSTROM_TO_BOHR)])
+    line = step(tmp_path, dataset, "water")
+    assert line.startswith("E(wB97M-D3BJ/ccECP/cc-pVDZ) = -17.2") and "computed" in line
+    assert (tmp_path / "water.orbitals.h5").exists() and (tmp_path / "water.water.0.fcidump").exists()
+    assert "from the dataset" in step(tmp_path, dataset, "water")  # a rerun computes nothing

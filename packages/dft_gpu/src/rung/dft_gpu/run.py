@@ -388,8 +388,19 @@ def _versions() -> dict:
     return out
 
 
+def _auxbasis_used(config: RunConfig) -> str:
+    if config.auxbasis is not None:
+        return str(config.auxbasis)
+    if config.jk == "engine":
+        from rung.dft_gpu.jk import DEFAULT_AUXBASIS
+
+        return str(DEFAULT_AUXBASIS)
+    return "pyscf default (pyscf.df.make_auxbasis)"
+
+
 def _metadata(config: RunConfig) -> dict:
     meta = {k: ("none" if v is None else v) for k, v in config.result_settings().items()}
+    meta["auxbasis"] = _auxbasis_used(config)
     meta.update(jk=config.jk, level_of_theory=f"{config.xc}/{config.basis}" + (f"/{config.ecp}" if config.ecp else ""))
     meta.update(_versions())
     return meta
@@ -541,6 +552,8 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     t0 = time.perf_counter()
     out_path = Path(out_path)
     rank, size = _comm_info(comm)
+    if config.jk == "engine":
+        _engine_accelerate()  # fail before touching any file if the engine is absent
     rejected: dict = {}
     error = None
     if rank == 0:
@@ -551,9 +564,6 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     error = _bcast(comm, error)
     if error is not None:
         raise error
-    if config.jk == "engine":
-        _engine_accelerate()  # fail before any work if the engine is absent
-
     molecules = {m.name: m for m in read_hdf5(out_path)}
     pending = None
     if rank == 0:

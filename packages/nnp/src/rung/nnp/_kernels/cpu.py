@@ -3,8 +3,8 @@
 Same contract and equations as :mod:`rung.nnp._kernels.reference` (read its docstring). The forward
 kernel runs one centre atom per iteration (parallel over centres, no write conflicts): the radial
 terms over its entries, then the angular terms over unordered pairs of its angular entries, with the
-angular factor separated as ``f1(theta)[z] * f2(r_avg)[a]`` (8 + 4 transcendental evaluations per
-triple instead of 32). ``Zeta`` a power of two (32 for ANI) is raised by repeated squaring. The backward
+angular factor separated as ``f1(theta)[z] * f2(r_avg)[a]``, and f2 split exactly into per-neighbour
+factors and one exponential per triple (:func:`_neighbour_gauss`). ``Zeta`` a power of two (32 for ANI) is raised by repeated squaring. The backward
 kernel recomputes the same quantities and writes dE/d(vec[e]) of its own entries only (again no
 conflicts); the serial scatter turns those into forces and per-structure virials. Accumulation is in
 float64 whatever the storage dtype. The thread count is numba's (``numba.set_num_threads``). The AEV
@@ -78,6 +78,18 @@ def _pow_rows(x, zeta, nsq):
             x[z] = x[z] ** zeta
 
 
+@numba.njit(cache=True, inline="always")
+def _neighbour_gauss(r, eta, shf, out):
+    """Per-neighbour factors of the angular radial Gaussians, out[a] = exp(-eta r^2/4 + eta A_a r - eta A_a^2/2).
+
+    Exact identity: exp(-eta ((r1 + r2)/2 - A)^2) = P_A(r1) P_A(r2) exp(-eta r1 r2 / 2), so a triple
+    needs one exponential instead of one per shift ShfA.
+    """
+    for a in range(shf.size):
+        A = shf[a]
+        out[a] = math.exp(eta * (-0.25 * r * r + A * r - 0.5 * A * A))
+
+
 def _consts(p):
     """Kernel constants from AEVParams (float64 arrays and scalars)."""
     zeta = float(p.Zeta[0])
@@ -132,8 +144,10 @@ def _forward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shf
         a0, a1 = ang_start[i], ang_start[i + 1]
         m = a1 - a0
         fca = np.empty(m)  # cutoff of each angular neighbour
+        P = np.empty((m, nA))  # per-neighbour factors of the r_avg Gaussians (see _neighbour_gauss)
         for u in range(m):
             fca[u] = 0.5 * math.cos(math.pi * dist[ang[a0 + u]] / Rca) + 0.5
+            _neighbour_gauss(dist[ang[a0 + u]], etaA, shfA, P[u])
         f1 = np.empty(nZ)
         for u in range(m):
             e1 = ang[a0 + u]
@@ -149,11 +163,10 @@ def _forward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shf
                 for z in range(nZ):
                     f1[z] = 0.5 * (1.0 + c * cosZ[z] + s * sinZ[z])
                 _pow_rows(f1, zeta, nsq)
-                ravg = 0.5 * (r1 + r2)
+                X = math.exp(-0.5 * etaA * r1 * r2) * fcp
                 base = radlen + pidx[s1, species[nbr[e2]]] * nA * nZ
                 for a in range(nA):
-                    t = ravg - shfA[a]
-                    f2 = math.exp(-etaA * t * t) * fcp
+                    f2 = P[u, a] * P[w, a] * X
                     for z in range(nZ):
                         acc[base + a * nZ + z] += f2 * f1[z]
         for k in range(L):
@@ -191,10 +204,12 @@ def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
         m = a1 - a0
         fca = np.empty(m)
         dfca = np.empty(m)
+        P = np.empty((m, nA))
         for u in range(m):
             arg = math.pi * dist[ang[a0 + u]] / Rca
             fca[u] = 0.5 * math.cos(arg) + 0.5
             dfca[u] = -0.5 * math.pi / Rca * math.sin(arg)
+            _neighbour_gauss(dist[ang[a0 + u]], etaA, shfA, P[u])
         f1 = np.empty(nZ)
         df1 = np.empty(nZ)
         xb = np.empty(nZ)
@@ -221,13 +236,14 @@ def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
                     xm = f1[z] / xb[z] if xb[z] > 1e-30 else 0.0  # x**(zeta - 1)
                     df1[z] = zeta * xm * 0.5 * (cosZ[z] - sinZ[z] * cs)
                 ravg = 0.5 * (r1 + r2)
+                X = math.exp(-0.5 * etaA * r1 * r2)
                 base = radlen + pidx[s1, species[nbr[e2]]] * nA * nZ
                 A = 0.0
                 Bc = 0.0
                 Br = 0.0
                 for a in range(nA):
                     t = ravg - shfA[a]
-                    f2 = math.exp(-etaA * t * t)
+                    f2 = P[u, a] * P[w, a] * X
                     M = 0.0
                     N = 0.0
                     for z in range(nZ):

@@ -132,7 +132,7 @@ def test_sigkill_and_restart_from_the_command_line(tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert read_checkpoint(chk)[0].step < 8000
-    r = subprocess.run(exe + ["in.toml", "--restart", "--quiet"], cwd=tmp_path / "cut", env=env,
+    r = subprocess.run(exe + ["--restart", "--quiet"], cwd=tmp_path / "cut", env=env,  # input from the checkpoint
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run(exe + ["in.toml", "--quiet"], cwd=tmp_path / "ref", env=env, capture_output=True, text=True)
@@ -187,6 +187,13 @@ def test_unknown_element_for_the_model_writes_nothing(tmp_path):
     finally:
         sim.make_potential = orig
     assert set(os.listdir(tmp_path)) == before
+
+
+def test_run_needs_an_input_or_restart(tmp_path):
+    res = CliRunner().invoke(main, ["run", "--workdir", str(tmp_path)])
+    assert res.exit_code != 0 and "input file" in res.output
+    res = CliRunner().invoke(main, ["run", "--restart", "--workdir", str(tmp_path)])
+    assert res.exit_code != 0 and "does not exist" in res.output
 
 
 def test_unreadable_restart(tmp_path):

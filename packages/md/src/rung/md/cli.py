@@ -10,15 +10,21 @@ def main():
 
 
 @main.command()
-@click.argument("input_file", type=click.Path(dir_okay=False))
-@click.option("--restart", is_flag=True, help="Continue from the checkpoint <prefix>.chk.h5 (bit-for-bit).")
+@click.argument("input_file", type=click.Path(dir_okay=False), required=False)
+@click.option("--restart", is_flag=True, help="Continue from the checkpoint <prefix>.chk.h5 (bit-for-bit); without "
+              "INPUT_FILE the input stored in the checkpoint is used.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint to restart from when no INPUT_FILE is given (default: md.chk.h5 in the work folder).")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier run.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None, help="Output folder (default: current).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--mpi", is_flag=True, help="Spread the beads over the ranks of MPI.COMM_WORLD (run under mpiexec).")
-def run(input_file, restart, overwrite, workdir, quiet, mpi):
-    """Run the MD described by INPUT_FILE (TOML; see `rung.md.config`)."""
-    from rung.md.config import InputError, load_config
+def run(input_file, restart, checkpoint, overwrite, workdir, quiet, mpi):
+    """Run the MD described by INPUT_FILE (TOML; see `rung.md.config`), or continue one with --restart."""
+    from pathlib import Path
+
+    from rung.md.config import InputError, config_from_dict, load_config
+    from rung.md.output import read_checkpoint
     from rung.md.simulation import run as run_md
 
     comm = None
@@ -27,7 +33,18 @@ def run(input_file, restart, overwrite, workdir, quiet, mpi):
 
         comm = MPI.COMM_WORLD
     try:
-        config = load_config(input_file)
+        if input_file is not None:
+            config = load_config(input_file)
+        elif restart:
+            chk = Path(checkpoint) if checkpoint else Path(workdir or ".") / "md.chk.h5"
+            try:
+                config = config_from_dict(read_checkpoint(chk)[1])
+            except (ValueError, TypeError) as err:
+                raise InputError(str(err)) from err
+            if checkpoint and workdir is None:
+                workdir = str(chk.parent)
+        else:
+            raise InputError("give an input file (nnp-md run input.toml) or --restart")
         res = run_md(config, workdir=workdir, restart=restart, overwrite=overwrite, comm=comm, progress=not quiet)
     except (InputError, RuntimeError) as err:
         raise click.ClickException(str(err)) from err

@@ -127,12 +127,18 @@ def parse_config(data: dict, base: Path | None = None) -> Config:
                          "types: harmonic, lj, ase, nnp")
     structure = Path(str(data["structure"]))
     if base is not None and not structure.is_absolute():
-        structure = base / structure
+        structure = Path(base).resolve() / structure
     data["structure"] = str(structure)
     for k in ("dt_fs", "temperature_K", "tau_fs"):
         if isinstance(data.get(k), int):
             data[k] = float(data[k])
     return Config(**data, output=OutputConfig(**out))
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a :class:`Config` stored in a checkpoint (``dataclasses.asdict`` form)."""
+    data = dict(data)
+    return Config(**data, output=OutputConfig(**data.pop("output", {})))
 
 
 def load_config(path) -> Config:

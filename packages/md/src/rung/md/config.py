@@ -138,7 +138,8 @@ def parse_config(data: dict, base: Path | None = None) -> Config:
 def config_from_dict(data: dict) -> Config:
     """Rebuild a :class:`Config` stored in a checkpoint (``dataclasses.asdict`` form)."""
     data = dict(data)
-    return Config(**data, output=OutputConfig(**data.pop("output", {})))
+    output = OutputConfig(**data.pop("output", {}))
+    return Config(**data, output=output)
 
 
 def load_config(path) -> Config:

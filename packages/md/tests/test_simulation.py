@@ -55,7 +55,9 @@ def test_cli_runs_and_writes_h5md_extxyz_log_checkpoint(tmp_path):
         assert pos["time"].attrs["unit"] == "ps"
         np.testing.assert_allclose(pos["time"][:], pos["step"][:] * 4.0e-3)
         assert f["particles/centroid/box"].attrs["boundary"][0] == b"periodic"
-        assert f["particles/centroid/box/edges"].shape == (3, 3)
+        edges = f["particles/centroid/box/edges/value"]
+        assert edges.shape == (9, 3, 3) and edges.attrs["unit"] == "nm"
+        np.testing.assert_allclose(edges[0], np.diag([10.52] * 3) / 10, atol=1e-12)
         assert f["particles/beads/position/value"].shape == (9, 64, 3)
         beads = f["particles/beads/position/value"][-1].reshape(2, 32, 3)
         np.testing.assert_allclose(beads.mean(axis=0), pos["value"][-1], atol=1e-12)
@@ -225,3 +227,15 @@ def test_pressure_matches_ase_with_the_ideal_gas_term(tmp_path):
     s = MDState(x[None], mom[None], r.forces, r.energy, a.get_masses() * U.AMU_TO_ELECTRON_MASS, virial=r.virial)
     ours = pressure(s, 1e-3, cell) * U.HARTREE_PER_BOHR3_TO_GPA
     assert ours == pytest.approx(ase_p * U.EV_PER_ANGSTROM3_TO_GPA, rel=1e-6)
+
+
+def test_mdanalysis_reads_the_h5md_trajectory(tmp_path):
+    mda = pytest.importorskip("MDAnalysis")
+    inp = _input(tmp_path)
+    run(load_config(inp), workdir=tmp_path, progress=False)
+    u = mda.Universe(str(tmp_path / "md.xyz"), str(tmp_path / "md.h5"), topology_format="XYZ", format="H5MD")
+    assert len(u.trajectory) == 9
+    ts = u.trajectory[-1]
+    np.testing.assert_allclose(ts.dimensions, [10.52, 10.52, 10.52, 90, 90, 90], atol=1e-5)
+    np.testing.assert_allclose(ts.positions, pos_last(tmp_path) * 10, atol=1e-4)
+    assert ts.time == pytest.approx(0.16)

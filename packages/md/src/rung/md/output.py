@@ -5,7 +5,8 @@ https://www.nongnu.org/h5md/h5md.html), readable by h5py and MDAnalysis::
 
     /h5md                      attrs version = [1, 1]; groups author, creator (name, version)
     /particles/centroid/       the ring-polymer centroid (the atoms themselves for P = 1)
-        box                    attrs dimension = 3, boundary = periodic|none; edges (3, 3) nm if periodic
+        box                    attrs dimension = 3, boundary = periodic|none;
+                               edges/{step, time, value} (frames, 3, 3) nm if periodic (rows = lattice vectors)
         position/{step, time, value}   value (frames, n_atoms, 3) nm, time ps
         velocity/{step, time, value}   value (frames, n_atoms, 3) nm/ps
         species (n_atoms,) atomic numbers; mass (n_atoms,) u
@@ -67,9 +68,8 @@ def _particles(f, name, numbers, masses_amu, cell):
     box.attrs["dimension"] = 3
     periodic = cell is not None
     box.attrs["boundary"] = np.array([b"periodic" if periodic else b"none"] * 3)
-    if periodic:
-        e = box.create_dataset("edges", data=np.asarray(cell) * NM)
-        e.attrs["unit"] = "nm"
+    if periodic:  # time-dependent (H5MD allows both; MDAnalysis reads only this form)
+        _timeseries(box, "edges", (3, 3), "nm")
     g.create_dataset("species", data=np.asarray(numbers, dtype=np.int32))
     m = g.create_dataset("mass", data=np.asarray(masses_amu, dtype=np.float64))
     m.attrs["unit"] = "u"
@@ -135,6 +135,8 @@ class H5MDWriter:
                         v = reduce(x) * NM if what == "position" else reduce(p / m[:, None]) * (NM / PS)
                         vals.append(v)
                     self._append(f[f"{name}/{what}"], vals)
+                if self._init["cell"] is not None:
+                    self._append(f[f"{name}/box/edges"], [np.asarray(self._init["cell"]) * NM] * len(self._buf))
             for k in self.names:
                 unit, fac = OBSERVABLES[k]
                 self._append(f[f"observables/{k}"], [np.float64(o.get(k, np.nan)) * fac for *_, o in self._buf])

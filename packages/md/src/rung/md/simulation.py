@@ -220,7 +220,7 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
     out = config.output
     writer = H5MDWriter(paths["h5md"], numbers=system.numbers, masses_amu=system.masses / U.AMU_TO_ELECTRON_MASS,
                         cell=system.cell, P=P, all_beads=out.all_beads, periodic_observables=system.cell is not None,
-                        attrs={"backend": "numpy", "beads": P, "dt_fs": config.dt_fs,
+                        attrs={"backend": "numba", "beads": P, "dt_fs": config.dt_fs,
                                "temperature_K": config.temperature_K, "thermostat": config.thermostat})
     log_fh = xyz_fh = None
     rows = {"step": [], **{k: [] for k in OBSERVABLES}}
@@ -241,22 +241,24 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
         if rank != 0 or (s.step % out.log_every and s.step % out.trajectory_every):
             return
         o = observables(s, kT, system.cell)
-        if rank == 0:
-            if s.step % out.log_every == 0:
-                log_fh.write(_log_line(s.step, config.dt_fs, o))
-                rows["step"].append(s.step)
-                for k in OBSERVABLES:
-                    rows[k].append(o.get(k, np.nan))
-            if s.step % out.trajectory_every == 0:
-                writer.frame(s.step, s.step * dt, s.positions, s.momenta, s.masses, o)
-                if xyz_fh:
-                    _xyz_frame(xyz_fh, system, s, s.step, config.dt_fs, o)
+        if s.step % out.log_every == 0:
+            log_fh.write(_log_line(s.step, config.dt_fs, o))
+            rows["step"].append(s.step)
+            for k in OBSERVABLES:
+                rows[k].append(o.get(k, np.nan))
+        if s.step % out.trajectory_every == 0:
+            writer.frame(s.step, s.step * dt, s.positions, s.momenta, s.masses, o)
+            if xyz_fh:
+                _xyz_frame(xyz_fh, system, s, s.step, config.dt_fs, o)
 
     if rank == 0:
         if restart:
             if not paths["h5md"].exists() or not paths["log"].exists():
                 raise InputError(f"cannot restart: outputs {paths['h5md']} / {paths['log']} are missing")
-            writer.truncate(int(saved_sizes["frames"]))
+            try:
+                writer.truncate(int(saved_sizes["frames"]))
+            except OSError as err:
+                raise InputError(f"cannot restart: trajectory {paths['h5md']} is unreadable ({err})") from err
             truncate_text(paths["log"], saved_sizes["log"])
             if out.xyz:
                 truncate_text(paths["xyz"], saved_sizes["xyz"])

@@ -20,15 +20,17 @@ from rung.nnp.model import ANIModel, ModelFileError
 
 
 def _act(xp, name, z):
-    """Activation value and derivative, both shaped like z (z itself may be overwritten)."""
-    if name == "celu0.1" and xp is np and z.flags.c_contiguous:
-        from rung.nnp._kernels.cpu import celu
-
-        return celu(z)
+    """Activation value and derivative, both shaped like z (z is overwritten with the value)."""
     if name == "celu0.1":
-        neg = xp.expm1(xp.minimum(z, 0.0) * 10.0) * 0.1
-        pos = z > 0
-        return xp.where(pos, z, neg), xp.where(pos, 1.0, neg * 10.0 + 1.0).astype(z.dtype)
+        # with m = expm1(10 min(z, 0)): celu = max(z, 0) + 0.1 m and celu' = m + 1, in SIMD array passes
+        m = xp.minimum(z, 0)
+        m *= 10
+        xp.expm1(m, out=m)
+        d = m + 1
+        xp.maximum(z, 0, out=z)
+        m *= 0.1
+        z += m
+        return z, d
     if name == "gaussian":
         h = xp.exp(-z * z)
         return h, -2.0 * z * h

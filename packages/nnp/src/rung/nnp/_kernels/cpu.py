@@ -291,22 +291,3 @@ def _scatter(start, nbr, vec, g, batch, f, w):
                 for k in range(3):
                     w[b, q, k] -= g[e, q] * vec[e, k]
 
-
-def celu(z):
-    """CELU (alpha 0.1) in place on z, any shape: returns (z, derivative), one pass over memory."""
-    flat = z.reshape(-1)
-    d = np.empty_like(z)
-    _celu(flat, d.reshape(-1))
-    return z, d
-
-
-@numba.njit(cache=True)
-def _celu(z, d):
-    for k in range(z.size):
-        v = z[k]
-        if v > 0:
-            d[k] = 1.0
-        else:
-            e = math.exp(10.0 * v)
-            z[k] = 0.1 * (e - 1.0)
-            d[k] = e

@@ -68,14 +68,15 @@ def _check_2sigma(series, expected, names, exact):
         assert err < 0.03 * e  # the error bar is small enough for the test to mean something
 
 
-@pytest.mark.parametrize("P,n_steps,seed", [(1, 40000, 11), (4, 40000, 12), (16, 40000, 13)])
-def test_harmonic_path_integral_estimators(P, n_steps, seed):
+@pytest.mark.parametrize("P,n_steps,seed,propagator", [(1, 40000, 11, "exact"), (4, 40000, 12, "exact"),
+                                                       (16, 40000, 13, "exact"), (4, 30000, 14, "cayley")])
+def test_harmonic_path_integral_estimators(P, n_steps, seed, propagator):
     """3D HO, w = 3700 cm^-1, m = 1 amu, 300 K: <V>, K_prim, K_cv vs the exact P-bead values (PILE-L, 0.25 fs).
 
     The expected values are those of the discrete scheme (Lyapunov oracle), which differ from the
     continuous P-bead values by the small BAOAB step bias (checked < 1%).
     """
-    series, expected = _harmonic_path_integral(P, n_steps, 0.25, seed)
+    series, expected = _harmonic_path_integral(P, n_steps, 0.25, seed, propagator)
     exact = 3 * exact_path_integral_energy(W, BETA, P)
     if P == 1:  # both kinetic estimators are the constant 3/2 kT
         assert series[1] == pytest.approx(1.5 * KT, rel=1e-14) and series[2] == pytest.approx(1.5 * KT, rel=1e-14)

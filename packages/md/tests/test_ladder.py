@@ -22,7 +22,8 @@ def test_ladder_step_with_the_harmonic_test_potential(tmp_path, monkeypatch):
     monkeypatch.setattr(ladder, "_nnp_available", lambda: "forced off for the test")
     line = ladder.step(tmp_path, _dataset(tmp_path), "water")
     assert "\n" not in line and "harmonic" in line and "forced off" in line
-    kcv, exact = float(re.search(r"K_cv = ([\d.]+)", line).group(1)), float(re.search(r"exact P-bead ([\d.]+)", line).group(1))
+    kcv = float(re.search(r"K_cv = ([\d.]+)", line).group(1))
+    exact = float(re.search(r"exact P-bead ([\d.]+)", line).group(1))
     assert abs(kcv / exact - 1) < 0.25  # 100 ps would be needed for a sharp check; see test_integrators
     assert (tmp_path / "md" / "md.h5").exists()
 
@@ -35,5 +36,6 @@ def test_harmonic_path_integral_energy_matches_the_test_oracle():
 
     w, kT = 0.01, 1e-3
     for P in (1, 3, 8, 64):
-        assert harmonic_path_integral_energy(w, kT, P) == pytest.approx(exact_path_integral_energy(w, 1 / kT, P), rel=1e-13)
+        ours = harmonic_path_integral_energy(w, kT, P)
+        assert ours == pytest.approx(exact_path_integral_energy(w, 1 / kT, P), rel=1e-13)
     assert harmonic_path_integral_energy(w, kT, 20000) == pytest.approx(w / 4 / np.tanh(w / (2 * kT)), rel=1e-6)

@@ -113,7 +113,8 @@ def cases(quick: bool):
     zero = _Zero()
     for n in ([1000] if quick else [1000, 8000]):
         atoms = _gas(n)
-        yield Case("md.overhead", f"{n} atoms, P=1, zero forces, {STEPS} steps", _one_thread(_ours(atoms, zero, 1, STEPS)),
+        yield Case("md.overhead", f"{n} atoms, P=1, zero forces, {STEPS} steps",
+                   _one_thread(_ours(atoms, zero, 1, STEPS)),
                    peer=_ase(atoms, _zero_ase_calc(), STEPS), peer_name="ASE Langevin", work=STEPS * n,
                    work_unit="atom-steps")
         yield Case("md.overhead", f"{n} atoms, P=32, zero forces, {STEPS} steps",
@@ -186,7 +187,8 @@ def _ipi_run(bindir, workdir, n, P, steps) -> float:
     xyz = workdir / f"init{n}.xyz"
     if not xyz.exists():
         a = atoms.cell.lengths()
-        lines = [str(n), f"# CELL(abcABC): {a[0]:.6f} {a[1]:.6f} {a[2]:.6f} 90 90 90 positions{{angstrom}} cell{{angstrom}}"]
+        lines = [str(n), f"# CELL(abcABC): {a[0]:.6f} {a[1]:.6f} {a[2]:.6f} 90 90 90 "
+                         "positions{angstrom} cell{angstrom}"]
         lines += [f"Ar {x:.6f} {y:.6f} {z:.6f}" for x, y, z in atoms.positions]
         xyz.write_text("\n".join(lines) + "\n")
     tag = f"ipi_{n}_{P}_{steps}_{os.getpid()}"

@@ -2,7 +2,8 @@
 
 - :mod:`rung.md.normal_modes`  ring-polymer normal-mode transform, frequencies, exact/Cayley free propagators
 - :mod:`rung.md.integrators`   pure step functions: velocity Verlet, BAOAB Langevin, Bussi, ring polymer (PILE-L/G)
-- :mod:`rung.md.estimators`    temperature, energies, primitive/centroid-virial kinetic energy, conserved quantity, pressure
+- :mod:`rung.md.estimators`    temperature, energies, primitive/centroid-virial kinetic energy, conserved
+  quantity, pressure
 - :mod:`rung.md.potentials`    Lennard-Jones (cell lists + skin), ASE-calculator adapter, nnp, input-entry factory
 - :mod:`rung.md.parallel`      forces for all beads in one call per rank; beads over MPI ranks
 - :mod:`rung.md.simulation`    the driver of ``nnp-md run`` (input -> outputs, checkpoints, restart)

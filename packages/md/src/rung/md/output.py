@@ -199,7 +199,8 @@ def read_checkpoint(path):
         with h5py.File(path, "r") as f:
             if f.attrs.get("schema") != "rung-md-checkpoint":
                 raise ValueError("not a rung-md checkpoint")
-            arr = {k: np.array(f[k]) for k in ("positions", "momenta", "forces", "energy", "masses", "virial") if k in f}
+            names = ("positions", "momenta", "forces", "energy", "masses", "virial")
+            arr = {k: np.array(f[k]) for k in names if k in f}
             state = MDState(arr["positions"], arr["momenta"], arr["forces"], arr["energy"], arr["masses"],
                             step=int(f.attrs["step"]), thermostat_energy=float(f.attrs["thermostat_energy"]),
                             virial=arr.get("virial"))

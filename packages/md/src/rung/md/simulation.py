@@ -151,7 +151,8 @@ def _log_line(step, dt_fs, o) -> str:
     p = o.get("pressure")
     ps = "nan" if p is None else f"{p * U.HARTREE_PER_BOHR3_TO_GPA:.10e}"
     return (f"{step:10d} {step * dt_fs:14.4f} {o['temperature']:12.4f} {o['potential_energy']:20.12e} "
-            f"{o['kinetic_primitive']:20.12e} {o['kinetic_centroid_virial']:20.12e} {o['conserved_energy']:20.12e} {ps}\n")
+            f"{o['kinetic_primitive']:20.12e} {o['kinetic_centroid_virial']:20.12e} "
+            f"{o['conserved_energy']:20.12e} {ps}\n")
 
 
 def _xyz_frame(fh, system, state, step, dt_fs, o):
@@ -159,7 +160,8 @@ def _xyz_frame(fh, system, state, step, dt_fs, o):
     from ase.io import write
 
     x = state.positions.mean(axis=0) * U.BOHR_TO_ANGSTROM
-    atoms = Atoms(numbers=system.numbers, positions=x, cell=None if system.cell is None else system.cell * U.BOHR_TO_ANGSTROM,
+    cell = None if system.cell is None else system.cell * U.BOHR_TO_ANGSTROM
+    atoms = Atoms(numbers=system.numbers, positions=x, cell=cell,
                   pbc=system.cell is not None)
     atoms.info.update({"step": step, "time_fs": step * dt_fs,
                        "potential_energy_eV": o["potential_energy"] * U.HARTREE_TO_EV})

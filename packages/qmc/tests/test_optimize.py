@@ -12,19 +12,21 @@ WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr
 
 
 def test_local_energy_parameter_derivatives_fd():
-    """Includes the nonlocal ECP term (same quadrature rotation for every evaluation)."""
+    """One-, two- and three-body parameters; includes the nonlocal ECP term (same quadrature rotation
+    for every evaluation)."""
     mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
-    wf = slater_jastrow(mol, mean_field(mol))
+    wf = slater_jastrow(mol, mean_field(mol), three_body=True)
     ham = Hamiltonian.from_mol(mol)
     rng = np.random.default_rng(0)
-    jas = wf.components[1]
+    jas = wf
     p0 = rng.normal(scale=0.2, size=_flat(jas).size)
+    assert p0.size == 16 + 2 * 18
     _set(jas, p0)
     configs = initial_configs(mol, 3, rng)
     wf.recompute(configs)
     E, O, dE = energy_and_derivatives(wf, ham, configs, np.random.default_rng(7))
     h = 1e-5
-    for k in range(p0.size):
+    for k in list(range(16)) + list(range(16, p0.size, 5)):  # all 1-/2-body, a spread of 3-body terms
         vals = []
         for s in (1, -1):
             p = p0.copy()

@@ -23,11 +23,10 @@ def radical():  # open shell, all-electron (cusp Jastrow), unequal spins
 
 
 def _wf(mol, orb, seed=0, backend="numba"):
-    wf = slater_jastrow(mol, orb, backend=backend, en_cusp=True)
+    wf = slater_jastrow(mol, orb, backend=backend, en_cusp=True, three_body=True)
     rng = np.random.default_rng(seed)
-    jas = wf.components[1]
-    jas.parameters["ee"][...] = rng.normal(scale=0.2, size=jas.parameters["ee"].shape)
-    jas.parameters["en"][...] = rng.normal(scale=0.2, size=jas.parameters["en"].shape)
+    for v in wf.parameters.values():
+        v[...] = rng.normal(scale=0.2, size=v.shape)
     nw = 3
     configs = mol.atom_coords().mean(0) + rng.normal(scale=1.2, size=(nw, sum(mol.nelec), 3))
     return wf, configs
@@ -86,7 +85,7 @@ def test_ratio_and_sherman_morrison(which, request):
             trial = cur.copy()
             trial[:, e] = new
             s_old, l_old = wf.value()
-            fresh = slater_jastrow(mol, orb, en_cusp=True)
+            fresh = slater_jastrow(mol, orb, en_cusp=True, three_body=True)
             fresh.set_parameters(wf.parameters)
             s_new, l_new = fresh.recompute(trial)
             np.testing.assert_allclose(ratio, s_new * s_old * np.exp(l_new - l_old), rtol=1e-9)
@@ -94,7 +93,7 @@ def test_ratio_and_sherman_morrison(which, request):
             wf.accept(e, new, mask, saved)
             cur[mask, e] = new[mask]
     s, l = wf.value()
-    fresh = slater_jastrow(mol, orb, en_cusp=True)
+    fresh = slater_jastrow(mol, orb, en_cusp=True, three_body=True)
     fresh.set_parameters(wf.parameters)
     s_ref, l_ref = fresh.recompute(cur)
     np.testing.assert_allclose(l, l_ref, atol=1e-9)

@@ -20,6 +20,8 @@ def _common(f):
         click.option("--vmc-steps", default=10, show_default=True, help="sweeps per VMC block"),
         click.option("--seed", default=0, show_default=True),
         click.option("--jastrow/--no-jastrow", default=True, show_default=True),
+        click.option("--three-body/--no-three-body", default=False, show_default=True,
+                     help="add the electron-electron-nucleus Jastrow term"),
         click.option("--backend", type=click.Choice(["numba", "numpy"]), default="numba", show_default=True),
         click.option("--params", type=click.Path(exists=True, dir_okay=False), default=None,
                       help="Jastrow parameters from `qmc optimize --save`"),
@@ -48,8 +50,8 @@ def _run(*args, **kw):
         raise click.ClickException(str(err)) from err
 
 
-def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, backend, params,
-               multidet, max_dets, dmc_cfg, checkpoint=None, trace=None, opt_cfg=None, save=None):
+def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
+               params, multidet, max_dets, dmc_cfg, checkpoint=None, trace=None, opt_cfg=None, save=None):
     from pathlib import Path
 
     import h5py
@@ -86,7 +88,7 @@ def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_step
     click.echo(f"{m.name}[{index}]: {sum(mol.nelec)} electrons, {mol.nao} AOs, orbitals: {orb.source} "
                f"(E = {orb.e_tot:.6f} Ha)", err=True)
     cfg = QMCConfig(VMCConfig(nwalkers=walkers, nblocks=vmc_blocks, nsteps=vmc_steps, seed=seed), dmc_cfg,
-                    opt_cfg, jastrow=jastrow, backend=backend)
+                    opt_cfg, three_body=three_body, jastrow=jastrow, backend=backend)
     results = kernel(mol, orb, cfg, parameters=load_parameters(params) if params else None, expansion=expansion,
                      checkpoint=checkpoint, trace=trace, progress=_progress)
     parameters = results.pop("parameters")

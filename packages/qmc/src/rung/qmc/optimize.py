@@ -41,40 +41,52 @@ class OptimizeConfig:
     seed: int = 0
 
 
+def _jastrows(wf):
+    """The components with variational parameters (Jastrow factors), in order."""
+    return [c for c in wf.components if c.parameters]
+
+
 def energy_and_derivatives(wf, ham, configs, rng):
-    """E_L (nw,), O = d log psi / dp (nw, npar), d E_L / dp (nw, npar) for the Jastrow (component 1)."""
-    jas = wf.components[1]
+    """E_L (nw,), O = d log psi / dp (nw, npar), d E_L / dp (nw, npar) for every Jastrow parameter
+    (components in order, each component's parameters in its dict order, raveled)."""
+    jastrows = _jastrows(wf)
     el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
     nw, ne, _ = configs.shape
-    npar = sum(v.size for v in jas.parameters.values())
+
+    def terms(e, pts):
+        parts = [j.parameter_terms(e, pts) for j in jastrows]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+    npar = sum(v.size for j in jastrows for v in j.parameters.values())
     dE = np.zeros((npar, nw))
     for e in range(ne):
-        _, gb, lb = jas.parameter_terms(e, configs[:, e][:, None])  # (npar, nw, 1, 3), (npar, nw, 1)
+        _, gb, lb = terms(e, configs[:, e][:, None])  # (npar, nw, 1, 3), (npar, nw, 1)
         dE += -0.5 * (lb[:, :, 0] + 2.0 * np.einsum("kwx,wx->kw", gb[:, :, 0], grad[:, e]))
     if ham.ecp.has_nonlocal:
         # the nonlocal energy was evaluated above with another random rotation; recompute it together
         # with its derivative from one rotation so that E_L and d E_L are consistent
         nl = np.zeros(nw)
         for e in range(ne):
-            terms, points = ham.ecp.nonlocal_electron(wf, e, configs, rng)
-            bq = jas.parameter_terms(e, points)[0]  # (npar, nw, npts)
-            b0 = jas.parameter_terms(e, configs[:, e][:, None])[0]  # (npar, nw, 1)
-            dE += np.einsum("wq,kwq->kw", terms, bq - b0)
-            nl += terms.sum(-1)
+            t, points = ham.ecp.nonlocal_electron(wf, e, configs, rng)
+            bq = terms(e, points)[0]  # (npar, nw, npts)
+            b0 = terms(e, configs[:, e][:, None])[0]  # (npar, nw, 1)
+            dE += np.einsum("wq,kwq->kw", t, bq - b0)
+            nl += t.sum(-1)
         el["total"] = el["total"] - el["ecp_nonlocal"] + nl
-    pg = jas.pgradient()
-    O = np.concatenate([pg["ee"].reshape(nw, -1), pg["en"].reshape(nw, -1)], axis=1)
+    O = np.concatenate([v.reshape(nw, -1) for j in jastrows for v in j.pgradient().values()], axis=1)
     return el["total"], O, dE.T
 
 
-def _flat(jas):
-    return np.concatenate([jas.parameters["ee"].ravel(), jas.parameters["en"].ravel()])
+def _flat(wf):
+    return np.concatenate([v.ravel() for j in _jastrows(wf) for v in j.parameters.values()])
 
 
-def _set(jas, p):
-    n = jas.parameters["ee"].size
-    jas.parameters["ee"][...] = p[:n].reshape(jas.parameters["ee"].shape)
-    jas.parameters["en"][...] = p[n:].reshape(jas.parameters["en"].shape)
+def _set(wf, p):
+    i = 0
+    for j in _jastrows(wf):
+        for v in j.parameters.values():
+            v[...] = p[i:i + v.size].reshape(v.shape)
+            i += v.size
 
 
 def linear_method_step(E, O, dE, shift, max_step):
@@ -110,14 +122,14 @@ def linear_method_step(E, O, dE, shift, max_step):
 
 
 def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, progress=None):
-    """Optimise the Jastrow parameters of wf = (determinant, Jastrow) in place.
+    """Optimise the Jastrow parameters of wf (every component with parameters) in place.
 
-    Returns (history, configs): history is a list of (energy, error, parameters) per iteration (energy of
-    the parameters that were sampled), and wf ends with the parameters of the lowest-energy iteration.
+    Returns (history, configs): history is a list of (energy, error, flat parameter vector) per
+    iteration (energy of the parameters that were sampled); wf ends with the parameters of the
+    lowest-energy iteration.
     """
-    if len(wf.components) < 2:
+    if not _jastrows(wf):
         raise ValueError("the wave function has no Jastrow factor to optimise")
-    jas = wf.components[1]
     configs = check_configs(configs)
     rng = np.random.default_rng(config.seed)
     wf.recompute(configs)
@@ -137,15 +149,14 @@ def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, pro
         E, O, dE = np.concatenate(Es), np.concatenate(Os), np.concatenate(dEs)
         means = np.array([x.mean() for x in Es])
         err = means.std(ddof=1) / np.sqrt(len(means))
-        history.append((float(E.mean()), float(err), {k: v.copy() for k, v in jas.parameters.items()}))
+        history.append((float(E.mean()), float(err), _flat(wf)))
         if progress is not None:
             progress(it + 1, config.niter, E.mean(), time.perf_counter() - t0)
         if it == config.niter - 1:
             break
         dp, _ = linear_method_step(E, O, dE, config.shift, config.max_step)
-        _set(jas, _flat(jas) + dp)
+        _set(wf, _flat(wf) + dp)
     best = min(range(len(history)), key=lambda i: history[i][0])
-    for k, v in history[best][2].items():
-        jas.parameters[k][...] = v
+    _set(wf, history[best][2])
     wf.recompute(configs)
     return history, configs

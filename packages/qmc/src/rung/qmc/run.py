@@ -30,11 +30,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class QMCConfig:
     """What to run: Jastrow optimisation (None: keep the given parameters), VMC settings, DMC settings
-    (None: VMC only), Jastrow on/off, AO kernel backend."""
+    (None: VMC only), three-body Jastrow term, Jastrow on/off, AO kernel backend."""
 
     vmc: VMCConfig = field(default_factory=VMCConfig)
     dmc: DMCConfig | None = None
     optimize: OptimizeConfig | None = None
+    three_body: bool = False
     jastrow: bool = True
     backend: str = "numba"
 
@@ -77,9 +78,8 @@ def kernel(mol, orb: Orbitals, config: QMCConfig = QMCConfig(), *, parameters: d
     (DMC only when configured; optimisation and VMC are skipped when resuming DMC from a checkpoint,
     which then needs the same ``parameters`` as the run that wrote it). ``expansion``: a
     multideterminant expansion (:func:`rung.qmc.multideterminant.read_multidet`) over ``orb``."""
-    wf = slater_jastrow(mol, orb, jastrow=config.jastrow, backend=config.backend, expansion=expansion)
-    if parameters:
-        wf.set_parameters(parameters)
+    wf = slater_jastrow(mol, orb, jastrow=config.jastrow, backend=config.backend, expansion=expansion,
+                        three_body=config.three_body, parameters=parameters)
     ham = Hamiltonian.from_mol(mol)
     rng = np.random.default_rng(config.vmc.seed)
     out = {}

@@ -109,7 +109,8 @@ def all_electron_charges(mol) -> np.ndarray:
 
 
 def slater_jastrow(mol, orb: Orbitals, *, jastrow: bool = True, backend: str = "numba", nbasis: int = 4,
-                   en_cusp: bool = False, parameters: dict | None = None, expansion=None) -> ProductWF:
+                   en_cusp: bool = False, parameters: dict | None = None, expansion=None,
+                   three_body: bool = False) -> ProductWF:
     """psi = D_up D_down [exp(J)] from occupied orbitals; ``backend`` for the AO kernel.
 
     ``en_cusp`` adds the electron-nucleus cusp of all-electron atoms to the one-body Jastrow. It is off
@@ -117,6 +118,8 @@ def slater_jastrow(mol, orb: Orbitals, *, jastrow: bool = True, backend: str = "
     optimising the one-body terms, raises the variance (measured on He: 0.3 -> 3-9 Ha^2).
     ``expansion`` (:class:`rung.qmc.multideterminant.Expansion`) replaces the single determinant by a
     multideterminant expansion over the spin-up orbitals of ``orb`` (restricted orbitals).
+    ``three_body`` adds the electron-electron-nucleus term (:mod:`rung.qmc.jastrow3`). ``parameters``
+    use the names of ``ProductWF.parameters`` (e.g. ``"1.ee"``).
     """
     check_orbitals(mol, orb)
     basis = AtomicBasis.from_mol(mol)
@@ -132,8 +135,23 @@ def slater_jastrow(mol, orb: Orbitals, *, jastrow: bool = True, backend: str = "
         species = {s: k for k, s in enumerate(dict.fromkeys(symbols))}
         cusp = all_electron_charges(mol) if en_cusp else np.zeros(mol.natm)
         comps.append(Jastrow(mol.atom_coords(), [species[s] for s in symbols], cusp,
-                             mol.nelec, nbasis=nbasis, parameters=parameters, backend=backend))
-    return ProductWF(comps)
+                             mol.nelec, nbasis=nbasis, backend=backend))
+        if three_body:
+            from rung.qmc.jastrow3 import ThreeBodyJastrow
+
+            comps.append(ThreeBodyJastrow(mol.atom_coords(), [species[s] for s in symbols], mol.nelec))
+    wf = ProductWF(comps)
+    if parameters:
+        unknown = set(parameters) - set(wf.parameters)
+        if unknown:
+            raise InputError(f"parameters {sorted(unknown)} do not belong to this wave function "
+                             f"(it has {sorted(wf.parameters)})")
+        for k, v in parameters.items():
+            if np.shape(v) != wf.parameters[k].shape:
+                raise InputError(f"parameter {k!r} has shape {np.shape(v)}, the wave function needs "
+                                 f"{wf.parameters[k].shape}")
+        wf.set_parameters(parameters)
+    return wf
 
 
 def initial_configs(mol, nwalkers: int, rng: np.random.Generator) -> np.ndarray:

@@ -239,3 +239,34 @@ def test_mdanalysis_reads_the_h5md_trajectory(tmp_path):
     np.testing.assert_allclose(ts.dimensions, [10.52, 10.52, 10.52, 90, 90, 90], atol=1e-5)
     np.testing.assert_allclose(ts.positions, pos_last(tmp_path) * 10, atol=1e-4)
     assert ts.time == pytest.approx(0.16)
+
+
+def _ani_or_skip():
+    nnp = pytest.importorskip("rung.nnp")
+    try:
+        nnp.load_model("ani-1x", member=0)
+    except Exception as err:  # weights not fetched on this machine
+        pytest.skip(f"ANI-1x not available: {err}")
+
+
+def test_nnp_potential_from_the_input_file(tmp_path):
+    _ani_or_skip()
+    from ase.collections import g2
+
+    g2["H2O"].write(tmp_path / "w.xyz")
+    text = ('structure = "w.xyz"\nsteps = 6\ndt_fs = 0.5\nbeads = 2\nthermostat = "langevin"\ntau_fs = 20\n'
+            'potential = {type = "nnp", model = "ani-1x", member = 0}\n[output]\nlog_every = 2\ntrajectory_every = 2\n')
+    (tmp_path / "in.toml").write_text(text)
+    res = run(load_config(tmp_path / "in.toml"), workdir=tmp_path, progress=False)
+    assert res.state.positions.shape == (2, 3, 3) and res.force_calls == 7
+    assert -77 < res.observables["potential_energy"][0] < -76  # water, Hartree
+
+    # an element the model does not know: clear error, nothing written
+    (tmp_path / "bad").mkdir()
+    from ase import Atoms
+
+    Atoms("ArH", positions=[[0, 0, 0], [0, 0, 1.5]]).write(tmp_path / "bad" / "w.xyz")
+    (tmp_path / "bad" / "in.toml").write_text(text)
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "bad" / "in.toml"), "--workdir", str(tmp_path / "bad")])
+    assert res.exit_code != 0 and "Ar" in res.output and "not covered" in res.output, res.output
+    assert sorted(os.listdir(tmp_path / "bad")) == ["in.toml", "w.xyz"]

@@ -234,8 +234,11 @@ def build_potential(spec: dict, masses=None):
         except ImportError as err:
             raise RuntimeError(f"potential type 'nnp' needs the rung.nnp engine (rung-nnp with load_model), "
                                f"which is not importable here: {err}") from err
-        return load_model(opts.get("model", "ani-1x"), **{k: opts[k] for k in ("member", "dtype", "backend")
-                                                         if k in opts})
+        model = opts.get("model", "ani-1x")
+        try:
+            return load_model(model, **{k: opts[k] for k in ("member", "dtype", "backend") if k in opts})
+        except OSError as err:  # weights missing (rung.nnp.fetch.WeightsMissing) or unreadable
+            raise RuntimeError(f"nnp model {model!r} could not be loaded: {err}") from err
     raise ValueError(f"unknown potential type {spec['type']!r}; known: {', '.join(POTENTIAL_TYPES)}")
 
 

@@ -220,7 +220,8 @@ def test_nve_energy_conservation_ani_water():
     """ANI-1x (one network, float64) water from O-H bonds stretched by 0.05 A, zero momenta (deterministic).
 
     Velocity Verlet's energy error is second order: halving 0.5 fs -> 0.25 fs shrinks the spread of the
-    total energy (stated bound at 0.5 fs: 5e-4 Hartree over 250 fs) by more than 2.5x.
+    total energy (stated bound at 0.5 fs: 1e-3 Hartree over 250 fs, measured 4.8e-4; the stretch puts
+    ~5e-3 Hartree into the O-H vibrations) by more than 2.5x (measured 5.5x).
     """
     nnp = pytest.importorskip("rung.nnp")
     try:
@@ -250,5 +251,5 @@ def test_nve_energy_conservation_ani_water():
             spread[dt_fs] = np.ptp(e)
     finally:
         numba.set_num_threads(threads)
-    assert spread[0.5] < 5e-4, spread
+    assert spread[0.5] < 1e-3, spread
     assert spread[0.5] / spread[0.25] > 2.5, spread

@@ -233,16 +233,20 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
     history: list = []
     guess = None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    dets, keys = layout.spin_complete(layout.aufbau())
+    dets, keys = layout.spin_complete(layout.aufbau(s_target))
     if checkpoint is not None and checkpoint.exists():
         old, next_keys, attrs = load(checkpoint)
         if attrs["fingerprint"] != ham.fingerprint():
             raise ValueError(f"{checkpoint} holds a run on another Hamiltonian; use another output path")
         history = old.history
-        if next_keys is None:
-            log(f"{checkpoint}: run already complete (n_det = {old.n_det})")
-            return old
         okeys = layout.keys(old.dets)
+        if next_keys is None:
+            last = history[-1]
+            if old.complete_space or old.n_det >= cfg.max_det or abs(last["e_pt2"]) < cfg.pt2_threshold:
+                log(f"{checkpoint}: run already complete (n_det = {old.n_det})")
+                return old
+            history = history[:-1]  # a larger budget: redo the last iteration's selection and go on
+            next_keys = okeys
         dets, keys = layout.from_keys(next_keys), next_keys
         guess = np.zeros((keys.size, old.coef.shape[1]))
         guess[np.searchsorted(keys, okeys)] = old.coef
@@ -253,7 +257,9 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         t0 = time.perf_counter()
         hs = build(dets, h1, eri)
         s2 = s2_operator(layout, dets, keys)
+        t_build = time.perf_counter() - t0
         coef = _diagonalize(hs, s2, target, cfg, guess, xp, log)
+        t_diag = time.perf_counter() - t0 - t_build
         coef /= np.linalg.norm(coef, axis=0)[None, :]
         hc = hs.matvec(coef)
         e_el = np.einsum("ik,ik->k", coef, hc)
@@ -277,7 +283,9 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
             e2, err, sel = r.e_pt2, r.error, r.selected
         seconds = time.perf_counter() - t0
         rec = dict(n_det=int(n), e_var=float(e_el[0] + ham.ecore), e_pt2=float(e2), pt2_error=float(err),
-                   s2=float(s2v[0]), seconds=seconds, h_nnz=int(hs.upper.nnz), h_bytes=int(hs.nbytes()))
+                   s2=float(s2v[0]), seconds=seconds, seconds_h=t_build, seconds_davidson=t_diag,
+                   seconds_pt2=seconds - t_build - t_diag, h_nnz=int(hs.upper.nnz), h_bytes=int(hs.nbytes()),
+                   n_external=int(r.n_external) if not complete else 0)
         history.append(rec)
         done = (not grow) or abs(e2) < cfg.pt2_threshold or sel.size == 0
         next_keys = None
@@ -300,10 +308,19 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
 
 
 def fci_energy(ham: Hamiltonian, nroots: int = 1) -> np.ndarray:
-    """Exact (PySCF direct_spin1) FCI energies, Hartree, core energy included: the test oracle."""
+    """Exact PySCF FCI energies, Hartree, core energy included: the test oracle.
+
+    With ORBSYM labels, the totally symmetric block only (``direct_spin1_symm``), else ``direct_spin1``.
+    """
     from pyscf import fci
 
-    e, _ = fci.direct_spin1.kernel(ham.h1, ham.eri, ham.norb, ham.nelec, nroots=nroots, tol=1e-12, conv_tol=1e-12)
+    if ham.orbsym is not None:  # Molpro labels minus one multiply by XOR, as PySCF's irrep ids do
+        solver = fci.direct_spin1_symm.FCI()
+        solver.conv_tol = 1e-12
+        solver.nroots = nroots
+        e, _ = solver.kernel(ham.h1, ham.eri, ham.norb, ham.nelec, orbsym=ham.orbsym - 1, wfnsym=0)
+    else:
+        e, _ = fci.direct_spin1.kernel(ham.h1, ham.eri, ham.norb, ham.nelec, nroots=nroots, tol=1e-12, conv_tol=1e-12)
     return np.atleast_1d(e) + ham.ecore
 
 

@@ -71,9 +71,19 @@ class Layout:
                 out[s].append([64 * k + b for k in range(self.nw) for b in range(64) if int(d[s, k]) >> b & 1])
         return out
 
-    def aufbau(self) -> np.ndarray:
-        """The determinant with the lowest orbitals occupied, (1, 2, nw)."""
-        return self.from_occupations([range(self.na)], [range(self.nb)])
+    def aufbau(self, spin: float | None = None) -> np.ndarray:
+        """Lowest-orbital determinant with ``2 spin`` open shells (default ``|na - nb|``), (1, 2, nw).
+
+        The open shells sit just above the doubly occupied orbitals, alpha first; a reference with
+        enough open shells lets CIPSI reach states of higher spin (and their spatial symmetry).
+        """
+        nopen = abs(self.na - self.nb) if spin is None else int(round(2 * spin))
+        ndouble = (self.na + self.nb - nopen) // 2
+        if ndouble < 0 or ndouble + nopen > self.norb or ndouble > min(self.na, self.nb):
+            raise ValueError(f"spin {spin} impossible with {self.na}+{self.nb} electrons in {self.norb} orbitals")
+        na_open = self.na - ndouble
+        opens = list(range(ndouble, ndouble + nopen))
+        return self.from_occupations([list(range(ndouble)) + opens[:na_open]], [list(range(ndouble)) + opens[na_open:]])
 
     def sort_unique(self, dets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(dets, keys) sorted by key without duplicates."""

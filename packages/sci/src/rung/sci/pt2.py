@@ -64,14 +64,17 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
     chunk = max(1, min(max_entries, 2**POS_BITS - 1) // nexc)
     dense = layout.fci_size <= DENSE_KEYS
     packable = layout.fci_size < 2 ** (63 - POS_BITS)
+    mask = np.empty(0, np.uint8)
     if dense:
         acc = [np.zeros(layout.fci_size) for _ in range(3)]
         touched = np.zeros(layout.fci_size, np.bool_)
+        mask = np.zeros(layout.fci_size, np.uint8)
+        mask[keys] = 1
     run = None
     n_gen = 0
     for start in range(0, gens.size, chunk):
         sl = slice(start, start + chunk)
-        k, g, v = cpu.external_contributions(dets, gens[sl], h1, eri, keys, layout.binom_a, layout.binom_b,
+        k, g, v = cpu.external_contributions(dets, gens[sl], h1, eri, keys, mask, layout.binom_a, layout.binom_b,
                                              layout.nstr_b, nexc)
         n_gen += k.size
         if k.size == 0:
@@ -104,7 +107,8 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         score = (ad + as_) ** 2 / np.maximum(np.abs(e0 - hdiag), 1e-12)
         m = min(n_select, uk.size)
         top = np.argpartition(-score, m - 1)[:m]
-        sel = uk[top[np.argsort(-score[top], kind="stable")]]
+        top = top[np.argsort(-score[top], kind="stable")]
+        sel = uk[top[score[top] > 1e-24]]  # symmetry-forbidden determinants have no coupling: never selected
     return total, sel, uk.size, n_gen
 
 

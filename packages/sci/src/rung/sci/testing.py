@@ -33,17 +33,15 @@ def fci_space(layout):
 
 
 def pyscf_dense_h(ham):
-    """Dense FCI H (PySCF direct_spin1, applied to unit vectors), Hartree, core energy excluded."""
+    """Dense FCI H (PySCF's ``direct_spin1.pspace`` over the whole space), Hartree, core energy excluded.
+
+    Rows and columns in PySCF's address order (alpha string major, as :func:`fci_space`).
+    """
     from pyscf import fci
     from pyscf.fci import cistring
 
-    na = cistring.num_strings(ham.norb, ham.nelec[0])
-    nb = cistring.num_strings(ham.norb, ham.nelec[1])
-    h2 = fci.direct_spin1.absorb_h1e(ham.h1, ham.eri, ham.norb, ham.nelec, 0.5)
-    n = na * nb
+    n = cistring.num_strings(ham.norb, ham.nelec[0]) * cistring.num_strings(ham.norb, ham.nelec[1])
+    addr, h0 = fci.direct_spin1.pspace(ham.h1, ham.eri, ham.norb, ham.nelec, np=n)
     out = np.zeros((n, n))
-    for i in range(n):
-        v = np.zeros(n)
-        v[i] = 1.0
-        out[:, i] = fci.direct_spin1.contract_2e(h2, v.reshape(na, nb), ham.norb, ham.nelec).ravel()
+    out[np.ix_(addr, addr)] = h0
     return out

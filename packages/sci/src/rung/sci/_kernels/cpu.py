@@ -603,12 +603,15 @@ def spin_partners(dets, norb, counts):
 
 # -------------------------------------------------------------------- external space (selection, PT2)
 @njit(cache=True)
-def _emit(key, var_keys):
+def _emit(key, var_keys, var_mask):
+    """True for a determinant outside the space: a lookup in ``var_mask`` (indexed by key) when given, else bisection."""
+    if var_mask.shape[0] > 0:
+        return var_mask[key] == 0
     return _search(var_keys, key) < 0
 
 
 @njit(cache=True)
-def _excitations(det, norb, h1, eri, var_keys, binom_a, binom_b, nstr_b, fill, out_keys, out_vals,
+def _excitations(det, norb, h1, eri, var_keys, var_mask, binom_a, binom_b, nstr_b, fill, out_keys, out_vals,
                  occa, occb, vira, virb, scratch):
     """Singles and doubles of ``det`` outside the variational space.
 
@@ -641,7 +644,7 @@ def _excitations(det, norb, h1, eri, var_keys, binom_a, binom_b, nstr_b, fill, o
                 key = r * nstr_b + rb if spin == 0 else ra * nstr_b + r
                 flip(t, h)
                 flip(t, p)
-                if _emit(key, var_keys):
+                if _emit(key, var_keys, var_mask):
                     if fill:
                         out_keys[n] = key
                         out_vals[n] = single_element(det[spin], det[1 - spin], h, p, h1, eri, scratch)
@@ -665,7 +668,7 @@ def _excitations(det, norb, h1, eri, var_keys, binom_a, binom_b, nstr_b, fill, o
                         flip(t, p1)
                         flip(t, p2)
                         key = r * nstr_b + rb if spin == 0 else ra * nstr_b + r
-                        if _emit(key, var_keys):
+                        if _emit(key, var_keys, var_mask):
                             if fill:
                                 out_keys[n] = key
                                 out_vals[n] = same_spin_double_element(det[spin], h_1, h_2, p1, p2, eri)
@@ -691,7 +694,7 @@ def _excitations(det, norb, h1, eri, var_keys, binom_a, binom_b, nstr_b, fill, o
                     flip(tb, hb)
                     flip(tb, pb)
                     key = r1 * nstr_b + r2
-                    if _emit(key, var_keys):
+                    if _emit(key, var_keys, var_mask):
                         if fill:
                             out_keys[n] = key
                             out_vals[n] = sa * phase(det[1], hb, pb) * eri[h, p, hb, pb]
@@ -700,11 +703,12 @@ def _excitations(det, norb, h1, eri, var_keys, binom_a, binom_b, nstr_b, fill, o
 
 
 @njit(cache=True, parallel=True)
-def external_contributions(dets, gens, h1, eri, var_keys, binom_a, binom_b, nstr_b, nexc):
+def external_contributions(dets, gens, h1, eri, var_keys, var_mask, binom_a, binom_b, nstr_b, nexc):
     """All (key, generator, <alpha|H|D_gen>) for alpha outside the space, from generators ``gens``.
 
     dets : (n, 2, nw) uint64, the variational space, in the order of ``var_keys`` (sorted).
     gens : (ng,) int64 indices into ``dets``; nexc : singles + doubles of one determinant.
+    var_mask : (fci_size,) uint8, 1 for keys in the space (small FCI spaces), or empty.
     Returns keys (m,) int64, gen (m,) int32 (position in ``gens``), vals (m,) float64 Hartree.
     """
     ng = gens.shape[0]
@@ -718,7 +722,7 @@ def external_contributions(dets, gens, h1, eri, var_keys, binom_a, binom_b, nstr
         vira = np.empty(norb, np.int64)
         virb = np.empty(norb, np.int64)
         scratch = np.empty(norb, np.int64)
-        cnt[g + 1] = _excitations(dets[gens[g]], norb, h1, eri, var_keys, binom_a, binom_b, nstr_b, True,
+        cnt[g + 1] = _excitations(dets[gens[g]], norb, h1, eri, var_keys, var_mask, binom_a, binom_b, nstr_b, True,
                                   keys[g * nexc:(g + 1) * nexc], vals[g * nexc:(g + 1) * nexc],
                                   occa, occb, vira, virb, scratch)
     ptr = np.cumsum(cnt)

@@ -35,10 +35,11 @@ Names: ``nao`` atomic orbitals, ``naux`` auxiliary functions, ``dm`` density mat
 
 Auxiliary basis
 ---------------
-:data:`DEFAULT_AUXBASIS` (``cc-pvtz-jkfit``, about 6 nao functions) was chosen by measuring
-ωB97M-D3BJ DF errors against conventional SCF for water, glycine and aspirin in ccecp-cc-pvdz (table
-in ``BENCHMARKS.md``): the smaller JK-fit sets (def2-universal-jkfit, cc-pvdz-jkfit) miss the
-1e-5 Hartree/Bohr gradient target, PySCF's automatic even-tempered set is ~9 nao.
+:data:`DEFAULT_AUXBASIS` (``"etb"``: PySCF's even-tempered set, the one PySCF itself picks for the
+ccECP basis sets, ~8.5 nao functions) was chosen by measuring ωB97M-D3BJ DF errors against
+conventional SCF in ccecp-cc-pvdz (table in ``BENCHMARKS.md``): the JK-fit sets tried
+(def2-universal-jkfit, cc-pvdz-jkfit, cc-pvtz-jkfit; 5-6 nao) miss the 2e-5 Hartree / 1e-5
+Hartree/Bohr targets already for glycine.
 
 Gradients
 ---------
@@ -61,7 +62,28 @@ from rung.core.backend import BackendUnavailable, gpu_available
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "numpy", "numba", "cupy")
-DEFAULT_AUXBASIS = "cc-pvtz-jkfit"
+DEFAULT_AUXBASIS = "etb"
+
+
+def resolve_auxbasis(mol, auxbasis=None):
+    """The auxiliary basis to use for ``mol``, in PySCF's basis format.
+
+    Parameters
+    ----------
+    mol : pyscf.gto.Mole
+    auxbasis : str, dict or None
+        None: :data:`DEFAULT_AUXBASIS`. ``"etb"`` or ``"etb:<beta>"``: PySCF's even-tempered set built
+        from the orbital basis (``pyscf.df.addons.aug_etb``, exponent ratio ``beta``, default 2.0).
+        Anything else is passed to PySCF unchanged (a named set such as ``"cc-pvtz-jkfit"``, a dict).
+    """
+    if auxbasis is None:
+        auxbasis = DEFAULT_AUXBASIS
+    if isinstance(auxbasis, str) and (auxbasis == "etb" or auxbasis.startswith("etb:")):
+        from pyscf.df.addons import aug_etb
+
+        beta = float(auxbasis[4:]) if auxbasis.startswith("etb:") else 2.0
+        return aug_etb(mol, beta=beta)
+    return auxbasis
 
 #: Largest aux block contracted at once (keeps the K intermediate in cache-sized pieces).
 MAX_BLOCK = 256
@@ -109,7 +131,7 @@ class JKEngine:
     mol : pyscf.gto.Mole
         Built molecule (ECPs allowed: they do not enter J/K).
     auxbasis : str or dict, optional
-        Auxiliary basis in PySCF's format; default :data:`DEFAULT_AUXBASIS`.
+        Auxiliary basis (see :func:`resolve_auxbasis`); default :data:`DEFAULT_AUXBASIS`.
     omega : float, optional
         Range-separation parameter, Bohr^-1: ``> 0`` long-range ``erf(omega r)/r``, ``< 0``
         short-range ``erfc(|omega| r)/r``; None or 0 for the full Coulomb operator.
@@ -139,7 +161,7 @@ class JKEngine:
         if getattr(mol, "cart", False):
             raise ValueError("Cartesian basis functions (mol.cart=True) are not supported; use spherical")
         self.backend = _select_backend(backend)
-        self.auxbasis = DEFAULT_AUXBASIS if auxbasis is None else auxbasis
+        self.auxbasis = resolve_auxbasis(mol, auxbasis)
         self.omega = None if omega is None or float(omega) == 0.0 else float(omega)
         self.nao = mol.nao_nr()
         if max_memory_mb is None:
@@ -304,8 +326,9 @@ class JKEngine:
 
         factors = groups = None
         direct = []
+        j_from_factors = False
         if with_k:
-            fac_list, groups, direct_idx = _factorise(dms, dm, hermi)
+            fac_list, groups, direct_idx, j_from_factors = _factorise(dms, dm, hermi)
             direct = [(i, dms[i]) for i in direct_idx]
             factors = np.ascontiguousarray(np.concatenate(fac_list, axis=1).T) if fac_list else np.zeros((0, nao))
         rank = max(factors.shape[0] if factors is not None else 0, nao if direct else 0, 1)
@@ -320,7 +343,8 @@ class JKEngine:
             fac_dev = xp.asarray(factors) if factors is not None else None
             direct_dev = [(i, xp.asarray(d)) for i, d in direct]
             for block in self.blocks(nblk):
-                self._kern.contract_block(block, dm_flat, fac_dev, groups or [], direct_dev, vj, vk)
+                self._kern.contract_block(block, dm_flat, fac_dev, groups or [], direct_dev, vj, vk,
+                                          j_from_factors=j_from_factors and with_j)
             if vj is not None:
                 vj = vj.reshape(n_dm, nao, nao)
             if dm_xp is np:
@@ -358,38 +382,44 @@ def _factorise(dms: np.ndarray, dm_tagged, hermi: int):
     factors : list of (nao, r) float64
     groups : list of (idm, r0, r1, sign); rows of the stacked ``factors^T``
     direct : list of int, densities needing the direct (unfactorised) K
+    exact : bool, every density is reproduced by its factors to 1e-12 (relative), so J may use them
     """
     n_dm, nao, _ = dms.shape
     orbs = _occupied_factors(dms, dm_tagged)
     factors, groups, direct = [], [], []
+    exact = True
     r = 0
     for i in range(n_dm):
-        parts = []
+        d = dms[i]
+        scale = max(np.abs(d).max(), 1.0)
         if orbs is not None and orbs[i] is not None:
             parts = [(orbs[i], 1)]
         elif hermi == 1:
-            d = dms[i]
-            scale = max(np.abs(d).max(), 1.0)
-            if np.abs(d - d.T).max() > 1e-10 * scale:
-                raise ValueError(f"density matrix {i} is not symmetric (max |D - D^T| = "
-                                 f"{np.abs(d - d.T).max():.2e}) but hermi=1; pass hermi=0")
+            asym = np.abs(d - d.T).max()
+            if asym > 1e-10 * scale:
+                raise ValueError(f"density matrix {i} is not symmetric (max |D - D^T| = {asym:.2e}) but hermi=1; "
+                                 "pass hermi=0")
             w, v = np.linalg.eigh(0.5 * (d + d.T))
             cut = 1e-14 * max(np.abs(w).max(), 1e-300)
             parts = [(v[:, w > cut] * np.sqrt(w[w > cut]), 1), (v[:, w < -cut] * np.sqrt(-w[w < -cut]), -1)]
         else:
             direct.append(i)
+            exact = False
+            continue
+        recon = sum(sign * (f @ f.T) for f, sign in parts)
+        exact = exact and np.abs(recon - d).max() <= 1e-12 * scale
         for f, sign in parts:
             if f.shape[1]:
                 factors.append(f)
                 groups.append((i, r, r + f.shape[1], sign))
                 r += f.shape[1]
-    return factors, groups, direct
+    return factors, groups, direct, exact and r > 0
 
 
 def _occupied_factors(dms: np.ndarray, dm_tagged):
     """Occupied-orbital factors ``C_occ sqrt(n_occ)`` from PySCF's tags, per density; None where absent.
 
-    A factor is used only if it reproduces its density matrix (to 1e-8, relative), so a stale tag can
+    A factor is used only if it reproduces its density matrix (to 1e-10, relative), so a stale tag can
     not change the result; the caller then factorises the density itself.
     """
     mo_coeff = getattr(dm_tagged, "mo_coeff", None)
@@ -416,7 +446,7 @@ def _occupied_factors(dms: np.ndarray, dm_tagged):
         occ = mo_occ[i]
         sel = occ > 0
         f = mo_coeff[i][:, sel] * np.sqrt(occ[sel])
-        ok = np.abs(f @ f.T - dms[i]).max() <= 1e-8 * max(np.abs(dms[i]).max(), 1.0) and np.all(occ >= 0)
+        ok = np.all(occ >= 0) and np.abs(f @ f.T - dms[i]).max() <= 1e-10 * max(np.abs(dms[i]).max(), 1.0)
         out.append(f if ok else None)
     return out
 
@@ -500,8 +530,8 @@ def accelerate(mf, auxbasis=None, backend: str = "auto", max_memory_mb: float | 
     mf : pyscf.scf.hf.RHF, pyscf.scf.uhf.UHF, pyscf.dft.rks.RKS or pyscf.dft.uks.UKS
         Conventional or density-fitted; ECPs allowed. Not modified.
     auxbasis : str or dict, optional
-        Auxiliary basis. Default: the one of ``mf.with_df`` when ``mf`` is density-fitted with an
-        explicit auxbasis, else :data:`DEFAULT_AUXBASIS`.
+        Auxiliary basis (see :func:`resolve_auxbasis`). Default: the one of ``mf.with_df`` when ``mf``
+        is density-fitted with an explicit auxbasis, else :data:`DEFAULT_AUXBASIS`.
     backend : {"auto", "numpy", "numba", "cupy"}
     max_memory_mb : float, optional
         Memory cap, MiB, shared by the engines of the object (two for range-separated hybrids).
@@ -532,8 +562,7 @@ def accelerate(mf, auxbasis=None, backend: str = "auto", max_memory_mb: float | 
     _select_backend(backend)
     if auxbasis is None and isinstance(mf, _DFHF) and mf.with_df is not None:
         auxbasis = getattr(mf.with_df, "auxbasis", None)
-    if auxbasis is None:
-        auxbasis = DEFAULT_AUXBASIS
+    auxbasis = resolve_auxbasis(mol, auxbasis)
     from pyscf import df
 
     check_auxbasis(mol, df.addons.make_auxmol(mol, auxbasis))
@@ -546,4 +575,4 @@ def accelerate(mf, auxbasis=None, backend: str = "auto", max_memory_mb: float | 
     return lib.set_class(new, (_JKAccelerated, dfmf.__class__))
 
 
-__all__ = ["JKEngine", "accelerate", "DEFAULT_AUXBASIS", "BACKENDS", "check_auxbasis"]
+__all__ = ["JKEngine", "accelerate", "resolve_auxbasis", "DEFAULT_AUXBASIS", "BACKENDS", "check_auxbasis"]

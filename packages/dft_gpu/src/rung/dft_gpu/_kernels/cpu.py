@@ -52,7 +52,7 @@ def unpack_tril(packed: np.ndarray, nao: int, out: np.ndarray | None = None) -> 
     return out
 
 
-def contract_block(block, dm_flat, factors, groups, direct, vj, vk) -> None:
+def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors=False) -> None:
     """Add one aux block's contribution to J and K (in place).
 
     Parameters
@@ -71,16 +71,27 @@ def contract_block(block, dm_flat, factors, groups, direct, vj, vk) -> None:
         J accumulator.
     vk : (n_dm, nao, nao) float64 or None
         K accumulator; factorised contributions fill it fully (``x.T @ x`` is symmetric).
+    j_from_factors : bool
+        The factors reproduce every density exactly: take ``rho[L] = sum_iq X[i,L,q] F[q,i]`` from
+        the K intermediate instead of a second pass over the block.
     """
     nblk, nao, _ = block.shape
     flat = block.reshape(nblk, nao * nao)
+    x = None
+    if vk is not None and factors is not None and factors.shape[0]:
+        x = factors @ block.reshape(nblk * nao, nao).T  # (R, nblk*nao): X[i, L, q]
     if vj is not None:
-        rho = dm_flat @ flat.T  # (n_dm, nblk)
+        if j_from_factors:
+            t = np.matmul(x.reshape(-1, nblk, nao), factors[:, :, None])[:, :, 0]  # (R, nblk)
+            rho = np.zeros((vj.shape[0], nblk))
+            for idm, r0, r1, sign in groups:
+                rho[idm] += sign * t[r0:r1].sum(axis=0)
+        else:
+            rho = dm_flat @ flat.T  # (n_dm, nblk)
         vj += rho @ flat
     if vk is None:
         return
-    if factors is not None and factors.shape[0]:
-        x = factors @ block.reshape(nblk * nao, nao).T  # (R, nblk*nao): X[i, L, q]
+    if x is not None:
         for idm, r0, r1, sign in groups:
             xs = x[r0:r1].reshape((r1 - r0) * nblk, nao)
             if sign > 0:

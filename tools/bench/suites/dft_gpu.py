@@ -1,0 +1,158 @@
+"""rung.dft_gpu benchmarks: the J/K engine against PySCF's density-fitted get_jk and DF SCF.
+
+Cases (all in one process, side by side):
+- ``dft_gpu.dgemm``: the machine's DGEMM rate (2000x2000), measured in the same run; the J/K "floor"
+  is the J/K FLOP count divided by this rate.
+- ``dft_gpu.jk``: J + K for one closed-shell density tagged with its orbitals (occupied-orbital K),
+  the 3-index tensor already cached, against ``pyscf.df.DF.get_jk`` (tensor also prebuilt). FLOPs
+  counted: J ``4 naux nao^2`` + K ``2 naux nao^2 nocc`` (GEMM) + ``naux nao^2 nocc`` (SYRK).
+- ``dft_gpu.scf``: end-to-end ωB97M-D3BJ SCF (tensor build, grids, SCF) with ``accelerate`` against
+  PySCF's DF SCF, same auxiliary basis.
+
+``python -m tools.bench.suites.dft_gpu breakdown [molecule]`` runs the end-to-end SCF of both sides in
+separate processes and prints the J/K, XC and rest times and each process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tools.bench import Case
+
+DATA = Path(__file__).resolve().parents[3] / "packages" / "dft_gpu" / "tests" / "data"
+WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
+
+
+def molecule(name: str):
+    from pyscf import gto
+
+    atom = WATER if name == "water" else str(DATA / f"{name}.xyz")
+    return gto.M(atom=atom, basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+
+
+def core_density(mol):
+    """Closed-shell density of the core-Hamiltonian orbitals, tagged with them (as PySCF tags dms)."""
+    import scipy.linalg
+    from pyscf import lib, scf
+
+    _, c = scipy.linalg.eigh(scf.hf.get_hcore(mol), mol.intor("int1e_ovlp"))
+    nocc = mol.nelectron // 2
+    occ = np.zeros(mol.nao)
+    occ[:nocc] = 2.0
+    return lib.tag_array(2.0 * c[:, :nocc] @ c[:, :nocc].T, mo_coeff=c, mo_occ=occ), nocc
+
+
+def jk_flop(naux: int, nao: int, nocc: int, n_dm: int = 1) -> float:
+    return n_dm * (4.0 * naux * nao**2 + 2.0 * naux * nao**2 * nocc + naux * nao**2 * nocc)
+
+
+def cases(quick: bool):
+    from pyscf import df
+
+    from rung.dft_gpu.jk import DEFAULT_AUXBASIS, JKEngine, resolve_auxbasis
+
+    a = np.random.default_rng(0).random((2000, 2000))
+    yield Case("dft_gpu.dgemm", "2000x2000 float64", lambda: a @ a, flop=2 * 2000.0**3, repeats=5,
+               note="machine DGEMM rate: the J/K floor is jk FLOPs / this rate")
+    for name in (["glycine"] if quick else ["glycine", "aspirin"]):
+        mol = molecule(name)
+        dm, nocc = core_density(mol)
+        aux = resolve_auxbasis(mol)
+        eng = JKEngine(mol, aux, backend="numba")
+        dfobj = df.DF(mol, aux)
+        dfobj.verbose = 0
+        dfobj.build()
+        yield Case("dft_gpu.jk", f"{name} ccecp-cc-pvdz nao={mol.nao} naux={eng.naux} nocc={nocc}",
+                   lambda eng=eng, dm=dm: eng.get_jk(dm), peer=lambda dfobj=dfobj, dm=dm: dfobj.get_jk(dm),
+                   peer_name="pyscf DF.get_jk", flop=jk_flop(eng.naux, mol.nao, nocc), repeats=5,
+                   note=f"{DEFAULT_AUXBASIS}, tensor cached ({eng._full_bytes() / 2**20:.0f} MiB)")
+    if not quick:
+        yield Case("dft_gpu.scf", "glycine ωB97M-D3BJ ccecp-cc-pvdz grid 3", lambda: scf_energy("glycine", True),
+                   peer=lambda: scf_energy("glycine", False), peer_name="pyscf DF RKS", repeats=1, warmup=0,
+                   note=f"{DEFAULT_AUXBASIS} both sides; incl. tensor build and grids")
+
+
+def scf_energy(name: str, ours: bool, timers: dict | None = None) -> float:
+    """ωB97M-D3BJ SCF energy (Hartree) with the engine (``ours``) or PySCF's DF, same auxbasis."""
+    from pyscf import dft
+
+    from rung.dft_gpu.jk import accelerate, resolve_auxbasis
+
+    mol = molecule(name)
+    mf = dft.RKS(mol, xc="wb97m-d3bj")
+    mf.grids.level = 3
+    mf = accelerate(mf, backend="numba") if ours else mf.density_fit(auxbasis=resolve_auxbasis(mol))
+    if timers is not None:
+        _instrument(mf, timers)
+    e = mf.kernel()
+    if timers is not None and ours:
+        timers["build_s"] = mf.jk_timings()["build_s"]
+    return e
+
+
+def _instrument(mf, timers: dict) -> None:
+    """Time J/K and XC of one SCF object (instance attributes only; nothing global is patched)."""
+    from pyscf.dft import numint
+
+    get_jk = mf.get_jk
+
+    def timed_jk(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = get_jk(*args, **kwargs)
+        timers["jk_s"] = timers.get("jk_s", 0.0) + time.perf_counter() - t0
+        return out
+
+    class TimedNumInt(numint.NumInt):
+        def nr_rks(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = super().nr_rks(*args, **kwargs)
+            timers["xc_s"] = timers.get("xc_s", 0.0) + time.perf_counter() - t0
+            return out
+
+    mf.get_jk = timed_jk
+    mf._numint = TimedNumInt()
+
+
+def _breakdown_child(name: str, side: str) -> None:
+    import resource
+
+    timers: dict = {}
+    t0 = time.perf_counter()
+    e = scf_energy(name, side == "ours", timers)
+    total = time.perf_counter() - t0
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"side": side, "e_tot": e, "total_s": total, "jk_s": timers.get("jk_s", 0.0),
+                      "tensor_build_s": timers.get("build_s"),
+                      "xc_s": timers.get("xc_s", 0.0), "peak_rss_mib": peak_mib}))
+
+
+def breakdown(name: str = "glycine") -> list[dict]:
+    rows = []
+    for side in ("ours", "pyscf"):
+        out = subprocess.run([sys.executable, "-m", "tools.bench.suites.dft_gpu", "_child", name, side],
+                             check=True, capture_output=True, text=True).stdout
+        row = json.loads(out.strip().splitlines()[-1])
+        row["rest_s"] = row["total_s"] - row["jk_s"] - row["xc_s"]
+        rows.append(row)
+    print("| side | E (Ha) | total (s) | J/K incl. tensor build (s) | tensor build (s) | XC (s) | rest (s) | "
+          "peak RSS (MiB) |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        build = "" if r["tensor_build_s"] is None else f"{r['tensor_build_s']:.1f}"
+        print(f"| {r['side']} | {r['e_tot']:.10f} | {r['total_s']:.1f} | {r['jk_s']:.1f} | {build} | {r['xc_s']:.1f} | "
+              f"{r['rest_s']:.1f} | {r['peak_rss_mib']:.0f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_child"]:
+        _breakdown_child(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:2] == ["breakdown"]:
+        breakdown(*(sys.argv[2:3] or ["glycine"]))
+    else:
+        raise SystemExit("usage: python -m tools.bench.suites.dft_gpu breakdown [molecule]")

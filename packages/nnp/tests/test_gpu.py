@@ -35,6 +35,25 @@ def test_cuda_kernels_in_simulator(single64):
     np.testing.assert_allclose(w, w_ref, atol=1e-12)
 
 
+@pytest.mark.skipif(not numba.config.ENABLE_CUDASIM, reason="needs NUMBA_ENABLE_CUDASIM=1 (set by make test)")
+def test_gpu_pipeline_in_simulator(single64):
+    """GPUEngine end to end (kernels, MLP, scatter) with NumPy arrays under the simulator."""
+    from rung.nnp._kernels.gpu import GPUEngine
+
+    x = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0], [2.9, 0.1, 0.2], [3.3, 0.9, -0.3]])
+    z = np.array([8, 1, 1, 8, 1])
+    cell = np.eye(3) * 4.0  # periodic, smaller than the cutoff
+    ref = single64.evaluate(x, z, cell=cell, virial=True)
+    p = single64.model.aev
+    batch = np.zeros(5, np.int64)
+    ent = build_entries(x, batch, 1, cell[None], p.Rcr, p.Rca)
+    out, f, w = GPUEngine(single64.model, np.float64, xp=np).run(single64.species_index(z), ent, batch, 1, True)
+    e = out.sum() + single64.model.self_energies[single64.species_index(z)].sum()
+    assert abs(e - ref.energy[0]) < 1e-10
+    np.testing.assert_allclose(f, ref.forces, atol=1e-10)
+    np.testing.assert_allclose(w, ref.virial, atol=1e-10)
+
+
 @pytest.mark.gpu
 def test_cupy_backend_matches_torchani(ani1x_file, paracetamol):
     from rung.core.backend import gpu_available

@@ -205,11 +205,13 @@ def kernel_constants_device(p, like):
 class GPUEngine:
     """AEVs, MLPs and the backward pass on a CUDA device (CuPy arrays, numba.cuda kernels)."""
 
-    def __init__(self, model, dtype):
+    def __init__(self, model, dtype, xp=None):
         from rung.core.backend import select
-
-        cp = select("gpu")  # raises BackendUnavailable without CuPy and a device
         from rung.nnp.mlp import PackedNetworks
+
+        # xp: CuPy (default; raises BackendUnavailable without CuPy and a device), or NumPy for
+        # running this pipeline under numba's CUDA simulator in the tests
+        cp = select("gpu") if xp is None else xp
 
         self.cp, self.model, self.dtype = cp, model, dtype
         self.nets = PackedNetworks(model, dtype, xp=cp)
@@ -218,6 +220,8 @@ class GPUEngine:
     def run(self, species, ent, batch, n_batch, need_grad):
         """Network outputs (M, n_atoms) float64, forces (n_atoms, 3) and virials (n_batch, 3, 3) float64
         (None without ``need_grad``), all returned on the host."""
+        from rung.core.backend import to_host
+
         cp, p = self.cp, self.model.aev
         d = {k: cp.asarray(getattr(ent, k)) for k in ("start", "centre", "nbr", "vec", "dist", "ang_start", "ang")}
         sp = cp.asarray(species)
@@ -225,11 +229,11 @@ class GPUEngine:
         aev_forward(sp, d["start"], d["nbr"], d["vec"], d["dist"], d["ang_start"], d["ang"], p, G)
         out, dG = self.nets(sp, G.astype(self.dtype), grad=need_grad)
         if not need_grad:
-            return out.get(), None, None
+            return to_host(out), None, None
         g = cp.zeros((ent.nbr.size, 3), np.float64)
         aev_backward(sp, d["start"], d["nbr"], d["vec"], d["dist"], d["ang_start"], d["ang"], p,
                      dG.astype(np.float64), g)
         f = cp.zeros((species.size, 3), np.float64)
         w = cp.zeros((n_batch, 3, 3), np.float64)
         scatter(d["centre"], d["nbr"], d["vec"], g, cp.asarray(batch), f, w)
-        return out.get(), f.get(), w.get()
+        return to_host(out), to_host(f), to_host(w)

@@ -106,3 +106,50 @@ def test_dmc_h2_recovers_correlation():
     assert d.energy < orb.e_tot - 3 * d.error and d.error < 0.008
     # 3 sigma plus 5 mHa for the time-step error at tau = 0.05 (the slow tests use tau = 0.01)
     assert abs(d.energy - (-1.174476)) < 3 * d.error + 0.005
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    """A `qmc dmc` process killed with SIGKILL after a checkpoint, rerun with the same command, ends
+    with the same per-block trace and energy as an uninterrupted run with the same seed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    xyz = tmp_path / "h2.xyz"
+    xyz.write_text("2\n\nH 0 0 0\nH 0 0 0.74\n")
+
+    def cmd(tag):
+        return [sys.executable, "-m", "rung.qmc.cli", "dmc", str(xyz), "--basis", "sto-3g", "--ecp", "none",
+                "--walkers", "20", "--vmc-blocks", "2", "--vmc-steps", "3", "--tau", "0.05", "--blocks", "60",
+                "--steps", "10", "--equil-blocks", "2", "--seed", "4", "--checkpoint", str(tmp_path / f"{tag}.chk"),
+                "--trace", str(tmp_path / f"{tag}.h5")]
+
+    ref = subprocess.run(cmd("ref"), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    proc = subprocess.Popen(cmd("run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    chk = tmp_path / "run.chk"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if chk.exists():
+            try:
+                with h5py.File(chk, "r") as f:
+                    import json
+
+                    if json.loads(f.attrs["meta"])["block"] >= 3:
+                        break
+            except (OSError, KeyError):
+                pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = Trace.read(tmp_path / "run.h5")["energy"].size
+    assert 3 <= killed_at < 60
+    resumed = subprocess.run(cmd("run"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    e_ref = [line for line in ref.stdout.splitlines() if "E(DMC)" in line]
+    e_res = [line for line in resumed.stdout.splitlines() if "E(DMC)" in line]
+    assert e_ref == e_res and e_ref
+    np.testing.assert_array_equal(Trace.read(tmp_path / "run.h5")["energy"], Trace.read(tmp_path / "ref.h5")["energy"])

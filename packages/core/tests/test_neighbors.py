@@ -57,3 +57,12 @@ def test_bad_input():
         neighbor_list(np.zeros((2, 3)), 1.0, np.zeros((3, 3)))
     with pytest.raises(ValueError, match="shape"):
         neighbor_list(np.zeros((2, 2)), 1.0)
+
+
+def test_parallel_kernel_matches_reference(monkeypatch):
+    from rung.core import neighbors
+
+    monkeypatch.setattr(neighbors, "PARALLEL_MIN_ATOMS", 0)
+    x = random_in(TRICLINIC, 80)
+    np.testing.assert_array_equal(canonical(neighbor_list(x, 3.5, TRICLINIC)),
+                                  canonical(neighbor_list_reference(x, 3.5, TRICLINIC)))

@@ -105,6 +105,7 @@ def neighbor_list(positions, cutoff: float, cell=None, *, half: bool = True) -> 
     args = (xs, box, nb, _stencil(reach), periodic, cutoff * cutoff, start, binof[order], order, off)
     counts = np.zeros(n, np.int64)
     empty = np.empty(0, np.int64)
+    _search = _search_parallel if n >= PARALLEL_MIN_ATOMS else _search_serial
     _search(*args, counts, counts, empty, empty, np.empty((0, 3), np.int64), False)
     begin = np.zeros(n, np.int64)
     np.cumsum(counts[:-1], out=begin[1:])
@@ -156,8 +157,7 @@ def _bin(frac, nb):
     return order, start, binof
 
 
-@numba.njit(parallel=True, cache=True)
-def _search(xs, box, nb, stencil, periodic, rc2, start, sbin, order, off, counts, begin, out_i, out_j, out_s, write):
+def _search_py(xs, box, nb, stencil, periodic, rc2, start, sbin, order, off, counts, begin, out_i, out_j, out_s, write):
     """Half list among bin-sorted positions xs (p, q index xs). Two passes: count (write=False), then
     fill with the input's atom indices, shifts for the unwrapped positions (S + o_i - o_j), and the
     canonical orientation (i < j, or an atom's own image with a lexicographically positive shift)."""
@@ -205,6 +205,13 @@ def _search(xs, box, nb, stencil, periodic, rc2, start, sbin, order, off, counts
                     m += 1
         if not write:
             counts[p] = m
+
+
+# Threads pay off only for large systems; below PARALLEL_MIN_ATOMS (and on a crowded machine) the
+# thread start-up and spinning cost more than the search itself.
+PARALLEL_MIN_ATOMS = 4096
+_search_serial = numba.njit(cache=True)(_search_py)
+_search_parallel = numba.njit(parallel=True, cache=True)(_search_py)
 
 
 def neighbor_list_reference(positions, cutoff: float, cell=None, *, half: bool = True) -> Pairs:

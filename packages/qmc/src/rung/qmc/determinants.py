@@ -9,6 +9,10 @@ the Slater matrix is ``M[i, k] = phi_k(r_i)`` (electron row, orbital column) and
     A' = A - A[:, i] (v A - e_i)^T / ratio                 (Sherman-Morrison)
     grad_i D/D = sum_k grad phi_k(r_i) A[k, i],  lap_i D/D = sum_k lap phi_k(r_i) A[k, i]
 
+The orbital values, gradients and Laplacians at the current positions are cached (they change only
+when their electron moves), so the drift at the old position and the kinetic energy cost no orbital
+evaluation.
+
 Round-off from repeated updates is bounded by ``recompute`` (full LU), which the drivers call at the
 start of every block. Reference: W. M. C. Foulkes et al., Rev. Mod. Phys. 73, 33 (2001), sec. VI.
 """
@@ -46,13 +50,18 @@ class SlaterDeterminant:
         self.configs = np.array(configs, dtype=np.float64)
         nw = configs.shape[0]
         self.inverse, self.sign, self.logdet = [], np.ones(nw), np.zeros(nw)
+        # orbital values, gradients and Laplacians at the current electron positions (they change only
+        # when that electron moves): the drift at the old position and the kinetic energy reuse them
+        self.mo = [np.zeros((5, nw, 0, 0)), np.zeros((5, nw, 0, 0))]
         start = 0
         for s in (0, 1):
             n = self.nelec[s]
             if n == 0:
                 self.inverse.append(np.zeros((nw, 0, 0)))
                 continue
-            m = self.orbitals[s](self.configs[:, start:start + n], 0)[0]  # (nw, n, n)
+            mo = self.orbitals[s](self.configs[:, start:start + n], 2)  # (5, nw, n, n): value, grad, lap
+            self.mo[s] = mo
+            m = mo[0]
             sign, logdet = np.linalg.slogdet(m)
             if np.any(sign == 0):
                 raise FloatingPointError("a walker sits on a node of the determinant (singular Slater matrix)")
@@ -77,17 +86,23 @@ class SlaterDeterminant:
             return np.einsum("wpk,wk->wp", v, col)
         return np.einsum("wk,wk->w", v, col)
 
+    def _is_current(self, e, epos):
+        return epos.shape == self.configs[:, e].shape and np.array_equal(epos, self.configs[:, e])
+
     def gradient_value(self, e, epos):
-        """(grad D/D (3, nwalkers) at epos, ratio (nwalkers,), saved orbital values for accept)."""
+        """(grad D/D (3, nwalkers) at epos, ratio (nwalkers,), saved orbital data for accept)."""
         s, i = self._spin(e)
-        v = self.orbitals[s](epos, 1)  # (4, nw, norb)
-        t = np.einsum("xwk,wk->xw", v, self.inverse[s][:, :, i])
-        return t[1:] / t[0], t[0], v[0]
+        if self._is_current(e, epos):
+            v = self.mo[s][:, :, i]  # (5, nw, norb), cached
+        else:
+            v = self.orbitals[s](epos, 2)  # (5, nw, norb); the Laplacian is kept for the cache
+        t = np.einsum("xwk,wk->xw", v[:4], self.inverse[s][:, :, i])
+        return t[1:] / t[0], t[0], v
 
     def gradient_laplacian(self, e, epos):
         """(grad D/D (3, nwalkers), lap D/D (nwalkers,)) at epos for electron e."""
         s, i = self._spin(e)
-        v = self.orbitals[s](epos, 2)  # (5, nw, norb)
+        v = self.mo[s][:, :, i] if self._is_current(e, epos) else self.orbitals[s](epos, 2)  # (5, nw, norb)
         t = np.einsum("xwk,wk->xw", v, self.inverse[s][:, :, i])
         return t[1:4] / t[0], t[4] / t[0]
 
@@ -102,8 +117,7 @@ class SlaterDeterminant:
             n = self.nelec[s]
             if n == 0:
                 continue
-            v = self.orbitals[s](self.configs[:, start:start + n], 2)  # (5, nw, n, norb)
-            t = np.einsum("xwik,wki->xwi", v, self.inverse[s])  # row i with column i of A
+            t = np.einsum("xwik,wki->xwi", self.mo[s], self.inverse[s])  # row i with column i of A
             grad[:, start:start + n] = np.moveaxis(t[1:4] / t[0], 0, -1)
             lap[:, start:start + n] = t[4] / t[0]
             start += n
@@ -115,9 +129,10 @@ class SlaterDeterminant:
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
-        v = saved if saved is not None else self.orbitals[s](epos, 0)[0]  # (nw, norb)
+        v5 = saved if saved is not None else self.orbitals[s](epos, 2)  # (5, nw, norb)
+        self.mo[s][:, mask, i] = v5[:, mask]
         a = self.inverse[s][mask]  # (m, norb, n)
-        vm = v[mask]
+        vm = v5[0][mask]
         vA = np.einsum("wk,wkn->wn", vm, a)  # (m, n)
         ratio = vA[:, i].copy()
         vA[:, i] -= 1.0
@@ -130,6 +145,7 @@ class SlaterDeterminant:
         """Keep walkers idx (nwalkers,) int (copies allowed): branching / population control."""
         self.configs = self.configs[idx]
         self.inverse = [a[idx] for a in self.inverse]
+        self.mo = [m[:, idx] for m in self.mo]
         self.sign, self.logdet = self.sign[idx], self.logdet[idx]
 
     def pgradient(self):

@@ -165,18 +165,24 @@ class Jastrow:
         ren = np.linalg.norm(self.configs[:, :, None] - self.atom_coords, axis=-1)  # (nw, ne, natom)
         val = val + self._en(ren)[0].sum((-1, -2))
         self.logval = val
+        self._cache = {}  # e -> J_e at the current positions (nw, 1), valid until an electron moves
         return np.ones(nw), val.copy()
 
     def value(self):
         return np.ones(self.configs.shape[0]), self.logval.copy()
 
+    def _current(self, e):
+        """J_e at the current positions (nw, 1), cached until any electron moves."""
+        if e not in self._cache:
+            self._cache[e] = self._electron_terms(e, self.configs[:, e][:, None], 0)[0]
+        return self._cache[e]
+
     def _delta(self, e, epos, mask=None):
         single = epos.ndim == 2
         ep = epos[:, None] if single else epos
-        cur = self.configs[:, e] if mask is None else self.configs[mask, e]
         new = self._electron_terms(e, ep, 0, mask)[0]
-        old = self._electron_terms(e, cur[:, None], 0, mask)[0]
-        d = new - old
+        old = self._current(e)
+        d = new - (old if mask is None else old[mask])
         return d[:, 0] if single else d
 
     def testvalue(self, e, epos, mask=None):
@@ -185,8 +191,9 @@ class Jastrow:
 
     def gradient_value(self, e, epos):
         new, grad, _ = self._electron_terms(e, epos[:, None], 1)
-        old = self._electron_terms(e, self.configs[:, e][:, None], 0)[0]
-        delta = new[:, 0] - old[:, 0]
+        if e not in self._cache and np.array_equal(epos, self.configs[:, e]):
+            self._cache[e] = new
+        delta = new[:, 0] - self._current(e)[:, 0]
         return grad[:, 0].T, np.exp(delta), delta
 
     def gradient_laplacian(self, e, epos):
@@ -211,10 +218,12 @@ class Jastrow:
         d = saved if saved is not None else self._delta(e, epos)  # saved: J' - J from gradient_value
         self.logval[mask] += d[mask]
         self.configs[mask, e] = epos[mask]
+        self._cache = {}
 
     def resample(self, idx):
         self.configs = self.configs[idx]
         self.logval = self.logval[idx]
+        self._cache = {e: v[idx] for e, v in self._cache.items()}
 
     def pgradient(self):
         """d log psi / d parameter: {"ee": (nw, 2, nb), "en": (nw, nspecies, nb)}."""

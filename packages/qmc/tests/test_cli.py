@@ -44,10 +44,15 @@ def test_vmc_xyz_subprocess(tmp_path):
     xyz = tmp_path / "h2.xyz"
     xyz.write_text(H2_XYZ)
     out = subprocess.run([sys.executable, "-m", "rung.qmc.cli", "vmc", str(xyz), "--basis", "sto-3g", "--ecp", "none",
-                          "--walkers", "10", "--vmc-blocks", "2", "--vmc-steps", "3", "--no-jastrow"],
+                          "--walkers", "10", "--vmc-blocks", "2", "--vmc-steps", "3", "--no-jastrow",
+                          "--out", str(tmp_path / "res")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "E(VMC)" in out.stdout
+    from rung.qmc.vmc import QMCResult
+
+    r = QMCResult.from_hdf5(tmp_path / "res.vmc.h5")
+    assert r.method == "vmc" and r.nwalkers == 10 and f"{r.energy:.4f}"[:5] in out.stdout
 
 
 def test_missing_ecp_cli(tmp_path):

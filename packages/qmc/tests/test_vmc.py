@@ -83,3 +83,13 @@ def test_reblock_ar1():
     r = reblock(x)
     assert 0.75 * exact < r.error < 1.3 * exact
     assert format_value(-17.16543, 0.0012) == "-17.1654(12)"
+
+
+def test_result_hdf5_roundtrip(tmp_path):
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="sto-3g", verbose=0)
+    _, res = _run(mol, nw=10, nblocks=3, nsteps=4)
+    res.to_hdf5(tmp_path / "r.h5")
+    back = type(res).from_hdf5(tmp_path / "r.h5")
+    assert back.energy == res.energy and back.components == res.components
+    np.testing.assert_array_equal(back.trace, res.trace)
+    np.testing.assert_array_equal(back.configs, res.configs)

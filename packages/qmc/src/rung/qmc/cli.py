@@ -28,6 +28,7 @@ def _common(f):
         click.option("--multidet", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="QMCPACK /MultiDet file from `sci run` (its /orbitals, else the DFT rung's orbitals)"),
         click.option("--max-dets", default=20, show_default=True, help="largest determinants kept from --multidet"),
+        click.option("--out", default=None, help="write <OUT>.<method>.h5 result files (energies, trace, walkers)"),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -51,7 +52,7 @@ def _run(*args, **kw):
 
 
 def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
-               params, multidet, max_dets, dmc_cfg, checkpoint=None, trace=None, opt_cfg=None, save=None):
+               params, multidet, max_dets, out, dmc_cfg, checkpoint=None, trace=None, opt_cfg=None, save=None):
     from pathlib import Path
 
     import h5py
@@ -92,8 +93,10 @@ def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_step
     results = kernel(mol, orb, cfg, parameters=load_parameters(params) if params else None, expansion=expansion,
                      checkpoint=checkpoint, trace=trace, progress=_progress)
     parameters = results.pop("parameters")
-    for r in results.values():
+    for method, r in results.items():
         click.echo(f"{r.summary()}  ({r.nwalkers} walkers, {r.nsteps} steps, tau {r.tau})")
+        if out:
+            r.to_hdf5(f"{out}.{method}.h5", backend=backend)
     if save:
         save_parameters(save, parameters)
         click.echo(f"wrote parameters to {save}", err=True)

@@ -66,6 +66,41 @@ class QMCResult:
 
         return f"E({self.method.upper()}) = {format_value(self.energy, self.error)} Ha"
 
+    def to_hdf5(self, path, backend: str = "numba") -> None:
+        """Write the result (energies, components, per-step trace, final walkers) to an HDF5 file."""
+        import json
+
+        import h5py
+
+        from rung.qmc import __version__
+
+        with h5py.File(path, "w") as f:
+            f.attrs.update(schema="rung.qmc.result", schema_version=1, package_version=__version__, backend=backend,
+                           method=self.method, nwalkers=self.nwalkers, nsteps=self.nsteps, tau=self.tau,
+                           acceptance=float(self.acceptance), extra=json.dumps({k: float(v) for k, v in self.extra.items()}))
+            for name, value, unit in (("energy", self.energy, "hartree"), ("error", self.error, "hartree"),
+                                      ("variance", self.variance, "hartree^2"), ("trace", self.trace, "hartree"),
+                                      ("configs", self.configs, "bohr")):
+                f.create_dataset(name, data=value).attrs["units"] = unit
+            g = f.create_group("components")
+            for k, (m, e) in self.components.items():
+                g.create_dataset(k, data=[m, e]).attrs["units"] = "hartree"
+
+    @classmethod
+    def from_hdf5(cls, path) -> "QMCResult":
+        import json
+
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("schema") != "rung.qmc.result":
+                raise ValueError(f"{path}: not a rung.qmc result file")
+            a = f.attrs
+            return cls(str(a["method"]), float(f["energy"][()]), float(f["error"][()]),
+                       {k: tuple(map(float, f["components"][k][()])) for k in f["components"]},
+                       float(f["variance"][()]), float(a["acceptance"]), int(a["nwalkers"]), int(a["nsteps"]),
+                       float(a["tau"]), f["trace"][()], f["configs"][()], json.loads(a["extra"]))
+
 
 def limit_drift(v, tau, a=1.0):
     """Umrigar drift limiting per electron: v (..., 3) -> vbar (..., 3)."""

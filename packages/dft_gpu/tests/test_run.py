@@ -224,6 +224,9 @@ def test_run_records_failures_and_continues(tmp_path):
     assert again.computed == 0 and again.n_done == 3
     with pytest.raises(ValueError, match="xc: 'hf' there, 'b3lyp' now"):
         run(src, out, RunConfig(**{**FAST, "xc": "b3lyp"}), progress=False)
+    if HAVE_ENGINE:  # the engine's default fitting basis is not PySCF's: a different level of theory
+        with pytest.raises(ValueError, match="auxbasis: 'pyscf default"):
+            run(src, out, RunConfig(**{**FAST, "jk": "engine"}), progress=False)
 
 
 def test_orbitals_and_fcidump_files(tmp_path):

@@ -415,7 +415,8 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict):
     molecules, rejected = _read_input(input_path)
     rejected_out.update(rejected)
     create_dataset(out_path, molecules)
-    settings = json.dumps(config.result_settings(), sort_keys=True)
+    # the auxbasis as resolved: the engine's and PySCF's defaults differ (and so do the energies)
+    settings = json.dumps({**config.result_settings(), "auxbasis": _auxbasis_used(config)}, sort_keys=True)
     with h5py.File(out_path, "r") as f:
         have = f.attrs.get("dft_settings")
         have_rejected = json.loads(f.attrs.get("dft_rejected", "{}"))

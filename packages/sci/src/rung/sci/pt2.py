@@ -65,6 +65,7 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
     dense = layout.fci_size <= DENSE_KEYS
     packable = layout.fci_size < 2 ** (63 - POS_BITS)
     mask = np.empty(0, np.uint8)
+    table = cpu.hash_table(keys)
     if dense:
         acc = [np.zeros(layout.fci_size) for _ in range(3)]
         touched = np.zeros(layout.fci_size, np.bool_)
@@ -74,7 +75,7 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
     n_gen = 0
     for start in range(0, gens.size, chunk):
         sl = slice(start, start + chunk)
-        k, g, v = cpu.external_contributions(dets, gens[sl], h1, eri, keys, mask, layout.binom_a, layout.binom_b,
+        k, g, v = cpu.external_contributions(dets, gens[sl], h1, eri, table, mask, layout.binom_a, layout.binom_b,
                                              layout.nstr_b, nexc)
         n_gen += k.size
         if k.size == 0:

@@ -195,8 +195,21 @@ def excite(s, h, p):
 
 # ------------------------------------------------------------------------------------ matrix elements
 @njit(cache=True)
-def diagonal(d, h1, eri, occa, occb):
-    """<D|H|D> without the core energy. occa, occb: scratch int64 arrays of length >= norb."""
+def coulomb_exchange(eri):
+    """J[i, j] = (ii|jj) and K[i, j] = (ij|ji), (norb, norb) float64 Hartree: the diagonal's only integrals."""
+    n = eri.shape[0]
+    j = np.empty((n, n))
+    k = np.empty((n, n))
+    for a in range(n):
+        for b in range(n):
+            j[a, b] = eri[a, a, b, b]
+            k[a, b] = eri[a, b, b, a]
+    return j, k
+
+
+@njit(cache=True)
+def diagonal_jk(d, h1, jmat, kmat, occa, occb):
+    """<D|H|D> without the core energy from the J and K tables (cache-friendly)."""
     na = occupied(d[0], occa)
     nb = occupied(d[1], occb)
     e = 0.0
@@ -205,17 +218,23 @@ def diagonal(d, h1, eri, occa, occb):
         e += h1[i, i]
         for y in range(x + 1, na):
             j = occa[y]
-            e += eri[i, i, j, j] - eri[i, j, j, i]
+            e += jmat[i, j] - kmat[i, j]
         for y in range(nb):
-            j = occb[y]
-            e += eri[i, i, j, j]
+            e += jmat[i, occb[y]]
     for x in range(nb):
         i = occb[x]
         e += h1[i, i]
         for y in range(x + 1, nb):
             j = occb[y]
-            e += eri[i, i, j, j] - eri[i, j, j, i]
+            e += jmat[i, j] - kmat[i, j]
     return e
+
+
+@njit(cache=True)
+def diagonal(d, h1, eri, occa, occb):
+    """<D|H|D> without the core energy. occa, occb: scratch int64 arrays of length >= norb."""
+    jmat, kmat = coulomb_exchange(eri)
+    return diagonal_jk(d, h1, jmat, kmat, occa, occb)
 
 
 @njit(cache=True)
@@ -353,11 +372,12 @@ def diagonals(dets, h1, eri):
     """<D|H|D> for every determinant (n, 2, nw); (n,) float64 Hartree, core energy excluded."""
     n = dets.shape[0]
     norb = h1.shape[0]
+    jmat, kmat = coulomb_exchange(eri)
     out = np.empty(n, np.float64)
     for i in prange(n):
         occa = np.empty(norb, np.int64)
         occb = np.empty(norb, np.int64)
-        out[i] = diagonal(dets[i], h1, eri, occa, occb)
+        out[i] = diagonal_jk(dets[i], h1, jmat, kmat, occa, occb)
     return out
 
 
@@ -461,6 +481,7 @@ def hamiltonian_upper(dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca
     cols = np.empty(ptr[-1], np.int32)
     vals = np.empty(ptr[-1], np.float64)
     diag = np.empty(n, np.float64)
+    jmat, kmat = coulomb_exchange(eri)
     for i in prange(n):
         occ1 = np.empty(norb, np.int64)
         occ2 = np.empty(norb, np.int64)
@@ -472,7 +493,7 @@ def hamiltonian_upper(dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca
         for k in range(m):
             cols[ptr[i] + k] = c[order[k]]
             vals[ptr[i] + k] = v[order[k]]
-        diag[i] = diagonal(dets[i], h1, eri, occ1, occ2)
+        diag[i] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
     return ptr, cols, vals, diag
 
 
@@ -602,12 +623,54 @@ def spin_partners(dets, norb, counts):
 
 
 # -------------------------------------------------------------------- external space (selection, PT2)
+HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
 @njit(cache=True)
-def _emit(key, var_keys, var_mask):
-    """True for a determinant outside the space: a lookup in ``var_mask`` (indexed by key) when given, else bisection."""
+def hash_table(keys):
+    """Open-addressing table (size a power of two >= 2 n, empty slots -1) of the int64 ``keys``."""
+    n = keys.shape[0]
+    bits = 1
+    while (1 << bits) < 2 * n + 2:
+        bits += 1
+    table = np.full(1 << bits, -1, np.int64)
+    mask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)
+    for k in keys:
+        h = np.int64((np.uint64(k) * HASH_MULT) >> shift)
+        while table[h] != -1:
+            h = (h + 1) & mask
+        table[h] = k
+    return table
+
+
+@njit(cache=True)
+def table_shift(table):
+    bits = 0
+    while (1 << bits) < table.shape[0]:
+        bits += 1
+    return np.uint64(64 - bits)
+
+
+@njit(cache=True)
+def in_table(table, key, shift):
+    mask = table.shape[0] - 1
+    h = np.int64((np.uint64(key) * HASH_MULT) >> shift)
+    while True:
+        t = table[h]
+        if t == key:
+            return True
+        if t == -1:
+            return False
+        h = (h + 1) & mask
+
+
+@njit(cache=True)
+def _emit(key, var_table, var_mask, shift):
+    """True for a determinant outside the space: ``var_mask`` (indexed by key) when given, else the hash table."""
     if var_mask.shape[0] > 0:
         return var_mask[key] == 0
-    return _search(var_keys, key) < 0
+    return not in_table(var_table, key, shift)
 
 
 @njit(cache=True)
@@ -617,6 +680,7 @@ def _excitations(det, norb, h1, eri, var_keys, var_mask, binom_a, binom_b, nstr_
 
     Returns how many; with ``fill``, writes their keys and <alpha|H|det> into out_keys / out_vals.
     """
+    shift = table_shift(var_keys)
     na = occupied(det[0], occa)
     nb = occupied(det[1], occb)
     nva = virtual(det[0], norb, vira)
@@ -644,7 +708,7 @@ def _excitations(det, norb, h1, eri, var_keys, var_mask, binom_a, binom_b, nstr_
                 key = r * nstr_b + rb if spin == 0 else ra * nstr_b + r
                 flip(t, h)
                 flip(t, p)
-                if _emit(key, var_keys, var_mask):
+                if _emit(key, var_keys, var_mask, shift):
                     if fill:
                         out_keys[n] = key
                         out_vals[n] = single_element(det[spin], det[1 - spin], h, p, h1, eri, scratch)
@@ -668,37 +732,48 @@ def _excitations(det, norb, h1, eri, var_keys, var_mask, binom_a, binom_b, nstr_
                         flip(t, p1)
                         flip(t, p2)
                         key = r * nstr_b + rb if spin == 0 else ra * nstr_b + r
-                        if _emit(key, var_keys, var_mask):
+                        if _emit(key, var_keys, var_mask, shift):
                             if fill:
                                 out_keys[n] = key
                                 out_vals[n] = same_spin_double_element(det[spin], h_1, h_2, p1, p2, eri)
                             n += 1
-    # opposite-spin doubles
+    # opposite-spin doubles: the beta single excitations (rank, sign) are tabulated once per generator
+    nsb = nb * nvb
+    rb1 = np.empty(nsb, np.int64)
+    sgb = np.empty(nsb, np.float64)
+    hb1 = np.empty(nsb, np.int64)
+    pb1 = np.empty(nsb, np.int64)
+    m = 0
+    for u in range(nb):
+        hb = occb[u]
+        for v in range(nvb):
+            pb = virb[v]
+            flip(tb, hb)
+            flip(tb, pb)
+            rb1[m] = rank(tb, binom_b)
+            flip(tb, hb)
+            flip(tb, pb)
+            sgb[m] = phase(det[1], hb, pb)
+            hb1[m] = hb
+            pb1[m] = pb
+            m += 1
     for x in range(na):
         h = occa[x]
         for y in range(nva):
             p = vira[y]
             flip(ta, h)
             flip(ta, p)
-            r1 = rank(ta, binom_a)
+            base = rank(ta, binom_a) * nstr_b
             flip(ta, h)
             flip(ta, p)
             sa = phase(det[0], h, p)
-            for u in range(nb):
-                hb = occb[u]
-                for v in range(nvb):
-                    pb = virb[v]
-                    flip(tb, hb)
-                    flip(tb, pb)
-                    r2 = rank(tb, binom_b)
-                    flip(tb, hb)
-                    flip(tb, pb)
-                    key = r1 * nstr_b + r2
-                    if _emit(key, var_keys, var_mask):
-                        if fill:
-                            out_keys[n] = key
-                            out_vals[n] = sa * phase(det[1], hb, pb) * eri[h, p, hb, pb]
-                        n += 1
+            for m in range(nsb):
+                key = base + rb1[m]
+                if _emit(key, var_keys, var_mask, shift):
+                    if fill:
+                        out_keys[n] = key
+                        out_vals[n] = sa * sgb[m] * eri[h, p, hb1[m], pb1[m]]
+                    n += 1
     return n
 
 
@@ -708,6 +783,7 @@ def external_contributions(dets, gens, h1, eri, var_keys, var_mask, binom_a, bin
 
     dets : (n, 2, nw) uint64, the variational space, in the order of ``var_keys`` (sorted).
     gens : (ng,) int64 indices into ``dets``; nexc : singles + doubles of one determinant.
+    var_keys : the space's keys as a :func:`hash_table`;
     var_mask : (fci_size,) uint8, 1 for keys in the space (small FCI spaces), or empty.
     Returns keys (m,) int64, gen (m,) int32 (position in ``gens``), vals (m,) float64 Hartree.
     """

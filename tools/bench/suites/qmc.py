@@ -4,6 +4,8 @@
   a walker, plus the local energy, i.e. PyQMC's VMC "step") for water, ccECP/ccecp-cc-pvdz, RHF
   Slater determinant x two-body Jastrow, same walkers and time step; peer PyQMC (``pyqmc.api.vmc``,
   its default QWalk-style Jastrow) when installed, else no peer.
+- ``qmc.dmc_water``: DMC steps (drift-diffusion sweep, branching, local energy) on the same water
+  trial functions; peer ``pyqmc.api.rundmc``.
 - ``qmc.vmc_benzene``: the same for benzene (30 valence electrons), full mode only.
 - ``qmc.aos``: AO values + gradients at walker x electron positions against PySCF ``eval_gto``.
 
@@ -72,6 +74,33 @@ def _pyqmc_vmc(mol, mf, nw, nsteps, tau):
     return run
 
 
+def _ours_dmc(mol, mf, nw, nsteps):
+    from rung.qmc.dmc import DMCConfig, dmc
+    from rung.qmc.hamiltonian import Hamiltonian
+    from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
+    from rung.qmc.vmc import VMCConfig, vmc
+
+    wf = slater_jastrow(mol, _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench"))
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(0)
+    v = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=1, nsteps=5, nequil=10), rng=rng)
+    return lambda: dmc(wf, ham, v.configs, DMCConfig(tau=0.01, nblocks=2, nsteps=nsteps // 2, nequil_blocks=1),
+                       e_ref=v.energy)
+
+
+def _pyqmc_dmc(mol, mf, nw, nsteps):
+    try:
+        import pyqmc.api as pyq
+    except ImportError:
+        return None
+    wf, _ = pyq.generate_wf(mol, mf)
+    configs = pyq.initial_guess(mol, nw)
+    acc = {"energy": pyq.EnergyAccumulator(mol)}
+    pyq.vmc(wf, configs, nblocks=1, nsteps_per_block=15, accumulators=acc, tstep=0.3, verbose=False)
+    return lambda: pyq.rundmc(wf, configs.copy(), tstep=0.01, nblocks=2, nsteps_per_block=nsteps // 2,
+                              accumulators=acc, vmc_warmup=0, verbose=False)
+
+
 def cases(quick: bool):
     mol, mf = _water()
     nsteps = 5 if quick else 20
@@ -89,6 +118,12 @@ def cases(quick: bool):
                    _ours_vmc(bmol, bmf, nw, ns, 0.3), peer=peer, peer_name="pyqmc.vmc" if peer else "",
                    work=nw * ns, work_unit="walker-sweeps", repeats=1, warmup=0,
                    note="" if peer else "PyQMC not installed")
+    nw, ns = 100, (10 if quick else 20)
+    peer = _pyqmc_dmc(mol, mf, nw, ns)
+    yield Case("qmc.dmc_water", f"H2O ccECP/ccecp-cc-pvdz, {nw} walkers x {ns} steps, tau 0.01, SJ",
+               _ours_dmc(mol, mf, nw, ns), peer=peer, peer_name="pyqmc.rundmc" if peer else "",
+               work=nw * ns, work_unit="walker-steps", repeats=3, warmup=0,
+               note="" if peer else "PyQMC not installed")
     from rung.qmc.orbitals import AtomicBasis, evaluate_aos
 
     basis = AtomicBasis.from_mol(mol)

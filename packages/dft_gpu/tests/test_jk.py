@@ -150,6 +150,10 @@ def test_accelerate_uhf_radical(radical):
     _compare_scf(scf.UHF(radical), radical)
 
 
+def test_accelerate_rohf_radical(radical):
+    _compare_scf(scf.ROHF(radical), radical)  # one set of orbitals, two spin densities
+
+
 def test_accelerate_rks_pbe(water):
     _compare_scf(dft.RKS(water, xc="pbe"), water)
 

@@ -10,7 +10,9 @@ Cases (all in one process, side by side):
   PySCF's DF SCF, same auxiliary basis.
 
 ``python -m tools.bench.suites.dft_gpu breakdown [molecule]`` runs the end-to-end SCF of both sides in
-separate processes and prints the J/K, XC and rest times and each process's peak resident memory.
+separate single-threaded processes and prints the J/K, XC and rest CPU times and each process's peak
+resident memory; ``python -m tools.bench.suites.dft_gpu floor`` times J+K of both sides and DGEMM on
+one thread in CPU seconds. CPU time on one thread is what stays comparable on a shared machine.
 """
 
 from __future__ import annotations
@@ -103,16 +105,16 @@ def _instrument(mf, timers: dict) -> None:
     get_jk = mf.get_jk
 
     def timed_jk(*args, **kwargs):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         out = get_jk(*args, **kwargs)
-        timers["jk_s"] = timers.get("jk_s", 0.0) + time.perf_counter() - t0
+        timers["jk_s"] = timers.get("jk_s", 0.0) + time.process_time() - t0
         return out
 
     class TimedNumInt(numint.NumInt):
         def nr_rks(self, *args, **kwargs):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             out = super().nr_rks(*args, **kwargs)
-            timers["xc_s"] = timers.get("xc_s", 0.0) + time.perf_counter() - t0
+            timers["xc_s"] = timers.get("xc_s", 0.0) + time.process_time() - t0
             return out
 
     mf.get_jk = timed_jk
@@ -123,24 +125,33 @@ def _breakdown_child(name: str, side: str) -> None:
     import resource
 
     timers: dict = {}
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     e = scf_energy(name, side == "ours", timers)
-    total = time.perf_counter() - t0
+    total = time.process_time() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"side": side, "e_tot": e, "total_s": total, "jk_s": timers.get("jk_s", 0.0),
                       "tensor_build_s": timers.get("build_s"),
                       "xc_s": timers.get("xc_s", 0.0), "peak_rss_mib": peak_mib}))
 
 
+def _one_thread_env() -> dict:
+    import os
+
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    return env
+
+
 def breakdown(name: str = "glycine") -> list[dict]:
+    """End-to-end SCF of both sides, each in its own single-threaded process; CPU seconds."""
     rows = []
     for side in ("ours", "pyscf"):
         out = subprocess.run([sys.executable, "-m", "tools.bench.suites.dft_gpu", "_child", name, side],
-                             check=True, capture_output=True, text=True).stdout
+                             check=True, capture_output=True, text=True, env=_one_thread_env()).stdout
         row = json.loads(out.strip().splitlines()[-1])
         row["rest_s"] = row["total_s"] - row["jk_s"] - row["xc_s"]
         rows.append(row)
-    print("| side | E (Ha) | total (s) | J/K incl. tensor build (s) | tensor build (s) | XC (s) | rest (s) | "
+    print("| side | E (Ha) | total CPU (s) | J/K incl. tensor build (s) | tensor build (s) | XC (s) | rest (s) | "
           "peak RSS (MiB) |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         build = "" if r["tensor_build_s"] is None else f"{r['tensor_build_s']:.1f}"
@@ -149,10 +160,51 @@ def breakdown(name: str = "glycine") -> list[dict]:
     return rows
 
 
+def _cpu_time(fn, repeats: int = 3) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def _floor_child() -> None:
+    from pyscf import df
+
+    from rung.dft_gpu.jk import JKEngine, resolve_auxbasis
+
+    a = np.random.default_rng(0).random((2000, 2000))
+    rate = 2 * 2000.0**3 / _cpu_time(lambda: a @ a)
+    print(f"DGEMM (one thread): {rate / 1e9:.1f} GFLOP/s\n")
+    print("| molecule | nao | naux | nocc | GFLOP | floor (s) | ours (s) | ours/floor | PySCF (s) | PySCF/floor | PySCF/ours |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in ("glycine", "aspirin"):
+        mol = molecule(name)
+        dm, nocc = core_density(mol)
+        aux = resolve_auxbasis(mol)
+        eng = JKEngine(mol, aux, backend="numba")
+        dfobj = df.DF(mol, aux)
+        dfobj.verbose = 0
+        dfobj.build()
+        flop = jk_flop(eng.naux, mol.nao, nocc)
+        floor = flop / rate
+        ours = _cpu_time(lambda: eng.get_jk(dm))
+        peer = _cpu_time(lambda: dfobj.get_jk(dm))
+        print(f"| {name} | {mol.nao} | {eng.naux} | {nocc} | {flop / 1e9:.2f} | {floor:.3f} | {ours:.3f} | "
+              f"{ours / floor:.2f} | {peer:.3f} | {peer / floor:.2f} | {peer / ours:.2f} |", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_child"]:
         _breakdown_child(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:2] == ["_floor"]:
+        _floor_child()
+    elif sys.argv[1:2] == ["floor"]:
+        subprocess.run([sys.executable, "-m", "tools.bench.suites.dft_gpu", "_floor"], check=True,
+                       env=_one_thread_env())
     elif sys.argv[1:2] == ["breakdown"]:
         breakdown(*(sys.argv[2:3] or ["glycine"]))
     else:
-        raise SystemExit("usage: python -m tools.bench.suites.dft_gpu breakdown [molecule]")
+        raise SystemExit("usage: python -m tools.bench.suites.dft_gpu breakdown [molecule] | floor")

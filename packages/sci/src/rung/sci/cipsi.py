@@ -67,7 +67,7 @@ class Config:
     nroots: int = 1
     spin: float | None = None
     spin_penalty: float = 1.0
-    davidson_tol: float = 1e-6
+    davidson_tol: float = 1e-5
     stochastic_min_det: int = 300_000
     pt2_samples: int = 8
     pt2_det_fraction: float = 0.02

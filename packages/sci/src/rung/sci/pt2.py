@@ -55,7 +55,7 @@ def n_excitations(layout: Layout) -> int:
     return na * va + nb * vb + comb(na, 2) * comb(va, 2) + comb(nb, 2) * comb(vb, 2) + na * va * nb * vb
 
 
-DENSE_KEYS = 2**23  # FCI spaces up to this size accumulate into arrays indexed by key (no sorting)
+DENSE_KEYS = 2**22  # FCI spaces up to this size accumulate into arrays indexed by key (no sorting)
 POS_BITS = 26  # entries per chunk < 2**26 when keys are packed with positions for sorting
 
 
@@ -64,40 +64,41 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
     chunk = max(1, min(max_entries, 2**POS_BITS - 1) // nexc)
     dense = layout.fci_size <= DENSE_KEYS
     packable = layout.fci_size < 2 ** (63 - POS_BITS)
-    mask = np.empty(0, np.uint8)
-    table = cpu.hash_table(keys)
     if dense:
-        acc = [np.zeros(layout.fci_size) for _ in range(3)]
-        touched = np.zeros(layout.fci_size, np.bool_)
+        import numba
+
         mask = np.zeros(layout.fci_size, np.uint8)
         mask[keys] = 1
-    run = None
-    n_gen = 0
-    for start in range(0, gens.size, chunk):
-        sl = slice(start, start + chunk)
-        k, g, v = cpu.external_contributions(dets, gens[sl], h1, eri, table, mask, layout.binom_a, layout.binom_b,
-                                             layout.nstr_b, nexc)
-        n_gen += k.size
-        if k.size == 0:
-            continue
-        args = (gcoef[sl], gstoch[sl], gw[sl], gq[sl])
-        if dense:
-            cpu.accumulate_dense(k, g, v, *args, *acc, touched)
-            continue
-        if packable:
-            part = cpu.reduce_packed(np.sort(cpu.pack(k, POS_BITS)), POS_BITS, g, v, *args)
-        else:
-            order = np.argsort(k)
-            part = cpu.reduce_sorted(k[order], g[order], v[order], *args)
-        del k, g, v
-        run = part if run is None else cpu.merge_sorted_sums(*run, *part)
-    if dense:
+        nparts = max(1, numba.get_num_threads())
+        acc = cpu.external_dense(dets, gens, h1, eri, mask, layout.binom_a, layout.binom_b, layout.nstr_b, nexc,
+                                 gcoef, gstoch, gw, gq, nparts, layout.fci_size)
+        touched = acc[3].any(axis=0)
         uk = np.flatnonzero(touched).astype(np.int64)
-        ad, as_, t = (a[uk] for a in acc)
-        del acc, touched
-    elif run is None:
-        return 0.0, np.empty(0, np.int64), 0, n_gen
+        ad, as_, t = (a[:, uk].sum(axis=0) for a in acc[:3])
+        n_gen = int(acc[4].sum())
+        del acc
     else:
+        table = cpu.hash_table(keys)
+        mask = np.empty(0, np.uint8)
+        run = None
+        n_gen = 0
+        for start in range(0, gens.size, chunk):
+            sl = slice(start, start + chunk)
+            k, g, v = cpu.external_contributions(dets, gens[sl], h1, eri, table, mask, layout.binom_a,
+                                                 layout.binom_b, layout.nstr_b, nexc)
+            n_gen += k.size
+            if k.size == 0:
+                continue
+            args = (gcoef[sl], gstoch[sl], gw[sl], gq[sl])
+            if packable:
+                part = cpu.reduce_packed(np.sort(cpu.pack(k, POS_BITS)), POS_BITS, g, v, *args)
+            else:
+                order = np.argsort(k)
+                part = cpu.reduce_sorted(k[order], g[order], v[order], *args)
+            del k, g, v
+            run = part if run is None else cpu.merge_sorted_sums(*run, *part)
+        if run is None:
+            return 0.0, np.empty(0, np.int64), 0, n_gen
         uk, ad, as_, t = run
     if uk.size == 0:
         return 0.0, np.empty(0, np.int64), 0, n_gen

@@ -814,19 +814,46 @@ def external_contributions(dets, gens, h1, eri, var_keys, var_mask, binom_a, bin
     return ok, og, ov
 
 
-@njit(cache=True)
-def accumulate_dense(keys, gen, vals, gen_coef, gen_stoch, gen_w, gen_q, ad, as_, t, touched):
-    """Add contributions into arrays indexed by key (spaces with few determinants in all)."""
-    for k in range(keys.shape[0]):
-        j = keys[k]
-        g = gen[k]
-        x = gen_coef[g] * vals[k]
-        touched[j] = True
-        if gen_stoch[g]:
-            as_[j] += gen_w[g] * x
-            t[j] += gen_w[g] * x * x * gen_q[g]
-        else:
-            ad[j] += x
+@njit(cache=True, parallel=True)
+def external_dense(dets, gens, h1, eri, var_mask, binom_a, binom_b, nstr_b, nexc, gen_coef, gen_stoch, gen_w,
+                   gen_q, nparts, fci_size):
+    """Generate and sum the external contributions straight into key-indexed arrays (small FCI spaces).
+
+    Each of ``nparts`` parallel parts owns a row of the accumulators (no write races); the rows are
+    summed by the caller. Returns ad, as_, t (nparts, fci_size) float64, touched (nparts, fci_size) and
+    the number of (alpha, I) pairs per part.
+    """
+    ng = gens.shape[0]
+    norb = h1.shape[0]
+    ad = np.zeros((nparts, fci_size))
+    as_ = np.zeros((nparts, fci_size))
+    t = np.zeros((nparts, fci_size))
+    touched = np.zeros((nparts, fci_size), np.bool_)
+    counts = np.zeros(nparts, np.int64)
+    empty = np.empty(1, np.int64)
+    for part in prange(nparts):
+        keys = np.empty(nexc, np.int64)
+        vals = np.empty(nexc, np.float64)
+        occa = np.empty(norb, np.int64)
+        occb = np.empty(norb, np.int64)
+        vira = np.empty(norb, np.int64)
+        virb = np.empty(norb, np.int64)
+        scratch = np.empty(norb, np.int64)
+        for g in range(part * ng // nparts, (part + 1) * ng // nparts):
+            m = _excitations(dets[gens[g]], norb, h1, eri, empty, var_mask, binom_a, binom_b, nstr_b, True,
+                             keys, vals, occa, occb, vira, virb, scratch)
+            c = gen_coef[g]
+            counts[part] += m
+            for k in range(m):
+                j = keys[k]
+                x = c * vals[k]
+                touched[part, j] = True
+                if gen_stoch[g]:
+                    as_[part, j] += gen_w[g] * x
+                    t[part, j] += gen_w[g] * x * x * gen_q[g]
+                else:
+                    ad[part, j] += x
+    return ad, as_, t, touched, counts
 
 
 @njit(cache=True)

@@ -25,6 +25,8 @@ When ``D = sum_i n_i C[:,i] C[:,i]^T`` comes with its orbitals (PySCF tags densi
     X[i,L,q] = sum_p F[p,i] B[L,p,q],    K[q,s] = sum_{iL} X[i,L,q] X[i,L,s]
 
 costing ``2 naux nao^2 nocc`` (GEMM) + ``naux nao^2 nocc`` (SYRK) FLOPs instead of ``4 naux nao^3``.
+The fitted density then comes from the same intermediate, ``rho[L] = sum_iq X[i,L,q] F[q,i]``, so each
+aux block of the tensor is read once per call for J and K together.
 A symmetric density without orbitals is factorised by its eigenvectors (positive and negative parts
 separately, ``D = F+ F+^T - F- F-^T``); a non-symmetric one (``hermi=0``) takes the direct form.
 Range-separated exchange uses an engine built with ``omega``: the same algebra on the tensor of the
@@ -136,7 +138,8 @@ class JKEngine:
         Range-separation parameter, Bohr^-1: ``> 0`` long-range ``erf(omega r)/r``, ``< 0``
         short-range ``erfc(|omega| r)/r``; None or 0 for the full Coulomb operator.
     backend : {"auto", "numpy", "numba", "cupy"}
-        ``numpy``: the reference kernel (slow oracle); ``numba``: CPU (BLAS GEMMs); ``cupy``: GPU.
+        ``numpy``: the reference kernel (slow oracle); ``numba``: the CPU kernels (BLAS GEMMs; the
+        house-wide name of the CPU backend, though these kernels need no JIT); ``cupy``: GPU.
         ``auto`` takes the GPU when CuPy and a device are present, else ``numba``.
     max_memory_mb : float, optional
         Cap, MiB, on what the engine holds on its compute device (the cached tensor, and the work

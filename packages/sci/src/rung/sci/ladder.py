@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LADDER_CONFIG = dict(max_det=3000, pt2_threshold=1e-6, growth=3.0)
+LADDER_CONFIG = dict(max_det=2000, pt2_threshold=1e-6, growth=3.0)
 
 
 def step(workdir: Path, dataset: Path, molecule: str) -> str:

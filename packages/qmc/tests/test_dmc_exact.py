@@ -4,8 +4,8 @@ Exact non-relativistic energies: He -2.903724 Ha (C. L. Pekeris, Phys. Rev. 115,
 G. W. F. Drake, Springer Handbook of Atomic, Molecular and Optical Physics (2006)); H2 at R = 1.4 Bohr
 -1.174476 Ha (W. Kolos, L. Wolniewicz, J. Chem. Phys. 49, 404 (1968)). Both ground states are nodeless,
 so fixed-node DMC is exact up to time-step and population-control errors. The trial function is an
-optimised Slater-Jastrow on Gaussian orbitals without an electron-nucleus cusp (the e-n cusp
-correction is not implemented); tau = 0.01 as in production.
+optimised Slater-Jastrow on cusp-corrected Gaussian orbitals (rung.qmc.cusp); tau = 0.01 as in
+production.
 """
 
 import numpy as np

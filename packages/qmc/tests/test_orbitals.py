@@ -77,3 +77,32 @@ def test_cuda_kernel_on_gpu():
                                                                    b.exps, b.coefs)), b.ncart, 2, 50.0)
     ref = evaluate_aos(b, pos, deriv=2, backend="numba")
     np.testing.assert_allclose(cupy.asnumpy(cupy.asarray(dev)) @ b.c2s, ref, atol=1e-12)
+
+
+def test_cusp_corrected_orbitals_fd_and_continuity():
+    """Inside r_c: gradient and Laplacian against finite differences of the values; slope -Z at the
+    nucleus for the whole orbital; continuous value across r_c."""
+    mol = gto.M(atom="Li 0 0 0; H 0 0 3.0", basis="cc-pvdz", verbose=0)
+    from rung.qmc.system import mean_field
+
+    c = mean_field(mol).mo_coeff[0][:, :2]
+    basis = AtomicBasis.from_mol(mol)
+    mo = MolecularOrbitals(basis, c, cusp_atoms=[(0, 3.0), (1, 1.0)])
+    rng = np.random.default_rng(0)
+    pos = np.concatenate([rng.normal(scale=0.07, size=(4, 3)), [0, 0, 3.0] + rng.normal(scale=0.2, size=(4, 3))])
+    v = mo(pos, 2)
+    h = 1e-5
+    fd_l = -6 * mo(pos, 0)[0]
+    for x in range(3):
+        d = np.zeros(3)
+        d[x] = h
+        vp, vm = mo(pos + d, 0)[0], mo(pos - d, 0)[0]
+        np.testing.assert_allclose(v[1 + x], (vp - vm) / (2 * h), rtol=1e-6, atol=1e-7)
+        fd_l = fd_l + vp + vm
+    np.testing.assert_allclose(v[4], fd_l / h**2, rtol=1e-4, atol=2e-3)
+    # Kato cusp of the 1s-like orbital at the Li nucleus: psi'(0+)/psi(0) = -Z
+    a, b = mo(np.array([[1e-6, 0, 0], [2e-6, 0, 0]]), 0)[0][:, 0]
+    assert abs((b - a) / 1e-6 / a - (-3.0)) < 1e-3
+    rc = 0.5 / 3.0
+    inner, outer = mo(np.array([[0, 0, rc - 1e-9], [0, 0, rc + 1e-9]]), 0)[0]
+    np.testing.assert_allclose(inner, outer, atol=1e-7)

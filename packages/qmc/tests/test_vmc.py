@@ -14,7 +14,7 @@ WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr
 
 def _run(mol, nw=100, nblocks=20, nsteps=10, seed=1, jastrow=False, orb=None):
     orb = orb or mean_field(mol)
-    wf = slater_jastrow(mol, orb, jastrow=jastrow)
+    wf = slater_jastrow(mol, orb, jastrow=jastrow, cusp_correction=False)  # the SCF determinant itself
     rng = np.random.default_rng(seed)
     res = vmc(wf, Hamiltonian.from_mol(mol), initial_configs(mol, nw, rng),
               VMCConfig(nwalkers=nw, nblocks=nblocks, nsteps=nsteps, nequil=30), rng=rng)
@@ -51,7 +51,7 @@ def test_ee_cusp_cancels_coulomb_singularity(jastrow):
     """Kato: with the Jastrow e-e cusp the local energy stays finite as two electrons meet; without it
     it follows +1/r12 (checks kinetic energy, Jastrow cusp and e-e potential together)."""
     mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="cc-pvdz", verbose=0)
-    wf = slater_jastrow(mol, mean_field(mol), jastrow=jastrow)
+    wf = slater_jastrow(mol, mean_field(mol), jastrow=jastrow, cusp_correction=False)
     ham = Hamiltonian.from_mol(mol)
     e = []
     for r12 in (1e-3, 2e-3):
@@ -60,6 +60,22 @@ def test_ee_cusp_cancels_coulomb_singularity(jastrow):
         e.append(ham.local_energy(wf, c, np.random.default_rng(0))["total"][0])
     expected = 0.0 if jastrow else 1 / 1e-3 - 1 / 2e-3
     assert abs((e[0] - e[1]) - expected) < 0.05 * (1 / 2e-3)
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+def test_en_cusp_correction_cancels_nuclear_singularity(corrected):
+    """Kato at a nucleus: with the orbital cusp correction E_L stays finite as an electron approaches
+    an all-electron nucleus; without it E_L follows -Z/r."""
+    mol = gto.M(atom="He 0 0 0", basis="cc-pvtz", verbose=0)
+    wf = slater_jastrow(mol, mean_field(mol), jastrow=True, cusp_correction=corrected)
+    ham = Hamiltonian.from_mol(mol)
+    e = []
+    for r in (1e-3, 2e-3):
+        c = np.array([[[r, 0.0, 0.0], [0.4, -0.3, 0.5]]])
+        wf.recompute(c)
+        e.append(ham.local_energy(wf, c, np.random.default_rng(0))["total"][0])
+    expected = 0.0 if corrected else -2.0 * (1 / 1e-3 - 1 / 2e-3)
+    assert abs((e[0] - e[1]) - expected) < 0.05 * (2.0 / 2e-3)
 
 
 def test_nan_walkers_rejected():

@@ -137,7 +137,8 @@ class MultiSlater:
         return {}
 
 
-def build_multislater(basis, mo_coeff, expansion: Expansion, nelec, backend: str = "numba") -> MultiSlater:
+def build_multislater(basis, mo_coeff, expansion: Expansion, nelec, backend: str = "numba",
+                      cusp_atoms=None) -> MultiSlater:
     """MultiSlater over orbitals mo_coeff (nao, nmo) (restricted) for an expansion."""
     from rung.qmc.orbitals import MolecularOrbitals
     from rung.qmc.system import InputError
@@ -149,7 +150,7 @@ def build_multislater(basis, mo_coeff, expansion: Expansion, nelec, backend: str
     for up, dn in zip(expansion.occ_up, expansion.occ_down):
         if (len(up), len(dn)) != tuple(nelec):
             raise InputError(f"a determinant occupies ({len(up)}, {len(dn)}) orbitals, the molecule has {nelec} electrons")
-        mos = (MolecularOrbitals(basis, mo_coeff[:, list(up)], backend),
-               MolecularOrbitals(basis, mo_coeff[:, list(dn)], backend))
+        mos = (MolecularOrbitals(basis, mo_coeff[:, list(up)], backend, cusp_atoms),
+               MolecularOrbitals(basis, mo_coeff[:, list(dn)], backend, cusp_atoms))
         dets.append(SlaterDeterminant(mos, nelec))
     return MultiSlater(dets, expansion.coef, nelec)

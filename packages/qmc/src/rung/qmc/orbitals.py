@@ -177,7 +177,7 @@ class MolecularOrbitals:
     backend : "numba" or "numpy"
     """
 
-    def __init__(self, basis: AtomicBasis, mo_coeff, backend: str = "numba"):
+    def __init__(self, basis: AtomicBasis, mo_coeff, backend: str = "numba", cusp_atoms=None):
         mo_coeff = np.asarray(mo_coeff, dtype=np.float64)
         if mo_coeff.ndim != 2 or mo_coeff.shape[0] != basis.nao:
             raise ValueError(
@@ -190,6 +190,12 @@ class MolecularOrbitals:
         self.backend = backend
         self.mo_coeff = mo_coeff
         self.coef_cart = basis.c2s @ mo_coeff  # (ncart, nmo)
+        self.cusp = None
+        if cusp_atoms:  # [(atom index, Z)] of all-electron atoms: see rung.qmc.cusp
+            from rung.qmc.cusp import CuspCorrection
+
+            self.cusp = CuspCorrection(basis, self.coef_cart, cusp_atoms,
+                                       evaluate=lambda p: evaluate_cart(basis, p, 0, backend) @ self.coef_cart)
 
     @property
     def nmo(self) -> int:
@@ -197,4 +203,10 @@ class MolecularOrbitals:
 
     def __call__(self, pos, deriv: int = 0) -> np.ndarray:
         """(nout, ..., nmo) float64: orbital values (and gradient, Laplacian) at ``pos`` (..., 3) Bohr."""
-        return evaluate_cart(self.basis, pos, deriv, self.backend) @ self.coef_cart
+        cart = evaluate_cart(self.basis, pos, deriv, self.backend)
+        out = cart @ self.coef_cart
+        if self.cusp is not None:
+            shape = out.shape
+            self.cusp.apply(np.asarray(pos, dtype=np.float64).reshape(-1, 3), cart.reshape(cart.shape[0], -1, cart.shape[-1]),
+                            out.reshape(shape[0], -1, shape[-1]))
+        return out

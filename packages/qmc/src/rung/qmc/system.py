@@ -110,7 +110,7 @@ def all_electron_charges(mol) -> np.ndarray:
 
 def slater_jastrow(mol, orb: Orbitals, *, jastrow: bool = True, backend: str = "numba", nbasis: int = 4,
                    en_cusp: bool = False, parameters: dict | None = None, expansion=None,
-                   three_body: bool = False) -> ProductWF:
+                   three_body: bool = False, cusp_correction: bool = True) -> ProductWF:
     """psi = D_up D_down [exp(J)] from occupied orbitals; ``backend`` for the AO kernel.
 
     ``en_cusp`` adds the electron-nucleus cusp of all-electron atoms to the one-body Jastrow. It is off
@@ -118,22 +118,27 @@ def slater_jastrow(mol, orb: Orbitals, *, jastrow: bool = True, backend: str = "
     optimising the one-body terms, raises the variance (measured on He: 0.3 -> 3-9 Ha^2).
     ``expansion`` (:class:`rung.qmc.multideterminant.Expansion`) replaces the single determinant by a
     multideterminant expansion over the spin-up orbitals of ``orb`` (restricted orbitals).
-    ``three_body`` adds the electron-electron-nucleus term (:mod:`rung.qmc.jastrow3`). ``parameters``
+    ``cusp_correction`` corrects the orbitals near all-electron nuclei (:mod:`rung.qmc.cusp`; no-op
+    with ECPs on every atom). ``three_body`` adds the electron-electron-nucleus term
+    (:mod:`rung.qmc.jastrow3`). ``parameters``
     use the names of ``ProductWF.parameters`` (e.g. ``"1.ee"``).
     """
     check_orbitals(mol, orb)
     basis = AtomicBasis.from_mol(mol)
-    mos = tuple(MolecularOrbitals(basis, orb.mo_coeff[s][:, orb.mo_occ[s] > 0.5], backend) for s in (0, 1))
+    charges = all_electron_charges(mol)
+    cusp_atoms = [(i, z) for i, z in enumerate(charges) if z > 0] if cusp_correction else None
+    mos = tuple(MolecularOrbitals(basis, orb.mo_coeff[s][:, orb.mo_occ[s] > 0.5], backend, cusp_atoms)
+                for s in (0, 1))
     if expansion is not None:
         from rung.qmc.multideterminant import build_multislater
 
-        comps = [build_multislater(basis, orb.mo_coeff[0], expansion, mol.nelec, backend)]
+        comps = [build_multislater(basis, orb.mo_coeff[0], expansion, mol.nelec, backend, cusp_atoms)]
     else:
         comps = [SlaterDeterminant(mos, mol.nelec)]
     if jastrow:
         symbols = [mol.atom_pure_symbol(i) for i in range(mol.natm)]
         species = {s: k for k, s in enumerate(dict.fromkeys(symbols))}
-        cusp = all_electron_charges(mol) if en_cusp else np.zeros(mol.natm)
+        cusp = charges if en_cusp else np.zeros(mol.natm)
         comps.append(Jastrow(mol.atom_coords(), [species[s] for s in symbols], cusp,
                              mol.nelec, nbasis=nbasis, backend=backend))
         if three_body:

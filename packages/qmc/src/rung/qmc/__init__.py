@@ -4,6 +4,7 @@ Data flow (one module per step):
 
 - :mod:`~rung.qmc.system`        molecule (PySCF), orbitals (DFT rung's file, or SCF), trial function
 - :mod:`~rung.qmc.orbitals`      Gaussian AOs batched over positions and centres (by species), MOs by GEMM
+- :mod:`~rung.qmc.cusp`          electron-nucleus cusp correction of the orbitals (all-electron atoms)
 - :mod:`~rung.qmc.determinants`  up/down Slater determinants, Sherman-Morrison updates
 - :mod:`~rung.qmc.multideterminant` CI expansions from the sci rung's QMCPACK ``/MultiDet`` files
 - :mod:`~rung.qmc.jastrow`, :mod:`~rung.qmc.jastrow3`  one/two-body (exact e-e cusp) and three-body terms

@@ -181,3 +181,17 @@ def test_n2_ccpvdz_extrapolation_matches_published_fci():
     r = cipsi.kernel(ham, cipsi.Config(max_det=60_000, stochastic_min_det=20_000, pt2_threshold=1e-6), log=None)
     assert abs(r.s2[0]) < 1e-6
     assert abs(r.e_extrapolated - N2_FCI_ALL_ELECTRON) < 5e-4
+
+
+def test_semistochastic_pt2_in_the_loop(h2o_small):
+    """Beyond stochastic_min_det the loop reports a sampled PT2 with an error bar that covers the exact one."""
+    from rung.sci import pt2
+    from rung.sci.determinants import Layout
+
+    r = cipsi.kernel(h2o_small, cipsi.Config(max_det=300, stochastic_min_det=100, pt2_samples=12,
+                                             pt2_det_fraction=0.05, pt2_sample_fraction=0.2), log=None)
+    assert r.pt2_error > 0
+    lay = Layout(h2o_small.norb, *h2o_small.nelec)
+    exact = pt2.en_pt2(lay, r.dets, lay.keys(r.dets), r.coef[:, 0], r.e_var[0] - h2o_small.ecore,
+                       h2o_small.h1, h2o_small.eri)
+    assert abs(r.e_pt2 - exact.e_pt2) < 4 * r.pt2_error

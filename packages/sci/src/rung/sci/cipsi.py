@@ -295,7 +295,8 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
             next_keys = nkeys
         result = Result(e_el + ham.ecore, float(e2), float(err), extrapolate(history, cfg.extrapolation_points), s2v,
                         dets, coef, history, backend_used, complete)
-        log(f"iter {len(history):3d}  n_det {n:9d}  E_var {rec['e_var']:.8f}  E_PT2 {e2:.8f} ± {err:.1e}  "
+        pm = f"± {err:.1e}" if err > 0 else "(exact)"
+        log(f"iter {len(history):3d}  n_det {n:9d}  E_var {rec['e_var']:.8f}  E_PT2 {e2:.8f} {pm}  "
             f"E_var+PT2 {rec['e_var'] + e2:.8f}  <S^2> {s2v[0]:.4f}  {seconds:.1f} s")
         if checkpoint is not None:
             _write(checkpoint, layout, ham, cfg, result, next_keys, backend_used)

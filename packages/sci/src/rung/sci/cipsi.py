@@ -73,7 +73,7 @@ class Config:
     pt2_det_fraction: float = 0.02
     pt2_sample_fraction: float = 0.05
     max_entries: int = 20_000_000
-    extrapolation_points: int = 4
+    extrapolation_points: int = 3
     seed: int = 0
 
     def __post_init__(self):

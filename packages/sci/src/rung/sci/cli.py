@@ -49,7 +49,8 @@ def run(fcidump, dataset, out, max_det, pt2_threshold, growth, nroots, spin, nco
     except FCIDUMPError as err:
         raise click.ClickException(str(err)) from None
     r = kernel(ham, cfg, backend=backend, checkpoint=out, log=click.echo)
-    click.echo(f"E_var = {r.e_var[0]:.8f} Ha, E_var+PT2 = {r.e_var_pt2:.8f} ± {r.pt2_error:.1e} Ha, "
+    pm = f" ± {r.pt2_error:.1e}" if r.pt2_error > 0 else ""
+    click.echo(f"E_var = {r.e_var[0]:.8f} Ha, E_var+PT2 = {r.e_var_pt2:.8f}{pm} Ha, "
                f"E_extrap = {r.e_extrapolated:.8f} Ha, n_det = {r.n_det}, <S^2> = {r.s2[0]:.4f} -> {out}")
 
 

@@ -490,10 +490,11 @@ class _JKAccelerated:
         return self.jk_engines[key]
 
     def _n_engines(self) -> int:
-        xc = getattr(self, "xc", None)
-        if xc is None:
+        from pyscf.scf.hf import KohnShamDFT
+
+        if not isinstance(self, KohnShamDFT):
             return 1
-        omega, alpha, hyb = self._numint.rsh_and_hybrid_coeff(xc, spin=self.mol.spin)
+        omega, alpha, hyb = self._numint.rsh_and_hybrid_coeff(self.xc, spin=self.mol.spin)
         return 2 if omega != 0 and alpha != 0 and hyb != 0 else 1
 
     def get_jk(self, mol=None, dm=None, hermi=1, with_j=True, with_k=True, omega=None):
@@ -554,7 +555,8 @@ def accelerate(mf, auxbasis=None, backend: str = "auto", max_memory_mb: float | 
     from pyscf import lib, scf
     from pyscf.df.df_jk import _DFHF
 
-    if not isinstance(mf, scf.hf.SCF) or isinstance(mf, (scf.ghf.GHF, scf.dhf.DHF)) or hasattr(mf, "cell"):
+    # vars(), not hasattr(): a missing attribute sends PySCF's SCF.__getattr__ importing all of PySCF
+    if not isinstance(mf, scf.hf.SCF) or isinstance(mf, (scf.ghf.GHF, scf.dhf.DHF)) or "cell" in vars(mf):
         raise TypeError(f"accelerate() needs a molecular PySCF RHF/UHF/RKS/UKS object, got {type(mf).__name__}")
     if isinstance(mf, _JKAccelerated):
         raise TypeError("this SCF object is already accelerated")
@@ -572,7 +574,7 @@ def accelerate(mf, auxbasis=None, backend: str = "auto", max_memory_mb: float | 
     base = mf.undo_df() if isinstance(mf, _DFHF) else mf
     dfmf = base.density_fit(auxbasis=auxbasis)
     for name in ("grids", "nlcgrids", "_numint"):  # the caller's objects must not change with ours
-        if hasattr(dfmf, name):
+        if name in vars(dfmf):
             setattr(dfmf, name, copy.copy(getattr(mf, name)))
     new = _JKAccelerated(dfmf, backend, max_memory_mb)
     return lib.set_class(new, (_JKAccelerated, dfmf.__class__))

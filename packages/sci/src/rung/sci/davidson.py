@@ -62,11 +62,11 @@ def davidson(matvec: Callable, diag, guess, *, tol: float = 1e-7, max_iter: int 
             log(f"davidson {it}: E0 = {float(theta[0]):.10f}, max residual {rnorm.max():.2e}")
         if conv.all():
             return DavidsonResult(to_host(theta), x, conv, it)
-        todo = np.flatnonzero(~conv)
+        todo = xp.asarray(np.flatnonzero(~conv))
         denom = theta[todo][None, :] - diag[:, None]
         denom = xp.where(xp.abs(denom) < 1e-8, 1e-8, denom)
         t = r[:, todo] / denom
-        if v.shape[1] + len(todo) > max_space:
+        if v.shape[1] + todo.shape[0] > max_space:
             v, av = x, ax
         t /= xp.linalg.norm(t, axis=0)[None, :]
         t -= v @ (v.T @ t)
@@ -75,7 +75,7 @@ def davidson(matvec: Callable, diag, guess, *, tol: float = 1e-7, max_iter: int 
         keep = to_host(norms) > 1e-6  # relative to unit-norm corrections: new directions only
         if not keep.any():
             return DavidsonResult(to_host(theta), x, conv, it)
-        t, _ = xp.linalg.qr(t[:, keep])
+        t, _ = xp.linalg.qr(t[:, xp.asarray(np.flatnonzero(keep))])
         t -= v @ (v.T @ t)
         t /= xp.linalg.norm(t, axis=0)[None, :]
         v = xp.concatenate([v, t], axis=1)

@@ -190,6 +190,13 @@ def test_accelerate_leaves_caller_alone_and_supports_warm_start_and_grids(water)
     assert acc.cycles < cycles1  # the warm start was used
 
 
+def test_accelerate_keeps_auxbasis_of_df_input(water):
+    acc = accelerate(scf.RHF(water).density_fit(auxbasis=AUX), backend="numba")
+    assert acc.with_df.auxbasis == AUX
+    with pytest.raises(TypeError, match="already accelerated"):
+        accelerate(acc)
+
+
 def test_accelerate_memory_cap_gives_same_energy(water):
     e0 = accelerate(scf.RHF(water), auxbasis=AUX, backend="numba").kernel()
     capped = accelerate(scf.RHF(water), auxbasis=AUX, backend="numba", max_memory_mb=0.6)

@@ -2,7 +2,7 @@
 # workspace into .venv/ (all rung packages editable, plus the dev tools).
 PY ?= python3
 UV := .uv-bootstrap/bin/uv
-export UV_PYTHON := $(shell command -v $(PY))
+export UV_PYTHON := $(shell $(PY) -c "import sys; print(sys.executable)")
 export UV_PYTHON_DOWNLOADS := never
 RUN := $(UV) run --no-sync
 

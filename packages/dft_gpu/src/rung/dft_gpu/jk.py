@@ -194,8 +194,8 @@ class JKEngine:
         dfobj.build()
         self._df = dfobj
         self.naux = dfobj.get_naoaux()
-        self.cached = True  # sizes the work arrays as for a resident tensor in the test below
-        self.cached = self._full_bytes() + self._work_bytes(min(self.naux, MAX_BLOCK), self.nao, 4) <= self.budget_bytes
+        reserve = self._work_bytes(min(self.naux, MAX_BLOCK), self.nao, 4, streamed=False)
+        self.cached = self._full_bytes() + reserve <= self.budget_bytes
         self._cderi = None
         if self.cached:
             self._cderi = self._load_all()
@@ -226,11 +226,11 @@ class JKEngine:
             return 0
         return self._df._cderi.nbytes
 
-    def _work_bytes(self, nblk: int, rank: int, n_dm: int) -> int:
+    def _work_bytes(self, nblk: int, rank: int, n_dm: int, streamed: bool | None = None) -> int:
         """Bytes of one call's work arrays for aux blocks of ``nblk`` functions and factor rank ``rank``."""
         nao = self.nao
         per_aux = rank * nao  # K intermediate X
-        if not self.cached:
+        if (not self.cached) if streamed is None else streamed:
             per_aux += nao * nao + nao * (nao + 1) // 2  # unpacked block + packed block
         out = 3 * n_dm * nao * nao + rank * nao  # vj, vk, factors (and a direct-K temporary)
         return 8 * (nblk * per_aux + out)
@@ -363,7 +363,7 @@ class JKEngine:
     def _get_jk_reference(self, dms, with_j, with_k):
         from rung.dft_gpu._kernels import reference
 
-        nao, naux = self.nao, self.naux
+        nao = self.nao
         vj = np.zeros_like(dms) if with_j else None
         vk = np.zeros_like(dms) if with_k else None
         nblk = self.block_size(nao, dms.shape[0])
@@ -373,7 +373,6 @@ class JKEngine:
                 vj += j
             if with_k:
                 vk += k
-        del naux
         return vj, vk
 
 

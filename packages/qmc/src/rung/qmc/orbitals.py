@@ -22,6 +22,7 @@ functions", J. Comput. Chem. 36, 1664 (2015) (normalisation conventions).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -49,6 +50,11 @@ class AtomicBasis:
     nao: int
     c2s: np.ndarray
     species: list
+
+    @cached_property
+    def sh_minexp(self) -> np.ndarray:
+        """(nsh,) float64: the smallest exponent of each shell (shell-level screening in the kernels)."""
+        return np.minimum.reduceat(self.exps, self.sh_pstart[:-1])
 
     @classmethod
     def from_mol(cls, mol) -> "AtomicBasis":
@@ -137,8 +143,7 @@ def evaluate_cart(basis: AtomicBasis, pos, deriv: int = 0, backend: str = "numba
     if backend == "numba":
         from rung.qmc._kernels.cpu import eval_cart
 
-        minexp = np.minimum.reduceat(basis.exps, basis.sh_pstart[:-1])  # (nsh,)
-        out = eval_cart(flat, basis.sh_center, basis.sh_l, basis.sh_pstart, basis.sh_col, minexp, basis.exps,
+        out = eval_cart(flat, basis.sh_center, basis.sh_l, basis.sh_pstart, basis.sh_col, basis.sh_minexp, basis.exps,
                         basis.coefs, basis.ncart, deriv, SCREEN)
     elif backend == "cuda":
         from numba import cuda

@@ -50,15 +50,56 @@ def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, n
             f = 0.0
             f1 = 0.0
             f2 = 0.0
-            for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
-                a = exps[p]
-                if a * s > screen:
-                    continue
-                e = coefs[p] * np.exp(-a * s)
-                f += e
-                f1 -= a * e
-                f2 += a * a * e
+            if deriv == 0:
+                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                    a = exps[p]
+                    if a * s <= screen:
+                        f += coefs[p] * np.exp(-a * s)
+            else:
+                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                    a = exps[p]
+                    if a * s > screen:
+                        continue
+                    e = coefs[p] * np.exp(-a * s)
+                    f += e
+                    f1 -= a * e
+                    f2 += a * a * e
             l = sh_l[ish]
+            col = sh_col[ish]
+            g0 = 2.0 * f1
+            lapr = 6.0 * f1 + 4.0 * s * f2 + 4.0 * f1 * l
+            # s and p shells written out (most shells; the same arithmetic as the general loop below)
+            if l == 0:
+                out[0, ip, col] = f
+                if deriv >= 1:
+                    out[1, ip, col] = x * g0
+                    out[2, ip, col] = y * g0
+                    out[3, ip, col] = z * g0
+                    if deriv >= 2:
+                        out[4, ip, col] = lapr
+                continue
+            if l == 1:
+                out[0, ip, col] = x * f
+                out[0, ip, col + 1] = y * f
+                out[0, ip, col + 2] = z * f
+                if deriv >= 1:
+                    gx = g0 * x
+                    gy = g0 * y
+                    gz = g0 * z
+                    out[1, ip, col] = f + x * gx
+                    out[2, ip, col] = y * gx
+                    out[3, ip, col] = z * gx
+                    out[1, ip, col + 1] = x * gy
+                    out[2, ip, col + 1] = f + y * gy
+                    out[3, ip, col + 1] = z * gy
+                    out[1, ip, col + 2] = x * gz
+                    out[2, ip, col + 2] = y * gz
+                    out[3, ip, col + 2] = f + z * gz
+                    if deriv >= 2:
+                        out[4, ip, col] = x * lapr
+                        out[4, ip, col + 1] = y * lapr
+                        out[4, ip, col + 2] = z * lapr
+                continue
             xp[2] = 1.0
             yp[2] = 1.0
             zp[2] = 1.0
@@ -66,9 +107,6 @@ def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, n
                 xp[n + 2] = xp[n + 1] * x
                 yp[n + 2] = yp[n + 1] * y
                 zp[n + 2] = zp[n + 1] * z
-            col = sh_col[ish]
-            g0 = 2.0 * f1
-            lapr = 6.0 * f1 + 4.0 * s * f2 + 4.0 * f1 * l
             for lx in range(l, -1, -1):
                 for ly in range(l - lx, -1, -1):
                     lz = l - lx - ly

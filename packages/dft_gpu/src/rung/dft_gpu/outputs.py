@@ -1,4 +1,4 @@
-"""Files the DFT farm writes beside the dataset for the rungs above (layouts: /work/notes/contracts.md).
+"""Files the DFT farm writes beside the dataset for the rungs above (the cross-rung file contract).
 
 Orbitals: ``<dataset without .h5>.orbitals.h5`` with groups ``/<molecule>/<index>/`` holding
 ``mo_coeff`` (nao, nmo) [or (2, nao, nmo) unrestricted] float64, ``mo_occ`` and ``mo_energy``

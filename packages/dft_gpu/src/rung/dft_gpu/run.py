@@ -104,7 +104,8 @@ class RunConfig:
     jk : ``"engine"`` (rung.dft_gpu.jk) or ``"pyscf"`` (PySCF's own density fitting)
     backend : J/K engine backend (``"auto"|"numpy"|"numba"|"cupy"``); must be "auto" with jk="pyscf"
     max_memory_mb : memory cap handed to PySCF and the engine
-    save_orbitals, save_fcidump : write the files of /work/notes/contracts.md
+    save_orbitals, save_fcidump : write the orbitals / FCIDUMP files read by the rungs above
+        (:mod:`rung.dft_gpu.outputs`)
     fcidump_ncore : doubly occupied orbitals frozen out of the FCIDUMP (0 with ccECP: no core left)
     fcidump_norb : active orbitals in the FCIDUMP (None: all above the frozen core)
     min_distance_bohr : closest allowed approach of two atoms

@@ -2,7 +2,11 @@
 
 ``eval_cart``: the cartesian Gaussian AOs of all shells of all centres at a batch of positions (see
 the reference module for the conventions and the derivative formulas). The shell table is flattened
-over centres grouped by species, so one call covers every centre and every position.
+over centres grouped by species, so one call covers every centre and every position. It runs in three
+passes: the primitive exponents ``a_p |r - A|^2`` for every position and primitive (screened ones set to
+infinity), their exponentials in one NumPy call (NumPy's SIMD ``exp``: the exponentials are most of
+the cost of an AO evaluation, and numba's scalar libm ``exp`` does not vectorise), then the
+contraction with the cartesian polynomials.
 """
 
 from __future__ import annotations
@@ -12,6 +16,28 @@ import numpy as np
 
 
 @numba.njit(cache=True)
+def _primitive_arguments(pos, sh_center, sh_pstart, sh_minexp, exps, screen):
+    """a_p |r - A_p|^2 (npos, nprim) float64 for every position and primitive; 0 where a_p r^2 > screen
+    (the contraction skips those; a finite filler keeps NumPy's ``exp`` on its fast path)."""
+    npos = pos.shape[0]
+    nsh = sh_center.shape[0]
+    arg = np.empty((npos, exps.shape[0]))
+    for ip in range(npos):
+        for ish in range(nsh):
+            x = pos[ip, 0] - sh_center[ish, 0]
+            y = pos[ip, 1] - sh_center[ish, 1]
+            z = pos[ip, 2] - sh_center[ish, 2]
+            s = x * x + y * y + z * z
+            if sh_minexp[ish] * s > screen:
+                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                    arg[ip, p] = 0.0
+                continue
+            for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                t = exps[p] * s
+                arg[ip, p] = t if t <= screen else 0.0
+    return arg
+
+
 def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ncart, deriv, screen):
     """Cartesian AOs at positions.
 
@@ -28,6 +54,15 @@ def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, n
     -------
     out : (nout, npos, ncart) float64, nout = 1, 4, 5 (value, gradient, Laplacian)
     """
+    ex = _primitive_arguments(pos, sh_center, sh_pstart, sh_minexp, exps, screen)
+    np.negative(ex, out=ex)
+    np.exp(ex, out=ex)  # exp(-a r^2); 1 where screened (skipped)
+    return _contract(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ex, ncart, deriv, screen)
+
+
+@numba.njit(cache=True)
+def _contract(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ex, ncart, deriv, screen):
+    """eval_cart's contraction pass; ex (npos, nprim) float64 holds exp(-a_p r^2) (where a_p r^2 <= screen)."""
     nout = 1 if deriv == 0 else (4 if deriv == 1 else 5)
     npos = pos.shape[0]
     nsh = sh_l.shape[0]
@@ -52,15 +87,14 @@ def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, n
             f2 = 0.0
             if deriv == 0:
                 for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
-                    a = exps[p]
-                    if a * s <= screen:
-                        f += coefs[p] * np.exp(-a * s)
+                    if exps[p] * s <= screen:
+                        f += coefs[p] * ex[ip, p]
             else:
                 for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
                     a = exps[p]
                     if a * s > screen:
                         continue
-                    e = coefs[p] * np.exp(-a * s)
+                    e = coefs[p] * ex[ip, p]
                     f += e
                     f1 -= a * e
                     f2 += a * a * e

@@ -181,6 +181,17 @@ def _poly(y, c):
 
 
 @numba.njit(cache=True, inline="always")
+def _poly_value(y, c):
+    """_poly's value alone (the same Horner sums)."""
+    if y >= 1.0:
+        return 0.0
+    v = 0.0
+    for j in range(c.shape[0] - 1, -1, -1):
+        v = v * y + c[j]
+    return v
+
+
+@numba.njit(cache=True, inline="always")
 def _cusp(r, G, L):
     if r >= L:
         return 0.0, 0.0, 0.0
@@ -206,6 +217,35 @@ def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
     val = np.zeros((nw, npt))
     grad = np.zeros((nw, npt, 3))
     lap = np.zeros((nw, npt))
+    if deriv == 0:  # values only (ratios, e.g. the ECP quadrature): no derivative work
+        for w in range(nw):
+            for p in range(npt):
+                x0, x1, x2 = epos[w, p, 0], epos[w, p, 1], epos[w, p, 2]
+                acc = 0.0
+                for j in range(ne):
+                    if j == e:
+                        continue
+                    d0, d1_, d2_ = x0 - configs[w, j, 0], x1 - configs[w, j, 1], x2 - configs[w, j, 2]
+                    r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
+                    t = 0 if same[j] else 1
+                    u = _poly_value(r / L_ee, ee_poly[t])
+                    G = ee_cusp[t]
+                    c = 0.0
+                    if r < L_eecusp:
+                        tc = 1.0 - r / L_eecusp
+                        c = -G * L_eecusp * tc * tc * tc / 3.0
+                    acc += u + c
+                for a in range(natom):
+                    d0, d1_, d2_ = x0 - atoms[a, 0], x1 - atoms[a, 1], x2 - atoms[a, 2]
+                    r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
+                    u = _poly_value(r / L_en, en_poly[a])
+                    G = en_cusp[a]
+                    if G != 0.0 and r < L_encusp:
+                        tc = 1.0 - r / L_encusp
+                        u += -G * L_encusp * tc * tc * tc / 3.0
+                    acc += u
+                val[w, p] = acc
+        return val, grad, lap
     for w in range(nw):
         for p in range(npt):
             x0, x1, x2 = epos[w, p, 0], epos[w, p, 1], epos[w, p, 2]

@@ -175,3 +175,5 @@ def test_jastrow_numba_matches_numpy(radical):
         b = jas._electron_terms_numpy(e, pts, 2)
         for x, y in zip(a, b):
             np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+        # the value-only path (ratios)
+        np.testing.assert_allclose(jas._electron_terms(e, pts, 0)[0], b[0], rtol=1e-12, atol=1e-12)

@@ -101,9 +101,4 @@ class Layout:
         return self.sort_unique(cpu.spin_partners(dets, self.norb, counts))
 
 
-def merge(layout: Layout, keys: np.ndarray, new_keys: np.ndarray) -> np.ndarray:
-    """Sorted union of two key sets."""
-    return np.union1d(keys, new_keys)
-
-
-__all__ = ["Layout", "merge"]
+__all__ = ["Layout"]

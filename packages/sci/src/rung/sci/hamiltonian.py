@@ -52,6 +52,8 @@ def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray) -> SparseH:
     """Sparse H (core energy excluded) in the space ``dets`` (n, 2, nw) uint64; h1, eri in Hartree."""
     dets = np.ascontiguousarray(dets, dtype=np.uint64)
     n = dets.shape[0]
+    if n >= 2**31:
+        raise OverflowError("more than 2^31 determinants (column indices are int32)")
     ua, ia = np.unique(dets[:, 0, :], axis=0, return_inverse=True)
     ub, ib = np.unique(dets[:, 1, :], axis=0, return_inverse=True)
     ia = ia.reshape(-1).astype(np.int64)
@@ -63,8 +65,6 @@ def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray) -> SparseH:
     ca_ptr, ca_idx, ca_deg = cpu.string_connections(np.ascontiguousarray(ua))
     ptr, cols, vals, diag = cpu.hamiltonian_upper(dets, ia, ib, grp_ptr, order.astype(np.int64), ib[order],
                                                   ca_ptr, ca_idx, ca_deg, h1, eri)
-    if n >= 2**31:
-        raise OverflowError("more than 2^31 determinants")
     upper = sp.csr_matrix((vals, cols, ptr), shape=(n, n))
     return SparseH(diag, upper)
 

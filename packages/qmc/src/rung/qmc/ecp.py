@@ -24,7 +24,7 @@ from scipy.special import eval_legendre
 
 
 def icosahedron() -> tuple[np.ndarray, np.ndarray]:
-    """12 unit vectors (12, 3) and weights (12,) summing to one."""
+    """12 unit vectors (12, 3) and weights (12,) summing to one (fresh arrays; see ``_ICOSAHEDRON``)."""
     g = (1.0 + np.sqrt(5.0)) / 2.0
     v = []
     for a in (-1.0, 1.0):
@@ -34,16 +34,27 @@ def icosahedron() -> tuple[np.ndarray, np.ndarray]:
     return v / np.linalg.norm(v, axis=1, keepdims=True), np.full(12, 1.0 / 12.0)
 
 
+_ICOSAHEDRON = icosahedron()  # the default rule, built once (read only)
+for _a in _ICOSAHEDRON:
+    _a.flags.writeable = False
+
+
 def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
     """(n, 3, 3) uniformly distributed rotation matrices (from normalised Gaussian quaternions)."""
     q = rng.normal(size=(n, 4))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], 1)
+    m = np.empty((n, 3, 3))
+    m[:, 0, 0] = 1 - 2 * (y * y + z * z)
+    m[:, 0, 1] = 2 * (x * y - z * w)
+    m[:, 0, 2] = 2 * (x * z + y * w)
+    m[:, 1, 0] = 2 * (x * y + z * w)
+    m[:, 1, 1] = 1 - 2 * (x * x + z * z)
+    m[:, 1, 2] = 2 * (y * z - x * w)
+    m[:, 2, 0] = 2 * (x * z - y * w)
+    m[:, 2, 1] = 2 * (y * z + x * w)
+    m[:, 2, 2] = 1 - 2 * (x * x + y * y)
+    return m
 
 
 def _channel(terms) -> list:
@@ -122,9 +133,11 @@ class ECP:
         nw = configs.shape[0]
         if not nl_atoms:
             return np.zeros((nw, 0)), np.zeros((nw, 0, 3))
-        dirs, weights = grid if grid is not None else icosahedron()
+        dirs, weights = grid if grid is not None else _ICOSAHEDRON
         rot = random_rotations(rng, nw)  # (nw, 3, 3)
-        qd = np.einsum("wij,qj->wqi", rot, dirs)  # (nw, nq, 3)
+        # rotated directions qd[w, q, i] = sum_j rot[w, i, j] dirs[q, j]  (nw, nq, 3), summed over j in order
+        qd = rot[:, None, :, 0] * dirs[:, None, 0] + rot[:, None, :, 1] * dirs[:, None, 1]
+        qd += rot[:, None, :, 2] * dirs[:, None, 2]
         x = configs[:, e]  # (nw, 3)
         nq = dirs.shape[0]
         pts, coef, pair_w, pair_a = [], [], [], []

@@ -140,11 +140,12 @@ class ECP:
         qd += rot[:, None, :, 2] * dirs[:, None, 2]
         x = configs[:, e]  # (nw, 3)
         nq = dirs.shape[0]
-        pts, coef, pair_w, pair_a = [], [], [], []
+        pts, near_pts, coef, pair_w, pair_a = [], [], [], [], []
         for a, (R, nl, rc) in enumerate(nl_atoms):
             d = x - R
             r = np.linalg.norm(d, axis=-1)  # (nw,)
-            pts.append(R + r[:, None, None] * qd)
+            p = R + r[:, None, None] * qd  # (nw, nq, 3)
+            pts.append(p)
             near = np.nonzero(r < rc)[0]  # walkers whose electron e is inside this projector's range
             if near.size == 0:
                 continue
@@ -155,15 +156,19 @@ class ECP:
             for l, ch in nl.items():
                 c += (2 * l + 1) * _radial(ch, rn)[:, None] * eval_legendre(l, cos)
             coef.append(c * weights)
+            near_pts.append(p[near])
             pair_w.append(near)
-            pair_a.append(np.full(near.size, a))
+            pair_a.append(a)
         points = np.concatenate(pts, axis=1)  # (nw, natom*nq, 3)
         terms = np.zeros(points.shape[:2])
         if pair_w:  # one batched ratio call over all (walker, atom) pairs in range
-            w_idx, a_idx = np.concatenate(pair_w), np.concatenate(pair_a)
-            cols = a_idx[:, None] * nq + np.arange(nq)  # (npair, nq)
-            ratio = wf.testvalue(e, points[w_idx[:, None], cols], w_idx)
-            terms[w_idx[:, None], cols] = np.concatenate(coef) * ratio
+            ratio = wf.testvalue(e, np.concatenate(near_pts), np.concatenate(pair_w))  # (npair, nq)
+            vals = np.concatenate(coef) * ratio
+            t3 = terms.reshape(nw, len(nl_atoms), nq)  # a view: atom a owns columns a*nq .. (a+1)*nq - 1
+            start = 0
+            for near, a in zip(pair_w, pair_a):
+                t3[near, a] = vals[start:start + near.size]
+                start += near.size
         return terms, points
 
     def nonlocal_(self, wf, configs, rng) -> np.ndarray:

@@ -157,7 +157,7 @@ def test_h2o_631g_complete_space(h2o):
     reproduces PySCF's FCI within 1e-6 Ha (needs a few GB for the sparse H)."""
     e_fci = cipsi.fci_energy(h2o)[0]
     r = cipsi.kernel(h2o, cipsi.Config(max_det=2_000_000, pt2_threshold=0.0, growth=4.0), log=None)
-    assert r.e_pt2 == 0.0
+    assert abs(r.e_pt2) < 1e-12  # only round-off couples any more (~20 min here)
     assert r.e_var[0] == pytest.approx(e_fci, abs=1e-6)
 
 

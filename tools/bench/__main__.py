@@ -37,26 +37,33 @@ def machine() -> dict:
     return info
 
 
-def time_call(fn, repeats, warmup, sync=None) -> float:
+def time_call(fn, repeats, warmup, sync=None) -> tuple[float, float]:
+    """Median wall time and median process CPU time of ``fn()``, seconds.
+
+    On a shared machine the CPU time (all threads of this process) is the steadier number; for a
+    one-thread case it is what the wall time would be on an idle core.
+    """
     for _ in range(warmup):
         fn()
     if sync:
         sync()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         if sync:
             sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def run_case(case) -> dict:
     row = {"name": case.name, "size": case.size, "device": case.device, "peer_name": case.peer_name, "note": case.note}
-    row["ours_s"] = time_call(case.ours, case.repeats, case.warmup, case.sync)
-    row["peer_s"] = time_call(case.peer, case.repeats, case.warmup) if case.peer else None
+    row["ours_s"], row["ours_cpu_s"] = time_call(case.ours, case.repeats, case.warmup, case.sync)
+    row["peer_s"], row["peer_cpu_s"] = time_call(case.peer, case.repeats, case.warmup) if case.peer else (None, None)
     row["ratio"] = row["peer_s"] / row["ours_s"] if row["peer_s"] else None
+    row["ratio_cpu"] = row["peer_cpu_s"] / row["ours_cpu_s"] if row["peer_cpu_s"] and row["ours_cpu_s"] else None
     row["gflops"] = case.flop / row["ours_s"] / 1e9 if case.flop else None
     row["throughput"] = f"{case.work / row['ours_s']:.4g} {case.work_unit}/s" if case.work else ""
     return row
@@ -65,12 +72,16 @@ def run_case(case) -> dict:
 def markdown(rows, info, date) -> str:
     out = [f"Machine: {info.get('cpu')} ({info.get('cores')} cores){', ' + info['gpu'] if 'gpu' in info else ''}; "
            f"Python {info.get('python')}; {date}", "",
-           "| name | size | device | ours (s) | peer | peer (s) | peer/ours | GFLOP/s | throughput | note |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| name | size | device | ours (s) | peer | peer (s) | peer/ours | ours CPU (s) | peer CPU (s) | peer/ours CPU "
+           "| GFLOP/s | throughput | note |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         f = lambda v, fmt: "" if v is None else format(v, fmt)  # noqa: E731
         out.append(f"| {r['name']} | {r['size']} | {r['device']} | {f(r['ours_s'], '.4g')} | {r['peer_name']} | "
-                   f"{f(r['peer_s'], '.4g')} | {f(r['ratio'], '.3g')} | {f(r['gflops'], '.3g')} | {r['throughput']} | {r['note']} |")
+                   f"{f(r['peer_s'], '.4g')} | {f(r['ratio'], '.3g')} | {f(r.get('ours_cpu_s'), '.4g')} | "
+                   f"{f(r.get('peer_cpu_s'), '.4g')} | {f(r.get('ratio_cpu'), '.3g')} | {f(r['gflops'], '.3g')} | "
+                   f"{r['throughput']} | {r['note']} |")
+    out.append("\nWall times are medians; CPU times are the process's (all its threads), medians too.")
     return "\n".join(out) + "\n"
 
 

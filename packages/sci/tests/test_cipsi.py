@@ -195,3 +195,9 @@ def test_semistochastic_pt2_in_the_loop(h2o_small):
     exact = pt2.en_pt2(lay, r.dets, lay.keys(r.dets), r.coef[:, 0], r.e_var[0] - h2o_small.ecore,
                        h2o_small.h1, h2o_small.eri)
     assert abs(r.e_pt2 - exact.e_pt2) < 4 * r.pt2_error
+
+
+def test_extrapolation_skips_infinite_pt2():
+    """An early iteration with an infinite PT2 (degenerate perturber) is left out of the linear fit."""
+    hist = [dict(e_pt2=np.inf, e_var=-1.0), dict(e_pt2=-0.2, e_var=-1.2), dict(e_pt2=-0.1, e_var=-1.3)]
+    assert cipsi.extrapolate(hist, 3) == pytest.approx(-1.4)

@@ -114,7 +114,9 @@ class Result:
 
 def extrapolate(history: list, npoints: int) -> float:
     """Intercept of the linear fit E_var = a + b E_PT2 over the last ``npoints`` iterations."""
-    pts = [(h["e_pt2"], h["e_var"]) for h in history if h["e_pt2"] != 0.0][-npoints:]
+    # A near-degenerate perturber can make an early PT2 infinite (E0 - H_aa ~ 0 in floating point);
+    # such iterations say nothing about the linear regime and are left out of the fit.
+    pts = [(h["e_pt2"], h["e_var"]) for h in history if h["e_pt2"] != 0.0 and np.isfinite(h["e_pt2"])][-npoints:]
     if history and history[-1]["e_pt2"] == 0.0:
         return history[-1]["e_var"]
     if len(pts) < 2:

@@ -23,10 +23,11 @@ def problem():
     return ham, lay, dets[sub], keys[sub], v[:, 0], w[0], terms, keys[ext]
 
 
-@pytest.mark.parametrize("path", ["dense", "packed", "sorted"])
+@pytest.mark.parametrize("path", ["dense_tables", "dense", "packed", "sorted"])
 def test_deterministic_pt2_and_selection(problem, monkeypatch, path):
     ham, lay, dets, keys, c, e0, terms, ext_keys = problem
-    monkeypatch.setattr(pt2, "DENSE_KEYS", 2**23 if path == "dense" else 0)
+    monkeypatch.setattr(pt2, "DENSE_KEYS", 2**23 if path.startswith("dense") else 0)
+    monkeypatch.setattr(pt2, "TABLE_MAX", 2**24 if path == "dense_tables" else 0)  # per-string tables or enumeration
     monkeypatch.setattr(pt2, "POS_BITS", 26 if path != "sorted" else 63)
     r = pt2.en_pt2(lay, dets, keys, c, e0, ham.h1, ham.eri, n_select=10, max_entries=3000)  # several chunks
     assert r.e_pt2 == pytest.approx(terms.sum(), rel=1e-12)

@@ -9,7 +9,9 @@ and CIPSI selects the alpha with the largest |e_alpha| (Huron, Malrieu and Rancu
 58, 5745 (1973); Garniron et al., J. Chem. Phys. 147, 034101 (2017)). The connected alpha are
 generated from every determinant of the space (all singles and doubles), keyed, sorted and summed;
 generators are taken in chunks that fit ``max_entries`` and the per-determinant sums are merged
-(or, for small FCI spaces, accumulated in arrays indexed by key).
+(or, for small FCI spaces, accumulated in arrays indexed by key; there the singles and same-spin
+doubles of every alpha and beta string, with their signs and string-only parts of the elements, are
+tabulated once, so a generator's excitations need no ranking and no Slater-Condon evaluation).
 
 Semi-stochastic estimate for large spaces: the determinants holding the largest |c_I| (set D) are
 treated exactly; from the rest (S), N generators are drawn with probabilities p_I ~ |c_I| (counts
@@ -59,6 +61,22 @@ DENSE_KEYS = 2**22  # FCI spaces up to this size accumulate into arrays indexed 
 POS_BITS = 26  # entries per chunk < 2**26 when keys are packed with positions for sorting
 
 
+TABLE_MAX = 2**24  # string-table entries (singles + doubles of every string) for the table-driven kernel
+
+
+def _string_tables(layout, h1, eri):
+    """Per-string excitation tables (:func:`cpu.string_tables`) of both spins, or None when too large."""
+    size = 0
+    for ne in (layout.na, layout.nb):
+        nv = layout.norb - ne
+        size += comb(layout.norb, ne) * (ne * nv + comb(ne, 2) * comb(nv, 2))
+    if size > TABLE_MAX:
+        return None
+    ta = cpu.string_tables(layout.na, layout.norb, layout.nw, layout.binom_a, h1, eri)
+    tb = cpu.string_tables(layout.nb, layout.norb, layout.nw, layout.binom_b, h1, eri)
+    return ta, tb
+
+
 def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws, n_select, max_entries, accumulate):
     nexc = n_excitations(layout)
     chunk = max(1, min(max_entries, 2**POS_BITS - 1) // nexc)
@@ -70,8 +88,13 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         mask = np.zeros(layout.fci_size, np.uint8)
         mask[keys] = 1
         nparts = max(1, numba.get_num_threads())
-        acc = cpu.external_dense(dets, gens, h1, eri, mask, layout.binom_a, layout.binom_b, layout.nstr_b, nexc,
-                                 gcoef, gstoch, gw, gq, nparts, layout.fci_size)
+        tables = _string_tables(layout, h1, eri)
+        if tables is not None:
+            acc = cpu.external_dense_tables(keys[gens], eri, mask, layout.nstr_b, *tables, gcoef, gstoch, gw, gq,
+                                            nparts, layout.fci_size)
+        else:
+            acc = cpu.external_dense(dets, gens, h1, eri, mask, layout.binom_a, layout.binom_b, layout.nstr_b, nexc,
+                                     gcoef, gstoch, gw, gq, nparts, layout.fci_size)
         touched = acc[3].any(axis=0)
         uk = np.flatnonzero(touched).astype(np.int64)
         ad, as_, t = (a[:, uk].sum(axis=0) for a in acc[:3])

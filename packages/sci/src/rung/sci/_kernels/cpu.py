@@ -961,3 +961,161 @@ def reduce_sorted(keys, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
         else:
             ad[j] += x
     return ukeys, ad, as_, t
+
+
+# ------------------------------------------- external space from per-string excitation tables (small FCI spaces)
+@njit(cache=True)
+def string_tables(ne, norb, nw, binom, h1, eri):
+    """Singles and same-spin doubles of every string of ``ne`` electrons, indexed by string rank.
+
+    Returns occ (nstr, ne) int64 occupied orbitals; singles: s_rank, s_sign, s_h, s_p, s_val (nstr, ne*nv),
+    where s_val = h1[h, p] + sum_{j occ} ((hp|jj) - (hj|jp)) is the same-spin part of the single element
+    (Hartree, sign not included); doubles: d_rank, d_val (nstr, C(ne,2) C(nv,2)), d_val the element of
+    :func:`same_spin_double_element` (sign included). A generator's excitations then need no ranking.
+    """
+    nstr = binom[norb, ne] if ne > 0 else 1
+    nv = norb - ne
+    ns = ne * nv
+    nd = (ne * (ne - 1) // 2) * (nv * (nv - 1) // 2)
+    occ = np.zeros((nstr, max(ne, 1)), np.int64)
+    s_rank = np.empty((nstr, ns), np.int64)
+    s_sign = np.empty((nstr, ns), np.float64)
+    s_h = np.empty((nstr, ns), np.int64)
+    s_p = np.empty((nstr, ns), np.int64)
+    s_val = np.empty((nstr, ns), np.float64)
+    d_rank = np.empty((nstr, nd), np.int64)
+    d_val = np.empty((nstr, nd), np.float64)
+    s = np.zeros(nw, np.uint64)
+    o = np.empty(norb, np.int64)
+    v = np.empty(norb, np.int64)
+    for r in range(nstr):
+        unrank(r, ne, norb, binom, s)
+        occupied(s, o)
+        virtual(s, norb, v)
+        for x in range(ne):
+            occ[r, x] = o[x]
+        t = s.copy()
+        m = 0
+        for x in range(ne):
+            h = o[x]
+            for y in range(nv):
+                p = v[y]
+                flip(t, h)
+                flip(t, p)
+                s_rank[r, m] = rank(t, binom)
+                flip(t, h)
+                flip(t, p)
+                s_sign[r, m] = phase(s, h, p)
+                s_h[r, m] = h
+                s_p[r, m] = p
+                val = h1[h, p]
+                for z in range(ne):
+                    j = o[z]
+                    val += eri[h, p, j, j] - eri[h, j, j, p]
+                s_val[r, m] = val
+                m += 1
+        m = 0
+        for x1 in range(ne):
+            for x2 in range(x1 + 1, ne):
+                for y1 in range(nv):
+                    for y2 in range(y1 + 1, nv):
+                        a, b, c, e = o[x1], o[x2], v[y1], v[y2]
+                        flip(t, a)
+                        flip(t, b)
+                        flip(t, c)
+                        flip(t, e)
+                        d_rank[r, m] = rank(t, binom)
+                        flip(t, a)
+                        flip(t, b)
+                        flip(t, c)
+                        flip(t, e)
+                        d_val[r, m] = same_spin_double_element(s, a, b, c, e, eri)
+                        m += 1
+    return occ, s_rank, s_sign, s_h, s_p, s_val, d_rank, d_val
+
+
+@njit(cache=True)
+def _acc(part, key, x, stoch, w, q, ad, as_, t, touched):
+    touched[part, key] = True
+    if stoch:
+        as_[part, key] += w * x
+        t[part, key] += w * x * x * q
+    else:
+        ad[part, key] += x
+
+
+@njit(cache=True, parallel=True)
+def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen_stoch, gen_w, gen_q, nparts,
+                          fci_size):
+    """:func:`external_dense` driven by the per-string tables ``ta``, ``tb`` of :func:`string_tables`.
+
+    gen_keys : (ng,) int64 keys of the generators. Same returns as :func:`external_dense`.
+    """
+    occa, sra, ssa, sha, spa, sva, dra, dva = ta
+    occb, srb, ssb, shb, spb, svb, drb, dvb = tb
+    ng = gen_keys.shape[0]
+    ad = np.zeros((nparts, fci_size))
+    as_ = np.zeros((nparts, fci_size))
+    t = np.zeros((nparts, fci_size))
+    touched = np.zeros((nparts, fci_size), np.bool_)
+    counts = np.zeros(nparts, np.int64)
+    nsa = sra.shape[1]
+    nsb = srb.shape[1]
+    nda = dra.shape[1]
+    ndb = drb.shape[1]
+    na = occa.shape[1] if nsa > 0 or nda > 0 else 0
+    nb = occb.shape[1] if nsb > 0 or ndb > 0 else 0
+    for part in prange(nparts):
+        cnt = 0
+        for g in range(part * ng // nparts, (part + 1) * ng // nparts):
+            ia = gen_keys[g] // nstr_b
+            ib = gen_keys[g] % nstr_b
+            c = gen_coef[g]
+            st = gen_stoch[g]
+            w = gen_w[g]
+            q = gen_q[g]
+            for k in range(nsa):  # alpha singles
+                key = sra[ia, k] * nstr_b + ib
+                if var_mask[key] == 0:
+                    h = sha[ia, k]
+                    p = spa[ia, k]
+                    val = sva[ia, k]
+                    for z in range(nb):
+                        j = occb[ib, z]
+                        val += eri[h, p, j, j]
+                    _acc(part, key, c * ssa[ia, k] * val, st, w, q, ad, as_, t, touched)
+                    cnt += 1
+            for k in range(nsb):  # beta singles
+                key = ia * nstr_b + srb[ib, k]
+                if var_mask[key] == 0:
+                    h = shb[ib, k]
+                    p = spb[ib, k]
+                    val = svb[ib, k]
+                    for z in range(na):
+                        j = occa[ia, z]
+                        val += eri[h, p, j, j]
+                    _acc(part, key, c * ssb[ib, k] * val, st, w, q, ad, as_, t, touched)
+                    cnt += 1
+            for k in range(nda):  # alpha-alpha doubles
+                key = dra[ia, k] * nstr_b + ib
+                if var_mask[key] == 0:
+                    _acc(part, key, c * dva[ia, k], st, w, q, ad, as_, t, touched)
+                    cnt += 1
+            for k in range(ndb):  # beta-beta doubles
+                key = ia * nstr_b + drb[ib, k]
+                if var_mask[key] == 0:
+                    _acc(part, key, c * dvb[ib, k], st, w, q, ad, as_, t, touched)
+                    cnt += 1
+            for k in range(nsa):  # alpha-beta doubles
+                base = sra[ia, k] * nstr_b
+                h = sha[ia, k]
+                p = spa[ia, k]
+                ca = c * ssa[ia, k]
+                for m in range(nsb):
+                    key = base + srb[ib, m]
+                    if var_mask[key] == 0:
+                        _acc(part, key, ca * ssb[ib, m] * eri[h, p, shb[ib, m], spb[ib, m]], st, w, q, ad, as_, t,
+                             touched)
+                        cnt += 1
+        counts[part] = cnt
+    return ad, as_, t, touched, counts

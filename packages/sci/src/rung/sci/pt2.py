@@ -27,6 +27,7 @@ Independent draws give the mean and its standard error.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from math import comb
 
@@ -62,6 +63,7 @@ POS_BITS = 26  # entries per chunk < 2**26 when keys are packed with positions f
 
 
 TABLE_MAX = 2**24  # string-table entries (singles + doubles of every string) for the table-driven kernel
+_TABLES: dict = {}  # the last tables built, keyed by layout and a digest of the integrals
 
 
 def _string_tables(layout, h1, eri):
@@ -72,9 +74,15 @@ def _string_tables(layout, h1, eri):
         size += comb(layout.norb, ne) * (ne * nv + comb(ne, 2) * comb(nv, 2))
     if size > TABLE_MAX:
         return None
-    ta = cpu.string_tables(layout.na, layout.norb, layout.nw, layout.binom_a, h1, eri)
-    tb = cpu.string_tables(layout.nb, layout.norb, layout.nw, layout.binom_b, h1, eri)
-    return ta, tb
+    h = hashlib.blake2b(np.ascontiguousarray(h1).tobytes(), digest_size=16)
+    h.update(np.ascontiguousarray(eri).tobytes())
+    key = (layout.norb, layout.na, layout.nb, layout.nw, h.hexdigest())
+    if key not in _TABLES:  # built once per Hamiltonian and layout (every CIPSI iteration reuses them)
+        _TABLES.clear()
+        ta = cpu.string_tables(layout.na, layout.norb, layout.nw, layout.binom_a, h1, eri)
+        tb = cpu.string_tables(layout.nb, layout.norb, layout.nw, layout.binom_b, h1, eri)
+        _TABLES[key] = (ta, tb)
+    return _TABLES[key]
 
 
 def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws, n_select, max_entries, accumulate):

@@ -10,8 +10,12 @@ from rung.sci.fcidump import Hamiltonian
 from rung.sci.testing import fci_space, pyscf_dense_h, random_hamiltonian
 
 
+@pytest.mark.parametrize("tables", [True, False])  # per-string tables (small FCI spaces) or string-group scans
 @pytest.mark.parametrize("norb, nelec", [(6, (3, 3)), (6, (3, 2)), (5, (4, 1))])
-def test_h_times_c_matches_pyscf_dense(norb, nelec):
+def test_h_times_c_matches_pyscf_dense(norb, nelec, tables, monkeypatch):
+    from rung.sci import pt2
+
+    monkeypatch.setattr(pt2, "TABLE_MAX", 2**24 if tables else 0)
     ham = random_hamiltonian(norb, nelec, seed=norb + nelec[1])
     lay = Layout(norb, *nelec)
     dets = fci_space(lay)

@@ -54,6 +54,9 @@ def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray) -> SparseH:
     n = dets.shape[0]
     if n >= 2**31:
         raise OverflowError("more than 2^31 determinants (column indices are int32)")
+    fast = _build_tables(dets, h1, eri)
+    if fast is not None:
+        return fast
     ua, ia = np.unique(dets[:, 0, :], axis=0, return_inverse=True)
     ub, ib = np.unique(dets[:, 1, :], axis=0, return_inverse=True)
     ia = ia.reshape(-1).astype(np.int64)
@@ -67,6 +70,28 @@ def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray) -> SparseH:
                                                   ca_ptr, ca_idx, ca_deg, h1, eri)
     upper = sp.csr_matrix((vals, cols, ptr), shape=(n, n))
     return SparseH(diag, upper)
+
+
+def _build_tables(dets, h1, eri):
+    """H from the per-string excitation tables (small FCI spaces, see ``pt2``); None where not applicable."""
+    from rung.sci import pt2
+
+    n = dets.shape[0]
+    if n == 0:
+        return None
+    na = int(cpu.string_count(dets[0, 0]))
+    nb = int(cpu.string_count(dets[0, 1]))
+    layout = Layout(h1.shape[0], na, nb)
+    if layout.fci_size > pt2.DENSE_KEYS:
+        return None
+    tables = pt2._string_tables(layout, h1, eri)
+    if tables is None:
+        return None
+    keys = layout.keys(dets)
+    index_of = np.full(layout.fci_size, -1, np.int32)
+    index_of[keys] = np.arange(n, dtype=np.int32)
+    ptr, cols, vals, diag = cpu.hamiltonian_upper_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri)
+    return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
 
 
 def s2_operator(layout: Layout, dets: np.ndarray, keys: np.ndarray) -> sp.csr_matrix:

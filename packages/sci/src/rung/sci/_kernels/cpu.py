@@ -1119,3 +1119,96 @@ def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen
                         cnt += 1
         counts[part] = cnt
     return ad, as_, t, touched, counts
+
+
+@njit(cache=True)
+def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill):
+    """Connections J > I of determinant I = (ia, ib) from the per-string tables; ``index_of`` (fci_size,)
+    int32 maps a key to its position in the space (-1 outside). When ``fill`` also their elements."""
+    occa, sra, ssa, sha, spa, sva, dra, dva = ta
+    occb, srb, ssb, shb, spb, svb, drb, dvb = tb
+    nsa = sra.shape[1]
+    nsb = srb.shape[1]
+    na = occa.shape[1] if nsa > 0 or dra.shape[1] > 0 else 0
+    nb = occb.shape[1] if nsb > 0 or drb.shape[1] > 0 else 0
+    n = 0
+    for k in range(nsa):  # alpha singles
+        j = index_of[sra[ia, k] * nstr_b + ib]
+        if j > i:
+            if fill:
+                h = sha[ia, k]
+                p = spa[ia, k]
+                val = sva[ia, k]
+                for z in range(nb):
+                    val += eri[h, p, occb[ib, z], occb[ib, z]]
+                cols[n] = j
+                vals[n] = ssa[ia, k] * val
+            n += 1
+    for k in range(nsb):  # beta singles
+        j = index_of[ia * nstr_b + srb[ib, k]]
+        if j > i:
+            if fill:
+                h = shb[ib, k]
+                p = spb[ib, k]
+                val = svb[ib, k]
+                for z in range(na):
+                    val += eri[h, p, occa[ia, z], occa[ia, z]]
+                cols[n] = j
+                vals[n] = ssb[ib, k] * val
+            n += 1
+    for k in range(dra.shape[1]):  # alpha-alpha doubles
+        j = index_of[dra[ia, k] * nstr_b + ib]
+        if j > i:
+            if fill:
+                cols[n] = j
+                vals[n] = dva[ia, k]
+            n += 1
+    for k in range(drb.shape[1]):  # beta-beta doubles
+        j = index_of[ia * nstr_b + drb[ib, k]]
+        if j > i:
+            if fill:
+                cols[n] = j
+                vals[n] = dvb[ib, k]
+            n += 1
+    for k in range(nsa):  # alpha-beta doubles
+        base = sra[ia, k] * nstr_b
+        for m in range(nsb):
+            j = index_of[base + srb[ib, m]]
+            if j > i:
+                if fill:
+                    cols[n] = j
+                    vals[n] = ssa[ia, k] * ssb[ib, m] * eri[sha[ia, k], spa[ia, k], shb[ib, m], spb[ib, m]]
+                n += 1
+    return n
+
+
+@njit(cache=True, parallel=True)
+def hamiltonian_upper_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri):
+    """:func:`hamiltonian_upper` for small FCI spaces: partners found by key lookup from the per-string
+    tables of :func:`string_tables` (no pair scans, no Slater-Condon rules). keys (n,) int64 of ``dets``."""
+    n = dets.shape[0]
+    norb = h1.shape[0]
+    cnt = np.zeros(n + 1, np.int64)
+    dummy_c = np.empty(0, np.int64)
+    dummy_v = np.empty(0, np.float64)
+    for i in prange(n):
+        cnt[i + 1] = _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, dummy_c,
+                                 dummy_v, False)
+    ptr = np.cumsum(cnt)
+    cols = np.empty(ptr[-1], np.int32)
+    vals = np.empty(ptr[-1], np.float64)
+    diag = np.empty(n, np.float64)
+    jmat, kmat = coulomb_exchange(eri)
+    for i in prange(n):
+        occ1 = np.empty(norb, np.int64)
+        occ2 = np.empty(norb, np.int64)
+        m = ptr[i + 1] - ptr[i]
+        c = np.empty(m, np.int64)
+        v = np.empty(m, np.float64)
+        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True)
+        order = np.argsort(c)
+        for k in range(m):
+            cols[ptr[i] + k] = c[order[k]]
+            vals[ptr[i] + k] = v[order[k]]
+        diag[i] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
+    return ptr, cols, vals, diag

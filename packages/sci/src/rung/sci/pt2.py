@@ -90,6 +90,7 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
     chunk = max(1, min(max_entries, 2**POS_BITS - 1) // nexc)
     dense = layout.fci_size <= DENSE_KEYS
     packable = layout.fci_size < 2 ** (63 - POS_BITS)
+    tables = None
     if dense:
         import numba
 
@@ -133,7 +134,10 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         uk, ad, as_, t = run
     if uk.size == 0:
         return 0.0, np.empty(0, np.int64), 0, n_gen
-    hdiag = cpu.diagonals(layout.from_keys(uk), h1, eri)
+    if dense and tables is not None:
+        hdiag = cpu.diagonals_from_keys(uk, layout.nstr_b, tables[0][0], tables[1][0], layout.na, layout.nb, h1, eri)
+    else:
+        hdiag = cpu.diagonals(layout.from_keys(uk), h1, eri)
     total = accumulate(ad, as_, t, hdiag, e0, n_draws)
     sel = np.empty(0, np.int64)
     if n_select > 0:

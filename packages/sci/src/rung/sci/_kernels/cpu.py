@@ -1212,3 +1212,39 @@ def hamiltonian_upper_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri):
             vals[ptr[i] + k] = v[order[k]]
         diag[i] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
     return ptr, cols, vals, diag
+
+
+@njit(cache=True)
+def _string_energy(occ, n, h1, jmat, kmat):
+    e = 0.0
+    for x in range(n):
+        i = occ[x]
+        e += h1[i, i]
+        for y in range(x + 1, n):
+            e += jmat[i, occ[y]] - kmat[i, occ[y]]
+    return e
+
+
+@njit(cache=True, parallel=True)
+def diagonals_from_keys(keys, nstr_b, occa, occb, na, nb, h1, eri):
+    """<D|H|D> (Hartree, core excluded) of the determinants ``keys`` (m,) int64 from the occupied-orbital
+    tables of :func:`string_tables` (na, nb electrons): same-spin parts once per string, so no unranking."""
+    jmat, kmat = coulomb_exchange(eri)
+    ea = np.empty(occa.shape[0])
+    eb = np.empty(occb.shape[0])
+    for r in prange(occa.shape[0]):
+        ea[r] = _string_energy(occa[r], na, h1, jmat, kmat)
+    for r in prange(occb.shape[0]):
+        eb[r] = _string_energy(occb[r], nb, h1, jmat, kmat)
+    m = keys.shape[0]
+    out = np.empty(m)
+    for k in prange(m):
+        ia = keys[k] // nstr_b
+        ib = keys[k] % nstr_b
+        e = ea[ia] + eb[ib]
+        for x in range(na):
+            i = occa[ia, x]
+            for y in range(nb):
+                e += jmat[i, occb[ib, y]]
+        out[k] = e
+    return out

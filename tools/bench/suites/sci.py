@@ -95,7 +95,7 @@ def cases(quick: bool):
                work=n, work_unit="determinants", repeats=3, warmup=1, note="lowest root")
     yield Case("sci.build_h", f"{n} determinants, {hs.upper.nnz} upper nonzeros",
                lambda: hamiltonian.build(dets, ham.h1, ham.eri), work=n, work_unit="determinants", repeats=3,
-               warmup=1, note="sparse H via alpha-string groups")
+               warmup=1, note="sparse H (per-string tables on small FCI spaces)")
 
     if quick:
         return

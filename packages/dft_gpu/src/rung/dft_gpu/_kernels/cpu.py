@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from pyscf import lib
 
+from rung.core.backend import get_array_module
+
 
 def unpack_tril(packed: np.ndarray, nao: int, out: np.ndarray | None = None) -> np.ndarray:
     """Unpack lower-triangle-packed symmetric matrices (PySCF order) into ``out``.
@@ -66,6 +68,7 @@ def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_facto
         The factors reproduce every density exactly: take ``rho[L] = sum_iq X[i,L,q] F[q,i]`` from
         the K intermediate instead of a second pass over the block.
     """
+    xp = get_array_module(block)  # NumPy here; the GPU kernels call this same code with CuPy arrays
     nblk, nao, _ = block.shape
     flat = block.reshape(nblk, nao * nao)
     x = None
@@ -73,8 +76,8 @@ def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_facto
         x = factors @ block.reshape(nblk * nao, nao).T  # (R, nblk*nao): X[i, L, q]
     if vj is not None:
         if j_from_factors:
-            t = np.matmul(x.reshape(-1, nblk, nao), factors[:, :, None])[:, :, 0]  # (R, nblk)
-            rho = np.zeros((vj.shape[0], nblk))
+            t = xp.matmul(x.reshape(-1, nblk, nao), factors[:, :, None])[:, :, 0]  # (R, nblk)
+            rho = xp.zeros((vj.shape[0], nblk))
             for idm, r0, r1, sign in groups:
                 rho[idm] += sign * t[r0:r1].sum(axis=0)
         else:
@@ -91,4 +94,4 @@ def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_facto
                 vk[idm] -= xs.T @ xs
     for idm, d in direct:
         y = (block.reshape(nblk * nao, nao) @ d).reshape(nblk, nao, nao)  # Y[L, p, r] = (B_L D)[p, r]
-        vk[idm] += np.tensordot(y, block, axes=([0, 2], [0, 1]))
+        vk[idm] += xp.tensordot(y, block, axes=([0, 2], [0, 1]))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import cupy as cp
 
+from rung.dft_gpu._kernels import cpu
+
 _TRIL_CACHE: dict = {}
 
 
@@ -39,31 +41,5 @@ def unpack_tril(packed, nao: int, out=None):
     return out
 
 
-def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors=False) -> None:
-    """Add one aux block's contribution to J and K in place (see ``cpu.contract_block``; CuPy arrays)."""
-    nblk, nao, _ = block.shape
-    flat = block.reshape(nblk, nao * nao)
-    x = None
-    if vk is not None and factors is not None and factors.shape[0]:
-        x = factors @ block.reshape(nblk * nao, nao).T  # (R, nblk*nao): X[i, L, q]
-    if vj is not None:
-        if j_from_factors:
-            t = cp.matmul(x.reshape(-1, nblk, nao), factors[:, :, None])[:, :, 0]  # (R, nblk)
-            rho = cp.zeros((vj.shape[0], nblk))
-            for idm, r0, r1, sign in groups:
-                rho[idm] += sign * t[r0:r1].sum(axis=0)
-        else:
-            rho = dm_flat @ flat.T  # (n_dm, nblk)
-        vj += rho @ flat
-    if vk is None:
-        return
-    if x is not None:
-        for idm, r0, r1, sign in groups:
-            xs = x[r0:r1].reshape((r1 - r0) * nblk, nao)
-            if sign > 0:
-                vk[idm] += xs.T @ xs
-            else:
-                vk[idm] -= xs.T @ xs
-    for idm, d in direct:
-        y = (block.reshape(nblk * nao, nao) @ d).reshape(nblk, nao, nao)  # Y[L, p, r] = (B_L D)[p, r]
-        vk[idm] += cp.tensordot(y, block, axes=([0, 2], [0, 1]))
+# The block contraction is array-generic: the same GEMMs, through cuBLAS for CuPy arrays.
+contract_block = cpu.contract_block

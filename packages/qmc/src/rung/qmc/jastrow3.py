@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from rung.qmc._kernels.reference import jastrow_basis
-from rung.qmc.jastrow import basis_coefficients
+from rung.qmc.jastrow import Jastrow, basis_coefficients
 
 
 class ThreeBodyJastrow:
@@ -128,18 +128,9 @@ class ThreeBodyJastrow:
         delta = new[:, 0] - old[:, 0]
         return grad[:, 0].T, np.exp(delta), delta
 
-    def gradient_laplacian(self, e, epos):
-        _, grad, lap = self._electron_terms(e, epos[:, None], 2)
-        g = grad[:, 0]
-        return g.T, lap[:, 0] + np.einsum("wx,wx->w", g, g)
-
-    def gradient_laplacian_all(self):
-        nw, ne, _ = self.configs.shape
-        grad, lap = np.zeros((nw, ne, 3)), np.zeros((nw, ne))
-        for e in range(ne):
-            g, l = self.gradient_laplacian(e, self.configs[:, e])
-            grad[:, e], lap[:, e] = g.T, l
-        return grad, lap
+    # Both need only ``_electron_terms`` and ``configs``: shared with the one/two-body Jastrow.
+    gradient_laplacian = Jastrow.gradient_laplacian
+    gradient_laplacian_all = Jastrow.gradient_laplacian_all
 
     def accept(self, e, epos, mask, saved=None):
         mask = np.asarray(mask, dtype=bool)

@@ -152,21 +152,30 @@ def langevin(force_fn: Callable, dt: float, kT: float, gamma: float, seed: int =
     c1 = np.exp(-gamma * dt)
     c2 = np.sqrt(1.0 - c1 * c1)
 
+    def ornstein_uhlenbeck(p, inv_m, state):
+        sigma = c2 * np.sqrt(state.masses * kT)[:, None]
+        return p * c1 + sigma * step_rng(seed, state.step).standard_normal(p.shape)
+
+    return _make_init(force_fn, kT, seed, None), _baoab(force_fn, dt, ornstein_uhlenbeck)
+
+
+def _baoab(force_fn: Callable, dt: float, o_part: Callable):
+    """The B A O A B step with the thermostat's O part ``o_part(p, inv_m, state) -> p``; the kinetic
+    energy the O part removes is accumulated as thermostat work for the conserved quantity."""
+
     def step_fn(state: MDState) -> MDState:
         inv_m = 1.0 / state.masses[:, None]
-        sigma = c2 * np.sqrt(state.masses * kT)[:, None]
         p = state.momenta + (0.5 * dt) * state.forces
         x = state.positions + (0.5 * dt) * (p * inv_m)
         k0 = _kinetic(p, inv_m)
-        xi = step_rng(seed, state.step).standard_normal(p.shape)
-        p = p * c1 + sigma * xi
+        p = o_part(p, inv_m, state)
         dq = _kinetic(p, inv_m) - k0
         x = x + (0.5 * dt) * (p * inv_m)
         r = force_fn(x)
         p = p + (0.5 * dt) * r.forces
         return _with_forces(state, x, p, r, dq)
 
-    return _make_init(force_fn, kT, seed, None), step_fn
+    return step_fn
 
 
 def svr_factor(kinetic: float, target: float, nf: int, c: float, rng: np.random.Generator) -> float:
@@ -188,21 +197,11 @@ def bussi(force_fn: Callable, dt: float, kT: float, tau: float, seed: int = 0):
         raise ValueError(f"thermostat time constant must be positive, got {tau}")
     c = np.exp(-dt / tau)
 
-    def step_fn(state: MDState) -> MDState:
-        inv_m = 1.0 / state.masses[:, None]
+    def rescale(p, inv_m, state):
         nf = state.positions.size
-        p = state.momenta + (0.5 * dt) * state.forces
-        x = state.positions + (0.5 * dt) * (p * inv_m)
-        k0 = _kinetic(p, inv_m)
-        alpha = svr_factor(k0, 0.5 * nf * kT, nf, c, step_rng(seed, state.step))
-        p = p * alpha
-        dq = _kinetic(p, inv_m) - k0
-        x = x + (0.5 * dt) * (p * inv_m)
-        r = force_fn(x)
-        p = p + (0.5 * dt) * r.forces
-        return _with_forces(state, x, p, r, dq)
+        return p * svr_factor(_kinetic(p, inv_m), 0.5 * nf * kT, nf, c, step_rng(seed, state.step))
 
-    return _make_init(force_fn, kT, seed, None), step_fn
+    return _make_init(force_fn, kT, seed, None), _baoab(force_fn, dt, rescale)
 
 
 # --- ring polymer --------------------------------------------------------------------------------------

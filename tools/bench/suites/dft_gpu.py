@@ -54,22 +54,30 @@ def jk_flop(naux: int, nao: int, nocc: int, n_dm: int = 1) -> float:
     return n_dm * (4.0 * naux * nao**2 + 2.0 * naux * nao**2 * nocc + naux * nao**2 * nocc)
 
 
-def cases(quick: bool):
+def _jk_setup(name):
+    """Molecule, a closed-shell density, nocc, our engine and PySCF's DF object on the same auxbasis."""
     from pyscf import df
 
-    from rung.dft_gpu.jk import DEFAULT_AUXBASIS, JKEngine, resolve_auxbasis
+    from rung.dft_gpu.jk import JKEngine, resolve_auxbasis
+
+    mol = molecule(name)
+    dm, nocc = core_density(mol)
+    aux = resolve_auxbasis(mol)
+    eng = JKEngine(mol, aux, backend="numba")
+    dfobj = df.DF(mol, aux)
+    dfobj.verbose = 0
+    dfobj.build()
+    return mol, dm, nocc, eng, dfobj
+
+
+def cases(quick: bool):
+    from rung.dft_gpu.jk import DEFAULT_AUXBASIS
 
     a = np.random.default_rng(0).random((2000, 2000))
     yield Case("dft_gpu.dgemm", "2000x2000 float64", lambda: a @ a, flop=2 * 2000.0**3, repeats=5,
                note="machine DGEMM rate: the J/K floor is jk FLOPs / this rate")
     for name in (["glycine"] if quick else ["glycine", "aspirin"]):
-        mol = molecule(name)
-        dm, nocc = core_density(mol)
-        aux = resolve_auxbasis(mol)
-        eng = JKEngine(mol, aux, backend="numba")
-        dfobj = df.DF(mol, aux)
-        dfobj.verbose = 0
-        dfobj.build()
+        mol, dm, nocc, eng, dfobj = _jk_setup(name)
         yield Case("dft_gpu.jk", f"{name} ccecp-cc-pvdz nao={mol.nao} naux={eng.naux} nocc={nocc}",
                    lambda eng=eng, dm=dm: eng.get_jk(dm), peer=lambda dfobj=dfobj, dm=dm: dfobj.get_jk(dm),
                    peer_name="pyscf DF.get_jk", flop=jk_flop(eng.naux, mol.nao, nocc), repeats=5,
@@ -166,23 +174,13 @@ def _cpu_time(fn, repeats: int = 3) -> float:
 
 
 def _floor_child() -> None:
-    from pyscf import df
-
-    from rung.dft_gpu.jk import JKEngine, resolve_auxbasis
-
     a = np.random.default_rng(0).random((2000, 2000))
     rate = 2 * 2000.0**3 / _cpu_time(lambda: a @ a)
     print(f"DGEMM (one thread): {rate / 1e9:.1f} GFLOP/s\n")
     print("| molecule | nao | naux | nocc | GFLOP | floor (s) | ours (s) | ours/floor | PySCF (s) | PySCF/floor | PySCF/ours |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in ("glycine", "aspirin"):
-        mol = molecule(name)
-        dm, nocc = core_density(mol)
-        aux = resolve_auxbasis(mol)
-        eng = JKEngine(mol, aux, backend="numba")
-        dfobj = df.DF(mol, aux)
-        dfobj.verbose = 0
-        dfobj.build()
+        mol, dm, nocc, eng, dfobj = _jk_setup(name)
         flop = jk_flop(eng.naux, mol.nao, nocc)
         floor = flop / rate
         ours = _cpu_time(lambda: eng.get_jk(dm))

@@ -86,6 +86,14 @@ class SlaterDeterminant:
             return np.einsum("wpk,wk->wp", v, col)
         return np.einsum("wk,wk->w", v, col)
 
+    def ratio_vector(self, e):
+        """(basis, b) with D'/D = sum_mu chi_mu(r') b[w, mu] for moving electron e to r', where chi are the
+        cartesian AOs of ``basis`` and b = A[:, i]^T C_cart^T (nwalkers, ncart) float64 (plain LCAO
+        orbitals only: cusp-corrected ones are not linear in the AOs)."""
+        s, i = self._spin(e)
+        orb = self.orbitals[s]
+        return orb.basis, np.ascontiguousarray(self.inverse[s][:, :, i] @ orb.coef_cart.T)
+
     def _is_current(self, e, epos):
         return epos.shape == self.configs[:, e].shape and np.array_equal(epos, self.configs[:, e])
 

@@ -133,6 +133,10 @@ class ECP:
         nw = configs.shape[0]
         if not nl_atoms:
             return np.zeros((nw, 0)), np.zeros((nw, 0, 3))
+        if grid is None:
+            fused = _fused_inputs(wf, e)
+            if fused is not None:
+                return self._nonlocal_fused(fused, configs[:, e], rng)
         dirs, weights = grid if grid is not None else _ICOSAHEDRON
         rot = random_rotations(rng, nw)  # (nw, 3, 3)
         # rotated directions qd[w, q, i] = sum_j rot[w, i, j] dirs[q, j]  (nw, nq, 3), summed over j in order
@@ -171,6 +175,58 @@ class ECP:
                 start += near.size
         return terms, points
 
+    def _packed(self):
+        """The nonlocal channels as flat arrays for :mod:`rung.qmc._kernels.cpu` (built once)."""
+        if "_pack" not in self.__dict__:
+            nl_atoms = [(R, nl, rc) for (_, R, _, nl), rc in zip(self.atoms, self._cut) if nl]
+            ch_atom, ch_l, tstart, tp, ta, tc = [], [], [0], [], [], []
+            for a, (_, nl, _) in enumerate(nl_atoms):
+                for l, ch in nl.items():
+                    ch_atom.append(a)
+                    ch_l.append(l)
+                    for p, ex, c in ch:
+                        tp.append(p)
+                        ta.append(ex)
+                        tc.append(c)
+                    tstart.append(len(tp))
+            pack = {"atom_R": np.array([R for R, _, _ in nl_atoms], dtype=np.float64).reshape(-1, 3),
+                    "atom_rc": np.array([rc for *_, rc in nl_atoms], dtype=np.float64),
+                    "ch_atom": np.array(ch_atom, dtype=np.int64), "ch_l": np.array(ch_l, dtype=np.int64),
+                    "ch_tstart": np.array(tstart, dtype=np.int64), "t_pow": np.array(tp, dtype=np.float64),
+                    "t_a": np.array(ta, dtype=np.float64), "t_c": np.array(tc, dtype=np.float64)}
+            object.__setattr__(self, "_pack", pack)
+        return self._pack
+
+    def _nonlocal_fused(self, fused, x, rng):
+        """``nonlocal_electron`` for a Slater determinant (x one/two-body Jastrow), in two numba passes.
+
+        Same quantities and the same random numbers as the generic path (one Gaussian quaternion per
+        walker); the ratios come from :func:`rung.qmc._kernels.cpu.ecp_terms` instead of ``wf.testvalue``.
+        """
+        from rung.qmc._kernels.cpu import ecp_quadrature, ecp_terms
+        from rung.qmc.orbitals import SCREEN
+
+        basis, bvec, jas = fused
+        pk = self._packed()
+        quat = rng.normal(size=(x.shape[0], 4))
+        # shells centred on an ECP atom (their radial part is shared by that atom's quadrature points)
+        on = np.all(basis.sh_center[:, None, :] == pk["atom_R"][None], axis=-1)  # (nsh, na)
+        sh_on = np.where(on.any(1), on.argmax(1), -1).astype(np.int64)
+        dirs, weights = _ICOSAHEDRON
+        points, pw, pa, pr, coef, arg = ecp_quadrature(
+            np.ascontiguousarray(x), quat, dirs, weights, pk["atom_R"], pk["atom_rc"], pk["ch_atom"], pk["ch_l"],
+            pk["ch_tstart"], pk["t_pow"], pk["t_a"], pk["t_c"], basis.sh_center, sh_on, basis.sh_pstart,
+            basis.sh_minexp, basis.exps, SCREEN)
+        np.exp(arg, out=arg)
+        use_j = jas is not None
+        if jas is None:
+            nw = x.shape[0]
+            jas = (np.zeros((nw, 1, 3)), 0, np.zeros(1, dtype=np.bool_), np.zeros((2, 1)), np.zeros(2),
+                   np.zeros((0, 1)), np.zeros(0), np.zeros((0, 3)), 1.0, 1.0, 1.0, 1.0, np.zeros(nw))
+        terms = ecp_terms(pw, pa, pr, coef, points, arg, basis.sh_center, sh_on, basis.sh_l, basis.sh_pstart,
+                          basis.sh_col, basis.sh_minexp, basis.exps, basis.coefs, SCREEN, bvec, use_j, *jas)
+        return terms, points
+
     def nonlocal_(self, wf, configs, rng) -> np.ndarray:
         """Nonlocal ECP energy, (nwalkers,) Hartree, summed over electrons."""
         v = np.zeros(configs.shape[0])
@@ -178,3 +234,18 @@ class ECP:
             for e in range(configs.shape[1]):
                 v += self.nonlocal_electron(wf, e, configs, rng)[0].sum(-1)
         return v
+
+
+def _fused_inputs(wf, e):
+    """(basis, b (nw, ncart), Jastrow kernel arguments + J_e (nw,), or None) when ``wf`` is a plain
+    Slater(-Jastrow) product (:func:`rung.qmc.wavefunction.slater_jastrow_parts`); None otherwise (the
+    generic ``testvalue`` path serves every other wave function)."""
+    from rung.qmc.wavefunction import slater_jastrow_parts
+
+    parts = slater_jastrow_parts(wf)
+    if parts is None:
+        return None
+    det, jas = parts
+    basis, b = det.ratio_vector(e)
+    jargs = None if jas is None else jas.kernel_arguments(e) + (np.ascontiguousarray(jas._current(e)[:, 0]),)
+    return basis, b, jargs

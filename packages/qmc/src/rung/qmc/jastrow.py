@@ -134,6 +134,18 @@ class Jastrow:
         lap = (u2 + 2.0 * gee).sum(-1) + (chi2 + 2.0 * gen).sum(-1)
         return val, grad, lap
 
+    def kernel_arguments(self, e):
+        """Arguments of the numba Jastrow kernels for electron e after ``epos`` (see
+        :func:`rung.qmc._kernels.cpu.jastrow_electron`: configs, e, same, ee_poly, ee_cusp, en_poly,
+        en_cusp, atoms, the four cutoffs); ``configs`` is this component's own array (kernels that
+        accept moves update it in place). None for the NumPy backend."""
+        if self.backend != "numba":
+            return None
+        same = self.spin == self.spin[e]
+        return (self.configs, int(e), same, self.parameters["ee"] @ self.bcoef, np.array(EE_CUSP),
+                self.parameters["en"][self.atom_species] @ self.bcoef, -self.cusp_charges, self.atom_coords,
+                self.rcut_ee, self.rcut_en, self.rcut_ee_cusp, self.rcut_cusp)
+
     def parameter_terms(self, e, epos):
         """d J_e / d p for every parameter (order: ee.ravel(), en.ravel()) at epos (nw, P, 3), with their
         gradients and Laplacians with respect to electron e: (npar, nw, P), (npar, nw, P, 3), (npar, nw, P).

@@ -21,6 +21,7 @@ import numpy as np
 
 from rung.qmc.hamiltonian import COMPONENTS
 from rung.qmc.stats import reblock
+from rung.qmc.wavefunction import slater_jastrow_parts
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,17 @@ def check_configs(configs) -> np.ndarray:
     return c.copy()
 
 
-def sweep(wf, configs, tau, rng, fixed_node=False):
+def sweep(wf, configs, tau, rng, fixed_node=False, fused=True):
     """One drift-diffusion sweep over all electrons (in place). Returns (accepted fraction, tau_eff factor).
 
-    With ``fixed_node`` moves that change the sign of psi are rejected (DMC).
+    With ``fixed_node`` moves that change the sign of psi are rejected (DMC). A plain Slater(-Jastrow)
+    wave function (:func:`rung.qmc.wavefunction.slater_jastrow_parts`) takes the fused numba path
+    unless ``fused`` is False (same random numbers and arithmetic up to round-off; the generic
+    component-protocol path below is its oracle).
     """
+    parts = slater_jastrow_parts(wf) if fused else None
+    if parts is not None:
+        return _sweep_fused(*parts, configs, tau, rng, fixed_node)
     nw, ne, _ = configs.shape
     acc, r2_acc, r2_prop = 0.0, 0.0, 0.0
     for e in range(ne):
@@ -142,6 +149,35 @@ def sweep(wf, configs, tau, rng, fixed_node=False):
         d2 = np.sum((new - configs[:, e]) ** 2, -1)  # proposed displacement^2, for tau_eff
         wf.accept(e, new, ok, saved)
         configs[ok, e] = new[ok]
+        acc += ok.mean()
+        r2_prop += d2.sum()
+        r2_acc += (d2 * ok).sum()
+    return acc / ne, (r2_acc / r2_prop if r2_prop > 0 else 0.0)
+
+
+def _sweep_fused(det, jas, configs, tau, rng, fixed_node):
+    """:func:`sweep` for D_up D_down [exp(J)]: per electron one numba call before and one after the
+    orbital evaluation at the proposed positions (:mod:`rung.qmc._kernels.cpu`, ``sweep_*``)."""
+    from rung.qmc._kernels.cpu import sweep_accept, sweep_propose
+
+    nw, ne, _ = configs.shape
+    logval = jas.logval if jas is not None else np.zeros(nw)
+    # without a Jastrow: placeholders of the Jastrow arguments after ``e`` (unused by the kernels)
+    no_j = (np.zeros(1, dtype=np.bool_), np.zeros((2, 1)), np.zeros(2), np.zeros((0, 1)), np.zeros(0),
+            np.zeros((0, 3)), 1.0, 1.0, 1.0, 1.0)
+    acc, r2_acc, r2_prop = 0.0, 0.0, 0.0
+    for e in range(ne):
+        s, i = det._spin(e)
+        jargs = jas.kernel_arguments(e) if jas is not None else (det.configs, e) + no_j
+        step = np.sqrt(tau) * rng.normal(size=(nw, 3))
+        new, vbar, j_cur = sweep_propose(np.ascontiguousarray(det.configs[:, e]), det.mo[s][:, :, i],
+                                         det.inverse[s][:, :, i], step, tau, jas is not None, *jargs)
+        mo_new = det.orbitals[s](new, 2)  # (5, nw, norb)
+        u = rng.random(nw)
+        ok, d2 = sweep_accept(i, new, vbar, mo_new, det.inverse[s], det.mo[s], det.sign, det.logdet, det.configs,
+                              configs, u, tau, fixed_node, jas is not None, j_cur, logval, *jargs)
+        if jas is not None and ok.any():
+            jas._cache = {}
         acc += ok.mean()
         r2_prop += d2.sum()
         r2_acc += (d2 * ok).sum()

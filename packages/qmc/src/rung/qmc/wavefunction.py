@@ -106,3 +106,21 @@ class ProductWF:
 
     def pgradient(self):
         return {f"{i}.{k}": v for i, c in enumerate(self.components) for k, v in c.pgradient().items()}
+
+
+def slater_jastrow_parts(wf):
+    """(SlaterDeterminant, Jastrow or None) when ``wf`` is exactly D_up D_down [exp(J)] with LCAO orbitals
+    on the numba AO kernel (no cusp correction) and a numba one/two-body Jastrow: the wave functions the
+    fused numba kernels (nonlocal ECP term, drift-diffusion sweep) serve. None for anything else, which
+    takes the generic component-protocol path."""
+    from rung.qmc.determinants import SlaterDeterminant
+    from rung.qmc.jastrow import Jastrow
+
+    if type(wf) is not ProductWF or not 1 <= len(wf.components) <= 2:
+        return None
+    det, *rest = wf.components
+    if type(det) is not SlaterDeterminant or any(o.cusp is not None or o.backend != "numba" for o in det.orbitals):
+        return None
+    if rest and (type(rest[0]) is not Jastrow or rest[0].backend != "numba"):
+        return None
+    return det, (rest[0] if rest else None)

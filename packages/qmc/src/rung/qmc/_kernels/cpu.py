@@ -199,6 +199,36 @@ def _cusp(r, G, L):
     return -G * L * t * t * t / 3.0, G * t * t, -2.0 * G * t / L
 
 
+@numba.njit(cache=True, inline="always")
+def _jastrow_value(x0, x1, x2, configs, w, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp,
+                   L_encusp):
+    """J_e (the part of J that involves electron e) of walker w with electron e at (x0, x1, x2): values only."""
+    acc = 0.0
+    for j in range(configs.shape[1]):
+        if j == e:
+            continue
+        d0, d1_, d2_ = x0 - configs[w, j, 0], x1 - configs[w, j, 1], x2 - configs[w, j, 2]
+        r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
+        t = 0 if same[j] else 1
+        u = _poly_value(r / L_ee, ee_poly[t])
+        G = ee_cusp[t]
+        c = 0.0
+        if r < L_eecusp:
+            tc = 1.0 - r / L_eecusp
+            c = -G * L_eecusp * tc * tc * tc / 3.0
+        acc += u + c
+    for a in range(atoms.shape[0]):
+        d0, d1_, d2_ = x0 - atoms[a, 0], x1 - atoms[a, 1], x2 - atoms[a, 2]
+        r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
+        u = _poly_value(r / L_en, en_poly[a])
+        G = en_cusp[a]
+        if G != 0.0 and r < L_encusp:
+            tc = 1.0 - r / L_encusp
+            u += -G * L_encusp * tc * tc * tc / 3.0
+        acc += u
+    return acc
+
+
 @numba.njit(cache=True)
 def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
                      L_eecusp, L_encusp, deriv):
@@ -220,31 +250,8 @@ def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
     if deriv == 0:  # values only (ratios, e.g. the ECP quadrature): no derivative work
         for w in range(nw):
             for p in range(npt):
-                x0, x1, x2 = epos[w, p, 0], epos[w, p, 1], epos[w, p, 2]
-                acc = 0.0
-                for j in range(ne):
-                    if j == e:
-                        continue
-                    d0, d1_, d2_ = x0 - configs[w, j, 0], x1 - configs[w, j, 1], x2 - configs[w, j, 2]
-                    r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
-                    t = 0 if same[j] else 1
-                    u = _poly_value(r / L_ee, ee_poly[t])
-                    G = ee_cusp[t]
-                    c = 0.0
-                    if r < L_eecusp:
-                        tc = 1.0 - r / L_eecusp
-                        c = -G * L_eecusp * tc * tc * tc / 3.0
-                    acc += u + c
-                for a in range(natom):
-                    d0, d1_, d2_ = x0 - atoms[a, 0], x1 - atoms[a, 1], x2 - atoms[a, 2]
-                    r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
-                    u = _poly_value(r / L_en, en_poly[a])
-                    G = en_cusp[a]
-                    if G != 0.0 and r < L_encusp:
-                        tc = 1.0 - r / L_encusp
-                        u += -G * L_encusp * tc * tc * tc / 3.0
-                    acc += u
-                val[w, p] = acc
+                val[w, p] = _jastrow_value(epos[w, p, 0], epos[w, p, 1], epos[w, p, 2], configs, w, e, same, ee_poly,
+                                           ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp, L_encusp)
         return val, grad, lap
     for w in range(nw):
         for p in range(npt):
@@ -281,3 +288,458 @@ def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
                     grad[w, p, 2] += g * d2_
                     lap[w, p] += u2 + c2 + 2.0 * g
     return val, grad, lap
+
+
+# --------------------------------------------------------------------------- nonlocal ECP, one electron
+# Two numba passes around one NumPy ``exp`` (as in ``eval_cart``). Pass 1 (``ecp_quadrature``) builds the
+# randomly rotated quadrature points around every ECP atom, the projector weights of the (walker, atom)
+# pairs in range, and the Gaussian exponents needed for the determinant ratios. Shells centred on the
+# ECP atom itself see every quadrature point at the electron's distance r, so their primitives get one
+# exponent per pair (r^2), not one per point; the other shells get one per point. Pass 2
+# (``ecp_terms``) forms the ratios: determinant D'/D = sum_mu chi_mu(r') b_mu with b = C A[:, i]
+# (cartesian AO coefficients times the inverse Slater column: the AO-to-orbital product is done once
+# per walker, not once per point) and Jastrow exp(J_e(r') - J_e(r)).
+
+
+@numba.njit(cache=True, inline="always")
+def _legendre(l, x):
+    """Legendre polynomial P_l(x) by the three-term recurrence."""
+    if l == 0:
+        return 1.0
+    p0 = 1.0
+    p1 = x
+    for n in range(1, l):
+        p0, p1 = p1, ((2 * n + 1) * x * p1 - n * p0) / (n + 1)
+    return p1
+
+
+@numba.njit(cache=True)
+def ecp_quadrature(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, sh_center,
+                   sh_on, sh_pstart, sh_minexp, exps, screen):
+    """Pass 1 of the nonlocal ECP term of one electron (see the section comment).
+
+    Parameters
+    ----------
+    x : (nw, 3) float64, Bohr — the electron in every walker
+    quat : (nw, 4) float64 — unnormalised Gaussian quaternions (w, x, y, z), one random rotation per walker
+    dirs : (nq, 3) float64 unit vectors; weights : (nq,) float64 summing to one
+    atom_R : (na, 3) float64, Bohr; atom_rc : (na,) float64, Bohr — ECP atoms with nonlocal channels, range
+    ch_atom, ch_l : (nch,) int64 — atom and angular momentum of each channel; ch_tstart : (nch+1,) int64
+    t_pow, t_a, t_c : (nterm,) — radial terms c r^pow exp(-a r^2) (Hartree, Bohr)
+    sh_center, sh_pstart, sh_minexp, exps : the AO shell table (:func:`eval_cart`); sh_on : (nsh,) int64,
+        the ECP atom a shell is centred on, -1 if none
+    screen : float
+
+    Returns
+    -------
+    points : (nw, na*nq, 3) float64, Bohr — R_a + r_a rot q for every walker and atom
+    pair_w, pair_a : (npair,) int64 — walkers and atoms of the pairs in range (r_a < rc_a), walker-major
+    pair_r : (npair,) float64, Bohr; coef : (npair, nq) float64, Hartree — w_q sum_l (2l+1) v_l(r) P_l(cos)
+    arg : (narg,) float64 — minus the Gaussian exponents a_p s, in the order ``ecp_terms`` reads them
+    """
+    nw = x.shape[0]
+    na = atom_R.shape[0]
+    nq = dirs.shape[0]
+    nsh = sh_center.shape[0]
+    points = np.empty((nw, na * nq, 3))
+    dist = np.empty((nw, na))
+    npair = 0
+    for w in range(nw):
+        for a in range(na):
+            d0 = x[w, 0] - atom_R[a, 0]
+            d1 = x[w, 1] - atom_R[a, 1]
+            d2 = x[w, 2] - atom_R[a, 2]
+            dist[w, a] = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+            if dist[w, a] < atom_rc[a]:
+                npair += 1
+    pair_w = np.empty(npair, np.int64)
+    pair_a = np.empty(npair, np.int64)
+    pair_r = np.empty(npair)
+    coef = np.zeros((npair, nq))
+    arg = np.empty(npair * (nq + 1) * exps.shape[0])
+    qd = np.empty((nq, 3))
+    rot = np.empty((3, 3))
+    k = 0
+    n = 0
+    for w in range(nw):
+        qn = np.sqrt(quat[w, 0] ** 2 + quat[w, 1] ** 2 + quat[w, 2] ** 2 + quat[w, 3] ** 2)
+        qw, qx, qy, qz = quat[w, 0] / qn, quat[w, 1] / qn, quat[w, 2] / qn, quat[w, 3] / qn
+        rot[0, 0] = 1 - 2 * (qy * qy + qz * qz)
+        rot[0, 1] = 2 * (qx * qy - qz * qw)
+        rot[0, 2] = 2 * (qx * qz + qy * qw)
+        rot[1, 0] = 2 * (qx * qy + qz * qw)
+        rot[1, 1] = 1 - 2 * (qx * qx + qz * qz)
+        rot[1, 2] = 2 * (qy * qz - qx * qw)
+        rot[2, 0] = 2 * (qx * qz - qy * qw)
+        rot[2, 1] = 2 * (qy * qz + qx * qw)
+        rot[2, 2] = 1 - 2 * (qx * qx + qy * qy)
+        for q in range(nq):
+            for i in range(3):
+                qd[q, i] = rot[i, 0] * dirs[q, 0] + rot[i, 1] * dirs[q, 1] + rot[i, 2] * dirs[q, 2]
+        for a in range(na):
+            r = dist[w, a]
+            for q in range(nq):
+                for i in range(3):
+                    points[w, a * nq + q, i] = atom_R[a, i] + r * qd[q, i]
+            if not r < atom_rc[a]:
+                continue
+            pair_w[k] = w
+            pair_a[k] = a
+            pair_r[k] = r
+            inv = 1.0 / r if r > 0 else 1.0
+            h0 = (x[w, 0] - atom_R[a, 0]) * inv
+            h1 = (x[w, 1] - atom_R[a, 1]) * inv
+            h2 = (x[w, 2] - atom_R[a, 2]) * inv
+            for ch in range(ch_atom.shape[0]):
+                if ch_atom[ch] != a:
+                    continue
+                v = 0.0
+                for t in range(ch_tstart[ch], ch_tstart[ch + 1]):
+                    v += t_c[t] * r ** t_pow[t] * np.exp(-t_a[t] * r * r)
+                l = ch_l[ch]
+                for q in range(nq):
+                    cos = qd[q, 0] * h0 + qd[q, 1] * h1 + qd[q, 2] * h2
+                    coef[k, q] += (2 * l + 1) * v * _legendre(l, cos)
+            for q in range(nq):
+                coef[k, q] *= weights[q]
+            # exponents: shells on atom a once (s = r^2), the others at every point
+            s = r * r
+            for ish in range(nsh):
+                if sh_on[ish] != a or sh_minexp[ish] * s > screen:
+                    continue
+                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                    t = exps[p] * s
+                    if t <= screen:
+                        arg[n] = -t
+                        n += 1
+            for q in range(nq):
+                px = points[w, a * nq + q, 0]
+                py = points[w, a * nq + q, 1]
+                pz = points[w, a * nq + q, 2]
+                for ish in range(nsh):
+                    if sh_on[ish] == a:
+                        continue
+                    dx = px - sh_center[ish, 0]
+                    dy = py - sh_center[ish, 1]
+                    dz = pz - sh_center[ish, 2]
+                    s2 = dx * dx + dy * dy + dz * dz
+                    if sh_minexp[ish] * s2 > screen:
+                        continue
+                    for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                        t = exps[p] * s2
+                        if t <= screen:
+                            arg[n] = -t
+                            n += 1
+            k += 1
+    return points, pair_w, pair_a, pair_r, coef, arg[:n]
+
+
+@numba.njit(cache=True, inline="always")
+def _shell_dot(l, x, y, z, f, b, w, col):
+    """f sum_c P_c(x, y, z) b[w, col + c] over the cartesian components of a shell (PySCF order)."""
+    if l == 0:
+        return f * b[w, col]
+    if l == 1:
+        return f * (x * b[w, col] + y * b[w, col + 1] + z * b[w, col + 2])
+    if l == 2:  # xx, xy, xz, yy, yz, zz
+        return f * (x * (x * b[w, col] + y * b[w, col + 1] + z * b[w, col + 2])
+                    + y * (y * b[w, col + 3] + z * b[w, col + 4]) + z * z * b[w, col + 5])
+    acc = 0.0
+    for lx in range(l, -1, -1):
+        for ly in range(l - lx, -1, -1):
+            lz = l - lx - ly
+            m = 1.0
+            for _ in range(lx):
+                m *= x
+            for _ in range(ly):
+                m *= y
+            for _ in range(lz):
+                m *= z
+            acc += m * b[w, col]
+            col += 1
+    return f * acc
+
+
+@numba.njit(cache=True, inline="always")
+def _jastrow_points(px, py, pz, jv, yv, rv, vv, configs, w, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee,
+                    L_en, L_eecusp, L_encusp):
+    """J_e of walker w with electron e at each of the points (px, py, pz) (npt,) into jv (npt,); the same
+    sums as :func:`_jastrow_value`, with the points innermost (branch-free, so the loops vectorise).
+    yv, rv, vv (npt,) are scratch."""
+    npt = px.shape[0]
+    nd = ee_poly.shape[1]
+    for q in range(npt):
+        jv[q] = 0.0
+    for j in range(configs.shape[1]):
+        if j == e:
+            continue
+        cx, cy, cz = configs[w, j, 0], configs[w, j, 1], configs[w, j, 2]
+        t = 0 if same[j] else 1
+        G = ee_cusp[t]
+        for q in range(npt):
+            d0, d1_, d2_ = px[q] - cx, py[q] - cy, pz[q] - cz
+            rv[q] = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
+            yv[q] = rv[q] / L_ee
+            vv[q] = 0.0
+        for m in range(nd - 1, -1, -1):
+            c = ee_poly[t, m]
+            for q in range(npt):
+                vv[q] = vv[q] * yv[q] + c
+        for q in range(npt):
+            tc = 1.0 - rv[q] / L_eecusp
+            cusp = -G * L_eecusp * tc * tc * tc / 3.0 if rv[q] < L_eecusp else 0.0
+            jv[q] += (vv[q] if yv[q] < 1.0 else 0.0) + cusp
+    for a in range(atoms.shape[0]):
+        cx, cy, cz = atoms[a, 0], atoms[a, 1], atoms[a, 2]
+        G = en_cusp[a]
+        for q in range(npt):
+            d0, d1_, d2_ = px[q] - cx, py[q] - cy, pz[q] - cz
+            rv[q] = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
+            yv[q] = rv[q] / L_en
+            vv[q] = 0.0
+        for m in range(nd - 1, -1, -1):
+            c = en_poly[a, m]
+            for q in range(npt):
+                vv[q] = vv[q] * yv[q] + c
+        for q in range(npt):
+            u = vv[q] if yv[q] < 1.0 else 0.0
+            if G != 0.0 and rv[q] < L_encusp:
+                tc = 1.0 - rv[q] / L_encusp
+                u += -G * L_encusp * tc * tc * tc / 3.0
+            jv[q] += u
+
+
+@numba.njit(cache=True)
+def ecp_terms(pair_w, pair_a, pair_r, coef, points, ex, sh_center, sh_on, sh_l, sh_pstart, sh_col, sh_minexp, exps,
+              coefs, screen, bvec, use_j, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, j_atoms, L_ee, L_en,
+              L_eecusp, L_encusp, j_old):
+    """Pass 2: V_NL psi / psi contributions (nw, na*nq) float64, Hartree, of one electron e.
+
+    ``pair_*``, ``coef``, ``points`` come from :func:`ecp_quadrature`, ``ex`` is the exponential of its
+    ``arg``; ``bvec`` (nw, ncart) float64 = A[:, i]^T C_cart^T (inverse Slater column of e times the
+    cartesian orbital coefficients of e's spin); with ``use_j`` the Jastrow factor: configs (nw, ne, 3)
+    Bohr and the arguments of :func:`jastrow_electron`, j_old (nw,) float64 J_e at the current position.
+    """
+    npair, nq = coef.shape
+    nw = points.shape[0]
+    na = points.shape[1] // nq
+    nsh = sh_l.shape[0]
+    terms = np.zeros((nw, na * nq))
+    fon = np.zeros(nsh)
+    px = np.empty(nq)
+    py = np.empty(nq)
+    pz = np.empty(nq)
+    jv = np.zeros(nq)
+    scratch = np.empty((3, nq))
+    n = 0
+    for k in range(npair):
+        w = pair_w[k]
+        a = pair_a[k]
+        s = pair_r[k] * pair_r[k]
+        for ish in range(nsh):  # radial parts of the shells on atom a: one per pair
+            if sh_on[ish] != a:
+                continue
+            f = 0.0
+            if sh_minexp[ish] * s <= screen:
+                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                    if exps[p] * s <= screen:
+                        f += coefs[p] * ex[n]
+                        n += 1
+            fon[ish] = f
+        for q in range(nq):
+            px[q] = points[w, a * nq + q, 0]
+            py[q] = points[w, a * nq + q, 1]
+            pz[q] = points[w, a * nq + q, 2]
+        if use_j:
+            _jastrow_points(px, py, pz, jv, scratch[0], scratch[1], scratch[2], configs, w, e, same, ee_poly, ee_cusp,
+                            en_poly, en_cusp, j_atoms, L_ee, L_en, L_eecusp, L_encusp)
+        for q in range(nq):
+            det = 0.0
+            for ish in range(nsh):
+                dx = px[q] - sh_center[ish, 0]
+                dy = py[q] - sh_center[ish, 1]
+                dz = pz[q] - sh_center[ish, 2]
+                if sh_on[ish] == a:
+                    f = fon[ish]
+                else:
+                    s2 = dx * dx + dy * dy + dz * dz
+                    if sh_minexp[ish] * s2 > screen:
+                        continue
+                    f = 0.0
+                    for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                        if exps[p] * s2 <= screen:
+                            f += coefs[p] * ex[n]
+                            n += 1
+                det += _shell_dot(sh_l[ish], dx, dy, dz, f, bvec, w, sh_col[ish])
+            ratio = det
+            if use_j:
+                ratio *= np.exp(jv[q] - j_old[w])
+            terms[w, a * nq + q] = coef[k, q] * ratio
+    return terms
+
+
+# --------------------------------------------------------------------------- drift-diffusion sweep, one electron
+# ``sweep_propose`` and ``sweep_accept`` replace the ~40 NumPy calls per electron of
+# :func:`rung.qmc.vmc.sweep` for psi = D_up D_down exp(J) (its generic path is their oracle). Between them
+# the caller evaluates the orbitals (value, gradient, Laplacian) at the proposed positions (one AO pass,
+# one GEMM). The determinant keeps A = M^-1 (orbital k, electron n) and the orbitals of every electron
+# at its current position; a move of electron i (row i of M) with orbital values v is accepted by
+# Sherman-Morrison in place: A' = A - A[:, i] (v A - e_i)^T / (v . A[:, i]).
+
+
+@numba.njit(cache=True, inline="always")
+def _limited(gx, gy, gz, tau):
+    """Umrigar-limited drift factor (:func:`rung.qmc.vmc.limit_drift`, a = 1)."""
+    av2t = (gx * gx + gy * gy + gz * gz) * tau
+    if av2t > 1e-12:
+        return (np.sqrt(1.0 + 2.0 * av2t) - 1.0) / av2t
+    return 1.0
+
+
+@numba.njit(cache=True)
+def sweep_propose(x, mo_i, inv_i, step, tau, use_j, configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms,
+                  L_ee, L_en, L_eecusp, L_encusp):
+    """Drift at the current position and the proposed move of one electron, every walker.
+
+    Parameters
+    ----------
+    x : (nw, 3) float64, Bohr — current position; mo_i : (5, nw, norb) float64 — cached orbitals (value,
+        gradient, Laplacian) of the electron; inv_i : (nw, norb) float64 — its column of A = M^-1
+    step : (nw, 3) float64, Bohr — sqrt(tau) x standard normal; tau : float, a.u.
+    use_j and the rest: the Jastrow (arguments of :func:`jastrow_electron`; configs_j (nw, ne, 3) Bohr)
+
+    Returns
+    -------
+    new : (nw, 3) Bohr — x + tau vbar(x) + step; vbar : (nw, 3) Bohr^-1 — limited drift at x;
+    j_cur : (nw,) — J_e at x (0 without a Jastrow)
+    """
+    nw = x.shape[0]
+    norb = inv_i.shape[1]
+    new = np.empty((nw, 3))
+    vbar = np.empty((nw, 3))
+    j_cur = np.zeros(nw)
+    jg = np.zeros((nw, 1, 3))
+    if use_j:
+        jv, jg, _ = jastrow_electron(x.reshape(nw, 1, 3), configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
+                                     atoms, L_ee, L_en, L_eecusp, L_encusp, 1)
+        for w in range(nw):
+            j_cur[w] = jv[w, 0]
+    for w in range(nw):
+        t0 = 0.0
+        t1 = 0.0
+        t2 = 0.0
+        t3 = 0.0
+        for k in range(norb):
+            a = inv_i[w, k]
+            t0 += mo_i[0, w, k] * a
+            t1 += mo_i[1, w, k] * a
+            t2 += mo_i[2, w, k] * a
+            t3 += mo_i[3, w, k] * a
+        gx = t1 / t0 + jg[w, 0, 0]
+        gy = t2 / t0 + jg[w, 0, 1]
+        gz = t3 / t0 + jg[w, 0, 2]
+        f = _limited(gx, gy, gz, tau)
+        vbar[w, 0] = gx * f
+        vbar[w, 1] = gy * f
+        vbar[w, 2] = gz * f
+        for c in range(3):
+            new[w, c] = x[w, c] + tau * vbar[w, c] + step[w, c]
+    return new, vbar, j_cur
+
+
+@numba.njit(cache=True)
+def sweep_accept(i, new, vbar_old, mo_new, inv, mo_cache, sign, logdet, det_configs, configs, u, tau, fixed_node,
+                 use_j, j_cur, j_logval, configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
+                 L_eecusp, L_encusp):
+    """Metropolis-Hastings test of the proposed moves of electron e (row i of its spin's determinant) and,
+    for the accepted walkers, every state update in place.
+
+    Parameters
+    ----------
+    new : (nw, 3) Bohr; vbar_old : (nw, 3) — from :func:`sweep_propose`; mo_new : (5, nw, norb) orbitals at new
+    inv : (nw, norb, n) A = M^-1 of the spin; mo_cache : (5, nw, n, norb) cached orbitals; sign, logdet : (nw,)
+        of the whole determinant product; det_configs, configs, configs_j : (nw, ne, 3) the determinant's,
+        the driver's and the Jastrow's copies of the walkers (e is moved in all three)
+    u : (nw,) uniform random numbers; fixed_node: reject moves that change the sign of psi
+    j_cur : (nw,) J_e at the current positions; j_logval : (nw,) J
+
+    Returns
+    -------
+    ok : (nw,) bool accepted; d2 : (nw,) proposed squared displacements, Bohr^2
+    """
+    nw = new.shape[0]
+    norb = inv.shape[1]
+    n = inv.shape[2]
+    ok = np.zeros(nw, np.bool_)
+    d2 = np.empty(nw)
+    jv = np.zeros((nw, 1))
+    jg = np.zeros((nw, 1, 3))
+    if use_j:
+        jv, jg, _ = jastrow_electron(new.reshape(nw, 1, 3), configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
+                                     atoms, L_ee, L_en, L_eecusp, L_encusp, 1)
+    vA = np.empty(n)
+    col = np.empty(norb)
+    for w in range(nw):
+        t0 = 0.0
+        t1 = 0.0
+        t2 = 0.0
+        t3 = 0.0
+        for k in range(norb):
+            a = inv[w, k, i]
+            t0 += mo_new[0, w, k] * a
+            t1 += mo_new[1, w, k] * a
+            t2 += mo_new[2, w, k] * a
+            t3 += mo_new[3, w, k] * a
+        delta = jv[w, 0] - j_cur[w] if use_j else 0.0
+        ratio = t0 * np.exp(delta)
+        gx = t1 / t0 + jg[w, 0, 0]
+        gy = t2 / t0 + jg[w, 0, 1]
+        gz = t3 / t0 + jg[w, 0, 2]
+        f = _limited(gx, gy, gz, tau)
+        x = det_configs[w, e]
+        fwd = 0.0
+        bwd = 0.0
+        dd = 0.0
+        for c in range(3):
+            g = gx if c == 0 else (gy if c == 1 else gz)
+            a = new[w, c] - x[c] - tau * vbar_old[w, c]
+            b = x[c] - new[w, c] - tau * (g * f)
+            fwd += a * a
+            bwd += b * b
+            dd += (new[w, c] - x[c]) ** 2
+        d2[w] = dd
+        prob = ratio * ratio * np.exp((fwd - bwd) / (2.0 * tau))
+        acc = u[w] < prob
+        if fixed_node and not ratio > 0:
+            acc = False
+        if not acc:
+            continue
+        ok[w] = True
+        # Sherman-Morrison: A' = A - A[:, i] (v A - e_i)^T / ratio_D
+        for m in range(n):
+            s = 0.0
+            for k in range(norb):
+                s += mo_new[0, w, k] * inv[w, k, m]
+            vA[m] = s
+        rd = vA[i]
+        vA[i] -= 1.0
+        for k in range(norb):
+            col[k] = inv[w, k, i]
+        for k in range(norb):
+            ck = col[k] / rd
+            for m in range(n):
+                inv[w, k, m] -= ck * vA[m]
+        for q in range(5):
+            for k in range(norb):
+                mo_cache[q, w, i, k] = mo_new[q, w, k]
+        if rd < 0:
+            sign[w] = -sign[w]
+        logdet[w] += np.log(np.abs(rd))
+        if use_j:
+            j_logval[w] += delta
+        for c in range(3):
+            det_configs[w, e, c] = new[w, c]
+            configs[w, e, c] = new[w, c]
+            if use_j:
+                configs_j[w, e, c] = new[w, c]
+    return ok, d2

@@ -128,3 +128,20 @@ def test_fused_sweep_matches_generic(case, scf_systems):
     np.testing.assert_allclose(logval, l_ref, rtol=0, atol=1e-9)
     if len(wfs[0].components) == 2:
         np.testing.assert_allclose(wfs[0].components[1].configs, ca, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("atoms,basis", [(WATER, "ccecp-cc-pvdz"), (CO, "ccecp-cc-pvdz"), ("H 0 0 0; H 0 0 1.4", "cc-pvdz")])
+def test_potential_kernel_matches_numpy(atoms, basis):
+    ecp = "ccecp" if basis.startswith("ccecp") else None
+    mol = gto.M(atom=atoms, unit="Bohr", basis=basis, ecp=ecp, spin=(2 if atoms == CO else 0), verbose=0)
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(0)
+    configs = mol.atom_coords()[rng.integers(0, mol.natm, size=(20, sum(mol.nelec)))] + rng.normal(
+        scale=0.8, size=(20, sum(mol.nelec), 3))
+    configs[0, 0] = mol.atom_coords()[0] + 1e-4
+    a, b = ham.potential(configs), ham.potential(configs, backend="numpy")
+    assert set(a) == set(b)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-12, atol=1e-12)
+    if ecp:
+        assert np.all(a["ecp_local"] != 0)

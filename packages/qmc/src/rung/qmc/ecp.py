@@ -110,6 +110,23 @@ class ECP:
             v += _radial(local, r).sum(-1)
         return v
 
+    def local_tables(self):
+        """The local channels as flat arrays: ECP atom positions (nloc, 3) Bohr, term ranges (nloc+1,) int64,
+        powers (int64), exponents (Bohr^-2), coefficients (Hartree) (nterm,) each; built once."""
+        if "_local_tables" not in self.__dict__:
+            R, start, p, a, c = [], [0], [], [], []
+            for _, coords, local, _ in self.atoms:
+                R.append(coords)
+                for pw, ex, co in local:
+                    p.append(pw)
+                    a.append(ex)
+                    c.append(co)
+                start.append(len(p))
+            tab = (np.array(R, dtype=np.float64).reshape(-1, 3), np.array(start, dtype=np.int64),
+                   np.array(p, dtype=np.int64), np.array(a, dtype=np.float64), np.array(c, dtype=np.float64))
+            object.__setattr__(self, "_local_tables", tab)
+        return self._local_tables
+
     def cutoffs(self, tol: float = 1e-10) -> list:
         """Per ECP atom: radius (Bohr) beyond which every nonlocal |v_l(r)| < tol (0 without channels)."""
         r = np.linspace(1e-3, 20.0, 4000)
@@ -223,7 +240,7 @@ class ECP:
             nw = x.shape[0]
             jas = (np.zeros((nw, 1, 3)), 0, np.zeros(1, dtype=np.bool_), np.zeros((2, 1)), np.zeros(2),
                    np.zeros((0, 1)), np.zeros(0), np.zeros((0, 3)), 1.0, 1.0, 1.0, 1.0, np.zeros(nw))
-        terms = ecp_terms(pw, pa, pr, coef, points, arg, basis.sh_center, sh_on, basis.sh_l, basis.sh_pstart,
+        terms = ecp_terms(pw, pa, pr, coef, points, arg, pk["atom_R"], basis.sh_center, sh_on, basis.sh_l, basis.sh_pstart,
                           basis.sh_col, basis.sh_minexp, basis.exps, basis.coefs, SCREEN, bvec, use_j, *jas)
         return terms, points
 

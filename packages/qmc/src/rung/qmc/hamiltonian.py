@@ -38,8 +38,18 @@ class Hamiltonian:
                 e += Z[a] * Z[b] / np.linalg.norm(R[a] - R[b])
         return e
 
-    def potential(self, configs) -> dict:
+    def potential(self, configs, backend: str = "numba") -> dict:
+        """{"ee", "en", "nn", "ecp_local": (nwalkers,)} Hartree at configs (nwalkers, nelec, 3) Bohr; the
+        "numba" kernel (:func:`rung.qmc._kernels.cpu.potential_terms`) or its NumPy oracle ("numpy")."""
         nw, ne, _ = configs.shape
+        if backend == "numba":
+            from rung.qmc._kernels.cpu import potential_terms
+
+            ee, en, loc = potential_terms(np.ascontiguousarray(configs, dtype=np.float64), self.atom_coords,
+                                          self.atom_charges, *self.ecp.local_tables())
+            return {"ee": ee, "en": en, "nn": np.full(nw, self.nuclear_repulsion), "ecp_local": loc}
+        if backend != "numpy":
+            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
         r = np.linalg.norm(configs[:, :, None] - configs[:, None], axis=-1)
         iu = np.triu_indices(ne, 1)
         ree = r[:, iu[0], iu[1]]

@@ -230,6 +230,69 @@ def _jastrow_value(x0, x1, x2, configs, w, e, same, ee_poly, ee_cusp, en_poly, e
 
 
 @numba.njit(cache=True)
+def _jastrow_one_point(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp,
+                       L_encusp, val, grad, lap):
+    """:func:`jastrow_electron` with one position per walker and deriv >= 1, the walkers innermost so that
+    the loops vectorise: the same sums in the same order (j ascending, then atoms) for each walker.
+    epos (nw, 3); val (nw,), grad (nw, 3), lap (nw,) are zeroed outputs."""
+    nw = epos.shape[0]
+    nd = ee_poly.shape[1]
+    rv = np.empty(nw)
+    yv = np.empty(nw)
+    v = np.empty(nw)
+    d1 = np.empty(nw)
+    d2 = np.empty(nw)
+    dx = np.empty((3, nw))
+    for k in range(configs.shape[1] + atoms.shape[0]):
+        if k == e:
+            continue
+        atom = k >= configs.shape[1]
+        if atom:
+            a = k - configs.shape[1]
+            L, Lc, G = L_en, L_encusp, en_cusp[a]
+            poly = en_poly[a]
+            for w in range(nw):
+                for c in range(3):
+                    dx[c, w] = epos[w, c] - atoms[a, c]
+        else:
+            t = 0 if same[k] else 1
+            L, Lc, G = L_ee, L_eecusp, ee_cusp[t]
+            poly = ee_poly[t]
+            for w in range(nw):
+                for c in range(3):
+                    dx[c, w] = epos[w, c] - configs[w, k, c]
+        for w in range(nw):
+            rv[w] = np.sqrt(dx[0, w] * dx[0, w] + dx[1, w] * dx[1, w] + dx[2, w] * dx[2, w])
+            yv[w] = rv[w] / L
+            v[w] = 0.0
+            d1[w] = 0.0
+            d2[w] = 0.0
+        for m in range(nd - 1, -1, -1):
+            cm = poly[m]
+            for w in range(nw):
+                d2[w] = d2[w] * yv[w] + 2.0 * d1[w]
+                d1[w] = d1[w] * yv[w] + v[w]
+                v[w] = v[w] * yv[w] + cm
+        for w in range(nw):
+            r = rv[w]
+            inside = yv[w] < 1.0
+            u = v[w] if inside else 0.0
+            u1 = d1[w] / L if inside else 0.0
+            u2 = d2[w] / (L * L) if inside else 0.0
+            tc = 1.0 - r / Lc
+            cin = r < Lc
+            c0 = -G * Lc * tc * tc * tc / 3.0 if cin else 0.0
+            c1 = G * tc * tc if cin else 0.0
+            c2 = -2.0 * G * tc / Lc if cin else 0.0
+            val[w] += u + c0
+            g = (u1 + c1) / r if r > 0 else 0.0
+            grad[w, 0] += g * dx[0, w]
+            grad[w, 1] += g * dx[1, w]
+            grad[w, 2] += g * dx[2, w]
+            lap[w] += u2 + c2 + 2.0 * g
+
+
+@numba.njit(cache=True)
 def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
                      L_eecusp, L_encusp, deriv):
     """The part of J that involves electron e, at positions epos, with gradient and Laplacian.
@@ -247,6 +310,10 @@ def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
     val = np.zeros((nw, npt))
     grad = np.zeros((nw, npt, 3))
     lap = np.zeros((nw, npt))
+    if deriv > 0 and npt == 1:  # one position per walker (moves, drift, kinetic energy): walkers innermost
+        _jastrow_one_point(epos[:, 0, :], configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
+                           L_eecusp, L_encusp, val[:, 0], grad[:, 0, :], lap[:, 0])
+        return val, grad, lap
     if deriv == 0:  # values only (ratios, e.g. the ECP quadrature): no derivative work
         for w in range(nw):
             for p in range(npt):
@@ -313,6 +380,20 @@ def _legendre(l, x):
     return p1
 
 
+EXP_FLOOR = 700.0  # exponents beyond this are clamped (exp(-700) ~ 1e-304, still a normal number)
+
+
+@numba.njit(cache=True, inline="always")
+def _shell_out_of_reach(sh_center, ish, atom_R, a, r, minexp, screen):
+    """True if every point of the sphere of radius r around ECP atom a is so far from shell ish that all
+    its primitives are negligible (minexp (D - r)^2 > screen, D the centre-to-atom distance)."""
+    d0 = sh_center[ish, 0] - atom_R[a, 0]
+    d1 = sh_center[ish, 1] - atom_R[a, 1]
+    d2 = sh_center[ish, 2] - atom_R[a, 2]
+    dmin = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2) - r
+    return dmin > 0.0 and minexp * dmin * dmin > screen
+
+
 @numba.njit(cache=True)
 def ecp_quadrature(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, sh_center,
                    sh_on, sh_pstart, sh_minexp, exps, screen):
@@ -359,6 +440,7 @@ def ecp_quadrature(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_ts
     arg = np.empty(npair * (nq + 1) * exps.shape[0])
     qd = np.empty((nq, 3))
     rot = np.empty((3, 3))
+    s2q = np.empty(nq)
     k = 0
     n = 0
     for w in range(nw):
@@ -412,24 +494,20 @@ def ecp_quadrature(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_ts
                     if t <= screen:
                         arg[n] = -t
                         n += 1
-            for q in range(nq):
-                px = points[w, a * nq + q, 0]
-                py = points[w, a * nq + q, 1]
-                pz = points[w, a * nq + q, 2]
-                for ish in range(nsh):
-                    if sh_on[ish] == a:
-                        continue
-                    dx = px - sh_center[ish, 0]
-                    dy = py - sh_center[ish, 1]
-                    dz = pz - sh_center[ish, 2]
-                    s2 = dx * dx + dy * dy + dz * dz
-                    if sh_minexp[ish] * s2 > screen:
-                        continue
-                    for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
-                        t = exps[p] * s2
-                        if t <= screen:
-                            arg[n] = -t
-                            n += 1
+            for ish in range(nsh):  # other shells: every primitive at every point, points innermost
+                if sh_on[ish] == a or _shell_out_of_reach(sh_center, ish, atom_R, a, r, sh_minexp[ish], screen):
+                    continue
+                for q in range(nq):
+                    dx = points[w, a * nq + q, 0] - sh_center[ish, 0]
+                    dy = points[w, a * nq + q, 1] - sh_center[ish, 1]
+                    dz = points[w, a * nq + q, 2] - sh_center[ish, 2]
+                    s2q[q] = dx * dx + dy * dy + dz * dz
+                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                    ap = exps[p]
+                    for q in range(nq):
+                        t = ap * s2q[q]
+                        arg[n + q] = -t if t < EXP_FLOOR else -EXP_FLOOR
+                    n += nq
             k += 1
     return points, pair_w, pair_a, pair_r, coef, arg[:n]
 
@@ -458,6 +536,29 @@ def _shell_dot(l, x, y, z, f, b, w, col):
             acc += m * b[w, col]
             col += 1
     return f * acc
+
+
+@numba.njit(cache=True, inline="always")
+def _shell_dot_points(l, px, py, pz, cx, cy, cz, fq, b, w, col, det):
+    """det[q] += fq[q] sum_c P_c(p_q - centre) b[w, col + c] for every point q (points innermost)."""
+    nq = px.shape[0]
+    if l == 0:
+        b0 = b[w, col]
+        for q in range(nq):
+            det[q] += fq[q] * b0
+    elif l == 1:
+        b0, b1, b2 = b[w, col], b[w, col + 1], b[w, col + 2]
+        for q in range(nq):
+            det[q] += fq[q] * ((px[q] - cx) * b0 + (py[q] - cy) * b1 + (pz[q] - cz) * b2)
+    elif l == 2:  # xx, xy, xz, yy, yz, zz
+        b0, b1, b2 = b[w, col], b[w, col + 1], b[w, col + 2]
+        b3, b4, b5 = b[w, col + 3], b[w, col + 4], b[w, col + 5]
+        for q in range(nq):
+            x, y, z = px[q] - cx, py[q] - cy, pz[q] - cz
+            det[q] += fq[q] * (x * (x * b0 + y * b1 + z * b2) + y * (y * b3 + z * b4) + z * z * b5)
+    else:
+        for q in range(nq):
+            det[q] += _shell_dot(l, px[q] - cx, py[q] - cy, pz[q] - cz, fq[q], b, w, col)
 
 
 @numba.njit(cache=True, inline="always")
@@ -510,7 +611,7 @@ def _jastrow_points(px, py, pz, jv, yv, rv, vv, configs, w, e, same, ee_poly, ee
 
 
 @numba.njit(cache=True)
-def ecp_terms(pair_w, pair_a, pair_r, coef, points, ex, sh_center, sh_on, sh_l, sh_pstart, sh_col, sh_minexp, exps,
+def ecp_terms(pair_w, pair_a, pair_r, coef, points, ex, atom_R, sh_center, sh_on, sh_l, sh_pstart, sh_col, sh_minexp, exps,
               coefs, screen, bvec, use_j, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, j_atoms, L_ee, L_en,
               L_eecusp, L_encusp, j_old):
     """Pass 2: V_NL psi / psi contributions (nw, na*nq) float64, Hartree, of one electron e.
@@ -530,6 +631,8 @@ def ecp_terms(pair_w, pair_a, pair_r, coef, points, ex, sh_center, sh_on, sh_l, 
     py = np.empty(nq)
     pz = np.empty(nq)
     jv = np.zeros(nq)
+    det = np.empty(nq)
+    fq = np.empty(nq)
     scratch = np.empty((3, nq))
     n = 0
     for k in range(npair):
@@ -554,24 +657,25 @@ def ecp_terms(pair_w, pair_a, pair_r, coef, points, ex, sh_center, sh_on, sh_l, 
             _jastrow_points(px, py, pz, jv, scratch[0], scratch[1], scratch[2], configs, w, e, same, ee_poly, ee_cusp,
                             en_poly, en_cusp, j_atoms, L_ee, L_en, L_eecusp, L_encusp)
         for q in range(nq):
-            det = 0.0
-            for ish in range(nsh):
-                dx = px[q] - sh_center[ish, 0]
-                dy = py[q] - sh_center[ish, 1]
-                dz = pz[q] - sh_center[ish, 2]
-                if sh_on[ish] == a:
-                    f = fon[ish]
-                else:
-                    s2 = dx * dx + dy * dy + dz * dz
-                    if sh_minexp[ish] * s2 > screen:
-                        continue
-                    f = 0.0
-                    for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
-                        if exps[p] * s2 <= screen:
-                            f += coefs[p] * ex[n]
-                            n += 1
-                det += _shell_dot(sh_l[ish], dx, dy, dz, f, bvec, w, sh_col[ish])
-            ratio = det
+            det[q] = 0.0
+        for ish in range(nsh):
+            if sh_on[ish] == a:
+                for q in range(nq):
+                    fq[q] = fon[ish]
+            elif _shell_out_of_reach(sh_center, ish, atom_R, a, pair_r[k], sh_minexp[ish], screen):
+                continue
+            else:
+                for q in range(nq):
+                    fq[q] = 0.0
+                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                    cp = coefs[p]
+                    for q in range(nq):
+                        fq[q] += cp * ex[n + q]
+                    n += nq
+            _shell_dot_points(sh_l[ish], px, py, pz, sh_center[ish, 0], sh_center[ish, 1], sh_center[ish, 2], fq,
+                              bvec, w, sh_col[ish], det)
+        for q in range(nq):
+            ratio = det[q]
             if use_j:
                 ratio *= np.exp(jv[q] - j_old[w])
             terms[w, a * nq + q] = coef[k, q] * ratio
@@ -743,3 +847,50 @@ def sweep_accept(i, new, vbar_old, mo_new, inv, mo_cache, sign, logdet, det_conf
             if use_j:
                 configs_j[w, e, c] = new[w, c]
     return ok, d2
+
+
+# --------------------------------------------------------------------------- potential energy
+@numba.njit(cache=True)
+def potential_terms(configs, atom_coords, charges, loc_R, loc_tstart, t_pow, t_a, t_c):
+    """Electron-electron, electron-nucleus and local-ECP energies per walker (Hartree).
+
+    configs (nw, ne, 3) Bohr; atom_coords (natom, 3) Bohr; charges (natom,) effective charges;
+    loc_R (nloc, 3) Bohr, the ECP atoms, with local channels v(r) = sum_t c_t r^pow_t exp(-a_t r^2)
+    (terms loc_tstart[k] .. loc_tstart[k+1] - 1). Returns ee, en, ecp_local, each (nw,) float64.
+    Oracle: the NumPy expressions of :meth:`rung.qmc.hamiltonian.Hamiltonian.potential` (backend "numpy").
+    """
+    nw, ne = configs.shape[0], configs.shape[1]
+    ee = np.zeros(nw)
+    en = np.zeros(nw)
+    loc = np.zeros(nw)
+    for w in range(nw):
+        acc = 0.0
+        for i in range(ne):
+            for j in range(i + 1, ne):
+                d0 = configs[w, i, 0] - configs[w, j, 0]
+                d1 = configs[w, i, 1] - configs[w, j, 1]
+                d2 = configs[w, i, 2] - configs[w, j, 2]
+                acc += 1.0 / np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+        ee[w] = acc
+        acc = 0.0
+        for i in range(ne):
+            for a in range(atom_coords.shape[0]):
+                d0 = configs[w, i, 0] - atom_coords[a, 0]
+                d1 = configs[w, i, 1] - atom_coords[a, 1]
+                d2 = configs[w, i, 2] - atom_coords[a, 2]
+                acc -= charges[a] / np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+        en[w] = acc
+        acc = 0.0
+        for i in range(ne):
+            for k in range(loc_R.shape[0]):
+                d0 = configs[w, i, 0] - loc_R[k, 0]
+                d1 = configs[w, i, 1] - loc_R[k, 1]
+                d2 = configs[w, i, 2] - loc_R[k, 2]
+                s = d0 * d0 + d1 * d1 + d2 * d2
+                r = np.sqrt(s)
+                for t in range(loc_tstart[k], loc_tstart[k + 1]):
+                    p = t_pow[t]
+                    rp = 1.0 if p == 0 else (1.0 / r if p == -1 else (1.0 / s if p == -2 else r**p))
+                    acc += t_c[t] * rp * np.exp(-t_a[t] * s)
+        loc[w] = acc
+    return ee, en, loc

@@ -82,3 +82,22 @@ def test_spin_partners_and_s2_reference():
     np.testing.assert_allclose(s2_operator(lay, dets, keys).toarray(), s2, atol=1e-12)
     w = np.linalg.eigvalsh(s2)
     np.testing.assert_allclose(sorted(set(np.round(w, 8))), [0.0, 2.0, 6.0])  # S = 0, 1, 2
+
+
+def test_heatbath_lists_are_sorted_integrals():
+    """The heat-bath lists hold every particle pair once, ordered by the magnitude of the element (NumPy)."""
+    norb = 6
+    eri = random_hamiltonian(norb, (3, 3), seed=3).eri
+    os_ab, os_abs, ss_ab, ss_abs = cpu.heatbath_tables(eri)
+    for i in range(norb):
+        for j in range(norb):
+            row = i * norb + j
+            a, b = np.divmod(os_ab[row], norb)
+            np.testing.assert_array_equal(np.sort(os_ab[row]), np.arange(norb * norb))
+            np.testing.assert_array_equal(os_abs[row], np.abs(eri[i, a, j, b]))
+            assert np.all(np.diff(os_abs[row]) <= 0)
+            if j > i:
+                a, b = np.divmod(ss_ab[row], norb)
+                assert np.all(a < b) and len(set(ss_ab[row])) == norb * (norb - 1) // 2
+                np.testing.assert_array_equal(ss_abs[row], np.abs(eri[i, a, j, b] - eri[i, b, j, a]))
+                assert np.all(np.diff(ss_abs[row]) <= 0)

@@ -48,3 +48,66 @@ def test_semistochastic_is_unbiased(problem):
     assert abs(means.mean() - exact) < 4 * means.std(ddof=1) / np.sqrt(means.size)
     assert 0.5 < errs.mean() / means.std(ddof=1) < 2.0
     assert np.all(errs > 0)
+
+
+def _screened_oracle(ham, lay, sub, c, eps):
+    """(key, generator) -> <alpha|H|I> for alpha outside ``sub`` with |c_I <alpha|H|I>| > eps (PySCF's dense H)."""
+    from rung.sci.testing import fci_space, pyscf_dense_h
+
+    dets = fci_space(lay)
+    keys = lay.keys(dets)
+    hp = pyscf_dense_h(ham)
+    ext = np.setdiff1d(np.arange(keys.size), sub)
+    out = {}
+    for g, i in enumerate(sub):
+        for a in ext[np.abs(hp[ext, i]) * abs(c[g]) > eps]:
+            out[(int(keys[a]), g)] = hp[a, i]
+    return dets, keys, hp, out
+
+
+@pytest.mark.parametrize("eps", [1e-3, 3e-2])
+def test_heatbath_screened_contributions(eps):
+    """Heat-bath screening generates exactly the pairs with |c_I H_aI| > eps, with their elements."""
+    from rung.sci._kernels import cpu
+
+    ham = random_hamiltonian(7, (3, 2), seed=9)
+    lay = Layout(7, 3, 2)
+    rng = np.random.default_rng(1)
+    sub = np.sort(rng.choice(lay.fci_size, 40, replace=False))
+    c = rng.normal(size=40) * np.logspace(0, -3, 40)
+    dets, keys, _, want = _screened_oracle(ham, lay, sub, c, eps)
+    hb = cpu.heatbath_tables(ham.eri)
+    gens = np.arange(40)
+    bounds = cpu.screened_bounds(dets[sub], gens, c, eps, hb[1], hb[3])
+    k, g, v = cpu.external_screened(dets[sub], gens, c, eps, bounds, ham.h1, ham.eri, *hb, cpu.hash_table(keys[sub]),
+                                    lay.binom_a, lay.binom_b, lay.nstr_b)
+    got = {(int(a), int(b)): x for a, b, x in zip(k, g, v)}
+    assert len(got) == k.size and set(got) == set(want)
+    assert max(abs(got[p] - want[p]) for p in want) < 1e-12
+    assert np.all(np.bincount(g, minlength=40) <= bounds)
+
+
+def test_screened_pt2_equals_screened_sum(problem, monkeypatch):
+    """en_pt2 with screening on the large-space path (several chunks): the PT2 of the screened sums."""
+    ham, lay, dets, keys, c, e0, terms, ext_keys = problem
+    monkeypatch.setattr(pt2, "DENSE_KEYS", 0)
+    eps = 2e-3
+    from rung.sci.testing import pyscf_dense_h
+
+    fd = fci_space(lay)
+    fk = lay.keys(fd)
+    hp = pyscf_dense_h(ham)
+    pos = {int(k): i for i, k in enumerate(fk)}
+    idx = np.array([pos[int(k)] for k in keys])
+    ext = np.setdiff1d(np.arange(fk.size), idx)
+    contrib = hp[np.ix_(ext, idx)] * c[None, :]
+    a = np.where(np.abs(contrib) > eps, contrib, 0.0).sum(axis=1)
+    want = np.sum(a**2 / (e0 - np.diag(hp)[ext]))
+    r = pt2.en_pt2(lay, dets, keys, c, e0, ham.h1, ham.eri, n_select=5, max_entries=500, screen=eps)
+    assert r.e_pt2 == pytest.approx(want, rel=1e-12)
+    assert abs(r.e_pt2 - terms.sum()) > 1e-9  # the screening did discard something here
+    score = a**2 / np.abs(e0 - np.diag(hp)[ext])
+    np.testing.assert_array_equal(r.selected, fk[ext][np.argsort(-score, kind="stable")[:5]])
+    # a negligible threshold gives the exact PT2
+    r0 = pt2.en_pt2(lay, dets, keys, c, e0, ham.h1, ham.eri, max_entries=500, screen=1e-14)
+    assert r0.e_pt2 == pytest.approx(terms.sum(), rel=1e-10)

@@ -59,6 +59,9 @@ class Config:
     pt2_samples, pt2_det_fraction, pt2_sample_fraction : semi-stochastic parameters (see ``pt2``)
     max_entries : (alpha, I) pairs held in memory at once during selection (20 bytes each)
     extrapolation_points : iterations used in the linear fit of E_var against E_PT2
+    pt2_screen : Hartree; on FCI spaces beyond ``pt2.DENSE_KEYS`` determinants, PT2 and selection keep
+        only the pairs with ``|c_I <alpha|H|I>| > pt2_screen`` (heat-bath screening; 0 = every pair).
+        Small FCI spaces are always treated exactly.
     """
 
     max_det: int = 100_000
@@ -75,6 +78,7 @@ class Config:
     max_entries: int = 20_000_000
     extrapolation_points: int = 3
     seed: int = 0
+    pt2_screen: float = 1e-8
 
     def __post_init__(self):
         if self.max_det < 1 or self.growth <= 1.0 or self.nroots < 1:
@@ -137,7 +141,24 @@ def _resolve_backend(backend: str):
     return xp, ("cupy" if xp is not np else "numba")
 
 
-def _diagonalize(hs, s2, target, cfg, guess, xp, log):
+def configuration_average(dets: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Average of ``values`` (n,) over the determinants of ``dets`` (n, 2, nw) uint64 that share a spatial
+    occupation (same doubly and singly occupied orbitals): a diagonal that commutes with S^2."""
+    occ = np.concatenate([dets[:, 0] & dets[:, 1], dets[:, 0] ^ dets[:, 1]], axis=1)
+    _, inv = np.unique(occ, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    return (np.bincount(inv, weights=values) / np.bincount(inv))[inv]
+
+
+def _diagonalize(hs, s2, target, cfg, guess, xp, log, dets):
+    """Lowest ``nroots`` eigenvectors of H with <S^2> = ``target``.
+
+    With a spin-pure guess (the previous iteration's vectors), Davidson runs on H alone with the
+    configuration-averaged diagonal as preconditioner: both commute with S^2 in a spin-complete space,
+    so every correction stays in the target spin (no penalty operator, whose (S^2 - S(S+1))^2 term
+    roughly triples the iteration count). <S^2> of the result is checked; a drift (round-off feeding
+    a lower state of another spin) falls back to ``H + spin_penalty (S^2 - S(S+1))^2`` from there.
+    """
     n = hs.n
     k = min(cfg.nroots, n)
     if n <= DENSE_MAX:
@@ -145,17 +166,38 @@ def _diagonalize(hs, s2, target, cfg, guess, xp, log):
         sd = s2.toarray() - target * np.eye(n)
         w, v = np.linalg.eigh(hd + cfg.spin_penalty * sd @ sd)
         return v[:, :k]
-    diag = hs.diag + cfg.spin_penalty * (s2.diagonal() - target) ** 2
+    from rung.core.backend import to_host
+
     if xp is not np:
         from rung.sci._kernels import gpu
 
         mv_h = gpu.sparse_matvec(hs)
         s2g = gpu.csr_to_device(s2)
-        matvec = lambda x: mv_h(x) + cfg.spin_penalty * (s2g @ (s2g @ x - target * x) - target * (s2g @ x - target * x))  # noqa: E731
     else:
-        def matvec(x):
-            y = s2 @ x - target * x
-            return hs.matvec(x) + cfg.spin_penalty * (s2 @ y - target * y)
+        mv_h, s2g = hs.matvec, s2
+    pure = guess is not None and guess.shape[1] >= k and all(np.any(guess[:, c]) for c in range(k))
+    if pure:
+        g = np.ascontiguousarray(guess[:, :k])
+        g /= np.linalg.norm(g, axis=0)[None, :]
+        dev = np.abs(np.einsum("ik,ik->k", g, s2 @ g) - target)
+        pure = bool(np.all(dev < 1e-8))
+    if pure:
+        diag = configuration_average(dets, hs.diag)
+        if xp is not np:
+            g, diag = xp.asarray(g), xp.asarray(diag)
+        res = davidson(mv_h, diag, g, tol=cfg.davidson_tol)
+        v = to_host(res.vectors)
+        dev = np.abs(np.einsum("ik,ik->k", v, s2 @ v) / np.einsum("ik,ik->k", v, v) - target)
+        if res.converged.all() and np.all(dev < 1e-6):
+            return v
+        log(f"<S^2> drifted by {dev.max():.1e} (or no convergence): Davidson with the spin penalty")
+        guess = v
+    diag = hs.diag + cfg.spin_penalty * (s2.diagonal() - target) ** 2
+
+    def matvec(x):
+        y = s2g @ x - target * x
+        return mv_h(x) + cfg.spin_penalty * (s2g @ y - target * y)
+
     g = np.zeros((n, k))
     if guess is not None:
         g[:, : guess.shape[1]] = guess[:, :k]
@@ -172,8 +214,6 @@ def _diagonalize(hs, s2, target, cfg, guess, xp, log):
     res = davidson(matvec, diag, g, tol=cfg.davidson_tol)
     if not res.converged.all():
         log(f"warning: Davidson did not converge all roots in {res.iterations} iterations")
-    from rung.core.backend import to_host
-
     return to_host(res.vectors)
 
 
@@ -234,6 +274,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
     rng = np.random.default_rng(cfg.seed)
     history: list = []
     guess = None
+    previous = None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     dets, keys = layout.spin_complete(layout.aufbau(s_target))
     if checkpoint is not None and checkpoint.exists():
@@ -257,10 +298,11 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         f"target S = {s_target:g}, backend {backend_used}")
     while True:
         t0 = time.perf_counter()
-        hs = build(dets, h1, eri)
+        hs = build(dets, h1, eri, previous=previous)  # the last iteration's block is reused
+        previous = None
         s2 = s2_operator(layout, dets, keys)
         t_build = time.perf_counter() - t0
-        coef = _diagonalize(hs, s2, target, cfg, guess, xp, log)
+        coef = _diagonalize(hs, s2, target, cfg, guess, xp, log, dets)
         t_diag = time.perf_counter() - t0 - t_build
         coef /= np.linalg.norm(coef, axis=0)[None, :]
         hc = hs.matvec(coef)
@@ -281,7 +323,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
             r = en_pt2(layout, dets, keys, coef[:, 0], float(e_el[0]), h1, eri, n_select=n_select,
                        stochastic=n > cfg.stochastic_min_det, n_samples=cfg.pt2_samples,
                        det_fraction=cfg.pt2_det_fraction, sample_fraction=cfg.pt2_sample_fraction,
-                       max_entries=cfg.max_entries, rng=rng, accumulate=acc)
+                       max_entries=cfg.max_entries, rng=rng, accumulate=acc, screen=cfg.pt2_screen)
             e2, err, sel = r.e_pt2, r.error, r.selected
         seconds = time.perf_counter() - t0
         rec = dict(n_det=int(n), e_var=float(e_el[0] + ham.ecore), e_pt2=float(e2), pt2_error=float(err),
@@ -305,6 +347,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         if done:
             return result
         okeys = keys
+        previous = (keys, hs)
         dets, keys = ndets, nkeys
         guess = np.zeros((keys.size, coef.shape[1]))
         guess[np.searchsorted(keys, okeys)] = coef

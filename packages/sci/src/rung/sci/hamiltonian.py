@@ -48,15 +48,31 @@ class SparseH:
         return u + u.T + np.diag(self.diag)
 
 
-def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray) -> SparseH:
-    """Sparse H (core energy excluded) in the space ``dets`` (n, 2, nw) uint64; h1, eri in Hartree."""
+def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray, previous: tuple | None = None) -> SparseH:
+    """Sparse H (core energy excluded) in the space ``dets`` (n, 2, nw) uint64; h1, eri in Hartree.
+
+    previous : optional (old_keys (m,) int64 sorted, old :class:`SparseH`) of a subspace (the last CIPSI
+        iteration's): its block is reused and only the pairs involving a new determinant are computed.
+    """
     dets = np.ascontiguousarray(dets, dtype=np.uint64)
     n = dets.shape[0]
     if n >= 2**31:
         raise OverflowError("more than 2^31 determinants (column indices are int32)")
+    if previous is not None and n > 0:
+        inc = _build_incremental(dets, h1, eri, *previous)
+        if inc is not None:
+            return inc
     fast = _build_tables(dets, h1, eri)
     if fast is not None:
         return fast
+    groups = _groups(dets)
+    ptr, cols, vals, diag = cpu.hamiltonian_upper(dets, *groups, h1, eri)
+    upper = sp.csr_matrix((vals, cols, ptr), shape=(n, n))
+    return SparseH(diag, upper)
+
+
+def _groups(dets):
+    """Alpha-string groups of ``dets`` for :func:`cpu.hamiltonian_upper` (ia, ib, grp_ptr, grp_det, grp_ib, ca_*)."""
     ua, ia = np.unique(dets[:, 0, :], axis=0, return_inverse=True)
     ub, ib = np.unique(dets[:, 1, :], axis=0, return_inverse=True)
     ia = ia.reshape(-1).astype(np.int64)
@@ -66,10 +82,46 @@ def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray) -> SparseH:
     np.add.at(grp_ptr, ia + 1, 1)
     grp_ptr = np.cumsum(grp_ptr)
     ca_ptr, ca_idx, ca_deg = cpu.string_connections(np.ascontiguousarray(ua))
-    ptr, cols, vals, diag = cpu.hamiltonian_upper(dets, ia, ib, grp_ptr, order.astype(np.int64), ib[order],
-                                                  ca_ptr, ca_idx, ca_deg, h1, eri)
-    upper = sp.csr_matrix((vals, cols, ptr), shape=(n, n))
-    return SparseH(diag, upper)
+    return ia, ib, grp_ptr, order.astype(np.int64), ib[order], ca_ptr, ca_idx, ca_deg
+
+
+def _layout(dets, h1):
+    na = int(cpu.string_count(dets[0, 0]))
+    nb = int(cpu.string_count(dets[0, 1]))
+    return Layout(h1.shape[0], na, nb)
+
+
+def _build_incremental(dets, h1, eri, old_keys, old):
+    """H of a grown space from the old block plus the rows of the new determinants; None if ``old_keys`` is
+    not a subspace of ``dets``."""
+    from rung.sci import pt2
+
+    layout = _layout(dets, h1)
+    keys = layout.keys(dets)
+    n = keys.size
+    if old_keys.size == 0 or old.n != old_keys.size or np.any(np.diff(keys) <= 0):
+        return None
+    pos = np.searchsorted(keys, old_keys)
+    if np.any(pos >= n) or np.any(keys[np.minimum(pos, n - 1)] != old_keys):
+        return None
+    is_new = np.ones(n, np.uint8)
+    is_new[pos] = 0
+    rows = np.flatnonzero(is_new).astype(np.int64)
+    tables = pt2._string_tables(layout, h1, eri) if layout.fci_size <= pt2.DENSE_KEYS else None
+    if tables is not None:
+        index_of = np.full(layout.fci_size, -1, np.int32)
+        index_of[keys] = np.arange(n, dtype=np.int32)
+        nptr, ncols, nvals, ndiag = cpu.new_rows_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri, rows,
+                                                        is_new)
+    else:
+        nptr, ncols, nvals, ndiag = cpu.new_rows_groups(dets, *_groups(dets), h1, eri, rows, is_new)
+    u = old.upper
+    ptr, cols, vals = cpu.merge_upper(n, u.indptr.astype(np.int64), u.indices, u.data, pos.astype(np.int64), rows,
+                                      nptr, ncols, nvals)
+    diag = np.empty(n)
+    diag[pos] = old.diag
+    diag[rows] = ndiag
+    return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
 
 
 def _build_tables(dets, h1, eri):
@@ -79,9 +131,7 @@ def _build_tables(dets, h1, eri):
     n = dets.shape[0]
     if n == 0:
         return None
-    na = int(cpu.string_count(dets[0, 0]))
-    nb = int(cpu.string_count(dets[0, 1]))
-    layout = Layout(h1.shape[0], na, nb)
+    layout = _layout(dets, h1)
     if layout.fci_size > pt2.DENSE_KEYS:
         return None
     tables = pt2._string_tables(layout, h1, eri)

@@ -85,10 +85,56 @@ def _string_tables(layout, h1, eri):
     return _TABLES[key]
 
 
-def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws, n_select, max_entries, accumulate):
+HEATBATH_MAX = 2**24  # norb^4 entries at most in the heat-bath lists (norb <= 64)
+_HEATBATH: dict = {}
+
+
+def _heatbath_tables(eri):
+    """Heat-bath lists (:func:`cpu.heatbath_tables`) of ``eri``, cached by an integral digest; None when too large."""
+    if eri.shape[0] ** 4 > HEATBATH_MAX:
+        return None
+    key = hashlib.blake2b(np.ascontiguousarray(eri).tobytes(), digest_size=16).hexdigest()
+    if key not in _HEATBATH:
+        _HEATBATH.clear()
+        _HEATBATH[key] = cpu.heatbath_tables(np.ascontiguousarray(eri))
+    return _HEATBATH[key]
+
+
+def _chunks(bounds, limit):
+    """Split generators into consecutive slices whose summed ``bounds`` stay below ``limit`` (one at least)."""
+    ends = np.cumsum(bounds)
+    out = []
+    start = 0
+    base = 0
+    while start < bounds.size:
+        stop = int(np.searchsorted(ends, base + limit, side="right"))
+        stop = max(stop, start + 1)
+        out.append(slice(start, stop))
+        base = int(ends[stop - 1])
+        start = stop
+    return out
+
+
+_ACC: dict = {}
+
+
+def _accumulators(nparts, size):
+    """Zeroed key-indexed accumulators (ad, as_, t float64, touched bool; (nparts, size) each), kept between
+    passes (the pass clears what it touched), so no FCI-sized array is allocated or zeroed per pass."""
+    key = (nparts, size)
+    if key not in _ACC:
+        _ACC.clear()
+        _ACC[key] = (np.zeros((nparts, size)), np.zeros((nparts, size)), np.zeros((nparts, size)),
+                     np.zeros((nparts, size), np.bool_))
+    return _ACC[key]
+
+
+def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws, n_select, max_entries, accumulate,
+          screen=0.0):
     nexc = n_excitations(layout)
     chunk = max(1, min(max_entries, 2**POS_BITS - 1) // nexc)
     dense = layout.fci_size <= DENSE_KEYS
+    hb = _heatbath_tables(eri) if (screen > 0.0 and not dense) else None
     packable = layout.fci_size < 2 ** (63 - POS_BITS)
     tables = None
     if dense:
@@ -99,25 +145,41 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         nparts = max(1, numba.get_num_threads())
         tables = _string_tables(layout, h1, eri)
         if tables is not None:
-            acc = cpu.external_dense_tables(keys[gens], eri, mask, layout.nstr_b, *tables, gcoef, gstoch, gw, gq,
-                                            nparts, layout.fci_size)
+            acc = _accumulators(nparts, layout.fci_size)
+            try:
+                counts = cpu.external_dense_tables(keys[gens], eri, mask, layout.nstr_b, *tables, gcoef, gstoch, gw,
+                                                   gq, *acc)
+            except BaseException:
+                _ACC.clear()  # possibly left dirty
+                raise
         else:
             acc = cpu.external_dense(dets, gens, h1, eri, mask, layout.binom_a, layout.binom_b, layout.nstr_b, nexc,
                                      gcoef, gstoch, gw, gq, nparts, layout.fci_size)
-        touched = acc[3].any(axis=0)
-        uk = np.flatnonzero(touched).astype(np.int64)
+            counts = acc[4]
+        uk = np.flatnonzero(acc[3].any(axis=0) if nparts > 1 else acc[3][0]).astype(np.int64)
         ad, as_, t = (a[:, uk].sum(axis=0) for a in acc[:3])
-        n_gen = int(acc[4].sum())
+        if tables is not None:
+            for a in acc:  # back to zero for the next pass: only the entries touched
+                a[:, uk] = 0
+        n_gen = int(counts.sum())
         del acc
     else:
         table = cpu.hash_table(keys)
         mask = np.empty(0, np.uint8)
-        run = None
+        runs = []
         n_gen = 0
-        for start in range(0, gens.size, chunk):
-            sl = slice(start, start + chunk)
-            k, g, v = cpu.external_contributions(dets, gens[sl], h1, eri, table, mask, layout.binom_a,
-                                                 layout.binom_b, layout.nstr_b, nexc)
+        if hb is not None:
+            bounds = cpu.screened_bounds(dets, gens, gcoef, screen, hb[1], hb[3])
+            slices = _chunks(bounds, min(max_entries, 2**POS_BITS - 1))
+        else:
+            slices = [slice(start, start + chunk) for start in range(0, gens.size, chunk)]
+        for sl in slices:
+            if hb is not None:
+                k, g, v = cpu.external_screened(dets, gens[sl], gcoef[sl], screen, bounds[sl], h1, eri, *hb, table,
+                                                layout.binom_a, layout.binom_b, layout.nstr_b)
+            else:
+                k, g, v = cpu.external_contributions(dets, gens[sl], h1, eri, table, mask, layout.binom_a,
+                                                     layout.binom_b, layout.nstr_b, nexc)
             n_gen += k.size
             if k.size == 0:
                 continue
@@ -128,10 +190,16 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
                 order = np.argsort(k)
                 part = cpu.reduce_sorted(k[order], g[order], v[order], *args)
             del k, g, v
-            run = part if run is None else cpu.merge_sorted_sums(*run, *part)
-        if run is None:
+            runs.append(part)
+            while len(runs) > 1 and runs[-2][0].size <= 2 * runs[-1][0].size:  # merge like a binary counter:
+                b = runs.pop()                                                 # O(N log chunks), not O(N chunks)
+                runs.append(cpu.merge_sorted_sums(*runs.pop(), *b))
+        if not runs:
             return 0.0, np.empty(0, np.int64), 0, n_gen
-        uk, ad, as_, t = run
+        while len(runs) > 1:
+            b = runs.pop()
+            runs.append(cpu.merge_sorted_sums(*runs.pop(), *b))
+        uk, ad, as_, t = runs[0]
     if uk.size == 0:
         return 0.0, np.empty(0, np.int64), 0, n_gen
     if dense and tables is not None:
@@ -160,7 +228,7 @@ def accumulate_cpu(ad, as_, t, hdiag, e0, n_draws) -> float:
 def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray, e0: float, h1: np.ndarray,
            eri: np.ndarray, *, n_select: int = 0, stochastic: bool = False, n_samples: int = 8,
            det_fraction: float = 0.02, sample_fraction: float = 0.05, max_entries: int = 20_000_000,
-           rng: np.random.Generator | None = None, accumulate=accumulate_cpu) -> PT2Result:
+           rng: np.random.Generator | None = None, accumulate=accumulate_cpu, screen: float = 0.0) -> PT2Result:
     """EN-PT2 energy of a variational state and the ``n_select`` best external determinants.
 
     Parameters
@@ -173,6 +241,9 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
     stochastic : semi-stochastic estimate (``n_samples`` draws of ``sample_fraction * |S|``
         generators beyond the ``det_fraction`` largest), else deterministic
     max_entries : (alpha, I) pairs generated at once (20 bytes each)
+    screen : float, Hartree; > 0: on large FCI spaces (beyond ``DENSE_KEYS``) only the pairs with
+        ``|c_I <alpha|H|I>| > screen`` are generated (heat-bath screening, see the module docstring);
+        the PT2 and the selection are then those of the screened sums. 0: every pair (exact).
     """
     n = dets.shape[0]
     coef = np.asarray(coef, dtype=np.float64)
@@ -180,7 +251,7 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
         gens = np.arange(n, dtype=np.int64)
         z = np.zeros(n)
         total, sel, n_ext, n_gen = _pass(layout, dets, keys, h1, eri, e0, gens, coef, np.zeros(n, np.bool_), z, z,
-                                         0, n_select, max_entries, accumulate)
+                                         0, n_select, max_entries, accumulate, screen)
         return PT2Result(total, 0.0, sel, n_ext, n_gen, False, 1)
     rng = rng or np.random.default_rng(0)
     order = np.argsort(-np.abs(coef), kind="stable")
@@ -203,7 +274,7 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
         w[nd:] = counts[hit] / (n_draws * p[hit])
         q[nd:] = 1.0 / p[hit]
         total, sel, ne, ngen = _pass(layout, dets, keys, h1, eri, e0, gens, coef[gens], stoch, w, q, n_draws,
-                                     n_select if m == 0 else 0, max_entries, accumulate)
+                                     n_select if m == 0 else 0, max_entries, accumulate, screen)
         estimates.append(total)
         n_gen_total += ngen
         if m == 0:

@@ -414,15 +414,26 @@ def string_connections(strings):
 
 
 @njit(cache=True)
-def _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, cols, vals, fill, occ1, occ2):
-    """Connections J > I of determinant I (upper triangle); when ``fill`` also their elements."""
+def _partner(i, j, is_new):
+    """Whether the pair (I, J) (J in the space, or -1) belongs to row I: J > I for a full build; for the
+    rows of new determinants in an incremental build (``is_new`` non-empty), also every old J < I."""
+    if j > i:
+        return True
+    return is_new.shape[0] > 0 and j >= 0 and is_new[j] == 0
+
+
+@njit(cache=True)
+def _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, cols, vals, fill, occ1, occ2,
+         is_new):
+    """Connections J > I of determinant I (upper triangle); when ``fill`` also their elements. With a
+    non-empty ``is_new`` (n,) uint8 (I new): also the old J < I (see :func:`_partner`)."""
     n = 0
     a = ia[i]
     sb = dets[i, 1]
     # same alpha string: beta one or two excitations apart
     for g in range(grp_ptr[a], grp_ptr[a + 1]):
         j = grp_det[g]
-        if j > i:
+        if _partner(i, j, is_new):
             d = string_degree(sb, dets[j, 1])
             if d <= 2:
                 if fill:
@@ -434,7 +445,7 @@ def _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, 
         if ca_deg[c] == 1:
             for g in range(grp_ptr[a2], grp_ptr[a2 + 1]):
                 j = grp_det[g]
-                if j > i:
+                if _partner(i, j, is_new):
                     if string_degree(sb, dets[j, 1]) <= 1:
                         if fill:
                             cols[n] = j
@@ -452,7 +463,7 @@ def _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, 
                     hi = mid
             if lo < grp_ptr[a2 + 1] and grp_ib[lo] == target:
                 j = grp_det[lo]
-                if j > i:
+                if _partner(i, j, is_new):
                     if fill:
                         cols[n] = j
                         vals[n] = matrix_element(dets[j], dets[i], h1, eri, occ1, occ2)
@@ -472,11 +483,12 @@ def hamiltonian_upper(dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca
     cnt = np.zeros(n + 1, np.int64)
     dummy_c = np.empty(0, np.int64)
     dummy_v = np.empty(0, np.float64)
+    no_new = np.empty(0, np.uint8)
     for i in prange(n):
         occ1 = np.empty(norb, np.int64)
         occ2 = np.empty(norb, np.int64)
         cnt[i + 1] = _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri,
-                          dummy_c, dummy_v, False, occ1, occ2)
+                          dummy_c, dummy_v, False, occ1, occ2, no_new)
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int32)
     vals = np.empty(ptr[-1], np.float64)
@@ -488,7 +500,7 @@ def hamiltonian_upper(dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca
         m = ptr[i + 1] - ptr[i]
         c = np.empty(m, np.int64)
         v = np.empty(m, np.float64)
-        _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, c, v, True, occ1, occ2)
+        _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, c, v, True, occ1, occ2, no_new)
         order = np.argsort(c)
         for k in range(m):
             cols[ptr[i] + k] = c[order[k]]
@@ -1045,19 +1057,19 @@ def _acc(part, key, x, stoch, w, q, ad, as_, t, touched):
 
 
 @njit(cache=True, parallel=True)
-def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen_stoch, gen_w, gen_q, nparts,
-                          fci_size):
+def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen_stoch, gen_w, gen_q, ad, as_, t,
+                          touched):
     """:func:`external_dense` driven by the per-string tables ``ta``, ``tb`` of :func:`string_tables`.
 
-    gen_keys : (ng,) int64 keys of the generators. Same returns as :func:`external_dense`.
+    gen_keys : (ng,) int64 keys of the generators. The accumulators ad, as_, t (nparts, fci_size) float64
+    and touched (nparts, fci_size) bool are passed in, zero (kept between passes by the caller, who
+    clears only the touched entries: no FCI-sized allocation or zeroing per pass); returns the number
+    of (alpha, I) pairs per part.
     """
     occa, sra, ssa, sha, spa, sva, dra, dva = ta
     occb, srb, ssb, shb, spb, svb, drb, dvb = tb
     ng = gen_keys.shape[0]
-    ad = np.zeros((nparts, fci_size))
-    as_ = np.zeros((nparts, fci_size))
-    t = np.zeros((nparts, fci_size))
-    touched = np.zeros((nparts, fci_size), np.bool_)
+    nparts = ad.shape[0]
     counts = np.zeros(nparts, np.int64)
     nsa = sra.shape[1]
     nsb = srb.shape[1]
@@ -1118,13 +1130,14 @@ def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen
                              touched)
                         cnt += 1
         counts[part] = cnt
-    return ad, as_, t, touched, counts
+    return counts
 
 
 @njit(cache=True)
-def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill):
+def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_new):
     """Connections J > I of determinant I = (ia, ib) from the per-string tables; ``index_of`` (fci_size,)
-    int32 maps a key to its position in the space (-1 outside). When ``fill`` also their elements."""
+    int32 maps a key to its position in the space (-1 outside). When ``fill`` also their elements;
+    ``is_new`` as in :func:`_row`."""
     occa, sra, ssa, sha, spa, sva, dra, dva = ta
     occb, srb, ssb, shb, spb, svb, drb, dvb = tb
     nsa = sra.shape[1]
@@ -1134,7 +1147,7 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill):
     n = 0
     for k in range(nsa):  # alpha singles
         j = index_of[sra[ia, k] * nstr_b + ib]
-        if j > i:
+        if _partner(i, j, is_new):
             if fill:
                 h = sha[ia, k]
                 p = spa[ia, k]
@@ -1146,7 +1159,7 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill):
             n += 1
     for k in range(nsb):  # beta singles
         j = index_of[ia * nstr_b + srb[ib, k]]
-        if j > i:
+        if _partner(i, j, is_new):
             if fill:
                 h = shb[ib, k]
                 p = spb[ib, k]
@@ -1158,14 +1171,14 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill):
             n += 1
     for k in range(dra.shape[1]):  # alpha-alpha doubles
         j = index_of[dra[ia, k] * nstr_b + ib]
-        if j > i:
+        if _partner(i, j, is_new):
             if fill:
                 cols[n] = j
                 vals[n] = dva[ia, k]
             n += 1
     for k in range(drb.shape[1]):  # beta-beta doubles
         j = index_of[ia * nstr_b + drb[ib, k]]
-        if j > i:
+        if _partner(i, j, is_new):
             if fill:
                 cols[n] = j
                 vals[n] = dvb[ib, k]
@@ -1174,7 +1187,7 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill):
         base = sra[ia, k] * nstr_b
         for m in range(nsb):
             j = index_of[base + srb[ib, m]]
-            if j > i:
+            if _partner(i, j, is_new):
                 if fill:
                     cols[n] = j
                     vals[n] = ssa[ia, k] * ssb[ib, m] * eri[sha[ia, k], spa[ia, k], shb[ib, m], spb[ib, m]]
@@ -1191,9 +1204,10 @@ def hamiltonian_upper_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri):
     cnt = np.zeros(n + 1, np.int64)
     dummy_c = np.empty(0, np.int64)
     dummy_v = np.empty(0, np.float64)
+    no_new = np.empty(0, np.uint8)
     for i in prange(n):
         cnt[i + 1] = _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, dummy_c,
-                                 dummy_v, False)
+                                 dummy_v, False, no_new)
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int32)
     vals = np.empty(ptr[-1], np.float64)
@@ -1205,13 +1219,114 @@ def hamiltonian_upper_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri):
         m = ptr[i + 1] - ptr[i]
         c = np.empty(m, np.int64)
         v = np.empty(m, np.float64)
-        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True)
+        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True, no_new)
         order = np.argsort(c)
         for k in range(m):
             cols[ptr[i] + k] = c[order[k]]
             vals[ptr[i] + k] = v[order[k]]
         diag[i] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
     return ptr, cols, vals, diag
+
+
+@njit(cache=True, parallel=True)
+def new_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_new):
+    """Incremental H, table path: for each new determinant ``rows[r]`` its partners J > I and every old
+    J < I (``is_new`` (n,) uint8), as CSR over ``rows`` (ptr, cols int32, vals), plus their diagonals."""
+    nr = rows.shape[0]
+    norb = h1.shape[0]
+    cnt = np.zeros(nr + 1, np.int64)
+    dc = np.empty(0, np.int64)
+    dv = np.empty(0, np.float64)
+    for r in prange(nr):
+        i = rows[r]
+        cnt[r + 1] = _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, dc, dv,
+                                 False, is_new)
+    ptr = np.cumsum(cnt)
+    cols = np.empty(ptr[-1], np.int32)
+    vals = np.empty(ptr[-1], np.float64)
+    diag = np.empty(nr, np.float64)
+    jmat, kmat = coulomb_exchange(eri)
+    for r in prange(nr):
+        i = rows[r]
+        occ1 = np.empty(norb, np.int64)
+        occ2 = np.empty(norb, np.int64)
+        m = ptr[r + 1] - ptr[r]
+        c = np.empty(m, np.int64)
+        v = np.empty(m, np.float64)
+        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True, is_new)
+        for k in range(m):
+            cols[ptr[r] + k] = c[k]
+            vals[ptr[r] + k] = v[k]
+        diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
+    return ptr, cols, vals, diag
+
+
+@njit(cache=True, parallel=True)
+def new_rows_groups(dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, rows, is_new):
+    """Incremental H, alpha-string-group path (:func:`hamiltonian_upper`): same returns as :func:`new_rows_tables`."""
+    nr = rows.shape[0]
+    norb = h1.shape[0]
+    cnt = np.zeros(nr + 1, np.int64)
+    dc = np.empty(0, np.int64)
+    dv = np.empty(0, np.float64)
+    for r in prange(nr):
+        occ1 = np.empty(norb, np.int64)
+        occ2 = np.empty(norb, np.int64)
+        cnt[r + 1] = _row(rows[r], dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, dc, dv,
+                          False, occ1, occ2, is_new)
+    ptr = np.cumsum(cnt)
+    cols = np.empty(ptr[-1], np.int32)
+    vals = np.empty(ptr[-1], np.float64)
+    diag = np.empty(nr, np.float64)
+    jmat, kmat = coulomb_exchange(eri)
+    for r in prange(nr):
+        i = rows[r]
+        occ1 = np.empty(norb, np.int64)
+        occ2 = np.empty(norb, np.int64)
+        m = ptr[r + 1] - ptr[r]
+        c = np.empty(m, np.int64)
+        v = np.empty(m, np.float64)
+        _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, c, v, True, occ1, occ2,
+             is_new)
+        for k in range(m):
+            cols[ptr[r] + k] = c[k]
+            vals[ptr[r] + k] = v[k]
+        diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
+    return ptr, cols, vals, diag
+
+
+@njit(cache=True)
+def merge_upper(n, old_ptr, old_cols, old_vals, pos, rows, new_ptr, new_cols, new_vals):
+    """Strict upper triangle (CSR, n rows) of the grown space from the old one (rows/cols moved by ``pos``,
+    old index -> new index, increasing) and the new rows' pairs (row ``rows[r]``, col ``new_cols``; a pair
+    with col < row goes to the row of col). Columns inside a row are not sorted."""
+    cnt = np.zeros(n + 1, np.int64)
+    for r in range(pos.shape[0]):
+        cnt[pos[r] + 1] += old_ptr[r + 1] - old_ptr[r]
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for k in range(new_ptr[r], new_ptr[r + 1]):
+            j = new_cols[k]
+            cnt[min(i, j) + 1] += 1
+    ptr = np.cumsum(cnt)
+    cols = np.empty(ptr[-1], np.int32)
+    vals = np.empty(ptr[-1], np.float64)
+    cur = ptr[:-1].copy()
+    for r in range(pos.shape[0]):
+        i = pos[r]
+        for k in range(old_ptr[r], old_ptr[r + 1]):
+            cols[cur[i]] = pos[old_cols[k]]
+            vals[cur[i]] = old_vals[k]
+            cur[i] += 1
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for k in range(new_ptr[r], new_ptr[r + 1]):
+            j = new_cols[k]
+            a = min(i, j)
+            cols[cur[a]] = max(i, j)
+            vals[cur[a]] = new_vals[k]
+            cur[a] += 1
+    return ptr, cols, vals
 
 
 @njit(cache=True)
@@ -1248,3 +1363,233 @@ def diagonals_from_keys(keys, nstr_b, occa, occb, na, nb, h1, eri):
                 e += jmat[i, occb[ib, y]]
         out[k] = e
     return out
+
+
+# ------------------------------------------------ heat-bath screened external space (large FCI spaces)
+@njit(cache=True)
+def heatbath_tables(eri):
+    """Double-excitation integrals sorted by magnitude per occupied pair (Holmes, Tubman, Umrigar 2016).
+
+    Opposite spin, row ``i * norb + j`` (alpha hole i, beta hole j): the ``norb^2`` particle pairs
+    ``a * norb + b`` ordered by descending ``|(ia|jb)|``. Same spin, row ``i * norb + j`` for i < j: the
+    ``C(norb, 2)`` pairs a < b ordered by descending ``|(ia|jb) - (ib|ja)|``. Returns (os_ab int32, os_abs
+    float64, ss_ab int32, ss_abs float64); the magnitudes are exactly those of the elements that
+    :func:`same_spin_double_element` and the opposite-spin rule evaluate (Hartree).
+    """
+    n = eri.shape[0]
+    m = n * (n - 1) // 2
+    os_ab = np.zeros((n * n, n * n), np.int32)
+    os_abs = np.zeros((n * n, n * n))
+    ss_ab = np.zeros((n * n, max(m, 1)), np.int32)
+    ss_abs = np.zeros((n * n, max(m, 1)))
+    v = np.empty(n * n)
+    w = np.empty(max(m, 1))
+    idx = np.empty(max(m, 1), np.int32)
+    for i in range(n):
+        for j in range(n):
+            row = i * n + j
+            for a in range(n):
+                for b in range(n):
+                    v[a * n + b] = -abs(eri[i, a, j, b])
+            order = np.argsort(v, kind="mergesort")
+            for k in range(n * n):
+                os_ab[row, k] = order[k]
+                os_abs[row, k] = -v[order[k]]
+            if j <= i:
+                continue
+            k = 0
+            for a in range(n):
+                for b in range(a + 1, n):
+                    w[k] = -abs(eri[i, a, j, b] - eri[i, b, j, a])
+                    idx[k] = a * n + b
+                    k += 1
+            order = np.argsort(w[:m], kind="mergesort")
+            for k in range(m):
+                ss_ab[row, k] = idx[order[k]]
+                ss_abs[row, k] = -w[order[k]]
+    return os_ab, os_abs, ss_ab, ss_abs
+
+
+@njit(cache=True)
+def _count_above(sorted_abs, row, ac, eps):
+    """Entries of the descending row with ``|v| * ac > eps`` (bisection)."""
+    lo = 0
+    hi = sorted_abs.shape[1]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_abs[row, mid] * ac > eps:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, parallel=True)
+def screened_bounds(dets, gens, gen_coef, eps, os_abs, ss_abs):
+    """Upper bound (ng,) int64 on the screened excitations of each generator: every single plus the
+    heat-bath entries above ``eps / |c_I|`` of each occupied pair (occupancy not yet checked)."""
+    ng = gens.shape[0]
+    norb = int(np.sqrt(os_abs.shape[0]) + 0.5)
+    out = np.empty(ng, np.int64)
+    for g in prange(ng):
+        occa = np.empty(norb, np.int64)
+        occb = np.empty(norb, np.int64)
+        d = dets[gens[g]]
+        na = occupied(d[0], occa)
+        nb = occupied(d[1], occb)
+        ac = abs(gen_coef[g])
+        c = na * (norb - na) + nb * (norb - nb)
+        if ac > 0.0:
+            for x in range(na):
+                for y in range(nb):
+                    c += _count_above(os_abs, occa[x] * norb + occb[y], ac, eps)
+            for spin in range(2):
+                occ = occa if spin == 0 else occb
+                ne = na if spin == 0 else nb
+                for x1 in range(ne):
+                    for x2 in range(x1 + 1, ne):
+                        c += _count_above(ss_abs, occ[x1] * norb + occ[x2], ac, eps)
+        out[g] = c
+    return out
+
+
+@njit(cache=True)
+def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, var_table, shift, binom_a, binom_b,
+              nstr_b, out_keys, out_vals, occa, occb, scratch, r1a, s1a, r1b, s1b):
+    """Singles and doubles ``a`` of ``det`` outside the space with ``|c_I <a|H|det>| > eps`` (``ac = |c_I|``).
+
+    Doubles are found by walking the heat-bath lists of each occupied pair until the bound fails, so
+    the discarded ones are never generated. Writes keys and elements; returns how many.
+    """
+    na = occupied(det[0], occa)
+    nb = occupied(det[1], occb)
+    ta = det[0].copy()
+    tb = det[1].copy()
+    for spin in range(2):  # ranks and signs of every single of both strings
+        t = ta if spin == 0 else tb
+        occ = occa if spin == 0 else occb
+        ne = na if spin == 0 else nb
+        binom = binom_a if spin == 0 else binom_b
+        r1 = r1a if spin == 0 else r1b
+        s1 = s1a if spin == 0 else s1b
+        for x in range(ne):
+            h = occ[x]
+            for p in range(norb):
+                if is_set(t, p):
+                    continue
+                flip(t, h)
+                flip(t, p)
+                r1[x, p] = rank(t, binom)
+                flip(t, h)
+                flip(t, p)
+                s1[x, p] = phase(t, h, p)
+    ra = rank(det[0], binom_a)
+    rb = rank(det[1], binom_b)
+    n = 0
+    if ac == 0.0:
+        return 0
+    for spin in range(2):
+        s = det[spin]
+        occ = occa if spin == 0 else occb
+        ne = na if spin == 0 else nb
+        r1 = r1a if spin == 0 else r1b
+        t = ta if spin == 0 else tb
+        binom = binom_a if spin == 0 else binom_b
+        for x in range(ne):  # singles: every one evaluated, kept above the threshold
+            h = occ[x]
+            for p in range(norb):
+                if is_set(s, p):
+                    continue
+                key = r1[x, p] * nstr_b + rb if spin == 0 else ra * nstr_b + r1[x, p]
+                v = single_element(s, det[1 - spin], h, p, h1, eri, scratch)
+                if abs(v) * ac > eps and not in_table(var_table, key, shift):
+                    out_keys[n] = key
+                    out_vals[n] = v
+                    n += 1
+        for x1 in range(ne):  # same-spin doubles from the sorted lists
+            for x2 in range(x1 + 1, ne):
+                i = occ[x1]
+                j = occ[x2]
+                row = i * norb + j
+                for k in range(ss_abs.shape[1]):
+                    if not ss_abs[row, k] * ac > eps:
+                        break
+                    ab = ss_ab[row, k]
+                    a = ab // norb
+                    b = ab % norb
+                    if is_set(s, a) or is_set(s, b):
+                        continue
+                    flip(t, i)
+                    flip(t, j)
+                    flip(t, a)
+                    flip(t, b)
+                    r = rank(t, binom)
+                    flip(t, i)
+                    flip(t, j)
+                    flip(t, a)
+                    flip(t, b)
+                    key = r * nstr_b + rb if spin == 0 else ra * nstr_b + r
+                    if not in_table(var_table, key, shift):
+                        out_keys[n] = key
+                        out_vals[n] = same_spin_double_element(s, i, j, a, b, eri)
+                        n += 1
+    for x in range(na):  # opposite-spin doubles
+        i = occa[x]
+        for y in range(nb):
+            j = occb[y]
+            row = i * norb + j
+            for k in range(os_abs.shape[1]):
+                if not os_abs[row, k] * ac > eps:
+                    break
+                ab = os_ab[row, k]
+                a = ab // norb
+                b = ab % norb
+                if is_set(det[0], a) or is_set(det[1], b):
+                    continue
+                key = r1a[x, a] * nstr_b + r1b[y, b]
+                if not in_table(var_table, key, shift):
+                    out_keys[n] = key
+                    out_vals[n] = s1a[x, a] * s1b[y, b] * eri[i, a, j, b]
+                    n += 1
+    return n
+
+
+@njit(cache=True, parallel=True)
+def external_screened(dets, gens, gen_coef, eps, bounds, h1, eri, os_ab, os_abs, ss_ab, ss_abs, var_table, binom_a,
+                      binom_b, nstr_b):
+    """:func:`external_contributions` restricted to ``|c_I <a|H|I>| > eps`` by heat-bath screening.
+
+    gen_coef : (ng,) float64 coefficients of the generators ``gens``; bounds : (ng,) int64 from
+    :func:`screened_bounds`; the heat-bath lists from :func:`heatbath_tables`. Returns keys (m,) int64,
+    gen (m,) int32 (position in ``gens``), vals (m,) float64 Hartree.
+    """
+    ng = gens.shape[0]
+    norb = h1.shape[0]
+    off = np.zeros(ng + 1, np.int64)
+    for g in range(ng):
+        off[g + 1] = off[g] + bounds[g]
+    keys = np.empty(off[ng], np.int64)
+    vals = np.empty(off[ng], np.float64)
+    cnt = np.zeros(ng + 1, np.int64)
+    shift = table_shift(var_table)
+    for g in prange(ng):
+        occa = np.empty(norb, np.int64)
+        occb = np.empty(norb, np.int64)
+        scratch = np.empty(norb, np.int64)
+        r1a = np.empty((norb, norb), np.int64)
+        r1b = np.empty((norb, norb), np.int64)
+        s1a = np.empty((norb, norb), np.float64)
+        s1b = np.empty((norb, norb), np.float64)
+        cnt[g + 1] = _screened(dets[gens[g]], abs(gen_coef[g]), eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs,
+                               var_table, shift, binom_a, binom_b, nstr_b, keys[off[g]:off[g + 1]],
+                               vals[off[g]:off[g + 1]], occa, occb, scratch, r1a, s1a, r1b, s1b)
+    ptr = np.cumsum(cnt)
+    ok = np.empty(ptr[-1], np.int64)
+    ov = np.empty(ptr[-1], np.float64)
+    og = np.empty(ptr[-1], np.int32)
+    for g in prange(ng):
+        for k in range(ptr[g + 1] - ptr[g]):
+            ok[ptr[g] + k] = keys[off[g] + k]
+            ov[ptr[g] + k] = vals[off[g] + k]
+            og[ptr[g] + k] = g
+    return ok, og, ov

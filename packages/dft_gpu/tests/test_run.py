@@ -235,6 +235,26 @@ def test_run_records_failures_and_continues(tmp_path):
             run(src, out, RunConfig(**{**FAST, "jk": "engine"}), progress=False)
 
 
+def test_nan_conformation_is_rejected_alone(tmp_path):
+    src, out = tmp_path / "spice.h5", tmp_path / "out.h5"
+    water = molecule("water", WATER, shifts=(0.0, 0.05, 0.1))
+    with h5py.File(src, "w") as f:
+        g = f.create_group("water")
+        g["atomic_numbers"] = water.atomic_numbers
+        x = water.conformations.copy()
+        x[1, 2, 0] = np.nan
+        g["conformations"] = x
+        g["conformations"].attrs["units"] = "bohr"
+    s = run(src, out, RunConfig(**FAST), progress=False)
+    assert (s.n_conformations, s.n_done, s.n_failed, s.computed) == (3, 2, 1, 2) and s.rejected == {}
+    with h5py.File(out, "r") as f:
+        assert list(f["water/dft_status"][()]) == [DONE, FAILED, DONE]
+        assert "conformation 1 has NaN" in f["water/dft_error"][1].decode()
+        assert np.isnan(f["water/dft_total_energy"][1]) and np.all(np.isfinite(f["water/dft_total_energy"][[0, 2]]))
+    again = run(src, out, RunConfig(**FAST), progress=False)  # resumes: nothing left, the failure kept
+    assert (again.computed, again.n_done, again.n_failed) == (0, 2, 1)
+
+
 def test_orbitals_and_fcidump_files(tmp_path):
     from pyscf import gto, scf
     from pyscf.tools import fcidump
@@ -249,7 +269,7 @@ def test_orbitals_and_fcidump_files(tmp_path):
         files = [n.decode() if isinstance(n, bytes) else n for n in f["water"].attrs["dft_fcidump_files"]]
         assert files == ["set.water.0.fcidump", "set.water.1.fcidump"]
         oh_files = [n.decode() if isinstance(n, bytes) else n for n in f["oh"].attrs["dft_fcidump_files"]]
-        assert oh_files == [""]  # open shell: no RHF-orbital FCIDUMP
+        assert oh_files == ["set.oh.0.fcidump"]  # open shell: alpha-orbital basis, MS2 = 2S
     assert not (tmp_path / "set.orbitals.parts").exists()
     with h5py.File(tmp_path / "set.orbitals.h5", "r") as f:
         g = f["water/1"]
@@ -277,6 +297,34 @@ def test_orbitals_and_fcidump_files(tmp_path):
         e = d["ECORE"] + 2 * np.trace(h1[:nocc, :nocc]) + sum(
             2 * h2[i, i, j, j] - h2[i, j, j, i] for i in range(nocc) for j in range(nocc))
         assert abs(e - e_hf) < 1e-8
+    # Open shell (OH, doublet): the alpha orbitals as the spatial basis, alpha electrons in the lowest
+    # n_alpha and beta in the lowest n_beta of them. Oracle: PySCF's exact-integral UHF energy of those
+    # two densities against E_core + one- and two-electron sums over the FCIDUMP's integrals.
+    with h5py.File(tmp_path / "set.orbitals.h5", "r") as f:
+        g = f["oh/0"]
+        mol = gto.loads(g.attrs["mol"])
+        ca = g["mo_coeff"][0]
+    from pyscf import ao2mo
+
+    for ncore in (0, 1):
+        if ncore == 0:
+            path = tmp_path / "set.oh.0.fcidump"
+        else:
+            from rung.dft_gpu.outputs import write_fcidump
+
+            unrestricted = np.stack([ca, ca])  # (2, nao, nmo): the alpha set is the one used
+            path = write_fcidump(tmp_path / "fc.h5", "oh", 0, mol, unrestricted, RunConfig(**FAST, fcidump_ncore=1))
+        d = fcidump.read(str(path))
+        assert (d["MS2"], d["NELEC"], d["NORB"]) == (1, mol.nelectron - 2 * ncore, mol.nao - ncore)
+        na, nb = (d["NELEC"] + 1) // 2, (d["NELEC"] - 1) // 2
+        h1, h2 = d["H1"], ao2mo.restore(1, d["H2"], d["NORB"])
+        e = d["ECORE"] + np.trace(h1[:na, :na]) + np.trace(h1[:nb, :nb])
+        for n in (na, nb):  # same spin: Coulomb minus exchange
+            e += 0.5 * sum(h2[i, i, j, j] - h2[i, j, j, i] for i in range(n) for j in range(n))
+        e += sum(h2[i, i, j, j] for i in range(na) for j in range(nb))  # opposite spins: Coulomb
+        na_all, nb_all = na + ncore, nb + ncore
+        e_uhf = scf.UHF(mol).energy_tot((ca[:, :na_all] @ ca[:, :na_all].T, ca[:, :nb_all] @ ca[:, :nb_all].T))
+        assert abs(e - e_uhf) < 1e-8
 
 
 def test_progress_bar_on_a_terminal_log_lines_otherwise(tmp_path, monkeypatch, caplog):

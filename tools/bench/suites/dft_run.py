@@ -1,18 +1,23 @@
 """dft-gpu run throughput: conformations per hour of the farm against a plain PySCF loop (same process).
 
-Level of theory for every case: ωB97M-D3BJ, ccECP + ccecp-cc-pVDZ, density fitting, energy on grid 3
-and gradient on grid 4. Set: small organic molecules from ASE's G2 collection (2-6 heavy atoms,
-H/C/N/O/F/S/Cl; SPICE-like closed-shell neutrals); ``quick`` takes 4 of them.
+Level of theory for every case: ωB97M-D3BJ, ccECP + ccecp-cc-pVDZ, density fitting (the J/K engine's
+default auxiliary basis, "etb", on both sides), energy on grid 3 and gradient on grid 4, conv_tol 1e-9.
 
-- ``dft_run.farm``: ``rung.dft_gpu.run.run`` with the defaults (J/K engine; the gradient SCF warm-started
-  from the grid-3 density) against the plain loop: per molecule, PySCF's ``density_fit()`` RKS on
-  grid 3 for the energy, then a fresh RKS on grid 4 from PySCF's guess for the gradient.
-- ``dft_run.grid_strategy``: the farm with PySCF's own density fitting (``jk="pyscf"``) against the
-  same loop: what the warm start on the finer grid alone saves.
+Set (SPICE-like: several conformations per molecule): small organic molecules from ASE's G2 collection
+(2-6 heavy atoms, 10-30 valence electrons); conformation 0 is the G2 geometry, the others add a
+Gaussian displacement (sigma ``SIGMA_ANGSTROM`` per Cartesian coordinate, fixed seed) to every atom.
 
-Each case also prints the process CPU time of both sides (steadier than wall time on a shared
-machine). ``python -m tools.bench.suites.dft_run OUT.h5`` prints the per-molecule cost (electrons, AOs, wall
-time, SCF cycles) of a dataset written by the farm.
+- ``dft_run.farm`` (harness case): ``rung.dft_gpu.run.run`` with the defaults (J/K engine, cached-AO XC
+  quadrature and the cheaper gradient pieces, the gradient SCF warm-started from the grid-3 density)
+  against the plain loop: per conformation, PySCF's ``density_fit()`` RKS on grid 3 for the energy,
+  then a fresh RKS on grid 4 from PySCF's guess for the gradient.
+
+``python -m tools.bench.suites.dft_run measure [quick]`` runs the detailed comparison in one process and
+prints markdown: process CPU time (one thread is what to set: NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1
+OPENBLAS_NUM_THREADS=1) of the farm and of the PySCF loop per molecule, conformations per hour, the
+ratio, cost against electron count, and the grid strategy alone (the PySCF loop with the grid-4 SCF
+started from the grid-3 density: cycles and time saved). ``python -m tools.bench.suites.dft_run OUT.h5``
+prints the per-molecule cost of a dataset the farm wrote.
 """
 
 from __future__ import annotations
@@ -27,48 +32,82 @@ import numpy as np
 
 from tools.bench import Case
 
-FULL = ["HCN", "C2H4", "H2CO", "CH3OH", "H3CNH2", "CH3SH", "CH3Cl", "CH3CN", "HCOOH", "CH3CHO", "C3H8",
-        "CH3CH2OH", "CH3CONH2", "CH3COOH", "CH3NO2", "isobutane", "C4H4O", "C4H4NH", "C5H5N", "C6H6"]
-QUICK = ["HCN", "CH3OH", "CH3CHO", "C4H4O"]
+FULL = ["HCN", "CH3OH", "CH3CHO", "CH3CONH2", "C4H4O", "C5H5N"]
+QUICK = ["HCN", "CH3OH", "CH3CHO"]
+N_CONF = {True: 2, False: 2}  # conformations per molecule (quick, full)
+SIGMA_ANGSTROM = 0.05
 SETTINGS = dict(xc="wb97m-d3bj", basis="ccecp-cc-pvdz", ecp="ccecp")
 
 
-def molecules(names):
+def molecules(names, n_conf=1, seed=7):
+    """G2 molecules with ``n_conf`` conformations each (0: G2 geometry; others randomly displaced)."""
     from ase.collections import g2
 
     from rung.core.dataset import Molecule
     from rung.core.units import ANGSTROM_TO_BOHR
 
-    return [Molecule(n, g2[n].numbers, g2[n].positions[None] * ANGSTROM_TO_BOHR) for n in names]
-
-
-def pyscf_loop(mols):
-    """The plain PySCF way: an SCF per grid, each from PySCF's initial guess."""
-    from pyscf import dft, gto
-
+    rng = np.random.default_rng(seed)
     out = []
-    for m in mols:
-        mol = gto.M(atom=[(int(z), tuple(x)) for z, x in zip(m.atomic_numbers, m.conformations[0])], unit="Bohr",
-                    basis=SETTINGS["basis"], ecp=SETTINGS["ecp"], verbose=0)
-        energy = None
-        for level in (3, 4):
-            mf = dft.RKS(mol, xc=SETTINGS["xc"]).density_fit()
-            mf.grids.level, mf.conv_tol, mf.verbose = level, 1e-9, 0
-            mf.kernel()
-            energy = mf.e_tot if energy is None else energy
-        out.append((energy, mf.nuc_grad_method().kernel()))
+    for n in names:
+        x0 = g2[n].positions
+        confs = [x0] + [x0 + rng.normal(scale=SIGMA_ANGSTROM, size=x0.shape) for _ in range(n_conf - 1)]
+        out.append(Molecule(n, g2[n].numbers, np.array(confs) * ANGSTROM_TO_BOHR))
     return out
 
 
-def farm(src, jk):
+def _pyscf_mol(z, x):
+    from pyscf import gto
+
+    return gto.M(atom=[(int(a), tuple(p)) for a, p in zip(z, x)], unit="Bohr", basis=SETTINGS["basis"],
+                 ecp=SETTINGS["ecp"], verbose=0)
+
+
+def _pyscf_rks(mol, level):
+    from pyscf import dft
+
+    from rung.dft_gpu.jk import resolve_auxbasis
+
+    mf = dft.RKS(mol, xc=SETTINGS["xc"]).density_fit(auxbasis=resolve_auxbasis(mol))
+    mf.grids.level, mf.conv_tol, mf.verbose = level, 1e-9, 0
+    return mf
+
+
+def pyscf_conformation(z, x, warm=False):
+    """The plain PySCF way for one conformation: SCF on grid 3 (energy), SCF on grid 4 (from PySCF's
+    guess, or with ``warm`` from the grid-3 density), gradient. Returns energy, gradient and
+    per-phase ``(cpu seconds, cycles)``."""
+    mol = _pyscf_mol(z, x)
+    phases = {}
+    t = time.process_time()
+    mf3 = _pyscf_rks(mol, 3)
+    mf3.kernel()
+    phases["scf3"] = (time.process_time() - t, mf3.cycles)
+    t = time.process_time()
+    mf4 = _pyscf_rks(mol, 4)
+    mf4.kernel(dm0=mf3.make_rdm1() if warm else None)
+    phases["scf4"] = (time.process_time() - t, mf4.cycles)
+    t = time.process_time()
+    g = mf4.nuc_grad_method()
+    g.verbose = 0
+    grad = g.kernel()
+    phases["grad"] = (time.process_time() - t, 0)
+    assert mf3.converged and mf4.converged
+    return mf3.e_tot, grad, phases
+
+
+def pyscf_loop(mols, warm=False):
+    return [pyscf_conformation(m.atomic_numbers, x, warm) for m in mols for x in m.conformations]
+
+
+def farm(src, **options):
     from rung.dft_gpu.run import RunConfig, run
 
     def call():
         d = Path(tempfile.mkdtemp(prefix="dft_run_bench"))
         try:
-            s = run(src, d / "out.h5", RunConfig(jk=jk, **SETTINGS), progress=False)
+            s = run(src, d / "out.h5", RunConfig(**SETTINGS, **options), progress=False)
             assert s.n_done == s.n_conformations, "a conformation failed"
-            shutil.copyfile(d / "out.h5", Path(tempfile.gettempdir()) / f"dft_run_last_{jk}.h5")
+            shutil.copyfile(d / "out.h5", Path(tempfile.gettempdir()) / "dft_run_last.h5")
         finally:
             shutil.rmtree(d)
 
@@ -96,40 +135,116 @@ class _CPUClock:
         return call
 
 
+def _warm_up():
+    from rung.core.dataset import create_dataset
+
+    tmp = Path(tempfile.mkdtemp(prefix="dft_run_bench_warm"))
+    warm = create_dataset(tmp / "warm.h5", molecules(["H2O"]))
+    farm(warm)()  # first-call costs (libxc, numba caches, PySCF's lazy imports) outside the timings
+    pyscf_loop(molecules(["H2O"]))
+
+
 def cases(quick: bool):
     from rung.core.dataset import create_dataset
 
     names = QUICK if quick else FULL
-    mols = molecules(names)
+    mols = molecules(names, N_CONF[quick])
+    n = sum(m.n_conf for m in mols)
     tmp = Path(tempfile.mkdtemp(prefix="dft_run_bench_in"))
     src = create_dataset(tmp / "set.h5", mols)
-    warm = create_dataset(tmp / "warm.h5", molecules(["H2O"]))
-    farm(warm, "engine")()  # first-call costs (libxc, numba caches) outside the timings
-    pyscf_loop(molecules(["H2O"]))
-    size = f"{len(mols)} G2 molecules, wB97M-D3BJ/ccecp-cc-pvdz, grid 3 E + grid 4 F"
-    loop = lambda: pyscf_loop(mols)  # noqa: E731
-    for name, jk, note in (("dft_run.farm", "engine", "J/K engine + warm-started grid 4"),
-                           ("dft_run.grid_strategy", "pyscf", "PySCF DF J/K; warm start only")):
-        clock = _CPUClock(name)
-        yield Case(name, size, clock.wrap(farm(src, jk), "ours"), peer=clock.wrap(loop, "peer"),
-                   peer_name="PySCF DF loop", work=len(mols), work_unit="conf", repeats=1, warmup=0, note=note)
+    _warm_up()
+    size = f"{len(mols)} G2 molecules x {N_CONF[quick]} conformations, wB97M-D3BJ/ccecp-cc-pvdz, grid 3 E + grid 4 F"
+    clock = _CPUClock("dft_run.farm")
+    yield Case("dft_run.farm", size, clock.wrap(farm(src), "ours"), peer=clock.wrap(lambda: pyscf_loop(mols), "peer"),
+               peer_name="PySCF DF loop", work=n, work_unit="conf", repeats=1, warmup=0,
+               note="J/K engine, cached-AO XC, warm-started grid 4")
+
+
+def measure(quick: bool) -> str:
+    """The detailed side-by-side run (module docstring); returns markdown."""
+    import h5py
+    from pyscf import gto
+
+    from rung.core.dataset import create_dataset
+
+    names = QUICK if quick else FULL
+    mols = molecules(names, N_CONF[quick])
+    tmp = Path(tempfile.mkdtemp(prefix="dft_run_measure"))
+    _warm_up()
+    rows, tot = [], {"ours": 0.0, "peer": 0.0, "ours_wall": 0.0, "peer_wall": 0.0}
+    grid = {"cold_cycles": 0, "warm_cycles": 0, "cold_s": 0.0, "warm_s": 0.0, "n": 0}
+    max_de = max_dg = 0.0
+    for m in mols:
+        src = create_dataset(tmp / f"{m.name}.h5", [m])
+        w, t = time.perf_counter(), time.process_time()
+        farm(src)()
+        ours, ours_wall = time.process_time() - t, time.perf_counter() - w
+        with h5py.File(Path(tempfile.gettempdir()) / "dft_run_last.h5", "r") as f:
+            e_ours, g_ours = f[m.name]["dft_total_energy"][()], f[m.name]["dft_total_gradient"][()]
+            c3, c4 = f[m.name]["dft_scf_cycles"][()], f[m.name]["dft_gradient_scf_cycles"][()]
+        w, t = time.perf_counter(), time.process_time()
+        peer = pyscf_loop([m])
+        peer_cpu, peer_wall = time.process_time() - t, time.perf_counter() - w
+        for i, (e, g, ph) in enumerate(peer):
+            max_de, max_dg = max(max_de, abs(e - e_ours[i])), max(max_dg, float(np.abs(g - g_ours[i]).max()))
+        # the grid strategy alone, in plain PySCF: grid 4 from the grid-3 density (conformation 0)
+        _, _, warm = pyscf_conformation(m.atomic_numbers, m.conformations[0], warm=True)
+        cold = peer[0][2]
+        grid["cold_cycles"] += cold["scf4"][1]
+        grid["warm_cycles"] += warm["scf4"][1]
+        grid["cold_s"] += cold["scf4"][0]
+        grid["warm_s"] += warm["scf4"][0]
+        grid["n"] += 1
+        mol = _pyscf_mol(m.atomic_numbers, m.conformations[0])
+        phase = {k: sum(p[2][k][0] for p in peer) / m.n_conf for k in ("scf3", "scf4", "grad")}
+        rows.append((mol.nelectron, m.name, mol.nao, m.n_conf, ours / m.n_conf, peer_cpu / m.n_conf,
+                     f"{int(np.mean(c3))} / {int(np.mean(c4))}", f"{np.mean([p[2]['scf3'][1] for p in peer]):.0f} / "
+                     f"{np.mean([p[2]['scf4'][1] for p in peer]):.0f}", phase))
+        tot["ours"] += ours
+        tot["peer"] += peer_cpu
+        tot["ours_wall"] += ours_wall
+        tot["peer_wall"] += peer_wall
+        print(f"[dft_run] {m.name}: ours {ours:.1f} CPU-s, peer {peer_cpu:.1f} CPU-s", file=sys.stderr, flush=True)
+    n = sum(m.n_conf for m in mols)
+    out = [f"Set: {len(mols)} molecules x {N_CONF[quick]} conformations = {n} conformations "
+           f"(displacement sigma {SIGMA_ANGSTROM} Angstrom).", "",
+           "| side | CPU (s) | wall (s) | conformations/hour (CPU) | conformations/hour (wall) |",
+           "| --- | --- | --- | --- | --- |"]
+    for side, label in (("ours", "farm (`dft-gpu run`)"), ("peer", "plain PySCF loop")):
+        out.append(f"| {label} | {tot[side]:.1f} | {tot[side + '_wall']:.1f} | {3600 * n / tot[side]:.0f} | "
+                   f"{3600 * n / tot[side + '_wall']:.0f} |")
+    out += ["", f"**peer/ours CPU time: {tot['peer'] / tot['ours']:.2f}** (wall: {tot['peer_wall'] / tot['ours_wall']:.2f}); "
+            f"largest differences farm vs loop: energy {max_de:.1e} Ha, gradient {max_dg:.1e} Ha/Bohr.", "",
+            "| molecule | valence electrons | AOs | conformations | ours CPU-s / conf | peer CPU-s / conf | peer/ours | "
+            "ours SCF cycles grid 3 / 4 | peer SCF cycles grid 3 / 4 | peer s/conf: SCF 3, SCF 4, gradient |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for ne, name, nao, nc, o, p, cy, pcy, ph in sorted(rows):
+        out.append(f"| {name} | {ne} | {nao} | {nc} | {o:.1f} | {p:.1f} | {p / o:.2f} | {cy} | {pcy} | "
+                   f"{ph['scf3']:.1f}, {ph['scf4']:.1f}, {ph['grad']:.1f} |")
+    ne = np.array([r[0] for r in rows], dtype=float)
+    slope_o = np.polyfit(np.log(ne), np.log([r[4] for r in rows]), 1)[0]
+    slope_p = np.polyfit(np.log(ne), np.log([r[5] for r in rows]), 1)[0]
+    out += ["", f"CPU time per conformation ~ electrons^{slope_o:.2f} (ours), ^{slope_p:.2f} (peer) (log-log fit).", "",
+            f"Grid strategy alone (plain PySCF, conformation 0 of each of the {grid['n']} molecules): the grid-4 SCF "
+            f"from PySCF's guess took {grid['cold_cycles']} cycles and {grid['cold_s']:.1f} CPU-s in all; started from "
+            f"the grid-3 density, {grid['warm_cycles']} cycles and {grid['warm_s']:.1f} CPU-s "
+            f"(saves {grid['cold_s'] - grid['warm_s']:.1f} CPU-s, {100 * (grid['cold_s'] - grid['warm_s']) / grid['cold_s']:.0f}% "
+            "of the grid-4 SCF)."]
+    shutil.rmtree(tmp)
+    return "\n".join(out)
 
 
 def per_molecule(path) -> str:
     """Markdown table: per-molecule cost against electron count, from a dataset the farm wrote."""
     import h5py
-    from pyscf import gto
 
     rows = ["| molecule | electrons (valence) | AOs | wall (s) | SCF cycles grid 3 / grid 4 |", "| --- | --- | --- | --- | --- |"]
     with h5py.File(path, "r") as f:
         items = []
         for name, g in f.items():
-            z = g["atomic_numbers"][()]
-            x = g["conformations"][0]
-            mol = gto.M(atom=[(int(a), tuple(p)) for a, p in zip(z, x)], unit="Bohr", verbose=0, **{
-                k: SETTINGS[k] for k in ("basis", "ecp")})
-            items.append((mol.nelectron, name, mol.nao, float(g["dft_wall_time"][0]), int(g["dft_scf_cycles"][0]),
-                          int(g["dft_gradient_scf_cycles"][0])))
+            mol = _pyscf_mol(g["atomic_numbers"][()], g["conformations"][0])
+            items.append((mol.nelectron, name, mol.nao, float(np.mean(g["dft_wall_time"][()])),
+                          int(np.mean(g["dft_scf_cycles"][()])), int(np.mean(g["dft_gradient_scf_cycles"][()]))))
     for ne, name, nao, t, c3, c4 in sorted(items):
         rows.append(f"| {name} | {ne} | {nao} | {t:.1f} | {c3} / {c4} |")
     ne = np.array([i[0] for i in items], dtype=float)
@@ -140,4 +255,7 @@ def per_molecule(path) -> str:
 
 
 if __name__ == "__main__":
-    print(per_molecule(sys.argv[1]))
+    if sys.argv[1] == "measure":
+        print(measure(quick=len(sys.argv) > 2 and sys.argv[2] == "quick"))
+    else:
+        print(per_molecule(sys.argv[1]))

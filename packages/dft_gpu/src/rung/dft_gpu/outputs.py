@@ -10,13 +10,18 @@ Crash safety: a worker writes each conformation's orbitals to its own part file
 parts into the orbitals file atomically (:func:`rung.core.dataset._atomic_update`), then deletes them.
 
 FCIDUMP: ``<dataset without .h5>.<molecule>.<index>.fcidump`` (PySCF ``tools.fcidump`` format) for
-closed-shell conformations, from the RKS/RHF orbitals: with ``ncore`` frozen doubly occupied orbitals
-(density ``P_c = 2 C_c C_c^T``) and active orbitals ``C_a``,
+every conformation. The spatial orbitals are the RKS/RHF orbitals of a closed shell, and for an open
+shell (UKS/UHF) the alpha orbitals (orthonormal, PySCF's energy order), with ``MS2 = 2S``: the
+reference determinant puts the alpha electrons in the lowest ``n_alpha`` and the beta electrons in the
+lowest ``n_beta`` of those orbitals (a restricted open-shell determinant in the UKS alpha basis; the
+spin-orbital integrals are exact either way, and the sCI rung works in any orthonormal basis). With
+``ncore`` frozen doubly occupied orbitals (density ``P_c = 2 C_c C_c^T``) and active orbitals ``C_a``,
 
     h_pq = [C_a^T (h + J[P_c] - K[P_c]/2) C_a]_pq,      (pq|rs) over C_a (exact, not density-fitted),
     E_core = E_nuc + tr[P_c (h + (J[P_c] - K[P_c]/2)/2)],
 
-so ``E_core + <Phi|H_active|Phi>`` is the full Hartree-Fock energy expression of the determinant Phi.
+so ``E_core + <Phi|H_active|Phi>`` is the full Hartree-Fock (UHF for an open shell) energy expression
+of the determinant Phi.
 The molecule group gets ``dft_fcidump_files`` (file names, index-aligned, "" where none).
 """
 
@@ -118,27 +123,32 @@ def fcidump_integrals(mol, mo_coeff, ncore: int = 0, norb: int | None = None):
     Parameters
     ----------
     mol : pyscf.gto.Mole
-    mo_coeff : (nao, nmo) float64, orbitals in the AO basis
+    mo_coeff : (nao, nmo) float64 restricted orbitals, or (2, nao, nmo) unrestricted (alpha, beta;
+        the alpha set is used), in the AO basis
     ncore : frozen doubly occupied orbitals; norb : active orbitals (None: all after the core)
 
     Returns
     -------
     h1 : (norb, norb) float64 Hartree;  h2 : (norb*(norb+1)/2, same) float64 Hartree (4-fold packed);
-    e_core : float Hartree;  nelec : int, active electrons
+    e_core : float Hartree;  nelec : int, active electrons (MS2 is ``mol.spin``)
     """
     from pyscf import ao2mo, scf
 
     mo_coeff = np.asarray(mo_coeff, dtype=np.float64)
+    if mo_coeff.ndim == 3 and mo_coeff.shape[0] == 2:
+        mo_coeff = mo_coeff[0]  # open shell: the alpha orbitals span the active space
     if mo_coeff.ndim != 2:
-        raise ValueError(f"FCIDUMP needs restricted orbitals (nao, nmo), got shape {mo_coeff.shape}")
-    if mol.spin != 0:
-        raise ValueError("FCIDUMP is written for closed-shell (RHF/RKS) determinants only")
+        raise ValueError(f"FCIDUMP needs orbitals (nao, nmo) or (2, nao, nmo), got shape {mo_coeff.shape}")
+    if mol.spin != 0 and ncore > (mol.nelectron - mol.spin) // 2:
+        raise ValueError(f"ncore={ncore} freezes more orbitals than the {(mol.nelectron - mol.spin) // 2} "
+                         "doubly occupied ones of this open shell")
     nmo = mo_coeff.shape[1]
     norb = nmo - ncore if norb is None else norb
     nelec = mol.nelectron - 2 * ncore
-    if ncore < 0 or norb < 1 or ncore + norb > nmo or nelec < 0 or nelec > 2 * norb:
+    n_alpha = (nelec + mol.spin) // 2
+    if ncore < 0 or norb < 1 or ncore + norb > nmo or nelec < 0 or n_alpha > norb:
         raise ValueError(f"active space ncore={ncore}, norb={norb} does not fit {nmo} orbitals and "
-                         f"{mol.nelectron} electrons")
+                         f"{mol.nelectron} electrons (spin {mol.spin})")
     hcore = scf.hf.get_hcore(mol)  # (nao, nao): kinetic + nuclear + ECP
     e_core = float(mol.energy_nuc())
     if ncore:
@@ -155,13 +165,15 @@ def fcidump_integrals(mol, mo_coeff, ncore: int = 0, norb: int | None = None):
 
 
 def write_fcidump(out_path, molecule: str, index: int, mol, mo_coeff, config) -> Path:
-    """Write the FCIDUMP of one closed-shell conformation (atomically). Returns its path."""
+    """Write the FCIDUMP of one conformation (atomically; ``MS2 = mol.spin``). Returns its path.
+
+    ``mo_coeff``: (nao, nmo) restricted or (2, nao, nmo) unrestricted orbitals (see the module docstring)."""
     from pyscf.tools import fcidump
 
     h1, h2, e_core, nelec = fcidump_integrals(mol, mo_coeff, config.fcidump_ncore, config.fcidump_norb)
     final = fcidump_path(out_path, molecule, index)
     tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-    fcidump.from_integrals(str(tmp), h1, h2, h1.shape[0], nelec, nuc=e_core, ms=0)
+    fcidump.from_integrals(str(tmp), h1, h2, h1.shape[0], nelec, nuc=e_core, ms=mol.spin)
     _replace_durably(tmp, final)
     return final
 

@@ -30,9 +30,12 @@ computing it, is recorded as failed with the reason; it never stops the run and 
 
 Per-conformation validation before any integral: basis/ECP available for every element,
 charge/multiplicity parity with the ECP core electrons removed (:func:`rung.core.dataset.check_electrons`),
-no two atoms closer than ``min_distance_bohr`` (:func:`rung.core.dataset.check_geometry`). A molecule
-the reader rejects as a whole (NaN coordinates, unknown atomic number) is left out of the output and
-listed, with the reason, in the root attribute ``dft_rejected`` (JSON).
+no two atoms closer than ``min_distance_bohr`` (:func:`rung.core.dataset.check_geometry`). A
+conformation with NaN or infinite coordinates is recorded as failed with that reason before the run
+starts (its coordinates are stored as zeros, since the dataset holds finite structures only); the other
+conformations of its molecule are computed. A molecule the reader rejects as a whole (every
+conformation NaN, unknown atomic number) is left out of the output and listed, with the reason, in the
+root attribute ``dft_rejected`` (JSON).
 
 MPI: every rank takes the next pending conformation from a shared counter (one-sided
 ``MPI_Fetch_and_op`` on rank 0), so fast and slow molecules balance; each rank journals its own
@@ -104,6 +107,9 @@ class RunConfig:
     jk : ``"engine"`` (rung.dft_gpu.jk) or ``"pyscf"`` (PySCF's own density fitting)
     backend : J/K engine backend (``"auto"|"numpy"|"numba"|"cupy"``); must be "auto" with jk="pyscf"
     max_memory_mb : memory cap handed to PySCF and the engine
+    fast_paths : the XC quadrature on AO values cached across SCF cycles (:mod:`rung.dft_gpu.xc`,
+        restricted SCFs whose AO values fit in half of the memory cap) and the per-centre ECP gradient
+        integrals (:mod:`rung.dft_gpu.gradients`); both give PySCF's numbers to round-off
     save_orbitals, save_fcidump : write the orbitals / FCIDUMP files read by the rungs above
         (:mod:`rung.dft_gpu.outputs`)
     fcidump_ncore : doubly occupied orbitals frozen out of the FCIDUMP (0 with ccECP: no core left)
@@ -127,6 +133,7 @@ class RunConfig:
     jk: str = "engine"
     backend: str = "auto"
     max_memory_mb: int | None = None
+    fast_paths: bool = True
     save_orbitals: bool = False
     save_fcidump: bool = False
     fcidump_ncore: int = 0
@@ -254,9 +261,15 @@ def make_scf(mol, config: RunConfig, grid_level: int | None = None):
     if config.max_memory_mb:
         mf.max_memory = config.max_memory_mb
     if config.jk == "pyscf":
-        return mf.density_fit(auxbasis=config.auxbasis)
-    return _engine_accelerate()(mf, auxbasis=config.auxbasis, backend=config.backend,
-                                max_memory_mb=config.max_memory_mb)
+        mf = mf.density_fit(auxbasis=config.auxbasis)
+    else:
+        mf = _engine_accelerate()(mf, auxbasis=config.auxbasis, backend=config.backend,
+                                  max_memory_mb=config.max_memory_mb)
+    if config.fast_paths and hasattr(mf, "_numint") and restricted:
+        from rung.dft_gpu.xc import CachedNumInt
+
+        mf._numint = CachedNumInt(max_cache_mb=0.5 * mf.max_memory)
+    return mf
 
 
 def jk_backend_name(mf, config: RunConfig) -> str:
@@ -341,6 +354,10 @@ def compute_conformation(molecule, index: int, config: RunConfig) -> dict:
             e_grad = float(mf.e_tot)
         g = mf.nuc_grad_method()
         g.verbose = 0
+        if config.fast_paths:
+            from rung.dft_gpu.gradients import speed_up
+
+            speed_up(g)
         values["total_gradient"] = np.asarray(g.kernel(), dtype=np.float64)  # (n_atoms, 3) Hartree/Bohr
         values["gradient_scf_energy"] = e_grad
         values["gradient_scf_cycles"] = grad_cycles
@@ -353,8 +370,39 @@ def compute_conformation(molecule, index: int, config: RunConfig) -> dict:
 
 
 # ------------------------------------------------------------------------------------ the farm
+def _without_bad_conformations(path, name):
+    """Read group ``name`` whose coordinates are partly NaN/infinite: the molecule with those
+    conformations' coordinates set to zero, and ``{index: reason}`` for them; None if all are bad."""
+    import tempfile
+
+    import h5py
+
+    from rung.core.dataset import read_hdf5
+
+    with h5py.File(path, "r") as f:
+        x = np.asarray(f[name]["conformations"][()], dtype=np.float64)
+        if x.ndim != 3:
+            return None
+        bad = [i for i in range(x.shape[0]) if not np.all(np.isfinite(x[i]))]
+        if not bad or len(bad) == x.shape[0]:
+            return None
+        with tempfile.TemporaryDirectory(prefix="dft_gpu_read") as tmp:
+            copy = Path(tmp) / "group.h5"
+            with h5py.File(copy, "w") as g:
+                f.copy(f[name], g, name=name)
+                ds = g[name]["conformations"]
+                fixed = ds[()]
+                fixed[bad] = 0.0  # placeholder; these conformations are recorded as failed
+                ds[...] = fixed
+            molecule = read_hdf5(copy, names=[name])[0]
+    reasons = {i: f"input conformation {i} has NaN or infinite coordinates (stored as zeros, not computed)"
+               for i in bad}
+    return molecule, reasons
+
+
 def _read_input(input_path):
-    """Molecules of the input file, and {name: reason} of HDF5 groups rejected as a whole."""
+    """Molecules of the input file, {name: reason} of HDF5 groups rejected as a whole, and
+    {name: {index: reason}} of single conformations rejected (NaN/infinite coordinates)."""
     import h5py
 
     from rung.core.dataset import DatasetError, read_hdf5, read_structures
@@ -363,18 +411,23 @@ def _read_input(input_path):
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     if not h5py.is_hdf5(path):
-        return read_structures(path), {}
+        return read_structures(path), {}, {}
     with h5py.File(path, "r") as f:
         names = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
-    molecules, rejected = [], {}
+    molecules, rejected, bad_conformations = [], {}, {}
     for name in names:
         try:
             molecules += read_hdf5(path, names=[name])
         except DatasetError as err:
-            rejected[name] = str(err)
+            partly = _without_bad_conformations(path, name) if "NaN or infinite" in str(err) else None
+            if partly is None:
+                rejected[name] = str(err)
+            else:
+                molecules.append(partly[0])
+                bad_conformations[name] = partly[1]
     if not molecules and rejected:
         raise DatasetError(f"{path}: no usable molecule; first problem: {next(iter(rejected.values()))}")
-    return molecules, rejected
+    return molecules, rejected, bad_conformations
 
 
 def _versions() -> dict:
@@ -411,9 +464,9 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict):
     """Rank 0: create (or reopen) the output, check the settings match, fold leftover journals."""
     import h5py
 
-    from rung.core.dataset import DatasetError, _atomic_update, create_dataset
+    from rung.core.dataset import PENDING, DatasetError, ResultWriter, _atomic_update, create_dataset
 
-    molecules, rejected = _read_input(input_path)
+    molecules, rejected, bad_conformations = _read_input(input_path)
     rejected_out.update(rejected)
     create_dataset(out_path, molecules)
     # the auxbasis as resolved: the engine's and PySCF's defaults differ (and so do the energies)
@@ -434,6 +487,16 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict):
             f.attrs["backend"] = config.jk if config.jk == "pyscf" else f"engine:{config.backend}"
 
         _atomic_update(Path(out_path), write)
+    if bad_conformations:  # rejected one by one: failed with the reason, never computed
+        status = ResultWriter(out_path, RUNG, UNITS).status()
+        writer = ResultWriter(out_path, RUNG, UNITS, _metadata(config))
+        try:
+            for name, reasons in bad_conformations.items():
+                for index, reason in reasons.items():
+                    if status[(name, index)] == PENDING:
+                        writer.record(name, index, error=reason)
+        finally:
+            writer.close()
     _finalize(out_path, config)  # a killed run's journals and orbital parts
 
 
@@ -584,7 +647,7 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
             name, index = pending[k]
             try:
                 res = compute_conformation(molecules[name], index, config)
-                if config.save_fcidump and res["mol"].spin == 0:
+                if config.save_fcidump:
                     outputs.write_fcidump(out_path, name, index, res["mol"], res["orbitals"]["mo_coeff"], config)
                 if config.save_orbitals:
                     outputs.write_orbital_part(out_path, name, index, res["mol"], res["orbitals"], config)

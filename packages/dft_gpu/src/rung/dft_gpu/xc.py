@@ -1,0 +1,208 @@
+"""Exchange-correlation quadrature with the AO values on the grid kept across SCF cycles.
+
+Contract
+--------
+:class:`CachedNumInt` is a PySCF ``NumInt`` whose ``nr_rks`` (restricted XC energy and potential
+matrix, the call every RKS SCF cycle makes) evaluates the atomic orbitals and their first derivatives
+on the whole grid once, keeps them while the grid and the molecule stay the same, and computes the
+density, the functional (PySCF's libxc ``eval_xc_eff``) and the potential matrix from them with dense
+GEMMs. As PySCF's, it is the semi-local part only (a VV10 term, if any, is PySCF's ``nr_nlc_vxc``).
+Everything else (unrestricted ``nr_uks``, response kernels, several density matrices at once, grids whose AO values exceed the memory cap) is PySCF's own code, unchanged. The
+numbers equal PySCF's ``NumInt.nr_rks`` to round-off (tested to 1e-10).
+
+Why: for small molecules with a meta-GGA such as ωB97M-D3BJ the XC quadrature is most of an SCF
+cycle; PySCF re-evaluates the AOs on every grid block in every cycle (about a quarter of its
+``nr_rks`` time) and contracts them with sparsity-screened small GEMMs.
+
+Equations
+---------
+AO values ``phi[g,m]`` and gradients ``dphi[x,g,m]`` at grid points ``g`` with weights ``w[g]``.
+For a density matrix given with its orbitals (PySCF tags SCF densities with ``mo_coeff``/``mo_occ``),
+``D = F F^T`` with ``F = C_occ sqrt(n_occ)``, so with ``psi = phi F`` and ``dpsi_x = dphi_x F``:
+
+    rho = sum_i psi_i^2,   d_x rho = 2 sum_i psi_i dpsi_x,i,   tau = 1/2 sum_x,i dpsi_x,i^2
+
+(an untagged symmetric ``D`` uses ``phi D`` and ``dphi_x D`` in the same sums). With the functional's
+derivatives ``v = (de/drho, de/d(d_x rho), de/dtau)`` from libxc (PySCF ``eval_xc_eff`` layout,
+``vxc[0..4]``), ``u = w v``:
+
+    E_xc = sum_g w rho eps,     N = sum_g w rho,
+    V = A + A^T + 1/2 sum_x dphi_x^T (u_tau dphi_x),   A = phi^T (u_rho/2 phi + sum_x u_x dphi_x)
+
+(LDA: ``V = phi^T (u_rho phi)``; GGA: no ``tau`` term). Memory: ``4 ngrid nao`` float64 for the
+cached values (GGA/meta-GGA; ``ngrid nao`` for LDA), held until the grid or the molecule changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pyscf.dft import numint
+
+_BLOCKS_PER_SLAB = 36  # grid points per cached slab = 36 * numint.BLKSIZE (a few thousand)
+
+
+class CachedNumInt(numint.NumInt):
+    """PySCF ``NumInt`` with the RKS XC quadrature on cached AO values (module docstring).
+
+    Parameters
+    ----------
+    max_cache_mb : float
+        Largest AO cache kept, MiB; a grid needing more goes through PySCF's blocked ``nr_rks``.
+    """
+
+    def __init__(self, max_cache_mb: float = 2000.0):
+        super().__init__()
+        self.max_cache_mb = float(max_cache_mb)
+        self._cache = None  # (mol _env bytes, mol _bas bytes, coords array, deriv, slabs)
+        self.cache_hits = 0  # nr_rks calls served from the cache (for tests and timings)
+
+    def reset_cache(self) -> None:
+        self._cache = None
+
+    def ao_on_grid(self, mol, grids, deriv: int):
+        """AO values on ``grids`` in slabs of grid points: a list of ``(ao, weights)`` with ``ao``
+        (1, n, nao) [``deriv=0``] or (4, n, nao) [``deriv=1``: values, d/dx, d/dy, d/dz] float64
+        C-contiguous (PySCF's screening: shells negligible on a slab are zero) and ``weights`` (n,);
+        from the cache when the molecule and the grid are unchanged; None when they would not fit in
+        ``max_cache_mb``."""
+        key_env, key_bas = mol._env.tobytes(), mol._bas.tobytes()
+        c = self._cache
+        if c is not None and c[2] is grids.coords and c[3] >= deriv and c[0] == key_env and c[1] == key_bas:
+            self.cache_hits += 1
+            return c[4]
+        self._cache = None  # free the old grid's values before allocating the new ones
+        ncomp = 1 if deriv == 0 else 4
+        nao, ngrid = mol.nao_nr(), grids.coords.shape[0]
+        if ncomp * ngrid * nao * 8 > self.max_cache_mb * 2**20:
+            return None
+        blk = _BLOCKS_PER_SLAB * numint.BLKSIZE
+        slabs, start = [], 0
+        for ao, _, weight, _ in self.block_loop(mol, grids, nao, deriv, blksize=blk):
+            ao = np.array(ao.reshape(ncomp, -1, nao), dtype=np.float64, order="C")  # block_loop reuses its buffer
+            slabs.append((ao, np.asarray(weight)))
+            start += weight.size
+        assert start == ngrid
+        self._cache = (key_env, key_bas, grids.coords, deriv, slabs)
+        return slabs
+
+    def nr_rks(self, mol, grids, xc_code, dms, relativity=0, hermi=1, max_memory=2000, verbose=None):
+        xctype = self._xc_type(xc_code)
+        dm = dms
+        usable = (xctype in ("LDA", "GGA", "MGGA") and hermi == 1 and isinstance(dm, np.ndarray)
+                  and dm.ndim == 2 and dm.dtype == np.float64 and grids.coords is not None)
+        if xctype == "MGGA" and any(x in xc_code.upper() for x in ("CC06", "CS", "BR89", "MK00")):
+            usable = False  # Laplacian-dependent meta-GGAs: PySCF raises for those
+        slabs = self.ao_on_grid(mol, grids, 0 if xctype == "LDA" else 1) if usable else None
+        if slabs is None:
+            return super().nr_rks(mol, grids, xc_code, dms, relativity, hermi, max_memory, verbose)
+        return _nr_rks_cached(self, slabs, xc_code, xctype, dm)
+
+
+def _density(slabs, dm, xctype):
+    """rho (LDA: (ngrid,)), or (4, ngrid) [GGA] / (5, ngrid) [MGGA] rows rho, d_x rho, (tau)."""
+    mo_coeff, mo_occ = getattr(dm, "mo_coeff", None), getattr(dm, "mo_occ", None)
+    tagged = mo_coeff is not None and mo_occ is not None and np.ndim(mo_coeff) == 2
+    if tagged:
+        occ = np.asarray(mo_occ)
+        right = np.asarray(mo_coeff)[:, occ > 0] * np.sqrt(occ[occ > 0])  # D = F F^T
+    else:
+        right = np.asarray(dm)
+    ngrid = sum(w.size for _, w in slabs)
+    ncomp = 1 if xctype == "LDA" else 4
+    rho = np.empty((5 if xctype == "MGGA" else ncomp, ngrid))
+    s = 0
+    for ao, w in slabs:
+        n, e = w.size, s + w.size
+        ao = ao[:ncomp]
+        psi = (ao.reshape(-1, ao.shape[2]) @ right).reshape(ncomp, n, -1)  # phi F (tagged) or phi D
+        # tagged: rho = sum_i psi_i^2; untagged: rho = sum_m phi_m (phi D)_m (D symmetric)
+        left = psi if tagged else ao
+        rho[0, s:e] = np.einsum("gi,gi->g", left[0], psi[0])
+        if ncomp == 4:
+            for x in (1, 2, 3):
+                rho[x, s:e] = 2.0 * np.einsum("gi,gi->g", left[x], psi[0])
+            if xctype == "MGGA":
+                rho[4, s:e] = 0.5 * np.einsum("xgi,xgi->g", left[1:], psi[1:])
+        s = e
+    return rho[0] if xctype == "LDA" else rho
+
+
+def _nr_rks_cached(ni, slabs, xc_code, xctype, dm):
+    weights = np.concatenate([w for _, w in slabs])
+    rho = _density(slabs, dm, xctype)
+    exc, vxc = ni.eval_xc_eff(xc_code, rho, deriv=1, xctype=xctype, spin=0)[:2]
+    den = (rho if xctype == "LDA" else rho[0]) * weights
+    nelec, excsum = float(den.sum()), float(np.dot(den, exc))
+    u = np.asarray(vxc).reshape(-1, weights.size) * weights  # (nvar, ngrid)
+    nao = slabs[0][0].shape[2]
+    # V = M + M^T with M = phi^T (u_rho/2 phi + sum_x u_x dphi_x) + sum_x dphi_x^T (u_tau/4 dphi_x):
+    # one GEMM per slab over the stacked components
+    m = np.zeros((nao, nao))
+    half = np.concatenate([0.5 * u[:1], u[1:4]]) if xctype != "LDA" else None
+    s = 0
+    for ao, w in slabs:
+        n, e = w.size, s + w.size
+        wao = np.empty_like(ao) if xctype == "MGGA" else np.empty((1, n, nao))
+        if xctype == "LDA":
+            np.multiply(0.5 * u[0, s:e, None], ao[0], out=wao[0])
+        else:
+            np.einsum("xg,xgi->gi", half[:, s:e], ao[:4], out=wao[0])
+        if xctype == "MGGA":
+            for x in (1, 2, 3):
+                np.multiply(0.25 * u[4, s:e, None], ao[x], out=wao[x])
+            m += ao.reshape(-1, nao).T @ wao.reshape(-1, nao)
+        else:
+            m += ao[0].T @ wao[0]
+        s = e
+    return nelec, excsum, m + m.T
+
+
+__all__ = ["CachedNumInt"]
+
+
+def rks_gradient_vxc(ni, mol, grids, xc_code, dm):
+    """XC part of the RKS nuclear gradient (no grid response), as PySCF's ``grad.rks.get_vxc``.
+
+    Parameters
+    ----------
+    ni : pyscf.dft.numint.NumInt
+    mol : pyscf.gto.Mole
+    grids : pyscf.dft.gen_grid.Grids (built)
+    xc_code : str
+        LDA, GGA or meta-GGA without Laplacian (semi-local part; VV10 is not included).
+    dm : (nao, nao) float64 symmetric density matrix
+
+    Returns
+    -------
+    (3, nao, nao) float64: ``-V_x`` with ``V_x[m,n] = sum_g d_x phi_m (u_rho phi_n + sum_y u_y d_y phi_n)
+    + sum_y d_xy phi_m (u_y phi_n + u_tau/2 d_y phi_n)`` (``u`` = weight times the functional's
+    derivatives); the gradient is ``dE/dR_A,x = 2 sum_{m on A, n} V[x,m,n] D[m,n]`` as in PySCF.
+    AO second derivatives are evaluated slab by slab (PySCF's screening) and contracted with dense GEMMs.
+    """
+    xctype = ni._xc_type(xc_code)
+    nao = mol.nao_nr()
+    vmat = np.zeros((3, nao, nao))
+    deriv = 1 if xctype == "LDA" else 2
+    blk = _BLOCKS_PER_SLAB * numint.BLKSIZE
+    # second derivatives in PySCF's order: 4 xx, 5 xy, 6 xz, 7 yy, 8 yz, 9 zz
+    second = ((4, 5, 6), (5, 7, 8), (6, 8, 9))
+    for ao, _, weight, _ in ni.block_loop(mol, grids, nao, deriv, blksize=blk):
+        ao = ao.reshape(-1, weight.size, nao)
+        rho = _density([(ao[:1] if xctype == "LDA" else ao[:4], weight)], dm, xctype)
+        vxc = ni.eval_xc_eff(xc_code, rho, deriv=1, xctype=xctype, spin=0)[1]
+        u = np.asarray(vxc).reshape(-1, weight.size) * weight
+        if xctype == "LDA":
+            wa = u[0, :, None] * ao[0]
+            for x in range(3):
+                vmat[x] += ao[1 + x].T @ wa
+            continue
+        wa = np.einsum("xg,xgi->gi", u[:4], ao[:4])
+        for y in range(3):
+            wb = u[1 + y, :, None] * ao[0]
+            if xctype == "MGGA":
+                wb += (0.5 * u[4, :, None]) * ao[1 + y]
+            for x in range(3):
+                vmat[x] += ao[second[x][y]].T @ wb
+        for x in range(3):
+            vmat[x] += ao[1 + x].T @ wa
+    return -vmat

@@ -219,8 +219,11 @@ class Jastrow:
         nw, ne, _ = self.configs.shape
         grad, lap = np.zeros((nw, ne, 3)), np.zeros((nw, ne))
         for e in range(ne):
-            g, l = self.gradient_laplacian(e, self.configs[:, e])
-            grad[:, e], lap[:, e] = g.T, l
+            val, g, l = self._electron_terms(e, self.configs[:, e][:, None], 2)
+            if getattr(self, "_cache", None) is not None:  # J_e at the current positions, for the ECP ratios
+                self._cache.setdefault(e, val)
+            g = g[:, 0]
+            grad[:, e], lap[:, e] = g, l[:, 0] + np.einsum("wx,wx->w", g, g)
         return grad, lap
 
     def accept(self, e, epos, mask, saved=None):

@@ -126,6 +126,19 @@ def test_matches_plain_pyscf_paper_basis(jk):
 FAST = dict(xc="hf", basis="6-31g", ecp=None, jk="pyscf")  # the farm's logic, not the functional
 
 
+@NEEDS_ENGINE
+def test_fast_paths_give_pyscf_numbers():
+    """The cached-AO XC quadrature and the cheaper gradient pieces against PySCF's own code paths
+    (``fast_paths=False``), end to end on one conformation."""
+    config = RunConfig(**{**CASES["water-wb97m-d3bj"][3], "energy_grid": 0, "force_grid": 1})
+    mol = molecule("water", WATER)
+    fast = compute_conformation(mol, 0, config)["values"]
+    slow = compute_conformation(mol, 0, replace(config, fast_paths=False))["values"]
+    assert fast["total_energy"] == pytest.approx(slow["total_energy"], abs=1e-9)
+    np.testing.assert_allclose(fast["total_gradient"], slow["total_gradient"], atol=1e-8, rtol=0)
+    assert fast["scf_cycles"] == slow["scf_cycles"]
+
+
 def test_fallback_converges_what_diis_cannot():
     w = molecule("water", WATER)
     ref = compute_conformation(w, 0, RunConfig(**FAST))["values"]

@@ -171,7 +171,7 @@ def measure(quick: bool) -> str:
     mols = molecules(names, N_CONF[quick])
     tmp = Path(tempfile.mkdtemp(prefix="dft_run_measure"))
     _warm_up()
-    rows, tot = [], {"ours": 0.0, "peer": 0.0, "ours_wall": 0.0, "peer_wall": 0.0}
+    rows, tot = [], {"ours": 0.0, "peer": 0.0, "ours_wall": 0.0, "peer_wall": 0.0, "before": 0.0, "before_wall": 0.0}
     grid = {"cold_cycles": 0, "warm_cycles": 0, "cold_s": 0.0, "warm_s": 0.0, "n": 0}
     max_de = max_dg = 0.0
     for m in mols:
@@ -182,6 +182,9 @@ def measure(quick: bool) -> str:
         with h5py.File(Path(tempfile.gettempdir()) / "dft_run_last.h5", "r") as f:
             e_ours, g_ours = f[m.name]["dft_total_energy"][()], f[m.name]["dft_total_gradient"][()]
             c3, c4 = f[m.name]["dft_scf_cycles"][()], f[m.name]["dft_gradient_scf_cycles"][()]
+        w, t = time.perf_counter(), time.process_time()
+        farm(src, fast_paths=False)()  # the farm as it was before the cached-AO XC and gradient pieces
+        before, before_wall = time.process_time() - t, time.perf_counter() - w
         w, t = time.perf_counter(), time.process_time()
         peer = pyscf_loop([m])
         peer_cpu, peer_wall = time.process_time() - t, time.perf_counter() - w
@@ -197,29 +200,35 @@ def measure(quick: bool) -> str:
         grid["n"] += 1
         mol = _pyscf_mol(m.atomic_numbers, m.conformations[0])
         phase = {k: sum(p[2][k][0] for p in peer) / m.n_conf for k in ("scf3", "scf4", "grad")}
-        rows.append((mol.nelectron, m.name, mol.nao, m.n_conf, ours / m.n_conf, peer_cpu / m.n_conf,
+        rows.append((mol.nelectron, m.name, mol.nao, m.n_conf, ours / m.n_conf, peer_cpu / m.n_conf, before / m.n_conf,
                      f"{int(np.mean(c3))} / {int(np.mean(c4))}", f"{np.mean([p[2]['scf3'][1] for p in peer]):.0f} / "
                      f"{np.mean([p[2]['scf4'][1] for p in peer]):.0f}", phase))
         tot["ours"] += ours
         tot["peer"] += peer_cpu
         tot["ours_wall"] += ours_wall
         tot["peer_wall"] += peer_wall
-        print(f"[dft_run] {m.name}: ours {ours:.1f} CPU-s, peer {peer_cpu:.1f} CPU-s", file=sys.stderr, flush=True)
+        tot["before"] += before
+        tot["before_wall"] += before_wall
+        print(f"[dft_run] {m.name}: ours {ours:.1f} CPU-s, before {before:.1f}, peer {peer_cpu:.1f} CPU-s",
+              file=sys.stderr, flush=True)
     n = sum(m.n_conf for m in mols)
     out = [f"Set: {len(mols)} molecules x {N_CONF[quick]} conformations = {n} conformations "
            f"(displacement sigma {SIGMA_ANGSTROM} Angstrom).", "",
            "| side | CPU (s) | wall (s) | conformations/hour (CPU) | conformations/hour (wall) |",
            "| --- | --- | --- | --- | --- |"]
-    for side, label in (("ours", "farm (`dft-gpu run`)"), ("peer", "plain PySCF loop")):
+    for side, label in (("ours", "farm (`dft-gpu run`)"), ("before", "farm, `fast_paths=False` (before)"),
+                        ("peer", "plain PySCF loop")):
         out.append(f"| {label} | {tot[side]:.1f} | {tot[side + '_wall']:.1f} | {3600 * n / tot[side]:.0f} | "
                    f"{3600 * n / tot[side + '_wall']:.0f} |")
     out += ["", f"**peer/ours CPU time: {tot['peer'] / tot['ours']:.2f}** (wall: {tot['peer_wall'] / tot['ours_wall']:.2f}); "
+            f"peer/before: {tot['peer'] / tot['before']:.2f}; "
             f"largest differences farm vs loop: energy {max_de:.1e} Ha, gradient {max_dg:.1e} Ha/Bohr.", "",
-            "| molecule | valence electrons | AOs | conformations | ours CPU-s / conf | peer CPU-s / conf | peer/ours | "
-            "ours SCF cycles grid 3 / 4 | peer SCF cycles grid 3 / 4 | peer s/conf: SCF 3, SCF 4, gradient |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for ne, name, nao, nc, o, p, cy, pcy, ph in sorted(rows):
-        out.append(f"| {name} | {ne} | {nao} | {nc} | {o:.1f} | {p:.1f} | {p / o:.2f} | {cy} | {pcy} | "
+            "| molecule | valence electrons | AOs | conformations | ours CPU-s / conf | before CPU-s / conf | "
+            "peer CPU-s / conf | peer/ours | ours SCF cycles grid 3 / 4 | peer SCF cycles grid 3 / 4 | "
+            "peer s/conf: SCF 3, SCF 4, gradient |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for ne, name, nao, nc, o, p, b, cy, pcy, ph in sorted(rows):
+        out.append(f"| {name} | {ne} | {nao} | {nc} | {o:.1f} | {b:.1f} | {p:.1f} | {p / o:.2f} | {cy} | {pcy} | "
                    f"{ph['scf3']:.1f}, {ph['scf4']:.1f}, {ph['grad']:.1f} |")
     ne = np.array([r[0] for r in rows], dtype=float)
     slope_o = np.polyfit(np.log(ne), np.log([r[4] for r in rows]), 1)[0]

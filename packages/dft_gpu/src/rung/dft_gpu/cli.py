@@ -47,8 +47,10 @@ def main():
 @click.option("--save-fcidump", is_flag=True, help="write <out>.<molecule>.<index>.fcidump (for sCI)")
 @click.option("--fcidump-ncore", default=0, show_default=True, type=int, help="frozen doubly occupied orbitals")
 @click.option("--fcidump-norb", default=None, type=int, help="active orbitals (default: all above the core)")
+@click.option("--no-fast-paths", is_flag=True,
+              help="PySCF's own XC quadrature and gradient code instead of rung's (same numbers; for comparison)")
 @click.option("--quiet", is_flag=True, help="no progress output")
-def run_cmd(input_path, out_path, ecp, no_forces, quiet, **opts):
+def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, **opts):
     """Compute DFT energies and forces for every conformation in INPUT_PATH (HDF5 or xyz)."""
     import logging
 
@@ -58,7 +60,8 @@ def run_cmd(input_path, out_path, ecp, no_forces, quiet, **opts):
     if not quiet and not sys.stderr.isatty():
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        config = RunConfig(ecp=None if ecp.lower() == "none" else ecp, forces=not no_forces, **opts)
+        config = RunConfig(ecp=None if ecp.lower() == "none" else ecp, forces=not no_forces,
+                           fast_paths=not no_fast_paths, **opts)
         s = run(input_path, out_path, config, comm=_world(), progress=not quiet)
     except (DatasetError, ValueError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None

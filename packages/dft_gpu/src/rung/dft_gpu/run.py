@@ -22,6 +22,14 @@ level 3 for the energy and level 4 for the forces:
 ``dft_total_energy`` is the step-1 energy and ``dft_total_gradient`` the step-2 gradient (as in the
 paper); the step-2 energy is kept as ``dft_gradient_scf_energy``, consistent with the gradient.
 
+Speed (``fast_paths``, on by default; the numbers are PySCF's to round-off): restricted SCFs evaluate
+the XC quadrature from AO values cached on the grid across SCF cycles (:mod:`rung.dft_gpu.xc`), and the
+gradient takes its XC term from dense GEMMs over grid slabs and its ECP term from one set of per-centre
+integrals (:mod:`rung.dft_gpu.gradients`). Starting a conformation from the converged density of a
+neighbouring one was measured and not adopted: with small displacements it saved no SCF cycles
+(10 vs 10 for acetaldehyde) and it would make a conformation's result depend on which one was computed
+before it (different last digits for 1 and 2 ranks, or after a resume).
+
 SCF fallbacks, tried in order until one converges, each from where the previous one stopped (a fixed
 sequence, so the result depends only on the conformation): plain DIIS; DIIS with a level shift of ``level_shift`` Hartree on
 the virtual orbitals; damping (``damping`` of the old Fock matrix) with late DIIS; second-order

@@ -7,6 +7,12 @@
 - ``qmc.dmc_water``: DMC steps (drift-diffusion sweep, branching, local energy) on the same water
   trial functions; peer ``pyqmc.api.rundmc``.
 - ``qmc.vmc_benzene``: the same for benzene (30 valence electrons), full mode only.
+- ``qmc.vmc_alkane``: the same for all-trans hexadecane C16H34 (98 valence electrons), full mode only,
+  the ~100-electron point of the electron-count scaling (8 -> 30 -> 98). Its orbitals are the natural
+  orbitals of PySCF's MINAO guess density, not SCF orbitals: the ccECP integrals of 50 ECP atoms alone
+  take more than 5 CPU-minutes here, and the throughput of a sweep does not depend on the orbital
+  quality (both codes get the same orbitals).
+- ``qmc.vmc_water`` at 25, 100, 400 and 1600 walkers (full mode): scaling with walkers per process.
 - ``qmc.aos``: AO values + gradients at walker x electron positions against PySCF ``eval_gto``.
 
 Run single-threaded for per-CPU-second numbers: ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -35,6 +41,38 @@ def _water():
 def _benzene():
     mol = gto.M(atom=BENZENE, basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
     mf = scf.RHF(mol).density_fit().run(verbose=0)
+    return mol, mf
+
+
+def alkane(n: int) -> list:
+    """All-trans CnH2n+2, [(symbol, (x, y, z) Angstrom)]: zigzag carbon chain in the xy plane (C-C 1.54,
+    C-H 1.09 Angstrom, tetrahedral angles), CH2 hydrogens above and below the plane."""
+    cc, ch, half = 1.54, 1.09, np.radians(109.47) / 2
+    carbons = [np.array([i * cc * np.sin(half), (i % 2) * cc * np.cos(half), 0.0]) for i in range(n)]
+    atoms = [("C", tuple(c)) for c in carbons]
+    for i, c in enumerate(carbons):
+        up = 1.0 if i % 2 else -1.0  # away from the chain
+        for sz in (-1.0, 1.0):
+            v = np.array([0.0, up * np.cos(half), sz * np.sin(half)])
+            atoms.append(("H", tuple(c + ch * v / np.linalg.norm(v))))
+        if i in (0, n - 1):  # terminal methyl groups: a third hydrogen along the chain
+            v = np.array([-1.0 if i == 0 else 1.0, -0.3 * up, 0.0])
+            atoms.append(("H", tuple(c + ch * v / np.linalg.norm(v))))
+    return atoms
+
+
+def _alkane(n: int):
+    """CnH2n+2 with ccECP/ccecp-cc-pvdz and, as a restricted "mean field" for both codes, the natural
+    orbitals of PySCF's MINAO guess density (no SCF; see the module docstring)."""
+    import scipy.linalg
+
+    mol = gto.M(atom=alkane(n), basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    S = mol.intor("int1e_ovlp")
+    occ, C = scipy.linalg.eigh(S @ scf.hf.init_guess_by_minao(mol) @ S, S)  # natural orbitals, S-orthonormal
+    mf = scf.RHF(mol)
+    mf.mo_coeff, mf.mo_energy = C[:, ::-1], -occ[::-1]
+    mf.mo_occ = np.where(np.arange(C.shape[1]) < mol.nelectron // 2, 2.0, 0.0)
+    mf.e_tot, mf.converged = 0.0, True  # PyQMC converts the object to UHF; no energy is used
     return mol, mf
 
 
@@ -103,21 +141,23 @@ def _pyqmc_dmc(mol, mf, nw, nsteps):
 
 def cases(quick: bool):
     mol, mf = _water()
-    nsteps = 5 if quick else 20
-    for nw in ([100] if quick else [100, 400]):
+    # walkers per process: 25 -> 1600 (full mode)
+    for nw in ([100] if quick else [25, 100, 400, 1600]):
+        nsteps = 5 if quick or nw > 400 else 20
         peer = _pyqmc_vmc(mol, mf, nw, nsteps, 0.3)
         yield Case("qmc.vmc_water", f"H2O ccECP/ccecp-cc-pvdz, {nw} walkers x {nsteps} sweeps, SJ",
                    _ours_vmc(mol, mf, nw, nsteps, 0.3), peer=peer, peer_name="pyqmc.vmc" if peer else "",
                    work=nw * nsteps, work_unit="walker-sweeps", repeats=3, warmup=0,
                    note="" if peer else "PyQMC not installed")
-    if not quick:  # scaling with electrons: 8 (water) -> 30 (benzene, valence)
-        bmol, bmf = _benzene()
-        nw, ns = 100, 4
-        peer = _pyqmc_vmc(bmol, bmf, nw, ns, 0.3)
-        yield Case("qmc.vmc_benzene", f"C6H6 ccECP/ccecp-cc-pvdz, {nw} walkers x {ns} sweeps, SJ",
-                   _ours_vmc(bmol, bmf, nw, ns, 0.3), peer=peer, peer_name="pyqmc.vmc" if peer else "",
-                   work=nw * ns, work_unit="walker-sweeps", repeats=1, warmup=0,
-                   note="" if peer else "PyQMC not installed")
+    if not quick:  # scaling with electrons: 8 (water) -> 30 (benzene) -> 98 (hexadecane), valence
+        for label, (emol, emf), nw, ns in (("qmc.vmc_benzene", _benzene(), 100, 4),
+                                           ("qmc.vmc_alkane", _alkane(16), 20, 2)):
+            name = "C6H6" if label == "qmc.vmc_benzene" else "C16H34 (MINAO natural orbitals)"
+            peer = _pyqmc_vmc(emol, emf, nw, ns, 0.3)
+            yield Case(label, f"{name} ccECP/ccecp-cc-pvdz, {emol.nelectron} e, {nw} walkers x {ns} sweeps, SJ",
+                       _ours_vmc(emol, emf, nw, ns, 0.3), peer=peer, peer_name="pyqmc.vmc" if peer else "",
+                       work=nw * ns, work_unit="walker-sweeps", repeats=1, warmup=0,
+                       note="" if peer else "PyQMC not installed")
     nw, ns = 100, (10 if quick else 20)
     peer = _pyqmc_dmc(mol, mf, nw, ns)
     yield Case("qmc.dmc_water", f"H2O ccECP/ccecp-cc-pvdz, {nw} walkers x {ns} steps, tau 0.01, SJ",

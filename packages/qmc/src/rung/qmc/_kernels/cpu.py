@@ -384,14 +384,16 @@ EXP_FLOOR = 700.0  # exponents beyond this are clamped (exp(-700) ~ 1e-304, stil
 
 
 @numba.njit(cache=True, inline="always")
-def _shell_out_of_reach(sh_center, ish, atom_R, a, r, minexp, screen):
-    """True if every point of the sphere of radius r around ECP atom a is so far from shell ish that all
-    its primitives are negligible (minexp (D - r)^2 > screen, D the centre-to-atom distance)."""
+def _reach2(sh_center, ish, atom_R, a, r):
+    """(max(D - r, 0))^2, Bohr^2: the smallest squared distance from shell ish's centre to a point of the
+    sphere of radius r around ECP atom a (D the centre-to-atom distance). A shell whose smallest exponent
+    times this exceeds the screen is skipped for the whole pair, and so is each primitive whose exponent
+    does."""
     d0 = sh_center[ish, 0] - atom_R[a, 0]
     d1 = sh_center[ish, 1] - atom_R[a, 1]
     d2 = sh_center[ish, 2] - atom_R[a, 2]
     dmin = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2) - r
-    return dmin > 0.0 and minexp * dmin * dmin > screen
+    return dmin * dmin if dmin > 0.0 else 0.0
 
 
 @numba.njit(cache=True)
@@ -441,6 +443,7 @@ def ecp_quadrature(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_ts
     qd = np.empty((nq, 3))
     rot = np.empty((3, 3))
     s2q = np.empty(nq)
+    cx = cy = cz = 0.0
     k = 0
     n = 0
     for w in range(nw):
@@ -494,16 +497,25 @@ def ecp_quadrature(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_ts
                     if t <= screen:
                         arg[n] = -t
                         n += 1
-            for ish in range(nsh):  # other shells: every primitive at every point, points innermost
-                if sh_on[ish] == a or _shell_out_of_reach(sh_center, ish, atom_R, a, r, sh_minexp[ish], screen):
+            have = False  # s2q holds the squared distances to the centre of the previous shell
+            for ish in range(nsh):  # other shells: every primitive in reach at every point, points innermost
+                if sh_on[ish] == a:
                     continue
-                for q in range(nq):
-                    dx = points[w, a * nq + q, 0] - sh_center[ish, 0]
-                    dy = points[w, a * nq + q, 1] - sh_center[ish, 1]
-                    dz = points[w, a * nq + q, 2] - sh_center[ish, 2]
-                    s2q[q] = dx * dx + dy * dy + dz * dz
+                dmin2 = _reach2(sh_center, ish, atom_R, a, r)
+                if sh_minexp[ish] * dmin2 > screen:
+                    continue
+                if not (have and sh_center[ish, 0] == cx and sh_center[ish, 1] == cy and sh_center[ish, 2] == cz):
+                    cx, cy, cz = sh_center[ish, 0], sh_center[ish, 1], sh_center[ish, 2]
+                    for q in range(nq):
+                        dx = points[w, a * nq + q, 0] - cx
+                        dy = points[w, a * nq + q, 1] - cy
+                        dz = points[w, a * nq + q, 2] - cz
+                        s2q[q] = dx * dx + dy * dy + dz * dz
+                    have = True
                 for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
                     ap = exps[p]
+                    if ap * dmin2 > screen:
+                        continue
                     for q in range(nq):
                         t = ap * s2q[q]
                         arg[n + q] = -t if t < EXP_FLOOR else -EXP_FLOOR
@@ -662,12 +674,15 @@ def ecp_terms(pair_w, pair_a, pair_r, coef, points, ex, atom_R, sh_center, sh_on
             if sh_on[ish] == a:
                 for q in range(nq):
                     fq[q] = fon[ish]
-            elif _shell_out_of_reach(sh_center, ish, atom_R, a, pair_r[k], sh_minexp[ish], screen):
-                continue
             else:
+                dmin2 = _reach2(sh_center, ish, atom_R, a, pair_r[k])
+                if sh_minexp[ish] * dmin2 > screen:
+                    continue
                 for q in range(nq):
                     fq[q] = 0.0
                 for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
+                    if exps[p] * dmin2 > screen:
+                        continue
                     cp = coefs[p]
                     for q in range(nq):
                         fq[q] += cp * ex[n + q]

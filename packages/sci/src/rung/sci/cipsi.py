@@ -298,7 +298,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         f"target S = {s_target:g}, backend {backend_used}")
     while True:
         t0 = time.perf_counter()
-        hs = build(dets, h1, eri, previous=previous)  # the last iteration's block is reused
+        hs = build(dets, h1, eri, previous=previous, orbsym=ham.orbsym)  # the last iteration's block is reused
         previous = None
         s2 = s2_operator(layout, dets, keys)
         t_build = time.perf_counter() - t0
@@ -323,7 +323,8 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
             r = en_pt2(layout, dets, keys, coef[:, 0], float(e_el[0]), h1, eri, n_select=n_select,
                        stochastic=n > cfg.stochastic_min_det, n_samples=cfg.pt2_samples,
                        det_fraction=cfg.pt2_det_fraction, sample_fraction=cfg.pt2_sample_fraction,
-                       max_entries=cfg.max_entries, rng=rng, accumulate=acc, screen=cfg.pt2_screen)
+                       max_entries=cfg.max_entries, rng=rng, accumulate=acc, screen=cfg.pt2_screen,
+                       orbsym=ham.orbsym)
             e2, err, sel = r.e_pt2, r.error, r.selected
         seconds = time.perf_counter() - t0
         rec = dict(n_det=int(n), e_var=float(e_el[0] + ham.ecore), e_pt2=float(e2), pt2_error=float(err),

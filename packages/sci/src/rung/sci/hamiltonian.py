@@ -48,21 +48,23 @@ class SparseH:
         return u + u.T + np.diag(self.diag)
 
 
-def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray, previous: tuple | None = None) -> SparseH:
+def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray, previous: tuple | None = None, orbsym=None) -> SparseH:
     """Sparse H (core energy excluded) in the space ``dets`` (n, 2, nw) uint64; h1, eri in Hartree.
 
     previous : optional (old_keys (m,) int64 sorted, old :class:`SparseH`) of a subspace (the last CIPSI
         iteration's): its block is reused and only the pairs involving a new determinant are computed.
+    orbsym : (norb,) Molpro irrep labels or None: on small FCI spaces, alpha-beta partners are sought only
+        among symmetry-allowed excitations (see ``pt2._symmetry_blocks``).
     """
     dets = np.ascontiguousarray(dets, dtype=np.uint64)
     n = dets.shape[0]
     if n >= 2**31:
         raise OverflowError("more than 2^31 determinants (column indices are int32)")
     if previous is not None and n > 0:
-        inc = _build_incremental(dets, h1, eri, *previous)
+        inc = _build_incremental(dets, h1, eri, *previous, orbsym=orbsym)
         if inc is not None:
             return inc
-    fast = _build_tables(dets, h1, eri)
+    fast = _build_tables(dets, h1, eri, orbsym)
     if fast is not None:
         return fast
     groups = _groups(dets)
@@ -91,7 +93,7 @@ def _layout(dets, h1):
     return Layout(h1.shape[0], na, nb)
 
 
-def _build_incremental(dets, h1, eri, old_keys, old):
+def _build_incremental(dets, h1, eri, old_keys, old, orbsym=None):
     """H of a grown space from the old block plus the rows of the new determinants; None if ``old_keys`` is
     not a subspace of ``dets``."""
     from rung.sci import pt2
@@ -112,7 +114,7 @@ def _build_incremental(dets, h1, eri, old_keys, old):
         index_of = np.full(layout.fci_size, -1, np.int32)
         index_of[keys] = np.arange(n, dtype=np.int32)
         nptr, ncols, nvals, ndiag = cpu.new_rows_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri, rows,
-                                                        is_new)
+                                                        is_new, *pt2._symmetry_blocks(layout, tables, eri, orbsym))
     else:
         nptr, ncols, nvals, ndiag = cpu.new_rows_groups(dets, *_groups(dets), h1, eri, rows, is_new)
     u = old.upper
@@ -124,7 +126,7 @@ def _build_incremental(dets, h1, eri, old_keys, old):
     return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
 
 
-def _build_tables(dets, h1, eri):
+def _build_tables(dets, h1, eri, orbsym=None):
     """H from the per-string excitation tables (small FCI spaces, see ``pt2``); None where not applicable."""
     from rung.sci import pt2
 
@@ -140,7 +142,8 @@ def _build_tables(dets, h1, eri):
     keys = layout.keys(dets)
     index_of = np.full(layout.fci_size, -1, np.int32)
     index_of[keys] = np.arange(n, dtype=np.int32)
-    ptr, cols, vals, diag = cpu.hamiltonian_upper_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri)
+    ptr, cols, vals, diag = cpu.hamiltonian_upper_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri,
+                                                         *pt2._symmetry_blocks(layout, tables, eri, orbsym))
     return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
 
 

@@ -129,8 +129,29 @@ def _accumulators(nparts, size):
     return _ACC[key]
 
 
+_SYM: dict = {}
+
+
+def _symmetry_blocks(layout, tables, eri, orbsym):
+    """(sym, perm_b, ptr_b) for the table kernels: beta singles grouped by irrep product
+    (:func:`cpu.single_symmetry_blocks`). Labels are used only when every integral they forbid is exactly
+    zero (as in an FCIDUMP written with ORBSYM), so skipping those pairs changes no sum; else one group."""
+    sym = np.zeros(layout.norb, np.int64)
+    if orbsym is not None and layout.norb <= 64:
+        s = np.asarray(orbsym, np.int64) - 1
+        if s.min() >= 0 and s.max() < 8:
+            prod = s[:, None, None, None] ^ s[None, :, None, None] ^ s[None, None, :, None] ^ s[None, None, None, :]
+            if not np.any(eri[prod != 0]):
+                sym = s
+    if _SYM.get("tables") is not tables or _SYM.get("sym") != sym.tobytes():
+        _SYM.clear()  # the cache holds the tables themselves, so their identity is a safe key
+        _SYM.update(tables=tables, sym=sym.tobytes(),
+                    blocks=(sym,) + cpu.single_symmetry_blocks(tables[1][3], tables[1][4], sym, 8))
+    return _SYM["blocks"]
+
+
 def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws, n_select, max_entries, accumulate,
-          screen=0.0):
+          screen=0.0, orbsym=None):
     nexc = n_excitations(layout)
     chunk = max(1, min(max_entries, 2**POS_BITS - 1) // nexc)
     dense = layout.fci_size <= DENSE_KEYS
@@ -148,7 +169,7 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
             acc = _accumulators(nparts, layout.fci_size)
             try:
                 counts = cpu.external_dense_tables(keys[gens], eri, mask, layout.nstr_b, *tables, gcoef, gstoch, gw,
-                                                   gq, *acc)
+                                                   gq, *acc, *_symmetry_blocks(layout, tables, eri, orbsym))
             except BaseException:
                 _ACC.clear()  # possibly left dirty
                 raise
@@ -228,7 +249,8 @@ def accumulate_cpu(ad, as_, t, hdiag, e0, n_draws) -> float:
 def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray, e0: float, h1: np.ndarray,
            eri: np.ndarray, *, n_select: int = 0, stochastic: bool = False, n_samples: int = 8,
            det_fraction: float = 0.02, sample_fraction: float = 0.05, max_entries: int = 20_000_000,
-           rng: np.random.Generator | None = None, accumulate=accumulate_cpu, screen: float = 0.0) -> PT2Result:
+           rng: np.random.Generator | None = None, accumulate=accumulate_cpu, screen: float = 0.0,
+           orbsym=None) -> PT2Result:
     """EN-PT2 energy of a variational state and the ``n_select`` best external determinants.
 
     Parameters
@@ -244,6 +266,8 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
     screen : float, Hartree; > 0: on large FCI spaces (beyond ``DENSE_KEYS``) only the pairs with
         ``|c_I <alpha|H|I>| > screen`` are generated (heat-bath screening, see the module docstring);
         the PT2 and the selection are then those of the screened sums. 0: every pair (exact).
+    orbsym : (norb,) Molpro irrep labels 1..8 or None; on small FCI spaces, pairs coupled only through
+        integrals these labels forbid (and that are exactly zero) are skipped.
     """
     n = dets.shape[0]
     coef = np.asarray(coef, dtype=np.float64)
@@ -251,7 +275,7 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
         gens = np.arange(n, dtype=np.int64)
         z = np.zeros(n)
         total, sel, n_ext, n_gen = _pass(layout, dets, keys, h1, eri, e0, gens, coef, np.zeros(n, np.bool_), z, z,
-                                         0, n_select, max_entries, accumulate, screen)
+                                         0, n_select, max_entries, accumulate, screen, orbsym)
         return PT2Result(total, 0.0, sel, n_ext, n_gen, False, 1)
     rng = rng or np.random.default_rng(0)
     order = np.argsort(-np.abs(coef), kind="stable")
@@ -274,7 +298,7 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
         w[nd:] = counts[hit] / (n_draws * p[hit])
         q[nd:] = 1.0 / p[hit]
         total, sel, ne, ngen = _pass(layout, dets, keys, h1, eri, e0, gens, coef[gens], stoch, w, q, n_draws,
-                                     n_select if m == 0 else 0, max_entries, accumulate, screen)
+                                     n_select if m == 0 else 0, max_entries, accumulate, screen, orbsym)
         estimates.append(total)
         n_gen_total += ngen
         if m == 0:

@@ -1046,6 +1046,22 @@ def string_tables(ne, norb, nw, binom, h1, eri):
     return occ, s_rank, s_sign, s_h, s_p, s_val, d_rank, d_val
 
 
+def single_symmetry_blocks(s_h, s_p, sym, nirrep):
+    """Singles of every string grouped by the symmetry product ``sym[h] ^ sym[p]`` (NumPy).
+
+    s_h, s_p : (nstr, ns) int64 holes and particles of :func:`string_tables`; sym : (norb,) int64 irrep
+    labels whose XOR products are below ``nirrep`` (8 for D2h and its subgroups; all 0 without symmetry),
+    e.g. labels {0, 1, 2} give the product 3. Returns perm (nstr, ns)
+    int64, the singles in stable order of their product, and ptr (nstr, nirrep + 1) int64 group bounds.
+    """
+    prod = sym[s_h] ^ sym[s_p]
+    perm = np.argsort(prod, axis=1, kind="stable").astype(np.int64)
+    ptr = np.zeros((prod.shape[0], nirrep + 1), np.int64)
+    for g in range(nirrep):
+        ptr[:, g + 1] = ptr[:, g] + (prod == g).sum(axis=1)
+    return perm, ptr
+
+
 @njit(cache=True)
 def _acc(part, key, x, stoch, w, q, ad, as_, t, touched):
     touched[part, key] = True
@@ -1058,13 +1074,15 @@ def _acc(part, key, x, stoch, w, q, ad, as_, t, touched):
 
 @njit(cache=True, parallel=True)
 def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen_stoch, gen_w, gen_q, ad, as_, t,
-                          touched):
+                          touched, sym, perm_b, ptr_b):
     """:func:`external_dense` driven by the per-string tables ``ta``, ``tb`` of :func:`string_tables`.
 
     gen_keys : (ng,) int64 keys of the generators. The accumulators ad, as_, t (nparts, fci_size) float64
     and touched (nparts, fci_size) bool are passed in, zero (kept between passes by the caller, who
     clears only the touched entries: no FCI-sized allocation or zeroing per pass); returns the number
-    of (alpha, I) pairs per part.
+    of (alpha, I) pairs per part. Alpha-beta doubles: for an alpha single h -> p only the beta singles of
+    the same symmetry product ``sym[h] ^ sym[p]`` are visited (``perm_b``, ``ptr_b`` of
+    :func:`single_symmetry_blocks`); the others couple through symmetry-forbidden integrals, exactly zero.
     """
     occa, sra, ssa, sha, spa, sva, dra, dva = ta
     occb, srb, ssb, shb, spb, svb, drb, dvb = tb
@@ -1123,7 +1141,9 @@ def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen
                 h = sha[ia, k]
                 p = spa[ia, k]
                 ca = c * ssa[ia, k]
-                for m in range(nsb):
+                sy = sym[h] ^ sym[p]
+                for q_ in range(ptr_b[ib, sy], ptr_b[ib, sy + 1]):
+                    m = perm_b[ib, q_]
                     key = base + srb[ib, m]
                     if var_mask[key] == 0:
                         _acc(part, key, ca * ssb[ib, m] * eri[h, p, shb[ib, m], spb[ib, m]], st, w, q, ad, as_, t,
@@ -1134,10 +1154,10 @@ def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen
 
 
 @njit(cache=True)
-def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_new):
+def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_new, sym, perm_b, ptr_b):
     """Connections J > I of determinant I = (ia, ib) from the per-string tables; ``index_of`` (fci_size,)
     int32 maps a key to its position in the space (-1 outside). When ``fill`` also their elements;
-    ``is_new`` as in :func:`_row`."""
+    ``is_new`` as in :func:`_row`; sym, perm_b, ptr_b as in :func:`external_dense_tables`."""
     occa, sra, ssa, sha, spa, sva, dra, dva = ta
     occb, srb, ssb, shb, spb, svb, drb, dvb = tb
     nsa = sra.shape[1]
@@ -1185,7 +1205,9 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_n
             n += 1
     for k in range(nsa):  # alpha-beta doubles
         base = sra[ia, k] * nstr_b
-        for m in range(nsb):
+        sy = sym[sha[ia, k]] ^ sym[spa[ia, k]]
+        for q_ in range(ptr_b[ib, sy], ptr_b[ib, sy + 1]):
+            m = perm_b[ib, q_]
             j = index_of[base + srb[ib, m]]
             if _partner(i, j, is_new):
                 if fill:
@@ -1196,7 +1218,7 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_n
 
 
 @njit(cache=True, parallel=True)
-def hamiltonian_upper_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri):
+def hamiltonian_upper_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, sym, perm_b, ptr_b):
     """:func:`hamiltonian_upper` for small FCI spaces: partners found by key lookup from the per-string
     tables of :func:`string_tables` (no pair scans, no Slater-Condon rules). keys (n,) int64 of ``dets``."""
     n = dets.shape[0]
@@ -1207,7 +1229,7 @@ def hamiltonian_upper_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri):
     no_new = np.empty(0, np.uint8)
     for i in prange(n):
         cnt[i + 1] = _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, dummy_c,
-                                 dummy_v, False, no_new)
+                                 dummy_v, False, no_new, sym, perm_b, ptr_b)
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int32)
     vals = np.empty(ptr[-1], np.float64)
@@ -1219,7 +1241,8 @@ def hamiltonian_upper_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri):
         m = ptr[i + 1] - ptr[i]
         c = np.empty(m, np.int64)
         v = np.empty(m, np.float64)
-        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True, no_new)
+        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True, no_new, sym, perm_b,
+                    ptr_b)
         order = np.argsort(c)
         for k in range(m):
             cols[ptr[i] + k] = c[order[k]]
@@ -1229,7 +1252,7 @@ def hamiltonian_upper_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri):
 
 
 @njit(cache=True, parallel=True)
-def new_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_new):
+def new_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_new, sym, perm_b, ptr_b):
     """Incremental H, table path: for each new determinant ``rows[r]`` its partners J > I and every old
     J < I (``is_new`` (n,) uint8), as CSR over ``rows`` (ptr, cols int32, vals), plus their diagonals."""
     nr = rows.shape[0]
@@ -1240,7 +1263,7 @@ def new_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_new)
     for r in prange(nr):
         i = rows[r]
         cnt[r + 1] = _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, dc, dv,
-                                 False, is_new)
+                                 False, is_new, sym, perm_b, ptr_b)
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int32)
     vals = np.empty(ptr[-1], np.float64)
@@ -1253,7 +1276,8 @@ def new_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_new)
         m = ptr[r + 1] - ptr[r]
         c = np.empty(m, np.int64)
         v = np.empty(m, np.float64)
-        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True, is_new)
+        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True, is_new, sym, perm_b,
+                    ptr_b)
         for k in range(m):
             cols[ptr[r] + k] = c[k]
             vals[ptr[r] + k] = v[k]

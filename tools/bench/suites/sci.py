@@ -9,6 +9,11 @@
   sparse H) against scipy's ``eigsh`` (Lanczos) on the same matrix.
 * ``sci.n2_ccpvdz_fc`` (full runs only): CIPSI on N2/cc-pVDZ, frozen 1s, R = 2.118 Bohr, to 20k
   determinants; printed: determinants/s and memory per determinant.
+* ``sci.n2_selection`` (full runs only): one PT2 + selection pass over a fixed ~4.7k-determinant N2
+  space (FCI space 4.3e9, so the large-space path): heat-bath screened (|c_I H_aI| > 1e-8 Ha, the
+  default) against the exact enumeration of every single and double (``screen=0``, the earlier code).
+* ``sci.n2_davidson_iteration`` (full runs only): one H x (the cost of a Davidson iteration) on the
+  ~20k-determinant N2 space.
 """
 
 import numpy as np
@@ -69,7 +74,7 @@ def cases(quick: bool):
     lay, dets, keys, c, e0 = _space(ham, 7000)
     n = keys.size
     yield Case("sci.selection", f"{n} generators, H2O/6-31G",
-               lambda: pt2.en_pt2(lay, dets, keys, c, e0, ham.h1, ham.eri, n_select=n),
+               lambda: pt2.en_pt2(lay, dets, keys, c, e0, ham.h1, ham.eri, n_select=n, orbsym=ham.orbsym),
                work=n, work_unit="generators", repeats=2, warmup=1, note="EN-PT2 + selection pass")
 
     lay, dets, keys, c, e0 = _space(ham, 20000)
@@ -94,8 +99,8 @@ def cases(quick: bool):
     yield Case("sci.davidson", f"{n} determinants, H2O/6-31G", ours, peer=peer, peer_name="scipy eigsh (same H)",
                work=n, work_unit="determinants", repeats=3, warmup=1, note="lowest root")
     yield Case("sci.build_h", f"{n} determinants, {hs.upper.nnz} upper nonzeros",
-               lambda: hamiltonian.build(dets, ham.h1, ham.eri), work=n, work_unit="determinants", repeats=3,
-               warmup=1, note="sparse H (per-string tables on small FCI spaces)")
+               lambda: hamiltonian.build(dets, ham.h1, ham.eri, orbsym=ham.orbsym), work=n, work_unit="determinants",
+               repeats=3, warmup=1, note="sparse H (per-string tables on small FCI spaces)")
 
     if quick:
         return
@@ -107,8 +112,11 @@ def cases(quick: bool):
     mol = gto.M(atom="N 0 0 0; N 0 0 2.118", unit="Bohr", basis="cc-pvdz", verbose=0)
     n2 = from_scf(scf.RHF(mol).run(), ncore=2)
 
+    last = {}
+
     def n2_run():
         r = cipsi.kernel(n2, cipsi.Config(max_det=20000), log=None)
+        last["result"] = r
         h = r.history[-1]
         per_det = (h["h_bytes"] + r.dets.nbytes + r.coef.nbytes) / r.n_det
         sel_rate = r.n_det / h["seconds_pt2"]
@@ -120,3 +128,32 @@ def cases(quick: bool):
 
     yield Case("sci.n2_ccpvdz_fc", "N2/cc-pVDZ fc, 5+5 e in 26 orbitals, 20k det", n2_run, repeats=1, warmup=0,
                note="whole CIPSI run")
+
+    lay, dets, keys, c, e0 = _space(n2, 3000)
+    n = keys.size
+
+    def screened():
+        r = pt2.en_pt2(lay, dets, keys, c, e0, n2.h1, n2.eri, n_select=n, screen=1e-8)
+        print(f"    N2 screened: E_PT2 = {r.e_pt2:.10f}, {r.n_generated} pairs, {r.n_external} external")
+        return r
+
+    def exact():
+        r = pt2.en_pt2(lay, dets, keys, c, e0, n2.h1, n2.eri, n_select=n, screen=0.0)
+        print(f"    N2 exact enumeration: E_PT2 = {r.e_pt2:.10f}, {r.n_generated} pairs, {r.n_external} external")
+        return r
+
+    yield Case("sci.n2_selection", f"{n} generators, N2/cc-pVDZ fc", screened, peer=exact,
+               peer_name="same pass, every single+double (earlier code)", work=n, work_unit="generators", repeats=1,
+               warmup=0, note="EN-PT2 + selection pass, heat-bath screened")
+
+    from rung.sci.determinants import Layout
+
+    r = last.get("result") or cipsi.kernel(n2, cipsi.Config(max_det=20000), log=None)
+    lay = Layout(n2.norb, *n2.nelec)
+    dets, keys = r.dets, lay.keys(r.dets)
+    hs = hamiltonian.build(dets, n2.h1, n2.eri)
+    x = np.random.default_rng(0).normal(size=(keys.size, 1))
+    print(f"    N2 H: {keys.size} det, {hs.upper.nnz / keys.size:.0f} upper nonzeros/row, "
+          f"{(hs.nbytes() + dets.nbytes + 8 * keys.size) / keys.size:.0f} bytes/det")
+    yield Case("sci.n2_davidson_iteration", f"{keys.size} determinants, N2/cc-pVDZ fc", lambda: hs.matvec(x),
+               work=keys.size, work_unit="determinants", repeats=5, warmup=1, note="one H x (per Davidson iteration)")

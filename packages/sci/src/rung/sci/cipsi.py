@@ -12,9 +12,12 @@ reports n_det, E_var, E_PT2 (± error), <S^2> and time, and is checkpointed (the
 so a killed run resumes. The FCI limit is estimated by the linear fit of E_var against E_PT2 over
 the last iterations (extrapolation to E_PT2 = 0, as Quantum Package reports).
 
-Spin: the space is closed under S^2 (spin completion), so eigenvectors are S^2 eigenfunctions; the
-Davidson operator is ``H + spin_penalty (S^2 - S(S+1))^2`` so that states of another spin lie higher
-and a near-degenerate triplet cannot replace the requested singlet. Energies reported are <H>.
+Spin: the space is closed under S^2 (spin completion), so eigenvectors are S^2 eigenfunctions. The
+first diagonalization (and any whose <S^2> drifts) uses ``H + spin_penalty (S^2 - S(S+1))^2`` so that
+states of another spin lie higher and a near-degenerate triplet cannot replace the requested singlet;
+later ones start from the previous (spin-pure) vectors and use H with a preconditioner that commutes
+with S^2 (see :func:`_diagonalize`). Energies reported are <H>. The H of an iteration reuses the
+previous iteration's block (``hamiltonian.build(previous=...)``).
 
 References: Huron, Malrieu, Rancurel, J. Chem. Phys. 58, 5745 (1973); Garniron et al., J. Chem.
 Theory Comput. 15, 3591 (2019) (Quantum Package 2); Holmes, Tubman, Umrigar, J. Chem. Theory

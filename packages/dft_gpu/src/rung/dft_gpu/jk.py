@@ -138,8 +138,9 @@ class JKEngine:
         Range-separation parameter, Bohr^-1: ``> 0`` long-range ``erf(omega r)/r``, ``< 0``
         short-range ``erfc(|omega| r)/r``; None or 0 for the full Coulomb operator.
     backend : {"auto", "numpy", "numba", "cupy"}
-        ``numpy``: the reference kernel (slow oracle); ``numba``: the CPU kernels (BLAS GEMMs; the
-        house-wide name of the CPU backend, though these kernels need no JIT); ``cupy``: GPU.
+        ``numpy``: the reference kernel (slow oracle); ``numba``: the CPU kernels (BLAS GEMMs and,
+        for ``nao >= 120`` on AVX-512 CPUs, a numba micro-kernel for the exchange half-transform with
+        J fused into the same pass over the tensor; see ``_kernels/cpu.py``); ``cupy``: GPU.
         ``auto`` takes the GPU when CuPy and a device are present, else ``numba``.
     max_memory_mb : float, optional
         Cap, MiB, on what the engine holds on its compute device (the cached tensor, and the work
@@ -232,7 +233,9 @@ class JKEngine:
         per_aux = rank * nao  # K intermediate X
         if (not self.cached) if streamed is None else streamed:
             per_aux += nao * nao + nao * (nao + 1) // 2  # unpacked block + packed block
-        out = 3 * n_dm * nao * nao + rank * nao  # vj, vk, factors (and a direct-K temporary)
+        # vj, vk, their temporaries (direct K, the SYRK result, J's lower triangle and its symmetrisation)
+        # and the factors (plus the micro-kernel's zero-padded copy)
+        out = (6 * n_dm + 1) * nao * nao + 2 * (rank + 8 * n_dm) * nao
         return 8 * (nblk * per_aux + out)
 
     def block_size(self, rank: int, n_dm: int) -> int:

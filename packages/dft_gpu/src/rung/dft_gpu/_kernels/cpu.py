@@ -1,20 +1,23 @@
-"""CPU kernels for density-fitted J/K: BLAS GEMMs through NumPy, tensor unpacking by PySCF's C code.
+"""CPU kernels for density-fitted J/K: a numba half-transform micro-kernel, BLAS SYRK, PySCF unpacking.
 
-One aux block ``B[L, p, q]`` (``L`` in the block) is contracted at a time:
+One aux block ``B[L, p, q]`` (``L`` in the block) is contracted at a time. With the factorised density
+``D_n = sum_g sign_g F_g F_g^T`` (a group ``g`` is one set of factors: occupied orbitals scaled by
+sqrt(occupation), or the positive/negative eigenvectors of ``D_n``):
 
-    rho[n, L]   = sum_pq B[L,p,q] D_n[p,q]                 (GEMM, B viewed as (nblk, nao*nao))
-    J_n[p, q]  += sum_L rho[n, L] B[L,p,q]                 (GEMM)
-    X[i, L, q]  = sum_p F[p, i] B[L,q,p]                   (GEMM, all factors of all D_n at once)
-    K_n[q, s]  += sign * sum_{iL} X[i,L,q] X[i,L,s]        (SYRK through ``x.T @ x``)
+    X_g[q, L, i] = sum_p B[L,q,p] F_g[p, i]                (half-transform, numba micro-kernel)
+    rho[n, L]    = sum_g sign_g sum_qi X_g[q,L,i] F_g[q,i] (fitted density, from X)
+    J_n[p, q]   += sum_L rho[n, L] B[L,p,q]                (while B_L is still in cache; lower triangle)
+    K_n[q, s]   += sum_g sign_g sum_{Li} X_g[q,L,i] X_g[s,L,i]   (SYRK, BLAS)
 
-where ``D_n = sum_i sign_i F[:, i] F[:, i]^T`` is the factorised density (occupied orbitals scaled by
-sqrt(occupation), or the eigenvectors of ``D_n``). Density matrices without a symmetric factorisation
-(``hermi=0``) take the direct form ``K_n = sum_L B_L D_n B_L`` (two GEMMs, cost ~ naux * nao^3).
+so each aux function of the tensor is read from memory once per call for J and K together. The
+half-transform runs on :mod:`rung.dft_gpu._kernels._simd`'s register-blocked micro-kernel
+(driven by :mod:`rung.dft_gpu._kernels._fused`), which reads
+the tensor rows in place where OpenBLAS first packs them (aspirin, one AVX-512 core: ~40 GFLOP/s for
+OpenBLAS, ~47 for the micro-kernel streaming the tensor from memory, ~59 on a block held in L2). :func:`contract_block_generic` is the same algebra as plain GEMMs on any
+array module (NumPy/BLAS, CuPy/cuBLAS); the CPU path falls back to it for what the micro-kernel does
+not cover: densities without a symmetric factorisation (``hermi=0``: ``K_n = sum_L B_L D_n B_L``, two
+GEMMs, cost ~ naux * nao^3), J from an inexactly factorised density, CPUs without AVX-512.
 Reference: Weigend, Phys. Chem. Chem. Phys. 4, 4285 (2002) for the occupied-orbital RI-K.
-
-Everything here is BLAS or PySCF's compiled helpers, so nothing is JIT-compiled: a numba kernel for
-the unpacking was measured to cost ~0.8 s of compilation/cache loading per process for no speed gain
-(PySCF's OpenMP ``unpack_tril`` is as fast), which is 4% of a glycine SCF.
 """
 
 from __future__ import annotations
@@ -23,6 +26,23 @@ import numpy as np
 from pyscf import lib
 
 from rung.core.backend import get_array_module
+
+#: Half-transform on the numba micro-kernel (:mod:`._fused`): True, False (BLAS), or None (automatic:
+#: on CPUs with AVX-512 for ``nao >= MICROKERNEL_MIN_NAO``). The micro-kernel is correct on every CPU
+#: but only faster than OpenBLAS with 512-bit vectors, and its module costs the process numba's JIT
+#: start-up once (~0.65 s measured), more than the whole J/K time of a small molecule's SCF.
+USE_MICROKERNEL: bool | None = None
+MICROKERNEL_MIN_NAO = 120
+
+
+def _use_microkernel(nao: int) -> bool:
+    if USE_MICROKERNEL is not None:
+        return USE_MICROKERNEL
+    if nao < MICROKERNEL_MIN_NAO:
+        return False
+    from rung.dft_gpu._kernels import _simd
+
+    return _simd.HAVE_AVX512
 
 
 def unpack_tril(packed: np.ndarray, nao: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -45,8 +65,58 @@ def unpack_tril(packed: np.ndarray, nao: int, out: np.ndarray | None = None) -> 
     return lib.unpack_tril(packed, filltriu=lib.SYMMETRIC, out=out)
 
 
+def _aligned_zeros(n: int) -> np.ndarray:
+    """Zeroed float64 array of length ``n`` starting on a 64-byte boundary."""
+    buf = np.zeros(n + 8)
+    off = (-buf.ctypes.data % 64) // 8
+    return buf[off:off + n]
+
+
 def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors=False) -> None:
-    """Add one aux block's contribution to J and K (in place).
+    """Add one aux block's contribution to J and K (in place), NumPy arrays on the CPU.
+
+    Same contract as :func:`contract_block_generic`; the factorised exchange (and J, when the factors
+    reproduce the densities) runs through :func:`rung.dft_gpu._kernels._fused.fused_block`.
+    """
+    nblk, nao, _ = block.shape
+    if vk is None or factors is None or not factors.shape[0] or not _use_microkernel(nao):
+        contract_block_generic(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors)
+        return
+    from rung.dft_gpu._kernels._fused import fused_block
+
+    n_dm = vk.shape[0]
+    ranks = np.array([r1 - r0 for _, r0, r1, _ in groups], dtype=np.int64)
+    ldf = 8 * ((int(ranks.max()) + 7) // 8)
+    f = _aligned_zeros(len(groups) * nao * ldf)
+    f3 = f.reshape(len(groups), nao, ldf)
+    for g, (_, r0, r1, _) in enumerate(groups):
+        f3[g, :, :r1 - r0] = factors[r0:r1].T
+    xoffs = np.concatenate([[0], np.cumsum(nao * nblk * ranks)[:-1]]).astype(np.int64)
+    x = np.empty(int(nao * nblk * ranks.sum()))
+    rho = np.empty((len(groups), nblk))
+    do_j = vj is not None and j_from_factors
+    vj_lower = np.zeros((n_dm, nao * nao) if do_j else (0, 1))
+    fused_block(np.ascontiguousarray(block).reshape(-1), nblk, nao, f, ldf, ranks, xoffs,
+                np.array([g[0] for g in groups], dtype=np.int64), np.array([float(g[3]) for g in groups]),
+                x, rho, vj_lower, do_j)
+    if do_j:
+        low = vj_lower.reshape(n_dm, nao, nao)
+        vj += (low + low.transpose(0, 2, 1)).reshape(n_dm, nao * nao)
+        vj[:, ::nao + 1] -= low.reshape(n_dm, nao * nao)[:, ::nao + 1]
+    if vj is not None and not do_j:
+        contract_block_generic(block, dm_flat, None, [], [], vj, None)
+    for g, (idm, _, _, sign) in enumerate(groups):
+        w = x[xoffs[g]:xoffs[g] + nao * nblk * ranks[g]].reshape(nao, nblk * ranks[g])
+        if sign > 0:
+            vk[idm] += w @ w.T  # NumPy calls SYRK for a @ a.T
+        else:
+            vk[idm] -= w @ w.T
+    if direct:
+        contract_block_generic(block, None, None, [], direct, None, vk)
+
+
+def contract_block_generic(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors=False) -> None:
+    """Add one aux block's contribution to J and K (in place), plain GEMMs on NumPy or CuPy arrays.
 
     Parameters
     ----------
@@ -75,7 +145,7 @@ def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_facto
     if vk is not None and factors is not None and factors.shape[0]:
         x = factors @ block.reshape(nblk * nao, nao).T  # (R, nblk*nao): X[i, L, q]
     if vj is not None:
-        if j_from_factors:
+        if j_from_factors and x is not None:
             t = xp.matmul(x.reshape(-1, nblk, nao), factors[:, :, None])[:, :, 0]  # (R, nblk)
             rho = xp.zeros((vj.shape[0], nblk))
             for idm, r0, r1, sign in groups:

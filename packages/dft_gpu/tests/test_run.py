@@ -139,6 +139,23 @@ def test_fast_paths_give_pyscf_numbers():
     assert fast["scf_cycles"] == slow["scf_cycles"]
 
 
+def test_force_scf_is_converged_to_its_own_tolerance():
+    """The SCF the forces come from is re-converged to ``force_conv_tol_grad`` even on the energy grid
+    (Hartree-Fock: no grid); oracle: PySCF's RHF gradient converged to 1e-9 in the orbital gradient."""
+    from pyscf import gto, scf
+
+    z, x = METHANE
+    distorted = np.asarray(x) + 0.05 * np.eye(5, 3)
+    config = RunConfig(**FAST, force_conv_tol_grad=1e-7)
+    values = compute_conformation(Molecule("m", np.array(z), distorted[None] * ANGSTROM_TO_BOHR), 0, config)["values"]
+    assert values["gradient_scf_cycles"] > 0  # re-converged beyond the energy SCF's sqrt(conv_tol)
+    mol = gto.M(atom=[(a, tuple(p)) for a, p in zip(z, distorted)], basis="6-31g", verbose=0)
+    ref = scf.RHF(mol).density_fit()
+    ref.conv_tol, ref.conv_tol_grad = 1e-12, 1e-9
+    ref.kernel()
+    np.testing.assert_allclose(values["total_gradient"], ref.nuc_grad_method().kernel(), atol=1e-7, rtol=0)
+
+
 def test_fallback_converges_what_diis_cannot():
     w = molecule("water", WATER)
     ref = compute_conformation(w, 0, RunConfig(**FAST))["values"]

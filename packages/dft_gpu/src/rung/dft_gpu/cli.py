@@ -37,6 +37,8 @@ def main():
 @click.option("--force-grid", default=4, show_default=True, type=int, help="grid level of the gradient SCF")
 @click.option("--no-forces", is_flag=True, help="energies only")
 @click.option("--conv-tol", default=1e-9, show_default=True, type=float, help="SCF energy convergence, Hartree")
+@click.option("--force-conv-tol-grad", default=1e-6, show_default=True, type=float,
+              help="orbital-gradient convergence of the SCF the forces come from")
 @click.option("--max-cycle", default=100, show_default=True, type=int, help="SCF cycles per fallback strategy")
 @click.option("--jk", type=click.Choice(["engine", "pyscf"]), default="engine", show_default=True,
               help="J/K through rung's engine or PySCF's density fitting")

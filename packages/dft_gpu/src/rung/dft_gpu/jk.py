@@ -348,9 +348,10 @@ class JKEngine:
             vk = xp.zeros((n_dm, nao, nao)) if with_k else None
             fac_dev = xp.asarray(factors) if factors is not None else None
             direct_dev = [(i, xp.asarray(d)) for i, d in direct]
+            work = {}
             for block in self.blocks(nblk):
                 self._kern.contract_block(block, dm_flat, fac_dev, groups or [], direct_dev, vj, vk,
-                                          j_from_factors=j_from_factors and with_j)
+                                          j_from_factors=j_from_factors and with_j, work=work)
             if vj is not None:
                 vj = vj.reshape(n_dm, nao, nao)
             if dm_xp is np:

@@ -72,11 +72,13 @@ def _aligned_zeros(n: int) -> np.ndarray:
     return buf[off:off + n]
 
 
-def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors=False) -> None:
+def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors=False, work=None) -> None:
     """Add one aux block's contribution to J and K (in place), NumPy arrays on the CPU.
 
     Same contract as :func:`contract_block_generic`; the factorised exchange (and J, when the factors
-    reproduce the densities) runs through :func:`rung.dft_gpu._kernels._fused.fused_block`.
+    reproduce the densities) runs through :func:`rung.dft_gpu._kernels._fused.fused_block`. ``work``:
+    a dict the caller keeps over the blocks of one call, so that the work arrays are allocated (and
+    their pages faulted in) once per call rather than once per block.
     """
     nblk, nao, _ = block.shape
     if vk is None or factors is None or not factors.shape[0] or not _use_microkernel(nao):
@@ -85,14 +87,19 @@ def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_facto
     from rung.dft_gpu._kernels._fused import fused_block
 
     n_dm = vk.shape[0]
+    work = {} if work is None else work
     ranks = np.array([r1 - r0 for _, r0, r1, _ in groups], dtype=np.int64)
     ldf = 8 * ((int(ranks.max()) + 7) // 8)
-    f = _aligned_zeros(len(groups) * nao * ldf)
-    f3 = f.reshape(len(groups), nao, ldf)
-    for g, (_, r0, r1, _) in enumerate(groups):
-        f3[g, :, :r1 - r0] = factors[r0:r1].T
+    if "f" not in work or work["f"].size != len(groups) * nao * ldf:
+        f = work["f"] = _aligned_zeros(len(groups) * nao * ldf)
+        f3 = f.reshape(len(groups), nao, ldf)
+        for g, (_, r0, r1, _) in enumerate(groups):
+            f3[g, :, :r1 - r0] = factors[r0:r1].T
+    f = work["f"]
     xoffs = np.concatenate([[0], np.cumsum(nao * nblk * ranks)[:-1]]).astype(np.int64)
-    x = np.empty(int(nao * nblk * ranks.sum()))
+    if "x" not in work or work["x"].size < nao * nblk * ranks.sum():
+        work["x"] = np.empty(int(nao * nblk * ranks.sum()))
+    x = work["x"]
     rho = np.empty((len(groups), nblk))
     do_j = vj is not None and j_from_factors
     vj_lower = np.zeros((n_dm, nao * nao) if do_j else (0, 1))
@@ -115,7 +122,7 @@ def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_facto
         contract_block_generic(block, None, None, [], direct, None, vk)
 
 
-def contract_block_generic(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors=False) -> None:
+def contract_block_generic(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors=False, work=None) -> None:
     """Add one aux block's contribution to J and K (in place), plain GEMMs on NumPy or CuPy arrays.
 
     Parameters
@@ -137,6 +144,8 @@ def contract_block_generic(block, dm_flat, factors, groups, direct, vj, vk, j_fr
     j_from_factors : bool
         The factors reproduce every density exactly: take ``rho[L] = sum_iq X[i,L,q] F[q,i]`` from
         the K intermediate instead of a second pass over the block.
+    work : dict, optional
+        Unused here (the CPU path's per-call work arrays).
     """
     xp = get_array_module(block)  # NumPy here; the GPU kernels call this same code with CuPy arrays
     nblk, nao, _ = block.shape

@@ -69,6 +69,7 @@ DENSE_KEYS = 2**22  # FCI spaces up to this size accumulate into arrays indexed 
 POS_BITS = 26  # entries per chunk < 2**26 when keys are packed with positions for sorting
 
 
+STRING_TABLE_MAX = 2**24  # beta strings held in a table by the external diagonals (uk sorted)
 TABLE_MAX = 2**24  # string-table entries (singles + doubles of every string) for the table-driven kernel
 _TABLES: dict = {}  # the last tables built, keyed by layout and a digest of the integrals
 
@@ -233,7 +234,9 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
     if dense and tables is not None:
         hdiag = cpu.diagonals_from_keys(uk, layout.nstr_b, tables[0][0], tables[1][0], layout.na, layout.nb, h1, eri)
     else:
-        hdiag = cpu.diagonals(layout.from_keys(uk), h1, eri)
+        hdiag = (cpu.diagonals_sorted_keys(uk, layout.na, layout.nb, layout.norb, layout.binom_a, layout.binom_b,
+                                           layout.nstr_b, h1, eri) if layout.nstr_b <= STRING_TABLE_MAX
+                 else cpu.diagonals(layout.from_keys(uk), h1, eri))
     total = accumulate(ad, as_, t, hdiag, e0, n_draws)
     sel = np.empty(0, np.int64)
     if n_select > 0:

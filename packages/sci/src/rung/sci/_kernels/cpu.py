@@ -1617,3 +1617,56 @@ def external_screened(dets, gens, gen_coef, eps, bounds, h1, eri, os_ab, os_abs,
             ov[ptr[g] + k] = vals[off[g] + k]
             og[ptr[g] + k] = g
     return ok, og, ov
+
+
+@njit(cache=True, parallel=True)
+def diagonals_sorted_keys(keys, na, nb, norb, binom_a, binom_b, nstr_b, h1, eri):
+    """<D|H|D> (Hartree, core excluded) of the determinants with sorted ``keys`` (m,) int64, without
+    building them: the alpha rank changes only between runs of equal keys, so each alpha string is
+    unranked once per run, and every beta string present once (a table of ``nstr_b`` entries);
+    then ``E = E_a + E_b + sum_q Ja[q]`` over the beta orbitals q, with ``Ja[q] = sum_{i in a} (ii|qq)``."""
+    jmat, kmat = coulomb_exchange(eri)
+    m = keys.shape[0]
+    nw = max(1, (norb + 63) // 64)
+    present = np.zeros(nstr_b, np.bool_)
+    for k in range(m):
+        present[keys[k] % nstr_b] = True
+    eb = np.zeros(nstr_b)
+    occb = np.zeros((nstr_b, max(nb, 1)), np.int16)
+    for r in prange(nstr_b):
+        if present[r]:
+            s = np.zeros(nw, np.uint64)
+            o = np.empty(norb, np.int64)
+            unrank(r, nb, norb, binom_b, s)
+            occupied(s, o)
+            eb[r] = _string_energy(o, nb, h1, jmat, kmat)
+            for y in range(nb):
+                occb[r, y] = o[y]
+    out = np.empty(m)
+    nparts = 64
+    for part in prange(nparts):
+        lo = part * m // nparts
+        hi = (part + 1) * m // nparts
+        s = np.zeros(nw, np.uint64)
+        o = np.empty(norb, np.int64)
+        ja = np.zeros(norb)
+        ea = 0.0
+        cur = -1
+        for k in range(lo, hi):
+            ra = keys[k] // nstr_b
+            if ra != cur:
+                cur = ra
+                unrank(ra, na, norb, binom_a, s)
+                occupied(s, o)
+                ea = _string_energy(o, na, h1, jmat, kmat)
+                for q in range(norb):
+                    v = 0.0
+                    for x in range(na):
+                        v += jmat[o[x], q]
+                    ja[q] = v
+            rb = keys[k] % nstr_b
+            e = ea + eb[rb]
+            for y in range(nb):
+                e += ja[occb[rb, y]]
+            out[k] = e
+    return out

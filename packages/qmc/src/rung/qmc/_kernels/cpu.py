@@ -165,70 +165,6 @@ def _contract(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, e
     return out
 
 
-@numba.njit(cache=True, inline="always")
-def _poly(y, c):
-    """Polynomial c[0] + c[1] y + ... and its first two y-derivatives; zero for y >= 1 (Horner)."""
-    if y >= 1.0:
-        return 0.0, 0.0, 0.0
-    v = 0.0
-    d1 = 0.0
-    d2 = 0.0
-    for j in range(c.shape[0] - 1, -1, -1):
-        d2 = d2 * y + 2.0 * d1
-        d1 = d1 * y + v
-        v = v * y + c[j]
-    return v, d1, d2
-
-
-@numba.njit(cache=True, inline="always")
-def _poly_value(y, c):
-    """_poly's value alone (the same Horner sums)."""
-    if y >= 1.0:
-        return 0.0
-    v = 0.0
-    for j in range(c.shape[0] - 1, -1, -1):
-        v = v * y + c[j]
-    return v
-
-
-@numba.njit(cache=True, inline="always")
-def _cusp(r, G, L):
-    if r >= L:
-        return 0.0, 0.0, 0.0
-    t = 1.0 - r / L
-    return -G * L * t * t * t / 3.0, G * t * t, -2.0 * G * t / L
-
-
-@numba.njit(cache=True, inline="always")
-def _jastrow_value(x0, x1, x2, configs, w, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp,
-                   L_encusp):
-    """J_e (the part of J that involves electron e) of walker w with electron e at (x0, x1, x2): values only."""
-    acc = 0.0
-    for j in range(configs.shape[1]):
-        if j == e:
-            continue
-        d0, d1_, d2_ = x0 - configs[w, j, 0], x1 - configs[w, j, 1], x2 - configs[w, j, 2]
-        r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
-        t = 0 if same[j] else 1
-        u = _poly_value(r / L_ee, ee_poly[t])
-        G = ee_cusp[t]
-        c = 0.0
-        if r < L_eecusp:
-            tc = 1.0 - r / L_eecusp
-            c = -G * L_eecusp * tc * tc * tc / 3.0
-        acc += u + c
-    for a in range(atoms.shape[0]):
-        d0, d1_, d2_ = x0 - atoms[a, 0], x1 - atoms[a, 1], x2 - atoms[a, 2]
-        r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
-        u = _poly_value(r / L_en, en_poly[a])
-        G = en_cusp[a]
-        if G != 0.0 and r < L_encusp:
-            tc = 1.0 - r / L_encusp
-            u += -G * L_encusp * tc * tc * tc / 3.0
-        acc += u
-    return acc
-
-
 @numba.njit(cache=True)
 def _jastrow_one_point(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp,
                        L_encusp, val, grad, lap):
@@ -292,6 +228,45 @@ def _jastrow_one_point(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cus
             lap[w] += u2 + c2 + 2.0 * g
 
 
+@numba.njit(cache=True, inline="always")
+def _jastrow_points(px, py, pz, jv, yv, rv, vv, configs, w, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee,
+                    L_en, L_eecusp, L_encusp):
+    """J_e of walker w with electron e at each of the points (px, py, pz) (npt,) into jv (npt,): the same
+    sums as :func:`_jastrow_one_point` (values only), with the points innermost (branch-free, so the loops
+    vectorise). yv, rv, vv (npt,) are scratch."""
+    npt = px.shape[0]
+    nd = ee_poly.shape[1]
+    ne = configs.shape[1]
+    for q in range(npt):
+        jv[q] = 0.0
+    for k in range(ne + atoms.shape[0]):  # the other electrons, then the atoms
+        if k == e:
+            continue
+        if k >= ne:
+            a = k - ne
+            cx, cy, cz = atoms[a, 0], atoms[a, 1], atoms[a, 2]
+            L, Lc, G = L_en, L_encusp, en_cusp[a]
+            poly = en_poly[a]
+        else:
+            cx, cy, cz = configs[w, k, 0], configs[w, k, 1], configs[w, k, 2]
+            t = 0 if same[k] else 1
+            L, Lc, G = L_ee, L_eecusp, ee_cusp[t]
+            poly = ee_poly[t]
+        for q in range(npt):
+            d0, d1_, d2_ = px[q] - cx, py[q] - cy, pz[q] - cz
+            rv[q] = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
+            yv[q] = rv[q] / L
+            vv[q] = 0.0
+        for m in range(nd - 1, -1, -1):
+            c = poly[m]
+            for q in range(npt):
+                vv[q] = vv[q] * yv[q] + c
+        for q in range(npt):
+            tc = 1.0 - rv[q] / Lc
+            cusp = -G * Lc * tc * tc * tc / 3.0 if rv[q] < Lc else 0.0
+            jv[q] += (vv[q] if yv[q] < 1.0 else 0.0) + cusp
+
+
 @numba.njit(cache=True)
 def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
                      L_eecusp, L_encusp, deriv):
@@ -301,59 +276,26 @@ def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
     ee_poly (2, ndeg) [parallel, antiparallel] and en_poly (natom, ndeg): the variational part
     sum_k a_k b_k(y) collapsed into one polynomial in y per pair type (it is linear in the a_k);
     ee_cusp (2,); en_cusp (natom,) cusp slopes (-Z or 0); atoms (natom, 3) Bohr. Returns val (nw, P),
-    grad (nw, P, 3), lap (nw, P). Formulas as :meth:`rung.qmc.jastrow.Jastrow._electron_terms_numpy`
-    (its NumPy oracle).
+    grad (nw, P, 3), lap (nw, P) (grad and lap zero for deriv = 0). Formulas as
+    :meth:`rung.qmc.jastrow.Jastrow._electron_terms_numpy` (its NumPy oracle).
+
+    With derivatives (moves, drift, kinetic energy: P = 1) the walkers are innermost
+    (:func:`_jastrow_one_point`, once per point); values only (ratios, e.g. the ECP quadrature) the points
+    are innermost (:func:`_jastrow_points`, once per walker).
     """
     nw, npt = epos.shape[0], epos.shape[1]
-    ne = configs.shape[1]
-    natom = atoms.shape[0]
     val = np.zeros((nw, npt))
     grad = np.zeros((nw, npt, 3))
     lap = np.zeros((nw, npt))
-    if deriv > 0 and npt == 1:  # one position per walker (moves, drift, kinetic energy): walkers innermost
-        _jastrow_one_point(epos[:, 0, :], configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
-                           L_eecusp, L_encusp, val[:, 0], grad[:, 0, :], lap[:, 0])
-        return val, grad, lap
-    if deriv == 0:  # values only (ratios, e.g. the ECP quadrature): no derivative work
-        for w in range(nw):
-            for p in range(npt):
-                val[w, p] = _jastrow_value(epos[w, p, 0], epos[w, p, 1], epos[w, p, 2], configs, w, e, same, ee_poly,
-                                           ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp, L_encusp)
-        return val, grad, lap
-    for w in range(nw):
+    if deriv > 0:
         for p in range(npt):
-            x0, x1, x2 = epos[w, p, 0], epos[w, p, 1], epos[w, p, 2]
-            for j in range(ne):
-                if j == e:
-                    continue
-                d0, d1_, d2_ = x0 - configs[w, j, 0], x1 - configs[w, j, 1], x2 - configs[w, j, 2]
-                r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
-                t = 0 if same[j] else 1
-                u, u1, u2 = _poly(r / L_ee, ee_poly[t])
-                u1 /= L_ee
-                u2 /= L_ee * L_ee
-                c, c1, c2 = _cusp(r, ee_cusp[t], L_eecusp)
-                val[w, p] += u + c
-                if deriv > 0:
-                    g = (u1 + c1) / r if r > 0 else 0.0
-                    grad[w, p, 0] += g * d0
-                    grad[w, p, 1] += g * d1_
-                    grad[w, p, 2] += g * d2_
-                    lap[w, p] += u2 + c2 + 2.0 * g
-            for a in range(natom):
-                d0, d1_, d2_ = x0 - atoms[a, 0], x1 - atoms[a, 1], x2 - atoms[a, 2]
-                r = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
-                u, u1, u2 = _poly(r / L_en, en_poly[a])
-                u1 /= L_en
-                u2 /= L_en * L_en
-                c, c1, c2 = _cusp(r, en_cusp[a], L_encusp)
-                val[w, p] += u + c
-                if deriv > 0:
-                    g = (u1 + c1) / r if r > 0 else 0.0
-                    grad[w, p, 0] += g * d0
-                    grad[w, p, 1] += g * d1_
-                    grad[w, p, 2] += g * d2_
-                    lap[w, p] += u2 + c2 + 2.0 * g
+            _jastrow_one_point(epos[:, p, :], configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
+                               L_eecusp, L_encusp, val[:, p], grad[:, p, :], lap[:, p])
+        return val, grad, lap
+    scratch = np.empty((3, npt))
+    for w in range(nw):
+        _jastrow_points(epos[w, :, 0], epos[w, :, 1], epos[w, :, 2], val[w], scratch[0], scratch[1], scratch[2],
+                        configs, w, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp, L_encusp)
     return val, grad, lap
 
 
@@ -571,55 +513,6 @@ def _shell_dot_points(l, px, py, pz, cx, cy, cz, fq, b, w, col, det):
     else:
         for q in range(nq):
             det[q] += _shell_dot(l, px[q] - cx, py[q] - cy, pz[q] - cz, fq[q], b, w, col)
-
-
-@numba.njit(cache=True, inline="always")
-def _jastrow_points(px, py, pz, jv, yv, rv, vv, configs, w, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee,
-                    L_en, L_eecusp, L_encusp):
-    """J_e of walker w with electron e at each of the points (px, py, pz) (npt,) into jv (npt,); the same
-    sums as :func:`_jastrow_value`, with the points innermost (branch-free, so the loops vectorise).
-    yv, rv, vv (npt,) are scratch."""
-    npt = px.shape[0]
-    nd = ee_poly.shape[1]
-    for q in range(npt):
-        jv[q] = 0.0
-    for j in range(configs.shape[1]):
-        if j == e:
-            continue
-        cx, cy, cz = configs[w, j, 0], configs[w, j, 1], configs[w, j, 2]
-        t = 0 if same[j] else 1
-        G = ee_cusp[t]
-        for q in range(npt):
-            d0, d1_, d2_ = px[q] - cx, py[q] - cy, pz[q] - cz
-            rv[q] = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
-            yv[q] = rv[q] / L_ee
-            vv[q] = 0.0
-        for m in range(nd - 1, -1, -1):
-            c = ee_poly[t, m]
-            for q in range(npt):
-                vv[q] = vv[q] * yv[q] + c
-        for q in range(npt):
-            tc = 1.0 - rv[q] / L_eecusp
-            cusp = -G * L_eecusp * tc * tc * tc / 3.0 if rv[q] < L_eecusp else 0.0
-            jv[q] += (vv[q] if yv[q] < 1.0 else 0.0) + cusp
-    for a in range(atoms.shape[0]):
-        cx, cy, cz = atoms[a, 0], atoms[a, 1], atoms[a, 2]
-        G = en_cusp[a]
-        for q in range(npt):
-            d0, d1_, d2_ = px[q] - cx, py[q] - cy, pz[q] - cz
-            rv[q] = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
-            yv[q] = rv[q] / L_en
-            vv[q] = 0.0
-        for m in range(nd - 1, -1, -1):
-            c = en_poly[a, m]
-            for q in range(npt):
-                vv[q] = vv[q] * yv[q] + c
-        for q in range(npt):
-            u = vv[q] if yv[q] < 1.0 else 0.0
-            if G != 0.0 and rv[q] < L_encusp:
-                tc = 1.0 - rv[q] / L_encusp
-                u += -G * L_encusp * tc * tc * tc / 3.0
-            jv[q] += u
 
 
 @numba.njit(cache=True)

@@ -65,6 +65,18 @@ def _channel(terms) -> list:
     return out
 
 
+def _flatten(channels):
+    """Channels [(power, exponent, coefficient), ...] as flat arrays for the numba kernels: term ranges
+    (nch+1,) int64 (channel k owns terms start[k] .. start[k+1] - 1), powers, exponents (Bohr^-2) and
+    coefficients (Hartree), (nterm,) float64 each."""
+    start, terms = [0], []
+    for ch in channels:
+        terms.extend(ch)
+        start.append(len(terms))
+    p, a, c = np.array(terms, dtype=np.float64).reshape(-1, 3).T
+    return np.array(start, dtype=np.int64), np.ascontiguousarray(p), np.ascontiguousarray(a), np.ascontiguousarray(c)
+
+
 def _radial(channel, r):
     v = np.zeros_like(r)
     for p, a, c in channel:
@@ -114,16 +126,9 @@ class ECP:
         """The local channels as flat arrays: ECP atom positions (nloc, 3) Bohr, term ranges (nloc+1,) int64,
         powers (int64), exponents (Bohr^-2), coefficients (Hartree) (nterm,) each; built once."""
         if "_local_tables" not in self.__dict__:
-            R, start, p, a, c = [], [0], [], [], []
-            for _, coords, local, _ in self.atoms:
-                R.append(coords)
-                for pw, ex, co in local:
-                    p.append(pw)
-                    a.append(ex)
-                    c.append(co)
-                start.append(len(p))
-            tab = (np.array(R, dtype=np.float64).reshape(-1, 3), np.array(start, dtype=np.int64),
-                   np.array(p, dtype=np.int64), np.array(a, dtype=np.float64), np.array(c, dtype=np.float64))
+            start, p, a, c = _flatten([local for _, _, local, _ in self.atoms])
+            R = np.array([coords for _, coords, _, _ in self.atoms], dtype=np.float64).reshape(-1, 3)
+            tab = (R, start, p.astype(np.int64), a, c)
             object.__setattr__(self, "_local_tables", tab)
         return self._local_tables
 
@@ -196,23 +201,25 @@ class ECP:
         """The nonlocal channels as flat arrays for :mod:`rung.qmc._kernels.cpu` (built once)."""
         if "_pack" not in self.__dict__:
             nl_atoms = [(R, nl, rc) for (_, R, _, nl), rc in zip(self.atoms, self._cut) if nl]
-            ch_atom, ch_l, tstart, tp, ta, tc = [], [], [0], [], [], []
-            for a, (_, nl, _) in enumerate(nl_atoms):
-                for l, ch in nl.items():
-                    ch_atom.append(a)
-                    ch_l.append(l)
-                    for p, ex, c in ch:
-                        tp.append(p)
-                        ta.append(ex)
-                        tc.append(c)
-                    tstart.append(len(tp))
+            chans = [(a, l, ch) for a, (_, nl, _) in enumerate(nl_atoms) for l, ch in nl.items()]
+            tstart, tp, ta, tc = _flatten([ch for *_, ch in chans])
             pack = {"atom_R": np.array([R for R, _, _ in nl_atoms], dtype=np.float64).reshape(-1, 3),
                     "atom_rc": np.array([rc for *_, rc in nl_atoms], dtype=np.float64),
-                    "ch_atom": np.array(ch_atom, dtype=np.int64), "ch_l": np.array(ch_l, dtype=np.int64),
-                    "ch_tstart": np.array(tstart, dtype=np.int64), "t_pow": np.array(tp, dtype=np.float64),
-                    "t_a": np.array(ta, dtype=np.float64), "t_c": np.array(tc, dtype=np.float64)}
+                    "ch_atom": np.array([a for a, _, _ in chans], dtype=np.int64),
+                    "ch_l": np.array([l for _, l, _ in chans], dtype=np.int64),
+                    "ch_tstart": tstart, "t_pow": tp, "t_a": ta, "t_c": tc}
             object.__setattr__(self, "_pack", pack)
         return self._pack
+
+    def _shells_on_atoms(self, basis):
+        """(nsh,) int64: the nonlocal ECP atom each shell of ``basis`` is centred on, -1 if none (their radial
+        part is shared by that atom's quadrature points); kept for the last basis asked about."""
+        cached = self.__dict__.get("_sh_on")
+        if cached is None or cached[0] is not basis:
+            on = np.all(basis.sh_center[:, None, :] == self._packed()["atom_R"][None], axis=-1)  # (nsh, na)
+            cached = (basis, np.where(on.any(1), on.argmax(1), -1).astype(np.int64))
+            object.__setattr__(self, "_sh_on", cached)
+        return cached[1]
 
     def _nonlocal_fused(self, fused, x, rng):
         """``nonlocal_electron`` for a Slater determinant (x one/two-body Jastrow), in two numba passes.
@@ -221,14 +228,13 @@ class ECP:
         walker); the ratios come from :func:`rung.qmc._kernels.cpu.ecp_terms` instead of ``wf.testvalue``.
         """
         from rung.qmc._kernels.cpu import ecp_quadrature, ecp_terms
+        from rung.qmc.jastrow import no_jastrow_arguments
         from rung.qmc.orbitals import SCREEN
 
         basis, bvec, jas = fused
         pk = self._packed()
         quat = rng.normal(size=(x.shape[0], 4))
-        # shells centred on an ECP atom (their radial part is shared by that atom's quadrature points)
-        on = np.all(basis.sh_center[:, None, :] == pk["atom_R"][None], axis=-1)  # (nsh, na)
-        sh_on = np.where(on.any(1), on.argmax(1), -1).astype(np.int64)
+        sh_on = self._shells_on_atoms(basis)
         dirs, weights = _ICOSAHEDRON
         points, pw, pa, pr, coef, arg = ecp_quadrature(
             np.ascontiguousarray(x), quat, dirs, weights, pk["atom_R"], pk["atom_rc"], pk["ch_atom"], pk["ch_l"],
@@ -238,8 +244,7 @@ class ECP:
         use_j = jas is not None
         if jas is None:
             nw = x.shape[0]
-            jas = (np.zeros((nw, 1, 3)), 0, np.zeros(1, dtype=np.bool_), np.zeros((2, 1)), np.zeros(2),
-                   np.zeros((0, 1)), np.zeros(0), np.zeros((0, 3)), 1.0, 1.0, 1.0, 1.0, np.zeros(nw))
+            jas = no_jastrow_arguments(np.zeros((nw, 1, 3)), 0) + (np.zeros(nw),)
         terms = ecp_terms(pw, pa, pr, coef, points, arg, pk["atom_R"], basis.sh_center, sh_on, basis.sh_l, basis.sh_pstart,
                           basis.sh_col, basis.sh_minexp, basis.exps, basis.coefs, SCREEN, bvec, use_j, *jas)
         return terms, points

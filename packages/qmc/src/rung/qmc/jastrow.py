@@ -34,6 +34,13 @@ def basis_coefficients(nbasis: int) -> np.ndarray:
     return out
 
 
+def no_jastrow_arguments(configs, e):
+    """Placeholders of :meth:`Jastrow.kernel_arguments` for a wave function without a Jastrow factor
+    (the numba kernels called with ``use_j`` False do not read them); configs (nw, ne, 3) float64."""
+    return (configs, int(e), np.zeros(1, dtype=np.bool_), np.zeros((2, 1)), np.zeros(2), np.zeros((0, 1)), np.zeros(0),
+            np.zeros((0, 3)), 1.0, 1.0, 1.0, 1.0)
+
+
 class Jastrow:
     """One- and two-body Jastrow component (protocol in :mod:`rung.qmc.wavefunction`).
 
@@ -105,13 +112,10 @@ class Jastrow:
         if self.backend == "numba":
             from rung.qmc._kernels.cpu import jastrow_electron
 
-            same = self.spin == self.spin[e]
-            configs = self.configs if mask is None else self.configs[mask]
-            ee_poly = self.parameters["ee"] @ self.bcoef  # (2, ndeg)
-            en_poly = self.parameters["en"][self.atom_species] @ self.bcoef  # (natom, ndeg)
-            return jastrow_electron(np.ascontiguousarray(epos), configs, e, same, ee_poly, np.array(EE_CUSP), en_poly,
-                                    -self.cusp_charges, self.atom_coords, self.rcut_ee, self.rcut_en,
-                                    self.rcut_ee_cusp, self.rcut_cusp, deriv)
+            configs, *args = self.kernel_arguments(e)
+            if mask is not None:
+                configs = configs[mask]
+            return jastrow_electron(np.ascontiguousarray(epos), configs, *args, deriv)
         return self._electron_terms_numpy(e, epos, deriv, mask)
 
     def _electron_terms_numpy(self, e, epos, deriv, mask=None):

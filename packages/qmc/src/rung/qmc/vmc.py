@@ -159,16 +159,14 @@ def _sweep_fused(det, jas, configs, tau, rng, fixed_node):
     """:func:`sweep` for D_up D_down [exp(J)]: per electron one numba call before and one after the
     orbital evaluation at the proposed positions (:mod:`rung.qmc._kernels.cpu`, ``sweep_*``)."""
     from rung.qmc._kernels.cpu import sweep_accept, sweep_propose
+    from rung.qmc.jastrow import no_jastrow_arguments
 
     nw, ne, _ = configs.shape
     logval = jas.logval if jas is not None else np.zeros(nw)
-    # without a Jastrow: placeholders of the Jastrow arguments after ``e`` (unused by the kernels)
-    no_j = (np.zeros(1, dtype=np.bool_), np.zeros((2, 1)), np.zeros(2), np.zeros((0, 1)), np.zeros(0),
-            np.zeros((0, 3)), 1.0, 1.0, 1.0, 1.0)
     acc, r2_acc, r2_prop = 0.0, 0.0, 0.0
     for e in range(ne):
         s, i = det._spin(e)
-        jargs = jas.kernel_arguments(e) if jas is not None else (det.configs, e) + no_j
+        jargs = jas.kernel_arguments(e) if jas is not None else no_jastrow_arguments(det.configs, e)
         step = np.sqrt(tau) * rng.normal(size=(nw, 3))
         new, vbar, j_cur = sweep_propose(np.ascontiguousarray(det.configs[:, e]), det.mo[s][:, :, i],
                                          det.inverse[s][:, :, i], step, tau, jas is not None, *jargs)

@@ -71,14 +71,14 @@ def _xc_applies(ks_grad) -> bool:
     from pyscf.df.grad import rks as df_rks_grad
     from pyscf.dft import numint
 
+    from rung.dft_gpu.xc import dense_quadrature_applies
+
     mf = ks_grad.base
     if not isinstance(ks_grad, df_rks_grad.Gradients) or ks_grad.grid_response or mf.do_nlc():
         return False
     if mf.mol.spin != 0 or not isinstance(mf._numint, numint.NumInt):
         return False
-    xc = mf.xc.upper()
-    return mf._numint._xc_type(mf.xc) in ("LDA", "GGA", "MGGA") and not any(
-        x in xc for x in ("CC06", "CS", "BR89", "MK00"))
+    return dense_quadrature_applies(mf._numint, mf.xc)
 
 
 def df_rks_get_veff(ks_grad, mol=None, dm=None):

@@ -41,6 +41,13 @@ from pyscf.dft import numint
 _BLOCKS_PER_SLAB = 36  # grid points per cached slab = 36 * numint.BLKSIZE (a few thousand)
 
 
+def dense_quadrature_applies(ni, xc_code: str) -> bool:
+    """The functional is LDA, GGA or a meta-GGA without the Laplacian (what this module's dense
+    quadrature covers). PySCF's ``NumInt`` rejects the Laplacian-dependent meta-GGAs by these names."""
+    return ni._xc_type(xc_code) in ("LDA", "GGA", "MGGA") and not any(
+        x in xc_code.upper() for x in ("CC06", "CS", "BR89", "MK00"))
+
+
 class CachedNumInt(numint.NumInt):
     """PySCF ``NumInt`` with the RKS XC quadrature on cached AO values (module docstring).
 
@@ -88,10 +95,8 @@ class CachedNumInt(numint.NumInt):
     def nr_rks(self, mol, grids, xc_code, dms, relativity=0, hermi=1, max_memory=2000, verbose=None):
         xctype = self._xc_type(xc_code)
         dm = dms
-        usable = (xctype in ("LDA", "GGA", "MGGA") and hermi == 1 and isinstance(dm, np.ndarray)
+        usable = (dense_quadrature_applies(self, xc_code) and hermi == 1 and isinstance(dm, np.ndarray)
                   and dm.ndim == 2 and dm.dtype == np.float64 and grids.coords is not None)
-        if xctype == "MGGA" and any(x in xc_code.upper() for x in ("CC06", "CS", "BR89", "MK00")):
-            usable = False  # Laplacian-dependent meta-GGAs: PySCF raises for those
         slabs = self.ao_on_grid(mol, grids, 0 if xctype == "LDA" else 1) if usable else None
         if slabs is None:
             return super().nr_rks(mol, grids, xc_code, dms, relativity, hermi, max_memory, verbose)
@@ -157,9 +162,6 @@ def _nr_rks_cached(ni, slabs, xc_code, xctype, dm):
     return nelec, excsum, m + m.T
 
 
-__all__ = ["CachedNumInt"]
-
-
 def rks_gradient_vxc(ni, mol, grids, xc_code, dm):
     """XC part of the RKS nuclear gradient (no grid response), as PySCF's ``grad.rks.get_vxc``.
 
@@ -206,3 +208,6 @@ def rks_gradient_vxc(ni, mol, grids, xc_code, dm):
         for x in range(3):
             vmat[x] += ao[1 + x].T @ wa
     return -vmat
+
+
+__all__ = ["CachedNumInt", "rks_gradient_vxc", "dense_quadrature_applies"]

@@ -67,14 +67,14 @@ def build(dets: np.ndarray, h1: np.ndarray, eri: np.ndarray, previous: tuple | N
     fast = _build_tables(dets, h1, eri, orbsym)
     if fast is not None:
         return fast
-    groups = _groups(dets)
-    ptr, cols, vals, diag = cpu.hamiltonian_upper(dets, *groups, h1, eri)
+    every = np.arange(n, dtype=np.int64)
+    ptr, cols, vals, diag = cpu.upper_rows_groups(dets, *_groups(dets), h1, eri, every, np.empty(0, np.uint8), True)
     upper = sp.csr_matrix((vals, cols, ptr), shape=(n, n))
     return SparseH(diag, upper)
 
 
 def _groups(dets):
-    """Alpha-string groups of ``dets`` for :func:`cpu.hamiltonian_upper` (ia, ib, grp_ptr, grp_det, grp_ib, ca_*)."""
+    """Alpha-string groups of ``dets`` for :func:`cpu.upper_rows_groups` (ia, ib, grp_ptr, grp_det, grp_ib, ca_*)."""
     ua, ia = np.unique(dets[:, 0, :], axis=0, return_inverse=True)
     ub, ib = np.unique(dets[:, 1, :], axis=0, return_inverse=True)
     ia = ia.reshape(-1).astype(np.int64)
@@ -113,10 +113,10 @@ def _build_incremental(dets, h1, eri, old_keys, old, orbsym=None):
     if tables is not None:
         index_of = np.full(layout.fci_size, -1, np.int32)
         index_of[keys] = np.arange(n, dtype=np.int32)
-        nptr, ncols, nvals, ndiag = cpu.new_rows_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri, rows,
-                                                        is_new, *pt2._symmetry_blocks(layout, tables, eri, orbsym))
-    else:
-        nptr, ncols, nvals, ndiag = cpu.new_rows_groups(dets, *_groups(dets), h1, eri, rows, is_new)
+        nptr, ncols, nvals, ndiag = cpu.upper_rows_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri, rows,
+                                                          is_new, False, *pt2._symmetry_blocks(layout, tables, eri, orbsym))
+    else:  # (the merge below leaves columns unsorted anyway)
+        nptr, ncols, nvals, ndiag = cpu.upper_rows_groups(dets, *_groups(dets), h1, eri, rows, is_new, False)
     u = old.upper
     ptr, cols, vals = cpu.merge_upper(n, u.indptr.astype(np.int64), u.indices, u.data, pos.astype(np.int64), rows,
                                       nptr, ncols, nvals)
@@ -142,8 +142,9 @@ def _build_tables(dets, h1, eri, orbsym=None):
     keys = layout.keys(dets)
     index_of = np.full(layout.fci_size, -1, np.int32)
     index_of[keys] = np.arange(n, dtype=np.int32)
-    ptr, cols, vals, diag = cpu.hamiltonian_upper_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri,
-                                                         *pt2._symmetry_blocks(layout, tables, eri, orbsym))
+    ptr, cols, vals, diag = cpu.upper_rows_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri,
+                                                  np.arange(n, dtype=np.int64), np.empty(0, np.uint8), True,
+                                                  *pt2._symmetry_blocks(layout, tables, eri, orbsym))
     return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
 
 

@@ -472,41 +472,56 @@ def _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, 
 
 
 @njit(cache=True, parallel=True)
-def hamiltonian_upper(dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri):
-    """Strict upper triangle of H in the space ``dets`` (n, 2, nw) as CSR (ptr, cols, vals), plus the diagonal.
+def upper_rows_groups(dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, rows, is_new, sort):
+    """Rows ``rows`` (nr,) int64 of the strict upper triangle of H in the space ``dets`` (n, 2, nw), found
+    through alpha-string groups: CSR over ``rows`` (ptr, cols int32, vals float64 Hartree) and their
+    diagonals (nr,). A full build passes every row and an empty ``is_new``; the incremental one the new
+    determinants and ``is_new`` (n,) uint8, so a row also holds its old partners J < I (:func:`_partner`).
+    ``sort``: columns ascending inside each row.
 
     ia, ib : (n,) int64, the determinant's unique alpha / beta string index. grp_* : determinants
     grouped by alpha string, sorted by beta index inside a group. ca_* : alpha-string connections.
     """
-    n = dets.shape[0]
+    nr = rows.shape[0]
     norb = h1.shape[0]
-    cnt = np.zeros(n + 1, np.int64)
-    dummy_c = np.empty(0, np.int64)
-    dummy_v = np.empty(0, np.float64)
-    no_new = np.empty(0, np.uint8)
-    for i in prange(n):
+    cnt = np.zeros(nr + 1, np.int64)
+    dc = np.empty(0, np.int64)
+    dv = np.empty(0, np.float64)
+    for r in prange(nr):
         occ1 = np.empty(norb, np.int64)
         occ2 = np.empty(norb, np.int64)
-        cnt[i + 1] = _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri,
-                          dummy_c, dummy_v, False, occ1, occ2, no_new)
+        cnt[r + 1] = _row(rows[r], dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, dc, dv,
+                          False, occ1, occ2, is_new)
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int32)
     vals = np.empty(ptr[-1], np.float64)
-    diag = np.empty(n, np.float64)
+    diag = np.empty(nr, np.float64)
     jmat, kmat = coulomb_exchange(eri)
-    for i in prange(n):
+    for r in prange(nr):
+        i = rows[r]
         occ1 = np.empty(norb, np.int64)
         occ2 = np.empty(norb, np.int64)
-        m = ptr[i + 1] - ptr[i]
-        c = np.empty(m, np.int64)
-        v = np.empty(m, np.float64)
-        _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, c, v, True, occ1, occ2, no_new)
-        order = np.argsort(c)
-        for k in range(m):
-            cols[ptr[i] + k] = c[order[k]]
-            vals[ptr[i] + k] = v[order[k]]
-        diag[i] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
+        c = np.empty(ptr[r + 1] - ptr[r], np.int64)
+        v = np.empty(ptr[r + 1] - ptr[r], np.float64)
+        _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, c, v, True, occ1, occ2,
+             is_new)
+        _store_row(c, v, ptr[r], cols, vals, sort)
+        diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
     return ptr, cols, vals, diag
+
+
+@njit(cache=True)
+def _store_row(c, v, start, cols, vals, sort):
+    """Copy one row's columns ``c`` and values ``v`` to ``cols``/``vals`` from ``start`` (sorted by column if ``sort``)."""
+    if sort:
+        order = np.argsort(c)
+        for k in range(c.shape[0]):
+            cols[start + k] = c[order[k]]
+            vals[start + k] = v[order[k]]
+    else:
+        for k in range(c.shape[0]):
+            cols[start + k] = c[k]
+            vals[start + k] = v[k]
 
 
 # ------------------------------------------------------------------------------------------------ S^2
@@ -826,6 +841,28 @@ def external_contributions(dets, gens, h1, eri, var_keys, var_mask, binom_a, bin
     return ok, og, ov
 
 
+@njit(cache=True)
+def _acc1(j, x, stoch, w, q, ad, as_, t):
+    """Add the contribution ``x = c_I <alpha|H|I>`` of generator I to the sums of entry ``j``: A_D for a
+    deterministic generator, else A_S (weight ``w`` = W_I) and T (``q`` = 1 / p_I); see :func:`reduce_sorted`."""
+    if stoch:
+        as_[j] += w * x
+        t[j] += w * x * x * q
+    else:
+        ad[j] += x
+
+
+@njit(cache=True)
+def _acc(part, key, x, stoch, w, q, ad, as_, t, touched):
+    """:func:`_acc1` into row ``part`` of the key-indexed accumulators (nparts, fci_size), marking ``touched``."""
+    touched[part, key] = True
+    if stoch:
+        as_[part, key] += w * x
+        t[part, key] += w * x * x * q
+    else:
+        ad[part, key] += x
+
+
 @njit(cache=True, parallel=True)
 def external_dense(dets, gens, h1, eri, var_mask, binom_a, binom_b, nstr_b, nexc, gen_coef, gen_stoch, gen_w,
                    gen_q, nparts, fci_size):
@@ -857,14 +894,7 @@ def external_dense(dets, gens, h1, eri, var_mask, binom_a, binom_b, nstr_b, nexc
             c = gen_coef[g]
             counts[part] += m
             for k in range(m):
-                j = keys[k]
-                x = c * vals[k]
-                touched[part, j] = True
-                if gen_stoch[g]:
-                    as_[part, j] += gen_w[g] * x
-                    t[part, j] += gen_w[g] * x * x * gen_q[g]
-                else:
-                    ad[part, j] += x
+                _acc(part, keys[k], c * vals[k], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t, touched)
     return ad, as_, t, touched, counts
 
 
@@ -890,12 +920,7 @@ def reduce_packed(packed, shift, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
             ukeys[j] = key
         pos = np.int64(packed[k] & mask)
         g = gen[pos]
-        x = gen_coef[g] * vals[pos]
-        if gen_stoch[g]:
-            as_[j] += gen_w[g] * x
-            t[j] += gen_w[g] * x * x * gen_q[g]
-        else:
-            ad[j] += x
+        _acc1(j, gen_coef[g] * vals[pos], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t)
     return ukeys, ad, as_, t
 
 
@@ -966,12 +991,7 @@ def reduce_sorted(keys, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
             j += 1
             ukeys[j] = keys[k]
         g = gen[k]
-        x = gen_coef[g] * vals[k]
-        if gen_stoch[g]:
-            as_[j] += gen_w[g] * x
-            t[j] += gen_w[g] * x * x * gen_q[g]
-        else:
-            ad[j] += x
+        _acc1(j, gen_coef[g] * vals[k], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t)
     return ukeys, ad, as_, t
 
 
@@ -1060,16 +1080,6 @@ def single_symmetry_blocks(s_h, s_p, sym, nirrep):
     for g in range(nirrep):
         ptr[:, g + 1] = ptr[:, g] + (prod == g).sum(axis=1)
     return perm, ptr
-
-
-@njit(cache=True)
-def _acc(part, key, x, stoch, w, q, ad, as_, t, touched):
-    touched[part, key] = True
-    if stoch:
-        as_[part, key] += w * x
-        t[part, key] += w * x * x * q
-    else:
-        ad[part, key] += x
 
 
 @njit(cache=True, parallel=True)
@@ -1218,43 +1228,10 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_n
 
 
 @njit(cache=True, parallel=True)
-def hamiltonian_upper_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, sym, perm_b, ptr_b):
-    """:func:`hamiltonian_upper` for small FCI spaces: partners found by key lookup from the per-string
-    tables of :func:`string_tables` (no pair scans, no Slater-Condon rules). keys (n,) int64 of ``dets``."""
-    n = dets.shape[0]
-    norb = h1.shape[0]
-    cnt = np.zeros(n + 1, np.int64)
-    dummy_c = np.empty(0, np.int64)
-    dummy_v = np.empty(0, np.float64)
-    no_new = np.empty(0, np.uint8)
-    for i in prange(n):
-        cnt[i + 1] = _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, dummy_c,
-                                 dummy_v, False, no_new, sym, perm_b, ptr_b)
-    ptr = np.cumsum(cnt)
-    cols = np.empty(ptr[-1], np.int32)
-    vals = np.empty(ptr[-1], np.float64)
-    diag = np.empty(n, np.float64)
-    jmat, kmat = coulomb_exchange(eri)
-    for i in prange(n):
-        occ1 = np.empty(norb, np.int64)
-        occ2 = np.empty(norb, np.int64)
-        m = ptr[i + 1] - ptr[i]
-        c = np.empty(m, np.int64)
-        v = np.empty(m, np.float64)
-        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True, no_new, sym, perm_b,
-                    ptr_b)
-        order = np.argsort(c)
-        for k in range(m):
-            cols[ptr[i] + k] = c[order[k]]
-            vals[ptr[i] + k] = v[order[k]]
-        diag[i] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
-    return ptr, cols, vals, diag
-
-
-@njit(cache=True, parallel=True)
-def new_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_new, sym, perm_b, ptr_b):
-    """Incremental H, table path: for each new determinant ``rows[r]`` its partners J > I and every old
-    J < I (``is_new`` (n,) uint8), as CSR over ``rows`` (ptr, cols int32, vals), plus their diagonals."""
+def upper_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_new, sort, sym, perm_b, ptr_b):
+    """:func:`upper_rows_groups` for small FCI spaces: partners found by key lookup from the per-string
+    tables of :func:`string_tables` (no pair scans, no Slater-Condon rules). keys (n,) int64 of ``dets``;
+    ``index_of``, sym, perm_b, ptr_b as in :func:`_row_tables`. Same returns."""
     nr = rows.shape[0]
     norb = h1.shape[0]
     cnt = np.zeros(nr + 1, np.int64)
@@ -1273,48 +1250,11 @@ def new_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_new,
         i = rows[r]
         occ1 = np.empty(norb, np.int64)
         occ2 = np.empty(norb, np.int64)
-        m = ptr[r + 1] - ptr[r]
-        c = np.empty(m, np.int64)
-        v = np.empty(m, np.float64)
-        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True, is_new, sym, perm_b,
-                    ptr_b)
-        for k in range(m):
-            cols[ptr[r] + k] = c[k]
-            vals[ptr[r] + k] = v[k]
-        diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
-    return ptr, cols, vals, diag
-
-
-@njit(cache=True, parallel=True)
-def new_rows_groups(dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, rows, is_new):
-    """Incremental H, alpha-string-group path (:func:`hamiltonian_upper`): same returns as :func:`new_rows_tables`."""
-    nr = rows.shape[0]
-    norb = h1.shape[0]
-    cnt = np.zeros(nr + 1, np.int64)
-    dc = np.empty(0, np.int64)
-    dv = np.empty(0, np.float64)
-    for r in prange(nr):
-        occ1 = np.empty(norb, np.int64)
-        occ2 = np.empty(norb, np.int64)
-        cnt[r + 1] = _row(rows[r], dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, dc, dv,
-                          False, occ1, occ2, is_new)
-    ptr = np.cumsum(cnt)
-    cols = np.empty(ptr[-1], np.int32)
-    vals = np.empty(ptr[-1], np.float64)
-    diag = np.empty(nr, np.float64)
-    jmat, kmat = coulomb_exchange(eri)
-    for r in prange(nr):
-        i = rows[r]
-        occ1 = np.empty(norb, np.int64)
-        occ2 = np.empty(norb, np.int64)
-        m = ptr[r + 1] - ptr[r]
-        c = np.empty(m, np.int64)
-        v = np.empty(m, np.float64)
-        _row(i, dets, ia, ib, grp_ptr, grp_det, grp_ib, ca_ptr, ca_idx, ca_deg, h1, eri, c, v, True, occ1, occ2,
-             is_new)
-        for k in range(m):
-            cols[ptr[r] + k] = c[k]
-            vals[ptr[r] + k] = v[k]
+        c = np.empty(ptr[r + 1] - ptr[r], np.int64)
+        v = np.empty(ptr[r + 1] - ptr[r], np.float64)
+        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True, is_new, sym,
+                    perm_b, ptr_b)
+        _store_row(c, v, ptr[r], cols, vals, sort)
         diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
     return ptr, cols, vals, diag
 

@@ -226,3 +226,43 @@ def test_spin_adapted_davidson_needs_no_penalty(h2o_small):
     r = cipsi.kernel(h2o_small, cipsi.Config(max_det=1500, pt2_threshold=0.0), log=lines.append)
     assert not any("drifted" in s for s in lines)
     assert all(abs(h["s2"]) < 1e-6 for h in r.history)
+
+
+def test_trim_selection_is_the_shortest_spin_complete_head(h2o_small):
+    """trim_selection against a brute force: for every head of the selection, spin-complete the grown
+    space (Layout.spin_complete) and subtract the contributions of the selected determinants it holds."""
+    from rung.sci import pt2
+    from rung.sci.determinants import Layout
+
+    ham = h2o_small
+    lay = Layout(ham.norb, *ham.nelec)
+    r = cipsi.kernel(ham, cipsi.Config(max_det=40, pt2_threshold=0.0), log=None)
+    keys = lay.keys(r.dets)
+    p = pt2.en_pt2(lay, r.dets, keys, r.coef[:, 0], r.e_var[0] - ham.ecore, ham.h1, ham.eri, n_select=60)
+    sel, e2 = p.selected, p.selected_e2
+    np.testing.assert_array_less(0.0, -e2)  # ground state: every contribution lowers the energy
+    remaining = []
+    for m in range(1, sel.size + 1):
+        _, grown = lay.spin_complete(np.concatenate([r.dets, lay.from_keys(sel[:m])]))
+        remaining.append(p.e_pt2 - e2[np.isin(sel, grown)].sum())
+    remaining = np.abs(remaining)
+    for thr in (0.9 * abs(p.e_pt2), 0.5 * abs(p.e_pt2), 0.5 * remaining[-1]):
+        got = cipsi.trim_selection(lay, sel, e2, p.e_pt2, thr)
+        ok = np.flatnonzero(remaining < thr)
+        assert got.size == (ok[0] + 1 if ok.size else sel.size)
+        np.testing.assert_array_equal(got, sel[: got.size])
+    assert cipsi.trim_selection(lay, sel, e2, p.e_pt2, 0.0).size == sel.size  # no threshold: untouched
+
+
+@pytest.mark.parametrize("threshold", [3e-4, 3e-5])
+def test_guided_growth_stops_below_threshold_with_fewer_determinants(h2o_small, threshold):
+    """The last growth aimed at 0.8 x the PT2 threshold: same number of iterations as plain doubling,
+    fewer determinants, |E_PT2| and E_var - E_FCI (PySCF FCI) still below the threshold."""
+    e_fci = cipsi.fci_energy(h2o_small)[0]
+    plain = cipsi.kernel(h2o_small, cipsi.Config(pt2_threshold=threshold, guided_growth=0.0), log=None)
+    guided = cipsi.kernel(h2o_small, cipsi.Config(pt2_threshold=threshold, guided_growth=0.8), log=None)
+    assert len(guided.history) == len(plain.history)
+    assert guided.n_det < plain.n_det
+    assert abs(guided.e_pt2) < threshold and 0.0 < guided.e_var[0] - e_fci < threshold
+    with pytest.raises(ValueError, match="guided_growth"):
+        cipsi.Config(guided_growth=1.5)

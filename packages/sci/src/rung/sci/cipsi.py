@@ -5,7 +5,8 @@ From the current variational space (start: the aufbau determinant and its spin p
 1. diagonalize H in the space (Davidson-Liu, ``nroots`` roots, sparse H through string lookups);
 2. generate the singles and doubles connected to it and their EN-PT2 contributions
    (deterministic, or semi-stochastic beyond ``stochastic_min_det``);
-3. add the ``(growth - 1) * n_det`` best (largest |e_alpha|) and complete the space with spin partners;
+3. add the ``(growth - 1) * n_det`` best (largest |e_alpha|) and complete the space with spin partners
+   (fewer when their contributions predict |E_PT2| well below ``pt2_threshold`` with fewer: ``guided_growth``);
 
 until ``max_det`` determinants, ``|E_PT2| < pt2_threshold`` or the full CI space. Every iteration
 reports n_det, E_var, E_PT2 (± error), <S^2> and time, and is checkpointed (the output file itself),
@@ -65,6 +66,11 @@ class Config:
     pt2_screen : Hartree; on FCI spaces beyond ``pt2.DENSE_KEYS`` determinants, PT2 and selection keep
         only the pairs with ``|c_I <alpha|H|I>| > pt2_screen`` (heat-bath screening; 0 = every pair).
         Small FCI spaces are always treated exactly.
+    guided_growth : fraction f (0 = off): when the selected determinants' own contributions predict
+        |E_PT2| < f * pt2_threshold within this iteration's growth, add only as many as that prediction
+        needs (:func:`trim_selection`); f < 1 leaves room for the prediction's error, so that the next
+        PT2 lands below the threshold without one more iteration (H2O/6-31G, threshold 0.1 mHa: the
+        PT2 met is 0.88-0.97 f times the threshold for f = 0.6-0.9).
     """
 
     max_det: int = 100_000
@@ -82,10 +88,13 @@ class Config:
     extrapolation_points: int = 3
     seed: int = 0
     pt2_screen: float = 1e-8
+    guided_growth: float = 0.8
 
     def __post_init__(self):
         if self.max_det < 1 or self.growth <= 1.0 or self.nroots < 1:
             raise ValueError("max_det >= 1, growth > 1 and nroots >= 1 are required")
+        if not 0.0 <= self.guided_growth <= 1.0:
+            raise ValueError(f"guided_growth must lie in [0, 1], got {self.guided_growth}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,25 @@ def extrapolate(history: list, npoints: int) -> float:
     x, y = np.array(pts).T
     b, a = np.polyfit(x, y, 1)
     return float(a)
+
+
+def trim_selection(layout: Layout, selected: np.ndarray, e2: np.ndarray, e_pt2: float, threshold: float) -> np.ndarray:
+    """The shortest head of ``selected`` (keys (m,) int64, best first, with their EN contributions ``e2``
+    (m,) Hartree) after which the predicted PT2 is below ``threshold`` in magnitude; all of it if none.
+
+    The space grows by whole spin-partner sets (spin completion), taken in the order of their best
+    member; the prediction is ``e_pt2`` minus the contributions of the selected determinants so added.
+    Spin partners that were not selected are left out of the sum, so it errs toward adding more.
+    """
+    if selected.size == 0 or threshold <= 0.0 or not np.isfinite(e_pt2) or abs(e_pt2) < threshold:
+        return selected
+    d = layout.from_keys(selected)
+    occ = np.concatenate([d[:, 0] & d[:, 1], d[:, 0] ^ d[:, 1]], axis=1)  # spatial configuration
+    _, first, inv = np.unique(occ, axis=0, return_index=True, return_inverse=True)
+    first_of = first[inv.reshape(-1)]  # where each determinant's configuration first enters the head
+    captured = np.cumsum(np.bincount(first_of, weights=e2, minlength=selected.size))  # heads of 1, 2, ... entries
+    ok = np.flatnonzero(np.abs(e_pt2 - captured) < threshold)
+    return selected[: ok[0] + 1] if ok.size else selected
 
 
 def _resolve_backend(backend: str):
@@ -329,6 +357,8 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
                        max_entries=cfg.max_entries, rng=rng, accumulate=acc, screen=cfg.pt2_screen,
                        orbsym=ham.orbsym)
             e2, err, sel = r.e_pt2, r.error, r.selected
+            if cfg.guided_growth > 0.0:
+                sel = trim_selection(layout, sel, r.selected_e2, e2, cfg.guided_growth * cfg.pt2_threshold)
         seconds = time.perf_counter() - t0
         rec = dict(n_det=int(n), e_var=float(e_el[0] + ham.ecore), e_pt2=float(e2), pt2_error=float(err),
                    s2=float(s2v[0]), seconds=seconds, seconds_h=t_build, seconds_davidson=t_diag,
@@ -374,4 +404,4 @@ def fci_energy(ham: Hamiltonian, nroots: int = 1) -> np.ndarray:
     return np.atleast_1d(e) + ham.ecore
 
 
-__all__ = ["Config", "Result", "kernel", "load", "extrapolate", "fci_energy"]
+__all__ = ["Config", "Result", "kernel", "load", "extrapolate", "fci_energy", "trim_selection"]

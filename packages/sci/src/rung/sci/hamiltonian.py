@@ -113,8 +113,10 @@ def _build_incremental(dets, h1, eri, old_keys, old, orbsym=None):
     if tables is not None:
         index_of = np.full(layout.fci_size, -1, np.int32)
         index_of[keys] = np.arange(n, dtype=np.int32)
-        nptr, ncols, nvals, ndiag = cpu.upper_rows_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri, rows,
-                                                          is_new, False, *pt2._symmetry_blocks(layout, tables, eri, orbsym))
+        nptr, ncols, nvals, ndiag = cpu.upper_rows_tables(dets, keys, index_of, cpu.key_bits(keys, layout.fci_size),
+                                                          cpu.key_bits(old_keys, layout.fci_size), layout.nstr_b,
+                                                          *tables, h1, eri, rows, False,
+                                                          *pt2._symmetry_blocks(layout, tables, eri, orbsym))
     else:  # (the merge below leaves columns unsorted anyway)
         nptr, ncols, nvals, ndiag = cpu.upper_rows_groups(dets, *_groups(dets), h1, eri, rows, is_new, False)
     u = old.upper
@@ -142,8 +144,9 @@ def _build_tables(dets, h1, eri, orbsym=None):
     keys = layout.keys(dets)
     index_of = np.full(layout.fci_size, -1, np.int32)
     index_of[keys] = np.arange(n, dtype=np.int32)
-    ptr, cols, vals, diag = cpu.upper_rows_tables(dets, keys, index_of, layout.nstr_b, *tables, h1, eri,
-                                                  np.arange(n, dtype=np.int64), np.empty(0, np.uint8), True,
+    ptr, cols, vals, diag = cpu.upper_rows_tables(dets, keys, index_of, cpu.key_bits(keys, layout.fci_size),
+                                                  np.empty(0, np.uint64), layout.nstr_b, *tables, h1, eri,
+                                                  np.arange(n, dtype=np.int64), True,
                                                   *pt2._symmetry_blocks(layout, tables, eri, orbsym))
     return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
 

@@ -47,7 +47,8 @@ from rung.sci.determinants import Layout
 @dataclass(frozen=True)
 class PT2Result:
     """``e_pt2`` and its standard ``error`` (0 when deterministic), Hartree; ``selected`` candidate keys,
-    best first; ``n_external`` external determinants met (first sample); ``n_generated`` (alpha, I) pairs."""
+    best first, and ``selected_e2`` their contributions e_alpha (Hartree; of the first sample when
+    stochastic); ``n_external`` external determinants met (first sample); ``n_generated`` (alpha, I) pairs."""
 
     e_pt2: float
     error: float
@@ -56,6 +57,7 @@ class PT2Result:
     n_generated: int
     stochastic: bool
     n_samples: int
+    selected_e2: np.ndarray | None = None
 
 
 def n_excitations(layout: Layout) -> int:
@@ -169,19 +171,20 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
     if dense:
         import numba
 
-        mask = np.zeros(layout.fci_size, np.uint8)
-        mask[keys] = 1
         nparts = max(1, numba.get_num_threads())
         tables = _string_tables(layout, h1, eri)
         if tables is not None:
             acc = _accumulators(nparts, layout.fci_size)
             try:
-                counts = cpu.external_dense_tables(keys[gens], eri, mask, layout.nstr_b, *tables, gcoef, gstoch, gw,
-                                                   gq, *acc, *_symmetry_blocks(layout, tables, eri, orbsym))
+                counts = cpu.external_dense_tables(keys[gens], eri, cpu.key_bits(keys, layout.fci_size), layout.nstr_b,
+                                                   *tables, gcoef, gstoch, gw, gq, *acc,
+                                                   *_symmetry_blocks(layout, tables, eri, orbsym))
             except BaseException:
                 _ACC.clear()  # possibly left dirty
                 raise
         else:
+            mask = np.zeros(layout.fci_size, np.uint8)
+            mask[keys] = 1
             acc = cpu.external_dense(dets, gens, h1, eri, mask, layout.binom_a, layout.binom_b, layout.nstr_b, nexc,
                                      gcoef, gstoch, gw, gq, nparts, layout.fci_size)
             counts = acc[4]
@@ -224,13 +227,13 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
                 b = runs.pop()                                                 # O(N log chunks), not O(N chunks)
                 runs.append(cpu.merge_sorted_sums(*runs.pop(), *b))
         if not runs:
-            return 0.0, np.empty(0, np.int64), 0, n_gen
+            return 0.0, np.empty(0, np.int64), np.empty(0), 0, n_gen
         while len(runs) > 1:
             b = runs.pop()
             runs.append(cpu.merge_sorted_sums(*runs.pop(), *b))
         uk, ad, as_, t = runs[0]
     if uk.size == 0:
-        return 0.0, np.empty(0, np.int64), 0, n_gen
+        return 0.0, np.empty(0, np.int64), np.empty(0), 0, n_gen
     if dense and tables is not None:
         hdiag = cpu.diagonals_from_keys(uk, layout.nstr_b, tables[0][0], tables[1][0], layout.na, layout.nb, h1, eri)
     else:
@@ -239,13 +242,16 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
                  else cpu.diagonals(layout.from_keys(uk), h1, eri))
     total = accumulate(ad, as_, t, hdiag, e0, n_draws)
     sel = np.empty(0, np.int64)
+    sel_e2 = np.empty(0)
     if n_select > 0:
         score = (ad + as_) ** 2 / np.maximum(np.abs(e0 - hdiag), 1e-12)
         m = min(n_select, uk.size)
         top = np.argpartition(-score, m - 1)[:m]
         top = top[np.argsort(-score[top], kind="stable")]
-        sel = uk[top[score[top] > 1e-24]]  # symmetry-forbidden determinants have no coupling: never selected
-    return total, sel, uk.size, n_gen
+        top = top[score[top] > 1e-24]  # symmetry-forbidden determinants have no coupling: never selected
+        sel = uk[top]
+        sel_e2 = (ad[top] + as_[top]) ** 2 / (e0 - hdiag[top])
+    return total, sel, sel_e2, uk.size, n_gen
 
 
 def accumulate_cpu(ad, as_, t, hdiag, e0, n_draws) -> float:
@@ -284,9 +290,9 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
     if not stochastic:
         gens = np.arange(n, dtype=np.int64)
         z = np.zeros(n)
-        total, sel, n_ext, n_gen = _pass(layout, dets, keys, h1, eri, e0, gens, coef, np.zeros(n, np.bool_), z, z,
-                                         0, n_select, max_entries, accumulate, screen, orbsym)
-        return PT2Result(total, 0.0, sel, n_ext, n_gen, False, 1)
+        total, sel, sel_e2, n_ext, n_gen = _pass(layout, dets, keys, h1, eri, e0, gens, coef, np.zeros(n, np.bool_),
+                                                 z, z, 0, n_select, max_entries, accumulate, screen, orbsym)
+        return PT2Result(total, 0.0, sel, n_ext, n_gen, False, 1, sel_e2)
     rng = rng or np.random.default_rng(0)
     order = np.argsort(-np.abs(coef), kind="stable")
     nd = min(n - 2, max(1, int(det_fraction * n)))
@@ -294,7 +300,7 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
     p = np.abs(coef[rest]) / np.abs(coef[rest]).sum()
     n_draws = max(2, int(sample_fraction * rest.size))
     estimates = []
-    selected = None
+    selected = selected_e2 = None
     n_ext = n_gen_total = 0
     for m in range(n_samples):
         counts = rng.multinomial(n_draws, p)
@@ -307,15 +313,15 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
         q = np.zeros(ng)
         w[nd:] = counts[hit] / (n_draws * p[hit])
         q[nd:] = 1.0 / p[hit]
-        total, sel, ne, ngen = _pass(layout, dets, keys, h1, eri, e0, gens, coef[gens], stoch, w, q, n_draws,
-                                     n_select if m == 0 else 0, max_entries, accumulate, screen, orbsym)
+        total, sel, sel_e2, ne, ngen = _pass(layout, dets, keys, h1, eri, e0, gens, coef[gens], stoch, w, q, n_draws,
+                                             n_select if m == 0 else 0, max_entries, accumulate, screen, orbsym)
         estimates.append(total)
         n_gen_total += ngen
         if m == 0:
-            selected, n_ext = sel, ne
+            selected, selected_e2, n_ext = sel, sel_e2, ne
     est = np.array(estimates)
     err = float(est.std(ddof=1) / np.sqrt(est.size)) if est.size > 1 else float("nan")
-    return PT2Result(float(est.mean()), err, selected, n_ext, n_gen_total, True, n_samples)
+    return PT2Result(float(est.mean()), err, selected, n_ext, n_gen_total, True, n_samples, selected_e2)
 
 
 __all__ = ["PT2Result", "en_pt2", "n_excitations", "accumulate_cpu"]

@@ -649,6 +649,20 @@ def spin_partners(dets, norb, counts):
     return out
 
 
+@njit(cache=True)
+def key_bits(keys, size):
+    """Bit set (ceil(size / 64),) uint64 of the int64 ``keys`` (each < ``size``): bit k & 63 of word k >> 6."""
+    bits = np.zeros((size + 63) >> 6, np.uint64)
+    for k in keys:
+        bits[k >> 6] |= U1 << np.uint64(k & 63)
+    return bits
+
+
+@njit(cache=True)
+def in_bits(bits, key):
+    return (bits[key >> 6] >> np.uint64(key & 63)) & U1 != 0
+
+
 # -------------------------------------------------------------------- external space (selection, PT2)
 HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
 
@@ -1083,11 +1097,12 @@ def single_symmetry_blocks(s_h, s_p, sym, nirrep):
 
 
 @njit(cache=True, parallel=True)
-def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen_stoch, gen_w, gen_q, ad, as_, t,
+def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen_stoch, gen_w, gen_q, ad, as_, t,
                           touched, sym, perm_b, ptr_b):
     """:func:`external_dense` driven by the per-string tables ``ta``, ``tb`` of :func:`string_tables`.
 
-    gen_keys : (ng,) int64 keys of the generators. The accumulators ad, as_, t (nparts, fci_size) float64
+    gen_keys : (ng,) int64 keys of the generators; var_bits : the space's keys as a bit set (:func:`key_bits`).
+    The accumulators ad, as_, t (nparts, fci_size) float64
     and touched (nparts, fci_size) bool are passed in, zero (kept between passes by the caller, who
     clears only the touched entries: no FCI-sized allocation or zeroing per pass); returns the number
     of (alpha, I) pairs per part. Alpha-beta doubles: for an alpha single h -> p only the beta singles of
@@ -1116,7 +1131,7 @@ def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen
             q = gen_q[g]
             for k in range(nsa):  # alpha singles
                 key = sra[ia, k] * nstr_b + ib
-                if var_mask[key] == 0:
+                if not in_bits(var_bits, key):
                     h = sha[ia, k]
                     p = spa[ia, k]
                     val = sva[ia, k]
@@ -1127,7 +1142,7 @@ def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen
                     cnt += 1
             for k in range(nsb):  # beta singles
                 key = ia * nstr_b + srb[ib, k]
-                if var_mask[key] == 0:
+                if not in_bits(var_bits, key):
                     h = shb[ib, k]
                     p = spb[ib, k]
                     val = svb[ib, k]
@@ -1138,12 +1153,12 @@ def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen
                     cnt += 1
             for k in range(nda):  # alpha-alpha doubles
                 key = dra[ia, k] * nstr_b + ib
-                if var_mask[key] == 0:
+                if not in_bits(var_bits, key):
                     _acc(part, key, c * dva[ia, k], st, w, q, ad, as_, t, touched)
                     cnt += 1
             for k in range(ndb):  # beta-beta doubles
                 key = ia * nstr_b + drb[ib, k]
-                if var_mask[key] == 0:
+                if not in_bits(var_bits, key):
                     _acc(part, key, c * dvb[ib, k], st, w, q, ad, as_, t, touched)
                     cnt += 1
             for k in range(nsa):  # alpha-beta doubles
@@ -1155,7 +1170,7 @@ def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen
                 for q_ in range(ptr_b[ib, sy], ptr_b[ib, sy + 1]):
                     m = perm_b[ib, q_]
                     key = base + srb[ib, m]
-                    if var_mask[key] == 0:
+                    if not in_bits(var_bits, key):
                         _acc(part, key, ca * ssb[ib, m] * eri[h, p, shb[ib, m], spb[ib, m]], st, w, q, ad, as_, t,
                              touched)
                         cnt += 1
@@ -1164,21 +1179,36 @@ def external_dense_tables(gen_keys, eri, var_mask, nstr_b, ta, tb, gen_coef, gen
 
 
 @njit(cache=True)
-def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_new, sym, perm_b, ptr_b):
-    """Connections J > I of determinant I = (ia, ib) from the per-string tables; ``index_of`` (fci_size,)
-    int32 maps a key to its position in the space (-1 outside). When ``fill`` also their elements;
-    ``is_new`` as in :func:`_row`; sym, perm_b, ptr_b as in :func:`external_dense_tables`."""
+def _partner_key(key, key_i, bits, old_bits):
+    """:func:`_partner` by key (the space is sorted by key, so J > I is key_J > key_I): ``key`` in the
+    space (``bits``, see :func:`key_bits`) and either above ``key_i`` or, with a non-empty ``old_bits``
+    (incremental build, I new), in the old space."""
+    if not in_bits(bits, key):
+        return False
+    if key > key_i:
+        return True
+    return old_bits.shape[0] > 0 and in_bits(old_bits, key)
+
+
+@njit(cache=True)
+def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, vals, fill, sym, perm_b, ptr_b):
+    """Connections J > I of determinant I = (ia, ib) from the per-string tables (with a non-empty
+    ``old_bits`` also the old J < I, see :func:`_partner_key`); ``bits`` the space's keys as a bit set,
+    ``index_of`` (fci_size,) int32 maps a key to its position in the space (read only for partners, in
+    ``fill`` mode). When ``fill`` also their elements; sym, perm_b, ptr_b as in :func:`external_dense_tables`."""
     occa, sra, ssa, sha, spa, sva, dra, dva = ta
     occb, srb, ssb, shb, spb, svb, drb, dvb = tb
     nsa = sra.shape[1]
     nsb = srb.shape[1]
     na = occa.shape[1] if nsa > 0 or dra.shape[1] > 0 else 0
     nb = occb.shape[1] if nsb > 0 or drb.shape[1] > 0 else 0
+    key_i = ia * nstr_b + ib
     n = 0
     for k in range(nsa):  # alpha singles
-        j = index_of[sra[ia, k] * nstr_b + ib]
-        if _partner(i, j, is_new):
+        key = sra[ia, k] * nstr_b + ib
+        if _partner_key(key, key_i, bits, old_bits):
             if fill:
+                j = index_of[key]
                 h = sha[ia, k]
                 p = spa[ia, k]
                 val = sva[ia, k]
@@ -1188,9 +1218,10 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_n
                 vals[n] = ssa[ia, k] * val
             n += 1
     for k in range(nsb):  # beta singles
-        j = index_of[ia * nstr_b + srb[ib, k]]
-        if _partner(i, j, is_new):
+        key = ia * nstr_b + srb[ib, k]
+        if _partner_key(key, key_i, bits, old_bits):
             if fill:
+                j = index_of[key]
                 h = shb[ib, k]
                 p = spb[ib, k]
                 val = svb[ib, k]
@@ -1200,16 +1231,18 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_n
                 vals[n] = ssb[ib, k] * val
             n += 1
     for k in range(dra.shape[1]):  # alpha-alpha doubles
-        j = index_of[dra[ia, k] * nstr_b + ib]
-        if _partner(i, j, is_new):
+        key = dra[ia, k] * nstr_b + ib
+        if _partner_key(key, key_i, bits, old_bits):
             if fill:
+                j = index_of[key]
                 cols[n] = j
                 vals[n] = dva[ia, k]
             n += 1
     for k in range(drb.shape[1]):  # beta-beta doubles
-        j = index_of[ia * nstr_b + drb[ib, k]]
-        if _partner(i, j, is_new):
+        key = ia * nstr_b + drb[ib, k]
+        if _partner_key(key, key_i, bits, old_bits):
             if fill:
+                j = index_of[key]
                 cols[n] = j
                 vals[n] = dvb[ib, k]
             n += 1
@@ -1218,9 +1251,10 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_n
         sy = sym[sha[ia, k]] ^ sym[spa[ia, k]]
         for q_ in range(ptr_b[ib, sy], ptr_b[ib, sy + 1]):
             m = perm_b[ib, q_]
-            j = index_of[base + srb[ib, m]]
-            if _partner(i, j, is_new):
+            key = base + srb[ib, m]
+            if _partner_key(key, key_i, bits, old_bits):
                 if fill:
+                    j = index_of[key]
                     cols[n] = j
                     vals[n] = ssa[ia, k] * ssb[ib, m] * eri[sha[ia, k], spa[ia, k], shb[ib, m], spb[ib, m]]
                 n += 1
@@ -1228,10 +1262,11 @@ def _row_tables(i, ia, ib, index_of, nstr_b, ta, tb, eri, cols, vals, fill, is_n
 
 
 @njit(cache=True, parallel=True)
-def upper_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_new, sort, sym, perm_b, ptr_b):
+def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, eri, rows, sort, sym, perm_b, ptr_b):
     """:func:`upper_rows_groups` for small FCI spaces: partners found by key lookup from the per-string
-    tables of :func:`string_tables` (no pair scans, no Slater-Condon rules). keys (n,) int64 of ``dets``;
-    ``index_of``, sym, perm_b, ptr_b as in :func:`_row_tables`. Same returns."""
+    tables of :func:`string_tables` (no pair scans, no Slater-Condon rules). keys (n,) int64 of ``dets``
+    (sorted); ``index_of``, ``bits``, ``old_bits`` (empty for a full build, the old space's keys for the
+    new rows of an incremental one), sym, perm_b, ptr_b as in :func:`_row_tables`. Same returns."""
     nr = rows.shape[0]
     norb = h1.shape[0]
     cnt = np.zeros(nr + 1, np.int64)
@@ -1239,8 +1274,8 @@ def upper_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_ne
     dv = np.empty(0, np.float64)
     for r in prange(nr):
         i = rows[r]
-        cnt[r + 1] = _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, dc, dv,
-                                 False, is_new, sym, perm_b, ptr_b)
+        cnt[r + 1] = _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, index_of, bits, old_bits, nstr_b, ta, tb, eri,
+                                 dc, dv, False, sym, perm_b, ptr_b)
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int32)
     vals = np.empty(ptr[-1], np.float64)
@@ -1252,8 +1287,8 @@ def upper_rows_tables(dets, keys, index_of, nstr_b, ta, tb, h1, eri, rows, is_ne
         occ2 = np.empty(norb, np.int64)
         c = np.empty(ptr[r + 1] - ptr[r], np.int64)
         v = np.empty(ptr[r + 1] - ptr[r], np.float64)
-        _row_tables(i, keys[i] // nstr_b, keys[i] % nstr_b, index_of, nstr_b, ta, tb, eri, c, v, True, is_new, sym,
-                    perm_b, ptr_b)
+        _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, index_of, bits, old_bits, nstr_b, ta, tb, eri, c, v, True,
+                    sym, perm_b, ptr_b)
         _store_row(c, v, ptr[r], cols, vals, sort)
         diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
     return ptr, cols, vals, diag

@@ -48,7 +48,8 @@ from rung.sci.determinants import Layout
 class PT2Result:
     """``e_pt2`` and its standard ``error`` (0 when deterministic), Hartree; ``selected`` candidate keys,
     best first, and ``selected_e2`` their contributions e_alpha (Hartree; of the first sample when
-    stochastic); ``n_external`` external determinants met (first sample); ``n_generated`` (alpha, I) pairs."""
+    stochastic); ``n_external`` external determinants met (first sample; on small FCI spaces those with a
+    nonzero sum); ``n_generated`` (alpha, I) pairs."""
 
     e_pt2: float
     error: float
@@ -129,23 +130,23 @@ _ACC: dict = {}
 
 
 def _accumulators(nparts, size):
-    """Zeroed key-indexed accumulators (ad, as_, t float64, touched bool; (nparts, size) each), kept between
-    passes (the pass clears what it touched), so no FCI-sized array is allocated or zeroed per pass."""
+    """Zeroed key-indexed accumulators (ad, as_, t float64; (nparts, size) each), kept between passes (the
+    pass clears its nonzero entries), so no FCI-sized array is allocated or zeroed per pass."""
     key = (nparts, size)
     if key not in _ACC:
         _ACC.clear()
-        _ACC[key] = (np.zeros((nparts, size)), np.zeros((nparts, size)), np.zeros((nparts, size)),
-                     np.zeros((nparts, size), np.bool_))
+        _ACC[key] = (np.zeros((nparts, size)), np.zeros((nparts, size)), np.zeros((nparts, size)))
     return _ACC[key]
 
 
 _SYM: dict = {}
 
 
-def _symmetry_blocks(layout, tables, eri, orbsym):
-    """(sym, perm_b, ptr_b) for the table kernels: beta singles grouped by irrep product
-    (:func:`cpu.single_symmetry_blocks`). Labels are used only when every integral they forbid is exactly
-    zero (as in an FCIDUMP written with ORBSYM), so skipping those pairs changes no sum; else one group."""
+def _blocked_tables(layout, tables, eri, orbsym):
+    """(ta, tb, sym, ptr_b) for the table kernels: ``tables`` with every beta string's singles grouped by
+    irrep product (:func:`cpu.single_symmetry_blocks`; group g of string ib in columns ptr_b[ib, g]:ptr_b[ib,
+    g + 1]). Labels are used only when every integral they forbid is exactly zero (as in an FCIDUMP
+    written with ORBSYM), so skipping those pairs changes no sum; else one group."""
     sym = np.zeros(layout.norb, np.int64)
     if orbsym is not None and layout.norb <= 64:
         s = np.asarray(orbsym, np.int64) - 1
@@ -155,9 +156,11 @@ def _symmetry_blocks(layout, tables, eri, orbsym):
                 sym = s
     if _SYM.get("tables") is not tables or _SYM.get("sym") != sym.tobytes():
         _SYM.clear()  # the cache holds the tables themselves, so their identity is a safe key
-        _SYM.update(tables=tables, sym=sym.tobytes(),
-                    blocks=(sym,) + cpu.single_symmetry_blocks(tables[1][3], tables[1][4], sym, 8))
-    return _SYM["blocks"]
+        tb = tables[1]
+        perm, ptr = cpu.single_symmetry_blocks(tb[3], tb[4], sym, 8)
+        singles = tuple(np.ascontiguousarray(np.take_along_axis(a, perm, axis=1)) for a in tb[1:6])
+        _SYM.update(tables=tables, sym=sym.tobytes(), blocked=(tables[0], (tb[0],) + singles + tb[6:], sym, ptr))
+    return _SYM["blocked"]
 
 
 def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws, n_select, max_entries, accumulate,
@@ -176,9 +179,9 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         if tables is not None:
             acc = _accumulators(nparts, layout.fci_size)
             try:
+                ta, tb, sym, ptr_b = _blocked_tables(layout, tables, eri, orbsym)
                 counts = cpu.external_dense_tables(keys[gens], eri, cpu.key_bits(keys, layout.fci_size), layout.nstr_b,
-                                                   *tables, gcoef, gstoch, gw, gq, *acc,
-                                                   *_symmetry_blocks(layout, tables, eri, orbsym))
+                                                   ta, tb, gcoef, gstoch, gw, gq, *acc, sym, ptr_b)
             except BaseException:
                 _ACC.clear()  # possibly left dirty
                 raise
@@ -187,11 +190,14 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
             mask[keys] = 1
             acc = cpu.external_dense(dets, gens, h1, eri, mask, layout.binom_a, layout.binom_b, layout.nstr_b, nexc,
                                      gcoef, gstoch, gw, gq, nparts, layout.fci_size)
-            counts = acc[4]
-        uk = np.flatnonzero(acc[3].any(axis=0) if nparts > 1 else acc[3][0]).astype(np.int64)
+            counts = acc[3]
+        nz = acc[0] != 0.0  # the external determinants met (a zero sum contributes and selects nothing)
+        nz |= acc[1] != 0.0
+        nz |= acc[2] != 0.0
+        uk = np.flatnonzero(nz.any(axis=0) if nparts > 1 else nz[0]).astype(np.int64)
         ad, as_, t = (a[:, uk].sum(axis=0) for a in acc[:3])
         if tables is not None:
-            for a in acc:  # back to zero for the next pass: only the entries touched
+            for a in acc:  # back to zero for the next pass: only the entries set
                 a[:, uk] = 0
         n_gen = int(counts.sum())
         del acc

@@ -867,9 +867,8 @@ def _acc1(j, x, stoch, w, q, ad, as_, t):
 
 
 @njit(cache=True)
-def _acc(part, key, x, stoch, w, q, ad, as_, t, touched):
-    """:func:`_acc1` into row ``part`` of the key-indexed accumulators (nparts, fci_size), marking ``touched``."""
-    touched[part, key] = True
+def _acc(part, key, x, stoch, w, q, ad, as_, t):
+    """:func:`_acc1` into row ``part`` of the key-indexed accumulators (nparts, fci_size)."""
     if stoch:
         as_[part, key] += w * x
         t[part, key] += w * x * x * q
@@ -883,15 +882,14 @@ def external_dense(dets, gens, h1, eri, var_mask, binom_a, binom_b, nstr_b, nexc
     """Generate and sum the external contributions straight into key-indexed arrays (small FCI spaces).
 
     Each of ``nparts`` parallel parts owns a row of the accumulators (no write races); the rows are
-    summed by the caller. Returns ad, as_, t (nparts, fci_size) float64, touched (nparts, fci_size) and
-    the number of (alpha, I) pairs per part.
+    summed by the caller (the external determinants met are their nonzero entries). Returns ad, as_, t
+    (nparts, fci_size) float64 and the number of (alpha, I) pairs per part.
     """
     ng = gens.shape[0]
     norb = h1.shape[0]
     ad = np.zeros((nparts, fci_size))
     as_ = np.zeros((nparts, fci_size))
     t = np.zeros((nparts, fci_size))
-    touched = np.zeros((nparts, fci_size), np.bool_)
     counts = np.zeros(nparts, np.int64)
     empty = np.empty(1, np.int64)
     for part in prange(nparts):
@@ -908,8 +906,8 @@ def external_dense(dets, gens, h1, eri, var_mask, binom_a, binom_b, nstr_b, nexc
             c = gen_coef[g]
             counts[part] += m
             for k in range(m):
-                _acc(part, keys[k], c * vals[k], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t, touched)
-    return ad, as_, t, touched, counts
+                _acc(part, keys[k], c * vals[k], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t)
+    return ad, as_, t, counts
 
 
 @njit(cache=True)
@@ -1098,16 +1096,16 @@ def single_symmetry_blocks(s_h, s_p, sym, nirrep):
 
 @njit(cache=True, parallel=True)
 def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen_stoch, gen_w, gen_q, ad, as_, t,
-                          touched, sym, perm_b, ptr_b):
+                          sym, ptr_b):
     """:func:`external_dense` driven by the per-string tables ``ta``, ``tb`` of :func:`string_tables`.
 
     gen_keys : (ng,) int64 keys of the generators; var_bits : the space's keys as a bit set (:func:`key_bits`).
-    The accumulators ad, as_, t (nparts, fci_size) float64
-    and touched (nparts, fci_size) bool are passed in, zero (kept between passes by the caller, who
-    clears only the touched entries: no FCI-sized allocation or zeroing per pass); returns the number
-    of (alpha, I) pairs per part. Alpha-beta doubles: for an alpha single h -> p only the beta singles of
-    the same symmetry product ``sym[h] ^ sym[p]`` are visited (``perm_b``, ``ptr_b`` of
-    :func:`single_symmetry_blocks`); the others couple through symmetry-forbidden integrals, exactly zero.
+    The accumulators ad, as_, t (nparts, fci_size) float64 are passed in, zero (kept between passes by
+    the caller, who clears only the nonzero entries: no FCI-sized allocation or zeroing per pass);
+    returns the number of (alpha, I) pairs per part. Alpha-beta doubles: for an alpha single h -> p only
+    the beta singles of the same symmetry product ``sym[h] ^ sym[p]`` are visited: ``tb``'s singles are
+    grouped by that product, group g of string ib in columns ``ptr_b[ib, g]:ptr_b[ib, g + 1]``
+    (:func:`single_symmetry_blocks`); the others couple through symmetry-forbidden integrals, exactly zero.
     """
     occa, sra, ssa, sha, spa, sva, dra, dva = ta
     occb, srb, ssb, shb, spb, svb, drb, dvb = tb
@@ -1138,7 +1136,7 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                     for z in range(nb):
                         j = occb[ib, z]
                         val += eri[h, p, j, j]
-                    _acc(part, key, c * ssa[ia, k] * val, st, w, q, ad, as_, t, touched)
+                    _acc(part, key, c * ssa[ia, k] * val, st, w, q, ad, as_, t)
                     cnt += 1
             for k in range(nsb):  # beta singles
                 key = ia * nstr_b + srb[ib, k]
@@ -1149,17 +1147,17 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                     for z in range(na):
                         j = occa[ia, z]
                         val += eri[h, p, j, j]
-                    _acc(part, key, c * ssb[ib, k] * val, st, w, q, ad, as_, t, touched)
+                    _acc(part, key, c * ssb[ib, k] * val, st, w, q, ad, as_, t)
                     cnt += 1
             for k in range(nda):  # alpha-alpha doubles
                 key = dra[ia, k] * nstr_b + ib
                 if not in_bits(var_bits, key):
-                    _acc(part, key, c * dva[ia, k], st, w, q, ad, as_, t, touched)
+                    _acc(part, key, c * dva[ia, k], st, w, q, ad, as_, t)
                     cnt += 1
             for k in range(ndb):  # beta-beta doubles
                 key = ia * nstr_b + drb[ib, k]
                 if not in_bits(var_bits, key):
-                    _acc(part, key, c * dvb[ib, k], st, w, q, ad, as_, t, touched)
+                    _acc(part, key, c * dvb[ib, k], st, w, q, ad, as_, t)
                     cnt += 1
             for k in range(nsa):  # alpha-beta doubles
                 base = sra[ia, k] * nstr_b
@@ -1167,12 +1165,10 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                 p = spa[ia, k]
                 ca = c * ssa[ia, k]
                 sy = sym[h] ^ sym[p]
-                for q_ in range(ptr_b[ib, sy], ptr_b[ib, sy + 1]):
-                    m = perm_b[ib, q_]
+                for m in range(ptr_b[ib, sy], ptr_b[ib, sy + 1]):
                     key = base + srb[ib, m]
                     if not in_bits(var_bits, key):
-                        _acc(part, key, ca * ssb[ib, m] * eri[h, p, shb[ib, m], spb[ib, m]], st, w, q, ad, as_, t,
-                             touched)
+                        _acc(part, key, ca * ssb[ib, m] * eri[h, p, shb[ib, m], spb[ib, m]], st, w, q, ad, as_, t)
                         cnt += 1
         counts[part] = cnt
     return counts
@@ -1191,11 +1187,11 @@ def _partner_key(key, key_i, bits, old_bits):
 
 
 @njit(cache=True)
-def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, vals, fill, sym, perm_b, ptr_b):
+def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, vals, fill, sym, ptr_b):
     """Connections J > I of determinant I = (ia, ib) from the per-string tables (with a non-empty
     ``old_bits`` also the old J < I, see :func:`_partner_key`); ``bits`` the space's keys as a bit set,
     ``index_of`` (fci_size,) int32 maps a key to its position in the space (read only for partners, in
-    ``fill`` mode). When ``fill`` also their elements; sym, perm_b, ptr_b as in :func:`external_dense_tables`."""
+    ``fill`` mode). When ``fill`` also their elements; tb, sym, ptr_b as in :func:`external_dense_tables`."""
     occa, sra, ssa, sha, spa, sva, dra, dva = ta
     occb, srb, ssb, shb, spb, svb, drb, dvb = tb
     nsa = sra.shape[1]
@@ -1249,8 +1245,7 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
     for k in range(nsa):  # alpha-beta doubles
         base = sra[ia, k] * nstr_b
         sy = sym[sha[ia, k]] ^ sym[spa[ia, k]]
-        for q_ in range(ptr_b[ib, sy], ptr_b[ib, sy + 1]):
-            m = perm_b[ib, q_]
+        for m in range(ptr_b[ib, sy], ptr_b[ib, sy + 1]):
             key = base + srb[ib, m]
             if _partner_key(key, key_i, bits, old_bits):
                 if fill:
@@ -1262,11 +1257,11 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
 
 
 @njit(cache=True, parallel=True)
-def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, eri, rows, sort, sym, perm_b, ptr_b):
+def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, eri, rows, sort, sym, ptr_b):
     """:func:`upper_rows_groups` for small FCI spaces: partners found by key lookup from the per-string
     tables of :func:`string_tables` (no pair scans, no Slater-Condon rules). keys (n,) int64 of ``dets``
     (sorted); ``index_of``, ``bits``, ``old_bits`` (empty for a full build, the old space's keys for the
-    new rows of an incremental one), sym, perm_b, ptr_b as in :func:`_row_tables`. Same returns."""
+    new rows of an incremental one), tb, sym, ptr_b as in :func:`_row_tables`. Same returns."""
     nr = rows.shape[0]
     norb = h1.shape[0]
     cnt = np.zeros(nr + 1, np.int64)
@@ -1275,7 +1270,7 @@ def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, 
     for r in prange(nr):
         i = rows[r]
         cnt[r + 1] = _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, index_of, bits, old_bits, nstr_b, ta, tb, eri,
-                                 dc, dv, False, sym, perm_b, ptr_b)
+                                 dc, dv, False, sym, ptr_b)
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int32)
     vals = np.empty(ptr[-1], np.float64)
@@ -1288,7 +1283,7 @@ def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, 
         c = np.empty(ptr[r + 1] - ptr[r], np.int64)
         v = np.empty(ptr[r + 1] - ptr[r], np.float64)
         _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, index_of, bits, old_bits, nstr_b, ta, tb, eri, c, v, True,
-                    sym, perm_b, ptr_b)
+                    sym, ptr_b)
         _store_row(c, v, ptr[r], cols, vals, sort)
         diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
     return ptr, cols, vals, diag

@@ -145,3 +145,35 @@ def test_potential_kernel_matches_numpy(atoms, basis):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-12, atol=1e-12)
     if ecp:
         assert np.all(a["ecp_local"] != 0)
+
+
+def test_radial_splines_match_exact_radial_parts():
+    """The quintic-spline tables of every shell (CO, cc-pvtz: contracted s/p, d, f) against the exact
+    contraction sum_p c_p exp(-a_p r^2) (NumPy), and the numba evaluation against the NumPy one."""
+    from rung.qmc._kernels.cpu import spline_values
+    from rung.qmc.orbitals import SCREEN, AtomicBasis, radial_values, spline_reference
+
+    mol = gto.M(atom=CO, unit="Bohr", basis="ccecp-cc-pvtz", ecp="ccecp", spin=2, verbose=0)
+    basis = AtomicBasis.from_mol(mol)
+    spl = basis.radial_splines
+    rng = np.random.default_rng(0)
+    for ish in range(basis.sh_l.size):
+        p0, p1 = basis.sh_pstart[ish], basis.sh_pstart[ish + 1]
+        a, c, l = basis.exps[p0:p1], basis.coefs[p0:p1], basis.sh_l[ish]
+        rmax = np.sqrt(SCREEN / a.min())
+        r = np.concatenate([[0.0, 1e-3], rng.uniform(0, 3.0, 300), rng.uniform(0, rmax, 300)])
+        start, nint, ih = spl.sh_start[ish], spl.sh_nint[ish], spl.sh_inv_h[ish]
+        got = spline_values(spl.tab, start, nint, ih, r)
+        exact = radial_values(a, c, r)
+        scale = np.max(np.abs(exact) * r**l)
+        assert np.all(np.abs(got - exact) * np.maximum(r, 1.0) ** l <= 2e-13 * scale), ish
+        # the kernel's Horner sums against the NumPy evaluation of the same table
+        inside = r * ih < nint
+        i = (r[inside] * ih).astype(int)
+        ref = [spline_reference(spl.tab[start + k][None], np.array([u - k]))[0, 0] for k, u in zip(i, r[inside] * ih)]
+        np.testing.assert_allclose(got[inside], ref, rtol=1e-14, atol=1e-14 * scale)
+        # beyond the table (a r^2 > SCREEN for every primitive) the radial part is zero
+        assert np.all(spline_values(spl.tab, start, nint, ih, np.array([rmax * 1.01, 1e3])) == 0.0)
+    # shells of one species share a table (water: the two H)
+    wspl = AtomicBasis.from_mol(gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)).radial_splines
+    assert wspl.tab.shape[0] < sum(wspl.sh_nint + 1)

@@ -211,43 +211,47 @@ class ECP:
             object.__setattr__(self, "_pack", pack)
         return self._pack
 
-    def _shells_on_atoms(self, basis):
-        """(nsh,) int64: the nonlocal ECP atom each shell of ``basis`` is centred on, -1 if none (their radial
-        part is shared by that atom's quadrature points); kept for the last basis asked about."""
-        cached = self.__dict__.get("_sh_on")
+    def _centres(self, basis):
+        """AO centres of ``basis`` for :func:`rung.qmc._kernels.cpu.ecp_nonlocal`: positions (ncen, 3) Bohr,
+        shell ranges (ncen+1,) int64 (a centre's shells are consecutive in the table), smallest exponent
+        (ncen,) Bohr^-2, and the nonlocal ECP atom at each centre (ncen,) int64, -1 if none (its shells'
+        radial parts are shared by that atom's quadrature points); kept for the last basis asked about."""
+        cached = self.__dict__.get("_cen")
         if cached is None or cached[0] is not basis:
-            on = np.all(basis.sh_center[:, None, :] == self._packed()["atom_R"][None], axis=-1)  # (nsh, na)
-            cached = (basis, np.where(on.any(1), on.argmax(1), -1).astype(np.int64))
-            object.__setattr__(self, "_sh_on", cached)
+            new = np.ones(basis.sh_l.size, dtype=bool)
+            new[1:] = np.any(basis.sh_center[1:] != basis.sh_center[:-1], axis=1)
+            start = np.append(np.nonzero(new)[0], basis.sh_l.size).astype(np.int64)
+            R = np.ascontiguousarray(basis.sh_center[start[:-1]])
+            minexp = np.minimum.reduceat(basis.sh_minexp, start[:-1])
+            on = np.all(R[:, None, :] == self._packed()["atom_R"][None], axis=-1)  # (ncen, na)
+            ecp_at = np.where(on.any(1), on.argmax(1), -1).astype(np.int64)
+            cached = (basis, (R, start, minexp, ecp_at))
+            object.__setattr__(self, "_cen", cached)
         return cached[1]
 
     def _nonlocal_fused(self, fused, x, rng):
-        """``nonlocal_electron`` for a Slater determinant (x one/two-body Jastrow), in two numba passes.
+        """``nonlocal_electron`` for a Slater determinant (x one/two-body Jastrow), in one numba pass.
 
         Same quantities and the same random numbers as the generic path (one Gaussian quaternion per
-        walker); the ratios come from :func:`rung.qmc._kernels.cpu.ecp_terms` instead of ``wf.testvalue``.
+        walker); the ratios come from :func:`rung.qmc._kernels.cpu.ecp_nonlocal` (AO radial parts from
+        quintic splines, within 1e-13 of the exact ones) instead of ``wf.testvalue``.
         """
-        from rung.qmc._kernels.cpu import ecp_quadrature, ecp_terms
+        from rung.qmc._kernels.cpu import ecp_nonlocal
         from rung.qmc.jastrow import no_jastrow_arguments
         from rung.qmc.orbitals import SCREEN
 
         basis, bvec, jas = fused
         pk = self._packed()
+        spl = basis.radial_splines
         quat = rng.normal(size=(x.shape[0], 4))
-        sh_on = self._shells_on_atoms(basis)
         dirs, weights = _ICOSAHEDRON
-        points, pw, pa, pr, coef, arg = ecp_quadrature(
-            np.ascontiguousarray(x), quat, dirs, weights, pk["atom_R"], pk["atom_rc"], pk["ch_atom"], pk["ch_l"],
-            pk["ch_tstart"], pk["t_pow"], pk["t_a"], pk["t_c"], basis.sh_center, sh_on, basis.sh_pstart,
-            basis.sh_minexp, basis.exps, SCREEN)
-        np.exp(arg, out=arg)
         use_j = jas is not None
         if jas is None:
-            nw = x.shape[0]
-            jas = no_jastrow_arguments(np.zeros((nw, 1, 3)), 0) + (np.zeros(nw),)
-        terms = ecp_terms(pw, pa, pr, coef, points, arg, pk["atom_R"], basis.sh_center, sh_on, basis.sh_l, basis.sh_pstart,
-                          basis.sh_col, basis.sh_minexp, basis.exps, basis.coefs, SCREEN, bvec, use_j, *jas)
-        return terms, points
+            jas = no_jastrow_arguments(np.zeros((x.shape[0], 1, 3)), 0) + (np.zeros(x.shape[0]),)
+        return ecp_nonlocal(np.ascontiguousarray(x), quat, dirs, weights, pk["atom_R"], pk["atom_rc"], pk["ch_atom"],
+                            pk["ch_l"], pk["ch_tstart"], pk["t_pow"], pk["t_a"], pk["t_c"], *self._centres(basis),
+                            basis.sh_l, basis.sh_col, basis.sh_minexp, spl.tab, spl.sh_start, spl.sh_nint, spl.sh_inv_h,
+                            SCREEN, bvec, use_j, *jas)
 
     def nonlocal_(self, wf, configs, rng) -> np.ndarray:
         """Nonlocal ECP energy, (nwalkers,) Hartree, summed over electrons."""

@@ -56,6 +56,11 @@ class AtomicBasis:
         """(nsh,) float64: the smallest exponent of each shell (shell-level screening in the kernels)."""
         return np.minimum.reduceat(self.exps, self.sh_pstart[:-1])
 
+    @cached_property
+    def radial_splines(self) -> "RadialSplines":
+        """Quintic-spline tables of the contracted radial parts (see :class:`RadialSplines`), built once."""
+        return RadialSplines.build(self)
+
     @classmethod
     def from_mol(cls, mol) -> "AtomicBasis":
         from pyscf import gto
@@ -123,6 +128,92 @@ class AtomicBasis:
             c2s=c2s,
             species=species,
         )
+
+
+def radial_values(a, c, r, deriv: int = 0) -> np.ndarray:
+    """Contracted radial part R(r) = sum_p c_p exp(-a_p r^2) (deriv 0) or its first / second r-derivative.
+
+    a, c : (nprim,) float64, Bohr^-2 and the coefficients; r : (n,) float64, Bohr. Returns (n,) float64.
+    """
+    g = np.exp(-np.outer(r * r, a))  # (n, nprim)
+    if deriv == 0:
+        return g @ c
+    if deriv == 1:
+        return (g * (-2.0 * a * r[:, None])) @ c
+    return (g * (4.0 * a * a * r[:, None] ** 2 - 2.0 * a)) @ c
+
+
+@dataclass(frozen=True)
+class RadialSplines:
+    """Piecewise quintic (Hermite) tables of the contracted radial parts R(r) of the shells, in r (Bohr).
+
+    On [i h, (i+1) h] the table holds the power-series coefficients in t = r/h - i of the quintic that
+    matches R, h R' and h^2 R'' (exact, from the primitives) at both ends; so R and its first two
+    derivatives are continuous. Shells of one species share a table. The step h of a table is halved
+    until the spline is within ``tol`` of R at five interior points of every interval, relative to
+    max_r |R(r)| r^l and with the error weighted by max(r, 1)^l (the cartesian factor). Beyond
+    r_max = sqrt(SCREEN / a_min) the table ends and R is taken as 0 (as the exact kernels screen
+    primitives with a r^2 > SCREEN). Used where many AO values are needed at points that are not
+    differentiated: the nonlocal ECP quadrature (:func:`rung.qmc._kernels.cpu.ecp_nonlocal`). The same
+    construction is used by QMCPACK for its LCAO radial functions.
+
+    tab : (nrow, 6) float64; sh_start, sh_nint : (nsh,) int64 first row and number of intervals of each
+    shell's table (followed by one zero row); sh_inv_h : (nsh,) float64, 1/h in Bohr^-1.
+    """
+
+    tab: np.ndarray
+    sh_start: np.ndarray
+    sh_nint: np.ndarray
+    sh_inv_h: np.ndarray
+
+    @classmethod
+    def build(cls, basis: AtomicBasis, tol: float = 1e-13) -> "RadialSplines":
+        tables, starts, nints, inv_h, known = [], [], [], [], {}
+        row = 0
+        for ish in range(basis.sh_l.size):
+            p0, p1 = basis.sh_pstart[ish], basis.sh_pstart[ish + 1]
+            a, c, l = basis.exps[p0:p1], basis.coefs[p0:p1], int(basis.sh_l[ish])
+            key = (l, a.tobytes(), c.tobytes())
+            if key not in known:
+                tab, h = quintic_table(a, c, l, tol)
+                known[key] = (row, tab.shape[0], 1.0 / h)
+                tables += [tab, np.zeros((1, 6))]  # the zero row ends the table (R = 0 beyond it)
+                row += tab.shape[0] + 1
+            r0, n, ih = known[key]
+            starts.append(r0)
+            nints.append(n)
+            inv_h.append(ih)
+        return cls(np.ascontiguousarray(np.concatenate(tables) if tables else np.zeros((0, 6))),
+                   np.array(starts, dtype=np.int64), np.array(nints, dtype=np.int64), np.array(inv_h, dtype=np.float64))
+
+
+def quintic_table(a, c, l: int, tol: float = 1e-13, nint: int = 64):
+    """(table (nint, 6) float64, h Bohr) for R(r) = sum_p c_p exp(-a_p r^2) on [0, sqrt(SCREEN / min a)]
+    (see :class:`RadialSplines`); nint doubles until the tolerance is met."""
+    rmax = np.sqrt(SCREEN / a.min())
+    t = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+    while True:
+        h = rmax / nint
+        r = np.arange(nint + 1) * h
+        f0, f1, f2 = radial_values(a, c, r), h * radial_values(a, c, r, 1), h * h * radial_values(a, c, r, 2)
+        c0, c1, c2 = f0[:-1], f1[:-1], 0.5 * f2[:-1]
+        # the cubic to quintic coefficients from the values and derivatives at t = 1
+        A, B, C = f0[1:] - c0 - c1 - c2, f1[1:] - c1 - 2.0 * c2, f2[1:] - 2.0 * c2
+        tab = np.stack([c0, c1, c2, 10.0 * A - 4.0 * B + 0.5 * C, -15.0 * A + 7.0 * B - C, 6.0 * A - 3.0 * B + 0.5 * C], 1)
+        rt = (np.arange(nint)[:, None] + t) * h  # (nint, 5)
+        exact = radial_values(a, c, rt.ravel()).reshape(rt.shape)
+        err = np.abs(spline_reference(tab, t) - exact) * np.maximum(rt, 1.0) ** l
+        if err.max() <= tol * np.max(np.abs(exact) * rt ** l):
+            return tab, h
+        nint *= 2
+
+
+def spline_reference(tab, t):
+    """The quintics of ``tab`` (nint, 6) at t (m,) in [0, 1]: (nint, m) float64 (NumPy oracle of the kernel)."""
+    v = tab[:, 5:6] * t
+    for k in (4, 3, 2, 1):
+        v = (v + tab[:, k:k + 1]) * t
+    return v + tab[:, 0:1]
 
 
 def evaluate_cart(basis: AtomicBasis, pos, deriv: int = 0, backend: str = "numba") -> np.ndarray:

@@ -239,26 +239,26 @@ def _jastrow_points(px, py, pz, jv, yv, rv, vv, configs, w, e, same, ee_poly, ee
     ne = configs.shape[1]
     for q in range(npt):
         jv[q] = 0.0
+    a = t = 0
     for k in range(ne + atoms.shape[0]):  # the other electrons, then the atoms
         if k == e:
             continue
-        if k >= ne:
+        atom = k >= ne
+        if atom:
             a = k - ne
             cx, cy, cz = atoms[a, 0], atoms[a, 1], atoms[a, 2]
             L, Lc, G = L_en, L_encusp, en_cusp[a]
-            poly = en_poly[a]
         else:
             cx, cy, cz = configs[w, k, 0], configs[w, k, 1], configs[w, k, 2]
             t = 0 if same[k] else 1
             L, Lc, G = L_ee, L_eecusp, ee_cusp[t]
-            poly = ee_poly[t]
         for q in range(npt):
             d0, d1_, d2_ = px[q] - cx, py[q] - cy, pz[q] - cz
             rv[q] = np.sqrt(d0 * d0 + d1_ * d1_ + d2_ * d2_)
             yv[q] = rv[q] / L
             vv[q] = 0.0
         for m in range(nd - 1, -1, -1):
-            c = poly[m]
+            c = en_poly[a, m] if atom else ee_poly[t, m]  # (no array view per centre: this runs per pair)
             for q in range(npt):
                 vv[q] = vv[q] * yv[q] + c
         for q in range(npt):
@@ -300,14 +300,16 @@ def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
 
 
 # --------------------------------------------------------------------------- nonlocal ECP, one electron
-# Two numba passes around one NumPy ``exp`` (as in ``eval_cart``). Pass 1 (``ecp_quadrature``) builds the
-# randomly rotated quadrature points around every ECP atom, the projector weights of the (walker, atom)
-# pairs in range, and the Gaussian exponents needed for the determinant ratios. Shells centred on the
-# ECP atom itself see every quadrature point at the electron's distance r, so their primitives get one
-# exponent per pair (r^2), not one per point; the other shells get one per point. Pass 2
-# (``ecp_terms``) forms the ratios: determinant D'/D = sum_mu chi_mu(r') b_mu with b = C A[:, i]
-# (cartesian AO coefficients times the inverse Slater column: the AO-to-orbital product is done once
-# per walker, not once per point) and Jastrow exp(J_e(r') - J_e(r)).
+# One numba pass per electron (``ecp_nonlocal``): for every walker the randomly rotated quadrature
+# points around every ECP atom, and for the (walker, atom) pairs in range the projector weights and the
+# ratios psi(r')/psi(r) at the points. Determinant ratio D'/D = sum_mu chi_mu(r') b_mu with b = C A[:, i]
+# (cartesian AO coefficients times the inverse Slater column: the AO-to-orbital product is done once per
+# walker, not once per point), the AOs taken centre by centre: one displacement per point and centre,
+# the contracted radial part of each shell from its quintic-spline table (:class:`rung.qmc.orbitals.
+# RadialSplines`, no exponentials), shells centred on the ECP atom itself with one radial value per pair
+# (every point lies at the electron's distance r), and centres / shells whose smallest exponent times
+# the squared distance to the sphere exceeds the screen skipped for the whole pair. Jastrow ratio
+# exp(J_e(r') - J_e(r)) with the points innermost.
 
 
 @numba.njit(cache=True, inline="always")
@@ -322,26 +324,54 @@ def _legendre(l, x):
     return p1
 
 
-EXP_FLOOR = 700.0  # exponents beyond this are clamped (exp(-700) ~ 1e-304, still a normal number)
-
-
 @numba.njit(cache=True, inline="always")
-def _reach2(sh_center, ish, atom_R, a, r):
-    """(max(D - r, 0))^2, Bohr^2: the smallest squared distance from shell ish's centre to a point of the
-    sphere of radius r around ECP atom a (D the centre-to-atom distance). A shell whose smallest exponent
-    times this exceeds the screen is skipped for the whole pair, and so is each primitive whose exponent
-    does."""
-    d0 = sh_center[ish, 0] - atom_R[a, 0]
-    d1 = sh_center[ish, 1] - atom_R[a, 1]
-    d2 = sh_center[ish, 2] - atom_R[a, 2]
-    dmin = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2) - r
-    return dmin * dmin if dmin > 0.0 else 0.0
+def _spline(tab, start, nint, inv_h, r):
+    """The quintic-spline table rows start .. start + nint - 1 (step 1/inv_h, Bohr) at r; 0 beyond the table
+    (row start + nint is zero: a select, not a branch, so that loops over points vectorise)."""
+    u = min(r * inv_h, nint)
+    i = int(u)
+    t = u - i
+    k = start + i
+    return ((((tab[k, 5] * t + tab[k, 4]) * t + tab[k, 3]) * t + tab[k, 2]) * t + tab[k, 1]) * t + tab[k, 0]
 
 
 @numba.njit(cache=True)
-def ecp_quadrature(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, sh_center,
-                   sh_on, sh_pstart, sh_minexp, exps, screen):
-    """Pass 1 of the nonlocal ECP term of one electron (see the section comment).
+def spline_values(tab, start, nint, inv_h, r):
+    """:func:`_spline` at every r (n,) float64, Bohr, of one table (the kernel its tests call)."""
+    out = np.empty(r.shape[0])
+    for i in range(r.shape[0]):
+        out[i] = _spline(tab, start, nint, inv_h, r[i])
+    return out
+
+
+@numba.njit(cache=True)
+def _shell_dot_high(l, dx, dy, dz, fq, b, w, col, det):
+    """det[q] += fq[q] sum_c P_c(d_q) b[w, col + c] for every point q: the cartesian components of a shell of
+    angular momentum l >= 3 (PySCF order) at the displacements d_q = (dx, dy, dz)[q] from its centre, Bohr
+    (l = 0, 1, 2 are written out in :func:`ecp_nonlocal`; a separate, not inlined, function keeps these
+    loops out of that kernel's hot loop)."""
+    for q in range(dx.shape[0]):
+        acc = 0.0
+        c = col
+        for lx in range(l, -1, -1):
+            for ly in range(l - lx, -1, -1):
+                m = 1.0
+                for _ in range(lx):
+                    m *= dx[q]
+                for _ in range(ly):
+                    m *= dy[q]
+                for _ in range(l - lx - ly):
+                    m *= dz[q]
+                acc += m * b[w, c]
+                c += 1
+        det[q] += fq[q] * acc
+
+
+@numba.njit(cache=True)
+def ecp_nonlocal(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, cen_R, cen_shstart,
+                 cen_minexp, cen_ecp, sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h, screen, bvec, use_j,
+                 configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, j_atoms, L_ee, L_en, L_eecusp, L_encusp, j_old):
+    """V_NL psi / psi contributions of one electron e at every quadrature point (see the section comment).
 
     Parameters
     ----------
@@ -351,43 +381,43 @@ def ecp_quadrature(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_ts
     atom_R : (na, 3) float64, Bohr; atom_rc : (na,) float64, Bohr — ECP atoms with nonlocal channels, range
     ch_atom, ch_l : (nch,) int64 — atom and angular momentum of each channel; ch_tstart : (nch+1,) int64
     t_pow, t_a, t_c : (nterm,) — radial terms c r^pow exp(-a r^2) (Hartree, Bohr)
-    sh_center, sh_pstart, sh_minexp, exps : the AO shell table (:func:`eval_cart`); sh_on : (nsh,) int64,
-        the ECP atom a shell is centred on, -1 if none
-    screen : float
+    cen_R : (ncen, 3) float64, Bohr — AO centres; cen_shstart : (ncen+1,) int64 — their shells (consecutive);
+        cen_minexp : (ncen,) float64, Bohr^-2 — smallest exponent on the centre; cen_ecp : (ncen,) int64 —
+        the ECP atom (index into atom_R) at the centre, -1 if none
+    sh_l, sh_col : (nsh,) int64; sh_minexp : (nsh,) float64 — the AO shell table (:func:`eval_cart`)
+    spl_tab, sh_tstart, sh_nint, sh_inv_h : the radial spline tables (:class:`rung.qmc.orbitals.RadialSplines`)
+    screen : float; bvec : (nw, ncart) float64 = A[:, i]^T C_cart^T (inverse Slater column of e times the
+        cartesian orbital coefficients of e's spin)
+    use_j and the rest: the Jastrow factor (configs (nw, ne, 3) Bohr and the arguments of
+        :func:`jastrow_electron`), j_old (nw,) float64 J_e at the current positions
 
     Returns
     -------
+    terms : (nw, na*nq) float64, Hartree — w_q sum_l (2l+1) v_l(r) P_l(cos) psi(r'_q)/psi(r); 0 out of range
     points : (nw, na*nq, 3) float64, Bohr — R_a + r_a rot q for every walker and atom
-    pair_w, pair_a : (npair,) int64 — walkers and atoms of the pairs in range (r_a < rc_a), walker-major
-    pair_r : (npair,) float64, Bohr; coef : (npair, nq) float64, Hartree — w_q sum_l (2l+1) v_l(r) P_l(cos)
-    arg : (narg,) float64 — minus the Gaussian exponents a_p s, in the order ``ecp_terms`` reads them
     """
     nw = x.shape[0]
     na = atom_R.shape[0]
     nq = dirs.shape[0]
-    nsh = sh_center.shape[0]
+    ncen = cen_R.shape[0]
     points = np.empty((nw, na * nq, 3))
-    dist = np.empty((nw, na))
-    npair = 0
-    for w in range(nw):
-        for a in range(na):
-            d0 = x[w, 0] - atom_R[a, 0]
-            d1 = x[w, 1] - atom_R[a, 1]
-            d2 = x[w, 2] - atom_R[a, 2]
-            dist[w, a] = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
-            if dist[w, a] < atom_rc[a]:
-                npair += 1
-    pair_w = np.empty(npair, np.int64)
-    pair_a = np.empty(npair, np.int64)
-    pair_r = np.empty(npair)
-    coef = np.zeros((npair, nq))
-    arg = np.empty(npair * (nq + 1) * exps.shape[0])
+    terms = np.zeros((nw, na * nq))
     qd = np.empty((nq, 3))
     rot = np.empty((3, 3))
-    s2q = np.empty(nq)
-    cx = cy = cz = 0.0
-    k = 0
-    n = 0
+    coef = np.empty(nq)
+    det = np.empty(nq)
+    fq = np.empty(nq)
+    dx = np.empty(nq)
+    dy = np.empty(nq)
+    dz = np.empty(nq)
+    px = np.empty(nq)
+    py = np.empty(nq)
+    pz = np.empty(nq)
+    rq = np.empty(nq)
+    jv = np.zeros(nq)
+    s0 = np.empty(nq)
+    s1 = np.empty(nq)
+    s2 = np.empty(nq)
     for w in range(nw):
         qn = np.sqrt(quat[w, 0] ** 2 + quat[w, 1] ** 2 + quat[w, 2] ** 2 + quat[w, 3] ** 2)
         qw, qx, qy, qz = quat[w, 0] / qn, quat[w, 1] / qn, quat[w, 2] / qn, quat[w, 3] / qn
@@ -404,19 +434,26 @@ def ecp_quadrature(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_ts
             for i in range(3):
                 qd[q, i] = rot[i, 0] * dirs[q, 0] + rot[i, 1] * dirs[q, 1] + rot[i, 2] * dirs[q, 2]
         for a in range(na):
-            r = dist[w, a]
+            h0 = x[w, 0] - atom_R[a, 0]
+            h1 = x[w, 1] - atom_R[a, 1]
+            h2 = x[w, 2] - atom_R[a, 2]
+            r = np.sqrt(h0 * h0 + h1 * h1 + h2 * h2)
             for q in range(nq):
-                for i in range(3):
-                    points[w, a * nq + q, i] = atom_R[a, i] + r * qd[q, i]
+                px[q] = atom_R[a, 0] + r * qd[q, 0]
+                py[q] = atom_R[a, 1] + r * qd[q, 1]
+                pz[q] = atom_R[a, 2] + r * qd[q, 2]
+                points[w, a * nq + q, 0] = px[q]
+                points[w, a * nq + q, 1] = py[q]
+                points[w, a * nq + q, 2] = pz[q]
             if not r < atom_rc[a]:
                 continue
-            pair_w[k] = w
-            pair_a[k] = a
-            pair_r[k] = r
+            # projector weights w_q sum_l (2l+1) v_l(r) P_l(rhat . q)
             inv = 1.0 / r if r > 0 else 1.0
-            h0 = (x[w, 0] - atom_R[a, 0]) * inv
-            h1 = (x[w, 1] - atom_R[a, 1]) * inv
-            h2 = (x[w, 2] - atom_R[a, 2]) * inv
+            h0 *= inv
+            h1 *= inv
+            h2 *= inv
+            for q in range(nq):
+                coef[q] = 0.0
             for ch in range(ch_atom.shape[0]):
                 if ch_atom[ch] != a:
                     continue
@@ -425,169 +462,67 @@ def ecp_quadrature(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_ts
                     v += t_c[t] * r ** t_pow[t] * np.exp(-t_a[t] * r * r)
                 l = ch_l[ch]
                 for q in range(nq):
-                    cos = qd[q, 0] * h0 + qd[q, 1] * h1 + qd[q, 2] * h2
-                    coef[k, q] += (2 * l + 1) * v * _legendre(l, cos)
+                    coef[q] += (2 * l + 1) * v * _legendre(l, qd[q, 0] * h0 + qd[q, 1] * h1 + qd[q, 2] * h2)
+            # determinant ratio, centre by centre
             for q in range(nq):
-                coef[k, q] *= weights[q]
-            # exponents: shells on atom a once (s = r^2), the others at every point
-            s = r * r
-            for ish in range(nsh):
-                if sh_on[ish] != a or sh_minexp[ish] * s > screen:
-                    continue
-                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
-                    t = exps[p] * s
-                    if t <= screen:
-                        arg[n] = -t
-                        n += 1
-            have = False  # s2q holds the squared distances to the centre of the previous shell
-            for ish in range(nsh):  # other shells: every primitive in reach at every point, points innermost
-                if sh_on[ish] == a:
-                    continue
-                dmin2 = _reach2(sh_center, ish, atom_R, a, r)
-                if sh_minexp[ish] * dmin2 > screen:
-                    continue
-                if not (have and sh_center[ish, 0] == cx and sh_center[ish, 1] == cy and sh_center[ish, 2] == cz):
-                    cx, cy, cz = sh_center[ish, 0], sh_center[ish, 1], sh_center[ish, 2]
-                    for q in range(nq):
-                        dx = points[w, a * nq + q, 0] - cx
-                        dy = points[w, a * nq + q, 1] - cy
-                        dz = points[w, a * nq + q, 2] - cz
-                        s2q[q] = dx * dx + dy * dy + dz * dz
-                    have = True
-                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
-                    ap = exps[p]
-                    if ap * dmin2 > screen:
-                        continue
-                    for q in range(nq):
-                        t = ap * s2q[q]
-                        arg[n + q] = -t if t < EXP_FLOOR else -EXP_FLOOR
-                    n += nq
-            k += 1
-    return points, pair_w, pair_a, pair_r, coef, arg[:n]
-
-
-@numba.njit(cache=True, inline="always")
-def _shell_dot(l, x, y, z, f, b, w, col):
-    """f sum_c P_c(x, y, z) b[w, col + c] over the cartesian components of a shell (PySCF order)."""
-    if l == 0:
-        return f * b[w, col]
-    if l == 1:
-        return f * (x * b[w, col] + y * b[w, col + 1] + z * b[w, col + 2])
-    if l == 2:  # xx, xy, xz, yy, yz, zz
-        return f * (x * (x * b[w, col] + y * b[w, col + 1] + z * b[w, col + 2])
-                    + y * (y * b[w, col + 3] + z * b[w, col + 4]) + z * z * b[w, col + 5])
-    acc = 0.0
-    for lx in range(l, -1, -1):
-        for ly in range(l - lx, -1, -1):
-            lz = l - lx - ly
-            m = 1.0
-            for _ in range(lx):
-                m *= x
-            for _ in range(ly):
-                m *= y
-            for _ in range(lz):
-                m *= z
-            acc += m * b[w, col]
-            col += 1
-    return f * acc
-
-
-@numba.njit(cache=True, inline="always")
-def _shell_dot_points(l, px, py, pz, cx, cy, cz, fq, b, w, col, det):
-    """det[q] += fq[q] sum_c P_c(p_q - centre) b[w, col + c] for every point q (points innermost)."""
-    nq = px.shape[0]
-    if l == 0:
-        b0 = b[w, col]
-        for q in range(nq):
-            det[q] += fq[q] * b0
-    elif l == 1:
-        b0, b1, b2 = b[w, col], b[w, col + 1], b[w, col + 2]
-        for q in range(nq):
-            det[q] += fq[q] * ((px[q] - cx) * b0 + (py[q] - cy) * b1 + (pz[q] - cz) * b2)
-    elif l == 2:  # xx, xy, xz, yy, yz, zz
-        b0, b1, b2 = b[w, col], b[w, col + 1], b[w, col + 2]
-        b3, b4, b5 = b[w, col + 3], b[w, col + 4], b[w, col + 5]
-        for q in range(nq):
-            x, y, z = px[q] - cx, py[q] - cy, pz[q] - cz
-            det[q] += fq[q] * (x * (x * b0 + y * b1 + z * b2) + y * (y * b3 + z * b4) + z * z * b5)
-    else:
-        for q in range(nq):
-            det[q] += _shell_dot(l, px[q] - cx, py[q] - cy, pz[q] - cz, fq[q], b, w, col)
-
-
-@numba.njit(cache=True)
-def ecp_terms(pair_w, pair_a, pair_r, coef, points, ex, atom_R, sh_center, sh_on, sh_l, sh_pstart, sh_col, sh_minexp, exps,
-              coefs, screen, bvec, use_j, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, j_atoms, L_ee, L_en,
-              L_eecusp, L_encusp, j_old):
-    """Pass 2: V_NL psi / psi contributions (nw, na*nq) float64, Hartree, of one electron e.
-
-    ``pair_*``, ``coef``, ``points`` come from :func:`ecp_quadrature`, ``ex`` is the exponential of its
-    ``arg``; ``bvec`` (nw, ncart) float64 = A[:, i]^T C_cart^T (inverse Slater column of e times the
-    cartesian orbital coefficients of e's spin); with ``use_j`` the Jastrow factor: configs (nw, ne, 3)
-    Bohr and the arguments of :func:`jastrow_electron`, j_old (nw,) float64 J_e at the current position.
-    """
-    npair, nq = coef.shape
-    nw = points.shape[0]
-    na = points.shape[1] // nq
-    nsh = sh_l.shape[0]
-    terms = np.zeros((nw, na * nq))
-    fon = np.zeros(nsh)
-    px = np.empty(nq)
-    py = np.empty(nq)
-    pz = np.empty(nq)
-    jv = np.zeros(nq)
-    det = np.empty(nq)
-    fq = np.empty(nq)
-    scratch = np.empty((3, nq))
-    n = 0
-    for k in range(npair):
-        w = pair_w[k]
-        a = pair_a[k]
-        s = pair_r[k] * pair_r[k]
-        for ish in range(nsh):  # radial parts of the shells on atom a: one per pair
-            if sh_on[ish] != a:
-                continue
-            f = 0.0
-            if sh_minexp[ish] * s <= screen:
-                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
-                    if exps[p] * s <= screen:
-                        f += coefs[p] * ex[n]
-                        n += 1
-            fon[ish] = f
-        for q in range(nq):
-            px[q] = points[w, a * nq + q, 0]
-            py[q] = points[w, a * nq + q, 1]
-            pz[q] = points[w, a * nq + q, 2]
-        if use_j:
-            _jastrow_points(px, py, pz, jv, scratch[0], scratch[1], scratch[2], configs, w, e, same, ee_poly, ee_cusp,
-                            en_poly, en_cusp, j_atoms, L_ee, L_en, L_eecusp, L_encusp)
-        for q in range(nq):
-            det[q] = 0.0
-        for ish in range(nsh):
-            if sh_on[ish] == a:
-                for q in range(nq):
-                    fq[q] = fon[ish]
-            else:
-                dmin2 = _reach2(sh_center, ish, atom_R, a, pair_r[k])
-                if sh_minexp[ish] * dmin2 > screen:
+                det[q] = 0.0
+            for c in range(ncen):
+                on = cen_ecp[c] == a
+                if on:
+                    dmin2 = r * r  # every point at distance r from this centre
+                else:
+                    d0 = cen_R[c, 0] - atom_R[a, 0]
+                    d1 = cen_R[c, 1] - atom_R[a, 1]
+                    d2 = cen_R[c, 2] - atom_R[a, 2]
+                    dmin = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2) - r  # closest approach of the sphere
+                    dmin2 = dmin * dmin if dmin > 0.0 else 0.0
+                if cen_minexp[c] * dmin2 > screen:
                     continue
                 for q in range(nq):
-                    fq[q] = 0.0
-                for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
-                    if exps[p] * dmin2 > screen:
-                        continue
-                    cp = coefs[p]
+                    dx[q] = px[q] - cen_R[c, 0]
+                    dy[q] = py[q] - cen_R[c, 1]
+                    dz[q] = pz[q] - cen_R[c, 2]
+                if not on:
                     for q in range(nq):
-                        fq[q] += cp * ex[n + q]
-                    n += nq
-            _shell_dot_points(sh_l[ish], px, py, pz, sh_center[ish, 0], sh_center[ish, 1], sh_center[ish, 2], fq,
-                              bvec, w, sh_col[ish], det)
-        for q in range(nq):
-            ratio = det[q]
+                        rq[q] = np.sqrt(dx[q] * dx[q] + dy[q] * dy[q] + dz[q] * dz[q])
+                for ish in range(cen_shstart[c], cen_shstart[c + 1]):
+                    if sh_minexp[ish] * dmin2 > screen:
+                        continue
+                    t0, nt, ih = sh_tstart[ish], sh_nint[ish], sh_inv_h[ish]
+                    if on:
+                        f = _spline(spl_tab, t0, nt, ih, r)
+                        for q in range(nq):
+                            fq[q] = f
+                    else:
+                        for q in range(nq):
+                            fq[q] = _spline(spl_tab, t0, nt, ih, rq[q])
+                    l = sh_l[ish]
+                    col = sh_col[ish]
+                    if l == 0:
+                        b0 = bvec[w, col]
+                        for q in range(nq):
+                            det[q] += fq[q] * b0
+                    elif l == 1:
+                        b0, b1, b2 = bvec[w, col], bvec[w, col + 1], bvec[w, col + 2]
+                        for q in range(nq):
+                            det[q] += fq[q] * (dx[q] * b0 + dy[q] * b1 + dz[q] * b2)
+                    elif l == 2:  # xx, xy, xz, yy, yz, zz
+                        b0, b1, b2 = bvec[w, col], bvec[w, col + 1], bvec[w, col + 2]
+                        b3, b4, b5 = bvec[w, col + 3], bvec[w, col + 4], bvec[w, col + 5]
+                        for q in range(nq):
+                            x0, y0, z0 = dx[q], dy[q], dz[q]
+                            det[q] += fq[q] * (x0 * (x0 * b0 + y0 * b1 + z0 * b2) + y0 * (y0 * b3 + z0 * b4) + z0 * z0 * b5)
+                    else:
+                        _shell_dot_high(l, dx, dy, dz, fq, bvec, w, col, det)
             if use_j:
-                ratio *= np.exp(jv[q] - j_old[w])
-            terms[w, a * nq + q] = coef[k, q] * ratio
-    return terms
+                _jastrow_points(px, py, pz, jv, s0, s1, s2, configs, w, e, same,
+                                ee_poly, ee_cusp, en_poly, en_cusp, j_atoms, L_ee, L_en, L_eecusp, L_encusp)
+            for q in range(nq):
+                ratio = det[q]
+                if use_j:
+                    ratio *= np.exp(jv[q] - j_old[w])
+                terms[w, a * nq + q] = weights[q] * coef[q] * ratio
+    return terms, points
 
 
 # --------------------------------------------------------------------------- drift-diffusion sweep, one electron

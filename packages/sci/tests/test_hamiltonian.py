@@ -124,11 +124,15 @@ def test_symmetry_blocked_tables_match_pyscf_dense(h2o_small):
     sub = np.sort(np.random.default_rng(3).choice(dets.shape[0], 700, replace=False))
     hs = hamiltonian.build(dets[sub], ham.h1, ham.eri, orbsym=ham.orbsym)
     np.testing.assert_allclose(hs.dense(), hp[np.ix_(sub, sub)], atol=1e-12)
-    _, tb, sym, ptr = pt2._blocked_tables(lay, pt2._string_tables(lay, ham.h1, ham.eri), ham.eri, ham.orbsym)
-    ns = tb[1].shape[1]
+    tables = pt2._string_tables(lay, ham.h1, ham.eri)
+    _, tb, sym = pt2._blocked_tables(lay, tables, ham.h1, ham.eri, ham.orbsym)
+    ptr, ns = tb[8], tb[1].shape[1]
     assert ptr[:, -1].tolist() == [ns] * ptr.shape[0] and np.count_nonzero(np.diff(ptr, axis=1)) > ptr.shape[0]
     group = (np.arange(ns)[None, :, None] >= ptr[:, None, 1:]).sum(axis=2)  # the group of every column
     np.testing.assert_array_equal(sym[tb[3]] ^ sym[tb[4]], group)
+    assert 0 < tb[9].min() and tb[9].max() < tb[7].shape[1]  # same-spin doubles: the nonzero ones first
+    np.testing.assert_array_equal(np.sort(tb[7], axis=1), np.sort(tables[1][7], axis=1))
+    assert all(np.all(tb[7][r, : tb[9][r]] != 0) and np.all(tb[7][r, tb[9][r]:] == 0) for r in range(tb[7].shape[0]))
     keys = lay.keys(dets[sub])
     order = np.argsort(keys)
     d, k = dets[sub][order], keys[order]

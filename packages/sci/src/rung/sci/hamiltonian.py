@@ -113,10 +113,10 @@ def _build_incremental(dets, h1, eri, old_keys, old, orbsym=None):
     if tables is not None:
         index_of = np.full(layout.fci_size, -1, np.int32)
         index_of[keys] = np.arange(n, dtype=np.int32)
-        ta, tb, sym, ptr_b = pt2._blocked_tables(layout, tables, eri, orbsym)
+        ta, tb, sym = pt2._blocked_tables(layout, tables, h1, eri, orbsym)
         nptr, ncols, nvals, ndiag = cpu.upper_rows_tables(dets, keys, index_of, cpu.key_bits(keys, layout.fci_size),
                                                           cpu.key_bits(old_keys, layout.fci_size), layout.nstr_b,
-                                                          ta, tb, h1, eri, rows, False, sym, ptr_b)
+                                                          ta, tb, h1, eri, rows, False, sym)
     else:  # (the merge below leaves columns unsorted anyway)
         nptr, ncols, nvals, ndiag = cpu.upper_rows_groups(dets, *_groups(dets), h1, eri, rows, is_new, False)
     u = old.upper
@@ -144,10 +144,10 @@ def _build_tables(dets, h1, eri, orbsym=None):
     keys = layout.keys(dets)
     index_of = np.full(layout.fci_size, -1, np.int32)
     index_of[keys] = np.arange(n, dtype=np.int32)
-    ta, tb, sym, ptr_b = pt2._blocked_tables(layout, tables, eri, orbsym)
+    ta, tb, sym = pt2._blocked_tables(layout, tables, h1, eri, orbsym)
     ptr, cols, vals, diag = cpu.upper_rows_tables(dets, keys, index_of, cpu.key_bits(keys, layout.fci_size),
                                                   np.empty(0, np.uint64), layout.nstr_b, ta, tb, h1, eri,
-                                                  np.arange(n, dtype=np.int64), True, sym, ptr_b)
+                                                  np.arange(n, dtype=np.int64), True, sym)
     return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
 
 

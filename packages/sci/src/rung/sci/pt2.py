@@ -142,24 +142,22 @@ def _accumulators(nparts, size):
 _SYM: dict = {}
 
 
-def _blocked_tables(layout, tables, eri, orbsym):
-    """(ta, tb, sym, ptr_b) for the table kernels: ``tables`` with every beta string's singles grouped by
-    irrep product (:func:`cpu.single_symmetry_blocks`; group g of string ib in columns ptr_b[ib, g]:ptr_b[ib,
-    g + 1]). Labels are used only when every integral they forbid is exactly zero (as in an FCIDUMP
-    written with ORBSYM), so skipping those pairs changes no sum; else one group."""
+def _blocked_tables(layout, tables, h1, eri, orbsym):
+    """(ta, tb, sym) for the table kernels: ``tables`` in the form of :func:`cpu.block_tables` (singles
+    grouped by irrep product, nonzero same-spin doubles first). Labels are used only when every
+    integral they forbid is exactly zero (as in an FCIDUMP written with ORBSYM), so skipping those
+    pairs changes no sum; else one group (all labels 0)."""
     sym = np.zeros(layout.norb, np.int64)
     if orbsym is not None and layout.norb <= 64:
         s = np.asarray(orbsym, np.int64) - 1
         if s.min() >= 0 and s.max() < 8:
             prod = s[:, None, None, None] ^ s[None, :, None, None] ^ s[None, None, :, None] ^ s[None, None, None, :]
-            if not np.any(eri[prod != 0]):
+            if not np.any(eri[prod != 0]) and not np.any(h1[(s[:, None] ^ s[None, :]) != 0]):
                 sym = s
     if _SYM.get("tables") is not tables or _SYM.get("sym") != sym.tobytes():
         _SYM.clear()  # the cache holds the tables themselves, so their identity is a safe key
-        tb = tables[1]
-        perm, ptr = cpu.single_symmetry_blocks(tb[3], tb[4], sym, 8)
-        singles = tuple(np.ascontiguousarray(np.take_along_axis(a, perm, axis=1)) for a in tb[1:6])
-        _SYM.update(tables=tables, sym=sym.tobytes(), blocked=(tables[0], (tb[0],) + singles + tb[6:], sym, ptr))
+        _SYM.update(tables=tables, sym=sym.tobytes(),
+                    blocked=(cpu.block_tables(tables[0], sym), cpu.block_tables(tables[1], sym), sym))
     return _SYM["blocked"]
 
 
@@ -179,9 +177,9 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         if tables is not None:
             acc = _accumulators(nparts, layout.fci_size)
             try:
-                ta, tb, sym, ptr_b = _blocked_tables(layout, tables, eri, orbsym)
+                ta, tb, sym = _blocked_tables(layout, tables, h1, eri, orbsym)
                 counts = cpu.external_dense_tables(keys[gens], eri, cpu.key_bits(keys, layout.fci_size), layout.nstr_b,
-                                                   ta, tb, gcoef, gstoch, gw, gq, *acc, sym, ptr_b)
+                                                   ta, tb, gcoef, gstoch, gw, gq, *acc, sym)
             except BaseException:
                 _ACC.clear()  # possibly left dirty
                 raise

@@ -1078,46 +1078,52 @@ def string_tables(ne, norb, nw, binom, h1, eri):
     return occ, s_rank, s_sign, s_h, s_p, s_val, d_rank, d_val
 
 
-def single_symmetry_blocks(s_h, s_p, sym, nirrep):
-    """Singles of every string grouped by the symmetry product ``sym[h] ^ sym[p]`` (NumPy).
+def block_tables(table, sym, nirrep=8):
+    """The per-string table of :func:`string_tables` reordered for the table kernels (NumPy).
 
-    s_h, s_p : (nstr, ns) int64 holes and particles of :func:`string_tables`; sym : (norb,) int64 irrep
-    labels whose XOR products are below ``nirrep`` (8 for D2h and its subgroups; all 0 without symmetry),
-    e.g. labels {0, 1, 2} give the product 3. Returns perm (nstr, ns)
-    int64, the singles in stable order of their product, and ptr (nstr, nirrep + 1) int64 group bounds.
+    Every string's singles are grouped by their symmetry product ``sym[h] ^ sym[p]`` (``sym`` (norb,)
+    int64 irrep labels whose XOR products are below ``nirrep``, 8 for D2h and its subgroups; all 0
+    without symmetry), group g of string r in columns ``s_ptr[r, g]:s_ptr[r, g + 1]``; its same-spin
+    doubles with a nonzero element come first, ``d_cnt[r]`` of them. Returns the 10-tuple (occ, s_rank,
+    s_sign, s_h, s_p, s_val, d_rank, d_val, s_ptr (nstr, nirrep + 1) int64, d_cnt (nstr,) int64).
+    Skipping the other groups or the zero doubles changes no sum only when the labels are exact (every
+    integral they forbid is zero, see ``pt2._blocked_tables``).
     """
+    occ, s_rank, s_sign, s_h, s_p, s_val, d_rank, d_val = table
     prod = sym[s_h] ^ sym[s_p]
-    perm = np.argsort(prod, axis=1, kind="stable").astype(np.int64)
-    ptr = np.zeros((prod.shape[0], nirrep + 1), np.int64)
+    perm = np.argsort(prod, axis=1, kind="stable")
+    s_ptr = np.zeros((prod.shape[0], nirrep + 1), np.int64)
     for g in range(nirrep):
-        ptr[:, g + 1] = ptr[:, g] + (prod == g).sum(axis=1)
-    return perm, ptr
+        s_ptr[:, g + 1] = s_ptr[:, g] + (prod == g).sum(axis=1)
+    singles = tuple(np.ascontiguousarray(np.take_along_axis(a, perm, axis=1)) for a in (s_rank, s_sign, s_h, s_p, s_val))
+    dperm = np.argsort(d_val == 0.0, axis=1, kind="stable")
+    doubles = tuple(np.ascontiguousarray(np.take_along_axis(a, dperm, axis=1)) for a in (d_rank, d_val))
+    d_cnt = (d_val != 0.0).sum(axis=1).astype(np.int64)
+    return (occ,) + singles + doubles + (s_ptr, d_cnt)
 
 
 @njit(cache=True, parallel=True)
 def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen_stoch, gen_w, gen_q, ad, as_, t,
-                          sym, ptr_b):
-    """:func:`external_dense` driven by the per-string tables ``ta``, ``tb`` of :func:`string_tables`.
+                          sym):
+    """:func:`external_dense` driven by the per-string tables ``ta``, ``tb`` (:func:`string_tables`, in the
+    blocked form of :func:`block_tables`).
 
     gen_keys : (ng,) int64 keys of the generators; var_bits : the space's keys as a bit set (:func:`key_bits`).
     The accumulators ad, as_, t (nparts, fci_size) float64 are passed in, zero (kept between passes by
     the caller, who clears only the nonzero entries: no FCI-sized allocation or zeroing per pass);
-    returns the number of (alpha, I) pairs per part. Alpha-beta doubles: for an alpha single h -> p only
-    the beta singles of the same symmetry product ``sym[h] ^ sym[p]`` are visited: ``tb``'s singles are
-    grouped by that product, group g of string ib in columns ``ptr_b[ib, g]:ptr_b[ib, g + 1]``
-    (:func:`single_symmetry_blocks`); the others couple through symmetry-forbidden integrals, exactly zero.
+    returns the number of (alpha, I) pairs per part. Only pairs that can couple are visited: the singles
+    of symmetry product 0, the same-spin doubles of nonzero element and, for an alpha single h -> p, the
+    beta singles of the same product ``sym[h] ^ sym[p]`` (the others couple through symmetry-forbidden
+    integrals, exactly zero; see :func:`block_tables`).
     """
-    occa, sra, ssa, sha, spa, sva, dra, dva = ta
-    occb, srb, ssb, shb, spb, svb, drb, dvb = tb
+    occa, sra, ssa, sha, spa, sva, dra, dva, pa, nda = ta
+    occb, srb, ssb, shb, spb, svb, drb, dvb, pb, ndb = tb
     ng = gen_keys.shape[0]
     nparts = ad.shape[0]
     counts = np.zeros(nparts, np.int64)
     nsa = sra.shape[1]
-    nsb = srb.shape[1]
-    nda = dra.shape[1]
-    ndb = drb.shape[1]
-    na = occa.shape[1] if nsa > 0 or nda > 0 else 0
-    nb = occb.shape[1] if nsb > 0 or ndb > 0 else 0
+    na = occa.shape[1] if nsa > 0 or dra.shape[1] > 0 else 0
+    nb = occb.shape[1] if srb.shape[1] > 0 or drb.shape[1] > 0 else 0
     for part in prange(nparts):
         cnt = 0
         for g in range(part * ng // nparts, (part + 1) * ng // nparts):
@@ -1127,7 +1133,7 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
             st = gen_stoch[g]
             w = gen_w[g]
             q = gen_q[g]
-            for k in range(nsa):  # alpha singles
+            for k in range(pa[ia, 0], pa[ia, 1]):  # alpha singles
                 key = sra[ia, k] * nstr_b + ib
                 if not in_bits(var_bits, key):
                     h = sha[ia, k]
@@ -1138,7 +1144,7 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                         val += eri[h, p, j, j]
                     _acc(part, key, c * ssa[ia, k] * val, st, w, q, ad, as_, t)
                     cnt += 1
-            for k in range(nsb):  # beta singles
+            for k in range(pb[ib, 0], pb[ib, 1]):  # beta singles
                 key = ia * nstr_b + srb[ib, k]
                 if not in_bits(var_bits, key):
                     h = shb[ib, k]
@@ -1149,12 +1155,12 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                         val += eri[h, p, j, j]
                     _acc(part, key, c * ssb[ib, k] * val, st, w, q, ad, as_, t)
                     cnt += 1
-            for k in range(nda):  # alpha-alpha doubles
+            for k in range(nda[ia]):  # alpha-alpha doubles
                 key = dra[ia, k] * nstr_b + ib
                 if not in_bits(var_bits, key):
                     _acc(part, key, c * dva[ia, k], st, w, q, ad, as_, t)
                     cnt += 1
-            for k in range(ndb):  # beta-beta doubles
+            for k in range(ndb[ib]):  # beta-beta doubles
                 key = ia * nstr_b + drb[ib, k]
                 if not in_bits(var_bits, key):
                     _acc(part, key, c * dvb[ib, k], st, w, q, ad, as_, t)
@@ -1165,7 +1171,7 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                 p = spa[ia, k]
                 ca = c * ssa[ia, k]
                 sy = sym[h] ^ sym[p]
-                for m in range(ptr_b[ib, sy], ptr_b[ib, sy + 1]):
+                for m in range(pb[ib, sy], pb[ib, sy + 1]):
                     key = base + srb[ib, m]
                     if not in_bits(var_bits, key):
                         _acc(part, key, ca * ssb[ib, m] * eri[h, p, shb[ib, m], spb[ib, m]], st, w, q, ad, as_, t)
@@ -1187,20 +1193,19 @@ def _partner_key(key, key_i, bits, old_bits):
 
 
 @njit(cache=True)
-def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, vals, fill, sym, ptr_b):
+def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, vals, fill, sym):
     """Connections J > I of determinant I = (ia, ib) from the per-string tables (with a non-empty
     ``old_bits`` also the old J < I, see :func:`_partner_key`); ``bits`` the space's keys as a bit set,
     ``index_of`` (fci_size,) int32 maps a key to its position in the space (read only for partners, in
-    ``fill`` mode). When ``fill`` also their elements; tb, sym, ptr_b as in :func:`external_dense_tables`."""
-    occa, sra, ssa, sha, spa, sva, dra, dva = ta
-    occb, srb, ssb, shb, spb, svb, drb, dvb = tb
+    ``fill`` mode). When ``fill`` also their elements; ta, tb, sym as in :func:`external_dense_tables`."""
+    occa, sra, ssa, sha, spa, sva, dra, dva, pa, nda = ta
+    occb, srb, ssb, shb, spb, svb, drb, dvb, pb, ndb = tb
     nsa = sra.shape[1]
-    nsb = srb.shape[1]
     na = occa.shape[1] if nsa > 0 or dra.shape[1] > 0 else 0
-    nb = occb.shape[1] if nsb > 0 or drb.shape[1] > 0 else 0
+    nb = occb.shape[1] if srb.shape[1] > 0 or drb.shape[1] > 0 else 0
     key_i = ia * nstr_b + ib
     n = 0
-    for k in range(nsa):  # alpha singles
+    for k in range(pa[ia, 0], pa[ia, 1]):  # alpha singles
         key = sra[ia, k] * nstr_b + ib
         if _partner_key(key, key_i, bits, old_bits):
             if fill:
@@ -1213,7 +1218,7 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
                 cols[n] = j
                 vals[n] = ssa[ia, k] * val
             n += 1
-    for k in range(nsb):  # beta singles
+    for k in range(pb[ib, 0], pb[ib, 1]):  # beta singles
         key = ia * nstr_b + srb[ib, k]
         if _partner_key(key, key_i, bits, old_bits):
             if fill:
@@ -1226,7 +1231,7 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
                 cols[n] = j
                 vals[n] = ssb[ib, k] * val
             n += 1
-    for k in range(dra.shape[1]):  # alpha-alpha doubles
+    for k in range(nda[ia]):  # alpha-alpha doubles
         key = dra[ia, k] * nstr_b + ib
         if _partner_key(key, key_i, bits, old_bits):
             if fill:
@@ -1234,7 +1239,7 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
                 cols[n] = j
                 vals[n] = dva[ia, k]
             n += 1
-    for k in range(drb.shape[1]):  # beta-beta doubles
+    for k in range(ndb[ib]):  # beta-beta doubles
         key = ia * nstr_b + drb[ib, k]
         if _partner_key(key, key_i, bits, old_bits):
             if fill:
@@ -1245,7 +1250,7 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
     for k in range(nsa):  # alpha-beta doubles
         base = sra[ia, k] * nstr_b
         sy = sym[sha[ia, k]] ^ sym[spa[ia, k]]
-        for m in range(ptr_b[ib, sy], ptr_b[ib, sy + 1]):
+        for m in range(pb[ib, sy], pb[ib, sy + 1]):
             key = base + srb[ib, m]
             if _partner_key(key, key_i, bits, old_bits):
                 if fill:
@@ -1257,11 +1262,11 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
 
 
 @njit(cache=True, parallel=True)
-def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, eri, rows, sort, sym, ptr_b):
+def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, eri, rows, sort, sym):
     """:func:`upper_rows_groups` for small FCI spaces: partners found by key lookup from the per-string
     tables of :func:`string_tables` (no pair scans, no Slater-Condon rules). keys (n,) int64 of ``dets``
     (sorted); ``index_of``, ``bits``, ``old_bits`` (empty for a full build, the old space's keys for the
-    new rows of an incremental one), tb, sym, ptr_b as in :func:`_row_tables`. Same returns."""
+    new rows of an incremental one), ta, tb, sym as in :func:`_row_tables`. Same returns."""
     nr = rows.shape[0]
     norb = h1.shape[0]
     cnt = np.zeros(nr + 1, np.int64)
@@ -1270,7 +1275,7 @@ def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, 
     for r in prange(nr):
         i = rows[r]
         cnt[r + 1] = _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, index_of, bits, old_bits, nstr_b, ta, tb, eri,
-                                 dc, dv, False, sym, ptr_b)
+                                 dc, dv, False, sym)
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int32)
     vals = np.empty(ptr[-1], np.float64)
@@ -1283,7 +1288,7 @@ def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, 
         c = np.empty(ptr[r + 1] - ptr[r], np.int64)
         v = np.empty(ptr[r + 1] - ptr[r], np.float64)
         _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, index_of, bits, old_bits, nstr_b, ta, tb, eri, c, v, True,
-                    sym, ptr_b)
+                    sym)
         _store_row(c, v, ptr[r], cols, vals, sort)
         diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
     return ptr, cols, vals, diag

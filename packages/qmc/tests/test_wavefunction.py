@@ -177,3 +177,9 @@ def test_jastrow_numba_matches_numpy(radical):
             np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
         # the value-only path (ratios)
         np.testing.assert_allclose(jas._electron_terms(e, pts, 0)[0], b[0], rtol=1e-12, atol=1e-12)
+    # the full recomputation (numba kernel) against the NumPy expressions, with an electron on a nucleus
+    configs[2, 0] = mol.atom_coords()[1]
+    jas.backend = "numpy"
+    ref = jas.recompute(configs)[1]
+    jas.backend = "numba"
+    np.testing.assert_allclose(jas.recompute(configs)[1], ref, rtol=1e-12, atol=1e-12)

@@ -174,6 +174,13 @@ class Jastrow:
     def recompute(self, configs):
         self.configs = np.array(configs, dtype=np.float64)
         nw = configs.shape[0]
+        self._cache = {}  # e -> J_e at the current positions (nw, 1), valid until an electron moves
+        if self.backend == "numba":
+            from rung.qmc._kernels.cpu import jastrow_total
+
+            _, _, _, ee_poly, ee_cusp, en_poly, en_cusp, atoms, *cutoffs = self.kernel_arguments(0)
+            self.logval = jastrow_total(self.configs, self.spin, ee_poly, ee_cusp, en_poly, en_cusp, atoms, *cutoffs)
+            return np.ones(nw), self.logval.copy()
         r = np.linalg.norm(self.configs[:, :, None] - self.configs[:, None], axis=-1)  # (nw, ne, ne)
         iu, ju = np.triu_indices(self.ne, 1)
         same = self.spin[iu] == self.spin[ju]
@@ -181,7 +188,6 @@ class Jastrow:
         ren = np.linalg.norm(self.configs[:, :, None] - self.atom_coords, axis=-1)  # (nw, ne, natom)
         val = val + self._en(ren)[0].sum((-1, -2))
         self.logval = val
-        self._cache = {}  # e -> J_e at the current positions (nw, 1), valid until an electron moves
         return np.ones(nw), val.copy()
 
     def value(self):

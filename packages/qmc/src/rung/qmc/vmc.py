@@ -196,7 +196,8 @@ def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress
     t0 = time.perf_counter()
     i = 0
     for b in range(config.nblocks):
-        wf.recompute(configs)  # bound Sherman-Morrison round-off
+        if b > 0 or config.nequil > 0:  # (the state is fresh from the recomputation above otherwise)
+            wf.recompute(configs)  # bound Sherman-Morrison round-off
         for _ in range(config.nsteps):
             a, _ = sweep(wf, configs, config.tau, rng)
             acc += a

@@ -299,6 +299,45 @@ def jastrow_electron(epos, configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
     return val, grad, lap
 
 
+@numba.njit(cache=True)
+def jastrow_total(configs, spin, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp, L_encusp):
+    """J = sum_{i<j} u(r_ij) + sum_{i,A} chi_A(r_iA) per walker, (nw,) float64 (the full recomputation).
+
+    configs (nw, ne, 3) Bohr; spin (ne,) int64 (0 up, 1 down); the other arguments as in
+    :func:`jastrow_electron`. Oracle: the NumPy expressions of :meth:`rung.qmc.jastrow.Jastrow.recompute`
+    (backend "numpy").
+    """
+    nw, ne = configs.shape[0], configs.shape[1]
+    nd = ee_poly.shape[1]
+    out = np.zeros(nw)
+    t = 0
+    for w in range(nw):
+        acc = 0.0
+        for i in range(ne):
+            x0, x1, x2 = configs[w, i, 0], configs[w, i, 1], configs[w, i, 2]
+            for k in range(i + 1, ne + atoms.shape[0]):  # the later electrons, then the atoms
+                if k < ne:
+                    d0, d1, d2 = x0 - configs[w, k, 0], x1 - configs[w, k, 1], x2 - configs[w, k, 2]
+                    t = 0 if spin[k] == spin[i] else 1
+                    L, Lc, G = L_ee, L_eecusp, ee_cusp[t]
+                else:
+                    a = k - ne
+                    d0, d1, d2 = x0 - atoms[a, 0], x1 - atoms[a, 1], x2 - atoms[a, 2]
+                    L, Lc, G = L_en, L_encusp, en_cusp[a]
+                r = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                y = r / L
+                v = 0.0
+                if y < 1.0:
+                    for m in range(nd - 1, -1, -1):
+                        v = v * y + (ee_poly[t, m] if k < ne else en_poly[k - ne, m])
+                if r < Lc:
+                    tc = 1.0 - r / Lc
+                    v += -G * Lc * tc * tc * tc / 3.0
+                acc += v
+        out[w] = acc
+    return out
+
+
 # --------------------------------------------------------------------------- nonlocal ECP, one electron
 # One numba pass per electron (``ecp_nonlocal``): for every walker the randomly rotated quadrature
 # points around every ECP atom, and for the (walker, atom) pairs in range the projector weights and the

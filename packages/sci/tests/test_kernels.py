@@ -80,6 +80,11 @@ def test_spin_partners_and_s2_reference():
     from rung.sci.hamiltonian import s2_operator
 
     np.testing.assert_allclose(s2_operator(lay, dets, keys).toarray(), s2, atol=1e-12)
+    from rung.sci.hamiltonian import SpinSquared
+
+    x = np.random.default_rng(0).normal(size=(6, 2))
+    np.testing.assert_allclose(SpinSquared(lay, dets, keys) @ x, s2 @ x, atol=1e-12)  # matrix-free product
+    np.testing.assert_allclose(SpinSquared(lay, dets[:4], keys[:4]) @ x[:4, 0], s2[:4, :4] @ x[:4, 0], atol=1e-12)
     w = np.linalg.eigvalsh(s2)
     np.testing.assert_allclose(sorted(set(np.round(w, 8))), [0.0, 2.0, 6.0])  # S = 0, 1, 2
 

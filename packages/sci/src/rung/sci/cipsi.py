@@ -41,7 +41,7 @@ from rung.sci import __version__
 from rung.sci.davidson import davidson
 from rung.sci.determinants import Layout
 from rung.sci.fcidump import Hamiltonian
-from rung.sci.hamiltonian import build, s2_operator
+from rung.sci.hamiltonian import SpinSquared, build
 from rung.sci.multidet import from_active, write_multidet
 from rung.sci.pt2 import accumulate_cpu, en_pt2
 
@@ -181,10 +181,12 @@ def configuration_average(dets: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (np.bincount(inv, weights=values) / np.bincount(inv))[inv]
 
 
-def _diagonalize(hs, s2, target, cfg, guess, xp, log, dets):
-    """Lowest ``nroots`` eigenvectors of H with <S^2> = ``target``.
+def _diagonalize(hs, s2, target, cfg, guess, guess_s2, xp, log, dets):
+    """Lowest ``nroots`` eigenvectors of H with <S^2> = ``target``, normalized, and their <S^2>.
 
-    With a spin-pure guess (the previous iteration's vectors), Davidson runs on H alone with the
+    ``s2`` a :class:`SpinSquared`; ``guess_s2`` the <S^2> of the ``guess`` columns (the previous
+    iteration's vectors, whose S^2 does not change in the grown space: both spaces are spin complete).
+    With a spin-pure guess, Davidson runs on H alone with the
     configuration-averaged diagonal as preconditioner: both commute with S^2 in a spin-complete space,
     so every correction stays in the target spin (no penalty operator, whose (S^2 - S(S+1))^2 term
     roughly triples the iteration count). <S^2> of the result is checked; a drift (round-off feeding
@@ -192,38 +194,42 @@ def _diagonalize(hs, s2, target, cfg, guess, xp, log, dets):
     """
     n = hs.n
     k = min(cfg.nroots, n)
+
+    def normalized(v):
+        v = v / np.linalg.norm(v, axis=0)[None, :]
+        return v, np.einsum("ik,ik->k", v, s2 @ v)
+
     if n <= DENSE_MAX:
         hd = hs.dense()
-        sd = s2.toarray() - target * np.eye(n)
+        sd = s2.matrix().toarray() - target * np.eye(n)
         w, v = np.linalg.eigh(hd + cfg.spin_penalty * sd @ sd)
-        return v[:, :k]
+        return normalized(v[:, :k])
     from rung.core.backend import to_host
 
     if xp is not np:
         from rung.sci._kernels import gpu
 
         mv_h = gpu.sparse_matvec(hs)
-        s2g = gpu.csr_to_device(s2)
     else:
-        mv_h, s2g = hs.matvec, s2
-    pure = guess is not None and guess.shape[1] >= k and all(np.any(guess[:, c]) for c in range(k))
+        mv_h = hs.matvec
+    pure = (guess is not None and guess_s2 is not None and guess.shape[1] >= k and len(guess_s2) >= k
+            and all(np.any(guess[:, c]) for c in range(k)) and bool(np.all(np.abs(guess_s2[:k] - target) < 1e-8)))
     if pure:
         g = np.ascontiguousarray(guess[:, :k])
         g /= np.linalg.norm(g, axis=0)[None, :]
-        dev = np.abs(np.einsum("ik,ik->k", g, s2 @ g) - target)
-        pure = bool(np.all(dev < 1e-8))
-    if pure:
         diag = configuration_average(dets, hs.diag)
         if xp is not np:
             g, diag = xp.asarray(g), xp.asarray(diag)
         res = davidson(mv_h, diag, g, tol=cfg.davidson_tol)
-        v = to_host(res.vectors)
-        dev = np.abs(np.einsum("ik,ik->k", v, s2 @ v) / np.einsum("ik,ik->k", v, v) - target)
+        v, s2v = normalized(to_host(res.vectors))
+        dev = np.abs(s2v - target)
         if res.converged.all() and np.all(dev < 1e-6):
-            return v
+            return v, s2v
         log(f"<S^2> drifted by {dev.max():.1e} (or no convergence): Davidson with the spin penalty")
         guess = v
-    diag = hs.diag + cfg.spin_penalty * (s2.diagonal() - target) ** 2
+    s2m = s2.matrix()
+    s2g = gpu.csr_to_device(s2m) if xp is not np else s2m
+    diag = hs.diag + cfg.spin_penalty * (s2m.diagonal() - target) ** 2
 
     def matvec(x):
         y = s2g @ x - target * x
@@ -245,7 +251,7 @@ def _diagonalize(hs, s2, target, cfg, guess, xp, log, dets):
     res = davidson(matvec, diag, g, tol=cfg.davidson_tol)
     if not res.converged.all():
         log(f"warning: Davidson did not converge all roots in {res.iterations} iterations")
-    return to_host(res.vectors)
+    return normalized(to_host(res.vectors))
 
 
 def _write(path: Path, layout, ham, cfg, result: Result, next_keys, backend):
@@ -304,7 +310,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
     h1, eri = ham.h1, ham.eri
     rng = np.random.default_rng(cfg.seed)
     history: list = []
-    guess = None
+    guess = guess_s2 = None
     previous = None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     dets, keys = layout.spin_complete(layout.aufbau(s_target))
@@ -324,6 +330,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         dets, keys = layout.from_keys(next_keys), next_keys
         guess = np.zeros((keys.size, old.coef.shape[1]))
         guess[np.searchsorted(keys, okeys)] = old.coef
+        guess_s2 = np.atleast_1d(old.s2)
         log(f"resuming from {checkpoint}: {len(history)} iterations done, next space {keys.size} determinants")
     log(f"CIPSI: {layout.na}+{layout.nb} electrons in {layout.norb} orbitals, FCI space {layout.fci_size:.3e}, "
         f"target S = {s_target:g}, backend {backend_used}")
@@ -331,14 +338,12 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         t0 = time.perf_counter()
         hs = build(dets, h1, eri, previous=previous, orbsym=ham.orbsym)  # the last iteration's block is reused
         previous = None
-        s2 = s2_operator(layout, dets, keys)
+        s2 = SpinSquared(layout, dets, keys)
         t_build = time.perf_counter() - t0
-        coef = _diagonalize(hs, s2, target, cfg, guess, xp, log, dets)
+        coef, s2v = _diagonalize(hs, s2, target, cfg, guess, guess_s2, xp, log, dets)
         t_diag = time.perf_counter() - t0 - t_build
-        coef /= np.linalg.norm(coef, axis=0)[None, :]
         hc = hs.matvec(coef)
         e_el = np.einsum("ik,ik->k", coef, hc)
-        s2v = np.einsum("ik,ik->k", coef, s2 @ coef)
         n = keys.size
         complete = n == layout.fci_size
         grow = (not complete) and n < cfg.max_det
@@ -385,6 +390,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         dets, keys = ndets, nkeys
         guess = np.zeros((keys.size, coef.shape[1]))
         guess[np.searchsorted(keys, okeys)] = coef
+        guess_s2 = s2v
 
 
 def fci_energy(ham: Hamiltonian, nroots: int = 1) -> np.ndarray:

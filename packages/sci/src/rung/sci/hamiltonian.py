@@ -151,6 +151,30 @@ def _build_tables(dets, h1, eri, orbsym=None):
     return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
 
 
+class SpinSquared:
+    """S^2 (dimensionless) in the space of sorted ``keys`` (n,) of ``dets`` (n, 2, nw) uint64, partners outside
+    the space dropped: ``s2 @ x`` for x (n,) or (n, k) float64 without storing the matrix (one pass over
+    the determinants), ``matrix()`` the CSR of :func:`s2_operator` (built once, on demand)."""
+
+    def __init__(self, layout: Layout, dets: np.ndarray, keys: np.ndarray):
+        self.layout, self.dets, self.keys = layout, np.ascontiguousarray(dets), keys
+        self._csr = None
+
+    def __matmul__(self, x: np.ndarray) -> np.ndarray:
+        if self._csr is not None:
+            return self._csr @ x
+        lay = self.layout
+        x2 = np.ascontiguousarray(np.asarray(x, np.float64).reshape(x.shape[0], -1))
+        y = cpu.s2_matvec(self.dets, self.keys, lay.binom_a, lay.binom_b, lay.nstr_b, lay.norb,
+                          0.5 * (lay.na - lay.nb), x2)
+        return y.reshape(x.shape)
+
+    def matrix(self) -> sp.csr_matrix:
+        if self._csr is None:
+            self._csr = s2_operator(self.layout, self.dets, self.keys)
+        return self._csr
+
+
 def s2_operator(layout: Layout, dets: np.ndarray, keys: np.ndarray) -> sp.csr_matrix:
     """S^2 (dimensionless) in the space of sorted ``keys`` (partners outside the space dropped)."""
     sz = 0.5 * (layout.na - layout.nb)
@@ -160,4 +184,4 @@ def s2_operator(layout: Layout, dets: np.ndarray, keys: np.ndarray) -> sp.csr_ma
     return sp.csr_matrix((vals, cols, ptr), shape=(n, n))
 
 
-__all__ = ["SparseH", "build", "s2_operator"]
+__all__ = ["SparseH", "SpinSquared", "build", "s2_operator"]

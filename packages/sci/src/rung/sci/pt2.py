@@ -189,13 +189,16 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
             acc = cpu.external_dense(dets, gens, h1, eri, mask, layout.binom_a, layout.binom_b, layout.nstr_b, nexc,
                                      gcoef, gstoch, gw, gq, nparts, layout.fci_size)
             counts = acc[3]
-        nz = acc[0] != 0.0  # the external determinants met (a zero sum contributes and selects nothing)
-        nz |= acc[1] != 0.0
-        nz |= acc[2] != 0.0
+        # the external determinants met are the nonzero sums (a zero sum contributes and selects nothing);
+        # only the sums of the kinds of generator present (deterministic: ad; sampled: as_, t) can be set
+        used = [a for a, on in zip(acc[:3], (not gstoch.all(), gstoch.any(), gstoch.any())) if on]
+        nz = used[0] != 0.0
+        for a in used[1:]:
+            nz |= a != 0.0
         uk = np.flatnonzero(nz.any(axis=0) if nparts > 1 else nz[0]).astype(np.int64)
-        ad, as_, t = (a[:, uk].sum(axis=0) for a in acc[:3])
+        ad, as_, t = (a[:, uk].sum(axis=0) if any(a is u for u in used) else np.zeros(uk.size) for a in acc[:3])
         if tables is not None:
-            for a in acc:  # back to zero for the next pass: only the entries set
+            for a in used:  # back to zero for the next pass: only the entries set
                 a[:, uk] = 0
         n_gen = int(counts.sum())
         del acc

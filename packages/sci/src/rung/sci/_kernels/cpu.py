@@ -578,6 +578,22 @@ def s2_matrix(dets, keys, binom_a, binom_b, nstr_b, norb, sz):
 
 
 @njit(cache=True, parallel=True)
+def s2_matvec(dets, keys, binom_a, binom_b, nstr_b, norb, sz, x):
+    """S^2 x (n, k) float64 in the space of sorted ``keys`` without storing S^2 (rows of :func:`s2_matrix`
+    made on the fly); x (n, k) float64 C-contiguous."""
+    n, k = x.shape
+    y = np.zeros((n, k))
+    for i in prange(n):
+        cols = np.empty(1 + norb * norb, np.int64)
+        vals = np.empty(1 + norb * norb, np.float64)
+        m = _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, norb, sz, cols, vals, True)
+        for e in range(m):
+            for r in range(k):
+                y[i, r] += vals[e] * x[cols[e], r]
+    return y
+
+
+@njit(cache=True, parallel=True)
 def spin_partner_count(dets, norb):
     """Number of determinants with the same spatial occupation and Ms as each of ``dets``: C(open, n_alpha_open)."""
     n = dets.shape[0]

@@ -12,7 +12,8 @@ Cases (all in one process, side by side):
 ``python -m tools.bench.suites.dft_gpu breakdown [molecule]`` runs the end-to-end SCF of both sides in
 separate single-threaded processes and prints the J/K, XC and rest CPU times and each process's peak
 resident memory; ``python -m tools.bench.suites.dft_gpu floor`` times J+K of both sides and DGEMM on
-one thread in CPU seconds (ours through both CPU paths: the numba micro-kernel and plain BLAS). CPU time on one thread is what stays comparable on a shared machine.
+one thread in CPU seconds (ours through both CPU paths: the packed tensor with the numba
+micro-kernel, and the square tensor with plain BLAS). CPU time on one thread is what stays comparable on a shared machine.
 """
 
 from __future__ import annotations
@@ -175,30 +176,32 @@ def _cpu_time(fn, repeats: int = 3) -> float:
 
 def _floor_child() -> None:
     from rung.dft_gpu._kernels import cpu
+    from rung.dft_gpu.jk import JKEngine
 
     a = np.random.default_rng(0).random((2000, 2000))
-    rate = 2 * 2000.0**3 / _cpu_time(lambda: a @ a)
-    print(f"DGEMM (one thread): {rate / 1e9:.1f} GFLOP/s\n")
-    print("ours = the default CPU path (numba half-transform micro-kernel for nao >= "
-          f"{cpu.MICROKERNEL_MIN_NAO} on AVX-512, else BLAS); BLAS = the same engine forced onto plain "
-          "BLAS GEMMs (the previous algorithm)\n")
-    print("| molecule | nao | naux | nocc | GFLOP | floor (s) | BLAS (s) | BLAS/floor | micro-kernel (s) | "
-          "micro-kernel/floor | ours/floor | PySCF (s) | PySCF/floor | PySCF/ours |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("packed = the engine built with the packed tensor and the numba half-transform micro-kernel "
+          "(cpu.USE_MICROKERNEL = True); square = the engine built with the square tensor and plain BLAS GEMMs "
+          f"(False); ours = the default (packed for nao >= {cpu.MICROKERNEL_MIN_NAO} on AVX-512, else square). "
+          "DGEMM rate measured right before each molecule.\n")
+    print("| molecule | nao | naux | nocc | GFLOP | DGEMM (GFLOP/s) | floor (s) | square (s) | square/floor | "
+          "packed (s) | packed/floor | ours/floor | PySCF (s) | PySCF/floor | PySCF/ours |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in ("glycine", "aspirin"):
         mol, dm, nocc, eng, dfobj = _jk_setup(name)
+        engines = {eng.packed: eng}
+        cpu.USE_MICROKERNEL = not eng.packed
+        engines[not eng.packed] = JKEngine(mol, eng.auxbasis, backend="numba")
+        cpu.USE_MICROKERNEL = None
+        rate = 2 * 2000.0**3 / _cpu_time(lambda: a @ a, 5)
         flop = jk_flop(eng.naux, mol.nao, nocc)
         floor = flop / rate
-        times = {}
-        for mode in (False, True, None):
-            cpu.USE_MICROKERNEL = mode
-            times[mode] = _cpu_time(lambda: eng.get_jk(dm), 5)
-        cpu.USE_MICROKERNEL = None
-        peer = _cpu_time(lambda: dfobj.get_jk(dm))
-        ours = times[None]
-        print(f"| {name} | {mol.nao} | {eng.naux} | {nocc} | {flop / 1e9:.2f} | {floor:.3f} | {times[False]:.3f} | "
-              f"{times[False] / floor:.2f} | {times[True]:.3f} | {times[True] / floor:.2f} | {ours / floor:.2f} | "
-              f"{peer:.3f} | {peer / floor:.2f} | {peer / ours:.2f} |", flush=True)
+        times = {packed: _cpu_time(lambda e=e: e.get_jk(dm), 7) for packed, e in engines.items()}
+        peer = _cpu_time(lambda: dfobj.get_jk(dm), 5)
+        ours = times[eng.packed]
+        print(f"| {name} | {mol.nao} | {eng.naux} | {nocc} | {flop / 1e9:.2f} | {rate / 1e9:.1f} | {floor:.3f} | "
+              f"{times[False]:.3f} | {times[False] / floor:.2f} | {times[True]:.3f} | {times[True] / floor:.2f} | "
+              f"{ours / floor:.2f} | {peer:.3f} | {peer / floor:.2f} | {peer / ours:.2f} |", flush=True)
+        del engines, eng, dfobj
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Contract
 --------
 :class:`JKEngine` builds the Cholesky-decomposed 3-index tensor of a molecule once with PySCF's
-integral code (``pyscf.df``), keeps it unpacked on the compute device when it fits the memory budget
-(otherwise streams it there aux block by aux block on every call), and returns J and K for a batch of
+integral code (``pyscf.df``), keeps it on the compute device when it fits the memory budget (otherwise
+streams it there aux block by aux block on every call), and returns J and K for a batch of
 density matrices. :func:`accelerate` returns a copy of a PySCF RHF/UHF/RKS/UKS object whose ``get_jk``
 (and ``get_k(omega=...)``, for range-separated hybrids) run on such engines; PySCF itself is not
 modified and the caller's object is left untouched.
@@ -87,7 +87,7 @@ def resolve_auxbasis(mol, auxbasis=None):
         return aug_etb(mol, beta=beta)
     return auxbasis
 
-#: Largest aux block contracted at once (keeps the K intermediate in cache-sized pieces).
+#: Largest aux block contracted at once on the square tensor (the packed path: ``cpu.PACKED_BLOCK``).
 MAX_BLOCK = 256
 _MB = 1024**2
 
@@ -138,20 +138,24 @@ class JKEngine:
         Range-separation parameter, Bohr^-1: ``> 0`` long-range ``erf(omega r)/r``, ``< 0``
         short-range ``erfc(|omega| r)/r``; None or 0 for the full Coulomb operator.
     backend : {"auto", "numpy", "numba", "cupy"}
-        ``numpy``: the reference kernel (slow oracle); ``numba``: the CPU kernels (BLAS GEMMs and,
-        for ``nao >= 120`` on AVX-512 CPUs, a numba micro-kernel for the exchange half-transform with
-        J fused into the same pass over the tensor; see ``_kernels/cpu.py``); ``cupy``: GPU.
+        ``numpy``: the reference kernel (slow oracle); ``numba``: the CPU kernels (BLAS GEMMs on the
+        square tensor or, for ``nao >= 120`` on AVX-512 CPUs, the packed tensor with a numba
+        micro-kernel for the exchange half-transform and J fused into the same pass over the tensor;
+        see ``_kernels/cpu.py``); ``cupy``: GPU.
         ``auto`` takes the GPU when CuPy and a device are present, else ``numba``.
     max_memory_mb : float, optional
         Cap, MiB, on what the engine holds on its compute device (the cached tensor, and the work
-        arrays of one call). The tensor is cached unpacked when it fits, else streamed in aux blocks.
+        arrays of one call). The tensor is cached when it fits, else streamed in aux blocks.
         Default: PySCF's ``mol.max_memory`` on the CPU, 80% of the free device memory on the GPU.
 
     Attributes
     ----------
     nao, naux : int
     cached : bool
-        True when the unpacked tensor is resident on the compute device.
+        True when the tensor is resident on the compute device.
+    packed : bool
+        The tensor is kept (and contracted) as packed lower triangles, ``(naux, nao (nao+1)/2)``;
+        else square, ``(naux, nao, nao)``.
     timings : dict
         Accumulated wall time (s) of the tensor build (``build_s``) and of J/K calls (``jk_s``),
         and the number of calls (``calls``). Diagnostics only.
@@ -195,12 +199,14 @@ class JKEngine:
         dfobj.build()
         self._df = dfobj
         self.naux = dfobj.get_naoaux()
-        reserve = self._work_bytes(min(self.naux, MAX_BLOCK), self.nao, 4, streamed=False)
+        self.packed = self.backend == "numba" and self._kern.takes_packed(self.nao)
+        self._max_block = self._kern.PACKED_BLOCK if self.packed else MAX_BLOCK
+        reserve = self._work_bytes(min(self.naux, self._max_block), self.nao, 4, streamed=False)
         self.cached = self._full_bytes() + reserve <= self.budget_bytes
         self._cderi = None
         if self.cached:
             self._cderi = self._load_all()
-            self._df = None  # the unpacked copy holds everything; drop the packed one
+            self._df = None  # our copy holds everything; drop PySCF's
         self.timings["build_s"] += time.perf_counter() - t0
         log.info("JKEngine: nao=%d naux=%d omega=%s backend=%s cached=%s (%.1f MiB)", self.nao, self.naux,
                  self.omega, self.backend, self.cached, self._full_bytes() / _MB)
@@ -219,7 +225,11 @@ class JKEngine:
         return float(mol.max_memory)
 
     def _full_bytes(self) -> int:
-        return 8 * self.naux * self.nao * self.nao
+        return 8 * self.naux * self._per_aux()
+
+    def _per_aux(self) -> int:
+        """float64 numbers per aux function of the tensor as this engine keeps it."""
+        return self.nao * (self.nao + 1) // 2 if self.packed else self.nao * self.nao
 
     def _packed_resident_bytes(self) -> int:
         """Host bytes of PySCF's in-memory packed tensor (counted on the CPU backends only)."""
@@ -227,19 +237,26 @@ class JKEngine:
             return 0
         return self._df._cderi.nbytes
 
-    def _work_bytes(self, nblk: int, rank: int, n_dm: int, streamed: bool | None = None) -> int:
-        """Bytes of one call's work arrays for aux blocks of ``nblk`` functions and factor rank ``rank``."""
+    def _work_bytes(self, nblk: int, rank: int, n_dm: int, streamed: bool | None = None,
+                    direct: bool = True) -> int:
+        """Bytes of one call's work arrays for aux blocks of ``nblk`` functions and factor rank ``rank``
+        (``direct``: some density takes the direct K, which on the packed path unpacks the block)."""
         nao = self.nao
         per_aux = rank * nao  # K intermediate X
         if (not self.cached) if streamed is None else streamed:
-            per_aux += nao * nao + nao * (nao + 1) // 2  # unpacked block + packed block
+            per_aux += nao * (nao + 1) // 2  # PySCF's packed block
+            if not self.packed:
+                per_aux += nao * nao  # unpacked block
+        if self.packed and direct:
+            per_aux += nao * nao  # unpacked block for the direct K
         # vj, vk, their temporaries (direct K, the SYRK result, J's lower triangle and its symmetrisation)
         # and the factors (plus the micro-kernel's zero-padded copy)
         out = (6 * n_dm + 1) * nao * nao + 2 * (rank + 8 * n_dm) * nao
         return 8 * (nblk * per_aux + out)
 
-    def block_size(self, rank: int, n_dm: int) -> int:
-        """Aux functions per block for a call with factor rank ``rank`` and ``n_dm`` densities.
+    def block_size(self, rank: int, n_dm: int, direct: bool = True) -> int:
+        """Aux functions per block for a call with factor rank ``rank`` and ``n_dm`` densities
+        (``direct``: some density needs the direct, unfactorised K).
 
         Raises
         ------
@@ -247,23 +264,26 @@ class JKEngine:
             ``max_memory_mb`` cannot hold even a one-function block.
         """
         resident = self._full_bytes() if self.cached else self._packed_resident_bytes()
-        free = self.budget_bytes - resident - self._work_bytes(0, rank, n_dm)
-        per_aux = self._work_bytes(1, rank, n_dm) - self._work_bytes(0, rank, n_dm)
+        free = self.budget_bytes - resident - self._work_bytes(0, rank, n_dm, direct=direct)
+        per_aux = self._work_bytes(1, rank, n_dm, direct=direct) - self._work_bytes(0, rank, n_dm, direct=direct)
         nblk = int(free // per_aux)
         if nblk < 1:
-            need = (resident + self._work_bytes(1, rank, n_dm)) / _MB
+            need = (resident + self._work_bytes(1, rank, n_dm, direct=direct)) / _MB
             raise MemoryError(f"max_memory_mb={self.max_memory_mb:g} is too small for J/K with nao={self.nao}: "
                               f"need at least {need:.1f} MiB")
-        return min(nblk, MAX_BLOCK, self.naux)
+        return min(nblk, self._max_block, self.naux)
 
     # -- tensor -------------------------------------------------------------------------------------
     def _load_all(self):
         xp, nao = self._xp, self.nao
-        out = xp.empty((self.naux, nao, nao))
+        out = xp.empty((self.naux, self._per_aux()) if self.packed else (self.naux, nao, nao))
         b0 = 0
         for packed in self._df.loop(blksize=MAX_BLOCK):
             b1 = b0 + packed.shape[0]
-            self._unpack(packed, out[b0:b1])
+            if self.packed:
+                out[b0:b1] = packed
+            else:
+                self._unpack(packed, out[b0:b1])
             b0 = b1
         return out
 
@@ -281,10 +301,15 @@ class JKEngine:
         return self._kern.unpack_tril(packed, self.nao, out=out)
 
     def blocks(self, nblk: int):
-        """Yield the unpacked tensor in aux blocks ``(nblk_i, nao, nao)`` on the compute device."""
+        """Yield the tensor in aux blocks on the compute device: ``(nblk_i, nao*(nao+1)//2)`` packed
+        (:attr:`packed`), else ``(nblk_i, nao, nao)``."""
         if self.cached:
             for b0 in range(0, self.naux, nblk):
                 yield self._cderi[b0:b0 + nblk]
+            return
+        if self.packed:
+            for packed in self._df.loop(blksize=nblk):
+                yield np.ascontiguousarray(packed)
             return
         buf = self._xp.empty((nblk, self.nao, self.nao))
         for packed in self._df.loop(blksize=nblk):
@@ -342,9 +367,12 @@ class JKEngine:
         if self.backend == "numpy":
             vj, vk = self._get_jk_reference(dms, with_j, with_k)
         else:
-            nblk = self.block_size(rank, n_dm)
-            dm_flat = xp.asarray(dms.reshape(n_dm, nao * nao)) if with_j else None
-            vj = xp.zeros((n_dm, nao * nao)) if with_j else None
+            nblk = self.block_size(rank, n_dm, direct=bool(direct))
+            if self.packed:
+                dm_flat = self._kern.pack_density(dms) if with_j else None
+            else:
+                dm_flat = xp.asarray(dms.reshape(n_dm, nao * nao)) if with_j else None
+            vj = xp.zeros((n_dm, dm_flat.shape[1])) if with_j else None
             vk = xp.zeros((n_dm, nao, nao)) if with_k else None
             fac_dev = xp.asarray(factors) if factors is not None else None
             direct_dev = [(i, xp.asarray(d)) for i, d in direct]
@@ -353,7 +381,7 @@ class JKEngine:
                 self._kern.contract_block(block, dm_flat, fac_dev, groups or [], direct_dev, vj, vk,
                                           j_from_factors=j_from_factors and with_j, work=work)
             if vj is not None:
-                vj = vj.reshape(n_dm, nao, nao)
+                vj = self._kern.unpack_tril(vj, nao) if self.packed else vj.reshape(n_dm, nao, nao)
             if dm_xp is np:
                 vj = None if vj is None else to_host(vj)
                 vk = None if vk is None else to_host(vk)

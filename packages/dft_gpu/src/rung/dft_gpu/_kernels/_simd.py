@@ -1,17 +1,28 @@
-"""Register-blocked GEMM micro-kernels for numba, written as LLVM vector IR (``@intrinsic``).
+"""Register-blocked micro-kernel for numba, written as LLVM vector IR (``@intrinsic``): the product of a
+packed symmetric matrix with a thin factor matrix, each stored element read once.
 
 Why this exists
 ---------------
 The occupied-orbital exchange needs the half-transform ``X[q, L, i] = sum_p B[L, q, p] F[p, i]`` of
 every aux function ``L``: a product with a short dimension (``i``: tens of occupied orbitals) against a
-large streamed operand (the tensor). OpenBLAS packs the large operand into a buffer before its
-micro-kernel runs, and with only ``nocc`` rows to reuse each packed element the copy costs about as
-much as the arithmetic (measured: ~41 GFLOP/s against 73 for a square DGEMM on one AVX-512 core).
-The micro-kernel here reads the tensor rows where they lie (each element once, in row order) and keeps
-a ``MR x (8 NV)`` tile of ``X`` in vector registers: per ``p`` it loads ``NV`` 8-wide vectors of the
-(small, cache-resident) factor row ``F[p, :]``, broadcasts ``MR`` tensor elements ``B[L, q+m, p]`` and
-issues ``MR * NV`` fused multiply-adds — the classic outer-product micro-kernel (Goto and van de Geijn,
-ACM TOMS 34, 12 (2008)), minus the packing.
+large streamed operand (the tensor), so its speed is set by how fast the tensor comes from memory.
+``B_L`` is symmetric; the tensor is kept as its packed lower triangle (PySCF's ``cderi`` layout,
+``nao (nao+1)/2`` numbers per aux function, half the bytes of the square), and the micro-kernel reads
+each packed element ``B(q, p)``, ``q > p``, once and uses it twice:
+
+    X[q, :] += B(q, p) F[p, :]      (row ``q`` of the tile: accumulators in vector registers)
+    X[p, :] += B(q, p) F[q, :]      (the mirrored element: row ``p`` of an earlier tile, in L1)
+
+A tile is ``MR`` consecutive rows ``q`` and ``8 NV`` columns: per ``p < q0`` (``q0`` the tile's first
+row) it loads ``NV`` vectors of the (cache-resident) factor row ``F[p, :]`` and of ``X[p, :]``,
+broadcasts the ``MR`` packed elements ``B(q0+m, p)`` (``MR`` streams along the packed rows, in memory
+order), and issues ``2 MR NV`` fused multiply-adds; the factor rows ``F[q0+m, :]`` of the tile stay in
+registers. The ``MR x MR`` diagonal block of the tile is added at the end. This is the outer-product
+micro-kernel of Goto and van de Geijn (ACM TOMS 34, 12 (2008)) without packing, with the symmetric
+(``dsymm``-like) use of each element.
+
+:func:`fused_block` drives it over one aux block for every factor group, and takes the fitted
+densities and J in the same pass (see :mod:`rung.dft_gpu._kernels.cpu` for the equations).
 
 It is written with explicit ``<8 x double>`` LLVM values because numba's auto-vectoriser keeps to
 256-bit vectors on these CPUs (LLVM's ``prefer-256-bit`` tuning) and does not register-block loops;
@@ -23,16 +34,20 @@ from __future__ import annotations
 
 import llvmlite.binding as llvm_binding
 from llvmlite import ir
-from numba import types
+import numpy as np
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 #: Lanes of one vector (float64 in 512 bits).
 LANES = 8
-#: Rows per tile for a tile of ``NV`` vectors (``MR * NV`` accumulators + ``NV`` factor vectors + one
-#: broadcast must fit the 32 vector registers of AVX-512).
-ROWS = {1: 12, 2: 12, 3: 8, 4: 6, 5: 5}
-MAX_NV = 5
+#: Rows per tile for a tile of ``NV`` vectors: ``MR * NV`` accumulators, ``MR * NV`` factor vectors of
+#: the tile's rows, ``NV`` factor and ``2 NV`` output vectors of row ``p`` and one broadcast must fit
+#: the 32 vector registers of AVX-512.
+ROWS = {1: 12, 2: 6}
+MAX_NV = 2
+#: Independent FMA chains for the mirrored sum ``X[p, :]`` per ``p`` (measured: 2 beats 1 and 3).
+CHAINS = 2
 #: ``llvm.prefetch`` locality of the tensor prefetches (2: into L2 and the levels below it).
 PF_LOCALITY = 2
 
@@ -65,23 +80,27 @@ def _splat(builder, value, vecty):
     return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, vecty.count), [0] * vecty.count))
 
 
-def make_tile(mr: int, nv: int):
-    """A numba intrinsic computing one ``mr x (8 nv)`` tile of ``X = B F`` (rows of ``B`` times ``F``).
+def make_symtile(mr: int, nv: int):
+    """A numba intrinsic computing one ``mr``-row, ``8 nv``-column tile of ``X = B F`` for a packed
+    symmetric ``B``, with the mirrored contributions of the tile's elements to the rows above it.
 
     The intrinsic has the signature
-    ``tile(b, boff, ldb, nrows, f, foff, ldf, x, xoff, ldx, ncols, nk, pfoff)`` with ``b``, ``f``, ``x``
-    one-dimensional C-contiguous float64 arrays and integer element offsets:
+    ``symtile(b, boff, q0, nrows, f, foff, ldf, x, xoff, ldx, ncols, pfoff)`` with ``b``, ``f``, ``x``
+    one-dimensional C-contiguous float64 arrays and integer element offsets. With
+    ``B(q, p) = b[boff + h (h+1)/2 + l]``, ``h = max(q, p)``, ``l = min(q, p)`` (a packed lower
+    triangle, PySCF's ``pack_tril`` order), ``F[p, c] = f[foff + p*ldf + c]`` and
+    ``X[q, c] = x[xoff + q*ldx + c]``, for the tile rows ``q0 <= q < q0 + nrows`` and ``c < ncols``:
 
-        x[xoff + m*ldx + c] = sum_{p < nk} b[boff + m*ldb + p] * f[foff + p*ldf + c]
+        X[q, c]  = sum_{p < q0 + nrows} B(q, p) F[p, c]        (stored)
+        X[p, c] += sum_{q0 <= q < q0 + nrows} B(q, p) F[q, c]   for p < q0 (accumulated)
 
-    for rows ``m < nrows`` (``1 <= nrows <= mr``) and columns ``c < ncols`` (``ncols <= 8 nv``). Rows of
-    the tile past ``nrows`` repeat the last valid row and are not stored; columns past ``ncols`` are
-    computed from ``f`` (which must hold ``8 nv`` readable columns per row, zero-padded) and masked out
-    of the store. Nothing outside ``x``'s tile is written; bounds are the caller's responsibility.
-    With ``pfoff != 0`` the kernel also prefetches, once per cache line, ``b[boff + m*ldb + p + pfoff]``
-    (the tensor rows a later tile will read: the row-by-row walk over a tensor larger than the caches
-    is otherwise latency-bound, measured 27 against 47 GFLOP/s on aspirin). Prefetches never fault, so
-    ``pfoff`` may point past the end of ``b``.
+    so calling it for tiles in increasing ``q0`` that cover ``0 .. n-1`` leaves ``X = B F`` (the first
+    tile may be short). Requires ``1 <= nrows <= mr`` and (``nrows == mr`` or ``q0 == 0``);
+    ``ncols <= 8 nv``; ``f`` must hold ``8 nv`` readable columns per row (zero-padded: padded columns
+    are computed and masked out of every store). Nothing outside the named rows and columns of ``x``
+    is written. With ``pfoff != 0`` the kernel also prefetches, once per cache line, the packed
+    elements ``pfoff`` ahead of the ones it reads (tensor rows a later tile will read; prefetches
+    never fault, so they may point past the end of ``b``).
     """
     if mr < 1 or not 1 <= nv <= MAX_NV:
         raise ValueError(f"bad tile shape {mr} x {nv} vectors")
@@ -89,11 +108,11 @@ def make_tile(mr: int, nv: int):
     sfx = _ptr_suffix()
 
     @intrinsic
-    def tile(typingctx, b, boff, ldb, nrows, f, foff, ldf, x, xoff, ldx, ncols, nk, pfoff):
-        sig = types.void(b, boff, ldb, nrows, f, foff, ldf, x, xoff, ldx, ncols, nk, pfoff)
+    def symtile(typingctx, b, boff, q0, nrows, f, foff, ldf, x, xoff, ldx, ncols, pfoff):
+        sig = types.void(b, boff, q0, nrows, f, foff, ldf, x, xoff, ldx, ncols, pfoff)
 
         def codegen(context, builder, signature, args):
-            b_, boff_, ldb_, nrows_, f_, foff_, ldf_, x_, xoff_, ldx_, ncols_, nk_, pfoff_ = args
+            b_, boff_, q0_, nrows_, f_, foff_, ldf_, x_, xoff_, ldx_, ncols_, pfoff_ = args
             bptr = context.make_array(signature.args[0])(context, builder, b_).data
             fptr = context.make_array(signature.args[4])(context, builder, f_).data
             xptr = context.make_array(signature.args[7])(context, builder, x_).data
@@ -101,43 +120,84 @@ def make_tile(mr: int, nv: int):
             fma = _declare(mod, "llvm.fma.v8f64", ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]))
             mstore = _declare(mod, f"llvm.masked.store.v8f64.{sfx}",
                               ir.FunctionType(ir.VoidType(), [_VEC, vptr, _I32, _MASK]))
+            mload = _declare(mod, f"llvm.masked.load.v8f64.{sfx}",
+                             ir.FunctionType(_VEC, [vptr, _I32, _MASK, _VEC]))
+            i8p = ir.IntType(8).as_pointer()
+            prefetch = _declare(mod, "llvm.prefetch.p0" if sfx == "p0" else "llvm.prefetch.p0i8",
+                                ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]))
             i64 = lambda v: ir.Constant(_I64, v)  # noqa: E731
             ncols_v = _splat(builder, ncols_, _I64VEC)
             masks = [builder.icmp_signed("<", ir.Constant(_I64VEC, [v * LANES + k for k in range(LANES)]), ncols_v)
                      for v in range(nv)]
             zero = ir.Constant(_VEC, [0.0] * LANES)
+
+            def vload(ptr, off):
+                return builder.load(builder.bitcast(builder.gep(ptr, [off]), vptr), align=8)
+
+            def tri(h):  # h (h+1) / 2
+                return builder.lshr(builder.mul(h, builder.add(h, i64(1))), i64(1))
+
             last = builder.sub(nrows_, i64(1))
-            rows = []
-            for m in range(mr):
-                mm = builder.select(builder.icmp_signed("<", i64(m), nrows_), i64(m), last)
-                rows.append(builder.add(boff_, builder.mul(mm, ldb_)))
+            valid = [builder.icmp_signed("<", i64(m), nrows_) for m in range(mr)]
+            qrow = [builder.add(q0_, builder.select(valid[m], i64(m), last)) for m in range(mr)]  # clamped
+            rows = [builder.add(boff_, tri(q)) for q in qrow]  # packed row starts
+            fq = [[vload(fptr, builder.add(builder.add(foff_, builder.mul(q, ldf_)), i64(v * LANES)))
+                   for v in range(nv)] for q in qrow]
             # accumulators as allocas: LLVM's mem2reg keeps them in registers
             acc = [[cgutils.alloca_once(builder, _VEC) for _ in range(nv)] for _ in range(mr)]
             for row in acc:
                 for a in row:
                     builder.store(zero, a)
-            i8p = ir.IntType(8).as_pointer()
-            prefetch = _declare(mod, "llvm.prefetch.p0" if sfx == "p0" else "llvm.prefetch.p0i8",
-                                ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]))
-            with cgutils.for_range(builder, nk_) as loop:
-                p = loop.index
-                line_start = builder.icmp_signed("==", builder.and_(p, i64(7)), i64(0))
-                want = builder.and_(line_start, builder.icmp_signed("!=", pfoff_, i64(0)))
-                with builder.if_then(want):
-                    for m in range(mr):
-                        addr = builder.gep(bptr, [builder.add(builder.add(rows[m], p), pfoff_)])
-                        builder.call(prefetch, [builder.bitcast(addr, i8p), ir.Constant(_I32, 0),
-                                                ir.Constant(_I32, PF_LOCALITY), ir.Constant(_I32, 1)])
+            def body(p):  # one column p < q0 of the rectangle left of the tile
                 frow = builder.add(foff_, builder.mul(p, ldf_))
-                fv = [builder.load(builder.bitcast(builder.gep(fptr, [builder.add(frow, i64(v * LANES))]), vptr),
-                                   align=8) for v in range(nv)]
+                fp = [vload(fptr, builder.add(frow, i64(v * LANES))) for v in range(nv)]
+                xrow = builder.add(xoff_, builder.mul(p, ldx_))
+                xp_ptr = [builder.bitcast(builder.gep(xptr, [builder.add(xrow, i64(v * LANES))]), vptr)
+                          for v in range(nv)]
+                # the mirrored sum, in CHAINS independent FMA chains (a shorter latency chain per p)
+                nch = min(CHAINS, mr)
+                xs = [[builder.call(mload, [xp_ptr[v], ir.Constant(_I32, 8), masks[v], zero])] + [zero] * (nch - 1)
+                      for v in range(nv)]
                 for m in range(mr):
                     bs = _splat(builder, builder.load(builder.gep(bptr, [builder.add(rows[m], p)])), _VEC)
                     for v in range(nv):
-                        builder.store(builder.call(fma, [bs, fv[v], builder.load(acc[m][v])]), acc[m][v])
+                        builder.store(builder.call(fma, [bs, fp[v], builder.load(acc[m][v])]), acc[m][v])
+                        xs[v][m % nch] = builder.call(fma, [bs, fq[m][v], xs[v][m % nch]])
+                for v in range(nv):
+                    total = xs[v][0]
+                    for c in range(1, nch):
+                        total = builder.fadd(total, xs[v][c])
+                    builder.call(mstore, [total, xp_ptr[v], ir.Constant(_I32, 8), masks[v]])
+
+            # the rectangle p < q0 (empty for q0 == 0), eight columns (one cache line of each packed
+            # row) per trip: the prefetches are issued once per trip, outside the unrolled body
+            n8 = builder.lshr(q0_, i64(3))
+            with cgutils.for_range(builder, n8) as loop:
+                p8 = builder.shl(loop.index, i64(3))
+                with builder.if_then(builder.icmp_signed("!=", pfoff_, i64(0))):
+                    for m in range(mr):
+                        addr = builder.gep(bptr, [builder.add(builder.add(rows[m], p8), pfoff_)])
+                        builder.call(prefetch, [builder.bitcast(addr, i8p), ir.Constant(_I32, 0),
+                                                ir.Constant(_I32, PF_LOCALITY), ir.Constant(_I32, 1)])
+                with cgutils.for_range(builder, i64(LANES)) as inner:
+                    body(builder.add(p8, inner.index))
+            tail = builder.shl(n8, i64(3))
+            with cgutils.for_range(builder, builder.sub(q0_, tail)) as loop:
+                body(builder.add(tail, loop.index))
+            # the tile's own diagonal block: B(q0+m, q0+k), zero outside the valid rows
+            diag0 = builder.add(rows[0], q0_)  # B(q0, q0): always a valid address
             for m in range(mr):
-                with builder.if_then(builder.icmp_signed("<", i64(m), nrows_)):
-                    xrow = builder.add(xoff_, builder.mul(i64(m), ldx_))
+                for k in range(mr):
+                    h, lo = max(m, k), min(m, k)
+                    ok = valid[h]
+                    addr = builder.select(ok, builder.add(builder.add(rows[h], q0_), i64(lo)), diag0)
+                    val = builder.select(ok, builder.load(builder.gep(bptr, [addr])), ir.Constant(_F64, 0.0))
+                    bs = _splat(builder, val, _VEC)
+                    for v in range(nv):
+                        builder.store(builder.call(fma, [bs, fq[k][v], builder.load(acc[m][v])]), acc[m][v])
+            for m in range(mr):
+                with builder.if_then(valid[m]):
+                    xrow = builder.add(xoff_, builder.mul(builder.add(q0_, i64(m)), ldx_))
                     for v in range(nv):
                         ptr = builder.bitcast(builder.gep(xptr, [builder.add(xrow, i64(v * LANES))]), vptr)
                         builder.call(mstore, [builder.load(acc[m][v]), ptr, ir.Constant(_I32, 8), masks[v]])
@@ -145,7 +205,103 @@ def make_tile(mr: int, nv: int):
 
         return sig, codegen
 
-    return tile
+    return symtile
 
 
-TILES = {nv: make_tile(ROWS[nv], nv) for nv in range(1, MAX_NV + 1)}
+SYMTILES = {nv: make_symtile(ROWS[nv], nv) for nv in range(1, MAX_NV + 1)}
+
+#: Columns of the wider tile (2 vectors of 8); a remainder of at most 8 columns takes the 1-vector tile.
+CHUNK = LANES * MAX_NV
+#: The micro-kernel prefetches the packed tensor this many tiles ahead (first column pass only: the
+#: later passes over the same aux function find it in cache).
+PREFETCH_TILES = 2
+_S1, _S2 = SYMTILES[1], SYMTILES[2]
+_R1, _R2 = ROWS[1], ROWS[2]
+
+
+# -- drivers (numba): in this module, so that an edit to the micro-kernel above invalidates numba's
+# on-disk cache of the functions that inline it (the cache is keyed on the caller's source file)
+
+
+@njit(cache=True)
+def _half_transform_one(b, boff, nao, f, foff, ldf, r, x, xoff, ldx):
+    """``x[xoff + q*ldx + i] = sum_p B(q, p) f[foff + p*ldf + i]`` for ``q < nao``, ``i < r``, with
+    ``B(q, p)`` the packed symmetric matrix at ``b[boff:]`` (:func:`make_symtile`)."""
+    for c0 in range(0, r, CHUNK):
+        ncols = min(CHUNK, r - c0)
+        wide = ncols > LANES
+        mr = _R2 if wide else _R1
+        nrows = nao % mr
+        if nrows == 0:
+            nrows = mr
+        q0 = 0
+        while q0 < nao:
+            pf = 0
+            if c0 == 0:  # prefetch distance: from this tile's rows to those PREFETCH_TILES tiles on
+                ahead = q0 + PREFETCH_TILES * mr
+                pf = ahead * (ahead + 1) // 2 - q0 * (q0 + 1) // 2
+            if wide:
+                _S2(b, boff, q0, nrows, f, foff + c0, ldf, x, xoff + c0, ldx, ncols, pf)
+            else:
+                _S1(b, boff, q0, nrows, f, foff + c0, ldf, x, xoff + c0, ldx, ncols, pf)
+            q0 += nrows
+            nrows = mr
+
+
+@njit(cache=True)
+def fused_block(b, nblk, nao, f, ldf, ranks, xoffs, ldxs, gdm, gsign, x, rho, vj, do_j):
+    """Half-transform every factor group of one packed aux block; fitted densities; packed J.
+
+    Parameters
+    ----------
+    b : (nblk*npair,) float64, npair = nao*(nao+1)//2
+        The aux block, each ``B_L`` as its packed lower triangle (PySCF ``pack_tril`` order), flattened.
+    nblk, nao : int
+    f : (ngroups*nao*ldf,) float64
+        Group ``g``'s factors ``F_g[p, i]`` at ``f[g*nao*ldf + p*ldf + i]``, columns ``r_g .. ldf``
+        zero; ``ldf`` a multiple of 8.
+    ranks, xoffs, ldxs, gdm : (ngroups,) int64
+        Rank ``r_g``, offset of ``X_g`` in ``x``, its row stride (``>= nblk*r_g``) and density index
+        of each group.
+    gsign : (ngroups,) float64
+        +1 or -1.
+    x : float64, length >= sum_g nao*ldxs[g]
+        Output: ``X_g[q, L, i] = sum_p B_L[q, p] F_g[p, i]`` at ``x[xoffs[g] + q*ldxs[g] + L*r_g + i]``.
+    rho : (ngroups, nblk) float64
+        Output: ``sum_qi X_g[q,L,i] F_g[q,i]``.
+    vj : (n_dm, npair) float64
+        With ``do_j``: ``J_n += sum_L rho_n[L] B_L`` (packed) with
+        ``rho_n[L] = sum_{g of n} sign_g rho[g, L]``.
+    do_j : bool
+    """
+    ngroups = ranks.shape[0]
+    n_dm = vj.shape[0]
+    npair = nao * (nao + 1) // 2
+    rho_dm = np.zeros(max(n_dm, 1))
+    for L in range(nblk):
+        for g in range(ngroups):
+            r = ranks[g]
+            _half_transform_one(b, L * npair, nao, f, g * nao * ldf, ldf, r, x, xoffs[g] + L * r, ldxs[g])
+            rho[g, L] = _fitted_density(x, xoffs[g] + L * r, ldxs[g], f, g * nao * ldf, ldf, nao, r)
+        if do_j:  # while B_L is still in cache
+            rho_dm[:] = 0.0
+            for g in range(ngroups):
+                rho_dm[gdm[g]] += gsign[g] * rho[g, L]
+            bl = b[L * npair:(L + 1) * npair]
+            for d in range(n_dm):
+                vd = vj[d]
+                a = rho_dm[d]
+                for k in range(npair):
+                    vd[k] += a * bl[k]
+
+
+@njit(cache=True, fastmath=True)
+def _fitted_density(x, xoff, ldx, f, foff, ldf, nao, r):
+    """``sum_{q < nao, i < r} x[xoff + q*ldx + i] * f[foff + q*ldf + i]`` (reassociated: vectorised)."""
+    s = 0.0
+    for q in range(nao):
+        xq = x[xoff + q * ldx:xoff + q * ldx + r]
+        fq = f[foff + q * ldf:foff + q * ldf + r]
+        for i in range(r):
+            s += xq[i] * fq[i]
+    return s

@@ -1,22 +1,28 @@
-"""CPU kernels for density-fitted J/K: a numba half-transform micro-kernel, BLAS SYRK, PySCF unpacking.
+"""CPU kernels for density-fitted J/K: a numba micro-kernel on the packed tensor, BLAS SYRK, PySCF unpacking.
 
-One aux block ``B[L, p, q]`` (``L`` in the block) is contracted at a time. With the factorised density
-``D_n = sum_g sign_g F_g F_g^T`` (a group ``g`` is one set of factors: occupied orbitals scaled by
-sqrt(occupation), or the positive/negative eigenvectors of ``D_n``):
+Two layouts of an aux block of the tensor ``B[L, p, q]`` (symmetric in ``p, q``), chosen by the engine
+when it is built (:func:`takes_packed`):
 
-    X_g[q, L, i] = sum_p B[L,q,p] F_g[p, i]                (half-transform, numba micro-kernel)
+- packed, ``(nblk, nao (nao+1)/2)``: each ``B_L`` as its lower triangle (PySCF's ``cderi`` layout),
+  for the micro-kernel path (:func:`contract_block`);
+- square, ``(nblk, nao, nao)``: for plain GEMMs (:func:`contract_block_generic`, also the GPU path).
+
+With the factorised density ``D_n = sum_g sign_g F_g F_g^T`` (a group ``g`` is one set of factors:
+occupied orbitals scaled by sqrt(occupation), or the positive/negative eigenvectors of ``D_n``):
+
+    X_g[q, L, i] = sum_p B[L,q,p] F_g[p, i]                (half-transform)
     rho[n, L]    = sum_g sign_g sum_qi X_g[q,L,i] F_g[q,i] (fitted density, from X)
-    J_n[p, q]   += sum_L rho[n, L] B[L,p,q]                (while B_L is still in cache; lower triangle)
+    J_n[p, q]   += sum_L rho[n, L] B[L,p,q]
     K_n[q, s]   += sum_g sign_g sum_{Li} X_g[q,L,i] X_g[s,L,i]   (SYRK, BLAS)
 
-so each aux function of the tensor is read from memory once per call for J and K together. The
-half-transform runs on :mod:`rung.dft_gpu._kernels._simd`'s register-blocked micro-kernel
-(driven by :mod:`rung.dft_gpu._kernels._fused`), which reads
-the tensor rows in place where OpenBLAS first packs them (aspirin, one AVX-512 core: ~40 GFLOP/s for
-OpenBLAS, ~47 for the micro-kernel streaming the tensor from memory, ~59 on a block held in L2). :func:`contract_block_generic` is the same algebra as plain GEMMs on any
-array module (NumPy/BLAS, CuPy/cuBLAS); the CPU path falls back to it for what the micro-kernel does
-not cover: densities without a symmetric factorisation (``hermi=0``: ``K_n = sum_L B_L D_n B_L``, two
-GEMMs, cost ~ naux * nao^3), J from an inexactly factorised density, CPUs without AVX-512.
+On the packed path the half-transform runs on the register-blocked micro-kernel of
+:mod:`rung.dft_gpu._kernels._simd` (driver ``fused_block``), which reads each packed element once and
+uses it for both ``(q, p)`` and ``(p, q)``: half the bytes of the square tensor come from memory.
+J is accumulated on the packed triangle right after each aux function's half-transform, while ``B_L``
+is in cache, so each aux function is read from memory once per call for J and K together. What the
+micro-kernel does not cover goes through plain GEMMs: J alone (GEMMs on the packed block with the
+symmetrised packed density), and densities without a symmetric factorisation (``hermi=0``:
+``K_n = sum_L B_L D_n B_L`` on the unpacked block, two GEMMs, cost ~ naux * nao^3).
 Reference: Weigend, Phys. Chem. Chem. Phys. 4, 4285 (2002) for the occupied-orbital RI-K.
 """
 
@@ -27,15 +33,21 @@ from pyscf import lib
 
 from rung.core.backend import get_array_module
 
-#: Half-transform on the numba micro-kernel (:mod:`._fused`): True, False (BLAS), or None (automatic:
-#: on CPUs with AVX-512 for ``nao >= MICROKERNEL_MIN_NAO``). The micro-kernel is correct on every CPU
-#: but only faster than OpenBLAS with 512-bit vectors, and its module costs the process numba's JIT
+#: Packed tensor and the numba micro-kernel (:mod:`._simd`): True, False (square tensor, BLAS), or
+#: None (automatic: on CPUs with AVX-512 for ``nao >= MICROKERNEL_MIN_NAO``). Read when an engine is
+#: built (it decides the layout of the cached tensor). The micro-kernel is correct on every CPU but
+#: only faster than OpenBLAS with 512-bit vectors, and its module costs the process numba's JIT
 #: start-up once (~0.65 s measured), more than the whole J/K time of a small molecule's SCF.
 USE_MICROKERNEL: bool | None = None
 MICROKERNEL_MIN_NAO = 120
+#: Aux functions per block on the packed path (measured on aspirin, one thread: 64 and 128 were
+#: fastest, 16 and 256 ~5% slower: a small block makes short SYRKs, a large one a K intermediate
+#: ``nao * nblk * nocc`` that spills from L2 to L3).
+PACKED_BLOCK = 64
 
 
-def _use_microkernel(nao: int) -> bool:
+def takes_packed(nao: int) -> bool:
+    """The engine should keep the tensor packed and contract it with :func:`contract_block`."""
     if USE_MICROKERNEL is not None:
         return USE_MICROKERNEL
     if nao < MICROKERNEL_MIN_NAO:
@@ -43,6 +55,24 @@ def _use_microkernel(nao: int) -> bool:
     from rung.dft_gpu._kernels import _simd
 
     return _simd.HAVE_AVX512
+
+
+def pack_density(dms: np.ndarray) -> np.ndarray:
+    """``(D + D^T)`` packed, diagonal halved: ``rho[L] = sum_pq B[L,p,q] D[q,p] = packed(B_L) . this``.
+
+    Parameters
+    ----------
+    dms : (n_dm, nao, nao) float64
+
+    Returns
+    -------
+    (n_dm, nao*(nao+1)//2) float64
+    """
+    nao = dms.shape[-1]
+    out = lib.pack_tril(dms + dms.transpose(0, 2, 1))
+    diag = np.arange(nao)
+    out[:, diag * (diag + 1) // 2 + diag] *= 0.5
+    return out
 
 
 def unpack_tril(packed: np.ndarray, nao: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -75,51 +105,67 @@ def _aligned_zeros(n: int) -> np.ndarray:
 def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors=False, work=None) -> None:
     """Add one aux block's contribution to J and K (in place), NumPy arrays on the CPU.
 
-    Same contract as :func:`contract_block_generic`; the factorised exchange (and J, when the factors
-    reproduce the densities) runs through :func:`rung.dft_gpu._kernels._fused.fused_block`. ``work``:
-    a dict the caller keeps over the blocks of one call, so that the work arrays are allocated (and
-    their pages faulted in) once per call rather than once per block.
+    Parameters
+    ----------
+    block : (nblk, nao*(nao+1)//2) float64 (packed) or (nblk, nao, nao) float64 (square)
+        Aux block of the Cholesky-decomposed tensor, Hartree^(1/2). A square block goes to
+        :func:`contract_block_generic` (same contract as there); the rest of this list is for a
+        packed one.
+    dm_flat : (n_dm, nao*(nao+1)//2) float64 or None
+        :func:`pack_density` of the density matrices; None when J is not requested.
+    factors, groups, direct, vk, j_from_factors :
+        As in :func:`contract_block_generic`.
+    vj : (n_dm, nao*(nao+1)//2) float64 or None
+        J accumulator, packed.
+    work : dict, optional
+        Kept by the caller over the blocks of one call, so that the work arrays are allocated (and
+        their pages faulted in) once per call rather than once per block.
     """
-    nblk, nao, _ = block.shape
-    if vk is None or factors is None or not factors.shape[0] or not _use_microkernel(nao):
+    if block.ndim == 3:
         contract_block_generic(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors)
         return
-    from rung.dft_gpu._kernels._fused import fused_block
-
-    n_dm = vk.shape[0]
+    nblk, npair = block.shape
+    nao = (int(np.sqrt(8 * npair + 1)) - 1) // 2
     work = {} if work is None else work
-    ranks = np.array([r1 - r0 for _, r0, r1, _ in groups], dtype=np.int64)
-    ldf = 8 * ((int(ranks.max()) + 7) // 8)
-    if "f" not in work or work["f"].size != len(groups) * nao * ldf:
-        f = work["f"] = _aligned_zeros(len(groups) * nao * ldf)
-        f3 = f.reshape(len(groups), nao, ldf)
-        for g, (_, r0, r1, _) in enumerate(groups):
-            f3[g, :, :r1 - r0] = factors[r0:r1].T
-    f = work["f"]
-    xoffs = np.concatenate([[0], np.cumsum(nao * nblk * ranks)[:-1]]).astype(np.int64)
-    if "x" not in work or work["x"].size < nao * nblk * ranks.sum():
-        work["x"] = np.empty(int(nao * nblk * ranks.sum()))
-    x = work["x"]
-    rho = np.empty((len(groups), nblk))
-    do_j = vj is not None and j_from_factors
-    vj_lower = np.zeros((n_dm, nao * nao) if do_j else (0, 1))
-    fused_block(np.ascontiguousarray(block).reshape(-1), nblk, nao, f, ldf, ranks, xoffs,
-                np.array([g[0] for g in groups], dtype=np.int64), np.array([float(g[3]) for g in groups]),
-                x, rho, vj_lower, do_j)
-    if do_j:
-        low = vj_lower.reshape(n_dm, nao, nao)
-        vj += (low + low.transpose(0, 2, 1)).reshape(n_dm, nao * nao)
-        vj[:, ::nao + 1] -= low.reshape(n_dm, nao * nao)[:, ::nao + 1]
+    do_j = False
+    if vk is not None and factors is not None and factors.shape[0]:
+        from rung.dft_gpu._kernels._simd import fused_block
+
+        n_dm = vk.shape[0]
+        ranks = np.array([r1 - r0 for _, r0, r1, _ in groups], dtype=np.int64)
+        ldf = 8 * ((int(ranks.max()) + 7) // 8)
+        if "f" not in work or work["f"].size != len(groups) * nao * ldf:
+            f = work["f"] = _aligned_zeros(len(groups) * nao * ldf)
+            f3 = f.reshape(len(groups), nao, ldf)
+            for g, (_, r0, r1, _) in enumerate(groups):
+                f3[g, :, :r1 - r0] = factors[r0:r1].T
+        f = work["f"]
+        # row stride of X_g: a multiple of 8 with an odd number of cache lines, so that the rows the
+        # micro-kernel revisits spread over all L1 sets (an even stride maps them onto a few sets)
+        ldxs = 8 * ((nblk * ranks + 7) // 8)
+        ldxs += 8 * ((ldxs // 8 + 1) % 2)
+        xoffs = np.concatenate([[0], np.cumsum(nao * ldxs)[:-1]]).astype(np.int64)
+        if "x" not in work or work["x"].size < nao * ldxs.sum():
+            work["x"] = np.empty(int(nao * ldxs.sum()))
+        x = work["x"]
+        rho = np.empty((len(groups), nblk))
+        do_j = vj is not None and j_from_factors
+        fused_block(np.ascontiguousarray(block).reshape(-1), nblk, nao, f, ldf, ranks, xoffs, ldxs,
+                    np.array([g[0] for g in groups], dtype=np.int64), np.array([float(g[3]) for g in groups]),
+                    x, rho, vj if do_j else np.zeros((0, 1)), do_j)
+        for g, (idm, _, _, sign) in enumerate(groups):
+            w = x[xoffs[g]:xoffs[g] + nao * ldxs[g]].reshape(nao, ldxs[g])[:, :nblk * ranks[g]]
+            if sign > 0:
+                vk[idm] += w @ w.T  # NumPy calls SYRK for a @ a.T
+            else:
+                vk[idm] -= w @ w.T
     if vj is not None and not do_j:
-        contract_block_generic(block, dm_flat, None, [], [], vj, None)
-    for g, (idm, _, _, sign) in enumerate(groups):
-        w = x[xoffs[g]:xoffs[g] + nao * nblk * ranks[g]].reshape(nao, nblk * ranks[g])
-        if sign > 0:
-            vk[idm] += w @ w.T  # NumPy calls SYRK for a @ a.T
-        else:
-            vk[idm] -= w @ w.T
+        vj += (dm_flat @ block.T) @ block
     if direct:
-        contract_block_generic(block, None, None, [], direct, None, vk)
+        if "square" not in work or work["square"].shape[0] < nblk:
+            work["square"] = np.empty((nblk, nao, nao))
+        square = unpack_tril(block, nao, out=work["square"][:nblk])
+        contract_block_generic(square, None, None, [], direct, None, vk)
 
 
 def contract_block_generic(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors=False, work=None) -> None:

@@ -582,6 +582,24 @@ def _limited(gx, gy, gz, tau):
     return 1.0
 
 
+@numba.njit(cache=True, inline="always")
+def _orbital_dot(mo, inv_i, w):
+    """sum_k mo[c, w, k] inv_i[w, k] for c = 0..3: the determinant ratio of a one-electron move and the
+    ratio times grad log D, walker w; mo (5, nw, norb) orbitals (value, gradient, ...) at the position,
+    inv_i (nw, norb) the electron's column of A = M^-1."""
+    t0 = 0.0
+    t1 = 0.0
+    t2 = 0.0
+    t3 = 0.0
+    for k in range(inv_i.shape[1]):
+        a = inv_i[w, k]
+        t0 += mo[0, w, k] * a
+        t1 += mo[1, w, k] * a
+        t2 += mo[2, w, k] * a
+        t3 += mo[3, w, k] * a
+    return t0, t1, t2, t3
+
+
 @numba.njit(cache=True)
 def sweep_propose(x, mo_i, inv_i, step, tau, use_j, configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms,
                   L_ee, L_en, L_eecusp, L_encusp):
@@ -600,7 +618,6 @@ def sweep_propose(x, mo_i, inv_i, step, tau, use_j, configs_j, e, same, ee_poly,
     j_cur : (nw,) — J_e at x (0 without a Jastrow)
     """
     nw = x.shape[0]
-    norb = inv_i.shape[1]
     new = np.empty((nw, 3))
     vbar = np.empty((nw, 3))
     j_cur = np.zeros(nw)
@@ -611,16 +628,7 @@ def sweep_propose(x, mo_i, inv_i, step, tau, use_j, configs_j, e, same, ee_poly,
         for w in range(nw):
             j_cur[w] = jv[w, 0]
     for w in range(nw):
-        t0 = 0.0
-        t1 = 0.0
-        t2 = 0.0
-        t3 = 0.0
-        for k in range(norb):
-            a = inv_i[w, k]
-            t0 += mo_i[0, w, k] * a
-            t1 += mo_i[1, w, k] * a
-            t2 += mo_i[2, w, k] * a
-            t3 += mo_i[3, w, k] * a
+        t0, t1, t2, t3 = _orbital_dot(mo_i, inv_i, w)
         gx = t1 / t0 + jg[w, 0, 0]
         gy = t2 / t0 + jg[w, 0, 1]
         gz = t3 / t0 + jg[w, 0, 2]
@@ -665,17 +673,9 @@ def sweep_accept(i, new, vbar_old, mo_new, inv, mo_cache, sign, logdet, det_conf
                                      atoms, L_ee, L_en, L_eecusp, L_encusp, 1)
     vA = np.empty(n)
     col = np.empty(norb)
+    inv_i = inv[:, :, i]
     for w in range(nw):
-        t0 = 0.0
-        t1 = 0.0
-        t2 = 0.0
-        t3 = 0.0
-        for k in range(norb):
-            a = inv[w, k, i]
-            t0 += mo_new[0, w, k] * a
-            t1 += mo_new[1, w, k] * a
-            t2 += mo_new[2, w, k] * a
-            t3 += mo_new[3, w, k] * a
+        t0, t1, t2, t3 = _orbital_dot(mo_new, inv_i, w)
         delta = jv[w, 0] - j_cur[w] if use_j else 0.0
         ratio = t0 * np.exp(delta)
         gx = t1 / t0 + jg[w, 0, 0]

@@ -205,6 +205,9 @@ def quintic_table(a, c, l: int, tol: float = 1e-13, nint: int = 64):
         err = np.abs(spline_reference(tab, t) - exact) * np.maximum(rt, 1.0) ** l
         if err.max() <= tol * np.max(np.abs(exact) * rt ** l):
             return tab, h
+        if nint >= 2**20:
+            raise RuntimeError(f"radial spline of a shell (l = {l}, exponents {a.min():.3g}..{a.max():.3g}) does not "
+                               f"reach the tolerance {tol:g} with {nint} intervals (error {err.max():.3g})")
         nint *= 2
 
 

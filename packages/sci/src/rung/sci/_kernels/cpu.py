@@ -871,20 +871,11 @@ def external_contributions(dets, gens, h1, eri, var_keys, var_mask, binom_a, bin
     return ok, og, ov
 
 
-@njit(cache=True)
-def _acc1(j, x, stoch, w, q, ad, as_, t):
-    """Add the contribution ``x = c_I <alpha|H|I>`` of generator I to the sums of entry ``j``: A_D for a
-    deterministic generator, else A_S (weight ``w`` = W_I) and T (``q`` = 1 / p_I); see :func:`reduce_sorted`."""
-    if stoch:
-        as_[j] += w * x
-        t[j] += w * x * x * q
-    else:
-        ad[j] += x
-
-
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _acc(part, key, x, stoch, w, q, ad, as_, t):
-    """:func:`_acc1` into row ``part`` of the key-indexed accumulators (nparts, fci_size)."""
+    """Add the contribution ``x = c_I <alpha|H|I>`` of generator I to the sums of entry ``key`` in row ``part``
+    of the key-indexed accumulators (nparts, fci_size): A_D for a deterministic generator, else A_S
+    (weight ``w`` = W_I) and T (``q`` = 1 / p_I); see :func:`reduce_sorted`."""
     if stoch:
         as_[part, key] += w * x
         t[part, key] += w * x * x * q
@@ -948,7 +939,12 @@ def reduce_packed(packed, shift, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
             ukeys[j] = key
         pos = np.int64(packed[k] & mask)
         g = gen[pos]
-        _acc1(j, gen_coef[g] * vals[pos], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t)
+        x = gen_coef[g] * vals[pos]
+        if gen_stoch[g]:  # (written out: a helper call per entry made this loop 2.4x slower, even inlined)
+            as_[j] += gen_w[g] * x
+            t[j] += gen_w[g] * x * x * gen_q[g]
+        else:
+            ad[j] += x
     return ukeys, ad, as_, t
 
 
@@ -1019,7 +1015,12 @@ def reduce_sorted(keys, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
             j += 1
             ukeys[j] = keys[k]
         g = gen[k]
-        _acc1(j, gen_coef[g] * vals[k], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t)
+        x = gen_coef[g] * vals[k]
+        if gen_stoch[g]:  # (written out, as in reduce_packed)
+            as_[j] += gen_w[g] * x
+            t[j] += gen_w[g] * x * x * gen_q[g]
+        else:
+            ad[j] += x
     return ukeys, ad, as_, t
 
 

@@ -195,6 +195,10 @@ def test_semistochastic_pt2_in_the_loop(h2o_small):
     exact = pt2.en_pt2(lay, r.dets, lay.keys(r.dets), r.coef[:, 0], r.e_var[0] - h2o_small.ecore,
                        h2o_small.h1, h2o_small.eri)
     assert abs(r.e_pt2 - exact.e_pt2) < 4 * r.pt2_error
+    # sampled iterations that grow the space draw pt2_samples_growing (2), the last one pt2_samples
+    samples = [(h["n_det"], h["pt2_samples"]) for h in r.history]
+    assert samples[-1] == (r.n_det, 12) and all(s == (2 if n > 100 else 0) for n, s in samples[:-1])
+    assert any(s == 2 for _, s in samples)
 
 
 def test_extrapolation_skips_infinite_pt2():

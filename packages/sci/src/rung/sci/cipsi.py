@@ -61,6 +61,9 @@ class Config:
     spin : target S (default: the lowest allowed, |MS|); spin_penalty : Hartree
     stochastic_min_det : beyond this many determinants the PT2 is semi-stochastic
     pt2_samples, pt2_det_fraction, pt2_sample_fraction : semi-stochastic parameters (see ``pt2``)
+    pt2_samples_growing : semi-stochastic samples in an iteration that grows the space (>= 2): the
+        selection uses the first sample only, so the others serve the error bar of an intermediate
+        estimate; the last iteration (budget reached) draws ``pt2_samples``
     max_entries : (alpha, I) pairs held in memory at once during selection (20 bytes each)
     extrapolation_points : iterations used in the linear fit of E_var against E_PT2
     pt2_screen : Hartree; on FCI spaces beyond ``pt2.DENSE_KEYS`` determinants, PT2 and selection keep
@@ -82,6 +85,7 @@ class Config:
     davidson_tol: float = 1e-5
     stochastic_min_det: int = 300_000
     pt2_samples: int = 8
+    pt2_samples_growing: int = 2
     pt2_det_fraction: float = 0.02
     pt2_sample_fraction: float = 0.05
     max_entries: int = 20_000_000
@@ -93,6 +97,8 @@ class Config:
     def __post_init__(self):
         if self.max_det < 1 or self.growth <= 1.0 or self.nroots < 1:
             raise ValueError("max_det >= 1, growth > 1 and nroots >= 1 are required")
+        if self.pt2_samples < 2 or self.pt2_samples_growing < 2:
+            raise ValueError("pt2_samples and pt2_samples_growing must be >= 2 (the error bar needs two)")
         if not 0.0 <= self.guided_growth <= 1.0:
             raise ValueError(f"guided_growth must lie in [0, 1], got {self.guided_growth}")
 
@@ -357,7 +363,8 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
 
                 acc = gpu.accumulate
             r = en_pt2(layout, dets, keys, coef[:, 0], float(e_el[0]), h1, eri, n_select=n_select,
-                       stochastic=n > cfg.stochastic_min_det, n_samples=cfg.pt2_samples,
+                       stochastic=n > cfg.stochastic_min_det,
+                       n_samples=cfg.pt2_samples_growing if grow else cfg.pt2_samples,
                        det_fraction=cfg.pt2_det_fraction, sample_fraction=cfg.pt2_sample_fraction,
                        max_entries=cfg.max_entries, rng=rng, accumulate=acc, screen=cfg.pt2_screen,
                        orbsym=ham.orbsym)
@@ -368,7 +375,8 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         rec = dict(n_det=int(n), e_var=float(e_el[0] + ham.ecore), e_pt2=float(e2), pt2_error=float(err),
                    s2=float(s2v[0]), seconds=seconds, seconds_h=t_build, seconds_davidson=t_diag,
                    seconds_pt2=seconds - t_build - t_diag, h_nnz=int(hs.upper.nnz), h_bytes=int(hs.nbytes()),
-                   n_external=int(r.n_external) if not complete else 0)
+                   n_external=int(r.n_external) if not complete else 0,
+                   pt2_samples=int(r.n_samples) if not complete and r.stochastic else 0)
         history.append(rec)
         done = (not grow) or abs(e2) < cfg.pt2_threshold or sel.size == 0
         next_keys = None

@@ -150,13 +150,17 @@ def test_potential_kernel_matches_numpy(atoms, basis):
 def test_radial_splines_match_exact_radial_parts():
     """The quintic-spline tables of every shell (CO, cc-pvtz: contracted s/p, d, f) against the exact
     contraction sum_p c_p exp(-a_p r^2) (NumPy), and the numba evaluation against the NumPy one."""
-    from rung.qmc._kernels.cpu import spline_values
+    from rung.qmc._kernels.cpu import _spline
     from rung.qmc.orbitals import SCREEN, AtomicBasis, radial_values, spline_reference
 
     mol = gto.M(atom=CO, unit="Bohr", basis="ccecp-cc-pvtz", ecp="ccecp", spin=2, verbose=0)
     basis = AtomicBasis.from_mol(mol)
     spl = basis.radial_splines
     rng = np.random.default_rng(0)
+
+    def spline_values(tab, start, nint, ih, r):
+        return np.array([_spline(tab, start, nint, ih, x) for x in r])
+
     for ish in range(basis.sh_l.size):
         p0, p1 = basis.sh_pstart[ish], basis.sh_pstart[ish + 1]
         a, c, l = basis.exps[p0:p1], basis.coefs[p0:p1], basis.sh_l[ish]

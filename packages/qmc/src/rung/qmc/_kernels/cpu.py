@@ -375,15 +375,6 @@ def _spline(tab, start, nint, inv_h, r):
 
 
 @numba.njit(cache=True)
-def spline_values(tab, start, nint, inv_h, r):
-    """:func:`_spline` at every r (n,) float64, Bohr, of one table (the kernel its tests call)."""
-    out = np.empty(r.shape[0])
-    for i in range(r.shape[0]):
-        out[i] = _spline(tab, start, nint, inv_h, r[i])
-    return out
-
-
-@numba.njit(cache=True)
 def _shell_dot_high(l, dx, dy, dz, fq, b, w, col, det):
     """det[q] += fq[q] sum_c P_c(d_q) b[w, col + c] for every point q: the cartesian components of a shell of
     angular momentum l >= 3 (PySCF order) at the displacements d_q = (dx, dy, dz)[q] from its centre, Bohr

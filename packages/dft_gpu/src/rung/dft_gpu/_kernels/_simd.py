@@ -215,6 +215,10 @@ CHUNK = LANES * MAX_NV
 #: The micro-kernel prefetches the packed tensor this many tiles ahead (first column pass only: the
 #: later passes over the same aux function find it in cache).
 PREFETCH_TILES = 2
+#: A column chunk this narrow (the remainder of ``r`` after the 16-column passes, e.g. 2 of nocc = 34)
+#: takes the row-at-a-time loop :func:`_few_columns` instead of an 8-lane micro-kernel pass (aspirin,
+#: one thread: 2 columns ~0.01 s against ~0.03 s for the pass; 4 columns already cost more than it).
+FEW_COLUMNS = 2
 _S1, _S2 = SYMTILES[1], SYMTILES[2]
 _R1, _R2 = ROWS[1], ROWS[2]
 
@@ -224,11 +228,15 @@ _R1, _R2 = ROWS[1], ROWS[2]
 
 
 @njit(cache=True)
-def _half_transform_one(b, boff, nao, f, foff, ldf, r, x, xoff, ldx):
+def _half_transform_one(b, boff, nao, f, foff, ldf, r, x, xoff, ldx, fc, xc):
     """``x[xoff + q*ldx + i] = sum_p B(q, p) f[foff + p*ldf + i]`` for ``q < nao``, ``i < r``, with
-    ``B(q, p)`` the packed symmetric matrix at ``b[boff:]`` (:func:`make_symtile`)."""
+    ``B(q, p)`` the packed symmetric matrix at ``b[boff:]`` (:func:`make_symtile`); ``fc``, ``xc``:
+    scratch of shape (>= FEW_COLUMNS, nao) for :func:`_few_columns`."""
     for c0 in range(0, r, CHUNK):
         ncols = min(CHUNK, r - c0)
+        if ncols <= FEW_COLUMNS:
+            _few_columns(b, boff, nao, f, foff + c0, ldf, ncols, x, xoff + c0, ldx, fc, xc)
+            continue
         wide = ncols > LANES
         mr = _R2 if wide else _R1
         nrows = nao % mr
@@ -246,6 +254,32 @@ def _half_transform_one(b, boff, nao, f, foff, ldf, r, x, xoff, ldx):
                 _S1(b, boff, q0, nrows, f, foff + c0, ldf, x, xoff + c0, ldx, ncols, pf)
             q0 += nrows
             nrows = mr
+
+
+@njit(cache=True, fastmath=True)
+def _few_columns(b, boff, nao, f, foff, ldf, nc, x, xoff, ldx, fc, xc):
+    """The product of :func:`_half_transform_one` for a few columns (``nc <= FEW_COLUMNS``), one packed
+    row at a time: ``X[q, c] = sum_{p <= q} B(q,p) F[p, c] + sum_{p > q} B(p,q) F[p, c]`` as a dot
+    product along row ``q`` plus an update of ``X[p < q, c]`` along the same row (both vectorised over
+    ``p``; reassociated sums). A micro-kernel pass costs the same for 1 or 8 columns; this costs ``nc``."""
+    for c in range(nc):
+        for p in range(nao):
+            fc[c, p] = f[foff + p * ldf + c]
+            xc[c, p] = 0.0
+    for q in range(nao):
+        row = b[boff + q * (q + 1) // 2:boff + q * (q + 1) // 2 + q + 1]
+        for c in range(nc):
+            fcc = fc[c]
+            xcc = xc[c]
+            fq = fcc[q]
+            s = row[q] * fq
+            for p in range(q):
+                s += row[p] * fcc[p]
+                xcc[p] += row[p] * fq
+            xcc[q] += s
+    for q in range(nao):
+        for c in range(nc):
+            x[xoff + q * ldx + c] = xc[c, q]
 
 
 @njit(cache=True)
@@ -278,10 +312,12 @@ def fused_block(b, nblk, nao, f, ldf, ranks, xoffs, ldxs, gdm, gsign, x, rho, vj
     n_dm = vj.shape[0]
     npair = nao * (nao + 1) // 2
     rho_dm = np.zeros(max(n_dm, 1))
+    fc = np.empty((FEW_COLUMNS, nao))
+    xc = np.empty((FEW_COLUMNS, nao))
     for L in range(nblk):
         for g in range(ngroups):
             r = ranks[g]
-            _half_transform_one(b, L * npair, nao, f, g * nao * ldf, ldf, r, x, xoffs[g] + L * r, ldxs[g])
+            _half_transform_one(b, L * npair, nao, f, g * nao * ldf, ldf, r, x, xoffs[g] + L * r, ldxs[g], fc, xc)
             rho[g, L] = _fitted_density(x, xoffs[g] + L * r, ldxs[g], f, g * nao * ldf, ldf, nao, r)
         if do_j:  # while B_L is still in cache
             rho_dm[:] = 0.0

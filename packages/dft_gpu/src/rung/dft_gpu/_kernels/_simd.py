@@ -5,10 +5,9 @@ Why this exists
 ---------------
 The occupied-orbital exchange needs the half-transform ``X[q, L, i] = sum_p B[L, q, p] F[p, i]`` of
 every aux function ``L``: a product with a short dimension (``i``: tens of occupied orbitals) against a
-large streamed operand (the tensor), so its speed is set by how fast the tensor comes from memory.
-``B_L`` is symmetric; the tensor is kept as its packed lower triangle (PySCF's ``cderi`` layout,
-``nao (nao+1)/2`` numbers per aux function, half the bytes of the square), and the micro-kernel reads
-each packed element ``B(q, p)``, ``q > p``, once and uses it twice:
+large streamed operand (the tensor). ``B_L`` is symmetric; the tensor is kept as its packed lower
+triangle (PySCF's ``cderi`` layout, ``nao (nao+1)/2`` numbers per aux function, half the memory of the
+square), and the micro-kernel reads each packed element ``B(q, p)``, ``q > p``, once and uses it twice:
 
     X[q, :] += B(q, p) F[p, :]      (row ``q`` of the tile: accumulators in vector registers)
     X[p, :] += B(q, p) F[q, :]      (the mirrored element: row ``p`` of an earlier tile, in L1)
@@ -19,7 +18,9 @@ broadcasts the ``MR`` packed elements ``B(q0+m, p)`` (``MR`` streams along the p
 order), and issues ``2 MR NV`` fused multiply-adds; the factor rows ``F[q0+m, :]`` of the tile stay in
 registers. The ``MR x MR`` diagonal block of the tile is added at the end. This is the outer-product
 micro-kernel of Goto and van de Geijn (ACM TOMS 34, 12 (2008)) without packing, with the symmetric
-(``dsymm``-like) use of each element.
+(``dsymm``-like) use of each element. Measured on aspirin (BENCHMARKS.md, session 3): as fast as the
+square-tensor kernel it replaced, within 2%; the kernel is limited by instruction issue, not by the
+bytes it streams, so the packed layout saves memory rather than time.
 
 :func:`fused_block` drives it over one aux block for every factor group, and takes the fitted
 densities and J in the same pass (see :mod:`rung.dft_gpu._kernels.cpu` for the equations).
@@ -33,8 +34,8 @@ narrower ones by LLVM elsewhere (same results, just slower: see :data:`HAVE_AVX5
 from __future__ import annotations
 
 import llvmlite.binding as llvm_binding
-from llvmlite import ir
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic

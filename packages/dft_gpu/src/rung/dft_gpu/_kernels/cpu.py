@@ -17,7 +17,7 @@ occupied orbitals scaled by sqrt(occupation), or the positive/negative eigenvect
 
 On the packed path the half-transform runs on the register-blocked micro-kernel of
 :mod:`rung.dft_gpu._kernels._simd` (driver ``fused_block``), which reads each packed element once and
-uses it for both ``(q, p)`` and ``(p, q)``: half the bytes of the square tensor come from memory.
+uses it for both ``(q, p)`` and ``(p, q)`` (half the memory of the square tensor, same speed).
 J is accumulated on the packed triangle right after each aux function's half-transform, while ``B_L``
 is in cache, so each aux function is read from memory once per call for J and K together. What the
 micro-kernel does not cover goes through plain GEMMs: J alone (GEMMs on the packed block with the
@@ -131,7 +131,6 @@ def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_facto
     if vk is not None and factors is not None and factors.shape[0]:
         from rung.dft_gpu._kernels._simd import fused_block
 
-        n_dm = vk.shape[0]
         ranks = np.array([r1 - r0 for _, r0, r1, _ in groups], dtype=np.int64)
         ldf = 8 * ((int(ranks.max()) + 7) // 8)
         if "f" not in work or work["f"].size != len(groups) * nao * ldf:

@@ -91,7 +91,8 @@ def _string_tables(layout, h1, eri):
     if key not in _TABLES:  # built once per Hamiltonian and layout (every CIPSI iteration reuses them)
         _TABLES.clear()
         ta = cpu.string_tables(layout.na, layout.norb, layout.nw, layout.binom_a, h1, eri)
-        tb = cpu.string_tables(layout.nb, layout.norb, layout.nw, layout.binom_b, h1, eri)
+        same = layout.nb == layout.na and np.array_equal(layout.binom_b, layout.binom_a)
+        tb = ta if same else cpu.string_tables(layout.nb, layout.norb, layout.nw, layout.binom_b, h1, eri)
         _TABLES[key] = (ta, tb)
     return _TABLES[key]
 

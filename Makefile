@@ -13,7 +13,7 @@ $(UV):
 	.uv-bootstrap/bin/pip install -q uv
 
 .venv/.synced: $(UV) pyproject.toml packages/*/pyproject.toml
-	$(UV) sync --all-packages --all-groups
+	$(UV) sync --all-packages --all-groups --compile-bytecode  # as pip does: no per-process recompiles where PYTHONDONTWRITEBYTECODE is set
 	touch $@
 
 setup: .venv/.synced

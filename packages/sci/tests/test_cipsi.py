@@ -270,3 +270,24 @@ def test_guided_growth_stops_below_threshold_with_fewer_determinants(h2o_small, 
     assert abs(guided.e_pt2) < threshold and 0.0 < guided.e_var[0] - e_fci < threshold
     with pytest.raises(ValueError, match="guided_growth"):
         cipsi.Config(guided_growth=1.5)
+
+
+def test_blas_threads_held_during_the_run_and_restored():
+    from threadpoolctl import threadpool_info
+
+    from rung.sci.testing import random_hamiltonian
+
+    with pytest.raises(ValueError, match="blas_threads"):
+        cipsi.Config(blas_threads=0)
+    def blas():
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen = []
+    before = blas()
+    ham = random_hamiltonian(6, (3, 3), seed=2)
+    r = cipsi.kernel(ham, cipsi.Config(max_det=50, blas_threads=1),
+                     log=lambda s: seen.append(blas()))
+    assert r.n_det >= 20
+    assert seen and all(s[f] == 1 for s in seen for f in before)
+    after = blas()
+    assert {f: after[f] for f in before} == before  # restored (libraries loaded during the run are left as they came)

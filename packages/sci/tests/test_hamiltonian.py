@@ -23,6 +23,11 @@ def test_h_times_c_matches_pyscf_dense(norb, nelec, tables, monkeypatch):
     hs = hamiltonian.build(dets, ham.h1, ham.eri)
     c = np.random.default_rng(0).normal(size=(dets.shape[0], 2))
     np.testing.assert_allclose(hs.matvec(c), hp @ c, atol=1e-11)
+    # the threaded one-pass product (taken on several threads above PARALLEL_MATVEC_NNZ), forced
+    monkeypatch.setattr(hamiltonian, "PARALLEL_MATVEC_NNZ", 0)
+    monkeypatch.setattr(hamiltonian, "get_num_threads", lambda: 3)
+    np.testing.assert_allclose(hs.matvec(c), hp @ c, atol=1e-11)
+    np.testing.assert_allclose(hs.matvec(c[:, 0]), hp @ c[:, 0], atol=1e-11)
     np.testing.assert_allclose(hs.dense(), hp, atol=1e-12)
     # a random subspace (not closed under anything) in shuffled order: the submatrix
     sub = np.random.default_rng(1).permutation(dets.shape[0])[: dets.shape[0] // 3]

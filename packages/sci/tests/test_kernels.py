@@ -121,3 +121,56 @@ def test_diagonals_from_sorted_keys(norb, na, nb):
     if norb <= 8:
         want = [ref.matrix_element(d, d, ham.h1, ham.eri) for d in dets[:5]]
         np.testing.assert_allclose(got[:5], want, atol=1e-12)
+
+
+@pytest.mark.parametrize("nparts", [1, 3])
+@pytest.mark.parametrize("use_d, use_s", [(True, False), (False, True), (True, True)])
+def test_collect_dense_matches_numpy(nparts, use_d, use_s):
+    """The parallel collection of a dense pass against the plain NumPy reduction it replaced (several
+    blocks of keys, a part-only hit and an exact cancellation included)."""
+    rng = np.random.default_rng(7)
+    size = 3 * (1 << 15) + 123
+    acc = [np.zeros((nparts, size)) for _ in range(3)]
+    for a in acc:
+        for q in range(nparts):
+            hit = rng.choice(size, 2000, replace=False)
+            a[q, hit] = rng.standard_normal(hit.size)
+    acc[0][:, 5] = 0.0
+    acc[0][0, 5] = 1.0  # met in one part only
+    acc[0][:, 6] = 0.0
+    acc[0][0, 6], acc[0][-1, 6] = 0.5, -0.5  # an exact cancellation is still met when nparts > 1
+    used = [a for a, on in zip(acc, (use_d, use_s, use_s)) if on]
+    nz = np.zeros((nparts, size), bool)
+    for a in used:
+        nz |= a != 0.0
+    uk = np.flatnonzero(nz.any(axis=0))
+    want = [a[:, uk].sum(axis=0) if any(a is u for u in used) else np.zeros(uk.size) for a in acc]
+    before = [a.copy() for a in acc]
+    keys, sd, ss, st = cpu.collect_dense(*acc, use_d, use_s, False)
+    np.testing.assert_array_equal(keys, uk)
+    for got, w in zip((sd, ss, st), want):
+        np.testing.assert_allclose(got, w, rtol=0, atol=1e-15)
+    for a, b in zip(acc, before):
+        np.testing.assert_array_equal(a, b)  # no reset asked: untouched
+    cpu.collect_dense(*acc, use_d, use_s, True)
+    for a, b, on in zip(acc, before, (use_d, use_s, use_s)):
+        if on:
+            assert not a.any()  # the entries read are back to zero
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("nparts", [1, 2, 5])
+@pytest.mark.parametrize("k", [1, 3])
+def test_symmetric_matvec_matches_scipy(nparts, k):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    n = 400
+    u = sp.triu(sp.random(n, n, density=0.05, random_state=4, format="csr"), k=1, format="csr")
+    u.data = rng.standard_normal(u.nnz)
+    diag = rng.standard_normal(n)
+    x = rng.standard_normal((n, k))
+    want = diag[:, None] * x + u @ x + u.T @ x
+    got = cpu.symmetric_matvec(diag, u.indptr, u.indices, u.data, np.ascontiguousarray(x.T), nparts)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

@@ -69,6 +69,11 @@ class Config:
     pt2_screen : Hartree; on FCI spaces beyond ``pt2.DENSE_KEYS`` determinants, PT2 and selection keep
         only the pairs with ``|c_I <alpha|H|I>| > pt2_screen`` (heat-bath screening; 0 = every pair).
         Small FCI spaces are always treated exactly.
+    blas_threads : BLAS threads during a run on the numba backend (None: leave the process setting).
+        The BLAS work of a CIPSI run (Davidson's tall-skinny subspace products, O(n m^2) for m <= 24
+        vectors) is small next to the numba kernels, and a multi-threaded OpenBLAS leaves its workers
+        spinning after each call, on the cores that numba's parallel regions need next: H2O/6-31G to
+        0.1 mHa on 2 cores took 0.97-1.01 s with 2 BLAS threads and 0.88-0.94 s with 1 (BENCHMARKS.md).
     guided_growth : fraction f (0 = off): when the selected determinants' own contributions predict
         |E_PT2| < f * pt2_threshold within this iteration's growth, add only as many as that prediction
         needs (:func:`trim_selection`); f < 1 leaves room for the prediction's error, so that the next
@@ -93,6 +98,7 @@ class Config:
     seed: int = 0
     pt2_screen: float = 1e-8
     guided_growth: float = 0.8
+    blas_threads: int | None = 1
 
     def __post_init__(self):
         if self.max_det < 1 or self.growth <= 1.0 or self.nroots < 1:
@@ -101,6 +107,8 @@ class Config:
             raise ValueError("pt2_samples and pt2_samples_growing must be >= 2 (the error bar needs two)")
         if not 0.0 <= self.guided_growth <= 1.0:
             raise ValueError(f"guided_growth must lie in [0, 1], got {self.guided_growth}")
+        if self.blas_threads is not None and self.blas_threads < 1:
+            raise ValueError(f"blas_threads must be None or >= 1, got {self.blas_threads}")
 
 
 @dataclass(frozen=True)
@@ -303,9 +311,21 @@ def load(path) -> tuple[Result, np.ndarray | None, dict]:
 def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto", checkpoint=None,
            log: Callable[[str], None] | None = print) -> Result:
     """Run CIPSI on ``ham``; with ``checkpoint`` (a path) write the wavefunction every iteration and
-    resume from that file when it already holds a run on the same Hamiltonian."""
-    log = log or (lambda s: None)
+    resume from that file when it already holds a run on the same Hamiltonian.
+
+    On the numba backend the run holds BLAS at ``config.blas_threads`` threads (threadpoolctl), and
+    restores the previous setting on return."""
     xp, backend_used = _resolve_backend(backend)
+    if backend_used != "numba" or config.blas_threads is None:
+        return _kernel(ham, config, xp, backend_used, checkpoint, log)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=config.blas_threads, user_api="blas"):
+        return _kernel(ham, config, xp, backend_used, checkpoint, log)
+
+
+def _kernel(ham: Hamiltonian, config: Config, xp, backend_used: str, checkpoint, log) -> Result:
+    log = log or (lambda s: None)
     cfg = config
     layout = Layout(ham.norb, *ham.nelec)
     sz = 0.5 * (layout.na - layout.nb)

@@ -192,15 +192,9 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
             counts = acc[3]
         # the external determinants met are the nonzero sums (a zero sum contributes and selects nothing);
         # only the sums of the kinds of generator present (deterministic: ad; sampled: as_, t) can be set
-        used = [a for a, on in zip(acc[:3], (not gstoch.all(), gstoch.any(), gstoch.any())) if on]
-        nz = used[0] != 0.0
-        for a in used[1:]:
-            nz |= a != 0.0
-        uk = np.flatnonzero(nz.any(axis=0) if nparts > 1 else nz[0]).astype(np.int64)
-        ad, as_, t = (a[:, uk].sum(axis=0) if any(a is u for u in used) else np.zeros(uk.size) for a in acc[:3])
-        if tables is not None:
-            for a in used:  # back to zero for the next pass: only the entries set
-                a[:, uk] = 0
+        # (the table path's accumulators are kept for the next pass: only the entries set go back to zero)
+        uk, ad, as_, t = cpu.collect_dense(*acc[:3], bool(not gstoch.all()), bool(gstoch.any()),
+                                             tables is not None)
         n_gen = int(counts.sum())
         del acc
     else:

@@ -1197,6 +1197,88 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
     return counts
 
 
+@njit(cache=True, parallel=True)
+def collect_dense(ad, as_, t, use_d, use_s, reset):
+    """The external determinants met in a dense pass and their sums over the parts.
+
+    ad, as_, t : (nparts, fci_size) float64 per-part sums (:func:`external_dense_tables`); only the
+    deterministic (``use_d``) and sampled (``use_s``: as_ and t) kinds present are read. A key is met
+    when one of those is nonzero in some part. Returns the met keys (m,) int64 ascending and the sums
+    over parts of ad, as_, t ((m,) float64 each; zero for a kind not read); with ``reset`` the entries
+    read are set back to zero. Blocks of keys run in parallel: a block marks its met keys (a sweep
+    over each part's contiguous row) and writes them, summed, at its own offset of scratch arrays (only
+    those entries are touched); the finds are then packed.
+    """
+    nparts, size = ad.shape
+    bsize = 1 << 15
+    nblk = (size + bsize - 1) // bsize
+    cnt = np.zeros(nblk + 1, np.int64)
+    tk = np.empty(size, np.int64)
+    td = np.empty(size if use_d else 0)
+    ts = np.empty(size if use_s else 0)
+    tt = np.empty(size if use_s else 0)
+    for b in prange(nblk):
+        lo = b * bsize
+        hi = min(size, lo + bsize)
+        met = np.zeros(hi - lo, np.bool_)
+        for q in range(nparts):
+            if use_d:
+                row = ad[q, lo:hi]
+                for k in range(hi - lo):
+                    met[k] |= row[k] != 0.0
+            if use_s:
+                row = as_[q, lo:hi]
+                row2 = t[q, lo:hi]
+                for k in range(hi - lo):
+                    met[k] |= (row[k] != 0.0) | (row2[k] != 0.0)
+        loc = np.empty(hi - lo, np.int64)
+        e = 0
+        for k in range(hi - lo):  # a tight branch-free scan first: the met keys are few
+            loc[e] = k
+            e += met[k]
+        for i in range(e):
+            key = lo + loc[i]
+            j = lo + i
+            tk[j] = key
+            vd = 0.0
+            vs = 0.0
+            vt = 0.0
+            for q in range(nparts):
+                if use_d:
+                    vd += ad[q, key]
+                    if reset:
+                        ad[q, key] = 0.0
+                if use_s:
+                    vs += as_[q, key]
+                    vt += t[q, key]
+                    if reset:
+                        as_[q, key] = 0.0
+                        t[q, key] = 0.0
+            if use_d:
+                td[j] = vd
+            if use_s:
+                ts[j] = vs
+                tt[j] = vt
+        cnt[b + 1] = e
+    for b in range(nblk):
+        cnt[b + 1] += cnt[b]
+    m = cnt[nblk]
+    keys = np.empty(m, np.int64)
+    sd = np.zeros(m)
+    ss = np.zeros(m)
+    st = np.zeros(m)
+    for b in prange(nblk):
+        o = b * bsize - cnt[b]
+        for j in range(cnt[b], cnt[b + 1]):
+            keys[j] = tk[j + o]
+            if use_d:
+                sd[j] = td[j + o]
+            if use_s:
+                ss[j] = ts[j + o]
+                st[j] = tt[j + o]
+    return keys, sd, ss, st
+
+
 @njit(cache=True)
 def _partner_key(key, key_i, bits, old_bits):
     """:func:`_partner` by key (the space is sorted by key, so J > I is key_J > key_I): ``key`` in the
@@ -1662,3 +1744,43 @@ def diagonals_sorted_keys(keys, na, nb, norb, binom_a, binom_b, nstr_b, h1, eri)
                 e += ja[occb[rb, y]]
             out[k] = e
     return out
+
+
+@njit(cache=True, parallel=True)
+def symmetric_matvec(diag, ptr, cols, vals, xt, nparts):
+    """``y = (D + U + U^T) x``: D = diag(``diag`` (n,) float64), U the CSR (``ptr`` (n+1,), ``cols``, ``vals``)
+    strict upper triangle; ``xt`` = x^T (k, n) float64 C-contiguous; returns y (n, k) float64.
+
+    One pass over the nonzeros per column does both U and U^T. The rows are cut into ``nparts`` runs
+    of about equal nonzeros, one per thread; a run adds ``U_ij x_j`` to row i and ``U_ij x_i`` to row j
+    (any row) of its own buffer, and the buffers are summed at the end (no atomics, no transposed copy).
+    """
+    k, n = xt.shape
+    nnz = ptr[n]
+    rb = np.empty(nparts + 1, np.int64)
+    for p in range(nparts + 1):
+        rb[p] = np.searchsorted(ptr[: n + 1], p * nnz // nparts)
+    rb[0] = 0
+    rb[nparts] = n
+    buf = np.zeros((nparts, k, n))
+    for part in prange(nparts):
+        for c in range(k):
+            b = buf[part, c]
+            xc = xt[c]
+            for i in range(rb[part], rb[part + 1]):
+                xi = xc[i]
+                s = 0.0
+                for jj in range(ptr[i], ptr[i + 1]):
+                    j = cols[jj]
+                    v = vals[jj]
+                    s += v * xc[j]
+                    b[j] += v * xi
+                b[i] += s
+    y = np.empty((n, k))
+    for i in prange(n):
+        for c in range(k):
+            s = diag[i] * xt[c, i]
+            for part in range(nparts):
+                s += buf[part, c, i]
+            y[i, c] = s
+    return y

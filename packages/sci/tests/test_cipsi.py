@@ -291,3 +291,25 @@ def test_blas_threads_held_during_the_run_and_restored():
     assert seen and all(s[f] == 1 for s in seen for f in before)
     after = blas()
     assert {f: after[f] for f in before} == before  # restored (libraries loaded during the run are left as they came)
+
+
+@pytest.mark.parametrize("norb, span", [(13, 9), (40, 40), (70, 70)])
+def test_configuration_labels_match_row_unique(norb, span):
+    """The packed 1-D configuration labels (orbitals < 32) give np.unique's row partition; orbitals
+    beyond 31 or a second word take the row path."""
+    from rung.sci.determinants import Layout
+
+    lay = Layout(norb, 3, 2)
+    rng = np.random.default_rng(norb)
+    strings = [[sum(1 << int(p) for p in rng.choice(span, ne, replace=False)) for _ in range(60)]
+               for ne in (3, 2)]
+    dets = np.zeros((60, 2, lay.nw), np.uint64)
+    for i in range(60):
+        for s in range(2):
+            for w in range(lay.nw):
+                dets[i, s, w] = (strings[s][i] >> (64 * w)) & ((1 << 64) - 1)
+    dets = np.concatenate([dets, dets[::3]])  # repeats
+    occ = np.concatenate([dets[:, 0] & dets[:, 1], dets[:, 0] ^ dets[:, 1]], axis=1)
+    _, first, inv = np.unique(occ, axis=0, return_index=True, return_inverse=True)
+    f2, i2 = cipsi._configurations(dets)
+    np.testing.assert_array_equal(f2[i2], first[inv.reshape(-1)])

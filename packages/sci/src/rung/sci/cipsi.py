@@ -156,6 +156,19 @@ def extrapolate(history: list, npoints: int) -> float:
     return float(a)
 
 
+def _configurations(dets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of the spatial configurations (doubly, singly occupied orbitals) of ``dets`` (n, 2, nw)
+    uint64: ``np.unique``'s (first, inverse), (m,) and (n,) int64. When every orbital in use is below 32
+    a configuration is one uint64 (``doubly << 32 | singly``) and the sort is 1-D (several times faster
+    than ``np.unique``'s row sort); else rows of 2 nw words."""
+    d, s = dets[:, 0] & dets[:, 1], dets[:, 0] ^ dets[:, 1]
+    if dets.shape[2] == 1 and dets.shape[0] > 0 and int((d | s).max()) < 2**32:
+        _, first, inv = np.unique((d[:, 0] << np.uint64(32)) | s[:, 0], return_index=True, return_inverse=True)
+    else:
+        _, first, inv = np.unique(np.concatenate([d, s], axis=1), axis=0, return_index=True, return_inverse=True)
+    return first, inv.reshape(-1)
+
+
 def trim_selection(layout: Layout, selected: np.ndarray, e2: np.ndarray, e_pt2: float, threshold: float) -> np.ndarray:
     """The shortest head of ``selected`` (keys (m,) int64, best first, with their EN contributions ``e2``
     (m,) Hartree) after which the predicted PT2 is below ``threshold`` in magnitude; all of it if none.
@@ -166,9 +179,7 @@ def trim_selection(layout: Layout, selected: np.ndarray, e2: np.ndarray, e_pt2: 
     """
     if selected.size == 0 or threshold <= 0.0 or not np.isfinite(e_pt2) or abs(e_pt2) < threshold:
         return selected
-    d = layout.from_keys(selected)
-    occ = np.concatenate([d[:, 0] & d[:, 1], d[:, 0] ^ d[:, 1]], axis=1)  # spatial configuration
-    _, first, inv = np.unique(occ, axis=0, return_index=True, return_inverse=True)
+    first, inv = _configurations(layout.from_keys(selected))
     first_of = first[inv.reshape(-1)]  # where each determinant's configuration first enters the head
     captured = np.cumsum(np.bincount(first_of, weights=e2, minlength=selected.size))  # heads of 1, 2, ... entries
     ok = np.flatnonzero(np.abs(e_pt2 - captured) < threshold)
@@ -189,9 +200,7 @@ def _resolve_backend(backend: str):
 def configuration_average(dets: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Average of ``values`` (n,) over the determinants of ``dets`` (n, 2, nw) uint64 that share a spatial
     occupation (same doubly and singly occupied orbitals): a diagonal that commutes with S^2."""
-    occ = np.concatenate([dets[:, 0] & dets[:, 1], dets[:, 0] ^ dets[:, 1]], axis=1)
-    _, inv = np.unique(occ, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
+    _, inv = _configurations(dets)
     return (np.bincount(inv, weights=values) / np.bincount(inv))[inv]
 
 

@@ -48,6 +48,7 @@ from rung.sci.pt2 import accumulate_cpu, en_pt2
 SCHEMA = "rung.sci.wavefunction"
 SCHEMA_VERSION = 1
 DENSE_MAX = 300  # spaces up to this size are diagonalized densely
+BLAS_LIMIT_MAX = 100_000  # Config.blas_threads holds while the space is smaller than this
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,13 @@ class Config:
     pt2_screen : Hartree; on FCI spaces beyond ``pt2.DENSE_KEYS`` determinants, PT2 and selection keep
         only the pairs with ``|c_I <alpha|H|I>| > pt2_screen`` (heat-bath screening; 0 = every pair).
         Small FCI spaces are always treated exactly.
-    blas_threads : BLAS threads during a run on the numba backend (None: leave the process setting).
-        The BLAS work of a CIPSI run (Davidson's tall-skinny subspace products, O(n m^2) for m <= 24
-        vectors) is small next to the numba kernels, and a multi-threaded OpenBLAS leaves its workers
-        spinning after each call, on the cores that numba's parallel regions need next: H2O/6-31G to
-        0.1 mHa on 2 cores took 0.97-1.01 s with 2 BLAS threads and 0.88-0.94 s with 1 (BENCHMARKS.md).
+    blas_threads : BLAS threads on the numba backend while the space holds fewer than
+        ``BLAS_LIMIT_MAX`` determinants (None: leave the process setting). There the BLAS work
+        (Davidson's tall-skinny subspace products, O(n m^2) for m <= 24 vectors) is small next to the
+        numba kernels, and a multi-threaded OpenBLAS leaves its workers spinning after each call on the
+        cores that numba's parallel regions need next: H2O/6-31G to 0.1 mHa on 2 cores took 0.97-1.01 s
+        with 2 BLAS threads and 0.88-0.94 s with 1. Beyond, BLAS threads pay (n = 1.19 M, m = 24: one
+        Davidson iteration's BLAS work 0.16 s on 2 threads, 0.23 s on 1), so the setting is restored.
     guided_growth : fraction f (0 = off): when the selected determinants' own contributions predict
         |E_PT2| < f * pt2_threshold within this iteration's growth, add only as many as that prediction
         needs (:func:`trim_selection`); f < 1 leaves room for the prediction's error, so that the next
@@ -322,18 +325,18 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
     """Run CIPSI on ``ham``; with ``checkpoint`` (a path) write the wavefunction every iteration and
     resume from that file when it already holds a run on the same Hamiltonian.
 
-    On the numba backend the run holds BLAS at ``config.blas_threads`` threads (threadpoolctl), and
-    restores the previous setting on return."""
+    On the numba backend the run holds BLAS at ``config.blas_threads`` threads (threadpoolctl) while
+    the space is smaller than ``BLAS_LIMIT_MAX``, and restores the previous setting beyond and on return."""
     xp, backend_used = _resolve_backend(backend)
     if backend_used != "numba" or config.blas_threads is None:
         return _kernel(ham, config, xp, backend_used, checkpoint, log)
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=config.blas_threads, user_api="blas"):
-        return _kernel(ham, config, xp, backend_used, checkpoint, log)
+    with threadpool_limits(limits=config.blas_threads, user_api="blas") as limiter:
+        return _kernel(ham, config, xp, backend_used, checkpoint, log, limiter)
 
 
-def _kernel(ham: Hamiltonian, config: Config, xp, backend_used: str, checkpoint, log) -> Result:
+def _kernel(ham: Hamiltonian, config: Config, xp, backend_used: str, checkpoint, log, limiter=None) -> Result:
     log = log or (lambda s: None)
     cfg = config
     layout = Layout(ham.norb, *ham.nelec)
@@ -371,6 +374,9 @@ def _kernel(ham: Hamiltonian, config: Config, xp, backend_used: str, checkpoint,
         f"target S = {s_target:g}, backend {backend_used}")
     while True:
         t0 = time.perf_counter()
+        if limiter is not None and keys.size >= BLAS_LIMIT_MAX:  # large spaces: BLAS threads as they were
+            limiter.restore_original_limits()
+            limiter = None
         hs = build(dets, h1, eri, previous=previous, orbsym=ham.orbsym)  # the last iteration's block is reused
         previous = None
         s2 = SpinSquared(layout, dets, keys)

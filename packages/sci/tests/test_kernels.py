@@ -146,18 +146,22 @@ def test_collect_dense_matches_numpy(nparts, use_d, use_s):
     uk = np.flatnonzero(nz.any(axis=0))
     want = [a[:, uk].sum(axis=0) if any(a is u for u in used) else np.zeros(uk.size) for a in acc]
     before = [a.copy() for a in acc]
-    keys, sd, ss, st = cpu.collect_dense(*acc, use_d, use_s, False)
-    np.testing.assert_array_equal(keys, uk)
-    for got, w in zip((sd, ss, st), want):
-        np.testing.assert_allclose(got, w, rtol=0, atol=1e-15)
-    for a, b in zip(acc, before):
-        np.testing.assert_array_equal(a, b)  # no reset asked: untouched
-    cpu.collect_dense(*acc, use_d, use_s, True)
-    for a, b, on in zip(acc, before, (use_d, use_s, use_s)):
-        if on:
-            assert not a.any()  # the entries read are back to zero
-        else:
-            np.testing.assert_array_equal(a, b)
+    from rung.sci.pt2 import collect_numpy
+
+    for collect in (cpu.collect_dense, collect_numpy):  # the kernel (several threads) and the one-part path
+        acc = [b.copy() for b in before]
+        keys, sd, ss, st = collect(*acc, use_d, use_s, False)
+        np.testing.assert_array_equal(keys, uk)
+        for got, w in zip((sd, ss, st), want):
+            np.testing.assert_allclose(got, w, rtol=0, atol=1e-15)
+        for a, b in zip(acc, before):
+            np.testing.assert_array_equal(a, b)  # no reset asked: untouched
+        collect(*acc, use_d, use_s, True)
+        for a, b, on in zip(acc, before, (use_d, use_s, use_s)):
+            if on:
+                assert not a.any()  # the entries read are back to zero
+            else:
+                np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("nparts", [1, 2, 5])

@@ -6,8 +6,9 @@ orbital-gradient tolerance PySCF's default (3.2e-5) for the energy SCF and 1e-6 
 come from (the farm's defaults).
 
 Set (SPICE-like: several conformations per molecule): small organic molecules from ASE's G2 collection
-(2-6 heavy atoms, 10-30 valence electrons); conformation 0 is the G2 geometry, the others add a
-Gaussian displacement (sigma ``SIGMA_ANGSTROM`` per Cartesian coordinate, fixed seed) to every atom.
+(``FULL``: 2-5 heavy atoms, 10-26 valence electrons; ``QUICK``: its first three); conformation 0 is
+the G2 geometry, the others add a Gaussian displacement (sigma ``SIGMA_ANGSTROM`` per Cartesian
+coordinate, fixed seed) to every atom.
 
 - ``dft_run.farm`` (harness case): ``rung.dft_gpu.run.run`` with the defaults (J/K engine, cached-AO XC
   quadrature and the cheaper gradient pieces, the gradient SCF warm-started from the grid-3 density)

@@ -72,6 +72,7 @@ class Jastrow:
                     raise ValueError(f"Jastrow parameter {k!r} has shape {np.shape(v)}, expected {self.parameters[k].shape}")
                 self.parameters[k] = np.array(v, dtype=np.float64)
         self.spin = np.array([0] * self.nelec[0] + [1] * self.nelec[1])
+        self._same = self.spin[:, None] == self.spin[None, :]  # (ne, ne) bool: parallel spins
         if backend not in ("numba", "numpy"):
             raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
         self.backend = backend
@@ -142,13 +143,12 @@ class Jastrow:
         """Arguments of the numba Jastrow kernels for electron e after ``epos`` (see
         :func:`rung.qmc._kernels.cpu.jastrow_electron`: configs, e, same, ee_poly, ee_cusp, en_poly,
         en_cusp, atoms, the four cutoffs); ``configs`` is this component's own array (kernels that
-        accept moves update it in place). None for the NumPy backend."""
+        accept moves update it in place). The polynomial tables are those of the parameters at the last
+        ``recompute`` (built there once, not per electron and call). None for the NumPy backend."""
         if self.backend != "numba":
             return None
-        same = self.spin == self.spin[e]
-        return (self.configs, int(e), same, self.parameters["ee"] @ self.bcoef, np.array(EE_CUSP),
-                self.parameters["en"][self.atom_species] @ self.bcoef, -self.cusp_charges, self.atom_coords,
-                self.rcut_ee, self.rcut_en, self.rcut_ee_cusp, self.rcut_cusp)
+        return (self.configs, int(e), self._same[e]) + self._tables + (
+            self.atom_coords, self.rcut_ee, self.rcut_en, self.rcut_ee_cusp, self.rcut_cusp)
 
     def parameter_terms(self, e, epos):
         """d J_e / d p for every parameter (order: ee.ravel(), en.ravel()) at epos (nw, P, 3), with their
@@ -175,11 +175,14 @@ class Jastrow:
         self.configs = np.array(configs, dtype=np.float64)
         nw = configs.shape[0]
         self._cache = {}  # e -> J_e at the current positions (nw, 1), valid until an electron moves
+        # the kernels' pair-function tables: ee_poly (2, ndeg), ee_cusp (2,), en_poly (natom, ndeg), en_cusp (natom,)
+        self._tables = (self.parameters["ee"] @ self.bcoef, np.array(EE_CUSP),
+                        self.parameters["en"][self.atom_species] @ self.bcoef, -self.cusp_charges)
         if self.backend == "numba":
             from rung.qmc._kernels.cpu import jastrow_total
 
-            _, _, _, ee_poly, ee_cusp, en_poly, en_cusp, atoms, *cutoffs = self.kernel_arguments(0)
-            self.logval = jastrow_total(self.configs, self.spin, ee_poly, ee_cusp, en_poly, en_cusp, atoms, *cutoffs)
+            self.logval = jastrow_total(self.configs, self.spin, *self._tables, self.atom_coords, self.rcut_ee,
+                                        self.rcut_en, self.rcut_ee_cusp, self.rcut_cusp)
             return np.ones(nw), self.logval.copy()
         r = np.linalg.norm(self.configs[:, :, None] - self.configs[:, None], axis=-1)  # (nw, ne, ne)
         iu, ju = np.triu_indices(self.ne, 1)

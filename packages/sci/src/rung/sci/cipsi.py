@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -70,13 +71,13 @@ class Config:
     pt2_screen : Hartree; on FCI spaces beyond ``pt2.DENSE_KEYS`` determinants, PT2 and selection keep
         only the pairs with ``|c_I <alpha|H|I>| > pt2_screen`` (heat-bath screening; 0 = every pair).
         Small FCI spaces are always treated exactly.
-    blas_threads : BLAS threads on the numba backend while the space holds fewer than
+    blas_threads : BLAS threads during the diagonalization (numba backend) of a space of fewer than
         ``BLAS_LIMIT_MAX`` determinants (None: leave the process setting). There the BLAS work
         (Davidson's tall-skinny subspace products, O(n m^2) for m <= 24 vectors) is small next to the
         numba kernels, and a multi-threaded OpenBLAS leaves its workers spinning after each call on the
         cores that numba's parallel regions need next: H2O/6-31G to 0.1 mHa on 2 cores took 0.97-1.01 s
         with 2 BLAS threads and 0.88-0.94 s with 1. Beyond, BLAS threads pay (n = 1.19 M, m = 24: one
-        Davidson iteration's BLAS work 0.16 s on 2 threads, 0.23 s on 1), so the setting is restored.
+        Davidson iteration's BLAS work 0.16 s on 2 threads, 0.23 s on 1), so the setting is left alone.
     guided_growth : fraction f (0 = off): when the selected determinants' own contributions predict
         |E_PT2| < f * pt2_threshold within this iteration's growth, add only as many as that prediction
         needs (:func:`trim_selection`); f < 1 leaves room for the prediction's error, so that the next
@@ -207,6 +208,17 @@ def configuration_average(dets: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (np.bincount(inv, weights=values) / np.bincount(inv))[inv]
 
 
+def _blas_held(cfg: Config, n: int, xp):
+    """Context holding BLAS at ``cfg.blas_threads`` threads for the diagonalization of an ``n``-determinant
+    space (the only BLAS work of an iteration: Davidson's subspace products, the dense ``eigh``) on the
+    numba backend when ``n < BLAS_LIMIT_MAX``; else a no-op. The previous setting returns on exit."""
+    if xp is not np or cfg.blas_threads is None or n >= BLAS_LIMIT_MAX:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=cfg.blas_threads, user_api="blas")
+
+
 def _diagonalize(hs, s2, target, cfg, guess, guess_s2, xp, log, dets):
     """Lowest ``nroots`` eigenvectors of H with <S^2> = ``target``, normalized, and their <S^2>.
 
@@ -325,19 +337,10 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
     """Run CIPSI on ``ham``; with ``checkpoint`` (a path) write the wavefunction every iteration and
     resume from that file when it already holds a run on the same Hamiltonian.
 
-    On the numba backend the run holds BLAS at ``config.blas_threads`` threads (threadpoolctl) while
-    the space is smaller than ``BLAS_LIMIT_MAX``, and restores the previous setting beyond and on return."""
-    xp, backend_used = _resolve_backend(backend)
-    if backend_used != "numba" or config.blas_threads is None:
-        return _kernel(ham, config, xp, backend_used, checkpoint, log)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=config.blas_threads, user_api="blas") as limiter:
-        return _kernel(ham, config, xp, backend_used, checkpoint, log, limiter)
-
-
-def _kernel(ham: Hamiltonian, config: Config, xp, backend_used: str, checkpoint, log, limiter=None) -> Result:
+    On the numba backend each diagonalization of a space smaller than ``BLAS_LIMIT_MAX`` runs with BLAS
+    held at ``config.blas_threads`` threads (threadpoolctl, see :func:`_blas_held`)."""
     log = log or (lambda s: None)
+    xp, backend_used = _resolve_backend(backend)
     cfg = config
     layout = Layout(ham.norb, *ham.nelec)
     sz = 0.5 * (layout.na - layout.nb)
@@ -374,14 +377,12 @@ def _kernel(ham: Hamiltonian, config: Config, xp, backend_used: str, checkpoint,
         f"target S = {s_target:g}, backend {backend_used}")
     while True:
         t0 = time.perf_counter()
-        if limiter is not None and keys.size >= BLAS_LIMIT_MAX:  # large spaces: BLAS threads as they were
-            limiter.restore_original_limits()
-            limiter = None
         hs = build(dets, h1, eri, previous=previous, orbsym=ham.orbsym)  # the last iteration's block is reused
         previous = None
         s2 = SpinSquared(layout, dets, keys)
         t_build = time.perf_counter() - t0
-        coef, s2v = _diagonalize(hs, s2, target, cfg, guess, guess_s2, xp, log, dets)
+        with _blas_held(cfg, keys.size, xp):
+            coef, s2v = _diagonalize(hs, s2, target, cfg, guess, guess_s2, xp, log, dets)
         t_diag = time.perf_counter() - t0 - t_build
         hc = hs.matvec(coef)
         e_el = np.einsum("ik,ik->k", coef, hc)

@@ -8,9 +8,11 @@ nuclear attraction ``-Z_eff / r`` (Z_eff = Z - core electrons) is not part of it
     V_NL psi / psi = sum_l v_l(r) (2l + 1) / (4 pi) int dOmega' P_l(cos theta') psi(r'_i) / psi(r_i),
 
 is integrated with the 12-point icosahedral rule (exact to degree 5), rotated randomly per walker at
-every evaluation (unbiased), and all quadrature points of one electron near all ECP atoms go to the
-wave function in one batched ``testvalue`` call, for the walkers whose electron lies within the
-range of a projector (|v_l| >= 1e-10 Ha; beyond it the term is dropped).
+every evaluation (unbiased), for the walkers whose electron lies within the range of a projector
+(|v_l| >= 1e-10 Ha; beyond it the term is dropped). The ratios psi(r')/psi(r) at all quadrature points
+of one electron near all ECP atoms come from one batched ``testvalue`` call (generic path) or, for a
+plain Slater(-Jastrow) trial function, from one numba kernel (:func:`rung.qmc._kernels.cpu.ecp_nonlocal`,
+the same points and random rotations; AO radial parts from :class:`rung.qmc.orbitals.RadialSplines`).
 Reference: L. Mitas, E. L. Shirley, D. M. Ceperley, J. Chem. Phys. 95, 3467 (1991);
 ccECPs: M. C. Bennett et al., J. Chem. Phys. 147, 224106 (2017).
 """

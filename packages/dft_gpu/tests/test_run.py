@@ -215,6 +215,10 @@ def test_config_rejects_bad_options():
         RunConfig(jk="pyscf", backend="numba")
     with pytest.raises(ValueError, match="grid level"):
         RunConfig(energy_grid=12)
+    with pytest.raises(ValueError, match="force_conv_tol_grad must be > 0"):
+        RunConfig(force_conv_tol_grad=0.0)
+    with pytest.raises(ValueError, match="conv_tol_grad must be > 0"):
+        RunConfig(conv_tol_grad=-1e-6)
 
 
 def _bad_input(path):

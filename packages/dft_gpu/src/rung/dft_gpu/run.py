@@ -171,6 +171,10 @@ class RunConfig:
                 raise ValueError(f"{name} must be a PySCF grid level 0..9, got {level}")
         if not self.conv_tol > 0 or self.max_cycle < 1:
             raise ValueError("conv_tol must be > 0 and max_cycle >= 1")
+        for name in ("conv_tol_grad", "force_conv_tol_grad"):
+            tol = getattr(self, name)
+            if tol is not None and not tol > 0:  # a tolerance <= 0 is never met: every SCF would fail
+                raise ValueError(f"{name} must be > 0 (or None), got {tol}")
         if self.fcidump_ncore < 0 or (self.fcidump_norb is not None and self.fcidump_norb < 1):
             raise ValueError("fcidump_ncore must be >= 0 and fcidump_norb >= 1")
 

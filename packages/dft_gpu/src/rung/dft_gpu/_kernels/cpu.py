@@ -119,7 +119,8 @@ def contract_block(block, dm_flat, factors, groups, direct, vj, vk, j_from_facto
         J accumulator, packed.
     work : dict, optional
         Kept by the caller over the blocks of one call, so that the work arrays are allocated (and
-        their pages faulted in) once per call rather than once per block.
+        their pages faulted in) once per call rather than once per block. It also keeps the call's
+        zero-padded copy of ``factors`` (filled at the first block only): start a new dict per call.
     """
     if block.ndim == 3:
         contract_block_generic(block, dm_flat, factors, groups, direct, vj, vk, j_from_factors)

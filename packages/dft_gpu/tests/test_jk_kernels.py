@@ -205,3 +205,40 @@ def test_packed_engine_j_only_and_scf_match_pyscf(monkeypatch):
     assert ours.jk_engines and all(x.packed for x in ours.jk_engines.values())
     e0 = mf.density_fit(auxbasis=aux).kernel()
     assert abs(e - e0) < 1e-8, (e, e0)
+
+
+
+@pytest.mark.parametrize("pyscf_in_memory", [True, False])
+def test_packed_engine_caches_pyscf_tensor_matches_pyscf(monkeypatch, pyscf_in_memory):
+    """The packed engine caches PySCF's tensor: PySCF's in-memory array itself (no second copy), or,
+    with PySCF's tensor on its temporary HDF5 file (its memory limit forced to ~1 MiB) while the
+    engine's budget holds it, a copy read from the file. J/K equal PySCF's DF get_jk either way."""
+    from rung.dft_gpu import jk
+
+    monkeypatch.setattr(cpu, "USE_MICROKERNEL", True)
+    if not pyscf_in_memory:
+        monkeypatch.setattr(jk, "_current_rss_mb", lambda: -999.0)  # PySCF's max_memory = 1000 - 999 MiB
+    seen = []
+    load_all = JKEngine._load_all
+
+    def spy(self):
+        source = self._df._cderi
+        out = load_all(self)
+        seen.append((isinstance(source, np.ndarray), out is source))
+        return out
+
+    monkeypatch.setattr(JKEngine, "_load_all", spy)
+    mol = gto.M(atom="O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692", basis="ccecp-cc-pvdz",
+                ecp="ccecp", verbose=0)
+    aux = "def2-universal-jkfit"
+    eng = JKEngine(mol, aux, backend="numba", max_memory_mb=1000)
+    assert eng.packed and eng.cached
+    assert seen == [(pyscf_in_memory, pyscf_in_memory)]
+    d = np.random.default_rng(8).standard_normal((2, mol.nao, mol.nao))
+    dms = d + d.transpose(0, 2, 1)
+    ref = df.DF(mol, aux)
+    ref.build()
+    vj, vk = eng.get_jk(dms)
+    vj0, vk0 = ref.get_jk(dms, hermi=1)
+    np.testing.assert_allclose(vj, vj0, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(vk, vk0, rtol=0, atol=1e-10)

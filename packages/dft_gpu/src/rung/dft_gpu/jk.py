@@ -206,7 +206,7 @@ class JKEngine:
         self._cderi = None
         if self.cached:
             self._cderi = self._load_all()
-            self._df = None  # our copy holds everything; drop PySCF's
+            self._df = None  # the cached tensor holds everything; drop PySCF's DF object
         self.timings["build_s"] += time.perf_counter() - t0
         log.info("JKEngine: nao=%d naux=%d omega=%s backend=%s cached=%s (%.1f MiB)", self.nao, self.naux,
                  self.omega, self.backend, self.cached, self._full_bytes() / _MB)
@@ -276,6 +276,8 @@ class JKEngine:
     # -- tensor -------------------------------------------------------------------------------------
     def _load_all(self):
         xp, nao = self._xp, self.nao
+        if self.packed and isinstance(self._df._cderi, np.ndarray):
+            return self._df._cderi  # PySCF's in-memory tensor is already the packed layout: no copy
         out = xp.empty((self.naux, self._per_aux()) if self.packed else (self.naux, nao, nao))
         b0 = 0
         for packed in self._df.loop(blksize=MAX_BLOCK):

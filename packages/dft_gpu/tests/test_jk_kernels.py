@@ -52,7 +52,41 @@ def test_symtile_sweep_matches_numpy_and_writes_only_its_rows(nv, n):
             assert np.isnan(got[:, ncols:]).all() and np.isnan(x[:7]).all() and np.isnan(x[7 + n * ldx:]).all()
 
 
-@pytest.mark.parametrize("ranks", [(5,), (2,), (34, 33), (47,), (3, 16, 9)])
+@pytest.mark.parametrize("nc", sorted(_simd.NARROWTILES))
+@pytest.mark.parametrize("n", [29, 24, 5])
+def test_narrowtile_sweep_matches_numpy_and_writes_only_its_rows(nc, n):
+    """The narrow tile (lanes along the packed rows) swept over a packed symmetric B leaves X = B F in
+    the column-major accumulator; rows past n are untouched (short first tile, masked vector tails, an
+    n below one vector)."""
+    from numba import njit
+
+    tile = _simd.NARROWTILES[nc]
+    mr = _simd.NARROW_ROWS[nc]
+
+    @njit
+    def sweep(b, boff, n, fc, ldc, xc):
+        nrows = n % mr if n % mr else mr
+        q0 = 0
+        while q0 < n:
+            tile(b, boff, q0, nrows, fc, ldc, xc)
+            q0 += nrows
+            nrows = mr
+
+    rng = np.random.default_rng(100 * nc + n)
+    bsq = _sym_block(1, n, n)[0]
+    b = np.concatenate([rng.standard_normal(3), lib.pack_tril(bsq)])
+    ldc = n + 5
+    fm = rng.standard_normal((n, nc))
+    fc = np.full((nc, ldc), np.nan)
+    fc[:, :n] = fm.T
+    xc = np.full((nc, ldc), np.nan)
+    xc[:, :n] = 0.0
+    sweep(b, 3, n, fc.reshape(-1), ldc, xc.reshape(-1))
+    np.testing.assert_allclose(xc[:, :n].T, bsq @ fm, rtol=0, atol=1e-12)
+    assert np.isnan(xc[:, n:]).all()
+
+
+@pytest.mark.parametrize("ranks", [(5,), (2,), (34, 33), (47,), (3, 16, 9), (35, 1)])
 def test_fused_block_matches_numpy(ranks):
     nao, nblk = 23, 5
     b = _sym_block(nblk, nao, 1)

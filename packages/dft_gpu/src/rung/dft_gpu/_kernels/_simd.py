@@ -22,7 +22,10 @@ micro-kernel of Goto and van de Geijn (ACM TOMS 34, 12 (2008)) without packing, 
 square-tensor kernel it replaced, within 2%; the kernel is limited by instruction issue, not by the
 bytes it streams, so the packed layout saves memory rather than time.
 
-:func:`fused_block` drives it over one aux block for every factor group, and takes the fitted
+A remainder of at most :data:`FEW_COLUMNS` columns (nocc = 34 = 16 + 16 + 2) would leave most lanes of
+such a tile idle; it takes the narrow tile of :func:`make_narrowtile`, vectorised along the packed rows.
+
+:func:`fused_block` drives them over one aux block for every factor group, and takes the fitted
 densities and J in the same pass (see :mod:`rung.dft_gpu._kernels.cpu` for the equations).
 
 It is written with explicit ``<8 x double>`` LLVM values because numba's auto-vectoriser keeps to
@@ -209,6 +212,145 @@ def make_symtile(mr: int, nv: int):
     return symtile
 
 
+def _hsum(builder, v):
+    """Sum of the 8 lanes of ``v`` (a shuffle tree: 3 adds)."""
+    n = LANES
+    while n > 1:
+        n //= 2
+        undef = ir.Constant(v.type, ir.Undefined)
+        lo = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, n), list(range(n))))
+        hi = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, n), list(range(n, 2 * n))))
+        v = builder.fadd(lo, hi)
+    return builder.extract_element(v, ir.Constant(_I32, 0))
+
+
+def make_narrowtile(mr: int, nc: int):
+    """A numba intrinsic computing one ``mr``-row tile of ``X = B F`` for a packed symmetric ``B`` and a
+    factor of only ``nc`` columns, vectorised over ``p`` (the packed rows) instead of over columns.
+
+    The symmetric tile of :func:`make_symtile` spends a whole 8-lane vector on each group of up to 8
+    columns; for the 1-4 columns left over after the 16-column passes (nocc = 34 = 16 + 16 + 2) most
+    of its lanes would idle. Here the lanes run along ``p``: per 8 columns ``p`` of the rectangle
+    ``p < q0`` left of the tile, it loads the ``mr`` packed row pieces ``B(q0+m, p:p+8)``, ``nc``
+    vectors of ``F[p:p+8, c]`` and of ``X[p:p+8, c]``, and issues ``2 mr nc`` fused multiply-adds:
+
+        acc[m, c]   += B(q0+m, p:p+8) * F[p:p+8, c]          (summed over lanes at the tile's end)
+        X[p:p+8, c] += sum_m B(q0+m, p:p+8) * F[q0+m, c]      (the mirrored elements)
+
+    Signature ``narrowtile(b, boff, q0, nrows, fc, ldc, xc)``: ``b`` packed as in :func:`make_symtile`,
+    ``fc[c*ldc + p] = F[p, c]`` (columns stored contiguously, the transpose of the symmetric tile's
+    factor layout) and ``xc[c*ldc + p]`` the matching accumulator of ``X[p, c]``, for ``c < nc``. For the
+    tile rows ``q0 <= q < q0 + nrows``:
+
+        xc[c, q] += sum_{p < q0 + nrows} B(q, p) F[p, c]
+        xc[c, p] += sum_{q0 <= q < q0 + nrows} B(q, p) F[q, c]   for p < q0
+
+    so tiles in increasing ``q0`` covering ``0 .. n-1`` on a zeroed ``xc`` leave ``X = B F``. Requires
+    ``1 <= nrows <= mr`` and (``nrows == mr`` or ``q0 == 0``). Only the rows ``p < q0 + nrows`` of the
+    ``nc`` columns of ``xc`` are touched.
+    """
+    if not 1 <= mr <= LANES or nc < 1:
+        raise ValueError(f"bad narrow tile shape {mr} rows x {nc} columns")
+    vptr = _VEC.as_pointer()
+    sfx = _ptr_suffix()
+
+    @intrinsic
+    def narrowtile(typingctx, b, boff, q0, nrows, fc, ldc, xc):
+        sig = types.void(b, boff, q0, nrows, fc, ldc, xc)
+
+        def codegen(context, builder, signature, args):
+            b_, boff_, q0_, nrows_, fc_, ldc_, xc_ = args
+            bptr = context.make_array(signature.args[0])(context, builder, b_).data
+            fptr = context.make_array(signature.args[4])(context, builder, fc_).data
+            xptr = context.make_array(signature.args[6])(context, builder, xc_).data
+            mod = builder.module
+            fma = _declare(mod, "llvm.fma.v8f64", ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]))
+            mstore = _declare(mod, f"llvm.masked.store.v8f64.{sfx}",
+                              ir.FunctionType(ir.VoidType(), [_VEC, vptr, _I32, _MASK]))
+            mload = _declare(mod, f"llvm.masked.load.v8f64.{sfx}",
+                             ir.FunctionType(_VEC, [vptr, _I32, _MASK, _VEC]))
+            i64 = lambda v: ir.Constant(_I64, v)  # noqa: E731
+            zero = ir.Constant(_VEC, [0.0] * LANES)
+
+            def vptr_at(ptr, off):
+                return builder.bitcast(builder.gep(ptr, [off]), vptr)
+
+            def tri(h):  # h (h+1) / 2
+                return builder.lshr(builder.mul(h, builder.add(h, i64(1))), i64(1))
+
+            last = builder.sub(nrows_, i64(1))
+            valid = [builder.icmp_signed("<", i64(m), nrows_) for m in range(mr)]
+            qrow = [builder.add(q0_, builder.select(valid[m], i64(m), last)) for m in range(mr)]  # clamped
+            rows = [builder.add(boff_, tri(q)) for q in qrow]
+            cols = [builder.mul(i64(c), ldc_) for c in range(nc)]
+            fq = [[_splat(builder, builder.load(builder.gep(fptr, [builder.add(cols[c], q)])), _VEC)
+                   for c in range(nc)] for q in qrow]
+            acc = [[cgutils.alloca_once(builder, _VEC) for _ in range(nc)] for _ in range(mr)]
+            for row in acc:
+                for a in row:
+                    builder.store(zero, a)
+
+            def body(p, mask):  # lanes p .. p+7 of the rectangle; mask: None (all lanes) or the tail's
+                def load(ptr, off):
+                    if mask is None:
+                        return builder.load(vptr_at(ptr, off), align=8)
+                    return builder.call(mload, [vptr_at(ptr, off), ir.Constant(_I32, 8), mask, zero])
+
+                bv = [load(bptr, builder.add(rows[m], p)) for m in range(mr)]
+                for c in range(nc):
+                    off = builder.add(cols[c], p)
+                    fv = load(fptr, off)
+                    xs = [load(xptr, off), zero]  # two FMA chains for the mirrored sum
+                    for m in range(mr):
+                        builder.store(builder.call(fma, [bv[m], fv, builder.load(acc[m][c])]), acc[m][c])
+                        xs[m % 2] = builder.call(fma, [bv[m], fq[m][c], xs[m % 2]])
+                    total = builder.fadd(xs[0], xs[1])
+                    if mask is None:
+                        builder.store(total, vptr_at(xptr, off), align=8)
+                    else:
+                        builder.call(mstore, [total, vptr_at(xptr, off), ir.Constant(_I32, 8), mask])
+
+            n8 = builder.lshr(q0_, i64(3))
+            with cgutils.for_range(builder, n8) as loop:
+                body(builder.shl(loop.index, i64(3)), None)
+            tail = builder.shl(n8, i64(3))
+            ntail = builder.sub(q0_, tail)
+            with builder.if_then(builder.icmp_signed(">", ntail, i64(0))):
+                mask = builder.icmp_signed("<", ir.Constant(_I64VEC, list(range(LANES))),
+                                           _splat(builder, ntail, _I64VEC))
+                body(tail, mask)
+            # the tile's own diagonal block, one masked vector per row: B(q0+m, q0:q0+m+1) forward and
+            # its strictly lower part mirrored into X[q0:q0+m, c] (needs mr <= 8)
+            lane = ir.Constant(_I64VEC, list(range(LANES)))
+            dx = [zero] * nc
+            for m in range(mr):
+                upto = _splat(builder, builder.select(valid[m], i64(m + 1), i64(0)), _I64VEC)
+                bd = builder.call(mload, [vptr_at(bptr, builder.add(rows[m], q0_)), ir.Constant(_I32, 8),
+                                          builder.icmp_signed("<", lane, upto), zero])
+                strict = builder.select(builder.icmp_signed("<", lane, _splat(builder, i64(m), _I64VEC)), bd, zero)
+                for c in range(nc):
+                    fd = builder.call(mload, [vptr_at(fptr, builder.add(cols[c], q0_)), ir.Constant(_I32, 8),
+                                              builder.icmp_signed("<", lane, upto), zero])
+                    builder.store(builder.call(fma, [bd, fd, builder.load(acc[m][c])]), acc[m][c])
+                    dx[c] = builder.call(fma, [strict, fq[m][c], dx[c]])
+            inrows = builder.icmp_signed("<", lane, _splat(builder, nrows_, _I64VEC))
+            for c in range(nc):
+                ptr = vptr_at(xptr, builder.add(cols[c], q0_))
+                old = builder.call(mload, [ptr, ir.Constant(_I32, 8), inrows, zero])
+                builder.call(mstore, [builder.fadd(old, dx[c]), ptr, ir.Constant(_I32, 8), inrows])
+            # lane sums into the tile's rows of X
+            for m in range(mr):
+                with builder.if_then(valid[m]):
+                    for c in range(nc):
+                        xq = builder.gep(xptr, [builder.add(cols[c], qrow[m])])
+                        builder.store(builder.fadd(builder.load(xq), _hsum(builder, builder.load(acc[m][c]))), xq)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return narrowtile
+
+
 SYMTILES = {nv: make_symtile(ROWS[nv], nv) for nv in range(1, MAX_NV + 1)}
 
 #: Columns of the wider tile (2 vectors of 8); a remainder of at most 8 columns takes the 1-vector tile.
@@ -217,11 +359,18 @@ CHUNK = LANES * MAX_NV
 #: later passes over the same aux function find it in cache).
 PREFETCH_TILES = 2
 #: A column chunk this narrow (the remainder of ``r`` after the 16-column passes, e.g. 2 of nocc = 34)
-#: takes the row-at-a-time loop :func:`_few_columns` instead of an 8-lane micro-kernel pass (aspirin,
-#: one thread: 2 columns ~0.01 s against ~0.03 s for the pass; 4 columns already cost more than it).
-FEW_COLUMNS = 2
+#: takes the narrow tile (:func:`make_narrowtile`, lanes along ``p``) instead of an 8-lane symmetric
+#: tile pass, which costs the same for 1 or 8 columns (aspirin, one thread, per column pass over the
+#: tensor: 8-lane tile 0.023 s; narrow tile 0.0095 s for 2 columns, 0.0135 s for 3, 0.020 s for 4).
+FEW_COLUMNS = 3
+#: Rows per narrow tile for ``nc`` columns: ``mr nc`` accumulators, ``mr nc`` broadcast factors, ``mr``
+#: row pieces and ``2 nc`` factor/output vectors must fit the 32 vector registers.
+NARROW_ROWS = {1: 8, 2: 4, 3: 4}
+NARROWTILES = {nc: make_narrowtile(mr, nc) for nc, mr in NARROW_ROWS.items()}
 _S1, _S2 = SYMTILES[1], SYMTILES[2]
 _R1, _R2 = ROWS[1], ROWS[2]
+_N1, _N2, _N3 = NARROWTILES[1], NARROWTILES[2], NARROWTILES[3]
+_M1, _M2, _M3 = NARROW_ROWS[1], NARROW_ROWS[2], NARROW_ROWS[3]
 
 
 # -- drivers (numba): in this module, so that an edit to the micro-kernel above invalidates numba's
@@ -232,11 +381,11 @@ _R1, _R2 = ROWS[1], ROWS[2]
 def _half_transform_one(b, boff, nao, f, foff, ldf, r, x, xoff, ldx, fc, xc):
     """``x[xoff + q*ldx + i] = sum_p B(q, p) f[foff + p*ldf + i]`` for ``q < nao``, ``i < r``, with
     ``B(q, p)`` the packed symmetric matrix at ``b[boff:]`` (:func:`make_symtile`); ``fc``, ``xc``:
-    scratch of shape (>= FEW_COLUMNS, nao) for :func:`_few_columns`."""
+    scratch of shape (FEW_COLUMNS, nao) for :func:`_narrow_columns`."""
     for c0 in range(0, r, CHUNK):
         ncols = min(CHUNK, r - c0)
         if ncols <= FEW_COLUMNS:
-            _few_columns(b, boff, nao, f, foff + c0, ldf, ncols, x, xoff + c0, ldx, fc, xc)
+            _narrow_columns(b, boff, nao, f, foff + c0, ldf, ncols, x, xoff + c0, ldx, fc, xc)
             continue
         wide = ncols > LANES
         mr = _R2 if wide else _R1
@@ -257,27 +406,31 @@ def _half_transform_one(b, boff, nao, f, foff, ldf, r, x, xoff, ldx, fc, xc):
             nrows = mr
 
 
-@njit(cache=True, fastmath=True)
-def _few_columns(b, boff, nao, f, foff, ldf, nc, x, xoff, ldx, fc, xc):
-    """The product of :func:`_half_transform_one` for a few columns (``nc <= FEW_COLUMNS``), one packed
-    row at a time: ``X[q, c] = sum_{p <= q} B(q,p) F[p, c] + sum_{p > q} B(p,q) F[p, c]`` as a dot
-    product along row ``q`` plus an update of ``X[p < q, c]`` along the same row (both vectorised over
-    ``p``; reassociated sums). A micro-kernel pass costs the same for 1 or 8 columns; this costs ``nc``."""
+@njit(cache=True)
+def _narrow_columns(b, boff, nao, f, foff, ldf, nc, x, xoff, ldx, fc, xc):
+    """The product of :func:`_half_transform_one` for ``nc <= FEW_COLUMNS`` columns, on narrow tiles:
+    the columns are copied to ``fc`` (``(FEW_COLUMNS, nao)`` scratch, transposed), accumulated in
+    ``xc`` (same shape) and copied back to ``x``."""
     for c in range(nc):
         for p in range(nao):
             fc[c, p] = f[foff + p * ldf + c]
             xc[c, p] = 0.0
-    for q in range(nao):
-        row = b[boff + q * (q + 1) // 2:boff + q * (q + 1) // 2 + q + 1]
-        for c in range(nc):
-            fcc = fc[c]
-            xcc = xc[c]
-            fq = fcc[q]
-            s = row[q] * fq
-            for p in range(q):
-                s += row[p] * fcc[p]
-                xcc[p] += row[p] * fq
-            xcc[q] += s
+    fcf = fc.reshape(-1)
+    xcf = xc.reshape(-1)
+    mr = _M1 if nc == 1 else (_M2 if nc == 2 else _M3)
+    nrows = nao % mr
+    if nrows == 0:
+        nrows = mr
+    q0 = 0
+    while q0 < nao:
+        if nc == 1:
+            _N1(b, boff, q0, nrows, fcf, nao, xcf)
+        elif nc == 2:
+            _N2(b, boff, q0, nrows, fcf, nao, xcf)
+        else:
+            _N3(b, boff, q0, nrows, fcf, nao, xcf)
+        q0 += nrows
+        nrows = mr
     for q in range(nao):
         for c in range(nc):
             x[xoff + q * ldx + c] = xc[c, q]

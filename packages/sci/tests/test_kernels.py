@@ -126,55 +126,125 @@ def test_diagonals_from_sorted_keys(norb, na, nb):
 @pytest.mark.parametrize("nparts", [1, 3])
 @pytest.mark.parametrize("use_d, use_s", [(True, False), (False, True), (True, True)])
 def test_collect_dense_matches_numpy(nparts, use_d, use_s):
-    """The parallel collection of a dense pass against the plain NumPy reduction it replaced (several
-    blocks of keys, a part-only hit and an exact cancellation included)."""
+    """The collection of a dense pass (visiting the written entries through their bit sets) against the
+    plain NumPy reduction over the whole rows (several blocks of words, a part-only hit, an exact
+    cancellation and written-but-zero entries included)."""
     rng = np.random.default_rng(7)
-    size = 3 * (1 << 15) + 123
+    size = 3 * 64 * 512 + 123
     acc = [np.zeros((nparts, size)) for _ in range(3)]
+    written = np.zeros((nparts, size), bool)
     for a in acc:
         for q in range(nparts):
             hit = rng.choice(size, 2000, replace=False)
             a[q, hit] = rng.standard_normal(hit.size)
+            written[q, hit] = True
     acc[0][:, 5] = 0.0
     acc[0][0, 5] = 1.0  # met in one part only
     acc[0][:, 6] = 0.0
     acc[0][0, 6], acc[0][-1, 6] = 0.5, -0.5  # an exact cancellation is still met when nparts > 1
+    written[:, 5:7] = True
+    written[:, rng.choice(size, 500, replace=False)] = True  # written, summing to zero in every part
+    for a in acc:
+        a[~written] = 0.0
+    touched = np.zeros((nparts, (size + 63) // 64), np.uint64)
+    for q in range(nparts):
+        k = np.flatnonzero(written[q])
+        np.bitwise_or.at(touched[q], k >> 6, np.left_shift(np.uint64(1), (k & 63).astype(np.uint64)))
     used = [a for a, on in zip(acc, (use_d, use_s, use_s)) if on]
     nz = np.zeros((nparts, size), bool)
     for a in used:
         nz |= a != 0.0
     uk = np.flatnonzero(nz.any(axis=0))
     want = [a[:, uk].sum(axis=0) if any(a is u for u in used) else np.zeros(uk.size) for a in acc]
-    before = [a.copy() for a in acc]
-    from rung.sci.pt2 import collect_numpy
-
-    for collect in (cpu.collect_dense, collect_numpy):  # the kernel (several threads) and the one-part path
-        acc = [b.copy() for b in before]
-        keys, sd, ss, st = collect(*acc, use_d, use_s, False)
-        np.testing.assert_array_equal(keys, uk)
-        for got, w in zip((sd, ss, st), want):
-            np.testing.assert_allclose(got, w, rtol=0, atol=1e-15)
-        for a, b in zip(acc, before):
-            np.testing.assert_array_equal(a, b)  # no reset asked: untouched
-        collect(*acc, use_d, use_s, True)
-        for a, b, on in zip(acc, before, (use_d, use_s, use_s)):
-            if on:
-                assert not a.any()  # the entries read are back to zero
-            else:
-                np.testing.assert_array_equal(a, b)
+    before = [a.copy() for a in acc] + [touched.copy()]
+    keys, sd, ss, st = cpu.collect_dense(*acc, touched, use_d, use_s, False)
+    np.testing.assert_array_equal(keys, uk)
+    for got, w in zip((sd, ss, st), want):
+        np.testing.assert_allclose(got, w, rtol=0, atol=1e-15)
+    for a, b in zip(acc + [touched], before):
+        np.testing.assert_array_equal(a, b)  # no reset asked: untouched
+    cpu.collect_dense(*acc, touched, use_d, use_s, True)
+    assert not touched.any()
+    for a, b, on in zip(acc, before, (use_d, use_s, use_s)):
+        if on:
+            assert not a.any()  # the entries read are back to zero
+        else:
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("nparts", [1, 2, 5])
 @pytest.mark.parametrize("k", [1, 3])
-def test_symmetric_matvec_matches_scipy(nparts, k):
+@pytest.mark.parametrize("triangle", [True, False])
+def test_symmetric_matvec_matches_scipy(nparts, k, triangle):
+    """(D + U + U^T) x against SciPy, for U the strict upper triangle or any pattern with each pair once
+    (as the incremental H stores it)."""
     import scipy.sparse as sp
 
     rng = np.random.default_rng(3)
     n = 400
     u = sp.triu(sp.random(n, n, density=0.05, random_state=4, format="csr"), k=1, format="csr")
     u.data = rng.standard_normal(u.nnz)
+    if not triangle:  # move a random half of the pairs below the diagonal
+        c = u.tocoo()
+        flip = rng.random(c.nnz) < 0.5
+        r, q = np.where(flip, c.col, c.row), np.where(flip, c.row, c.col)
+        u = sp.csr_matrix((c.data, (r, q)), shape=(n, n))
+        assert sp.tril(u).nnz > 0
     diag = rng.standard_normal(n)
     x = rng.standard_normal((n, k))
     want = diag[:, None] * x + u @ x + u.T @ x
     got = cpu.symmetric_matvec(diag, u.indptr, u.indices, u.data, np.ascontiguousarray(x.T), nparts)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_key_bit_set_and_positions():
+    """The key bit set holds exactly the keys, and bits_index gives each key's position among the sorted
+    keys (NumPy searchsorted), across word boundaries and in the last partial word."""
+    rng = np.random.default_rng(5)
+    size = 64 * 300 + 17
+    keys = np.unique(np.concatenate([rng.integers(0, size, 3000), [0, 63, 64, size - 1]]))
+    bits = cpu.key_bits(rng.permutation(keys), size)  # any order
+    assert bits.shape == ((size + 63) // 64,)
+    got = np.flatnonzero(np.unpackbits(bits.view(np.uint8), bitorder="little"))
+    np.testing.assert_array_equal(got, keys)
+    prefix = cpu.bits_prefix(bits)
+    pos = [cpu.bits_index(bits, prefix, int(k)) for k in keys]
+    np.testing.assert_array_equal(pos, np.searchsorted(keys, keys))
+    assert prefix[-1] == keys.size
+
+
+def test_merge_rows_places_old_and_new_rows():
+    """merge_rows against a dense NumPy assembly: old rows moved (and their columns renumbered) through
+    ``pos``, new rows copied as they are."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(8)
+    n = 60
+    new_rows = np.sort(rng.choice(n, 25, replace=False)).astype(np.int64)
+    pos = np.setdiff1d(np.arange(n), new_rows).astype(np.int64)  # old index -> new index, increasing
+    m = pos.size
+    old = sp.random(m, m, density=0.2, random_state=1, format="csr")
+    new = sp.random(new_rows.size, n, density=0.2, random_state=2, format="csr")
+    ptr, cols, vals = cpu.merge_rows(n, old.indptr.astype(np.int64), old.indices.astype(np.int32), old.data, pos,
+                                     new_rows, new.indptr.astype(np.int64), new.indices.astype(np.int32), new.data)
+    want = np.zeros((n, n))
+    want[np.ix_(pos, pos)] = old.toarray()
+    want[new_rows] = new.toarray()
+    got = sp.csr_matrix((vals, cols, ptr), shape=(n, n))
+    assert got.nnz == old.nnz + new.nnz
+    np.testing.assert_array_equal(got.toarray(), want)
+
+
+@pytest.mark.parametrize("n_new", [0, 1, 40])
+def test_grow_equals_spin_completion_of_the_union(h2o_small, n_new):
+    """Layout.grow (partners of the new determinants merged into a sorted spin-complete space) against
+    spin_complete of the whole union; new keys already in the space included."""
+    lay = Layout(h2o_small.norb, *h2o_small.nelec)
+    rng = np.random.default_rng(n_new)
+    dets, keys = lay.spin_complete(lay.from_keys(rng.choice(lay.fci_size, 300, replace=False)))
+    new = np.concatenate([rng.choice(lay.fci_size, n_new, replace=False), keys[:3]])
+    gd, gk = lay.grow(dets, keys, new)
+    wd, wk = lay.spin_complete(np.concatenate([dets, lay.from_keys(new)]))
+    np.testing.assert_array_equal(gk, wk)
+    np.testing.assert_array_equal(gd, wd)
+    assert gd.flags.c_contiguous and gd.dtype == np.uint64

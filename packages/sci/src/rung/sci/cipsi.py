@@ -208,15 +208,27 @@ def configuration_average(dets: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (np.bincount(inv, weights=values) / np.bincount(inv))[inv]
 
 
-def _blas_held(cfg: Config, n: int, xp):
-    """Context holding BLAS at ``cfg.blas_threads`` threads for the diagonalization of an ``n``-determinant
-    space (the only BLAS work of an iteration: Davidson's subspace products, the dense ``eigh``) on the
-    numba backend when ``n < BLAS_LIMIT_MAX``; else a no-op. The previous setting returns on exit."""
-    if xp is not np or cfg.blas_threads is None or n >= BLAS_LIMIT_MAX:
-        return nullcontext()
-    from threadpoolctl import threadpool_limits
+class _BlasHold:
+    """Holds BLAS at ``cfg.blas_threads`` threads around the diagonalization of a small space (see
+    :meth:`__call__`). The threadpoolctl controller (a scan of the process's loaded libraries, ~1 ms in
+    a process with PySCF and numba loaded) is made once per run, at the first diagonalization that
+    needs it, not once per iteration."""
 
-    return threadpool_limits(limits=cfg.blas_threads, user_api="blas")
+    def __init__(self, cfg: Config, xp):
+        self.limit = cfg.blas_threads if xp is np else None
+        self._controller = None
+
+    def __call__(self, n: int):
+        """Context for an ``n``-determinant space (the only BLAS work of an iteration: Davidson's subspace
+        products, the dense ``eigh``): BLAS held at ``blas_threads`` on the numba backend when ``n <
+        BLAS_LIMIT_MAX``, else a no-op. The previous setting returns on exit."""
+        if self.limit is None or n >= BLAS_LIMIT_MAX:
+            return nullcontext()
+        if self._controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._controller = ThreadpoolController()
+        return self._controller.limit(limits=self.limit, user_api="blas")
 
 
 def _diagonalize(hs, s2, target, cfg, guess, guess_s2, xp, log, dets):
@@ -239,7 +251,7 @@ def _diagonalize(hs, s2, target, cfg, guess, guess_s2, xp, log, dets):
 
     if n <= DENSE_MAX:
         hd = hs.dense()
-        sd = s2.matrix().toarray() - target * np.eye(n)
+        sd = s2 @ np.eye(n) - target * np.eye(n)  # (the matrix-free product: no S^2 CSR kernel to load)
         w, v = np.linalg.eigh(hd + cfg.spin_penalty * sd @ sd)
         return normalized(v[:, :k])
     from rung.core.backend import to_host
@@ -338,7 +350,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
     resume from that file when it already holds a run on the same Hamiltonian.
 
     On the numba backend each diagonalization of a space smaller than ``BLAS_LIMIT_MAX`` runs with BLAS
-    held at ``config.blas_threads`` threads (threadpoolctl, see :func:`_blas_held`)."""
+    held at ``config.blas_threads`` threads (threadpoolctl, see :class:`_BlasHold`)."""
     log = log or (lambda s: None)
     xp, backend_used = _resolve_backend(backend)
     cfg = config
@@ -354,6 +366,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
     guess = guess_s2 = None
     previous = None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    blas_held = _BlasHold(cfg, xp)
     dets, keys = layout.spin_complete(layout.aufbau(s_target))
     if checkpoint is not None and checkpoint.exists():
         old, next_keys, attrs = load(checkpoint)
@@ -381,7 +394,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         previous = None
         s2 = SpinSquared(layout, dets, keys)
         t_build = time.perf_counter() - t0
-        with _blas_held(cfg, keys.size, xp):
+        with blas_held(keys.size):
             coef, s2v = _diagonalize(hs, s2, target, cfg, guess, guess_s2, xp, log, dets)
         t_diag = time.perf_counter() - t0 - t_build
         hc = hs.matvec(coef)
@@ -417,8 +430,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         done = (not grow) or abs(e2) < cfg.pt2_threshold or sel.size == 0
         next_keys = None
         if not done:
-            new = np.concatenate([dets, layout.from_keys(sel)])
-            ndets, nkeys = layout.spin_complete(new)
+            ndets, nkeys = layout.grow(dets, keys, sel)  # the space is spin complete: partners of sel only
             next_keys = nkeys
         result = Result(e_el + ham.ecore, float(e2), float(err), extrapolate(history, cfg.extrapolation_points), s2v,
                         dets, coef, history, backend_used, complete)

@@ -97,8 +97,20 @@ class Layout:
         The result is closed under S^2, so the eigenvectors of H in it are S^2 eigenfunctions.
         """
         dets = np.ascontiguousarray(dets, dtype=np.uint64)
-        counts = cpu.spin_partner_count(dets, self.norb)
-        return self.sort_unique(cpu.spin_partners(dets, self.norb, counts))
+        return self.sort_unique(cpu.spin_partners(dets, self.norb))
+
+    def grow(self, dets: np.ndarray, keys: np.ndarray, new_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The spin-complete space ``dets`` (n, 2, nw) uint64 with sorted ``keys`` (n,) int64, plus the
+        determinants of ``new_keys`` (m,) int64 and their spin partners: sorted (dets, keys), equal to
+        ``spin_complete`` of the union. Only the new determinants' partners are generated (those of the
+        space are in it already) and merged into the sorted keys (no sort of the whole space)."""
+        if keys.size == 0:
+            return self.spin_complete(self.from_keys(new_keys))
+        pk = np.unique(self.keys(cpu.spin_partners(self.from_keys(new_keys), self.norb)))
+        at = np.searchsorted(keys, pk)
+        fresh = keys[np.minimum(at, keys.size - 1)] != pk
+        pk, at = pk[fresh], at[fresh]
+        return (np.ascontiguousarray(np.insert(dets, at, self.from_keys(pk), axis=0)), np.insert(keys, at, pk))
 
 
 __all__ = ["Layout"]

@@ -8,8 +8,11 @@ determinant I = (a, b), its partners J > I are found
 * in the groups of the alpha strings one excitation away (beta string at most one away),
 * in the groups of the alpha strings two excitations away, by bisection for the same beta string,
 
-so pairs of determinants are never tested wholesale. The strict upper triangle U is stored (CSR) and
-``H x = diag * x + U x + U^T x``. Energies in Hartree (core energy not included).
+so pairs of determinants are never tested wholesale. The off-diagonal part is stored with every pair
+once (CSR U) and ``H x = diag * x + U x + U^T x``: a full build stores the strict upper triangle; a
+grown space (``previous``) keeps the old rows and gives each new determinant's row its pairs with the
+old determinants too, lower indices included, so the merge is a row-wise copy. Energies in Hartree
+(core energy not included).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ PARALLEL_MATVEC_NNZ = 20_000  # below this, H x stays serial: microseconds eithe
 
 @dataclass(frozen=True)
 class SparseH:
-    """H in a space: ``diag`` (n,) float64 Hartree, ``upper`` scipy CSR (n, n) strict upper triangle."""
+    """H in a space: ``diag`` (n,) float64 Hartree, ``upper`` scipy CSR (n, n) holding every off-diagonal
+    pair once (the strict upper triangle after a full build; see the module docstring)."""
 
     diag: np.ndarray
     upper: sp.csr_matrix
@@ -98,8 +102,8 @@ def _groups(dets):
 
 
 def _layout(dets, h1):
-    na = int(cpu.string_count(dets[0, 0]))
-    nb = int(cpu.string_count(dets[0, 1]))
+    na = sum(int(w).bit_count() for w in dets[0, 0])
+    nb = sum(int(w).bit_count() for w in dets[0, 1])
     return Layout(h1.shape[0], na, nb)
 
 
@@ -121,17 +125,18 @@ def _build_incremental(dets, h1, eri, old_keys, old, orbsym=None):
     rows = np.flatnonzero(is_new).astype(np.int64)
     tables = pt2._string_tables(layout, h1, eri) if layout.fci_size <= pt2.DENSE_KEYS else None
     if tables is not None:
-        index_of = np.full(layout.fci_size, -1, np.int32)
-        index_of[keys] = np.arange(n, dtype=np.int32)
+        bits = cpu.key_bits(keys, layout.fci_size)
         ta, tb, sym = pt2._blocked_tables(layout, tables, h1, eri, orbsym)
-        nptr, ncols, nvals, ndiag = cpu.upper_rows_tables(dets, keys, index_of, cpu.key_bits(keys, layout.fci_size),
+        nptr, ncols, nvals, ndiag = cpu.upper_rows_tables(dets, keys, bits, cpu.bits_prefix(bits),
                                                           cpu.key_bits(old_keys, layout.fci_size), layout.nstr_b,
                                                           ta, tb, h1, eri, rows, False, sym)
     else:  # (the merge below leaves columns unsorted anyway)
         nptr, ncols, nvals, ndiag = cpu.upper_rows_groups(dets, *_groups(dets), h1, eri, rows, is_new, False)
+    # a new row holds its pairs with every old determinant and with the new ones above it, an old row
+    # its old pairs: every pair once, and each output row is one input row
     u = old.upper
-    ptr, cols, vals = cpu.merge_upper(n, u.indptr.astype(np.int64), u.indices, u.data, pos.astype(np.int64), rows,
-                                      nptr, ncols, nvals)
+    ptr, cols, vals = cpu.merge_rows(n, u.indptr.astype(np.int64), u.indices, u.data, pos.astype(np.int64), rows,
+                                     nptr, ncols, nvals)
     diag = np.empty(n)
     diag[pos] = old.diag
     diag[rows] = ndiag
@@ -152,13 +157,24 @@ def _build_tables(dets, h1, eri, orbsym=None):
     if tables is None:
         return None
     keys = layout.keys(dets)
-    index_of = np.full(layout.fci_size, -1, np.int32)
-    index_of[keys] = np.arange(n, dtype=np.int32)
+    order = None
+    if np.any(np.diff(keys) <= 0):  # positions come from the key bit set: rows are built in key order
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        if np.any(np.diff(keys) == 0):
+            return None  # repeated determinants: not a space
+        dets = np.ascontiguousarray(dets[order])
+    bits = cpu.key_bits(keys, layout.fci_size)
     ta, tb, sym = pt2._blocked_tables(layout, tables, h1, eri, orbsym)
-    ptr, cols, vals, diag = cpu.upper_rows_tables(dets, keys, index_of, cpu.key_bits(keys, layout.fci_size),
-                                                  np.empty(0, np.uint64), layout.nstr_b, ta, tb, h1, eri,
-                                                  np.arange(n, dtype=np.int64), True, sym)
-    return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
+    ptr, cols, vals, diag = cpu.upper_rows_tables(dets, keys, bits, cpu.bits_prefix(bits), np.empty(0, np.uint64),
+                                                  layout.nstr_b, ta, tb, h1, eri, np.arange(n, dtype=np.int64), True,
+                                                  sym)
+    if order is None:
+        return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
+    back = np.empty(n)  # the caller's order (every pair still once, not necessarily above the diagonal)
+    back[order] = diag
+    upper = sp.csr_matrix((vals, (np.repeat(order, np.diff(ptr)), order[cols])), shape=(n, n))
+    return SparseH(back, upper)
 
 
 class SpinSquared:

@@ -131,12 +131,14 @@ _ACC: dict = {}
 
 
 def _accumulators(nparts, size):
-    """Zeroed key-indexed accumulators (ad, as_, t float64; (nparts, size) each), kept between passes (the
-    pass clears its nonzero entries), so no FCI-sized array is allocated or zeroed per pass."""
+    """Zeroed key-indexed accumulators (ad, as_, t float64, (nparts, size) each) and their bit sets of the
+    entries written (touched, (nparts, ceil(size / 64)) uint64), kept between passes (the pass clears
+    what it wrote), so no FCI-sized array is allocated, zeroed or swept per pass."""
     key = (nparts, size)
     if key not in _ACC:
         _ACC.clear()
-        _ACC[key] = (np.zeros((nparts, size)), np.zeros((nparts, size)), np.zeros((nparts, size)))
+        _ACC[key] = (np.zeros((nparts, size)), np.zeros((nparts, size)), np.zeros((nparts, size)),
+                     np.zeros((nparts, (size + 63) >> 6), np.uint64))
     return _ACC[key]
 
 
@@ -157,25 +159,10 @@ def _blocked_tables(layout, tables, h1, eri, orbsym):
                 sym = s
     if _SYM.get("tables") is not tables or _SYM.get("sym") != sym.tobytes():
         _SYM.clear()  # the cache holds the tables themselves, so their identity is a safe key
+        ta = cpu.block_tables(tables[0], sym)  # (the same object for both spins when na == nb)
         _SYM.update(tables=tables, sym=sym.tobytes(),
-                    blocked=(cpu.block_tables(tables[0], sym), cpu.block_tables(tables[1], sym), sym))
+                    blocked=(ta, ta if tables[1] is tables[0] else cpu.block_tables(tables[1], sym), sym))
     return _SYM["blocked"]
-
-
-def collect_numpy(ad, as_, t, use_d, use_s, reset):
-    """:func:`cpu.collect_dense` in NumPy, for one part (one thread): as fast there, and no numba
-    function to load (about 13 ms on a process's first pass). With several parts NumPy's column
-    gathers from (nparts, n) arrays cost about three times the kernel on 2 threads."""
-    used = [a for a, on in zip((ad, as_, t), (use_d, use_s, use_s)) if on]
-    nz = used[0] != 0.0
-    for a in used[1:]:
-        nz |= a != 0.0
-    uk = np.flatnonzero(nz.any(axis=0) if nz.shape[0] > 1 else nz[0]).astype(np.int64)
-    sums = tuple(a[:, uk].sum(axis=0) if any(a is u for u in used) else np.zeros(uk.size) for a in (ad, as_, t))
-    if reset:
-        for a in used:
-            a[:, uk] = 0
-    return (uk,) + sums
 
 
 def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws, n_select, max_entries, accumulate,
@@ -205,12 +192,11 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
             mask[keys] = 1
             acc = cpu.external_dense(dets, gens, h1, eri, mask, layout.binom_a, layout.binom_b, layout.nstr_b, nexc,
                                      gcoef, gstoch, gw, gq, nparts, layout.fci_size)
-            counts = acc[3]
+            counts = acc[4]
         # the external determinants met are the nonzero sums (a zero sum contributes and selects nothing);
         # only the sums of the kinds of generator present (deterministic: ad; sampled: as_, t) can be set
         # (the table path's accumulators are kept for the next pass: only the entries set go back to zero)
-        collect = cpu.collect_dense if nparts > 1 else collect_numpy
-        uk, ad, as_, t = collect(*acc[:3], bool(not gstoch.all()), bool(gstoch.any()), tables is not None)
+        uk, ad, as_, t = cpu.collect_dense(*acc[:4], bool(not gstoch.all()), bool(gstoch.any()), tables is not None)
         n_gen = int(counts.sum())
         del acc
     else:

@@ -56,15 +56,6 @@ def popcount(x):
 
 # ------------------------------------------------------------------------------------------- strings
 @njit(cache=True)
-def string_count(s):
-    """Number of set bits of a string ``s`` ((nw,) uint64)."""
-    n = 0
-    for k in range(s.shape[0]):
-        n += popcount(s[k])
-    return n
-
-
-@njit(cache=True)
 def occupied(s, out):
     """Write the occupied orbitals of string ``s`` ascending into ``out``; return how many."""
     n = 0
@@ -594,35 +585,27 @@ def s2_matvec(dets, keys, binom_a, binom_b, nstr_b, norb, sz, x):
 
 
 @njit(cache=True, parallel=True)
-def spin_partner_count(dets, norb):
-    """Number of determinants with the same spatial occupation and Ms as each of ``dets``: C(open, n_alpha_open)."""
+def spin_partners(dets, norb):
+    """All determinants with the same spatial occupation and Ms as each of ``dets`` (n, 2, nw) uint64,
+    inputs included: input i's C(open, n_alpha_open) partners at consecutive rows, in input order."""
     n = dets.shape[0]
-    out = np.empty(n, np.int64)
+    nw = dets.shape[2]
+    off = np.zeros(n + 1, np.int64)
     for i in prange(n):
         no = 0
         na = 0
         for p in range(norb):
             x = is_set(dets[i, 0], p)
-            y = is_set(dets[i, 1], p)
-            if x != y:
+            if x != is_set(dets[i, 1], p):
                 no += 1
                 if x:
                     na += 1
         c = 1
         for k in range(na):
             c = c * (no - k) // (k + 1)
-        out[i] = c
-    return out
-
-
-@njit(cache=True, parallel=True)
-def spin_partners(dets, norb, counts):
-    """All determinants with the same spatial occupation and Ms as each input (inputs included)."""
-    n = dets.shape[0]
-    nw = dets.shape[2]
-    off = np.zeros(n + 1, np.int64)
+        off[i + 1] = c
     for i in range(n):
-        off[i + 1] = off[i] + counts[i]
+        off[i + 1] += off[i]
     out = np.empty((off[-1], 2, nw), np.uint64)
     for i in prange(n):
         opens = np.empty(norb, np.int64)
@@ -665,18 +648,34 @@ def spin_partners(dets, norb, counts):
     return out
 
 
-@njit(cache=True)
 def key_bits(keys, size):
-    """Bit set (ceil(size / 64),) uint64 of the int64 ``keys`` (each < ``size``): bit k & 63 of word k >> 6."""
+    """Bit set (ceil(size / 64),) uint64 of the int64 ``keys`` (each < ``size``): bit k & 63 of word k >> 6
+    (NumPy: a few vector operations, no numba function to load)."""
+    keys = np.asarray(keys, np.int64)
     bits = np.zeros((size + 63) >> 6, np.uint64)
-    for k in keys:
-        bits[k >> 6] |= U1 << np.uint64(k & 63)
+    np.bitwise_or.at(bits, keys >> 6, np.left_shift(np.uint64(1), (keys & 63).astype(np.uint64)))
     return bits
+
+
+def bits_prefix(bits):
+    """(nwords + 1,) int64: set bits of ``bits`` before each word, so that the position of a key among the
+    sorted keys of the set is ``prefix[k >> 6] + popcount(bits[k >> 6] & (2^(k & 63) - 1))``
+    (:func:`bits_index`)."""
+    out = np.zeros(bits.shape[0] + 1, np.int64)
+    np.cumsum(np.bitwise_count(bits), out=out[1:])
+    return out
 
 
 @njit(cache=True)
 def in_bits(bits, key):
     return (bits[key >> 6] >> np.uint64(key & 63)) & U1 != 0
+
+
+@njit(cache=True)
+def bits_index(bits, prefix, key):
+    """Position of ``key`` (in the set) among the set's sorted keys (:func:`bits_prefix`)."""
+    w = key >> 6
+    return prefix[w] + np.int64(_ctpop(bits[w] & ((U1 << np.uint64(key & 63)) - U1)))
 
 
 # -------------------------------------------------------------------- external space (selection, PT2)
@@ -872,10 +871,13 @@ def external_contributions(dets, gens, h1, eri, var_keys, var_mask, binom_a, bin
 
 
 @njit(cache=True, inline="always")
-def _acc(part, key, x, stoch, w, q, ad, as_, t):
+def _acc(part, key, x, stoch, w, q, ad, as_, t, touched):
     """Add the contribution ``x = c_I <alpha|H|I>`` of generator I to the sums of entry ``key`` in row ``part``
     of the key-indexed accumulators (nparts, fci_size): A_D for a deterministic generator, else A_S
-    (weight ``w`` = W_I) and T (``q`` = 1 / p_I); see :func:`reduce_sorted`."""
+    (weight ``w`` = W_I) and T (``q`` = 1 / p_I); see :func:`reduce_sorted`. The key's bit in row
+    ``part`` of ``touched`` (nparts, ceil(fci_size / 64)) uint64 is set, so that :func:`collect_dense`
+    visits the entries written instead of sweeping the FCI-sized rows."""
+    touched[part, key >> 6] |= U1 << np.uint64(key & 63)
     if stoch:
         as_[part, key] += w * x
         t[part, key] += w * x * x * q
@@ -890,13 +892,15 @@ def external_dense(dets, gens, h1, eri, var_mask, binom_a, binom_b, nstr_b, nexc
 
     Each of ``nparts`` parallel parts owns a row of the accumulators (no write races); the rows are
     summed by the caller (the external determinants met are their nonzero entries). Returns ad, as_, t
-    (nparts, fci_size) float64 and the number of (alpha, I) pairs per part.
+    (nparts, fci_size) float64, the bit sets of the entries written (nparts, ceil(fci_size / 64)) uint64
+    (see :func:`_acc`) and the number of (alpha, I) pairs per part.
     """
     ng = gens.shape[0]
     norb = h1.shape[0]
     ad = np.zeros((nparts, fci_size))
     as_ = np.zeros((nparts, fci_size))
     t = np.zeros((nparts, fci_size))
+    touched = np.zeros((nparts, (fci_size + 63) >> 6), np.uint64)
     counts = np.zeros(nparts, np.int64)
     empty = np.empty(1, np.int64)
     for part in prange(nparts):
@@ -913,8 +917,8 @@ def external_dense(dets, gens, h1, eri, var_mask, binom_a, binom_b, nstr_b, nexc
             c = gen_coef[g]
             counts[part] += m
             for k in range(m):
-                _acc(part, keys[k], c * vals[k], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t)
-    return ad, as_, t, counts
+                _acc(part, keys[k], c * vals[k], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t, touched)
+    return ad, as_, t, touched, counts
 
 
 @njit(cache=True)
@@ -1025,7 +1029,7 @@ def reduce_sorted(keys, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
 
 
 # ------------------------------------------- external space from per-string excitation tables (small FCI spaces)
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def string_tables(ne, norb, nw, binom, h1, eri):
     """Singles and same-spin doubles of every string of ``ne`` electrons, indexed by string rank.
 
@@ -1046,10 +1050,10 @@ def string_tables(ne, norb, nw, binom, h1, eri):
     s_val = np.empty((nstr, ns), np.float64)
     d_rank = np.empty((nstr, nd), np.int64)
     d_val = np.empty((nstr, nd), np.float64)
-    s = np.zeros(nw, np.uint64)
-    o = np.empty(norb, np.int64)
-    v = np.empty(norb, np.int64)
-    for r in range(nstr):
+    for r in prange(nstr):  # strings are independent
+        s = np.zeros(nw, np.uint64)
+        o = np.empty(norb, np.int64)
+        v = np.empty(norb, np.int64)
         unrank(r, ne, norb, binom, s)
         occupied(s, o)
         virtual(s, norb, v)
@@ -1121,13 +1125,14 @@ def block_tables(table, sym, nirrep=8):
 
 @njit(cache=True, parallel=True)
 def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen_stoch, gen_w, gen_q, ad, as_, t,
-                          sym):
+                          touched, sym):
     """:func:`external_dense` driven by the per-string tables ``ta``, ``tb`` (:func:`string_tables`, in the
     blocked form of :func:`block_tables`).
 
     gen_keys : (ng,) int64 keys of the generators; var_bits : the space's keys as a bit set (:func:`key_bits`).
-    The accumulators ad, as_, t (nparts, fci_size) float64 are passed in, zero (kept between passes by
-    the caller, who clears only the nonzero entries: no FCI-sized allocation or zeroing per pass);
+    The accumulators ad, as_, t (nparts, fci_size) float64 and their bit sets ``touched`` (nparts,
+    ceil(fci_size / 64)) uint64 are passed in, zero (kept between passes by the caller, who clears only
+    the entries written, see :func:`collect_dense`: no FCI-sized allocation, zeroing or sweep per pass);
     returns the number of (alpha, I) pairs per part. Only pairs that can couple are visited: the singles
     of symmetry product 0, the same-spin doubles of nonzero element and, for an alpha single h -> p, the
     beta singles of the same product ``sym[h] ^ sym[p]`` (the others couple through symmetry-forbidden
@@ -1159,7 +1164,7 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                     for z in range(nb):
                         j = occb[ib, z]
                         val += eri[h, p, j, j]
-                    _acc(part, key, c * ssa[ia, k] * val, st, w, q, ad, as_, t)
+                    _acc(part, key, c * ssa[ia, k] * val, st, w, q, ad, as_, t, touched)
                     cnt += 1
             for k in range(pb[ib, 0], pb[ib, 1]):  # beta singles
                 key = ia * nstr_b + srb[ib, k]
@@ -1170,17 +1175,17 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                     for z in range(na):
                         j = occa[ia, z]
                         val += eri[h, p, j, j]
-                    _acc(part, key, c * ssb[ib, k] * val, st, w, q, ad, as_, t)
+                    _acc(part, key, c * ssb[ib, k] * val, st, w, q, ad, as_, t, touched)
                     cnt += 1
             for k in range(nda[ia]):  # alpha-alpha doubles
                 key = dra[ia, k] * nstr_b + ib
                 if not in_bits(var_bits, key):
-                    _acc(part, key, c * dva[ia, k], st, w, q, ad, as_, t)
+                    _acc(part, key, c * dva[ia, k], st, w, q, ad, as_, t, touched)
                     cnt += 1
             for k in range(ndb[ib]):  # beta-beta doubles
                 key = ia * nstr_b + drb[ib, k]
                 if not in_bits(var_bits, key):
-                    _acc(part, key, c * dvb[ib, k], st, w, q, ad, as_, t)
+                    _acc(part, key, c * dvb[ib, k], st, w, q, ad, as_, t, touched)
                     cnt += 1
             for k in range(nsa):  # alpha-beta doubles
                 base = sra[ia, k] * nstr_b
@@ -1191,75 +1196,75 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                 for m in range(pb[ib, sy], pb[ib, sy + 1]):
                     key = base + srb[ib, m]
                     if not in_bits(var_bits, key):
-                        _acc(part, key, ca * ssb[ib, m] * eri[h, p, shb[ib, m], spb[ib, m]], st, w, q, ad, as_, t)
+                        _acc(part, key, ca * ssb[ib, m] * eri[h, p, shb[ib, m], spb[ib, m]], st, w, q, ad, as_, t, touched)
                         cnt += 1
         counts[part] = cnt
     return counts
 
 
 @njit(cache=True, parallel=True)
-def collect_dense(ad, as_, t, use_d, use_s, reset):
+def collect_dense(ad, as_, t, touched, use_d, use_s, reset):
     """The external determinants met in a dense pass and their sums over the parts.
 
-    ad, as_, t : (nparts, fci_size) float64 per-part sums (:func:`external_dense_tables`); only the
+    ad, as_, t : (nparts, fci_size) float64 per-part sums (:func:`external_dense_tables`); ``touched``
+    (nparts, ceil(fci_size / 64)) uint64 the bit sets of the entries written (:func:`_acc`). Only the
     deterministic (``use_d``) and sampled (``use_s``: as_ and t) kinds present are read. A key is met
     when one of those is nonzero in some part. Returns the met keys (m,) int64 ascending and the sums
     over parts of ad, as_, t ((m,) float64 each; zero for a kind not read); with ``reset`` the entries
-    read are set back to zero. Blocks of keys run in parallel: a block marks its met keys (a sweep
-    over each part's contiguous row) and writes them, summed, at its own offset of scratch arrays (only
-    those entries are touched); the finds are then packed.
+    read and the bit sets are set back to zero. Only the written entries are visited (the bit sets,
+    fci_size / 64 words per part, are the sweep), in blocks of words run in parallel; a block writes its
+    finds at its own offset of scratch arrays, which are then packed.
     """
     nparts, size = ad.shape
-    bsize = 1 << 15
-    nblk = (size + bsize - 1) // bsize
+    nwords = touched.shape[1]
+    wblk = 512
+    bsize = 64 * wblk
+    nblk = (nwords + wblk - 1) // wblk
     cnt = np.zeros(nblk + 1, np.int64)
     tk = np.empty(size, np.int64)
     td = np.empty(size if use_d else 0)
     ts = np.empty(size if use_s else 0)
     tt = np.empty(size if use_s else 0)
     for b in prange(nblk):
-        lo = b * bsize
-        hi = min(size, lo + bsize)
-        met = np.zeros(hi - lo, np.bool_)
-        for q in range(nparts):
-            if use_d:
-                row = ad[q, lo:hi]
-                for k in range(hi - lo):
-                    met[k] |= row[k] != 0.0
-            if use_s:
-                row = as_[q, lo:hi]
-                row2 = t[q, lo:hi]
-                for k in range(hi - lo):
-                    met[k] |= (row[k] != 0.0) | (row2[k] != 0.0)
-        loc = np.empty(hi - lo, np.int64)
-        e = 0
-        for k in range(hi - lo):  # a tight branch-free scan first: the met keys are few
-            loc[e] = k
-            e += met[k]
-        for i in range(e):
-            key = lo + loc[i]
-            j = lo + i
-            tk[j] = key
-            vd = 0.0
-            vs = 0.0
-            vt = 0.0
+        j = b * bsize
+        for w in range(b * wblk, min(nwords, (b + 1) * wblk)):
+            u = np.uint64(0)
             for q in range(nparts):
-                if use_d:
-                    vd += ad[q, key]
-                    if reset:
-                        ad[q, key] = 0.0
-                if use_s:
-                    vs += as_[q, key]
-                    vt += t[q, key]
-                    if reset:
-                        as_[q, key] = 0.0
-                        t[q, key] = 0.0
-            if use_d:
-                td[j] = vd
-            if use_s:
-                ts[j] = vs
-                tt[j] = vt
-        cnt[b + 1] = e
+                u |= touched[q, w]
+                if reset:
+                    touched[q, w] = 0
+            while u != 0:
+                key = 64 * w + np.int64(_cttz(u))
+                u &= u - U1
+                met = False
+                vd = 0.0
+                vs = 0.0
+                vt = 0.0
+                for q in range(nparts):
+                    if use_d:
+                        x = ad[q, key]
+                        met |= x != 0.0
+                        vd += x
+                        if reset:
+                            ad[q, key] = 0.0
+                    if use_s:
+                        x = as_[q, key]
+                        y = t[q, key]
+                        met |= (x != 0.0) | (y != 0.0)
+                        vs += x
+                        vt += y
+                        if reset:
+                            as_[q, key] = 0.0
+                            t[q, key] = 0.0
+                if met:
+                    tk[j] = key
+                    if use_d:
+                        td[j] = vd
+                    if use_s:
+                        ts[j] = vs
+                        tt[j] = vt
+                    j += 1
+        cnt[b + 1] = j - b * bsize
     for b in range(nblk):
         cnt[b + 1] += cnt[b]
     m = cnt[nblk]
@@ -1292,11 +1297,11 @@ def _partner_key(key, key_i, bits, old_bits):
 
 
 @njit(cache=True)
-def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, vals, fill, sym):
+def _row_tables(ia, ib, bits, prefix, old_bits, nstr_b, ta, tb, eri, cols, vals, fill, sym):
     """Connections J > I of determinant I = (ia, ib) from the per-string tables (with a non-empty
-    ``old_bits`` also the old J < I, see :func:`_partner_key`); ``bits`` the space's keys as a bit set,
-    ``index_of`` (fci_size,) int32 maps a key to its position in the space (read only for partners, in
-    ``fill`` mode). When ``fill`` also their elements; ta, tb, sym as in :func:`external_dense_tables`."""
+    ``old_bits`` also the old J < I, see :func:`_partner_key`); ``bits`` the space's keys as a bit set and
+    ``prefix`` its :func:`bits_prefix`, which give a partner's position in the space (:func:`bits_index`,
+    in ``fill`` mode). When ``fill`` also their elements; ta, tb, sym as in :func:`external_dense_tables`."""
     occa, sra, ssa, sha, spa, sva, dra, dva, pa, nda = ta
     occb, srb, ssb, shb, spb, svb, drb, dvb, pb, ndb = tb
     nsa = sra.shape[1]
@@ -1308,7 +1313,7 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
         key = sra[ia, k] * nstr_b + ib
         if _partner_key(key, key_i, bits, old_bits):
             if fill:
-                j = index_of[key]
+                j = bits_index(bits, prefix, key)
                 h = sha[ia, k]
                 p = spa[ia, k]
                 val = sva[ia, k]
@@ -1321,7 +1326,7 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
         key = ia * nstr_b + srb[ib, k]
         if _partner_key(key, key_i, bits, old_bits):
             if fill:
-                j = index_of[key]
+                j = bits_index(bits, prefix, key)
                 h = shb[ib, k]
                 p = spb[ib, k]
                 val = svb[ib, k]
@@ -1334,7 +1339,7 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
         key = dra[ia, k] * nstr_b + ib
         if _partner_key(key, key_i, bits, old_bits):
             if fill:
-                j = index_of[key]
+                j = bits_index(bits, prefix, key)
                 cols[n] = j
                 vals[n] = dva[ia, k]
             n += 1
@@ -1342,7 +1347,7 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
         key = ia * nstr_b + drb[ib, k]
         if _partner_key(key, key_i, bits, old_bits):
             if fill:
-                j = index_of[key]
+                j = bits_index(bits, prefix, key)
                 cols[n] = j
                 vals[n] = dvb[ib, k]
             n += 1
@@ -1353,7 +1358,7 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
             key = base + srb[ib, m]
             if _partner_key(key, key_i, bits, old_bits):
                 if fill:
-                    j = index_of[key]
+                    j = bits_index(bits, prefix, key)
                     cols[n] = j
                     vals[n] = ssa[ia, k] * ssb[ib, m] * eri[sha[ia, k], spa[ia, k], shb[ib, m], spb[ib, m]]
                 n += 1
@@ -1361,10 +1366,10 @@ def _row_tables(ia, ib, index_of, bits, old_bits, nstr_b, ta, tb, eri, cols, val
 
 
 @njit(cache=True, parallel=True)
-def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, eri, rows, sort, sym):
+def upper_rows_tables(dets, keys, bits, prefix, old_bits, nstr_b, ta, tb, h1, eri, rows, sort, sym):
     """:func:`upper_rows_groups` for small FCI spaces: partners found by key lookup from the per-string
     tables of :func:`string_tables` (no pair scans, no Slater-Condon rules). keys (n,) int64 of ``dets``
-    (sorted); ``index_of``, ``bits``, ``old_bits`` (empty for a full build, the old space's keys for the
+    (sorted); ``bits``, ``prefix``, ``old_bits`` (empty for a full build, the old space's keys for the
     new rows of an incremental one), ta, tb, sym as in :func:`_row_tables`. Same returns."""
     nr = rows.shape[0]
     norb = h1.shape[0]
@@ -1373,7 +1378,7 @@ def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, 
     dv = np.empty(0, np.float64)
     for r in prange(nr):
         i = rows[r]
-        cnt[r + 1] = _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, index_of, bits, old_bits, nstr_b, ta, tb, eri,
+        cnt[r + 1] = _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, bits, prefix, old_bits, nstr_b, ta, tb, eri,
                                  dc, dv, False, sym)
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int32)
@@ -1386,44 +1391,38 @@ def upper_rows_tables(dets, keys, index_of, bits, old_bits, nstr_b, ta, tb, h1, 
         occ2 = np.empty(norb, np.int64)
         c = np.empty(ptr[r + 1] - ptr[r], np.int64)
         v = np.empty(ptr[r + 1] - ptr[r], np.float64)
-        _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, index_of, bits, old_bits, nstr_b, ta, tb, eri, c, v, True,
+        _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, bits, prefix, old_bits, nstr_b, ta, tb, eri, c, v, True,
                     sym)
         _store_row(c, v, ptr[r], cols, vals, sort)
         diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
     return ptr, cols, vals, diag
 
 
-@njit(cache=True)
-def merge_upper(n, old_ptr, old_cols, old_vals, pos, rows, new_ptr, new_cols, new_vals):
-    """Strict upper triangle (CSR, n rows) of the grown space from the old one (rows/cols moved by ``pos``,
-    old index -> new index, increasing) and the new rows' pairs (row ``rows[r]``, col ``new_cols``; a pair
-    with col < row goes to the row of col). Columns inside a row are not sorted."""
+@njit(cache=True, parallel=True)
+def merge_rows(n, old_ptr, old_cols, old_vals, pos, rows, new_ptr, new_cols, new_vals):
+    """Off-diagonal CSR (n rows, each pair once) of a grown space: the old rows moved to ``pos`` (old index
+    -> new index, increasing; columns renumbered through it) and the new rows ``rows`` (nr,) int64 as
+    they are (CSR ``new_ptr``, ``new_cols``, ``new_vals`` over ``rows``). Every row is one contiguous
+    copy, so rows run in parallel. Returns (ptr (n+1,) int64, cols int32, vals float64); columns inside a
+    row are not sorted."""
     cnt = np.zeros(n + 1, np.int64)
-    for r in range(pos.shape[0]):
-        cnt[pos[r] + 1] += old_ptr[r + 1] - old_ptr[r]
-    for r in range(rows.shape[0]):
-        i = rows[r]
-        for k in range(new_ptr[r], new_ptr[r + 1]):
-            j = new_cols[k]
-            cnt[min(i, j) + 1] += 1
+    for r in prange(pos.shape[0]):
+        cnt[pos[r] + 1] = old_ptr[r + 1] - old_ptr[r]
+    for r in prange(rows.shape[0]):
+        cnt[rows[r] + 1] = new_ptr[r + 1] - new_ptr[r]
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int32)
     vals = np.empty(ptr[-1], np.float64)
-    cur = ptr[:-1].copy()
-    for r in range(pos.shape[0]):
-        i = pos[r]
+    for r in prange(pos.shape[0]):
+        d = ptr[pos[r]] - old_ptr[r]
         for k in range(old_ptr[r], old_ptr[r + 1]):
-            cols[cur[i]] = pos[old_cols[k]]
-            vals[cur[i]] = old_vals[k]
-            cur[i] += 1
-    for r in range(rows.shape[0]):
-        i = rows[r]
+            cols[k + d] = pos[old_cols[k]]
+            vals[k + d] = old_vals[k]
+    for r in prange(rows.shape[0]):
+        d = ptr[rows[r]] - new_ptr[r]
         for k in range(new_ptr[r], new_ptr[r + 1]):
-            j = new_cols[k]
-            a = min(i, j)
-            cols[cur[a]] = max(i, j)
-            vals[cur[a]] = new_vals[k]
-            cur[a] += 1
+            cols[k + d] = new_cols[k]
+            vals[k + d] = new_vals[k]
     return ptr, cols, vals
 
 
@@ -1749,7 +1748,8 @@ def diagonals_sorted_keys(keys, na, nb, norb, binom_a, binom_b, nstr_b, h1, eri)
 @njit(cache=True, parallel=True)
 def symmetric_matvec(diag, ptr, cols, vals, xt, nparts):
     """``y = (D + U + U^T) x``: D = diag(``diag`` (n,) float64), U the CSR (``ptr`` (n+1,), ``cols``, ``vals``)
-    strict upper triangle; ``xt`` = x^T (k, n) float64 C-contiguous; returns y (n, k) float64.
+    off-diagonal part holding every pair once (e.g. the strict upper triangle); ``xt`` = x^T (k, n) float64
+    C-contiguous; returns y (n, k) float64.
 
     One pass over the nonzeros per column does both U and U^T. The rows are cut into ``nparts`` runs
     of about equal nonzeros, one per thread; a run adds ``U_ij x_j`` to row i and ``U_ij x_i`` to row j

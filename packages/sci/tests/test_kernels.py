@@ -128,14 +128,21 @@ def test_diagonals_from_sorted_keys(norb, na, nb):
 def test_collect_dense_matches_numpy(nparts, use_d, use_s):
     """The collection of a dense pass (visiting the written entries through their bit sets) against the
     plain NumPy reduction over the whole rows (several blocks of words, a part-only hit, an exact
-    cancellation and written-but-zero entries included)."""
+    cancellation and written-but-zero entries included); the met determinants' diagonals from the string
+    tables against the per-determinant kernel."""
     rng = np.random.default_rng(7)
-    size = 3 * 64 * 512 + 123
+    lay = Layout(11, 4, 3)
+    ham = random_hamiltonian(11, (4, 3), seed=4)
+    size = lay.fci_size  # 54,450 keys: 851 words, two blocks of 512
+    occa = cpu.string_tables(4, 11, 1, lay.binom_a, ham.h1, ham.eri)[0]
+    occb = cpu.string_tables(3, 11, 1, lay.binom_b, ham.h1, ham.eri)[0]
+    tail = (lay.nstr_b, occa, occb, 4, 3, ham.h1, ham.eri)
+    none = (lay.nstr_b, np.zeros((0, 1), np.int64), np.zeros((0, 1), np.int64), 4, 3, ham.h1, ham.eri)
     acc = [np.zeros((nparts, size)) for _ in range(3)]
     written = np.zeros((nparts, size), bool)
     for a in acc:
         for q in range(nparts):
-            hit = rng.choice(size, 2000, replace=False)
+            hit = rng.choice(size, 800, replace=False)
             a[q, hit] = rng.standard_normal(hit.size)
             written[q, hit] = True
     acc[0][:, 5] = 0.0
@@ -143,7 +150,7 @@ def test_collect_dense_matches_numpy(nparts, use_d, use_s):
     acc[0][:, 6] = 0.0
     acc[0][0, 6], acc[0][-1, 6] = 0.5, -0.5  # an exact cancellation is still met when nparts > 1
     written[:, 5:7] = True
-    written[:, rng.choice(size, 500, replace=False)] = True  # written, summing to zero in every part
+    written[:, rng.choice(size, 300, replace=False)] = True  # written, summing to zero in every part
     for a in acc:
         a[~written] = 0.0
     touched = np.zeros((nparts, (size + 63) // 64), np.uint64)
@@ -157,13 +164,15 @@ def test_collect_dense_matches_numpy(nparts, use_d, use_s):
     uk = np.flatnonzero(nz.any(axis=0))
     want = [a[:, uk].sum(axis=0) if any(a is u for u in used) else np.zeros(uk.size) for a in acc]
     before = [a.copy() for a in acc] + [touched.copy()]
-    keys, sd, ss, st = cpu.collect_dense(*acc, touched, use_d, use_s, False)
+    keys, sd, ss, st, hd = cpu.collect_dense(*acc, touched, use_d, use_s, False, *tail)
     np.testing.assert_array_equal(keys, uk)
+    np.testing.assert_allclose(hd, cpu.diagonals(lay.from_keys(uk), ham.h1, ham.eri), rtol=0, atol=1e-12)
+    assert cpu.collect_dense(*acc, touched, use_d, use_s, False, *none)[4].size == 0  # no tables: no diagonals
     for got, w in zip((sd, ss, st), want):
         np.testing.assert_allclose(got, w, rtol=0, atol=1e-15)
     for a, b in zip(acc + [touched], before):
         np.testing.assert_array_equal(a, b)  # no reset asked: untouched
-    cpu.collect_dense(*acc, touched, use_d, use_s, True)
+    cpu.collect_dense(*acc, touched, use_d, use_s, True, *tail)
     assert not touched.any()
     for a, b, on in zip(acc, before, (use_d, use_s, use_s)):
         if on:
@@ -248,3 +257,21 @@ def test_grow_equals_spin_completion_of_the_union(h2o_small, n_new):
     np.testing.assert_array_equal(gk, wk)
     np.testing.assert_array_equal(gd, wd)
     assert gd.flags.c_contiguous and gd.dtype == np.uint64
+
+
+def test_s2_product_across_words_matches_reference():
+    """The matrix-free S^2 product on two-word strings (open shells on both sides of orbital 64) against
+    the second-quantized reference and the stored-CSR kernel, in a spin-complete space and a part of it."""
+    from rung.sci.hamiltonian import SpinSquared, s2_operator
+
+    lay = Layout(70, 3, 3)
+    d = lay.from_occupations([[0, 62, 65], [1, 63, 64], [0, 1, 69]], [[0, 63, 66], [1, 2, 69], [0, 1, 62]])
+    dets, keys = lay.spin_complete(d)
+    assert dets.shape[2] == 2 and dets.shape[0] > 6
+    want = ref.s2(dets, 70)
+    x = np.random.default_rng(2).normal(size=(dets.shape[0], 3))
+    np.testing.assert_allclose(SpinSquared(lay, dets, keys) @ x, want @ x, atol=1e-12)
+    np.testing.assert_allclose(s2_operator(lay, dets, keys).toarray(), want, atol=1e-12)
+    part = np.arange(0, dets.shape[0], 2)  # partners outside the space are dropped
+    np.testing.assert_allclose(SpinSquared(lay, dets[part], keys[part]) @ x[part], want[np.ix_(part, part)] @ x[part],
+                               atol=1e-12)

@@ -129,7 +129,7 @@ def _build_incremental(dets, h1, eri, old_keys, old, orbsym=None):
         ta, tb, sym = pt2._blocked_tables(layout, tables, h1, eri, orbsym)
         nptr, ncols, nvals, ndiag = cpu.upper_rows_tables(dets, keys, bits, cpu.bits_prefix(bits),
                                                           cpu.key_bits(old_keys, layout.fci_size), layout.nstr_b,
-                                                          ta, tb, h1, eri, rows, False, sym)
+                                                          ta, tb, h1, eri, rows, sym)
     else:  # (the merge below leaves columns unsorted anyway)
         nptr, ncols, nvals, ndiag = cpu.upper_rows_groups(dets, *_groups(dets), h1, eri, rows, is_new, False)
     # a new row holds its pairs with every old determinant and with the new ones above it, an old row
@@ -167,8 +167,7 @@ def _build_tables(dets, h1, eri, orbsym=None):
     bits = cpu.key_bits(keys, layout.fci_size)
     ta, tb, sym = pt2._blocked_tables(layout, tables, h1, eri, orbsym)
     ptr, cols, vals, diag = cpu.upper_rows_tables(dets, keys, bits, cpu.bits_prefix(bits), np.empty(0, np.uint64),
-                                                  layout.nstr_b, ta, tb, h1, eri, np.arange(n, dtype=np.int64), True,
-                                                  sym)
+                                                  layout.nstr_b, ta, tb, h1, eri, np.arange(n, dtype=np.int64), sym)
     if order is None:
         return SparseH(diag, sp.csr_matrix((vals, cols, ptr), shape=(n, n)))
     back = np.empty(n)  # the caller's order (every pair still once, not necessarily above the diagonal)

@@ -196,7 +196,10 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         # the external determinants met are the nonzero sums (a zero sum contributes and selects nothing);
         # only the sums of the kinds of generator present (deterministic: ad; sampled: as_, t) can be set
         # (the table path's accumulators are kept for the next pass: only the entries set go back to zero)
-        uk, ad, as_, t = cpu.collect_dense(*acc[:4], bool(not gstoch.all()), bool(gstoch.any()), tables is not None)
+        # (the table path's occupied-orbital tables give the met determinants' diagonals in the same sweep)
+        occ = (tables[0][0], tables[1][0]) if tables is not None else (np.zeros((0, 1), np.int64),) * 2
+        uk, ad, as_, t, hdiag = cpu.collect_dense(*acc[:4], bool(not gstoch.all()), bool(gstoch.any()),
+                                                  tables is not None, layout.nstr_b, *occ, layout.na, layout.nb, h1, eri)
         n_gen = int(counts.sum())
         del acc
     else:
@@ -238,9 +241,7 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         uk, ad, as_, t = runs[0]
     if uk.size == 0:
         return 0.0, np.empty(0, np.int64), np.empty(0), 0, n_gen
-    if dense and tables is not None:
-        hdiag = cpu.diagonals_from_keys(uk, layout.nstr_b, tables[0][0], tables[1][0], layout.na, layout.nb, h1, eri)
-    else:
+    if not (dense and tables is not None):  # (else from the collection)
         hdiag = (cpu.diagonals_sorted_keys(uk, layout.na, layout.nb, layout.norb, layout.binom_a, layout.binom_b,
                                            layout.nstr_b, h1, eri) if layout.nstr_b <= STRING_TABLE_MAX
                  else cpu.diagonals(layout.from_keys(uk), h1, eri))

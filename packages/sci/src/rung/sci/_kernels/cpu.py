@@ -570,17 +570,50 @@ def s2_matrix(dets, keys, binom_a, binom_b, nstr_b, norb, sz):
 
 @njit(cache=True, parallel=True)
 def s2_matvec(dets, keys, binom_a, binom_b, nstr_b, norb, sz, x):
-    """S^2 x (n, k) float64 in the space of sorted ``keys`` without storing S^2 (rows of :func:`s2_matrix`
-    made on the fly); x (n, k) float64 C-contiguous."""
+    """S^2 x (n, k) float64 in the space of sorted ``keys`` without storing S^2 (the rows of
+    :func:`s2_matrix`, same terms in the same order, made on the fly); x (n, k) float64 C-contiguous.
+
+    The open shells are walked by their bits (beta-only p, alpha-only q: the swap moves alpha q -> p and
+    beta p -> q); rows run in parallel in blocks that share their scratch strings (no allocation per
+    row or partner)."""
     n, k = x.shape
-    y = np.zeros((n, k))
-    for i in prange(n):
-        cols = np.empty(1 + norb * norb, np.int64)
-        vals = np.empty(1 + norb * norb, np.float64)
-        m = _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, norb, sz, cols, vals, True)
-        for e in range(m):
+    nw = dets.shape[2]
+    y = np.empty((n, k))
+    bsize = 256
+    for blk in prange((n + bsize - 1) // bsize):
+        sa = np.empty(nw, np.uint64)
+        sb = np.empty(nw, np.uint64)
+        for i in range(blk * bsize, min(n, (blk + 1) * bsize)):
+            da = dets[i, 0]
+            db = dets[i, 1]
+            nbo = 0
+            for w in range(nw):
+                nbo += popcount(db[w] & ~da[w])
+            dg = nbo + sz * sz + sz
             for r in range(k):
-                y[i, r] += vals[e] * x[cols[e], r]
+                y[i, r] = dg * x[i, r]
+            for wp in range(nw):
+                bo = db[wp] & ~da[wp]
+                while bo != 0:
+                    p = 64 * wp + np.int64(_cttz(bo))
+                    bo &= bo - U1
+                    for wq in range(nw):
+                        ao = da[wq] & ~db[wq]
+                        while ao != 0:
+                            q = 64 * wq + np.int64(_cttz(ao))
+                            ao &= ao - U1
+                            for w in range(nw):
+                                sa[w] = da[w]
+                                sb[w] = db[w]
+                            flip(sa, q)
+                            flip(sa, p)
+                            flip(sb, p)
+                            flip(sb, q)
+                            j = _search(keys, rank(sa, binom_a) * nstr_b + rank(sb, binom_b))
+                            if j >= 0:
+                                v = -phase(da, q, p) * phase(db, p, q)
+                                for r in range(k):
+                                    y[i, r] += v * x[j, r]
     return y
 
 
@@ -1203,18 +1236,23 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
 
 
 @njit(cache=True, parallel=True)
-def collect_dense(ad, as_, t, touched, use_d, use_s, reset):
-    """The external determinants met in a dense pass and their sums over the parts.
+def collect_dense(ad, as_, t, touched, use_d, use_s, reset, nstr_b, occa, occb, na, nb, h1, eri):
+    """The external determinants met in a dense pass, their sums over the parts and their diagonals.
 
     ad, as_, t : (nparts, fci_size) float64 per-part sums (:func:`external_dense_tables`); ``touched``
     (nparts, ceil(fci_size / 64)) uint64 the bit sets of the entries written (:func:`_acc`). Only the
     deterministic (``use_d``) and sampled (``use_s``: as_ and t) kinds present are read. A key is met
-    when one of those is nonzero in some part. Returns the met keys (m,) int64 ascending and the sums
-    over parts of ad, as_, t ((m,) float64 each; zero for a kind not read); with ``reset`` the entries
-    read and the bit sets are set back to zero. Only the written entries are visited (the bit sets,
-    fci_size / 64 words per part, are the sweep), in blocks of words run in parallel; a block writes its
-    finds at its own offset of scratch arrays, which are then packed.
+    when one of those is nonzero in some part. Returns the met keys (m,) int64 ascending, the sums
+    over parts of ad, as_, t ((m,) float64 each; zero for a kind not read) and, when the occupied-orbital
+    tables ``occa``, ``occb`` of :func:`string_tables` are given (na, nb electrons; else (0, 1) arrays),
+    the diagonals <D|H|D> of the met keys (m,) float64 Hartree, core excluded (:func:`_key_diagonal`;
+    else an empty array).
+    With ``reset`` the entries read and the bit sets are set back to zero. Only the written entries
+    are visited (the bit sets, fci_size / 64 words per part, are the sweep), in blocks of words run in
+    parallel; a block writes its finds at its own offset of scratch arrays, which are then packed.
     """
+    with_diag = occa.shape[0] > 0
+    jmat, kmat, ea, eb = _string_energies(occa, occb, na, nb, h1, eri)
     nparts, size = ad.shape
     nwords = touched.shape[1]
     wblk = 512
@@ -1272,16 +1310,20 @@ def collect_dense(ad, as_, t, touched, use_d, use_s, reset):
     sd = np.zeros(m)
     ss = np.zeros(m)
     st = np.zeros(m)
+    hd = np.empty(m if with_diag else 0)
     for b in prange(nblk):
         o = b * bsize - cnt[b]
         for j in range(cnt[b], cnt[b + 1]):
-            keys[j] = tk[j + o]
+            key = tk[j + o]
+            keys[j] = key
             if use_d:
                 sd[j] = td[j + o]
             if use_s:
                 ss[j] = ts[j + o]
                 st[j] = tt[j + o]
-    return keys, sd, ss, st
+            if with_diag:
+                hd[j] = _key_diagonal(key, nstr_b, occa, occb, na, nb, jmat, ea, eb)
+    return keys, sd, ss, st, hd
 
 
 @njit(cache=True)
@@ -1366,15 +1408,16 @@ def _row_tables(ia, ib, bits, prefix, old_bits, nstr_b, ta, tb, eri, cols, vals,
 
 
 @njit(cache=True, parallel=True)
-def upper_rows_tables(dets, keys, bits, prefix, old_bits, nstr_b, ta, tb, h1, eri, rows, sort, sym):
+def upper_rows_tables(dets, keys, bits, prefix, old_bits, nstr_b, ta, tb, h1, eri, rows, sym):
     """:func:`upper_rows_groups` for small FCI spaces: partners found by key lookup from the per-string
     tables of :func:`string_tables` (no pair scans, no Slater-Condon rules). keys (n,) int64 of ``dets``
     (sorted); ``bits``, ``prefix``, ``old_bits`` (empty for a full build, the old space's keys for the
-    new rows of an incremental one), ta, tb, sym as in :func:`_row_tables`. Same returns."""
+    new rows of an incremental one), ta, tb, sym as in :func:`_row_tables`. Same returns; the columns of
+    a row are in the order the tables visit them (not sorted), each row written in place."""
     nr = rows.shape[0]
     norb = h1.shape[0]
     cnt = np.zeros(nr + 1, np.int64)
-    dc = np.empty(0, np.int64)
+    dc = np.empty(0, np.int32)
     dv = np.empty(0, np.float64)
     for r in prange(nr):
         i = rows[r]
@@ -1385,16 +1428,15 @@ def upper_rows_tables(dets, keys, bits, prefix, old_bits, nstr_b, ta, tb, h1, er
     vals = np.empty(ptr[-1], np.float64)
     diag = np.empty(nr, np.float64)
     jmat, kmat = coulomb_exchange(eri)
-    for r in prange(nr):
-        i = rows[r]
+    bsize = 64
+    for b in prange((nr + bsize - 1) // bsize):
         occ1 = np.empty(norb, np.int64)
         occ2 = np.empty(norb, np.int64)
-        c = np.empty(ptr[r + 1] - ptr[r], np.int64)
-        v = np.empty(ptr[r + 1] - ptr[r], np.float64)
-        _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, bits, prefix, old_bits, nstr_b, ta, tb, eri, c, v, True,
-                    sym)
-        _store_row(c, v, ptr[r], cols, vals, sort)
-        diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
+        for r in range(b * bsize, min(nr, (b + 1) * bsize)):
+            i = rows[r]
+            _row_tables(keys[i] // nstr_b, keys[i] % nstr_b, bits, prefix, old_bits, nstr_b, ta, tb, eri,
+                        cols[ptr[r]:ptr[r + 1]], vals[ptr[r]:ptr[r + 1]], True, sym)
+            diag[r] = diagonal_jk(dets[i], h1, jmat, kmat, occ1, occ2)
     return ptr, cols, vals, diag
 
 
@@ -1437,29 +1479,33 @@ def _string_energy(occ, n, h1, jmat, kmat):
     return e
 
 
-@njit(cache=True, parallel=True)
-def diagonals_from_keys(keys, nstr_b, occa, occb, na, nb, h1, eri):
-    """<D|H|D> (Hartree, core excluded) of the determinants ``keys`` (m,) int64 from the occupied-orbital
-    tables of :func:`string_tables` (na, nb electrons): same-spin parts once per string, so no unranking."""
+@njit(cache=True)
+def _string_energies(occa, occb, na, nb, h1, eri):
+    """J, K (:func:`coulomb_exchange`) and the same-spin energies of every alpha and beta string of the
+    occupied-orbital tables ``occa`` (nstr_a, >= na), ``occb`` (nstr_b, >= nb) int64 of na, nb electrons
+    (:func:`string_tables`)."""
     jmat, kmat = coulomb_exchange(eri)
     ea = np.empty(occa.shape[0])
     eb = np.empty(occb.shape[0])
-    for r in prange(occa.shape[0]):
+    for r in range(occa.shape[0]):
         ea[r] = _string_energy(occa[r], na, h1, jmat, kmat)
-    for r in prange(occb.shape[0]):
+    for r in range(occb.shape[0]):
         eb[r] = _string_energy(occb[r], nb, h1, jmat, kmat)
-    m = keys.shape[0]
-    out = np.empty(m)
-    for k in prange(m):
-        ia = keys[k] // nstr_b
-        ib = keys[k] % nstr_b
-        e = ea[ia] + eb[ib]
-        for x in range(na):
-            i = occa[ia, x]
-            for y in range(nb):
-                e += jmat[i, occb[ib, y]]
-        out[k] = e
-    return out
+    return jmat, kmat, ea, eb
+
+
+@njit(cache=True, inline="always")
+def _key_diagonal(key, nstr_b, occa, occb, na, nb, jmat, ea, eb):
+    """<D|H|D> (Hartree, core excluded) of the determinant ``key``: the same-spin energies of its strings
+    (:func:`_string_energies`) plus the opposite-spin Coulomb terms; no unranking."""
+    ia = key // nstr_b
+    ib = key % nstr_b
+    e = ea[ia] + eb[ib]
+    for x in range(na):
+        i = occa[ia, x]
+        for y in range(nb):
+            e += jmat[i, occb[ib, y]]
+    return e
 
 
 # ------------------------------------------------ heat-bath screened external space (large FCI spaces)

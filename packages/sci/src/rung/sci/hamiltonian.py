@@ -9,10 +9,10 @@ determinant I = (a, b), its partners J > I are found
 * in the groups of the alpha strings two excitations away, by bisection for the same beta string,
 
 so pairs of determinants are never tested wholesale. The off-diagonal part is stored with every pair
-once (CSR U) and ``H x = diag * x + U x + U^T x``: a full build stores the strict upper triangle; a
-grown space (``previous``) keeps the old rows and gives each new determinant's row its pairs with the
-old determinants too, lower indices included, so the merge is a row-wise copy. Energies in Hartree
-(core energy not included).
+once (CSR U) and ``H x = diag * x + U x + U^T x``: a full build of a key-sorted space stores the strict
+upper triangle; a grown space (``previous``) keeps the old rows and gives each new determinant's row
+its pairs with the old determinants too, lower indices included, so the merge is a row-wise copy.
+Energies in Hartree (core energy not included).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ PARALLEL_MATVEC_NNZ = 20_000  # below this, H x stays serial: microseconds eithe
 @dataclass(frozen=True)
 class SparseH:
     """H in a space: ``diag`` (n,) float64 Hartree, ``upper`` scipy CSR (n, n) holding every off-diagonal
-    pair once (the strict upper triangle after a full build; see the module docstring)."""
+    pair once (the strict upper triangle after a full build of a key-sorted space; see the module
+    docstring)."""
 
     diag: np.ndarray
     upper: sp.csr_matrix

@@ -401,7 +401,9 @@ def _half_transform_one(b, boff, nao, f, foff, ldf, r, x, xoff, ldx, fc, xc):
                 pf = ahead * (ahead + 1) // 2 - q0 * (q0 + 1) // 2
             elif c0 == CHUNK:  # second pass, from cache: the same rows of the next aux function
                 pf = nao * (nao + 1) // 2
-            if wide:
+            if ncols == CHUNK:  # a constant column count: the column masks fold away
+                _S2(b, boff, q0, nrows, f, foff + c0, ldf, x, xoff + c0, ldx, CHUNK, pf)
+            elif wide:
                 _S2(b, boff, q0, nrows, f, foff + c0, ldf, x, xoff + c0, ldx, ncols, pf)
             else:
                 _S1(b, boff, q0, nrows, f, foff + c0, ldf, x, xoff + c0, ldx, ncols, pf)

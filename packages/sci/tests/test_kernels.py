@@ -125,11 +125,12 @@ def test_diagonals_from_sorted_keys(norb, na, nb):
 
 @pytest.mark.parametrize("nparts", [1, 3])
 @pytest.mark.parametrize("use_d, use_s", [(True, False), (False, True), (True, True)])
-def test_collect_dense_matches_numpy(nparts, use_d, use_s):
-    """The collection of a dense pass (visiting the written entries through their bit sets) against the
-    plain NumPy reduction over the whole rows (several blocks of words, a part-only hit, an exact
-    cancellation and written-but-zero entries included); the met determinants' diagonals from the string
-    tables against the per-determinant kernel."""
+@pytest.mark.parametrize("marked", [True, False])
+def test_collect_dense_matches_numpy(nparts, use_d, use_s, marked):
+    """The collection of a dense pass (visiting the written entries through their bit sets, or sweeping
+    the rows) against the plain NumPy reduction over the whole rows (several blocks, a part-only hit, an
+    exact cancellation and written-but-zero entries included); the met determinants' diagonals from the
+    string tables against the per-determinant kernel."""
     rng = np.random.default_rng(7)
     lay = Layout(11, 4, 3)
     ham = random_hamiltonian(11, (4, 3), seed=4)
@@ -157,6 +158,8 @@ def test_collect_dense_matches_numpy(nparts, use_d, use_s):
     for q in range(nparts):
         k = np.flatnonzero(written[q])
         np.bitwise_or.at(touched[q], k >> 6, np.left_shift(np.uint64(1), (k & 63).astype(np.uint64)))
+    if not marked:
+        touched = np.zeros((nparts, 0), np.uint64)
     used = [a for a, on in zip(acc, (use_d, use_s, use_s)) if on]
     nz = np.zeros((nparts, size), bool)
     for a in used:

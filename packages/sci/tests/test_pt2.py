@@ -23,9 +23,11 @@ def problem():
     return ham, lay, dets[sub], keys[sub], v[:, 0], w[0], terms, keys[ext]
 
 
-@pytest.mark.parametrize("path", ["dense_tables", "dense", "packed", "sorted"])
+@pytest.mark.parametrize("path", ["dense_tables", "dense_tables_marked", "dense", "packed", "sorted"])
 def test_deterministic_pt2_and_selection(problem, monkeypatch, path):
     ham, lay, dets, keys, c, e0, terms, ext_keys = problem
+    # (the table path sweeps the accumulators here, 60 generators; "marked" visits the marked entries)
+    monkeypatch.setattr(pt2, "MARK_FRACTION", np.inf if path.endswith("marked") else 1.0)
     monkeypatch.setattr(pt2, "DENSE_KEYS", 2**23 if path.startswith("dense") else 0)
     monkeypatch.setattr(pt2, "TABLE_MAX", 2**24 if path == "dense_tables" else 0)  # per-string tables or enumeration
     monkeypatch.setattr(pt2, "POS_BITS", 26 if path != "sorted" else 63)
@@ -34,6 +36,20 @@ def test_deterministic_pt2_and_selection(problem, monkeypatch, path):
     assert r.error == 0.0
     best = ext_keys[np.argsort(-np.abs(terms))[:10]]
     np.testing.assert_array_equal(r.selected, best)
+
+
+def test_marked_and_swept_collections_agree(problem, monkeypatch):
+    """The table path's two collections (marked entries only, or a sweep of the accumulator rows) give
+    the same semi-stochastic sums, draw for draw, and leave the kept accumulators clean."""
+    ham, lay, dets, keys, c, e0, _, _ = problem
+    got = []
+    for frac in (np.inf, 0.0, np.inf):
+        monkeypatch.setattr(pt2, "MARK_FRACTION", frac)
+        r = pt2.en_pt2(lay, dets, keys, c, e0, ham.h1, ham.eri, n_select=5, stochastic=True, n_samples=3,
+                       det_fraction=0.1, sample_fraction=0.3, rng=np.random.default_rng(3))
+        got.append((r.e_pt2, r.error, r.selected.tolist(), r.n_external))
+    assert got[0] == got[1] == got[2]
+    assert not any(a.any() for a in next(iter(pt2._ACC.values())))
 
 
 def test_semistochastic_is_unbiased(problem):

@@ -904,13 +904,16 @@ def external_contributions(dets, gens, h1, eri, var_keys, var_mask, binom_a, bin
 
 
 @njit(cache=True, inline="always")
-def _acc(part, key, x, stoch, w, q, ad, as_, t, touched):
+def _acc(part, key, x, stoch, w, q, ad, as_, t, touched, mark):
     """Add the contribution ``x = c_I <alpha|H|I>`` of generator I to the sums of entry ``key`` in row ``part``
     of the key-indexed accumulators (nparts, fci_size): A_D for a deterministic generator, else A_S
-    (weight ``w`` = W_I) and T (``q`` = 1 / p_I); see :func:`reduce_sorted`. The key's bit in row
-    ``part`` of ``touched`` (nparts, ceil(fci_size / 64)) uint64 is set, so that :func:`collect_dense`
-    visits the entries written instead of sweeping the FCI-sized rows."""
-    touched[part, key >> 6] |= U1 << np.uint64(key & 63)
+    (weight ``w`` = W_I) and T (``q`` = 1 / p_I); see :func:`reduce_sorted`. With a non-empty ``touched``
+    (nparts, ceil(fci_size / 64)) uint64 the key's bit in row ``part`` is set, so that
+    :func:`collect_dense` visits the entries written instead of sweeping the FCI-sized rows (worth it
+    for passes with few pairs; (nparts, 0): no marking). ``mark`` = ``touched.shape[1] > 0``, taken once
+    by the caller (a loop-invariant flag)."""
+    if mark:
+        touched[part, key >> 6] |= U1 << np.uint64(key & 63)
     if stoch:
         as_[part, key] += w * x
         t[part, key] += w * x * x * q
@@ -934,6 +937,7 @@ def external_dense(dets, gens, h1, eri, var_mask, binom_a, binom_b, nstr_b, nexc
     as_ = np.zeros((nparts, fci_size))
     t = np.zeros((nparts, fci_size))
     touched = np.zeros((nparts, (fci_size + 63) >> 6), np.uint64)
+    mark = True
     counts = np.zeros(nparts, np.int64)
     empty = np.empty(1, np.int64)
     for part in prange(nparts):
@@ -950,7 +954,7 @@ def external_dense(dets, gens, h1, eri, var_mask, binom_a, binom_b, nstr_b, nexc
             c = gen_coef[g]
             counts[part] += m
             for k in range(m):
-                _acc(part, keys[k], c * vals[k], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t, touched)
+                _acc(part, keys[k], c * vals[k], gen_stoch[g], gen_w[g], gen_q[g], ad, as_, t, touched, mark)
     return ad, as_, t, touched, counts
 
 
@@ -1163,16 +1167,17 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
     blocked form of :func:`block_tables`).
 
     gen_keys : (ng,) int64 keys of the generators; var_bits : the space's keys as a bit set (:func:`key_bits`).
-    The accumulators ad, as_, t (nparts, fci_size) float64 and their bit sets ``touched`` (nparts,
-    ceil(fci_size / 64)) uint64 are passed in, zero (kept between passes by the caller, who clears only
-    the entries written, see :func:`collect_dense`: no FCI-sized allocation, zeroing or sweep per pass);
-    returns the number of (alpha, I) pairs per part. Only pairs that can couple are visited: the singles
+    The accumulators ad, as_, t (nparts, fci_size) float64 are passed in, zero (kept between passes by
+    the caller, who clears only the entries written, see :func:`collect_dense`: no FCI-sized allocation
+    or zeroing per pass), with ``touched`` their bit sets to mark, (nparts, ceil(fci_size / 64)) uint64,
+    or (nparts, 0) for no marking (see :func:`_acc`); returns the number of (alpha, I) pairs per part. Only pairs that can couple are visited: the singles
     of symmetry product 0, the same-spin doubles of nonzero element and, for an alpha single h -> p, the
     beta singles of the same product ``sym[h] ^ sym[p]`` (the others couple through symmetry-forbidden
     integrals, exactly zero; see :func:`block_tables`).
     """
     occa, sra, ssa, sha, spa, sva, dra, dva, pa, nda = ta
     occb, srb, ssb, shb, spb, svb, drb, dvb, pb, ndb = tb
+    mark = touched.shape[1] > 0
     ng = gen_keys.shape[0]
     nparts = ad.shape[0]
     counts = np.zeros(nparts, np.int64)
@@ -1197,7 +1202,7 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                     for z in range(nb):
                         j = occb[ib, z]
                         val += eri[h, p, j, j]
-                    _acc(part, key, c * ssa[ia, k] * val, st, w, q, ad, as_, t, touched)
+                    _acc(part, key, c * ssa[ia, k] * val, st, w, q, ad, as_, t, touched, mark)
                     cnt += 1
             for k in range(pb[ib, 0], pb[ib, 1]):  # beta singles
                 key = ia * nstr_b + srb[ib, k]
@@ -1208,17 +1213,17 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                     for z in range(na):
                         j = occa[ia, z]
                         val += eri[h, p, j, j]
-                    _acc(part, key, c * ssb[ib, k] * val, st, w, q, ad, as_, t, touched)
+                    _acc(part, key, c * ssb[ib, k] * val, st, w, q, ad, as_, t, touched, mark)
                     cnt += 1
             for k in range(nda[ia]):  # alpha-alpha doubles
                 key = dra[ia, k] * nstr_b + ib
                 if not in_bits(var_bits, key):
-                    _acc(part, key, c * dva[ia, k], st, w, q, ad, as_, t, touched)
+                    _acc(part, key, c * dva[ia, k], st, w, q, ad, as_, t, touched, mark)
                     cnt += 1
             for k in range(ndb[ib]):  # beta-beta doubles
                 key = ia * nstr_b + drb[ib, k]
                 if not in_bits(var_bits, key):
-                    _acc(part, key, c * dvb[ib, k], st, w, q, ad, as_, t, touched)
+                    _acc(part, key, c * dvb[ib, k], st, w, q, ad, as_, t, touched, mark)
                     cnt += 1
             for k in range(nsa):  # alpha-beta doubles
                 base = sra[ia, k] * nstr_b
@@ -1229,80 +1234,110 @@ def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen
                 for m in range(pb[ib, sy], pb[ib, sy + 1]):
                     key = base + srb[ib, m]
                     if not in_bits(var_bits, key):
-                        _acc(part, key, ca * ssb[ib, m] * eri[h, p, shb[ib, m], spb[ib, m]], st, w, q, ad, as_, t, touched)
+                        _acc(part, key, ca * ssb[ib, m] * eri[h, p, shb[ib, m], spb[ib, m]], st, w, q, ad, as_, t, touched, mark)
                         cnt += 1
         counts[part] = cnt
     return counts
+
+
+@njit(cache=True, inline="always")
+def _met(key, ad, as_, t, use_d, use_s):
+    """Whether entry ``key`` of a read kind (ad if ``use_d``, as_ and t if ``use_s``) is nonzero in some part."""
+    met = False
+    for q in range(ad.shape[0]):
+        if use_d:
+            met |= ad[q, key] != 0.0
+        if use_s:
+            met |= (as_[q, key] != 0.0) | (t[q, key] != 0.0)
+    return met
 
 
 @njit(cache=True, parallel=True)
 def collect_dense(ad, as_, t, touched, use_d, use_s, reset, nstr_b, occa, occb, na, nb, h1, eri):
     """The external determinants met in a dense pass, their sums over the parts and their diagonals.
 
-    ad, as_, t : (nparts, fci_size) float64 per-part sums (:func:`external_dense_tables`); ``touched``
-    (nparts, ceil(fci_size / 64)) uint64 the bit sets of the entries written (:func:`_acc`). Only the
+    ad, as_, t : (nparts, fci_size) float64 per-part sums (:func:`external_dense_tables`). Only the
     deterministic (``use_d``) and sampled (``use_s``: as_ and t) kinds present are read. A key is met
     when one of those is nonzero in some part. Returns the met keys (m,) int64 ascending, the sums
     over parts of ad, as_, t ((m,) float64 each; zero for a kind not read) and, when the occupied-orbital
     tables ``occa``, ``occb`` of :func:`string_tables` are given (na, nb electrons; else (0, 1) arrays),
     the diagonals <D|H|D> of the met keys (m,) float64 Hartree, core excluded (:func:`_key_diagonal`;
-    else an empty array).
-    With ``reset`` the entries read and the bit sets are set back to zero. Only the written entries
-    are visited (the bit sets, fci_size / 64 words per part, are the sweep), in blocks of words run in
-    parallel; a block writes its finds at its own offset of scratch arrays, which are then packed.
+    else an empty array). With ``reset`` the entries read (and the bit sets) are set back to zero.
+
+    ``touched`` (nparts, ceil(fci_size / 64)) uint64, the bit sets of the entries written (:func:`_acc`):
+    only those keys are visited (a pass with few pairs); (nparts, 0): every row is swept (a pass whose
+    met keys are a sizeable fraction of the space: the sweep streams memory the visits would touch
+    anyway, and the pass kernel saves the marking). Blocks of keys run in parallel; a block writes its
+    finds at its own offset of scratch arrays, which are then packed.
     """
     with_diag = occa.shape[0] > 0
-    jmat, kmat, ea, eb = _string_energies(occa, occb, na, nb, h1, eri)
+    ea, eb, ja = _string_energies(occa, occb, na, nb, h1, eri)
     nparts, size = ad.shape
-    nwords = touched.shape[1]
-    wblk = 512
-    bsize = 64 * wblk
-    nblk = (nwords + wblk - 1) // wblk
+    use_bits = touched.shape[1] > 0
+    bsize = 1 << 15  # a multiple of 64: a block owns whole words of the bit sets
+    nblk = (size + bsize - 1) // bsize
     cnt = np.zeros(nblk + 1, np.int64)
     tk = np.empty(size, np.int64)
     td = np.empty(size if use_d else 0)
     ts = np.empty(size if use_s else 0)
     tt = np.empty(size if use_s else 0)
     for b in prange(nblk):
-        j = b * bsize
-        for w in range(b * wblk, min(nwords, (b + 1) * wblk)):
-            u = np.uint64(0)
-            for q in range(nparts):
-                u |= touched[q, w]
-                if reset:
-                    touched[q, w] = 0
-            while u != 0:
-                key = 64 * w + np.int64(_cttz(u))
-                u &= u - U1
-                met = False
-                vd = 0.0
-                vs = 0.0
-                vt = 0.0
+        lo = b * bsize
+        hi = min(size, lo + bsize)
+        loc = np.empty(hi - lo, np.int64)
+        e = 0
+        if use_bits:
+            for w in range(lo >> 6, (hi + 63) >> 6):
+                u = np.uint64(0)
                 for q in range(nparts):
-                    if use_d:
-                        x = ad[q, key]
-                        met |= x != 0.0
-                        vd += x
-                        if reset:
-                            ad[q, key] = 0.0
-                    if use_s:
-                        x = as_[q, key]
-                        y = t[q, key]
-                        met |= (x != 0.0) | (y != 0.0)
-                        vs += x
-                        vt += y
-                        if reset:
-                            as_[q, key] = 0.0
-                            t[q, key] = 0.0
-                if met:
-                    tk[j] = key
-                    if use_d:
-                        td[j] = vd
-                    if use_s:
-                        ts[j] = vs
-                        tt[j] = vt
-                    j += 1
-        cnt[b + 1] = j - b * bsize
+                    u |= touched[q, w]
+                    if reset:
+                        touched[q, w] = 0
+                while u != 0:
+                    key = 64 * w + np.int64(_cttz(u))
+                    u &= u - U1
+                    if _met(key, ad, as_, t, use_d, use_s):
+                        loc[e] = key - lo
+                        e += 1
+        else:
+            met = np.zeros(hi - lo, np.bool_)
+            for q in range(nparts):
+                if use_d:
+                    row = ad[q, lo:hi]
+                    for k in range(hi - lo):
+                        met[k] |= row[k] != 0.0
+                if use_s:
+                    row = as_[q, lo:hi]
+                    row2 = t[q, lo:hi]
+                    for k in range(hi - lo):
+                        met[k] |= (row[k] != 0.0) | (row2[k] != 0.0)
+            for k in range(hi - lo):  # a tight branch-free scan first
+                loc[e] = k
+                e += met[k]
+        for i in range(e):
+            key = lo + loc[i]
+            j = lo + i
+            tk[j] = key
+            vd = 0.0
+            vs = 0.0
+            vt = 0.0
+            for q in range(nparts):
+                if use_d:
+                    vd += ad[q, key]
+                    if reset:
+                        ad[q, key] = 0.0
+                if use_s:
+                    vs += as_[q, key]
+                    vt += t[q, key]
+                    if reset:
+                        as_[q, key] = 0.0
+                        t[q, key] = 0.0
+            if use_d:
+                td[j] = vd
+            if use_s:
+                ts[j] = vs
+                tt[j] = vt
+        cnt[b + 1] = e
     for b in range(nblk):
         cnt[b + 1] += cnt[b]
     m = cnt[nblk]
@@ -1322,7 +1357,7 @@ def collect_dense(ad, as_, t, touched, use_d, use_s, reset, nstr_b, occa, occb, 
                 ss[j] = ts[j + o]
                 st[j] = tt[j + o]
             if with_diag:
-                hd[j] = _key_diagonal(key, nstr_b, occa, occb, na, nb, jmat, ea, eb)
+                hd[j] = _key_diagonal(key, nstr_b, occb, nb, ea, eb, ja)
     return keys, sd, ss, st, hd
 
 
@@ -1481,30 +1516,35 @@ def _string_energy(occ, n, h1, jmat, kmat):
 
 @njit(cache=True)
 def _string_energies(occa, occb, na, nb, h1, eri):
-    """J, K (:func:`coulomb_exchange`) and the same-spin energies of every alpha and beta string of the
-    occupied-orbital tables ``occa`` (nstr_a, >= na), ``occb`` (nstr_b, >= nb) int64 of na, nb electrons
-    (:func:`string_tables`)."""
+    """Tables for determinant diagonals from the occupied-orbital tables ``occa`` (nstr_a, >= na), ``occb``
+    (nstr_b, >= nb) int64 of na, nb electrons (:func:`string_tables`): the same-spin energies ea (nstr_a,),
+    eb (nstr_b,) of every string and ja (nstr_a, norb), ja[r, q] = sum over the alpha string r's orbitals
+    i of (ii|qq), Hartree."""
     jmat, kmat = coulomb_exchange(eri)
+    norb = h1.shape[0]
     ea = np.empty(occa.shape[0])
     eb = np.empty(occb.shape[0])
+    ja = np.zeros((occa.shape[0], norb))
     for r in range(occa.shape[0]):
         ea[r] = _string_energy(occa[r], na, h1, jmat, kmat)
+        for x in range(na):
+            i = occa[r, x]
+            for q in range(norb):
+                ja[r, q] += jmat[i, q]
     for r in range(occb.shape[0]):
         eb[r] = _string_energy(occb[r], nb, h1, jmat, kmat)
-    return jmat, kmat, ea, eb
+    return ea, eb, ja
 
 
 @njit(cache=True, inline="always")
-def _key_diagonal(key, nstr_b, occa, occb, na, nb, jmat, ea, eb):
+def _key_diagonal(key, nstr_b, occb, nb, ea, eb, ja):
     """<D|H|D> (Hartree, core excluded) of the determinant ``key``: the same-spin energies of its strings
-    (:func:`_string_energies`) plus the opposite-spin Coulomb terms; no unranking."""
+    plus the opposite-spin Coulomb terms (:func:`_string_energies`); no unranking, nb lookups."""
     ia = key // nstr_b
     ib = key % nstr_b
     e = ea[ia] + eb[ib]
-    for x in range(na):
-        i = occa[ia, x]
-        for y in range(nb):
-            e += jmat[i, occb[ib, y]]
+    for y in range(nb):
+        e += ja[ia, occb[ib, y]]
     return e
 
 

@@ -127,3 +127,20 @@ def test_screened_pt2_equals_screened_sum(problem, monkeypatch):
     # a negligible threshold gives the exact PT2
     r0 = pt2.en_pt2(lay, dets, keys, c, e0, ham.h1, ham.eri, max_entries=500, screen=1e-14)
     assert r0.e_pt2 == pytest.approx(terms.sum(), rel=1e-10)
+
+
+def test_degenerate_perturber_diverges_without_dividing_by_zero():
+    """A met determinant with H_aa == E_0 (exactly or up to rounding) that couples to the space makes
+    EN-PT2 diverge: -inf, with no division by zero; one that does not couple contributes nothing
+    (analytic cases)."""
+    ad = np.array([0.1, 0.2, 0.3])
+    zero = np.zeros(3)
+    e0 = -1.0
+    hdiag = np.array([0.5, e0, 1.5])
+    with np.errstate(all="raise"):
+        assert pt2._sum_terms(pt2.accumulate_cpu, ad, zero, zero, hdiag, e0, 0) == -np.inf
+        hdiag[1] = e0 * (1 + 2e-16)  # degenerate up to rounding: no 1e15 Ha term
+        assert pt2._sum_terms(pt2.accumulate_cpu, ad, zero, zero, hdiag, e0, 0) == -np.inf
+        ad[1] = 0.0
+        got = pt2._sum_terms(pt2.accumulate_cpu, ad, zero, zero, hdiag, e0, 0)
+    assert got == pytest.approx(0.1**2 / (e0 - 0.5) + 0.3**2 / (e0 - 1.5), rel=1e-14)

@@ -255,7 +255,7 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         hdiag = (cpu.diagonals_sorted_keys(uk, layout.na, layout.nb, layout.norb, layout.binom_a, layout.binom_b,
                                            layout.nstr_b, h1, eri) if layout.nstr_b <= STRING_TABLE_MAX
                  else cpu.diagonals(layout.from_keys(uk), h1, eri))
-    total = accumulate(ad, as_, t, hdiag, e0, n_draws)
+    total = _sum_terms(accumulate, ad, as_, t, hdiag, e0, n_draws)
     sel = np.empty(0, np.int64)
     sel_e2 = np.empty(0)
     if n_select > 0:
@@ -267,6 +267,26 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         sel = uk[top]
         sel_e2 = (ad[top] + as_[top]) ** 2 / (e0 - hdiag[top])
     return total, sel, sel_e2, uk.size, n_gen
+
+
+#: |E_0 - H_aa| (Hartree) below which a met determinant counts as degenerate with the space's energy
+#: (rounding noise of two ~100 Ha numbers is ~1e-13).
+DEGENERATE_HA = 1e-10
+
+
+def _sum_terms(accumulate, ad, as_, t, hdiag, e0, n_draws) -> float:
+    """``accumulate`` over the met determinants, except that a determinant degenerate with ``e0``
+    (``|E_0 - H_aa| < DEGENERATE_HA``) and coupled to the space makes EN-PT2 diverge: -inf (an
+    intruder, e.g. the partner of a single determinant in degenerate orbitals; its selection score is
+    the largest, so it enters the space first), instead of rounding noise divided into ~1e11 Ha or a
+    division by zero."""
+    degenerate = np.abs(e0 - hdiag) < DEGENERATE_HA
+    if degenerate.any():
+        if np.any((ad[degenerate] != 0.0) | (as_[degenerate] != 0.0)):
+            return -np.inf
+        keep = ~degenerate
+        ad, as_, t, hdiag = ad[keep], as_[keep], t[keep], hdiag[keep]
+    return accumulate(ad, as_, t, hdiag, e0, n_draws)
 
 
 def accumulate_cpu(ad, as_, t, hdiag, e0, n_draws) -> float:

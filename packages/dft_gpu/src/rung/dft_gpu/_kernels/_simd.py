@@ -78,6 +78,16 @@ def _declare(module, name, fnty):
     return ir.Function(module, fnty, name)
 
 
+def _vector_intrinsics(module):
+    """The LLVM intrinsics the micro-kernels use on ``<8 x double>``: fma, masked load, masked store."""
+    vptr, sfx = _VEC.as_pointer(), _ptr_suffix()
+    fma = _declare(module, "llvm.fma.v8f64", ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]))
+    mload = _declare(module, f"llvm.masked.load.v8f64.{sfx}", ir.FunctionType(_VEC, [vptr, _I32, _MASK, _VEC]))
+    mstore = _declare(module, f"llvm.masked.store.v8f64.{sfx}",
+                      ir.FunctionType(ir.VoidType(), [_VEC, vptr, _I32, _MASK]))
+    return fma, mload, mstore
+
+
 def _splat(builder, value, vecty):
     undef = ir.Constant(vecty, ir.Undefined)
     one = builder.insert_element(undef, value, ir.Constant(_I32, 0))
@@ -121,11 +131,7 @@ def make_symtile(mr: int, nv: int):
             fptr = context.make_array(signature.args[4])(context, builder, f_).data
             xptr = context.make_array(signature.args[7])(context, builder, x_).data
             mod = builder.module
-            fma = _declare(mod, "llvm.fma.v8f64", ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]))
-            mstore = _declare(mod, f"llvm.masked.store.v8f64.{sfx}",
-                              ir.FunctionType(ir.VoidType(), [_VEC, vptr, _I32, _MASK]))
-            mload = _declare(mod, f"llvm.masked.load.v8f64.{sfx}",
-                             ir.FunctionType(_VEC, [vptr, _I32, _MASK, _VEC]))
+            fma, mload, mstore = _vector_intrinsics(mod)
             i8p = ir.IntType(8).as_pointer()
             prefetch = _declare(mod, "llvm.prefetch.p0" if sfx == "p0" else "llvm.prefetch.p0i8",
                                 ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]))
@@ -252,7 +258,6 @@ def make_narrowtile(mr: int, nc: int):
     if not 1 <= mr <= LANES or nc < 1:
         raise ValueError(f"bad narrow tile shape {mr} rows x {nc} columns")
     vptr = _VEC.as_pointer()
-    sfx = _ptr_suffix()
 
     @intrinsic
     def narrowtile(typingctx, b, boff, q0, nrows, fc, ldc, xc):
@@ -264,11 +269,7 @@ def make_narrowtile(mr: int, nc: int):
             fptr = context.make_array(signature.args[4])(context, builder, fc_).data
             xptr = context.make_array(signature.args[6])(context, builder, xc_).data
             mod = builder.module
-            fma = _declare(mod, "llvm.fma.v8f64", ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]))
-            mstore = _declare(mod, f"llvm.masked.store.v8f64.{sfx}",
-                              ir.FunctionType(ir.VoidType(), [_VEC, vptr, _I32, _MASK]))
-            mload = _declare(mod, f"llvm.masked.load.v8f64.{sfx}",
-                             ir.FunctionType(_VEC, [vptr, _I32, _MASK, _VEC]))
+            fma, mload, mstore = _vector_intrinsics(mod)
             i64 = lambda v: ir.Constant(_I64, v)  # noqa: E731
             zero = ir.Constant(_VEC, [0.0] * LANES)
 

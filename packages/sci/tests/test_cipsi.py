@@ -327,3 +327,35 @@ def test_configuration_labels_match_row_unique(norb, span):
     _, first, inv = np.unique(occ, axis=0, return_index=True, return_inverse=True)
     f2, i2 = cipsi._configurations(dets)
     np.testing.assert_array_equal(f2[i2], first[inv.reshape(-1)])
+
+
+def test_cap_selection_fits_the_budget_after_spin_completion(h2o):
+    """The capped head of a PT2 selection, completed with its spin partners by Layout.grow (the oracle),
+    adds at most ``room`` determinants, and the next configuration would not have fitted."""
+    from rung.sci import pt2
+    from rung.sci.determinants import Layout
+
+    ham = h2o
+    lay = Layout(ham.norb, *ham.nelec)
+    r = cipsi.kernel(ham, cipsi.Config(max_det=300, pt2_threshold=0.0), log=None)
+    dets, keys = r.dets, lay.keys(r.dets)
+    order = np.argsort(keys)
+    dets, keys = dets[order], keys[order]
+    sel = pt2.en_pt2(lay, dets, keys, r.coef[order, 0], r.e_var[0] - ham.ecore, ham.h1, ham.eri, n_select=400).selected
+    full = lay.grow(dets, keys, sel)[1].size - keys.size
+    assert full > 100
+    for room in (0, 1, 37, 100, full - 1, full):
+        head, cut = cipsi.cap_selection(lay, sel, room)
+        added = lay.grow(dets, keys, head)[1].size - keys.size if head.size else 0
+        assert added <= room and cut == (room < full)
+        if cut:  # one more entry of the selection would have brought a configuration that does not fit
+            assert lay.grow(dets, keys, sel[:head.size + 1])[1].size - keys.size > room
+
+
+def test_max_det_is_never_passed(h2o):
+    """The space stops at max_det: the growth that would pass it is cut to the budget and is the last."""
+    ham = h2o
+    for max_det in (500, 2000):
+        r = cipsi.kernel(ham, cipsi.Config(max_det=max_det, pt2_threshold=0.0, growth=3.0), log=None)
+        assert max_det * 0.8 < r.n_det <= max_det
+        assert r.history[-2]["capped"] and not r.history[-1]["capped"]

@@ -8,7 +8,8 @@ From the current variational space (start: the aufbau determinant and its spin p
 3. add the ``(growth - 1) * n_det`` best (largest |e_alpha|) and complete the space with spin partners
    (fewer when their contributions predict |E_PT2| well below ``pt2_threshold`` with fewer: ``guided_growth``);
 
-until ``max_det`` determinants, ``|E_PT2| < pt2_threshold`` or the full CI space. Every iteration
+until ``max_det`` determinants (never more: the growth that would pass it keeps the best selected
+determinants whose spin partners fit), ``|E_PT2| < pt2_threshold`` or the full CI space. Every iteration
 reports n_det, E_var, E_PT2 (± error), <S^2> and time, and is checkpointed (the output file itself),
 so a killed run resumes. The FCI limit is estimated by the linear fit of E_var against E_PT2 over
 the last iterations (extrapolation to E_PT2 = 0, as Quantum Package reports).
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from math import comb
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,7 +58,8 @@ BLAS_LIMIT_MAX = 100_000  # Config.blas_threads holds while the space is smaller
 class Config:
     """CIPSI options (energies in Hartree).
 
-    max_det : stop once the space holds this many determinants (spin completion may add a few more)
+    max_det : the largest space: growth stops there, and the growth that would pass it takes only the
+        best selected determinants whose spin completion fits (:func:`cap_selection`), then stops
     pt2_threshold : stop once |E_PT2| falls below this
     growth : the space grows by this factor per iteration
     nroots : roots of the Davidson step (PT2 and selection use the lowest)
@@ -188,6 +191,29 @@ def trim_selection(layout: Layout, selected: np.ndarray, e2: np.ndarray, e_pt2: 
     captured = np.cumsum(np.bincount(first_of, weights=e2, minlength=selected.size))  # heads of 1, 2, ... entries
     ok = np.flatnonzero(np.abs(e_pt2 - captured) < threshold)
     return selected[: ok[0] + 1] if ok.size else selected
+
+
+def cap_selection(layout: Layout, selected: np.ndarray, room: int) -> tuple[np.ndarray, bool]:
+    """The longest head of ``selected`` (keys (m,) int64, best first, none in the space) whose spin
+    completion adds at most ``room`` determinants to a spin-complete space, and whether it had to be cut.
+
+    A configuration with ``k`` open shells, ``k_a`` of them alpha, brings all ``C(k, k_a)`` of its
+    determinants; configurations are counted where their first member enters the head (as
+    :meth:`Layout.grow` completes them).
+    """
+    if selected.size == 0:
+        return selected, False
+    d = layout.from_keys(selected)
+    first, _ = _configurations(d)
+    n_open = np.bitwise_count(d[:, 0] ^ d[:, 1]).sum(axis=1)
+    n_alpha_open = np.bitwise_count(d[:, 0] & ~d[:, 1]).sum(axis=1)
+    binom = np.array([[comb(n, k) for k in range(layout.norb + 1)] for n in range(layout.norb + 1)], np.int64)
+    added = np.zeros(selected.size, np.int64)
+    added[first] = binom[n_open[first], n_alpha_open[first]]
+    total = np.cumsum(added)
+    if total[-1] <= room:
+        return selected, False
+    return selected[:int(np.searchsorted(total, room, side="right"))], True
 
 
 def _resolve_backend(backend: str):
@@ -376,10 +402,14 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         okeys = layout.keys(old.dets)
         if next_keys is None:
             last = history[-1]
-            if old.complete_space or old.n_det >= cfg.max_det or abs(last["e_pt2"]) < cfg.pt2_threshold:
+            cut = len(history) > 1 and history[-2].get("capped", False)  # the last growth was cut to that run's budget
+            budget = old.n_det >= cfg.max_det or (cut and cfg.max_det <= json.loads(attrs["config"])["max_det"])
+            if old.complete_space or budget or abs(last["e_pt2"]) < cfg.pt2_threshold:
                 log(f"{checkpoint}: run already complete (n_det = {old.n_det})")
                 return old
             history = history[:-1]  # a larger budget: redo the last iteration's selection and go on
+            if history:  # (a growth cut to the old budget does not end this run)
+                history[-1] = dict(history[-1], capped=False)
             next_keys = okeys
         dets, keys = layout.from_keys(next_keys), next_keys
         guess = np.zeros((keys.size, old.coef.shape[1]))
@@ -401,8 +431,10 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         e_el = np.einsum("ik,ik->k", coef, hc)
         n = keys.size
         complete = n == layout.fci_size
-        grow = (not complete) and n < cfg.max_det
+        # (a growth cut to the budget was the last one)
+        grow = (not complete) and n < cfg.max_det and not (history and history[-1].get("capped", False))
         n_select = max(1, min(int(n * (cfg.growth - 1.0)), cfg.max_det - n)) if grow else 0
+        capped = False
         if complete:
             e2, err, sel = 0.0, 0.0, np.empty(0, np.int64)
         else:
@@ -420,12 +452,13 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
             e2, err, sel = r.e_pt2, r.error, r.selected
             if cfg.guided_growth > 0.0:
                 sel = trim_selection(layout, sel, r.selected_e2, e2, cfg.guided_growth * cfg.pt2_threshold)
+            sel, capped = cap_selection(layout, sel, cfg.max_det - n)
         seconds = time.perf_counter() - t0
         rec = dict(n_det=int(n), e_var=float(e_el[0] + ham.ecore), e_pt2=float(e2), pt2_error=float(err),
                    s2=float(s2v[0]), seconds=seconds, seconds_h=t_build, seconds_davidson=t_diag,
                    seconds_pt2=seconds - t_build - t_diag, h_nnz=int(hs.upper.nnz), h_bytes=int(hs.nbytes()),
                    n_external=int(r.n_external) if not complete else 0,
-                   pt2_samples=int(r.n_samples) if not complete and r.stochastic else 0)
+                   pt2_samples=int(r.n_samples) if not complete and r.stochastic else 0, capped=capped)
         history.append(rec)
         done = (not grow) or abs(e2) < cfg.pt2_threshold or sel.size == 0
         next_keys = None

@@ -13,12 +13,8 @@ def random_string(rng, norb, ne):
     return sum(1 << int(p) for p in rng.choice(norb, ne, replace=False))
 
 
-def words(x, nw):
-    return np.array([(x >> (64 * k)) & ((1 << 64) - 1) for k in range(nw)], dtype=np.uint64)
-
-
 @pytest.mark.parametrize("norb", [13, 64, 130])
-def test_degree_phase_excite_rank(norb):
+def test_degree_phase_rank(norb):
     rng = np.random.default_rng(norb)
     nw = (norb + 63) // 64
     ne = 7
@@ -35,10 +31,6 @@ def test_degree_phase_excite_rank(norb):
         h = int(rng.choice([p for p in range(norb) if a >> p & 1]))
         p = int(rng.choice([q for q in range(norb) if not a >> q & 1]))
         assert cpu.phase(d1[0], h, p) == ref.phase(a, h, p)
-        t, s = cpu.excite(d1[0], h, p)
-        rt, rs = ref.excite(a, h, p)
-        assert s == rs and np.array_equal(t, words(rt, nw))
-        assert cpu.excite(d1[0], p, h)[1] == 0  # annihilating an empty orbital
         if norb <= 64:
             assert cpu.rank(d1[0], binom) == ref.rank(a, norb, ne) if norb <= 13 else True
         r = cpu.rank(d1[0], binom)

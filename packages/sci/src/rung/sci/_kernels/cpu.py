@@ -170,20 +170,6 @@ def double_holes_particles(s, t):
     return hs[0], hs[1], ps[0], ps[1]
 
 
-@njit(cache=True)
-def excite(s, h, p):
-    """Return ``(s', sign)`` for ``a+_p a_h |s>``; sign 0 when the operator annihilates the string."""
-    t = s.copy()
-    if not is_set(s, h):
-        return t, 0.0
-    if p != h and is_set(s, p):
-        return t, 0.0
-    sg = phase(s, h, p)
-    flip(t, h)
-    flip(t, p)
-    return t, sg
-
-
 # ------------------------------------------------------------------------------------ matrix elements
 @njit(cache=True)
 def coulomb_exchange(eri):
@@ -517,34 +503,48 @@ def _store_row(c, v, start, cols, vals, sort):
 
 # ------------------------------------------------------------------------------------------------ S^2
 @njit(cache=True)
-def _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, norb, sz, cols, vals, fill):
-    d = dets[i]
-    n = 0
+def _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, sz, cols, vals, fill, sa, sb):
+    """Row ``i`` of S^2 in the space of sorted ``keys``: the diagonal first, then the spin swaps that land
+    in the space, ascending in the swapped beta-only orbital p, then the alpha-only q (the swap moves
+    alpha q -> p and beta p -> q, with an extra minus sign: module docstring); written to ``cols``,
+    ``vals`` when ``fill``; returns their number. ``sa``, ``sb`` (nw,) uint64 scratch strings."""
+    da = dets[i, 0]
+    db = dets[i, 1]
+    nw = da.shape[0]
     nbo = 0  # beta-only orbitals
-    for p in range(norb):
-        if is_set(d[1], p) and not is_set(d[0], p):
-            nbo += 1
+    for w in range(nw):
+        nbo += popcount(db[w] & ~da[w])
     if fill:
         cols[0] = i
         vals[0] = nbo + sz * sz + sz
     n = 1
-    for p in range(norb):
-        if not (is_set(d[1], p) and not is_set(d[0], p)):
-            continue
-        for q in range(norb):
-            if not (is_set(d[0], q) and not is_set(d[1], q)):
-                continue
-            # S-S+ moves alpha q -> p and beta p -> q, with an extra minus sign (module docstring)
-            sa, ga = excite(d[0], q, p)
-            sbb, gb = excite(d[1], p, q)
-            key = rank(sa, binom_a) * nstr_b + rank(sbb, binom_b)
-            j = _search(keys, key)
-            if j >= 0:
-                if fill:
-                    cols[n] = j
-                    vals[n] = -ga * gb
-                n += 1
+    for wp in range(nw):
+        bo = db[wp] & ~da[wp]
+        while bo != 0:
+            p = 64 * wp + np.int64(_cttz(bo))
+            bo &= bo - U1
+            for wq in range(nw):
+                ao = da[wq] & ~db[wq]
+                while ao != 0:
+                    q = 64 * wq + np.int64(_cttz(ao))
+                    ao &= ao - U1
+                    for w in range(nw):
+                        sa[w] = da[w]
+                        sb[w] = db[w]
+                    flip(sa, q)
+                    flip(sa, p)
+                    flip(sb, p)
+                    flip(sb, q)
+                    j = _search(keys, rank(sa, binom_a) * nstr_b + rank(sb, binom_b))
+                    if j >= 0:
+                        if fill:
+                            cols[n] = j
+                            vals[n] = -phase(da, q, p) * phase(db, p, q)
+                        n += 1
     return n
+
+
+_S2_BLOCK = 256  # rows per parallel block of the S^2 kernels (the block shares its scratch)
 
 
 @njit(cache=True, parallel=True)
@@ -552,68 +552,52 @@ def s2_matrix(dets, keys, binom_a, binom_b, nstr_b, norb, sz):
     """S^2 in the space of sorted ``keys`` as CSR (ptr, cols, vals) (both triangles, diagonal included).
 
     S^2 = S-S+ + Sz^2 + Sz; the diagonal of S-S+ counts beta-only orbitals, and its off-diagonal part
-    swaps the spins of one alpha-only and one beta-only orbital. Partners outside the space are dropped.
+    swaps the spins of one alpha-only and one beta-only orbital (:func:`_s2_row`). Partners outside the
+    space are dropped.
     """
     n = dets.shape[0]
+    nw = dets.shape[2]
+    nblk = (n + _S2_BLOCK - 1) // _S2_BLOCK
     cnt = np.zeros(n + 1, np.int64)
     dc = np.empty(0, np.int64)
     dv = np.empty(0, np.float64)
-    for i in prange(n):
-        cnt[i + 1] = _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, norb, sz, dc, dv, False)
+    for blk in prange(nblk):
+        sa = np.empty(nw, np.uint64)
+        sb = np.empty(nw, np.uint64)
+        for i in range(blk * _S2_BLOCK, min(n, (blk + 1) * _S2_BLOCK)):
+            cnt[i + 1] = _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, sz, dc, dv, False, sa, sb)
     ptr = np.cumsum(cnt)
     cols = np.empty(ptr[-1], np.int64)
     vals = np.empty(ptr[-1], np.float64)
-    for i in prange(n):
-        _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, norb, sz, cols[ptr[i]:ptr[i + 1]], vals[ptr[i]:ptr[i + 1]], True)
+    for blk in prange(nblk):
+        sa = np.empty(nw, np.uint64)
+        sb = np.empty(nw, np.uint64)
+        for i in range(blk * _S2_BLOCK, min(n, (blk + 1) * _S2_BLOCK)):
+            _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, sz, cols[ptr[i]:ptr[i + 1]], vals[ptr[i]:ptr[i + 1]],
+                    True, sa, sb)
     return ptr, cols, vals
 
 
 @njit(cache=True, parallel=True)
 def s2_matvec(dets, keys, binom_a, binom_b, nstr_b, norb, sz, x):
     """S^2 x (n, k) float64 in the space of sorted ``keys`` without storing S^2 (the rows of
-    :func:`s2_matrix`, same terms in the same order, made on the fly); x (n, k) float64 C-contiguous.
-
-    The open shells are walked by their bits (beta-only p, alpha-only q: the swap moves alpha q -> p and
-    beta p -> q); rows run in parallel in blocks that share their scratch strings (no allocation per
-    row or partner)."""
+    :func:`_s2_row` made on the fly, in blocks of rows that share their scratch: no allocation per row
+    or partner); x (n, k) float64 C-contiguous."""
     n, k = x.shape
     nw = dets.shape[2]
     y = np.empty((n, k))
-    bsize = 256
-    for blk in prange((n + bsize - 1) // bsize):
+    for blk in prange((n + _S2_BLOCK - 1) // _S2_BLOCK):
         sa = np.empty(nw, np.uint64)
         sb = np.empty(nw, np.uint64)
-        for i in range(blk * bsize, min(n, (blk + 1) * bsize)):
-            da = dets[i, 0]
-            db = dets[i, 1]
-            nbo = 0
-            for w in range(nw):
-                nbo += popcount(db[w] & ~da[w])
-            dg = nbo + sz * sz + sz
+        cols = np.empty(1 + norb * norb, np.int64)
+        vals = np.empty(1 + norb * norb, np.float64)
+        for i in range(blk * _S2_BLOCK, min(n, (blk + 1) * _S2_BLOCK)):
+            m = _s2_row(i, dets, keys, binom_a, binom_b, nstr_b, sz, cols, vals, True, sa, sb)
             for r in range(k):
-                y[i, r] = dg * x[i, r]
-            for wp in range(nw):
-                bo = db[wp] & ~da[wp]
-                while bo != 0:
-                    p = 64 * wp + np.int64(_cttz(bo))
-                    bo &= bo - U1
-                    for wq in range(nw):
-                        ao = da[wq] & ~db[wq]
-                        while ao != 0:
-                            q = 64 * wq + np.int64(_cttz(ao))
-                            ao &= ao - U1
-                            for w in range(nw):
-                                sa[w] = da[w]
-                                sb[w] = db[w]
-                            flip(sa, q)
-                            flip(sa, p)
-                            flip(sb, p)
-                            flip(sb, q)
-                            j = _search(keys, rank(sa, binom_a) * nstr_b + rank(sb, binom_b))
-                            if j >= 0:
-                                v = -phase(da, q, p) * phase(db, p, q)
-                                for r in range(k):
-                                    y[i, r] += v * x[j, r]
+                acc = 0.0
+                for e in range(m):
+                    acc += vals[e] * x[cols[e], r]
+                y[i, r] = acc
     return y
 
 

@@ -68,12 +68,6 @@ def phase(string: int, h: int, p: int) -> int:
     return s
 
 
-def excite(string: int, h: int, p: int) -> tuple[int, int]:
-    occ = [q for q in range(max(string.bit_length(), p + 1)) if string >> q & 1]
-    new, s = apply([(True, p), (False, h)], occ)
-    return sum(1 << q for q in new) if s else string, s
-
-
 def matrix_element(d1, d2, h1, eri) -> float:
     """<d1|H|d2>, Hartree, by applying every Hamiltonian term to d2."""
     norb = h1.shape[0]

@@ -359,3 +359,32 @@ def test_max_det_is_never_passed(h2o):
         r = cipsi.kernel(ham, cipsi.Config(max_det=max_det, pt2_threshold=0.0, growth=3.0), log=None)
         assert max_det * 0.8 < r.n_det <= max_det
         assert r.history[-2]["capped"] and not r.history[-1]["capped"]
+
+
+def test_kill_after_the_cut_growth_resumes_to_the_same_end(h2o, tmp_path, monkeypatch):
+    """A run killed in its last iteration (the one after the growth cut to max_det) resumes without
+    growing again and ends where a straight run ends; a larger budget extends the finished run."""
+    cfg = cipsi.Config(max_det=500, pt2_threshold=0.0, growth=3.0)
+    straight = cipsi.kernel(h2o, cfg, log=None)
+    assert straight.history[-2]["capped"]
+    wf = tmp_path / "wf.h5"
+    calls = {"n": 0}
+    real = cipsi.en_pt2
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == len(straight.history):
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(cipsi, "en_pt2", dying)
+    with pytest.raises(KeyboardInterrupt):
+        cipsi.kernel(h2o, cfg, checkpoint=wf, log=None)
+    monkeypatch.setattr(cipsi, "en_pt2", real)
+    resumed = cipsi.kernel(h2o, cfg, checkpoint=wf, log=None)
+    assert [h["n_det"] for h in resumed.history] == [h["n_det"] for h in straight.history]
+    lines = []
+    again = cipsi.kernel(h2o, cfg, checkpoint=wf, log=lines.append)
+    assert "already complete" in lines[0] and again.n_det == resumed.n_det
+    bigger = cipsi.kernel(h2o, cipsi.Config(max_det=1500, pt2_threshold=0.0, growth=3.0), checkpoint=wf, log=None)
+    assert resumed.n_det < bigger.n_det <= 1500

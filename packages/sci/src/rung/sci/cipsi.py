@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from math import comb
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -206,10 +205,9 @@ def cap_selection(layout: Layout, selected: np.ndarray, room: int) -> tuple[np.n
     d = layout.from_keys(selected)
     first, _ = _configurations(d)
     n_open = np.bitwise_count(d[:, 0] ^ d[:, 1]).sum(axis=1)
-    n_alpha_open = np.bitwise_count(d[:, 0] & ~d[:, 1]).sum(axis=1)
-    binom = np.array([[comb(n, k) for k in range(layout.norb + 1)] for n in range(layout.norb + 1)], np.int64)
+    n_alpha_open = np.bitwise_count(d[:, 0] & ~d[:, 1]).sum(axis=1)  # <= na: within the alpha ranking table
     added = np.zeros(selected.size, np.int64)
-    added[first] = binom[n_open[first], n_alpha_open[first]]
+    added[first] = layout.binom_a[n_open[first], n_alpha_open[first]]
     total = np.cumsum(added)
     if total[-1] <= room:
         return selected, False
@@ -393,6 +391,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
     previous = None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     blas_held = _BlasHold(cfg, xp)
+    last_growth = False  # the previous iteration's growth was cut to max_det: no more growth
     dets, keys = layout.spin_complete(layout.aufbau(s_target))
     if checkpoint is not None and checkpoint.exists():
         old, next_keys, attrs = load(checkpoint)
@@ -400,17 +399,17 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
             raise ValueError(f"{checkpoint} holds a run on another Hamiltonian; use another output path")
         history = old.history
         okeys = layout.keys(old.dets)
+        same_budget = cfg.max_det <= json.loads(attrs["config"])["max_det"]  # (a larger one grows on)
         if next_keys is None:
             last = history[-1]
-            cut = len(history) > 1 and history[-2].get("capped", False)  # the last growth was cut to that run's budget
-            budget = old.n_det >= cfg.max_det or (cut and cfg.max_det <= json.loads(attrs["config"])["max_det"])
-            if old.complete_space or budget or abs(last["e_pt2"]) < cfg.pt2_threshold:
+            cut = len(history) > 1 and history[-2].get("capped", False) and same_budget  # last growth cut to it
+            if old.complete_space or old.n_det >= cfg.max_det or cut or abs(last["e_pt2"]) < cfg.pt2_threshold:
                 log(f"{checkpoint}: run already complete (n_det = {old.n_det})")
                 return old
             history = history[:-1]  # a larger budget: redo the last iteration's selection and go on
-            if history:  # (a growth cut to the old budget does not end this run)
-                history[-1] = dict(history[-1], capped=False)
             next_keys = okeys
+        else:  # killed midway: after a growth cut to this budget, the next iteration is the last
+            last_growth = history[-1].get("capped", False) and same_budget
         dets, keys = layout.from_keys(next_keys), next_keys
         guess = np.zeros((keys.size, old.coef.shape[1]))
         guess[np.searchsorted(keys, okeys)] = old.coef
@@ -431,8 +430,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
         e_el = np.einsum("ik,ik->k", coef, hc)
         n = keys.size
         complete = n == layout.fci_size
-        # (a growth cut to the budget was the last one)
-        grow = (not complete) and n < cfg.max_det and not (history and history[-1].get("capped", False))
+        grow = (not complete) and n < cfg.max_det and not last_growth
         n_select = max(1, min(int(n * (cfg.growth - 1.0)), cfg.max_det - n)) if grow else 0
         capped = False
         if complete:
@@ -453,6 +451,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
             if cfg.guided_growth > 0.0:
                 sel = trim_selection(layout, sel, r.selected_e2, e2, cfg.guided_growth * cfg.pt2_threshold)
             sel, capped = cap_selection(layout, sel, cfg.max_det - n)
+            last_growth = capped
         seconds = time.perf_counter() - t0
         rec = dict(n_det=int(n), e_var=float(e_el[0] + ham.ecore), e_pt2=float(e2), pt2_error=float(err),
                    s2=float(s2v[0]), seconds=seconds, seconds_h=t_build, seconds_davidson=t_diag,

@@ -73,6 +73,9 @@ MARK_FRACTION = 1.0  # such a pass marks the entries it writes (bit sets) when g
 # bound on its pairs, is below this fraction of the FCI size; the collection then visits those entries only
 # (else it sweeps the accumulator rows: for H2O/6-31G at 27.8k determinants, marking every pair cost more
 # than the sweep it saves, en_pt2 159 vs 146 ms on 1 thread)
+#: |E_0 - H_aa| (Hartree) below which a met determinant counts as degenerate with the space's energy
+#: (rounding noise of two ~100 Ha numbers is ~1e-13).
+DEGENERATE_HA = 1e-10
 POS_BITS = 26  # entries per chunk < 2**26 when keys are packed with positions for sorting
 
 
@@ -259,19 +262,16 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
     sel = np.empty(0, np.int64)
     sel_e2 = np.empty(0)
     if n_select > 0:
-        score = (ad + as_) ** 2 / np.maximum(np.abs(e0 - hdiag), 1e-12)
+        den = e0 - hdiag  # (a degenerate determinant, see _sum_terms, scores as if DEGENERATE_HA above E_0)
+        den[np.abs(den) < DEGENERATE_HA] = -DEGENERATE_HA
+        score = (ad + as_) ** 2 / np.abs(den)
         m = min(n_select, uk.size)
         top = np.argpartition(-score, m - 1)[:m]
         top = top[np.argsort(-score[top], kind="stable")]
         top = top[score[top] > 1e-24]  # symmetry-forbidden determinants have no coupling: never selected
         sel = uk[top]
-        sel_e2 = (ad[top] + as_[top]) ** 2 / (e0 - hdiag[top])
+        sel_e2 = (ad[top] + as_[top]) ** 2 / den[top]
     return total, sel, sel_e2, uk.size, n_gen
-
-
-#: |E_0 - H_aa| (Hartree) below which a met determinant counts as degenerate with the space's energy
-#: (rounding noise of two ~100 Ha numbers is ~1e-13).
-DEGENERATE_HA = 1e-10
 
 
 def _sum_terms(accumulate, ad, as_, t, hdiag, e0, n_draws) -> float:

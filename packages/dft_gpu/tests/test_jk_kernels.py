@@ -241,7 +241,6 @@ def test_packed_engine_j_only_and_scf_match_pyscf(monkeypatch):
     assert abs(e - e0) < 1e-8, (e, e0)
 
 
-
 @pytest.mark.parametrize("pyscf_in_memory", [True, False])
 def test_packed_engine_caches_pyscf_tensor_matches_pyscf(monkeypatch, pyscf_in_memory):
     """The packed engine caches PySCF's tensor: PySCF's in-memory array itself (no second copy), or,

@@ -113,7 +113,7 @@ def make_symtile(mr: int, nv: int):
     ``ncols <= 8 nv``; ``f`` must hold ``8 nv`` readable columns per row (zero-padded: padded columns
     are computed and masked out of every store). Nothing outside the named rows and columns of ``x``
     is written. With ``pfoff != 0`` the kernel also prefetches, once per cache line, the packed
-    elements ``pfoff`` ahead of the ones it reads (tensor rows a later tile will read; prefetches
+    elements ``pfoff`` ahead of the ones it reads (rows a later tile or the next aux function reads; prefetches
     never fault, so they may point past the end of ``b``).
     """
     if mr < 1 or not 1 <= nv <= MAX_NV:
@@ -235,7 +235,7 @@ def make_narrowtile(mr: int, nc: int):
     factor of only ``nc`` columns, vectorised over ``p`` (the packed rows) instead of over columns.
 
     The symmetric tile of :func:`make_symtile` spends a whole 8-lane vector on each group of up to 8
-    columns; for the 1-4 columns left over after the 16-column passes (nocc = 34 = 16 + 16 + 2) most
+    columns; for the 1-3 columns left over after the 16-column passes (nocc = 34 = 16 + 16 + 2) most
     of its lanes would idle. Here the lanes run along ``p``: per 8 columns ``p`` of the rectangle
     ``p < q0`` left of the tile, it loads the ``mr`` packed row pieces ``B(q0+m, p:p+8)``, ``nc``
     vectors of ``F[p:p+8, c]`` and of ``X[p:p+8, c]``, and issues ``2 mr nc`` fused multiply-adds:
@@ -382,12 +382,14 @@ _M1, _M2, _M3 = NARROW_ROWS[1], NARROW_ROWS[2], NARROW_ROWS[3]
 @njit(cache=True)
 def _half_transform_one(b, boff, nao, f, foff, ldf, r, x, xoff, ldx, fc, xc):
     """``x[xoff + q*ldx + i] = sum_p B(q, p) f[foff + p*ldf + i]`` for ``q < nao``, ``i < r``, with
-    ``B(q, p)`` the packed symmetric matrix at ``b[boff:]`` (:func:`make_symtile`); ``fc``, ``xc``:
-    scratch of shape (FEW_COLUMNS, nao) for :func:`_narrow_columns`."""
+    ``B(q, p)`` the packed symmetric matrix at ``b[boff:]`` (:func:`make_symtile`). A last chunk of at
+    most ``FEW_COLUMNS`` columns (from ``narrow_start(r)``) takes :func:`_narrow_columns` with ``fc``
+    (FEW_COLUMNS, nao), those columns of ``f`` transposed (:func:`fused_block` fills it once per call),
+    and ``xc`` scratch of the same shape."""
     for c0 in range(0, r, CHUNK):
         ncols = min(CHUNK, r - c0)
         if ncols <= FEW_COLUMNS:
-            _narrow_columns(b, boff, nao, f, foff + c0, ldf, ncols, x, xoff + c0, ldx, fc, xc)
+            _narrow_columns(b, boff, nao, fc, ncols, x, xoff + c0, ldx, xc)
             continue
         wide = ncols > LANES
         mr = _R2 if wide else _R1
@@ -413,14 +415,18 @@ def _half_transform_one(b, boff, nao, f, foff, ldf, r, x, xoff, ldx, fc, xc):
 
 
 @njit(cache=True)
-def _narrow_columns(b, boff, nao, f, foff, ldf, nc, x, xoff, ldx, fc, xc):
+def narrow_start(r):
+    """First column of the chunk of a rank-``r`` factor that :func:`_narrow_columns` takes, when its
+    width ``r - narrow_start(r)`` is at most ``FEW_COLUMNS`` (the chunks of :func:`_half_transform_one`)."""
+    return ((r - 1) // CHUNK) * CHUNK
+
+
+@njit(cache=True)
+def _narrow_columns(b, boff, nao, fc, nc, x, xoff, ldx, xc):
     """The product of :func:`_half_transform_one` for ``nc <= FEW_COLUMNS`` columns, on narrow tiles:
-    the columns are copied to ``fc`` (``(FEW_COLUMNS, nao)`` scratch, transposed), accumulated in
-    ``xc`` (same shape) and copied back to ``x``."""
-    for c in range(nc):
-        for p in range(nao):
-            fc[c, p] = f[foff + p * ldf + c]
-            xc[c, p] = 0.0
+    ``fc`` (FEW_COLUMNS, nao) holds the factor columns transposed, the product accumulates in ``xc``
+    (same shape, zeroed here) and is copied to ``x``."""
+    xc[:nc] = 0.0
     fcf = fc.reshape(-1)
     xcf = xc.reshape(-1)
     mr = _M1 if nc == 1 else (_M2 if nc == 2 else _M3)
@@ -472,12 +478,18 @@ def fused_block(b, nblk, nao, f, ldf, ranks, xoffs, ldxs, gdm, gsign, x, rho, vj
     n_dm = vj.shape[0]
     npair = nao * (nao + 1) // 2
     rho_dm = np.zeros(max(n_dm, 1))
-    fc = np.empty((FEW_COLUMNS, nao))
+    fc = np.zeros((ngroups, FEW_COLUMNS, nao))  # each group's narrow columns, transposed, once per call
+    for g in range(ngroups):
+        c0 = narrow_start(ranks[g])
+        if ranks[g] - c0 <= FEW_COLUMNS:
+            for c in range(ranks[g] - c0):
+                for p in range(nao):
+                    fc[g, c, p] = f[g * nao * ldf + p * ldf + c0 + c]
     xc = np.empty((FEW_COLUMNS, nao))
     for L in range(nblk):
         for g in range(ngroups):
             r = ranks[g]
-            _half_transform_one(b, L * npair, nao, f, g * nao * ldf, ldf, r, x, xoffs[g] + L * r, ldxs[g], fc, xc)
+            _half_transform_one(b, L * npair, nao, f, g * nao * ldf, ldf, r, x, xoffs[g] + L * r, ldxs[g], fc[g], xc)
             rho[g, L] = _fitted_density(x, xoffs[g] + L * r, ldxs[g], f, g * nao * ldf, ldf, nao, r)
         if do_j:  # while B_L is still in cache
             rho_dm[:] = 0.0

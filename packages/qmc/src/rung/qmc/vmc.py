@@ -47,7 +47,11 @@ class VMCConfig:
 
 @dataclass(frozen=True)
 class QMCResult:
-    """Energies in Hartree. components: {name: (mean, error)}; trace: (nsteps,) walker-averaged E_L."""
+    """Energies in Hartree. components: {name: (mean, error)}; trace: (nsteps,) walker-averaged E_L.
+
+    forces, forces_error: (natom, 3) Hartree/Bohr when forces were asked for (:mod:`rung.qmc.forces`),
+    else None; force_estimates: {name: ((natom, 3), (natom, 3))} the other estimates (per epsilon,
+    Reynolds' mixed estimate in DMC)."""
 
     method: str
     energy: float
@@ -61,6 +65,9 @@ class QMCResult:
     trace: np.ndarray = field(repr=False)
     configs: np.ndarray = field(repr=False)
     extra: dict = field(default_factory=dict)
+    forces: np.ndarray | None = None
+    forces_error: np.ndarray | None = None
+    force_estimates: dict = field(default_factory=dict, repr=False)
 
     def summary(self) -> str:
         from rung.qmc.stats import format_value
@@ -86,6 +93,10 @@ class QMCResult:
             g = f.create_group("components")
             for k, (m, e) in self.components.items():
                 g.create_dataset(k, data=[m, e]).attrs["units"] = "hartree"
+            if self.forces is not None:
+                g = f.create_group("forces")
+                for k, (m, e) in {"best": (self.forces, self.forces_error), **self.force_estimates}.items():
+                    g.create_dataset(k, data=np.stack([m, e])).attrs["units"] = "hartree/bohr"
 
     @classmethod
     def from_hdf5(cls, path) -> "QMCResult":
@@ -97,10 +108,12 @@ class QMCResult:
             if f.attrs.get("schema") != "rung.qmc.result":
                 raise ValueError(f"{path}: not a rung.qmc result file")
             a = f.attrs
+            fo = {k: tuple(f["forces"][k][()]) for k in f["forces"]} if "forces" in f else {}
+            best = fo.pop("best", (None, None))
             return cls(str(a["method"]), float(f["energy"][()]), float(f["error"][()]),
                        {k: tuple(map(float, f["components"][k][()])) for k in f["components"]},
                        float(f["variance"][()]), float(a["acceptance"]), int(a["nwalkers"]), int(a["nsteps"]),
-                       float(a["tau"]), f["trace"][()], f["configs"][()], json.loads(a["extra"]))
+                       float(a["tau"]), f["trace"][()], f["configs"][()], json.loads(a["extra"]), *best, fo)
 
 
 def limit_drift(v, tau, a=1.0):
@@ -182,8 +195,13 @@ def _sweep_fused(det, jas, configs, tau, rng, fixed_node):
     return acc / ne, (r2_acc / r2_prop if r2_prop > 0 else 0.0)
 
 
-def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress=None) -> QMCResult:
-    """Run VMC from walker positions configs (nwalkers, nelec, 3) Bohr; returns a :class:`QMCResult`."""
+def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress=None, forces=None) -> QMCResult:
+    """Run VMC from walker positions configs (nwalkers, nelec, 3) Bohr; returns a :class:`QMCResult`.
+
+    ``forces``: a :class:`rung.qmc.forces.NuclearDerivatives`; the result then carries ZVZB forces.
+    """
+    from rung.qmc.forces import ForceAccumulator
+
     configs = check_configs(configs)
     rng = rng if rng is not None else np.random.default_rng(config.seed)
     wf.recompute(configs)
@@ -193,6 +211,7 @@ def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress
     series = {k: np.zeros(ntot) for k in COMPONENTS + ("total",)}
     var = np.zeros(ntot)
     acc = 0.0
+    facc = None if forces is None else ForceAccumulator(forces.natom, forces.config.epsilons, ntot)
     t0 = time.perf_counter()
     i = 0
     for b in range(config.nblocks):
@@ -201,9 +220,11 @@ def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress
         for _ in range(config.nsteps):
             a, _ = sweep(wf, configs, config.tau, rng)
             acc += a
-            el = ham.local_energy(wf, configs, rng)
+            el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
             if not np.all(np.isfinite(el["total"])):
                 raise FloatingPointError("non-finite local energy in VMC (walker on a node or a nucleus?)")
+            if facc is not None and i % forces.config.every == 0:
+                facc.add(el["total"], grad, *forces(configs))
             for k in series:
                 series[k][i] = el[k].mean()
             var[i] = el["total"].var()
@@ -215,5 +236,12 @@ def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress
     for k in COMPONENTS:
         rb = reblock(series[k])
         comps[k] = (rb.mean, rb.error)
+    fkw = {} if facc is None else force_fields(facc.estimate())
     return QMCResult("vmc", r.mean, r.error, comps, float(var.mean()), acc / ntot, config.nwalkers, ntot,
-                     config.tau, series["total"], configs)
+                     config.tau, series["total"], configs, **fkw)
+
+
+def force_fields(est) -> dict:
+    """QMCResult keyword arguments from a :class:`rung.qmc.forces.ForceEstimate`."""
+    other = {("unregularised" if eps == 0 else f"epsilon={eps:g}"): fe for eps, fe in est.per_epsilon.items()}
+    return {"forces": est.forces, "forces_error": est.errors, "force_estimates": other}

@@ -61,3 +61,29 @@ def test_missing_ecp_cli(tmp_path):
     r = CliRunner().invoke(main, ["vmc", str(xyz), "--basis", "def2-svp", "--ecp", "ccecp"])
     assert r.exit_code == 1
     assert "no 'ccecp' pseudopotential" in r.output
+
+
+def test_vmc_forces_into_dataset(tmp_path):
+    """`qmc vmc --forces` prints the forces and writes qmc_*_gradient (minus the forces) with errors."""
+    from rung.core.dataset import Molecule, create_dataset, read_property
+
+    ds = create_dataset(tmp_path / "h2.h5", [Molecule("h2", np.array([1, 1]), np.array([[0, 0, 0], [0, 0, 1.1]]))])
+    r = CliRunner().invoke(main, ["vmc", str(ds), "--basis", "cc-pvdz", "--ecp", "none", "--walkers", "20",
+                                  "--vmc-blocks", "4", "--vmc-steps", "5", "--forces", "--force-every", "2"])
+    assert r.exit_code == 0, r.output
+    assert "forces, VMC, Hartree/Bohr" in r.output
+    g, unit = read_property(ds, "h2", "qmc_total_gradient")
+    err, _ = read_property(ds, "h2", "qmc_total_gradient_error")
+    assert unit == "hartree/bohr" and g.shape == (1, 2, 3) and np.all(err[0] > 0)
+    np.testing.assert_allclose(g[0].sum(0), 0.0, atol=1e-6)  # space warp: the forces sum to zero
+    assert g[0, 0, 2] > 0 > g[0, 1, 2]  # at 1.1 Bohr the atoms repel (RHF force 0.22 Ha/Bohr): F_0z < 0
+    np.testing.assert_array_equal(read_property(ds, "h2", "qmc_vmc_gradient")[0], g)
+
+
+def test_bad_force_options(tmp_path):
+    xyz = tmp_path / "h2.xyz"
+    xyz.write_text(H2_XYZ)
+    r = CliRunner().invoke(main, ["vmc", str(xyz), "--forces", "--force-every", "0", "--ecp", "none"])
+    assert r.exit_code == 2 and "--force-every" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["vmc", str(xyz), "--walkers", "0", "--ecp", "none"])
+    assert r.exit_code == 2 and "nwalkers" in r.output

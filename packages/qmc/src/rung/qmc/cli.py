@@ -29,6 +29,9 @@ def _common(f):
                      help="QMCPACK /MultiDet file from `sci run` (its /orbitals, else the DFT rung's orbitals)"),
         click.option("--max-dets", default=20, show_default=True, help="largest determinants kept from --multidet"),
         click.option("--out", default=None, help="write <OUT>.<method>.h5 result files (energies, trace, walkers)"),
+        click.option("--forces/--no-forces", default=False, show_default=True,
+                     help="interatomic forces (ZVZB estimator, space warp); into the dataset as qmc_*_gradient"),
+        click.option("--force-every", default=1, show_default=True, help="evaluate forces every N steps"),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -52,7 +55,8 @@ def _run(*args, **kw):
 
 
 def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
-               params, multidet, max_dets, out, dmc_cfg, checkpoint=None, trace=None, opt_cfg=None, save=None):
+               params, multidet, max_dets, out, forces, force_every, dmc_cfg, checkpoint=None, trace=None, opt_cfg=None,
+               save=None):
     from pathlib import Path
 
     import h5py
@@ -88,13 +92,23 @@ def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_step
         expansion = read_multidet(multidet, max_dets=max_dets)
     click.echo(f"{m.name}[{index}]: {sum(mol.nelec)} electrons, {mol.nao} AOs, orbitals: {orb.source} "
                f"(E = {orb.e_tot:.6f} Ha)", err=True)
-    cfg = QMCConfig(VMCConfig(nwalkers=walkers, nblocks=vmc_blocks, nsteps=vmc_steps, seed=seed), dmc_cfg,
-                    opt_cfg, three_body=three_body, jastrow=jastrow, backend=backend)
+    from rung.qmc.forces import ForceConfig
+
+    if force_every < 1:
+        raise click.BadParameter(f"must be >= 1, got {force_every}", param_hint="--force-every")
+    try:
+        cfg = QMCConfig(VMCConfig(nwalkers=walkers, nblocks=vmc_blocks, nsteps=vmc_steps, seed=seed), dmc_cfg,
+                        opt_cfg, three_body=three_body, jastrow=jastrow, backend=backend,
+                        forces=ForceConfig(every=force_every) if forces else None)
+    except ValueError as err:  # a setting out of range, named in the message
+        raise click.UsageError(str(err)) from err
     results = kernel(mol, orb, cfg, parameters=load_parameters(params) if params else None, expansion=expansion,
                      checkpoint=checkpoint, trace=trace, progress=_progress)
     parameters = results.pop("parameters")
     for method, r in results.items():
         click.echo(f"{r.summary()}  ({r.nwalkers} walkers, {r.nsteps} steps, tau {r.tau})")
+        if r.forces is not None:
+            click.echo(format_forces(mol, r))
         if out:
             r.to_hdf5(f"{out}.{method}.h5", backend=backend)
     if save:
@@ -103,6 +117,23 @@ def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_step
     if is_dataset:
         record(Path(input), m.name, index, results, mol, orb, cfg)
         click.echo(f"wrote qmc_* properties of {m.name}[{index}] into {input}", err=True)
+
+
+def format_forces(mol, r) -> str:
+    """The forces of a result as a table, Hartree/Bohr, with their error bars."""
+    import numpy as np
+
+    from rung.qmc.stats import format_value
+
+    kind = "VMC"
+    if r.method == "dmc":
+        hybrid = not np.array_equal(r.forces, r.force_estimates["reynolds"][0])
+        kind = "DMC, hybrid 2 F_mixed - F_VMC" if hybrid else "DMC, mixed (Reynolds)"
+    lines = [f"forces, {kind}, Hartree/Bohr:"]
+    for a in range(mol.natm):
+        lines.append(f"  {a:3d} {mol.atom_symbol(a):2s} " + "  ".join(
+            f"{format_value(r.forces[a, k], r.forces_error[a, k]):>16s}" for k in range(3)))
+    return "\n".join(lines)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -98,14 +98,17 @@ def tmove(wf, ecp, configs, tau, rng) -> float:
     return moved / (nw * ne)
 
 
-def _setup(config, configs, ham):
-    return {"tau": config.tau, "nsteps": config.nsteps, "nequil_blocks": config.nequil_blocks,
-            "tmoves": bool(config.tmoves), "seed": config.seed, "nwalkers": int(configs.shape[0]),
-            "nelec": int(configs.shape[1]), "natom": int(len(ham.atom_charges))}
+def _setup(config, configs, ham, forces=None):
+    setup = {"tau": config.tau, "nsteps": config.nsteps, "nequil_blocks": config.nequil_blocks,
+             "tmoves": bool(config.tmoves), "seed": config.seed, "nwalkers": int(configs.shape[0]),
+             "nelec": int(configs.shape[1]), "natom": int(len(ham.atom_charges))}
+    if forces is not None:  # absent for energy-only runs, so their checkpoints cannot resume a force run
+        setup["forces"] = asdict(forces.config) | {"epsilons": list(forces.config.epsilons)}
+    return setup
 
 
 def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | None = None, checkpoint=None,
-        trace=None, backend: str = "numba", progress=None) -> QMCResult:
+        trace=None, backend: str = "numba", progress=None, forces=None, vmc_forces=None) -> QMCResult:
     """Run (or resume) fixed-node DMC from walkers configs (nwalkers, nelec, 3) Bohr.
 
     Parameters
@@ -114,12 +117,19 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
     checkpoint : path; if it exists the run resumes from it (``configs`` is then only used for its shape)
     trace : path of the append-only per-block HDF5 trace
     progress : callable(block, nblocks, energy, seconds) called after every block
+    forces : :class:`rung.qmc.forces.NuclearDerivatives`: accumulate the mixed ZVZB force estimator
+        (Reynolds' approximation) over the averaged blocks
+    vmc_forces : (forces, errors) (natom, 3) Hartree/Bohr of the VMC run of the same trial function:
+        the result's forces are then the hybrid 2 F_mixed - F_VMC (see :mod:`rung.qmc.forces`)
     """
+    from rung.qmc.forces import ForceAccumulator, zvzb
+
     configs = check_configs(configs)
     nw, ne, _ = configs.shape
-    setup = _setup(config, configs, ham)
+    setup = _setup(config, configs, ham, forces)
+    facc = None if forces is None else ForceAccumulator(forces.natom, forces.config.epsilons)
     ntot = config.nblocks * config.nsteps
-    series = {k: np.full(ntot, np.nan) for k in COMPONENTS + ("total", "neff", "weight")}
+    series = {k: np.full(ntot, np.nan) for k in COMPONENTS + ("total", "neff", "weight", "variance")}
     start_block, r2 = 0, np.zeros(2)  # r2: accepted and proposed squared displacements (tau_eff)
     rng = np.random.default_rng(config.seed)
     if checkpoint is not None and Path(checkpoint).exists():
@@ -130,11 +140,18 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
         for k in series:
             series[k][:n] = state[f"series_{k}"][:n]
         rng.bit_generator.state = meta["rng"]
+        if facc is not None:
+            facc = ForceAccumulator.from_arrays(state, forces.config.epsilons)
+            forces.set_state(meta["force_rng"])
+            vmc_forces = (state["vmc_forces"], state["vmc_forces_error"]) if "vmc_forces" in state else None
         log.info("resuming DMC from %s at block %d", checkpoint, start_block)
     tr = None
     if trace is not None:
         fields = {"energy": "hartree", **{k: "hartree" for k in COMPONENTS}, "weight": "dimensionless",
-                  "neff": "dimensionless", "tau_eff": "hartree^-1"}
+                  "neff": "dimensionless", "tau_eff": "hartree^-1", "variance": "hartree^2",
+                  "equilibration": "dimensionless"}
+        if facc is not None:
+            fields.update({f"force_{a}_{x}": "hartree/bohr" for a in range(forces.natom) for x in "xyz"})
         tr = Trace(trace, "dmc", fields, backend, keep_blocks=start_block)
 
     wf.recompute(configs)
@@ -157,6 +174,7 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
             wf.recompute(configs)  # bound Sherman-Morrison round-off; also what a restart does
             el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
             s_old = s_limited(el, grad, e_ref)
+        fstart = facc.n if facc is not None else 0
         for j in range(config.nsteps):
             i = b * config.nsteps + j
             _, acc_ratio = sweep(wf, configs, config.tau, rng, fixed_node=True)
@@ -172,6 +190,9 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
             wsum = w.sum()
             for k in COMPONENTS + ("total",):
                 series[k][i] = np.dot(w, el[k]) / wsum
+            series["variance"][i] = np.dot(w, (el["total"] - series["total"][i]) ** 2) / wsum
+            if facc is not None and b >= config.nequil_blocks and i % forces.config.every == 0:
+                facc.add(el["total"], grad, *forces(configs), weights=w)
             series["neff"][i] = wsum**2 / np.dot(w, w) / nw
             series["weight"][i] = wsum / nw
             if abs(np.log(series["weight"][i])) > 2.0:
@@ -190,18 +211,51 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
         blk = slice(b * config.nsteps, (b + 1) * config.nsteps)
         e_ref = float(np.mean(series["total"][blk]))
         if tr is not None:
-            tr.append({"energy": e_ref, **{k: np.mean(series[k][blk]) for k in COMPONENTS},
-                       "weight": np.mean(series["weight"][blk]), "neff": np.mean(series["neff"][blk]),
-                       "tau_eff": config.tau * r2[0] / r2[1]})
+            row = {"energy": e_ref, **{k: np.mean(series[k][blk]) for k in COMPONENTS},
+                   "weight": np.mean(series["weight"][blk]), "neff": np.mean(series["neff"][blk]),
+                   "tau_eff": config.tau * r2[0] / r2[1], "variance": np.mean(series["variance"][blk]),
+                   "equilibration": float(b < config.nequil_blocks)}
+            if facc is not None:
+                sl = slice(fstart, facc.n)  # this block's force samples (none in equilibration blocks)
+                fb = zvzb(facc.e[sl], facc.a[0, sl], facc.p[0, sl], facc.q[0, sl])[0] if facc.n > fstart \
+                    else np.full((forces.natom, 3), np.nan)
+                row.update({f"force_{a}_{x}": fb[a, k] for a in range(forces.natom) for k, x in enumerate("xyz")})
+            tr.append(row)
         if checkpoint is not None:
-            write_checkpoint(checkpoint, {"configs": configs, "r2": r2, **{f"series_{k}": v for k, v in series.items()}},
+            extra_state = {} if facc is None else facc.arrays()
+            if facc is not None and vmc_forces is not None:
+                extra_state.update(vmc_forces=vmc_forces[0], vmc_forces_error=vmc_forces[1])
+            extra_meta = {} if facc is None else {"force_rng": forces.state()}
+            write_checkpoint(checkpoint, {"configs": configs, "r2": r2, **{f"series_{k}": v for k, v in series.items()},
+                                          **extra_state},
                              {"setup": setup, "block": b + 1, "e_ref": e_ref, "rng": rng.bit_generator.state,
-                              "config": asdict(config)})
+                              "config": asdict(config), **extra_meta})
         if progress is not None:
             progress(b + 1, config.nblocks, e_ref, time.perf_counter() - t0)
     keep = slice(config.nequil_blocks * config.nsteps, ntot)
     r = reblock(series["total"][keep])
     comps = {k: (reblock(series[k][keep]).mean, reblock(series[k][keep]).error) for k in COMPONENTS}
-    return QMCResult("dmc", r.mean, r.error, comps, float("nan"), float(r2[0] / r2[1]), nw, keep.stop - keep.start,
-                     config.tau, series["total"][keep].copy(), configs,
-                     extra={"tau_eff": config.tau * r2[0] / r2[1], "neff": float(np.mean(series["neff"][keep]))})
+    if not r.plateau:
+        log.warning("DMC: the blocking curve of the energy has no plateau (%d steps are too few for its "
+                    "correlation time): the error bar may be too small", keep.stop - keep.start)
+    fkw = {}
+    if facc is not None:
+        fkw = dmc_force_fields(facc.estimate(), vmc_forces)
+    return QMCResult("dmc", r.mean, r.error, comps, float(np.mean(series["variance"][keep])), float(r2[0] / r2[1]),
+                     nw, keep.stop - keep.start, config.tau, series["total"][keep].copy(), configs,
+                     extra={"tau_eff": config.tau * r2[0] / r2[1], "neff": float(np.mean(series["neff"][keep])),
+                            "plateau": float(r.plateau)}, **fkw)
+
+
+def dmc_force_fields(est, vmc_forces) -> dict:
+    """QMCResult keyword arguments: the hybrid 2 F_mixed - F_VMC when ``vmc_forces`` (forces, errors) is
+    given (errors added in quadrature: independent runs), else the mixed (Reynolds) estimate."""
+    from rung.qmc.vmc import force_fields
+
+    kw = force_fields(est)
+    kw["force_estimates"]["reynolds"] = (est.forces, est.errors)
+    if vmc_forces is not None:
+        fv, ev = vmc_forces
+        kw["forces"] = 2.0 * est.forces - fv
+        kw["forces_error"] = np.sqrt(4.0 * est.errors**2 + ev**2)
+    return kw

@@ -6,7 +6,9 @@ back to a PySCF Hartree-Fock calculation on the dataset geometry. ``kernel(mol, 
 VMC and, when asked, DMC started from the VMC walkers. ``record`` writes ``qmc_*`` properties:
 ``qmc_<method>_energy`` and ``qmc_<method>_energy_error``, each energy component
 ``qmc_<method>_<component>`` (+ ``_error``), and ``qmc_total_energy`` (+ ``_error``), the best
-(DMC if run, else VMC) estimate; all in Hartree.
+(DMC if run, else VMC) estimate; all in Hartree. With forces (``QMCConfig.forces``) also
+``qmc_<method>_gradient`` and ``qmc_total_gradient`` (+ ``_error``), (n_atoms, 3) Hartree/Bohr: the
+gradient, minus the force (:mod:`rung.qmc.forces` says which derivative it is).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from rung.qmc import __version__
 from rung.qmc.dmc import DMCConfig, dmc
+from rung.qmc.forces import ForceConfig, NuclearDerivatives, displaced_builder
 from rung.qmc.hamiltonian import COMPONENTS, Hamiltonian
 from rung.qmc.optimize import OptimizeConfig, optimize
 from rung.qmc.system import InputError, Orbitals, build_mol, initial_configs, load_orbitals, mean_field, slater_jastrow
@@ -30,7 +33,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class QMCConfig:
     """What to run: Jastrow optimisation (None: keep the given parameters), VMC settings, DMC settings
-    (None: VMC only), three-body Jastrow term, Jastrow on/off, AO kernel backend."""
+    (None: VMC only), three-body Jastrow term, Jastrow on/off, AO kernel backend, forces (None: energies
+    only)."""
 
     vmc: VMCConfig = field(default_factory=VMCConfig)
     dmc: DMCConfig | None = None
@@ -38,6 +42,7 @@ class QMCConfig:
     three_body: bool = False
     jastrow: bool = True
     backend: str = "numba"
+    forces: ForceConfig | None = None
 
 
 def trial_from_dataset(dataset, molecule: str, index: int = 0, basis: str = "ccecp-cc-pvdz",
@@ -78,9 +83,17 @@ def kernel(mol, orb: Orbitals, config: QMCConfig = QMCConfig(), *, parameters: d
     (DMC only when configured; optimisation and VMC are skipped when resuming DMC from a checkpoint,
     which then needs the same ``parameters`` as the run that wrote it). ``expansion``: a
     multideterminant expansion (:func:`rung.qmc.multideterminant.read_multidet`) over ``orb``."""
-    wf = slater_jastrow(mol, orb, jastrow=config.jastrow, backend=config.backend, expansion=expansion,
-                        three_body=config.three_body, parameters=parameters)
+    options = {"jastrow": config.jastrow, "backend": config.backend, "expansion": expansion,
+               "three_body": config.three_body}
+    wf = slater_jastrow(mol, orb, parameters=parameters, **options)
     ham = Hamiltonian.from_mol(mol)
+
+    def derivatives():  # with the parameters as they are now (after the optimisation)
+        if config.forces is None:
+            return None
+        build = displaced_builder(mol, orb, parameters=wf.parameters, **options)
+        return NuclearDerivatives(build, mol.atom_coords(), config.forces)
+
     rng = np.random.default_rng(config.vmc.seed)
     out = {}
     resuming = config.dmc is not None and checkpoint is not None and Path(checkpoint).exists()
@@ -92,12 +105,15 @@ def kernel(mol, orb: Orbitals, config: QMCConfig = QMCConfig(), *, parameters: d
         if config.optimize is not None and config.jastrow:
             _, configs = optimize(wf, ham, configs, config.optimize,
                                   progress=(lambda *a: progress("optimize", *a)) if progress else None)
-        r = vmc(wf, ham, configs, config.vmc, rng=rng,
+        r = vmc(wf, ham, configs, config.vmc, rng=rng, forces=derivatives(),
                 progress=(lambda *a: progress("vmc", *a)) if progress else None)
         out["vmc"], configs, e_ref = r, r.configs, r.energy
     if config.dmc is not None:
+        vf = out["vmc"] if "vmc" in out else None
         out["dmc"] = dmc(wf, ham, configs, config.dmc, e_ref=e_ref, checkpoint=checkpoint, trace=trace,
-                         backend=config.backend, progress=(lambda *a: progress("dmc", *a)) if progress else None)
+                         backend=config.backend, progress=(lambda *a: progress("dmc", *a)) if progress else None,
+                         forces=derivatives(), vmc_forces=None if vf is None or vf.forces is None else
+                         (vf.forces, vf.forces_error))
     out["parameters"] = wf.parameters
     return out
 
@@ -134,8 +150,12 @@ def result_values(results: dict) -> dict:
         vals[f"{method}_energy_error"] = r.error
         for k in COMPONENTS:
             vals[f"{method}_{k}"], vals[f"{method}_{k}_error"] = r.components[k]
+        if r.forces is not None:
+            vals[f"{method}_gradient"], vals[f"{method}_gradient_error"] = -r.forces, r.forces_error
     best = results.get("dmc") or results.get("vmc")
     vals["total_energy"], vals["total_energy_error"] = best.energy, best.error
+    if best.forces is not None:
+        vals["total_gradient"], vals["total_gradient_error"] = -best.forces, best.forces_error
     return vals
 
 
@@ -149,6 +169,9 @@ def record(dataset, molecule: str, index: int, results: dict, mol, orb: Orbitals
             "nwalkers": int(config.vmc.nwalkers)}
     if config.dmc is not None:
         meta.update(dmc_tau=config.dmc.tau, tmoves=int(config.dmc.tmoves))
-    w = ResultWriter(dataset, "qmc", {k: "hartree" for k in vals}, meta)
+    if config.forces is not None:
+        meta.update(forces="zvzb" + ("+space-warp" if config.forces.warp else "") +
+                    ("+hybrid" if config.dmc is not None else ""))
+    w = ResultWriter(dataset, "qmc", {k: "hartree/bohr" if "gradient" in k else "hartree" for k in vals}, meta)
     w.record(molecule, index, vals)
     w.merge()

@@ -6,6 +6,13 @@ The block level is picked by the criterion of Lee, Drummond, Needs (Phys. Rev. E
 the smallest block size B with ``B^3 > 2 n (sigma_B / sigma_1)^4`` (n data, sigma_B the naive error
 at block size B).
 Reference: H. Flyvbjerg, H. G. Petersen, J. Chem. Phys. 91, 461 (1989).
+
+A plateau is declared when the criterion is met at a block size that leaves at least 8 blocks and no
+longer block with at least 4 blocks has an error more than twice its own statistical uncertainty
+(sigma_B / sqrt(2 (n_B - 1)), n_B blocks) above the chosen one. Without a plateau the series is too
+short for its correlation time: the error reported is then the largest over the block sizes with at
+least 4 blocks (closer to the truth, still possibly too small: for a series 5 correlation times long
+it is about half the true spread of the mean), and ``plateau`` is False so callers can say so.
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Reblocked:
-    """mean, error (standard error of the mean), block_size used, and the table of (block size, error)."""
+    """mean, error (standard error of the mean), block_size used, the table of (block size, error), and
+    whether the blocking curve reached a plateau."""
 
     mean: float
     error: float
     block_size: int
     table: tuple
+    plateau: bool = True
 
 
 def reblock(x) -> Reblocked:
@@ -40,13 +49,18 @@ def reblock(x) -> Reblocked:
         y = 0.5 * (y[: 2 * m : 2] + y[1 : 2 * m : 2])
         b *= 2
     s1 = table[0][1]
-    chosen = table[-1]
+    chosen, met = table[-1], False
     for bs, err in table:
         if s1 == 0.0 or bs**3 > 2 * n * (err / s1) ** 4:
-            chosen = (bs, err)
+            chosen, met = (bs, err), True
             break
-    # need a few blocks for the error of the error to be sane; never report less than the plain error
-    return Reblocked(mean, max(chosen[1], s1), chosen[0], tuple(table))
+    plateau = met and s1 > 0.0 and n // chosen[0] >= 8 and not any(
+        err - chosen[1] > 2.0 * err / np.sqrt(2.0 * (n // bs - 1))
+        for bs, err in table if bs > chosen[0] and n // bs >= 4)
+    error = max(chosen[1], s1)  # never report less than the plain error
+    if not plateau and s1 > 0.0:
+        error = max([error] + [err for bs, err in table if n // bs >= 4])
+    return Reblocked(mean, error, chosen[0], tuple(table), plateau)
 
 
 def format_value(mean: float, error: float) -> str:

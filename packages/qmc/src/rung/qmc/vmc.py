@@ -72,7 +72,8 @@ class QMCResult:
     def summary(self) -> str:
         from rung.qmc.stats import format_value
 
-        return f"E({self.method.upper()}) = {format_value(self.energy, self.error)} Ha"
+        note = "" if self.extra.get("plateau", 1.0) else "  (no plateau in the blocking curve: error bar may be too small)"
+        return f"E({self.method.upper()}) = {format_value(self.energy, self.error)} Ha{note}"
 
     def to_hdf5(self, path, backend: str = "numba") -> None:
         """Write the result (energies, components, per-step trace, final walkers) to an HDF5 file."""
@@ -237,8 +238,11 @@ def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress
         rb = reblock(series[k])
         comps[k] = (rb.mean, rb.error)
     fkw = {} if facc is None else force_fields(facc.estimate())
+    if not r.plateau:
+        log.warning("VMC: the blocking curve of the energy has no plateau (%d steps are too few for its "
+                    "correlation time): the error bar may be too small", ntot)
     return QMCResult("vmc", r.mean, r.error, comps, float(var.mean()), acc / ntot, config.nwalkers, ntot,
-                     config.tau, series["total"], configs, **fkw)
+                     config.tau, series["total"], configs, extra={"plateau": float(r.plateau)}, **fkw)
 
 
 def force_fields(est) -> dict:

@@ -13,6 +13,10 @@
   take more than 5 CPU-minutes here, and the throughput of a sweep does not depend on the orbital
   quality (both codes get the same orbitals).
 - ``qmc.vmc_water`` at 25, 100, 400 and 1600 walkers (full mode): scaling with walkers per process.
+- ``qmc.forces_water`` (and ``qmc.forces_benzene``, full mode): all 3 N_atom ZVZB force derivatives of
+  every walker (:class:`rung.qmc.forces.NuclearDerivatives`, space warp on), against one energy-only
+  VMC step (sweep + local energy) on the same walkers as the "peer": peer/ours < 1 is the cost of the
+  forces in energy steps.
 - ``qmc.aos``: AO values + gradients at walker x electron positions against PySCF ``eval_gto``.
 
 Run single-threaded for per-CPU-second numbers: ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -126,6 +130,32 @@ def _ours_dmc(mol, mf, nw, nsteps):
                        e_ref=v.energy)
 
 
+def _forces_vs_step(mol, mf, nw):
+    """(forces of nw walkers, one energy-only VMC step of the same walkers), both on equilibrated walkers."""
+    from rung.qmc.forces import ForceConfig, NuclearDerivatives, displaced_builder
+    from rung.qmc.hamiltonian import Hamiltonian
+    from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
+    from rung.qmc.vmc import VMCConfig, vmc
+
+    orb = _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench")
+    wf = slater_jastrow(mol, orb)
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(0)
+    configs = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=1, nsteps=2, nequil=5),
+                  rng=rng).configs
+    nd = NuclearDerivatives(displaced_builder(mol, orb, parameters=wf.parameters), mol.atom_coords(), ForceConfig())
+    from rung.qmc.vmc import sweep
+
+    walkers = configs.copy()
+    wf.recompute(walkers)
+
+    def step():  # what an energy-only VMC step does: one sweep, one local energy
+        sweep(wf, walkers, 0.3, rng)
+        ham.local_energy(wf, walkers, rng)
+
+    return (lambda: nd(configs)), step
+
+
 def _pyqmc_dmc(mol, mf, nw, nsteps):
     try:
         import pyqmc.api as pyq
@@ -164,6 +194,12 @@ def cases(quick: bool):
                _ours_dmc(mol, mf, nw, ns), peer=peer, peer_name="pyqmc.rundmc" if peer else "",
                work=nw * ns, work_unit="walker-steps", repeats=3, warmup=0,
                note="" if peer else "PyQMC not installed")
+    for label, (fmol, fmf), nw in (("qmc.forces_water", (mol, mf), 100),) + (() if quick else (
+            ("qmc.forces_benzene", _benzene(), 20),)):
+        ours, peer = _forces_vs_step(fmol, fmf, nw)
+        yield Case(label, f"{fmol.natm} atoms, {fmol.nelectron} e, {nw} walkers: 3 N_atom force derivatives "
+                   "(central differences, space warp)", ours, peer=peer, peer_name="one VMC energy step",
+                   work=nw, work_unit="walkers", repeats=3, warmup=1)
     from rung.qmc.orbitals import AtomicBasis, evaluate_aos
 
     basis = AtomicBasis.from_mol(mol)

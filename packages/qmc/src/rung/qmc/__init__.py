@@ -11,6 +11,7 @@ Data flow (one module per step):
 - :mod:`~rung.qmc.wavefunction`  the component protocol and the product wave function
 - :mod:`~rung.qmc.ecp`, :mod:`~rung.qmc.hamiltonian`  ccECPs in real space, local energy
 - :mod:`~rung.qmc.vmc`, :mod:`~rung.qmc.optimize`, :mod:`~rung.qmc.dmc`  the methods
+- :mod:`~rung.qmc.forces`       interatomic forces (ZVZB estimator, space warp) for VMC and DMC
 - :mod:`~rung.qmc.stats`, :mod:`~rung.qmc.traces`  reblocking; per-block traces and checkpoints
 - :mod:`~rung.qmc.run`, :mod:`~rung.qmc.cli`, :mod:`~rung.qmc.ladder`  end to end, dataset output
 - ``_kernels/``: ``reference`` (NumPy oracle), ``cpu`` (numba), ``gpu`` (numba.cuda, lazily imported)

@@ -35,6 +35,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from rung.core.errors import InputError
+
 SCHEMA = "rung.dataset"
 SCHEMA_VERSION = 1
 MAX_Z = 118
@@ -42,7 +44,7 @@ PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A structure or dataset file that cannot be used as it is (the message says what and where)."""
 
 

@@ -1,0 +1,67 @@
+"""One way for every rung command line to refuse bad input: one line, exit code 2, no traceback.
+
+:class:`Group` is a ``click.Group`` (use it as ``@click.group(cls=rung.core.cli.Group)``) whose
+commands, when they raise :class:`rung.core.errors.InputError` or when click itself rejects the
+command line (a missing argument, an option out of its range, an unknown option), print::
+
+    Error: <the file or option>: <the problem>
+
+on stderr as the only line, and exit with code 2 (click's code for a usage error). Any other
+exception is left alone: a calculation that fails is not the user's input, and its traceback is
+wanted. Exit codes: 0 success, 1 a failure of the run (``click.ClickException``), 2 bad input.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import click
+
+from rung.core.errors import InputError
+
+EXIT_INPUT = 2
+
+
+class BadInput(click.ClickException):
+    """Bad input, shown as one line without the usage text."""
+
+    exit_code = EXIT_INPUT
+
+    def __init__(self, message: str):
+        lines = [s.strip() for s in str(message).splitlines() if s.strip()]
+        super().__init__("; ".join(lines) or "invalid input")
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+# click >= 8.2 shows a bare group's help through this usage error; it stays as click shows it
+_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+@contextmanager
+def _one_line():
+    try:
+        yield
+    except _HELP:
+        raise
+    except click.UsageError as err:
+        raise BadInput(err.format_message()) from None
+    except InputError as err:
+        raise BadInput(str(err)) from None
+
+
+class Group(click.Group):
+    """A click group whose commands report :class:`~rung.core.errors.InputError` and click's usage
+    errors as one line with exit code 2 (module docstring)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _one_line():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _one_line():
+            return super().invoke(ctx)
+
+
+__all__ = ["BadInput", "EXIT_INPUT", "Group"]

@@ -6,7 +6,7 @@ export UV_PYTHON := $(shell $(PY) -c "import sys; print(sys.executable)")
 export UV_PYTHON_DOWNLOADS := never
 RUN := $(UV) run --no-sync
 
-.PHONY: setup demo test test-all test-gpu bench clean
+.PHONY: setup demo ladder test test-all test-gpu bench clean
 
 $(UV):
 	$(PY) -m venv .uv-bootstrap
@@ -18,7 +18,10 @@ $(UV):
 
 setup: .venv/.synced
 
-demo: setup  ## the ladder on one water molecule
+demo: setup  ## the main job: the ladder as a loop on its embedded example (tools/pipeline/water.toml)
+	$(RUN) python -m tools.pipeline --out pipeline-out
+
+ladder: setup  ## every rung once on one water molecule (each package's ladder step)
 	$(RUN) python tools/ladder.py --out ladder-out
 
 test: setup  ## everything but the slow tests; numba.cuda kernels run in the CUDA simulator
@@ -34,4 +37,4 @@ bench: setup  ## the kernel benchmark suite (tools/bench); see tools/bench/READM
 	$(RUN) python -m tools.bench --out bench-out
 
 clean:
-	rm -rf .venv .uv-bootstrap ladder-out bench-out
+	rm -rf .venv .uv-bootstrap ladder-out pipeline-out bench-out

@@ -1,0 +1,136 @@
+"""The pipeline's one input file (TOML), read into frozen settings; a bad key or value is one clear line.
+
+Sections (all optional but ``[input]``; units in the key names where they are not atomic):
+
+- ``[input]``: ``path`` (xyz/extxyz in Angstrom, or a rung/SPICE HDF5 dataset) or ``perturb = {molecule
+  = "H2O", n = 16, sigma_angstrom = 0.08, seed = 1}`` (random Gaussian displacements of an ASE G2
+  molecule: the embedded example).
+- ``[dft]``: :class:`rung.dft_gpu.run.RunConfig` fields (``xc``, ``basis``, ``ecp``, ...).
+- ``[select]``: which conformations climb to QMC: ``method`` ("spread": largest ensemble spread of the
+  current model; "fps": farthest-point sampling of inverse interatomic distances; "random"),
+  ``n_train``, ``n_holdout`` (a seeded random hold-out set, labelled too, never trained on), ``seed``.
+- ``[qmc]``: walkers, VMC blocks/steps, Jastrow optimisation iterations, DMC on/off and its blocks,
+  ``force_every`` (0: no forces).
+- ``[refit]``: the model refit on the highest rung (QMC) with its error bars as weights; ``model`` is
+  also the base model the selection and the report use.
+- ``[md]``: a short (ring-polymer) MD run with the refit model: steps, ``dt_fs``, ``temperature_K``,
+  ``beads``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """The pipeline input file cannot be used as written (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    path: str | None = None
+    perturb: dict | None = None
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    method: str = "spread"
+    n_train: int = 6
+    n_holdout: int = 4
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class QMCSettings:
+    walkers: int = 100
+    vmc_blocks: int = 10
+    vmc_steps: int = 10
+    optimize_iterations: int = 4
+    dmc: bool = False
+    dmc_blocks: int = 12
+    dmc_steps: int = 25
+    tau: float = 0.01
+    force_every: int = 2
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class RefitConfig:
+    model: str = "ani-1x"
+    l2sp: float = 1e2
+    force_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class MDConfig:
+    steps: int = 200
+    dt_fs: float = 0.5
+    temperature_K: float = 300.0
+    beads: int = 4
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    input: InputConfig
+    dft: dict = field(default_factory=dict)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    qmc: QMCSettings = field(default_factory=QMCSettings)
+    refit: RefitConfig = field(default_factory=RefitConfig)
+    md: MDConfig | None = field(default_factory=MDConfig)
+    source: str = ""
+
+
+def _section(cls, data, name):
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown key(s) {unknown} (known: {sorted(known)})")
+    try:
+        return cls(**data)
+    except TypeError as err:
+        raise ConfigError(f"[{name}]: {err}") from err
+
+
+def load(path) -> PipelineConfig:
+    """Read and check a pipeline TOML file; relative input paths are relative to the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    return parse(data, base=path.parent, source=str(path))
+
+
+def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfig:
+    unknown = sorted(set(data) - {"input", "dft", "select", "qmc", "refit", "md"})
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown}")
+    inp = _section(InputConfig, data.get("input"), "input")
+    if (inp.path is None) == (inp.perturb is None):
+        raise ConfigError("[input] needs exactly one of path = \"...\" or perturb = {...}")
+    if inp.path is not None:
+        p = Path(inp.path)
+        inp = InputConfig(path=str(p if p.is_absolute() else base / p))
+        if not Path(inp.path).exists():
+            raise ConfigError(f"[input] path: {inp.path} does not exist")
+    sel = _section(SelectConfig, data.get("select"), "select")
+    if sel.method not in ("spread", "fps", "random"):
+        raise ConfigError(f"[select] method must be spread, fps or random, got {sel.method!r}")
+    if sel.n_train < 1 or sel.n_holdout < 1:
+        raise ConfigError("[select] n_train and n_holdout must be >= 1 (the report needs held-out conformations)")
+    qmc = _section(QMCSettings, data.get("qmc"), "qmc")
+    if qmc.walkers < 1 or qmc.vmc_blocks < 2 or qmc.vmc_steps < 1 or qmc.force_every < 0 or not qmc.tau > 0:
+        raise ConfigError("[qmc]: need walkers >= 1, vmc_blocks >= 2, vmc_steps >= 1, force_every >= 0, tau > 0")
+    dft = data.get("dft", {})
+    if not isinstance(dft, dict):
+        raise ConfigError("[dft] must be a table")
+    md = None if data.get("md") is False else _section(MDConfig, data.get("md"), "md")
+    return PipelineConfig(inp, dft, sel, qmc, _section(RefitConfig, data.get("refit"), "refit"), md, source)

@@ -1,0 +1,61 @@
+"""The pipeline's report: ``report.md`` (steps, counts, cost, the models' held-out errors against the
+QMC rung) and ``report.png`` (held-out energies: each model against QMC, offsets removed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+MHA = 1e3  # Hartree -> mHa
+
+
+def write(path: Path, cfg, lines: dict, metrics: dict) -> Path:
+    rows = [("base", f"{cfg.refit.model} as it is"), ("shifts", "per-element shifts refit (baseline)"),
+            ("readout", "last layer + shifts refit (exact read-out refit)")]
+    md = [f"# rung pipeline report", "", f"Input: `{cfg.source or 'embedded example'}`", "", "| step | result |",
+          "| --- | --- |"]
+    md += [f"| {k} | {v} |" for k, v in lines.items()]
+    md += ["", f"## Models against the QMC rung on {metrics['n_holdout']} held-out conformations", "",
+           "Energies in mHa, gradients in mHa/Bohr. 'relative' removes each model's mean offset (the base model "
+           "is all-electron, the QMC rung valence-only with ccECPs, so its absolute error is that offset). "
+           f"QMC error bars (rms): energy {metrics['label_energy_error'] * MHA:.2f}"
+           + (f", gradient {metrics['label_gradient_error'] * MHA:.1f}" if "label_gradient_error" in metrics else "")
+           + "; an RMSE cannot go below them.", "",
+           "| model | what | energy RMSE | relative energy RMSE | gradient RMSE |", "| --- | --- | --- | --- | --- |"]
+    for k, what in rows:
+        m = metrics[k]
+        g = f"{m['gradient_rmse'] * MHA:.1f}" if "gradient_rmse" in m else "-"
+        md.append(f"| {k} | {what} | {m['energy_rmse'] * MHA:.2f} | {m['relative_energy_rmse'] * MHA:.2f} | {g} |")
+    png = _plot(path.with_suffix(".png"), metrics, rows)
+    if png:
+        md += ["", f"![held-out energies]({png.name})"]
+    path.write_text("\n".join(md) + "\n")
+    path.with_suffix(".json").write_text(json.dumps({"steps": lines, "metrics": metrics}, indent=1))
+    return path
+
+
+def _plot(path: Path, metrics: dict, rows) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # matplotlib is optional: the table carries the numbers
+        return None
+    q = np.asarray(metrics["qmc_energies"])
+    err = np.asarray(metrics["qmc_energy_errors"])
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for k, label in rows:
+        e = np.asarray(metrics[k]["energies"])
+        ax.errorbar((q - q.mean()) * MHA, (e - e.mean()) * MHA, xerr=err * MHA, fmt="o", ms=4, label=k, capsize=2)
+    lim = max(np.abs((q - q.mean()) * MHA).max(), *(np.ptp(metrics[k]["energies"]) * MHA for k, _ in rows)) * 1.2 + 1
+    ax.plot([-lim, lim], [-lim, lim], "k:", lw=1)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+    ax.set(xlabel="QMC energy - mean (mHa)", ylabel="model energy - mean (mHa)", title="held-out conformations")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

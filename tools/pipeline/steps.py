@@ -1,0 +1,390 @@
+"""The pipeline's steps. Each is idempotent and keyed on the conformation: its state lives in the rung
+dataset (``<out>/dataset.h5``: ``dft_*``, ``qmc_*``, ``pipeline_role``) and the model files, so a run
+killed anywhere resumes where it stopped and recomputes nothing that was recorded.
+
+Atomic units in the dataset (Bohr, Hartree, Hartree/Bohr); the NNP models speak Angstrom and Hartree
+and are converted at their boundary (rung.core.units).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from rung.core import units as U
+
+from .config import ConfigError, PipelineConfig
+
+log = logging.getLogger("tools.pipeline")
+
+UNUSED, TRAIN, HOLDOUT = 0, 1, 2
+
+
+# ------------------------------------------------------------------ conformations
+def perturbed(molecule: str, n: int, sigma_angstrom: float, seed: int):
+    """n conformations of an ASE G2 molecule: the G2 geometry plus Gaussian displacements (Angstrom)."""
+    from ase.collections import g2
+
+    atoms = g2[molecule]
+    rng = np.random.default_rng(seed)
+    x = atoms.positions[None] + rng.normal(scale=sigma_angstrom, size=(n, len(atoms), 3))
+    return atoms.numbers, x
+
+
+def conformations(cfg: PipelineConfig, out: Path) -> Path:
+    """The rung dataset of the run (made once from ``[input]``; an existing one is reused as it is)."""
+    from rung.core.dataset import Molecule, create_dataset, read_structures
+
+    path = out / "dataset.h5"
+    if path.exists():
+        return path
+    if cfg.input.perturb is not None:
+        p = dict(cfg.input.perturb)
+        try:
+            numbers, x = perturbed(p.pop("molecule"), int(p.pop("n")), float(p.pop("sigma_angstrom")),
+                                   int(p.pop("seed", 0)))
+        except KeyError as err:
+            raise ConfigError(f"[input] perturb needs molecule, n and sigma_angstrom (missing {err})") from None
+        if p:
+            raise ConfigError(f"[input] perturb: unknown key(s) {sorted(p)}")
+        mols = [Molecule(cfg.input.perturb["molecule"].lower(), numbers, x * U.ANGSTROM_TO_BOHR)]
+    else:
+        mols = read_structures(cfg.input.path)
+    return create_dataset(path, mols)
+
+
+# ------------------------------------------------------------------ DFT
+def dft(cfg: PipelineConfig, dataset: Path) -> str:
+    """DFT energies, gradients and orbitals for every conformation (the dft_gpu farm, resumable)."""
+    from rung.dft_gpu.run import RunConfig, run
+
+    settings = {"xc": "wb97m-d3bj", "basis": "ccecp-cc-pvdz", "ecp": "ccecp", **cfg.dft, "save_orbitals": True}
+    try:
+        rc = RunConfig(**settings)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[dft]: {err}") from err
+    s = run(dataset, dataset, rc, progress=False)
+    return (f"{s.n_done} done, {s.n_failed} failed of {s.n_conformations} ({s.computed} computed now, "
+            f"{s.wall_time_s:.0f} s)")
+
+
+# ------------------------------------------------------------------ selection
+def spread_scores(model, numbers, x_bohr) -> np.ndarray:
+    """Ensemble spread (Hartree) of ``model`` for conformations x (n_conf, n_atoms, 3) Bohr."""
+    n, na, _ = x_bohr.shape
+    res = model.evaluate((x_bohr * U.BOHR_TO_ANGSTROM).reshape(-1, 3), np.tile(numbers, n),
+                         batch=np.repeat(np.arange(n), na), forces=False)
+    return np.asarray(res.spread)
+
+
+def farthest_points(features, k: int, first: int = 0) -> list:
+    """k indices of ``features`` (n, d) by farthest-point sampling from index ``first``."""
+    chosen = [first]
+    d = np.linalg.norm(features - features[first], axis=1)
+    while len(chosen) < min(k, len(features)):
+        nxt = int(np.argmax(d))
+        chosen.append(nxt)
+        d = np.minimum(d, np.linalg.norm(features - features[nxt], axis=1))
+    return chosen
+
+
+def inverse_distances(x) -> np.ndarray:
+    """(n_conf, n_pairs) inverse interatomic distances (the FPS descriptor), x (n_conf, n_atoms, 3)."""
+    iu = np.triu_indices(x.shape[1], 1)
+    return 1.0 / np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)[:, iu[0], iu[1]]
+
+
+def pick(method: str, scores_or_features, n: int, rng) -> list:
+    """Indices of the n candidates to label: largest spread, farthest points, or random."""
+    m = len(scores_or_features)
+    if method == "spread":
+        return list(np.argsort(-np.asarray(scores_or_features), kind="stable")[:n])
+    if method == "fps":
+        return farthest_points(np.asarray(scores_or_features), n, first=int(rng.integers(m)))
+    return list(rng.choice(m, size=min(n, m), replace=False))
+
+
+def select(cfg: PipelineConfig, dataset: Path) -> dict:
+    """Mark conformations for the QMC rung: ``pipeline_role`` 1 (train) / 2 (hold-out) per molecule,
+    chosen once among the conformations the DFT rung did not reject and stored in the dataset; a rerun
+    reads it back (and refuses other selection settings)."""
+    from rung.core.dataset import read_hdf5
+
+    sel = cfg.select
+    attrs = {"method": sel.method, "n_train": sel.n_train, "n_holdout": sel.n_holdout, "seed": sel.seed,
+             "model": cfg.refit.model}
+    with h5py.File(dataset, "r") as f:
+        have = {name: (g["pipeline_role"][()], dict(g["pipeline_role"].attrs)) for name, g in f.items()
+                if "pipeline_role" in g}
+    if have:
+        for name, (_, a) in have.items():
+            old = {k: (v.item() if hasattr(v, "item") else v) for k, v in a.items() if k in attrs}
+            if old != attrs:
+                raise ConfigError(f"{dataset}: conformations were selected with {old}, the input asks {attrs}; "
+                                  "use a new output folder to select again")
+        return {name: r for name, (r, _) in have.items()}
+    mols = read_hdf5(dataset)
+    cands = []  # (molecule, index) the DFT rung computed
+    with h5py.File(dataset, "r") as f:
+        for m in mols:
+            st = f[m.name]["dft_status"][()] if "dft_status" in f[m.name] else np.zeros(m.n_conf)
+            cands += [(m.name, i) for i in np.flatnonzero(st == 1)]
+    need = sel.n_train + sel.n_holdout
+    if len(cands) < need:
+        raise ConfigError(f"{dataset}: {len(cands)} conformations passed DFT, [select] needs {need}")
+    rng = np.random.default_rng(sel.seed)
+    hold = set(map(tuple, (cands[i] for i in rng.choice(len(cands), sel.n_holdout, replace=False))))
+    pool = [c for c in cands if c not in hold]
+    byname = {m.name: m for m in mols}
+    if sel.method == "spread":
+        from rung.nnp import load_model
+
+        model = load_model(cfg.refit.model)
+        values = np.concatenate([spread_scores(model, byname[n].atomic_numbers,
+                                               byname[n].conformations[[i for nn, i in pool if nn == n]])
+                                 for n in dict.fromkeys(nn for nn, _ in pool)])
+        order = [c for n in dict.fromkeys(nn for nn, _ in pool) for c in pool if c[0] == n]
+        pool = order
+    elif sel.method == "fps":
+        if len({byname[n].n_atoms for n, _ in pool}) > 1:
+            raise ConfigError("[select] method fps compares conformations of one molecule; use spread or random")
+        values = inverse_distances(np.stack([byname[n].conformations[i] for n, i in pool]))
+    else:
+        values = np.zeros(len(pool))
+    train = {pool[i] for i in pick(sel.method, values, sel.n_train, rng)}
+    roles = {}
+    with h5py.File(dataset, "a") as f:
+        for m in mols:
+            r = np.array([TRAIN if (m.name, i) in train else HOLDOUT if (m.name, i) in hold else UNUSED
+                          for i in range(m.n_conf)], dtype=np.int8)
+            d = f[m.name].create_dataset("pipeline_role", data=r)
+            d.attrs.update(units="dimensionless", **attrs)
+            roles[m.name] = r
+    return roles
+
+
+# ------------------------------------------------------------------ QMC
+QMC_UNITS_GRAD = "hartree/bohr"
+
+
+def qmc_config(s):
+    from rung.qmc.dmc import DMCConfig
+    from rung.qmc.forces import ForceConfig
+    from rung.qmc.optimize import OptimizeConfig
+    from rung.qmc.run import QMCConfig
+    from rung.qmc.vmc import VMCConfig
+
+    return QMCConfig(VMCConfig(nwalkers=s.walkers, nblocks=s.vmc_blocks, nsteps=s.vmc_steps, seed=s.seed),
+                     DMCConfig(tau=s.tau, nblocks=s.dmc_blocks, nsteps=s.dmc_steps, nequil_blocks=2, seed=s.seed)
+                     if s.dmc else None,
+                     OptimizeConfig(niter=s.optimize_iterations, nsteps=15, seed=s.seed) if s.optimize_iterations else None,
+                     forces=ForceConfig(every=s.force_every) if s.force_every else None)
+
+
+def qmc_task(dataset: str, molecule: str, index: int, settings, basis: str, ecp: str) -> dict:
+    """One conformation's QMC energies (and forces): the dataset properties, from a worker."""
+    from rung.qmc.run import kernel, result_values, trial_from_dataset
+
+    mol, orb = trial_from_dataset(dataset, molecule, index, basis=basis, ecp=ecp)
+    return result_values(kernel(mol, orb, qmc_config(settings)))
+
+
+def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, merge_every_s: float = 60.0) -> str:
+    """QMC for every selected conformation not yet recorded; results are journalled as they arrive
+    and merged into the dataset every ``merge_every_s`` seconds and at the end."""
+    from rung.core.dataset import PENDING, ResultWriter
+
+    s = cfg.qmc
+    basis, ecp = cfg.dft.get("basis", "ccecp-cc-pvdz"), cfg.dft.get("ecp", "ccecp")
+    meta = {"basis": basis, "ecp": ecp, "nwalkers": s.walkers, "vmc_steps": s.vmc_blocks * s.vmc_steps,
+            "method": "dmc" if s.dmc else "vmc", "forces": "zvzb+space-warp" if s.force_every else "none",
+            "orbitals": "dft rung"}
+    names = [f"{m}_{k}" for m in (["vmc"] + (["dmc"] if s.dmc else [])) for k in
+             ("energy", "energy_error", "gradient", "gradient_error")] + \
+            ["total_energy", "total_energy_error", "total_gradient", "total_gradient_error"]
+    from rung.qmc.hamiltonian import COMPONENTS
+
+    names += [f"{m}_{c}{e}" for m in (["vmc"] + (["dmc"] if s.dmc else [])) for c in COMPONENTS for e in ("", "_error")]
+    units = {k: QMC_UNITS_GRAD if "gradient" in k else "hartree" for k in names}
+    writer = ResultWriter(dataset, "qmc", units, meta)
+    status = writer.status()
+    todo = [(n, int(i)) for n, r in roles.items() for i in np.flatnonzero(r > 0) if status[(n, int(i))] == PENDING]
+    nat = {n: len(r) for n, r in roles.items()}
+    tasks = [((n, i), nat[n], qmc_task, (str(dataset), n, i, s, basis, ecp)) for n, i in todo]
+    done = failed = 0
+    t0 = last = time.perf_counter()
+    try:
+        for (n, i), values, error in ex.run(tasks):
+            if error is None:
+                writer.record(n, i, values)
+                done += 1
+            else:
+                writer.record(n, i, error=error)
+                failed += 1
+            el = time.perf_counter() - t0
+            left = len(tasks) - done - failed
+            log.info("qmc %s[%d] %s; %d/%d, ETA %.0f s", n, i, "done" if error is None else f"FAILED {error}",
+                     done + failed, len(tasks), el / (done + failed) * left)
+            if time.perf_counter() - last > merge_every_s:
+                writer.merge()  # results visible while the run goes on
+                last = time.perf_counter()
+    finally:
+        writer.merge()
+    n_sel = sum(int((r > 0).sum()) for r in roles.values())
+    return f"{n_sel} selected conformations, {done} computed now, {failed} failed now ({time.perf_counter() - t0:.0f} s)"
+
+
+def describe_selection(roles: dict, cfg: PipelineConfig) -> str:
+    n_tr = sum(int((r == TRAIN).sum()) for r in roles.values())
+    n_ho = sum(int((r == HOLDOUT).sum()) for r in roles.values())
+    n = sum(r.size for r in roles.values())
+    return f"{n_tr} for training by {cfg.select.method}, {n_ho} held out (random), of {n} conformations"
+
+
+# ------------------------------------------------------------------ refit
+LABELS = ("total_energy", "total_energy_error", "total_gradient", "total_gradient_error")
+
+
+def labelled_subset(dataset: Path, roles: dict, role: int, path: Path) -> Path:
+    """A rung dataset with the conformations of ``role`` whose QMC labels are recorded, and those labels
+    (``qmc_total_energy``, ``qmc_total_gradient`` and their errors), written through rung.core."""
+    from rung.core.dataset import DONE, Molecule, ResultWriter, create_dataset, read_hdf5
+
+    mols, values = [], []
+    with h5py.File(dataset, "r") as f:
+        for m in read_hdf5(dataset):
+            g = f[m.name]
+            ok = (roles[m.name] == role) & (g["qmc_status"][()] == DONE) if "qmc_status" in g else np.zeros(m.n_conf, bool)
+            idx = np.flatnonzero(ok)
+            if idx.size == 0:
+                continue
+            mols.append(Molecule(m.name, m.atomic_numbers, m.conformations[idx], charge=m.charge,
+                                 multiplicity=m.multiplicity))
+            values += [(m.name, j, {k: g[f"qmc_{k}"][i] for k in LABELS if f"qmc_{k}" in g}) for j, i in enumerate(idx)]
+    if not mols:
+        raise ConfigError(f"{dataset}: no conformation of role {role} has QMC labels (did every QMC task fail?)")
+    create_dataset(path, mols, overwrite=True)
+    w = ResultWriter(path, "qmc", {k: "hartree/bohr" if "gradient" in k else "hartree" for k in LABELS},
+                     {"source": str(dataset.name)})
+    for name, j, v in values:
+        w.record(name, j, v)
+    w.merge()
+    return path
+
+
+def refit(cfg: PipelineConfig, dataset: Path, out: Path, roles: dict):
+    """Refit the model on the QMC labels of the training conformations (rung.nnp.train, exact read-out
+    refit, 1/sigma^2 weights from the QMC error bars): a per-element-shift-only model (the baseline) and
+    the read-out model. Returns (summary line, {name: model path}); skipped when both files exist."""
+    from rung.nnp.train import train
+    from rung.nnp.train.config import parse_config
+
+    paths = {"shifts": out / "model-shifts.h5", "readout": out / "model-readout.h5"}
+    if all(p.exists() for p in paths.values()):
+        return "models from an earlier run", paths
+    train_set = labelled_subset(dataset, roles, TRAIN, out / "train.h5")
+    n_labelled = len(h5py.File(train_set, "r")[next(iter(roles))]["conformations"]) if len(roles) == 1 else None
+    # rung.nnp.train holds out a validation split of its own: one conformation (the pipeline's own
+    # hold-out set, never trained on, is what the report measures)
+    fraction = 1.0 / n_labelled if n_labelled else 0.2
+    gradient = "qmc_total_gradient" if cfg.qmc.force_every else ""
+    lines = []
+    for kind, frozen in (("shifts", ["*.weight"]), ("readout", [])):
+        data = {"model": cfg.refit.model, "output": paths[kind].name, "name": f"{cfg.refit.model}-qmc-{kind}",
+                "training": {"datasets": [train_set.name], "energy": "qmc_total_energy", "gradient": gradient,
+                             "validation_fraction": fraction, "seed": cfg.select.seed,
+                             "forces_weight": cfg.refit.force_weight, "l2sp": cfg.refit.l2sp},
+                "stages": [{"name": kind, "frozen": frozen}]}
+        tmp = paths[kind].with_name(paths[kind].name + ".partial")
+        res = train(parse_config(dict(data, output=tmp.name), out, source=out / "pipeline.toml"), overwrite=True,
+                    log=log.info)
+        tmp.replace(paths[kind])  # the model file appears whole or not at all
+        lines.append(f"{kind}: {res.stages[-1].n_train} conformations")
+    return "; ".join(lines), paths
+
+
+# ------------------------------------------------------------------ evaluation
+def predict(model_name_or_path, numbers, x_bohr):
+    """Ensemble-mean energies (n_conf,) Hartree and gradients (n_conf, n_atoms, 3) Hartree/Bohr."""
+    from rung.nnp import load_model
+
+    pot = load_model(str(model_name_or_path), dtype="float64")
+    n, na, _ = x_bohr.shape
+    res = pot.evaluate((x_bohr * U.BOHR_TO_ANGSTROM).reshape(-1, 3), np.tile(numbers, n),
+                       batch=np.repeat(np.arange(n), na))
+    grad = -np.asarray(res.forces).reshape(n, na, 3) * U.BOHR_TO_ANGSTROM  # Hartree/Angstrom -> Hartree/Bohr
+    return np.asarray(res.energy), grad
+
+
+def evaluate(cfg: PipelineConfig, dataset: Path, roles: dict, models: dict, out: Path):
+    """Errors of the base model, the shift-only and the read-out refit against the QMC labels of the
+    held-out conformations (never trained on), with the labels' own error bars beside them."""
+    from rung.core.dataset import read_hdf5
+
+    hold = labelled_subset(dataset, roles, HOLDOUT, out / "holdout.h5")
+    rows = {"base": cfg.refit.model, **{k: str(v) for k, v in models.items()}}
+    e_ref, e_err, g_ref, g_err, pred = [], [], [], [], {k: ([], []) for k in rows}
+    with h5py.File(hold, "r") as f:
+        for m in read_hdf5(hold):
+            g = f[m.name]
+            e_ref.append(g["qmc_total_energy"][()])
+            e_err.append(g["qmc_total_energy_error"][()])
+            if "qmc_total_gradient" in g:
+                g_ref.append(g["qmc_total_gradient"][()].reshape(-1))
+                g_err.append(g["qmc_total_gradient_error"][()].reshape(-1))
+            for k, path in rows.items():
+                e, gr = predict(path, m.atomic_numbers, m.conformations)
+                pred[k][0].append(e)
+                pred[k][1].append(gr.reshape(-1))
+    e_ref, e_err = np.concatenate(e_ref), np.concatenate(e_err)
+    g_ref = np.concatenate(g_ref) if g_ref else np.zeros(0)
+    metrics = {"n_holdout": int(e_ref.size), "label_energy_error": float(np.sqrt(np.mean(e_err**2)))}
+    if g_ref.size:
+        g_err = np.concatenate(g_err)
+        metrics["label_gradient_error"] = float(np.sqrt(np.mean(g_err**2)))
+    for k in rows:
+        de = np.concatenate(pred[k][0]) - e_ref
+        metrics[k] = {"energy_rmse": float(np.sqrt(np.mean(de**2))), "energy_mae": float(np.mean(np.abs(de))),
+                      "relative_energy_rmse": float(np.std(de))}  # after removing the mean offset
+        if len(g_ref):
+            dg = np.concatenate(pred[k][1]) - g_ref
+            metrics[k]["gradient_rmse"] = float(np.sqrt(np.mean(dg**2)))
+        metrics[k]["energies"] = np.concatenate(pred[k][0]).tolist()
+    metrics["qmc_energies"], metrics["qmc_energy_errors"] = e_ref.tolist(), e_err.tolist()
+    mha = 1e3
+    b, s, r = metrics["base"], metrics["shifts"], metrics["readout"]
+    line = (f"held-out energy RMSE vs QMC: base {b['energy_rmse'] * mha:.1f}, shifts only {s['energy_rmse'] * mha:.2f}, "
+            f"read-out {r['energy_rmse'] * mha:.2f} mHa (QMC error bars {metrics['label_energy_error'] * mha:.2f} mHa)")
+    return line, metrics
+
+
+# ------------------------------------------------------------------ dynamics
+def md(cfg: PipelineConfig, dataset: Path, out: Path, models: dict) -> str:
+    """A short (ring-polymer) MD run of the first molecule with the read-out model (rung.md)."""
+    from ase import Atoms
+
+    from rung.core.dataset import read_hdf5
+    from rung.md.config import load_config
+    from rung.md.simulation import run
+
+    m = cfg.md
+    mol = read_hdf5(dataset)[0]
+    folder = out / "md"
+    folder.mkdir(exist_ok=True)
+    Atoms(numbers=mol.atomic_numbers, positions=mol.conformations[0] * U.BOHR_TO_ANGSTROM).write(folder / "start.xyz")
+    (folder / "input.toml").write_text(
+        f'structure = "start.xyz"\nsteps = {m.steps}\ndt_fs = {m.dt_fs}\ntemperature_K = {m.temperature_K}\n'
+        f'beads = {m.beads}\nthermostat = "langevin"\ntau_fs = 20\nseed = 2024\n'
+        f'potential = {{type = "nnp", model = "{Path(models["readout"]).resolve()}"}}\n'
+        "[output]\ntrajectory_every = 10\nlog_every = 1\ncheckpoint_every = 50\n")
+    res = run(load_config(folder / "input.toml"), workdir=folder, overwrite=True, progress=False)
+    kcv = np.asarray(res.observables["kinetic_centroid_virial"][m.steps // 3:])
+    kj = U.HARTREE_TO_KJ_PER_MOL
+    classical = 1.5 * mol.n_atoms * m.temperature_K * U.BOLTZMANN_HARTREE_PER_K
+    return (f"{'RPMD P=' + str(m.beads) if m.beads > 1 else 'MD'}, {m.steps} x {m.dt_fs} fs at {m.temperature_K:.0f} K "
+            f"with the read-out model: K_cv = {kcv.mean() * kj:.2f} kJ/mol (classical {classical * kj:.2f}); "
+            f"files in {folder}")

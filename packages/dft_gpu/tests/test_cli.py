@@ -79,3 +79,57 @@ def test_end_to_end_subprocess(tmp_path):
     assert "[rank 0] 3/3" in r.stderr  # not a terminal: plain progress lines
     r = subprocess.run([str(exe), "status", str(out)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "2 done, 1 failed, 0 pending" in r.stdout
+
+
+def _one_line_exit_2(r, *words):
+    """Bad input: exit code 2, one line on stderr naming the problem, no traceback."""
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    assert "Traceback" not in r.output
+
+
+def _nothing_written(tmp_path, before):
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_empty_xyz_is_refused(tmp_path):
+    src = tmp_path / "empty.xyz"
+    src.write_text("")
+    r = CliRunner().invoke(main, ["run", str(src), "--out", str(tmp_path / "o.h5"), *FAST])
+    _one_line_exit_2(r, "empty.xyz", "empty file")
+    _nothing_written(tmp_path, ["empty.xyz"])
+
+
+def test_truncated_hdf5_input_is_refused(tmp_path):
+    from rung.core.dataset import Molecule, create_dataset
+
+    full = create_dataset(tmp_path / "full.h5", [Molecule("h2", np.array([1, 1]), np.zeros((40, 2, 3)) + [0, 0, 1.4] * np.arange(2)[:, None])])
+    data = full.read_bytes()
+    src = tmp_path / "cut.h5"
+    src.write_bytes(data[: len(data) // 2])
+    full.unlink()
+    r = CliRunner().invoke(main, ["run", str(src), "--out", str(tmp_path / "o.h5"), *FAST])
+    _one_line_exit_2(r, "cut.h5")
+    _nothing_written(tmp_path, ["cut.h5"])
+
+
+def test_corrupt_out_is_refused_and_kept(tmp_path):
+    src, out = tmp_path / "mols.xyz", tmp_path / "set.h5"
+    src.write_text(XYZ.split("2\nsquashed")[0])
+    out.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    r = CliRunner().invoke(main, ["run", str(src), "--out", str(out), *FAST])
+    _one_line_exit_2(r, "set.h5", "not a readable HDF5 file")
+    assert out.read_bytes() == b"\x89HDF\r\n\x1a\n" + b"\0" * 100
+    _nothing_written(tmp_path, ["mols.xyz", "set.h5"])
+
+
+def test_bad_option_and_status_of_a_non_dataset(tmp_path):
+    src = tmp_path / "mols.xyz"
+    src.write_text(XYZ)
+    r = CliRunner().invoke(main, ["run", str(src), "--out", str(tmp_path / "o.h5"), *FAST, "--energy-grid", "12"])
+    _one_line_exit_2(r, "energy_grid", "12")
+    r = CliRunner().invoke(main, ["status", str(src)])  # read-only: no journal folder left beside the file
+    _one_line_exit_2(r, "mols.xyz")
+    _nothing_written(tmp_path, ["mols.xyz"])

@@ -205,16 +205,24 @@ def read_xyz(path) -> list[Molecule]:
     extxyz comment line (``info``) when present.
     """
     import ase.io
+    from ase.io.formats import UnknownFileTypeError
 
     from rung.core.units import ANGSTROM_TO_BOHR
 
+    path = Path(path)
+    if path.is_file() and not path.read_bytes().strip():
+        raise DatasetError(f"{path}: empty file, no structure to read")
     try:
         # parallel=False: under MPI, ASE would otherwise broadcast from rank 0 (a collective call).
         frames = ase.io.read(str(path), index=":", parallel=False)
     except FileNotFoundError as err:
         raise DatasetError(f"{path}: no such file") from err
+    except UnknownFileTypeError as err:
+        raise DatasetError(f"{path}: unknown structure file format ({err})") from err
     except (KeyError, ValueError, IndexError, StopIteration) as err:
         raise DatasetError(f"{path}: cannot parse structures (unknown element or malformed file): {err!r}") from err
+    if not frames:
+        raise DatasetError(f"{path}: no structure in the file")
     groups: list[list] = []
     for atoms in frames:
         key = (tuple(atoms.numbers), atoms.info.get("charge", 0), atoms.info.get("multiplicity", 1))
@@ -344,8 +352,7 @@ class ResultWriter:
         self.path = Path(self.path)
         if not self.path.exists():
             raise DatasetError(f"{self.path}: no such dataset; create it first")
-        self.journal_dir = self.path.with_name(self.path.name + ".journal")
-        self.journal_dir.mkdir(exist_ok=True)
+        self.journal_dir = self.path.with_name(self.path.name + ".journal")  # made by the first record
         self._journal = self.journal_dir / f"rank{self.rank:05d}.jsonl"
         self._fh = None
 
@@ -397,6 +404,7 @@ class ResultWriter:
             "values": {k: _encode(v) for k, v in values.items()},
         }
         if self._fh is None:
+            self.journal_dir.mkdir(exist_ok=True)
             self._truncate_torn_tail()
             self._fh = open(self._journal, "ab")
         self._fh.write((json.dumps(rec, allow_nan=True) + "\n").encode())

@@ -1,9 +1,15 @@
-"""Command line interface: `dft-gpu` (imports of PySCF and friends happen inside the commands)."""
+"""Command line interface: `dft-gpu` (imports of PySCF and friends happen inside the commands).
+
+Bad input (a file or an option) ends in one line and exit code 2 (:mod:`rung.core.cli`); a run that
+cannot proceed for another reason (no J/K engine, an MPI setup problem) in one line and exit code 1.
+"""
 
 import os
 import sys
 
 import click
+
+from rung.core.cli import Group
 
 _MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
 
@@ -20,7 +26,7 @@ def _world():
     return MPI.COMM_WORLD
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rung-dft-gpu")
 def main():
     """DFT rung: PySCF with a density-fitted J/K engine (CPU/GPU), energies and forces for many conformations."""
@@ -56,7 +62,6 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, **opts):
     """Compute DFT energies and forces for every conformation in INPUT_PATH (HDF5 or xyz)."""
     import logging
 
-    from rung.core.dataset import DatasetError
     from rung.dft_gpu.run import RunConfig, run
 
     if not quiet and not sys.stderr.isatty():
@@ -65,7 +70,7 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, **opts):
         config = RunConfig(ecp=None if ecp.lower() == "none" else ecp, forces=not no_forces,
                            fast_paths=not no_fast_paths, **opts)
         s = run(input_path, out_path, config, comm=_world(), progress=not quiet)
-    except (DatasetError, ValueError, RuntimeError) as err:
+    except RuntimeError as err:
         raise click.ClickException(str(err)) from None
     if _world() is None or _world().Get_rank() == 0:
         click.echo(f"{s.out_path}: {s.n_done} done, {s.n_failed} failed, {s.n_pending} pending "
@@ -79,13 +84,9 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, **opts):
 @click.option("--failures", "show", default=20, show_default=True, help="failure reasons to list")
 def status_cmd(dataset, show):
     """Done / failed / pending conformations of DATASET's DFT rung, with timings and failure reasons."""
-    from rung.core.dataset import DatasetError
     from rung.dft_gpu.run import status
 
-    try:
-        st = status(dataset)
-    except DatasetError as err:
-        raise click.ClickException(str(err)) from None
+    st = status(dataset)
     c = st["counts"]
     click.echo(f"{dataset}: {c['done']} done, {c['failed']} failed, {c['pending']} pending "
                f"({sum(c.values())} conformations, {len(st['molecules'])} molecules)")

@@ -66,6 +66,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rung.core.errors import InputError
+
 log = logging.getLogger("rung.dft_gpu.run")
 
 RUNG = "dft"
@@ -89,7 +91,7 @@ _RESULT_FIELDS = ("xc", "basis", "ecp", "auxbasis", "energy_grid", "force_grid",
                   "save_orbitals", "save_fcidump", "fcidump_ncore", "fcidump_norb")
 
 
-class ConformationError(ValueError):
+class ConformationError(InputError):
     """A conformation that cannot be computed as given (bad input); the message says why."""
 
 
@@ -158,25 +160,25 @@ class RunConfig:
 
     def __post_init__(self):
         if self.jk not in JK_CHOICES:
-            raise ValueError(f"jk must be one of {JK_CHOICES}, got {self.jk!r}")
+            raise InputError(f"jk must be one of {JK_CHOICES}, got {self.jk!r}")
         if self.jk == "pyscf" and self.backend != "auto":
-            raise ValueError(f"backend={self.backend!r} applies to the J/K engine only (jk='engine')")
+            raise InputError(f"backend={self.backend!r} applies to the J/K engine only (jk='engine')")
         bad = [s for s in self.strategies if s not in STRATEGIES]
         if bad or not self.strategies:
-            raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {self.strategies!r}")
+            raise InputError(f"strategies must be a non-empty subset of {STRATEGIES}, got {self.strategies!r}")
         object.__setattr__(self, "strategies", tuple(self.strategies))
         for name in ("energy_grid", "force_grid"):
             level = getattr(self, name)
             if level is not None and not 0 <= int(level) <= 9:
-                raise ValueError(f"{name} must be a PySCF grid level 0..9, got {level}")
+                raise InputError(f"{name} must be a PySCF grid level 0..9, got {level}")
         if not self.conv_tol > 0 or self.max_cycle < 1:
-            raise ValueError("conv_tol must be > 0 and max_cycle >= 1")
+            raise InputError("conv_tol must be > 0 and max_cycle >= 1")
         for name in ("conv_tol_grad", "force_conv_tol_grad"):
             tol = getattr(self, name)
             if tol is not None and not tol > 0:  # a tolerance <= 0 is never met: every SCF would fail
-                raise ValueError(f"{name} must be > 0 (or None), got {tol}")
+                raise InputError(f"{name} must be > 0 (or None), got {tol}")
         if self.fcidump_ncore < 0 or (self.fcidump_norb is not None and self.fcidump_norb < 1):
-            raise ValueError("fcidump_ncore must be >= 0 and fcidump_norb >= 1")
+            raise InputError("fcidump_ncore must be >= 0 and fcidump_norb >= 1")
 
     @property
     def gradient_grid(self) -> int:
@@ -431,14 +433,14 @@ def _read_input(input_path):
     {name: {index: reason}} of single conformations rejected (NaN/infinite coordinates)."""
     import h5py
 
-    from rung.core.dataset import DatasetError, read_hdf5, read_structures
+    from rung.core.dataset import DatasetError, _open, read_hdf5, read_structures
 
     path = Path(input_path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     if not h5py.is_hdf5(path):
         return read_structures(path), {}, {}
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         names = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
     molecules, rejected, bad_conformations = [], {}, {}
     for name in names:

@@ -18,6 +18,7 @@ The file format (``schema="rung.nnp.model"``, ``schema_version=1``)::
     /aev attrs Rcr, Rca (Angstrom); datasets EtaR, ShfR, Zeta, ShfZ, EtaA, ShfA (float64)
     /self_energies (n_species,) float64, units "hartree"
     /members/<m>/<species>/<k>/weight (out, in) float32, bias (out,) float32, attrs activation
+        (float64 where rung.nnp.train refit the layer; read back in the dtype stored)
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class AEVParams:
 
 @dataclass(frozen=True)
 class Layer:
-    """weight : (out, in) float32; bias : (out,) float32; activation : one of ACTIVATIONS."""
+    """weight : (out, in) float32 (float64 for layers refit by rung.nnp.train); bias : (out,) same dtype;
+    activation : one of ACTIVATIONS."""
 
     weight: np.ndarray
     bias: np.ndarray
@@ -203,8 +205,9 @@ def read_model(path, *, member: int | None = None) -> ANIModel:
                     layers = []
                     for k in sorted(sg.keys(), key=int):
                         lg = sg[k]
-                        layers.append(Layer(np.asarray(lg["weight"][()], dtype=np.float32),
-                                            np.asarray(lg["bias"][()], dtype=np.float32),
+                        dt = np.float64 if lg["weight"].dtype == np.float64 else np.float32
+                        layers.append(Layer(np.asarray(lg["weight"][()], dtype=dt),
+                                            np.asarray(lg["bias"][()], dtype=dt),
                                             str(lg.attrs["activation"])))
                     nets.append(Network(tuple(layers)))
                 members.append(tuple(nets))

@@ -1,4 +1,4 @@
-"""numba CPU kernels: directed neighbour entries, fused AEV forward, fused AEV backward, scatter.
+"""numba CPU kernels: directed neighbour entries, fused AEV forward, fused AEV backward, AEV Jacobian, scatter.
 
 Same contract and equations as :mod:`rung.nnp._kernels.reference` (read its docstring). The forward
 kernel runs one centre atom per iteration (parallel over centres, no write conflicts): the radial
@@ -271,6 +271,88 @@ def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
             g[e1, 2] += g1z
 
 
+def aev_jacobian(species, start, nbr, vec, dist, ang_start, ang, p):
+    """dG_i/d(vec[e]) of each entry's centre i, (n_entries, 3, p.length) float64 (see reference.aev_jacobian)."""
+    J = np.zeros((nbr.size, 3, p.length), np.float64)
+    _jacobian(species, start, nbr, vec, dist, ang_start, ang, *_consts(p), J)
+    return J
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _jacobian(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ,
+              etaA, shfA, pidx, J):
+    # the backward kernel with dE/dG = one unit vector per AEV element: same terms, written instead of contracted
+    n = species.size
+    nR, nZ, nA = shfR.size, cosZ.size, shfA.size
+    radlen = pidx.shape[0] * nR
+    for i in prange(n):
+        for e in range(start[i], start[i + 1]):
+            r = dist[e]
+            arg = math.pi * r / Rcr
+            fc = 0.5 * math.cos(arg) + 0.5
+            dfc = -0.5 * math.pi / Rcr * math.sin(arg)
+            base = species[nbr[e]] * nR
+            for k in range(nR):
+                t = r - shfR[k]
+                q = etaR * t * t
+                if q < _SKIP:
+                    d = 0.25 / r * math.exp(-q) * (-2.0 * etaR * t * fc + dfc)
+                    for c in range(3):
+                        J[e, c, base + k] = d * vec[e, c]
+        a0, a1 = ang_start[i], ang_start[i + 1]
+        m = a1 - a0
+        fca = np.empty(m)
+        dfca = np.empty(m)
+        P = np.empty((m, nA))
+        for u in range(m):
+            arg = math.pi * dist[ang[a0 + u]] / Rca
+            fca[u] = 0.5 * math.cos(arg) + 0.5
+            dfca[u] = -0.5 * math.pi / Rca * math.sin(arg)
+            _neighbour_gauss(dist[ang[a0 + u]], etaA, shfA, P[u])
+        f1 = np.empty(nZ)
+        df1 = np.empty(nZ)
+        xb = np.empty(nZ)
+        for u in range(m):
+            e1 = ang[a0 + u]
+            r1 = dist[e1]
+            s1 = species[nbr[e1]]
+            v1 = vec[e1]
+            for w in range(u + 1, m):
+                e2 = ang[a0 + w]
+                r2 = dist[e2]
+                v2 = vec[e2]
+                c = 0.95 * (v1[0] * v2[0] + v1[1] * v2[1] + v1[2] * v2[2]) / (r1 * r2)
+                s = math.sqrt(1.0 - c * c)
+                for z in range(nZ):
+                    xb[z] = 0.5 * (1.0 + c * cosZ[z] + s * sinZ[z])
+                    f1[z] = xb[z]
+                _pow_rows(f1, zeta, nsq)
+                cs = c / s
+                for z in range(nZ):
+                    xm = f1[z] / xb[z] if xb[z] > 1e-30 else 0.0  # x**(zeta - 1)
+                    df1[z] = zeta * xm * 0.5 * (cosZ[z] - sinZ[z] * cs)
+                ravg = 0.5 * (r1 + r2)
+                X = math.exp(-0.5 * etaA * r1 * r2)
+                base = radlen + pidx[s1, species[nbr[e2]]] * nA * nZ
+                fc1, fc2 = fca[u], fca[w]
+                fcp2 = 2.0 * fc1 * fc2
+                hh = 0.95 / (r1 * r2)
+                for a in range(nA):
+                    f2 = P[u, a] * P[w, a] * X
+                    dr2 = -2.0 * etaA * (ravg - shfA[a]) * f2
+                    for z in range(nZ):
+                        A = f1[z] * f2
+                        dcos = fcp2 * df1[z] * f2
+                        dravg = fcp2 * f1[z] * dr2
+                        k1 = (2.0 * A * dfca[u] * fc2 + 0.5 * dravg) / r1 - dcos * c / (r1 * r1)
+                        k2 = (2.0 * A * fc1 * dfca[w] + 0.5 * dravg) / r2 - dcos * c / (r2 * r2)
+                        h = dcos * hh
+                        col = base + a * nZ + z
+                        for q in range(3):
+                            J[e1, q, col] += k1 * v1[q] + h * v2[q]
+                            J[e2, q, col] += k2 * v2[q] + h * v1[q]
+
+
 def scatter(start, nbr, vec, gvec, batch, n_batch):
     """Forces (n_atoms, 3) and per-structure virials (n_batch, 3, 3), float64 (see reference.scatter)."""
     f = np.zeros((start.size - 1, 3))
@@ -291,3 +373,18 @@ def _scatter(start, nbr, vec, g, batch, f, w):
                 for k in range(3):
                     w[b, q, k] -= g[e, q] * vec[e, k]
 
+
+
+@numba.njit(cache=True)
+def scatter_columns(centre, nbr, Y, out):
+    """Per-entry derivatives to atoms: out[centre[e]] -= Y[e], out[nbr[e]] += Y[e].
+
+    centre, nbr : (n_e,) int64; Y : (n_e, 3, K) float64, d(something of centre)/d(vec[e]) with
+    vec[e] = x_nbr - x_centre; out : (n_atoms, 3, K) float64 (any strides), accumulates d/dx.
+    """
+    for e in range(centre.size):
+        i, j = centre[e], nbr[e]
+        for q in range(3):
+            for k in range(Y.shape[2]):
+                out[i, q, k] -= Y[e, q, k]
+                out[j, q, k] += Y[e, q, k]

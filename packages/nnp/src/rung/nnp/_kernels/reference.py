@@ -140,6 +140,22 @@ def aev_backward(species, start, nbr, vec, dist, ang_start, ang, p, dG):
     return g
 
 
+def aev_jacobian(species, start, nbr, vec, dist, ang_start, ang, p):
+    """dG_i/d(vec[e]) for the centre i of every entry e, (n_entries, 3, p.length) float64.
+
+    The backward pass is linear in dE/dG and each entry's result depends on its own centre's dE/dG
+    only, so seeding every atom with the same unit vector gives one AEV element's column for all
+    entries at once (``p.length`` backward passes).
+    """
+    J = np.empty((nbr.size, 3, p.length))
+    seed = np.zeros((species.size, p.length))
+    for k in range(p.length):
+        seed[:, k] = 1.0
+        J[:, :, k] = aev_backward(species, start, nbr, vec, dist, ang_start, ang, p, seed)
+        seed[:, k] = 0.0
+    return J
+
+
 def scatter(start, nbr, vec, gvec, batch, n_batch):
     """Forces (n_atoms, 3) = -dE/dx and virials (n_batch, 3, 3) = -sum_e g_e (x) vec_e per structure."""
     centre = _centres(start)

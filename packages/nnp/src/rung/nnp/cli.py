@@ -1,4 +1,4 @@
-"""Command line interface: `nnp fetch`, `nnp convert`, `nnp eval`."""
+"""Command line interface: `nnp fetch`, `nnp convert`, `nnp eval`, `nnp train`."""
 
 import click
 
@@ -35,28 +35,53 @@ def convert(folder, out, name):
     click.echo(f"{model.name}: {len(model.members)} networks, species {','.join(model.species)} -> {save_model(model, out)}")
 
 
+class InputError(click.ClickException):
+    """Bad input (config, dataset, model): one line on stderr, exit code 2 like click's usage errors."""
+
+    exit_code = 2
+
+
 @main.command("eval")
 @click.argument("structures", type=click.Path(exists=True, dir_okay=False))
-@click.option("--model", "model_name", default="ani-1x", show_default=True, help="model name, file or folder")
+@click.option("--model", "model_names", multiple=True, default=["ani-1x"], show_default=True,
+              help="model name, file or folder; repeat to compare several models side by side (nothing written)")
 @click.option("--member", type=int, default=None, help="one ensemble member (0-based) instead of the ensemble")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64", show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="dataset to write (default: the input itself when it is a rung dataset, else <input>.nnp.h5)")
-def eval_(structures, model_name, member, dtype, backend, out):
-    """Energies, forces and ensemble spread for STRUCTURES (xyz or dataset .h5); errors vs other rungs."""
+def eval_(structures, model_names, member, dtype, backend, out):
+    """Energies, forces and ensemble spread for STRUCTURES (xyz or dataset .h5); errors vs other rungs.
+
+    With several --model options: the errors of each model against every reference rung of the
+    dataset STRUCTURES, in one table; the dataset is not changed."""
     from pathlib import Path
 
     import h5py
 
     from rung.core.dataset import DatasetError, create_dataset, read_structures
     from rung.nnp.ani import load_model
-    from rung.nnp.evaluate import compare, evaluate_dataset, format_errors
+    from rung.nnp.evaluate import compare, evaluate_dataset, format_errors, predict
     from rung.nnp.fetch import WeightsMissing
 
     src = Path(structures)
+    if len(model_names) > 1:
+        if out is not None or not h5py.is_hdf5(src):
+            raise InputError("several --model options compare models on a rung dataset (.h5) and write nothing; "
+                             "drop --out or give one --model")
+        rows, labels = [], []
+        try:
+            for name in model_names:
+                pot = load_model(name, member=member, dtype=dtype, backend=backend)
+                errs = compare(src, predict(src, pot, log=click.echo))
+                rows += errs
+                labels += [name] * len(errs)
+        except (WeightsMissing, DatasetError, ValueError) as err:
+            raise click.ClickException(str(err)) from err
+        click.echo(format_errors(rows, labels) if rows else f"{src}: no reference rung to compare with")
+        return
     try:
-        pot = load_model(model_name, member=member, dtype=dtype, backend=backend)
+        pot = load_model(model_names[0], member=member, dtype=dtype, backend=backend)
         if h5py.is_hdf5(src) and out is None:
             target = src
         else:
@@ -69,6 +94,22 @@ def eval_(structures, model_name, member, dtype, backend, out):
     errors = compare(target)
     if errors:
         click.echo(format_errors(errors))
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="replace the output model and log of an earlier run")
+@click.option("--quiet", is_flag=True, help="no progress lines")
+def train(config, overwrite, quiet):
+    """Refit a model on rung datasets as CONFIG (TOML; see rung.nnp.train.config) describes."""
+    from rung.nnp.train.config import TrainInputError, load_config
+    from rung.nnp.train.run import train as run_train
+
+    try:
+        res = run_train(load_config(config), overwrite=overwrite, log=(lambda *a: None) if quiet else click.echo)
+    except TrainInputError as err:
+        raise InputError(str(err)) from err
+    click.echo(f"{res.model.name}: {len(res.stages)} stage(s) -> {res.output} (log {res.log})")
 
 
 if __name__ == "__main__":

@@ -7,11 +7,14 @@ conformations in one batch, and records per conformation (crash-safe, resumable,
 - ``nnp_energy`` (Hartree), ``nnp_energy_spread`` (Hartree, ensemble standard deviation),
 - ``nnp_forces`` (n_atoms, 3) Hartree/Bohr (atomic units inside rung; ``-gradient``).
 
+``predict`` evaluates in memory instead (several models side by side; nothing written).
+
 ``compare`` finds reference data of other rungs in the dataset (``<rung>_total_energy`` or
 ``<rung>_energy``, ``<rung>_total_gradient`` or ``<rung>_gradient``) and reports MAE and RMSE of
-energies (kcal/mol) and forces (kcal/mol/Angstrom). Absolute energies of different methods differ
-by a constant, so the energy errors are also given relative: with each molecule's mean over its
-conformations removed (only molecules with two or more conformations count there).
+energies (kcal/mol) and forces (kcal/mol/Angstrom), of the stored ``nnp_*`` results or of ``predict``'s.
+Absolute energies of different methods differ by a constant, so the energy errors are also given
+relative: with each molecule's mean over its conformations removed (only molecules with two or more
+conformations count there).
 """
 
 from __future__ import annotations
@@ -85,19 +88,47 @@ def _find(group, rung, names):
     return None, None
 
 
-def compare(dataset) -> list[Errors]:
-    """MAE/RMSE of nnp energies and forces against every other rung with data in ``dataset``."""
+def predict(dataset, potential, *, log=print) -> dict:
+    """Energies and forces of every conformation of ``dataset``, in memory (nothing written).
+
+    Returns {molecule: (energy (n_conf,) Hartree, forces (n_conf, n_atoms, 3) Hartree/Bohr)}; a
+    molecule the potential rejects (an element it lacks) is left out and logged.
+    """
+    from rung.core.dataset import read_hdf5
+
+    out = {}
+    for m in read_hdf5(dataset):
+        x = m.conformations * U.BOHR_TO_ANGSTROM
+        nb, na = x.shape[:2]
+        try:
+            r = potential.evaluate(x.reshape(-1, 3), np.tile(m.atomic_numbers, nb), batch=np.repeat(np.arange(nb), na))
+        except ValueError as err:
+            log(f"{m.name}: skipped: {err}")
+            continue
+        out[m.name] = (r.energy, r.forces.reshape(nb, na, 3) * U.BOHR_TO_ANGSTROM)
+    return out
+
+
+def compare(dataset, predictions: dict | None = None) -> list[Errors]:
+    """MAE/RMSE of nnp energies and forces against every other rung with data in ``dataset``.
+
+    ``predictions`` (from :func:`predict`) replaces the stored ``nnp_energy``/``nnp_forces``.
+    """
     import h5py
 
     e_kcal = U.HARTREE_TO_KCAL_PER_MOL
     f_kcal = U.HARTREE_TO_KCAL_PER_MOL / U.BOHR_TO_ANGSTROM  # Hartree/Bohr -> kcal/mol/Angstrom
     acc: dict[str, dict[str, list]] = {}
     with h5py.File(dataset, "r") as f:
-        for g in f.values():
-            if "nnp_energy" not in g:
+        for name, g in f.items():
+            if predictions is not None:
+                if name not in predictions:
+                    continue
+                e_nn, f_nn = predictions[name]
+            elif "nnp_energy" in g:
+                e_nn, f_nn = g["nnp_energy"][()], g["nnp_forces"][()]
+            else:
                 continue
-            e_nn = g["nnp_energy"][()]
-            f_nn = g["nnp_forces"][()]
             rungs = {k.split("_", 1)[0] for k in g.keys() if "_" in k} - {"nnp", "atomic", "smiles"}
             for rung in sorted(rungs):
                 e_ref, e_unit = _find(g, rung, ["total_energy", "energy"])
@@ -127,10 +158,14 @@ def compare(dataset) -> list[Errors]:
     return [Errors(rung, a["n"], *stats(a["de"]), *stats(a["rel"]), *stats(a["df"])) for rung, a in acc.items()]
 
 
-def format_errors(errors: list[Errors]) -> str:
-    lines = [f"{'rung':8s} {'n_conf':>6s} {'E MAE':>10s} {'E RMSE':>10s} {'relE MAE':>10s} {'relE RMSE':>10s} "
+def format_errors(errors: list[Errors], models: list[str] | None = None) -> str:
+    """A table of errors, one row per reference rung; with ``models``, a first column names each row's model."""
+    w = max([5] + [len(m) for m in models or []])
+    head = f"{'model':{w}s} " if models else ""
+    lines = [f"{head}{'rung':8s} {'n_conf':>6s} {'E MAE':>10s} {'E RMSE':>10s} {'relE MAE':>10s} {'relE RMSE':>10s} "
              f"{'F MAE':>10s} {'F RMSE':>10s}   (kcal/mol, forces kcal/mol/A)"]
-    for e in errors:
-        lines.append(f"{e.rung:8s} {e.n_conf:6d} {e.energy_mae:10.3f} {e.energy_rmse:10.3f} {e.rel_energy_mae:10.3f} "
+    for k, e in enumerate(errors):
+        first = f"{models[k]:{w}s} " if models else ""
+        lines.append(f"{first}{e.rung:8s} {e.n_conf:6d} {e.energy_mae:10.3f} {e.energy_rmse:10.3f} {e.rel_energy_mae:10.3f} "
                      f"{e.rel_energy_rmse:10.3f} {e.forces_mae:10.3f} {e.forces_rmse:10.3f}")
     return "\n".join(lines)

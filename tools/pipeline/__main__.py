@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--executor", choices=EXECUTORS, default="local")
     ap.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("tools.pipeline").setLevel(logging.INFO)  # progress with ETA; the packages stay quiet
     try:
         cfg = load(args.config)
         with Executor(args.executor, args.workers) as ex:

@@ -1,0 +1,193 @@
+"""The pipeline (tools/pipeline): its input file, the selection, the executors, and the loop end to end."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tools.pipeline import steps
+from tools.pipeline.config import ConfigError, parse
+from tools.pipeline.executors import Executor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+[input]
+perturb = {{ molecule = "H2O", n = 3, sigma_angstrom = 0.08, seed = 1 }}
+[dft]
+xc = "hf"
+basis = "ccecp-cc-pvdz"
+ecp = "ccecp"
+force_grid = 3
+[select]
+method = "{method}"
+n_train = 2
+n_holdout = 1
+seed = 3
+[qmc]
+walkers = 20
+vmc_blocks = 3
+vmc_steps = 5
+optimize_iterations = 0
+force_every = 3
+[md]
+steps = 10
+beads = 2
+"""
+
+
+@pytest.mark.parametrize("data, match", [
+    ({}, "exactly one of path"),
+    ({"input": {"perturb": {}}, "qmc": {"walkerz": 3}}, r"\[qmc\]: unknown key"),
+    ({"input": {"perturb": {}}, "select": {"method": "best"}}, "spread, fps or random"),
+    ({"input": {"perturb": {}}, "select": {"n_holdout": 0}}, "n_holdout"),
+    ({"input": {"path": "nowhere.xyz"}}, "does not exist"),
+    ({"input": {"perturb": {}}, "qmc": {"tau": 0.0}}, "tau > 0"),
+    ({"input": {"perturb": {}}, "mc": {}}, "unknown section"),
+])
+def test_config_errors(data, match):
+    with pytest.raises(ConfigError, match=match):
+        parse(data)
+
+
+def test_cli_bad_config_is_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[input]\npath = 'nowhere.xyz'\n")
+    out = subprocess.run([sys.executable, "-m", "tools.pipeline", str(bad), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: [input] path")
+
+
+def test_farthest_points_against_brute_force():
+    """FPS: each new point maximises its distance to the chosen set (checked by brute force)."""
+    x = np.random.default_rng(0).normal(size=(30, 4))
+    chosen = steps.farthest_points(x, 6, first=2)
+    for k in range(1, 6):
+        dist = np.min(np.linalg.norm(x[:, None] - x[chosen[:k]], axis=-1), axis=1)
+        assert chosen[k] == int(np.argmax(dist))
+
+
+def test_spread_selection_finds_where_the_model_is_unsure():
+    """30 water conformations near equilibrium and 10 strongly distorted ones (ANI-1x is unsure there):
+    choosing 10 by the ensemble spread takes far more distorted ones than random choice would (a
+    hypergeometric tail probability below 1e-4), and the distorted ones are where ANI-1x's members
+    disagree most."""
+    from scipy.stats import hypergeom
+
+    from rung.core import units as U
+    from rung.nnp import load_model
+
+    numbers, near = steps.perturbed("H2O", 30, 0.02, seed=1)
+    _, far = steps.perturbed("H2O", 10, 0.25, seed=2)
+    x = np.concatenate([near, far]) * U.ANGSTROM_TO_BOHR
+    spread = steps.spread_scores(load_model("ani-1x"), numbers, x)
+    chosen = steps.pick("spread", spread, 10, np.random.default_rng(0))
+    k = int(np.sum(np.asarray(chosen) >= 30))
+    assert hypergeom.sf(k - 1, 40, 10, 10) < 1e-4, (k, spread)
+    rand = [np.sum(np.asarray(steps.pick("random", spread, 10, np.random.default_rng(s))) >= 30) for s in range(200)]
+    assert k > np.mean(rand) + 3 * np.std(rand)
+
+
+TASKS = [(i, i, math.log, (float(i),)) for i in range(6)]  # log(0) fails: "math domain error"
+
+
+def test_executors_agree_and_a_failed_task_fails_alone():
+    res = {}
+    for kind in ("serial", "local"):
+        with Executor(kind, workers=2) as ex:
+            res[kind] = {k: (r, e) for k, r, e in ex.run(TASKS)}
+    assert res["serial"] == res["local"]
+    assert res["serial"][0] == (None, "ValueError: math domain error")
+    assert res["serial"][4] == (math.log(4.0), None)
+
+
+@pytest.mark.mpi
+def test_mpi_executor_matches_serial(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import math, sys\nsys.path.insert(0, sys.argv[1])\nfrom tools.pipeline.executors import Executor\n"
+        "with Executor('mpi') as ex:\n    if ex is not None:\n"
+        "        print(sorted(ex.run([(i, i, math.log, (float(i),)) for i in range(6)])))\n")
+    out = subprocess.run(["mpiexec", "-n", "2", sys.executable, str(script), str(ROOT)], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    with Executor("serial") as ex:
+        expect = sorted(ex.run(TASKS))
+    assert out.stdout.strip() == str(expect)
+
+
+def _run(cfg_path, out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "tools.pipeline", str(cfg_path), "--out", str(out), *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _labels(path):
+    with h5py.File(path, "r") as f:
+        g = f["h2o"]
+        return {k: g[k][()] for k in ("dft_total_energy", "qmc_total_energy", "qmc_total_gradient", "pipeline_role")}
+
+
+def test_loop_end_to_end(tmp_path):
+    """Three water conformations climb HF -> QMC (energies + forces) -> refit -> MD; a rerun computes nothing."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY.format(method="spread"))
+    p = _run(cfg, tmp_path / "out", "--workers", "2")
+    text = p.communicate(timeout=900)[0]
+    assert p.returncode == 0, text
+    lab = _labels(tmp_path / "out" / "dataset.h5")
+    role = lab["pipeline_role"]
+    assert (role == 1).sum() == 2 and (role == 2).sum() == 1
+    assert np.all(np.isfinite(lab["qmc_total_energy"][role > 0]))
+    assert np.all(np.isfinite(lab["qmc_total_gradient"][role > 0]))
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| readout |" in report and (tmp_path / "out" / "model-readout.h5").exists()
+    from rung.nnp import load_model
+
+    assert load_model(tmp_path / "out" / "model-readout.h5").n_members == 8
+    p = _run(cfg, tmp_path / "out", "--executor", "serial")
+    text = p.communicate(timeout=600)[0]
+    assert p.returncode == 0 and "0 computed now" in text, text
+    np.testing.assert_array_equal(_labels(tmp_path / "out" / "dataset.h5")["qmc_total_energy"], lab["qmc_total_energy"])
+
+
+@pytest.mark.slow
+def test_killed_in_qmc_resumes_to_the_same_files(tmp_path):
+    """SIGKILL during the QMC step, rerun: the dataset's labels and the refit model equal those of an
+    uninterrupted run (every step is seeded and keyed on the conformation)."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY.format(method="random").replace("walkers = 20", "walkers = 60"))
+    p = _run(cfg, tmp_path / "a", "--workers", "1")
+    assert p.wait(timeout=900) == 0
+    p = _run(cfg, tmp_path / "b", "--workers", "1")
+    for line in p.stdout:
+        if line.startswith("select"):
+            break
+    time.sleep(3)  # inside the QMC step
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    for child in subprocess.run(["pgrep", "-f", str(tmp_path / "b")], capture_output=True, text=True).stdout.split():
+        os.kill(int(child), signal.SIGKILL)  # the pool's workers
+    assert not (tmp_path / "b" / "model-readout.h5").exists()
+    p = _run(cfg, tmp_path / "b", "--workers", "1")
+    assert p.wait(timeout=900) == 0
+    a, b = _labels(tmp_path / "a" / "dataset.h5"), _labels(tmp_path / "b" / "dataset.h5")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    with h5py.File(tmp_path / "a" / "model-readout.h5") as fa, h5py.File(tmp_path / "b" / "model-readout.h5") as fb:
+        def arrays(f):
+            out = {}
+            f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+            return out
+
+        xa, xb = arrays(fa), arrays(fb)
+        assert xa.keys() == xb.keys()
+        for k in xa:
+            np.testing.assert_array_equal(xa[k], xb[k])

@@ -110,13 +110,13 @@ def test_executors_agree_and_a_failed_task_fails_alone():
 
 
 @pytest.mark.mpi
-def test_mpi_executor_matches_serial(tmp_path):
+def test_mpi_executor_matches_serial(tmp_path, mpiexec):
     script = tmp_path / "run.py"
     script.write_text(
         "import math, sys\nsys.path.insert(0, sys.argv[1])\nfrom tools.pipeline.executors import Executor\n"
         "with Executor('mpi') as ex:\n    if ex is not None:\n"
         "        print(sorted(ex.run([(i, i, math.log, (float(i),)) for i in range(6)])))\n")
-    out = subprocess.run(["mpiexec", "-n", "2", sys.executable, str(script), str(ROOT)], capture_output=True,
+    out = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script), str(ROOT)], capture_output=True,
                          text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     with Executor("serial") as ex:

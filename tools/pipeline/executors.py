@@ -18,7 +18,7 @@ installed here.
 from __future__ import annotations
 
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 EXECUTORS = ("local", "mpi", "serial")
 
@@ -90,11 +90,8 @@ class Executor:
             return
         futures = {self._pool.submit(_guarded, fn, args): key for key, _, fn, args in tasks}
         try:
-            while futures:
-                done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for f in done:
-                    key = futures.pop(f)
-                    yield (key, *f.result())
+            for f in as_completed(futures):
+                yield (futures[f], *f.result())
         finally:
             for f in futures:  # the caller stopped early (an error, a kill): drop what has not started
                 f.cancel()

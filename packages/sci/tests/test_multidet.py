@@ -54,8 +54,13 @@ def test_multiword_core_shift_roundtrip(tmp_path):
 
 
 def test_reader_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    from rung.core.errors import InputError
+
+    with pytest.raises(InputError, match="no such file"):
         read_multidet(tmp_path / "none.h5")
+    (tmp_path / "garbage.h5").write_bytes(b"not hdf5")
+    with pytest.raises(InputError, match="garbage.h5: not a readable /MultiDet file"):
+        read_multidet(tmp_path / "garbage.h5")
     with h5py.File(tmp_path / "x.h5", "w") as f:
         f.create_group("other")
     with pytest.raises(ValueError, match="no /MultiDet"):

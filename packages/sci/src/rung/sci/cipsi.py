@@ -39,6 +39,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
+from rung.core.errors import InputError
 from rung.sci import __version__
 from rung.sci.davidson import davidson
 from rung.sci.determinants import Layout
@@ -107,14 +108,16 @@ class Config:
     blas_threads: int | None = 1
 
     def __post_init__(self):
-        if self.max_det < 1 or self.growth <= 1.0 or self.nroots < 1:
-            raise ValueError("max_det >= 1, growth > 1 and nroots >= 1 are required")
+        for name, ok, rule in (("max_det", self.max_det >= 1, ">= 1"), ("growth", self.growth > 1.0, "> 1"),
+                               ("nroots", self.nroots >= 1, ">= 1")):
+            if not ok:
+                raise InputError(f"{name} must be {rule}, got {getattr(self, name)}")
         if self.pt2_samples < 2 or self.pt2_samples_growing < 2:
-            raise ValueError("pt2_samples and pt2_samples_growing must be >= 2 (the error bar needs two)")
+            raise InputError("pt2_samples and pt2_samples_growing must be >= 2 (the error bar needs two)")
         if not 0.0 <= self.guided_growth <= 1.0:
-            raise ValueError(f"guided_growth must lie in [0, 1], got {self.guided_growth}")
+            raise InputError(f"guided_growth must lie in [0, 1], got {self.guided_growth}")
         if self.blas_threads is not None and self.blas_threads < 1:
-            raise ValueError(f"blas_threads must be None or >= 1, got {self.blas_threads}")
+            raise InputError(f"blas_threads must be None or >= 1, got {self.blas_threads}")
 
 
 @dataclass(frozen=True)
@@ -336,7 +339,7 @@ def _write(path: Path, layout, ham, cfg, result: Result, next_keys, backend):
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["package_version"] = __version__
         f.attrs["backend"] = backend
-        write_multidet(None, md, group=f)
+        write_multidet(None, md, group=f, attrs={"complete": next_keys is None})
         g = f.create_group("sci")
         g.attrs["fingerprint"] = ham.fingerprint()
         g.attrs["config"] = json.dumps(asdict(cfg))
@@ -356,16 +359,24 @@ def _write(path: Path, layout, ham, cfg, result: Result, next_keys, backend):
 
 
 def load(path) -> tuple[Result, np.ndarray | None, dict]:
-    """Read a wavefunction/checkpoint file written by :func:`kernel`: (result, next_keys or None, attrs)."""
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("schema") != SCHEMA or "sci" not in f:
-            raise ValueError(f"{path}: not a rung.sci wavefunction file")
-        g = f["sci"]
-        res = Result(g["e_var"][()], float(g["e_pt2"][()]), float(g["pt2_error"][()]), float(g["e_extrapolated"][()]),
-                     g["s2"][()], g["dets"][()], g["coef"][()], json.loads(g.attrs["history"]),
-                     str(f.attrs["backend"]), bool(g.attrs["complete_space"]))
-        nk = g["next_keys"][()] if "next_keys" in g else None
-        return res, nk, dict(g.attrs)
+    """Read a wavefunction/checkpoint file written by :func:`kernel`: (result, next_keys or None, attrs).
+
+    Raises :class:`~rung.core.errors.InputError` for a file that is not one (corrupt, truncated, foreign).
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("schema") != SCHEMA or "sci" not in f:
+                raise InputError(f"{path}: not a rung.sci wavefunction file")
+            g = f["sci"]
+            res = Result(g["e_var"][()], float(g["e_pt2"][()]), float(g["pt2_error"][()]),
+                         float(g["e_extrapolated"][()]), g["s2"][()], g["dets"][()], g["coef"][()],
+                         json.loads(g.attrs["history"]), str(f.attrs["backend"]), bool(g.attrs["complete_space"]))
+            nk = g["next_keys"][()] if "next_keys" in g else None
+            return res, nk, dict(g.attrs)
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError) as err:
+        raise InputError(f"{path}: not a readable rung.sci wavefunction file (corrupt or truncated?): {err}") from err
 
 
 def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto", checkpoint=None,
@@ -382,7 +393,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
     sz = 0.5 * (layout.na - layout.nb)
     s_target = abs(sz) if cfg.spin is None else float(cfg.spin)
     if s_target < abs(sz) - 1e-9 or abs((s_target - abs(sz)) - round(s_target - abs(sz))) > 1e-9:
-        raise ValueError(f"spin S={s_target} is impossible with Ms={sz}")
+        raise InputError(f"spin S={s_target} is impossible with Ms={sz}")
     target = s_target * (s_target + 1)
     h1, eri = ham.h1, ham.eri
     rng = np.random.default_rng(cfg.seed)
@@ -396,7 +407,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
     if checkpoint is not None and checkpoint.exists():
         old, next_keys, attrs = load(checkpoint)
         if attrs["fingerprint"] != ham.fingerprint():
-            raise ValueError(f"{checkpoint} holds a run on another Hamiltonian; use another output path")
+            raise InputError(f"{checkpoint} holds a run on another Hamiltonian; use another output path")
         history = old.history
         okeys = layout.keys(old.dets)
         same_budget = cfg.max_det <= json.loads(attrs["config"])["max_det"]  # (a larger one grows on)

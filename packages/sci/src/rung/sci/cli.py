@@ -1,9 +1,14 @@
-"""Command line interface: ``sci run`` (CIPSI on an FCIDUMP or a dataset) and ``sci show`` (a wavefunction file)."""
+"""Command line interface: ``sci run`` (CIPSI on an FCIDUMP or a dataset) and ``sci show`` (a wavefunction file).
+
+Bad input (a file or an option) ends in one line and exit code 2 (:mod:`rung.core.cli`).
+"""
 
 import click
 
+from rung.core.cli import Group
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rung-sci")
 def main():
     """Selected CI rung: CIPSI with bit-string determinants, EN-PT2, Davidson-Liu."""
@@ -13,10 +18,13 @@ def main():
 @click.argument("fcidump", required=False, type=click.Path(dir_okay=False))
 @click.option("--from-dataset", "dataset", type=click.Path(exists=True, dir_okay=False), help="rung.core dataset (HDF5)")
 @click.option("--out", type=click.Path(dir_okay=False), help="wavefunction/checkpoint file (FCIDUMP mode); a rerun resumes it")
-@click.option("--max-det", type=float, default=1e5, show_default=True, help="determinant budget (1e6 accepted)")
-@click.option("--pt2-threshold", type=float, default=1e-5, show_default=True, help="stop when |E_PT2| < this (Hartree)")
-@click.option("--growth", type=float, default=2.0, show_default=True, help="space growth factor per iteration")
-@click.option("--nroots", type=int, default=1, show_default=True)
+@click.option("--max-det", type=click.FloatRange(min=1), default=1e5, show_default=True,
+              help="determinant budget (1e6 accepted)")
+@click.option("--pt2-threshold", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+              help="stop when |E_PT2| < this (Hartree)")
+@click.option("--growth", type=click.FloatRange(min=1, min_open=True), default=2.0, show_default=True,
+              help="space growth factor per iteration (> 1)")
+@click.option("--nroots", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--spin", type=float, default=None, help="target S (default |MS|)")
 @click.option("--ncore", type=int, default=0, help="frozen core orbitals below the FCIDUMP's (for the /MultiDet export)")
 @click.option("--basis", default="ccecp-cc-pvdz", show_default=True, help="dataset mode without DFT FCIDUMP: RHF basis")
@@ -42,12 +50,9 @@ def run(fcidump, dataset, out, max_det, pt2_threshold, growth, nroots, spin, nco
     from dataclasses import replace
 
     from rung.sci.cipsi import kernel
-    from rung.sci.fcidump import FCIDUMPError, read_fcidump
+    from rung.sci.fcidump import read_fcidump
 
-    try:
-        ham = replace(read_fcidump(fcidump), ncore=ncore)
-    except FCIDUMPError as err:
-        raise click.ClickException(str(err)) from None
+    ham = replace(read_fcidump(fcidump), ncore=ncore)
     r = kernel(ham, cfg, backend=backend, checkpoint=out, log=click.echo)
     pm = f" ± {r.pt2_error:.1e}" if r.pt2_error > 0 else ""
     click.echo(f"E_var = {r.e_var[0]:.8f} Ha, E_var+PT2 = {r.e_var_pt2:.8f}{pm} Ha, "
@@ -62,7 +67,8 @@ def show(wavefunction, top):
     from rung.sci.multidet import read_multidet
 
     md = read_multidet(wavefunction)
-    click.echo(f"{md.ndet} determinants over {md.nstate} orbitals")
+    state = {True: "complete", False: "INCOMPLETE (an unfinished run: resume it with sci run)", None: "completeness unknown"}
+    click.echo(f"{md.ndet} determinants over {md.nstate} orbitals, {state[md.complete]}")
     for i in range(min(top, md.ndet)):
         a, b = md.occupations(i)
         click.echo(f"{md.coef[i]: .6f}  alpha {a}  beta {b}")

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rung.core.errors import InputError
+
 SYMMETRY_TOL = 1e-8  # Hartree: larger symmetry-forbidden integrals mean the ORBSYM labels are wrong
 
 
-class FCIDUMPError(ValueError):
+class FCIDUMPError(InputError):
     """An FCIDUMP file or Hamiltonian that cannot be used (the message says what and where)."""
 
 

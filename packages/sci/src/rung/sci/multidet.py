@@ -9,6 +9,11 @@ Layout (as QMCPACK's multideterminant reader expects)::
     /MultiDet/CI_Alpha   (NbDet, Nbits) int64  alpha strings, bit i of word k = orbital 64 k + i
     /MultiDet/CI_Beta    (NbDet, Nbits) int64  beta strings (frozen-core orbitals set in both)
 
+Completeness: the sci rung sets the attribute ``/MultiDet.complete`` (bool): False while a run is
+unfinished (a killed ``sci run`` leaves its last iteration's expansion), True once it has stopped by its
+own criteria. The next rung refuses an incomplete expansion unless forced; files of other programs
+carry no such attribute (``MultiDet.complete`` is then None: unknown).
+
 Sign convention: a determinant is ``a+_{a1} a+_{a2} ... a+_{b1} a+_{b2} ... |0>``, every alpha creation
 operator before the beta ones, each spin in ascending orbital order (the relative signs of PySCF's FCI
 vectors and of Quantum Package). The words are the uint64 bit patterns stored as int64.
@@ -22,18 +27,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from rung.core.errors import InputError
+
 
 @dataclass(frozen=True)
 class MultiDet:
     """A multideterminant expansion over ``nstate`` orbitals.
 
-    alpha, beta : (ndet, nbits) uint64 strings over all orbitals (core included); coef : (ndet,) float64.
+    alpha, beta : (ndet, nbits) uint64 strings over all orbitals (core included); coef : (ndet,) float64;
+    complete : whether the run that wrote it had finished (None: the file does not say).
     """
 
     alpha: np.ndarray
     beta: np.ndarray
     coef: np.ndarray
     nstate: int
+    complete: bool | None = None
 
     @property
     def ndet(self) -> int:
@@ -103,23 +112,33 @@ def write_multidet(path, md: MultiDet, *, group: h5py.Group | None = None, attrs
 
 
 def read_multidet(path) -> MultiDet:
-    """Read ``/MultiDet`` from an HDF5 file (ours or QMCPACK's converters')."""
+    """Read ``/MultiDet`` from an HDF5 file (ours or QMCPACK's converters').
+
+    Raises :class:`~rung.core.errors.InputError` naming the file when it is missing, not HDF5,
+    truncated, or holds no complete ``/MultiDet`` group.
+    """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    with h5py.File(path, "r") as f:
-        if "MultiDet" not in f:
-            raise ValueError(f"{path}: no /MultiDet group (not a multideterminant wavefunction file)")
-        g = f["MultiDet"]
-        for name in ("NbDet", "nstate", "Nbits", "Coeff", "CI_Alpha", "CI_Beta"):
-            if name not in g:
-                raise ValueError(f"{path}: /MultiDet lacks {name}")
-        n = int(g["NbDet"][()])
-        nbits = int(g["Nbits"][()])
-        a = np.asarray(g["CI_Alpha"][()], dtype=np.int64).view(np.uint64).reshape(n, nbits)
-        b = np.asarray(g["CI_Beta"][()], dtype=np.int64).view(np.uint64).reshape(n, nbits)
-        c = np.asarray(g["Coeff"][()], dtype=np.float64).reshape(n)
-        return MultiDet(a, b, c, int(g["nstate"][()]))
+        raise InputError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            if "MultiDet" not in f:
+                raise InputError(f"{path}: no /MultiDet group (not a multideterminant wavefunction file)")
+            g = f["MultiDet"]
+            for name in ("NbDet", "nstate", "Nbits", "Coeff", "CI_Alpha", "CI_Beta"):
+                if name not in g:
+                    raise InputError(f"{path}: /MultiDet lacks {name}")
+            n = int(g["NbDet"][()])
+            nbits = int(g["Nbits"][()])
+            a = np.asarray(g["CI_Alpha"][()], dtype=np.int64).view(np.uint64).reshape(n, nbits)
+            b = np.asarray(g["CI_Beta"][()], dtype=np.int64).view(np.uint64).reshape(n, nbits)
+            c = np.asarray(g["Coeff"][()], dtype=np.float64).reshape(n)
+            complete = g.attrs.get("complete")
+            return MultiDet(a, b, c, int(g["nstate"][()]), None if complete is None else bool(complete))
+    except InputError:
+        raise
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable /MultiDet file (corrupt or truncated?): {err}") from err
 
 
 __all__ = ["MultiDet", "from_active", "read_multidet", "write_multidet"]

@@ -139,6 +139,22 @@ def cases(quick: bool):
     yield Case("nnp.dataset_batch", f"{n_mol} small molecules ({len(z)} atoms), 8 nets",
                _one_thread(lambda: pot.evaluate(x, z, batch=b)), work=n_mol, work_unit="molecules",
                repeats=3, warmup=1, note="one call, energies + forces + spread")
+    yield from refit_cases(quick)
+
+
+def refit_cases(quick: bool):
+    """The exact read-out refit of ANI-1x (8 members) on N small-molecule conformations with energies
+    and forces (rung.nnp.train.readout.refit; labels are zeros: the cost does not depend on them)."""
+    from rung.nnp import load_model
+    from rung.nnp.train.readout import Labels, refit
+
+    model = load_model("ani-1x").model
+    for n in [100] if quick else [100, 300]:
+        x, z, b = small_molecules(n, seed=1)
+        lab = Labels(x, z, b, np.zeros(n), np.ones(n), np.zeros((z.size, 3)), np.ones((z.size, 3)))
+        yield Case("nnp.readout_refit", f"{n} small molecules ({len(z)} atoms), E + F, 8 nets",
+                   lambda lab=lab: refit(model, lab), work=n, work_unit="conformations", repeats=3, warmup=1,
+                   note="exact last-layer refit, every member, float64; BLAS 1 thread, numba 2")
 
 
 def cpu_time_table(quick: bool = False, repeats: int = 3) -> str:

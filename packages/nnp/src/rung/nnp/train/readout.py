@@ -181,8 +181,6 @@ def _theta(nets):
 
 def _factors(model: ANIModel, labels: Labels, budget_bytes: int):
     """Per member, the triangular factor (P+1, P+1) of the weighted rows [A | r] (see module)."""
-    from threadpoolctl import ThreadpoolController
-
     from rung.nnp.ani import build_entries
 
     species = species_index(model, labels.numbers)
@@ -192,17 +190,13 @@ def _factors(model: ANIModel, labels: Labels, budget_bytes: int):
     R = [np.zeros((0, P + 1)) for _ in model.members]
     conf_entries = np.bincount(labels.batch, weights=np.diff(ent.start), minlength=labels.n_conf)
     atom_start = np.searchsorted(labels.batch, np.arange(labels.n_conf + 1))
-    # BLAS on one thread: OpenBLAS's threaded QR of these tall, narrow blocks and its GEMMs of a few
-    # thousand rows were up to 10x slower than one thread while the 2 cores were shared (800 x 389 QR:
-    # 1.3-2.6 s against 7 ms); on an idle machine two threads gained ~10% (BENCHMARKS.md)
-    with ThreadpoolController().limit(limits=1, user_api="blas"):
-        c0 = 0
-        while c0 < labels.n_conf:
-            c1 = c0 + 1  # as many conformations as the Jacobian budget allows, at least one
-            while c1 < labels.n_conf and conf_entries[c0:c1 + 1].sum() * 3 * p.length * 8 <= budget_bytes:
-                c1 += 1
-            _add_rows(model, labels, species, ent, c0, c1, atom_start, R)
-            c0 = c1
+    c0 = 0
+    while c0 < labels.n_conf:
+        c1 = c0 + 1  # as many conformations as the Jacobian budget allows, at least one
+        while c1 < labels.n_conf and conf_entries[c0:c1 + 1].sum() * 3 * p.length * 8 <= budget_bytes:
+            c1 += 1
+        _add_rows(model, labels, species, ent, c0, c1, atom_start, R)
+        c0 = c1
     return [np.vstack([r, np.zeros((P + 1 - r.shape[0], P + 1))]) for r in R]
 
 
@@ -270,13 +264,19 @@ def refit(model: ANIModel, labels: Labels, *, frozen=(), l2sp: float = 1.0e3, sh
     P = off[-1]
     d = np.zeros((len(model.members), P))
     before, after = np.empty(len(model.members)), np.empty(len(model.members))
-    for m, Ra in enumerate(_factors(model, labels, budget_bytes)):
-        R, q, rho2 = Ra[:P, :P][:, free], Ra[:P, P], Ra[P, P] ** 2
-        A = np.vstack([R, np.diag(np.sqrt(lam))])
-        d[m, free] = np.linalg.lstsq(A, np.concatenate([q, np.zeros(lam.size)]), rcond=None)[0]
-        before[m] = q @ q + rho2
-        res = R @ d[m, free] - q
-        after[m] = res @ res + rho2 + lam @ d[m, free] ** 2
+    # BLAS on one thread: OpenBLAS's threaded QR and lstsq of these narrow blocks and its GEMMs of a few
+    # thousand rows were up to 10x slower than one thread while the 2 cores were shared (800 x 389 QR:
+    # 1.3-2.6 s against 7 ms); on an idle machine two threads gained ~10% (BENCHMARKS.md)
+    from threadpoolctl import ThreadpoolController
+
+    with ThreadpoolController().limit(limits=1, user_api="blas"):
+        for m, Ra in enumerate(_factors(model, labels, budget_bytes)):
+            R, q, rho2 = Ra[:P, :P][:, free], Ra[:P, P], Ra[P, P] ** 2
+            A = np.vstack([R, np.diag(np.sqrt(lam))])
+            d[m, free] = np.linalg.lstsq(A, np.concatenate([q, np.zeros(lam.size)]), rcond=None)[0]
+            before[m] = q @ q + rho2
+            res = R @ d[m, free] - q
+            after[m] = res @ res + rho2 + lam @ d[m, free] ** 2
     return Refit(_write_back(model, d, H, off), before, after, int(free.sum()))
 
 

@@ -43,3 +43,31 @@ def test_h2_dmc_force_matches_fci_curve():
     f, err = d.forces[1, 2], d.forces_error[1, 2]
     assert err < 0.02, err
     assert abs(f - exact) < 3 * err + 0.002, (f, err, exact, v.forces[1, 2], v.forces_error[1, 2])
+
+
+def _lih_fci_force(R, h=0.01):
+    e = []
+    for r in (R + h, R - h):
+        mol = gto.M(atom=f"Li 0 0 0; H 0 0 {r}", unit="Bohr", basis={"Li": "ccecp-cc-pvtz", "H": "cc-pvtz"},
+                    ecp={"Li": "ccecp"}, verbose=0)
+        e.append(fci.FCI(scf.RHF(mol).run()).kernel()[0])
+    return -(e[0] - e[1]) / (2 * h)
+
+
+@pytest.mark.slow
+def test_lih_ccecp_dmc_force_matches_fci_curve():
+    """LiH with a ccECP on Li (two electrons, nodeless; the nonlocal ECP goes through T-moves, whose
+    localisation error is small here): the DMC hybrid force on H against -dE/dR of the FCI curve in
+    ccecp-cc-pVTZ/cc-pVTZ at R = 3.6 Bohr (stretched from R_e ~ 3.0 so that |F| ~ 0.03 Ha/Bohr)."""
+    R = 3.6
+    exact = _lih_fci_force(R)
+    mol = gto.M(atom=f"Li 0 0 0; H 0 0 {R}", unit="Bohr", basis={"Li": "ccecp-cc-pvtz", "H": "cc-pvtz"},
+                ecp={"Li": "ccecp"}, verbose=0)
+    cfg = QMCConfig(VMCConfig(nwalkers=200, nblocks=20, nsteps=10, seed=3),
+                    DMCConfig(tau=0.01, nblocks=22, nsteps=50, nequil_blocks=2, seed=4),
+                    OptimizeConfig(niter=5, nsteps=20, seed=5), forces=ForceConfig(every=2))
+    out = kernel(mol, mean_field(mol), cfg)
+    d = out["dmc"]
+    f, err = d.forces[1, 2], d.forces_error[1, 2]
+    assert err < 0.02, err
+    assert abs(f - exact) < 3 * err + 0.002, (f, err, exact, out["vmc"].forces[1, 2], out["vmc"].forces_error[1, 2])

@@ -41,6 +41,7 @@ SCHEMA = "rung.dataset"
 SCHEMA_VERSION = 1
 MAX_Z = 118
 PENDING, DONE, FAILED = 0, 1, 2
+MIN_DISTANCE_BOHR = 0.1  # atoms closer than this are on top of each other: no rung computes them
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 
 
@@ -126,7 +127,7 @@ def check_electrons(atomic_numbers, charge: int, multiplicity: int, core_electro
     return nelec
 
 
-def check_geometry(positions, min_distance_bohr: float = 0.1) -> None:
+def check_geometry(positions, min_distance_bohr: float = MIN_DISTANCE_BOHR) -> None:
     """Reject atoms on top of each other (closer than ``min_distance_bohr``). positions: (n_atoms, 3) Bohr."""
     x = np.asarray(positions, dtype=np.float64)
     if x.shape[0] < 2:
@@ -136,6 +137,29 @@ def check_geometry(positions, min_distance_bohr: float = 0.1) -> None:
     i, j = np.unravel_index(np.argmin(d), d.shape)
     if d[i, j] < min_distance_bohr:
         raise DatasetError(f"atoms {min(i, j)} and {max(i, j)} are {d[i, j]:.3g} Bohr apart (on top of each other)")
+
+
+def check_conformation(atomic_numbers, positions, charge: int = 0, multiplicity: int = 1, *,
+                       core_electrons: int = 0, min_distance_bohr: float = MIN_DISTANCE_BOHR) -> int:
+    """The check every rung runs on a conformation before any work; returns the number of electrons.
+
+    No two atoms closer than ``min_distance_bohr`` (:func:`check_geometry`), and a charge and
+    multiplicity that fit the electron count left after ``core_electrons`` (:func:`check_electrons`).
+
+    Parameters
+    ----------
+    atomic_numbers : (n_atoms,) int
+    positions : (n_atoms, 3) float64, Bohr
+    charge : int, elementary charges; multiplicity : int, 2S + 1
+    core_electrons : electrons replaced by pseudopotentials (even)
+    min_distance_bohr : closest allowed approach of two atoms, Bohr
+
+    Raises
+    ------
+    DatasetError naming the atoms or the electron count.
+    """
+    check_geometry(positions, min_distance_bohr)
+    return check_electrons(atomic_numbers, charge, multiplicity, core_electrons)
 
 
 # --------------------------------------------------------------------------------------------- readers
@@ -492,7 +516,8 @@ def summarize(path, rung: str) -> dict:
 
 
 __all__ = [
-    "DatasetError", "Molecule", "ResultWriter", "check_electrons", "check_geometry", "create_dataset",
+    "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_geometry",
+    "create_dataset", "MIN_DISTANCE_BOHR",
     "read_hdf5", "read_property", "read_structures", "read_xyz", "smiles_charge", "summarize",
     "SCHEMA", "SCHEMA_VERSION", "PENDING", "DONE", "FAILED",
 ]

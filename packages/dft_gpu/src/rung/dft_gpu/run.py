@@ -38,8 +38,8 @@ the virtual orbitals; damping (``damping`` of the old Fock matrix) with late DII
 computing it, is recorded as failed with the reason; it never stops the run and never gets a number.
 
 Per-conformation validation before any integral: basis/ECP available for every element,
-charge/multiplicity parity with the ECP core electrons removed (:func:`rung.core.dataset.check_electrons`),
-no two atoms closer than ``min_distance_bohr`` (:func:`rung.core.dataset.check_geometry`). A
+charge/multiplicity parity with the ECP core electrons removed and no two atoms closer than
+``min_distance_bohr`` (:func:`rung.core.dataset.check_conformation`, the check every rung runs). A
 conformation with NaN or infinite coordinates is recorded as failed with that reason before the run
 starts (its coordinates are stored as zeros, since the dataset holds finite structures only); the other
 conformations of its molecule are computed. A molecule the reader rejects as a whole (every
@@ -156,7 +156,7 @@ class RunConfig:
     save_fcidump: bool = False
     fcidump_ncore: int = 0
     fcidump_norb: int | None = None
-    min_distance_bohr: float = 0.1
+    min_distance_bohr: float = 0.1  # rung.core.dataset.MIN_DISTANCE_BOHR
 
     def __post_init__(self):
         if self.jk not in JK_CHOICES:
@@ -214,15 +214,11 @@ def build_mol(molecule, index: int, config: RunConfig):
     from pyscf import gto
     from pyscf.lib.exceptions import BasisNotFoundError
 
-    from rung.core.dataset import DatasetError, check_electrons, check_geometry
+    from rung.core.dataset import DatasetError, check_conformation
 
     if not 0 <= index < molecule.n_conf:
         raise ConformationError(f"{molecule.name}: no conformation {index} (has {molecule.n_conf})")
     x = molecule.conformations[index]  # (n_atoms, 3) Bohr
-    try:
-        check_geometry(x, config.min_distance_bohr)
-    except DatasetError as err:
-        raise ConformationError(str(err)) from None
     z = molecule.atomic_numbers
     atoms = [(int(zi), tuple(xi)) for zi, xi in zip(z, x)]
     nelec_all = int(z.sum()) - molecule.charge
@@ -244,9 +240,10 @@ def build_mol(molecule, index: int, config: RunConfig):
         raise ConformationError(f"basis {config.basis!r} has no functions for {', '.join(missing)}")
     core = sum(mol.atom_nelec_core(i) for i in range(mol.natm))
     try:
-        check_electrons(z, molecule.charge, molecule.multiplicity, core_electrons=core)
+        check_conformation(z, x, molecule.charge, molecule.multiplicity, core_electrons=core,
+                           min_distance_bohr=config.min_distance_bohr)
     except DatasetError as err:
-        raise ConformationError(f"{err} (after removing {core} ECP core electrons)") from None
+        raise ConformationError(f"{err}" + (f" (after removing {core} ECP core electrons)" if core else "")) from None
     mol.spin = molecule.multiplicity - 1
     mol.build()
     return mol

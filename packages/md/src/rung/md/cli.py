@@ -1,9 +1,15 @@
-"""Command line interface: ``nnp-md run input.toml [--restart]``."""
+"""Command line interface: ``nnp-md run input.toml [--restart]``.
+
+Bad input (the input file, its structure, an option) ends in one line and exit code 2
+(:mod:`rung.core.cli`).
+"""
 
 import click
 
+from rung.core.cli import Group
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rung-md")
 def main():
     """MD rung: classical and ring-polymer molecular dynamics over rung potentials."""
@@ -16,7 +22,8 @@ def main():
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint to restart from when no INPUT_FILE is given (default: md.chk.h5 in the work folder).")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier run.")
-@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="Output folder (default: current).")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default: current; created if missing).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--mpi", is_flag=True, help="Spread the beads over the ranks of MPI.COMM_WORLD (run under mpiexec).")
 def run(input_file, restart, checkpoint, overwrite, workdir, quiet, mpi):
@@ -46,7 +53,7 @@ def run(input_file, restart, checkpoint, overwrite, workdir, quiet, mpi):
         else:
             raise InputError("give an input file (nnp-md run input.toml) or --restart")
         res = run_md(config, workdir=workdir, restart=restart, overwrite=overwrite, comm=comm, progress=not quiet)
-    except (InputError, RuntimeError) as err:
+    except RuntimeError as err:  # the run failed (bad input is an InputError: one line, exit code 2)
         raise click.ClickException(str(err)) from err
     if comm is None or comm.Get_rank() == 0:
         click.echo(f"done: step {res.state.step}, {res.ns_per_day:.4g} ns/day, {res.force_calls} force calls")

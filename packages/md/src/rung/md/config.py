@@ -31,12 +31,10 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rung.core.errors import InputError  # the shared bad-input base, re-exported: rung.md.config.InputError
+
 THERMOSTATS = {"none": None, "nve": None, "langevin": "pile-l", "pile-l": "pile-l", "baoab": "pile-l",
                "bussi": "pile-g", "svr": "pile-g", "pile-g": "pile-g"}
-
-
-class InputError(ValueError):
-    """The input file is invalid; the message names the problem."""
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,7 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
             log_fh = open(paths["log"], "a")
             xyz_fh = open(paths["xyz"], "a") if out.xyz else None
         else:
+            paths["h5md"].parent.mkdir(parents=True, exist_ok=True)  # a new --workdir, once the input is valid
             writer.create()
             log_fh = open(paths["log"], "w")
             log_fh.write("# rung-md log; " + " ".join(LOG_COLUMNS) + "\n")

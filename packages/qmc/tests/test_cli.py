@@ -1,7 +1,9 @@
 import subprocess
 import sys
 
+import h5py
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from rung.qmc.cli import main
@@ -59,7 +61,7 @@ def test_missing_ecp_cli(tmp_path):
     xyz = tmp_path / "xe.xyz"
     xyz.write_text("1\n\nXe 0 0 0\n")
     r = CliRunner().invoke(main, ["vmc", str(xyz), "--basis", "def2-svp", "--ecp", "ccecp"])
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # bad input (rung.core.cli)
     assert "no 'ccecp' pseudopotential" in r.output
 
 
@@ -86,4 +88,103 @@ def test_bad_force_options(tmp_path):
     r = CliRunner().invoke(main, ["vmc", str(xyz), "--forces", "--force-every", "0", "--ecp", "none"])
     assert r.exit_code == 2 and "--force-every" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["vmc", str(xyz), "--walkers", "0", "--ecp", "none"])
-    assert r.exit_code == 2 and "nwalkers" in r.output
+    assert r.exit_code == 2 and "--walkers" in r.output
+
+
+FAST = ["--basis", "sto-3g", "--ecp", "none", "--walkers", "4", "--vmc-blocks", "2", "--vmc-steps", "2"]
+
+
+def _refused_before_work(r, *words):
+    """Bad input: exit code 2, one line on stderr naming the problem, printed before any SCF or sampling
+    (the line 'H2[0]: 2 electrons, ... orbitals' comes after the SCF)."""
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    assert "Traceback" not in r.output and r.stdout == ""
+
+
+@pytest.fixture
+def h2_xyz(tmp_path):
+    xyz = tmp_path / "h2.xyz"
+    xyz.write_text(H2_XYZ)
+    return xyz
+
+
+@pytest.mark.parametrize("cmd, args, words", [
+    ("vmc", ["--walkers", "0"], ["'--walkers'"]),
+    ("vmc", ["--vmc-blocks", "1", "--vmc-steps", "1"], ["--vmc-blocks", "1 sample"]),
+    ("vmc", ["--vmc-blocks", "0"], ["'--vmc-blocks'"]),
+    ("dmc", ["--tau", "0"], ["'--tau'"]),
+    ("dmc", ["--tau", "-0.01"], ["'--tau'"]),
+    ("dmc", ["--blocks", "2", "--equil-blocks", "2"], ["--blocks", "0 averaged steps"]),
+    ("dmc", ["--blocks", "2", "--equil-blocks", "1", "--steps", "1"], ["--blocks", "1 averaged steps"]),
+])
+def test_bad_settings_refused_before_running(h2_xyz, tmp_path, cmd, args, words):
+    r = CliRunner().invoke(main, [cmd, str(h2_xyz), *FAST, *args, "--out", str(tmp_path / "res")])
+    _refused_before_work(r, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h2.xyz"]
+
+
+def test_empty_xyz(tmp_path):
+    xyz = tmp_path / "empty.xyz"
+    xyz.write_text("")
+    _refused_before_work(CliRunner().invoke(main, ["vmc", str(xyz), *FAST]), "empty.xyz", "empty file")
+
+
+def test_corrupt_checkpoint_and_multidet(h2_xyz, tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    r = CliRunner().invoke(main, ["vmc", str(h2_xyz), *FAST, "--multidet", str(bad)])
+    _refused_before_work(r, "bad.h5", "not a readable /MultiDet file")
+    r = CliRunner().invoke(main, ["dmc", str(h2_xyz), *FAST, "--blocks", "3", "--steps", "2", "--equil-blocks", "1",
+                                  "--checkpoint", str(bad), "--trace", str(tmp_path / "trace.h5")])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert r.stderr.splitlines()[-1].startswith("Error: ") and "bad.h5: corrupt or unreadable checkpoint" in r.stderr
+    assert "E(VMC)" not in r.output and "dmc block" not in r.output  # nothing sampled, nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5", "h2.xyz"]
+    assert bad.read_bytes() == b"\x89HDF\r\n\x1a\n" + b"\0" * 64
+
+
+def _multidet(path, complete):
+    with h5py.File(path, "w") as f:
+        g = f.create_group("MultiDet")
+        g["NbDet"], g["nstate"], g["Nbits"] = 1, 2, 1
+        g["Coeff"], g["CI_Alpha"], g["CI_Beta"] = np.array([1.0]), np.array([[1]], np.int64), np.array([[1]], np.int64)
+        if complete is not None:
+            g.attrs["complete"] = complete
+    return path
+
+
+def test_incomplete_multidet_refused_unless_allowed(h2_xyz, tmp_path):
+    from rung.qmc.multideterminant import read_multidet
+    from rung.qmc.system import InputError
+
+    part = _multidet(tmp_path / "part.h5", False)
+    r = CliRunner().invoke(main, ["vmc", str(h2_xyz), *FAST, "--multidet", str(part)])
+    _refused_before_work(r, "part.h5", "unfinished sci run", "--allow-incomplete")
+    with pytest.raises(InputError, match="unfinished"):
+        read_multidet(part)
+    assert read_multidet(part, allow_incomplete=True).coef.tolist() == [1.0]
+    assert read_multidet(_multidet(tmp_path / "done.h5", True)).occ_up == ((0,),)
+    assert read_multidet(_multidet(tmp_path / "foreign.h5", None)).occ_down == ((0,),)  # no mark: read
+
+
+def test_impossible_geometry_refused(tmp_path):
+    xyz = tmp_path / "squashed.xyz"
+    xyz.write_text("2\n\nH 0 0 0\nH 0 0 0.017\n")
+    _refused_before_work(CliRunner().invoke(main, ["vmc", str(xyz), *FAST]), "atoms 0 and 1", "Bohr apart")
+
+
+def test_conformation_failed_at_dft_refused(tmp_path):
+    from rung.core.dataset import Molecule, ResultWriter, create_dataset
+
+    x = np.array([[[0, 0, 0], [0, 0, 1.4]], [[0, 0, 0], [0, 0, 1.5]]])
+    ds = create_dataset(tmp_path / "h2.h5", [Molecule("h2", np.array([1, 1]), x)])
+    w = ResultWriter(ds, "dft", {"total_energy": "hartree"})
+    w.record("h2", 1, error="SCFNotConverged: SCF not converged")
+    w.merge()
+    before = ds.read_bytes()
+    r = CliRunner().invoke(main, ["vmc", str(ds), *FAST, "--index", "1"])
+    _refused_before_work(r, "h2[1] failed at the DFT rung", "SCFNotConverged")
+    assert ds.read_bytes() == before

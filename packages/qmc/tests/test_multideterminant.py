@@ -119,4 +119,4 @@ def test_cli_multidet_with_orbitals_group(h2_casci, tmp_path):
     with h5py.File(f2, "a") as f:
         del f["orbitals"]
     r = CliRunner().invoke(main, ["vmc", str(xyz), "--basis", "cc-pvdz", "--ecp", "none", "--multidet", str(f2)])
-    assert r.exit_code == 1 and "orbitals are unknown" in r.output
+    assert r.exit_code == 2 and "orbitals are unknown" in r.output  # bad input (rung.core.cli)

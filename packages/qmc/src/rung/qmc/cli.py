@@ -3,21 +3,28 @@
 INPUT is an xyz file (any format ASE reads; geometry in Angstrom) or a rung dataset (.h5), in which
 case the conformation's results are written into the dataset as ``qmc_*`` properties and the DFT
 rung's saved orbitals are used when present.
+
+Bad input (a file, an option, a conformation the DFT rung rejected) ends in one line and exit code 2
+(:mod:`rung.core.cli`), before any computation.
 """
 
 import click
+
+from rung.core.cli import Group
+
+_POSITIVE = click.IntRange(min=1)
 
 
 def _common(f):
     opts = [
         click.argument("input", type=click.Path(exists=True, dir_okay=False)),
         click.option("--molecule", default=None, help="molecule name in a dataset (default: the first)"),
-        click.option("--index", default=0, show_default=True, help="conformation index"),
+        click.option("--index", default=0, show_default=True, type=click.IntRange(min=0), help="conformation index"),
         click.option("--basis", default="ccecp-cc-pvdz", show_default=True),
         click.option("--ecp", default="ccecp", show_default=True, help="'none' for all-electron"),
-        click.option("--walkers", default=200, show_default=True),
-        click.option("--vmc-blocks", default=20, show_default=True),
-        click.option("--vmc-steps", default=10, show_default=True, help="sweeps per VMC block"),
+        click.option("--walkers", default=200, show_default=True, type=_POSITIVE),
+        click.option("--vmc-blocks", default=20, show_default=True, type=_POSITIVE),
+        click.option("--vmc-steps", default=10, show_default=True, type=_POSITIVE, help="sweeps per VMC block"),
         click.option("--seed", default=0, show_default=True),
         click.option("--jastrow/--no-jastrow", default=True, show_default=True),
         click.option("--three-body/--no-three-body", default=False, show_default=True,
@@ -27,7 +34,10 @@ def _common(f):
                       help="Jastrow parameters from `qmc optimize --save`"),
         click.option("--multidet", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="QMCPACK /MultiDet file from `sci run` (its /orbitals, else the DFT rung's orbitals)"),
-        click.option("--max-dets", default=20, show_default=True, help="largest determinants kept from --multidet"),
+        click.option("--max-dets", default=20, show_default=True, type=_POSITIVE,
+                     help="largest determinants kept from --multidet"),
+        click.option("--allow-incomplete", is_flag=True,
+                     help="accept a --multidet expansion from an unfinished sci run"),
         click.option("--out", default=None, help="write <OUT>.<method>.h5 result files (energies, trace, walkers)"),
         click.option("--forces/--no-forces", default=False, show_default=True,
                      help="interatomic forces (ZVZB estimator, space warp); into the dataset as qmc_*_gradient"),
@@ -43,44 +53,49 @@ def _progress(method, block, nblocks, energy, seconds):
     click.echo(f"{method} block {block}/{nblocks}  E = {energy:.6f} Ha  {seconds:.0f} s  ETA {eta:.0f} s", err=True)
 
 
-def _run(*args, **kw):
-    from rung.core.dataset import DatasetError
-    from rung.qmc.system import InputError
-    from rung.qmc.traces import CheckpointError
-
-    try:
-        _run_inner(*args, **kw)
-    except (InputError, DatasetError, CheckpointError) as err:
-        raise click.ClickException(str(err)) from err
-
-
-def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
-               params, multidet, max_dets, out, forces, force_every, dmc_cfg, checkpoint=None, trace=None, opt_cfg=None,
-               save=None):
+def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
+               params, multidet, max_dets, allow_incomplete, out, forces, force_every, dmc_cfg, checkpoint=None,
+               trace=None, opt_cfg=None, save=None):
     from pathlib import Path
 
     import h5py
 
     from rung.core.dataset import read_structures
+    from rung.qmc.forces import ForceConfig
     from rung.qmc.run import QMCConfig, kernel, load_parameters, record, save_parameters, trial_from_dataset
-    from rung.qmc.system import build_mol, mean_field
+    from rung.qmc.system import InputError, build_mol, mean_field
     from rung.qmc.vmc import VMCConfig
 
+    # everything that can be refused is refused before any computation
+    if force_every < 1:
+        raise click.BadParameter(f"must be >= 1, got {force_every}", param_hint="--force-every")
+    if vmc_blocks * vmc_steps < 2:
+        raise click.BadParameter(f"{vmc_blocks} block x {vmc_steps} step is 1 sample; the error bar needs at least 2 "
+                                 "(raise --vmc-blocks or --vmc-steps)", param_hint="--vmc-blocks")
+    cfg = QMCConfig(VMCConfig(nwalkers=walkers, nblocks=vmc_blocks, nsteps=vmc_steps, seed=seed), dmc_cfg,
+                    opt_cfg, three_body=three_body, jastrow=jastrow, backend=backend,
+                    forces=ForceConfig(every=force_every) if forces else None)
     ecp = None if ecp.lower() == "none" else ecp
+    expansion = None
+    if multidet:
+        from rung.qmc.multideterminant import read_multidet
+
+        expansion = read_multidet(multidet, max_dets=max_dets, allow_incomplete=allow_incomplete)
+    parameters = load_parameters(params) if params else None
     is_dataset = h5py.is_hdf5(input)
     mols = read_structures(input)
     m = next((x for x in mols if x.name == molecule), None) if molecule else mols[0]
     if m is None:
         raise click.BadParameter(f"no molecule {molecule!r} in {input}", param_hint="--molecule")
+    if not index < m.n_conf:
+        raise click.BadParameter(f"{m.name} in {input} has {m.n_conf} conformations", param_hint="--index")
     if is_dataset:
         mol, orb = trial_from_dataset(input, m.name, index, basis, ecp)
     else:
         mol = build_mol(m.atomic_numbers, m.conformations[index], basis, ecp, m.charge, m.multiplicity - 1)
         orb = mean_field(mol)
-    expansion = None
     if multidet:
-        from rung.qmc.multideterminant import read_multidet
-        from rung.qmc.system import InputError, load_orbitals
+        from rung.qmc.system import load_orbitals
 
         with h5py.File(multidet, "r") as f:
             own = "orbitals" in f
@@ -89,20 +104,9 @@ def _run_inner(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_step
         elif orb.source.startswith("pyscf"):  # made here, not the orbitals the expansion was built on
             raise InputError(f"{multidet} has no /orbitals and the input has no saved DFT orbitals: the "
                              "expansion's orbitals are unknown")
-        expansion = read_multidet(multidet, max_dets=max_dets)
     click.echo(f"{m.name}[{index}]: {sum(mol.nelec)} electrons, {mol.nao} AOs, orbitals: {orb.source} "
                f"(E = {orb.e_tot:.6f} Ha)", err=True)
-    from rung.qmc.forces import ForceConfig
-
-    if force_every < 1:
-        raise click.BadParameter(f"must be >= 1, got {force_every}", param_hint="--force-every")
-    try:
-        cfg = QMCConfig(VMCConfig(nwalkers=walkers, nblocks=vmc_blocks, nsteps=vmc_steps, seed=seed), dmc_cfg,
-                        opt_cfg, three_body=three_body, jastrow=jastrow, backend=backend,
-                        forces=ForceConfig(every=force_every) if forces else None)
-    except ValueError as err:  # a setting out of range, named in the message
-        raise click.UsageError(str(err)) from err
-    results = kernel(mol, orb, cfg, parameters=load_parameters(params) if params else None, expansion=expansion,
+    results = kernel(mol, orb, cfg, parameters=parameters, expansion=expansion,
                      checkpoint=checkpoint, trace=trace, progress=_progress)
     parameters = results.pop("parameters")
     for method, r in results.items():
@@ -136,7 +140,7 @@ def format_forces(mol, r) -> str:
     return "\n".join(lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rung-qmc")
 def main():
     """QMC rung: VMC/DMC with Slater-Jastrow trial functions and ccECPs."""
@@ -163,10 +167,11 @@ def optimize_cmd(iterations, opt_steps, save, **kw):
 
 @main.command("dmc")
 @_common
-@click.option("--tau", default=0.01, show_default=True, help="time step, a.u.")
-@click.option("--blocks", default=20, show_default=True)
-@click.option("--steps", default=50, show_default=True, help="steps per DMC block")
-@click.option("--equil-blocks", default=2, show_default=True)
+@click.option("--tau", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="time step, a.u.")
+@click.option("--blocks", default=20, show_default=True, type=_POSITIVE)
+@click.option("--steps", default=50, show_default=True, type=_POSITIVE, help="steps per DMC block")
+@click.option("--equil-blocks", default=2, show_default=True, type=click.IntRange(min=0))
 @click.option("--tmoves/--no-tmoves", default=True, show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="resume from / write to")
 @click.option("--trace", type=click.Path(dir_okay=False), default=None, help="append-only per-block HDF5 trace")
@@ -174,6 +179,10 @@ def dmc_cmd(tau, blocks, steps, equil_blocks, tmoves, checkpoint, trace, **kw):
     """Fixed-node diffusion Monte Carlo (after a VMC equilibration; pass --params for an optimised Jastrow)."""
     from rung.qmc.dmc import DMCConfig
 
+    if (blocks - equil_blocks) * steps < 2:
+        raise click.BadParameter(f"{blocks} blocks, {equil_blocks} of them equilibration, x {steps} steps leave "
+                                 f"{max(0, blocks - equil_blocks) * steps} averaged steps; the error bar needs at least 2",
+                                 param_hint="--blocks")
     cfg = DMCConfig(tau=tau, nblocks=blocks, nsteps=steps, nequil_blocks=equil_blocks, tmoves=tmoves, seed=kw["seed"])
     _run(dmc_cfg=cfg, checkpoint=checkpoint, trace=trace, **kw)
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rung.core.errors import InputError
 from rung.qmc.hamiltonian import COMPONENTS
 from rung.qmc.stats import reblock
 from rung.qmc.traces import Trace, read_checkpoint, write_checkpoint
@@ -67,9 +68,13 @@ class DMCConfig:
 
     def __post_init__(self):
         if not self.tau > 0:
-            raise ValueError(f"tau must be > 0, got {self.tau}")
+            raise InputError(f"tau must be > 0, got {self.tau}")
         if self.nblocks <= self.nequil_blocks or self.nsteps < 1:
-            raise ValueError("need nblocks > nequil_blocks and nsteps >= 1")
+            raise InputError(f"need nblocks > nequil_blocks and nsteps >= 1, got nblocks {self.nblocks}, "
+                             f"nequil_blocks {self.nequil_blocks}, nsteps {self.nsteps}")
+        if (self.nblocks - self.nequil_blocks) * self.nsteps < 2:  # refused here, not after the run
+            raise InputError(f"(nblocks - nequil_blocks) x nsteps = {self.nblocks - self.nequil_blocks} x "
+                             f"{self.nsteps}: the error bar needs at least 2 averaged steps")
 
 
 def comb(weights, rng) -> np.ndarray:

@@ -14,6 +14,7 @@ File layout (written by the sci rung, contracts.md): ``/MultiDet/{NbDet, nstate,
 CI_Alpha, CI_Beta}``, strings as int64 words, bit i of word k = orbital 64k + i; a determinant is
 alpha creators before beta ones, each in ascending orbital order, so c_k multiplies D_up D_down
 directly. The orbitals are those of the FCIDUMP the expansion came from (the DFT rung's orbitals).
+The attribute ``/MultiDet.complete`` (sci rung) says whether the run that wrote it had finished.
 """
 
 from __future__ import annotations
@@ -39,8 +40,14 @@ def _bits(words) -> list:
     return [64 * k + b for k, w in enumerate(np.asarray(words).astype(np.uint64)) for b in range(64) if int(w) >> b & 1]
 
 
-def read_multidet(path, max_dets: int | None = None, min_coef: float = 0.0) -> Expansion:
-    """Read a QMCPACK ``/MultiDet`` file; keep the largest ``max_dets`` with |c| >= ``min_coef``."""
+def read_multidet(path, max_dets: int | None = None, min_coef: float = 0.0, *,
+                  allow_incomplete: bool = False) -> Expansion:
+    """Read a QMCPACK ``/MultiDet`` file; keep the largest ``max_dets`` with |c| >= ``min_coef``.
+
+    An expansion the sci rung marked unfinished (``/MultiDet.complete`` False: a killed or still
+    running ``sci run``) is refused unless ``allow_incomplete``; files without the mark (other
+    programs') are read.
+    """
     import h5py
 
     from rung.qmc.system import InputError
@@ -51,8 +58,12 @@ def read_multidet(path, max_dets: int | None = None, min_coef: float = 0.0) -> E
             coef = np.asarray(g["Coeff"][()], dtype=np.float64)
             a, b = g["CI_Alpha"][()], g["CI_Beta"][()]
             nstate = int(g["nstate"][()])
+            complete = g.attrs.get("complete")
     except (OSError, KeyError) as err:
         raise InputError(f"{path}: not a readable /MultiDet file: {err}") from err
+    if complete is not None and not bool(complete) and not allow_incomplete:
+        raise InputError(f"{path}: the /MultiDet expansion is from an unfinished sci run (complete = False); "
+                         "finish it with sci run, or accept it with --allow-incomplete")
     order = np.argsort(-np.abs(coef), kind="stable")
     order = [i for i in order if abs(coef[i]) >= min_coef][:max_dets]
     if not order:

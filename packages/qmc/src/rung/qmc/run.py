@@ -47,10 +47,14 @@ class QMCConfig:
 
 def trial_from_dataset(dataset, molecule: str, index: int = 0, basis: str = "ccecp-cc-pvdz",
                        ecp: str | None = "ccecp") -> tuple:
-    """(mol, Orbitals) for one conformation: the DFT rung's orbitals if saved, else PySCF HF."""
+    """(mol, Orbitals) for one conformation: the DFT rung's orbitals if saved, else PySCF HF.
+
+    Refuses (:class:`InputError`) a conformation the DFT rung recorded as failed (``dft_status``), and
+    one that fails the check every rung runs (:func:`rung.core.dataset.check_conformation`).
+    """
     import h5py
 
-    from rung.core.dataset import read_hdf5
+    from rung.core.dataset import FAILED, check_conformation, read_hdf5
 
     dataset = Path(dataset)
     mols = {m.name: m for m in read_hdf5(dataset)}
@@ -60,7 +64,14 @@ def trial_from_dataset(dataset, molecule: str, index: int = 0, basis: str = "cce
     if not 0 <= index < m.n_conf:
         raise InputError(f"{dataset}: {molecule} has {m.n_conf} conformations, index {index} is out of range")
     with h5py.File(dataset, "r") as f:
-        fname = f[molecule].attrs.get("dft_orbitals_file")
+        g = f[molecule]
+        if "dft_status" in g and int(g["dft_status"][index]) == FAILED:
+            why = g["dft_error"][index] if "dft_error" in g else b"no reason recorded"
+            why = why.decode() if isinstance(why, bytes) else str(why)
+            raise InputError(f"{dataset}: {molecule}[{index}] failed at the DFT rung ({why}); "
+                             "QMC does not run on a conformation a lower rung rejected")
+        fname = g.attrs.get("dft_orbitals_file")
+    check_conformation(m.atomic_numbers, m.conformations[index], m.charge, m.multiplicity)
     if fname:
         fname = fname.decode() if isinstance(fname, bytes) else str(fname)
         path = dataset.parent / fname

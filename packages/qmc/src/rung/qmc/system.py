@@ -13,14 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rung.core.errors import InputError  # the shared bad-input base, re-exported: rung.qmc.system.InputError
 from rung.qmc.determinants import SlaterDeterminant
 from rung.qmc.jastrow import Jastrow
 from rung.qmc.orbitals import AtomicBasis, MolecularOrbitals
 from rung.qmc.wavefunction import ProductWF
-
-
-class InputError(ValueError):
-    """Input that cannot be used as given (the message names the problem)."""
 
 
 @dataclass(frozen=True)
@@ -34,9 +31,17 @@ class Orbitals:
 
 
 def build_mol(atomic_numbers, coords_bohr, basis: str, ecp: str | None = None, charge: int = 0, spin: int = 0):
-    """PySCF molecule; coordinates (natom, 3) Bohr. Raises InputError if an element lacks the ECP."""
+    """PySCF molecule; coordinates (natom, 3) Bohr.
+
+    Raises InputError if an element lacks the ECP, and for a conformation that fails the check every
+    rung runs (:func:`rung.core.dataset.check_conformation`: atoms on top of each other, a charge or
+    spin that does not fit the electrons).
+    """
     from pyscf import gto
 
+    from rung.core.dataset import check_conformation
+
+    check_conformation(atomic_numbers, coords_bohr, charge, spin + 1)
     atom = [(int(z), tuple(map(float, x))) for z, x in zip(atomic_numbers, np.asarray(coords_bohr))]
     try:
         mol = gto.M(atom=atom, unit="Bohr", basis=basis, ecp=ecp, charge=charge, spin=spin, verbose=0)

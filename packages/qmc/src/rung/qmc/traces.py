@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from rung.core.errors import InputError
 from rung.qmc import __version__
 
 TRACE_SCHEMA = "rung.qmc.trace"
@@ -26,7 +27,7 @@ CHECKPOINT_SCHEMA = "rung.qmc.checkpoint"
 SCHEMA_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used (corrupt, or from a different run setup)."""
 
 

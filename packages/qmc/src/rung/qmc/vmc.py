@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rung.core.errors import InputError
 from rung.qmc.hamiltonian import COMPONENTS
 from rung.qmc.stats import reblock
 from rung.qmc.wavefunction import slater_jastrow_parts
@@ -40,9 +41,11 @@ class VMCConfig:
     def __post_init__(self):
         for name in ("nwalkers", "nblocks", "nsteps"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.nblocks * self.nsteps < 2:  # refused here, not after the run
+            raise InputError(f"nblocks x nsteps = {self.nblocks} x {self.nsteps}: the error bar needs at least 2 samples")
         if self.nequil < 0 or not self.tau > 0:
-            raise ValueError("nequil must be >= 0 and tau > 0")
+            raise InputError("nequil must be >= 0 and tau > 0")
 
 
 @dataclass(frozen=True)

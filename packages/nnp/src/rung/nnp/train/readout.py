@@ -247,13 +247,16 @@ def refit(model: ANIModel, labels: Labels, *, frozen=(), l2sp: float = 1.0e3, sh
 
     Parameters
     ----------
-    model : ANIModel; labels : Labels
+    model : ANIModel; labels : Labels (open structures)
     frozen : fnmatch patterns of parameter names kept fixed (see :func:`parameter_names`); all but the
         last layers are always fixed
     l2sp : float >= 0, 1/Hartree^2: prior precision of the last-layer weight change
     shift_l2sp : float >= 0, 1/Hartree^2: the same for the biases (per-element shifts); 0 leaves them free
     budget_bytes : memory for the AEV Jacobian of one chunk of conformations
     """
+    b = labels.batch
+    if b.size == 0 or b[0] != 0 or np.any(np.diff(b) < 0) or np.any(np.diff(b) > 1) or b[-1] != labels.n_conf - 1:
+        raise ValueError("labels.batch must number the conformations 0..n_conf-1 in order, atoms grouped")
     free = free_columns(model, frozen)
     if not free.any():
         raise ValueError("every read-out parameter is frozen: nothing to refit")

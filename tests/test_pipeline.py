@@ -109,6 +109,15 @@ def test_executors_agree_and_a_failed_task_fails_alone():
     assert res["serial"][4] == (math.log(4.0), None)
 
 
+def test_parsl_executor_matches_serial(tmp_path, monkeypatch):
+    pytest.importorskip("parsl")
+    monkeypatch.setenv("RUNG_PARSL_RUN_DIR", str(tmp_path / "runinfo"))
+    with Executor("parsl", workers=2) as ex:
+        res = {k: (r, e) for k, r, e in ex.run(TASKS)}
+    with Executor("serial") as ex:
+        assert res == {k: (r, e) for k, r, e in ex.run(TASKS)}
+
+
 @pytest.mark.mpi
 def test_mpi_executor_matches_serial(tmp_path, mpiexec):
     script = tmp_path / "run.py"

@@ -25,16 +25,18 @@ def main(argv=None) -> int:
     ap.add_argument("config", nargs="?", type=Path, default=EXAMPLE, help="pipeline TOML (default: the example)")
     ap.add_argument("--out", type=Path, default=Path("pipeline-out"), help="working folder (a rerun resumes)")
     ap.add_argument("--executor", choices=EXECUTORS, default="local")
-    ap.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
+    ap.add_argument("--workers", type=int, default=None, help="worker processes (local, parsl; default: CPU count)")
+    ap.add_argument("--parsl-config", type=Path, default=None,
+                    help="Python file defining a parsl.config.Config named 'config' (executor parsl; default: local)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("tools.pipeline").setLevel(logging.INFO)  # progress with ETA; the packages stay quiet
     try:
         cfg = load(args.config)
-        with Executor(args.executor, args.workers) as ex:
+        with Executor(args.executor, args.workers, parsl_config=args.parsl_config) as ex:
             if ex is not None:  # None on MPI worker ranks: they served tasks
                 run(cfg, args.out, ex)
-    except ConfigError as err:
+    except (ConfigError, ValueError) as err:  # ValueError: an executor that cannot start (named)
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

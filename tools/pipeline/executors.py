@@ -9,10 +9,11 @@ and nothing is computed twice.
 - ``local`` (default): :class:`concurrent.futures.ProcessPoolExecutor`, one numba/BLAS thread per worker.
 - ``mpi``: :class:`mpi4py.futures.MPICommExecutor` inside one ``mpiexec -n N`` allocation (rank 0
   dispatches and records, ranks 1..N-1 compute); run as ``mpiexec -n N python -m tools.pipeline ...``.
+- ``parsl``: Parsl's DataFlowKernel (many batch jobs, retries, Slurm/PBS/local providers), an optional
+  dependency: ``parsl_config`` names a Python file defining ``config`` (a ``parsl.config.Config``, e.g.
+  a HighThroughputExecutor on a SlurmProvider); without it a local HighThroughputExecutor with
+  ``workers`` single-threaded workers. Failed tasks are retried ``retries`` times by Parsl first.
 - ``serial``: in this process (debugging, and the oracle of the others in the tests).
-
-Parsl (many batch jobs, Slurm/PBS providers) is not wired in yet: it is an optional extra that is not
-installed here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-EXECUTORS = ("local", "mpi", "serial")
+EXECUTORS = ("local", "mpi", "parsl", "serial")
 
 
 def _init_worker():
@@ -33,6 +34,56 @@ def _init_worker():
         numba.set_num_threads(1)
     except (ImportError, ValueError):
         pass
+
+
+def _single_threaded(fn, args):
+    """A task in a worker of an executor that does not run ``_init_worker`` (Parsl)."""
+    _init_worker()
+    return _guarded(fn, args)
+
+
+class _ParslPool:
+    """``submit(_guarded, fn, args) -> Future``, as a ProcessPoolExecutor is called, over a Parsl
+    DataFlowKernel (its AppFutures are concurrent.futures Futures)."""
+
+    def __init__(self, config_file, workers: int, retries: int):
+        try:
+            import parsl
+        except ImportError as err:
+            raise ValueError("executor 'parsl' needs the optional parsl package (pip install parsl)") from err
+        if config_file is not None:
+            import runpy
+
+            config = runpy.run_path(str(config_file)).get("config")
+            if config is None:
+                raise ValueError(f"{config_file}: defines no 'config' (a parsl.config.Config)")
+        else:
+            from parsl.config import Config
+            from parsl.executors import HighThroughputExecutor
+            from parsl.providers import LocalProvider
+
+            config = Config(executors=[HighThroughputExecutor(label="rung", max_workers_per_node=workers,
+                                                              cores_per_worker=1, provider=LocalProvider())],
+                            retries=retries, run_dir=os.environ.get("RUNG_PARSL_RUN_DIR", "runinfo"))
+        import sys
+
+        bindir = os.path.dirname(sys.executable)  # Parsl starts its interchange and workers as scripts from PATH
+        if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):  # workers import tools.pipeline
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        self.dfk = parsl.load(config)
+        self.app = parsl.python_app(_single_threaded, data_flow_kernel=self.dfk)
+
+    def submit(self, guarded, fn, args):
+        return self.app(fn, args)  # _single_threaded calls _guarded in the worker
+
+    def close(self):
+        self.dfk.cleanup()
+        import parsl
+
+        parsl.clear()
 
 
 def _guarded(fn, args):
@@ -52,10 +103,11 @@ class Executor:
                 pipeline(ex)
     """
 
-    def __init__(self, kind: str = "local", workers: int | None = None):
+    def __init__(self, kind: str = "local", workers: int | None = None, parsl_config=None, retries: int = 0):
         if kind not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
         self.kind, self.workers, self._pool, self._ctx = kind, workers, None, None
+        self.parsl_config, self.retries = parsl_config, retries
 
     def __enter__(self):
         if self.kind == "mpi":
@@ -68,11 +120,16 @@ class Executor:
         if self.kind == "local":
             self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1,
                                              initializer=_init_worker)
+        if self.kind == "parsl":
+            self._pool = _ParslPool(self.parsl_config, self.workers or os.cpu_count() or 1, self.retries)
         return self
 
     def __exit__(self, *exc):
         if self._ctx is not None:
             return self._ctx.__exit__(*exc)
+        if isinstance(self._pool, _ParslPool):
+            self._pool.close()
+            return False
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
         return False
@@ -88,10 +145,14 @@ class Executor:
             for key, _, fn, args in tasks:
                 yield (key, *_guarded(fn, args))
             return
-        futures = {self._pool.submit(_guarded, fn, args): key for key, _, fn, args in tasks}
+        futures = {self._pool.submit(_guarded, fn, args): key for key, _, fn, args in tasks}  # Parsl: AppFutures
         try:
             for f in as_completed(futures):
                 yield (futures[f], *f.result())
         finally:
             for f in futures:  # the caller stopped early (an error, a kill): drop what has not started
-                f.cancel()
+                if not f.done():
+                    try:
+                        f.cancel()
+                    except NotImplementedError:  # Parsl's futures cannot be cancelled
+                        pass

@@ -117,3 +117,31 @@ def test_split(tmp_path):
     assert sorted(map(tuple, np.round(np.concatenate([tr.x, va.x]), 12))) == sorted(map(tuple, np.round(frames.x, 12)))
     with pytest.raises(TrainInputError, match="validation set is empty"):
         split(frames, 0.05, "molecule", seed=0)
+
+
+def test_stages_inherit_from_the_stage_before(tmp_path):
+    from rung.nnp.train.config import load_config
+
+    (tmp_path / "c.toml").write_text("""
+model = "m.h5"
+output = "out/r.h5"
+[training]
+datasets = "d.h5"
+energy = "e"
+[[stages]]
+l2sp = 5.0
+frozen = ["*.weight"]
+[[stages]]
+name = "second"
+datasets = ["x.h5", "y.h5"]
+frozen = []
+[[stages]]
+per_atom = true
+""")
+    c = load_config(tmp_path / "c.toml")
+    a, b, d = c.stages
+    assert (a.name, b.name, d.name) == ("stage0", "second", "stage2")
+    assert a.l2sp == b.l2sp == d.l2sp == 5.0 and b.frozen == d.frozen == () and a.frozen == ("*.weight",)
+    assert a.datasets == (str(tmp_path / "d.h5"),) and d.datasets == (str(tmp_path / "x.h5"), str(tmp_path / "y.h5"))
+    assert d.per_atom and not b.per_atom and d.energy == "e" and d.shift_l2sp == 0.0
+    assert c.output == tmp_path / "out" / "r.h5" and c.name == "r" and c.model == str(tmp_path / "m.h5")

@@ -142,6 +142,9 @@ def test_eval_several_models(trained):
     assert float(rows[1][3]) < 1e-3 * float(rows[0][3])  # energy MAE, kcal/mol
     with h5py.File(d / "qmc.h5") as f:
         assert "nnp_energy" not in f["H2O"]
+    r = CliRunner().invoke(main, ["eval", str(d / "qmc.h5"), "--model", str(d / "student.h5"), "--model",
+                                  str(d / "refit.h5"), "--out", str(d / "x.h5")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and not (d / "x.h5").exists()
 
 
 BAD = {

@@ -1,9 +1,15 @@
-"""Command line interface: `nnp fetch`, `nnp convert`, `nnp eval`, `nnp train`."""
+"""Command line interface: `nnp fetch`, `nnp convert`, `nnp eval`, `nnp train`.
+
+Bad input of `nnp train` and of `nnp eval` with several models (a config, dataset or model file, an
+option) ends in one line and exit code 2 (:mod:`rung.core.cli`).
+"""
 
 import click
 
+from rung.core.cli import Group
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rung-nnp")
 def main():
     """NNP rung: fast inference for ANI-style neural network potentials."""
@@ -35,12 +41,6 @@ def convert(folder, out, name):
     click.echo(f"{model.name}: {len(model.members)} networks, species {','.join(model.species)} -> {save_model(model, out)}")
 
 
-class InputError(click.ClickException):
-    """Bad input (config, dataset, model): one line on stderr, exit code 2 like click's usage errors."""
-
-    exit_code = 2
-
-
 @main.command("eval")
 @click.argument("structures", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "model_names", multiple=True, default=["ani-1x"], show_default=True,
@@ -67,6 +67,8 @@ def eval_(structures, model_names, member, dtype, backend, out):
     src = Path(structures)
     if len(model_names) > 1:
         if out is not None or not h5py.is_hdf5(src):
+            from rung.core.errors import InputError
+
             raise InputError("several --model options compare models on a rung dataset (.h5) and write nothing; "
                              "drop --out or give one --model")
         rows, labels = [], []
@@ -102,13 +104,10 @@ def eval_(structures, model_names, member, dtype, backend, out):
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def train(config, overwrite, quiet):
     """Refit a model on rung datasets as CONFIG (TOML; see rung.nnp.train.config) describes."""
-    from rung.nnp.train.config import TrainInputError, load_config
+    from rung.nnp.train.config import load_config
     from rung.nnp.train.run import train as run_train
 
-    try:
-        res = run_train(load_config(config), overwrite=overwrite, log=(lambda *a: None) if quiet else click.echo)
-    except TrainInputError as err:
-        raise InputError(str(err)) from err
+    res = run_train(load_config(config), overwrite=overwrite, log=(lambda *a: None) if quiet else click.echo)
     click.echo(f"{res.model.name}: {len(res.stages)} stage(s) -> {res.output} (log {res.log})")
 
 

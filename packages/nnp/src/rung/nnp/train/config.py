@@ -49,10 +49,12 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from rung.core.errors import InputError
+
 SOLVERS = ("readout", "gradient")
 
 
-class TrainInputError(ValueError):
+class TrainInputError(InputError):
     """The training input is unusable (config, dataset, model); the message names the file or key."""
 
 

@@ -207,6 +207,13 @@ def test_bad_input_files(inputs):
     _run_bad(d, CONFIG.format(dataset="ok.h5", extra="").replace('model = "student.h5"', ""), "missing key 'model'")
     _run_bad(d, CONFIG.format(dataset="ok.h5", extra="").replace("student.h5", "absent.h5"), "absent.h5: no such model file")
     _run_bad(d, "model = [", "not valid TOML")
+    with h5py.File(d / "ok.h5") as f, h5py.File(d / "close.h5", "w") as g:
+        for k in f.attrs:
+            g.attrs[k] = f.attrs[k]
+        f.copy("H2O", g)
+        g["H2O/conformations"][1, 2] = g["H2O/conformations"][1, 0] + 0.05
+    _run_bad(d, CONFIG.format(dataset="close.h5", extra=""), "H2O conformation 1: atoms 0 and 2 are 0.0866 Bohr apart")
+    (d / "close.h5").unlink()
     (d / "refit.h5").write_text("an earlier result")
     _run_bad(d, CONFIG.format(dataset="ok.h5", extra=""), "pass --overwrite")
     (d / "refit.h5").unlink()

@@ -5,7 +5,8 @@ Angstrom) and the stage's properties: an energy (n_conf,) and a gradient (n_conf
 forces, with 1-sigma error bars ``<property>_error`` shaped (n_conf,) or like the property, all
 converted by their ``units`` attributes (rung.core.units) to the model's units: Hartree and
 Hartree/Angstrom (force = -gradient). A label that is NaN or infinite, or whose rung's ``<rung>_status``
-is not "done", is missing; a conformation with no label left is skipped. Both are counted.
+is not "done", is missing; a conformation with no label left is skipped. Both are counted. A kept
+conformation with atoms closer than 0.1 Angstrom is refused (TrainInputError naming it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 from rung.core import units as U
 from rung.nnp.train.config import Stage, TrainInputError
 from rung.nnp.train.readout import Labels
+
+MIN_DISTANCE_ANGSTROM = 0.1  # rung.nnp.ani.ANIPotential's default
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def load_frames(stage: Stage, model_numbers, log=print) -> tuple[Frames, list[di
     Raises TrainInputError naming the file for: an unreadable dataset, a property no molecule has, an
     element the model lacks, or no finite label at all.
     """
-    from rung.core.dataset import DatasetError, read_hdf5
+    from rung.core.dataset import DatasetError, check_geometry, read_hdf5
 
     import h5py
     from ase.data import chemical_symbols
@@ -156,6 +159,11 @@ def load_frames(stage: Stage, model_numbers, log=print) -> tuple[Frames, list[di
                 if not keep.any():
                     continue
                 k = np.nonzero(keep)[0]
+                for c in k:  # the engine refuses atoms closer than 0.1 Angstrom: refuse them before any work
+                    try:
+                        check_geometry(m.conformations[c], MIN_DISTANCE_ANGSTROM * U.ANGSTROM_TO_BOHR)
+                    except DatasetError as err:
+                        raise TrainInputError(f"dataset {path}: {m.name} conformation {c}: {err}") from err
                 fscale = sign * U.ANGSTROM_TO_BOHR  # Hartree/Bohr -> Hartree/Angstrom
                 se = np.full(nc, np.nan) if se is None else np.broadcast_to(se, (nc,))
                 sg = np.full((nc, na, 3), np.nan) if sg is None else np.broadcast_to(sg, (nc, na, 3))

@@ -185,3 +185,57 @@ def test_electron_checks():
         ds.check_electrons([8, 1], 0, 1)
     with pytest.raises(ds.DatasetError, match="on top of each other"):
         ds.check_geometry([[0, 0, 0], [0, 0, 0.01], [1, 1, 1]])
+
+
+def test_check_conformation_is_geometry_and_electrons():
+    x = np.array([[0.0, 0, 0], [0, 0, 1.8], [1.7, 0, -0.5]])
+    assert ds.check_conformation([8, 1, 1], x) == 10
+    assert ds.check_conformation([8, 1, 1], x, charge=1, multiplicity=2) == 9
+    assert ds.check_conformation([8, 1, 1], x, core_electrons=2) == 8  # ccECP oxygen: 2 core electrons
+    with pytest.raises(ds.DatasetError, match="atoms 1 and 2 are 0.032 Bohr apart"):  # 0.017 Angstrom
+        ds.check_conformation([8, 1, 1], [[0, 0, 0], [0, 0, 1.8], [0, 0.032, 1.8]])
+    with pytest.raises(ds.DatasetError, match="multiplicity 1 is impossible with 9 electrons"):
+        ds.check_conformation([8, 1, 1], x, charge=1)
+
+
+def test_check_not_failed(tmp_path):
+    path = ds.create_dataset(tmp_path / "d.h5", [water(3)])
+    ds.check_not_failed(path, "water", 0)  # no DFT rung yet: nothing to refuse
+    w = ds.ResultWriter(path, "dft", {"total_energy": "hartree"})
+    w.record("water", 0, {"total_energy": -76.0})
+    w.record("water", 1, error="SCFNotConverged: no strategy converged")
+    w.merge()
+    ds.check_not_failed(path, "water", 0)
+    ds.check_not_failed(path, "water", 2)
+    with pytest.raises(ds.DatasetError, match=r"water\[1\] failed at the dft rung \(SCFNotConverged: no strategy"):
+        ds.check_not_failed(path, "water", 1)
+
+
+def test_empty_structure_files_and_read_only_status(tmp_path):
+    for text in ("", "\n  \n"):
+        (tmp_path / "empty.xyz").write_text(text)
+        with pytest.raises(ds.DatasetError, match="empty.xyz: empty file"):
+            ds.read_structures(tmp_path / "empty.xyz")
+    path = ds.create_dataset(tmp_path / "d.h5", [water(2)])
+    assert ds.summarize(path, "qmc") == {"pending": 2, "done": 0, "failed": 0}
+    with pytest.raises(ds.DatasetError, match="not a readable HDF5"):
+        ds.summarize(tmp_path / "empty.xyz", "dft")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5", "empty.xyz"]  # no journal folders left
+
+
+def test_replace_clears_the_earlier_calculation_and_recorded_reads_journals(tmp_path):
+    path = ds.create_dataset(tmp_path / "d.h5", [water(2)])
+    units = {"energy": "hartree", "gradient": "hartree/bohr", "settings": "dimensionless"}
+    w = ds.ResultWriter(path, "qmc", units)
+    w.record("water", 0, {"energy": -76.4, "gradient": np.ones((3, 3)), "settings": "dmc"})
+    w.record("water", 1, {"energy": -76.3, "settings": "vmc"})
+    w.merge()
+    w.record("water", 0, {"energy": -76.2, "settings": "vmc"}, replace=True)  # no gradient this time
+    assert w.recorded("settings") == {("water", 0): "vmc", ("water", 1): "vmc"}  # the journal is newer
+    assert w.recorded("gradient") == {}  # the replacing record has none (water 1 never had one)
+    w.merge()
+    g, _ = ds.read_property(path, "water", "qmc_gradient")
+    e, _ = ds.read_property(path, "water", "qmc_energy")
+    assert np.isnan(g).all() and e.tolist() == [-76.2, -76.3]
+    assert w.recorded("gradient") == {} and w.recorded("energy") == {("water", 0): -76.2, ("water", 1): -76.3}
+    assert not (tmp_path / "d.h5.journal").exists()

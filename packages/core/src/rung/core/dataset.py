@@ -352,6 +352,15 @@ def _decode(item):
     return np.array(item["data"], dtype=np.int64 if item["kind"] == "i" else np.float64).reshape(item["shape"])
 
 
+def _is_fill(value, fill) -> bool:
+    if isinstance(value, str):
+        return value == (fill.decode() if isinstance(fill, bytes) else str(fill))
+    a = np.asarray(value)
+    if a.dtype.kind == "f" and np.isnan(fill):
+        return bool(np.all(np.isnan(a)))
+    return bool(np.all(a == fill))
+
+
 @dataclass
 class ResultWriter:
     """Crash-safe, resumable writer of one rung's per-conformation results (see the module docstring).
@@ -403,13 +412,42 @@ class ResultWriter:
             out[(rec["molecule"], rec["index"])] = DONE if rec["status"] == "done" else FAILED
         return out
 
+    def recorded(self, prop: str) -> dict:
+        """``{(molecule, index): value}`` of property ``prop`` (without the rung prefix) for every
+        conformation recorded as done and holding it, from the file and the journals (newer)."""
+        out = {}
+        name = f"{self.rung}_{prop}"
+        with _open(self.path) as f:
+            for mol, g in f.items():
+                if isinstance(g, h5py.Group) and name in g and f"{self.rung}_status" in g:
+                    d = g[name]
+                    values, fill = d[()], d.fillvalue
+                    for i in np.flatnonzero(g[f"{self.rung}_status"][()] == DONE):
+                        v = values[i]
+                        v = v.decode() if isinstance(v, bytes) else v
+                        if not _is_fill(v, fill):  # not computed for this conformation
+                            out[(mol, int(i))] = v
+        for rec in self._journal_records():
+            key = (rec["molecule"], rec["index"])
+            if rec["status"] == "done" and prop in rec["values"]:
+                out[key] = _decode(rec["values"][prop])
+            elif rec.get("replace") or rec["status"] != "done":
+                out.pop(key, None)
+        return out
+
     def pending(self) -> list:
         """Conformations not yet recorded (done or failed), as sorted ``(molecule, index)`` pairs."""
         return sorted(k for k, v in self.status().items() if v == PENDING)
 
     # -- writing
-    def record(self, molecule: str, index: int, values: dict | None = None, *, error: str | None = None) -> None:
-        """Record one conformation's results (or, with ``error``, its failure), durably, before returning."""
+    def record(self, molecule: str, index: int, values: dict | None = None, *, error: str | None = None,
+               replace: bool = False) -> None:
+        """Record one conformation's results (or, with ``error``, its failure), durably, before returning.
+
+        With ``replace`` the record is the conformation's whole result: the merge first clears every
+        ``<rung>_*`` value it held (to the dataset's fill value: NaN, -1 or ""), so nothing of an
+        earlier calculation stays beside the new one.
+        """
         values = values or {}
         unknown = set(values) - set(self.units)
         if unknown:
@@ -427,6 +465,8 @@ class ResultWriter:
             "error": error or "",
             "values": {k: _encode(v) for k, v in values.items()},
         }
+        if replace:
+            rec["replace"] = True
         if self._fh is None:
             self.journal_dir.mkdir(exist_ok=True)
             self._truncate_torn_tail()
@@ -450,7 +490,8 @@ class ResultWriter:
             self._fh = None
 
     def merge(self) -> int:
-        """Fold every rank's journal into the HDF5 file (atomically), then drop the journals.
+        """Fold every rank's journal into the HDF5 file (atomically), then drop the journals (and their
+        folder, when empty).
 
         Call it from one process only (rank 0, after the others are done). Returns the number of
         records merged. Idempotent: a crash after the file is replaced but before the journals are
@@ -468,6 +509,10 @@ class ResultWriter:
                 st = self._require(g, f"{self.rung}_status", (n,), np.int8, PENDING, "dimensionless")
                 err = self._require(g, f"{self.rung}_error", (n,), h5py.string_dtype(), "", "dimensionless")
                 i = rec["index"]
+                if rec.get("replace"):
+                    for name, d in g.items():
+                        if name.startswith(f"{self.rung}_") and isinstance(d, h5py.Dataset) and d.shape[:1] == (n,):
+                            d[i] = d.fillvalue
                 st[i] = DONE if rec["status"] == "done" else FAILED
                 err[i] = rec["error"]
                 for k, item in rec["values"].items():
@@ -483,6 +528,10 @@ class ResultWriter:
         _atomic_update(self.path, update)
         for jf in self.journal_dir.glob("rank*.jsonl"):
             jf.unlink()
+        try:
+            self.journal_dir.rmdir()  # nothing is left beside the file once everything is in it
+        except OSError:  # not empty (another file in it) or already gone
+            pass
         return len(records)
 
     def _require(self, g, name, shape, dtype, fill, unit):
@@ -496,6 +545,21 @@ class ResultWriter:
         for k, v in self.metadata.items():
             d.attrs[k] = v
         return d
+
+
+def check_not_failed(path, molecule: str, index: int, rung: str = "dft") -> None:
+    """Refuse a conformation that a lower ``rung`` recorded as failed (its ``<rung>_status``).
+
+    A rung above never runs on a conformation a rung below rejected (atoms on top of each other, an
+    SCF that never converged): raises :class:`DatasetError` with that rung's reason.
+    """
+    with _open(path) as f:
+        g = f[molecule] if molecule in f else None
+        if g is None or f"{rung}_status" not in g or int(g[f"{rung}_status"][index]) != FAILED:
+            return
+        why = _text(g[f"{rung}_error"][index]) if f"{rung}_error" in g else "no reason recorded"
+    raise DatasetError(f"{path}: {molecule}[{index}] failed at the {rung} rung ({why}); "
+                       "no rung above runs on a conformation a lower rung rejected")
 
 
 def read_property(path, molecule: str, name: str) -> tuple[np.ndarray, str]:
@@ -516,7 +580,7 @@ def summarize(path, rung: str) -> dict:
 
 
 __all__ = [
-    "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_geometry",
+    "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_geometry", "check_not_failed",
     "create_dataset", "MIN_DISTANCE_BOHR",
     "read_hdf5", "read_property", "read_structures", "read_xyz", "smiles_charge", "summarize",
     "SCHEMA", "SCHEMA_VERSION", "PENDING", "DONE", "FAILED",

@@ -138,3 +138,23 @@ def test_an_unfinished_run_is_marked_incomplete(h2o_small, tmp_path):
     assert read_multidet(out).complete is True
     r = CliRunner().invoke(main, ["show", str(out)])
     assert r.exit_code == 0 and ", complete" in r.output
+
+
+def test_from_dataset_skips_what_the_dft_rung_rejected(tmp_path):
+    """A conformation failed at the DFT rung, or with atoms on top of each other, is failed here with the
+    reason and never computed; the others are."""
+    from rung.core.dataset import Molecule, ResultWriter, create_dataset, read_property
+
+    x = np.array([[[0, 0, 0], [0, 0, 1.4]], [[0, 0, 0], [0, 0, 1.5]], [[0, 0, 0], [0, 0, 0.03]]])
+    ds = create_dataset(tmp_path / "h2.h5", [Molecule("h2", np.array([1, 1]), x)])
+    w = ResultWriter(ds, "dft", {"total_energy": "hartree"})
+    w.record("h2", 1, error="SCFNotConverged: no strategy converged")
+    w.merge()
+    r = CliRunner().invoke(main, ["run", "--from-dataset", str(ds), "--basis", "sto-3g", "--ecp", ""])
+    assert r.exit_code == 0, r.output
+    status, _ = read_property(ds, "h2", "sci_status")
+    error, _ = read_property(ds, "h2", "sci_error")
+    e, _ = read_property(ds, "h2", "sci_total_energy")
+    assert status.tolist() == [1, 2, 2] and np.isfinite(e[0]) and np.isnan(e[1:]).all()
+    assert b"failed at the dft rung (SCFNotConverged" in error[1] and b"atoms 0 and 1" in error[2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h2.h2.0.sci.h5", "h2.h5"]

@@ -28,11 +28,16 @@ UNITS = {
 
 
 def build_mol(dataset, molecule: str, index: int, basis: str, ecp: str | None):
+    """PySCF molecule of one conformation, after the checks every rung runs: not failed at the DFT rung
+    (:func:`rung.core.dataset.check_not_failed`), a possible geometry, charge and spin
+    (:func:`rung.core.dataset.check_conformation`)."""
     from pyscf import gto
 
-    from rung.core.dataset import read_hdf5
+    from rung.core.dataset import check_conformation, check_not_failed, read_hdf5
 
     (m,) = read_hdf5(dataset, [molecule])
+    check_not_failed(dataset, molecule, index, "dft")
+    check_conformation(m.atomic_numbers, m.conformations[index], m.charge, m.multiplicity)
     mol = gto.Mole()
     mol.atom = [(int(z), tuple(x)) for z, x in zip(m.atomic_numbers, m.conformations[index])]
     mol.unit = "Bohr"

@@ -28,8 +28,9 @@ def test_optimize_then_dmc_into_dataset(tmp_path):
     r = CliRunner().invoke(main, ["optimize", str(ds), *common, "--iterations", "2", "--opt-steps", "4",
                                   "--save", str(tmp_path / "p.h5")])
     assert r.exit_code == 0, r.output
+    # the DMC replaces the optimisation's VMC values of h2[0]: a different calculation, so --replace
     r = CliRunner().invoke(main, ["dmc", str(ds), *common, "--params", str(tmp_path / "p.h5"), "--tau", "0.05",
-                                  "--blocks", "3", "--steps", "4", "--equil-blocks", "1",
+                                  "--blocks", "3", "--steps", "4", "--equil-blocks", "1", "--replace",
                                   "--checkpoint", str(tmp_path / "c.chk"), "--trace", str(tmp_path / "t.h5")])
     assert r.exit_code == 0, r.output
     assert "E(DMC)" in r.output
@@ -186,5 +187,37 @@ def test_conformation_failed_at_dft_refused(tmp_path):
     w.merge()
     before = ds.read_bytes()
     r = CliRunner().invoke(main, ["vmc", str(ds), *FAST, "--index", "1"])
-    _refused_before_work(r, "h2[1] failed at the DFT rung", "SCFNotConverged")
+    _refused_before_work(r, "h2[1] failed at the dft rung", "SCFNotConverged")
     assert ds.read_bytes() == before
+
+
+def test_results_never_silently_replaced_or_mixed(tmp_path):
+    """A done conformation is recomputed only with the same settings, and another level of theory is not
+    added beside the dataset's, unless --replace; qmc_settings says what each value is."""
+    import json
+
+    from rung.core.dataset import Molecule, create_dataset, read_property
+
+    x = np.array([[[0, 0, 0], [0, 0, 1.4]], [[0, 0, 0], [0, 0, 1.5]]])
+    ds = create_dataset(tmp_path / "h2.h5", [Molecule("h2", np.array([1, 1]), x)])
+    dmc = ["dmc", str(ds), *FAST, "--no-jastrow", "--blocks", "3", "--steps", "2", "--equil-blocks", "1", "--forces"]
+    assert CliRunner().invoke(main, dmc).exit_code == 0
+    e0 = read_property(ds, "h2", "qmc_total_energy")[0][0]
+    settings = json.loads(read_property(ds, "h2", "qmc_settings")[0][0])
+    assert settings["method"] == "dmc" and settings["nwalkers"] == 4 and settings["dmc_tau"] == 0.01
+    before = ds.read_bytes()
+    test_vmc = ["vmc", str(ds), *FAST, "--no-jastrow", "--walkers", "3"]
+    r = CliRunner().invoke(main, test_vmc)  # a small test VMC over the DMC value
+    _refused_before_work(r, "h2[0] already holds another QMC calculation", "method 'dmc' there, 'vmc' now", "--replace")
+    r = CliRunner().invoke(main, [*test_vmc, "--index", "1"])  # a VMC beside DMC values
+    _refused_before_work(r, "of h2[0] are at another level", "method 'dmc' there, 'vmc' now")
+    assert ds.read_bytes() == before
+    r = CliRunner().invoke(main, [*dmc, "--seed", "5"])  # the same calculation again (another seed): allowed
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, [*test_vmc, "--replace"])
+    assert r.exit_code == 0, r.output
+    e, _ = read_property(ds, "h2", "qmc_total_energy")
+    assert e[0] != e0 and np.isnan(e[1])
+    assert json.loads(read_property(ds, "h2", "qmc_settings")[0][0])["nwalkers"] == 3
+    assert np.isnan(read_property(ds, "h2", "qmc_total_gradient")[0][0]).all()  # the DMC forces went with it
+    assert np.isnan(read_property(ds, "h2", "qmc_dmc_energy")[0][0])

@@ -42,6 +42,9 @@ def _common(f):
         click.option("--forces/--no-forces", default=False, show_default=True,
                      help="interatomic forces (ZVZB estimator, space warp); into the dataset as qmc_*_gradient"),
         click.option("--force-every", default=1, show_default=True, help="evaluate forces every N steps"),
+        click.option("--replace", is_flag=True,
+                     help="dataset input: overwrite a conformation's qmc_* values computed with other settings, "
+                          "or mix levels of theory in one dataset (qmc_settings records each conformation's)"),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -54,15 +57,16 @@ def _progress(method, block, nblocks, energy, seconds):
 
 
 def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
-               params, multidet, max_dets, allow_incomplete, out, forces, force_every, dmc_cfg, checkpoint=None,
-               trace=None, opt_cfg=None, save=None):
+               params, multidet, max_dets, allow_incomplete, out, forces, force_every, replace, dmc_cfg,
+               checkpoint=None, trace=None, opt_cfg=None, save=None):
     from pathlib import Path
 
     import h5py
 
     from rung.core.dataset import read_structures
     from rung.qmc.forces import ForceConfig
-    from rung.qmc.run import QMCConfig, kernel, load_parameters, record, save_parameters, trial_from_dataset
+    from rung.qmc.run import (QMCConfig, check_record, kernel, load_parameters, record, result_settings,
+                              save_parameters, trial_from_dataset)
     from rung.qmc.system import InputError, build_mol, mean_field
     from rung.qmc.vmc import VMCConfig
 
@@ -104,6 +108,8 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
         elif orb.source.startswith("pyscf"):  # made here, not the orbitals the expansion was built on
             raise InputError(f"{multidet} has no /orbitals and the input has no saved DFT orbitals: the "
                              "expansion's orbitals are unknown")
+    if is_dataset:
+        check_record(input, m.name, index, result_settings(mol, orb, cfg, expansion), replace=replace)
     click.echo(f"{m.name}[{index}]: {sum(mol.nelec)} electrons, {mol.nao} AOs, orbitals: {orb.source} "
                f"(E = {orb.e_tot:.6f} Ha)", err=True)
     results = kernel(mol, orb, cfg, parameters=parameters, expansion=expansion,
@@ -119,7 +125,7 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
         save_parameters(save, parameters)
         click.echo(f"wrote parameters to {save}", err=True)
     if is_dataset:
-        record(Path(input), m.name, index, results, mol, orb, cfg)
+        record(Path(input), m.name, index, results, mol, orb, cfg, expansion=expansion, replace=replace)
         click.echo(f"wrote qmc_* properties of {m.name}[{index}] into {input}", err=True)
 
 

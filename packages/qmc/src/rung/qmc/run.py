@@ -9,10 +9,19 @@ VMC and, when asked, DMC started from the VMC walkers. ``record`` writes ``qmc_*
 (DMC if run, else VMC) estimate; all in Hartree. With forces (``QMCConfig.forces``) also
 ``qmc_<method>_gradient`` and ``qmc_total_gradient`` (+ ``_error``), (n_atoms, 3) Hartree/Bohr: the
 gradient, minus the force (:mod:`rung.qmc.forces` says which derivative it is).
+
+Provenance: each conformation's settings (:func:`result_settings`: method, walkers, blocks, steps, tau,
+trial function, determinants, forces, versions) are stored with its values as ``qmc_settings`` (a JSON
+string per conformation); the properties' own attributes hold nothing that could differ between
+conformations. :func:`check_record` refuses, before any sampling, results that would replace a
+conformation's values computed with other settings, or put a second level of theory (:data:`LEVEL`)
+into properties that hold another, unless ``replace``; a replacing record clears everything the
+conformation held before.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +63,7 @@ def trial_from_dataset(dataset, molecule: str, index: int = 0, basis: str = "cce
     """
     import h5py
 
-    from rung.core.dataset import FAILED, check_conformation, read_hdf5
+    from rung.core.dataset import check_conformation, check_not_failed, read_hdf5
 
     dataset = Path(dataset)
     mols = {m.name: m for m in read_hdf5(dataset)}
@@ -63,14 +72,9 @@ def trial_from_dataset(dataset, molecule: str, index: int = 0, basis: str = "cce
     m = mols[molecule]
     if not 0 <= index < m.n_conf:
         raise InputError(f"{dataset}: {molecule} has {m.n_conf} conformations, index {index} is out of range")
+    check_not_failed(dataset, molecule, index, "dft")
     with h5py.File(dataset, "r") as f:
-        g = f[molecule]
-        if "dft_status" in g and int(g["dft_status"][index]) == FAILED:
-            why = g["dft_error"][index] if "dft_error" in g else b"no reason recorded"
-            why = why.decode() if isinstance(why, bytes) else str(why)
-            raise InputError(f"{dataset}: {molecule}[{index}] failed at the DFT rung ({why}); "
-                             "QMC does not run on a conformation a lower rung rejected")
-        fname = g.attrs.get("dft_orbitals_file")
+        fname = f[molecule].attrs.get("dft_orbitals_file")
     check_conformation(m.atomic_numbers, m.conformations[index], m.charge, m.multiplicity)
     if fname:
         fname = fname.decode() if isinstance(fname, bytes) else str(fname)
@@ -170,19 +174,77 @@ def result_values(results: dict) -> dict:
     return vals
 
 
-def record(dataset, molecule: str, index: int, results: dict, mol, orb: Orbitals, config: QMCConfig) -> None:
-    """Write the results of one conformation into the dataset (crash-safe journal, then merge)."""
+# Settings that define what a qmc_* value is: one dataset's properties hold one level (else: replace)
+LEVEL = ("method", "basis", "ecp", "jastrow", "three_body", "determinants", "dmc_tau", "tmoves")
+_NOT_THE_CALCULATION = ("seed", "backend", "package_version")  # same numbers, statistically or exactly
+
+
+def result_settings(mol, orb: Orbitals, config: QMCConfig, expansion=None) -> dict:
+    """What decides one conformation's ``qmc_*`` numbers (stored with them as ``qmc_settings``)."""
+    s = {"method": "dmc" if config.dmc is not None else "vmc", "basis": str(mol.basis), "ecp": str(mol.ecp or ""),
+         "orbitals": orb.source, "jastrow": bool(config.jastrow), "three_body": bool(config.three_body),
+         "optimize": None if config.optimize is None else [config.optimize.niter, config.optimize.nsteps],
+         "determinants": 1 if expansion is None else len(expansion.coef),
+         "nwalkers": config.vmc.nwalkers, "vmc_blocks": config.vmc.nblocks, "vmc_steps": config.vmc.nsteps,
+         "vmc_tau": config.vmc.tau, "forces": None, "seed": config.vmc.seed, "backend": config.backend,
+         "package_version": __version__}
+    if config.forces is not None:
+        f = config.forces
+        s["forces"] = {"estimator": "zvzb" + ("+space-warp" if f.warp else "") +
+                       ("+hybrid" if config.dmc is not None else ""), "every": f.every, "step_bohr": f.step_bohr}
+    if config.dmc is not None:
+        d = config.dmc
+        s.update(dmc_tau=d.tau, dmc_blocks=d.nblocks, dmc_steps=d.nsteps, dmc_equil_blocks=d.nequil_blocks,
+                 tmoves=bool(d.tmoves))
+    return s
+
+
+def _differences(old: dict, new: dict, keys) -> str:
+    return ", ".join(f"{k} {old.get(k)!r} there, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k))
+
+
+def check_record(dataset, molecule: str, index: int, settings: dict, *, replace: bool = False) -> None:
+    """Refuse (:class:`InputError`) results of ``settings`` that would silently replace another calculation.
+
+    Without ``replace``: a conformation already done is only recomputed with the same settings (seed,
+    backend and version aside), and values at another level (:data:`LEVEL`) than the other conformations'
+    are not added to the same properties. Done conformations without ``qmc_settings`` count as another
+    calculation of unknown settings. Journals of a run in progress are read too.
+    """
+    from rung.core.dataset import DONE, ResultWriter
+
+    if replace:
+        return
+    w = ResultWriter(dataset, "qmc", {})
+    have = {k: json.loads(v) for k, v in w.recorded("settings").items()}
+    key = (molecule, index)
+    if w.status().get(key) == DONE:
+        if key not in have:
+            raise InputError(f"{dataset}: {molecule}[{index}] already holds qmc results without recorded "
+                             "settings; --replace overwrites them")
+        diff = _differences(have[key], settings, [k for k in settings if k not in _NOT_THE_CALCULATION])
+        if diff:
+            raise InputError(f"{dataset}: {molecule}[{index}] already holds another QMC calculation ({diff}); "
+                             "--replace overwrites it")
+    for other, old in sorted(have.items()):
+        diff = _differences(old, settings, LEVEL)
+        if other != key and diff:
+            raise InputError(f"{dataset}: the qmc_* values of {other[0]}[{other[1]}] are at another level ({diff}); "
+                             "use another dataset, or --replace to mix levels (qmc_settings tells them apart)")
+
+
+def record(dataset, molecule: str, index: int, results: dict, mol, orb: Orbitals, config: QMCConfig, *,
+           expansion=None, replace: bool = False) -> None:
+    """Write the results of one conformation into the dataset (crash-safe journal, then merge), with its
+    settings as ``qmc_settings``, after :func:`check_record`; everything the conformation held before is
+    cleared."""
     from rung.core.dataset import ResultWriter
 
-    vals = result_values(results)
-    meta = {"package_version": __version__, "backend": config.backend, "basis": str(mol.basis),
-            "ecp": str(mol.ecp or ""), "orbitals": orb.source, "jastrow": int(config.jastrow),
-            "nwalkers": int(config.vmc.nwalkers)}
-    if config.dmc is not None:
-        meta.update(dmc_tau=config.dmc.tau, tmoves=int(config.dmc.tmoves))
-    if config.forces is not None:
-        meta.update(forces="zvzb" + ("+space-warp" if config.forces.warp else "") +
-                    ("+hybrid" if config.dmc is not None else ""))
-    w = ResultWriter(dataset, "qmc", {k: "hartree/bohr" if "gradient" in k else "hartree" for k in vals}, meta)
-    w.record(molecule, index, vals)
+    settings = result_settings(mol, orb, config, expansion)
+    check_record(dataset, molecule, index, settings, replace=replace)
+    vals = {**result_values(results), "settings": json.dumps(settings, sort_keys=True)}
+    units = {k: "hartree/bohr" if "gradient" in k else "hartree" for k in vals}
+    units["settings"] = "dimensionless"
+    w = ResultWriter(dataset, "qmc", units, {"settings": "per conformation: qmc_settings (JSON)"})
+    w.record(molecule, index, vals, replace=True)
     w.merge()

@@ -239,3 +239,23 @@ def test_replace_clears_the_earlier_calculation_and_recorded_reads_journals(tmp_
     assert np.isnan(g).all() and e.tolist() == [-76.2, -76.3]
     assert w.recorded("gradient") == {} and w.recorded("energy") == {("water", 0): -76.2, ("water", 1): -76.3}
     assert not (tmp_path / "d.h5.journal").exists()
+
+
+def test_units_are_never_guessed(tmp_path):
+    from rung.core.units import BOHR_TO_NM
+
+    path = tmp_path / "x.h5"
+    x = water(1).conformations
+    with h5py.File(path, "w") as f:
+        f.create_group("a")["atomic_numbers"] = np.array([8, 1, 1])
+        f["a"]["conformations"] = x  # no units attribute
+        f.create_group("b")["atomic_numbers"] = np.array([8, 1, 1])
+        f["b"].create_dataset("conformations", data=x * BOHR_TO_NM).attrs["units"] = "nm"  # H5MD's unit
+    with pytest.raises(ds.DatasetError, match="a/conformations has no 'units' attribute"):
+        ds.read_hdf5(path)
+    np.testing.assert_allclose(ds.read_hdf5(path, ["b"])[0].conformations, x, rtol=1e-14)
+    np.testing.assert_array_equal(ds.read_structures(path, units="bohr")[0].conformations, x)
+    (tmp_path / "h2.xyz").write_text("2\n\nH 0 0 0\nH 0 0 1.4\n")
+    assert ds.read_structures(tmp_path / "h2.xyz", units="bohr")[0].conformations[0, 1, 2] == 1.4
+    with pytest.raises(ds.DatasetError, match="unknown unit 'furlong'"):
+        ds.read_structures(tmp_path / "h2.xyz", units="furlong")

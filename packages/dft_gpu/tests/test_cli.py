@@ -133,3 +133,23 @@ def test_bad_option_and_status_of_a_non_dataset(tmp_path):
     r = CliRunner().invoke(main, ["status", str(src)])  # read-only: no journal folder left beside the file
     _one_line_exit_2(r, "mols.xyz")
     _nothing_written(tmp_path, ["mols.xyz"])
+
+
+def test_units_are_never_guessed(tmp_path):
+    """HDF5 coordinates without a 'units' attribute are refused; --input-units says what they are."""
+    from rung.core.units import ANGSTROM_TO_BOHR
+
+    src, out = tmp_path / "nounits.h5", tmp_path / "o.h5"
+    with h5py.File(src, "w") as f:
+        g = f.create_group("h2")
+        g["atomic_numbers"] = np.array([1, 1])
+        g["conformations"] = np.array([[[0, 0, 0], [0, 0, 0.74]]])  # Angstrom, but the file does not say
+    r = CliRunner().invoke(main, ["run", str(src), "--out", str(out), *FAST, "--no-forces", "--quiet"])
+    _one_line_exit_2(r, "nounits.h5", "h2/conformations has no 'units' attribute", "--input-units")
+    _nothing_written(tmp_path, ["nounits.h5"])
+    r = CliRunner().invoke(main, ["run", str(src), "--out", str(out), *FAST, "--no-forces", "--quiet",
+                                  "--input-units", "angstrom"])
+    assert r.exit_code == 0 and "1 done" in r.output, r.output
+    with h5py.File(out, "r") as f:
+        np.testing.assert_allclose(f["h2/conformations"][0, 1, 2], 0.74 * ANGSTROM_TO_BOHR, rtol=1e-15)
+        assert f["h2/conformations"].attrs["units"] == "bohr"

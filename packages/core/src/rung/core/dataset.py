@@ -189,11 +189,22 @@ def smiles_charge(smiles: str) -> int:
     return total
 
 
-def read_hdf5(path, names=None) -> list[Molecule]:
+def _length_factor(unit, where: str) -> float:
+    from rung.core.units import to_atomic
+
+    try:
+        return to_atomic(1.0, _text(unit))
+    except ValueError as err:
+        raise DatasetError(f"{where}: {err}") from None
+
+
+def read_hdf5(path, names=None, *, units: str | None = None) -> list[Molecule]:
     """Read molecules from a rung dataset or a SPICE (1 or 2) HDF5 file.
 
-    Conformations are converted to Bohr from their ``units`` attribute. The charge comes from a
-    ``charge`` dataset, else from the SMILES formal charges (as SPICE encodes it), else 0.
+    Conformations are converted to Bohr from their ``units`` attribute (``bohr``, ``angstrom``, ``nm``).
+    Units are never guessed: coordinates without the attribute are refused unless ``units`` says what
+    they are. The charge comes from a ``charge`` dataset, else from the SMILES formal charges (as SPICE
+    encodes it), else 0.
     """
     out = []
     with _open(path) as f:
@@ -209,9 +220,11 @@ def read_hdf5(path, names=None) -> list[Molecule]:
                 z = g["atomic_numbers"][()]
             except OSError as err:
                 raise DatasetError(f"{path}: {name}: unreadable data (truncated file?): {err}") from err
-            from rung.core.units import to_atomic
-
-            x = to_atomic(np.asarray(x, dtype=np.float64), _text(g["conformations"].attrs.get("units", "bohr")))
+            unit = g["conformations"].attrs.get("units", units)
+            if unit is None:
+                raise DatasetError(f"{path}: {name}/conformations has no 'units' attribute: say which length unit "
+                                   "the coordinates are in (dft-gpu run --input-units)")
+            x = np.asarray(x, dtype=np.float64) * _length_factor(unit, f"{path}: {name}/conformations")
             smiles = _text(g["smiles"][()]) if "smiles" in g else None
             if "charge" in g:
                 charge = int(g["charge"][()])
@@ -222,18 +235,17 @@ def read_hdf5(path, names=None) -> list[Molecule]:
     return out
 
 
-def read_xyz(path) -> list[Molecule]:
+def read_xyz(path, units: str = "angstrom") -> list[Molecule]:
     """Read xyz/extxyz (any format ASE reads): consecutive frames with the same atoms form one molecule.
 
-    Positions are converted from Angstrom to Bohr. ``charge`` and ``multiplicity`` are taken from the
-    extxyz comment line (``info``) when present.
+    Positions are converted from ``units`` (Angstrom, as ASE reads them) to Bohr. ``charge`` and
+    ``multiplicity`` are taken from the extxyz comment line (``info``) when present.
     """
     import ase.io
     from ase.io.formats import UnknownFileTypeError
 
-    from rung.core.units import ANGSTROM_TO_BOHR
-
     path = Path(path)
+    factor = _length_factor(units, str(path))
     if path.is_file() and not path.read_bytes().strip():
         raise DatasetError(f"{path}: empty file, no structure to read")
     try:
@@ -252,7 +264,7 @@ def read_xyz(path) -> list[Molecule]:
         key = (tuple(atoms.numbers), atoms.info.get("charge", 0), atoms.info.get("multiplicity", 1))
         if not groups or groups[-1][0] != key:
             groups.append([key, []])
-        groups[-1][1].append(atoms.positions * ANGSTROM_TO_BOHR)
+        groups[-1][1].append(atoms.positions * factor)
     names: dict[str, int] = {}
     out = []
     for (numbers, charge, mult), confs in groups:
@@ -265,14 +277,18 @@ def read_xyz(path) -> list[Molecule]:
     return out
 
 
-def read_structures(path) -> list[Molecule]:
-    """Read molecules from an HDF5 dataset (rung or SPICE layout) or any structure file ASE reads."""
+def read_structures(path, *, units: str | None = None) -> list[Molecule]:
+    """Read molecules from an HDF5 dataset (rung or SPICE layout) or any structure file ASE reads.
+
+    ``units``: the length unit of coordinates whose file does not say (HDF5 without a ``units``
+    attribute, refused otherwise; structure files: Angstrom unless given).
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     if h5py.is_hdf5(path) or path.suffix.lower() in (".h5", ".hdf5"):
-        return read_hdf5(path)
-    return read_xyz(path)
+        return read_hdf5(path, units=units)
+    return read_xyz(path, units or "angstrom")
 
 
 # --------------------------------------------------------------------------------------------- writing

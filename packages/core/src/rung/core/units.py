@@ -71,6 +71,7 @@ TO_ATOMIC = {
     "dimensionless": 1.0,
     "ev": EV_TO_HARTREE,
     "angstrom": ANGSTROM_TO_BOHR,
+    "nm": 1.0 / BOHR_TO_NM,  # H5MD's length unit
     "ev/angstrom": EV_PER_ANGSTROM_TO_HARTREE_PER_BOHR,
     "kcal/mol": KCAL_PER_MOL_TO_HARTREE,
     "kj/mol": KJ_PER_MOL_TO_HARTREE,

@@ -57,8 +57,11 @@ def main():
 @click.option("--fcidump-norb", default=None, type=int, help="active orbitals (default: all above the core)")
 @click.option("--no-fast-paths", is_flag=True,
               help="PySCF's own XC quadrature and gradient code instead of rung's (same numbers; for comparison)")
+@click.option("--input-units", type=click.Choice(["bohr", "angstrom", "nm"]), default=None,
+              help="length unit of INPUT_PATH's coordinates where the file does not say (HDF5 without a 'units' "
+                   "attribute, refused otherwise; xyz: angstrom)")
 @click.option("--quiet", is_flag=True, help="no progress output")
-def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, **opts):
+def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_units, **opts):
     """Compute DFT energies and forces for every conformation in INPUT_PATH (HDF5 or xyz)."""
     import logging
 
@@ -69,7 +72,7 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, **opts):
     try:
         config = RunConfig(ecp=None if ecp.lower() == "none" else ecp, forces=not no_forces,
                            fast_paths=not no_fast_paths, **opts)
-        s = run(input_path, out_path, config, comm=_world(), progress=not quiet)
+        s = run(input_path, out_path, config, comm=_world(), progress=not quiet, input_units=input_units)
     except RuntimeError as err:
         raise click.ClickException(str(err)) from None
     if _world() is None or _world().Get_rank() == 0:

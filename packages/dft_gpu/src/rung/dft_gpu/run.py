@@ -395,7 +395,7 @@ def compute_conformation(molecule, index: int, config: RunConfig) -> dict:
 
 
 # ------------------------------------------------------------------------------------ the farm
-def _without_bad_conformations(path, name):
+def _without_bad_conformations(path, name, units=None):
     """Read group ``name`` whose coordinates are partly NaN/infinite: the molecule with those
     conformations' coordinates set to zero, and ``{index: reason}`` for them; None if all are bad."""
     import tempfile
@@ -419,13 +419,13 @@ def _without_bad_conformations(path, name):
                 fixed = ds[()]
                 fixed[bad] = 0.0  # placeholder; these conformations are recorded as failed
                 ds[...] = fixed
-            molecule = read_hdf5(copy, names=[name])[0]
+            molecule = read_hdf5(copy, names=[name], units=units)[0]
     reasons = {i: f"input conformation {i} has NaN or infinite coordinates (stored as zeros, not computed)"
                for i in bad}
     return molecule, reasons
 
 
-def _read_input(input_path):
+def _read_input(input_path, units=None):
     """Molecules of the input file, {name: reason} of HDF5 groups rejected as a whole, and
     {name: {index: reason}} of single conformations rejected (NaN/infinite coordinates)."""
     import h5py
@@ -436,15 +436,15 @@ def _read_input(input_path):
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     if not h5py.is_hdf5(path):
-        return read_structures(path), {}, {}
+        return read_structures(path, units=units), {}, {}
     with _open(path) as f:
         names = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
     molecules, rejected, bad_conformations = [], {}, {}
     for name in names:
         try:
-            molecules += read_hdf5(path, names=[name])
+            molecules += read_hdf5(path, names=[name], units=units)
         except DatasetError as err:
-            partly = _without_bad_conformations(path, name) if "NaN or infinite" in str(err) else None
+            partly = _without_bad_conformations(path, name, units) if "NaN or infinite" in str(err) else None
             if partly is None:
                 rejected[name] = str(err)
             else:
@@ -485,13 +485,13 @@ def _metadata(config: RunConfig) -> dict:
     return meta
 
 
-def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict):
+def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_units=None):
     """Rank 0: create (or reopen) the output, check the settings match, fold leftover journals."""
     import h5py
 
     from rung.core.dataset import PENDING, DatasetError, ResultWriter, _atomic_update, create_dataset
 
-    molecules, rejected, bad_conformations = _read_input(input_path)
+    molecules, rejected, bad_conformations = _read_input(input_path, input_units)
     rejected_out.update(rejected)
     create_dataset(out_path, molecules)
     # the auxbasis as resolved: the engine's and PySCF's defaults differ (and so do the energies)
@@ -618,7 +618,8 @@ def _bcast(comm, value):
     return comm.bcast(value, root=0)
 
 
-def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, progress: bool = True) -> RunSummary:
+def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, progress: bool = True,
+        input_units: str | None = None) -> RunSummary:
     """Compute every pending conformation of ``input_path`` into the dataset ``out_path``.
 
     Parameters
@@ -628,6 +629,8 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     config : RunConfig
     comm : mpi4py communicator (None: serial); every rank calls ``run`` with the same arguments
     progress : show a progress bar (terminal) or log lines (``logging``, logger ``rung.dft_gpu.run``)
+    input_units : length unit of input coordinates whose file does not say (an HDF5 group without a
+        ``units`` attribute is rejected otherwise; xyz: Angstrom unless given)
 
     Returns
     -------
@@ -648,7 +651,7 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     error = None
     if rank == 0:
         try:
-            _prepare(input_path, out_path, config, rejected)
+            _prepare(input_path, out_path, config, rejected, input_units)
         except Exception as err:  # handed to every rank, so all of them stop with the same error
             error = err
     error = _bcast(comm, error)

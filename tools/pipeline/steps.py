@@ -278,8 +278,8 @@ def labelled_subset(dataset: Path, roles: dict, role: int, path: Path) -> Path:
 
 def refit(cfg: PipelineConfig, dataset: Path, out: Path, roles: dict):
     """Refit the model on the QMC labels of the training conformations (rung.nnp.train, exact read-out
-    refit, 1/sigma^2 weights from the QMC error bars): a per-element-shift-only model (the baseline) and
-    the read-out model. Returns (summary line, {name: model path}); skipped when both files exist."""
+    refit, 1/sigma^2 weights from the QMC error bars; the held-out conformations as its validation set):
+    a per-element-shift-only model (the baseline) and the read-out model. Returns (summary line, {name: model path}); skipped when both files exist."""
     from rung.nnp.train import train
     from rung.nnp.train.config import parse_config
 
@@ -287,16 +287,13 @@ def refit(cfg: PipelineConfig, dataset: Path, out: Path, roles: dict):
     if all(p.exists() for p in paths.values()):
         return "models from an earlier run", paths
     train_set = labelled_subset(dataset, roles, TRAIN, out / "train.h5")
-    n_labelled = len(h5py.File(train_set, "r")[next(iter(roles))]["conformations"]) if len(roles) == 1 else None
-    # rung.nnp.train holds out a validation split of its own: one conformation (the pipeline's own
-    # hold-out set, never trained on, is what the report measures)
-    fraction = 1.0 / n_labelled if n_labelled else 0.2
+    hold_set = labelled_subset(dataset, roles, HOLDOUT, out / "holdout.h5")
     gradient = "qmc_total_gradient" if cfg.qmc.force_every else ""
     lines = []
     for kind, frozen in (("shifts", ["*.weight"]), ("readout", [])):
         data = {"model": cfg.refit.model, "output": paths[kind].name, "name": f"{cfg.refit.model}-qmc-{kind}",
                 "training": {"datasets": [train_set.name], "energy": "qmc_total_energy", "gradient": gradient,
-                             "validation_fraction": fraction, "seed": cfg.select.seed,
+                             "validation": [hold_set.name], "seed": cfg.select.seed,
                              "forces_weight": cfg.refit.force_weight, "l2sp": cfg.refit.l2sp},
                 "stages": [{"name": kind, "frozen": frozen}]}
         tmp = paths[kind].with_name(paths[kind].name + ".partial")
@@ -325,7 +322,9 @@ def evaluate(cfg: PipelineConfig, dataset: Path, roles: dict, models: dict, out:
     held-out conformations (never trained on), with the labels' own error bars beside them."""
     from rung.core.dataset import read_hdf5
 
-    hold = labelled_subset(dataset, roles, HOLDOUT, out / "holdout.h5")
+    hold = out / "holdout.h5"  # written by the refit step (again here if a run stopped just before)
+    if not hold.exists():
+        labelled_subset(dataset, roles, HOLDOUT, hold)
     rows = {"base": cfg.refit.model, **{k: str(v) for k, v in models.items()}}
     e_ref, e_err, g_ref, g_err, pred = [], [], [], [], {k: ([], []) for k in rows}
     with h5py.File(hold, "r") as f:

@@ -132,6 +132,22 @@ def test_train_end_to_end(trained):
     assert shifts["valid_after"]["forces_rmse"] == pytest.approx(shifts["valid_before"]["forces_rmse"], rel=1e-9)
 
 
+def test_explicit_validation_datasets(tmp_path):
+    """``validation = [...]``: every conformation of ``datasets`` is trained on, the other file validates."""
+    student = random_model(0)
+    save_model(student, tmp_path / "student.h5")
+    teacher = teacher_of(read_model(tmp_path / "student.h5"))
+    write_dataset(tmp_path / "a.h5", teacher, formulas=("H2O", "NH3"), n_conf=5)
+    write_dataset(tmp_path / "b.h5", teacher, formulas=("CH4",), n_conf=3)
+    (tmp_path / "train.toml").write_text(CONFIG.format(dataset="a.h5", extra='validation = ["b.h5"]'))
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "train.toml")])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in (tmp_path / "refit.log.jsonl").read_text().splitlines()]
+    assert [(x["n_train"], x["n_valid"]) for x in lines if x["event"] == "stage"] == [(10, 3), (10, 3)]
+    prov = read_model(tmp_path / "refit.h5").provenance
+    assert sorted(d["path"].rsplit("/", 1)[-1] for d in prov["datasets"]) == ["a.h5", "b.h5"]
+
+
 def test_eval_several_models(trained):
     d, _, _ = trained
     r = CliRunner().invoke(main, ["eval", str(d / "qmc.h5"), "--model", str(d / "student.h5"),

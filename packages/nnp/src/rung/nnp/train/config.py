@@ -29,7 +29,9 @@ then the defaults in :data:`DEFAULTS`), as in FeNNol. Stage keys:
 - data: ``datasets``, ``energy``, ``gradient`` or ``forces`` (property names; "" for none),
   ``energy_error``, ``gradient_error`` (property names of the 1-sigma error bars; default
   ``<property>_error`` where present, "" to ignore them);
-- split: ``validation_fraction`` in (0, 1), ``split`` ("conformation" | "molecule"), ``seed``;
+- split: ``validation_fraction`` in (0, 1), ``split`` ("conformation" | "molecule"), ``seed``; or
+  ``validation`` (datasets read with the same labels as the validation set; then every conformation
+  of ``datasets`` is trained on and the fraction is ignored);
 - solver: ``solver`` ("readout": the exact last-layer refit; "gradient": not available yet),
   ``frozen`` (fnmatch patterns of parameter names ``<species>.<layer>.weight|bias``; the readout
   solver keeps every layer but the last frozen anyway);
@@ -70,6 +72,7 @@ class Stage:
     energy_error: str | None = None
     gradient_error: str | None = None
     validation_fraction: float = 0.1
+    validation: tuple = ()
     split: str = "conformation"
     seed: int = 0
     solver: str = "readout"
@@ -190,7 +193,10 @@ def parse_config(data: dict, base: Path, *, source=Path("<dict>"), text: str = "
         ds = settings["datasets"]
         ds = [ds] if isinstance(ds, str) else ds
         try:
+            val = settings.get("validation", ())
+            val = [val] if isinstance(val, str) else val
             stage = Stage(**dict(settings, datasets=tuple(str((base / d).resolve()) for d in ds),
+                                 validation=tuple(str((base / d).resolve()) for d in val),
                                  frozen=tuple(settings["frozen"])))
         except TrainInputError as err:
             raise TrainInputError(f"{source}: {err}") from err

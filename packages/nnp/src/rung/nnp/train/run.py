@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -139,10 +139,14 @@ def prepare(config: TrainConfig, *, overwrite: bool = False, log=print):
     plan, notes = [], []
     for st in config.stages:
         frames, counts = load_frames(st, model.atomic_numbers, log=notes.append)
-        try:
-            train_set, valid_set = split(frames, st.validation_fraction, st.split, st.seed)
-        except TrainInputError as err:
-            raise TrainInputError(f"{config.source}: stage {st.name!r}: {err}") from err
+        if st.validation:  # an explicit validation set: every given conformation is trained on
+            train_set = frames
+            valid_set, _ = load_frames(replace(st, datasets=st.validation), model.atomic_numbers, log=notes.append)
+        else:
+            try:
+                train_set, valid_set = split(frames, st.validation_fraction, st.split, st.seed)
+            except TrainInputError as err:
+                raise TrainInputError(f"{config.source}: stage {st.name!r}: {err}") from err
         plan.append((st, train_set, valid_set, counts))
     for line in notes:
         log(line)
@@ -180,7 +184,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, log=print) -> TrainRe
         prov = {"source": "rung.nnp.train", "package_version": __version__, "base_model": base,
                 "config": {"path": str(config.source), "sha256": hashlib.sha256(config.text.encode()).hexdigest(),
                            "text": config.text},
-                "datasets": [{"path": p, "sha256": sha256(p)} for p in sorted({d for st in config.stages for d in st.datasets})],
+                "datasets": [{"path": p, "sha256": sha256(p)} for p in sorted({d for st in config.stages for d in st.datasets + st.validation})],
                 "stages": [dict(asdict(st), counts=r.counts, n_train=r.n_train, n_valid=r.n_valid, loss_after=r.loss_after,
                                 train=r.train_after, validation=r.valid_after) for st, r in zip(config.stages, results)],
                 "metrics": {"train": results[-1].train_after, "validation": results[-1].valid_after},

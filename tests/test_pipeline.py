@@ -156,6 +156,11 @@ def test_loop_end_to_end(tmp_path):
     assert (role == 1).sum() == 2 and (role == 2).sum() == 1
     assert np.all(np.isfinite(lab["qmc_total_energy"][role > 0]))
     assert np.all(np.isfinite(lab["qmc_total_gradient"][role > 0]))
+    with h5py.File(tmp_path / "out" / "dataset.h5") as f:  # each value carries the settings that made it
+        import json
+
+        s = [json.loads(x) for x, r in zip(f["h2o/qmc_settings"][()], role) if r > 0]
+        assert {x["method"] for x in s} == {"vmc"} and all(x["forces"]["every"] == 3 for x in s)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| readout |" in report and (tmp_path / "out" / "model-readout.h5").exists()
     from rung.nnp import load_model

@@ -186,11 +186,17 @@ def qmc_config(s):
 
 
 def qmc_task(dataset: str, molecule: str, index: int, settings, basis: str, ecp: str) -> dict:
-    """One conformation's QMC energies (and forces): the dataset properties, from a worker."""
-    from rung.qmc.run import kernel, result_values, trial_from_dataset
+    """One conformation's QMC energies (and forces) and their settings (``qmc_settings``, JSON), from a
+    worker; refused before any sampling if the dataset's other QMC values are at another level."""
+    import json
+
+    from rung.qmc.run import check_record, kernel, result_settings, result_values, trial_from_dataset
 
     mol, orb = trial_from_dataset(dataset, molecule, index, basis=basis, ecp=ecp)
-    return result_values(kernel(mol, orb, qmc_config(settings)))
+    config = qmc_config(settings)
+    recorded = result_settings(mol, orb, config)
+    check_record(dataset, molecule, index, recorded)
+    return {**result_values(kernel(mol, orb, config)), "settings": json.dumps(recorded, sort_keys=True)}
 
 
 def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, merge_every_s: float = 60.0) -> str:
@@ -200,9 +206,6 @@ def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, merge_every_s: floa
 
     s = cfg.qmc
     basis, ecp = cfg.dft.get("basis", "ccecp-cc-pvdz"), cfg.dft.get("ecp", "ccecp")
-    meta = {"basis": basis, "ecp": ecp, "nwalkers": s.walkers, "vmc_steps": s.vmc_blocks * s.vmc_steps,
-            "method": "dmc" if s.dmc else "vmc", "forces": "zvzb+space-warp" if s.force_every else "none",
-            "orbitals": "dft rung"}
     names = [f"{m}_{k}" for m in (["vmc"] + (["dmc"] if s.dmc else [])) for k in
              ("energy", "energy_error", "gradient", "gradient_error")] + \
             ["total_energy", "total_energy_error", "total_gradient", "total_gradient_error"]
@@ -210,7 +213,8 @@ def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, merge_every_s: floa
 
     names += [f"{m}_{c}{e}" for m in (["vmc"] + (["dmc"] if s.dmc else [])) for c in COMPONENTS for e in ("", "_error")]
     units = {k: QMC_UNITS_GRAD if "gradient" in k else "hartree" for k in names}
-    writer = ResultWriter(dataset, "qmc", units, meta)
+    units["settings"] = "dimensionless"
+    writer = ResultWriter(dataset, "qmc", units, {"settings": "per conformation: qmc_settings (JSON)"})
     status = writer.status()
     todo = [(n, int(i)) for n, r in roles.items() for i in np.flatnonzero(r > 0) if status[(n, int(i))] == PENDING]
     nat = {n: len(r) for n, r in roles.items()}

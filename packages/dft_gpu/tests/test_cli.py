@@ -9,6 +9,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from rung.dft_gpu.cli import main
+from rung.core.testing import check_bad_input
 
 XYZ = """3
 water
@@ -81,15 +82,6 @@ def test_end_to_end_subprocess(tmp_path):
     assert r.returncode == 0 and "2 done, 1 failed, 0 pending" in r.stdout
 
 
-def _one_line_exit_2(r, *words):
-    """Bad input: exit code 2, one line on stderr naming the problem, no traceback."""
-    assert r.exit_code == 2, r.output
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    assert all(w in lines[0] for w in words), lines[0]
-    assert "Traceback" not in r.output
-
-
 def _nothing_written(tmp_path, before):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
@@ -98,7 +90,7 @@ def test_empty_xyz_is_refused(tmp_path):
     src = tmp_path / "empty.xyz"
     src.write_text("")
     r = CliRunner().invoke(main, ["run", str(src), "--out", str(tmp_path / "o.h5"), *FAST])
-    _one_line_exit_2(r, "empty.xyz", "empty file")
+    check_bad_input(r, "empty.xyz", "empty file")
     _nothing_written(tmp_path, ["empty.xyz"])
 
 
@@ -111,7 +103,7 @@ def test_truncated_hdf5_input_is_refused(tmp_path):
     src.write_bytes(data[: len(data) // 2])
     full.unlink()
     r = CliRunner().invoke(main, ["run", str(src), "--out", str(tmp_path / "o.h5"), *FAST])
-    _one_line_exit_2(r, "cut.h5")
+    check_bad_input(r, "cut.h5")
     _nothing_written(tmp_path, ["cut.h5"])
 
 
@@ -120,7 +112,7 @@ def test_corrupt_out_is_refused_and_kept(tmp_path):
     src.write_text(XYZ.split("2\nsquashed")[0])
     out.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     r = CliRunner().invoke(main, ["run", str(src), "--out", str(out), *FAST])
-    _one_line_exit_2(r, "set.h5", "not a readable HDF5 file")
+    check_bad_input(r, "set.h5", "not a readable HDF5 file")
     assert out.read_bytes() == b"\x89HDF\r\n\x1a\n" + b"\0" * 100
     _nothing_written(tmp_path, ["mols.xyz", "set.h5"])
 
@@ -129,9 +121,9 @@ def test_bad_option_and_status_of_a_non_dataset(tmp_path):
     src = tmp_path / "mols.xyz"
     src.write_text(XYZ)
     r = CliRunner().invoke(main, ["run", str(src), "--out", str(tmp_path / "o.h5"), *FAST, "--energy-grid", "12"])
-    _one_line_exit_2(r, "energy_grid", "12")
+    check_bad_input(r, "energy_grid", "12")
     r = CliRunner().invoke(main, ["status", str(src)])  # read-only: no journal folder left beside the file
-    _one_line_exit_2(r, "mols.xyz")
+    check_bad_input(r, "mols.xyz")
     _nothing_written(tmp_path, ["mols.xyz"])
 
 
@@ -145,7 +137,7 @@ def test_units_are_never_guessed(tmp_path):
         g["atomic_numbers"] = np.array([1, 1])
         g["conformations"] = np.array([[[0, 0, 0], [0, 0, 0.74]]])  # Angstrom, but the file does not say
     r = CliRunner().invoke(main, ["run", str(src), "--out", str(out), *FAST, "--no-forces", "--quiet"])
-    _one_line_exit_2(r, "nounits.h5", "h2/conformations has no 'units' attribute", "--input-units")
+    check_bad_input(r, "nounits.h5", "h2/conformations has no 'units' attribute", "--input-units")
     _nothing_written(tmp_path, ["nounits.h5"])
     r = CliRunner().invoke(main, ["run", str(src), "--out", str(out), *FAST, "--no-forces", "--quiet",
                                   "--input-units", "angstrom"])

@@ -4,6 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from rung.md.cli import main
+from rung.core.testing import check_bad_input
 
 H2 = "2\n\nH 0 0 0\nH 0 0 0.74\n"
 
@@ -15,15 +16,6 @@ def _input(folder: Path, structure: str = "h2.xyz", xyz: str = H2) -> Path:
     path.write_text(f'structure = "{structure}"\nsteps = 4\ndt_fs = 0.5\nbeads = 1\nthermostat = "none"\n'
                     'potential = {type = "harmonic", k = 0.1}\n[output]\ncheckpoint_every = 2\n')
     return path
-
-
-def _one_line_exit_2(r, *words):
-    """Bad input: exit code 2, one line on stderr naming the problem, no traceback."""
-    assert r.exit_code == 2, r.output
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    assert all(w in lines[0] for w in words), lines[0]
-    assert "Traceback" not in r.output
 
 
 def test_help():
@@ -43,7 +35,7 @@ def test_missing_workdir_is_created(tmp_path):
 def test_empty_xyz_is_refused_and_no_workdir_made(tmp_path):
     inp = _input(tmp_path, "empty.xyz", "")
     r = CliRunner().invoke(main, ["run", str(inp), "--workdir", str(tmp_path / "out"), "--quiet"])
-    _one_line_exit_2(r, "empty.xyz")
+    check_bad_input(r, "empty.xyz")
     assert not (tmp_path / "out").exists()
 
 
@@ -53,5 +45,5 @@ def test_corrupt_checkpoint_is_refused(tmp_path, content):
     chk = tmp_path / "md.chk.h5"
     chk.write_bytes(content)
     r = CliRunner().invoke(main, ["run", "--restart", "--checkpoint", str(chk), "--quiet"])
-    _one_line_exit_2(r, "md.chk.h5", "unreadable")
+    check_bad_input(r, "md.chk.h5", "unreadable")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["md.chk.h5"] and chk.read_bytes() == content

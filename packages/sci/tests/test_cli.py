@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from rung.sci.cli import main
 from rung.sci.fcidump import write_fcidump
+from rung.core.testing import check_bad_input
 
 
 def test_help():
@@ -61,29 +62,20 @@ def test_end_to_end_subprocess(h2o_small, tmp_path):
     assert out.exists() and "n_det" in p.stdout
 
 
-def _one_line_exit_2(r, *words):
-    """Bad input: exit code 2, one line on stderr naming the problem, no traceback."""
-    assert r.exit_code == 2, r.output
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    assert all(w in lines[0] for w in words), lines[0]
-    assert "Traceback" not in r.output
-
-
 @pytest.mark.parametrize("option, value", [("--max-det", "0"), ("--max-det", "-5"), ("--nroots", "0"),
                                            ("--growth", "1.0"), ("--growth", "0.5")])
 def test_out_of_range_options_name_the_option(h2o_small, tmp_path, option, value):
     fd = write_fcidump(h2o_small, tmp_path / "FCIDUMP")
     r = CliRunner().invoke(main, ["run", str(fd), "--out", str(tmp_path / "wf.h5"), option, value])
-    _one_line_exit_2(r, f"'{option}'", value)
+    check_bad_input(r, f"'{option}'", value)
     assert not (tmp_path / "wf.h5").exists()
 
 
 def test_empty_inputs(tmp_path):
     empty = tmp_path / "empty.xyz"
     empty.write_text("")
-    _one_line_exit_2(CliRunner().invoke(main, ["run", str(empty), "--out", str(tmp_path / "wf.h5")]), "empty.xyz")
-    _one_line_exit_2(CliRunner().invoke(main, ["run", "--from-dataset", str(empty)]), "empty.xyz")
+    check_bad_input(CliRunner().invoke(main, ["run", str(empty), "--out", str(tmp_path / "wf.h5")]), "empty.xyz")
+    check_bad_input(CliRunner().invoke(main, ["run", "--from-dataset", str(empty)]), "empty.xyz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.xyz"]
 
 
@@ -93,7 +85,7 @@ def test_corrupt_out_or_another_hamiltonian_is_refused_and_kept(h2o_small, tmp_p
     fd = write_fcidump(h2o_small, tmp_path / "FCIDUMP")
     out = tmp_path / "wf.h5"
     out.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # a torn file
-    _one_line_exit_2(CliRunner().invoke(main, ["run", str(fd), "--out", str(out)]), "wf.h5", "not a readable")
+    check_bad_input(CliRunner().invoke(main, ["run", str(fd), "--out", str(out)]), "wf.h5", "not a readable")
     assert out.read_bytes() == b"\x89HDF\r\n\x1a\n" + b"\0" * 64
     out.unlink()
     assert CliRunner().invoke(main, ["run", str(fd), "--max-det", "50", "--out", str(out)]).exit_code == 0
@@ -101,7 +93,7 @@ def test_corrupt_out_or_another_hamiltonian_is_refused_and_kept(h2o_small, tmp_p
     h = h2o_small
     other = write_fcidump(Hamiltonian(h.h1, h.eri, h.ecore + 1.0, h.nelec, h.orbsym), tmp_path / "OTHER")
     r = CliRunner().invoke(main, ["run", str(other), "--max-det", "50", "--out", str(out)])
-    _one_line_exit_2(r, "wf.h5", "another Hamiltonian")
+    check_bad_input(r, "wf.h5", "another Hamiltonian")
     assert out.read_bytes() == before
 
 
@@ -110,10 +102,10 @@ def test_show_refuses_a_file_without_multidet(tmp_path):
 
     xyz = tmp_path / "h2.xyz"
     xyz.write_text("2\n\nH 0 0 0\nH 0 0 0.74\n")
-    _one_line_exit_2(CliRunner().invoke(main, ["show", str(xyz)]), "h2.xyz")
+    check_bad_input(CliRunner().invoke(main, ["show", str(xyz)]), "h2.xyz")
     with h5py.File(tmp_path / "d.h5", "w") as f:
         f.create_group("water")
-    _one_line_exit_2(CliRunner().invoke(main, ["show", str(tmp_path / "d.h5")]), "d.h5", "no /MultiDet")
+    check_bad_input(CliRunner().invoke(main, ["show", str(tmp_path / "d.h5")]), "d.h5", "no /MultiDet")
 
 
 def test_an_unfinished_run_is_marked_incomplete(h2o_small, tmp_path):

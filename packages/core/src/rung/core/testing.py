@@ -98,3 +98,14 @@ def check_backend_agreement(fn, *args, backends=("numpy", "numba"), rtol: float 
             np.testing.assert_allclose(got[k], ref[k], rtol=rtol, atol=atol,
                                        err_msg=f"backend {b} vs {ref_name}, output {k or 'value'}")
     return outs
+
+
+def check_bad_input(result, *words) -> None:
+    """A CLI refused bad input as the house does: exit code 2, one line on stderr starting ``Error: ``
+    and containing every one of ``words`` (the option or file named), no traceback.
+    ``result``: a click ``CliRunner`` result (stderr kept apart)."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    assert "Traceback" not in result.output

@@ -6,7 +6,7 @@ export UV_PYTHON := $(shell $(PY) -c "import sys; print(sys.executable)")
 export UV_PYTHON_DOWNLOADS := never
 RUN := $(UV) run --no-sync
 
-.PHONY: setup demo ladder test test-all test-gpu bench clean
+.PHONY: setup demo ladder test test-all test-gpu gpu-check bench clean
 
 $(UV):
 	$(PY) -m venv .uv-bootstrap
@@ -33,8 +33,11 @@ test-all: setup
 test-gpu: setup  ## on a machine with an NVIDIA GPU and the [cuda12] extra
 	$(RUN) pytest -m gpu -q
 
+gpu-check: setup  ## on a GPU machine first: every gpu test and the GPU benchmarks, one report (gpu-check/report.md)
+	$(RUN) python tools/gpu_check.py --out gpu-check
+
 bench: setup  ## the kernel benchmark suite (tools/bench); see tools/bench/README.md
 	$(RUN) python -m tools.bench --out bench-out
 
 clean:
-	rm -rf .venv .uv-bootstrap ladder-out pipeline-out bench-out
+	rm -rf .venv .uv-bootstrap ladder-out pipeline-out bench-out gpu-check

@@ -90,6 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help="package suites to run (default: all registered)")
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke test of the suite)")
     ap.add_argument("--match", default="", help="run only the cases whose name contains this text")
+    ap.add_argument("--gpu-only", action="store_true", help="only the cases that run on the GPU (make gpu-check)")
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     args = ap.parse_args(argv)
     names = args.only or sorted(p.stem for p in SUITES.glob("*.py") if not p.stem.startswith("_"))
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
             print(f"[{name}] skipped: {err}")
             continue
         for case in suite.cases(args.quick):
-            if args.match not in case.name:
+            if args.match not in case.name or (args.gpu_only and case.device != "gpu"):
                 continue
             row = run_case(case)
             rows.append(row)

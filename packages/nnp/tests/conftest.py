@@ -5,14 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "ani1x_paracetamol.npz"
-
-
-def _reference_path():
-    for p in (Path("/work/shared/reference/ani1x_paracetamol.npz"), REFERENCE):
-        if p.exists():
-            return p
-    return None
+REFERENCE = Path(__file__).with_name("data") / "ani1x_paracetamol.npz"  # TorchANI's numbers, in the repository
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +32,6 @@ def single64(ani1x_file):
 
 @pytest.fixture(scope="session")
 def paracetamol():
-    p = _reference_path()
-    if p is None:
-        pytest.skip("shared/reference/ani1x_paracetamol.npz not found")
-    d = np.load(p)
+    d = np.load(REFERENCE)
     return {g: {k.split("/")[1]: d[k] for k in d.files if k.startswith(g + "/")}
             for g in ("paracetamol_eq", "paracetamol_pert1")}

@@ -20,9 +20,9 @@
 
 import numpy as np
 
+from rung.sci.testing import REFERENCE_FCIDUMP as FCIDUMP
 from tools.bench import Case
 
-FCIDUMP = "/work/shared/reference/FCIDUMP.h2o_631g"
 E_FCI = -76.12230496823338  # PySCF 2.14 direct_spin1 FCI on FCIDUMP.h2o_631g (checked by test_h2o_631g_complete_space)
 
 

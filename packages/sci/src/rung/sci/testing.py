@@ -1,8 +1,11 @@
 """Helpers for testing the selected-CI rung against PySCF (test oracles; they need only PySCF)."""
 
+from pathlib import Path
+
 import numpy as np
 
-REFERENCE_FCIDUMP = "/work/shared/reference/FCIDUMP.h2o_631g"
+# H2O/6-31G FCIDUMP (PySCF), shipped with the package so a clone runs its tests and benchmarks
+REFERENCE_FCIDUMP = str(Path(__file__).with_name("data") / "FCIDUMP.h2o_631g")
 
 
 def random_hamiltonian(norb, nelec, seed=0, scale=0.3):

@@ -15,11 +15,41 @@ Example properties: ``dft_total_energy`` (n_conf,) Hartree, ``dft_total_gradient
 (n_conf, n_atoms, 3) Hartree/Bohr, ``qmc_total_energy`` with ``qmc_total_energy_error``.
 
 Crash safety (:class:`ResultWriter`): each finished conformation is appended as one JSON line to a
-per-rank journal beside the file and fsync'd before the call returns; a line torn by a kill is
-ignored. The HDF5 file itself is only ever replaced atomically (written to a temporary copy, then
-``os.replace``), so a killed writer never corrupts what is already there, and a rerun sees every
-conformation that was recorded and skips it. MPI ranks each write their own journal (one file per
-rank); one rank merges them into the HDF5 file.
+per-rank journal beside the file (``<file>.journal/rankRRRRR.jsonl``) and fsync'd before the call
+returns; a line torn by a kill is ignored. A rerun sees every conformation that was recorded and skips
+it. MPI ranks each write their own journal; one process merges them into the HDF5 file. A writer may
+*seal* its open journal (rename it ``rankRRRRR.SSSSSS.jsonl``; nothing is rewritten), and a merge
+during a run folds in sealed segments only, so results become visible while the others still record.
+
+The merge is incremental and batched: it never copies the file to write values. It runs in three steps.
+
+1. Plan: read the journals (no value decoded) for which datasets they need, with which shapes and
+   string widths.
+2. Layout (rare): if a needed ``<rung>_*`` dataset is missing, or is one the merge cannot write in place
+   (chunked, storage not yet allocated, variable-length or too narrow strings: older files, foreign
+   files), the file is copied, the datasets are created or rewritten in the copy (values unchanged) and
+   the copy replaces the file atomically (``os.replace``). Datasets are created contiguous, with their
+   storage allocated and filled (NaN, -1, "") at creation, strings fixed-length UTF-8 (width a power of
+   two, >= 64 bytes). A writer that declares ``shapes`` gets all its datasets in every molecule in the
+   first layout step, so the later merges of a long run never copy.
+3. Values, in place: the file is memory-mapped and each dataset's journalled rows are assigned in one
+   vectorised write per dataset and batch of records (a conformation's last record wins; a replacing
+   record first clears every ``<rung>_*`` value of its conformation); then ``msync`` and ``fsync``; only
+   then are the merged journal files deleted.
+
+Why a kill at any point is safe: step 3 writes only raw data bytes inside storage that step 2
+allocated. The superblock, object headers, B-trees, heaps and every other byte HDF5 needs to find its
+datasets are never written in place (no HDF5 handle is open for writing; the dataset offsets are read
+first with the file opened read-only), so a kill, even mid-row, cannot make the file unreadable. The
+rows being written are first set to "pending" and get their status last, so after a kill a reader of
+the file alone sees them pending, never "done" beside a stale or half-written value (after a power
+loss, any page of the batch may be old or new). Those rows are named by journal
+lines that are durable (fsync'd when recorded) and deleted only after the fsync of step 3, so the next
+merge (every writer starts with one: ``dft-gpu run`` on the same ``--out``, and any
+:meth:`ResultWriter.merge`) rewrites them. Rewriting is idempotent: each row is set to a value that the
+journals alone determine, in their order, never accumulated from what the file held. A kill in step 2
+leaves the old file and a stale ``.tmp`` copy that the next merge overwrites. Until then, ``status``
+and ``recorded`` read the journals after the file, so they already report the journalled values.
 """
 
 from __future__ import annotations
@@ -377,6 +407,124 @@ def _is_fill(value, fill) -> bool:
     return bool(np.all(a == fill))
 
 
+# A result dataset the merge writes in place: contiguous, its storage allocated when it is created (so a
+# write never allocates), fixed-size elements (strings fixed-length UTF-8, null-padded).
+_MIN_STR_BYTES = 64
+_STATUS, _ERROR = "status", "error"
+
+
+def _str_width(nbytes: int) -> int:
+    """Width of a fixed-length string dataset holding ``nbytes``: a power of two, so widening is rare."""
+    return max(_MIN_STR_BYTES, 1 << max(0, int(nbytes) - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What a result dataset must hold: kind ``f`` (float64), ``i`` (int64), ``b`` (int8, the status) or
+    ``s`` (UTF-8 string of ``nbytes``), and its per-conformation shape."""
+
+    kind: str
+    shape: tuple
+    nbytes: int = 0
+
+    def dtype(self):
+        if self.kind == "s":
+            return h5py.string_dtype("utf-8", _str_width(self.nbytes))
+        return np.dtype({"f": np.float64, "i": np.int64, "b": np.int8}[self.kind])
+
+    def fill(self):
+        return {"s": b"", "i": -1, "f": np.nan, "b": PENDING}[self.kind]
+
+
+def _spec_of(item) -> _Spec:
+    if "str" in item:
+        return _Spec("s", (), len(item["str"].encode()))
+    return _Spec(item["kind"], tuple(item["shape"]))
+
+
+@dataclass(frozen=True)
+class _Info:
+    """A dataset as the merge sees it (read with HDF5's low-level calls: a merge may open thousands)."""
+
+    shape: tuple
+    dtype: np.dtype          # numpy dtype of one element (fixed strings: S<width>; variable: object)
+    offset: int | None       # byte offset of the raw data in the file (contiguous and allocated only)
+    is_str: bool
+    fill: object = None
+
+    def in_place_ok(self, spec: _Spec) -> bool:
+        """Can the merge write ``spec``'s values here without changing the file's structure?"""
+        if self.offset is None:  # chunked, external, or storage not allocated (a write would allocate)
+            return False
+        if spec.kind == "s":
+            return self.dtype.kind == "S" and self.dtype.itemsize >= spec.nbytes
+        return self.dtype.kind in "iuf" and (self.dtype.kind == "f") == (spec.kind == "f")
+
+
+def _scan(f, molecules, prefix: str) -> dict:
+    """``{molecule: (n_conf, n_atoms, {name: _Info})}`` of the ``prefix*`` datasets of ``molecules``."""
+    out = {}
+    for mol in molecules:
+        if mol not in f or not isinstance(f[mol], h5py.Group) or "conformations" not in f[mol]:
+            raise DatasetError(f"{f.filename}: the journal holds results for {mol!r}, which the file lacks")
+        gid = h5py.h5g.open(f.id, mol.encode())
+        n_conf, n_atoms = h5py.h5d.open(gid, b"conformations").shape[:2]
+        infos = {}
+        for raw in gid:
+            name = raw.decode()
+            if not name.startswith(prefix) or h5py.h5o.get_info(gid, raw).type != h5py.h5o.TYPE_DATASET:
+                continue
+            dsid = h5py.h5d.open(gid, raw)
+            tid, dcpl = dsid.get_type(), dsid.get_create_plist()
+            is_str = isinstance(tid, h5py.h5t.TypeStringID)
+            fixed = not (is_str and tid.is_variable_str())
+            layout_ok = (dcpl.get_layout() == h5py.h5d.CONTIGUOUS and not dcpl.get_external_count() and fixed
+                         and (not is_str or tid.get_strpad() == h5py.h5t.STR_NULLPAD))
+            offset = dsid.get_offset() if layout_ok else None
+            dt = np.dtype(f"S{tid.get_size()}") if is_str and fixed else (np.dtype(object) if is_str else tid.dtype)
+            fill = b""  # every string dataset the merge writes was made by it, empty-filled
+            if offset is not None and not is_str:
+                buf = np.zeros(1, dtype=dt)
+                dcpl.get_fill_value(buf)
+                fill = buf[0]
+            infos[name] = _Info(tuple(dsid.shape), dt, offset, is_str, fill)
+        out[mol] = (n_conf, n_atoms, infos)
+    return out
+
+
+def _create_in_place_dataset(g, name, n, spec: _Spec, attrs: dict, data=None):
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # storage (filled) now: a later write changes no metadata
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
+    d = g.create_dataset(name, shape=(n, *spec.shape), dtype=spec.dtype(), fillvalue=spec.fill(), dcpl=dcpl)
+    if data is not None:
+        d[...] = np.asarray(data, dtype=d.dtype)  # fixed strings: numpy bytes tagged UTF-8, as h5py expects
+    for k, v in attrs.items():
+        d.attrs[k] = v
+    return d
+
+
+def _make_in_place(g, name, spec: _Spec) -> None:
+    """Rewrite dataset ``g[name]`` (an older or foreign layout) as one the merge writes in place, same values."""
+    d = g[name]
+    attrs = dict(d.attrs)
+    data = d[()]
+    if spec.kind == "s":
+        data = [v if isinstance(v, bytes) else str(v).encode() for v in np.ravel(data)]
+        spec = _Spec("s", (), max([spec.nbytes, *(len(v) for v in data)]))
+        data = np.array(data, dtype=f"S{_str_width(spec.nbytes)}")
+    del g[name]
+    _create_in_place_dataset(g, name, data.shape[0], spec, attrs, data)
+
+
+def _journal_lines(path: Path):
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                return  # torn by a kill mid-write: the conformation was not recorded
+            yield line
+
+
 @dataclass
 class ResultWriter:
     """Crash-safe, resumable writer of one rung's per-conformation results (see the module docstring).
@@ -388,7 +536,12 @@ class ResultWriter:
     units : property name -> unit string, e.g. ``{"total_energy": "hartree"}``; every property written
         must be declared here
     metadata : attributes stored on every dataset of this rung (level of theory, versions, backend)
-    rank : MPI rank; each rank journals to its own file
+    rank : MPI rank; each rank journals to its own files
+    shapes : optional property name -> ``(kind, shape)`` (kind ``"f"``, ``"i"`` or ``"s"``; ``shape``
+        per conformation, ``"n_atoms"`` standing for the molecule's atom count), e.g.
+        ``{"total_gradient": ("f", ("n_atoms", 3))}``. When the merge has to change the file's layout
+        it then creates these datasets in every molecule at once, so that later merges of a long run
+        write in place only (an undeclared property gets its dataset where a result first needs it).
     """
 
     path: Path
@@ -396,6 +549,7 @@ class ResultWriter:
     units: dict
     metadata: dict = field(default_factory=dict)
     rank: int = 0
+    shapes: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.path = Path(self.path)
@@ -404,17 +558,21 @@ class ResultWriter:
         self.journal_dir = self.path.with_name(self.path.name + ".journal")  # made by the first record
         self._journal = self.journal_dir / f"rank{self.rank:05d}.jsonl"
         self._fh = None
+        self._since_seal = 0
 
     # -- reading state
-    def _journal_records(self):
-        for jf in sorted(self.journal_dir.glob("rank*.jsonl")):
-            with open(jf, "rb") as fh:
-                for line in fh:
-                    if not line.endswith(b"\n"):
-                        break  # torn by a kill mid-write: the conformation was not recorded
-                    rec = json.loads(line)
-                    if rec["rung"] == self.rung:
-                        yield rec
+    def _journal_files(self, sealed_only: bool = False) -> list:
+        """Journal segments in the order their records were written: for each rank its sealed segments
+        (``rankRRRRR.SSSSSS.jsonl``, oldest first), then its open one (``rankRRRRR.jsonl``)."""
+        files = sorted(self.journal_dir.glob("rank*.jsonl"))
+        return [p for p in files if p.name.count(".") == 2] if sealed_only else files
+
+    def _journal_records(self, files=None):
+        for jf in self._journal_files() if files is None else files:
+            for line in _journal_lines(jf):
+                rec = json.loads(line)
+                if rec["rung"] == self.rung:
+                    yield rec
 
     def status(self) -> dict:
         """``{(molecule, index): PENDING|DONE|FAILED}`` for every conformation, from file and journals."""
@@ -490,6 +648,7 @@ class ResultWriter:
         self._fh.write((json.dumps(rec, allow_nan=True) + "\n").encode())
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        self._since_seal += 1
 
     def _truncate_torn_tail(self):
         if not self._journal.exists():
@@ -505,62 +664,226 @@ class ResultWriter:
             self._fh.close()
             self._fh = None
 
-    def merge(self) -> int:
-        """Fold every rank's journal into the HDF5 file (atomically), then drop the journals (and their
-        folder, when empty).
+    def seal(self) -> int:
+        """Close this rank's open journal segment so that a merge running meanwhile may fold it in
+        (:meth:`merge` with ``sealed_only``); returns the number of records it held since the last seal.
 
-        Call it from one process only (rank 0, after the others are done). Returns the number of
-        records merged. Idempotent: a crash after the file is replaced but before the journals are
-        removed just merges the same values again.
+        The segment is renamed, never rewritten: its lines stay durable throughout.
         """
         self.close()
-        records = list(self._journal_records())
-        if not records:
+        n, self._since_seal = self._since_seal, 0
+        if not self._journal.exists() or self._journal.stat().st_size == 0:
             return 0
+        self._truncate_torn_tail()
+        seqs = [int(p.name.split(".")[1]) for p in self.journal_dir.glob(f"rank{self.rank:05d}.*.jsonl")]
+        os.replace(self._journal, self.journal_dir / f"rank{self.rank:05d}.{max(seqs, default=0) + 1:06d}.jsonl")
+        _fsync_dir(self.journal_dir)
+        return n
+
+    @property
+    def unsealed(self) -> int:
+        """Records this writer journalled since it last sealed (or merged)."""
+        return self._since_seal
+
+    def merge(self, *, sealed_only: bool = False, batch: int = 50_000) -> int:
+        """Fold the journals into the HDF5 file, then delete them (and their folder, when empty).
+
+        Without ``sealed_only``, every rank's journal: call it from one process, when no writer is
+        recording (rank 0, after the others are done). With ``sealed_only`` (while a run goes on), this
+        writer's own journal is sealed first and only sealed segments are merged: the open segments of
+        other ranks, still being appended to, are left for a later merge. ``batch`` records are decoded
+        at a time (bounds the memory). Returns the number of records merged. Safe to kill at any point,
+        and idempotent (see the module docstring).
+        """
+        if sealed_only:
+            self.seal()
+        else:
+            self.close()
+            self._since_seal = 0
+        files = self._journal_files(sealed_only)
+        plan, n_records = self._plan(files)
+        if n_records:
+            scan = self._ensure_layout(plan)
+            self._write_in_place(files, set(plan), batch, scan)
+        for jf in files:  # every record of these files is in the HDF5 file, durably
+            jf.unlink()
+        if files:
+            try:
+                self.journal_dir.rmdir()  # nothing is left beside the file once everything is in it
+            except OSError:  # not empty (other segments or another file in it) or already gone
+                pass
+        return n_records
+
+    # -- merge, step 1: what the journals need of the file's layout (no value decoded)
+    def _plan(self, files) -> tuple[dict, int]:
+        """``({molecule: {dataset name: _Spec}}, number of records)``; the special key ``None`` of a
+        molecule's plan is True when a record replaces (clears every ``<rung>_*`` value of) a conformation."""
+        plan: dict = {}
+        n = 0
+        for rec in self._journal_records(files):
+            n += 1
+            p = plan.setdefault(rec["molecule"], {})
+            p.setdefault(f"{self.rung}_{_STATUS}", _Spec("b", ()))
+            err = f"{self.rung}_{_ERROR}"
+            p[err] = _Spec("s", (), max(p.get(err, _Spec("s", ())).nbytes, len(rec["error"].encode())))
+            if rec.get("replace"):
+                p[None] = True
+            for k, item in rec["values"].items():
+                name, spec = f"{self.rung}_{k}", _spec_of(item)
+                old = p.get(name)
+                if old is not None and (old.kind, old.shape) != (spec.kind, spec.shape):
+                    raise DatasetError(f"{self.journal_dir}: {rec['molecule']}/{name} recorded both as "
+                                       f"{old.kind}{old.shape} and {spec.kind}{spec.shape}")
+                if old is not None and spec.kind == "s":
+                    spec = _Spec("s", (), max(old.nbytes, spec.nbytes))
+                p[name] = spec
+        return plan, n
+
+    def _declared_specs(self, n_atoms: int) -> dict:
+        out = {}
+        for k, (kind, shape) in self.shapes.items():
+            out[f"{self.rung}_{k}"] = _Spec(kind, tuple(n_atoms if s == "n_atoms" else int(s) for s in shape))
+        return out
+
+    # -- merge, step 2: layout changes (rare), atomically on a copy of the file
+    def _ensure_layout(self, plan: dict) -> dict | None:
+        """Create the datasets the journals need, and rewrite any the merge cannot write in place, on a
+        copy of the file moved into place atomically (:func:`_atomic_update`). No value is written
+        here; nothing is copied when the layout is already there (every merge of a long run but the first).
+        Returns the scan of the file (:func:`_scan`) when nothing had to change, else None."""
+        todo: dict = {}  # molecule -> {name: (spec, exists)}
+        prefix = f"{self.rung}_"
+        with _open(self.path) as f:
+            scan = _scan(f, plan, prefix)
+            for mol, p in plan.items():
+                n, _, infos = scan[mol]
+                need = {k: v for k, v in p.items() if k is not None}
+                if p.get(None):  # a replacing record clears every <rung>_* dataset of the molecule
+                    for name, d in infos.items():
+                        if name not in need and d.shape[:1] == (n,):
+                            need[name] = _Spec("s", ()) if d.is_str else \
+                                _Spec("f" if d.dtype.kind == "f" else "i", d.shape[1:])
+                for name, spec in need.items():
+                    d = infos.get(name)
+                    if d is None:
+                        todo.setdefault(mol, {})[name] = (spec, False)
+                        continue
+                    if d.shape != (n, *spec.shape):
+                        raise DatasetError(f"{self.path}: /{mol}/{name} has shape {d.shape}, a result needs "
+                                           f"{(n, *spec.shape)}")
+                    if d.is_str != (spec.kind == "s") or (not d.is_str and (d.dtype.kind == "f") != (spec.kind == "f")):
+                        what = {"s": "a string", "f": "a float", "i": "an integer", "b": "an integer"}[spec.kind]
+                        raise DatasetError(f"{self.path}: /{mol}/{name} holds {d.dtype}, a result is {what}")
+                    if not d.in_place_ok(spec):
+                        todo.setdefault(mol, {})[name] = (spec, True)
+            if not todo:
+                return scan
+            if self.shapes:  # a layout change copies the file anyway: add every declared dataset now
+                for mol, g in f.items():
+                    if not isinstance(g, h5py.Group) or "conformations" not in g:
+                        continue
+                    want = {**self._declared_specs(g["conformations"].shape[1]),
+                            f"{self.rung}_{_STATUS}": _Spec("b", ()), f"{self.rung}_{_ERROR}": _Spec("s", ())}
+                    for k, v in want.items():
+                        if k not in g:
+                            todo.setdefault(mol, {}).setdefault(k, (v, False))
 
         def update(f):
-            for rec in records:
-                g = f[rec["molecule"]]
+            for mol, names in todo.items():
+                g = f[mol]
                 n = g["conformations"].shape[0]
-                st = self._require(g, f"{self.rung}_status", (n,), np.int8, PENDING, "dimensionless")
-                err = self._require(g, f"{self.rung}_error", (n,), h5py.string_dtype(), "", "dimensionless")
-                i = rec["index"]
-                if rec.get("replace"):
-                    for name, d in g.items():
-                        if name.startswith(f"{self.rung}_") and isinstance(d, h5py.Dataset) and d.shape[:1] == (n,):
-                            d[i] = d.fillvalue
-                st[i] = DONE if rec["status"] == "done" else FAILED
-                err[i] = rec["error"]
-                for k, item in rec["values"].items():
-                    v = _decode(item)
-                    if isinstance(v, str):
-                        d = self._require(g, f"{self.rung}_{k}", (n,), h5py.string_dtype(), "", self.units[k])
-                    elif v.dtype.kind == "i":
-                        d = self._require(g, f"{self.rung}_{k}", (n, *v.shape), np.int64, -1, self.units[k])
+                for name, (spec, exists) in sorted(names.items()):
+                    if exists:
+                        _make_in_place(g, name, spec)
                     else:
-                        d = self._require(g, f"{self.rung}_{k}", (n, *v.shape), np.float64, np.nan, self.units[k])
-                    d[i] = v
+                        prop = name[len(self.rung) + 1:]
+                        unit = "dimensionless" if prop in (_STATUS, _ERROR) else self.units.get(prop)
+                        if unit is None:
+                            raise DatasetError(f"{self.path}: the journal holds {name} for {mol!r}, and this "
+                                               "writer declares no units for it")
+                        _create_in_place_dataset(g, name, n, spec, {"units": unit, **self.metadata})
 
         _atomic_update(self.path, update)
-        for jf in self.journal_dir.glob("rank*.jsonl"):
-            jf.unlink()
-        try:
-            self.journal_dir.rmdir()  # nothing is left beside the file once everything is in it
-        except OSError:  # not empty (another file in it) or already gone
-            pass
-        return len(records)
+        return None
 
-    def _require(self, g, name, shape, dtype, fill, unit):
-        if name in g:
-            d = g[name]
-            if d.shape != shape:
-                raise DatasetError(f"{self.path}: {g.name}/{name} has shape {d.shape}, a result needs {shape}")
-            return d
-        d = g.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill)
-        d.attrs["units"] = unit
-        for k, v in self.metadata.items():
-            d.attrs[k] = v
-        return d
+    # -- merge, step 3: the values, in place
+    def _write_in_place(self, files, molecules: set, batch: int, scan: dict | None = None) -> None:
+        """Write the journals' values into the (already laid out) datasets through a memory map of the
+        file: raw data bytes only, one vectorised assignment per dataset and batch; then msync + fsync."""
+        import mmap
+
+        if scan is None:
+            with _open(self.path) as f:
+                scan = _scan(f, molecules, f"{self.rung}_")
+        where = {mol: {name: (d.offset, d.dtype, d.shape, d.fill) for name, d in infos.items() if d.offset is not None
+                       and d.shape[:1] == (n,)} for mol, (n, _, infos) in scan.items()}
+        with open(self.path, "r+b") as fh:
+            mm = mmap.mmap(fh.fileno(), 0)
+            try:
+                records = self._journal_records(files)
+                while True:
+                    chunk = [rec for _, rec in zip(range(batch), records)]
+                    if not chunk:
+                        break
+                    self._apply(mm, where, chunk)
+                mm.flush()
+            finally:
+                mm.close()
+            os.fsync(fh.fileno())
+
+    def _apply(self, mm, where: dict, records: list) -> None:
+        # the net effect of the records, applied in order: (molecule, index) -> [cleared, status, error,
+        # {prop: item}]; a replacing record clears the conformation and drops what came before it
+        final: dict = {}
+        for rec in records:
+            cur = final.setdefault((rec["molecule"], rec["index"]), [False, PENDING, "", {}])
+            if rec.get("replace"):
+                cur[0], cur[3] = True, {}
+            cur[1] = DONE if rec["status"] == "done" else FAILED
+            cur[2] = rec["error"]
+            cur[3].update(rec["values"])
+        by_mol: dict = {}
+        for (mol, i), state in final.items():
+            by_mol.setdefault(mol, []).append((i, state))
+
+        def view(mol, name):
+            off, dt, shape, _ = where[mol][name]
+            return np.ndarray(shape, dtype=dt, buffer=mm, offset=off)
+
+        def strings(mol, name, texts):
+            data = [t.encode() for t in texts]
+            width = where[mol][name][1].itemsize
+            if max(map(len, data)) > width:  # the layout step sized it: never truncate a value silently
+                raise DatasetError(f"{self.path}: {mol}/{name} holds {width} bytes, a value needs more")
+            return np.array(data, dtype=f"S{width}")
+
+        prefix = f"{self.rung}_"
+        for mol, items in by_mol.items():
+            items.sort(key=lambda t: t[0])
+            idx = np.array([i for i, _ in items], dtype=np.int64)
+            # Status last: a kill inside this block leaves the rows it touched "pending" in the file
+            # (their journal lines, still there, say done or failed), never "done" beside a stale value.
+            status = view(mol, prefix + _STATUS)
+            status[idx] = PENDING
+            cleared = np.array([i for i, s in items if s[0]], dtype=np.int64)
+            if cleared.size:
+                for name, (_, _, _, fill) in where[mol].items():
+                    view(mol, name)[cleared] = fill
+            view(mol, prefix + _ERROR)[idx] = strings(mol, prefix + _ERROR, [s[2] for _, s in items])
+            props: dict = {}
+            for i, s in items:
+                for k, item in s[3].items():
+                    props.setdefault(k, ([], []))
+                    props[k][0].append(i)
+                    props[k][1].append(item)
+            for k, (rows, vals) in props.items():
+                if "str" in vals[0]:
+                    data = strings(mol, prefix + k, [v["str"] for v in vals])
+                else:
+                    dt = np.int64 if vals[0]["kind"] == "i" else np.float64
+                    data = np.array([v["data"] for v in vals], dtype=dt).reshape(len(vals), *vals[0]["shape"])
+                view(mol, prefix + k)[np.array(rows, dtype=np.int64)] = data
+            status[idx] = np.array([s[1] for _, s in items], dtype=np.int8)
 
 
 def check_not_failed(path, molecule: str, index: int, rung: str = "dft") -> None:

@@ -171,7 +171,11 @@ BAD = {
     "freezes everything": ("frozen = [\"*\"]", "freezes every parameter"),
     "frozen typo": ("frozen = [\"Q.*\"]", "'Q.*' matches no parameter"),
     "unknown solver": ("solver = \"adam\"", "unknown solver 'adam'"),
-    "gradient solver": ("solver = \"gradient\"", "needs the optional [train] extra"),
+    "readout loss": ("loss = \"mae\"", "loss 'mae' needs solver = \"gradient\""),
+    "gradient freezes everything": ("solver = \"gradient\"\nfrozen = [\"*.weight\", \"*.bias\"]",
+                                    "freezes every parameter (*.weight, *.bias)"),
+    "unknown optimizer": ("solver = \"gradient\"\noptimizer = \"sgd\"", "unknown optimizer 'sgd'"),
+    "bad epochs": ("solver = \"gradient\"\nepochs = 0", "epochs must be a positive integer"),
     "unknown key": ("l2_sp = 3", "unknown key(s) l2_sp"),
     "bad value": ("split = \"atom\"", "split must be"),
     "missing dataset": ("datasets = [\"nope.h5\"]", "nope.h5: no such file"),
@@ -205,7 +209,8 @@ def _run_bad(d, text, expect):
 def test_bad_input(inputs, case):
     extra, expect = BAD[case]
     dataset = "sulfur.h5" if case == "unknown element" else "ok.h5"
-    if case in ("freezes everything", "frozen typo", "unknown solver", "gradient solver", "bad value"):
+    if case in ("freezes everything", "frozen typo", "unknown solver", "readout loss", "gradient freezes everything",
+                "unknown optimizer", "bad epochs", "bad value"):
         text = CONFIG.format(dataset=dataset, extra="").replace("frozen = []", extra)
     elif case.startswith("empty") or case == "missing property":
         key = extra.split(" = ")[0]
@@ -237,7 +242,7 @@ def test_bad_input_files(inputs):
 
 def test_bad_input_subprocess(inputs):
     d = inputs
-    (d / "bad.toml").write_text(CONFIG.format(dataset="ok.h5", extra="solver = \"gradient\""))
+    (d / "bad.toml").write_text(CONFIG.format(dataset="ok.h5", extra="loss = \"log-cosh\""))
     r = subprocess.run([sys.executable, "-m", "rung.nnp.cli", "train", str(d / "bad.toml")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().startswith("Error:") and len(r.stderr.strip().splitlines()) == 1, r.stderr

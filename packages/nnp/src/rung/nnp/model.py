@@ -18,7 +18,7 @@ The file format (``schema="rung.nnp.model"``, ``schema_version=1``)::
     /aev attrs Rcr, Rca (Angstrom); datasets EtaR, ShfR, Zeta, ShfZ, EtaA, ShfA (float64)
     /self_energies (n_species,) float64, units "hartree"
     /members/<m>/<species>/<k>/weight (out, in) float32, bias (out,) float32, attrs activation
-        (float64 where rung.nnp.train refit the layer; read back in the dtype stored)
+        (float64 where rung.nnp.train changed the array; each read back in the dtype stored)
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class AEVParams:
 
 @dataclass(frozen=True)
 class Layer:
-    """weight : (out, in) float32 (float64 for layers refit by rung.nnp.train); bias : (out,) same dtype;
+    """weight : (out, in) float32 (float64 where rung.nnp.train changed it); bias : (out,) float32 or float64;
     activation : one of ACTIVATIONS."""
 
     weight: np.ndarray
@@ -205,9 +205,9 @@ def read_model(path, *, member: int | None = None) -> ANIModel:
                     layers = []
                     for k in sorted(sg.keys(), key=int):
                         lg = sg[k]
-                        dt = np.float64 if lg["weight"].dtype == np.float64 else np.float32
-                        layers.append(Layer(np.asarray(lg["weight"][()], dtype=dt),
-                                            np.asarray(lg["bias"][()], dtype=dt),
+                        w, b = lg["weight"], lg["bias"]  # each in its own dtype: a trained bias may be float64
+                        layers.append(Layer(np.asarray(w[()], dtype=np.float64 if w.dtype == np.float64 else np.float32),
+                                            np.asarray(b[()], dtype=np.float64 if b.dtype == np.float64 else np.float32),
                                             str(lg.attrs["activation"])))
                     nets.append(Network(tuple(layers)))
                 members.append(tuple(nets))

@@ -7,9 +7,12 @@ Public names::
     fit = refit(model, labels, l2sp=1.0)            # the exact read-out refit alone (an ANIModel in, one out)
 
 Modules: ``config`` (the TOML input, stages and their inheritance), ``data`` (labels from rung
-datasets, the seeded split, 1/sigma^2 weights), ``readout`` (the exact last-layer refit), ``run``
-(the stages, errors before/after, log and provenance). The gradient-based solver (jax) is not part
-of this version; a stage asking for it is refused.
+datasets, the seeded split, 1/sigma^2 weights), ``readout`` (the exact last-layer refit), ``gradient``
+(fine-tuning of any layers with jax + optax: the optional ``[train]`` extra), ``jaxani`` (the ANI
+model in JAX, the gradient solver's forward pass), ``losses`` (mse, mae, log-cosh, nll, crps),
+``plots`` (learning curve, parity; matplotlib), ``run`` (the stages, errors before/after, log,
+checkpoints, provenance). Only ``gradient``, ``jaxani`` and ``losses`` import jax, and only when a
+gradient stage runs: inference never needs it.
 """
 
 __all__ = ["Labels", "TrainInputError", "load_config", "refit", "train"]

@@ -32,15 +32,29 @@ then the defaults in :data:`DEFAULTS`), as in FeNNol. Stage keys:
 - split: ``validation_fraction`` in (0, 1), ``split`` ("conformation" | "molecule"), ``seed``; or
   ``validation`` (datasets read with the same labels as the validation set; then every conformation
   of ``datasets`` is trained on and the fraction is ignored);
-- solver: ``solver`` ("readout": the exact last-layer refit; "gradient": not available yet),
-  ``frozen`` (fnmatch patterns of parameter names ``<species>.<layer>.weight|bias``; the readout
-  solver keeps every layer but the last frozen anyway);
+- solver: ``solver`` ("readout": the exact last-layer refit; "gradient": fine-tuning of any layer
+  with jax + optax, the optional ``[train]`` extra; :mod:`rung.nnp.train.gradient`), ``frozen``
+  (fnmatch patterns of parameter names ``<species>.<layer>.weight|bias``, layer 0 reads the AEV; the
+  readout solver keeps every layer but the last frozen anyway);
+- gradient solver only: ``loss`` ("mse" | "mae" | "log-cosh" | "nll" | "crps", :mod:`rung.nnp.train.losses`;
+  the readout solver takes "mse" only), ``optimizer`` ("adabelief" | "adam" | "adamw"),
+  ``learning_rate``, ``schedule`` ("constant" | "cosine_onecycle" | "reduce_on_plateau" with
+  ``plateau_factor``, ``plateau_patience`` epochs and ``min_learning_rate``, below which the stage
+  ends), ``epochs`` (at most), ``batch_size`` (conformations per step), ``gradient_clip`` (global
+  norm; 0: none), ``weight_decay`` (decoupled, towards the stage's starting weights; per step
+  ``p -= lr * weight_decay * (p - p_start)``), ``patience`` (early stopping: epochs without a lower
+  validation loss, then the best weights are kept; 0: off), ``dtype`` ("float64" | "float32"),
+  ``checkpoint_every`` (epochs between checkpoints);
 - loss: ``energy_weight``, ``forces_weight`` (factors of the two terms), ``per_atom`` (energy
   residuals per atom), ``weights`` ("error": 1/sigma^2 from the error bars, floored, with
   ``energy_sigma``/``gradient_sigma`` where a label has none; "uniform": those sigmas for all),
   ``energy_sigma`` (Hartree), ``gradient_sigma`` (Hartree/Bohr), ``energy_error_floor`` (Hartree),
   ``gradient_error_floor`` (Hartree/Bohr), ``l2sp`` and ``shift_l2sp`` (1/Hartree^2, prior precision
-  of the last-layer weight and bias changes; see :mod:`rung.nnp.train.readout`).
+  of the last-layer weight and bias changes; see :mod:`rung.nnp.train.readout`; the gradient solver
+  applies ``l2sp`` to every free weight and hidden bias, ``shift_l2sp`` to the last biases).
+
+Top-level keys besides ``model``, ``output``, ``name``: ``plots`` (default true: a learning curve
+and a validation parity plot as PNG beside the output, when matplotlib is installed).
 
 Python 3.11+ reads TOML with ``tomllib``; on 3.10 the ``tomli`` package is used.
 """
@@ -54,6 +68,9 @@ from pathlib import Path
 from rung.core.errors import InputError
 
 SOLVERS = ("readout", "gradient")
+OPTIMIZERS = ("adabelief", "adam", "adamw")
+SCHEDULES = ("constant", "cosine_onecycle", "reduce_on_plateau")
+LOSSES = ("mse", "mae", "log-cosh", "nll", "crps")  # rung.nnp.train.losses (not imported: it may import jax)
 
 
 class TrainInputError(InputError):
@@ -87,14 +104,44 @@ class Stage:
     gradient_error_floor: float = 1.0e-4
     l2sp: float = 1.0e3
     shift_l2sp: float = 0.0
+    loss: str = "mse"
+    optimizer: str = "adabelief"
+    learning_rate: float = 1.0e-3
+    schedule: str = "constant"
+    epochs: int = 100
+    batch_size: int = 32
+    gradient_clip: float = 0.0
+    weight_decay: float = 0.0
+    patience: int = 0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    min_learning_rate: float = 0.0
+    dtype: str = "float64"
+    checkpoint_every: int = 1
 
     def __post_init__(self):
         where = f"stage {self.name!r}"
-        if self.solver == "gradient":
-            raise TrainInputError(f"{where}: solver 'gradient' (jax fine-tuning) needs the optional [train] extra "
-                                  "and is not available in this version; use solver = \"readout\"")
         if self.solver not in SOLVERS:
             raise TrainInputError(f"{where}: unknown solver {self.solver!r}; use one of {list(SOLVERS)}")
+        if self.loss not in LOSSES:
+            raise TrainInputError(f"{where}: unknown loss {self.loss!r}; use one of {list(LOSSES)}")
+        if self.solver == "readout" and self.loss != "mse":
+            raise TrainInputError(f"{where}: loss {self.loss!r} needs solver = \"gradient\"; the readout solver "
+                                  "solves weighted least squares (loss = \"mse\")")
+        for key, known in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("dtype", ("float64", "float32"))):
+            if getattr(self, key) not in known:
+                raise TrainInputError(f"{where}: unknown {key} {getattr(self, key)!r}; use one of {list(known)}")
+        for key in ("epochs", "batch_size", "plateau_patience", "checkpoint_every"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise TrainInputError(f"{where}: {key} must be a positive integer, got {v!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+            raise TrainInputError(f"{where}: patience must be an integer >= 0 (0: no early stopping), got {self.patience!r}")
+        for key in ("learning_rate", "gradient_clip", "weight_decay", "min_learning_rate"):
+            if not getattr(self, key) >= 0:
+                raise TrainInputError(f"{where}: {key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise TrainInputError(f"{where}: plateau_factor must be in (0, 1), got {self.plateau_factor}")
         if not self.datasets:
             raise TrainInputError(f"{where}: no datasets (key 'datasets')")
         if self.gradient and self.forces:
@@ -124,7 +171,7 @@ DEFAULTS = {f.name: f.default for f in fields(Stage) if f.name not in ("name", "
 @dataclass(frozen=True)
 class TrainConfig:
     """model : known name or path; output : Path of the refit model; name : model name; stages : tuple of Stage;
-    source : the config file; text : its content (stored in the provenance)."""
+    source : the config file; text : its content (stored in the provenance); plots : write the PNGs."""
 
     model: str
     output: Path
@@ -132,6 +179,7 @@ class TrainConfig:
     stages: tuple
     source: Path
     text: str
+    plots: bool = True
 
 
 def _toml():
@@ -166,7 +214,7 @@ def _stage_table(table, where):
 
 def parse_config(data: dict, base: Path, *, source=Path("<dict>"), text: str = "") -> TrainConfig:
     """Build a :class:`TrainConfig` from parsed TOML; relative paths are taken from ``base``."""
-    unknown = sorted(set(data) - {"model", "output", "name", "training", "stages"})
+    unknown = sorted(set(data) - {"model", "output", "name", "training", "stages", "plots"})
     if unknown:
         raise TrainInputError(f"{source}: unknown key(s) {', '.join(unknown)}")
     for key in ("model", "output", "stages"):
@@ -206,4 +254,7 @@ def parse_config(data: dict, base: Path, *, source=Path("<dict>"), text: str = "
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise TrainInputError(f"{source}: stage names must be unique, got {names}")
-    return TrainConfig(model, output, str(data.get("name", output.stem)), tuple(stages), Path(source), text)
+    plots = data.get("plots", True)
+    if not isinstance(plots, bool):
+        raise TrainInputError(f"{source}: plots must be true or false, got {plots!r}")
+    return TrainConfig(model, output, str(data.get("name", output.stem)), tuple(stages), Path(source), text, plots)

@@ -1,15 +1,25 @@
-"""``nnp train``: run the stages of a training config, write the refit model with its provenance.
+"""``nnp train``: run the stages of a training config, write the trained model with its provenance.
 
 Order of work: every check first (output path, base model, frozen patterns, every stage's datasets,
-elements and split), so bad input raises :class:`TrainInputError` and writes nothing. Then per stage:
-errors before, the refit, errors after (training and validation sets, measured with the inference
-engine in float64, not with the refit's own linear algebra), one JSON line in the log
-``<output stem>.log.jsonl``. Last, the model file (rung.nnp.model format, written atomically), whose
-``provenance`` attribute holds the base model, the config, the datasets with their SHA-256, the
-stages with their counts and errors, and the final training/validation errors.
+elements and split; jax for a gradient stage), so bad input raises :class:`TrainInputError` and
+writes nothing. Then per stage: errors before, the solver (:mod:`rung.nnp.train.readout` or
+:mod:`rung.nnp.train.gradient`), errors after (training and validation sets, measured with the
+inference engine in float64, not with the solvers' own arithmetic), one JSON line in the log
+``<output stem>.log.jsonl`` (a gradient stage adds one line per member and epoch). Last, the model
+file (rung.nnp.model format, written atomically), whose ``provenance`` attribute holds the base
+model, the config, the datasets with their SHA-256, the stages with their counts and errors, and the
+final training/validation errors; and, unless ``plots = false``, ``<stem>.learning.png`` (gradient
+stages) and ``<stem>.parity.png`` (:mod:`rung.nnp.train.plots`).
+
+Checkpoints (configs with a gradient stage): ``<output stem>.ckpt.npz`` (NumPy's format, no pickle,
+written atomically) after every stage and every ``checkpoint_every`` epochs of a gradient stage: the
+model as it is, the stage records so far, and the state of the member in training. Running the same
+command again resumes from it (the log is appended to) and gives the same model as an uninterrupted
+run; a checkpoint of another config or other datasets is refused (``--overwrite`` starts afresh). It
+is removed once the model is written.
 
 Error units in the log and provenance: energies Hartree (per conformation) and Hartree/atom, forces
-Hartree/Bohr; ``loss`` is the refit's chi^2 + prior per member (see :mod:`rung.nnp.train.readout`).
+Hartree/Bohr; ``loss`` is the solver's loss per member at the start and the end (see the solvers).
 """
 
 from __future__ import annotations
@@ -17,7 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+import os
+from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -49,6 +60,7 @@ class StageResult:
     valid_before: dict
     valid_after: dict
     seconds: float
+    members: list = field(default_factory=list)  # gradient stages: per member, history and how it ended
 
 
 @dataclass(frozen=True)
@@ -67,13 +79,9 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
-def errors(model: ANIModel, frames: Frames, atoms_per_call: int = 20000) -> dict:
-    """MAE and RMSE of the model (ensemble mean, float64, numba) against the frames' labels.
-
-    Returns energy_mae/rmse (Hartree), energy_per_atom_mae/rmse (Hartree/atom), forces_mae/rmse
-    (Hartree/Bohr, over force components), n_energy and n_forces (labelled conformations); None where
-    there are no labels.
-    """
+def predict(model: ANIModel, frames: Frames, atoms_per_call: int = 20000):
+    """Energies (n_conf,) Hartree and forces (n_atoms, 3) Hartree/Angstrom of the frames (ensemble
+    mean, float64, numba), in chunks of about ``atoms_per_call`` atoms."""
     from rung.nnp.ani import ANIPotential
 
     pot = ANIPotential(model, dtype="float64", backend="numba")
@@ -88,6 +96,17 @@ def errors(model: ANIModel, frames: Frames, atoms_per_call: int = 20000) -> dict
         r = pot.evaluate(frames.x[a0:a1], frames.numbers[a0:a1], batch=frames.batch[a0:a1] - c0)
         e[c0:c1], f[a0:a1] = r.energy, r.forces
         c0 = c1
+    return e, f
+
+
+def errors(model: ANIModel, frames: Frames, atoms_per_call: int = 20000) -> dict:
+    """MAE and RMSE of the model (ensemble mean, float64, numba) against the frames' labels.
+
+    Returns energy_mae/rmse (Hartree), energy_per_atom_mae/rmse (Hartree/atom), forces_mae/rmse
+    (Hartree/Bohr, over force components), n_energy and n_forces (labelled conformations); None where
+    there are no labels.
+    """
+    e, f = predict(model, frames, atoms_per_call)
     dE = (e - frames.energy)[np.isfinite(frames.energy)]
     dA = ((e - frames.energy) / frames.natoms)[np.isfinite(frames.energy)]
     ok = np.all(np.isfinite(frames.forces), axis=1)
@@ -133,9 +152,18 @@ def prepare(config: TrainConfig, *, overwrite: bool = False, log=print):
             if not any(fnmatchcase(n, pat) for n in names):
                 raise TrainInputError(f"{where}: frozen pattern {pat!r} matches no parameter "
                                       f"(names like {names[0]}, {names[-1]})")
-        if not free_columns(model, st.frozen).any():
+        if st.solver == "readout" and not free_columns(model, st.frozen).any():
             raise TrainInputError(f"{where} freezes every parameter the {st.solver} solver can change "
                                   f"(the last layers' weights and biases, e.g. {names[-2]}): nothing to train")
+        if st.solver == "gradient":
+            if all(any(fnmatchcase(n, p) for p in st.frozen) for n in names):
+                raise TrainInputError(f"{where} freezes every parameter ({', '.join(st.frozen)}): nothing to train")
+            try:
+                import jax  # noqa: F401
+                import optax  # noqa: F401
+            except ImportError as err:
+                raise TrainInputError(f"{where}: solver \"gradient\" needs jax and optax: "
+                                      f"pip install 'rung-nnp[train]' ({err})") from err
     plan, notes = [], []
     for st in config.stages:
         frames, counts = load_frames(st, model.atomic_numbers, log=notes.append)
@@ -153,46 +181,176 @@ def prepare(config: TrainConfig, *, overwrite: bool = False, log=print):
     return model, path, plan
 
 
+def checkpoint_path(output: Path) -> Path:
+    return output.with_suffix(".ckpt.npz")
+
+
+def _fingerprint(config: TrainConfig) -> dict:
+    """What a checkpoint must match to be resumed: the config text and every dataset's SHA-256."""
+    return {"config_sha256": hashlib.sha256(config.text.encode()).hexdigest(),
+            "datasets": {p: sha256(p) for p in sorted({d for st in config.stages for d in st.datasets + st.validation})}}
+
+
+def write_checkpoint(path: Path, fingerprint: dict, model: ANIModel, results: list, stage: int, *,
+                     before=None, member: int | None = None, state: dict | None = None, runs=()):
+    """The run as it is, as one .npz (no pickle; temporary file, then rename): ``meta`` (JSON: the
+    fingerprint, the next stage, the finished stages' records, the stage in progress), ``model/...``
+    (every layer array of every member, in its own dtype; ``self_energies``) and ``state/...`` (the
+    member in training, :func:`rung.nnp.train.gradient.member_state`)."""
+    meta = {"fingerprint": fingerprint, "stage": stage, "results": [asdict(r) for r in results],
+            "before": before, "member": member, "runs": [asdict(r) for r in runs]}
+    arrays = {"meta": np.array(json.dumps(meta)), "self_energies": model.self_energies}
+    for m, nets in enumerate(model.members):
+        for sp, net in zip(model.species, nets):
+            for k, layer in enumerate(net.layers):
+                arrays[f"model/{m}/{sp}.{k}.weight"] = layer.weight
+                arrays[f"model/{m}/{sp}.{k}.bias"] = layer.bias
+    for k, v in (state or {}).items():
+        arrays[f"state/{k}"] = v
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path, base: ANIModel, fingerprint: dict) -> dict:
+    """The checkpoint's model (the base model's structure with the stored arrays), records and state."""
+    from rung.nnp.model import Layer, Network
+    from rung.nnp.train.gradient import MemberRun
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        meta = json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise TrainInputError(f"checkpoint {path} is unreadable ({err}); remove it or pass --overwrite") from err
+    if meta["fingerprint"] != fingerprint:
+        raise TrainInputError(f"checkpoint {path} was written for another config or other datasets; "
+                              "remove it or pass --overwrite to start afresh")
+    members = []
+    for m, nets in enumerate(base.members):
+        members.append(tuple(Network(tuple(Layer(data[f"model/{m}/{sp}.{k}.weight"], data[f"model/{m}/{sp}.{k}.bias"],
+                                                 layer.activation) for k, layer in enumerate(net.layers)))
+                             for sp, net in zip(base.species, nets)))
+    model = ANIModel(base.name, base.species, base.aev, data["self_energies"], tuple(members), dict(base.provenance))
+    state = {k[len("state/"):]: v for k, v in data.items() if k.startswith("state/")}
+    return {"model": model, "stage": meta["stage"], "results": [StageResult(**r) for r in meta["results"]],
+            "before": meta["before"], "member": meta["member"], "state": state or None,
+            "runs": [MemberRun(**r) for r in meta["runs"]]}
+
+
 def train(config: TrainConfig, *, overwrite: bool = False, log=print) -> TrainResult:
-    """Run every stage of ``config`` (see module); return the refit model and the stage records."""
+    """Run every stage of ``config`` (see module); return the trained model and the stage records."""
     from rung.nnp import __version__
     from rung.nnp.model import save_model
 
     model, base_path, plan = prepare(config, overwrite=overwrite, log=log)
     base = {"name": model.name, "path": str(base_path), "provenance": model.provenance,
             "sha256": sha256(base_path) if base_path.is_file() else None}
+    base_model = model
     log_path = config.output.with_suffix(".log.jsonl")
-    results = []
-    with open(log_path, "w") as fh:
+    ckpt = checkpoint_path(config.output) if any(st.solver == "gradient" for st in config.stages) else None
+    fingerprint = _fingerprint(config) if ckpt is not None else None
+    resume = None
+    if ckpt is not None and ckpt.exists():
+        if overwrite:
+            ckpt.unlink()
+        else:
+            resume = read_checkpoint(ckpt, model, fingerprint)
+    results = list(resume["results"]) if resume else []
+    if resume:
+        model = resume["model"]
+    with open(log_path, "a" if resume else "w") as fh:
         def record(d):
             fh.write(json.dumps(d) + "\n")
             fh.flush()
 
-        record({"event": "start", "config": str(config.source), "base_model": base["name"], "output": str(config.output),
-                "units": UNITS, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        for st, tr, va, counts in plan:
+        record({"event": "resume" if resume else "start", "config": str(config.source), "base_model": base["name"],
+                "output": str(config.output), "units": UNITS, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **({"checkpoint": str(ckpt), "stage": resume["stage"], "member": resume["member"]} if resume else {})})
+        if resume:
+            log(f"resuming from {ckpt}: stage {resume['stage']}"
+                + (f", member {resume['member']}" if resume["member"] is not None else ""))
+        for k, (st, tr, va, counts) in enumerate(plan):
+            if k < len(results):
+                continue
             t0 = time.perf_counter()
-            tr_before, va_before = errors(model, tr), errors(model, va)
-            res = refit(model, tr.labels(st), frozen=st.frozen, l2sp=st.l2sp, shift_l2sp=st.shift_l2sp)
+            here = resume if (resume and resume["stage"] == k and resume["before"]) else None
+            tr_before, va_before = here["before"] if here else (errors(model, tr), errors(model, va))
+            members = []
+            if st.solver == "readout":
+                res = refit(model, tr.labels(st), frozen=st.frozen, l2sp=st.l2sp, shift_l2sp=st.shift_l2sp)
+            else:
+                res = _gradient_stage(st, k, model, tr, va, record, log, results, ckpt, fingerprint,
+                                      (tr_before, va_before), here)
+                members = [asdict(r) for r in res.runs]
             model = res.model
             sr = StageResult(st.name, st.solver, tr.n_conf, va.n_conf, res.n_free, counts, res.loss_before.tolist(),
                              res.loss_after.tolist(), tr_before, errors(model, tr), va_before, errors(model, va),
-                             time.perf_counter() - t0)
+                             time.perf_counter() - t0, members)
             record({"event": "stage", **asdict(sr)})
             results.append(sr)
             log(_summary(sr))
+            if ckpt is not None:
+                write_checkpoint(ckpt, fingerprint, model, results, k + 1)
         prov = {"source": "rung.nnp.train", "package_version": __version__, "base_model": base,
                 "config": {"path": str(config.source), "sha256": hashlib.sha256(config.text.encode()).hexdigest(),
                            "text": config.text},
                 "datasets": [{"path": p, "sha256": sha256(p)} for p in sorted({d for st in config.stages for d in st.datasets + st.validation})],
                 "stages": [dict(asdict(st), counts=r.counts, n_train=r.n_train, n_valid=r.n_valid, loss_after=r.loss_after,
-                                train=r.train_after, validation=r.valid_after) for st, r in zip(config.stages, results)],
+                                train=r.train_after, validation=r.valid_after,
+                                **({"members": [{k: v for k, v in m.items() if k != "history"} for m in r.members]}
+                                   if r.members else {}))
+                           for st, r in zip(config.stages, results)],
                 "metrics": {"train": results[-1].train_after, "validation": results[-1].valid_after},
                 "units": UNITS}
         model = ANIModel(config.name, model.species, model.aev, model.self_energies, model.members, prov)
         save_model(model, config.output)
-        record({"event": "done", "output": str(config.output), "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        plots = _plots(config, results, base_model, model, plan[-1][2], log) if config.plots else []
+        record({"event": "done", "output": str(config.output), "plots": [str(p) for p in plots],
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    if ckpt is not None and ckpt.exists():
+        ckpt.unlink()
     return TrainResult(model, tuple(results), config.output, log_path)
+
+
+def _gradient_stage(st, k, model, tr, va, record, log, results, ckpt, fingerprint, before, here):
+    """One gradient stage: per-epoch log lines and checkpoints; resumes from ``here`` (read_checkpoint)."""
+    from rung.nnp.train.gradient import Options, finetune
+
+    def save(member, current, state, runs):
+        if ckpt is not None:
+            write_checkpoint(ckpt, fingerprint, current, results, k, before=list(before), member=member, state=state,
+                             runs=runs)
+
+    def on_epoch(member, run, epoch):
+        h = run.history
+        record({"event": "epoch", "stage": st.name, "member": member, "epoch": epoch,
+                **{key: h[key][-1] for key in ("train_loss", "valid_loss", "lr", "seconds", "cpu_seconds")}})
+
+    resume = None
+    if here is not None and here["member"] is not None:
+        resume = {"member": here["member"], "model": model, "state": here["state"], "runs": here["runs"]}
+    return finetune(model, tr.labels(st), va.labels(st), Options.from_stage(st), frozen=st.frozen, log=log,
+                    resume=resume, save=save, on_epoch=on_epoch)
+
+
+def _plots(config, results, base_model, model, valid, log) -> list:
+    """The learning curve (gradient stages) and the validation parity plot, or [] without matplotlib."""
+    try:
+        from rung.nnp.train import plots
+    except ImportError as err:
+        log(f"no plots: matplotlib is not installed ({err})")
+        return []
+    out = []
+    stem = config.output.with_suffix("")
+    if any(r.members for r in results):
+        out.append(plots.learning_curve(results, stem.with_name(stem.name + ".learning.png")))
+    out.append(plots.parity(valid, predict(base_model, valid), predict(model, valid),
+                            stem.with_name(stem.name + ".parity.png"), title=config.name))
+    for p in out:
+        log(f"plot -> {p}")
+    return out
 
 
 def _summary(r: StageResult) -> str:

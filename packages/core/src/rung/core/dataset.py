@@ -410,6 +410,7 @@ def _is_fill(value, fill) -> bool:
 # A result dataset the merge writes in place: contiguous, its storage allocated when it is created (so a
 # write never allocates), fixed-size elements (strings fixed-length UTF-8, null-padded).
 _MIN_STR_BYTES = 64
+_CACHE_VALUES = 4_000_000  # numbers of parsed records a merge keeps between its steps (~200 MB at most)
 _STATUS, _ERROR = "status", "error"
 
 
@@ -465,10 +466,11 @@ def _scan(f, molecules, prefix: str) -> dict:
     """``{molecule: (n_conf, n_atoms, {name: _Info})}`` of the ``prefix*`` datasets of ``molecules``."""
     out = {}
     for mol in molecules:
-        if mol not in f or not isinstance(f[mol], h5py.Group) or "conformations" not in f[mol]:
-            raise DatasetError(f"{f.filename}: the journal holds results for {mol!r}, which the file lacks")
-        gid = h5py.h5g.open(f.id, mol.encode())
-        n_conf, n_atoms = h5py.h5d.open(gid, b"conformations").shape[:2]
+        try:
+            gid = h5py.h5g.open(f.id, mol.encode())
+            n_conf, n_atoms = h5py.h5d.open(gid, b"conformations").shape[:2]
+        except (KeyError, ValueError, TypeError):
+            raise DatasetError(f"{f.filename}: the journal holds results for {mol!r}, which the file lacks") from None
         infos = {}
         for raw in gid:
             name = raw.decode()
@@ -559,6 +561,7 @@ class ResultWriter:
         self._journal = self.journal_dir / f"rank{self.rank:05d}.jsonl"
         self._fh = None
         self._since_seal = 0
+        self._cached = None
 
     # -- reading state
     def _journal_files(self, sealed_only: bool = False) -> list:
@@ -720,8 +723,14 @@ class ResultWriter:
         molecule's plan is True when a record replaces (clears every ``<rung>_*`` value of) a conformation."""
         plan: dict = {}
         n = 0
+        self._cached, size = [], 0  # the records, kept for step 3 while they are few (else read again)
         for rec in self._journal_records(files):
             n += 1
+            if self._cached is not None:
+                self._cached.append(rec)
+                size += len(rec["values"]) + sum(len(v.get("data", ())) for v in rec["values"].values())
+                if size > _CACHE_VALUES:
+                    self._cached = None
             p = plan.setdefault(rec["molecule"], {})
             p.setdefault(f"{self.rung}_{_STATUS}", _Spec("b", ()))
             err = f"{self.rung}_{_ERROR}"
@@ -820,7 +829,8 @@ class ResultWriter:
         with open(self.path, "r+b") as fh:
             mm = mmap.mmap(fh.fileno(), 0)
             try:
-                records = self._journal_records(files)
+                records = iter(self._cached) if self._cached is not None else self._journal_records(files)
+                self._cached = None
                 while True:
                     chunk = [rec for _, rec in zip(range(batch), records)]
                     if not chunk:

@@ -388,3 +388,19 @@ def test_kill_after_the_cut_growth_resumes_to_the_same_end(h2o, tmp_path, monkey
     assert "already complete" in lines[0] and again.n_det == resumed.n_det
     bigger = cipsi.kernel(h2o, cipsi.Config(max_det=1500, pt2_threshold=0.0, growth=3.0), checkpoint=wf, log=None)
     assert resumed.n_det < bigger.n_det <= 1500
+
+
+def test_screened_pt2_is_not_labelled_exact(h2o_small, monkeypatch):
+    """Beyond pt2.DENSE_KEYS the deterministic PT2 is heat-bath screened: its log line says so."""
+    from rung.sci import pt2
+
+    lines = []
+    cfg = cipsi.Config(max_det=60, pt2_threshold=0.0, pt2_screen=1e-8)
+    cipsi.kernel(h2o_small, cfg, log=lines.append)
+    assert any("(exact)" in line for line in lines if line.startswith("iter"))  # the dense path: every pair
+    monkeypatch.setattr(pt2, "DENSE_KEYS", 0)  # the same space now takes the screened path
+    lines.clear()
+    cipsi.kernel(h2o_small, cfg, log=lines.append)
+    iters = [line for line in lines if line.startswith("iter")]
+    assert iters and not any("(exact)" in line for line in iters)
+    assert all("screened at 1e-08 Ha" in line for line in iters[:-1])

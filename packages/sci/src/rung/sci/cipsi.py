@@ -46,6 +46,7 @@ from rung.sci.determinants import Layout
 from rung.sci.fcidump import Hamiltonian
 from rung.sci.hamiltonian import SpinSquared, build
 from rung.sci.multidet import from_active, write_multidet
+from rung.sci import pt2 as pt2_module
 from rung.sci.pt2 import accumulate_cpu, en_pt2
 
 SCHEMA = "rung.sci.wavefunction"
@@ -477,7 +478,12 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
             next_keys = nkeys
         result = Result(e_el + ham.ecore, float(e2), float(err), extrapolate(history, cfg.extrapolation_points), s2v,
                         dets, coef, history, backend_used, complete)
-        pm = f"± {err:.1e}" if err > 0 else "(exact)"
+        if err > 0:
+            pm = f"± {err:.1e}"
+        elif not complete and cfg.pt2_screen > 0 and layout.fci_size > pt2_module.DENSE_KEYS:
+            pm = f"(deterministic, screened at {cfg.pt2_screen:g} Ha)"  # pairs below the screen are left out
+        else:
+            pm = "(exact)"
         log(f"iter {len(history):3d}  n_det {n:9d}  E_var {rec['e_var']:.8f}  E_PT2 {e2:.8f} {pm}  "
             f"E_var+PT2 {rec['e_var'] + e2:.8f}  <S^2> {s2v[0]:.4f}  {seconds:.1f} s")
         if checkpoint is not None:

@@ -60,8 +60,15 @@ def main():
 @click.option("--input-units", type=click.Choice(["bohr", "angstrom", "nm"]), default=None,
               help="length unit of INPUT_PATH's coordinates where the file does not say (HDF5 without a 'units' "
                    "attribute, refused otherwise; xyz: angstrom)")
+@click.option("--retry-failed", is_flag=True,
+              help="compute again the conformations recorded as failed (not those with NaN coordinates)")
+@click.option("--merge-every", default=100, show_default=True, type=click.IntRange(min=1),
+              help="fold results into --out every this many results per rank, while the run goes on")
+@click.option("--merge-minutes", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="... or after this many minutes, whichever comes first")
 @click.option("--quiet", is_flag=True, help="no progress output")
-def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_units, **opts):
+def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_units, retry_failed, merge_every,
+            merge_minutes, **opts):
     """Compute DFT energies and forces for every conformation in INPUT_PATH (HDF5 or xyz)."""
     import logging
 
@@ -72,7 +79,8 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_un
     try:
         config = RunConfig(ecp=None if ecp.lower() == "none" else ecp, forces=not no_forces,
                            fast_paths=not no_fast_paths, **opts)
-        s = run(input_path, out_path, config, comm=_world(), progress=not quiet, input_units=input_units)
+        s = run(input_path, out_path, config, comm=_world(), progress=not quiet, input_units=input_units,
+                retry_failed=retry_failed, merge_every=merge_every, merge_every_s=60.0 * merge_minutes)
     except RuntimeError as err:
         raise click.ClickException(str(err)) from None
     if _world() is None or _world().Get_rank() == 0:
@@ -85,11 +93,18 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_un
 @main.command("status")
 @click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
 @click.option("--failures", "show", default=20, show_default=True, help="failure reasons to list")
-def status_cmd(dataset, show):
+@click.option("--json", "as_json", is_flag=True, help="everything (every failure) as one JSON object, for scripts")
+def status_cmd(dataset, show, as_json):
     """Done / failed / pending conformations of DATASET's DFT rung, with timings and failure reasons."""
+    import json
+
     from rung.dft_gpu.run import status
 
     st = status(dataset)
+    if as_json:
+        st["failures"] = [{"molecule": m, "index": i, "reason": r} for m, i, r in st["failures"]]
+        click.echo(json.dumps({"dataset": str(dataset), **st}, sort_keys=True))
+        return
     c = st["counts"]
     click.echo(f"{dataset}: {c['done']} done, {c['failed']} failed, {c['pending']} pending "
                f"({sum(c.values())} conformations, {len(st['molecules'])} molecules)")

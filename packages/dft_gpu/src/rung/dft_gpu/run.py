@@ -83,6 +83,14 @@ UNITS = {
     "jk_backend": "dimensionless",
     "wall_time": "s",
 }
+# Per-conformation kind and shape of each property: the first merge lays out every dataset of every
+# molecule at once (one copy of the file), so the merges while the farm runs write in place only.
+SHAPES = {
+    "total_energy": ("f", ()), "total_gradient": ("f", ("n_atoms", 3)), "dipole": ("f", (3,)),
+    "gradient_scf_energy": ("f", ()), "scf_cycles": ("i", ()), "gradient_scf_cycles": ("i", ()),
+    "converged": ("i", ()), "scf_strategy": ("s", ()), "jk_backend": ("s", ()), "wall_time": ("f", ()),
+}
+_FORCE_PROPERTIES = ("total_gradient", "gradient_scf_energy", "gradient_scf_cycles")
 STRATEGIES = ("diis", "level_shift", "damping", "newton")
 JK_CHOICES = ("engine", "pyscf")
 # Fields that decide the numbers (and which files exist): a resumed run must use the same.
@@ -485,8 +493,19 @@ def _metadata(config: RunConfig) -> dict:
     return meta
 
 
-def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_units=None):
-    """Rank 0: create (or reopen) the output, check the settings match, fold leftover journals."""
+def _shapes(config: RunConfig) -> dict:
+    return {k: v for k, v in SHAPES.items() if config.forces or k not in _FORCE_PROPERTIES}
+
+
+def _writer(out_path, config: RunConfig, rank: int = 0):
+    from rung.core.dataset import ResultWriter
+
+    return ResultWriter(out_path, RUNG, UNITS, _metadata(config), rank=rank, shapes=_shapes(config))
+
+
+def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_units=None) -> set:
+    """Rank 0: create (or reopen) the output, check the settings match, fold leftover journals.
+    Returns the conformations the input itself makes impossible (NaN coordinates): never retried."""
     import h5py
 
     from rung.core.dataset import PENDING, DatasetError, ResultWriter, _atomic_update, create_dataset
@@ -499,6 +518,8 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_
     with h5py.File(out_path, "r") as f:
         have = f.attrs.get("dft_settings")
         have_rejected = json.loads(f.attrs.get("dft_rejected", "{}"))
+    if have is None:
+        _refuse_foreign(out_path)
     if have is not None and have != settings:
         old, new = json.loads(have), json.loads(settings)
         diff = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in new if old.get(k) != new.get(k))
@@ -514,7 +535,7 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_
         _atomic_update(Path(out_path), write)
     if bad_conformations:  # rejected one by one: failed with the reason, never computed
         status = ResultWriter(out_path, RUNG, UNITS).status()
-        writer = ResultWriter(out_path, RUNG, UNITS, _metadata(config))
+        writer = _writer(out_path, config)
         try:
             for name, reasons in bad_conformations.items():
                 for index, reason in reasons.items():
@@ -523,17 +544,34 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_
         finally:
             writer.close()
     _finalize(out_path, config)  # a killed run's journals and orbital parts
+    return {(name, index) for name, reasons in bad_conformations.items() for index in reasons}
+
+
+def _refuse_foreign(out_path) -> None:
+    """Refuse an output whose ``dft_*`` data rung did not write (no ``dft_settings``: e.g. SPICE's own
+    ``dft_total_energy`` when the input is given as ``--out``): it is never replaced or mixed with ours."""
+    import h5py
+
+    from rung.core.dataset import DatasetError
+
+    with h5py.File(out_path, "r") as f:
+        for name, g in f.items():
+            foreign = sorted(k for k in g if k.startswith(f"{RUNG}_")) if isinstance(g, h5py.Group) else []
+            if foreign:
+                raise DatasetError(
+                    f"{out_path} holds {name}/{foreign[0]}" + (f" and {len(foreign) - 1} more dft_* datasets" if
+                                                               len(foreign) > 1 else "") +
+                    " that rung did not write (no dft_settings provenance); they are never replaced: "
+                    "choose another --out")
 
 
 def _finalize(out_path, config: RunConfig) -> None:
     """Rank 0, nobody computing: fold orbital parts and journals into the files, set file references."""
-    from rung.core.dataset import ResultWriter
-
     from rung.dft_gpu import outputs
 
     if config.save_orbitals:
         outputs.merge_orbital_parts(out_path)
-    ResultWriter(out_path, RUNG, UNITS, _metadata(config)).merge()
+    _writer(out_path, config).merge()
     outputs.set_references(out_path, orbitals=config.save_orbitals, fcidump=config.save_fcidump)
 
 
@@ -619,7 +657,8 @@ def _bcast(comm, value):
 
 
 def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, progress: bool = True,
-        input_units: str | None = None) -> RunSummary:
+        input_units: str | None = None, retry_failed: bool = False, merge_every: int = 100,
+        merge_every_s: float = 600.0) -> RunSummary:
     """Compute every pending conformation of ``input_path`` into the dataset ``out_path``.
 
     Parameters
@@ -631,6 +670,12 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     progress : show a progress bar (terminal) or log lines (``logging``, logger ``rung.dft_gpu.run``)
     input_units : length unit of input coordinates whose file does not say (an HDF5 group without a
         ``units`` attribute is rejected otherwise; xyz: Angstrom unless given)
+    retry_failed : compute again the conformations recorded as failed (not those the input makes
+        impossible: NaN coordinates); each retried result replaces the failure record
+    merge_every, merge_every_s : results are folded into ``out_path`` while the run goes on, whenever a
+        rank has journalled ``merge_every`` results or ``merge_every_s`` seconds have passed since its
+        last merge (in place, no copy of the file: :meth:`rung.core.dataset.ResultWriter.merge`); the
+        other ranks' results arrive at rank 0's next merge after they seal their journal segment
 
     Returns
     -------
@@ -649,9 +694,10 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
         _engine_accelerate()  # fail before touching any file if the engine is absent
     rejected: dict = {}
     error = None
+    impossible: set = set()
     if rank == 0:
         try:
-            _prepare(input_path, out_path, config, rejected, input_units)
+            impossible = _prepare(input_path, out_path, config, rejected, input_units)
         except Exception as err:  # handed to every rank, so all of them stop with the same error
             error = err
     error = _bcast(comm, error)
@@ -662,32 +708,43 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     if rank == 0:
         status = ResultWriter(out_path, RUNG, UNITS).status()
         nelec = {name: int(m.atomic_numbers.sum()) for name, m in molecules.items()}
+        todo = {PENDING, FAILED} if retry_failed else {PENDING}
         # Largest first: the slow conformations start early, the small ones fill the gaps at the end.
-        pending = sorted((k for k, v in status.items() if v == PENDING), key=lambda k: (-nelec[k[0]], k))
+        pending = sorted(((*k, v == FAILED) for k, v in status.items() if v in todo and k not in impossible),
+                         key=lambda k: (-nelec[k[0]], k))
     pending = _bcast(comm, pending)
 
-    writer = ResultWriter(out_path, RUNG, UNITS, _metadata(config), rank=rank)
+    writer = _writer(out_path, config, rank)
+    last_merge = time.monotonic()
     counter = _Counter(comm)
     bar = _Progress(len(pending), rank, progress)
     computed = failed = 0
     try:
         while (k := counter.next()) < len(pending):
-            name, index = pending[k]
+            name, index, retry = pending[k]
             try:
                 res = compute_conformation(molecules[name], index, config)
                 if config.save_fcidump:
                     outputs.write_fcidump(out_path, name, index, res["mol"], res["orbitals"]["mo_coeff"], config)
                 if config.save_orbitals:
                     outputs.write_orbital_part(out_path, name, index, res["mol"], res["orbitals"], config)
-                writer.record(name, index, res["values"])
+                writer.record(name, index, res["values"], replace=retry)
                 msg = f"E = {res['values']['total_energy']:.8f} Ha, {res['values']['wall_time']:.1f} s"
             except Exception as err:  # recorded, never fatal: the run goes on with the next conformation
                 reason = f"{type(err).__name__}: {err}"
-                writer.record(name, index, error=reason)
+                writer.record(name, index, error=reason, replace=retry)
                 failed += 1
                 msg = f"FAILED {reason}"
             computed += 1
             bar.update(k + 1, name, index, msg)
+            if writer.unsealed >= merge_every or time.monotonic() - last_merge >= merge_every_s:
+                # results visible while the farm runs: every rank seals its journal segment, rank 0
+                # folds the sealed ones (its own and the others') into the file, in place
+                if rank == 0:
+                    writer.merge(sealed_only=True)
+                else:
+                    writer.seal()
+                last_merge = time.monotonic()
     finally:
         writer.close()
         bar.close()
@@ -726,21 +783,22 @@ def status(path) -> dict:
     for (name, _), v in st.items():
         counts[STATUS_NAMES[v]] += 1
         per_mol.setdefault(name, {n: 0 for n in STATUS_NAMES.values()})[STATUS_NAMES[v]] += 1
-    failures, times = [], []
+    reasons, times = {}, []
     with _open(path) as f:
         for name, g in f.items():
             if f"{RUNG}_status" in g:
                 s = g[f"{RUNG}_status"][()]
                 errs = g[f"{RUNG}_error"][()]
-                failures += [(name, int(i), errs[i].decode() if isinstance(errs[i], bytes) else str(errs[i]))
-                             for i in np.flatnonzero(s == FAILED)]
+                reasons.update({(name, int(i)): errs[i].decode() if isinstance(errs[i], bytes) else str(errs[i])
+                                for i in np.flatnonzero(s == FAILED)})
                 if f"{RUNG}_wall_time" in g:
                     times += list(g[f"{RUNG}_wall_time"][()][s == DONE])
         settings = json.loads(f.attrs.get("dft_settings", "{}"))
         rejected = json.loads(f.attrs.get("dft_rejected", "{}"))
-    for rec in ResultWriter(path, RUNG, UNITS)._journal_records():
-        if rec["status"] == "failed":
-            failures.append((rec["molecule"], rec["index"], rec["error"]))
+    for rec in ResultWriter(path, RUNG, UNITS)._journal_records():  # newer than the file
+        reasons[(rec["molecule"], rec["index"])] = rec["error"]
+    # failed now (a retried conformation that succeeded is no failure any more), in file order
+    failures = [(name, index, reasons.get((name, index), "")) for (name, index), v in st.items() if v == FAILED]
     times = np.asarray(times, dtype=np.float64)
     wall = None if times.size == 0 else {"total": float(times.sum()), "mean": float(times.mean()), "max": float(times.max())}
     return {"counts": counts, "molecules": per_mol, "failures": failures, "wall_time_s": wall,

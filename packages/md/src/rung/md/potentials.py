@@ -171,7 +171,7 @@ def _entry_point(spec: str):
         raise ValueError(f"cannot import ASE calculator {spec!r}: {err}") from err
 
 
-POTENTIAL_TYPES = ("harmonic", "lj", "ase", "nnp")
+POTENTIAL_TYPES = ("harmonic", "lj", "ase", "nnp", "muller-brown")
 
 
 def build_potential(spec: dict, masses=None):
@@ -182,6 +182,8 @@ def build_potential(spec: dict, masses=None):
     - ``{type = "lj", epsilon_eV, sigma_angstrom, cutoff_angstrom, skin_angstrom = 1.0, images = true}``
     - ``{type = "ase", calculator = "module:Class", kwargs = {...}}``
     - ``{type = "nnp", model = "ani-1x", member = 0, dtype = "float32"}`` (needs rung.nnp)
+    - ``{type = "muller-brown", energy_scale_Ha = 1e-4, length_scale_bohr = 1.0}`` (every atom on the 2D
+      Müller–Brown surface, :mod:`rung.md.model_potentials`)
 
     Returns the potential in its own units; wrap it with :func:`rung.core.potential.in_atomic_units`.
     """
@@ -239,6 +241,11 @@ def build_potential(spec: dict, masses=None):
             return load_model(model, **{k: opts[k] for k in ("member", "dtype", "backend") if k in opts})
         except OSError as err:  # weights missing (rung.nnp.fetch.WeightsMissing) or unreadable
             raise RuntimeError(f"nnp model {model!r} could not be loaded: {err}") from err
+    if kind == "muller-brown":
+        take("energy_scale_Ha", "length_scale_bohr")
+        from rung.md.model_potentials import MullerBrown
+
+        return MullerBrown(float(opts.get("energy_scale_Ha", 1e-4)), float(opts.get("length_scale_bohr", 1.0)))
     raise ValueError(f"unknown potential type {spec['type']!r}; known: {', '.join(POTENTIAL_TYPES)}")
 
 

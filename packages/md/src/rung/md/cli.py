@@ -89,5 +89,50 @@ def adaptive(input_file, workdir, quiet, mpi):
             click.echo(f"iteration {r.iteration}: {len(r.frame_id)} frames, {r.coverage} cells visited")
 
 
+@main.group(cls=Group)
+def analyze():
+    """Analyses of trajectories."""
+
+
+@analyze.command()
+@click.argument("trajectory", type=click.Path(dir_okay=False))
+@click.option("--group", "groups", multiple=True, metavar="NAME=SEL",
+              help="A donor/acceptor group: element symbols and 0-based indices/ranges, e.g. water=O, "
+                   "amine=N, site=3,7-9 (repeatable; default one group per O, N, S, F, Cl element).")
+@click.option("--hysteresis-angstrom", type=click.FloatRange(min=0), default=0.3, show_default=True,
+              help="delta = d(D-H) - d(A-H) must exceed this for a transfer.")
+@click.option("--persistence", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Frames delta must stay beyond the window.")
+@click.option("--cutoff-angstrom", type=click.FloatRange(min=0, min_open=True), default=2.5, show_default=True,
+              help="Heavy atoms farther from a hydrogen are ignored.")
+@click.option("--output", default="protons", show_default=True,
+              help="Prefix of the outputs: PREFIX.h5 (every event), PREFIX.txt (table), PREFIX.png (plot).")
+def protons(trajectory, groups, hysteresis_angstrom, persistence, cutoff_angstrom, output):
+    """Proton ownership and transfer events in TRAJECTORY (rung H5MD, or any file ASE reads);
+    see `rung.md.analysis.protons`."""
+    from rung.core import units as U
+    from rung.core.errors import InputError
+    from rung.md.analysis.protons import detect, plot_counts, read_trajectory
+
+    specs = {}
+    for g in groups:
+        name, eq, sel = g.partition("=")
+        if not eq or not name or not sel:
+            raise InputError(f"--group {g!r}: write NAME=SELECTION, e.g. water=O")
+        if name in specs:
+            raise InputError(f"--group {name!r} is given twice")
+        specs[name] = sel
+    traj = read_trajectory(trajectory)
+    ev = detect(traj, specs or None, hysteresis=hysteresis_angstrom * U.ANGSTROM_TO_BOHR, persistence=persistence,
+                cutoff=cutoff_angstrom * U.ANGSTROM_TO_BOHR)
+    ev.to_hdf5(f"{output}.h5", attrs={"trajectory": str(trajectory), "hysteresis_angstrom": hysteresis_angstrom,
+                                      "persistence": persistence, "cutoff_angstrom": cutoff_angstrom})
+    table = ev.table()
+    with open(f"{output}.txt", "w") as fh:
+        fh.write(table + "\n")
+    plot_counts(ev, f"{output}.png")
+    click.echo(table)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,1 @@
+"""Trajectory analyses: :mod:`rung.md.analysis.protons` (proton-transfer events)."""

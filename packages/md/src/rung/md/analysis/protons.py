@@ -1,0 +1,278 @@
+"""Proton ownership and proton-transfer events (``nnp-md analyze protons TRAJ``).
+
+Every hydrogen h is owned by a heavy atom of the donor/acceptor set (the union of the groups; by
+default every O, N, S, F and Cl atom, one group per element). At the first frame h belongs to its nearest
+heavy atom. At each later frame, with D its owner and A its nearest other heavy atom, the proton-sharing
+coordinate (Marx, Tuckerman, Hutter, Parrinello, Nature 397, 601 (1999))
+
+    delta = d(D-H) - d(A-H)
+
+decides: when delta > ``hysteresis`` for ``persistence`` consecutive frames (each frame's nearest
+A the same atom), h moves to A and one event (frame, h, D, A) is recorded at the first of those frames.
+Rattling with |delta| below the window never counts, and a proton coming back counts as a second event.
+Distances are minimum over periodic images from rung.core's cell list (:func:`rung.core.neighbors.neighbor_list`,
+triclinic cells allowed); a heavy atom farther than ``cutoff`` counts as infinitely far, so a proton
+with no heavy atom inside the cutoff stays with its owner.
+
+Events are classified by the groups of donor and acceptor: ``counts[t, g, k]`` is the number of
+events from group g to group k up to frame t (the paper's Figs. 4-5). Groups are selections by element
+symbol or by 0-based atom index (``"O"``, ``"N,S"``, ``"0-5,9"``); overlapping groups are an error.
+
+Atomic units inside (positions in Bohr; ``hysteresis`` and ``cutoff`` in Bohr; the CLI takes Angstrom).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from rung.core import units as U
+from rung.core.errors import InputError
+from rung.core.neighbors import neighbor_list
+
+DEFAULT_ELEMENTS = ("O", "N", "S", "F", "Cl")
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """numbers (n_atoms,) int; positions (frames, n_atoms, 3) Bohr; cell None or (frames, 3, 3) Bohr;
+    time_fs (frames,) float64 (frame index when the file has no time)."""
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray | None
+    time_fs: np.ndarray
+
+
+@dataclass(frozen=True)
+class ProtonEvents:
+    """Transfer events and their counts.
+
+    frame, hydrogen, donor, acceptor : (n_events,) int64 (atom indices 0-based)
+    donor_group, acceptor_group : (n_events,) int64 indices into ``groups``
+    counts : (frames, G, G) int64, cumulative donor-group -> acceptor-group events up to each frame
+    owner : (frames, n_h) int64, owner of each hydrogen (``hydrogens``) per frame
+    """
+
+    groups: tuple
+    hydrogens: np.ndarray
+    frame: np.ndarray
+    hydrogen: np.ndarray
+    donor: np.ndarray
+    acceptor: np.ndarray
+    donor_group: np.ndarray
+    acceptor_group: np.ndarray
+    counts: np.ndarray
+    owner: np.ndarray
+    time_fs: np.ndarray
+
+    def table(self) -> str:
+        """Total events by class, a plain text table."""
+        g = self.groups
+        w = max([len("donor -> acceptor")] + [len(a) + len(b) + 4 for a in g for b in g])
+        lines = [f"{'donor -> acceptor':<{w}} {'events':>8}"]
+        tot = self.counts[-1] if len(self.counts) else np.zeros((len(g), len(g)), dtype=np.int64)
+        for i, a in enumerate(g):
+            for k, b in enumerate(g):
+                lines.append(f"{a + ' -> ' + b:<{w}} {int(tot[i, k]):>8}")
+        lines.append(f"{'total':<{w}} {int(tot.sum()):>8}")
+        return "\n".join(lines)
+
+    def to_hdf5(self, path, attrs=None):
+        from rung.md import __version__
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update({"schema": "rung-md-proton-events", "schema_version": 1, "package_version": __version__,
+                            "backend": "numba", **(attrs or {})})
+            f.attrs["groups"] = np.array(self.groups, dtype=h5py.string_dtype())
+            for name in ("hydrogens", "frame", "hydrogen", "donor", "acceptor", "donor_group", "acceptor_group",
+                         "counts", "owner"):
+                f.create_dataset(name, data=getattr(self, name)).attrs["units"] = "1"
+            f.create_dataset("time", data=self.time_fs).attrs["units"] = "fs"
+        os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------- reading
+def read_trajectory(path) -> Trajectory:
+    """A rung H5MD file (centroid) or anything ASE reads (all frames) -> Trajectory (Bohr)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"trajectory {path} does not exist")
+    if h5py.is_hdf5(path):
+        try:
+            with h5py.File(path, "r") as f:
+                g = f["particles/centroid"]
+                x = np.array(g["position/value"]) / U.BOHR_TO_NM
+                t = np.array(g["position/time"]) * 1e3  # ps -> fs
+                numbers = np.array(g["species"], dtype=np.int64)
+                cell = np.array(g["box/edges/value"]) / U.BOHR_TO_NM if "edges" in g["box"] else None
+        except KeyError as err:
+            raise InputError(f"{path} is HDF5 but not an H5MD file from rung ({err})") from err
+        return Trajectory(numbers, x, cell, t)
+    from ase.io import read
+
+    try:
+        frames = read(path, index=":")
+    except Exception as err:  # ASE raises many types for unreadable files
+        raise InputError(f"cannot read trajectory {path}: {err}") from err
+    if not frames:
+        raise InputError(f"trajectory {path} has no frames")
+    x = np.array([a.positions for a in frames]) * U.ANGSTROM_TO_BOHR
+    periodic = all(np.all(a.pbc) for a in frames)
+    cell = np.array([np.asarray(a.cell) for a in frames]) * U.ANGSTROM_TO_BOHR if periodic else None
+    return Trajectory(frames[0].numbers.astype(np.int64), x, cell, np.arange(len(frames), dtype=np.float64))
+
+
+# -------------------------------------------------------------------------------------------- groups
+def parse_groups(specs, numbers) -> tuple[tuple, np.ndarray]:
+    """Group names and each atom's group (-1: none) from {name: selection}; None: one group per element of
+    DEFAULT_ELEMENTS present. A selection is a comma list of element symbols and 0-based indices / ranges a-b."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    numbers = np.asarray(numbers)
+    n = numbers.size
+    if not specs:
+        present = [e for e in DEFAULT_ELEMENTS if np.any(numbers == atomic_numbers[e])]
+        specs = {e: e for e in present}
+    names, member = tuple(specs), np.full(n, -1, dtype=np.int64)
+    for g, (name, sel) in enumerate(specs.items()):
+        mask = np.zeros(n, dtype=bool)
+        for tok in str(sel).split(","):
+            tok = tok.strip()
+            if not tok:
+                continue
+            if tok[0].isdigit():
+                a, _, b = tok.partition("-")
+                try:
+                    lo, hi = int(a), int(b) if b else int(a)
+                except ValueError:
+                    raise InputError(f"group {name!r}: cannot read selection {tok!r}") from None
+                if not 0 <= lo <= hi < n:
+                    raise InputError(f"group {name!r}: atoms {tok} do not exist (the trajectory has {n} atoms)")
+                mask[lo:hi + 1] = True
+            elif tok in atomic_numbers and tok in chemical_symbols:
+                mask |= numbers == atomic_numbers[tok]
+            else:
+                raise InputError(f"group {name!r}: {tok!r} is neither an element symbol nor an atom index")
+        if np.any(numbers[mask] == 1):
+            raise InputError(f"group {name!r} selects hydrogen atoms; groups are donor/acceptor heavy atoms")
+        if not mask.any():
+            raise InputError(f"group {name!r} ({sel}) selects no atom")
+        clash = mask & (member >= 0)
+        if clash.any():
+            raise InputError(f"groups {names[member[clash][0]]!r} and {name!r} overlap (atom {np.flatnonzero(clash)[0]})")
+        member[mask] = g
+    return names, member
+
+
+# ---------------------------------------------------------------------------------------- distances
+def heavy_distances(x, hyd, heavy, cutoff, cell=None) -> np.ndarray:
+    """Distances (n_h, n_heavy), Bohr, between hydrogens and heavy atoms, inf beyond ``cutoff``; the
+    nearest periodic image from the cell list. x (n_atoms, 3) Bohr; hyd, heavy index arrays."""
+    sub = np.concatenate([hyd, heavy])
+    p = neighbor_list(x[sub], cutoff, cell)
+    d = np.linalg.norm(p.vectors(x[sub], cell), axis=1)
+    nh = hyd.size
+    i, j = p.i, p.j
+    swap = i >= nh  # keep (hydrogen, heavy) pairs with the hydrogen first
+    i, j = np.where(swap, j, i), np.where(swap, i, j)
+    ok = (i < nh) & (j >= nh)
+    out = np.full((nh, heavy.size), np.inf)
+    np.minimum.at(out, (i[ok], j[ok] - nh), d[ok])
+    return out
+
+
+def heavy_distances_brute(x, hyd, heavy, cutoff, cell=None) -> np.ndarray:
+    """The O(N^2) oracle of :func:`heavy_distances`: minimum image over the 27 neighbouring cells
+    (valid when the cutoff is below half the smallest cell height)."""
+    d = x[heavy][None, :, :] - x[hyd][:, None, :]  # (n_h, n_heavy, 3)
+    if cell is None:
+        r = np.linalg.norm(d, axis=-1)
+    else:
+        s = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T @ cell
+        frac = d @ np.linalg.inv(cell)
+        d = (frac - np.round(frac)) @ cell
+        r = np.min(np.linalg.norm(d[:, :, None, :] + s[None, None], axis=-1), axis=-1)
+    return np.where(r < cutoff, r, np.inf)
+
+
+# ------------------------------------------------------------------------------------------ detector
+def detect(traj: Trajectory, groups=None, *, hysteresis: float = 0.3 * U.ANGSTROM_TO_BOHR,
+           persistence: int = 1, cutoff: float = 2.5 * U.ANGSTROM_TO_BOHR, brute_force: bool = False) -> ProtonEvents:
+    """Ownership and transfer events of every hydrogen (module docstring). Lengths in Bohr."""
+    numbers = np.asarray(traj.numbers)
+    hyd = np.flatnonzero(numbers == 1)
+    if hyd.size == 0:
+        raise InputError("the trajectory has no hydrogen atoms")
+    if not hysteresis >= 0 or not cutoff > 0 or not (isinstance(persistence, (int, np.integer)) and persistence >= 1):
+        raise InputError(f"need hysteresis >= 0, cutoff > 0 and persistence >= 1, got {hysteresis}, {cutoff}, "
+                         f"{persistence}")
+    names, member = parse_groups(groups, numbers)
+    heavy = np.flatnonzero(member >= 0)
+    if heavy.size < 2:
+        raise InputError(f"need at least two donor/acceptor atoms, the groups select {heavy.size}")
+    dist_fn = heavy_distances_brute if brute_force else heavy_distances
+    nf, nh = len(traj.positions), hyd.size
+    owner = np.zeros((nf, nh), dtype=np.int64)  # index into heavy
+    pending = np.full(nh, -1)  # candidate acceptor (index into heavy) and since which frame
+    since = np.zeros(nh, dtype=np.int64)
+    events = []
+    rows = np.arange(nh)
+    for t in range(nf):
+        cell = None if traj.cell is None else traj.cell[t]
+        d = dist_fn(traj.positions[t], hyd, heavy, cutoff, cell)  # (n_h, n_heavy)
+        if t == 0:
+            owner[0] = np.argmin(d, axis=1)
+            continue
+        cur = owner[t - 1].copy()
+        dd = d.copy()
+        dd[rows, cur] = np.inf
+        other = np.argmin(dd, axis=1)
+        delta = d[rows, cur] - dd[rows, other]  # inf - inf = nan: nobody near -> no event
+        over = np.nan_to_num(delta, nan=-np.inf) > hysteresis
+        fresh = over & (pending != other)
+        since[fresh] = t
+        pending = np.where(over, other, -1)
+        move = over & (t - since + 1 >= persistence)
+        for h in np.flatnonzero(move):
+            events.append((since[h], hyd[h], heavy[cur[h]], heavy[other[h]]))
+            cur[h] = other[h]
+        pending[move] = -1
+        owner[t] = cur
+    ev = np.array(sorted(events), dtype=np.int64).reshape(-1, 4)
+    G = len(names)
+    dg, ag = member[ev[:, 2]], member[ev[:, 3]]
+    counts = np.zeros((nf, G, G), dtype=np.int64)
+    np.add.at(counts, (ev[:, 0], dg, ag), 1)
+    return ProtonEvents(names, hyd, ev[:, 0], ev[:, 1], ev[:, 2], ev[:, 3], dg, ag, np.cumsum(counts, axis=0),
+                        heavy[owner], np.asarray(traj.time_fs))
+
+
+def plot_counts(ev: ProtonEvents, path) -> bool:
+    """Cumulative events per donor -> acceptor class over time; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, a in enumerate(ev.groups):
+        for k, b in enumerate(ev.groups):
+            if ev.counts.size and ev.counts[-1, i, k]:
+                ax.step(ev.time_fs, ev.counts[:, i, k], where="post", label=f"{a} -> {b}")
+    ax.set_xlabel("time (fs)")
+    ax.set_ylabel("transfer events (cumulative)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -90,6 +90,7 @@ def test_cell_list_detector_equals_brute_force(triclinic):
     a = detect(traj, cutoff=cut)
     b = detect(traj, cutoff=cut, brute_force=True)
     assert a.frame.size > 10  # the walk does make hops
+    assert np.all(a.owner[0] >= -1) and np.all(a.donor >= 0)  # unowned at first, never an event from nobody
     for k in ("frame", "hydrogen", "donor", "acceptor", "owner", "counts"):
         assert np.array_equal(getattr(a, k), getattr(b, k)), k
 

@@ -12,7 +12,8 @@ A the same atom), h moves to A and one event (frame, h, D, A) is recorded at the
 Rattling with |delta| below the window never counts, and a proton coming back counts as a second event.
 Distances are minimum over periodic images from rung.core's cell list (:func:`rung.core.neighbors.neighbor_list`,
 triclinic cells allowed); a heavy atom farther than ``cutoff`` counts as infinitely far, so a proton
-with no heavy atom inside the cutoff stays with its owner.
+with no heavy atom inside the cutoff stays with its owner, and one that has none at the first frame is
+unowned (owner -1) until a heavy atom comes inside the cutoff (no event).
 
 Events are classified by the groups of donor and acceptor: ``counts[t, g, k]`` is the number of
 events from group g to group k up to frame t (the paper's Figs. 4-5). Groups are selections by element
@@ -55,7 +56,7 @@ class ProtonEvents:
     frame, hydrogen, donor, acceptor : (n_events,) int64 (atom indices 0-based)
     donor_group, acceptor_group : (n_events,) int64 indices into ``groups``
     counts : (frames, G, G) int64, cumulative donor-group -> acceptor-group events up to each frame
-    owner : (frames, n_h) int64, owner of each hydrogen (``hydrogens``) per frame
+    owner : (frames, n_h) int64, owner (atom index, -1 none yet) of each hydrogen (``hydrogens``) per frame
     """
 
     groups: tuple
@@ -172,19 +173,26 @@ def parse_groups(specs, numbers) -> tuple[tuple, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------- distances
-def heavy_distances(x, hyd, heavy, cutoff, cell=None) -> np.ndarray:
-    """Distances (n_h, n_heavy), Bohr, between hydrogens and heavy atoms, inf beyond ``cutoff``; the
-    nearest periodic image from the cell list. x (n_atoms, 3) Bohr; hyd, heavy index arrays."""
+def heavy_pairs(x, hyd, heavy, cutoff, cell=None):
+    """(hydrogen, heavy) pairs closer than ``cutoff``, nearest periodic image, from the cell list.
+    x (n_atoms, 3) Bohr; hyd, heavy index arrays. Returns h (n_pairs,) index into hyd, k index into
+    heavy, d (n_pairs,) Bohr; a pair seen through several images keeps its shortest distance."""
     sub = np.concatenate([hyd, heavy])
     p = neighbor_list(x[sub], cutoff, cell)
     d = np.linalg.norm(p.vectors(x[sub], cell), axis=1)
     nh = hyd.size
     i, j = p.i, p.j
-    swap = i >= nh  # keep (hydrogen, heavy) pairs with the hydrogen first
+    swap = i >= nh  # (hydrogen, heavy) with the hydrogen first
     i, j = np.where(swap, j, i), np.where(swap, i, j)
     ok = (i < nh) & (j >= nh)
-    out = np.full((nh, heavy.size), np.inf)
-    np.minimum.at(out, (i[ok], j[ok] - nh), d[ok])
+    return i[ok], j[ok] - nh, d[ok]
+
+
+def heavy_distances(x, hyd, heavy, cutoff, cell=None) -> np.ndarray:
+    """Dense distances (n_h, n_heavy), Bohr, inf beyond ``cutoff`` (from :func:`heavy_pairs`)."""
+    h, k, d = heavy_pairs(x, hyd, heavy, cutoff, cell)
+    out = np.full((hyd.size, heavy.size), np.inf)
+    np.minimum.at(out, (h, k), d)
     return out
 
 
@@ -202,6 +210,22 @@ def heavy_distances_brute(x, hyd, heavy, cutoff, cell=None) -> np.ndarray:
     return np.where(r < cutoff, r, np.inf)
 
 
+def _brute_pairs(x, hyd, heavy, cutoff, cell=None):
+    r = heavy_distances_brute(x, hyd, heavy, cutoff, cell)
+    h, k = np.nonzero(np.isfinite(r))
+    return h, k, r[h, k]
+
+
+def _nearest(h, k, d, nh):
+    """Per hydrogen the nearest heavy atom (lowest index among ties) and its distance; -1, inf if none."""
+    best_k, best_d = np.full(nh, -1), np.full(nh, np.inf)
+    if h.size:
+        order = np.lexsort((k, d, h))
+        first = order[np.r_[True, h[order][1:] != h[order][:-1]]]
+        best_k[h[first]], best_d[h[first]] = k[first], d[first]
+    return best_k, best_d
+
+
 # ------------------------------------------------------------------------------------------ detector
 def detect(traj: Trajectory, groups=None, *, hysteresis: float = 0.3 * U.ANGSTROM_TO_BOHR,
            persistence: int = 1, cutoff: float = 2.5 * U.ANGSTROM_TO_BOHR, brute_force: bool = False) -> ProtonEvents:
@@ -217,33 +241,36 @@ def detect(traj: Trajectory, groups=None, *, hysteresis: float = 0.3 * U.ANGSTRO
     heavy = np.flatnonzero(member >= 0)
     if heavy.size < 2:
         raise InputError(f"need at least two donor/acceptor atoms, the groups select {heavy.size}")
-    dist_fn = heavy_distances_brute if brute_force else heavy_distances
+    pairs_fn = _brute_pairs if brute_force else heavy_pairs
     nf, nh = len(traj.positions), hyd.size
     owner = np.zeros((nf, nh), dtype=np.int64)  # index into heavy
     pending = np.full(nh, -1)  # candidate acceptor (index into heavy) and since which frame
     since = np.zeros(nh, dtype=np.int64)
     events = []
-    rows = np.arange(nh)
     for t in range(nf):
         cell = None if traj.cell is None else traj.cell[t]
-        d = dist_fn(traj.positions[t], hyd, heavy, cutoff, cell)  # (n_h, n_heavy)
+        h, k, d = pairs_fn(traj.positions[t], hyd, heavy, cutoff, cell)
         if t == 0:
-            owner[0] = np.argmin(d, axis=1)
+            owner[0] = _nearest(h, k, d, nh)[0]
             continue
         cur = owner[t - 1].copy()
-        dd = d.copy()
-        dd[rows, cur] = np.inf
-        other = np.argmin(dd, axis=1)
-        delta = d[rows, cur] - dd[rows, other]  # inf - inf = nan: nobody near -> no event
-        over = np.nan_to_num(delta, nan=-np.inf) > hysteresis
+        mine = k == cur[h]
+        d_own = np.full(nh, np.inf)
+        np.minimum.at(d_own, h[mine], d[mine])
+        other, d_other = _nearest(h[~mine], k[~mine], d[~mine], nh)
+        with np.errstate(invalid="ignore"):
+            delta = d_own - d_other  # inf - inf = nan: nobody near -> no event
+        over = (cur >= 0) & (np.nan_to_num(delta, nan=-np.inf) > hysteresis)
         fresh = over & (pending != other)
         since[fresh] = t
         pending = np.where(over, other, -1)
         move = over & (t - since + 1 >= persistence)
-        for h in np.flatnonzero(move):
-            events.append((since[h], hyd[h], heavy[cur[h]], heavy[other[h]]))
-            cur[h] = other[h]
+        for i in np.flatnonzero(move):
+            events.append((since[i], hyd[i], heavy[cur[i]], heavy[other[i]]))
+            cur[i] = other[i]
         pending[move] = -1
+        free = cur < 0  # no owner yet: the first heavy atom inside the cutoff takes it, not an event
+        cur[free] = other[free]
         owner[t] = cur
     ev = np.array(sorted(events), dtype=np.int64).reshape(-1, 4)
     G = len(names)
@@ -251,7 +278,7 @@ def detect(traj: Trajectory, groups=None, *, hysteresis: float = 0.3 * U.ANGSTRO
     counts = np.zeros((nf, G, G), dtype=np.int64)
     np.add.at(counts, (ev[:, 0], dg, ag), 1)
     return ProtonEvents(names, hyd, ev[:, 0], ev[:, 1], ev[:, 2], ev[:, 3], dg, ag, np.cumsum(counts, axis=0),
-                        heavy[owner], np.asarray(traj.time_fs))
+                        np.where(owner >= 0, heavy[owner], -1), np.asarray(traj.time_fs))
 
 
 def plot_counts(ev: ProtonEvents, path) -> bool:

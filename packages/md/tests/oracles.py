@@ -74,3 +74,75 @@ def block_mean(x, nblocks=20):
     n = len(x) // nblocks * nblocks
     b = x[len(x) - n:].reshape(nblocks, -1).mean(axis=1)
     return b.mean(), b.std(ddof=1) / np.sqrt(nblocks)
+
+
+# --- QTB: the discrete scheme with coloured noise, and exact quantum references --------------------------
+#
+# Harmonic B A O A B with the QTB's O step p' = a1 p + sigma eta_n is linear: z_{n+1} = M z_n + b eta_n
+# with z = (x, p) at step boundaries, M = B A O A B and b = B A (0, sigma) (the same matrices as
+# baoab_mode_variance); p before O is (A B z_n)_p and p' = a1 p + sigma eta_n. For stationary noise of
+# per-sample power spectrum g(w) (white: g = 1) every second moment is an integral over the Nyquist band
+# of |response(w)|^2 g(w): (1/pi) int_0^pi dphi |H(e^{i phi})|^2 g(phi / dt), H = (e^{i phi} - M)^{-1} b.
+
+
+def baoab_harmonic_responses(w0, m, dt, gamma, phi):
+    """Responses (x, p_pre, p_post) (len(phi),) complex of harmonic B A O A B to unit noise at e^{i phi}."""
+    a1 = np.exp(-gamma * dt)
+    B = np.array([[1.0, 0.0], [-m * w0 * w0 * dt / 2, 1.0]])
+    A = np.array([[1.0, dt / 2 / m], [0.0, 1.0]])
+    O = np.diag([1.0, a1])
+    M = B @ A @ O @ A @ B
+    b = B @ A @ np.array([0.0, 1.0])
+    z = np.exp(1j * np.asarray(phi))
+    mats = z[:, None, None] * np.eye(2)[None] - M[None]
+    h = np.linalg.solve(mats, np.broadcast_to(b, (len(z), 2))[..., None])[..., 0]  # (nphi, 2): z_n per eta_n
+    pre = (A @ B @ h.T)[1]
+    return h[:, 0], pre, a1 * pre + 1.0
+
+
+def qtb_harmonic_moments(w0, m, kT, dt, gamma, g, nphi=200000):
+    """Exact stationary <x^2> (Bohr^2) and <p'^2> (post-O, m_e^2 Bohr^2 / au^2) of the harmonic QTB scheme.
+
+    g : callable, per-sample noise spectrum g(w) (w in Hartree); the noise variance per step is
+    m kT (1 - a1^2) g. Midpoint rule on a uniform phi grid (the resonance is a few hundred points wide).
+    """
+    a1 = np.exp(-gamma * dt)
+    phi = (np.arange(nphi) + 0.5) * np.pi / nphi
+    x, _, post = baoab_harmonic_responses(w0, m, dt, gamma, phi)
+    weight = g(phi / dt) * m * kT * (1.0 - a1 * a1)
+    return float(np.mean(np.abs(x) ** 2 * weight)), float(np.mean(np.abs(post) ** 2 * weight))
+
+
+def sinc_dvr_kinetic(x, m):
+    """Colbert-Miller sinc-DVR kinetic energy matrix on the uniform grid x (hbar = 1)."""
+    dx = x[1] - x[0]
+    d = np.arange(len(x))[:, None] - np.arange(len(x))[None, :]
+    off = 2.0 / np.where(d == 0, 1, d) ** 2
+    return np.where(d == 0, np.pi ** 2 / 3, off) * (-1.0) ** d / (2 * m * dx * dx)
+
+
+def thermal_dvr(x, m, v, kT):
+    """(<x>, <(x - <x>)^2>, <V>) of the quantum canonical ensemble of H = p^2/2m + V(x) on the grid x."""
+    e, c = np.linalg.eigh(sinc_dvr_kinetic(x, m) + np.diag(v))
+    w = np.exp(-(e - e[0]) / kT)
+    rho = (c * c) @ (w / w.sum())  # the diagonal of the density matrix on the grid
+    mean = rho @ x
+    return float(mean), float(rho @ (x - mean) ** 2), float(rho @ v)
+
+
+def path_integral_grid(x, m, v, kT, P):
+    """(<x>, <(x - <x>)^2>, <V>) of the primitive P-bead path integral (what RPMD samples) on the grid x.
+
+    rho_P = (e^{-beta_P V/2} K e^{-beta_P V/2})^P with the free-particle kernel
+    K(x, x') = sqrt(m / (2 pi beta_P)) exp(-m (x - x')^2 / (2 beta_P)) dx, beta_P = 1 / (P kT), hbar = 1;
+    every bead has the distribution diag(rho_P) / tr(rho_P).
+    """
+    bp = 1.0 / (P * kT)
+    dx = x[1] - x[0]
+    k = np.sqrt(m / (2 * np.pi * bp)) * np.exp(-m * (x[:, None] - x[None, :]) ** 2 / (2 * bp)) * dx
+    h = np.exp(-0.5 * bp * (v - v.min()))
+    t = h[:, None] * k * h[None, :]
+    rho = np.linalg.matrix_power(t / np.abs(t).max(), P) if P > 1 else t
+    d = np.diag(rho) / np.trace(rho)
+    mean = d @ x
+    return float(mean), float(d @ (x - mean) ** 2), float(d @ v)

@@ -8,14 +8,21 @@ Example (units in the key names; lengths in Angstrom, times in fs)::
     temperature_K = 300
     beads = 8                        # P; 1 = classical
     thermostat = "langevin"          # none (NVE) | langevin (BAOAB; PILE-L for P > 1) | bussi (PILE-G)
+                                     # | qtb | adqtb (quantum thermal bath, beads = 1; options in [qtb])
     tau_fs = 100                     # thermostat / centroid time constant
     propagator = "exact"             # free ring-polymer step: exact | cayley
     seed = 1
     potential = {type = "nnp", model = "ani-1x"}
     # cell_angstrom = [[a, 0, 0], [0, b, 0], [0, 0, c]]   # periodic cell (else taken from the structure)
 
+    [qtb]                            # only with thermostat = "qtb" | "adqtb" (rung.md.qtb.QTBConfig)
+    gamma_fs = 0.02                  # friction in fs^-1 (default 1 / tau_fs)
+    tseg_fs = 1000                   # noise segment
+    omegacut_cm1 = 15000             # cut-off frequency
+    agamma = 0.1                     # adqtb gain per segment ("simple"; adaptation = "ratio" also exists)
+
     [output]
-    prefix = "md"                    # md.h5 (H5MD), md.xyz, md.log, md.chk.h5
+    prefix = "md"                    # md.h5 (H5MD), md.xyz, md.log, md.chk.h5 (and md.qtb.h5 for QTB runs)
     trajectory_every = 10
     log_every = 10
     checkpoint_every = 1000
@@ -34,7 +41,8 @@ from pathlib import Path
 from rung.core.errors import InputError  # the shared bad-input base, re-exported: rung.md.config.InputError
 
 THERMOSTATS = {"none": None, "nve": None, "langevin": "pile-l", "pile-l": "pile-l", "baoab": "pile-l",
-               "bussi": "pile-g", "svr": "pile-g", "pile-g": "pile-g"}
+               "bussi": "pile-g", "svr": "pile-g", "pile-g": "pile-g", "qtb": "qtb", "adqtb": "adqtb"}
+QTB_THERMOSTATS = ("qtb", "adqtb")  # rung.md.qtb: classical trajectories (beads = 1) with quantum noise
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class Config:
     seed: int = 0
     cell_angstrom: list | None = None
     masses_amu: list | None = None
+    qtb: dict | None = None
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self):
@@ -81,6 +90,15 @@ class Config:
             raise InputError(f"propagator must be 'exact' or 'cayley', got {self.propagator!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.rp_thermostat in QTB_THERMOSTATS:
+            from rung.md.qtb import check_config
+
+            try:
+                check_config(self)
+            except ValueError as err:
+                raise InputError(str(err)) from err
+        elif self.qtb is not None:
+            raise InputError(f"a [qtb] table needs thermostat = 'qtb' or 'adqtb', got {self.thermostat!r}")
         if not isinstance(self.potential, dict) or "type" not in self.potential:
             raise InputError("the input needs a potential, e.g. potential = {type = \"lj\", ...}; "
                              "types: harmonic, lj, ase, nnp")

@@ -16,7 +16,8 @@ the centroid qbar = (1/P) sum_j q_j:
   (the centroid-virial pressure estimator).
 
 For P = 1 K_prim = K_cv = d N kT / 2 (the classical equipartition value); use the temperature or
-:func:`kinetic_energy` for the classical instantaneous kinetic energy. Bead arrays are (P, n, 3).
+:func:`kinetic_energy` for the classical instantaneous kinetic energy. A QTB run (P = 1) estimates the
+quantum kinetic energy from its thermostat (:func:`thermostat_kinetic`). Bead arrays are (P, n, 3).
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ def temperature_K(momenta, masses) -> float:
     p = _beads(momenta)
     P = p.shape[0]
     return 2.0 * kinetic_energy(p, masses) / (p[0].size * P * P * U.BOLTZMANN_HARTREE_PER_K)
+
+
+def thermostat_kinetic(state) -> float | None:
+    """The quantum kinetic energy estimate of a thermostat that provides one (the QTB), Hartree; else None."""
+    ts = getattr(state, "thermostat_state", None)
+    if ts is None or not hasattr(ts, "corr_kin"):
+        return None
+    from rung.md.qtb import quantum_kinetic
+
+    return quantum_kinetic(ts)
 
 
 def potential_energy(energy) -> float:

@@ -61,6 +61,7 @@ class MDState:
     step : int, number of steps taken
     thermostat_energy : float, Hartree, minus the work the thermostat did on the system
     virial : None or (3, 3) / (P, 3, 3) float64, Hartree (when the force function provides it)
+    thermostat_state : None, or the state of a thermostat with memory (:class:`rung.md.qtb.QTBState`)
     """
 
     positions: np.ndarray
@@ -71,6 +72,7 @@ class MDState:
     step: int = 0
     thermostat_energy: float = 0.0
     virial: np.ndarray | None = None
+    thermostat_state: object | None = None
 
 
 def step_rng(seed: int, step: int) -> np.random.Generator:

@@ -20,8 +20,9 @@ when a checkpoint is written, so the file is closed (consistent) between checkpo
 stores how many frames (and how many bytes of the log and extxyz files) belong to the run up to it,
 and a restart truncates the outputs to those sizes before continuing.
 
-Checkpoints (``<prefix>.chk.h5``) hold the full :class:`~rung.md.integrators.MDState` and the input;
-they are written to a temporary file and renamed, so a kill leaves the previous one intact.
+Checkpoints (``<prefix>.chk.h5``) hold the full :class:`~rung.md.integrators.MDState` and the input
+(a thermostat with memory, the QTB, in the group ``/thermostat``); they are written to a temporary
+file and renamed, so a kill leaves the previous one intact.
 """
 
 from __future__ import annotations
@@ -185,6 +186,8 @@ def write_checkpoint(path, state: MDState, *, config: dict, sizes: dict, extra: 
             v = getattr(state, k)
             if v is not None:
                 f.create_dataset(k, data=np.asarray(v))
+        if state.thermostat_state is not None:
+            state.thermostat_state.to_hdf5(f.create_group("thermostat"))
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -201,9 +204,16 @@ def read_checkpoint(path):
                 raise ValueError("not a rung-md checkpoint")
             names = ("positions", "momenta", "forces", "energy", "masses", "virial")
             arr = {k: np.array(f[k]) for k in names if k in f}
+            thermostat = None
+            if "thermostat" in f:
+                if f["thermostat"].attrs.get("kind") != "qtb":
+                    raise ValueError(f"unknown thermostat state {f['thermostat'].attrs.get('kind')!r}")
+                from rung.md.qtb import QTBState
+
+                thermostat = QTBState.from_hdf5(f["thermostat"])
             state = MDState(arr["positions"], arr["momenta"], arr["forces"], arr["energy"], arr["masses"],
                             step=int(f.attrs["step"]), thermostat_energy=float(f.attrs["thermostat_energy"]),
-                            virial=arr.get("virial"))
+                            virial=arr.get("virial"), thermostat_state=thermostat)
             return (state, json.loads(f.attrs["config"]), json.loads(f.attrs["sizes"]),
                     json.loads(f.attrs["extra"]))
     except (OSError, KeyError, ValueError) as err:

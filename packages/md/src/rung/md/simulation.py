@@ -8,7 +8,10 @@ checkpoint and continues; since the noise of each step depends only on (seed, st
 checkpoint holds the full state, the continued run is bit-for-bit the uninterrupted one.
 
 The integrator is :func:`rung.md.integrators.ring_polymer` for every P (P = 1 is exactly velocity
-Verlet / BAOAB / Bussi). Atomic units inside; the input and outputs carry their units in their names.
+Verlet / BAOAB / Bussi), or :func:`rung.md.qtb.qtb` for thermostat = "qtb" | "adqtb" (P = 1), whose
+gamma_r and spectra also go to ``<prefix>.qtb.h5`` at every checkpoint and whose quantum kinetic
+energy fills both kinetic-energy columns. Atomic units inside; the input and outputs carry their
+units in their names.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from rung.core import units as U
 from rung.core.potential import in_atomic_units
 from rung.md import estimators as est
-from rung.md.config import Config, InputError
+from rung.md.config import QTB_THERMOSTATS, Config, InputError
 from rung.md.integrators import MDState, ring_polymer
 from rung.md.output import OBSERVABLES, H5MDWriter, config_dict, read_checkpoint, truncate_text, write_checkpoint
 from rung.md.parallel import BeadForces
@@ -132,10 +135,16 @@ class Progress:
 
 
 def observables(state: MDState, kT: float, cell) -> dict:
-    """The logged observables of a state, atomic units (temperature in K)."""
+    """The logged observables of a state, atomic units (temperature in K).
+
+    With a QTB thermostat both kinetic-energy entries are its quantum kinetic energy estimate
+    (:func:`rung.md.qtb.quantum_kinetic`); the path-integral estimators are for ring polymers.
+    """
+    kq = est.thermostat_kinetic(state)
     o = {"potential_energy": est.potential_energy(state.energy),
-         "kinetic_primitive": est.kinetic_primitive(state.positions, state.masses, kT),
-         "kinetic_centroid_virial": est.kinetic_centroid_virial(state.positions, state.forces, kT),
+         "kinetic_primitive": est.kinetic_primitive(state.positions, state.masses, kT) if kq is None else kq,
+         "kinetic_centroid_virial": (est.kinetic_centroid_virial(state.positions, state.forces, kT)
+                                     if kq is None else kq),
          "conserved_energy": est.conserved(state, kT),
          "temperature": est.temperature_K(state.momenta, state.masses)}
     if cell is not None and state.virial is not None:
@@ -172,7 +181,7 @@ def output_paths(config: Config, workdir=None) -> dict:
     base = Path(workdir) if workdir is not None else Path(".")
     pre = config.output.prefix
     return {"h5md": base / f"{pre}.h5", "xyz": base / f"{pre}.xyz", "log": base / f"{pre}.log",
-            "checkpoint": base / f"{pre}.chk.h5"}
+            "checkpoint": base / f"{pre}.chk.h5", "qtb": base / f"{pre}.qtb.h5"}
 
 
 def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool = False, comm=None,
@@ -209,9 +218,18 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
         raise InputError("cannot restart: the checkpoint has a different number of atoms")
     pot = make_potential(config, system)
     forces = BeadForces(pot, system.numbers, system.cell, virial=system.cell is not None, comm=comm)
-    init_fn, step_fn = ring_polymer(forces, dt, kT, P, thermostat=config.rp_thermostat,
-                                    tau=config.tau_fs * U.FS_TO_AU_TIME, pile_lambda=config.pile_lambda,
-                                    propagator=config.propagator, seed=config.seed)
+    qtb_params = None
+    if config.rp_thermostat in QTB_THERMOSTATS:
+        from rung.md import qtb
+
+        try:
+            init_fn, step_fn, qtb_params = qtb.from_config(config, forces, system.numbers, system.masses, kT, dt)
+        except ValueError as err:
+            raise InputError(str(err)) from err
+    else:
+        init_fn, step_fn = ring_polymer(forces, dt, kT, P, thermostat=config.rp_thermostat,
+                                        tau=config.tau_fs * U.FS_TO_AU_TIME, pile_lambda=config.pile_lambda,
+                                        propagator=config.propagator, seed=config.seed)
     if not restart:
         try:
             state = init_fn(system.positions, system.masses)
@@ -238,6 +256,8 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
             if xyz_fh:
                 xyz_fh.flush()
             write_checkpoint(paths["checkpoint"], s, config=config_dict(config), sizes=sizes())
+            if qtb_params is not None:
+                qtb.write_spectra(paths["qtb"], qtb_params, s.thermostat_state)
 
     def record(s):
         if rank != 0 or (s.step % out.log_every and s.step % out.trajectory_every):

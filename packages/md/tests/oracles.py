@@ -141,8 +141,15 @@ def path_integral_grid(x, m, v, kT, P):
     dx = x[1] - x[0]
     k = np.sqrt(m / (2 * np.pi * bp)) * np.exp(-m * (x[:, None] - x[None, :]) ** 2 / (2 * bp)) * dx
     h = np.exp(-0.5 * bp * (v - v.min()))
-    t = h[:, None] * k * h[None, :]
-    rho = np.linalg.matrix_power(t / np.abs(t).max(), P) if P > 1 else t
+    base = h[:, None] * k * h[None, :]
+    rho = None
+    while P:  # rho_P up to a scale: binary powers, rescaled as they go (only ratios are used)
+        if P & 1:
+            rho = base if rho is None else rho @ base
+            rho = rho / np.abs(rho).max()
+        base = base @ base
+        base = base / np.abs(base).max()
+        P >>= 1
     d = np.diag(rho) / np.trace(rho)
     mean = d @ x
     return float(mean), float(d @ (x - mean) ** 2), float(d @ v)

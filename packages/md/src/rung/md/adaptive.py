@@ -435,7 +435,8 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, progre
     """The adaptive loop (module docstring); resumes whatever a killed run left in ``workdir``.
 
     config : the md :class:`rung.md.config.Config` every replica runs (its structure is the first start)
-    comm : mpi4py communicator: replica r runs on rank r % size (each replica serial); rank 0 analyses
+    comm : mpi4py communicator: replica r runs on rank r % size (each replica serial); rank 0 analyses.
+        UNTESTED: a first ``mpiexec -n 2`` try did not finish within 120 s; the CLI does not offer it yet
     stop_after_replicas : return after this many replica runs of this invocation (tests that emulate a kill)
     Returns the analyses of all iterations (on every rank).
     """

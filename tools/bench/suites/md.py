@@ -7,6 +7,14 @@
   float32), Langevin 0.5 fs: ours vs ASE Langevin driving the same rung.nnp potential (NNPCalculator).
   Needs rung.nnp and the ANI-1x weights; skipped otherwise.
 - md.rpmd_cost: one ring-polymer step of P beads (one batched force call) vs P classical steps.
+- md.qtb_step: the same water box, adQTB steps inside a noise segment vs plain Langevin steps (ours
+  both, same process): the per-step cost of the coloured-noise O step and its velocity record.
+- md.qtb_segment_end: what adQTB does once per segment (spectra of the 1 ps segment, gamma_r update,
+  corr_kin deconvolution, the next segment's noise) for 648 atoms; divide by the 2000 steps of the
+  segment for its share of a step.
+- ``python -m tools.bench.suites.md --qtb-overhead [STEPS [TSEG_FS]]``: end to end, Langevin / QTB / adQTB runs of
+  STEPS steps of the water box, alternating in one process on one thread (segments of TSEG_FS, default
+  250 fs: four times as many segment ends as the 1 ps default).
 """
 
 import numba
@@ -80,6 +88,43 @@ def _ours(atoms, potential, P, steps):
     return run
 
 
+def _ours_qtb(atoms, potential, steps, adaptive="simple", tseg_fs=1000.0):
+    from rung.md.parallel import BeadForces
+    from rung.md.qtb import qtb
+
+    cell = np.asarray(atoms.cell) * U.ANGSTROM_TO_BOHR if atoms.pbc.all() else None
+    f = BeadForces(potential, atoms.numbers, cell)
+    m = atoms.get_masses() * U.AMU_TO_ELECTRON_MASS
+    init, step, params = qtb(f, DT_FS * U.FS_TO_AU_TIME, 300 * U.BOLTZMANN_HARTREE_PER_K, 0.01 / U.FS_TO_AU_TIME,
+                             masses=m, species=atoms.numbers, tseg=tseg_fs * U.FS_TO_AU_TIME,
+                             omegacut=15000 * U.INV_CM_TO_HARTREE, adaptive=adaptive, seed=1, beads=True)
+    box = {"s": init(atoms.positions * U.ANGSTROM_TO_BOHR, m)}
+
+    def run():
+        s = box["s"]
+        for _ in range(steps):
+            s = step(s)
+        box["s"] = s
+
+    return run, box, params
+
+
+def _segment_end(atoms):
+    """The once-per-segment work of adQTB (1 ps segments of 0.5 fs) on a full segment of velocities."""
+    from dataclasses import replace
+
+    from rung.md.qtb import end_of_segment, initial_state, qtb_parameters
+
+    m = atoms.get_masses() * U.AMU_TO_ELECTRON_MASS
+    params = qtb_parameters(DT_FS * U.FS_TO_AU_TIME, 300 * U.BOLTZMANN_HARTREE_PER_K, 0.01 / U.FS_TO_AU_TIME,
+                            masses=m, species=atoms.numbers, tseg=1000 * U.FS_TO_AU_TIME,
+                            omegacut=15000 * U.INV_CM_TO_HARTREE, adaptive="simple", skip_segments=0, seed=1)
+    ts = initial_state(params)
+    v = np.random.default_rng(0).normal(size=ts.velocity.shape) * np.sqrt(300 * U.BOLTZMANN_HARTREE_PER_K / m)[:, None]
+    ts = replace(ts, velocity=v, istep=params.nseg)
+    return lambda: end_of_segment(params, ts), params.nseg
+
+
 def _ase(atoms, calc, steps):
     from ase import units
     from ase.md.langevin import Langevin
@@ -144,6 +189,16 @@ def cases(quick: bool):
                _one_thread(_ours(water, in_atomic_units(ani), 1, steps)),
                peer=_one_thread(_ase(water, NNPCalculator(ani), steps)), peer_name="ASE Langevin + rung.nnp",
                work=steps * DT_FS, work_unit="fs", repeats=3)
+    ani_au = in_atomic_units(ani)
+    qtb_steps, _, _ = _ours_qtb(water, ani_au, steps)
+    yield Case("md.qtb_step", f"648-atom water box, ANI-1x x1 float32, adQTB vs Langevin 0.5 fs, {steps} steps "
+               "inside a 1 ps segment", _one_thread(qtb_steps), peer=_one_thread(_ours(water, ani_au, 1, steps)),
+               peer_name="Langevin BAOAB (ours)", work=steps * DT_FS, work_unit="fs", repeats=3,
+               note="peer/ours < 1: adQTB's per-step cost over Langevin")
+    seg_end, nseg = _segment_end(water)
+    yield Case("md.qtb_segment_end", f"648 atoms, 1 ps segment ({nseg} steps): spectra, gamma_r, corr_kin, noise",
+               _one_thread(seg_end), work=nseg, work_unit="steps amortised", repeats=3,
+               note=f"per step: time / {nseg}")
     if not quick:
         P = 4
         yield Case("md.rpmd_cost", f"648-atom water box, ANI-1x, P={P}, 1 step vs {P} classical",
@@ -226,12 +281,42 @@ def ipi_overhead(bindir, sizes=((1000, 1, 10, 1010), (1000, 32, 5, 105), (8000, 
                   f"{ipi / ours:.3g} |", flush=True)
 
 
+def qtb_overhead(steps: int = 1000, tseg_fs: float = 250.0, rounds: int = 2):
+    """Langevin, QTB and adQTB on the 648-atom ANI-1x water box, one thread, alternating in this process.
+
+    Prints s/step of each (best of ``rounds``) and the overhead over Langevin.
+    """
+    import time
+
+    from rung.nnp import load_model
+
+    pot = in_atomic_units(load_model("ani-1x", member=0, dtype="float32"))
+    water = _water_box()
+    runs = {"langevin": _ours(water, pot, 1, steps),
+            "qtb": _ours_qtb(water, pot, steps, adaptive=None, tseg_fs=tseg_fs)[0],
+            "adqtb": _ours_qtb(water, pot, steps, adaptive="simple", tseg_fs=tseg_fs)[0]}
+    best = {k: float("inf") for k in runs}
+    numba.set_num_threads(1)
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / steps)
+    print(f"| thermostat | s/step | ns/day | overhead over Langevin |  ({steps} steps, segments of {tseg_fs:g} fs)")
+    print("| --- | --- | --- | --- |")
+    for name, t in best.items():
+        print(f"| {name} | {t:.4g} | {DT_FS * 1e-6 / t * 86400:.3g} | {100 * (t / best['langevin'] - 1):+.1f}% |")
+
+
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) == 3 and sys.argv[1] == "--ipi":
+    if len(sys.argv) >= 2 and sys.argv[1] == "--qtb-overhead":
+        qtb_overhead(int(sys.argv[2]) if len(sys.argv) > 2 else 1000,
+                     float(sys.argv[3]) if len(sys.argv) > 3 else 250.0)
+    elif len(sys.argv) == 3 and sys.argv[1] == "--ipi":
         print("| atoms | P | i-PI ms/step | i-PI ms/bead/step | ours ms/step | ours ms/bead/step | i-PI/ours |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         ipi_overhead(sys.argv[2])
     else:
-        print("usage: python -m tools.bench.suites.md --ipi /path/to/ipi-venv/bin")
+        print("usage: python -m tools.bench.suites.md --ipi /path/to/ipi-venv/bin | --qtb-overhead [STEPS [TSEG_FS]]")

@@ -161,8 +161,8 @@ def compiled(spec: Spec) -> dict:
         e, f = predict(params, g)
         sE = jnp.where(t["mE"] > 0, t["sE"], 1.0)
         sF = jnp.where(t["mF"] > 0, t["sF"], 1.0)
-        lE = jnp.sum(t["mE"] * rho(spec.loss, e - t["E"], sE, params.get("loss.log_s2_energy")))
-        lF = jnp.sum(t["mF"] * rho(spec.loss, f - t["F"], sF, params.get("loss.log_s2_forces")))
+        lE = jnp.sum(t["mE"] * rho(spec.loss, e - t["E"], sE, params.get("loss.log_s_energy")))
+        lF = jnp.sum(t["mF"] * rho(spec.loss, f - t["F"], sF, params.get("loss.log_s_forces")))
         return hyper["aE"] * lE + hyper["aF"] * lF
 
     def prior(free, start, hyper):
@@ -276,8 +276,8 @@ class Problem:
         free = {n: jnp.asarray(p[n], self.dtype) for n in self.free}
         frozen = {n: jnp.asarray(v, self.dtype) for n, v in p.items() if n not in free}
         if self.opts.loss in VARIANCE_LOSSES:
-            free["loss.log_s2_energy"] = jnp.asarray(2 * np.log(self.opts.energy_sigma), self.dtype)
-            free["loss.log_s2_forces"] = jnp.asarray(2 * np.log(self.opts.forces_sigma), self.dtype)
+            free["loss.log_s_energy"] = jnp.asarray(np.log(self.opts.energy_sigma), self.dtype)
+            free["loss.log_s_forces"] = jnp.asarray(np.log(self.opts.forces_sigma), self.dtype)
         start = {n: free[n] for n in self.free}
         return free, frozen, start
 
@@ -374,8 +374,8 @@ class Problem:
         run.best_epoch = rec["best_epoch"]
         run.loss_after = self.loss(free, frozen, start)
         if o.loss in VARIANCE_LOSSES:
-            run.model_sigma = {"energy_hartree": float(np.exp(0.5 * float(free["loss.log_s2_energy"]))),
-                               "forces_hartree_per_angstrom": float(np.exp(0.5 * float(free["loss.log_s2_forces"])))}
+            run.model_sigma = {"energy_hartree": float(np.exp(float(free["loss.log_s_energy"]))),
+                               "forces_hartree_per_angstrom": float(np.exp(float(free["loss.log_s_forces"])))}
         out = {n: np.asarray(jax.device_get(v), np.float64) for n, v in free.items() if n in start}
         return out, run
 

@@ -12,7 +12,7 @@ stage's default; see :mod:`rung.nnp.train.data`), the component's factor ``alpha
 
 ``nll`` and ``crps`` take the predictive variance ``v = sigma^2 + s^2``: the label's own error bar
 plus a model error ``s`` learned with the weights, one per component (energy, forces), stored as
-``log s^2`` (initial s: the stage's ``energy_sigma`` / ``gradient_sigma``). The Gaussian CRPS is
+``log s`` (initial s: the stage's ``energy_sigma`` / ``gradient_sigma``). The Gaussian CRPS is
 ``crps_N(y) = y (2 Phi(y) - 1) + 2 phi(y) - 1/sqrt(pi)`` (Gneiting & Raftery, JASA 102, 359 (2007);
 the proper score FeNNol offers for ensembles); with these scalings every type is dimensionless and
 mse reproduces the read-out refit's loss exactly.
@@ -26,10 +26,10 @@ LOSSES = ("mse", "mae", "log-cosh", "nll", "crps")
 VARIANCE_LOSSES = ("nll", "crps")
 
 
-def rho(kind: str, r, sigma, log_s2=None):
+def rho(kind: str, r, sigma, log_s=None):
     """Per-row loss of residuals ``r`` with error bars ``sigma`` (same shape); jax.numpy or NumPy.
 
-    log_s2 : scalar, log of the model variance s^2 (``nll``/``crps`` only), in the unit of r squared.
+    log_s : scalar, log of the model error s (``nll``/``crps`` only), in the unit of r.
     """
     xp = _xp(r)
     if kind == "mse":
@@ -40,7 +40,7 @@ def rho(kind: str, r, sigma, log_s2=None):
     if kind == "log-cosh":
         a = xp.abs(r / sigma)
         return a + xp.log1p(xp.exp(-2.0 * a)) - np.log(2.0)
-    v = sigma * sigma + xp.exp(log_s2)
+    v = sigma * sigma + xp.exp(2.0 * log_s)
     if kind == "nll":
         return r * r / v + xp.log(v / (sigma * sigma))
     if kind == "crps":

@@ -26,6 +26,10 @@ def test_ladder_step_with_the_harmonic_test_potential(tmp_path, monkeypatch):
     exact = float(re.search(r"exact P-bead ([\d.]+)", line).group(1))
     assert abs(kcv / exact - 1) < 0.25  # 100 ps would be needed for a sharp check; see test_integrators
     assert (tmp_path / "md" / "md.h5").exists()
+    kq = float(re.search(r"adQTB .* K = ([\d.]+)", line).group(1))
+    quantum = float(re.search(r"quantum ([\d.]+)", line).group(1))
+    assert abs(kq / quantum - 1) < 0.25  # a short run; see test_qtb for sharp checks
+    assert (tmp_path / "md" / "adqtb" / "md.qtb.h5").exists()
 
 
 def test_harmonic_path_integral_energy_matches_the_test_oracle():

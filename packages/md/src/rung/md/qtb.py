@@ -576,6 +576,8 @@ def qtb(force_fn: Callable, dt: float, kT: float, gamma: float, *, masses, speci
 
     def step_fn(state: MDState) -> MDState:
         ts = state.thermostat_state
+        if not isinstance(ts, QTBState):
+            raise ValueError("this state carries no QTB thermostat state (made by another integrator?)")
         if ts.kicks is None:  # after a restart: the noise of this segment again, from (seed, segment, gamma_r)
             ts = replace(ts, kicks=segment_kicks(params, ts.segment, ts.gammar))
         p = state.momenta + (0.5 * dt) * state.forces
@@ -644,6 +646,16 @@ NYQUIST_FRACTION = 0.75  # default cut-off when 15000 cm^-1 is beyond the Nyquis
 DEFAULT_OMEGACUT_CM1 = 15000.0
 
 
+def _friction_and_cutoff(config, q: QTBConfig, dt: float) -> tuple[float, float]:
+    """gamma (1 / a.u. time) and omegacut (Hartree) of the input, defaults applied (see QTBConfig)."""
+    from rung.core import units as U
+
+    gamma = (q.gamma_fs if q.gamma_fs is not None else 1.0 / config.tau_fs) / U.FS_TO_AU_TIME
+    if q.omegacut_cm1 is None:
+        return gamma, min(DEFAULT_OMEGACUT_CM1 * U.INV_CM_TO_HARTREE, NYQUIST_FRACTION * np.pi / dt)
+    return gamma, q.omegacut_cm1 * U.INV_CM_TO_HARTREE
+
+
 def from_config(config, force_fn, numbers, masses, kT: float, dt: float):
     """``init_fn, step_fn, params`` of the driver (bead arrays (1, n, 3)) from a validated Config.
 
@@ -652,11 +664,7 @@ def from_config(config, force_fn, numbers, masses, kT: float, dt: float):
     from rung.core import units as U
 
     q = QTBConfig.from_dict(config.qtb)
-    gamma = (q.gamma_fs if q.gamma_fs is not None else 1.0 / config.tau_fs) / U.FS_TO_AU_TIME
-    if q.omegacut_cm1 is None:
-        omegacut = min(DEFAULT_OMEGACUT_CM1 * U.INV_CM_TO_HARTREE, NYQUIST_FRACTION * np.pi / dt)
-    else:
-        omegacut = q.omegacut_cm1 * U.INV_CM_TO_HARTREE
+    gamma, omegacut = _friction_and_cutoff(config, q, dt)
     pairs = np.stack([np.asarray(numbers, dtype=np.float64), np.asarray(masses, dtype=np.float64)], axis=1)
     _, species = np.unique(pairs, axis=0, return_inverse=True)
     gammar = None
@@ -694,9 +702,7 @@ def check_config(config) -> None:
     if not isinstance(q.deconvolution, bool):
         raise ValueError(f"[qtb] deconvolution must be true or false, got {q.deconvolution!r}")
     dt = config.dt_fs * U.FS_TO_AU_TIME
-    gamma = (q.gamma_fs if q.gamma_fs is not None else 1.0 / config.tau_fs) / U.FS_TO_AU_TIME
-    omegacut = (min(DEFAULT_OMEGACUT_CM1 * U.INV_CM_TO_HARTREE, NYQUIST_FRACTION * np.pi / dt)
-                if q.omegacut_cm1 is None else q.omegacut_cm1 * U.INV_CM_TO_HARTREE)
+    gamma, omegacut = _friction_and_cutoff(config, q, dt)
     check_parameters(dt, config.temperature_K * U.BOLTZMANN_HARTREE_PER_K, gamma, q.tseg_fs * U.FS_TO_AU_TIME,
                      omegacut)
 

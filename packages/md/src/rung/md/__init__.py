@@ -2,6 +2,7 @@
 
 - :mod:`rung.md.normal_modes`  ring-polymer normal-mode transform, frequencies, exact/Cayley free propagators
 - :mod:`rung.md.integrators`   pure step functions: velocity Verlet, BAOAB Langevin, Bussi, ring polymer (PILE-L/G)
+- :mod:`rung.md.qtb`           quantum thermal bath and adaptive QTB: quantum noise for classical trajectories
 - :mod:`rung.md.estimators`    temperature, energies, primitive/centroid-virial kinetic energy, conserved
   quantity, pressure
 - :mod:`rung.md.potentials`    Lennard-Jones (cell lists + skin), ASE-calculator adapter, nnp, input-entry factory

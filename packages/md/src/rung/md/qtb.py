@@ -61,7 +61,7 @@ frequencies stay put):
   Delta_FDT / m C_vv = gamma_r - Re C_vR / (gamma_eff m C_vv), this moves gamma_r by the fraction
   agamma (dimensionless, per segment) towards the value that satisfies the FDT in the last segment.
 - "ratio": gamma_r = (<Re C_vR / gamma_eff> + eps) / (<m C_vv> + eps), exponential averages over
-  tau_ad (FeNNol's "ratio" update; its fixed point is the same, its averaging the spectra's).
+  tau_ad (after FeNNol's "ratio" update, with one averaging time for both spectra; same fixed point).
 
 Deconvolution (after Mauger et al., who use the continuous Lorentzian responses; here the exact
 responses of the discrete scheme, :func:`discrete_kernels`, so that harmonic systems come out exact

@@ -172,6 +172,25 @@ def test_loop_end_to_end(tmp_path):
     np.testing.assert_array_equal(_labels(tmp_path / "out" / "dataset.h5")["qmc_total_energy"], lab["qmc_total_energy"])
 
 
+def test_second_round_from_the_dynamics(tmp_path):
+    """[loop] rounds = 2: frames of the first MD become new conformations, the refit model's spread picks
+    two for QMC, the second refit uses both rounds' labels and is judged on the first hold-out set."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY.format(method="spread").replace("steps = 10", "steps = 30") + "[loop]\nrounds = 2\nframes = 3\n")
+    p = _run(cfg, tmp_path / "out", "--workers", "2")
+    text = p.communicate(timeout=900)[0]
+    assert p.returncode == 0, text
+    r1 = tmp_path / "out" / "round1"
+    with h5py.File(r1 / "dataset.h5") as f:
+        role = f["h2o/pipeline_role"][()]
+        assert role.size == 3 and (role == 1).sum() == 2 and f["h2o/pipeline_role"].attrs["model"].endswith("model-readout.h5")
+    from rung.nnp.model import read_model
+
+    prov = read_model(r1 / "model-readout.h5").provenance
+    assert sorted(d["path"].rsplit("/", 2)[-2] for d in prov["datasets"]) == ["out", "out", "round1"]
+    assert "| 1 | readout |" in (tmp_path / "out" / "report.md").read_text()
+
+
 @pytest.mark.slow
 def test_killed_in_qmc_resumes_to_the_same_files(tmp_path):
     """SIGKILL during the QMC step, rerun: the dataset's labels and the refit model equal those of an

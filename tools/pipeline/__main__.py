@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
 
 def run(cfg, out: Path, ex) -> dict:
-    """All steps in order; returns {step: summary line}, also printed and written to the report."""
+    """All steps, round after round; returns {step: summary line}, also printed and written to the report."""
     from . import report, steps
 
     out.mkdir(parents=True, exist_ok=True)
@@ -54,21 +54,36 @@ def run(cfg, out: Path, ex) -> dict:
         result = fn(*args)
         line = result if isinstance(result, str) else result[0]
         lines[name] = f"{line}  [{time.perf_counter() - t0:.1f} s]"
-        print(f"{name:8s} {lines[name]}", flush=True)
+        print(f"{name:12s} {lines[name]}", flush=True)
         return result
 
-    dataset = steps.conformations(cfg, out)
     print(f"rung pipeline: {cfg.source or 'embedded example'} -> {out}", flush=True)
-    step("dft", steps.dft, cfg, dataset)
-    roles = steps.select(cfg, dataset)
-    lines["select"] = steps.describe_selection(roles, cfg)
-    print(f"{'select':8s} {lines['select']}", flush=True)
-    step("qmc", steps.qmc, cfg, dataset, ex, roles)
-    _, model_path = step("refit", steps.refit, cfg, dataset, out, roles)
-    _, metrics = step("evaluate", steps.evaluate, cfg, dataset, roles, model_path, out)
-    if cfg.md is not None:
-        step("md", steps.md, cfg, dataset, out, model_path)
-    report.write(out / "report.md", cfg, lines, metrics)
+    dataset = steps.conformations(cfg, out)
+    hold_set = out / "holdout.h5"
+    train_sets, model_paths, rounds = [], None, []
+    for k in range(cfg.loop.rounds):
+        tag = "" if k == 0 else f" r{k}"
+        rdir = out if k == 0 else out / f"round{k}"
+        if k > 0:
+            rdir.mkdir(exist_ok=True)
+            name = steps.read_names(dataset)[0]
+            dataset = steps.frames_from_md(prev / "md", rdir, cfg.loop.frames, name)
+        step("dft" + tag, steps.dft, cfg, dataset)
+        roles = (steps.select(cfg, dataset) if k == 0 else
+                 steps.select(cfg, dataset, model=model_paths["readout"].resolve(), n_holdout=0))
+        lines["select" + tag] = steps.describe_selection(roles, cfg)
+        print(f"{'select' + tag:12s} {lines['select' + tag]}", flush=True)
+        step("qmc" + tag, steps.qmc, cfg, dataset, ex, roles)
+        train_sets.append(steps.labelled_subset(dataset, roles, steps.TRAIN, rdir / "train.h5"))
+        if k == 0:
+            steps.labelled_subset(dataset, roles, steps.HOLDOUT, hold_set)
+        _, model_paths = step("refit" + tag, steps.refit, cfg, train_sets, hold_set, rdir)
+        _, metrics = step("evaluate" + tag, steps.evaluate, cfg, hold_set, model_paths)
+        rounds.append(metrics)
+        if cfg.md is not None:
+            step("md" + tag, steps.md, cfg, dataset, rdir, model_paths)
+        prev = rdir
+    report.write(out / "report.md", cfg, lines, rounds)
     print(f"\nreport: {out / 'report.md'}")
     return lines
 

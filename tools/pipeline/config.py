@@ -15,6 +15,10 @@ Sections (all optional but ``[input]``; units in the key names where they are no
   also the base model the selection and the report use.
 - ``[md]``: a short (ring-polymer) MD run with the refit model: steps, ``dt_fs``, ``temperature_K``,
   ``beads``.
+- ``[loop]``: active learning: ``rounds`` (1: no new round) and ``frames``: each new round takes that
+  many frames of the last MD run, labels them with DFT, selects ``[select] n_train`` of them by the
+  spread of the latest refit model for QMC, refits on every round's QMC labels, and evaluates on the
+  first round's held-out set.
 """
 
 from __future__ import annotations
@@ -72,6 +76,12 @@ class MDConfig:
 
 
 @dataclass(frozen=True)
+class LoopConfig:
+    rounds: int = 1
+    frames: int = 12
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     input: InputConfig
     dft: dict = field(default_factory=dict)
@@ -79,6 +89,7 @@ class PipelineConfig:
     qmc: QMCSettings = field(default_factory=QMCSettings)
     refit: RefitConfig = field(default_factory=RefitConfig)
     md: MDConfig | None = field(default_factory=MDConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
     source: str = ""
 
 
@@ -110,7 +121,7 @@ def load(path) -> PipelineConfig:
 
 
 def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfig:
-    unknown = sorted(set(data) - {"input", "dft", "select", "qmc", "refit", "md"})
+    unknown = sorted(set(data) - {"input", "dft", "select", "qmc", "refit", "md", "loop"})
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}")
     inp = _section(InputConfig, data.get("input"), "input")
@@ -133,4 +144,10 @@ def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfi
     if not isinstance(dft, dict):
         raise ConfigError("[dft] must be a table")
     md = None if data.get("md") is False else _section(MDConfig, data.get("md"), "md")
-    return PipelineConfig(inp, dft, sel, qmc, _section(RefitConfig, data.get("refit"), "refit"), md, source)
+    loop = _section(LoopConfig, data.get("loop"), "loop")
+    if loop.rounds < 1 or loop.frames < 1:
+        raise ConfigError("[loop]: rounds and frames must be >= 1")
+    if loop.rounds > 1 and (md is None or sel.method != "spread" or loop.frames < sel.n_train):
+        raise ConfigError("[loop] rounds > 1 needs [md] (its frames are the next round's conformations), "
+                          "[select] method = \"spread\" and frames >= n_train")
+    return PipelineConfig(inp, dft, sel, qmc, _section(RefitConfig, data.get("refit"), "refit"), md, loop, source)

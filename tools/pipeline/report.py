@@ -11,10 +11,12 @@ import numpy as np
 MHA = 1e3  # Hartree -> mHa
 
 
-def write(path: Path, cfg, lines: dict, metrics: dict) -> Path:
+def write(path: Path, cfg, lines: dict, rounds: list) -> Path:
+    """``rounds``: the evaluation metrics after each round's refit (the first round's hold-out set)."""
     rows = [("base", f"{cfg.refit.model} as it is"), ("shifts", "per-element shifts refit (baseline)"),
             ("readout", "last layer + shifts refit (exact read-out refit)")]
-    md = [f"# rung pipeline report", "", f"Input: `{cfg.source or 'embedded example'}`", "", "| step | result |",
+    metrics = rounds[-1]
+    md = ["# rung pipeline report", "", f"Input: `{cfg.source or 'embedded example'}`", "", "| step | result |",
           "| --- | --- |"]
     md += [f"| {k} | {v} |" for k, v in lines.items()]
     md += ["", f"## Models against the QMC rung on {metrics['n_holdout']} held-out conformations", "",
@@ -23,16 +25,20 @@ def write(path: Path, cfg, lines: dict, metrics: dict) -> Path:
            f"QMC error bars (rms): energy {metrics['label_energy_error'] * MHA:.2f}"
            + (f", gradient {metrics['label_gradient_error'] * MHA:.1f}" if "label_gradient_error" in metrics else "")
            + "; an RMSE cannot go below them.", "",
-           "| model | what | energy RMSE | relative energy RMSE | gradient RMSE |", "| --- | --- | --- | --- | --- |"]
-    for k, what in rows:
-        m = metrics[k]
-        g = f"{m['gradient_rmse'] * MHA:.1f}" if "gradient_rmse" in m else "-"
-        md.append(f"| {k} | {what} | {m['energy_rmse'] * MHA:.2f} | {m['relative_energy_rmse'] * MHA:.2f} | {g} |")
+           "| round | model | what | energy RMSE | relative energy RMSE | gradient RMSE |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for r, m_r in enumerate(rounds):
+        for k, what in rows:
+            if k == "base" and r > 0:
+                continue
+            m = m_r[k]
+            g = f"{m['gradient_rmse'] * MHA:.1f}" if "gradient_rmse" in m else "-"
+            md.append(f"| {r} | {k} | {what} | {m['energy_rmse'] * MHA:.2f} | {m['relative_energy_rmse'] * MHA:.2f} | {g} |")
     png = _plot(path.with_suffix(".png"), metrics, rows)
     if png:
-        md += ["", f"![held-out energies]({png.name})"]
+        md += ["", f"![held-out energies, last round]({png.name})"]
     path.write_text("\n".join(md) + "\n")
-    path.with_suffix(".json").write_text(json.dumps({"steps": lines, "metrics": metrics}, indent=1))
+    path.with_suffix(".json").write_text(json.dumps({"steps": lines, "rounds": rounds}, indent=1))
     return path
 
 

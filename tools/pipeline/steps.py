@@ -108,15 +108,17 @@ def pick(method: str, scores_or_features, n: int, rng) -> list:
     return list(rng.choice(m, size=min(n, m), replace=False))
 
 
-def select(cfg: PipelineConfig, dataset: Path) -> dict:
+def select(cfg: PipelineConfig, dataset: Path, model: str | None = None, n_holdout: int | None = None) -> dict:
     """Mark conformations for the QMC rung: ``pipeline_role`` 1 (train) / 2 (hold-out) per molecule,
     chosen once among the conformations the DFT rung did not reject and stored in the dataset; a rerun
     reads it back (and refuses other selection settings)."""
     from rung.core.dataset import read_hdf5
 
     sel = cfg.select
-    attrs = {"method": sel.method, "n_train": sel.n_train, "n_holdout": sel.n_holdout, "seed": sel.seed,
-             "model": cfg.refit.model}
+    model = model or cfg.refit.model
+    n_holdout = sel.n_holdout if n_holdout is None else n_holdout
+    attrs = {"method": sel.method, "n_train": sel.n_train, "n_holdout": n_holdout, "seed": sel.seed,
+             "model": str(model)}
     with h5py.File(dataset, "r") as f:
         have = {name: (g["pipeline_role"][()], dict(g["pipeline_role"].attrs)) for name, g in f.items()
                 if "pipeline_role" in g}
@@ -133,18 +135,18 @@ def select(cfg: PipelineConfig, dataset: Path) -> dict:
         for m in mols:
             st = f[m.name]["dft_status"][()] if "dft_status" in f[m.name] else np.zeros(m.n_conf)
             cands += [(m.name, i) for i in np.flatnonzero(st == 1)]
-    need = sel.n_train + sel.n_holdout
+    need = sel.n_train + n_holdout
     if len(cands) < need:
         raise ConfigError(f"{dataset}: {len(cands)} conformations passed DFT, [select] needs {need}")
     rng = np.random.default_rng(sel.seed)
-    hold = set(map(tuple, (cands[i] for i in rng.choice(len(cands), sel.n_holdout, replace=False))))
+    hold = set(map(tuple, (cands[i] for i in rng.choice(len(cands), n_holdout, replace=False))))
     pool = [c for c in cands if c not in hold]
     byname = {m.name: m for m in mols}
     if sel.method == "spread":
         from rung.nnp import load_model
 
-        model = load_model(cfg.refit.model)
-        values = np.concatenate([spread_scores(model, byname[n].atomic_numbers,
+        pot = load_model(str(model))
+        values = np.concatenate([spread_scores(pot, byname[n].atomic_numbers,
                                                byname[n].conformations[[i for nn, i in pool if nn == n]])
                                  for n in dict.fromkeys(nn for nn, _ in pool)])
         order = [c for n in dict.fromkeys(nn for nn, _ in pool) for c in pool if c[0] == n]
@@ -242,11 +244,19 @@ def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, merge_every_s: floa
     return f"{n_sel} selected conformations, {done} computed now, {failed} failed now ({time.perf_counter() - t0:.0f} s)"
 
 
+def read_names(dataset: Path) -> list:
+    """Molecule names of a rung dataset, in file order."""
+    from rung.core.dataset import read_hdf5
+
+    return [m.name for m in read_hdf5(dataset)]
+
+
 def describe_selection(roles: dict, cfg: PipelineConfig) -> str:
     n_tr = sum(int((r == TRAIN).sum()) for r in roles.values())
     n_ho = sum(int((r == HOLDOUT).sum()) for r in roles.values())
     n = sum(r.size for r in roles.values())
-    return f"{n_tr} for training by {cfg.select.method}, {n_ho} held out (random), of {n} conformations"
+    held = f", {n_ho} held out (random)" if n_ho else ""
+    return f"{n_tr} for training by {cfg.select.method}{held}, of {n} conformations"
 
 
 # ------------------------------------------------------------------ refit
@@ -280,25 +290,24 @@ def labelled_subset(dataset: Path, roles: dict, role: int, path: Path) -> Path:
     return path
 
 
-def refit(cfg: PipelineConfig, dataset: Path, out: Path, roles: dict):
-    """Refit the model on the QMC labels of the training conformations (rung.nnp.train, exact read-out
-    refit, 1/sigma^2 weights from the QMC error bars; the held-out conformations as its validation set):
-    a per-element-shift-only model (the baseline) and the read-out model. Returns (summary line, {name: model path}); skipped when both files exist."""
+def refit(cfg: PipelineConfig, train_sets: list, hold_set: Path, out: Path):
+    """Refit the model on the QMC labels of ``train_sets`` (rung datasets from :func:`labelled_subset`;
+    rung.nnp.train, exact read-out refit, 1/sigma^2 weights from the QMC error bars; ``hold_set`` as its
+    validation set): a per-element-shift-only model (the baseline) and the read-out model, each from the
+    base model. Returns (summary line, {name: model path}); skipped when both files exist."""
     from rung.nnp.train import train
     from rung.nnp.train.config import parse_config
 
     paths = {"shifts": out / "model-shifts.h5", "readout": out / "model-readout.h5"}
     if all(p.exists() for p in paths.values()):
         return "models from an earlier run", paths
-    train_set = labelled_subset(dataset, roles, TRAIN, out / "train.h5")
-    hold_set = labelled_subset(dataset, roles, HOLDOUT, out / "holdout.h5")
     gradient = "qmc_total_gradient" if cfg.qmc.force_every else ""
     lines = []
     for kind, frozen in (("shifts", ["*.weight"]), ("readout", [])):
         data = {"model": cfg.refit.model, "output": paths[kind].name, "name": f"{cfg.refit.model}-qmc-{kind}",
-                "training": {"datasets": [train_set.name], "energy": "qmc_total_energy", "gradient": gradient,
-                             "validation": [hold_set.name], "seed": cfg.select.seed,
-                             "forces_weight": cfg.refit.force_weight, "l2sp": cfg.refit.l2sp},
+                "training": {"datasets": [str(Path(t).resolve()) for t in train_sets], "energy": "qmc_total_energy",
+                             "gradient": gradient, "validation": [str(Path(hold_set).resolve())],
+                             "seed": cfg.select.seed, "forces_weight": cfg.refit.force_weight, "l2sp": cfg.refit.l2sp},
                 "stages": [{"name": kind, "frozen": frozen}]}
         tmp = paths[kind].with_name(paths[kind].name + ".partial")
         res = train(parse_config(dict(data, output=tmp.name), out, source=out / "pipeline.toml"), overwrite=True,
@@ -306,6 +315,29 @@ def refit(cfg: PipelineConfig, dataset: Path, out: Path, roles: dict):
         tmp.replace(paths[kind])  # the model file appears whole or not at all
         lines.append(f"{kind}: {res.stages[-1].n_train} conformations")
     return "; ".join(lines), paths
+
+
+def frames_from_md(md_dir: Path, out: Path, n: int, name: str) -> Path:
+    """A rung dataset (``out/dataset.h5``) of n frames of an MD run's trajectory (``md_dir/md.h5``, the
+    centroid; evenly spaced over its last two thirds): the next round's conformations."""
+    from rung.core.dataset import Molecule, create_dataset
+
+    path = out / "dataset.h5"
+    if path.exists():
+        return path
+    with h5py.File(md_dir / "md.h5", "r") as f:
+        g = f["particles/centroid"]
+        x = g["position/value"][()]
+        unit = g["position/value"].attrs.get("unit", "nm")
+        numbers = g["species"][()]
+    if (unit.decode() if isinstance(unit, bytes) else str(unit)) != "nm":
+        raise ConfigError(f"{md_dir / 'md.h5'}: positions in {unit!r}, expected nm (H5MD)")
+    x = x[len(x) // 3:]
+    if len(x) < n:
+        raise ConfigError(f"{md_dir / 'md.h5'}: {len(x)} frames after equilibration, the next round needs {n}; "
+                          "raise [md] steps or lower [loop] frames")
+    pick = np.linspace(0, len(x) - 1, n).round().astype(int)
+    return create_dataset(path, [Molecule(name, numbers, x[pick] / U.BOHR_TO_NM)])
 
 
 # ------------------------------------------------------------------ evaluation
@@ -321,14 +353,11 @@ def predict(model_name_or_path, numbers, x_bohr):
     return np.asarray(res.energy), grad
 
 
-def evaluate(cfg: PipelineConfig, dataset: Path, roles: dict, models: dict, out: Path):
+def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
     """Errors of the base model, the shift-only and the read-out refit against the QMC labels of the
     held-out conformations (never trained on), with the labels' own error bars beside them."""
     from rung.core.dataset import read_hdf5
 
-    hold = out / "holdout.h5"  # written by the refit step (again here if a run stopped just before)
-    if not hold.exists():
-        labelled_subset(dataset, roles, HOLDOUT, hold)
     rows = {"base": cfg.refit.model, **{k: str(v) for k, v in models.items()}}
     e_ref, e_err, g_ref, g_err, pred = [], [], [], [], {k: ([], []) for k in rows}
     with h5py.File(hold, "r") as f:

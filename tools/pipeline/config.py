@@ -14,7 +14,8 @@ Sections (all optional but ``[input]``; units in the key names where they are no
 - ``[refit]``: the model refit on the highest rung (QMC) with its error bars as weights; ``model`` is
   also the base model the selection and the report use.
 - ``[md]``: a short (ring-polymer) MD run with the refit model: steps, ``dt_fs``, ``temperature_K``,
-  ``beads``.
+  ``beads``; ``adqtb_steps`` > 0 adds an adaptive-quantum-thermal-bath run (rung.md.qtb, segments of
+  ``tseg_fs``) whose quantum kinetic energy is printed beside RPMD's.
 - ``[loop]``: active learning: ``rounds`` (1: no new round) and ``frames``: each new round takes that
   many frames of the last MD run, labels them with DFT, selects ``[select] n_train`` of them by the
   spread of the latest refit model for QMC, refits on every round's QMC labels, and evaluates on the
@@ -73,6 +74,8 @@ class MDConfig:
     dt_fs: float = 0.5
     temperature_K: float = 300.0
     beads: int = 4
+    adqtb_steps: int = 0  # > 0: also a classical adQTB run (quantum thermal bath) beside the RPMD one
+    tseg_fs: float = 25.0
 
 
 @dataclass(frozen=True)

@@ -417,6 +417,17 @@ def md(cfg: PipelineConfig, dataset: Path, out: Path, models: dict) -> str:
     kcv = np.asarray(res.observables["kinetic_centroid_virial"][m.steps // 3:])
     kj = U.HARTREE_TO_KJ_PER_MOL
     classical = 1.5 * mol.n_atoms * m.temperature_K * U.BOLTZMANN_HARTREE_PER_K
-    return (f"{'RPMD P=' + str(m.beads) if m.beads > 1 else 'MD'}, {m.steps} x {m.dt_fs} fs at {m.temperature_K:.0f} K "
-            f"with the read-out model: K_cv = {kcv.mean() * kj:.2f} kJ/mol (classical {classical * kj:.2f}); "
-            f"files in {folder}")
+    line = (f"{'RPMD P=' + str(m.beads) if m.beads > 1 else 'MD'}, {m.steps} x {m.dt_fs} fs at {m.temperature_K:.0f} K "
+            f"with the read-out model: K_cv = {kcv.mean() * kj:.2f} kJ/mol (classical {classical * kj:.2f})")
+    if m.adqtb_steps:
+        q = folder / "adqtb"
+        q.mkdir(exist_ok=True)
+        (q / "input.toml").write_text(
+            f'structure = "../start.xyz"\nsteps = {m.adqtb_steps}\ndt_fs = {m.dt_fs}\ntemperature_K = {m.temperature_K}\n'
+            f'thermostat = "adqtb"\nseed = 2024\npotential = {{type = "nnp", model = "{Path(models["readout"]).resolve()}"}}\n'
+            f"[qtb]\ntseg_fs = {m.tseg_fs}\n[output]\ntrajectory_every = 10\nlog_every = 1\ncheckpoint_every = 100\n")
+        rq = run(load_config(q / "input.toml"), workdir=q, overwrite=True, progress=False)
+        first = 2 * int(round(m.tseg_fs / m.dt_fs))  # the estimate needs a finished segment's spectra
+        kq = np.asarray(rq.observables["kinetic_centroid_virial"][first:])
+        line += f"; adQTB {m.adqtb_steps} x {m.dt_fs} fs: K = {kq.mean() * kj:.2f} kJ/mol"
+    return line + f"; files in {folder}"

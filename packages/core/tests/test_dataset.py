@@ -455,3 +455,32 @@ def test_sealed_segments_merge_while_a_rank_still_records(tmp_path):
     assert me.merge() == 2
     e, _ = ds.read_property(path, "water", "dft_energy")
     assert e.tolist() == [-1.0, -2.0, -3.5, -4.0] and not (tmp_path / "d.h5.journal").exists()
+
+
+def test_every_molecule_carries_every_property_a_spice_loader_reads(tmp_path):
+    """A writer that declares no shapes, results for one molecule only (one failed): after the merge every
+    group holds every dft_* dataset (NaN / -1 / "" and status pending or failed), per-atom axes sized by
+    its own atom count, so a loader that reads the same keys from every group (as SPICE loaders do) works."""
+    h2 = ds.Molecule("h2", [1, 1], [[0, 0, 0], [0, 0, 1.4]] * np.ones((2, 1, 1)))
+    path = ds.create_dataset(tmp_path / "d.h5", [water(3), h2, ds.Molecule("he", [2], np.zeros((1, 1, 3)))])
+    w = ds.ResultWriter(path, "dft", UNITS)
+    w.record("h2", 0, {"energy": -1.1, "gradient": np.ones((2, 3)), "note": "ok", "cycles": 7})
+    w.record("h2", 1, error="SCF did not converge")
+    w.merge()
+    keys = ["dft_energy", "dft_gradient", "dft_note", "dft_cycles", "dft_status", "dft_error"]
+    with h5py.File(path) as f:
+        loaded = {mol: {k: g[k][()] for k in keys} for mol, g in f.items()}  # no KeyError
+        for mol, g in f.items():
+            assert {k for k in g if k.startswith("dft_")} == set(keys), mol
+            assert g["dft_gradient"].shape == (*g["conformations"].shape[:2], 3), mol
+            assert g["dft_gradient"].attrs["units"] == UNITS["gradient"]
+    assert np.isnan(loaded["water"]["dft_energy"]).all() and (loaded["water"]["dft_status"] == ds.PENDING).all()
+    assert (loaded["water"]["dft_cycles"] == -1).all() and loaded["he"]["dft_gradient"].shape == (1, 1, 3)
+    assert loaded["h2"]["dft_energy"][0] == -1.1 and np.isnan(loaded["h2"]["dft_energy"][1])
+    assert list(loaded["h2"]["dft_status"]) == [ds.DONE, ds.FAILED]
+    # a later record of another molecule writes in place into the datasets laid out above
+    ino = os.stat(path).st_ino
+    w.record("water", 2, {"energy": -76.0, "gradient": np.zeros((3, 3)), "note": "", "cycles": 9})
+    w.merge()
+    assert os.stat(path).st_ino == ino
+    assert ds.read_property(path, "water", "dft_energy")[0][2] == -76.0

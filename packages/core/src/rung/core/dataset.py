@@ -30,8 +30,10 @@ The merge is incremental and batched: it never copies the file to write values. 
    files), the file is copied, the datasets are created or rewritten in the copy (values unchanged) and
    the copy replaces the file atomically (``os.replace``). Datasets are created contiguous, with their
    storage allocated and filled (NaN, -1, "") at creation, strings fixed-length UTF-8 (width a power of
-   two, >= 64 bytes). A writer that declares ``shapes`` gets all its datasets in every molecule in the
-   first layout step, so the later merges of a long run never copy.
+   two, >= 64 bytes). Every layout step gives every molecule every ``<rung>_*`` dataset that the writer
+   declares (``shapes``), its records need or any molecule holds (NaN/-1/"", status pending, where a
+   molecule has no value), so a SPICE-style reader finds the same keys in every group; a writer that
+   declares ``shapes`` gets them all in the first layout step, so the later merges of a long run never copy.
 3. Values, in place: the file is memory-mapped and each dataset's journalled rows are assigned in one
    vectorised write per dataset and batch of records (a conformation's last record wins; a replacing
    record first clears every ``<rung>_*`` value of its conformation); then ``msync`` and ``fsync``; only
@@ -754,6 +756,37 @@ class ResultWriter:
             out[f"{self.rung}_{k}"] = _Spec(kind, tuple(n_atoms if s == "n_atoms" else int(s) for s in shape))
         return out
 
+    def _templates(self, f, plan: dict, scan: dict) -> dict:
+        """``{dataset name: (kind, shape)}`` of every ``<rung>_*`` value dataset this writer declares, its
+        records need or a molecule of the file holds; ``shape`` per conformation, with ``"n_atoms"`` for an
+        axis as long as the molecule's atom count (declared, else inferred: a first axis of that length)."""
+        out = {f"{self.rung}_{k}": (kind, tuple(s if s == "n_atoms" else int(s) for s in shape))
+               for k, (kind, shape) in self.shapes.items()}
+        skip = {f"{self.rung}_{_STATUS}", f"{self.rung}_{_ERROR}"}
+
+        def add(name, kind, shape, n_atoms):
+            if name in skip or name in out:
+                return
+            shape = tuple(shape)
+            if shape and shape[0] == n_atoms:
+                shape = ("n_atoms", *shape[1:])
+            out[name] = (kind, shape)
+
+        for mol, p in plan.items():
+            for name, spec in p.items():
+                if name is not None:
+                    add(name, spec.kind, spec.shape, scan[mol][1])
+        for g in f.values():
+            if not isinstance(g, h5py.Group) or "conformations" not in g:
+                continue
+            n_conf, n_atoms = g["conformations"].shape[:2]
+            for name, d in g.items():
+                if name.startswith(f"{self.rung}_") and isinstance(d, h5py.Dataset) and d.shape[:1] == (n_conf,):
+                    kind = "s" if h5py.check_string_dtype(d.dtype) or d.dtype.kind in "SUO" else \
+                        ("f" if d.dtype.kind == "f" else "i")
+                    add(name, kind, d.shape[1:], n_atoms)
+        return out
+
     # -- merge, step 2: layout changes (rare), atomically on a copy of the file
     def _ensure_layout(self, plan: dict) -> dict | None:
         """Create the datasets the journals need, and rewrite any the merge cannot write in place, on a
@@ -787,15 +820,22 @@ class ResultWriter:
                         todo.setdefault(mol, {})[name] = (spec, True)
             if not todo:
                 return scan
-            if self.shapes:  # a layout change copies the file anyway: add every declared dataset now
-                for mol, g in f.items():
-                    if not isinstance(g, h5py.Group) or "conformations" not in g:
-                        continue
-                    want = {**self._declared_specs(g["conformations"].shape[1]),
-                            f"{self.rung}_{_STATUS}": _Spec("b", ()), f"{self.rung}_{_ERROR}": _Spec("s", ())}
-                    for k, v in want.items():
-                        if k not in g:
-                            todo.setdefault(mol, {}).setdefault(k, (v, False))
+            # A layout change copies the file anyway: give every molecule every dataset of this rung (the
+            # declared ones, and any that a record needs or another molecule holds), so that a SPICE-style
+            # reader of the same keys in every group never meets a missing one (NaN, -1 or "" and status
+            # pending where a molecule has no value). Later merges add no dataset without a layout step,
+            # so this holds for every file a merge wrote.
+            templates = self._templates(f, plan, scan)
+            for mol, g in f.items():
+                if not isinstance(g, h5py.Group) or "conformations" not in g:
+                    continue
+                n_atoms = g["conformations"].shape[1]
+                want = {name: _Spec(kind, tuple(n_atoms if s == "n_atoms" else s for s in shape))
+                        for name, (kind, shape) in templates.items()}
+                want.update({f"{self.rung}_{_STATUS}": _Spec("b", ()), f"{self.rung}_{_ERROR}": _Spec("s", ())})
+                for k, v in want.items():
+                    if k not in g:
+                        todo.setdefault(mol, {}).setdefault(k, (v, False))
 
         def update(f):
             for mol, names in todo.items():

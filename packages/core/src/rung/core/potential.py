@@ -4,7 +4,9 @@ A potential maps positions (one structure, or a batch of structures with the sam
 beads of a ring polymer) to energies, forces and, for periodic cells, the virial. It declares the
 units it works in (``energy_unit``, ``length_unit``: keys of :data:`rung.core.units.TO_ATOMIC`);
 :func:`in_atomic_units` wraps any potential so that callers (the MD driver) see Hartree and Bohr, and
-:class:`PotentialCalculator` presents it to ASE in eV and Angstrom. Conversions happen only here.
+:class:`PotentialCalculator` presents it to ASE in eV and Angstrom (ASE's own CODATA 2014 factors, from
+:mod:`ase.units`, so that ASE-side conversions give back the potential's numbers). Conversions happen
+only here.
 
 Conventions: forces are ``-dE/dx``; the virial is ``W_ab = -dE/d(eps_ab)`` for a homogeneous strain
 ``x -> (1 + eps) x`` of positions and cell (``W_ab = sum_i F_ia x_ib`` for an open system), in energy
@@ -78,11 +80,33 @@ def in_atomic_units(potential: Potential) -> Potential:
     return _Scaled(potential, "hartree", "bohr")
 
 
+def ase_unit_factors(energy_unit: str, length_unit: str) -> tuple[float, float]:
+    """Factors between a potential's units and ASE's, taken from :mod:`ase.units` (CODATA 2014).
+
+    Returns ``(e, l)``: ``e`` multiplies an energy in ``energy_unit`` to give ASE's eV, ``l`` multiplies
+    a length in Angstrom to give ``length_unit``. ASE's own table is used at this boundary, not
+    rung.core's CODATA 2018, so that ``atoms.get_potential_energy() / ase.units.Hartree`` gives back the
+    potential's Hartree (to rounding) and a user's ASE-side conversions agree with ours. Units ASE's
+    table lacks go through Hartree (rung.core's factor into Hartree, then ASE's Hartree).
+    """
+    import ase.units as A
+
+    energies = {"ev": 1.0, "hartree": A.Hartree, "kcal/mol": A.kcal / A.mol, "kj/mol": A.kJ / A.mol}
+    lengths = {"angstrom": 1.0, "bohr": 1.0 / A.Bohr, "nm": 0.1}
+    ek, lk = energy_unit.strip().lower(), length_unit.strip().lower()
+    e = energies[ek] if ek in energies else U.to_atomic(1.0, ek) * A.Hartree
+    l = lengths[lk] if lk in lengths else 1.0 / (U.to_atomic(1.0, lk) * A.Bohr)
+    return e, l
+
+
 def PotentialCalculator(potential: Potential, **kwargs):
-    """An ASE ``Calculator`` for any :class:`Potential` (energy, forces, stress for periodic atoms)."""
+    """An ASE ``Calculator`` for any :class:`Potential` (energy, forces, stress for periodic atoms).
+
+    eV and Angstrom in ASE's own units (:func:`ase_unit_factors`).
+    """
     from ase.calculators.calculator import Calculator, all_changes
 
-    pot = _Scaled(potential, "eV", "angstrom")
+    e_f, l_f = ase_unit_factors(potential.energy_unit, potential.length_unit)
 
     class _Calc(Calculator):
         implemented_properties = ["energy", "free_energy", "forces", "stress"]
@@ -92,14 +116,15 @@ def PotentialCalculator(potential: Potential, **kwargs):
             periodic = bool(np.any(self.atoms.pbc))
             if periodic and not np.all(self.atoms.pbc):
                 raise ValueError("mixed periodic/open boundaries are not supported; set pbc all True or all False")
-            cell = np.asarray(self.atoms.cell) if periodic else None
-            r = pot.compute(self.atoms.positions, self.atoms.numbers, cell, forces=True, virial=periodic)
-            e = float(r.energy)
-            self.results = {"energy": e, "free_energy": e, "forces": np.asarray(r.forces)}
+            cell = np.asarray(self.atoms.cell) * l_f if periodic else None
+            r = potential.compute(self.atoms.positions * l_f, self.atoms.numbers, cell, forces=True, virial=periodic)
+            e = float(r.energy) * e_f
+            self.results = {"energy": e, "free_energy": e, "forces": np.asarray(r.forces) * (e_f * l_f)}
             if periodic:
                 from ase.stress import full_3x3_to_voigt_6_stress
 
-                self.results["stress"] = full_3x3_to_voigt_6_stress(-np.asarray(r.virial) / self.atoms.get_volume())
+                w = np.asarray(r.virial) * e_f  # eV
+                self.results["stress"] = full_3x3_to_voigt_6_stress(-w / self.atoms.get_volume())
 
     return _Calc(**kwargs)
 

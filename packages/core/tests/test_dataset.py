@@ -152,6 +152,33 @@ def test_read_xyz_groups_frames(tmp_path):
     np.testing.assert_allclose(mols[0].conformations[0, 1, 0], 0.96 * ANGSTROM_TO_BOHR)
 
 
+def test_read_xyz_names_and_groups_by_identity(tmp_path):
+    """The user's names (name= in the comment line, or another key) and grouping by identity: frames of
+    one molecule interleaved with another's form one molecule each, in the frames' order."""
+    from ase import Atoms
+    from ase.io import write
+
+    def w(x, name=None, **info):
+        a = Atoms("OH2", positions=[[0, 0, 0], [x, 0, 0], [-0.24, 0.93, 0]])
+        a.info.update(info, **({"name": name} if name else {}))
+        return a
+
+    nh3 = Atoms("NH3", positions=[[0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    write(tmp_path / "m.xyz", [w(0.96, "water"), nh3, w(0.97, "water"), w(0.98), nh3, w(0.99, "water"),
+                               w(0.95, "hydroxide_like", charge=0, multiplicity=3)], format="extxyz")
+    mols = {m.name: m for m in ds.read_structures(tmp_path / "m.xyz")}
+    assert {k: m.n_conf for k, m in mols.items()} == {"water": 3, "H3N": 2, "H2O": 1, "hydroxide_like": 1}
+    np.testing.assert_allclose(mols["water"].conformations[:, 1, 0] / ANGSTROM_TO_BOHR, [0.96, 0.97, 0.99])
+    assert mols["hydroxide_like"].multiplicity == 3
+    # another key, and one name given to different atoms is refused naming the frames
+    write(tmp_path / "k.xyz", [w(0.96, label="w1"), w(0.97, label="w1")], format="extxyz")
+    assert [(m.name, m.n_conf) for m in ds.read_structures(tmp_path / "k.xyz", name_key="label")] == [("w1", 2)]
+    nh3.info["name"] = "water"
+    write(tmp_path / "bad.xyz", [w(0.96, "water"), nh3], format="extxyz")
+    with pytest.raises(ds.DatasetError, match="frames 0 and 1 are both named 'water'"):
+        ds.read_structures(tmp_path / "bad.xyz")
+
+
 @pytest.mark.parametrize(
     "numbers, coords, match",
     [

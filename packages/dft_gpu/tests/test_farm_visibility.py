@@ -122,3 +122,37 @@ def test_foreign_dft_data_is_never_replaced(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "water/dft_total_energy" in r.output and "rung did not write" in r.output
     assert seen == [] and spice.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spice.h5"]
+
+
+def test_xyz_molecules_named_by_the_user_and_grouped_by_identity(tmp_path, monkeypatch):
+    """dft-gpu run on an extxyz whose frames name their molecule (--name-key), interleaved: one group per
+    named molecule (not per formula or per run of frames), each carrying every dft_* dataset although
+    one molecule only failed (a SPICE-style loader reads the same keys from every group)."""
+    from ase import Atoms
+    from ase.io import write
+
+    def frame(symbols, x, label):
+        a = Atoms(symbols, positions=x * 0.529177)
+        a.info["label"] = label
+        return a
+
+    nh3 = np.array([[0.0, 0, 0], [1.9, 0, 0], [0, 1.9, 0], [0, 0, 1.9]])
+    write(tmp_path / "in.xyz", [frame("OH2", WATER, "water"), frame("NH3", nh3, "ammonia"),
+                                frame("OH2", WATER + 0.01, "water")], format="extxyz")
+
+    def compute(molecule, index, config):
+        if molecule.name == "ammonia":
+            raise farm.SCFNotConverged("no strategy converged (test)")
+        return _fake([])(molecule, index, config)
+
+    monkeypatch.setattr(farm, "compute_conformation", compute)
+    out = tmp_path / "out.h5"
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "in.xyz"), "--out", str(out), "--jk", "pyscf", "--xc", "hf",
+                                  "--basis", "sto-3g", "--ecp", "none", "--name-key", "label", "--quiet"])
+    assert r.exit_code == 0, r.output
+    with h5py.File(out, "r") as f:
+        assert sorted(f) == ["ammonia", "water"] and f["water/conformations"].shape == (2, 3, 3)
+        keys = sorted(k for k in f["water"] if k.startswith("dft_"))
+        assert sorted(k for k in f["ammonia"] if k.startswith("dft_")) == keys and "dft_total_gradient" in keys
+        assert f["ammonia/dft_total_gradient"].shape == (1, 4, 3) and np.isnan(f["ammonia/dft_total_energy"][0])
+        assert list(f["ammonia/dft_status"][()]) == [2] and list(f["water/dft_status"][()]) == [1, 1]

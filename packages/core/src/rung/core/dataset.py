@@ -96,6 +96,9 @@ class Molecule:
     multiplicity : int
         2S + 1.
     smiles : str, optional
+    allow_nonfinite : bool
+        Keep conformations with NaN or infinite coordinates instead of refusing the molecule (for a
+        rung that fails such a conformation alone, as ``nnp eval`` does); off by default.
     """
 
     name: str
@@ -104,6 +107,7 @@ class Molecule:
     charge: int = 0
     multiplicity: int = 1
     smiles: str | None = None
+    allow_nonfinite: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self):
         z = np.asarray(self.atomic_numbers)
@@ -122,7 +126,7 @@ class Molecule:
                 f"{self.name}: conformations must have shape (n_conf, {z.size}, 3) to match "
                 f"{z.size} atomic numbers, got {tuple(np.shape(self.conformations))}"
             )
-        if not np.all(np.isfinite(x)):
+        if not self.allow_nonfinite and not np.all(np.isfinite(x)):
             conf = int(np.argwhere(~np.isfinite(x))[0, 0])
             raise DatasetError(f"{self.name}: conformation {conf} has NaN or infinite coordinates")
         if int(self.multiplicity) < 1:
@@ -230,13 +234,13 @@ def _length_factor(unit, where: str) -> float:
         raise DatasetError(f"{where}: {err}") from None
 
 
-def read_hdf5(path, names=None, *, units: str | None = None) -> list[Molecule]:
+def read_hdf5(path, names=None, *, units: str | None = None, allow_nonfinite: bool = False) -> list[Molecule]:
     """Read molecules from a rung dataset or a SPICE (1 or 2) HDF5 file.
 
     Conformations are converted to Bohr from their ``units`` attribute (``bohr``, ``angstrom``, ``nm``).
     Units are never guessed: coordinates without the attribute are refused unless ``units`` says what
     they are. The charge comes from a ``charge`` dataset, else from the SMILES formal charges (as SPICE
-    encodes it), else 0.
+    encodes it), else 0. ``allow_nonfinite``: see :class:`Molecule`.
     """
     out = []
     with _open(path) as f:
@@ -263,15 +267,18 @@ def read_hdf5(path, names=None, *, units: str | None = None) -> list[Molecule]:
             else:
                 charge = smiles_charge(smiles) if smiles else 0
             mult = int(g["multiplicity"][()]) if "multiplicity" in g else 1
-            out.append(Molecule(name, z, x, charge, mult, smiles))
+            out.append(Molecule(name, z, x, charge, mult, smiles, allow_nonfinite=allow_nonfinite))
     return out
 
 
-def read_xyz(path, units: str = "angstrom") -> list[Molecule]:
-    """Read xyz/extxyz (any format ASE reads): consecutive frames with the same atoms form one molecule.
+def read_xyz(path, units: str = "angstrom", *, name_key: str = "name", allow_nonfinite: bool = False) -> list[Molecule]:
+    """Read xyz/extxyz (any format ASE reads): frames of the same molecule form one molecule.
 
-    Positions are converted from ``units`` (Angstrom, as ASE reads them) to Bohr. ``charge`` and
-    ``multiplicity`` are taken from the extxyz comment line (``info``) when present.
+    A molecule's name is the frame's ``name_key`` entry of the extxyz comment line (``name=water``),
+    else its formula (``H2O``, then ``H2O_1``... for other molecules of the same formula). Frames are
+    grouped by identity (name, atoms in order, charge, multiplicity), wherever they are in the file;
+    conformations keep the frames' order. Positions are converted from ``units`` (Angstrom, as ASE reads
+    them) to Bohr. ``charge`` and ``multiplicity`` are taken from the comment line when present.
     """
     import ase.io
     from ase.io.formats import UnknownFileTypeError
@@ -291,36 +298,49 @@ def read_xyz(path, units: str = "angstrom") -> list[Molecule]:
         raise DatasetError(f"{path}: cannot parse structures (unknown element or malformed file): {err!r}") from err
     if not frames:
         raise DatasetError(f"{path}: no structure in the file")
-    groups: list[list] = []
-    for atoms in frames:
-        key = (tuple(atoms.numbers), atoms.info.get("charge", 0), atoms.info.get("multiplicity", 1))
-        if not groups or groups[-1][0] != key:
-            groups.append([key, []])
-        groups[-1][1].append(atoms.positions * factor)
-    names: dict[str, int] = {}
-    out = []
-    for (numbers, charge, mult), confs in groups:
-        from ase.symbols import Symbols
+    groups: dict = {}  # identity -> conformations, in order of first appearance
+    named: dict = {}  # user name -> (identity, first frame)
+    for i, atoms in enumerate(frames):
+        name = atoms.info.get(name_key)
+        name = None if name is None else str(name).strip()
+        key = (name, tuple(int(z) for z in atoms.numbers), int(atoms.info.get("charge", 0)),
+               int(atoms.info.get("multiplicity", 1)))
+        if name:
+            first = named.setdefault(name, (key, i))
+            if first[0] != key:
+                raise DatasetError(f"{path}: frames {first[1]} and {i} are both named {name!r} ({name_key}=) but "
+                                   "differ in atoms, charge or multiplicity")
+        groups.setdefault(key, []).append(atoms.positions * factor)
+    from ase.symbols import Symbols
 
-        formula = Symbols(np.array(numbers)).get_chemical_formula()
-        names[formula] = names.get(formula, -1) + 1
-        name = formula if names[formula] == 0 else f"{formula}_{names[formula]}"
-        out.append(Molecule(name, np.array(numbers), np.array(confs), int(charge), int(mult)))
+    taken = {k[0] for k in groups if k[0]}
+    counts: dict[str, int] = {}
+    out = []
+    for (name, numbers, charge, mult), confs in groups.items():
+        if not name:
+            formula = Symbols(np.array(numbers)).get_chemical_formula()
+            while True:
+                counts[formula] = counts.get(formula, -1) + 1
+                name = formula if counts[formula] == 0 else f"{formula}_{counts[formula]}"
+                if name not in taken:
+                    break
+        out.append(Molecule(name, np.array(numbers), np.array(confs), charge, mult, allow_nonfinite=allow_nonfinite))
     return out
 
 
-def read_structures(path, *, units: str | None = None) -> list[Molecule]:
+def read_structures(path, *, units: str | None = None, name_key: str = "name") -> list[Molecule]:
     """Read molecules from an HDF5 dataset (rung or SPICE layout) or any structure file ASE reads.
 
     ``units``: the length unit of coordinates whose file does not say (HDF5 without a ``units``
-    attribute, refused otherwise; structure files: Angstrom unless given).
+    attribute, refused otherwise; structure files: Angstrom unless given). ``name_key``: the extxyz
+    comment-line key holding a structure file's molecule names (:func:`read_xyz`).
     """
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     if h5py.is_hdf5(path) or path.suffix.lower() in (".h5", ".hdf5"):
         return read_hdf5(path, units=units)
-    return read_xyz(path, units or "angstrom")
+    return read_xyz(path, units or "angstrom", name_key=name_key)
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -355,14 +375,14 @@ def create_dataset(path, molecules, *, overwrite: bool = False) -> Path:
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        have = {m.name: m for m in read_hdf5(path)}
+        have = {m.name: m for m in read_hdf5(path, allow_nonfinite=True)}
         for m in molecules:
             h = have.get(m.name)
             same = (
                 h is not None
                 and np.array_equal(h.atomic_numbers, m.atomic_numbers)
                 and h.conformations.shape == m.conformations.shape
-                and np.allclose(h.conformations, m.conformations, rtol=0, atol=1e-6)
+                and np.allclose(h.conformations, m.conformations, rtol=0, atol=1e-6, equal_nan=True)
             )
             if not same:
                 raise DatasetError(f"{path} exists and holds different structures for {m.name!r}; use another --out")

@@ -60,6 +60,8 @@ def main():
 @click.option("--input-units", type=click.Choice(["bohr", "angstrom", "nm"]), default=None,
               help="length unit of INPUT_PATH's coordinates where the file does not say (HDF5 without a 'units' "
                    "attribute, refused otherwise; xyz: angstrom)")
+@click.option("--name-key", default="name", show_default=True,
+              help="xyz input: the comment-line key holding each frame's molecule name (else the formula)")
 @click.option("--retry-failed", is_flag=True,
               help="compute again the conformations recorded as failed (not those with NaN coordinates)")
 @click.option("--merge-every", default=100, show_default=True, type=click.IntRange(min=1),
@@ -67,8 +69,8 @@ def main():
 @click.option("--merge-minutes", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="... or after this many minutes, whichever comes first")
 @click.option("--quiet", is_flag=True, help="no progress output")
-def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_units, retry_failed, merge_every,
-            merge_minutes, **opts):
+def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_units, name_key, retry_failed,
+            merge_every, merge_minutes, **opts):
     """Compute DFT energies and forces for every conformation in INPUT_PATH (HDF5 or xyz)."""
     import logging
 
@@ -80,7 +82,8 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_un
         config = RunConfig(ecp=None if ecp.lower() == "none" else ecp, forces=not no_forces,
                            fast_paths=not no_fast_paths, **opts)
         s = run(input_path, out_path, config, comm=_world(), progress=not quiet, input_units=input_units,
-                retry_failed=retry_failed, merge_every=merge_every, merge_every_s=60.0 * merge_minutes)
+                retry_failed=retry_failed, merge_every=merge_every, merge_every_s=60.0 * merge_minutes,
+                name_key=name_key)
     except RuntimeError as err:
         raise click.ClickException(str(err)) from None
     if _world() is None or _world().Get_rank() == 0:

@@ -433,7 +433,7 @@ def _without_bad_conformations(path, name, units=None):
     return molecule, reasons
 
 
-def _read_input(input_path, units=None):
+def _read_input(input_path, units=None, name_key="name"):
     """Molecules of the input file, {name: reason} of HDF5 groups rejected as a whole, and
     {name: {index: reason}} of single conformations rejected (NaN/infinite coordinates)."""
     import h5py
@@ -444,7 +444,7 @@ def _read_input(input_path, units=None):
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     if not h5py.is_hdf5(path):
-        return read_structures(path, units=units), {}, {}
+        return read_structures(path, units=units, name_key=name_key), {}, {}
     with _open(path) as f:
         names = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
     molecules, rejected, bad_conformations = [], {}, {}
@@ -503,14 +503,15 @@ def _writer(out_path, config: RunConfig, rank: int = 0):
     return ResultWriter(out_path, RUNG, UNITS, _metadata(config), rank=rank, shapes=_shapes(config))
 
 
-def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_units=None) -> set:
+def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_units=None,
+             name_key: str = "name") -> set:
     """Rank 0: create (or reopen) the output, check the settings match, fold leftover journals.
     Returns the conformations the input itself makes impossible (NaN coordinates): never retried."""
     import h5py
 
     from rung.core.dataset import PENDING, DatasetError, ResultWriter, _atomic_update, create_dataset
 
-    molecules, rejected, bad_conformations = _read_input(input_path, input_units)
+    molecules, rejected, bad_conformations = _read_input(input_path, input_units, name_key)
     rejected_out.update(rejected)
     create_dataset(out_path, molecules)
     # the auxbasis as resolved: the engine's and PySCF's defaults differ (and so do the energies)
@@ -658,7 +659,7 @@ def _bcast(comm, value):
 
 def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, progress: bool = True,
         input_units: str | None = None, retry_failed: bool = False, merge_every: int = 100,
-        merge_every_s: float = 600.0) -> RunSummary:
+        merge_every_s: float = 600.0, name_key: str = "name") -> RunSummary:
     """Compute every pending conformation of ``input_path`` into the dataset ``out_path``.
 
     Parameters
@@ -676,6 +677,8 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
         rank has journalled ``merge_every`` results or ``merge_every_s`` seconds have passed since its
         last merge (in place, no copy of the file: :meth:`rung.core.dataset.ResultWriter.merge`); the
         other ranks' results arrive at rank 0's next merge after they seal their journal segment
+    name_key : structure files: the extxyz comment-line key naming each frame's molecule (frames of one
+        molecule are grouped wherever they are; without it, the formula names it)
 
     Returns
     -------
@@ -697,7 +700,7 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     impossible: set = set()
     if rank == 0:
         try:
-            impossible = _prepare(input_path, out_path, config, rejected, input_units)
+            impossible = _prepare(input_path, out_path, config, rejected, input_units, name_key)
         except Exception as err:  # handed to every rank, so all of them stop with the same error
             error = err
     error = _bcast(comm, error)

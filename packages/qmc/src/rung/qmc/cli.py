@@ -90,7 +90,8 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
     mols = read_structures(input)
     m = next((x for x in mols if x.name == molecule), None) if molecule else mols[0]
     if m is None:
-        raise click.BadParameter(f"no molecule {molecule!r} in {input}", param_hint="--molecule")
+        raise click.BadParameter(f"no molecule {molecule!r} in {input} (it has: {', '.join(x.name for x in mols)})",
+                                 param_hint="--molecule")
     if not index < m.n_conf:
         raise click.BadParameter(f"{m.name} in {input} has {m.n_conf} conformations", param_hint="--index")
     if is_dataset:

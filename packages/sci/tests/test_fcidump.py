@@ -67,3 +67,28 @@ def test_missing_file(tmp_path):
 def test_too_many_electrons_in_hamiltonian():
     with pytest.raises(FCIDUMPError, match="more electrons than spin orbitals"):
         Hamiltonian(np.eye(2), np.zeros((2,) * 4), 0.0, (3, 1))
+
+
+def test_pyscf_default_fcidump_with_symmetry_0_based_orbsym(tmp_path):
+    """PySCF's default FCIDUMP of a molecule with symmetry has 0-based ORBSYM (molpro_orbsym=False);
+    it is read, and gives the same Hamiltonian and CIPSI energies as the Molpro-labelled file."""
+    from pyscf import gto, scf
+    from pyscf.tools import fcidump
+
+    from rung.sci import cipsi
+
+    mol = gto.M(atom="O 0 0 0.22; H 0 1.43 -0.89; H 0 -1.43 -0.89", unit="Bohr", basis="sto-3g",
+                symmetry=True, verbose=0)
+    mf = scf.RHF(mol).run()
+    fcidump.from_scf(mf, str(tmp_path / "pyscf"), molpro_orbsym=False)
+    fcidump.from_scf(mf, str(tmp_path / "molpro"), molpro_orbsym=True)
+    zero = read_fcidump(tmp_path / "pyscf")
+    one = read_fcidump(tmp_path / "molpro")
+    assert "ORBSYM=0" in (tmp_path / "pyscf").read_text().replace(" ", "") and zero.orbsym.min() == 1
+    np.testing.assert_array_equal(zero.h1, one.h1)
+    np.testing.assert_array_equal(zero.eri, one.eri)
+    cfg = cipsi.Config(max_det=10**6, pt2_threshold=0.0)
+    e0, e1 = (cipsi.kernel(h, cfg, log=None) for h in (zero, one))
+    np.testing.assert_allclose(e0.e_var, e1.e_var, atol=1e-10)
+    from pyscf import fci
+    assert np.min(np.atleast_1d(e0.e_var)) == pytest.approx(fci.FCI(mf).kernel()[0], abs=1e-8)

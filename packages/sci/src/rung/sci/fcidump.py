@@ -7,6 +7,9 @@ permutationally equivalent index orders), one-electron integrals ``h_ij`` (``k =
 energy (all indices 0; nuclear repulsion plus frozen core). Orbital energies (``i j = 0``, ``k = l =
 0``, only ``i > 0``) are ignored. Symmetry labels are Molpro's D2h-subgroup irreps 1..8; an integral
 between orbitals of different symmetry must vanish (irreps multiply as ``(a - 1) XOR (b - 1)``).
+PySCF writes 0-based labels by default (``pyscf.tools.fcidump`` with ``molpro_orbsym=False``: its own
+irrep ids 0..7, which multiply as XOR too); a file with a label 0 is read as such and its labels kept
+shifted by one (1..8), so ``Hamiltonian.orbsym`` is always 1-based.
 
 Everything in Hartree. The parser is our own (PySCF's reader stops silently at a short line and
 raises bare ``IndexError`` on a malformed one); errors name the file, line and problem.
@@ -149,10 +152,15 @@ def read_fcidump(path, *, ncore: int = 0) -> Hamiltonian:
     if orbsym is not None:
         if len(orbsym) != norb:
             raise FCIDUMPError(f"{path}: ORBSYM has {len(orbsym)} labels for NORB={norb} orbitals")
-        bad = [s for s in orbsym if not 1 <= s <= 8]
+        # A label 0 marks PySCF's default (tools.fcidump with molpro_orbsym=False): its 0-based irrep ids
+        # 0..7 multiply as XOR like Molpro's 1..8 shifted by one, so they are kept shifted by one.
+        zero_based = 0 in orbsym
+        lo, hi = (0, 7) if zero_based else (1, 8)
+        bad = [s for s in orbsym if not lo <= s <= hi]
         if bad:
-            raise FCIDUMPError(f"{path}: ORBSYM label {bad[0]} outside the D2h irreps 1..8")
-        orbsym = np.array(orbsym)
+            raise FCIDUMPError(f"{path}: ORBSYM label {bad[0]} outside the D2h irreps "
+                               + ("0..7 (0-based, as PySCF writes them)" if zero_based else "1..8"))
+        orbsym = np.array(orbsym) + (1 if zero_based else 0)
 
     lines = text.splitlines()
     body = lines[start - 1:] if not re.search(r"(&END|/)\s*$", lines[start - 1], flags=re.IGNORECASE) else lines[start:]

@@ -132,3 +132,75 @@ def test_convert(ani1x_file, tmp_path):
     assert m.name == "ani-1x-copy" and len(m.members) == 8 and m.species == ("H", "C", "N", "O")
     for a, b in zip(m.members[7][3].layers, ref.members[7][3].layers):
         np.testing.assert_array_equal(a.weight, b.weight)
+
+
+def _frames(*blocks):
+    return "".join(f"{len(b)}\n{info}\n" + "".join(f"{el} {x} {y} {z}\n" for el, x, y, z in b) for info, b in blocks)
+
+
+WATER = [("O", 0.0, 0.0, 0.119), ("H", 0.0, 0.763, -0.477), ("H", 0.0, -0.763, -0.477)]
+OVERLAP = [("O", 0.0, 0.0, 0.119), ("H", 0.0, 0.0, 0.12), ("H", 0.0, -0.763, -0.477)]  # atoms 0 and 1 on top
+NAN = [("O", 0.0, 0.0, 0.119), ("H", 0.0, "nan", -0.477), ("H", 0.0, -0.763, -0.477)]
+
+
+def test_eval_bad_conformations_fail_alone(ani1x_file, tmp_path):
+    """An overlapping pair and a NaN coordinate fail only their conformations, named in the file's
+    numbering (molecule, conformation, atoms of the molecule); a charged and an open-shell molecule are
+    refused with the reason; the good conformations match the model evaluated directly."""
+    from rung.core.dataset import DONE, FAILED
+    from rung.nnp import load_model
+
+    src = tmp_path / "mix.xyz"
+    src.write_text(_frames(("name=w", WATER), ("name=w", OVERLAP), ("name=w", WATER), ("name=w", NAN),
+                           ("name=w", [(e, x + 0.01, y, z) for e, x, y, z in WATER]),
+                           ("name=hydroxide charge=-1", WATER[:2]), ("name=oh multiplicity=2", WATER[:2])))
+    out = tmp_path / "mix.h5"
+    r = CliRunner().invoke(main, ["eval", str(src), "--model", str(ani1x_file), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    pot = load_model(ani1x_file, dtype="float64")
+    with h5py.File(out) as f:
+        g = f["w"]
+        status, why = g["nnp_status"][()], [s.decode() if isinstance(s, bytes) else s for s in g["nnp_error"][()]]
+        assert list(status) == [DONE, FAILED, DONE, FAILED, DONE]
+        assert why[1].startswith("w: conformation 1: atoms 0 and 1 are") and "overlapping" in why[1]
+        assert why[3] == "w: conformation 3: NaN or infinite coordinates"
+        for k in (0, 2, 4):
+            x = g["conformations"][k] * U.BOHR_TO_ANGSTROM
+            assert abs(g["nnp_energy"][k] - pot.evaluate(x, g["atomic_numbers"][()]).energy[0]) < 1e-10
+        for name, what in (("hydroxide", "charge -1, multiplicity 1"), ("oh", "charge +0, multiplicity 2")):
+            h = f[name]
+            assert list(h["nnp_status"][()]) == [FAILED]
+            msg = h["nnp_error"][0]
+            msg = msg.decode() if isinstance(msg, bytes) else msg
+            assert what in msg and "neutral closed-shell" in msg and "conformation 0" in msg
+
+
+def test_eval_nothing_evaluable(ani1x_file, tmp_path):
+    """No evaluable structure: exit 2, one line, no output file (screened, and found in evaluation)."""
+    for k, text in enumerate((_frames(("name=a", NAN), ("name=b charge=1", WATER)), _frames(("name=a", OVERLAP)))):
+        src = tmp_path / f"bad{k}.xyz"
+        src.write_text(text)
+        r = CliRunner().invoke(main, ["eval", str(src), "--model", str(ani1x_file)])
+        assert r.exit_code == 2, r.output
+        assert "no structure" in r.output and "can evaluate" in r.output
+        assert not src.with_suffix(".nnp.h5").exists()
+        if k == 0:
+            assert len(r.output.strip().splitlines()) == 1
+
+
+def test_model_errors_exit_2(tmp_path, monkeypatch):
+    from rung.core.errors import InputError
+    from rung.nnp.fetch import WeightsMissing
+    from rung.nnp.model import ModelFileError
+
+    assert issubclass(ModelFileError, InputError) and issubclass(WeightsMissing, InputError)
+    assert issubclass(WeightsMissing, FileNotFoundError)
+    src = tmp_path / "w.xyz"
+    src.write_text(XYZ)
+    bad = tmp_path / "m.h5"
+    bad.write_bytes(b"not hdf5")
+    r = CliRunner().invoke(main, ["eval", str(src), "--model", str(bad)])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    monkeypatch.setenv("RUNG_CACHE", str(tmp_path / "empty"))
+    r = CliRunner().invoke(main, ["eval", str(src), "--model", "ani-1x"])
+    assert r.exit_code == 2 and "nnp fetch" in r.output, r.output

@@ -328,19 +328,21 @@ def read_xyz(path, units: str = "angstrom", *, name_key: str = "name", allow_non
     return out
 
 
-def read_structures(path, *, units: str | None = None, name_key: str = "name") -> list[Molecule]:
+def read_structures(path, *, units: str | None = None, name_key: str = "name",
+                    allow_nonfinite: bool = False) -> list[Molecule]:
     """Read molecules from an HDF5 dataset (rung or SPICE layout) or any structure file ASE reads.
 
     ``units``: the length unit of coordinates whose file does not say (HDF5 without a ``units``
     attribute, refused otherwise; structure files: Angstrom unless given). ``name_key``: the extxyz
-    comment-line key holding a structure file's molecule names (:func:`read_xyz`).
+    comment-line key holding a structure file's molecule names (:func:`read_xyz`). ``allow_nonfinite``:
+    keep conformations with NaN or infinite coordinates (:class:`Molecule`).
     """
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     if h5py.is_hdf5(path) or path.suffix.lower() in (".h5", ".hdf5"):
-        return read_hdf5(path, units=units)
-    return read_xyz(path, units or "angstrom", name_key=name_key)
+        return read_hdf5(path, units=units, allow_nonfinite=allow_nonfinite)
+    return read_xyz(path, units or "angstrom", name_key=name_key, allow_nonfinite=allow_nonfinite)
 
 
 # --------------------------------------------------------------------------------------------- writing

@@ -1,7 +1,9 @@
 """Command line interface: `nnp fetch`, `nnp convert`, `nnp eval`, `nnp train`.
 
-Bad input of `nnp train` and of `nnp eval` with several models (a config, dataset or model file, an
-option) ends in one line and exit code 2 (:mod:`rung.core.cli`).
+Bad input (a config, dataset, structure or model file, weights not fetched, an option) ends in one
+line and exit code 2 (:mod:`rung.core.cli`). `nnp eval` fails a conformation it cannot evaluate alone
+(recorded as failed with its reason, :mod:`rung.nnp.evaluate`); a file with no evaluable structure
+is bad input, and no output file is written for it.
 """
 
 import click
@@ -59,16 +61,14 @@ def eval_(structures, model_names, member, dtype, backend, out):
 
     import h5py
 
-    from rung.core.dataset import DatasetError, create_dataset, read_structures
+    from rung.core.dataset import create_dataset, read_structures
+    from rung.core.errors import InputError
     from rung.nnp.ani import load_model
-    from rung.nnp.evaluate import compare, evaluate_dataset, format_errors, predict
-    from rung.nnp.fetch import WeightsMissing
+    from rung.nnp.evaluate import compare, evaluate_dataset, format_errors, predict, screen
 
     src = Path(structures)
     if len(model_names) > 1:
         if out is not None or not h5py.is_hdf5(src):
-            from rung.core.errors import InputError
-
             raise InputError("several --model options compare models on a rung dataset (.h5) and write nothing; "
                              "drop --out or give one --model")
         rows, labels = [], []
@@ -78,20 +78,34 @@ def eval_(structures, model_names, member, dtype, backend, out):
                 errs = compare(src, predict(src, pot, log=click.echo))
                 rows += errs
                 labels += [name] * len(errs)
-        except (WeightsMissing, DatasetError, ValueError) as err:
+        except InputError:  # a model or dataset file, the weights not fetched: one line, exit 2
+            raise
+        except ValueError as err:
             raise click.ClickException(str(err)) from err
         click.echo(format_errors(rows, labels) if rows else f"{src}: no reference rung to compare with")
         return
     try:
         pot = load_model(model_names[0], member=member, dtype=dtype, backend=backend)
+        mols = read_structures(src, allow_nonfinite=True)
+        refused = [screen(m, pot) for m in mols]
+        if all(len(r) == m.n_conf for r, m in zip(refused, mols)):
+            first = next(iter(refused[0].values()))
+            raise InputError(f"{src}: no structure {pot.model.name} can evaluate; first: {first}")
+        created = False
         if h5py.is_hdf5(src) and out is None:
             target = src
         else:
             target = Path(out) if out else src.with_suffix(".nnp.h5")
-            create_dataset(target, read_structures(src))
+            created = not target.exists()
+            create_dataset(target, mols)
         n = evaluate_dataset(target, pot, log=click.echo)
-    except (WeightsMissing, DatasetError, ValueError) as err:
+    except InputError:
+        raise
+    except ValueError as err:
         raise click.ClickException(str(err)) from err
+    if n == 0 and created:  # every conformation failed in evaluation (overlapping atoms): no output
+        target.unlink()
+        raise InputError(f"{src}: no structure {pot.model.name} can evaluate (see the failures above)")
     click.echo(f"{n} conformation(s) evaluated with {pot.model.name} ({pot.backend}, {dtype}) -> {target}")
     errors = compare(target)
     if errors:

@@ -7,6 +7,13 @@ conformations in one batch, and records per conformation (crash-safe, resumable,
 - ``nnp_energy`` (Hartree), ``nnp_energy_spread`` (Hartree, ensemble standard deviation),
 - ``nnp_forces`` (n_atoms, 3) Hartree/Bohr (atomic units inside rung; ``-gradient``).
 
+A conformation the model cannot evaluate fails alone, recorded as failed with its reason in the
+user's numbering (molecule name, conformation index, atom indices within the molecule): NaN or
+infinite coordinates, overlapping atoms, an element the model lacks, and charged or open-shell
+molecules: ANI models are fits to neutral closed-shell molecules, so a molecule with a charge or a
+multiplicity other than 1 is refused rather than given a neutral singlet's energy. :func:`screen`
+finds the failures that need no evaluation (all but overlaps).
+
 ``predict`` evaluates in memory instead (several models side by side; nothing written).
 
 ``compare`` finds reference data of other rungs in the dataset (``<rung>_total_energy`` or
@@ -29,8 +36,39 @@ from rung.core import units as U
 UNITS = {"energy": "hartree", "energy_spread": "hartree", "forces": "hartree/bohr"}
 
 
+def screen(molecule, potential) -> dict[int, str]:
+    """Conformations of ``molecule`` the model cannot evaluate, found without evaluating them.
+
+    Returns {conformation index: reason}: every conformation for a charged or open-shell molecule
+    or an element the model lacks, else those with NaN or infinite coordinates.
+    """
+    m = molecule
+    model = potential.model.name
+    if m.charge != 0 or m.multiplicity != 1:
+        why = (f"{m.name}: charge {m.charge:+d}, multiplicity {m.multiplicity}: {model} is a model of neutral "
+               "closed-shell molecules and does not evaluate charged or open-shell ones")
+        return {i: f"{why} (conformation {i})" for i in range(m.n_conf)}
+    try:
+        potential.species_index(m.atomic_numbers)
+    except ValueError as err:
+        return {i: f"{m.name}: conformation {i}: {err}" for i in range(m.n_conf)}
+    bad = np.nonzero(~np.all(np.isfinite(m.conformations), axis=(1, 2)))[0]
+    return {int(i): f"{m.name}: conformation {int(i)}: NaN or infinite coordinates" for i in bad}
+
+
+def _evaluate(potential, z, x):
+    """Energies, spreads and forces (Hartree/Bohr) of conformations x (n, n_atoms, 3) Angstrom, one batch."""
+    nb, na = x.shape[:2]
+    r = potential.evaluate(x.reshape(-1, 3), np.tile(z, nb), batch=np.repeat(np.arange(nb), na))
+    return r.energy, r.spread, r.forces.reshape(nb, na, 3) * U.BOHR_TO_ANGSTROM  # Hartree/Angstrom -> Hartree/Bohr
+
+
 def evaluate_dataset(dataset, potential, *, log=print) -> int:
-    """Evaluate ``potential`` on every pending conformation of ``dataset``; return how many were done."""
+    """Evaluate ``potential`` on every pending conformation of ``dataset``; return how many were done.
+
+    A conformation that cannot be evaluated is recorded as failed with its reason (module docstring);
+    the others of its molecule are evaluated all the same.
+    """
     from rung.core.dataset import ResultWriter, read_hdf5
 
     from rung.nnp import __version__
@@ -42,25 +80,36 @@ def evaluate_dataset(dataset, potential, *, log=print) -> int:
     todo: dict[str, list[int]] = {}
     for name, idx in pending:
         todo.setdefault(name, []).append(idx)
-    mols = {m.name: m for m in read_hdf5(dataset, names=list(todo))}
+    mols = {m.name: m for m in read_hdf5(dataset, names=list(todo), allow_nonfinite=True)}
     done = 0
     for name, idx in todo.items():
         m = mols[name]
-        x = m.conformations[idx] * U.BOHR_TO_ANGSTROM  # (n_conf, n_atoms, 3) Angstrom
-        nb, na = x.shape[:2]
-        try:
-            r = potential.evaluate(x.reshape(-1, 3), np.tile(m.atomic_numbers, nb), batch=np.repeat(np.arange(nb), na))
-        except ValueError as err:  # an element the model lacks, overlapping atoms: record why
-            for i in idx:
-                writer.record(name, i, error=str(err))
-            log(f"{name}: failed: {err}")
+        refused = screen(m, potential)
+        for i in idx:
+            if i in refused:
+                writer.record(name, i, error=refused[i])
+                log(f"failed: {refused[i]}")
+        idx = [i for i in idx if i not in refused]
+        if not idx:
             continue
-        f_au = r.forces.reshape(nb, na, 3) * U.BOHR_TO_ANGSTROM  # Hartree/Angstrom -> Hartree/Bohr
-        for k, i in enumerate(idx):
-            writer.record(name, i, {"energy": float(r.energy[k]), "energy_spread": float(r.spread[k]),
-                                    "forces": f_au[k]})
-        done += len(idx)
-        log(f"{name}: {len(idx)} conformation(s)")
+        x = m.conformations[idx] * U.BOHR_TO_ANGSTROM  # (n_conf, n_atoms, 3) Angstrom
+        try:
+            results = [_evaluate(potential, m.atomic_numbers, x)]
+            groups = [idx]
+        except ValueError:  # one conformation spoils the batch (overlapping atoms): each alone, to name it
+            results, groups = [], []
+            for k, i in enumerate(idx):
+                try:
+                    results.append(_evaluate(potential, m.atomic_numbers, x[k:k + 1]))
+                    groups.append([i])
+                except ValueError as err:  # atom indices are the molecule's own here
+                    writer.record(name, i, error=f"{name}: conformation {i}: {err}")
+                    log(f"failed: {name}: conformation {i}: {err}")
+        for (e, s, f_au), ids in zip(results, groups):
+            for k, i in enumerate(ids):
+                writer.record(name, i, {"energy": float(e[k]), "energy_spread": float(s[k]), "forces": f_au[k]})
+            done += len(ids)
+        log(f"{name}: {sum(len(g) for g in groups)} conformation(s)")
     writer.merge()
     return done
 

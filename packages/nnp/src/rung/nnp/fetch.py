@@ -23,14 +23,18 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from rung.core.errors import InputError
+
 KNOWN = {
     "ani-1x": {"package": "torchani", "version": "2.2.4", "folder": "torchani/resources/ani-1x_8x/",
                "cache_name": "ani-1x_8x"},
 }
 
 
-class WeightsMissing(FileNotFoundError):
-    """The model's weights are not in the cache; the message says how to fetch them."""
+class WeightsMissing(InputError, FileNotFoundError):
+    """The model's weights are not in the cache; the message says how to fetch them.
+
+    A :class:`rung.core.errors.InputError` (CLIs: one line, exit 2) and still a ``FileNotFoundError``."""
 
 
 def cache_dir() -> Path:

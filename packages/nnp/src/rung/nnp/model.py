@@ -29,13 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
+from rung.core.errors import InputError
+
 SCHEMA = "rung.nnp.model"
 SCHEMA_VERSION = 1
 ACTIVATIONS = ("identity", "gaussian", "celu0.1")
 
 
-class ModelFileError(ValueError):
-    """A model file or folder that cannot be read (missing, truncated, corrupt, inconsistent)."""
+class ModelFileError(InputError):
+    """A model file or folder that cannot be read (missing, truncated, corrupt, inconsistent).
+
+    A :class:`rung.core.errors.InputError` (so a ``ValueError``): CLIs print it as one line, exit 2."""
 
 
 @dataclass(frozen=True)

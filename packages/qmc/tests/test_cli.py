@@ -221,3 +221,35 @@ def test_results_never_silently_replaced_or_mixed(tmp_path):
     assert json.loads(read_property(ds, "h2", "qmc_settings")[0][0])["nwalkers"] == 3
     assert np.isnan(read_property(ds, "h2", "qmc_total_gradient")[0][0]).all()  # the DMC forces went with it
     assert np.isnan(read_property(ds, "h2", "qmc_dmc_energy")[0][0])
+
+
+def test_show_result_file_and_dataset(tmp_path):
+    """`qmc show` prints energy, error bar, forces, plateau flag and settings of a --out result file and of
+    a dataset's qmc_* properties (the same numbers); a non-qmc or corrupt file is one line, exit 2."""
+    from rung.core.dataset import Molecule, create_dataset, read_property
+    from rung.core.testing import check_bad_input
+    from rung.qmc.stats import format_value
+    from rung.qmc.vmc import QMCResult
+
+    ds = create_dataset(tmp_path / "h2.h5", [Molecule("h2", np.array([1, 1]), np.array([[0, 0, 0], [0, 0, 1.1]]))])
+    r = CliRunner().invoke(main, ["vmc", str(ds), *FAST, "--forces", "--out", str(tmp_path / "res")])
+    assert r.exit_code == 0, r.output
+    res = QMCResult.from_hdf5(tmp_path / "res.vmc.h5")
+    r = CliRunner().invoke(main, ["show", str(tmp_path / "res.vmc.h5")])
+    assert r.exit_code == 0, r.output
+    assert res.summary() in r.output and "plateau:" in r.output and "forces, Hartree/Bohr" in r.output
+    assert "4 walkers" in r.output and format_value(res.forces[0, 2], res.forces_error[0, 2]) in r.output
+    r = CliRunner().invoke(main, ["show", str(ds)])
+    assert r.exit_code == 0, r.output
+    e, _ = read_property(ds, "h2", "qmc_total_energy")
+    err, _ = read_property(ds, "h2", "qmc_total_energy_error")
+    assert "h2[0]: done" in r.output and format_value(e[0], err[0]) in r.output
+    assert "forces (best estimate)" in r.output and "settings: " in r.output and "basis sto-3g" in r.output
+    bare = create_dataset(tmp_path / "bare.h5", [Molecule("h2", np.array([1, 1]), np.array([[0, 0, 0], [0, 0, 1.1]]))])
+    check_bad_input(CliRunner().invoke(main, ["show", str(bare)]), "bare.h5", "no qmc_* results")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    check_bad_input(CliRunner().invoke(main, ["show", str(tmp_path / "junk.h5")]), "junk.h5")
+    check_bad_input(CliRunner().invoke(main, ["show", str(tmp_path / "none.h5")]), "none.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    check_bad_input(CliRunner().invoke(main, ["show", str(tmp_path / "other.h5")]), "other.h5", "neither")

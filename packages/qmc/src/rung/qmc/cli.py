@@ -1,4 +1,4 @@
-"""Command line interface: ``qmc optimize``, ``qmc vmc``, ``qmc dmc``.
+"""Command line interface: ``qmc optimize``, ``qmc vmc``, ``qmc dmc``, ``qmc show``.
 
 INPUT is an xyz file (any format ASE reads; geometry in Angstrom) or a rung dataset (.h5), in which
 case the conformation's results are written into the dataset as ``qmc_*`` properties and the DFT
@@ -192,6 +192,16 @@ def dmc_cmd(tau, blocks, steps, equil_blocks, tmoves, checkpoint, trace, **kw):
                                  param_hint="--blocks")
     cfg = DMCConfig(tau=tau, nblocks=blocks, nsteps=steps, nequil_blocks=equil_blocks, tmoves=tmoves, seed=kw["seed"])
     _run(dmc_cfg=cfg, checkpoint=checkpoint, trace=trace, **kw)
+
+
+@main.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+def show_cmd(file):
+    """Energies, error bars, forces, plateau flag and settings of a qmc result file (--out) or of a
+    dataset's qmc_* properties."""
+    from rung.qmc.show import show
+
+    click.echo(show(file))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,129 @@
+"""``qmc show``: what a QMC output file holds, as text.
+
+Two kinds of file: a result file (``qmc vmc|dmc --out OUT`` writes ``OUT.<method>.h5``,
+:meth:`rung.qmc.vmc.QMCResult.to_hdf5`), and a rung dataset holding ``qmc_*`` properties (one block
+per conformation the QMC rung recorded: status, energies with error bars, forces when present,
+``qmc_settings``). Energies in Hartree, forces in Hartree/Bohr. Anything else is refused with
+:class:`rung.core.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from rung.core.errors import InputError
+
+
+def _plateau(extra: dict) -> str:
+    if "plateau" not in extra:
+        return "plateau: not assessed"
+    return "plateau: yes" if extra["plateau"] else "plateau: NO (the blocking curve has none; the error bar may be too small)"
+
+
+def _forces_table(forces, errors, title: str, symbols=None) -> list:
+    from rung.qmc.stats import format_value
+
+    lines = [f"{title}, Hartree/Bohr:"]
+    for a in range(forces.shape[0]):
+        sym = f" {symbols[a]:2s}" if symbols is not None else ""
+        lines.append(f"  {a:3d}{sym} " + "  ".join(f"{format_value(forces[a, k], errors[a, k]):>16s}" for k in range(3)))
+    return lines
+
+
+def show_result(path) -> str:
+    """Text of a ``rung.qmc.result`` file: energy, error bar, variance, components, forces, plateau, settings."""
+    from rung.qmc.stats import format_value
+    from rung.qmc.vmc import QMCResult
+
+    r = QMCResult.from_hdf5(path)
+    lines = [f"{path}: {r.summary()}", f"  variance {r.variance:.6g} Ha^2, acceptance {r.acceptance:.4f}",
+             f"  {_plateau(r.extra)}"]
+    for k, (m, e) in sorted(r.components.items()):
+        lines.append(f"  {k:>16s} = {format_value(m, e)} Ha")
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        a = f.attrs
+        lines.append(f"  settings: method {r.method}, {r.nwalkers} walkers, {r.nsteps} steps, tau {r.tau}, "
+                     f"backend {a.get('backend')}, rung-qmc {a.get('package_version')}")
+    extra = {k: v for k, v in r.extra.items() if k != "plateau"}
+    if extra:
+        lines.append("  " + ", ".join(f"{k} {v:g}" for k, v in sorted(extra.items())))
+    if r.forces is not None:
+        lines += ["  " + s for s in _forces_table(r.forces, r.forces_error, "forces")]
+    return "\n".join(lines)
+
+
+def show_dataset(path) -> str:
+    """Text of the ``qmc_*`` properties of a rung dataset, one block per conformation recorded."""
+    from rung.core.dataset import STATUS_NAMES, ResultWriter
+    from rung.qmc.stats import format_value
+
+    w = ResultWriter(path, "qmc", {})
+    status = {k: v for k, v in w.status().items() if v != 0}
+    if not status:
+        raise InputError(f"{path}: no qmc_* results in this dataset")
+    import h5py
+
+    molecules = sorted({mol for mol, _ in status})
+    names, errors = {"settings"}, {}
+    with h5py.File(path, "r") as f:
+        for mol in molecules:
+            g = f[mol]
+            names |= {k[4:] for k in g if k.startswith("qmc_") and k not in ("qmc_status", "qmc_error")}
+            if "qmc_error" in g:
+                errors.update({(mol, i): v.decode() if isinstance(v, bytes) else str(v)
+                               for i, v in enumerate(g["qmc_error"][()])})
+    for rec in w._journal_records():  # newer than the file
+        errors[(rec["molecule"], rec["index"])] = rec["error"]
+        names |= set(rec["values"])
+    with_values = {p: w.recorded(p) for p in sorted(names)}
+    lines = []
+    for key in sorted(status):
+        mol, i = key
+        lines.append(f"{mol}[{i}]: {STATUS_NAMES[status[key]]}")
+        if status[key] != 1:
+            lines.append(f"  {errors.get(key, '')}")
+            continue
+        vals = {p: v[key] for p, v in with_values.items() if key in v}
+        settings = json.loads(vals.pop("settings")) if "settings" in vals else None
+        for p in sorted(vals):
+            if p.endswith("_error") or "gradient" in p:
+                continue
+            e = vals.get(f"{p}_error")
+            lines.append(f"  {p:>20s} = " + (format_value(float(vals[p]), float(e)) if e is not None
+                                               else f"{float(vals[p]):.8f}") + " Ha")
+        if "total_gradient" in vals:
+            g = np.asarray(vals["total_gradient"])
+            ge = np.asarray(vals.get("total_gradient_error", np.zeros_like(g)))
+            lines += ["  " + s for s in _forces_table(-g, ge, "forces (best estimate)")]
+        if settings is not None:
+            plateau = settings.pop("plateau", None)
+            if plateau is not None:
+                lines.append(f"  {_plateau({'plateau': plateau})}")
+            lines.append("  settings: " + ", ".join(f"{k} {v}" for k, v in sorted(settings.items())))
+        else:
+            lines.append("  settings: not recorded")
+    return "\n".join(lines)
+
+
+def show(path) -> str:
+    """Text of a qmc result file or of a dataset's ``qmc_*`` properties (see the module docstring)."""
+    import h5py
+
+    from rung.core.dataset import _open
+
+    with _open(path) as f:  # a missing, truncated or non-HDF5 file: DatasetError (an InputError)
+        schema = f.attrs.get("schema")
+        schema = schema.decode() if isinstance(schema, bytes) else schema
+        has_groups = any(isinstance(g, h5py.Group) and "conformations" in g for g in f.values())
+    if schema == "rung.qmc.result":
+        try:
+            return show_result(path)
+        except (KeyError, OSError, ValueError) as err:
+            raise InputError(f"{path}: a damaged qmc result file ({err})") from None
+    if has_groups:
+        return show_dataset(path)
+    raise InputError(f"{path}: neither a qmc result file (qmc --out) nor a rung dataset with qmc_* properties")

@@ -270,3 +270,23 @@ def test_nnp_potential_from_the_input_file(tmp_path):
     res = CliRunner().invoke(main, ["run", str(tmp_path / "bad" / "in.toml"), "--workdir", str(tmp_path / "bad")])
     assert res.exit_code != 0 and "Ar" in res.output and "not covered" in res.output, res.output
     assert sorted(os.listdir(tmp_path / "bad")) == ["in.toml", "w.xyz"]
+
+
+def test_classical_nve_log_prints_the_actual_kinetic_energy(tmp_path):
+    """One bead, no thermostat: both kinetic columns are sum p^2/2m of the logged state (not 3/2 N k T at
+    the input temperature); potential + kinetic is conserved while the kinetic energy itself moves."""
+    inp = _input(tmp_path, steps=60, beads=1)
+    inp.write_text(inp.read_text().replace('thermostat = "langevin"', 'thermostat = "none"').replace("dt_fs = 4.0", "dt_fs = 2.0"))
+    res = run(load_config(inp), workdir=tmp_path, progress=False)
+    log = np.loadtxt(tmp_path / "md.log")  # step time T V K_prim K_cv H p
+    s = res.state
+    p, m = s.momenta.reshape(-1, 3), np.asarray(s.masses)
+    k_last = 0.5 * np.sum(p * p / m[:, None])
+    assert log[-1, 0] == 60
+    assert log[-1, 4] == pytest.approx(k_last, rel=1e-10) and log[-1, 5] == pytest.approx(k_last, rel=1e-10)
+    n = m.size
+    equipartition = 1.5 * n * U.BOLTZMANN_HARTREE_PER_K * 80
+    assert np.ptp(log[:, 4]) > 0.05 * equipartition  # it moves (on main: a constant)
+    total = log[:, 3] + log[:, 4]
+    assert np.ptp(total) < 0.02 * np.ptp(log[:, 4])
+    np.testing.assert_allclose(log[:, 4], 1.5 * n * U.BOLTZMANN_HARTREE_PER_K * log[:, 2], rtol=2e-5)  # T printed to 1e-4 K

@@ -138,9 +138,15 @@ def observables(state: MDState, kT: float, cell) -> dict:
     """The logged observables of a state, atomic units (temperature in K).
 
     With a QTB thermostat both kinetic-energy entries are its quantum kinetic energy estimate
-    (:func:`rung.md.qtb.quantum_kinetic`); the path-integral estimators are for ring polymers.
+    (:func:`rung.md.qtb.quantum_kinetic`); the path-integral estimators are for ring polymers. A
+    classical run (one bead) logs its actual kinetic energy sum p^2/2m in both: there both
+    path-integral estimators reduce to the constant 3/2 N kT of the input temperature, which says
+    nothing about the trajectory (and is wrong for NVE).
     """
     kq = est.thermostat_kinetic(state)
+    q = np.asarray(state.positions)  # (n, 3) or (P, n, 3) Bohr
+    if kq is None and (q.ndim == 2 or q.shape[0] == 1):
+        kq = est.kinetic_energy(state.momenta, state.masses)
     o = {"potential_energy": est.potential_energy(state.energy),
          "kinetic_primitive": est.kinetic_primitive(state.positions, state.masses, kT) if kq is None else kq,
          "kinetic_centroid_virial": (est.kinetic_centroid_virial(state.positions, state.forces, kT)

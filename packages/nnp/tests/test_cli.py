@@ -186,6 +186,14 @@ def test_eval_nothing_evaluable(ani1x_file, tmp_path):
         assert not src.with_suffix(".nnp.h5").exists()
         if k == 0:
             assert len(r.output.strip().splitlines()) == 1
+    # a rung dataset holding only overlapping atoms: failures recorded in it, exit 2
+    from rung.core.dataset import FAILED, create_dataset, read_structures
+
+    ds = create_dataset(tmp_path / "bad.h5", read_structures(tmp_path / "bad1.xyz"))
+    r = CliRunner().invoke(main, ["eval", str(ds), "--model", str(ani1x_file)])
+    assert r.exit_code == 2 and "no structure" in r.output.splitlines()[-1], r.output
+    with h5py.File(ds) as f:
+        assert list(f["a/nnp_status"][()]) == [FAILED]
 
 
 def test_model_errors_exit_2(tmp_path, monkeypatch):

@@ -106,6 +106,12 @@ def eval_(structures, model_names, member, dtype, backend, out):
     if n == 0 and created:  # every conformation failed in evaluation (overlapping atoms): no output
         target.unlink()
         raise InputError(f"{src}: no structure {pot.model.name} can evaluate (see the failures above)")
+    if n == 0:  # a dataset: its failures are recorded in it; bad input when not one conformation is done
+        from rung.core.dataset import DONE
+
+        with h5py.File(target, "r") as f:
+            if not any((g["nnp_status"][()] == DONE).any() for g in f.values() if "nnp_status" in g):
+                raise InputError(f"{src}: no structure {pot.model.name} can evaluate (failures recorded in nnp_error)")
     click.echo(f"{n} conformation(s) evaluated with {pot.model.name} ({pot.backend}, {dtype}) -> {target}")
     errors = compare(target)
     if errors:

@@ -140,6 +140,7 @@ def cases(quick: bool):
                _one_thread(lambda: pot.evaluate(x, z, batch=b)), work=n_mol, work_unit="molecules",
                repeats=3, warmup=1, note="one call, energies + forces + spread")
     yield from refit_cases(quick)
+    yield from finetune_cases(quick)
 
 
 def refit_cases(quick: bool):
@@ -155,6 +156,210 @@ def refit_cases(quick: bool):
         yield Case("nnp.readout_refit", f"{n} small molecules ({len(z)} atoms), E + F, 8 nets",
                    lambda lab=lab: refit(model, lab), work=n, work_unit="conformations", repeats=3, warmup=1,
                    note="exact last-layer refit, every member, float64; BLAS 1 thread, numba 2")
+
+
+FINETUNE_FROZEN = {  # ours: rung.nnp parameter names; FeNNol: regexes on its parameter paths (layers 1-3 frozen)
+    "read-out": (["*.0.*", "*.1.*", "*.2.*"], ["energy/./layer_[123]"]),
+    "all layers": ([], []),
+}
+
+
+def finetune_labels(n, seed=1):
+    """n small-molecule conformations (small_molecules) labelled with the ANI-1x ensemble mean (E + F)."""
+    from rung.nnp import load_model
+    from rung.nnp.train.readout import Labels
+
+    x, z, b = small_molecules(n, seed=seed)
+    r = load_model("ani-1x", dtype="float64").evaluate(x, z, batch=b)
+    return Labels(x, z, b, r.energy, np.full(n, 1e6), r.forces, np.full(x.shape, 1e6))
+
+
+def ours_epoch(lab, which, dtype="float32", batch_size=32, seed=0):
+    """One epoch of rung.nnp's gradient solver (ANI-1x member 0, Adam): shuffled batches built in NumPy,
+    one jitted step each (energy + force loss, gradients of the free parameters). A callable."""
+    import jax
+    import jax.numpy as jnp
+
+    from rung.nnp import load_model
+    from rung.nnp.train.gradient import Options, Problem
+
+    model = load_model("ani-1x", member=0).model
+    opts = Options(optimizer="adam", learning_rate=1e-6, batch_size=batch_size, dtype=dtype, l2sp=1.0, seed=seed,
+                   epochs=20)
+    with jax.enable_x64(True):
+        prob = Problem(model, lab, lab, opts, FINETUNE_FROZEN[which][0])
+        free, frozen, start = prob.split_params(0)
+        st = {"free": free, "opt": prob.tx.init(free), "epoch": 0}
+    step, lr = prob.fn["step"], jnp.asarray(opts.learning_rate, prob.dtype)
+
+    def run():
+        with jax.enable_x64(True):
+            for (g, t), nb in prob.batches("train", prob.order(0, st["epoch"] % opts.epochs)):
+                st["free"], st["opt"], data = step(st["free"], frozen, start, st["opt"], g, t, prob.hyper, lr,
+                                                   jnp.asarray(lab.n_conf / nb, prob.dtype))
+            jax.block_until_ready(data)
+            st["epoch"] += 1
+
+    return run
+
+
+def fennol_ani(model, dtype="float32"):
+    """FeNNol's ANI (ANI_AEV + SPECIES_INDEX_NET, CELU 0.1) with the weights of a one-member rung model,
+    or None when fennol is not importable. Returns (FENNIX, species order)."""
+    try:
+        from collections import OrderedDict
+
+        import jax
+        from fennol import FENNIX
+    except Exception:
+        return None
+    sp = list(model.species)
+    p = model.aev
+    nets = model.members[0]
+    modules = OrderedDict(
+        embedding={"module_name": "ANI_AEV", "species_order": sp, "graph_angle_key": "graph_angle",
+                   "radial_eta": float(p.EtaR[0]), "angular_eta": float(p.EtaA[0]),
+                   "radial_dist_divisions": int(p.ShfR.size), "angular_dist_divisions": int(p.ShfA.size),
+                   "zeta": float(p.Zeta[0]), "angle_sections": int(p.ShfZ.size), "radial_start": float(p.ShfR[0]),
+                   "angular_start": float(p.ShfA[0])},
+        energy={"module_name": "SPECIES_INDEX_NET", "output_dim": 1, "activation": "partial(celu, alpha=0.1)",
+                "hidden_neurons": {s: [la.weight.shape[0] for la in n.layers[:-1]] for s, n in zip(sp, nets)},
+                "input_key": "embedding", "squeeze": True})
+    preproc = OrderedDict(
+        graph_angle={"module_name": "GRAPH_FILTER", "cutoff": float(p.Rca), "parent_graph": "graph",
+                     "graph_key": "graph_angle"},
+        angle_extension={"module_name": "GRAPH_ANGULAR_EXTENSION", "graph_key": "graph_angle"},
+        species_indexer={"module_name": "SPECIES_INDEXER", "output_key": "species_index"})
+    with jax.enable_x64(dtype == "float64"):
+        fm = FENNIX(cutoff=float(p.Rcr), modules=modules, preprocessing=preproc, rng_key=jax.random.PRNGKey(0),
+                    energy_terms=["energy"], use_atom_padding=True)
+        params = dict(fm.variables["params"])
+        params["energy"] = {s: {f"Layer_{k + 1}": {"kernel": np.asarray(la.weight.T, dtype), "bias": np.asarray(la.bias, dtype)}
+                                for k, la in enumerate(n.layers)} for s, n in zip(sp, nets)}
+        fm.variables = {**fm.variables, "params": params}
+    return fm, sp
+
+
+def fennol_epoch(lab, which, dtype="float32", batch_size=32, seed=0):
+    """One epoch of FeNNol's own training step (fennol.training.utils.get_train_step_function, mse on
+    energies and forces, Adam from fennol.training.optimizers.get_optimizer, frozen layers by its regexes)
+    with its preprocessing (neighbour lists) per batch, as its training loop does; None without fennol."""
+    import contextlib
+    import io
+
+    from rung.nnp import load_model
+
+    model = load_model("ani-1x", member=0).model
+    built = fennol_ani(model, dtype)
+    if built is None:
+        return None
+    import jax
+
+    from fennol.training.optimizers import get_optimizer
+    from fennol.training.utils import get_loss_definition, get_train_step_function
+
+    fm, sp = built
+    spi = {int(k): i for i, k in enumerate(model.atomic_numbers)}
+    sae = np.bincount(lab.batch, weights=model.self_energies[[spi[int(k)] for k in lab.numbers]])
+    start = np.searchsorted(lab.batch, np.arange(lab.n_conf + 1))
+    loss, _, _ = get_loss_definition({"loss": {"e": {"key": "total_energy", "ref": "e_ref", "type": "mse"},
+                                               "f": {"key": "forces", "ref": "f_ref", "type": "mse"}}})
+    with contextlib.redirect_stdout(io.StringIO()), jax.enable_x64(dtype == "float64"):  # it prints its partition
+        opt, _ = get_optimizer({"optimizer": "adam", "frozen": FINETUNE_FROZEN[which][1]}, fm.variables, 1e-6)
+        step = get_train_step_function(loss, fm, lambda m, v, d: m._energy_and_forces(v, d)[2], opt)
+        st = {"opt_state": opt.init(fm.variables), "variables": fm.variables, "step": 0, "epoch": 0}
+    state = {"st": st, "epoch": 0}
+
+    def batch(conf):
+        atoms = np.concatenate([np.arange(start[c], start[c + 1]) for c in conf])
+        natoms = np.diff(start)[conf]
+        inputs = fm.preprocess(species=lab.numbers[atoms], coordinates=lab.x[atoms].astype(dtype), natoms=natoms,
+                               batch_index=np.repeat(np.arange(conf.size), natoms))
+        e = np.zeros(inputs["natoms"].shape[0], dtype)
+        e[:conf.size] = lab.energy[conf] - sae[conf]
+        f = np.zeros((inputs["species"].shape[0], 3), dtype)
+        f[:atoms.size] = lab.forces[atoms]
+        return {"e_ref": e, "f_ref": f}, inputs
+
+    def run():
+        with jax.enable_x64(dtype == "float64"):
+            order = np.random.default_rng([seed, state["epoch"]]).permutation(lab.n_conf)
+            for k in range(0, lab.n_conf, batch_size):
+                data, inputs = batch(order[k:k + batch_size])
+                value, state["st"], _ = step(data, inputs, state["st"])
+            jax.block_until_ready(value)
+            state["epoch"] += 1
+
+    return run
+
+
+def finetune_cases(quick: bool):
+    """Gradient fine-tuning throughput: one epoch (N conformations, batches of 32, E + F, Adam), ANI-1x
+    member 0, read-out layer only and all layers, float32 (FeNNol's default precision) and float64;
+    peer: FeNNol's training step for the same network on the same data when fennol is importable."""
+    lab = finetune_labels(100 if quick else 300)
+    for which in FINETUNE_FROZEN:
+        for dtype in ("float32", "float64"):
+            peer = fennol_epoch(lab, which, dtype)
+            yield Case("nnp.finetune_epoch", f"{lab.n_conf} small molecules, {which}, {dtype}",
+                       ours_epoch(lab, which, dtype), peer=peer, peer_name="FeNNol train_step" if peer else "",
+                       work=lab.n_conf, work_unit="conformations", repeats=3, warmup=1,
+                       note="one epoch, batch 32, energies + forces, Adam; batches/neighbour lists included")
+
+
+def finetune_table(n=300, epochs=10) -> str:
+    """Conformations per CPU-second of an epoch (process time) for ours and FeNNol: after one warm-up
+    epoch, the median over ``epochs`` epochs (steady state) and their mean (FeNNol compiles again
+    whenever a batch outgrows the sizes it has seen; ours pads every batch to one shape computed in
+    advance and compiles once); ``python -m tools.bench.suites.nnp --finetune``."""
+    import time
+
+    lab = finetune_labels(n)
+    rows = ["| layers trained | dtype | ours, median epoch | FeNNol, median epoch | ours / FeNNol | ours, mean | "
+            "FeNNol, mean (its recompilations included) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for which in FINETUNE_FROZEN:
+        for dtype in ("float32", "float64"):
+            med, mean = [], []
+            for make in (ours_epoch, fennol_epoch):
+                run = make(lab, which, dtype)
+                if run is None:
+                    med.append(None)
+                    mean.append(None)
+                    continue
+                run()
+                t = []
+                for _ in range(epochs):
+                    c0 = time.process_time()
+                    run()
+                    t.append(time.process_time() - c0)
+                med.append(n / float(np.median(t)))
+                mean.append(n / float(np.mean(t)))
+
+            def f(v):
+                return "" if v is None else f"{v:.4g}"
+
+            ratio = "" if med[1] is None else f"{med[0] / med[1]:.2f}"
+            rows.append(f"| {which} | {dtype} | {f(med[0])} | {f(med[1])} | {ratio} | {f(mean[0])} | {f(mean[1])} |")
+            print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
+def finetune_memory(code: str, which: str, dtype: str, batch_size: str = "32", n: int = 256) -> str:
+    """Peak resident set (ru_maxrss, MiB) of a process that trains ``code`` ("ours" or "fennol") for three
+    epochs at ``batch_size``; the slope between two batch sizes is the memory per conformation. One
+    process per number: ``python -m tools.bench.suites.nnp --finetune-memory ours read-out float32 64``."""
+    import resource
+
+    import jax  # noqa: F401  (imported before the labels, as in both codes)
+
+    lab = finetune_labels(n)
+    run = (ours_epoch if code == "ours" else fennol_epoch)(lab, which, dtype, int(batch_size))
+    if run is None:
+        return f"{code}: not installed"
+    for _ in range(3):
+        run()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return f"{code} | {which} | {dtype} | batch {batch_size} | peak RSS {peak:.0f} MiB"
 
 
 def cpu_time_table(quick: bool = False, repeats: int = 3) -> str:
@@ -236,4 +441,9 @@ def transfer_table(sizes=(6, 20, 60), l2sp=1.0e3) -> str:
 if __name__ == "__main__":
     import sys
 
-    print(transfer_table() if "--transfer" in sys.argv else cpu_time_table(quick="--quick" in sys.argv))
+    if "--finetune-memory" in sys.argv:
+        print(finetune_memory(*sys.argv[sys.argv.index("--finetune-memory") + 1:][:4]))
+    elif "--finetune" in sys.argv:
+        print(finetune_table())
+    else:
+        print(transfer_table() if "--transfer" in sys.argv else cpu_time_table(quick="--quick" in sys.argv))

@@ -212,17 +212,33 @@ class Problem:
         for key, lab in (("train", train), ("valid", valid)):
             st = jaxani.structures(model, lab.x, lab.numbers, lab.batch)
             bs = min(opts.batch_size, st.n_conf)
-            self.sets[key] = [st, lab, st.bound(bs), bs]
-        bound = np.maximum(self.sets["train"][2], self.sets["valid"][2])  # one shape: one compilation of each function
+            self.sets[key] = [st, lab, None, bs]
+        self.n_train = train.n_conf
+        self.steps_per_epoch = -(-self.n_train // self.sets["train"][3])
+        # One padded shape for every batch that any member and epoch will see, training and validation:
+        # the largest real sizes plus one dummy row (all orders are known in advance: a resumed run pads
+        # alike), so XLA compiles each function once and pads little.
+        st, _, _, bs = self.sets["train"]
+        orders = [self.order(m, e) for m in range(len(model.members)) for e in range(opts.epochs)]
+        sizes = [st.batch_sizes([o for o in orders if o is not None] or [np.arange(st.n_conf)], bs)]
+        sv, _, _, bsv = self.sets["valid"]
+        sizes.append(sv.batch_sizes([np.arange(sv.n_conf)], bsv))
+        bound = np.concatenate([[max(bs, bsv)], np.max(np.concatenate(sizes), axis=0) + 1])
         for v in self.sets.values():
             v[2] = bound
-        self.n_train = train.n_conf
         self.hyper = {k: jnp.asarray(v, self.dtype) for k, v in dict(
             aE=opts.energy_weight, aF=opts.forces_weight, l2sp=opts.l2sp, shift_l2sp=opts.shift_l2sp,
             weight_decay=opts.weight_decay).items()}
         self._cache = {}
 
     # -- data -----------------------------------------------------------------------------------
+    def order(self, member: int, epoch: int):
+        """The training conformations' order in an epoch (seeded by seed, member, epoch); None for one
+        batch, whose order does not matter (its stored graph is reused)."""
+        if self.steps_per_epoch == 1:
+            return None
+        return np.random.default_rng([self.opts.seed, member, epoch]).permutation(self.n_train)
+
     def batch(self, key, conf):
         """(graph arrays, targets) of conformations ``conf`` of set ``key`` as JAX arrays (training dtype)."""
         import jax.numpy as jnp
@@ -230,14 +246,16 @@ class Problem:
         st, lab, bound, _ = self.sets[key]
         g = st.graph(conf, bound)
         C, A = g.n_conf, g.x.shape[0]
-        sae = np.bincount(st.batch, weights=self.model.self_energies[st.species], minlength=st.n_conf)
+        sae = self._sae(key)
         E, sE, mE = np.zeros(C), np.ones(C), np.zeros(C)
         wE = lab.energy_weight[conf]
         ok = wE > 0
         E[:conf.size] = np.where(ok, lab.energy[conf] - sae[conf], 0.0)
         sE[:conf.size] = np.where(ok, np.sqrt(self.opts.energy_weight / np.where(ok, wE, 1.0)), 1.0)
         mE[:conf.size] = ok
-        atoms = np.concatenate([np.arange(st.atom_start[c], st.atom_start[c + 1]) for c in conf])
+        from rung.nnp.train.jaxani import _ranges
+
+        atoms = _ranges(st.atom_start[conf], st.atom_start[conf + 1])
         n = atoms.size
         F, sF, mF = np.zeros((A, 3)), np.ones((A, 3)), np.zeros((A, 3))
         wF = lab.forces_weight[atoms]
@@ -253,6 +271,14 @@ class Problem:
         arrays = {k: tuple(put(a) for a in v) if isinstance(v, tuple) else put(v) for k, v in g.arrays().items()}
         t = {k: jnp.asarray(v, dt) for k, v in dict(E=E, sE=sE, mE=mE, F=F, sF=sF, mF=mF).items()}
         return arrays, t
+
+    def _sae(self, key):
+        """(n_conf,) float64 Hartree, the self energies of each conformation of set ``key``."""
+        if ("sae", key) not in self._cache:
+            st = self.sets[key][0]
+            self._cache[("sae", key)] = np.bincount(st.batch, weights=self.model.self_energies[st.species],
+                                                    minlength=st.n_conf)
+        return self._cache[("sae", key)]
 
     def batches(self, key, order=None):
         """The set's batches in ``order`` (default: as stored), cached when in stored order."""
@@ -317,7 +343,7 @@ class Problem:
         free, frozen, start = self.split_params(member)
         opt_state = self.tx.init(free)
         run = MemberRun(member)
-        steps_per_epoch = -(-self.n_train // self.sets["train"][3])
+        steps_per_epoch = self.steps_per_epoch
         sched = (optax.cosine_onecycle_schedule(o.epochs * steps_per_epoch, o.learning_rate)
                  if o.schedule == "cosine_onecycle" else None)
         rec = dict(epoch=0, lr_scale=1.0, best_valid=np.inf, best_epoch=-1, bad=0, plateau_best=np.inf, plateau_bad=0,
@@ -330,9 +356,7 @@ class Problem:
         while rec["epoch"] < o.epochs and not rec["stopped"]:
             epoch = rec["epoch"]
             t0, c0 = time.perf_counter(), time.process_time()
-            # one batch: the order does not matter, the stored graph is reused
-            order = (None if steps_per_epoch == 1 else
-                     np.random.default_rng([o.seed, member, epoch]).permutation(self.n_train))
+            order = self.order(member, epoch)
             parts, lr = [], 0.0
             for k, ((g, t), nb) in enumerate(self.batches("train", order)):
                 step = epoch * steps_per_epoch + k

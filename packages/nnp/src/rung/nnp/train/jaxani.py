@@ -161,13 +161,15 @@ class Structures:
     def n_conf(self) -> int:
         return self.atom_start.size - 1
 
-    def sizes(self, conf) -> np.ndarray:
-        """(len(conf), 3 + n_species) rows: atoms, entries, triples, atoms of each species per conformation."""
-        conf = np.asarray(conf, np.int64)
+    @functools.cached_property
+    def _sizes(self) -> np.ndarray:
         per_species = np.zeros((self.n_conf, self.n_species), np.int64)
         np.add.at(per_species, (self.batch, self.species), 1)
-        return np.column_stack([np.diff(self.atom_start)[conf], np.diff(self.ent_start)[conf],
-                                np.diff(self.tri_start)[conf], per_species[conf]])
+        return np.column_stack([np.diff(self.atom_start), np.diff(self.ent_start), np.diff(self.tri_start), per_species])
+
+    def sizes(self, conf) -> np.ndarray:
+        """(len(conf), 3 + n_species) rows: atoms, entries, triples, atoms of each species per conformation."""
+        return self._sizes[np.asarray(conf, np.int64)]
 
     def bound(self, batch_size: int) -> np.ndarray:
         """Padded sizes that hold any batch of ``batch_size`` conformations: per size column, the sum of
@@ -176,36 +178,49 @@ class Structures:
         k = min(batch_size, self.n_conf)
         return np.concatenate([[k], np.sort(s, axis=0)[::-1][:k].sum(axis=0) + 1])
 
+    def batch_sizes(self, orders, batch_size: int) -> np.ndarray:
+        """(n_batches, 3 + n_species) sizes of every batch of ``batch_size`` conformations cut from each
+        order in ``orders`` (arrays of conformation indices)."""
+        s = self._sizes
+        out = []
+        for order in orders:
+            cuts = np.arange(0, len(order), batch_size)
+            out.append(np.add.reduceat(s[order], cuts, axis=0))
+        return np.concatenate(out) if out else np.zeros((0, s.shape[1]), np.int64)
+
     def graph(self, conf, bound) -> Graph:
-        """The padded Graph of conformations ``conf`` (int indices) with sizes ``bound`` (from :meth:`bound`)."""
+        """The padded Graph of conformations ``conf`` (int indices) with sizes ``bound`` (from :meth:`bound`
+        or the largest of :meth:`batch_sizes` plus one). Costs O(atoms of the batch)."""
         conf = np.asarray(conf, np.int64)
         C, A, E, T = (int(v) for v in bound[:4])
         nsp = bound[4:]
         if conf.size > C:
             raise ValueError(f"{conf.size} conformations in a graph padded for {C}")
-        atoms = _ranges(self.atom_start[conf], self.atom_start[conf + 1])
-        ents = _ranges(self.ent_start[conf], self.ent_start[conf + 1])
-        tris = _ranges(self.tri_start[conf], self.tri_start[conf + 1])
+        a_lo, a_hi = self.atom_start[conf], self.atom_start[conf + 1]
+        e_lo, e_hi = self.ent_start[conf], self.ent_start[conf + 1]
+        t_lo, t_hi = self.tri_start[conf], self.tri_start[conf + 1]
+        atoms, ents, tris = _ranges(a_lo, a_hi), _ranges(e_lo, e_hi), _ranges(t_lo, t_hi)
         if atoms.size >= A or ents.size >= E or tris.size >= T:
             raise ValueError("a batch exceeds its padded sizes")
-        amap = np.full(self.x.shape[0], -1, np.int64)
-        amap[atoms] = np.arange(atoms.size)
-        emap = np.full(self.centre.size, -1, np.int64)
-        emap[ents] = np.arange(ents.size)
-        cmap = np.full(self.n_conf, -1, np.int64)
-        cmap[conf] = np.arange(conf.size)
+        # old index -> new index within the batch: a shift per conformation
+        na, ne = a_hi - a_lo, e_hi - e_lo
+        a_shift = np.cumsum(na) - na - a_lo  # (B,)
+        e_shift = np.cumsum(ne) - ne - e_lo
+        k_ent = np.repeat(np.arange(conf.size), ne)
+        k_tri = np.repeat(np.arange(conf.size), t_hi - t_lo)
         dummy_atom, dummy_ent = A - 1, E - 1
         x = np.zeros((A, 3))
         x[:atoms.size] = self.x[atoms]
         species = np.zeros(A, np.int64)
         species[:atoms.size] = self.species[atoms]
         cf = np.full(A, C, np.int64)
-        cf[:atoms.size] = cmap[self.batch[atoms]]
+        cf[:atoms.size] = np.repeat(np.arange(conf.size), na)
         centre = np.full(E, dummy_atom, np.int64)
         nbr = np.full(E, dummy_atom, np.int64)
         shift = np.zeros((E, 3))
         shift[:, 0] = 2.0 * self.Rcr
-        centre[:ents.size], nbr[:ents.size] = amap[self.centre[ents]], amap[self.nbr[ents]]
+        centre[:ents.size] = self.centre[ents] + a_shift[k_ent]
+        nbr[:ents.size] = self.nbr[ents] + a_shift[k_ent]
         shift[:ents.size] = self.shift[ents]
         ent_mask = np.zeros(E)
         ent_mask[:ents.size] = 1.0
@@ -213,7 +228,8 @@ class Structures:
         n_pairs = S * (S + 1) // 2
         e1 = np.full(T, dummy_ent, np.int64)
         e2 = np.full(T, dummy_ent, np.int64)
-        e1[:tris.size], e2[:tris.size] = emap[self.te1[tris]], emap[self.te2[tris]]
+        e1[:tris.size] = self.te1[tris] + e_shift[k_tri]
+        e2[:tris.size] = self.te2[tris] + e_shift[k_tri]
         from rung.nnp._kernels.reference import pair_index
 
         pidx = pair_index(S)
@@ -221,8 +237,9 @@ class Structures:
         tri_mask = np.zeros(T)
         tri_mask[:tris.size] = 1.0
         by, masks = [], []
+        real = species[:atoms.size]
         for s in range(S):
-            idx = np.nonzero(species[:atoms.size] == s)[0]
+            idx = np.nonzero(real == s)[0]
             if idx.size >= nsp[s]:
                 raise ValueError("a batch exceeds its padded sizes")
             full = np.full(int(nsp[s]), dummy_atom, np.int64)
@@ -300,15 +317,16 @@ def make_atomic_fn(arch: Architecture):
 
     def aev(g, x):
         A = x.shape[0]
+        ShfR_, ShfA_, cz_, sz_ = (jnp.asarray(c, x.dtype) for c in (ShfR, ShfA, cz, sz))  # NumPy constants would promote float32 to float64
         vec = x[g["nbr"]] - x[g["centre"]] + g["shift"]  # (E, 3)
         r = jnp.sqrt(jnp.sum(vec * vec, axis=1))  # (E,)
-        rad = 0.25 * jnp.exp(-etaR * (r[:, None] - ShfR) ** 2) * (fc(r, Rcr) * g["ent_mask"])[:, None]  # (E, nR)
+        rad = 0.25 * jnp.exp(-etaR * (r[:, None] - ShfR_) ** 2) * (fc(r, Rcr) * g["ent_mask"])[:, None]  # (E, nR)
         GR = jax.ops.segment_sum(rad, g["ent_seg"], num_segments=A * S).reshape(A, S * nR)
         v1, v2, r1, r2 = vec[g["e1"]], vec[g["e2"]], r[g["e1"]], r[g["e2"]]
         cos = 0.95 * jnp.sum(v1 * v2, axis=1) / (r1 * r2)  # (T,)
         sin = jnp.sqrt(1.0 - cos * cos)
-        f1 = (0.5 * (1.0 + cos[:, None] * cz + sin[:, None] * sz)) ** zeta  # (T, nZ)
-        f2 = jnp.exp(-etaA * (0.5 * (r1 + r2)[:, None] - ShfA) ** 2)  # (T, nA)
+        f1 = (0.5 * (1.0 + cos[:, None] * cz_ + sin[:, None] * sz_)) ** zeta  # (T, nZ)
+        f2 = jnp.exp(-etaA * (0.5 * (r1 + r2)[:, None] - ShfA_) ** 2)  # (T, nA)
         w = 2.0 * fc(r1, Rca) * fc(r2, Rca) * g["tri_mask"]
         term = (f2 * w[:, None])[:, :, None] * f1[:, None, :]  # (T, nA, nZ)
         GA = jax.ops.segment_sum(term.reshape(-1, nA * nZ), g["tri_seg"], num_segments=A * n_pairs)

@@ -1,4 +1,4 @@
-"""Command line interface: `nnp fetch`, `nnp convert`, `nnp eval`, `nnp train`.
+"""Command line interface: `nnp fetch`, `nnp convert` (NeuroChem folders, FeNNol .fnx), `nnp eval`, `nnp train`.
 
 Bad input (a config, dataset, structure or model file, weights not fetched, an option) ends in one
 line and exit code 2 (:mod:`rung.core.cli`). `nnp eval` fails a conformation it cannot evaluate alone
@@ -31,15 +31,29 @@ def fetch(name, force):
 
 
 @main.command()
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--name", default="", help="model name stored in the file (default: folder name)")
-def convert(folder, out, name):
-    """Convert a NeuroChem ensemble FOLDER into rung's HDF5 model file OUT."""
-    from rung.nnp.model import save_model
-    from rung.nnp.neurochem import read_ensemble
+@click.option("--name", default="", help="model name stored in the file (default: folder or file name)")
+def convert(sources, out, name):
+    """Convert SOURCES into rung's HDF5 model file OUT: a NeuroChem ensemble folder, or FeNNol .fnx
+    files of ANI architecture (one ensemble member each)."""
+    from pathlib import Path
 
-    model = read_ensemble(folder, name=name)
+    from rung.nnp.model import save_model
+
+    paths = [Path(s) for s in sources]
+    if len(paths) == 1 and paths[0].is_dir():
+        from rung.nnp.neurochem import read_ensemble
+
+        model = read_ensemble(paths[0], name=name)
+    elif all(p.is_file() and p.suffix == ".fnx" for p in paths):
+        from rung.nnp.fennol import ensemble_of_fnx
+
+        model = ensemble_of_fnx(paths, name=name)
+    else:
+        from rung.core.errors import InputError
+
+        raise InputError("give one NeuroChem folder or one or more FeNNol .fnx files")
     click.echo(f"{model.name}: {len(model.members)} networks, species {','.join(model.species)} -> {save_model(model, out)}")
 
 

@@ -362,6 +362,60 @@ def finetune_memory(code: str, which: str, dtype: str, batch_size: str = "32", n
     return f"{code} | {which} | {dtype} | batch {batch_size} | peak RSS {peak:.0f} MiB"
 
 
+def step_memory(n=256, batch_sizes=(16, 64), dtype="float32") -> str:
+    """XLA's working memory (``memory_analysis().temp_size_in_bytes``) of one compiled training step of
+    ours and FeNNol's, read-out and all layers, at two batch sizes; the slope is the memory per
+    conformation. ``python -m tools.bench.suites.nnp --step-memory``."""
+    import contextlib
+    import io
+
+    import jax
+    import jax.numpy as jnp
+
+    from rung.nnp import load_model
+    from rung.nnp.train.gradient import Options, Problem
+
+    lab = finetune_labels(n)
+    model = load_model("ani-1x", member=0).model
+    start = np.searchsorted(lab.batch, np.arange(lab.n_conf + 1))
+    rows = ["| code | layers trained | batch | padded atoms | temp MiB | arguments MiB |", "| --- | --- | --- | --- | --- | --- |"]
+    for which in FINETUNE_FROZEN:
+        for bs in batch_sizes:
+            opts = Options(optimizer="adam", batch_size=bs, dtype=dtype, epochs=5)
+            with jax.enable_x64(True):
+                prob = Problem(model, lab, lab, opts, FINETUNE_FROZEN[which][0])
+                free, frozen, st0 = prob.split_params(0)
+                (g, t), _ = prob.batches("train", prob.order(0, 0))[0]
+                one = jnp.asarray(1.0, prob.dtype)
+                ma = prob.fn["step"].lower(free, frozen, st0, prob.tx.init(free), g, t, prob.hyper, one, one).compile().memory_analysis()
+            rows.append(f"| ours | {which} | {bs} | {g['x'].shape[0]} | {ma.temp_size_in_bytes / 2**20:.1f} | "
+                        f"{ma.argument_size_in_bytes / 2**20:.1f} |")
+            built = fennol_ani(model, dtype)
+            if built is None:
+                continue
+            from fennol.training.optimizers import get_optimizer
+            from fennol.training.utils import get_loss_definition, get_train_step_function
+
+            fm, _ = built
+            loss, _, _ = get_loss_definition({"loss": {"e": {"key": "total_energy", "ref": "e_ref", "type": "mse"},
+                                                       "f": {"key": "forces", "ref": "f_ref", "type": "mse"}}})
+            with contextlib.redirect_stdout(io.StringIO()), jax.enable_x64(dtype == "float64"):
+                opt, _ = get_optimizer({"optimizer": "adam", "frozen": FINETUNE_FROZEN[which][1]}, fm.variables, 1e-6)
+                step = get_train_step_function(loss, fm, lambda m, v, d: m._energy_and_forces(v, d)[2], opt)
+                conf = np.random.default_rng(0).permutation(lab.n_conf)[:bs]
+                atoms = np.concatenate([np.arange(start[c], start[c + 1]) for c in conf])
+                natoms = np.diff(start)[conf]
+                inputs = fm.preprocess(species=lab.numbers[atoms], coordinates=lab.x[atoms].astype(dtype), natoms=natoms,
+                                       batch_index=np.repeat(np.arange(conf.size), natoms))
+                data = {"e_ref": np.zeros(inputs["natoms"].shape[0], dtype),
+                        "f_ref": np.zeros((inputs["species"].shape[0], 3), dtype)}
+                st = {"opt_state": opt.init(fm.variables), "variables": fm.variables, "step": 0, "epoch": 0}
+                ma = step.lower(data, inputs, st).compile().memory_analysis()
+            rows.append(f"| FeNNol | {which} | {bs} | {inputs['species'].shape[0]} | {ma.temp_size_in_bytes / 2**20:.1f} | "
+                        f"{ma.argument_size_in_bytes / 2**20:.1f} |")
+    return "\n".join(rows)
+
+
 def cpu_time_table(quick: bool = False, repeats: int = 3) -> str:
     """Atom-steps per CPU-second (process time, robust on a shared machine) for ours and the peer:
     two warm-up calls, then at least ``repeats`` calls and 0.5 CPU-seconds.
@@ -443,6 +497,8 @@ if __name__ == "__main__":
 
     if "--finetune-memory" in sys.argv:
         print(finetune_memory(*sys.argv[sys.argv.index("--finetune-memory") + 1:][:4]))
+    elif "--step-memory" in sys.argv:
+        print(step_memory())
     elif "--finetune" in sys.argv:
         print(finetune_table())
     else:

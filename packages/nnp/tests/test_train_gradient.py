@@ -465,3 +465,27 @@ def test_loss_types_train(kind):
         s = ft.runs[0].model_sigma["energy_hartree"]
         res = ANIPotential(ft.model, dtype="float64").evaluate(x, z, batch=b).energy - lab.energy
         assert s == pytest.approx(np.sqrt(np.mean(res**2) - 1e-3**2), rel=0.25)
+
+
+def test_one_padded_shape_holds_every_batch(small):
+    """The padded sizes computed in advance hold every batch the stage builds: each member's epoch order,
+    the stored order (losses before/after) and the validation set, with a batch size that leaves a
+    short last batch; padding is the largest real batch plus one dummy row."""
+    import jax
+
+    from rung.nnp.train.gradient import Problem
+
+    student, lab = small
+    two = random_model(0, members=2)
+    with jax.enable_x64(True):
+        prob = Problem(two, lab, lab, Options(batch_size=5, epochs=7), ())
+        shapes = set()
+        for m in range(2):
+            for e in range(7):
+                shapes |= {g["x"].shape for (g, _), _ in prob.batches("train", prob.order(m, e))}
+        shapes |= {g["x"].shape for (g, _), _ in prob.batches("train")}
+        shapes |= {g["x"].shape for (g, _), _ in prob.batches("valid")}
+    assert len(shapes) == 1
+    st = prob.sets["train"][0]
+    sizes = st.batch_sizes([prob.order(m, e) for m in range(2) for e in range(7)] + [np.arange(st.n_conf)], 5)
+    assert shapes == {(int(sizes[:, 0].max()) + 1, 3)}

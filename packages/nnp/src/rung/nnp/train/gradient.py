@@ -220,7 +220,8 @@ class Problem:
         # alike), so XLA compiles each function once and pads little.
         st, _, _, bs = self.sets["train"]
         orders = [self.order(m, e) for m in range(len(model.members)) for e in range(opts.epochs)]
-        sizes = [st.batch_sizes([o for o in orders if o is not None] or [np.arange(st.n_conf)], bs)]
+        # the stored order too: the loss before and after is evaluated in it
+        sizes = [st.batch_sizes([o for o in orders if o is not None] + [np.arange(st.n_conf)], bs)]
         sv, _, _, bsv = self.sets["valid"]
         sizes.append(sv.batch_sizes([np.arange(sv.n_conf)], bsv))
         bound = np.concatenate([[max(bs, bsv)], np.max(np.concatenate(sizes), axis=0) + 1])

@@ -296,7 +296,13 @@ def fennol_epoch(lab, which, dtype="float32", batch_size=32, seed=0):
 def finetune_cases(quick: bool):
     """Gradient fine-tuning throughput: one epoch (N conformations, batches of 32, E + F, Adam), ANI-1x
     member 0, read-out layer only and all layers, float32 (FeNNol's default precision) and float64;
-    peer: FeNNol's training step for the same network on the same data when fennol is importable."""
+    peer: FeNNol's training step for the same network on the same data when fennol is importable.
+    Nothing without jax and optax (the optional [train] extra)."""
+    try:
+        import jax  # noqa: F401
+        import optax  # noqa: F401
+    except ImportError:
+        return
     lab = finetune_labels(100 if quick else 300)
     for which in FINETUNE_FROZEN:
         for dtype in ("float32", "float64"):

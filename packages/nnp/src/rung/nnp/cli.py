@@ -137,7 +137,8 @@ def eval_(structures, model_names, member, dtype, backend, out):
 @click.option("--overwrite", is_flag=True, help="replace the output model and log of an earlier run")
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def train(config, overwrite, quiet):
-    """Refit a model on rung datasets as CONFIG (TOML; see rung.nnp.train.config) describes."""
+    """Train a model on rung datasets as CONFIG (TOML; see rung.nnp.train.config) describes: exact
+    read-out refits and gradient fine-tuning stages; a killed run resumes when run again."""
     from rung.nnp.train.config import load_config
     from rung.nnp.train.run import train as run_train
 

@@ -498,11 +498,61 @@ def transfer_table(sizes=(6, 20, 60), l2sp=1.0e3) -> str:
     return "\n".join(rows)
 
 
+def transfer_gradient_table(sizes=(6, 20), epochs=100) -> str:
+    """The transfer problem of :func:`transfer_table` (ANI-1x member 0 -> mean of members 1-7, 0.03
+    Angstrom displacements, errors on 5 other conformations per molecule, kcal/mol and kcal/mol/Angstrom)
+    with the gradient solver: the read-out layer or all layers, Adam with a cosine one-cycle schedule,
+    ``epochs`` epochs of batches of 32, float32, l2sp 1e3 on every trained weight, no early stopping.
+    ``python -m tools.bench.suites.nnp --transfer-gradient``."""
+    from rung.core.units import HARTREE_TO_KCAL_PER_MOL as K
+    from rung.nnp import load_model
+    from rung.nnp.ani import ANIPotential
+    from rung.nnp.model import ANIModel
+    from rung.nnp.testing import conformations
+    from rung.nnp.train.gradient import Options, finetune
+    from rung.nnp.train.readout import Labels, refit
+
+    ens = load_model("ani-1x", dtype="float64").model
+    student = ens.select(0)
+    teacher = ANIPotential(ANIModel("m1-7", ens.species, ens.aev, ens.self_energies, ens.members[1:]), dtype="float64")
+    formulas = ("H2O", "NH3", "CH4", "CH3OH", "HCOOH", "H3CNH2", "CH3CHO", "N2H4", "H2CO", "C2H6")
+
+    def batch(n, seed):
+        mols = conformations(formulas, n, seed=seed, amplitude=0.03)
+        x = np.concatenate([m[2].reshape(-1, 3) for m in mols])
+        z = np.concatenate([np.tile(m[1], n) for m in mols])
+        b = np.repeat(np.arange(len(mols) * n), np.concatenate([np.full(n, m[1].size) for m in mols]))
+        r = teacher.evaluate(x, z, batch=b)
+        return Labels(x, z, b, r.energy, np.full(b.max() + 1, 1e6), r.forces, np.full(x.shape, 0.25e6))
+
+    test, valid = batch(5, 99), batch(2, 98)
+
+    def errors(model):
+        r = ANIPotential(model, dtype="float64").evaluate(test.x, test.numbers, batch=test.batch)
+        de, df = (r.energy - test.energy) * K, (r.forces - test.forces) * K
+        return f"{np.sqrt(np.mean(de**2)):.3f} | {np.mean(np.abs(df)):.3f} | {np.sqrt(np.mean(df**2)):.3f}"
+
+    rows = ["| training conformations | model | E RMSE | F MAE | F RMSE |", "| --- | --- | --- | --- | --- |",
+            f"| 0 | ANI-1x member 0 | {errors(student)} |"]
+    for n in sizes:
+        lab = batch(n, 0)
+        rows.append(f"| {lab.n_conf} | exact read-out refit, l2sp 1000 | {errors(refit(student, lab, l2sp=1e3).model)} |")
+        for frozen, what in ((["*.0.*", "*.1.*", "*.2.*"], "gradient, read-out layer"), ([], "gradient, all layers")):
+            for lr in (1e-4, 1e-3):
+                opts = Options(optimizer="adam", learning_rate=lr, epochs=epochs, batch_size=32, schedule="cosine_onecycle",
+                               l2sp=1e3, dtype="float32")
+                rows.append(f"| {lab.n_conf} | {what}, lr {lr:g} | {errors(finetune(student, lab, valid, opts, frozen=frozen).model)} |")
+        print("\n".join(rows[-5:]), flush=True)
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     import sys
 
     if "--finetune-memory" in sys.argv:
         print(finetune_memory(*sys.argv[sys.argv.index("--finetune-memory") + 1:][:4]))
+    elif "--transfer-gradient" in sys.argv:
+        print(transfer_gradient_table())
     elif "--step-memory" in sys.argv:
         print(step_memory())
     elif "--finetune" in sys.argv:

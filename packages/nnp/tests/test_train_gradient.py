@@ -345,7 +345,7 @@ def test_train_cli_gradient_end_to_end(tmp_path):
     in the engine, the teacher's held-out errors fall, frozen arrays are the base's bytes, the log has one
     line per member and epoch, the provenance the members' records, and both PNGs are written."""
     from click.testing import CliRunner
-    from test_train_cli import teacher_of, write_dataset
+    from test_train_cli import write_dataset
 
     from rung.nnp import load_model
     from rung.nnp.cli import main
@@ -391,7 +391,7 @@ def test_killed_process_resumes(tmp_path):
     import signal
     import time
 
-    from test_train_cli import teacher_of, write_dataset
+    from test_train_cli import write_dataset
 
     from rung.nnp.model import read_model, save_model
 

@@ -93,7 +93,7 @@ def read_fnx(path, *, name: str = "") -> ANIModel:
     others = [f"{n} ({_kind(n, p)})" for n, p in modules if (n, p) not in aevs + nets]
     if len(aevs) != 1 or len(nets) != 1 or others:
         refuse(f"expected one ANI_AEV and one SPECIES_INDEX_NET module, found {[f'{n} ({_kind(n, p)})' for n, p in modules]}")
-    (aev_name, a), (net_name, net) = aevs[0], nets[0]
+    (_, a), (net_name, net) = aevs[0], nets[0]
     a = {**FENNOL_DEFAULTS, **a}
     if net.get("input_key") != a["embedding_key"]:
         refuse(f"module {net_name} reads {net.get('input_key')!r}, not the AEV {a['embedding_key']!r}")

@@ -489,3 +489,20 @@ def test_one_padded_shape_holds_every_batch(small):
     st = prob.sets["train"][0]
     sizes = st.batch_sizes([prob.order(m, e) for m in range(2) for e in range(7)] + [np.arange(st.n_conf)], 5)
     assert shapes == {(int(sizes[:, 0].max()) + 1, 3)}
+
+
+def test_early_stopping_keeps_the_best_weights():
+    """patience = 2 with a learning rate too large to settle: the member stops early, and the weights it
+    returns have the lowest validation loss of its history (measured again with the engine)."""
+    student = random_model(0)
+    x, z, b = data(n_conf=2)
+    lab = labelled(random_model(7), x, z, b)
+    opts = Options(optimizer="adam", learning_rate=0.3, epochs=60, batch_size=100, patience=2, l2sp=1e5, shift_l2sp=1e5)
+    ft = finetune(student, lab, lab, opts, frozen=["*.0.*", "*.1.*"])
+    run = ft.runs[0]
+    h = run.history["valid_loss"]
+    assert run.stopped.startswith("early stopping") and len(h) < 60
+    assert run.best_epoch == int(np.argmin(h)) and len(h) == run.best_epoch + 3
+    r = ANIPotential(ft.model, dtype="float64").evaluate(lab.x, lab.numbers, batch=lab.batch)
+    data_loss = np.sum(lab.energy_weight * (r.energy - lab.energy) ** 2) + np.sum(lab.forces_weight * (r.forces - lab.forces) ** 2)
+    assert data_loss / lab.n_conf == pytest.approx(min(h), rel=1e-9)

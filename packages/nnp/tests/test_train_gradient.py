@@ -506,3 +506,33 @@ def test_early_stopping_keeps_the_best_weights():
     r = ANIPotential(ft.model, dtype="float64").evaluate(lab.x, lab.numbers, batch=lab.batch)
     data_loss = np.sum(lab.energy_weight * (r.energy - lab.energy) ** 2) + np.sum(lab.forces_weight * (r.forces - lab.forces) ** 2)
     assert data_loss / lab.n_conf == pytest.approx(min(h), rel=1e-9)
+
+
+def test_schedules():
+    """reduce_on_plateau halves the rate after every epoch without a lower validation loss (patience 1) and
+    ends the stage below min_learning_rate; cosine_onecycle follows optax's schedule over all steps."""
+    import optax
+
+    student = random_model(0)
+    x, z, b = data(n_conf=2)
+    lab = labelled(random_model(7), x, z, b)
+    common = dict(optimizer="adam", epochs=40, batch_size=100, l2sp=1e5, shift_l2sp=1e5)
+    opts = Options(learning_rate=0.3, schedule="reduce_on_plateau", plateau_patience=1, plateau_factor=0.5,
+                   min_learning_rate=0.3 * 0.5**3 * 1.01, **common)
+    run = finetune(student, lab, lab, opts, frozen=["*.0.*", "*.1.*"]).runs[0]
+    lr, v = run.history["lr"], run.history["valid_loss"]
+    best = np.inf
+    for k in range(1, len(lr)):
+        best_before = min(best, v[k - 1])
+        expect = lr[k - 1] if v[k - 1] < best else 0.5 * lr[k - 1]
+        best = best_before
+        assert lr[k] == pytest.approx(expect, rel=1e-12), (k, lr, v)
+    assert run.stopped.startswith("learning rate below") and lr[-1] == pytest.approx(0.3 * 0.5**3 / 0.5)
+    run = finetune(student, lab, lab, Options(learning_rate=0.01, schedule="cosine_onecycle", **common),
+                   frozen=["*.0.*", "*.1.*"]).runs[0]
+    import jax
+
+    with jax.enable_x64(True):  # the solver evaluates it in float64 too
+        sched = optax.cosine_onecycle_schedule(40, 0.01)
+        expect = [float(sched(k)) for k in range(40)]
+    np.testing.assert_allclose(run.history["lr"], expect, rtol=1e-12)

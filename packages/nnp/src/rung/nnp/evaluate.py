@@ -147,14 +147,12 @@ def predict(dataset, potential, *, log=print) -> dict:
 
     out = {}
     for m in read_hdf5(dataset):
-        x = m.conformations * U.BOHR_TO_ANGSTROM
-        nb, na = x.shape[:2]
         try:
-            r = potential.evaluate(x.reshape(-1, 3), np.tile(m.atomic_numbers, nb), batch=np.repeat(np.arange(nb), na))
+            e, _, f_au = _evaluate(potential, m.atomic_numbers, m.conformations * U.BOHR_TO_ANGSTROM)
         except ValueError as err:
             log(f"{m.name}: skipped: {err}")
             continue
-        out[m.name] = (r.energy, r.forces.reshape(nb, na, 3) * U.BOHR_TO_ANGSTROM)
+        out[m.name] = (e, f_au)
     return out
 
 

@@ -237,7 +237,7 @@ def test_show_result_file_and_dataset(tmp_path):
     res = QMCResult.from_hdf5(tmp_path / "res.vmc.h5")
     r = CliRunner().invoke(main, ["show", str(tmp_path / "res.vmc.h5")])
     assert r.exit_code == 0, r.output
-    assert res.summary() in r.output and "plateau:" in r.output and "forces, Hartree/Bohr" in r.output
+    assert res.summary() in r.output and "plateau:" in r.output and "forces, VMC, Hartree/Bohr" in r.output
     assert "4 walkers" in r.output and format_value(res.forces[0, 2], res.forces_error[0, 2]) in r.output
     r = CliRunner().invoke(main, ["show", str(ds)])
     assert r.exit_code == 0, r.output

@@ -132,19 +132,10 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
 
 def format_forces(mol, r) -> str:
     """The forces of a result as a table, Hartree/Bohr, with their error bars."""
-    import numpy as np
+    from rung.qmc.show import force_kind, forces_table
 
-    from rung.qmc.stats import format_value
-
-    kind = "VMC"
-    if r.method == "dmc":
-        hybrid = not np.array_equal(r.forces, r.force_estimates["reynolds"][0])
-        kind = "DMC, hybrid 2 F_mixed - F_VMC" if hybrid else "DMC, mixed (Reynolds)"
-    lines = [f"forces, {kind}, Hartree/Bohr:"]
-    for a in range(mol.natm):
-        lines.append(f"  {a:3d} {mol.atom_symbol(a):2s} " + "  ".join(
-            f"{format_value(r.forces[a, k], r.forces_error[a, k]):>16s}" for k in range(3)))
-    return "\n".join(lines)
+    symbols = [mol.atom_symbol(a) for a in range(mol.natm)]
+    return "\n".join(forces_table(r.forces, r.forces_error, f"forces, {force_kind(r)}", symbols))
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -243,24 +243,9 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
     if not r.plateau:
         log.warning("DMC: the blocking curve of the energy has no plateau (%d steps are too few for its "
                     "correlation time): the error bar may be too small", keep.stop - keep.start)
-    fkw = {}
-    if facc is not None:
-        fkw = dmc_force_fields(facc.estimate(), vmc_forces)
+    fkw = {} if facc is None else facc.estimate().result_fields(vmc_forces)
     return QMCResult("dmc", r.mean, r.error, comps, float(np.mean(series["variance"][keep])), float(r2[0] / r2[1]),
                      nw, keep.stop - keep.start, config.tau, series["total"][keep].copy(), configs,
                      extra={"tau_eff": config.tau * r2[0] / r2[1], "neff": float(np.mean(series["neff"][keep])),
                             "plateau": float(r.plateau)}, **fkw)
 
-
-def dmc_force_fields(est, vmc_forces) -> dict:
-    """QMCResult keyword arguments: the hybrid 2 F_mixed - F_VMC when ``vmc_forces`` (forces, errors) is
-    given (errors added in quadrature: independent runs), else the mixed (Reynolds) estimate."""
-    from rung.qmc.vmc import force_fields
-
-    kw = force_fields(est)
-    kw["force_estimates"]["reynolds"] = (est.forces, est.errors)
-    if vmc_forces is not None:
-        fv, ev = vmc_forces
-        kw["forces"] = 2.0 * est.forces - fv
-        kw["forces_error"] = np.sqrt(4.0 * est.errors**2 + ev**2)
-    return kw

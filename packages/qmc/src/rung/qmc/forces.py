@@ -237,6 +237,21 @@ class ForceEstimate:
     per_epsilon: dict
     series: np.ndarray
 
+    def result_fields(self, vmc_forces=None) -> dict:
+        """:class:`rung.qmc.vmc.QMCResult` keyword arguments. With ``vmc_forces`` (forces, errors) of the
+        VMC run (for a DMC estimate) the forces are the hybrid 2 F_mixed - F_VMC, errors added in
+        quadrature (independent runs), and the mixed one is kept as ``force_estimates["reynolds"]``;
+        the per-epsilon estimates are kept when regularised ones were accumulated."""
+        other = {}
+        if len(self.per_epsilon) > 1:
+            other = {("unregularised" if eps == 0 else f"epsilon={eps:g}"): fe for eps, fe in self.per_epsilon.items()}
+        if vmc_forces is None:
+            return {"forces": self.forces, "forces_error": self.errors, "force_estimates": other}
+        fv, ev = vmc_forces
+        other["reynolds"] = (self.forces, self.errors)
+        return {"forces": 2.0 * self.forces - fv, "forces_error": np.sqrt(4.0 * self.errors**2 + ev**2),
+                "force_estimates": other}
+
 
 def zvzb(e, a, p, q):
     """ZVZB force and its linearised per-step series.

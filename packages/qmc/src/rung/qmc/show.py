@@ -22,7 +22,16 @@ def _plateau(extra: dict) -> str:
     return "plateau: yes" if extra["plateau"] else "plateau: NO (the blocking curve has none; the error bar may be too small)"
 
 
-def _forces_table(forces, errors, title: str, symbols=None) -> list:
+def force_kind(r) -> str:
+    """Which estimator gave a result's forces: VMC, DMC hybrid (Reynolds' mixed one kept beside it) or
+    DMC mixed."""
+    if r.method != "dmc":
+        return "VMC"
+    return "DMC, hybrid 2 F_mixed - F_VMC" if "reynolds" in r.force_estimates else "DMC, mixed (Reynolds)"
+
+
+def forces_table(forces, errors, title: str, symbols=None) -> list:
+    """Lines of a forces table (natom, 3) with error bars; ``title`` heads it, units appended."""
     from rung.qmc.stats import format_value
 
     lines = [f"{title}, Hartree/Bohr:"]
@@ -52,7 +61,7 @@ def show_result(path) -> str:
     if extra:
         lines.append("  " + ", ".join(f"{k} {v:g}" for k, v in sorted(extra.items())))
     if r.forces is not None:
-        lines += ["  " + s for s in _forces_table(r.forces, r.forces_error, "forces")]
+        lines += ["  " + s for s in forces_table(r.forces, r.forces_error, f"forces, {force_kind(r)}")]
     return "\n".join(lines)
 
 
@@ -98,7 +107,7 @@ def show_dataset(path) -> str:
         if "total_gradient" in vals:
             g = np.asarray(vals["total_gradient"])
             ge = np.asarray(vals.get("total_gradient_error", np.zeros_like(g)))
-            lines += ["  " + s for s in _forces_table(-g, ge, "forces (best estimate)")]
+            lines += ["  " + s for s in forces_table(-g, ge, "forces (best estimate)")]
         if settings is not None:
             plateau = settings.pop("plateau", None)
             if plateau is not None:

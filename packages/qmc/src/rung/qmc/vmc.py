@@ -53,8 +53,8 @@ class QMCResult:
     """Energies in Hartree. components: {name: (mean, error)}; trace: (nsteps,) walker-averaged E_L.
 
     forces, forces_error: (natom, 3) Hartree/Bohr when forces were asked for (:mod:`rung.qmc.forces`),
-    else None; force_estimates: {name: ((natom, 3), (natom, 3))} the other estimates (per epsilon,
-    Reynolds' mixed estimate in DMC)."""
+    else None; force_estimates: {name: ((natom, 3), (natom, 3))} the other estimates (per epsilon when
+    regularised, "reynolds": the mixed estimate of a DMC whose forces are the hybrid)."""
 
     method: str
     energy: float
@@ -240,15 +240,9 @@ def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress
     for k in COMPONENTS:
         rb = reblock(series[k])
         comps[k] = (rb.mean, rb.error)
-    fkw = {} if facc is None else force_fields(facc.estimate())
+    fkw = {} if facc is None else facc.estimate().result_fields()
     if not r.plateau:
         log.warning("VMC: the blocking curve of the energy has no plateau (%d steps are too few for its "
                     "correlation time): the error bar may be too small", ntot)
     return QMCResult("vmc", r.mean, r.error, comps, float(var.mean()), acc / ntot, config.nwalkers, ntot,
                      config.tau, series["total"], configs, extra={"plateau": float(r.plateau)}, **fkw)
-
-
-def force_fields(est) -> dict:
-    """QMCResult keyword arguments from a :class:`rung.qmc.forces.ForceEstimate`."""
-    other = {("unregularised" if eps == 0 else f"epsilon={eps:g}"): fe for eps, fe in est.per_epsilon.items()}
-    return {"forces": est.forces, "forces_error": est.errors, "force_estimates": other}

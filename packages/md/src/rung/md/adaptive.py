@@ -269,16 +269,10 @@ def replica_seed(seed: int, iteration: int, replica: int) -> int:
 
 def parse_input(path):
     """An adaptive input file -> (md Config, AdaptiveConfig): the ``[adaptive]`` table and an ordinary md input."""
-    from rung.md.config import _toml, parse_config
+    from rung.md.config import parse_config, read_toml
 
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            data = _toml().load(fh)
-    except OSError as err:
-        raise InputError(f"cannot read input file {path}: {err}") from err
-    except ValueError as err:
-        raise InputError(f"input file {path} is not valid TOML: {err}") from err
+    data = read_toml(path)
     ad = data.pop("adaptive", None)
     if ad is None:
         raise InputError(f"{path}: an adaptive input needs an [adaptive] table (iterations, replicas, ...)")

@@ -158,14 +158,18 @@ def config_from_dict(data: dict) -> Config:
     return Config(**data, output=output)
 
 
-def load_config(path) -> Config:
-    """Read and validate a TOML input file."""
-    path = Path(path)
+def read_toml(path) -> dict:
+    """The parsed TOML input file at ``path``; InputError when it cannot be read or parsed."""
     try:
         with open(path, "rb") as fh:
-            data = _toml().load(fh)
+            return _toml().load(fh)
     except OSError as err:
         raise InputError(f"cannot read input file {path}: {err}") from err
     except ValueError as err:
         raise InputError(f"input file {path} is not valid TOML: {err}") from err
-    return parse_config(data, path.parent)
+
+
+def load_config(path) -> Config:
+    """Read and validate a TOML input file."""
+    path = Path(path)
+    return parse_config(read_toml(path), path.parent)

@@ -351,8 +351,9 @@ def _replica_dir(workdir, it, r):
 
 def read_positions(h5md) -> np.ndarray:
     """Centroid positions of a rung H5MD file, (frames, n_atoms, 3) Bohr."""
-    with h5py.File(h5md, "r") as f:
-        return np.array(f["particles/centroid/position/value"]) / U.BOHR_TO_NM
+    from rung.md.output import read_centroid
+
+    return read_centroid(h5md)["positions"]
 
 
 def _write_start(template, positions, path):

@@ -162,6 +162,18 @@ class H5MDWriter:
             f.visititems(visit)
 
 
+def read_centroid(path) -> dict:
+    """The centroid trajectory of a rung H5MD file, atomic units: ``numbers`` (n_atoms,) int64,
+    ``positions`` (frames, n_atoms, 3) Bohr, ``cell`` (frames, 3, 3) Bohr or None (not periodic),
+    ``time_ps`` (frames,). KeyError when the file lacks the layout."""
+    with h5py.File(path, "r") as f:
+        g = f["particles/centroid"]
+        return {"numbers": np.array(g["species"], dtype=np.int64),
+                "positions": np.array(g["position/value"]) / NM,
+                "cell": np.array(g["box/edges/value"]) / NM if "edges" in g["box"] else None,
+                "time_ps": np.array(g["position/time"])}
+
+
 def truncate_text(path, size: int):
     """Cut a text output back to ``size`` bytes (what it held at the checkpoint)."""
     path = Path(path)

@@ -106,16 +106,13 @@ def read_trajectory(path) -> Trajectory:
     if not path.exists():
         raise InputError(f"trajectory {path} does not exist")
     if h5py.is_hdf5(path):
+        from rung.md.output import read_centroid
+
         try:
-            with h5py.File(path, "r") as f:
-                g = f["particles/centroid"]
-                x = np.array(g["position/value"]) / U.BOHR_TO_NM
-                t = np.array(g["position/time"]) * 1e3  # ps -> fs
-                numbers = np.array(g["species"], dtype=np.int64)
-                cell = np.array(g["box/edges/value"]) / U.BOHR_TO_NM if "edges" in g["box"] else None
+            c = read_centroid(path)
         except KeyError as err:
             raise InputError(f"{path} is HDF5 but not an H5MD file from rung ({err})") from err
-        return Trajectory(numbers, x, cell, t)
+        return Trajectory(c["numbers"], c["positions"], c["cell"], c["time_ps"] * 1e3)  # ps -> fs
     from ase.io import read
 
     try:

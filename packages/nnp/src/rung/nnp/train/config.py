@@ -66,11 +66,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from rung.core.errors import InputError
+from rung.nnp.train.losses import LOSSES  # NumPy only at import; jax when a loss is evaluated on jax arrays
 
 SOLVERS = ("readout", "gradient")
 OPTIMIZERS = ("adabelief", "adam", "adamw")
 SCHEDULES = ("constant", "cosine_onecycle", "reduce_on_plateau")
-LOSSES = ("mse", "mae", "log-cosh", "nll", "crps")  # rung.nnp.train.losses (not imported: it may import jax)
 
 
 class TrainInputError(InputError):

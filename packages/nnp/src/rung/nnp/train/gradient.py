@@ -46,6 +46,7 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
+from rung.core import units as U
 from rung.nnp.model import ANIModel, Layer, Network
 from rung.nnp.train.losses import VARIANCE_LOSSES, rho
 from rung.nnp.train.readout import Labels, parameter_names
@@ -73,14 +74,12 @@ class Options:
     energy_weight: float = 1.0
     forces_weight: float = 1.0
     energy_sigma: float = 1.6e-3  # Hartree: initial model error s of nll/crps
-    forces_sigma: float = 1.6e-3 * 0.529177210903  # Hartree/Angstrom
+    forces_sigma: float = 1.6e-3 * U.BOHR_TO_ANGSTROM  # Hartree/Angstrom
     l2sp: float = 1.0e3
     shift_l2sp: float = 0.0
 
     @classmethod
     def from_stage(cls, stage) -> "Options":
-        from rung.core import units as U
-
         keys = {f for f in cls.__dataclass_fields__} - {"forces_sigma"}
         return cls(**{k: getattr(stage, k) for k in keys}, forces_sigma=stage.gradient_sigma * U.ANGSTROM_TO_BOHR)
 

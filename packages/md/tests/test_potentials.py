@@ -159,3 +159,30 @@ def test_nnp_request_without_the_engine_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "rung.nnp", None)  # import fails as when rung-nnp is absent
     with pytest.raises(RuntimeError, match="rung.nnp engine"):
         build_potential({"type": "nnp", "model": "ani-1x"})
+
+
+def test_muller_brown_forces_and_virial_by_finite_differences():
+    """The input entry's Müller-Brown surface (rung.md.model_potentials) on every atom: forces, z spring
+    and virial against central differences; bead batches give the per-bead values."""
+    s = 1.3  # Bohr per MB length unit
+    pot = build_potential({"type": "muller-brown", "energy_scale_Ha": 1e-4, "length_scale_bohr": s})
+    x = np.array([[-0.6, 1.4, 0.05], [0.1, 0.3, -0.02], [0.6, 0.1, 0.0], [-0.8, 0.6, 0.01]]) * s  # near A, C, B
+    check_forces_fd(pot, x, None, h=1e-5, atol=1e-10, rtol=1e-6, virial=True)
+    beads = np.stack([x, x + 0.01])
+    r = pot.compute(beads, None, virial=True)
+    for b in range(2):
+        one = pot.compute(beads[b], None, virial=True)
+        assert r.energy[b] == pytest.approx(float(one.energy), rel=1e-14)
+        np.testing.assert_allclose(r.forces[b], one.forces, rtol=1e-14)
+        np.testing.assert_allclose(r.virial[b], one.virial, rtol=1e-14)
+
+
+def test_muller_brown_minima_are_the_published_ones():
+    """Müller and Brown (1979): minima A, C, B at V = -146.70, -80.77, -108.17 (MB units), where the
+    gradient vanishes (to the 4 decimals of the tabulated positions)."""
+    from rung.md.model_potentials import MB_MINIMA, muller_brown
+
+    for name, ref in (("A", -146.70), ("C", -80.77), ("B", -108.17)):
+        v, gu, gv = muller_brown(*MB_MINIMA[name])
+        assert float(v) == pytest.approx(ref, abs=0.005)
+        assert np.hypot(gu, gv) < 0.2  # 0.01 away from A it is already ~29

@@ -190,17 +190,18 @@ def _factors(model: ANIModel, labels: Labels, budget_bytes: int):
     R = [np.zeros((0, P + 1)) for _ in model.members]
     conf_entries = np.bincount(labels.batch, weights=np.diff(ent.start), minlength=labels.n_conf)
     atom_start = np.searchsorted(labels.batch, np.arange(labels.n_conf + 1))
+    cols = _aev_columns(p)
     c0 = 0
     while c0 < labels.n_conf:
         c1 = c0 + 1  # as many conformations as the Jacobian budget allows, at least one
         while c1 < labels.n_conf and conf_entries[c0:c1 + 1].sum() * 3 * p.length * 8 <= budget_bytes:
             c1 += 1
-        _add_rows(model, labels, species, ent, c0, c1, atom_start, R)
+        _add_rows(model, labels, species, ent, c0, c1, atom_start, cols, R)
         c0 = c1
     return [np.vstack([r, np.zeros((P + 1 - r.shape[0], P + 1))]) for r in R]
 
 
-def _add_rows(model, labels, species, ent, c0, c1, atom_start, R):
+def _add_rows(model, labels, species, ent, c0, c1, atom_start, aev_cols, R):
     """Reduce the weighted rows of conformations c0..c1-1 into each member's factor R[m] (in place)."""
     from rung.nnp._kernels import cpu
 
@@ -219,7 +220,7 @@ def _add_rows(model, labels, species, ent, c0, c1, atom_start, R):
     offset = np.bincount(batch, weights=model.self_energies[sp], minlength=c1 - c0)
     for m, nets in enumerate(model.members):
         theta = _theta(nets)
-        Phi, dPhi = member_design(nets, sp, G, J, sub, batch, c1 - c0, _aev_columns(p))
+        Phi, dPhi = member_design(nets, sp, G, J, sub, batch, c1 - c0, aev_cols)
         AF = -dPhi.reshape(-1, P)
         rE = labels.energy[c0:c1][e_ok] - Phi[e_ok] @ theta - offset[e_ok]
         rF = labels.forces[a0:a1].ravel()[f_ok] - AF[f_ok] @ theta

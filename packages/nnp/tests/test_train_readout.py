@@ -134,6 +134,22 @@ def test_aev_jacobian_kernel():
     np.testing.assert_allclose(np.einsum("eql,el->eq", J, lam[ent.centre]), cpu.aev_backward(*args, lam), atol=1e-12)
 
 
+def test_scatter_columns_kernel():
+    """The numba scatter of per-entry columns equals the NumPy one, into a strided block of a wider array."""
+    from rung.nnp._kernels import cpu, reference
+
+    rng = np.random.default_rng(2)
+    n_atoms, n_e, K = 7, 40, 5
+    centre, nbr = rng.integers(0, n_atoms, n_e), rng.integers(0, n_atoms, n_e)
+    Y = rng.normal(size=(n_e, 3, K))
+    out = rng.normal(size=(n_atoms, 3, K + 4))
+    want = out.copy()
+    reference.scatter_columns(centre, nbr, Y, want[:, :, 2:2 + K])
+    cpu.scatter_columns(centre, nbr, Y, out[:, :, 2:2 + K])
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-13)
+    assert np.array_equal(out[:, :, :2], want[:, :, :2]) and np.array_equal(out[:, :, 2 + K:], want[:, :, 2 + K:])
+
+
 @pytest.fixture(scope="module")
 def problem():
     """A 2-member student, labels from a model with other hidden layers (not representable exactly)."""

@@ -166,3 +166,13 @@ def scatter(start, nbr, vec, gvec, batch, n_batch):
     w = np.zeros((n_batch, 3, 3))
     np.add.at(w, batch[centre], -g[:, :, None] * np.asarray(vec, dtype=np.float64)[:, None, :])
     return f, w
+
+
+def scatter_columns(centre, nbr, Y, out):
+    """Per-entry derivatives to atoms, in place: out[centre[e]] -= Y[e], out[nbr[e]] += Y[e].
+
+    centre, nbr : (n_e,) int64; Y : (n_e, 3, K) float64, d(something of the centre)/d(vec[e]) with
+    vec[e] = x_nbr - x_centre; out : (n_atoms, 3, K) float64, accumulates d/dx.
+    """
+    np.subtract.at(out, centre, Y)
+    np.add.at(out, nbr, Y)

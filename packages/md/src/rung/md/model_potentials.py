@@ -57,10 +57,6 @@ class MullerBrown:
         self.energy_scale, self.length_scale = float(energy_scale), float(length_scale)
         self.kz = float(z_force_constant)
 
-    def energy_xy(self, x, y):
-        """Energy (Hartree) of one particle at x, y (Bohr), any shape."""
-        return self.energy_scale * muller_brown(np.asarray(x) / self.length_scale, np.asarray(y) / self.length_scale)[0]
-
     def compute(self, positions, numbers=None, cell=None, *, forces=True, virial=False):
         x = np.asarray(positions, dtype=np.float64)  # (n, 3) or (P, n, 3) Bohr
         s = self.length_scale

@@ -100,6 +100,33 @@ def test_coloured_noise_has_its_spectrum_across_segment_joins():
     assert abs(target[1]) > 0.05  # the noise is coloured: the test has something to see
 
 
+def test_segment_spectra_against_a_direct_dft_per_species(monkeypatch):
+    """m C_vv and Re C_vR / gamma_eff of a segment (module docstring's formulas) from an explicit DFT
+    matrix on the zero-padded 3 n_seg grid, averaged per species by hand; the column chunks of the FFTs
+    (_COLUMNS) change neither the spectra nor the kicks."""
+    species = np.array([0, 1, 0, 2, 1, 0, 2])
+    m = M * np.array([1.0, 16.0, 1.0, 12.0, 16.0, 1.0, 12.0])
+    p = Q.qtb_parameters(0.5 * FS, KT, 0.01 / FS, masses=m, species=species, tseg=40 * FS, omegacut=CUT, seed=5)
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(p.nseg, m.size, 3))
+    dp = rng.normal(size=(p.nseg, m.size, 3))
+    dft = np.exp(-2j * np.pi * np.outer(np.arange(p.nom), np.arange(p.nseg)) / (3 * p.nseg))  # (nom, nseg)
+    fv = dft @ v.reshape(p.nseg, -1)  # (nom, 3 n)
+    fr = dft @ dp.reshape(p.nseg, -1)
+    col = np.repeat(species, 3)
+    mcol = np.repeat(m, 3)
+    ref_vv = np.array([(mcol * np.abs(fv) ** 2)[:, col == s].mean(axis=1) for s in range(3)]) * p.dt / p.nseg
+    ref_vr = np.array([(fv * fr.conj()).real[:, col == s].mean(axis=1) for s in range(3)]) / (p.nseg * p.gamma_eff)
+    mcvv, cvr = Q.segment_spectra(p, v, dp)
+    np.testing.assert_allclose(mcvv, ref_vv, rtol=1e-10)
+    np.testing.assert_allclose(cvr, ref_vr, rtol=1e-10, atol=1e-10 * np.abs(ref_vr).max())
+    gammar = 1.0 + 0.1 * rng.random((3, p.nom))
+    kicks = Q.segment_kicks(p, 2, gammar)
+    monkeypatch.setattr(Q, "_COLUMNS", 4)  # chunks that split atoms and species
+    np.testing.assert_allclose(Q.segment_spectra(p, v, dp), (mcvv, cvr), rtol=1e-13, atol=1e-13 * np.abs(cvr).max())
+    np.testing.assert_allclose(Q.segment_kicks(p, 2, gammar), kicks, rtol=0, atol=1e-13 * np.abs(kicks).max())
+
+
 # --- the discrete scheme, deterministic ---------------------------------------------------------------------
 
 def test_discrete_kernels_match_the_transfer_function_oracle():

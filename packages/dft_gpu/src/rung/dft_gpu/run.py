@@ -406,31 +406,19 @@ def compute_conformation(molecule, index: int, config: RunConfig) -> dict:
 def _without_bad_conformations(path, name, units=None):
     """Read group ``name`` whose coordinates are partly NaN/infinite: the molecule with those
     conformations' coordinates set to zero, and ``{index: reason}`` for them; None if all are bad."""
-    import tempfile
-
-    import h5py
+    from dataclasses import replace
 
     from rung.core.dataset import read_hdf5
 
-    with h5py.File(path, "r") as f:
-        x = np.asarray(f[name]["conformations"][()], dtype=np.float64)
-        if x.ndim != 3:
-            return None
-        bad = [i for i in range(x.shape[0]) if not np.all(np.isfinite(x[i]))]
-        if not bad or len(bad) == x.shape[0]:
-            return None
-        with tempfile.TemporaryDirectory(prefix="dft_gpu_read") as tmp:
-            copy = Path(tmp) / "group.h5"
-            with h5py.File(copy, "w") as g:
-                f.copy(f[name], g, name=name)
-                ds = g[name]["conformations"]
-                fixed = ds[()]
-                fixed[bad] = 0.0  # placeholder; these conformations are recorded as failed
-                ds[...] = fixed
-            molecule = read_hdf5(copy, names=[name], units=units)[0]
+    (m,) = read_hdf5(path, names=[name], units=units, allow_nonfinite=True)
+    bad = [int(i) for i in np.flatnonzero(~np.isfinite(m.conformations).all(axis=(1, 2)))]
+    if not bad or len(bad) == m.n_conf:
+        return None
+    x = m.conformations.copy()
+    x[bad] = 0.0  # placeholder; these conformations are recorded as failed
     reasons = {i: f"input conformation {i} has NaN or infinite coordinates (stored as zeros, not computed)"
                for i in bad}
-    return molecule, reasons
+    return replace(m, conformations=x, allow_nonfinite=False), reasons
 
 
 def _read_input(input_path, units=None, name_key="name"):

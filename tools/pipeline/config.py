@@ -29,6 +29,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
+DFT_DEFAULTS = {"xc": "wb97m-d3bj", "basis": "ccecp-cc-pvdz", "ecp": "ccecp"}
+
+
 class ConfigError(ValueError):
     """The pipeline input file cannot be used as written (the message names the key)."""
 
@@ -146,6 +149,7 @@ def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfi
     dft = data.get("dft", {})
     if not isinstance(dft, dict):
         raise ConfigError("[dft] must be a table")
+    dft = {**DFT_DEFAULTS, **dft}  # QMC uses the same basis and ECP
     md = None if data.get("md") is False else _section(MDConfig, data.get("md"), "md")
     loop = _section(LoopConfig, data.get("loop"), "loop")
     if loop.rounds < 1 or loop.frames < 1:

@@ -62,7 +62,7 @@ def dft(cfg: PipelineConfig, dataset: Path) -> str:
     """DFT energies, gradients and orbitals for every conformation (the dft_gpu farm, resumable)."""
     from rung.dft_gpu.run import RunConfig, run
 
-    settings = {"xc": "wb97m-d3bj", "basis": "ccecp-cc-pvdz", "ecp": "ccecp", **cfg.dft, "save_orbitals": True}
+    settings = {**cfg.dft, "save_orbitals": True}
     try:
         rc = RunConfig(**settings)
     except (TypeError, ValueError) as err:
@@ -170,9 +170,6 @@ def select(cfg: PipelineConfig, dataset: Path, model: str | None = None, n_holdo
 
 
 # ------------------------------------------------------------------ QMC
-QMC_UNITS_GRAD = "hartree/bohr"
-
-
 def qmc_config(s):
     from rung.qmc.dmc import DMCConfig
     from rung.qmc.forces import ForceConfig
@@ -205,18 +202,11 @@ def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, merge_every_s: floa
     """QMC for every selected conformation not yet recorded; results are journalled as they arrive
     and merged into the dataset every ``merge_every_s`` seconds and at the end."""
     from rung.core.dataset import PENDING, ResultWriter
+    from rung.qmc.run import result_units
 
     s = cfg.qmc
-    basis, ecp = cfg.dft.get("basis", "ccecp-cc-pvdz"), cfg.dft.get("ecp", "ccecp")
-    names = [f"{m}_{k}" for m in (["vmc"] + (["dmc"] if s.dmc else [])) for k in
-             ("energy", "energy_error", "gradient", "gradient_error")] + \
-            ["total_energy", "total_energy_error", "total_gradient", "total_gradient_error"]
-    from rung.qmc.hamiltonian import COMPONENTS
-
-    names += [f"{m}_{c}{e}" for m in (["vmc"] + (["dmc"] if s.dmc else [])) for c in COMPONENTS for e in ("", "_error")]
-    units = {k: QMC_UNITS_GRAD if "gradient" in k else "hartree" for k in names}
-    units["settings"] = "dimensionless"
-    writer = ResultWriter(dataset, "qmc", units, {"settings": "per conformation: qmc_settings (JSON)"})
+    basis, ecp = cfg.dft["basis"], cfg.dft["ecp"]
+    writer = ResultWriter(dataset, "qmc", {}, {"settings": "per conformation: qmc_settings (JSON)"})
     status = writer.status()
     todo = [(n, int(i)) for n, r in roles.items() for i in np.flatnonzero(r > 0) if status[(n, int(i))] == PENDING]
     nat = {n: len(r) for n, r in roles.items()}
@@ -226,6 +216,7 @@ def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, merge_every_s: floa
     try:
         for (n, i), values, error in ex.run(tasks):
             if error is None:
+                writer.units.update(result_units(values))  # the properties are known once a task returns
                 writer.record(n, i, values)
                 done += 1
             else:

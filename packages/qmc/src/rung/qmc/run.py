@@ -233,6 +233,12 @@ def check_record(dataset, molecule: str, index: int, settings: dict, *, replace:
                              "use another dataset, or --replace to mix levels (qmc_settings tells them apart)")
 
 
+def result_units(values: dict) -> dict:
+    """Units of the dataset properties in ``values`` (:func:`result_values` and ``settings``)."""
+    return {k: "dimensionless" if k == "settings" else "hartree/bohr" if "gradient" in k else "hartree"
+            for k in values}
+
+
 def record(dataset, molecule: str, index: int, results: dict, mol, orb: Orbitals, config: QMCConfig, *,
            expansion=None, replace: bool = False) -> None:
     """Write the results of one conformation into the dataset (crash-safe journal, then merge), with its
@@ -243,8 +249,7 @@ def record(dataset, molecule: str, index: int, results: dict, mol, orb: Orbitals
     settings = result_settings(mol, orb, config, expansion)
     check_record(dataset, molecule, index, settings, replace=replace)
     vals = {**result_values(results), "settings": json.dumps(settings, sort_keys=True)}
-    units = {k: "hartree/bohr" if "gradient" in k else "hartree" for k in vals}
-    units["settings"] = "dimensionless"
+    units = result_units(vals)
     w = ResultWriter(dataset, "qmc", units, {"settings": "per conformation: qmc_settings (JSON)"})
     w.record(molecule, index, vals, replace=True)
     w.merge()

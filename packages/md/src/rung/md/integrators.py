@@ -161,9 +161,11 @@ def langevin(force_fn: Callable, dt: float, kT: float, gamma: float, seed: int =
     return _make_init(force_fn, kT, seed, None), _baoab(force_fn, dt, ornstein_uhlenbeck)
 
 
-def _baoab(force_fn: Callable, dt: float, o_part: Callable):
+def _baoab(force_fn: Callable, dt: float, o_part: Callable, advance: Callable | None = None):
     """The B A O A B step with the thermostat's O part ``o_part(p, inv_m, state) -> p``; the kinetic
-    energy the O part removes is accumulated as thermostat work for the conserved quantity."""
+    energy the O part removes is accumulated as thermostat work for the conserved quantity. A
+    thermostat with memory passes ``advance(thermostat_state, k_post) -> thermostat_state``, called
+    once per step with the kinetic energy after the O part (Hartree)."""
 
     def step_fn(state: MDState) -> MDState:
         inv_m = 1.0 / state.masses[:, None]
@@ -171,11 +173,14 @@ def _baoab(force_fn: Callable, dt: float, o_part: Callable):
         x = state.positions + (0.5 * dt) * (p * inv_m)
         k0 = _kinetic(p, inv_m)
         p = o_part(p, inv_m, state)
-        dq = _kinetic(p, inv_m) - k0
+        k1 = _kinetic(p, inv_m)
         x = x + (0.5 * dt) * (p * inv_m)
         r = force_fn(x)
         p = p + (0.5 * dt) * r.forces
-        return _with_forces(state, x, p, r, dq)
+        new = _with_forces(state, x, p, r, k1 - k0)
+        if advance is None:
+            return new
+        return replace(new, thermostat_state=advance(state.thermostat_state, k1))
 
     return step_fn
 

@@ -83,7 +83,7 @@ from typing import Callable
 
 import numpy as np
 
-from rung.md.integrators import MDState, _make_init, _with_forces
+from rung.md.integrators import MDState, _baoab, _make_init
 
 QTB_STREAM = 0x517B  # third word of the white-noise seeds, so QTB streams never meet the per-step streams
 SMEAR = 1.0 / 50.0  # width of the Fermi cut-off edge, in units of the cut-off frequency
@@ -565,8 +565,7 @@ def qtb(force_fn: Callable, dt: float, kT: float, gamma: float, *, masses, speci
                             gammar_min=gammar_min, deconvolution=deconvolution, hbar=hbar, seed=seed)
     base_init = _make_init(force_fn, kT, seed, 1 if beads else None)
     a1 = params.a1
-    inv_m = 1.0 / params.masses[:, None]
-    half_inv_m = 0.5 * inv_m
+    half_inv_m = 0.5 * (1.0 / params.masses[:, None])
 
     def init_fn(positions, masses, momenta=None) -> MDState:
         s = base_init(positions, masses, momenta)
@@ -574,27 +573,27 @@ def qtb(force_fn: Callable, dt: float, kT: float, gamma: float, *, masses, speci
             raise ValueError("the masses differ from those the QTB parameters were built with")
         return replace(s, thermostat_state=initial_state(params, gammar))
 
+    def coloured_o(p, inv_m, state):
+        """p' = a1 p + dp_n with this step's coloured kick; records the mid-O velocity of the spectra."""
+        ts = state.thermostat_state
+        p0 = p.reshape(-1, 3)
+        p1 = a1 * p0 + ts.kicks[ts.istep]
+        ts.velocity[ts.istep] = (p0 + p1) * half_inv_m
+        return p1.reshape(p.shape)
+
+    def advance(ts: QTBState, k_post: float) -> QTBState:
+        ts = replace(ts, istep=ts.istep + 1, kinetic=k_post)
+        return end_of_segment(params, ts) if ts.istep == params.nseg else ts
+
+    baoab = _baoab(force_fn, dt, coloured_o, advance)
+
     def step_fn(state: MDState) -> MDState:
         ts = state.thermostat_state
         if not isinstance(ts, QTBState):
             raise ValueError("this state carries no QTB thermostat state (made by another integrator?)")
         if ts.kicks is None:  # after a restart: the noise of this segment again, from (seed, segment, gamma_r)
-            ts = replace(ts, kicks=segment_kicks(params, ts.segment, ts.gammar))
-        p = state.momenta + (0.5 * dt) * state.forces
-        x = state.positions + (0.5 * dt) * (p * inv_m)
-        p0 = p.reshape(-1, 3)
-        p1 = a1 * p0 + ts.kicks[ts.istep]
-        ts.velocity[ts.istep] = (p0 + p1) * half_inv_m
-        k0 = 0.5 * float(np.sum(p0 * p0 * inv_m))
-        k1 = 0.5 * float(np.sum(p1 * p1 * inv_m))
-        p = p1.reshape(p.shape)
-        x = x + (0.5 * dt) * (p * inv_m)
-        r = force_fn(x)
-        p = p + (0.5 * dt) * r.forces
-        ts = replace(ts, istep=ts.istep + 1, kinetic=k1)
-        if ts.istep == params.nseg:
-            ts = end_of_segment(params, ts)
-        return replace(_with_forces(state, x, p, r, k1 - k0), thermostat_state=ts)
+            state = replace(state, thermostat_state=replace(ts, kicks=segment_kicks(params, ts.segment, ts.gammar)))
+        return baoab(state)
 
     return init_fn, step_fn, params
 

@@ -90,6 +90,37 @@ def _neighbour_gauss(r, eta, shf, out):
         out[a] = math.exp(eta * (-0.25 * r * r + A * r - 0.5 * A * A))
 
 
+@numba.njit(cache=True, inline="always")
+def _angular_neighbours(dist, ang, a0, m, Rca, etaA, shfA):
+    """Of the m angular neighbours ang[a0:a0 + m] of a centre: cutoffs fc, their derivatives dfc/dr and
+    the r_avg Gaussian factors P (m, nA) (backward and Jacobian kernels)."""
+    fca = np.empty(m)
+    dfca = np.empty(m)
+    P = np.empty((m, shfA.size))
+    for u in range(m):
+        arg = math.pi * dist[ang[a0 + u]] / Rca
+        fca[u] = 0.5 * math.cos(arg) + 0.5
+        dfca[u] = -0.5 * math.pi / Rca * math.sin(arg)
+        _neighbour_gauss(dist[ang[a0 + u]], etaA, shfA, P[u])
+    return fca, dfca, P
+
+
+@numba.njit(cache=True, inline="always")
+def _angle_terms(c, cosZ, sinZ, zeta, nsq, xb, f1, df1):
+    """For c = 0.95 cos(theta): f1[z] = xb[z]**zeta, xb[z] = (1 + c cos ShfZ_z + sqrt(1 - c^2) sin ShfZ_z) / 2,
+    and df1[z] = d f1[z] / dc (backward and Jacobian kernels; xb is scratch)."""
+    nZ = cosZ.size
+    s = math.sqrt(1.0 - c * c)
+    for z in range(nZ):
+        xb[z] = 0.5 * (1.0 + c * cosZ[z] + s * sinZ[z])
+        f1[z] = xb[z]
+    _pow_rows(f1, zeta, nsq)
+    cs = c / s
+    for z in range(nZ):
+        xm = f1[z] / xb[z] if xb[z] > 1e-30 else 0.0  # x**(zeta - 1)
+        df1[z] = zeta * xm * 0.5 * (cosZ[z] - sinZ[z] * cs)
+
+
 def _consts(p):
     """Kernel constants from AEVParams (float64 arrays and scalars)."""
     zeta = float(p.Zeta[0])
@@ -202,14 +233,7 @@ def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
             g[e, 2] = sacc * vec[e, 2]
         a0, a1 = ang_start[i], ang_start[i + 1]
         m = a1 - a0
-        fca = np.empty(m)
-        dfca = np.empty(m)
-        P = np.empty((m, nA))
-        for u in range(m):
-            arg = math.pi * dist[ang[a0 + u]] / Rca
-            fca[u] = 0.5 * math.cos(arg) + 0.5
-            dfca[u] = -0.5 * math.pi / Rca * math.sin(arg)
-            _neighbour_gauss(dist[ang[a0 + u]], etaA, shfA, P[u])
+        fca, dfca, P = _angular_neighbours(dist, ang, a0, m, Rca, etaA, shfA)
         f1 = np.empty(nZ)
         df1 = np.empty(nZ)
         xb = np.empty(nZ)
@@ -226,15 +250,7 @@ def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
                 r2 = dist[e2]
                 x2, y2, z2 = vec[e2, 0], vec[e2, 1], vec[e2, 2]
                 c = 0.95 * (x1 * x2 + y1 * y2 + z1 * z2) / (r1 * r2)
-                s = math.sqrt(1.0 - c * c)
-                for z in range(nZ):
-                    xb[z] = 0.5 * (1.0 + c * cosZ[z] + s * sinZ[z])
-                    f1[z] = xb[z]
-                _pow_rows(f1, zeta, nsq)
-                cs = c / s
-                for z in range(nZ):
-                    xm = f1[z] / xb[z] if xb[z] > 1e-30 else 0.0  # x**(zeta - 1)
-                    df1[z] = zeta * xm * 0.5 * (cosZ[z] - sinZ[z] * cs)
+                _angle_terms(c, cosZ, sinZ, zeta, nsq, xb, f1, df1)
                 ravg = 0.5 * (r1 + r2)
                 X = math.exp(-0.5 * etaA * r1 * r2)
                 base = radlen + pidx[s1, species[nbr[e2]]] * nA * nZ
@@ -301,14 +317,7 @@ def _jacobian(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
                         J[e, c, base + k] = d * vec[e, c]
         a0, a1 = ang_start[i], ang_start[i + 1]
         m = a1 - a0
-        fca = np.empty(m)
-        dfca = np.empty(m)
-        P = np.empty((m, nA))
-        for u in range(m):
-            arg = math.pi * dist[ang[a0 + u]] / Rca
-            fca[u] = 0.5 * math.cos(arg) + 0.5
-            dfca[u] = -0.5 * math.pi / Rca * math.sin(arg)
-            _neighbour_gauss(dist[ang[a0 + u]], etaA, shfA, P[u])
+        fca, dfca, P = _angular_neighbours(dist, ang, a0, m, Rca, etaA, shfA)
         f1 = np.empty(nZ)
         df1 = np.empty(nZ)
         xb = np.empty(nZ)
@@ -322,15 +331,7 @@ def _jacobian(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
                 r2 = dist[e2]
                 v2 = vec[e2]
                 c = 0.95 * (v1[0] * v2[0] + v1[1] * v2[1] + v1[2] * v2[2]) / (r1 * r2)
-                s = math.sqrt(1.0 - c * c)
-                for z in range(nZ):
-                    xb[z] = 0.5 * (1.0 + c * cosZ[z] + s * sinZ[z])
-                    f1[z] = xb[z]
-                _pow_rows(f1, zeta, nsq)
-                cs = c / s
-                for z in range(nZ):
-                    xm = f1[z] / xb[z] if xb[z] > 1e-30 else 0.0  # x**(zeta - 1)
-                    df1[z] = zeta * xm * 0.5 * (cosZ[z] - sinZ[z] * cs)
+                _angle_terms(c, cosZ, sinZ, zeta, nsq, xb, f1, df1)
                 ravg = 0.5 * (r1 + r2)
                 X = math.exp(-0.5 * etaA * r1 * r2)
                 base = radlen + pidx[s1, species[nbr[e2]]] * nA * nZ

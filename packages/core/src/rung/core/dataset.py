@@ -772,12 +772,6 @@ class ResultWriter:
                 p[name] = spec
         return plan, n
 
-    def _declared_specs(self, n_atoms: int) -> dict:
-        out = {}
-        for k, (kind, shape) in self.shapes.items():
-            out[f"{self.rung}_{k}"] = _Spec(kind, tuple(n_atoms if s == "n_atoms" else int(s) for s in shape))
-        return out
-
     def _templates(self, f, plan: dict, scan: dict) -> dict:
         """``{dataset name: (kind, shape)}`` of every ``<rung>_*`` value dataset this writer declares, its
         records need or a molecule of the file holds; ``shape`` per conformation, with ``"n_atoms"`` for an

@@ -36,14 +36,23 @@ def _init_worker():
         pass
 
 
-def _single_threaded(fn, args):
-    """A task in a worker of an executor that does not run ``_init_worker`` (Parsl)."""
-    _init_worker()
-    return _guarded(fn, args)
+def _task(fn, args, worker: bool = True):
+    """One task: in a worker (``worker``) on one thread, the workers being the parallelism; an
+    exception becomes the task's error text (the task fails alone)."""
+    if worker:
+        _init_worker()
+    try:
+        return fn(*args), None
+    except Exception as err:  # a failed task is recorded as failed with its reason, never raised
+        return None, f"{type(err).__name__}: {err}"
+
+
+def _call(func, *args):
+    return func(*args)
 
 
 class _ParslPool:
-    """``submit(_guarded, fn, args) -> Future``, as a ProcessPoolExecutor is called, over a Parsl
+    """``submit(func, *args) -> Future``, as a ProcessPoolExecutor is called, over a Parsl
     DataFlowKernel (its AppFutures are concurrent.futures Futures)."""
 
     def __init__(self, config_file, workers: int, retries: int):
@@ -74,24 +83,16 @@ class _ParslPool:
         if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):  # workers import tools.pipeline
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         self.dfk = parsl.load(config)
-        self.app = parsl.python_app(_single_threaded, data_flow_kernel=self.dfk)
+        self.app = parsl.python_app(_call, data_flow_kernel=self.dfk)
 
-    def submit(self, guarded, fn, args):
-        return self.app(fn, args)  # _single_threaded calls _guarded in the worker
+    def submit(self, func, *args):
+        return self.app(func, *args)
 
-    def close(self):
+    def shutdown(self, cancel_futures: bool = True):
         self.dfk.cleanup()
         import parsl
 
         parsl.clear()
-
-
-def _guarded(fn, args):
-    """Run one task; an exception becomes the task's error text (the task fails alone)."""
-    try:
-        return fn(*args), None
-    except Exception as err:  # a failed task is recorded as failed with its reason, never raised
-        return None, f"{type(err).__name__}: {err}"
 
 
 class Executor:
@@ -118,8 +119,7 @@ class Executor:
             self._pool = self._ctx.__enter__()
             return self if self._pool is not None else None
         if self.kind == "local":
-            self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1,
-                                             initializer=_init_worker)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1)
         if self.kind == "parsl":
             self._pool = _ParslPool(self.parsl_config, self.workers or os.cpu_count() or 1, self.retries)
         return self
@@ -127,9 +127,6 @@ class Executor:
     def __exit__(self, *exc):
         if self._ctx is not None:
             return self._ctx.__exit__(*exc)
-        if isinstance(self._pool, _ParslPool):
-            self._pool.close()
-            return False
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
         return False
@@ -143,9 +140,9 @@ class Executor:
         tasks = sorted(tasks, key=lambda t: -t[1])
         if self._pool is None:  # serial
             for key, _, fn, args in tasks:
-                yield (key, *_guarded(fn, args))
+                yield (key, *_task(fn, args, worker=False))
             return
-        futures = {self._pool.submit(_guarded, fn, args): key for key, _, fn, args in tasks}  # Parsl: AppFutures
+        futures = {self._pool.submit(_task, fn, args): key for key, _, fn, args in tasks}  # Parsl: AppFutures
         try:
             for f in as_completed(futures):
                 yield (futures[f], *f.result())

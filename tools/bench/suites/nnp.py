@@ -455,22 +455,20 @@ def cpu_time_table(quick: bool = False, repeats: int = 3) -> str:
     return "\n".join(rows)
 
 
-def transfer_table(sizes=(6, 20, 60), l2sp=1.0e3) -> str:
-    """Learning curve of the read-out refit on a label source it cannot represent exactly: ANI-1x
-    member 0 refit on the mean of members 1-7 (energies and forces, sigma 1 mHa and 2 mHa/Angstrom),
-    G2 molecules displaced by 0.03 Angstrom; errors on 5 other conformations per molecule.
-
-    Run as ``python -m tools.bench.suites.nnp --transfer``; prints a markdown table (kcal/mol, kcal/mol/Angstrom).
-    """
+def _transfer_problem():
+    """The transfer problem of the tables below: ANI-1x member 0 (the student) and a label source it
+    cannot represent exactly, the mean of members 1-7 (the teacher). Returns (student, batch, errors):
+    ``batch(n, seed)``, Labels of n conformations of each of 10 G2 molecules displaced by 0.03 Angstrom
+    (sigma 1 mHa and 2 mHa/Angstrom); ``errors(model, labels)``, "E RMSE | F MAE | F RMSE" (kcal/mol,
+    kcal/mol/Angstrom) of a model on such labels."""
     from rung.core.units import HARTREE_TO_KCAL_PER_MOL as K
     from rung.nnp import load_model
     from rung.nnp.ani import ANIPotential
     from rung.nnp.model import ANIModel
     from rung.nnp.testing import conformations
-    from rung.nnp.train.readout import Labels, refit
+    from rung.nnp.train.readout import Labels
 
     ens = load_model("ani-1x", dtype="float64").model
-    student = ens.select(0)
     teacher = ANIPotential(ANIModel("m1-7", ens.species, ens.aev, ens.self_energies, ens.members[1:]), dtype="float64")
     formulas = ("H2O", "NH3", "CH4", "CH3OH", "HCOOH", "H3CNH2", "CH3CHO", "N2H4", "H2CO", "C2H6")
 
@@ -482,19 +480,31 @@ def transfer_table(sizes=(6, 20, 60), l2sp=1.0e3) -> str:
         r = teacher.evaluate(x, z, batch=b)
         return Labels(x, z, b, r.energy, np.full(b.max() + 1, 1e6), r.forces, np.full(x.shape, 0.25e6))
 
-    val = batch(5, 99)
-
-    def errors(model):
-        r = ANIPotential(model, dtype="float64").evaluate(val.x, val.numbers, batch=val.batch)
-        de, df = (r.energy - val.energy) * K, (r.forces - val.forces) * K
+    def errors(model, lab):
+        r = ANIPotential(model, dtype="float64").evaluate(lab.x, lab.numbers, batch=lab.batch)
+        de, df = (r.energy - lab.energy) * K, (r.forces - lab.forces) * K
         return f"{np.sqrt(np.mean(de**2)):.3f} | {np.mean(np.abs(df)):.3f} | {np.sqrt(np.mean(df**2)):.3f}"
 
+    return ens.select(0), batch, errors
+
+
+def transfer_table(sizes=(6, 20, 60), l2sp=1.0e3) -> str:
+    """Learning curve of the read-out refit on a label source it cannot represent exactly: ANI-1x
+    member 0 refit on the mean of members 1-7 (energies and forces, sigma 1 mHa and 2 mHa/Angstrom),
+    G2 molecules displaced by 0.03 Angstrom; errors on 5 other conformations per molecule.
+
+    Run as ``python -m tools.bench.suites.nnp --transfer``; prints a markdown table (kcal/mol, kcal/mol/Angstrom).
+    """
+    from rung.nnp.train.readout import refit
+
+    student, batch, errors = _transfer_problem()
+    val = batch(5, 99)
     rows = ["| training conformations | model | E RMSE | F MAE | F RMSE |", "| --- | --- | --- | --- | --- |",
-            f"| 0 | ANI-1x member 0 | {errors(student)} |"]
+            f"| 0 | ANI-1x member 0 | {errors(student, val)} |"]
     for n in sizes:
         lab = batch(n, 0)
-        rows.append(f"| {lab.n_conf} | shifts only | {errors(refit(student, lab, frozen=['*.weight']).model)} |")
-        rows.append(f"| {lab.n_conf} | read-out, l2sp {l2sp:g} | {errors(refit(student, lab, l2sp=l2sp).model)} |")
+        rows.append(f"| {lab.n_conf} | shifts only | {errors(refit(student, lab, frozen=['*.weight']).model, val)} |")
+        rows.append(f"| {lab.n_conf} | read-out, l2sp {l2sp:g} | {errors(refit(student, lab, l2sp=l2sp).model, val)} |")
     return "\n".join(rows)
 
 
@@ -504,44 +514,22 @@ def transfer_gradient_table(sizes=(6, 20), epochs=100) -> str:
     with the gradient solver: the read-out layer or all layers, Adam with a cosine one-cycle schedule,
     ``epochs`` epochs of batches of 32, float32, l2sp 1e3 on every trained weight, no early stopping.
     ``python -m tools.bench.suites.nnp --transfer-gradient``."""
-    from rung.core.units import HARTREE_TO_KCAL_PER_MOL as K
-    from rung.nnp import load_model
-    from rung.nnp.ani import ANIPotential
-    from rung.nnp.model import ANIModel
-    from rung.nnp.testing import conformations
     from rung.nnp.train.gradient import Options, finetune
-    from rung.nnp.train.readout import Labels, refit
+    from rung.nnp.train.readout import refit
 
-    ens = load_model("ani-1x", dtype="float64").model
-    student = ens.select(0)
-    teacher = ANIPotential(ANIModel("m1-7", ens.species, ens.aev, ens.self_energies, ens.members[1:]), dtype="float64")
-    formulas = ("H2O", "NH3", "CH4", "CH3OH", "HCOOH", "H3CNH2", "CH3CHO", "N2H4", "H2CO", "C2H6")
-
-    def batch(n, seed):
-        mols = conformations(formulas, n, seed=seed, amplitude=0.03)
-        x = np.concatenate([m[2].reshape(-1, 3) for m in mols])
-        z = np.concatenate([np.tile(m[1], n) for m in mols])
-        b = np.repeat(np.arange(len(mols) * n), np.concatenate([np.full(n, m[1].size) for m in mols]))
-        r = teacher.evaluate(x, z, batch=b)
-        return Labels(x, z, b, r.energy, np.full(b.max() + 1, 1e6), r.forces, np.full(x.shape, 0.25e6))
-
+    student, batch, errors = _transfer_problem()
     test, valid = batch(5, 99), batch(2, 98)
-
-    def errors(model):
-        r = ANIPotential(model, dtype="float64").evaluate(test.x, test.numbers, batch=test.batch)
-        de, df = (r.energy - test.energy) * K, (r.forces - test.forces) * K
-        return f"{np.sqrt(np.mean(de**2)):.3f} | {np.mean(np.abs(df)):.3f} | {np.sqrt(np.mean(df**2)):.3f}"
-
     rows = ["| training conformations | model | E RMSE | F MAE | F RMSE |", "| --- | --- | --- | --- | --- |",
-            f"| 0 | ANI-1x member 0 | {errors(student)} |"]
+            f"| 0 | ANI-1x member 0 | {errors(student, test)} |"]
     for n in sizes:
         lab = batch(n, 0)
-        rows.append(f"| {lab.n_conf} | exact read-out refit, l2sp 1000 | {errors(refit(student, lab, l2sp=1e3).model)} |")
+        rows.append(f"| {lab.n_conf} | exact read-out refit, l2sp 1000 | {errors(refit(student, lab, l2sp=1e3).model, test)} |")
         for frozen, what in ((["*.0.*", "*.1.*", "*.2.*"], "gradient, read-out layer"), ([], "gradient, all layers")):
             for lr in (1e-4, 1e-3):
                 opts = Options(optimizer="adam", learning_rate=lr, epochs=epochs, batch_size=32, schedule="cosine_onecycle",
                                l2sp=1e3, dtype="float32")
-                rows.append(f"| {lab.n_conf} | {what}, lr {lr:g} | {errors(finetune(student, lab, valid, opts, frozen=frozen).model)} |")
+                model = finetune(student, lab, valid, opts, frozen=frozen).model
+                rows.append(f"| {lab.n_conf} | {what}, lr {lr:g} | {errors(model, test)} |")
         print("\n".join(rows[-5:]), flush=True)
     return "\n".join(rows)
 

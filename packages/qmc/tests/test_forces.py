@@ -110,6 +110,20 @@ def test_space_warp_sums_to_zero_per_sample(water):
     np.testing.assert_allclose(dom.sum(-2), 0.0, atol=1e-10)
 
 
+def test_warp_weight_gradients_by_finite_differences():
+    """d omega_I / d r against central differences of omega_I, random points around three nuclei."""
+    rng = np.random.default_rng(3)
+    coords = rng.normal(size=(3, 3))
+    x = rng.normal(scale=1.5, size=(2, 4, 3))
+    _, dom = warp_weights(x, coords)
+    h = 1e-6
+    for k in range(3):
+        e = np.zeros(3)
+        e[k] = h
+        fd = (warp_weights(x + e, coords)[0] - warp_weights(x - e, coords)[0]) / (2 * h)
+        np.testing.assert_allclose(dom[..., k], fd, rtol=1e-6, atol=1e-8)
+
+
 def _vmc_forces(mol, orb, nw, nblocks, seed=1, **force_opts):
     wf = slater_jastrow(mol, orb, jastrow=False, cusp_correction=False)  # the SCF determinant itself
     nd = NuclearDerivatives(displaced_builder(mol, orb, jastrow=False, cusp_correction=False), mol.atom_coords(),

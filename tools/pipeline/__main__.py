@@ -18,7 +18,9 @@ EXAMPLE = Path(__file__).with_name("water.toml")
 
 
 def main(argv=None) -> int:
-    from .config import ConfigError, load
+    from rung.core.errors import InputError
+
+    from .config import load
     from .executors import EXECUTORS, Executor
 
     ap = argparse.ArgumentParser(prog="python -m tools.pipeline", description=__doc__.splitlines()[0])
@@ -36,7 +38,7 @@ def main(argv=None) -> int:
         with Executor(args.executor, args.workers, parsl_config=args.parsl_config) as ex:
             if ex is not None:  # None on MPI worker ranks: they served tasks
                 run(cfg, args.out, ex)
-    except (ConfigError, ValueError) as err:  # ValueError: an executor that cannot start (named)
+    except InputError as err:  # the input file, its data, or an executor that cannot start (named)
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

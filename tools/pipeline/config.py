@@ -28,11 +28,13 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from rung.core.errors import InputError
+
 
 DFT_DEFAULTS = {"xc": "wb97m-d3bj", "basis": "ccecp-cc-pvdz", "ecp": "ccecp"}
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """The pipeline input file cannot be used as written (the message names the key)."""
 
 

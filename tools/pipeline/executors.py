@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from rung.core.errors import InputError
+
 EXECUTORS = ("local", "mpi", "parsl", "serial")
 
 
@@ -59,13 +61,13 @@ class _ParslPool:
         try:
             import parsl
         except ImportError as err:
-            raise ValueError("executor 'parsl' needs the optional parsl package (pip install parsl)") from err
+            raise InputError("executor 'parsl' needs the optional parsl package (pip install parsl)") from err
         if config_file is not None:
             import runpy
 
             config = runpy.run_path(str(config_file)).get("config")
             if config is None:
-                raise ValueError(f"{config_file}: defines no 'config' (a parsl.config.Config)")
+                raise InputError(f"{config_file}: defines no 'config' (a parsl.config.Config)")
         else:
             from parsl.config import Config
             from parsl.executors import HighThroughputExecutor

@@ -41,7 +41,7 @@ def _common(f):
         click.option("--out", default=None, help="write <OUT>.<method>.h5 result files (energies, trace, walkers)"),
         click.option("--forces/--no-forces", default=False, show_default=True,
                      help="interatomic forces (ZVZB estimator, space warp); into the dataset as qmc_*_gradient"),
-        click.option("--force-every", default=1, show_default=True, help="evaluate forces every N steps"),
+        click.option("--force-every", default=1, show_default=True, type=_POSITIVE, help="evaluate forces every N steps"),
         click.option("--replace", is_flag=True,
                      help="dataset input: overwrite a conformation's qmc_* values computed with other settings, "
                           "or mix levels of theory in one dataset (qmc_settings records each conformation's)"),
@@ -57,8 +57,8 @@ def _progress(method, block, nblocks, energy, seconds):
 
 
 def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
-               params, multidet, max_dets, allow_incomplete, out, forces, force_every, replace, dmc_cfg,
-               checkpoint=None, trace=None, opt_cfg=None, save=None):
+         params, multidet, max_dets, allow_incomplete, out, forces, force_every, replace, dmc_cfg,
+         checkpoint=None, trace=None, opt_cfg=None, save=None):
     from pathlib import Path
 
     import h5py
@@ -71,8 +71,6 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
     from rung.qmc.vmc import VMCConfig
 
     # everything that can be refused is refused before any computation
-    if force_every < 1:
-        raise click.BadParameter(f"must be >= 1, got {force_every}", param_hint="--force-every")
     if vmc_blocks * vmc_steps < 2:
         raise click.BadParameter(f"{vmc_blocks} block x {vmc_steps} step is 1 sample; the error bar needs at least 2 "
                                  "(raise --vmc-blocks or --vmc-steps)", param_hint="--vmc-blocks")

@@ -289,6 +289,26 @@ def test_nan_conformation_is_rejected_alone(tmp_path):
     assert (again.computed, again.n_done, again.n_failed) == (0, 2, 1)
 
 
+def test_nan_rows_and_a_bad_molecule_reject_only_that_molecule(tmp_path):
+    from rung.dft_gpu.run import _read_input
+
+    src = tmp_path / "spice.h5"
+    water = molecule("water", WATER, shifts=(0.0, 0.05))
+    with h5py.File(src, "w") as f:
+        for name, mult in (("water", 1), ("bad", 0)):
+            g = f.create_group(name)
+            g["atomic_numbers"] = water.atomic_numbers
+            x = water.conformations.copy()
+            if name == "bad":
+                x[1, 0, 0] = np.nan  # a NaN row, and a multiplicity no conformation can have
+            g["conformations"] = x
+            g["conformations"].attrs["units"] = "bohr"
+            g["multiplicity"] = mult
+    molecules, rejected, bad_conformations = _read_input(src)
+    assert [m.name for m in molecules] == ["water"] and bad_conformations == {}
+    assert list(rejected) == ["bad"] and "multiplicity must be >= 1" in rejected["bad"]
+
+
 def test_orbitals_and_fcidump_files(tmp_path):
     from pyscf import gto, scf
     from pyscf.tools import fcidump

@@ -440,7 +440,10 @@ def _read_input(input_path, units=None, name_key="name"):
         try:
             molecules += read_hdf5(path, names=[name], units=units)
         except DatasetError as err:
-            partly = _without_bad_conformations(path, name, units) if "NaN or infinite" in str(err) else None
+            try:
+                partly = _without_bad_conformations(path, name, units) if "NaN or infinite" in str(err) else None
+            except DatasetError as other:  # NaN rows and another problem of the whole molecule: reject it
+                partly, err = None, other
             if partly is None:
                 rejected[name] = str(err)
             else:

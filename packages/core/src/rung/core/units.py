@@ -7,7 +7,9 @@ A quantity in another unit carries the unit in its name (``dt_fs``, ``temperatur
 Source: E. Tiesinga, P. J. Mohr, D. B. Newell, B. N. Taylor, "CODATA recommended values of the
 fundamental physical constants: 2018", Rev. Mod. Phys. 93, 025010 (2021). SI exact values since 2019
 are marked (exact). PySCF (CODATA 2014-ish) and ASE (CODATA 2014) use slightly different tables; code
-that hands numbers to or from them converts through this module only.
+that hands numbers to or from them converts through this module only, with one exception: the ASE
+calculator boundary uses ASE's own factors (:func:`rung.core.potential.ase_unit_factors`), so that
+ASE-side conversions give back the potential's numbers.
 
 Naming: ``X_TO_Y`` multiplies a value in X to give it in Y. ``HARTREE_TO_EV * e`` turns Hartree into eV.
 """

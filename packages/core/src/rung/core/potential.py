@@ -15,7 +15,7 @@ units, so that ``stress = -W / volume``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -32,11 +32,14 @@ class PotentialResult:
     energy : float, or (batch,) float64, energy_unit
     forces : (n_atoms, 3) or (batch, n_atoms, 3) float64, energy_unit / length_unit
     virial : (3, 3) or (batch, 3, 3) float64, energy_unit, or None when not asked for
+    energies : {name: float or array} other energies of one structure, energy_unit (e.g. an
+        ensemble's members and spread); unit conversions and the ASE adapter pass them on
     """
 
     energy: np.ndarray
     forces: np.ndarray | None = None
     virial: np.ndarray | None = None
+    energies: dict = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -70,6 +73,7 @@ class _Scaled:
             energy=np.asarray(r.energy) * self._e,
             forces=None if r.forces is None else np.asarray(r.forces) * (self._e * self._l),
             virial=None if r.virial is None else np.asarray(r.virial) * self._e,
+            energies={k: np.asarray(v) * self._e for k, v in r.energies.items()},
         )
 
 
@@ -100,7 +104,8 @@ def ase_unit_factors(energy_unit: str, length_unit: str) -> tuple[float, float]:
 
 
 def PotentialCalculator(potential: Potential, **kwargs):
-    """An ASE ``Calculator`` for any :class:`Potential` (energy, forces, stress for periodic atoms).
+    """An ASE ``Calculator`` for any :class:`Potential` (energy, forces, stress for periodic atoms, and
+    the result's other ``energies`` under their own names).
 
     eV and Angstrom in ASE's own units (:func:`ase_unit_factors`).
     """
@@ -119,7 +124,8 @@ def PotentialCalculator(potential: Potential, **kwargs):
             cell = np.asarray(self.atoms.cell) * l_f if periodic else None
             r = potential.compute(self.atoms.positions * l_f, self.atoms.numbers, cell, forces=True, virial=periodic)
             e = float(r.energy) * e_f
-            self.results = {"energy": e, "free_energy": e, "forces": np.asarray(r.forces) * (e_f * l_f)}
+            self.results = {"energy": e, "free_energy": e, "forces": np.asarray(r.forces) * (e_f * l_f),
+                            **{k: np.asarray(v) * e_f if np.ndim(v) else float(v) * e_f for k, v in r.energies.items()}}
             if periodic:
                 from ase.stress import full_3x3_to_voigt_6_stress
 

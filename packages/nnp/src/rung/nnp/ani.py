@@ -238,7 +238,8 @@ class ANIPotential:
         if x.ndim == 2:
             r = self.evaluate(x, z, cell=cell, forces=forces, virial=virial)
             return PotentialResult(energy=float(r.energy[0]), forces=r.forces,
-                                   virial=None if r.virial is None else r.virial[0])
+                                   virial=None if r.virial is None else r.virial[0],
+                                   energies={"energy_members": r.energy_members[:, 0], "energy_spread": float(r.spread[0])})
         if x.ndim != 3 or x.shape[2] != 3:
             raise ValueError(f"positions must have shape (n_atoms, 3) or (batch, n_atoms, 3), got {x.shape}")
         nb, na = x.shape[:2]

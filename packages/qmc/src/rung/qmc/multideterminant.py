@@ -148,19 +148,294 @@ class MultiSlater:
         return {}
 
 
+def _string_tables(strings, ref):
+    """Excitation tables of ``strings`` (tuples of ascending orbitals) against ``ref``.
+
+    Returns the used orbitals ``used`` (ascending), ``ref_cols`` (n,) the reference's columns in
+    ``used``, and per excitation degree k >= 1 a tuple (index, holes, particles, sign): the strings of
+    that degree (ns_k,), their holes as rows of T (ns_k, k), particles as columns of T (ns_k, k) and
+    the sign (ns_k,) with D_S / D_ref = sign * det T[holes, particles]."""
+    used = sorted(set().union(*map(set, strings)) | set(ref))
+    col = {o: j for j, o in enumerate(used)}
+    ref_cols = np.array([col[o] for o in ref], dtype=np.intp)
+    groups: dict = {}
+    n = len(ref)
+    for idx, s in enumerate(strings):
+        sset, rset = set(s), set(ref)
+        holes = [j for j, o in enumerate(ref) if o not in sset]
+        parts = [col[o] for o in s if o not in rset]
+        if not holes:
+            continue
+        # the sign: det T[:, S] with T[:, ref] = I and T[holes, parts] = I_k (all else zero)
+        t = np.zeros((n, len(used)))
+        t[np.arange(n), ref_cols] = 1.0
+        t[holes, parts] = 1.0
+        sign = np.sign(round(np.linalg.det(t[:, [col[o] for o in s]])))
+        groups.setdefault(len(holes), []).append((idx, holes, parts, sign))
+    tables = {k: (np.array([g[0] for g in v], dtype=np.intp), np.array([g[1] for g in v], dtype=np.intp),
+                  np.array([g[2] for g in v], dtype=np.intp), np.array([g[3] for g in v])) for k, v in sorted(groups.items())}
+    return np.array(used, dtype=np.intp), ref_cols, tables
+
+
+class TableMultiSlater:
+    """sum_I c_I D_up,a(I) D_down,b(I) by the table method: the work grows with the number of unique
+    spin strings, not with the number of determinants times N^2.
+
+    Per spin, with the reference string's Slater matrix A0 (the largest determinant's string), its
+    inverse kept by Sherman-Morrison updates, and Phi[i, j] = phi_j(r_i) over every orbital the
+    expansion uses, the table T = A0^-1 Phi (n x m; T[:, ref] = I) gives each string S with holes h
+    (rows of the reference) and particles p (columns) as
+
+        D_S / D_0 = sign_S det T[h, p]                                  (k x k, k = excitation degree)
+
+    Replacing row i of Phi by a vector d (an electron moved, or a derivative of row i: the determinant
+    is linear in each row) gives, with a = A0^-1[:, i], rho = d[ref] . a and w = d - T^T d[ref],
+
+        D_S' / D_0 = sign_S det [[T[h, p], a[h]], [-w[p], rho]]          ((k+1) x (k+1), no division)
+
+    (rho is the reference ratio; after an accepted move T <- T + a w^T / rho). The strings are combined
+    through the sparse coefficient matrix C[a, b] (a bilinear form): psi / (D0_up D0_dn) =
+    sum_a R_up[a] (C R_dn)[a]. Closed forms for k = 1, 2; np.linalg.det beyond. References: Clark et
+    al., J. Chem. Phys. 135, 244105 (2011); Scemama et al., J. Comput. Chem. 37, 1866 (2016).
+
+    Parameters
+    ----------
+    basis : AtomicBasis
+    mo_coeff : (nao, nmo) float64, the orbitals the expansion's strings index
+    expansion : Expansion
+    nelec : (nup, ndown)
+    backend, cusp_atoms : as for :class:`~rung.qmc.orbitals.MolecularOrbitals`
+    """
+
+    def __init__(self, basis, mo_coeff, expansion: Expansion, nelec, backend: str = "numba", cusp_atoms=None):
+        from scipy.sparse import csr_matrix
+
+        from rung.qmc.orbitals import MolecularOrbitals
+
+        self.nelec = (int(nelec[0]), int(nelec[1]))
+        self.coef = np.asarray(expansion.coef, dtype=np.float64)
+        self.parameters: dict = {}
+        self.orbitals, self.ref, self.tables, self.nstrings, det_strings = [], [], [], [], []
+        lead = int(np.argmax(np.abs(self.coef)))
+        for s, occ in enumerate((expansion.occ_up, expansion.occ_down)):
+            strings = sorted(set(occ))
+            index = {t: j for j, t in enumerate(strings)}
+            used, ref_cols, tables = _string_tables(strings, occ[lead])
+            self.orbitals.append(MolecularOrbitals(basis, np.asarray(mo_coeff)[:, used], backend, cusp_atoms))
+            self.ref.append(ref_cols)
+            self.tables.append(tables)
+            self.nstrings.append(len(strings))
+            det_strings.append(np.array([index[t] for t in occ], dtype=np.intp))
+        self.cmat = csr_matrix((self.coef, (det_strings[0], det_strings[1])), shape=tuple(self.nstrings))
+        self.det_strings = det_strings
+
+    def _spin(self, e):
+        return (0, e) if e < self.nelec[0] else (1, e - self.nelec[0])
+
+    # -- string ratios -------------------------------------------------------------------------
+    def _ratios(self, s, t):
+        """D_S / D_0 for every string of spin s: t (nw, n, m) -> (nw, ns)."""
+        out = np.ones((t.shape[0], self.nstrings[s]))
+        for k, (idx, h, p, sign) in self.tables[s].items():
+            x = t[:, h[:, :, None], p[:, None, :]]  # (nw, ns_k, k, k)
+            out[:, idx] = sign * _det(x)
+        return out
+
+    def _replaced(self, s, t, a, d):
+        """D_S' / D_0 with one row replaced: t (nw, n, m), a (nw, *X, n) column of A0^-1, d (nw, *X, m)
+        -> (nw, *X, ns). Strings without holes get rho."""
+        extra = d.ndim - 2
+        ref = self.ref[s]
+        rho = (d[..., ref] * a).sum(-1)
+        w = d - np.einsum("wjm,w...j->w...m", t, d[..., ref])
+        out = np.empty(d.shape[:-1] + (self.nstrings[s],))
+        out[...] = rho[..., None]
+        for k, (idx, h, p, sign) in self.tables[s].items():
+            x = t[:, h[:, :, None], p[:, None, :]].reshape((t.shape[0],) + (1,) * extra + (len(idx), k, k))
+            ah = a[..., h]  # (nw, *X, ns_k, k)
+            wp = w[..., p]
+            if k == 1:
+                val = rho[..., None] * x[..., 0, 0] + ah[..., 0] * wp[..., 0]
+            elif k == 2:
+                x00, x01, x10, x11 = x[..., 0, 0], x[..., 0, 1], x[..., 1, 0], x[..., 1, 1]
+                val = (rho[..., None] * (x00 * x11 - x01 * x10)
+                       + wp[..., 0] * (x11 * ah[..., 0] - x01 * ah[..., 1])
+                       + wp[..., 1] * (x00 * ah[..., 1] - x10 * ah[..., 0]))
+            else:
+                shape = np.broadcast_shapes(x.shape[:-2], ah.shape[:-1], wp.shape[:-1])
+                b = np.empty(shape + (k + 1, k + 1))
+                b[..., :k, :k] = x
+                b[..., :k, k] = ah
+                b[..., k, :k] = -wp
+                b[..., k, k] = rho[..., None]
+                val = np.linalg.det(b)
+            out[..., idx] = sign * val
+        return out
+
+    def _contract(self, s):
+        """The other spin contracted with the coefficients: (nw, ns_s)."""
+        if s == 0:
+            return np.asarray(self.cmat @ self.R[1].T).T
+        return np.asarray(self.cmat.T @ self.R[0].T).T
+
+    def _update_total(self):
+        self.Y = [self._contract(0), self._contract(1)]
+        q = np.einsum("wa,wa->w", self.R[0], self.Y[0])
+        self.q = q
+        self.sign_ = self.sign0[0] * self.sign0[1] * np.sign(q)
+        with np.errstate(divide="ignore"):
+            self.log_ = self.logdet0[0] + self.logdet0[1] + np.log(np.abs(q))
+
+    # -- protocol ------------------------------------------------------------------------------
+    def recompute(self, configs):
+        self.configs = np.array(configs, dtype=np.float64)
+        nw = configs.shape[0]
+        self.mo, self.inverse, self.T, self.R, self.sign0, self.logdet0 = [], [], [], [], [], []
+        start = 0
+        for s in (0, 1):
+            n, m = self.nelec[s], self.orbitals[s].nmo
+            if n == 0:
+                self.mo.append(np.zeros((5, nw, 0, m)))
+                self.inverse.append(np.zeros((nw, 0, 0)))
+                self.T.append(np.zeros((nw, 0, m)))
+                self.R.append(np.ones((nw, self.nstrings[s])))
+                self.sign0.append(np.ones(nw))
+                self.logdet0.append(np.zeros(nw))
+                continue
+            mo = self.orbitals[s](self.configs[:, start:start + n], 2)  # (5, nw, n, m)
+            a0 = mo[0][:, :, self.ref[s]]
+            sign, logdet = np.linalg.slogdet(a0)
+            if np.any(sign == 0):
+                raise FloatingPointError("a walker sits on a node of the reference determinant")
+            inv = np.linalg.inv(a0)
+            t = inv @ mo[0]
+            self.mo.append(mo)
+            self.inverse.append(inv)
+            self.T.append(t)
+            self.R.append(self._ratios(s, t))
+            self.sign0.append(sign)
+            self.logdet0.append(logdet)
+            start += n
+        self._update_total()
+        return self.sign_.copy(), self.log_.copy()
+
+    def value(self):
+        return self.sign_.copy(), self.log_.copy()
+
+    def testvalue(self, e, epos, mask=None):
+        s, i = self._spin(e)
+        d = self.orbitals[s](epos, 0)[0]  # (nw, [npts,] m)
+        sel = slice(None) if mask is None else mask
+        t, a, y, q = self.T[s][sel], self.inverse[s][sel][:, :, i], self.Y[s][sel], self.q[sel]
+        if d.ndim == 3:
+            a = a[:, None, :]
+            y = y[:, None, :]
+            q = q[:, None]
+        r = self._replaced(s, t, a, d)
+        return np.einsum("w...a,w...a->w...", r, y) / q
+
+    def _rows(self, e, epos):
+        s, i = self._spin(e)
+        v = self.mo[s][:, :, i] if self._is_current(e, epos) else self.orbitals[s](epos, 2)  # (5, nw, m)
+        r = self._replaced(s, self.T[s], self.inverse[s][:, None, :, i], np.moveaxis(v, 0, 1))  # (nw, 5, ns)
+        return v, np.einsum("wxa,wa->xw", r, self.Y[s])  # (5, nw): psi'/psi-like sums (value, grad, lap)
+
+    def _is_current(self, e, epos):
+        return epos.shape == self.configs[:, e].shape and np.array_equal(epos, self.configs[:, e])
+
+    def gradient_value(self, e, epos):
+        v, t = self._rows(e, epos)
+        return t[1:4] / t[0], t[0] / self.q, v
+
+    def gradient_laplacian(self, e, epos):
+        _, t = self._rows(e, epos)
+        return t[1:4] / t[0], t[4] / t[0]
+
+    def gradient_laplacian_all(self):
+        nw = self.configs.shape[0]
+        ne = sum(self.nelec)
+        grad, lap = np.zeros((nw, ne, 3)), np.zeros((nw, ne))
+        start = 0
+        for s in (0, 1):
+            n = self.nelec[s]
+            if n == 0:
+                continue
+            d = np.moveaxis(self.mo[s][1:5], 0, 1)  # (nw, 4, n, m): row i of each derivative
+            a = np.swapaxes(self.inverse[s], 1, 2)[:, None]  # (nw, 1, n, n): a[w, 0, i] = A0^-1[:, i]
+            r = self._replaced(s, self.T[s], a, d)  # (nw, 4, n, ns)
+            t = np.einsum("wxia,wa->wix", r, self.Y[s]) / self.q[:, None, None]
+            grad[:, start:start + n] = t[..., :3]
+            lap[:, start:start + n] = t[..., 3]
+            start += n
+        return grad, lap
+
+    def accept(self, e, epos, mask, saved=None):
+        s, i = self._spin(e)
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            return
+        v5 = saved if saved is not None else self.orbitals[s](epos, 2)
+        self.mo[s][:, mask, i] = v5[:, mask]
+        d = v5[0][mask]  # (nm, m)
+        inv, t = self.inverse[s][mask], self.T[s][mask]
+        a = inv[:, :, i].copy()
+        ref = self.ref[s]
+        rho = np.einsum("wj,wj->w", d[:, ref], a)
+        w = d - np.einsum("wjm,wj->wm", t, d[:, ref])
+        t = t + np.einsum("wj,wm->wjm", a, w) / rho[:, None, None]
+        va = np.einsum("wk,wkn->wn", d[:, ref], inv)
+        va[:, i] -= 1.0
+        self.inverse[s][mask] = inv - np.einsum("wk,wn->wkn", a, va) / rho[:, None, None]
+        self.T[s][mask] = t
+        self.R[s][mask] = self._ratios(s, t)
+        self.sign0[s][mask] *= np.sign(rho)
+        self.logdet0[s][mask] += np.log(np.abs(rho))
+        self.configs[mask, e] = epos[mask]
+        self._update_total()
+
+    def resample(self, idx):
+        self.configs = self.configs[idx]
+        self.mo = [m[:, idx] for m in self.mo]
+        for name in ("inverse", "T", "R", "sign0", "logdet0"):
+            setattr(self, name, [x[idx] for x in getattr(self, name)])
+        self._update_total()
+
+    def pgradient(self):
+        return {}
+
+
+def _det(x):
+    """Batched determinants of (..., k, k), closed forms for k <= 2."""
+    k = x.shape[-1]
+    if k == 1:
+        return x[..., 0, 0]
+    if k == 2:
+        return x[..., 0, 0] * x[..., 1, 1] - x[..., 0, 1] * x[..., 1, 0]
+    return np.linalg.det(x)
+
+
 def build_multislater(basis, mo_coeff, expansion: Expansion, nelec, backend: str = "numba",
-                      cusp_atoms=None) -> MultiSlater:
-    """MultiSlater over orbitals mo_coeff (nao, nmo) (restricted) for an expansion."""
+                      cusp_atoms=None, method: str = "table"):
+    """Multideterminant component over orbitals mo_coeff (nao, nmo) (restricted) for an expansion.
+
+    ``method`` "table" (default): :class:`TableMultiSlater`, cost with the unique spin strings;
+    "per-determinant": :class:`MultiSlater`, one Slater determinant and inverse per determinant (the
+    independent oracle of the table method in the tests)."""
     from rung.qmc.orbitals import MolecularOrbitals
     from rung.qmc.system import InputError
 
     mo_coeff = np.asarray(mo_coeff)
     if expansion.nstate > mo_coeff.shape[1]:
         raise InputError(f"the expansion uses {expansion.nstate} orbitals, only {mo_coeff.shape[1]} are given")
-    dets = []
     for up, dn in zip(expansion.occ_up, expansion.occ_down):
         if (len(up), len(dn)) != tuple(nelec):
             raise InputError(f"a determinant occupies ({len(up)}, {len(dn)}) orbitals, the molecule has {nelec} electrons")
+    if method == "table":
+        return TableMultiSlater(basis, mo_coeff, expansion, nelec, backend, cusp_atoms)
+    if method != "per-determinant":
+        raise ValueError(f"method must be 'table' or 'per-determinant', got {method!r}")
+    dets = []
+    for up, dn in zip(expansion.occ_up, expansion.occ_down):
         mos = (MolecularOrbitals(basis, mo_coeff[:, list(up)], backend, cusp_atoms),
                MolecularOrbitals(basis, mo_coeff[:, list(dn)], backend, cusp_atoms))
         dets.append(SlaterDeterminant(mos, nelec))

@@ -1,0 +1,331 @@
+"""Analytic per-sample nuclear derivatives d_I ln|psi| and d_I E_L, all atoms in one pass.
+
+For the Slater-Jastrow trial function psi = D_up D_down exp(J) (LCAO orbitals without the cusp
+correction, one/two-body Jastrow) and a Hamiltonian with ccECPs. Same derivative as
+:class:`rung.qmc.forces.NuclearDerivatives` (its finite differences are the test oracle): electrons
+fixed, MO coefficients frozen, AOs and the Jastrow's electron-nucleus terms moving with their nuclei,
+ECP quadrature points moving with their ion under one fixed random rotation.
+
+Matrix formalism (Filippi, Assaraf, Moroni, J. Chem. Phys. 144, 194105 (2016)). Per spin, M[i, k] =
+phi_k(r_i), A = M^-1 (orbital k, electron i), phi_k = sum_mu C[mu, k] chi_mu, B0 = C A (AO mu, electron
+i). An AO centred on nucleus I depends on R_I only through r - R_I, so d chi_mu / dR_I = -grad chi_mu
+for mu on I and 0 otherwise, and d M / dR_{I,a} = -(sum over mu on I of C[mu, k] d_a chi_mu(r_i)):
+
+    d_{I,a} ln|D| = -sum_j sum_{mu on I} B0[mu, j] d_a chi_mu(r_j)
+
+Every determinant term of E_L is tr(A Op) for a one-body operator matrix Op[i, k] = (O_i phi_k)(r_i),
+
+    Op = -1/2 lap phi - grad_i J . grad phi + V_NL phi      (kinetic, its Jastrow cross term, nonlocal ECP)
+
+with grad_i J and the Jastrow ratios inside V_NL held fixed, and d tr(A Op) = tr(A dOp) - tr(X dM),
+X = A Op A. Both traces are contractions over (electron, AO on I) pairs, so all 3 N_atom components
+come from one AO evaluation up to third derivatives (value, gradient, Hessian, grad of the Laplacian)
+at the electrons:
+
+    d_{I,a} sum_i tr(A Op) = sum_j sum_{mu on I} [ B0[mu, j] (1/2 d_a lap chi_mu + sum_x (d_x J)_j d_a d_x chi_mu)
+                                                 + (C X)[mu, j] d_a chi_mu ](r_j)  + (nonlocal tr(A dOp))
+
+The rest is by hand: the Jastrow one-body function chi_I(r) (kinetic terms through its Hessian and
+the gradient of its Laplacian), -Z_I / r, the ccECP local radial function, the nuclear repulsion,
+and the nonlocal ECP terms' own R dependence (projector v_l(r) P_l(cos), quadrature points
+R_A + r_iA q moving with the ion, AOs on I at the points, the Jastrow ratio exp(J_i(r') - J_i(r_i))).
+
+Space warp (module docstring of :mod:`rung.qmc.forces`): d^W_{I,a} ln|psi| = d_{I,a} ln|psi| +
+sum_i omega_I(r_i) d_{i,a} ln|psi| + 1/2 sum_i d_a omega_I(r_i) is analytic here. The warped d E_L
+needs grad_i E_L for every electron, which is **not built**: with ``warp`` on, d E_L falls back to the
+finite differences of :class:`rung.qmc.forces.NuclearDerivatives` (see :func:`nuclear_derivatives`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from rung.qmc.forces import ForceConfig, warp_weights
+
+# components of PySCF's eval_gto deriv3 layout: value, x, y, z, xx, xy, xz, yy, yz, zz, xxx, xxy, xxz, xyy,
+# xyz, xzz, yyy, yyz, yzz, zzz
+HESS = ((4, 5, 6), (5, 7, 8), (6, 8, 9))  # d_a d_b
+GRAD_LAP = ((10, 13, 15), (11, 16, 18), (12, 17, 19))  # d_a (xx + yy + zz)
+
+
+def unsupported_reason(wf) -> str | None:
+    """None when :class:`AnalyticDerivatives` serves ``wf``, else why not (one line)."""
+    from rung.qmc.determinants import SlaterDeterminant
+    from rung.qmc.jastrow import Jastrow
+    from rung.qmc.wavefunction import ProductWF
+
+    if type(wf) is not ProductWF or not 1 <= len(wf.components) <= 2:
+        return "only D_up D_down [exp(J)] has analytic nuclear derivatives (three-body Jastrow, other products: no)"
+    det, *rest = wf.components
+    if type(det) is not SlaterDeterminant:
+        return "a multideterminant trial function has no analytic nuclear derivatives yet"
+    if any(o.cusp is not None for o in det.orbitals):
+        return "cusp-corrected orbitals (all-electron atoms) have no analytic nuclear derivatives yet"
+    if rest and type(rest[0]) is not Jastrow:
+        return "only the one/two-body Jastrow has analytic nuclear derivatives"
+    return None
+
+
+def _ao_by_atom(mol) -> np.ndarray:
+    """(nao, natom) float64 indicator: 1 where AO mu sits on atom I (PySCF's AO order)."""
+    s = np.zeros((mol.nao, mol.natm))
+    for ia, (_, _, a0, a1) in enumerate(mol.aoslice_by_atom()):
+        s[a0:a1, ia] = 1.0
+    return s
+
+
+def radial_poly(poly, L, r):
+    """f, f', f'', f''' of f(r) = sum_m poly[..., m] (r/L)^m for r < L, 0 beyond (Jastrow cutoff
+    polynomials). poly (..., ndeg) broadcast against r (...); r Bohr."""
+    y = r / L
+    inside = y < 1.0
+    yc = np.where(inside, y, 1.0)
+    v = d1 = d2 = d3 = np.zeros_like(r)
+    for m in range(poly.shape[-1] - 1, -1, -1):
+        d3 = d3 * yc + 3.0 * d2
+        d2 = d2 * yc + 2.0 * d1
+        d1 = d1 * yc + v
+        v = v * yc + poly[..., m]
+    return v * inside, d1 * inside / L, d2 * inside / L**2, d3 * inside / L**3
+
+
+def _legendre_d(l, x):
+    """P_l(x) and P_l'(x) by the recurrences (n+1) P_{n+1} = (2n+1) x P_n - n P_{n-1},
+    P'_{n+1} = P'_{n-1} + (2n+1) P_n."""
+    p0, p1, d0, d1 = np.ones_like(x), x, np.zeros_like(x), np.ones_like(x)
+    if l == 0:
+        return p0, d0
+    for n in range(1, l):
+        p0, p1, d0, d1 = p1, ((2 * n + 1) * x * p1 - n * p0) / (n + 1), d1, d0 + (2 * n + 1) * p1
+    return p1, d1
+
+
+def _radial_d(channel, r):
+    """v(r) = sum c r^p exp(-a r^2) of an ECP channel [(p, a, c)] and v'(r); r (...) Bohr."""
+    v, d = np.zeros_like(r), np.zeros_like(r)
+    for p, a, c in channel:
+        e = c * np.exp(-a * r * r)
+        v = v + e * r**p
+        d = d + e * (p * r ** (p - 1) - 2.0 * a * r ** (p + 1))
+    return v, d
+
+
+class AnalyticDerivatives:
+    """Per-sample d ln|psi| / dR and d E_L / dR (electrons fixed), every atom in one pass.
+
+    Same call interface as :class:`rung.qmc.forces.NuclearDerivatives`.
+
+    Parameters
+    ----------
+    mol : PySCF molecule of the trial function (its geometry and AO basis)
+    wf : ProductWF, D_up D_down [exp(J)] (see :func:`unsupported_reason`); copied, not modified
+    ham : Hamiltonian at the same geometry
+    config : ForceConfig (``warp`` here applies to d ln psi only; see the module docstring)
+    """
+
+    def __init__(self, mol, wf, ham, config: ForceConfig = ForceConfig()):
+        why = unsupported_reason(wf)
+        if why is not None:
+            raise ValueError(why)
+        self.config = config
+        self.mol = mol
+        self.wf = copy.deepcopy(wf)  # own state: the sampler's trial function is never touched
+        self.det = self.wf.components[0]
+        self.jas = self.wf.components[1] if len(self.wf.components) > 1 else None
+        self.ham = ham
+        self.coords = np.array(mol.atom_coords(), dtype=np.float64)
+        self.natom = self.coords.shape[0]
+        self.rng = np.random.default_rng(config.seed)
+        self.ao_atom = _ao_by_atom(mol)
+        self.cmo = [o.mo_coeff for o in self.det.orbitals]  # (nao, n) per spin
+        self.eval_name = "GTOval_cart_deriv" if mol.cart else "GTOval_sph_deriv"
+        charges = np.asarray(ham.atom_charges, dtype=np.float64)
+        d = self.coords[:, None] - self.coords[None]
+        r3 = np.linalg.norm(d, axis=-1) ** 3
+        np.fill_diagonal(r3, np.inf)
+        self.dnn = -np.einsum("a,b,abx,ab->ax", charges, charges, d, 1.0 / r3)  # d V_nn / dR (natom, 3)
+        if self.jas is not None:
+            j = self.jas
+            self.en_poly = j.parameters["en"][j.atom_species] @ j.bcoef  # (natom, ndeg)
+
+    # ------------------------------------------------------------------ pieces
+    def _en_jastrow(self, r):
+        """The one-body Jastrow function of every atom, chi_I(r) and three r-derivatives: r (..., natom)."""
+        j = self.jas
+        f = list(radial_poly(self.en_poly, j.rcut_en, r))
+        G, Lc = -j.cusp_charges, j.rcut_cusp
+        t = np.clip(1.0 - r / Lc, 0.0, None)
+        cin = r < Lc
+        f[0] = f[0] - G * Lc * t**3 / 3.0
+        f[1] = f[1] + G * t**2
+        f[2] = f[2] - 2.0 * G * t / Lc
+        f[3] = f[3] + np.where(cin, 2.0 * G / Lc**2, 0.0)
+        return f
+
+    def _spins(self):
+        n0, n1 = self.det.nelec
+        return [(0, slice(0, n0)), (1, slice(n0, n0 + n1))]
+
+    def _draw_rotations(self, nw, ne):
+        """One random rotation per walker and electron, drawn exactly as the ECP's nonlocal term does
+        (so that the finite-difference oracle, sharing the stream, uses the same quadrature)."""
+        from rung.qmc.ecp import random_rotations
+
+        if not self.ham.ecp.has_nonlocal:
+            return None
+        return np.stack([random_rotations(self.rng, nw) for _ in range(ne)], axis=1)  # (nw, ne, 3, 3)
+
+    def _nonlocal(self, configs, rot, b0, de):
+        """Nonlocal ECP: its direct R derivative added into ``de`` (nw, natom, 3); returns the operator
+        matrices VM[s] (nw, n_electron, n_orbital) (V_NL phi_k at each electron, Jastrow ratio included)."""
+        from rung.qmc.ecp import _ICOSAHEDRON
+
+        nw, ne, _ = configs.shape
+        ecp = self.ham.ecp
+        vm = [np.zeros((nw, sl.stop - sl.start, sl.stop - sl.start)) for _, sl in self._spins()]
+        if rot is None:
+            return vm
+        atoms = [(ia, R, nl, rc) for (ia, R, _, nl), rc in zip(ecp.atoms, ecp._cut) if nl]
+        dirs, weights = _ICOSAHEDRON
+        nq = dirs.shape[0]
+        qd = np.einsum("weij,qj->weqi", rot, dirs)  # (nw, ne, nq, 3) rotated directions
+        Ra = np.array([R for _, R, _, _ in atoms])  # (na, 3)
+        atom_index = np.array([ia for ia, *_ in atoms])  # molecule atom of each ECP atom
+        d = configs[:, :, None, :] - Ra  # (nw, ne, na, 3)
+        r = np.linalg.norm(d, axis=-1)
+        near = r < np.array([rc for *_, rc in atoms])
+        for s, sl in self._spins():
+            w, e, a = np.nonzero(near[:, sl])  # triples (walker, electron of spin s, ECP atom), e within spin
+            if w.size == 0:
+                continue
+            eg = e + sl.start  # global electron index
+            rr = r[w, eg, a]  # (T,)
+            rhat = d[w, eg, a] / rr[:, None]  # (T, 3)
+            q = qd[w, eg]  # (T, nq, 3)
+            pts = Ra[a][:, None, :] + rr[:, None, None] * q  # (T, nq, 3)
+            cos = np.einsum("tqx,tx->tq", q, rhat)
+            # projector c = w_q sum_l (2l+1) v_l(r) P_l(cos), its r and cos derivatives
+            c, c_r, c_cos = (np.zeros_like(cos) for _ in range(3))
+            for k in np.unique(a):
+                on = a == k
+                for l, ch in atoms[k][2].items():
+                    v, dv = _radial_d(ch, rr[on])
+                    p, dp = _legendre_d(l, cos[on])
+                    c[on] += (2 * l + 1) * v[:, None] * p
+                    c_r[on] += (2 * l + 1) * dv[:, None] * p
+                    c_cos[on] += (2 * l + 1) * v[:, None] * dp
+            c, c_r, c_cos = c * weights, c_r * weights, c_cos * weights
+            # Jastrow ratio and its gradient at the points
+            rj = np.ones_like(c)
+            gjp = np.zeros(pts.shape)
+            if self.jas is not None:
+                for ei in np.unique(eg):
+                    on = np.nonzero(eg == ei)[0]
+                    jv, jgr, _ = self.jas._electron_terms(ei, np.ascontiguousarray(pts[on]), 1, w[on])
+                    j0 = self.jas._electron_terms(ei, configs[w[on], ei][:, None], 0, w[on])[0]
+                    rj[on] = np.exp(jv - j0)
+                    gjp[on] = jgr
+            ao = self.mol.eval_gto(self.eval_name + "1", pts.reshape(-1, 3)).reshape(4, w.size, nq, -1)
+            b = b0[s][w, :, e]  # (T, nao): column e of C A
+            rd = np.einsum("tqm,tm->tq", ao[0], b)  # determinant ratio
+            grd = np.einsum("xtqm,tm->tqx", ao[1:4], b)  # its gradient in the point
+            u = c * rj  # (T, nq)
+            t = u * rd  # the terms of V_NL psi / psi
+            # I = A: projector (r, cos through rhat) and the points moving with the ion
+            dc = -(c_r * rj * rd)[..., None] * rhat[:, None, :] \
+                - (c_cos * rj * rd / rr[:, None])[..., None] * (q - cos[..., None] * rhat[:, None, :])
+            g = t[..., None] * gjp + u[..., None] * grd  # d term / d point
+            move = g - np.einsum("tqx,tqx->tq", q, g)[..., None] * rhat[:, None, :]
+            np.add.at(de, (w, atom_index[a]), (dc + move).sum(1))
+            # every I: the AOs on I at the points (b weighted), the one-body Jastrow at the points and at r_e
+            per_atom = np.einsum("xtqm,tm,mI->tIx", ao[1:4] * u[None, ..., None], b, self.ao_atom)
+            tot = -per_atom
+            if self.jas is not None:
+                dp = pts[:, :, None, :] - self.coords  # (T, nq, natom, 3)
+                rp = np.linalg.norm(dp, axis=-1)
+                f1 = self._en_jastrow(rp)[1]
+                tot -= np.einsum("tq,tqI,tqIx->tIx", t, f1 / rp, dp)
+                dx = configs[w, eg][:, None, :] - self.coords  # (T, natom, 3)
+                rx = np.linalg.norm(dx, axis=-1)
+                tot += t.sum(1)[:, None, None] * (self._en_jastrow(rx)[1] / rx)[..., None] * dx
+            np.add.at(de, w, tot)
+            # the operator matrix: V_NL applied to every orbital of spin s at electron e
+            phi = np.einsum("tqm,mk->tqk", ao[0], self.cmo[s])
+            np.add.at(vm[s], (w, e), np.einsum("tq,tqk->tk", u, phi))
+        return vm
+
+    # ------------------------------------------------------------------ all derivatives
+    def derivatives(self, configs, rot=None):
+        """(d ln|psi| (nw, natom, 3) Bohr^-1, d E_L (nw, natom, 3) Hartree/Bohr, grad ln psi (nw, ne, 3))
+        at configs (nw, ne, 3) Bohr, unwarped; ``rot`` (nw, ne, 3, 3) the ECP quadrature rotations."""
+        configs = np.ascontiguousarray(configs, dtype=np.float64)
+        nw, ne, _ = configs.shape
+        self.wf.recompute(configs)
+        gdet, _ = self.det.gradient_laplacian_all()
+        if self.jas is not None:
+            jg, _ = self.jas.gradient_laplacian_all()
+        else:
+            jg = np.zeros_like(gdet)
+        dl = np.zeros((nw, self.natom, 3))
+        de = np.zeros((nw, self.natom, 3))
+        d = configs[:, :, None, :] - self.coords  # (nw, ne, natom, 3)
+        r = np.linalg.norm(d, axis=-1)
+        rhat = d / r[..., None]
+        if self.jas is not None:  # one-body Jastrow: ln psi and the kinetic energy
+            _, f1, f2, f3 = self._en_jastrow(r)
+            dl -= np.einsum("wia,wiax->wax", f1, rhat)
+            gt = gdet + jg  # grad ln psi
+            rg = np.einsum("wiax,wix->wia", rhat, gt)
+            # d_{I,a} T = sum_i (H_iI (grad ln psi)_i)_a + 1/2 (f''' + 2 f''/r - 2 f'/r^2) rhat_a
+            de += np.einsum("wia,wiax->wax", (f2 - f1 / r) * rg, rhat) + np.einsum("wia,wix->wax", f1 / r, gt)
+            de += 0.5 * np.einsum("wia,wiax->wax", f3 + 2.0 * f2 / r - 2.0 * f1 / r**2, rhat)
+        charges = np.asarray(self.ham.atom_charges, dtype=np.float64)
+        de -= np.einsum("a,wiax->wax", charges, d / r[..., None] ** 3)  # -Z / r
+        de += self.dnn
+        for ia, _, local, _ in self.ham.ecp.atoms:  # ccECP local part
+            if local:
+                de[:, ia] -= np.einsum("wi,wix->wx", _radial_d(local, r[:, :, ia])[1], rhat[:, :, ia])
+        b0 = [np.einsum("mk,wki->wmi", self.cmo[s], self.det.inverse[s]) for s in (0, 1)]  # C A, (nw, nao, n)
+        vm = self._nonlocal(configs, rot, b0, de)
+        for s, sl in self._spins():
+            n = sl.stop - sl.start
+            if n == 0:
+                continue
+            ao = self.mol.eval_gto(self.eval_name + "3", configs[:, sl].reshape(-1, 3)).reshape(20, nw, n, -1)
+            mo = self.det.mo[s]  # (5, nw, n_electron, n_orbital): value, gradient, Laplacian
+            A = self.det.inverse[s]  # (nw, n_orbital, n_electron)
+            op = -0.5 * mo[4] - np.einsum("wix,xwik->wik", jg[:, sl], mo[1:4]) + vm[s]
+            cx = np.einsum("mk,wkj->wmj", self.cmo[s], A @ op @ A)  # C X, (nw, nao, n)
+            dchi = ao[1:4]  # (3, nw, n, nao)
+            hj = np.stack([sum(jg[:, sl, x, None] * ao[HESS[a][x]] for x in range(3)) for a in range(3)])
+            gl = np.stack([ao[i] + ao[j] + ao[k] for i, j, k in GRAD_LAP])
+            q = np.einsum("wmj,awjm->wma", b0[s], 0.5 * gl + hj) + np.einsum("wmj,awjm->wma", cx, dchi)
+            p = -np.einsum("wmj,awjm->wma", b0[s], dchi)
+            de += np.einsum("wma,mI->wIa", q, self.ao_atom)
+            dl += np.einsum("wma,mI->wIa", p, self.ao_atom)
+        return dl, de, gdet + jg
+
+    def __call__(self, configs):
+        """(d ln|psi| (nw, natom, 3) Bohr^-1, d E_L (nw, natom, 3) Hartree/Bohr) at configs (nw, nelec, 3);
+        d ln|psi| space-warped when ``config.warp`` (d E_L never: see the module docstring)."""
+        nw, ne, _ = configs.shape
+        rot = self._draw_rotations(nw, ne)
+        dl, de, grad = self.derivatives(configs, rot)
+        if self.config.warp:
+            dl = dl + warped_log_terms(configs, self.coords, grad)
+        return dl, de
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+def warped_log_terms(configs, coords, grad):
+    """sum_i omega_I(r_i) (grad_i ln psi)_a + 1/2 sum_i d_a omega_I(r_i): what the space warp adds to
+    d_{I,a} ln|psi|, (nw, natom, 3) Bohr^-1; grad (nw, ne, 3) grad ln psi."""
+    omega, domega = warp_weights(configs, coords)
+    return np.einsum("wia,wix->wax", omega, grad) + 0.5 * domega.sum(1)

@@ -1,0 +1,100 @@
+"""Analytic per-sample nuclear derivatives (rung.qmc.force_derivs) against central finite differences.
+
+The oracle is :class:`rung.qmc.forces.NuclearDerivatives`: trial functions re-built at displaced nuclei
+(the same MO coefficients and Jastrow parameters), ln|psi| and E_L recomputed there, the ECP quadrature
+rotation shared (both draw it from the same seeded stream). Its O(h^2) error is removed by Richardson
+extrapolation of the steps h and 2h (h = 3e-5 Bohr; what is left is O(h^4) and round-off, < 1e-8
+relative here), so the analytic values must agree to 1e-6 relative.
+"""
+
+import numpy as np
+import pytest
+from pyscf import gto
+
+from rung.qmc.force_derivs import AnalyticDerivatives, radial_poly, unsupported_reason
+from rung.qmc.forces import ForceConfig, NuclearDerivatives, displaced_builder
+from rung.qmc.hamiltonian import Hamiltonian
+from rung.qmc.system import initial_configs, mean_field, slater_jastrow
+from rung.qmc.vmc import VMCConfig, vmc
+
+WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr
+
+
+def _setup(mol, nw, **opts):
+    """(orbitals, Jastrow parameters perturbed away from zero, equilibrated walkers (nw, ne, 3))."""
+    orb = mean_field(mol)
+    wf = slater_jastrow(mol, orb, **opts)
+    rng = np.random.default_rng(0)
+    configs = vmc(wf, Hamiltonian.from_mol(mol), initial_configs(mol, nw, rng),
+                  VMCConfig(nwalkers=nw, nblocks=1, nsteps=2, nequil=10), rng=rng).configs
+    params = {k: v + 0.1 * np.random.default_rng(1).normal(size=v.shape) for k, v in wf.parameters.items()}
+    return orb, params, configs
+
+
+def _compare(mol, orb, params, configs, warp, h=3e-5, **opts):
+    """((d ln psi, d E_L) by Richardson-extrapolated central differences, the same analytically)."""
+    fds = []
+    for step in (h, 2 * h):
+        cfg = ForceConfig(warp=warp, seed=5, step_bohr=step)
+        fds.append(NuclearDerivatives(displaced_builder(mol, orb, parameters=params, **opts), mol.atom_coords(),
+                                      cfg)(configs))
+    fd = tuple((4.0 * a - b) / 3.0 for a, b in zip(*fds))
+    an = AnalyticDerivatives(mol, slater_jastrow(mol, orb, parameters=params, **opts), Hamiltonian.from_mol(mol), cfg)
+    return fd, an(configs)
+
+
+@pytest.fixture(scope="module")
+def water():
+    mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    return (mol,) + _setup(mol, 6)
+
+
+@pytest.mark.parametrize("jastrow", [False, True])
+def test_water_ccecp_matches_finite_differences(water, jastrow):
+    """d ln|psi| and d E_L (kinetic, Jastrow, -Z/r, nuclear repulsion, ccECP local and nonlocal) of
+    every atom, unwarped, against the displaced-trial-function central differences."""
+    mol, orb, params, configs = water
+    params = params if jastrow else None
+    (dl0, de0), (dl1, de1) = _compare(mol, orb, params, configs, False, jastrow=jastrow)
+    np.testing.assert_allclose(dl1, dl0, atol=1e-6 * np.abs(dl0).max(), rtol=0)
+    np.testing.assert_allclose(de1, de0, atol=1e-6 * np.abs(de0).max(), rtol=0)
+    assert np.abs(de0).max() > 0.5 and np.abs(dl0).max() > 0.5  # not a comparison of zeros
+
+
+def test_water_warped_log_derivative(water):
+    """With the space warp, d ln|psi| gains sum_i omega_I grad_i ln psi + 1/2 sum_i d omega_I."""
+    mol, orb, params, configs = water
+    (dl0, _), (dl1, _) = _compare(mol, orb, params, configs, True)
+    np.testing.assert_allclose(dl1, dl0, atol=1e-6 * np.abs(dl0).max(), rtol=0)
+
+
+def test_all_electron_jastrow_cusp_matches_finite_differences():
+    """All-electron LiH with the electron-nucleus cusp in the Jastrow (orbitals not cusp-corrected):
+    the one-body term's cusp part and the bare -Z/r derivative."""
+    mol = gto.M(atom="Li 0 0 0; H 0 0 3.0", unit="Bohr", basis="6-31g", verbose=0)
+    opts = {"en_cusp": True, "cusp_correction": False}
+    orb, params, configs = _setup(mol, 5, **opts)
+    (dl0, de0), (dl1, de1) = _compare(mol, orb, params, configs, False, **opts)
+    np.testing.assert_allclose(dl1, dl0, atol=1e-6 * np.abs(dl0).max(), rtol=0)
+    np.testing.assert_allclose(de1, de0, atol=1e-6 * np.abs(de0).max(), rtol=0)
+
+
+def test_radial_poly_derivatives():
+    """The three r-derivatives of a cutoff polynomial against central differences of the lower one."""
+    poly = np.array([0.3, -1.2, 0.7, 2.0, -0.4])
+    r, h = np.linspace(0.1, 2.9, 7), 1e-5
+    f = radial_poly(poly, 3.0, r)
+    fp, fm = radial_poly(poly, 3.0, r + h), radial_poly(poly, 3.0, r - h)
+    for k in range(3):
+        np.testing.assert_allclose(f[k + 1], (fp[k] - fm[k]) / (2 * h), rtol=1e-7, atol=1e-9)
+    assert np.all(radial_poly(poly, 3.0, np.array([3.0, 4.0]))[0] == 0.0)
+
+
+def test_unsupported_trial_functions(water):
+    mol, orb, _, _ = water
+    assert unsupported_reason(slater_jastrow(mol, orb)) is None
+    assert "three-body" in unsupported_reason(slater_jastrow(mol, orb, three_body=True))
+    li = gto.M(atom="Li 0 0 0; H 0 0 3.0", unit="Bohr", basis="6-31g", verbose=0)
+    assert "cusp" in unsupported_reason(slater_jastrow(li, mean_field(li)))
+    with pytest.raises(ValueError, match="three-body"):
+        AnalyticDerivatives(mol, slater_jastrow(mol, orb, three_body=True), Hamiltonian.from_mol(mol))

@@ -51,9 +51,15 @@ def _common(f):
     return f
 
 
-def _progress(method, block, nblocks, energy, seconds):
-    eta = seconds / block * (nblocks - block)
-    click.echo(f"{method} block {block}/{nblocks}  E = {energy:.6f} Ha  {seconds:.0f} s  ETA {eta:.0f} s", err=True)
+def _progress(method, block, nblocks, energy, seconds, done=None, equilibration=False):
+    """One progress line. ``block`` of ``nblocks`` counts from the run's start (a resumed DMC from its
+    checkpoint's block); ``seconds`` for the ``done`` blocks of this process (all of them if not given):
+    the ETA is their rate times the blocks left. Equilibration blocks (not averaged) say so."""
+    done = block if done is None else done
+    eta = seconds / max(done, 1) * (nblocks - block)
+    mark = "  (equilibration, not averaged)" if equilibration else ""
+    click.echo(f"{method} block {block}/{nblocks}  E = {energy:.6f} Ha  {seconds:.0f} s  ETA {eta:.0f} s{mark}",
+               err=True)
 
 
 def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,

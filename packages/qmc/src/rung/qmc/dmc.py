@@ -121,7 +121,10 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
     e_ref : starting reference energy, Hartree (default: mean local energy of the initial walkers)
     checkpoint : path; if it exists the run resumes from it (``configs`` is then only used for its shape)
     trace : path of the append-only per-block HDF5 trace
-    progress : callable(block, nblocks, energy, seconds) called after every block
+    progress : callable(block, nblocks, energy, seconds, done, equilibration) called after every block:
+        ``block`` counts from the start of the run (a resumed run goes on from its checkpoint's),
+        ``seconds`` and ``done`` (blocks) are this call's only, so that ``seconds / done`` is the time a
+        block takes even after a resume; ``equilibration``: the block was not averaged
     forces : :class:`rung.qmc.forces.NuclearDerivatives`: accumulate the mixed ZVZB force estimator
         (Reynolds' approximation) over the averaged blocks
     vmc_forces : (forces, errors) (natom, 3) Hartree/Bohr of the VMC run of the same trial function:
@@ -236,7 +239,8 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
                              {"setup": setup, "block": b + 1, "e_ref": e_ref, "rng": rng.bit_generator.state,
                               "config": asdict(config), **extra_meta})
         if progress is not None:
-            progress(b + 1, config.nblocks, e_ref, time.perf_counter() - t0)
+            progress(b + 1, config.nblocks, e_ref, time.perf_counter() - t0, b + 1 - start_block,
+                     b < config.nequil_blocks)
     keep = slice(config.nequil_blocks * config.nsteps, ntot)
     r = reblock(series["total"][keep])
     comps = {k: (reblock(series[k][keep]).mean, reblock(series[k][keep]).error) for k in COMPONENTS}

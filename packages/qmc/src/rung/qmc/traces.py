@@ -3,7 +3,10 @@
 Trace file layout (``schema = "rung.qmc.trace"``): root attributes schema, schema_version,
 package_version, backend, method; resizable datasets appended once per block, each with a ``units``
 attribute: ``energy`` (nblocks,) hartree, ``<component>`` (nblocks,) hartree, ``weight`` (nblocks,),
-``neff`` (nblocks,), ``tau_eff`` (nblocks,) a.u. time. A restarted run reopens the same file and first
+``neff`` (nblocks,), ``tau_eff`` (nblocks,) a.u. time, ``variance`` (nblocks,) hartree^2, and
+``equilibration`` (nblocks,): 1.0 for an equilibration block (left out of every average), 0.0 otherwise,
+so a plot or a re-analysis of the trace drops the same blocks the run did (DMC with forces adds
+``force_<atom>_<x|y|z>``, NaN in equilibration blocks). A restarted run reopens the same file and first
 truncates it to the blocks its checkpoint holds (rows a killed run appended after its last checkpoint).
 
 Checkpoint: one HDF5 file written to ``<name>.tmp`` and moved into place with ``os.replace``, so a kill

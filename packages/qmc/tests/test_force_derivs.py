@@ -49,32 +49,53 @@ def water():
     return (mol,) + _setup(mol, 6)
 
 
-@pytest.mark.parametrize("jastrow", [False, True])
-def test_water_ccecp_matches_finite_differences(water, jastrow):
+@pytest.mark.parametrize("jastrow,warp", [(False, False), (True, False), (True, True)])
+def test_water_ccecp_matches_finite_differences(water, jastrow, warp):
     """d ln|psi| and d E_L (kinetic, Jastrow, -Z/r, nuclear repulsion, ccECP local and nonlocal) of
-    every atom, unwarped, against the displaced-trial-function central differences."""
+    every atom against the displaced-trial-function central differences; with the space warp the
+    electrons move too (d ln psi gains sum_i omega_I grad_i ln psi + 1/2 sum_i d omega_I, d E_L gains
+    sum_i omega_I grad_i E_L)."""
     mol, orb, params, configs = water
     params = params if jastrow else None
-    (dl0, de0), (dl1, de1) = _compare(mol, orb, params, configs, False, jastrow=jastrow)
+    (dl0, de0), (dl1, de1) = _compare(mol, orb, params, configs, warp, jastrow=jastrow)
     np.testing.assert_allclose(dl1, dl0, atol=1e-6 * np.abs(dl0).max(), rtol=0)
     np.testing.assert_allclose(de1, de0, atol=1e-6 * np.abs(de0).max(), rtol=0)
     assert np.abs(de0).max() > 0.5 and np.abs(dl0).max() > 0.5  # not a comparison of zeros
 
 
-def test_water_warped_log_derivative(water):
-    """With the space warp, d ln|psi| gains sum_i omega_I grad_i ln psi + 1/2 sum_i d omega_I."""
+def test_electron_gradient_of_local_energy(water):
+    """grad_i E_L of every electron (what the warp needs) against central differences of E_L in the
+    electron coordinates, the ECP quadrature rotation held fixed (same seed for every evaluation)."""
     mol, orb, params, configs = water
-    (dl0, _), (dl1, _) = _compare(mol, orb, params, configs, True)
-    np.testing.assert_allclose(dl1, dl0, atol=1e-6 * np.abs(dl0).max(), rtol=0)
+    configs = configs[:3]
+    ham = Hamiltonian.from_mol(mol)
+    an = AnalyticDerivatives(mol, slater_jastrow(mol, orb, parameters=params), ham)
+    an.rng = np.random.default_rng(11)
+    _, _, _, ge = an.derivatives(configs, an._draw_rotations(*configs.shape[:2]))
+    wf = slater_jastrow(mol, orb, parameters=params)
+
+    def el(c):
+        wf.recompute(c)
+        return ham.local_energy(wf, c, np.random.default_rng(11))["total"]
+
+    h, fd = 1e-5, np.zeros_like(ge)
+    for j in range(configs.shape[1]):
+        for x in range(3):
+            cp, cm = configs.copy(), configs.copy()
+            cp[:, j, x] += h
+            cm[:, j, x] -= h
+            fd[:, j, x] = (el(cp) - el(cm)) / (2 * h)
+    np.testing.assert_allclose(ge, fd, atol=1e-7 * np.abs(fd).max(), rtol=0)
 
 
-def test_all_electron_jastrow_cusp_matches_finite_differences():
+@pytest.mark.parametrize("warp", [False, True])
+def test_all_electron_jastrow_cusp_matches_finite_differences(warp):
     """All-electron LiH with the electron-nucleus cusp in the Jastrow (orbitals not cusp-corrected):
     the one-body term's cusp part and the bare -Z/r derivative."""
     mol = gto.M(atom="Li 0 0 0; H 0 0 3.0", unit="Bohr", basis="6-31g", verbose=0)
     opts = {"en_cusp": True, "cusp_correction": False}
     orb, params, configs = _setup(mol, 5, **opts)
-    (dl0, de0), (dl1, de1) = _compare(mol, orb, params, configs, False, **opts)
+    (dl0, de0), (dl1, de1) = _compare(mol, orb, params, configs, warp, **opts)
     np.testing.assert_allclose(dl1, dl0, atol=1e-6 * np.abs(dl0).max(), rtol=0)
     np.testing.assert_allclose(de1, de0, atol=1e-6 * np.abs(de0).max(), rtol=0)
 

@@ -31,9 +31,12 @@ and the nonlocal ECP terms' own R dependence (projector v_l(r) P_l(cos), quadrat
 R_A + r_iA q moving with the ion, AOs on I at the points, the Jastrow ratio exp(J_i(r') - J_i(r_i))).
 
 Space warp (module docstring of :mod:`rung.qmc.forces`): d^W_{I,a} ln|psi| = d_{I,a} ln|psi| +
-sum_i omega_I(r_i) d_{i,a} ln|psi| + 1/2 sum_i d_a omega_I(r_i) is analytic here. The warped d E_L
-needs grad_i E_L for every electron, which is **not built**: with ``warp`` on, d E_L falls back to the
-finite differences of :class:`rung.qmc.forces.NuclearDerivatives` (see :func:`nuclear_derivatives`).
+sum_i omega_I(r_i) d_{i,a} ln|psi| + 1/2 sum_i d_a omega_I(r_i) and d^W_{I,a} E_L = d_{I,a} E_L +
+sum_i omega_I(r_i) d_{i,a} E_L, with grad_i E_L analytic too, from the same pieces: moving electron j
+moves row j of every AO, so its determinant part is minus the (electron j, AO mu) terms above summed
+over all mu instead of mu on I; the Jastrow's two-body Hessians and gradients of Laplacians, 1/r_jk,
+and the nonlocal terms' own r_j dependence (electron j's projector and quadrature points, the
+electron-electron Jastrow in the other electrons' ratios) are added by hand.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import copy
 import numpy as np
 
 from rung.qmc.forces import ForceConfig, warp_weights
+from rung.qmc.jastrow import EE_CUSP
 
 # components of PySCF's eval_gto deriv3 layout: value, x, y, z, xx, xy, xz, yy, yz, zz, xxx, xxy, xxz, xyy,
 # xyz, xzz, yyy, yyz, yzz, zzz
@@ -149,6 +153,9 @@ class AnalyticDerivatives:
         if self.jas is not None:
             j = self.jas
             self.en_poly = j.parameters["en"][j.atom_species] @ j.bcoef  # (natom, ndeg)
+            same = j._same  # (ne, ne) bool, parallel spins
+            self.ee_poly = np.where(same[..., None], (j.parameters["ee"] @ j.bcoef)[0], (j.parameters["ee"] @ j.bcoef)[1])
+            self.ee_g = np.where(same, EE_CUSP[0], EE_CUSP[1])  # (ne, ne) cusp slopes
 
     # ------------------------------------------------------------------ pieces
     def _en_jastrow(self, r):
@@ -164,6 +171,19 @@ class AnalyticDerivatives:
         f[3] = f[3] + np.where(cin, 2.0 * G / Lc**2, 0.0)
         return f
 
+    def _ee_jastrow(self, r, rows=slice(None)):
+        """The pair function u of electrons (j, k) and three r-derivatives: r (..., ne_rows, ne) Bohr for
+        electrons j in ``rows`` (an index into the electrons, or a slice) against every k."""
+        j = self.jas
+        f = list(radial_poly(self.ee_poly[rows], j.rcut_ee, r))
+        G, Lc = self.ee_g[rows], j.rcut_ee_cusp
+        t = np.clip(1.0 - r / Lc, 0.0, None)
+        f[0] = f[0] - G * Lc * t**3 / 3.0
+        f[1] = f[1] + G * t**2
+        f[2] = f[2] - 2.0 * G * t / Lc
+        f[3] = f[3] + np.where(r < Lc, 2.0 * G / Lc**2, 0.0)
+        return f
+
     def _spins(self):
         n0, n1 = self.det.nelec
         return [(0, slice(0, n0)), (1, slice(n0, n0 + n1))]
@@ -177,9 +197,11 @@ class AnalyticDerivatives:
             return None
         return np.stack([random_rotations(self.rng, nw) for _ in range(ne)], axis=1)  # (nw, ne, 3, 3)
 
-    def _nonlocal(self, configs, rot, b0, de):
-        """Nonlocal ECP: its direct R derivative added into ``de`` (nw, natom, 3); returns the operator
-        matrices VM[s] (nw, n_electron, n_orbital) (V_NL phi_k at each electron, Jastrow ratio included)."""
+    def _nonlocal(self, configs, rot, b0, de, ge, jg):
+        """Nonlocal ECP: its direct R derivative added into ``de`` (nw, natom, 3) and its direct electron
+        gradient into ``ge`` (nw, ne, 3) (jg (nw, ne, 3) grad J); returns the operator matrices VM[s]
+        (nw, n_electron, n_orbital) (V_NL phi_k at each electron, Jastrow ratio included), whose
+        dependence through A = M^-1 the caller's tr(X dM) term carries."""
         from rung.qmc.ecp import _ICOSAHEDRON
 
         nw, ne, _ = configs.shape
@@ -239,6 +261,20 @@ class AnalyticDerivatives:
             g = t[..., None] * gjp + u[..., None] * grd  # d term / d point
             move = g - np.einsum("tqx,tqx->tq", q, g)[..., None] * rhat[:, None, :]
             np.add.at(de, (w, atom_index[a]), (dc + move).sum(1))
+            # electron e's own quadrature: projector and points follow r_e (dp = q (rhat . dr)); J_e(r_e)
+            own = -dc + np.einsum("tqx,tqx->tq", q, g)[..., None] * rhat[:, None, :]
+            np.add.at(ge, (w, eg), own.sum(1) - t.sum(1)[:, None] * jg[w, eg])
+            if self.jas is not None:  # the other electrons k through u(|r' - r_k|) - u(|r_e - r_k|)
+                dpk = pts[:, :, None, :] - configs[w][:, None, :, :]  # (T, nq, ne, 3)
+                rpk = np.linalg.norm(dpk, axis=-1)
+                dek = configs[w, eg][:, None, :] - configs[w]  # (T, ne, 3)
+                rek = np.linalg.norm(dek, axis=-1)
+                rek[np.arange(w.size), eg] = 1.0
+                f1p = self._ee_jastrow(rpk, eg[:, None])[1] / rpk  # rows: spin relation of e to k
+                f1e = self._ee_jastrow(rek, eg)[1] / rek
+                other = -np.einsum("tq,tqk,tqkx->tkx", t, f1p, dpk) + (t.sum(1)[:, None] * f1e)[..., None] * dek
+                other[np.arange(w.size), eg] = 0.0
+                np.add.at(ge, w, other)
             # every I: the AOs on I at the points (b weighted), the one-body Jastrow at the points and at r_e
             per_atom = np.einsum("xtqm,tm,mI->tIx", ao[1:4] * u[None, ..., None], b, self.ao_atom)
             tot = -per_atom
@@ -258,8 +294,15 @@ class AnalyticDerivatives:
 
     # ------------------------------------------------------------------ all derivatives
     def derivatives(self, configs, rot=None):
-        """(d ln|psi| (nw, natom, 3) Bohr^-1, d E_L (nw, natom, 3) Hartree/Bohr, grad ln psi (nw, ne, 3))
-        at configs (nw, ne, 3) Bohr, unwarped; ``rot`` (nw, ne, 3, 3) the ECP quadrature rotations."""
+        """Unwarped derivatives at configs (nw, ne, 3) Bohr; ``rot`` (nw, ne, 3, 3) the ECP quadrature rotations.
+
+        Returns
+        -------
+        dl : (nw, natom, 3) float64, Bohr^-1 — d ln|psi| / dR
+        de : (nw, natom, 3) float64, Hartree/Bohr — d E_L / dR
+        grad : (nw, ne, 3) float64, Bohr^-1 — grad_i ln psi
+        ge : (nw, ne, 3) float64, Hartree/Bohr — grad_i E_L (same rotation held fixed)
+        """
         configs = np.ascontiguousarray(configs, dtype=np.float64)
         nw, ne, _ = configs.shape
         self.wf.recompute(configs)
@@ -268,27 +311,51 @@ class AnalyticDerivatives:
             jg, _ = self.jas.gradient_laplacian_all()
         else:
             jg = np.zeros_like(gdet)
+        gt = gdet + jg  # grad ln psi
         dl = np.zeros((nw, self.natom, 3))
         de = np.zeros((nw, self.natom, 3))
+        ge = np.zeros((nw, ne, 3))
         d = configs[:, :, None, :] - self.coords  # (nw, ne, natom, 3)
         r = np.linalg.norm(d, axis=-1)
         rhat = d / r[..., None]
         if self.jas is not None:  # one-body Jastrow: ln psi and the kinetic energy
             _, f1, f2, f3 = self._en_jastrow(r)
             dl -= np.einsum("wia,wiax->wax", f1, rhat)
-            gt = gdet + jg  # grad ln psi
+            # H_iI (grad ln psi)_i and grad lap chi_I(r_i), H the Hessian of chi_I: T's one-body terms give
+            # d_{I,a} T = sum_i (H G)_a + 1/2 (grad lap)_a, grad_i T = -sum_I [(H G) + 1/2 grad lap]
             rg = np.einsum("wiax,wix->wia", rhat, gt)
-            # d_{I,a} T = sum_i (H_iI (grad ln psi)_i)_a + 1/2 (f''' + 2 f''/r - 2 f'/r^2) rhat_a
-            de += np.einsum("wia,wiax->wax", (f2 - f1 / r) * rg, rhat) + np.einsum("wia,wix->wax", f1 / r, gt)
-            de += 0.5 * np.einsum("wia,wiax->wax", f3 + 2.0 * f2 / r - 2.0 * f1 / r**2, rhat)
+            hg = (((f2 - f1 / r) * rg)[..., None] * rhat + (f1 / r)[..., None] * gt[:, :, None, :]
+                  + 0.5 * (f3 + 2.0 * f2 / r - 2.0 * f1 / r**2)[..., None] * rhat)  # (nw, ne, natom, 3)
+            de += hg.sum(1)
+            ge -= hg.sum(2)
+            # two-body terms: grad_j T = -sum_k [H_u(d_jk) (G_j - G_k) + grad lap u(d_jk)]
+            djk = configs[:, :, None, :] - configs[:, None, :, :]  # (nw, ne, ne, 3)
+            rjk = np.linalg.norm(djk, axis=-1)
+            rjk[:, np.arange(ne), np.arange(ne)] = 1.0
+            _, u1, u2, u3 = self._ee_jastrow(rjk)
+            off = 1.0 - np.eye(ne)
+            rh = djk / rjk[..., None]
+            dg = gt[:, :, None, :] - gt[:, None, :, :]
+            rdg = np.einsum("wjkx,wjkx->wjk", rh, dg)
+            hh = (((u2 - u1 / rjk) * rdg)[..., None] * rh + (u1 / rjk)[..., None] * dg
+                  + (u3 + 2.0 * u2 / rjk - 2.0 * u1 / rjk**2)[..., None] * rh)
+            ge -= np.einsum("wjkx,jk->wjx", hh, off)
         charges = np.asarray(self.ham.atom_charges, dtype=np.float64)
-        de -= np.einsum("a,wiax->wax", charges, d / r[..., None] ** 3)  # -Z / r
+        en = charges[:, None] * d / r[..., None] ** 3  # (nw, ne, natom, 3): d/dR_I of -Z_I / |r - R_I|, negated
+        de -= en.sum(1)
+        ge += en.sum(2)
         de += self.dnn
+        dee = configs[:, :, None, :] - configs[:, None, :, :]
+        ree = np.linalg.norm(dee, axis=-1)
+        ree[:, np.arange(ne), np.arange(ne)] = np.inf
+        ge -= np.einsum("wjkx,wjk->wjx", dee, 1.0 / ree**3)  # 1 / r_jk
         for ia, _, local, _ in self.ham.ecp.atoms:  # ccECP local part
             if local:
-                de[:, ia] -= np.einsum("wi,wix->wx", _radial_d(local, r[:, :, ia])[1], rhat[:, :, ia])
+                g = _radial_d(local, r[:, :, ia])[1][..., None] * rhat[:, :, ia]  # (nw, ne, 3)
+                de[:, ia] -= g.sum(1)
+                ge += g
         b0 = [np.einsum("mk,wki->wmi", self.cmo[s], self.det.inverse[s]) for s in (0, 1)]  # C A, (nw, nao, n)
-        vm = self._nonlocal(configs, rot, b0, de)
+        vm = self._nonlocal(configs, rot, b0, de, ge, jg)
         for s, sl in self._spins():
             n = sl.stop - sl.start
             if n == 0:
@@ -301,20 +368,25 @@ class AnalyticDerivatives:
             dchi = ao[1:4]  # (3, nw, n, nao)
             hj = np.stack([sum(jg[:, sl, x, None] * ao[HESS[a][x]] for x in range(3)) for a in range(3)])
             gl = np.stack([ao[i] + ao[j] + ao[k] for i, j, k in GRAD_LAP])
-            q = np.einsum("wmj,awjm->wma", b0[s], 0.5 * gl + hj) + np.einsum("wmj,awjm->wma", cx, dchi)
+            # per (electron j, AO mu): B0 (1/2 grad lap chi + grad J . Hess chi) + (C X) grad chi
+            q = np.einsum("wmj,awjm->wjma", b0[s], 0.5 * gl + hj) + np.einsum("wmj,awjm->wjma", cx, dchi)
             p = -np.einsum("wmj,awjm->wma", b0[s], dchi)
-            de += np.einsum("wma,mI->wIa", q, self.ao_atom)
+            de += np.einsum("wjma,mI->wIa", q, self.ao_atom)
+            ge[:, sl] -= q.sum(2)  # moving electron j moves its row of every AO: minus the sum over mu
             dl += np.einsum("wma,mI->wIa", p, self.ao_atom)
-        return dl, de, gdet + jg
+        return dl, de, gt, ge
 
     def __call__(self, configs):
-        """(d ln|psi| (nw, natom, 3) Bohr^-1, d E_L (nw, natom, 3) Hartree/Bohr) at configs (nw, nelec, 3);
-        d ln|psi| space-warped when ``config.warp`` (d E_L never: see the module docstring)."""
+        """(d ln|psi| (nw, natom, 3) Bohr^-1, d E_L (nw, natom, 3) Hartree/Bohr) at configs (nw, nelec, 3),
+        space-warped when ``config.warp``: d^W f = d f + sum_i omega_I(r_i) d_{i,a} f (+ the half
+        log-Jacobian for ln psi)."""
         nw, ne, _ = configs.shape
         rot = self._draw_rotations(nw, ne)
-        dl, de, grad = self.derivatives(configs, rot)
+        dl, de, grad, ge = self.derivatives(configs, rot)
         if self.config.warp:
-            dl = dl + warped_log_terms(configs, self.coords, grad)
+            omega, domega = warp_weights(configs, self.coords)
+            dl = dl + np.einsum("wia,wix->wax", omega, grad) + 0.5 * domega.sum(1)
+            de = de + np.einsum("wia,wix->wax", omega, ge)
         return dl, de
 
     def state(self) -> dict:
@@ -322,10 +394,3 @@ class AnalyticDerivatives:
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
-
-
-def warped_log_terms(configs, coords, grad):
-    """sum_i omega_I(r_i) (grad_i ln psi)_a + 1/2 sum_i d_a omega_I(r_i): what the space warp adds to
-    d_{I,a} ln|psi|, (nw, natom, 3) Bohr^-1; grad (nw, ne, 3) grad ln psi."""
-    omega, domega = warp_weights(configs, coords)
-    return np.einsum("wia,wix->wax", omega, grad) + 0.5 * domega.sum(1)

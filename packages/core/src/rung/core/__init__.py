@@ -8,6 +8,7 @@ Modules (imported lazily, so ``import rung.core`` pulls in neither CuPy, PySCF, 
 - :mod:`rung.core.potential` the force-provider protocol and its ASE calculator adapter
 - :mod:`rung.core.neighbors` cell-list neighbour search (numba) with a Verlet skin
 - :mod:`rung.core.testing`   conformance kits: finite-difference forces, backend agreement
+- :mod:`rung.core.multidet`  the ``/MultiDet`` multideterminant file (QMCPACK's layout): writer, reader, checks
 - :mod:`rung.core.errors`    :class:`~rung.core.errors.InputError`, the base of every bad-input error
 - :mod:`rung.core.cli`       the click group every rung CLI uses: bad input as one line, exit code 2
 """

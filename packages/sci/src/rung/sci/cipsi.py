@@ -334,7 +334,7 @@ def _diagonalize(hs, s2, target, cfg, guess, guess_s2, xp, log, dets):
 
 def _write(path: Path, layout, ham, cfg, result: Result, next_keys, backend):
     tmp = path.with_name(path.name + ".tmp")
-    md = from_active(result.dets, result.coef[:, 0], ham.ncore, ham.ncore + ham.norb)
+    md = from_active(result.dets, result.coef, ham.ncore, ham.ncore + ham.norb)
     with h5py.File(tmp, "w") as f:
         f.attrs["schema"] = SCHEMA
         f.attrs["schema_version"] = SCHEMA_VERSION

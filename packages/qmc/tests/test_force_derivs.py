@@ -35,7 +35,7 @@ def _compare(mol, orb, params, configs, warp, h=3e-5, **opts):
     """((d ln psi, d E_L) by Richardson-extrapolated central differences, the same analytically)."""
     fds = []
     for step in (h, 2 * h):
-        cfg = ForceConfig(warp=warp, seed=5, step_bohr=step)
+        cfg = ForceConfig(warp=warp, seed=5, step_bohr=step, method="fd")
         fds.append(NuclearDerivatives(displaced_builder(mol, orb, parameters=params, **opts), mol.atom_coords(),
                                       cfg)(configs))
     fd = tuple((4.0 * a - b) / 3.0 for a, b in zip(*fds))
@@ -119,3 +119,23 @@ def test_unsupported_trial_functions(water):
     assert "cusp" in unsupported_reason(slater_jastrow(li, mean_field(li)))
     with pytest.raises(ValueError, match="three-body"):
         AnalyticDerivatives(mol, slater_jastrow(mol, orb, three_body=True), Hamiltonian.from_mol(mol))
+
+
+def test_method_switch(water):
+    """NuclearDerivatives takes the analytic path by default where it applies, finite differences with
+    method="fd" or where it does not (three-body Jastrow); method="analytic" there is an error."""
+    mol, orb, params, configs = water
+    build = displaced_builder(mol, orb, parameters=params)
+    auto = NuclearDerivatives(build, mol.atom_coords())
+    fd = NuclearDerivatives(build, mol.atom_coords(), ForceConfig(method="fd"))
+    assert auto.method == "analytic" and fd.method == "finite differences"
+    (dl0, de0), (dl1, de1) = fd(configs), auto(configs)
+    np.testing.assert_allclose(dl1, dl0, atol=1e-6 * np.abs(dl0).max(), rtol=0)
+    np.testing.assert_allclose(de1, de0, atol=1e-5 * np.abs(de0).max(), rtol=0)  # h = 1e-4: O(h^2) ~ 1e-7
+    np.testing.assert_array_equal(auto.state()["state"]["state"], fd.state()["state"]["state"])  # same draws
+    three = displaced_builder(mol, orb, three_body=True)
+    assert NuclearDerivatives(three, mol.atom_coords()).method == "finite differences"
+    with pytest.raises(ValueError, match="three-body"):
+        NuclearDerivatives(three, mol.atom_coords(), ForceConfig(method="analytic"))
+    with pytest.raises(ValueError, match="method"):
+        ForceConfig(method="exact")

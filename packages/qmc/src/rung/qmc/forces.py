@@ -29,14 +29,23 @@ electrons near a nucleus then move with it, which removes most of the fluctuatio
 and the per-sample derivatives sum to zero over the atoms (translation invariance), so sum_I F_I = 0
 holds sample by sample. The mean is unchanged: the warp is a change of integration variable.
 
-Per-sample derivatives: central differences in the nuclear coordinates with the electrons fixed,
-``step_bohr`` = 1e-4 by default (the O(h^2) bias, ~1e-8 relative, is far below the statistics). The
-trial function and Hamiltonian are re-built once per displaced geometry (6 N_atom copies), so any
-trial function (Slater-Jastrow, three-body, multideterminant, cusp-corrected) has forces. Each sample
-costs 6 N_atom wave-function recomputations and local energies: **this is not yet the analytic
-all-atoms-in-one-pass formalism** (Filippi, Assaraf, Moroni, J. Chem. Phys. 144, 194105 (2016)), which
-remains to be built; see BENCHMARKS.md for what it costs now. The random numbers of the derivatives
-come from their own stream, so an energy run is bit-identical with forces on or off.
+Per-sample derivatives, two paths (``ForceConfig.method``):
+
+- analytic (:mod:`rung.qmc.force_derivs`, the default wherever it applies: a single determinant per
+  spin of LCAO orbitals without the cusp correction, with or without the one/two-body Jastrow, any
+  ccECP or all-electron atoms): all 3 N_atom components of d ln|psi| and d E_L, warped or not, in one
+  pass with the matrix formalism (Filippi, Assaraf, Moroni, J. Chem. Phys. 144, 194105 (2016)),
+  grad_i E_L analytic for the warp;
+- finite differences (``method="fd"``, and the fallback for everything else: three-body Jastrow,
+  multideterminant, cusp-corrected orbitals): central differences in the nuclear coordinates with the
+  electrons fixed (or warped), ``step_bohr`` = 1e-4 by default (the O(h^2) bias, ~1e-8 relative, is
+  far below the statistics), the trial function and Hamiltonian re-built once per displaced geometry
+  (6 N_atom copies), 6 N_atom wave-function recomputations and local energies per sample.
+
+Both give the same derivative (the finite differences are the analytic path's test oracle) and draw
+the ECP quadrature rotations from the same seeded stream in the same order, so either reproduces the
+other's per-sample values. The random numbers of the derivatives come from their own stream, so an
+energy run is bit-identical with forces on or off. See BENCHMARKS.md for what each costs.
 
 Infinite variance near the nodes: d ln psi ~ 1/d and E_L ~ 1/d at distance d from a node, so
 (E_L - E) d ln psi has an infinite variance and heavy tails. With ``epsilons`` set, each per-sample
@@ -62,18 +71,23 @@ from rung.qmc.stats import reblock
 
 @dataclass(frozen=True)
 class ForceConfig:
-    """step_bohr: nuclear displacement of the per-sample central differences (Bohr); every: forces
-    at every ``every``-th step; epsilons: Pathak-Wagner node-distance cutoffs (Bohr), () for none;
-    warp: space warp (electrons dragged with the nuclei, see the module docstring); seed: the
-    derivative evaluations' own random stream (ECP quadrature rotations)."""
+    """step_bohr: nuclear displacement of the per-sample central differences (Bohr, finite-difference
+    path only); every: forces at every ``every``-th step; epsilons: Pathak-Wagner node-distance
+    cutoffs (Bohr), () for none; warp: space warp (electrons dragged with the nuclei, see the module
+    docstring); seed: the derivative evaluations' own random stream (ECP quadrature rotations);
+    method: "auto" (analytic where the trial function has that path, else finite differences),
+    "analytic" (an error where it has not) or "fd" (finite differences, e.g. as a test oracle)."""
 
     step_bohr: float = 1e-4
     every: int = 1
     epsilons: tuple = ()
     warp: bool = True
     seed: int = 7
+    method: str = "auto"
 
     def __post_init__(self):
+        if self.method not in ("auto", "analytic", "fd"):
+            raise ValueError(f"method must be 'auto', 'analytic' or 'fd', got {self.method!r}")
         if not 0 < self.step_bohr < 0.05:
             raise ValueError(f"step_bohr must be in (0, 0.05) Bohr, got {self.step_bohr}")
         if int(self.every) < 1:
@@ -85,14 +99,18 @@ class ForceConfig:
 
 
 class NuclearDerivatives:
-    """Per-sample d ln|psi| / dR and d E_L / dR (electrons fixed) by central differences.
+    """Per-sample d ln|psi| / dR and d E_L / dR (electrons fixed, or warped): analytic
+    (:class:`rung.qmc.force_derivs.AnalyticDerivatives`) or by central differences (``config.method``).
 
     Parameters
     ----------
     build : callable(coords) -> (wf, ham), the trial function and Hamiltonian at nuclear positions
-        coords (natom, 3) Bohr (same parameters, same MO coefficients)
+        coords (natom, 3) Bohr (same parameters, same MO coefficients); the analytic path also needs
+        ``build.molecule(coords)``, the PySCF molecule there (:func:`displaced_builder` sets it)
     coords : (natom, 3) float64, Bohr
     config : ForceConfig
+
+    ``method`` is "analytic" or "finite differences", whichever this instance uses.
     """
 
     def __init__(self, build, coords, config: ForceConfig = ForceConfig()):
@@ -101,6 +119,22 @@ class NuclearDerivatives:
         self.h = float(config.step_bohr)
         self.rng = np.random.default_rng(config.seed)
         self.natom = self.coords.shape[0]
+        self.analytic = None
+        if config.method != "fd":
+            from rung.qmc.force_derivs import AnalyticDerivatives, unsupported_reason
+
+            molecule = getattr(build, "molecule", None)
+            reason = "the builder gives no molecule (use displaced_builder)" if molecule is None else None
+            if molecule is not None:
+                wf, ham = build(self.coords)
+                reason = unsupported_reason(wf)
+            if reason is None:
+                self.analytic = AnalyticDerivatives(molecule(self.coords), wf, ham, config)
+                self.method = "analytic"
+                return
+            if config.method == "analytic":
+                raise ValueError(f"no analytic nuclear derivatives: {reason}")
+        self.method = "finite differences"
         self.displaced = []  # (atom, axis, sign) -> (wf, ham), in the order of the loop below
         for a in range(self.natom):
             for x in range(3):
@@ -111,6 +145,8 @@ class NuclearDerivatives:
 
     def __call__(self, configs):
         """(d ln|psi| (nw, natom, 3) Bohr^-1, d E_L (nw, natom, 3) Hartree/Bohr) at configs (nw, nelec, 3)."""
+        if self.analytic is not None:
+            return self.analytic(configs)
         nw = configs.shape[0]
         state = self.rng.bit_generator.state  # one ECP rotation draw shared by every displacement
         lv = np.empty((len(self.displaced), nw))
@@ -135,10 +171,10 @@ class NuclearDerivatives:
         return dl.transpose(2, 0, 1), de.transpose(2, 0, 1)
 
     def state(self) -> dict:
-        return self.rng.bit_generator.state
+        return (self.analytic.rng if self.analytic is not None else self.rng).bit_generator.state
 
     def set_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
+        (self.analytic.rng if self.analytic is not None else self.rng).bit_generator.state = state
 
 
 def warp_weights(configs, coords, power: int = 4):
@@ -280,10 +316,15 @@ def displaced_builder(mol, orb, *, parameters=None, **wf_options):
     from rung.qmc.hamiltonian import Hamiltonian
     from rung.qmc.system import slater_jastrow
 
-    def build(coords):
+    def molecule(coords):
         m = mol.copy()
         m.set_geom_(np.asarray(coords), unit="Bohr")
         m.verbose = 0
+        return m
+
+    def build(coords):
+        m = molecule(coords)
         return slater_jastrow(m, orb, parameters=parameters, **wf_options), Hamiltonian.from_mol(m)
 
+    build.molecule = molecule
     return build

@@ -341,8 +341,11 @@ class IterationResult:
             at = dict(f.attrs)
         proj = Projection(str(at["projection"]), a["projection_mean"], a["projection_components"],
                           a["projection_eigenvalues"])
+        known = {"schema", "schema_version", "package_version", "backend", "iteration", "projection", "coverage",
+                 "disconnected_fraction"}
+        extra = {k: v.item() if isinstance(v, np.generic) else v for k, v in at.items() if k not in known}
         return cls(int(at["iteration"]), proj, a["frame_id"], a["projected"], a["cells"], a["edges"], a["weights"],
-                   float(at["disconnected_fraction"]), a["selected"], a["starts"], int(at["coverage"]))
+                   float(at["disconnected_fraction"]), a["selected"], a["starts"], int(at["coverage"]), extra)
 
 
 def _replica_dir(workdir, it, r):
@@ -362,34 +365,37 @@ def _write_start(template, positions, path):
     atoms = template.copy()
     atoms.positions = positions * U.BOHR_TO_ANGSTROM
     tmp = Path(str(path) + ".tmp.xyz")
-    write(tmp, atoms, format="extxyz")
+    write(tmp, atoms, format="extxyz", parallel=False)  # ASE would write on its world rank 0 only
     os.replace(tmp, path)
 
 
-def _run_replica(config, rdir, progress=False):
-    """Run (or finish, or skip) one replica in rdir; every case is safe after a kill. True when it ran."""
+def _run_replica(config, rdir, progress=False, comm=None):
+    """Run (or finish, or skip) one replica in rdir; every case is safe after a kill. True when it ran.
+    comm : the replica's communicator (its beads over those ranks) or None; its rank 0 decides."""
     from rung.md.output import read_checkpoint
     from rung.md.simulation import run
 
     chk = rdir / f"{config.output.prefix}.chk.h5"
-    if chk.exists():
-        try:
-            step = read_checkpoint(chk)[0].step
-        except ValueError:
-            step = None
-        if step is not None and step >= config.steps:
-            return False
-        if step is not None:
-            run(config, workdir=rdir, restart=True, progress=progress)
-            return True
-    run(config, workdir=rdir, overwrite=True, progress=progress)
+    step = -1  # -1: no usable checkpoint
+    if comm is None or comm.Get_rank() == 0:
+        if chk.exists():
+            try:
+                step = read_checkpoint(chk)[0].step
+            except ValueError:
+                pass
+    if comm is not None:
+        step = comm.bcast(step, root=0)
+    if step >= config.steps:
+        return False
+    run(config, workdir=rdir, restart=step >= 0, overwrite=step < 0, progress=progress, comm=comm)
     return True
 
 
-def analyse(iteration, frame_id, positions, numbers, acfg: AdaptiveConfig) -> IterationResult:
+def analyse(iteration, frame_id, positions, numbers, acfg: AdaptiveConfig, feats=None) -> IterationResult:
     """Features -> projection -> density -> next starts, on all frames so far.
-    frame_id (frames, 3) int; positions (frames, n_atoms, 3) Bohr, frames of a trajectory consecutive."""
-    feats = features(positions, numbers, acfg.features)
+    frame_id (frames, 3) int; positions (frames, n_atoms, 3) Bohr, frames of a trajectory consecutive;
+    feats (frames, n_features): the features of those frames when already computed (else computed here)."""
+    feats = features(positions, numbers, acfg.features) if feats is None else feats
     traj = frame_id[:, 0] * 1_000_000 + frame_id[:, 1]
     proj = fit_projection(feats, acfg.components, acfg.projection, traj=traj, lag=acfg.lag_frames)
     y = proj(feats)
@@ -425,61 +431,118 @@ def plot_iteration(res: IterationResult, path) -> bool:
     return True
 
 
-def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, progress=False,
+def replica_groups(world_size: int, bead_ranks: int) -> int:
+    """Number of replica groups of ``bead_ranks`` ranks each in a world of ``world_size`` ranks: world
+    rank w is rank ``w % bead_ranks`` of group ``w // bead_ranks``, and replica r runs on group
+    ``r % groups``. InputError when the ranks do not divide into groups."""
+    if not isinstance(bead_ranks, int) or bead_ranks < 1 or world_size % bead_ranks:
+        raise InputError(f"bead ranks per replica ({bead_ranks}) must be a positive divisor of the number "
+                         f"of MPI ranks ({world_size})")
+    return world_size // bead_ranks
+
+
+def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_ranks: int = 1, progress=False,
                  stop_after_replicas: int | None = None) -> list[IterationResult]:
     """The adaptive loop (module docstring); resumes whatever a killed run left in ``workdir``.
 
     config : the md :class:`rung.md.config.Config` every replica runs (its structure is the first start)
-    comm : mpi4py communicator: replica r runs on rank r % size (each replica serial); rank 0 analyses.
-        UNTESTED: a first ``mpiexec -n 2`` try did not finish within 120 s; the CLI does not offer it yet
-    stop_after_replicas : return after this many replica runs of this invocation (tests that emulate a kill)
-    Returns the analyses of all iterations (on every rank).
+    comm : mpi4py communicator or None (serial). Two levels of parallelism: the ranks split
+        (``comm.Split``) into groups of ``bead_ranks`` ranks (:func:`replica_groups`); replica r runs on
+        group r % groups, its beads spread over the group's ranks (:class:`rung.md.parallel.BeadForces`).
+        The rank 0 of each group writes its replicas' outputs and reads their frames back; the frames
+        are gathered on rank 0, which alone does the analysis and selection, and broadcasts the result.
+        Replica seeds depend on (seed, iteration, replica) only, so the trajectories do not depend on
+        the number of ranks.
+    stop_after_replicas : return after this many replica runs of this invocation (serial tests that
+        emulate a kill)
+    Returns the analyses of all iterations (on every rank). Each new analysis records its timings
+    (``extra``: ``replica_wall_s`` the slowest group's replica phase, ``gather_wait_s`` the longest wait
+    of a group for the others, ``selection_s`` rank 0's reading of new frames, features, projection,
+    density, MSM and selection).
     """
+    import time
+
     from ase.io import read
 
     from rung.md.simulation import read_system
 
     workdir = Path(workdir)
     rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+    groups = replica_groups(size, bead_ranks)
+    group = rank // bead_ranks
+    sub = None
+    if comm is not None and bead_ranks > 1:
+        sub = comm.Split(group, rank)
+    leader = sub is None or sub.Get_rank() == 0
     system = read_system(config)
     check_features(acfg.features, system.numbers)
-    template = read(config.structure)
+    template = read(config.structure, parallel=False)
     results, ran = [], 0
+    frames = {}  # rank 0: (iteration, replica) -> (positions, features) of the replicas so far
     starts = np.repeat(system.positions[None], acfg.replicas, axis=0)
+    prefix = config.output.prefix
     for it in range(acfg.iterations):
         idir = workdir / f"iter_{it:03d}"
         ana = idir / "analysis.h5"
-        if not ana.exists():
+        done = ana.exists() if rank == 0 else None
+        if comm is not None:
+            done = comm.bcast(done, root=0)
+        if done:
+            res = IterationResult.from_hdf5(ana) if rank == 0 else None
+        else:
             if rank == 0:
                 idir.mkdir(parents=True, exist_ok=True)
             if comm is not None:
                 comm.Barrier()
-            for r in range(rank, acfg.replicas, size):
+            t0 = time.perf_counter()
+            mine = {}
+            for r in range(group, acfg.replicas, groups):
                 rdir = _replica_dir(workdir, it, r)
-                rdir.mkdir(parents=True, exist_ok=True)
                 start = idir / f"start_{r:03d}.xyz"
-                _write_start(template, starts[r], start)
+                if leader:
+                    rdir.mkdir(parents=True, exist_ok=True)
+                    _write_start(template, starts[r], start)
+                if sub is not None:
+                    sub.Barrier()  # the start file exists before the group's ranks read it
                 rcfg = replace(config, structure=str(start.resolve()), seed=replica_seed(acfg.seed, it, r))
                 if stop_after_replicas is not None and ran >= stop_after_replicas:
                     return results
-                ran += _run_replica(rcfg, rdir, progress)
-            if comm is not None:
+                ran += _run_replica(rcfg, rdir, progress, comm=sub)
+                if leader:
+                    mine[r] = read_positions(rdir / f"{prefix}.h5")
+            t_run = time.perf_counter() - t0
+            if comm is None:
+                gathered, waits = [mine], [0.0]
+            else:
+                t1 = time.perf_counter()
                 comm.Barrier()
+                waits = comm.gather(time.perf_counter() - t1, root=0)
+                gathered = comm.gather(mine, root=0)
+                t_runs = comm.gather(t_run, root=0)
+            res = None
             if rank == 0:
-                ids, xs = [], []
-                for k in range(it + 1):
+                t2 = time.perf_counter()
+                for g in gathered:
+                    frames.update({(it, r): (x, features(x, system.numbers, acfg.features)) for r, x in g.items()})
+                for k in range(it + 1):  # after a resume: frames of earlier iterations from their files
                     for r in range(acfg.replicas):
-                        x = read_positions(_replica_dir(workdir, k, r) / f"{config.output.prefix}.h5")
-                        xs.append(x)
-                        ids.append(np.c_[np.full(len(x), k), np.full(len(x), r), np.arange(len(x))])
-                res = analyse(it, np.concatenate(ids), np.concatenate(xs), system.numbers, acfg)
+                        if (k, r) not in frames:
+                            x = read_positions(_replica_dir(workdir, k, r) / f"{prefix}.h5")
+                            frames[k, r] = (x, features(x, system.numbers, acfg.features))
+                keys = [(k, r) for k in range(it + 1) for r in range(acfg.replicas)]
+                ids = np.concatenate([np.c_[np.full(len(frames[k][0]), k[0]), np.full(len(frames[k][0]), k[1]),
+                                            np.arange(len(frames[k][0]))] for k in keys])
+                res = analyse(it, ids, np.concatenate([frames[k][0] for k in keys]), system.numbers, acfg,
+                              feats=np.concatenate([frames[k][1] for k in keys]))
+                res.extra.update({"replica_wall_s": max(t_runs) if comm is not None else t_run,
+                                  "gather_wait_s": max(waits), "selection_s": time.perf_counter() - t2,
+                                  "ranks": size, "bead_ranks": bead_ranks})
                 res.to_hdf5(ana)
                 if acfg.plot:
                     plot_iteration(res, idir / "explored.png")
                 _write_summary(workdir, results + [res])
-            if comm is not None:
-                comm.Barrier()
-        res = IterationResult.from_hdf5(ana)
+        if comm is not None:
+            res = comm.bcast(res, root=0)
         results.append(res)
         starts = res.starts
     if rank == 0:
@@ -489,10 +552,12 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, progre
 
 def _write_summary(workdir, results):
     lines = ["# rung-md adaptive sampling: iteration frames coverage_cells projection eigenvalues... "
-             "disconnected_fraction\n"]
+             "disconnected_fraction replica_wall_s selection_s\n"]
     for r in results:
+        t = [r.extra.get(k, float("nan")) for k in ("replica_wall_s", "selection_s")]
         lines.append(f"{r.iteration:5d} {len(r.frame_id):8d} {r.coverage:6d} {r.projection.kind} "
-                     + " ".join(f"{e:.4g}" for e in r.projection.eigenvalues) + f" {r.disconnected_fraction:.3f}\n")
+                     + " ".join(f"{e:.4g}" for e in r.projection.eigenvalues) + f" {r.disconnected_fraction:.3f}"
+                     + f" {t[0]:.4g} {t[1]:.4g}\n")
     tmp = Path(workdir) / "adaptive.log.tmp"
     tmp.write_text("".join(lines))
     os.replace(tmp, Path(workdir) / "adaptive.log")

@@ -65,19 +65,33 @@ def run(input_file, restart, checkpoint, overwrite, workdir, quiet, mpi):
 @click.option("--workdir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder of the iterations (created if missing); rerun the same command to resume a killed run.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def adaptive(input_file, workdir, quiet):
+@click.option("--mpi", is_flag=True, help="Spread the replicas over the ranks of MPI.COMM_WORLD (run under mpiexec).")
+@click.option("--bead-ranks", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --mpi: ranks per replica (its beads spread over them); must divide the number of ranks.")
+def adaptive(input_file, workdir, quiet, mpi, bead_ranks):
     """Adaptive sampling: iterations x replicas of the md input, restarted from rarely visited states
     (an md input plus an [adaptive] table; see `rung.md.adaptive`)."""
     from pathlib import Path
 
     from rung.md.adaptive import parse_input, run_adaptive
+    from rung.md.config import InputError
 
+    comm = None
+    if mpi:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    elif bead_ranks != 1:
+        raise InputError("--bead-ranks needs --mpi")
     config, acfg = parse_input(input_file)
-    Path(workdir).mkdir(parents=True, exist_ok=True)
+    if comm is None or comm.Get_rank() == 0:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     try:
-        res = run_adaptive(config, acfg, workdir, progress=not quiet)
+        res = run_adaptive(config, acfg, workdir, comm=comm, bead_ranks=bead_ranks, progress=not quiet)
     except RuntimeError as err:
         raise click.ClickException(str(err)) from err
+    if comm is not None and comm.Get_rank() != 0:
+        return
     for r in res:
         click.echo(f"iteration {r.iteration}: {len(r.frame_id)} frames, {r.coverage} cells visited")
 

@@ -61,7 +61,7 @@ def read_system(config: Config) -> System:
     if not path.exists():
         raise InputError(f"structure file {path} does not exist")
     try:
-        atoms = read(path)
+        atoms = read(path, parallel=False)  # parallel=False: ranks read on their own (ASE would broadcast)
     except Exception as err:  # ASE raises many types for unreadable files
         raise InputError(f"cannot read structure {path}: {err}") from err
     numbers = atoms.numbers.astype(np.int64)
@@ -180,7 +180,7 @@ def _xyz_frame(fh, system, state, step, dt_fs, o):
                   pbc=system.cell is not None)
     atoms.info.update({"step": step, "time_fs": step * dt_fs,
                        "potential_energy_eV": o["potential_energy"] * U.HARTREE_TO_EV})
-    write(fh, atoms, format="extxyz")
+    write(fh, atoms, format="extxyz", parallel=False)
 
 
 def output_paths(config: Config, workdir=None) -> dict:

@@ -123,11 +123,12 @@ def test_cli_multidet_with_orbitals_group(h2_casci, tmp_path):
 
 
 def _random_expansion(nelec, norb, ndet, rng):
-    """Strings up to triple excitations (k = 1, 2 closed forms and the general k = 3 path)."""
+    """Strings up to quadruple excitations (the k = 1, 2 closed forms and the general path), one zero
+    coefficient."""
     from rung.qmc.multideterminant import Expansion
 
     def string(n):
-        holes = rng.choice(n, size=min(int(rng.integers(0, 4)), n), replace=False)
+        holes = rng.choice(n, size=min(int(rng.integers(0, 5)), n), replace=False)
         parts = rng.choice(np.arange(n, norb), size=len(holes), replace=False)
         return tuple(sorted(set(range(n)) - set(holes.tolist()) | set(parts.tolist())))
 
@@ -139,13 +140,14 @@ def _random_expansion(nelec, norb, ndet, rng):
             dets.add(d)
             order.append(d)
     coef = np.concatenate([[1.0], rng.normal(scale=0.2, size=ndet - 1)])
+    coef[ndet // 2] = 0.0
     return Expansion(coef, tuple(d[0] for d in order), tuple(d[1] for d in order), norb)
 
 
 def test_table_method_equals_per_determinant():
     """The table method against one determinant and inverse per determinant (an independent evaluation):
     values, ratios (one point and ECP-style point batches with a walker mask), gradients, Laplacians,
-    accepted moves, resampling. ccECP water, 60 determinants with singles to triples."""
+    accepted moves, resampling. ccECP water, 60 determinants with singles to quadruples."""
     mol = gto.M(atom="O 0 0 0; H 0 1.4 1.1; H 0 -1.4 1.1", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
     mf = scf.RHF(mol).run()
     rng = np.random.default_rng(1)
@@ -156,7 +158,7 @@ def test_table_method_equals_per_determinant():
     nw, ne = 5, sum(mol.nelec)
     configs = rng.normal(scale=1.2, size=(nw, ne, 3))
 
-    def same(x, y, tol=1e-9):
+    def same(x, y, tol=1e-10):
         np.testing.assert_allclose(x, y, rtol=tol, atol=tol * np.abs(y).max())
 
     def check_values():
@@ -194,3 +196,58 @@ def test_table_method_equals_per_determinant():
     np.testing.assert_array_equal(s, s2)
     same(l, l2, 1e-12)
 
+
+
+def test_table_method_one_determinant_is_the_slater_determinant():
+    """N_det = 1: the table component reproduces the single-determinant code."""
+    from rung.qmc.determinants import SlaterDeterminant
+    from rung.qmc.multideterminant import Expansion
+    from rung.qmc.orbitals import MolecularOrbitals
+
+    mol = gto.M(atom="O 0 0 0; H 0 1.4 1.1; H 0 -1.4 1.1", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    mf = scf.RHF(mol).run()
+    nup, ndn = mol.nelec
+    basis = AtomicBasis.from_mol(mol)
+    table = build_multislater(basis, mf.mo_coeff, Expansion(np.array([0.7]), (tuple(range(nup)),),
+                                                           (tuple(range(ndn)),), 10), mol.nelec)
+    occ = mf.mo_coeff[:, :nup]
+    det = SlaterDeterminant((MolecularOrbitals(basis, occ), MolecularOrbitals(basis, occ)), mol.nelec)
+    rng = np.random.default_rng(5)
+    configs = rng.normal(scale=1.2, size=(4, nup + ndn, 3))
+    (s1, l1), (s2, l2) = table.recompute(configs), det.recompute(configs)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_allclose(l1 - np.log(0.7), l2, rtol=0, atol=1e-12)
+    for x, y in zip(table.gradient_laplacian_all(), det.gradient_laplacian_all()):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12 * np.abs(y).max())
+    new = configs[:, 2] + 0.3
+    np.testing.assert_allclose(table.testvalue(2, new), det.testvalue(2, new), rtol=1e-12)
+
+
+def test_table_kernels_match_reference():
+    """numba kernels of the table method against their NumPy references, excitation degrees 0-5, and the
+    bordered-determinant identity against a direct determinant."""
+    from rung.qmc._kernels import table
+
+    rng = np.random.default_rng(7)
+    nw, n, m, nx = 3, 6, 14, 4
+    t = rng.normal(size=(nw, n, m))
+    deg = np.array([0, 1, 2, 3, 4, 5, 2, 3])
+    holes, parts = np.zeros((8, 5), np.int64), np.zeros((8, 5), np.int64)
+    for s, k in enumerate(deg):
+        holes[s, :k] = np.sort(rng.choice(n, k, replace=False))
+        parts[s, :k] = np.sort(rng.choice(np.arange(n, m), k, replace=False))
+    sign = rng.choice([-1.0, 1.0], size=8)
+    det, adj = table.string_minors(t, deg, holes, parts, sign)
+    det_r, adj_r = table.string_minors_reference(t, deg, holes, parts, sign)
+    np.testing.assert_allclose(det, det_r, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(adj, adj_r, rtol=1e-10, atol=1e-12)
+    a, w, rho = rng.normal(size=(nw, nx, n)), rng.normal(size=(nw, nx, m)), rng.normal(size=(nw, nx))
+    out = table.replaced(det, adj, a, w, rho, deg, holes, parts)
+    np.testing.assert_allclose(out, table.replaced_reference(det_r, adj_r, a, w, rho, deg, holes, parts),
+                               rtol=1e-10, atol=1e-12)
+    for s, k in enumerate(deg):  # sign det [[X, a[h]], [-w[p], rho]] directly
+        h, p = holes[s, :k], parts[s, :k]
+        b = np.zeros((nw, nx, k + 1, k + 1))
+        b[..., :k, :k] = t[:, None][:, :, h][:, :, :, p]
+        b[..., :k, k], b[..., k, :k], b[..., k, k] = a[..., h], -w[..., p], rho
+        np.testing.assert_allclose(out[..., s], (sign[s] if k else 1.0) * np.linalg.det(b), rtol=1e-10, atol=1e-12)

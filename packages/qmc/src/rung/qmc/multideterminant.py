@@ -152,29 +152,27 @@ def _string_tables(strings, ref):
     """Excitation tables of ``strings`` (tuples of ascending orbitals) against ``ref``.
 
     Returns the used orbitals ``used`` (ascending), ``ref_cols`` (n,) the reference's columns in
-    ``used``, and per excitation degree k >= 1 a tuple (index, holes, particles, sign): the strings of
-    that degree (ns_k,), their holes as rows of T (ns_k, k), particles as columns of T (ns_k, k) and
-    the sign (ns_k,) with D_S / D_ref = sign * det T[holes, particles]."""
+    ``used``, and per string its degree k (ns,), holes as rows of T and particles as columns of T
+    (ns, kmax) int (padded with 0), and the sign (ns,) with D_S / D_ref = sign det T[holes, particles]."""
     used = sorted(set().union(*map(set, strings)) | set(ref))
     col = {o: j for j, o in enumerate(used)}
     ref_cols = np.array([col[o] for o in ref], dtype=np.intp)
-    groups: dict = {}
-    n = len(ref)
-    for idx, s in enumerate(strings):
-        sset, rset = set(s), set(ref)
-        holes = [j for j, o in enumerate(ref) if o not in sset]
-        parts = [col[o] for o in s if o not in rset]
-        if not holes:
-            continue
-        # the sign: det T[:, S] with T[:, ref] = I and T[holes, parts] = I_k (all else zero)
-        t = np.zeros((n, len(used)))
-        t[np.arange(n), ref_cols] = 1.0
-        t[holes, parts] = 1.0
-        sign = np.sign(round(np.linalg.det(t[:, [col[o] for o in s]])))
-        groups.setdefault(len(holes), []).append((idx, holes, parts, sign))
-    tables = {k: (np.array([g[0] for g in v], dtype=np.intp), np.array([g[1] for g in v], dtype=np.intp),
-                  np.array([g[2] for g in v], dtype=np.intp), np.array([g[3] for g in v])) for k, v in sorted(groups.items())}
-    return np.array(used, dtype=np.intp), ref_cols, tables
+    n, rset = len(ref), set(ref)
+    excitations = []
+    for s in strings:
+        sset = set(s)
+        excitations.append(([j for j, o in enumerate(ref) if o not in sset], [col[o] for o in s if o not in rset]))
+    kmax = max(1, max(len(h) for h, _ in excitations))
+    deg = np.array([len(h) for h, _ in excitations], dtype=np.int64)
+    holes, parts, sign = np.zeros((len(strings), kmax), np.int64), np.zeros((len(strings), kmax), np.int64), np.ones(len(strings))
+    for i, (s, (h, p)) in enumerate(zip(strings, excitations)):
+        holes[i, :len(h)], parts[i, :len(p)] = h, p
+        if h:  # the sign: det T[:, S] with T[:, ref] = I and T[holes, parts] = I_k (all else zero)
+            t = np.zeros((n, len(used)))
+            t[np.arange(n), ref_cols] = 1.0
+            t[h, p] = 1.0
+            sign[i] = np.sign(round(np.linalg.det(t[:, [col[o] for o in s]])))
+    return np.array(used, dtype=np.intp), ref_cols, (deg, holes, parts, sign)
 
 
 class TableMultiSlater:
@@ -195,7 +193,7 @@ class TableMultiSlater:
 
     (rho is the reference ratio; after an accepted move T <- T + a w^T / rho). The strings are combined
     through the sparse coefficient matrix C[a, b] (a bilinear form): psi / (D0_up D0_dn) =
-    sum_a R_up[a] (C R_dn)[a]. Closed forms for k = 1, 2; np.linalg.det beyond. References: Clark et
+    sum_a R_up[a] (C R_dn)[a]. The minors: :mod:`rung.qmc._kernels.table`. References: Clark et
     al., J. Chem. Phys. 135, 244105 (2011); Scemama et al., J. Comput. Chem. 37, 1866 (2016).
 
     Parameters
@@ -212,9 +210,15 @@ class TableMultiSlater:
 
         from rung.qmc.orbitals import MolecularOrbitals
 
+        from rung.qmc._kernels import table
+
         self.nelec = (int(nelec[0]), int(nelec[1]))
         self.coef = np.asarray(expansion.coef, dtype=np.float64)
         self.parameters: dict = {}
+        if backend == "numba":
+            self._string_minors, self._replaced_kernel = table.string_minors, table.replaced
+        else:
+            self._string_minors, self._replaced_kernel = table.string_minors_reference, table.replaced_reference
         self.orbitals, self.ref, self.tables, self.nstrings, det_strings = [], [], [], [], []
         lead = int(np.argmax(np.abs(self.coef)))
         for s, occ in enumerate((expansion.occ_up, expansion.occ_down)):
@@ -233,44 +237,24 @@ class TableMultiSlater:
         return (0, e) if e < self.nelec[0] else (1, e - self.nelec[0])
 
     # -- string ratios -------------------------------------------------------------------------
-    def _ratios(self, s, t):
-        """D_S / D_0 for every string of spin s: t (nw, n, m) -> (nw, ns)."""
-        out = np.ones((t.shape[0], self.nstrings[s]))
-        for k, (idx, h, p, sign) in self.tables[s].items():
-            x = t[:, h[:, :, None], p[:, None, :]]  # (nw, ns_k, k, k)
-            out[:, idx] = sign * _det(x)
-        return out
+    def _minors(self, s, t):
+        """sign det X_S (nw, ns) and sign adj X_S (nw, ns, kmax, kmax) for every string of spin s."""
+        return self._string_minors(np.ascontiguousarray(t), *self.tables[s])
 
-    def _replaced(self, s, t, a, d):
-        """D_S' / D_0 with one row replaced: t (nw, n, m), a (nw, *X, n) column of A0^-1, d (nw, *X, m)
-        -> (nw, *X, ns). Strings without holes get rho."""
-        extra = d.ndim - 2
+    def _replaced(self, s, a, d, sel=slice(None)):
+        """D_S' / D_0 with one row replaced, for the walkers ``sel``: a (nw, *X, n) column of A0^-1,
+        d (nw, *X, m) -> (nw, *X, ns) (the reference string gets rho)."""
         ref = self.ref[s]
-        rho = (d[..., ref] * a).sum(-1)
-        w = d - np.einsum("wjm,w...j->w...m", t, d[..., ref])
-        out = np.empty(d.shape[:-1] + (self.nstrings[s],))
-        out[...] = rho[..., None]
-        for k, (idx, h, p, sign) in self.tables[s].items():
-            x = t[:, h[:, :, None], p[:, None, :]].reshape((t.shape[0],) + (1,) * extra + (len(idx), k, k))
-            ah = a[..., h]  # (nw, *X, ns_k, k)
-            wp = w[..., p]
-            if k == 1:
-                val = rho[..., None] * x[..., 0, 0] + ah[..., 0] * wp[..., 0]
-            elif k == 2:
-                x00, x01, x10, x11 = x[..., 0, 0], x[..., 0, 1], x[..., 1, 0], x[..., 1, 1]
-                val = (rho[..., None] * (x00 * x11 - x01 * x10)
-                       + wp[..., 0] * (x11 * ah[..., 0] - x01 * ah[..., 1])
-                       + wp[..., 1] * (x00 * ah[..., 1] - x10 * ah[..., 0]))
-            else:
-                shape = np.broadcast_shapes(x.shape[:-2], ah.shape[:-1], wp.shape[:-1])
-                b = np.empty(shape + (k + 1, k + 1))
-                b[..., :k, :k] = x
-                b[..., :k, k] = ah
-                b[..., k, :k] = -wp
-                b[..., k, k] = rho[..., None]
-                val = np.linalg.det(b)
-            out[..., idx] = sign * val
-        return out
+        t, det, adj = self.T[s][sel], self.R[s][sel], self.adj[s][sel]
+        shape = np.broadcast_shapes(a.shape[:-1], d.shape[:-1])
+        nw, n, m = t.shape
+        a = np.ascontiguousarray(np.broadcast_to(a, shape + (n,)).reshape(nw, -1, n))
+        d = np.broadcast_to(d, shape + (m,)).reshape(nw, -1, m)
+        dref = d[..., ref]
+        rho = np.einsum("wxj,wxj->wx", dref, a)
+        w = d - np.einsum("wjm,wxj->wxm", t, dref)
+        out = self._replaced_kernel(det, adj, a, w, rho, *self.tables[s][:3])
+        return out.reshape(shape + (self.nstrings[s],))
 
     def _contract(self, s):
         """The other spin contracted with the coefficients: (nw, ns_s)."""
@@ -290,7 +274,7 @@ class TableMultiSlater:
     def recompute(self, configs):
         self.configs = np.array(configs, dtype=np.float64)
         nw = configs.shape[0]
-        self.mo, self.inverse, self.T, self.R, self.sign0, self.logdet0 = [], [], [], [], [], []
+        self.mo, self.inverse, self.T, self.R, self.adj, self.sign0, self.logdet0 = [], [], [], [], [], [], []
         start = 0
         for s in (0, 1):
             n, m = self.nelec[s], self.orbitals[s].nmo
@@ -299,6 +283,7 @@ class TableMultiSlater:
                 self.inverse.append(np.zeros((nw, 0, 0)))
                 self.T.append(np.zeros((nw, 0, m)))
                 self.R.append(np.ones((nw, self.nstrings[s])))
+                self.adj.append(np.zeros((nw, self.nstrings[s], 1, 1)))
                 self.sign0.append(np.ones(nw))
                 self.logdet0.append(np.zeros(nw))
                 continue
@@ -312,7 +297,9 @@ class TableMultiSlater:
             self.mo.append(mo)
             self.inverse.append(inv)
             self.T.append(t)
-            self.R.append(self._ratios(s, t))
+            det, adj = self._minors(s, t)
+            self.R.append(det)
+            self.adj.append(adj)
             self.sign0.append(sign)
             self.logdet0.append(logdet)
             start += n
@@ -326,29 +313,31 @@ class TableMultiSlater:
         s, i = self._spin(e)
         d = self.orbitals[s](epos, 0)[0]  # (nw, [npts,] m)
         sel = slice(None) if mask is None else mask
-        t, a, y, q = self.T[s][sel], self.inverse[s][sel][:, :, i], self.Y[s][sel], self.q[sel]
+        a, y, q = self.inverse[s][sel][:, :, i], self.Y[s][sel], self.q[sel]
         if d.ndim == 3:
             a = a[:, None, :]
             y = y[:, None, :]
             q = q[:, None]
-        r = self._replaced(s, t, a, d)
+        r = self._replaced(s, a, d, sel)
         return np.einsum("w...a,w...a->w...", r, y) / q
 
-    def _rows(self, e, epos):
+    def _rows(self, e, epos, nrows):
+        """The orbital rows (5, nw, m) at epos and sum_S (D_S'/D_0) Y_S for the first ``nrows`` of them
+        (value, gradient, Laplacian): (nrows, nw)."""
         s, i = self._spin(e)
         v = self.mo[s][:, :, i] if self._is_current(e, epos) else self.orbitals[s](epos, 2)  # (5, nw, m)
-        r = self._replaced(s, self.T[s], self.inverse[s][:, None, :, i], np.moveaxis(v, 0, 1))  # (nw, 5, ns)
-        return v, np.einsum("wxa,wa->xw", r, self.Y[s])  # (5, nw): psi'/psi-like sums (value, grad, lap)
+        r = self._replaced(s, self.inverse[s][:, None, :, i], np.moveaxis(v[:nrows], 0, 1))  # (nw, nrows, ns)
+        return v, np.einsum("wxa,wa->xw", r, self.Y[s])
 
     def _is_current(self, e, epos):
         return epos.shape == self.configs[:, e].shape and np.array_equal(epos, self.configs[:, e])
 
     def gradient_value(self, e, epos):
-        v, t = self._rows(e, epos)
+        v, t = self._rows(e, epos, 4)
         return t[1:4] / t[0], t[0] / self.q, v
 
     def gradient_laplacian(self, e, epos):
-        _, t = self._rows(e, epos)
+        _, t = self._rows(e, epos, 5)
         return t[1:4] / t[0], t[4] / t[0]
 
     def gradient_laplacian_all(self):
@@ -362,7 +351,7 @@ class TableMultiSlater:
                 continue
             d = np.moveaxis(self.mo[s][1:5], 0, 1)  # (nw, 4, n, m): row i of each derivative
             a = np.swapaxes(self.inverse[s], 1, 2)[:, None]  # (nw, 1, n, n): a[w, 0, i] = A0^-1[:, i]
-            r = self._replaced(s, self.T[s], a, d)  # (nw, 4, n, ns)
+            r = self._replaced(s, a, d)  # (nw, 4, n, ns)
             t = np.einsum("wxia,wa->wix", r, self.Y[s]) / self.q[:, None, None]
             grad[:, start:start + n] = t[..., :3]
             lap[:, start:start + n] = t[..., 3]
@@ -387,7 +376,7 @@ class TableMultiSlater:
         va[:, i] -= 1.0
         self.inverse[s][mask] = inv - np.einsum("wk,wn->wkn", a, va) / rho[:, None, None]
         self.T[s][mask] = t
-        self.R[s][mask] = self._ratios(s, t)
+        self.R[s][mask], self.adj[s][mask] = self._minors(s, t)
         self.sign0[s][mask] *= np.sign(rho)
         self.logdet0[s][mask] += np.log(np.abs(rho))
         self.configs[mask, e] = epos[mask]
@@ -396,22 +385,12 @@ class TableMultiSlater:
     def resample(self, idx):
         self.configs = self.configs[idx]
         self.mo = [m[:, idx] for m in self.mo]
-        for name in ("inverse", "T", "R", "sign0", "logdet0"):
+        for name in ("inverse", "T", "R", "adj", "sign0", "logdet0"):
             setattr(self, name, [x[idx] for x in getattr(self, name)])
         self._update_total()
 
     def pgradient(self):
         return {}
-
-
-def _det(x):
-    """Batched determinants of (..., k, k), closed forms for k <= 2."""
-    k = x.shape[-1]
-    if k == 1:
-        return x[..., 0, 0]
-    if k == 2:
-        return x[..., 0, 0] * x[..., 1, 1] - x[..., 0, 1] * x[..., 1, 0]
-    return np.linalg.det(x)
 
 
 def build_multislater(basis, mo_coeff, expansion: Expansion, nelec, backend: str = "numba",

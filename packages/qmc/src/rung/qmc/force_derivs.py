@@ -126,13 +126,18 @@ class AnalyticDerivatives:
     mol : PySCF molecule of the trial function (its geometry and AO basis)
     wf : ProductWF, D_up D_down [exp(J)] (see :func:`unsupported_reason`); copied, not modified
     ham : Hamiltonian at the same geometry
-    config : ForceConfig (``warp`` here applies to d ln psi only; see the module docstring)
+    config : ForceConfig
+    backend : "numba" (cartesian AOs from the package's kernels, the determinant contraction in
+        :func:`rung.qmc._kernels.forces_cpu.det_terms`) or "numpy" (PySCF's AOs and einsums: the oracle)
     """
 
-    def __init__(self, mol, wf, ham, config: ForceConfig = ForceConfig()):
+    def __init__(self, mol, wf, ham, config: ForceConfig = ForceConfig(), backend: str = "numba"):
         why = unsupported_reason(wf)
         if why is not None:
             raise ValueError(why)
+        if backend not in ("numba", "numpy"):
+            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        self.backend = backend
         self.config = config
         self.mol = mol
         self.wf = copy.deepcopy(wf)  # own state: the sampler's trial function is never touched
@@ -142,9 +147,19 @@ class AnalyticDerivatives:
         self.coords = np.array(mol.atom_coords(), dtype=np.float64)
         self.natom = self.coords.shape[0]
         self.rng = np.random.default_rng(config.seed)
-        self.ao_atom = _ao_by_atom(mol)
-        self.cmo = [o.mo_coeff for o in self.det.orbitals]  # (nao, n) per spin
         self.eval_name = "GTOval_cart_deriv" if mol.cart else "GTOval_sph_deriv"
+        self.basis = self.det.orbitals[0].basis
+        if backend == "numba":  # cartesian AOs throughout: phi = chi_cart C_cart
+            b = self.basis
+            dist = np.linalg.norm(b.sh_center[:, None] - self.coords[None], axis=-1)
+            self.sh_atom = np.argmin(dist, axis=1).astype(np.int64)  # (nsh,) atom of each shell
+            self.ao_atom = np.zeros((b.ncart, self.natom))
+            for ish, (l, col) in enumerate(zip(b.sh_l, b.sh_col)):
+                self.ao_atom[col:col + (l + 1) * (l + 2) // 2, self.sh_atom[ish]] = 1.0
+            self.cmo = [o.coef_cart for o in self.det.orbitals]  # (ncart, n) per spin
+        else:
+            self.ao_atom = _ao_by_atom(mol)
+            self.cmo = [o.mo_coeff for o in self.det.orbitals]  # (nao, n) per spin
         charges = np.asarray(ham.atom_charges, dtype=np.float64)
         d = self.coords[:, None] - self.coords[None]
         r3 = np.linalg.norm(d, axis=-1) ** 3
@@ -183,6 +198,14 @@ class AnalyticDerivatives:
         f[2] = f[2] - 2.0 * G * t / Lc
         f[3] = f[3] + np.where(r < Lc, 2.0 * G / Lc**2, 0.0)
         return f
+
+    def _aos(self, pos, deriv):
+        """AOs (value, gradient) at pos (npos, 3) Bohr: (4, npos, nao) in this backend's AO set."""
+        if self.backend == "numba":
+            from rung.qmc.orbitals import evaluate_cart
+
+            return evaluate_cart(self.basis, pos, deriv)
+        return self.mol.eval_gto(self.eval_name + str(deriv), pos)
 
     def _spins(self):
         n0, n1 = self.det.nelec
@@ -249,7 +272,7 @@ class AnalyticDerivatives:
                     j0 = self.jas._electron_terms(ei, configs[w[on], ei][:, None], 0, w[on])[0]
                     rj[on] = np.exp(jv - j0)
                     gjp[on] = jgr
-            ao = self.mol.eval_gto(self.eval_name + "1", pts.reshape(-1, 3)).reshape(4, w.size, nq, -1)
+            ao = self._aos(pts.reshape(-1, 3), 1).reshape(4, w.size, nq, -1)
             b = b0[s][w, :, e]  # (T, nao): column e of C A
             rd = np.einsum("tqm,tm->tq", ao[0], b)  # determinant ratio
             grd = np.einsum("xtqm,tm->tqx", ao[1:4], b)  # its gradient in the point
@@ -360,20 +383,23 @@ class AnalyticDerivatives:
             n = sl.stop - sl.start
             if n == 0:
                 continue
-            ao = self.mol.eval_gto(self.eval_name + "3", configs[:, sl].reshape(-1, 3)).reshape(20, nw, n, -1)
             mo = self.det.mo[s]  # (5, nw, n_electron, n_orbital): value, gradient, Laplacian
             A = self.det.inverse[s]  # (nw, n_orbital, n_electron)
             op = -0.5 * mo[4] - np.einsum("wix,xwik->wik", jg[:, sl], mo[1:4]) + vm[s]
             cx = np.einsum("mk,wkj->wmj", self.cmo[s], A @ op @ A)  # C X, (nw, nao, n)
-            dchi = ao[1:4]  # (3, nw, n, nao)
-            hj = np.stack([sum(jg[:, sl, x, None] * ao[HESS[a][x]] for x in range(3)) for a in range(3)])
-            gl = np.stack([ao[i] + ao[j] + ao[k] for i, j, k in GRAD_LAP])
-            # per (electron j, AO mu): B0 (1/2 grad lap chi + grad J . Hess chi) + (C X) grad chi
-            q = np.einsum("wmj,awjm->wjma", b0[s], 0.5 * gl + hj) + np.einsum("wmj,awjm->wjma", cx, dchi)
-            p = -np.einsum("wmj,awjm->wma", b0[s], dchi)
-            de += np.einsum("wjma,mI->wIa", q, self.ao_atom)
-            ge[:, sl] -= q.sum(2)  # moving electron j moves its row of every AO: minus the sum over mu
-            dl += np.einsum("wma,mI->wIa", p, self.ao_atom)
+            if self.backend == "numba":
+                from rung.qmc._kernels.forces_cpu import det_terms
+                from rung.qmc.orbitals import SCREEN
+
+                b = self.basis
+                out = det_terms(np.ascontiguousarray(configs[:, sl]), b.sh_center, b.sh_l, b.sh_pstart, b.sh_col, b.sh_minexp, self.sh_atom,
+                                b.exps, b.coefs, b0[s], cx, np.ascontiguousarray(jg[:, sl]), self.natom, SCREEN)
+            else:
+                ao = self.mol.eval_gto(self.eval_name + "3", configs[:, sl].reshape(-1, 3)).reshape(20, nw, n, -1)
+                out = det_terms_numpy(ao, b0[s], cx, jg[:, sl], self.ao_atom)
+            de += out[0]
+            ge[:, sl] += out[1]
+            dl += out[2]
         return dl, de, gt, ge
 
     def __call__(self, configs):
@@ -394,3 +420,16 @@ class AnalyticDerivatives:
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
+
+
+def det_terms_numpy(ao, b0, cx, jg, ao_atom):
+    """NumPy oracle of :func:`rung.qmc._kernels.forces_cpu.det_terms` (same outputs) from AOs up to third
+    derivatives, PySCF's layout ao (20, nw, n, nao); b0, cx (nw, nao, n); jg (nw, n, 3); ao_atom (nao, natom)."""
+    dchi = ao[1:4]  # (3, nw, n, nao)
+    hj = np.stack([sum(jg[..., x, None] * ao[HESS[a][x]] for x in range(3)) for a in range(3)])
+    gl = np.stack([ao[i] + ao[j] + ao[k] for i, j, k in GRAD_LAP])
+    # per (electron j, AO mu): B0 (1/2 grad lap chi + grad J . Hess chi) + (C X) grad chi
+    q = np.einsum("wmj,awjm->wjma", b0, 0.5 * gl + hj) + np.einsum("wmj,awjm->wjma", cx, dchi)
+    p = -np.einsum("wmj,awjm->wma", b0, dchi)
+    # moving electron j moves its row of every AO: minus the sum over all mu
+    return np.einsum("wjma,mI->wIa", q, ao_atom), -q.sum(2), np.einsum("wma,mI->wIa", p, ao_atom)

@@ -1,4 +1,5 @@
-"""Command line interface: ``sci run`` (CIPSI on an FCIDUMP or a dataset) and ``sci show`` (a wavefunction file).
+"""Command line interface: ``sci run`` (CIPSI on an FCIDUMP or a dataset), ``sci show`` (a wavefunction file)
+and ``sci export-qmcpack`` (its QMCPACK orbital file and input).
 
 Bad input (a file or an option) ends in one line and exit code 2 (:mod:`rung.core.cli`).
 """
@@ -72,6 +73,30 @@ def show(wavefunction, top):
     for i in range(min(top, md.ndet)):
         a, b = md.occupations(i)
         click.echo(f"{md.coef[i]: .6f}  alpha {a}  beta {b}")
+
+
+@main.command("export-qmcpack")
+@click.argument("wavefunction", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False),
+              help="output prefix: writes PREFIX.h5 (basis, orbitals, /MultiDet) and PREFIX.xml (QMCPACK input)")
+@click.option("--orbitals", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="orbitals file the expansion was built on (default: the wavefunction's own /orbitals)")
+@click.option("--orbitals-group", default="orbitals", show_default=True,
+              help="group in --orbitals (the DFT rung's orbitals file: MOLECULE/INDEX)")
+@click.option("--max-dets", type=click.IntRange(min=1), default=None, help="keep the largest determinants only")
+@click.option("--ext-level", type=click.IntRange(min=0), default=0, show_default=True,
+              help="state QMCPACK evaluates (0: ground state, k: the k-th root, Coeff_k)")
+@click.option("--allow-incomplete", is_flag=True, help="export an expansion from an unfinished sci run")
+def export_qmcpack(wavefunction, prefix, orbitals, orbitals_group, max_dets, ext_level, allow_incomplete):
+    """Write the QMCPACK orbital HDF5 and XML input for a /MultiDet wavefunction (``sci run`` output)."""
+    from rung.sci.qmcpack import export
+
+    out = export(wavefunction, prefix, orbitals=orbitals, orbitals_group=orbitals_group, max_dets=max_dets,
+                 ext_level=ext_level, allow_incomplete=allow_incomplete)
+    click.echo(f"wrote {out.h5} and {out.xml}")
+    if out.ecp_files:
+        click.echo("pseudopotential files the input refers to (QMCPACK XML format, e.g. from pseudopotentiallibrary.org): "
+                   + ", ".join(out.ecp_files))
 
 
 if __name__ == "__main__":

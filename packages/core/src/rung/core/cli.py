@@ -9,6 +9,9 @@ command line (a missing argument, an option out of its range, an unknown option)
 on stderr as the only line, and exit with code 2 (click's code for a usage error). Any other
 exception is left alone: a calculation that fails is not the user's input, and its traceback is
 wanted. Exit codes: 0 success, 1 a failure of the run (``click.ClickException``), 2 bad input.
+
+Options every CLI that reads the same kind of input shares, defined once here: :func:`trust_units`
+(``--trust-units``: skip the length-unit plausibility check of input coordinates).
 """
 
 from __future__ import annotations
@@ -64,4 +67,12 @@ class Group(click.Group):
             return super().invoke(ctx)
 
 
-__all__ = ["BadInput", "EXIT_INPUT", "Group"]
+def trust_units(f):
+    """``--trust-units``: the option of every command that reads coordinates
+    (:func:`rung.core.dataset.check_length_unit` is skipped when given)."""
+    return click.option("--trust-units", is_flag=True,
+                        help="compute the input coordinates as they are, even when their bond lengths look like "
+                             "another length unit (the check compares nearest neighbours with covalent radii)")(f)
+
+
+__all__ = ["BadInput", "EXIT_INPUT", "Group", "trust_units"]

@@ -198,6 +198,92 @@ def check_conformation(atomic_numbers, positions, charge: int = 0, multiplicity:
     return check_electrons(atomic_numbers, charge, multiplicity, core_electrons)
 
 
+# The length-unit plausibility check. Each atom's nearest neighbour is compared with the bond length
+# covalent radii predict (the sum of the two atoms' radii, Cordero et al., Dalton Trans. 2008, 2832, as
+# ase.data.covalent_radii lists them); the ratio is ~1 for a bonded neighbour (0.77 to 1.25 over the G2
+# molecules: triple bonds to F2). A wrong unit scales every ratio alike: Angstrom read as Bohr by 0.53,
+# Bohr read as Angstrom by 1.89, nm read as Angstrom by 10. A scan point with one compressed or stretched
+# bond moves the ratios of two atoms; a wrong unit moves all of them. So a molecule is refused when three
+# quarters of its atoms or more have their nearest neighbour closer than UNIT_CHECK_SHORT, or farther than
+# UNIT_CHECK_APART, times the covalent bond length (in the median of the conformations looked at). A
+# diatomic has one distance, and a compressed or dissociated diatomic is a legitimate scan point: only
+# warned about. Noble-gas atoms are only neighbours (their contacts are van der Waals).
+UNIT_CHECK_SHORT = 0.7  # nearest neighbour closer than this ratio: too close for a bond
+UNIT_CHECK_APART = 1.4  # nearest neighbour farther than this ratio: no bond
+UNIT_CHECK_FRACTION = 0.75  # of the atoms, too close (or too far) for a molecule to be refused
+_NOBLE = (2, 10, 18, 36, 54, 86, 118)
+_CANDIDATE_UNITS = ("bohr", "angstrom", "nm")
+
+
+def _neighbour_ratios(atomic_numbers, positions) -> np.ndarray:
+    """Each atom's smallest distance / (R_i + R_j) over its 8 nearest neighbours (covalent radii R).
+    positions: (n_atoms, 3) Bohr, n_atoms >= 2. Returns (n_atoms,) float64."""
+    from ase.data import covalent_radii
+    from scipy.spatial import cKDTree
+
+    from rung.core.units import ANGSTROM_TO_BOHR
+
+    z = np.asarray(atomic_numbers)
+    r = np.asarray(covalent_radii)[z] * ANGSTROM_TO_BOHR  # (n_atoms,) Bohr
+    k = min(z.size, 9)
+    d, j = cKDTree(positions).query(positions, k=k)  # (n_atoms, k): itself first
+    return np.min(d[:, 1:] / (r[:, None] + r[j[:, 1:]]), axis=1)
+
+
+def _suspected_unit(unit: str, ratio: float) -> str | None:
+    """The length unit that would make bonds their covalent length, when one does (within a factor 1.5)."""
+    from rung.core.units import length_to_bohr
+
+    best = min(_CANDIDATE_UNITS, key=lambda c: abs(np.log(ratio * length_to_bohr(c) / length_to_bohr(unit))))
+    off = abs(np.log(ratio * length_to_bohr(best) / length_to_bohr(unit)))
+    return best if off < np.log(1.5) and best != _text(unit).strip().lower() else None
+
+
+def check_length_unit(atomic_numbers, conformations, unit: str, where: str, *, max_conformations: int = 8) -> None:
+    """Refuse coordinates whose bond lengths say they were read in the wrong length unit, before any work.
+
+    Up to ``max_conformations`` finite conformations, evenly spread, are looked at (a unit is the same
+    for the whole molecule). Refused (:class:`DatasetError`, naming ``where``, the typical ratio and the
+    unit that fits it): a molecule of three atoms or more of which :data:`UNIT_CHECK_FRACTION` of the
+    atoms have their nearest neighbour closer than :data:`UNIT_CHECK_SHORT` or farther than
+    :data:`UNIT_CHECK_APART` times the covalent bond length. A diatomic is only warned about (logged),
+    when another length unit would make it bonded.
+
+    Parameters
+    ----------
+    atomic_numbers : (n_atoms,) int
+    conformations : (n_conf, n_atoms, 3) float64, Bohr, converted from ``unit``
+    unit : the length unit the coordinates were read in (``bohr``, ``angstrom``, ``nm``)
+    where : the file and molecule, for the message
+    """
+    z = np.asarray(atomic_numbers)
+    x = np.asarray(conformations, dtype=np.float64).reshape(-1, z.size, 3)
+    finite = np.flatnonzero(np.isfinite(x).all(axis=(1, 2)))
+    keep = ~np.isin(z, _NOBLE)
+    if z.size < 2 or not keep.any() or finite.size == 0:
+        return
+    pick = finite[np.unique(np.linspace(0, finite.size - 1, min(max_conformations, finite.size)).round().astype(int))]
+    rho = np.array([_neighbour_ratios(z, x[i])[keep] for i in pick])  # (n_picked, n_kept)
+    short = float(np.median(np.mean(rho < UNIT_CHECK_SHORT, axis=1))) >= UNIT_CHECK_FRACTION
+    apart = float(np.median(np.mean(rho > UNIT_CHECK_APART, axis=1))) >= UNIT_CHECK_FRACTION
+    if not (short or apart):
+        return
+    typical = float(np.median(rho))
+    guess = _suspected_unit(unit, typical)
+    fit = f"they look like {guess}" if guess else "no length unit makes them bonds"
+    what = (f"nearest neighbours at {typical:.2f} times the covalent bond length (median over atoms), "
+            f"{'too close' if short else 'too far'} for bonds")
+    msg = (f"{where}: coordinates read as {_text(unit)}: {what}; {fit}. Give the right unit (the file's 'units' "
+           "attribute, --input-units), or --trust-units to compute them as they are")
+    if int(keep.sum()) >= 3:
+        raise DatasetError(msg)
+    if guess is None:  # a diatomic no unit explains: a scan point far out, or atoms on top of each other
+        return
+    import logging
+
+    logging.getLogger(__name__).warning("%s (a diatomic is only warned about: it may be a scan point)", msg)
+
+
 # --------------------------------------------------------------------------------------------- readers
 def _open(path, mode="r") -> h5py.File:
     path = Path(path)
@@ -226,24 +312,28 @@ def smiles_charge(smiles: str) -> int:
 
 
 def _length_factor(unit, where: str) -> float:
-    from rung.core.units import to_atomic
+    from rung.core.units import length_to_bohr
 
     try:
-        return to_atomic(1.0, _text(unit))
+        return length_to_bohr(_text(unit))
     except ValueError as err:
         raise DatasetError(f"{where}: {err}") from None
 
 
-def read_hdf5(path, names=None, *, units: str | None = None, allow_nonfinite: bool = False) -> list[Molecule]:
+def read_hdf5(path, names=None, *, units: str | None = None, allow_nonfinite: bool = False,
+              check_units: bool = False) -> list[Molecule]:
     """Read molecules from a rung dataset or a SPICE (1 or 2) HDF5 file.
 
-    Conformations are converted to Bohr from their ``units`` attribute (``bohr``, ``angstrom``, ``nm``).
-    Units are never guessed: coordinates without the attribute are refused unless ``units`` says what
-    they are. The charge comes from a ``charge`` dataset, else from the SMILES formal charges (as SPICE
-    encodes it), else 0. ``allow_nonfinite``: see :class:`Molecule`.
+    Conformations are converted to Bohr from their ``units`` attribute (or H5MD's ``unit``: ``bohr``,
+    ``angstrom``/``Å``, ``nm``). Units are never guessed: coordinates without the attribute are refused
+    unless ``units`` says what they are. With ``check_units``, each molecule of a file that is not a
+    rung dataset (whose coordinates were checked when it was made) passes :func:`check_length_unit`.
+    The charge comes from a ``charge`` dataset, else from the SMILES formal charges (as SPICE encodes
+    it), else 0. ``allow_nonfinite``: see :class:`Molecule`.
     """
     out = []
     with _open(path) as f:
+        check_units = check_units and _text(f.attrs.get("schema", "")) != SCHEMA
         keys = list(f.keys()) if names is None else list(names)
         for name in keys:
             if name not in f:
@@ -256,11 +346,14 @@ def read_hdf5(path, names=None, *, units: str | None = None, allow_nonfinite: bo
                 z = g["atomic_numbers"][()]
             except OSError as err:
                 raise DatasetError(f"{path}: {name}: unreadable data (truncated file?): {err}") from err
-            unit = g["conformations"].attrs.get("units", units)
+            attrs = g["conformations"].attrs
+            unit = attrs.get("units", attrs.get("unit", units))
             if unit is None:
                 raise DatasetError(f"{path}: {name}/conformations has no 'units' attribute: say which length unit "
                                    "the coordinates are in (dft-gpu run --input-units)")
             x = np.asarray(x, dtype=np.float64) * _length_factor(unit, f"{path}: {name}/conformations")
+            if check_units:
+                check_length_unit(z, x, unit, f"{path}: {name}")
             smiles = _text(g["smiles"][()]) if "smiles" in g else None
             if "charge" in g:
                 charge = int(g["charge"][()])
@@ -271,7 +364,8 @@ def read_hdf5(path, names=None, *, units: str | None = None, allow_nonfinite: bo
     return out
 
 
-def read_xyz(path, units: str = "angstrom", *, name_key: str = "name", allow_nonfinite: bool = False) -> list[Molecule]:
+def read_xyz(path, units: str = "angstrom", *, name_key: str = "name", allow_nonfinite: bool = False,
+             check_units: bool = False) -> list[Molecule]:
     """Read xyz/extxyz (any format ASE reads): frames of the same molecule form one molecule.
 
     A molecule's name is the frame's ``name_key`` entry of the extxyz comment line (``name=water``),
@@ -279,6 +373,7 @@ def read_xyz(path, units: str = "angstrom", *, name_key: str = "name", allow_non
     grouped by identity (name, atoms in order, charge, multiplicity), wherever they are in the file;
     conformations keep the frames' order. Positions are converted from ``units`` (Angstrom, as ASE reads
     them) to Bohr. ``charge`` and ``multiplicity`` are taken from the comment line when present.
+    ``check_units``: each molecule passes :func:`check_length_unit`.
     """
     import ase.io
     from ase.io.formats import UnknownFileTypeError
@@ -325,24 +420,29 @@ def read_xyz(path, units: str = "angstrom", *, name_key: str = "name", allow_non
                 if name not in taken:
                     break
         out.append(Molecule(name, np.array(numbers), np.array(confs), charge, mult, allow_nonfinite=allow_nonfinite))
+        if check_units:
+            check_length_unit(out[-1].atomic_numbers, out[-1].conformations, units, f"{path}: {name}")
     return out
 
 
 def read_structures(path, *, units: str | None = None, name_key: str = "name",
-                    allow_nonfinite: bool = False) -> list[Molecule]:
+                    allow_nonfinite: bool = False, check_units: bool = True) -> list[Molecule]:
     """Read molecules from an HDF5 dataset (rung or SPICE layout) or any structure file ASE reads.
 
     ``units``: the length unit of coordinates whose file does not say (HDF5 without a ``units``
     attribute, refused otherwise; structure files: Angstrom unless given). ``name_key``: the extxyz
     comment-line key holding a structure file's molecule names (:func:`read_xyz`). ``allow_nonfinite``:
-    keep conformations with NaN or infinite coordinates (:class:`Molecule`).
+    keep conformations with NaN or infinite coordinates (:class:`Molecule`). ``check_units``: refuse
+    coordinates whose bond lengths say the unit is wrong (:func:`check_length_unit`; a rung dataset's are
+    not checked again); the entry point of user input, so on unless the user says the units are right.
     """
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     if h5py.is_hdf5(path) or path.suffix.lower() in (".h5", ".hdf5"):
-        return read_hdf5(path, units=units, allow_nonfinite=allow_nonfinite)
-    return read_xyz(path, units or "angstrom", name_key=name_key, allow_nonfinite=allow_nonfinite)
+        return read_hdf5(path, units=units, allow_nonfinite=allow_nonfinite, check_units=check_units)
+    return read_xyz(path, units or "angstrom", name_key=name_key, allow_nonfinite=allow_nonfinite,
+                    check_units=check_units)
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -985,7 +1085,8 @@ def summarize(path, rung: str) -> dict:
 
 
 __all__ = [
-    "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_geometry", "check_not_failed",
+    "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_geometry",
+    "check_length_unit", "check_not_failed",
     "create_dataset", "MIN_DISTANCE_BOHR",
     "read_hdf5", "read_property", "read_structures", "read_xyz", "smiles_charge", "summarize",
     "SCHEMA", "SCHEMA_VERSION", "PENDING", "DONE", "FAILED",

@@ -73,6 +73,8 @@ TO_ATOMIC = {
     "dimensionless": 1.0,
     "ev": EV_TO_HARTREE,
     "angstrom": ANGSTROM_TO_BOHR,
+    "å": ANGSTROM_TO_BOHR,  # "Å" (and the Angstrom sign) after lower()
+    "ang": ANGSTROM_TO_BOHR,
     "nm": 1.0 / BOHR_TO_NM,  # H5MD's length unit
     "ev/angstrom": EV_PER_ANGSTROM_TO_HARTREE_PER_BOHR,
     "kcal/mol": KCAL_PER_MOL_TO_HARTREE,
@@ -82,9 +84,29 @@ TO_ATOMIC = {
 }
 
 
+# The length units among them (coordinates, cells): every spelling a file of the field may use
+LENGTH_UNITS = ("bohr", "angstrom", "å", "ang", "nm")
+
+
+def _key(unit: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFKC", str(unit)).strip().lower()  # NFKC: the Angstrom sign U+212B is Å
+
+
 def to_atomic(value, unit: str):
     """Convert ``value`` given in ``unit`` (a key of :data:`TO_ATOMIC`, case-insensitive) to atomic units."""
-    key = unit.strip().lower()
+    key = _key(unit)
     if key not in TO_ATOMIC:
         raise ValueError(f"unknown unit {unit!r}; known: {sorted(TO_ATOMIC)}")
     return value * TO_ATOMIC[key]
+
+
+def length_to_bohr(unit: str) -> float:
+    """The factor from a length unit (``bohr``, ``angstrom``/``Å``/``ang``, ``nm``; any case) to Bohr.
+
+    Raises ``ValueError`` for anything else, an energy unit included (a coordinate in Hartree is a
+    mistake, not a conversion)."""
+    if _key(unit) not in LENGTH_UNITS:
+        raise ValueError(f"unknown unit {unit!r} for a length; known: bohr, angstrom (Å), nm")
+    return TO_ATOMIC[_key(unit)]

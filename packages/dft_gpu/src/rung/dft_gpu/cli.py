@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from rung.core.cli import Group
+from rung.core.cli import Group, trust_units
 
 _MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
 
@@ -68,9 +68,10 @@ def main():
               help="fold results into --out every this many results per rank, while the run goes on")
 @click.option("--merge-minutes", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="... or after this many minutes, whichever comes first")
+@trust_units
 @click.option("--quiet", is_flag=True, help="no progress output")
 def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_units, name_key, retry_failed,
-            merge_every, merge_minutes, **opts):
+            merge_every, merge_minutes, trust_units, **opts):
     """Compute DFT energies and forces for every conformation in INPUT_PATH (HDF5 or xyz)."""
     import logging
 
@@ -83,7 +84,7 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_un
                            fast_paths=not no_fast_paths, **opts)
         s = run(input_path, out_path, config, comm=_world(), progress=not quiet, input_units=input_units,
                 retry_failed=retry_failed, merge_every=merge_every, merge_every_s=60.0 * merge_minutes,
-                name_key=name_key)
+                name_key=name_key, check_units=not trust_units)
     except RuntimeError as err:
         raise click.ClickException(str(err)) from None
     if _world() is None or _world().Get_rank() == 0:

@@ -403,14 +403,14 @@ def compute_conformation(molecule, index: int, config: RunConfig) -> dict:
 
 
 # ------------------------------------------------------------------------------------ the farm
-def _without_bad_conformations(path, name, units=None):
+def _without_bad_conformations(path, name, units=None, check_units=True):
     """Read group ``name`` whose coordinates are partly NaN/infinite: the molecule with those
     conformations' coordinates set to zero, and ``{index: reason}`` for them; None if all are bad."""
     from dataclasses import replace
 
     from rung.core.dataset import read_hdf5
 
-    (m,) = read_hdf5(path, names=[name], units=units, allow_nonfinite=True)
+    (m,) = read_hdf5(path, names=[name], units=units, allow_nonfinite=True, check_units=check_units)
     bad = [int(i) for i in np.flatnonzero(~np.isfinite(m.conformations).all(axis=(1, 2)))]
     if not bad or len(bad) == m.n_conf:
         return None
@@ -421,8 +421,9 @@ def _without_bad_conformations(path, name, units=None):
     return replace(m, conformations=x, allow_nonfinite=False), reasons
 
 
-def _read_input(input_path, units=None, name_key="name"):
-    """Molecules of the input file, {name: reason} of HDF5 groups rejected as a whole, and
+def _read_input(input_path, units=None, name_key="name", check_units=True):
+    """Molecules of the input file, {name: reason} of HDF5 groups rejected as a whole (a wrong length
+    unit among the reasons: :func:`rung.core.dataset.check_length_unit`, unless not ``check_units``), and
     {name: {index: reason}} of single conformations rejected (NaN/infinite coordinates)."""
     import h5py
 
@@ -432,16 +433,17 @@ def _read_input(input_path, units=None, name_key="name"):
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     if not h5py.is_hdf5(path):
-        return read_structures(path, units=units, name_key=name_key), {}, {}
+        return read_structures(path, units=units, name_key=name_key, check_units=check_units), {}, {}
     with _open(path) as f:
         names = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
     molecules, rejected, bad_conformations = [], {}, {}
     for name in names:
         try:
-            molecules += read_hdf5(path, names=[name], units=units)
+            molecules += read_hdf5(path, names=[name], units=units, check_units=check_units)
         except DatasetError as err:
             try:
-                partly = _without_bad_conformations(path, name, units) if "NaN or infinite" in str(err) else None
+                partly = (_without_bad_conformations(path, name, units, check_units) if "NaN or infinite" in str(err)
+                          else None)
             except DatasetError as other:  # NaN rows and another problem of the whole molecule: reject it
                 partly, err = None, other
             if partly is None:
@@ -495,14 +497,14 @@ def _writer(out_path, config: RunConfig, rank: int = 0):
 
 
 def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_units=None,
-             name_key: str = "name") -> set:
+             name_key: str = "name", check_units: bool = True) -> set:
     """Rank 0: create (or reopen) the output, check the settings match, fold leftover journals.
     Returns the conformations the input itself makes impossible (NaN coordinates): never retried."""
     import h5py
 
     from rung.core.dataset import PENDING, DatasetError, ResultWriter, _atomic_update, create_dataset
 
-    molecules, rejected, bad_conformations = _read_input(input_path, input_units, name_key)
+    molecules, rejected, bad_conformations = _read_input(input_path, input_units, name_key, check_units)
     rejected_out.update(rejected)
     create_dataset(out_path, molecules)
     # the auxbasis as resolved: the engine's and PySCF's defaults differ (and so do the energies)
@@ -650,7 +652,7 @@ def _bcast(comm, value):
 
 def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, progress: bool = True,
         input_units: str | None = None, retry_failed: bool = False, merge_every: int = 100,
-        merge_every_s: float = 600.0, name_key: str = "name") -> RunSummary:
+        merge_every_s: float = 600.0, name_key: str = "name", check_units: bool = True) -> RunSummary:
     """Compute every pending conformation of ``input_path`` into the dataset ``out_path``.
 
     Parameters
@@ -670,6 +672,8 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
         other ranks' results arrive at rank 0's next merge after they seal their journal segment
     name_key : structure files: the extxyz comment-line key naming each frame's molecule (frames of one
         molecule are grouped wherever they are; without it, the formula names it)
+    check_units : refuse input molecules whose bond lengths say their length unit is wrong
+        (:func:`rung.core.dataset.check_length_unit`); off for ``--trust-units``
 
     Returns
     -------
@@ -691,7 +695,7 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     impossible: set = set()
     if rank == 0:
         try:
-            impossible = _prepare(input_path, out_path, config, rejected, input_units, name_key)
+            impossible = _prepare(input_path, out_path, config, rejected, input_units, name_key, check_units)
         except Exception as err:  # handed to every rank, so all of them stop with the same error
             error = err
     error = _bcast(comm, error)

@@ -8,7 +8,7 @@ is bad input, and no output file is written for it.
 
 import click
 
-from rung.core.cli import Group
+from rung.core.cli import Group, trust_units
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,7 +66,8 @@ def convert(sources, out, name):
 @click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="dataset to write (default: the input itself when it is a rung dataset, else <input>.nnp.h5)")
-def eval_(structures, model_names, member, dtype, backend, out):
+@trust_units
+def eval_(structures, model_names, member, dtype, backend, out, trust_units):
     """Energies, forces and ensemble spread for STRUCTURES (xyz or dataset .h5); errors vs other rungs.
 
     With several --model options: the errors of each model against every reference rung of the
@@ -100,7 +101,7 @@ def eval_(structures, model_names, member, dtype, backend, out):
         return
     try:
         pot = load_model(model_names[0], member=member, dtype=dtype, backend=backend)
-        mols = read_structures(src, allow_nonfinite=True)
+        mols = read_structures(src, allow_nonfinite=True, check_units=not trust_units)
         refused = [screen(m, pot) for m in mols]
         if all(len(r) == m.n_conf for r, m in zip(refused, mols)):
             first = next(iter(refused[0].values()))

@@ -10,7 +10,7 @@ Bad input (a file, an option, a conformation the DFT rung rejected) ends in one 
 
 import click
 
-from rung.core.cli import Group
+from rung.core.cli import Group, trust_units
 
 _POSITIVE = click.IntRange(min=1)
 
@@ -45,6 +45,7 @@ def _common(f):
         click.option("--replace", is_flag=True,
                      help="dataset input: overwrite a conformation's qmc_* values computed with other settings, "
                           "or mix levels of theory in one dataset (qmc_settings records each conformation's)"),
+        trust_units,
     ]
     for o in reversed(opts):
         f = o(f)
@@ -63,7 +64,7 @@ def _progress(method, block, nblocks, energy, seconds, done=None, equilibration=
 
 
 def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
-         params, multidet, max_dets, allow_incomplete, out, forces, force_every, replace, dmc_cfg,
+         params, multidet, max_dets, allow_incomplete, out, forces, force_every, replace, trust_units, dmc_cfg,
          checkpoint=None, trace=None, opt_cfg=None, save=None):
     from pathlib import Path
 
@@ -91,7 +92,7 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
         expansion = read_multidet(multidet, max_dets=max_dets, allow_incomplete=allow_incomplete)
     parameters = load_parameters(params) if params else None
     is_dataset = h5py.is_hdf5(input)
-    mols = read_structures(input)
+    mols = read_structures(input, check_units=not trust_units)
     m = next((x for x in mols if x.name == molecule), None) if molecule else mols[0]
     if m is None:
         raise click.BadParameter(f"no molecule {molecule!r} in {input} (it has: {', '.join(x.name for x in mols)})",

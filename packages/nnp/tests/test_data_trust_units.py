@@ -1,0 +1,18 @@
+"""`nnp eval` refuses coordinates in a wrong length unit before any work, and --trust-units overrides it."""
+
+from click.testing import CliRunner
+
+from rung.core.testing import check_bad_input
+from rung.nnp.cli import main
+
+WATER_BOHR = "3\nwater\nO 0.0 0.0 0.2254\nH 0.0 1.4422 -0.9014\nH 0.0 -1.4422 -0.9014\n"  # numbers in Bohr
+
+
+def test_a_bohr_xyz_is_refused_and_no_output_written(ani1x_file, tmp_path):
+    src, out = tmp_path / "w.xyz", tmp_path / "w.h5"
+    src.write_text(WATER_BOHR)
+    r = CliRunner().invoke(main, ["eval", str(src), "--model", str(ani1x_file), "--out", str(out)])
+    check_bad_input(r, "w.xyz", "read as angstrom", "look like bohr", "--trust-units")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.xyz"]
+    r = CliRunner().invoke(main, ["eval", str(src), "--model", str(ani1x_file), "--out", str(out), "--trust-units"])
+    assert r.exit_code == 0 and "1 conformation(s) evaluated" in r.output, r.output

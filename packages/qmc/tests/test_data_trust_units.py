@@ -1,0 +1,29 @@
+"""`qmc vmc` refuses coordinates in a wrong length unit before any work; --trust-units overrides it."""
+
+from click.testing import CliRunner
+
+from rung.core.testing import check_bad_input
+from rung.qmc.cli import main
+
+FAST = ["--basis", "sto-3g", "--ecp", "none", "--walkers", "4", "--vmc-blocks", "2", "--vmc-steps", "2",
+        "--no-jastrow"]
+
+
+def test_an_angstrom_xyz_read_as_bohr_is_refused_before_any_work(tmp_path):
+    src = tmp_path / "w.xyz"
+    src.write_text("3\n\nO 0.0 0.0 0.1193\nH 0.0 0.7632 -0.4770\nH 0.0 -0.7632 -0.4770\n")
+    # an xyz is Angstrom: give it as a dataset labelled bohr instead (the usual mistake: a wrong attribute)
+    import h5py
+    import numpy as np
+    from ase.io import read
+
+    ds = tmp_path / "w.h5"
+    with h5py.File(ds, "w") as f:
+        g = f.create_group("water")
+        g["atomic_numbers"] = np.array([8, 1, 1])
+        g.create_dataset("conformations", data=read(src).positions[None]).attrs["units"] = "bohr"
+    r = CliRunner().invoke(main, ["vmc", str(ds), *FAST])
+    check_bad_input(r, "w.h5", "water", "read as bohr", "look like angstrom", "--trust-units")
+    assert "E(VMC)" not in r.output
+    r = CliRunner().invoke(main, ["vmc", str(src), *FAST])  # the same numbers read as Angstrom: fine
+    assert r.exit_code == 0 and "E(VMC)" in r.output, r.output

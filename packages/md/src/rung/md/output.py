@@ -165,12 +165,23 @@ class H5MDWriter:
 def read_centroid(path) -> dict:
     """The centroid trajectory of a rung H5MD file, atomic units: ``numbers`` (n_atoms,) int64,
     ``positions`` (frames, n_atoms, 3) Bohr, ``cell`` (frames, 3, 3) Bohr or None (not periodic),
-    ``time_ps`` (frames,). KeyError when the file lacks the layout."""
+    ``time_ps`` (frames,). Lengths are converted from their H5MD ``unit`` attribute (nm, as rung writes
+    them, Angstrom/Å, Bohr: :func:`rung.core.units.length_to_bohr`; nm where the attribute is absent,
+    H5MD's default). KeyError when the file lacks the layout; InputError for a unit that is no length."""
+    from rung.core.errors import InputError
+
+    def length(d):
+        unit = d.attrs.get("unit", "nm")
+        try:
+            return np.array(d) * U.length_to_bohr(unit.decode() if isinstance(unit, bytes) else str(unit))
+        except ValueError as err:
+            raise InputError(f"{path}: {d.name}: {err}") from None
+
     with h5py.File(path, "r") as f:
         g = f["particles/centroid"]
         return {"numbers": np.array(g["species"], dtype=np.int64),
-                "positions": np.array(g["position/value"]) / NM,
-                "cell": np.array(g["box/edges/value"]) / NM if "edges" in g["box"] else None,
+                "positions": length(g["position/value"]),
+                "cell": length(g["box/edges/value"]) if "edges" in g["box"] else None,
                 "time_ps": np.array(g["position/time"])}
 
 

@@ -12,10 +12,23 @@
 - md.qtb_segment_end: what adQTB does once per segment (spectra of the 1 ps segment, gamma_r update,
   corr_kin deconvolution, the next segment's noise) for 648 atoms; divide by the 2000 steps of the
   segment for its share of a step.
+- md.adaptive_replicas: ``nnp-md adaptive --mpi`` end to end (start-up included), R = 2 replicas on 2
+  ranks against 1 replica on 1 rank (same per-replica work: 256 LJ argon atoms, RPMD P = 4, 2 iterations);
+  peer/ours is the parallel efficiency (goal >= 0.9).
+- ``python -m tools.bench.suites.md --replica-throughput [STEPS [ROUNDS]]``: the same two runs alternating,
+  timed inside (the analyses' ``replica_wall_s`` and ``selection_s``, start-up excluded): efficiency
+  t_1 / t_R and the selection step's cost.
 - ``python -m tools.bench.suites.md --qtb-overhead [STEPS [TSEG_FS]]``: end to end, Langevin / QTB / adQTB runs of
   STEPS steps of the water box, alternating in one process on one thread (segments of TSEG_FS, default
   250 fs: four times as many segment ends as the 1 ps default).
+- ``python -m tools.bench.suites.md --fennol FENNOL_SITE [THREADS]``: the same water box under FeNNol's
+  ``fennol_md`` (adQTB and Langevin) and ours, the same ANI-1x member-0 network on both sides (FeNNol's
+  ANI built with those weights, saved as a .fnx file that ours reads back with rung.nnp.fennol), same
+  dt, friction, segment, cut-off and thread count; CPU seconds per step of the steps after a warm-up
+  (FeNNol: its process's CPU time read from /proc when its log reaches those steps), see fennol_md().
 """
+
+import sys
 
 import numba
 import numpy as np
@@ -154,6 +167,80 @@ def _water_box():
     return Atoms(numbers=nums, positions=np.concatenate(pos), cell=np.eye(3) * edge, pbc=True)
 
 
+def _adaptive_case(workdir, replicas, steps, iterations=2):
+    """Input of an adaptive run: 256 LJ argon atoms (fcc 4x4x4), RPMD P = 4, 2 fs; returns its path."""
+    from pathlib import Path
+
+    from ase.build import bulk
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    a = bulk("Ar", "fcc", a=5.26, cubic=True).repeat((4, 4, 4))
+    a.rattle(0.05, seed=1)
+    a.write(workdir / "ar.xyz", format="extxyz")
+    path = workdir / f"in_{replicas}.toml"
+    path.write_text(f'structure = "ar.xyz"\nsteps = {steps}\ndt_fs = 2.0\ntemperature_K = 50\nbeads = 4\n'
+                    'thermostat = "langevin"\ntau_fs = 100\nseed = 4\n'
+                    'potential = {type = "lj", epsilon_eV = 0.0103, sigma_angstrom = 3.4, cutoff_angstrom = 8.0}\n'
+                    f"[output]\ntrajectory_every = 10\nlog_every = 10\ncheckpoint_every = {steps}\nxyz = false\n"
+                    f"[adaptive]\niterations = {iterations}\nreplicas = {replicas}\nplot = false\n")
+    return path
+
+
+def _adaptive_mpi(inp, ranks, workdir):
+    """A callable running ``mpiexec -n ranks nnp-md adaptive inp --mpi`` in a fresh workdir (one thread per rank)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mpiexec = Path(sys.executable).with_name("mpiexec")
+    mpiexec = str(mpiexec) if mpiexec.exists() else shutil.which("mpiexec")
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+
+    def run():
+        shutil.rmtree(workdir, ignore_errors=True)
+        subprocess.run([mpiexec, "-n", str(ranks), sys.executable, "-m", "rung.md.cli", "adaptive", str(inp),
+                        "--workdir", str(workdir), "--quiet", "--mpi"], check=True, env=env, capture_output=True)
+        return workdir
+
+    return run
+
+
+def replica_throughput(steps: int = 200, rounds: int = 3, replicas: int = 2):
+    """R replicas on R ranks against 1 replica on 1 rank, alternating; prints the timings inside the runs."""
+    import tempfile
+    from pathlib import Path
+
+    import h5py
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        runs = {1: _adaptive_mpi(_adaptive_case(tmp, 1, steps), 1, tmp / "w1"),
+                replicas: _adaptive_mpi(_adaptive_case(tmp, replicas, steps), replicas, tmp / f"w{replicas}")}
+        best = {}
+        for _ in range(rounds):
+            for r, fn in runs.items():
+                w = fn()
+                t = {"replica_wall_s": 0.0, "selection_s": 0.0, "gather_wait_s": 0.0}
+                for a in sorted(w.glob("iter_*/analysis.h5")):
+                    with h5py.File(a) as f:
+                        for k in t:
+                            t[k] += float(f.attrs[k])
+                if r not in best or t["replica_wall_s"] + t["selection_s"] < sum(best[r][k] for k in
+                                                                                  ("replica_wall_s", "selection_s")):
+                    best[r] = t
+    print(f"| ranks = replicas | replica phase s | gather wait s | selection s | loop s | efficiency |  "
+          f"(2 iterations x {steps} steps, best of {rounds})")
+    print("| --- | --- | --- | --- | --- | --- |")
+    t1 = best[1]["replica_wall_s"] + best[1]["selection_s"]
+    for r, t in best.items():
+        loop = t["replica_wall_s"] + t["selection_s"]
+        print(f"| {r} | {t['replica_wall_s']:.3f} | {t['gather_wait_s']:.3f} | {t['selection_s']:.4f} | {loop:.3f} | "
+              f"{t1 / loop:.3f} |")
+
+
 def cases(quick: bool):
     zero = _Zero()
     for n in ([1000] if quick else [1000, 8000]):
@@ -165,6 +252,16 @@ def cases(quick: bool):
         yield Case("md.overhead", f"{n} atoms, P=32, zero forces, {STEPS} steps",
                    _one_thread(_ours(atoms, zero, 32, STEPS)), peer=_ase(atoms, _zero_ase_calc(), 32 * STEPS),
                    peer_name="ASE Langevin x32 steps", work=32 * STEPS * n, work_unit="bead-atom-steps", repeats=3)
+    import tempfile
+    from pathlib import Path
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-md-adaptive-"))
+    steps = 50 if quick else 200
+    yield Case("md.adaptive_replicas", f"2 replicas on 2 ranks vs 1 on 1, 256 LJ argon, P=4, 2 x {steps} steps",
+               _adaptive_mpi(_adaptive_case(tmp, 2, steps), 2, tmp / "w2"),
+               peer=_adaptive_mpi(_adaptive_case(tmp, 1, steps), 1, tmp / "w1"), peer_name="1 replica on 1 rank",
+               work=2 * 2 * steps, work_unit="replica-steps", repeats=3,
+               note="peer/ours = parallel efficiency, start-up included")
     from rung.md.potentials import LennardJones
 
     from ase.build import bulk
@@ -308,10 +405,155 @@ def qtb_overhead(steps: int = 1000, tseg_fs: float = 250.0, rounds: int = 2):
         print(f"| {name} | {t:.4g} | {DT_FS * 1e-6 / t * 86400:.3g} | {100 * (t / best['langevin'] - 1):+.1f}% |")
 
 
+# --- FeNNol's fennol_md (optional): `python -m tools.bench.suites.md --fennol /path/to/fennol-site [THREADS]` ------
+# FeNNol (pip package ``fennol``, with flax) is put on sys.path from FENNOL_SITE (e.g. installed with
+# ``uv pip install --target /tmp/fennol-site fennol``); jax comes from this environment. fennol_md runs in a
+# child process; its CPU time (all threads, /proc/<pid>/stat) is read when its log prints the first and the
+# last timed step, so start-up, jit compilation and the warm-up steps are left out. Ours runs in this
+# process (numba threads = THREADS), CPU time of the same steps.
+
+_FENNOL_INPUT = """model_file {model}
+xyz_input{{
+  file {xyz}
+}}
+cell {edge:.8f} {edge:.8f} {edge:.8f}
+temperature 300.0
+dt[fs] {dt_fs}
+nsteps {nsteps}
+nprint {nprint}
+nsummary {nsummary}
+tdump[ps] 1000.0
+traj_format xyz
+energy_unit Ha
+per_atom_energy no
+random_seed 1
+thermostat {thermostat}
+gamma[THz] {gamma_thz}
+{skin}
+qtb{{
+  tseg[fs] {tseg_fs}
+  omegacut[cm1] {omegacut_cm1}
+  agamma 0.1
+  write_spectra yes
+}}
+"""
+
+
+def _proc_cpu(pid) -> float:
+    """CPU seconds (user + system, all threads) of a live process, from /proc/<pid>/stat."""
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _fennol_run(site, workdir, thermostat, warm, timed, tseg_fs, threads, skin):
+    """CPU s/step of fennol_md over steps warm+1 .. warm+timed, its first potential energy (Hartree) and its
+    own ns/day report (wall time, last summary)."""
+    import os
+    import re
+    import subprocess
+
+    nprint = 10
+    inp = workdir / f"{thermostat.lower()}_{skin or 0}.fnl"
+    inp.write_text(_FENNOL_INPUT.format(model="ani.fnx", xyz="water.xyz", edge=float(_water_box().cell[0, 0]),
+                                        dt_fs=DT_FS, nsteps=warm + timed, nprint=nprint, nsummary=timed,
+                                        thermostat=thermostat, gamma_thz=10.0, tseg_fs=tseg_fs, omegacut_cm1=15000.0,
+                                        skin=f"nblist_skin {skin}" if skin else ""))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+                         f"intra_op_parallelism_threads={threads}")
+    code = (f"import sys; sys.path.append({str(site)!r}); from fennol.md.dynamic import main; "
+            f"sys.argv = ['fennol_md', {inp.name!r}]; sys.exit(main())")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    marks, epot, perf, log = {}, None, None, []
+    for line in proc.stdout:
+        log.append(line)
+        words = line.split()
+        if line.startswith("# Initial potential energy:"):
+            epot = float(re.findall(r"[-+0-9.eE]+", line.split(":")[1])[0])
+        elif line.startswith("# Perf.:"):
+            perf = float(words[2])
+        elif words and not line.startswith("#") and words[0].isdigit() and int(words[0]) in (warm, warm + timed):
+            marks[int(words[0])] = _proc_cpu(proc.pid)
+    proc.wait()
+    if proc.returncode != 0 or len(marks) != 2:
+        raise RuntimeError(f"fennol_md failed (exit {proc.returncode}):\n" + "".join(log[-30:]))
+    return (marks[warm + timed] - marks[warm]) / timed, epot, perf
+
+
+def fennol_md(site, threads=1, warm=50, timed=300, tseg_fs=150.0, skins=(None, 2.0)):
+    """ns/day of FeNNol's fennol_md and ours on the 648-atom water box, adQTB and Langevin (see above).
+
+    Both: ANI-1x member 0 (float32), 0.5 fs, 300 K, friction 10 ps^-1, segments of tseg_fs (timed steps
+    include one segment end for both), cut-off 15000 cm^-1. FeNNol with its default neighbour list
+    (rebuilt every step) and with its skin list (nblist_skin in Angstrom). Prints a Markdown table.
+    """
+    import tempfile
+    import time
+    from pathlib import Path
+
+    sys.path.append(str(site))
+    from ase.io import write
+
+    from rung.nnp import load_model
+    from rung.nnp.ani import ANIPotential
+    from rung.nnp.fennol import read_fnx
+    from tools.bench.suites.nnp import fennol_ani
+
+    numba.set_num_threads(threads)
+    water = _water_box()
+    ours_model = load_model("ani-1x", member=0, dtype="float32")
+    with tempfile.TemporaryDirectory(prefix="fennol_md_") as tmp:
+        tmp = Path(tmp)
+        built = fennol_ani(ours_model.model, "float32")
+        if built is None:
+            raise SystemExit(f"fennol is not importable from {site}")
+        built[0].save(tmp / "ani.fnx")
+        write(tmp / "water.xyz", water, format="xyz")
+        pot = ANIPotential(read_fnx(tmp / "ani.fnx"), dtype="float32")  # ours reads FeNNol's file
+        mine = pot.compute(water.positions, water.numbers, np.asarray(water.cell))
+        ref = ours_model.compute(water.positions, water.numbers, np.asarray(water.cell))
+        print(f"# .fnx read back by rung: max |dF| = {np.abs(np.asarray(mine.forces) - np.asarray(ref.forces)).max():.2e} "
+              f"Ha/A against rung's ANI-1x[0]; E(.fnx) - E(ANI-1x[0]) = "
+              f"{float(np.squeeze(mine.energy)) - float(np.squeeze(ref.energy)):.6f} Ha (FeNNol's ANI has no self "
+              f"energies); E(.fnx) = {float(np.squeeze(mine.energy)):.6f} Ha", flush=True)
+        ours_pot = in_atomic_units(pot)
+        rows = []
+        for thermostat in ("ADQTB", "LGV"):
+            if thermostat == "ADQTB":
+                run = _ours_qtb(water, ours_pot, 1, adaptive="simple", tseg_fs=tseg_fs)
+            else:
+                run = _ours(water, ours_pot, 1, 1)
+            for _ in range(warm):
+                run()
+            t0 = time.process_time()
+            for _ in range(timed):
+                run()
+            ours = (time.process_time() - t0) / timed
+            for skin in skins:
+                fen, epot, perf = _fennol_run(site, tmp, thermostat, warm, timed, tseg_fs, threads, skin)
+                rows.append((thermostat, skin, ours, fen, epot, perf))
+                print(f"# {thermostat} skin={skin}: ours {ours:.4g} CPU s/step, FeNNol {fen:.4g} CPU s/step "
+                      f"(its own report {perf} ns/day wall), FeNNol E0 = {epot} Ha", flush=True)
+    print(f"\n| thermostat | FeNNol neighbour list | ours CPU s/step | ours ns/day | FeNNol CPU s/step | FeNNol ns/day | "
+          f"ours / FeNNol |  ({threads} thread(s), {timed} steps after {warm}, segments of {tseg_fs:g} fs)")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    nsday = lambda t: DT_FS * 1e-6 / t * 86400  # noqa: E731
+    for th, skin, ours, fen, _, _ in rows:
+        print(f"| {th} | {'every step' if not skin else f'skin {skin} A'} | {ours:.4g} | {nsday(ours):.3g} | {fen:.4g} | "
+              f"{nsday(fen):.3g} | {fen / ours:.2f} |")
+
+
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) >= 2 and sys.argv[1] == "--qtb-overhead":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--fennol":
+        fennol_md(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    elif len(sys.argv) >= 2 and sys.argv[1] == "--replica-throughput":
+        replica_throughput(int(sys.argv[2]) if len(sys.argv) > 2 else 200, int(sys.argv[3]) if len(sys.argv) > 3 else 3)
+    elif len(sys.argv) >= 2 and sys.argv[1] == "--qtb-overhead":
         qtb_overhead(int(sys.argv[2]) if len(sys.argv) > 2 else 1000,
                      float(sys.argv[3]) if len(sys.argv) > 3 else 250.0)
     elif len(sys.argv) == 3 and sys.argv[1] == "--ipi":
@@ -319,4 +561,5 @@ if __name__ == "__main__":
         print("| --- | --- | --- | --- | --- | --- | --- |")
         ipi_overhead(sys.argv[2])
     else:
-        print("usage: python -m tools.bench.suites.md --ipi /path/to/ipi-venv/bin | --qtb-overhead [STEPS [TSEG_FS]]")
+        print("usage: python -m tools.bench.suites.md --ipi /path/to/ipi-venv/bin | --qtb-overhead [STEPS [TSEG_FS]] "
+              "| --fennol /path/to/fennol-site [THREADS] | --replica-throughput [STEPS [ROUNDS]]")

@@ -5,7 +5,8 @@ Layout (SPICE 2 compatible; ``schema="rung.dataset"``, ``schema_version=1`` as r
     /<molecule>/                      one group per molecule (name: any string without '/')
         atomic_numbers   (n_atoms,) int                         units "dimensionless"
         conformations    (n_conf, n_atoms, 3) float64            units "bohr"
-        smiles           (1,) string                             optional
+        smiles           (1,) string                             optional (as SPICE: the mapped SMILES)
+        subset           (1,) string                             optional (as SPICE: the source data set)
         charge           () int, multiplicity () int             optional (default 0 and 1)
         <rung>_<prop>    (n_conf, ...) NaN where not computed    units "<unit>", method metadata attrs
         <rung>_status    (n_conf,) int8: 0 pending, 1 done, 2 failed
@@ -96,6 +97,8 @@ class Molecule:
     multiplicity : int
         2S + 1.
     smiles : str, optional
+    subset : str, optional
+        The data set the molecule comes from (SPICE's ``subset``), kept from the input.
     allow_nonfinite : bool
         Keep conformations with NaN or infinite coordinates instead of refusing the molecule (for a
         rung that fails such a conformation alone, as ``nnp eval`` does); off by default.
@@ -108,6 +111,7 @@ class Molecule:
     multiplicity: int = 1
     smiles: str | None = None
     allow_nonfinite: bool = field(default=False, repr=False, compare=False)
+    subset: str | None = None
 
     def __post_init__(self):
         z = np.asarray(self.atomic_numbers)
@@ -355,12 +359,13 @@ def read_hdf5(path, names=None, *, units: str | None = None, allow_nonfinite: bo
             if check_units:
                 check_length_unit(z, x, unit, f"{path}: {name}")
             smiles = _text(g["smiles"][()]) if "smiles" in g else None
+            subset = _text(g["subset"][()]) if "subset" in g else None
             if "charge" in g:
                 charge = int(g["charge"][()])
             else:
                 charge = smiles_charge(smiles) if smiles else 0
             mult = int(g["multiplicity"][()]) if "multiplicity" in g else 1
-            out.append(Molecule(name, z, x, charge, mult, smiles, allow_nonfinite=allow_nonfinite))
+            out.append(Molecule(name, z, x, charge, mult, smiles, allow_nonfinite=allow_nonfinite, subset=subset))
     return out
 
 
@@ -372,7 +377,9 @@ def read_xyz(path, units: str = "angstrom", *, name_key: str = "name", allow_non
     else its formula (``H2O``, then ``H2O_1``... for other molecules of the same formula). Frames are
     grouped by identity (name, atoms in order, charge, multiplicity), wherever they are in the file;
     conformations keep the frames' order. Positions are converted from ``units`` (Angstrom, as ASE reads
-    them) to Bohr. ``charge`` and ``multiplicity`` are taken from the comment line when present.
+    them) to Bohr. ``charge``, ``multiplicity``, ``smiles`` and ``subset`` are taken from the comment line
+    when present (``smiles="[NH4+]"``: quoted, as ASE writes it; ASE reads an unquoted ``[...]`` as a list);
+    without ``charge``, the SMILES formal charges give it, as in :func:`read_hdf5`.
     ``check_units``: each molecule passes :func:`check_length_unit`.
     """
     import ase.io
@@ -394,24 +401,30 @@ def read_xyz(path, units: str = "angstrom", *, name_key: str = "name", allow_non
     if not frames:
         raise DatasetError(f"{path}: no structure in the file")
     groups: dict = {}  # identity -> conformations, in order of first appearance
+    labels: dict = {}  # identity -> {"smiles": ..., "subset": ...} of its first frame that gives them
     named: dict = {}  # user name -> (identity, first frame)
     for i, atoms in enumerate(frames):
         name = atoms.info.get(name_key)
         name = None if name is None else str(name).strip()
-        key = (name, tuple(int(z) for z in atoms.numbers), int(atoms.info.get("charge", 0)),
-               int(atoms.info.get("multiplicity", 1)))
+        smiles = atoms.info.get("smiles")
+        charge = atoms.info.get("charge", smiles_charge(str(smiles)) if smiles is not None else 0)  # as read_hdf5
+        key = (name, tuple(int(z) for z in atoms.numbers), int(charge), int(atoms.info.get("multiplicity", 1)))
         if name:
             first = named.setdefault(name, (key, i))
             if first[0] != key:
                 raise DatasetError(f"{path}: frames {first[1]} and {i} are both named {name!r} ({name_key}=) but "
                                    "differ in atoms, charge or multiplicity")
         groups.setdefault(key, []).append(atoms.positions * factor)
+        for k in ("smiles", "subset"):
+            if atoms.info.get(k) is not None:
+                labels.setdefault(key, {}).setdefault(k, str(atoms.info[k]))
     from ase.symbols import Symbols
 
     taken = {k[0] for k in groups if k[0]}
     counts: dict[str, int] = {}
     out = []
-    for (name, numbers, charge, mult), confs in groups.items():
+    for key, confs in groups.items():
+        name, numbers, charge, mult = key
         if not name:
             formula = Symbols(np.array(numbers)).get_chemical_formula()
             while True:
@@ -419,7 +432,8 @@ def read_xyz(path, units: str = "angstrom", *, name_key: str = "name", allow_non
                 name = formula if counts[formula] == 0 else f"{formula}_{counts[formula]}"
                 if name not in taken:
                     break
-        out.append(Molecule(name, np.array(numbers), np.array(confs), charge, mult, allow_nonfinite=allow_nonfinite))
+        out.append(Molecule(name, np.array(numbers), np.array(confs), charge, mult, allow_nonfinite=allow_nonfinite,
+                            **labels.get(key, {})))
         if check_units:
             check_length_unit(out[-1].atomic_numbers, out[-1].conformations, units, f"{path}: {name}")
     return out
@@ -501,8 +515,9 @@ def create_dataset(path, molecules, *, overwrite: bool = False) -> Path:
             g.create_dataset("conformations", data=m.conformations).attrs["units"] = "bohr"
             g.create_dataset("charge", data=m.charge)
             g.create_dataset("multiplicity", data=m.multiplicity)
-            if m.smiles is not None:
-                g.create_dataset("smiles", data=[m.smiles], dtype=h5py.string_dtype())
+            for k in ("smiles", "subset"):  # as SPICE stores them: a (1,) string dataset
+                if getattr(m, k) is not None:
+                    g.create_dataset(k, data=[getattr(m, k)], dtype=h5py.string_dtype())
 
     _atomic_update(path, write)
     return path

@@ -241,13 +241,14 @@ def test_table_kernels_match_reference():
     det_r, adj_r = table.string_minors_reference(t, deg, holes, parts, sign)
     np.testing.assert_allclose(det, det_r, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(adj, adj_r, rtol=1e-10, atol=1e-12)
-    a, w, rho = rng.normal(size=(nw, nx, n)), rng.normal(size=(nw, nx, m)), rng.normal(size=(nw, nx))
+    ng = 2  # two columns a, each with nx replacement rows
+    a, w, rho = rng.normal(size=(nw, ng, n)), rng.normal(size=(nw, ng, nx, m)), rng.normal(size=(nw, ng, nx))
     out = table.replaced(det, adj, a, w, rho, deg, holes, parts)
     np.testing.assert_allclose(out, table.replaced_reference(det_r, adj_r, a, w, rho, deg, holes, parts),
                                rtol=1e-10, atol=1e-12)
     for s, k in enumerate(deg):  # sign det [[X, a[h]], [-w[p], rho]] directly
         h, p = holes[s, :k], parts[s, :k]
-        b = np.zeros((nw, nx, k + 1, k + 1))
-        b[..., :k, :k] = t[:, None][:, :, h][:, :, :, p]
-        b[..., :k, k], b[..., k, :k], b[..., k, k] = a[..., h], -w[..., p], rho
+        b = np.zeros((nw, ng, nx, k + 1, k + 1))
+        b[..., :k, :k] = t[:, None, None][:, :, :, h][..., p]
+        b[..., :k, k], b[..., k, :k], b[..., k, k] = a[:, :, None][..., h], -w[..., p], rho
         np.testing.assert_allclose(out[..., s], (sign[s] if k else 1.0) * np.linalg.det(b), rtol=1e-10, atol=1e-12)

@@ -242,19 +242,15 @@ class TableMultiSlater:
         return self._string_minors(np.ascontiguousarray(t), *self.tables[s])
 
     def _replaced(self, s, a, d, sel=slice(None)):
-        """D_S' / D_0 with one row replaced, for the walkers ``sel``: a (nw, *X, n) column of A0^-1,
-        d (nw, *X, m) -> (nw, *X, ns) (the reference string gets rho)."""
+        """D_S' / D_0 with one row replaced, for the walkers ``sel``: a (nw, G, n) columns of A0^-1 (one
+        per group), d (nw, G, R, m) the replacement rows -> (nw, G, R, ns) (the reference gets rho)."""
         ref = self.ref[s]
-        t, det, adj = self.T[s][sel], self.R[s][sel], self.adj[s][sel]
-        shape = np.broadcast_shapes(a.shape[:-1], d.shape[:-1])
-        nw, n, m = t.shape
-        a = np.ascontiguousarray(np.broadcast_to(a, shape + (n,)).reshape(nw, -1, n))
-        d = np.broadcast_to(d, shape + (m,)).reshape(nw, -1, m)
+        t = self.T[s][sel]
         dref = d[..., ref]
-        rho = np.einsum("wxj,wxj->wx", dref, a)
-        w = d - np.einsum("wjm,wxj->wxm", t, dref)
-        out = self._replaced_kernel(det, adj, a, w, rho, *self.tables[s][:3])
-        return out.reshape(shape + (self.nstrings[s],))
+        rho = np.einsum("wgrj,wgj->wgr", dref, a)
+        w = d - np.einsum("wjm,wgrj->wgrm", t, dref)
+        return self._replaced_kernel(self.R[s][sel], self.adj[s][sel], np.ascontiguousarray(a), w, rho,
+                                     *self.tables[s][:3])
 
     def _contract(self, s):
         """The other spin contracted with the coefficients: (nw, ns_s)."""
@@ -313,21 +309,17 @@ class TableMultiSlater:
         s, i = self._spin(e)
         d = self.orbitals[s](epos, 0)[0]  # (nw, [npts,] m)
         sel = slice(None) if mask is None else mask
-        a, y, q = self.inverse[s][sel][:, :, i], self.Y[s][sel], self.q[sel]
-        if d.ndim == 3:
-            a = a[:, None, :]
-            y = y[:, None, :]
-            q = q[:, None]
-        r = self._replaced(s, a, d, sel)
-        return np.einsum("w...a,w...a->w...", r, y) / q
+        r = self._replaced(s, self.inverse[s][sel][:, None, :, i], d.reshape(d.shape[0], 1, -1, d.shape[-1]), sel)
+        ratio = np.einsum("wra,wa->wr", r[:, 0], self.Y[s][sel]) / self.q[sel][:, None]
+        return ratio if d.ndim == 3 else ratio[:, 0]
 
     def _rows(self, e, epos, nrows):
         """The orbital rows (5, nw, m) at epos and sum_S (D_S'/D_0) Y_S for the first ``nrows`` of them
         (value, gradient, Laplacian): (nrows, nw)."""
         s, i = self._spin(e)
         v = self.mo[s][:, :, i] if self._is_current(e, epos) else self.orbitals[s](epos, 2)  # (5, nw, m)
-        r = self._replaced(s, self.inverse[s][:, None, :, i], np.moveaxis(v[:nrows], 0, 1))  # (nw, nrows, ns)
-        return v, np.einsum("wxa,wa->xw", r, self.Y[s])
+        r = self._replaced(s, self.inverse[s][:, None, :, i], np.moveaxis(v[:nrows], 0, 1)[:, None])
+        return v, np.einsum("wxa,wa->xw", r[:, 0], self.Y[s])
 
     def _is_current(self, e, epos):
         return epos.shape == self.configs[:, e].shape and np.array_equal(epos, self.configs[:, e])
@@ -349,10 +341,10 @@ class TableMultiSlater:
             n = self.nelec[s]
             if n == 0:
                 continue
-            d = np.moveaxis(self.mo[s][1:5], 0, 1)  # (nw, 4, n, m): row i of each derivative
-            a = np.swapaxes(self.inverse[s], 1, 2)[:, None]  # (nw, 1, n, n): a[w, 0, i] = A0^-1[:, i]
-            r = self._replaced(s, a, d)  # (nw, 4, n, ns)
-            t = np.einsum("wxia,wa->wix", r, self.Y[s]) / self.q[:, None, None]
+            d = np.moveaxis(self.mo[s][1:5], 0, 2)  # (nw, n, 4, m): row i of each derivative
+            a = np.swapaxes(self.inverse[s], 1, 2)  # (nw, n, n): a[w, i] = A0^-1[:, i]
+            r = self._replaced(s, a, d)  # (nw, n, 4, ns)
+            t = np.einsum("wixa,wa->wix", r, self.Y[s]) / self.q[:, None, None]
             grad[:, start:start + n] = t[..., :3]
             lap[:, start:start + n] = t[..., 3]
             start += n

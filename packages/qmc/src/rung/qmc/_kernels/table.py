@@ -8,7 +8,8 @@ quadrature point, a derivative row: a = A0^-1[:, i], w = d - T^T d[ref], rho = d
     D_S' / D_0 = sign_S det [[X_S, a[h]], [-w[p], rho]] = sign_S (rho det X_S + w[p]^T adj(X_S) a[h])
 
 so with det X_S and the adjugate adj(X_S) kept per walker (they change only when a move is accepted),
-each replacement costs k^2 operations per string. Adjugates by cofactors (no inverse, so a singular
+u_S = adj(X_S) a[h] costs k^2 once per column a (a point batch or the derivative rows of one electron
+share it) and each replacement k operations per string. Adjugates by cofactors (no inverse, so a singular
 minor is harmless).
 """
 
@@ -42,12 +43,13 @@ def string_minors_reference(t, deg, holes, parts, sign):
 
 def replaced_reference(det, adj, a, w, rho, deg, holes, parts):
     """NumPy reference. det (nw, ns), adj (nw, ns, kmax, kmax) from :func:`string_minors_reference`;
-    a (nw, X, n), w (nw, X, m), rho (nw, X) -> D_S'/D_0 (nw, X, ns)."""
+    a (nw, G, n) (one column of A0^-1 per group of replacements), w (nw, G, R, m), rho (nw, G, R)
+    -> D_S'/D_0 (nw, G, R, ns)."""
     kmax = holes.shape[1]
     valid = np.arange(kmax)[None, :] < deg[:, None]  # (ns, kmax)
-    ah = a[:, :, holes] * valid  # (nw, X, ns, kmax)
-    wp = w[:, :, parts] * valid
-    out = rho[..., None] * det[:, None, :] + np.einsum("wxsi,wsij,wxsj->wxs", wp, adj, ah)
+    ah = a[:, :, holes] * valid  # (nw, G, ns, kmax)
+    wp = w[..., parts] * valid  # (nw, G, R, ns, kmax)
+    out = rho[..., None] * det[:, None, None, :] + np.einsum("wgrsi,wsij,wgsj->wgrs", wp, adj, ah)
     out[..., deg == 0] = rho[..., None]
     return out
 
@@ -133,24 +135,25 @@ def string_minors(t, deg, holes, parts, sign):
 
 @numba.njit(cache=True)
 def replaced(det, adj, a, w, rho, deg, holes, parts):
-    """numba version of :func:`replaced_reference`."""
-    nw, nx = rho.shape
-    ns = deg.shape[0]
-    out = np.empty((nw, nx, ns))
+    """numba version of :func:`replaced_reference`: u_S = adj(X_S) a[h] once per group, then k
+    operations per string and replacement."""
+    nw, ng, nr = rho.shape
+    ns, kmax = deg.shape[0], holes.shape[1]
+    out = np.empty((nw, ng, nr, ns))
+    u = np.empty((ns, kmax))
     for iw in range(nw):
-        for ix in range(nx):
-            r = rho[iw, ix]
+        for g in range(ng):
             for s in range(ns):
-                k = deg[s]
-                v = r * det[iw, s]
-                if k == 1:
-                    v += w[iw, ix, parts[s, 0]] * adj[iw, s, 0, 0] * a[iw, ix, holes[s, 0]]
-                elif k > 1:
-                    for i in range(k):
-                        wi = w[iw, ix, parts[s, i]]
-                        acc = 0.0
-                        for j in range(k):
-                            acc += adj[iw, s, i, j] * a[iw, ix, holes[s, j]]
-                        v += wi * acc
-                out[iw, ix, s] = v
+                for i in range(deg[s]):
+                    acc = 0.0
+                    for j in range(deg[s]):
+                        acc += adj[iw, s, i, j] * a[iw, g, holes[s, j]]
+                    u[s, i] = acc
+            for r in range(nr):
+                rh = rho[iw, g, r]
+                for s in range(ns):
+                    v = rh * det[iw, s]
+                    for i in range(deg[s]):
+                        v += w[iw, g, r, parts[s, i]] * u[s, i]
+                    out[iw, g, r, s] = v
     return out

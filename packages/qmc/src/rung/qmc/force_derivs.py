@@ -157,6 +157,7 @@ class AnalyticDerivatives:
             for ish, (l, col) in enumerate(zip(b.sh_l, b.sh_col)):
                 self.ao_atom[col:col + (l + 1) * (l + 2) // 2, self.sh_atom[ish]] = 1.0
             self.cmo = [o.coef_cart for o in self.det.orbitals]  # (ncart, n) per spin
+            self.col_atom = np.argmax(self.ao_atom, axis=1).astype(np.int64)  # (ncart,) atom of each AO
         else:
             self.ao_atom = _ao_by_atom(mol)
             self.cmo = [o.mo_coeff for o in self.det.orbitals]  # (nao, n) per spin
@@ -171,6 +172,16 @@ class AnalyticDerivatives:
             same = j._same  # (ne, ne) bool, parallel spins
             self.ee_poly = np.where(same[..., None], (j.parameters["ee"] @ j.bcoef)[0], (j.parameters["ee"] @ j.bcoef)[1])
             self.ee_g = np.where(same, EE_CUSP[0], EE_CUSP[1])  # (ne, ne) cusp slopes
+        # the pair functions as the numba kernels take them (use_j, ee_poly, ee_g, L_ee, L_eec, en_poly,
+        # en_g, L_en, L_enc); placeholders without a Jastrow
+        self.spin = np.array([0] * self.det.nelec[0] + [1] * self.det.nelec[1], dtype=np.int64)
+        if self.jas is None:
+            self._jastrow_tables = (False, np.zeros((2, 1)), np.zeros(2), 1.0, 1.0, np.zeros((self.natom, 1)),
+                                    np.zeros(self.natom), 1.0, 1.0)
+        else:
+            self._jastrow_tables = (True, np.ascontiguousarray(j.parameters["ee"] @ j.bcoef), np.array(EE_CUSP),
+                                    j.rcut_ee, j.rcut_ee_cusp, np.ascontiguousarray(self.en_poly),
+                                    -j.cusp_charges, j.rcut_en, j.rcut_cusp)
 
     # ------------------------------------------------------------------ pieces
     def _en_jastrow(self, r):
@@ -273,6 +284,15 @@ class AnalyticDerivatives:
                     rj[on] = np.exp(jv - j0)
                     gjp[on] = jgr
             ao = self._aos(pts.reshape(-1, 3), 1).reshape(4, w.size, nq, -1)
+            if self.backend == "numba":
+                from rung.qmc._kernels.forces_cpu import nonlocal_terms
+
+                vm_ao = np.zeros((nw, sl.stop - sl.start, ao.shape[-1]))
+                nonlocal_terms(w, e, eg, atom_index[a], rr, np.ascontiguousarray(rhat), np.ascontiguousarray(q),
+                               np.ascontiguousarray(pts), c, c_r, c_cos, rj, gjp, ao, b0[s], self.col_atom, configs,
+                               jg, self.coords, self.spin, *self._jastrow_tables, de, ge, vm_ao)
+                vm[s] += vm_ao @ self.cmo[s]
+                continue
             b = b0[s][w, :, e]  # (T, nao): column e of C A
             rd = np.einsum("tqm,tm->tq", ao[0], b)  # determinant ratio
             grd = np.einsum("xtqm,tm->tqx", ao[1:4], b)  # its gradient in the point

@@ -137,3 +137,144 @@ def det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps,
                     dl[w, at, 1] -= bb * d[c, 1]
                     dl[w, at, 2] -= bb * d[c, 2]
     return de, ge, dl
+
+
+@numba.njit(cache=True, inline="always")
+def _radial1(poly, L, G, Lc, r):
+    """f'(r) of a Jastrow pair function: the cutoff polynomial sum_m poly[m] (r/L)^m (0 beyond L) plus
+    the cusp term -G Lc (1 - r/Lc)^3 / 3 (0 beyond Lc)."""
+    y = r / L
+    f1 = 0.0
+    if y < 1.0:
+        v = 0.0
+        for m in range(poly.shape[0] - 1, -1, -1):
+            f1 = f1 * y + v
+            v = v * y + poly[m]
+        f1 /= L
+    if r < Lc:
+        t = 1.0 - r / Lc
+        f1 += G * t * t
+    return f1
+
+
+@numba.njit(cache=True)
+def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, rj, gjp, ao, b0, col_atom, configs, jg, coords, spin,
+                   use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc, de, ge, vm_ao):
+    """Nonlocal ECP terms of the analytic derivatives, one spin, all (walker, electron, ECP atom) triples
+    in range (the NumPy path of :meth:`rung.qmc.force_derivs.AnalyticDerivatives._nonlocal` is the oracle).
+
+    Parameters
+    ----------
+    w, e, eg, atom : (T,) int64 — walker, electron within the spin, electron overall, molecule atom of the ECP
+    rr : (T,) Bohr; rhat : (T, 3) — electron-ion distance and direction
+    q : (T, nq, 3) rotated quadrature directions; pts : (T, nq, 3) Bohr, the points R + r q
+    c, c_r, c_cos : (T, nq) — projector w_q sum_l (2l+1) v_l(r) P_l(cos), Hartree, and its r, cos derivatives
+    rj : (T, nq) Jastrow ratio; gjp : (T, nq, 3) grad J_e at the points (zeros without a Jastrow)
+    ao : (4, T, nq, ncart) cartesian AOs (value, gradient) at the points; b0 : (nw, ncart, n) C_cart A
+    col_atom : (ncart,) int64 atom of each AO; configs : (nw, ne, 3) Bohr; jg : (nw, ne, 3) grad J
+    coords : (natom, 3) Bohr; spin : (ne,) int64
+    use_j, ee_poly (2, ndeg), ee_g (2,), L_ee, L_eec, en_poly (natom, ndeg), en_g (natom,), L_en, L_enc:
+        the Jastrow pair functions (cutoff polynomials in r/L and cusp slopes, see :func:`_radial1`)
+    de : (nw, natom, 3), ge : (nw, ne, 3) — d E_L / dR and grad E_L, added to in place
+    vm_ao : (nw, n, ncart) — sum over points of the projector times the Jastrow ratio times the AO values,
+        added to in place (the caller turns it into V_NL phi with the orbital coefficients)
+    """
+    T, nq = c.shape
+    ncart = ao.shape[3]
+    natom = coords.shape[0]
+    ne = configs.shape[1]
+    pa = np.zeros((natom, 3))
+    for t in range(T):
+        wi, ei, gi, A = w[t], e[t], eg[t], atom[t]
+        r = rr[t]
+        h0, h1, h2 = rhat[t, 0], rhat[t, 1], rhat[t, 2]
+        for I in range(natom):
+            pa[I, 0] = 0.0
+            pa[I, 1] = 0.0
+            pa[I, 2] = 0.0
+        tsum = 0.0
+        for k in range(q.shape[1]):
+            u = c[t, k] * rj[t, k]
+            rd = 0.0
+            g0 = 0.0
+            g1 = 0.0
+            g2 = 0.0
+            for m in range(ncart):
+                bm = b0[wi, m, ei]
+                v0 = ao[0, t, k, m]
+                rd += v0 * bm
+                x0 = ao[1, t, k, m] * bm
+                x1 = ao[2, t, k, m] * bm
+                x2 = ao[3, t, k, m] * bm
+                g0 += x0
+                g1 += x1
+                g2 += x2
+                I = col_atom[m]
+                pa[I, 0] += u * x0
+                pa[I, 1] += u * x1
+                pa[I, 2] += u * x2
+                vm_ao[wi, ei, m] += u * v0
+            tt = u * rd
+            tsum += tt
+            qx, qy, qz = q[t, k, 0], q[t, k, 1], q[t, k, 2]
+            cos = qx * h0 + qy * h1 + qz * h2
+            a1 = c_r[t, k] * rj[t, k] * rd
+            a2 = c_cos[t, k] * rj[t, k] * rd / r
+            dc0 = -a1 * h0 - a2 * (qx - cos * h0)
+            dc1 = -a1 * h1 - a2 * (qy - cos * h1)
+            dc2 = -a1 * h2 - a2 * (qz - cos * h2)
+            p0 = tt * gjp[t, k, 0] + u * g0
+            p1 = tt * gjp[t, k, 1] + u * g1
+            p2 = tt * gjp[t, k, 2] + u * g2
+            qg = qx * p0 + qy * p1 + qz * p2
+            de[wi, A, 0] += dc0 + p0 - h0 * qg
+            de[wi, A, 1] += dc1 + p1 - h1 * qg
+            de[wi, A, 2] += dc2 + p2 - h2 * qg
+            ge[wi, gi, 0] += -dc0 + qg * h0
+            ge[wi, gi, 1] += -dc1 + qg * h1
+            ge[wi, gi, 2] += -dc2 + qg * h2
+            if use_j:
+                px, py, pz = pts[t, k, 0], pts[t, k, 1], pts[t, k, 2]
+                for I in range(natom):
+                    d0, d1, d2 = px - coords[I, 0], py - coords[I, 1], pz - coords[I, 2]
+                    rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                    f = tt * _radial1(en_poly[I], L_en, en_g[I], L_enc, rp) / rp
+                    de[wi, I, 0] -= f * d0
+                    de[wi, I, 1] -= f * d1
+                    de[wi, I, 2] -= f * d2
+                for j in range(ne):
+                    if j == gi:
+                        continue
+                    d0, d1, d2 = px - configs[wi, j, 0], py - configs[wi, j, 1], pz - configs[wi, j, 2]
+                    rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                    s = 0 if spin[j] == spin[gi] else 1
+                    f = tt * _radial1(ee_poly[s], L_ee, ee_g[s], L_eec, rp) / rp
+                    ge[wi, j, 0] -= f * d0
+                    ge[wi, j, 1] -= f * d1
+                    ge[wi, j, 2] -= f * d2
+        for I in range(natom):
+            de[wi, I, 0] -= pa[I, 0]
+            de[wi, I, 1] -= pa[I, 1]
+            de[wi, I, 2] -= pa[I, 2]
+        ge[wi, gi, 0] -= tsum * jg[wi, gi, 0]
+        ge[wi, gi, 1] -= tsum * jg[wi, gi, 1]
+        ge[wi, gi, 2] -= tsum * jg[wi, gi, 2]
+        if use_j:
+            x0, x1, x2 = configs[wi, gi, 0], configs[wi, gi, 1], configs[wi, gi, 2]
+            for I in range(natom):
+                d0, d1, d2 = x0 - coords[I, 0], x1 - coords[I, 1], x2 - coords[I, 2]
+                rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                f = tsum * _radial1(en_poly[I], L_en, en_g[I], L_enc, rp) / rp
+                de[wi, I, 0] += f * d0
+                de[wi, I, 1] += f * d1
+                de[wi, I, 2] += f * d2
+            for j in range(ne):
+                if j == gi:
+                    continue
+                d0, d1, d2 = x0 - configs[wi, j, 0], x1 - configs[wi, j, 1], x2 - configs[wi, j, 2]
+                rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                s = 0 if spin[j] == spin[gi] else 1
+                f = tsum * _radial1(ee_poly[s], L_ee, ee_g[s], L_eec, rp) / rp
+                ge[wi, j, 0] += f * d0
+                ge[wi, j, 1] += f * d1
+                ge[wi, j, 2] += f * d2

@@ -1,0 +1,154 @@
+"""rung.qmc multideterminant benchmarks: VMC throughput against the number of determinants.
+
+Water, ccECP/ccecp-cc-pvdz, RHF orbitals; the expansion is PySCF's CASCI(8e, 14o) vector truncated to
+its N largest coefficients (N = 10 ... 10^4; the CI vector of a selected-CI run has the same
+structure), times the two-body Jastrow. Cases (walker-sweeps: one proposed move of every electron plus
+the local energy, nonlocal ECP included):
+
+- ``qmc.multidet_vmc`` N dets, table method (the default :class:`rung.qmc.multideterminant.
+  TableMultiSlater`); the peer is PyQMC's multi-Slater (``pyqmc.api.generate_wf`` with
+  ``slater_kws={"determinants": ...}``, the same determinants, its default Jastrow) when installed.
+- ``qmc.multidet_vs_single``: the table method at N against rung's single-determinant Slater-Jastrow
+  on the same walkers (peer/ours < 1 is the slowdown of the expansion).
+- ``qmc.multidet_per_det``: the per-determinant implementation (one inverse per determinant, the test
+  oracle) as the peer of the table method, N <= 1000.
+
+``python -m tools.bench.suites.qmc_multidet`` prints CPU seconds per sweep, unique strings per spin and
+the agreement of PyQMC's and rung's log|psi| on the same configurations (an independent check of the
+expansion's sign convention). Run with OMP/OPENBLAS/NUMBA_NUM_THREADS=1 for per-thread numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from tools.bench import Case
+
+WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr
+
+
+@functools.lru_cache(maxsize=1)
+def _water_casci(ncas: int = 14):
+    from pyscf import fci, gto, mcscf, scf
+
+    mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    mf = scf.RHF(mol).run()
+    mc = mcscf.CASCI(mf, ncas, 8).run()
+    ci = np.asarray(mc.ci)
+    sa = fci.cistring.make_strings(range(ncas), mc.nelecas[0])
+    sb = fci.cistring.make_strings(range(ncas), mc.nelecas[1])
+    return mol, mf, mc, ci, sa, sb
+
+
+def expansion(n: int):
+    """(mol, mf, Expansion of the n largest CASCI determinants)."""
+    from rung.qmc.multideterminant import Expansion
+
+    mol, mf, mc, ci, sa, sb = _water_casci()
+    ncore, ncas = mc.ncore, mc.ncas
+
+    def occ(s):
+        return tuple(list(range(ncore)) + [ncore + i for i in range(ncas) if int(s) >> i & 1])
+
+    flat = np.argsort(-np.abs(ci).ravel(), kind="stable")[:n]
+    ia, ib = np.unravel_index(flat, ci.shape)
+    return mol, mf, Expansion(ci.ravel()[flat], tuple(occ(sa[i]) for i in ia), tuple(occ(sb[i]) for i in ib),
+                              ncore + ncas)
+
+
+def _ours(mol, mf, exp, nw, nsteps, method="table"):
+    from rung.qmc.hamiltonian import Hamiltonian
+    from rung.qmc.multideterminant import build_multislater
+    from rung.qmc.orbitals import AtomicBasis
+    from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
+    from rung.qmc.vmc import VMCConfig, vmc
+
+    wf = slater_jastrow(mol, _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench"), expansion=exp)
+    if exp is not None and method != "table":
+        wf.components[0] = build_multislater(AtomicBasis.from_mol(mol), mf.mo_coeff, exp, mol.nelec,
+                                             method=method)
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(0)
+    state = {"configs": vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=1, nsteps=3,
+                                                                              nequil=3), rng=rng).configs}
+
+    def run():
+        state["configs"] = vmc(wf, ham, state["configs"], VMCConfig(nwalkers=nw, nblocks=1, nsteps=nsteps, nequil=0),
+                               rng=rng).configs
+
+    run.wf = wf
+    return run
+
+
+def _pyqmc(mol, mf, exp, nw, nsteps):
+    try:
+        import pyqmc.api as pyq
+    except ImportError:
+        return None
+    dets = [(float(c), [list(a), list(b)]) for c, a, b in zip(exp.coef, exp.occ_up, exp.occ_down)]
+    wf, _ = pyq.generate_wf(mol, mf, slater_kws={"determinants": dets})
+    configs = pyq.initial_guess(mol, nw)
+    acc = {"energy": pyq.EnergyAccumulator(mol)}
+    pyq.vmc(wf, configs, nblocks=1, nsteps_per_block=3, accumulators=acc, verbose=False)
+
+    def run():
+        pyq.vmc(wf, configs, nblocks=1, nsteps_per_block=nsteps, accumulators=acc, verbose=False)
+
+    return run
+
+
+def cases(quick: bool):
+    nw = 50 if quick else 100
+    sizes = (10, 100) if quick else (10, 100, 1000, 10000)
+    for n in sizes:
+        mol, mf, exp = expansion(n)
+        nsteps = 2 if n >= 10000 else 4
+        size = f"H2O ccECP, CASCI(8,14) top {n} dets, {nw} walkers x {nsteps} sweeps"
+        ours = _ours(mol, mf, exp, nw, nsteps)
+        yield Case("qmc.multidet_vmc", size, ours, _pyqmc(mol, mf, exp, nw, nsteps), "PyQMC multi-Slater",
+                   work=nw * nsteps, work_unit="walker-sweeps", repeats=3)
+        yield Case("qmc.multidet_vs_single", size, ours, _ours(mol, mf, None, nw, nsteps),
+                   "rung single determinant", work=nw * nsteps, work_unit="walker-sweeps", repeats=3)
+        if n <= 1000:
+            yield Case("qmc.multidet_per_det", size, ours, _ours(mol, mf, exp, nw, nsteps, "per-determinant"),
+                       "rung per-determinant", work=nw * nsteps, work_unit="walker-sweeps", repeats=3)
+
+
+def _cpu_per_sweep(run, nsteps, nw, repeats=2):
+    best = np.inf
+    for _ in range(repeats):
+        c0 = time.process_time()
+        run()
+        best = min(best, time.process_time() - c0)
+    return best / nsteps
+
+
+def main(sizes=(1, 10, 100, 1000, 10000), nw=100):
+    """CPU seconds per sweep of nw walkers: single determinant, table, per-determinant, PyQMC."""
+    print("| N_det | unique strings (up, down) | table (CPU-s/sweep) | per-determinant | single det | PyQMC | "
+          "PyQMC / table | table / single |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    mol, mf, _ = expansion(1)
+    single = _cpu_per_sweep(_ours(mol, mf, None, nw, 4), 4, nw)
+    for n in sizes:
+        mol, mf, exp = expansion(n)
+        nsteps = 2 if n >= 10000 else 4
+        ours = _ours(mol, mf, exp, nw, nsteps)
+        t = _cpu_per_sweep(ours, nsteps, nw)
+        per = _cpu_per_sweep(_ours(mol, mf, exp, nw, nsteps, "per-determinant"), nsteps, nw) if n <= 1000 else None
+        pq = _pyqmc(mol, mf, exp, nw, nsteps)
+        tp = _cpu_per_sweep(pq, nsteps, nw, 1) if pq is not None and n <= 10000 else None
+        comp = ours.wf.components[0]
+        ns = getattr(comp, "nstrings", (1, 1))
+        fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+        print(f"| {n} | {ns[0]}, {ns[1]} | {t:.4f} | {fmt(per)} | {single:.4f} | {fmt(tp)} | "
+              f"{'-' if tp is None else f'{tp / t:.1f}'} | {t / single:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(tuple(int(x) for x in sys.argv[1:]) or (1, 10, 100, 1000, 10000))

@@ -16,3 +16,22 @@ def test_a_bohr_xyz_is_refused_and_no_output_written(ani1x_file, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.xyz"]
     r = CliRunner().invoke(main, ["eval", str(src), "--model", str(ani1x_file), "--out", str(out), "--trust-units"])
     assert r.exit_code == 0 and "1 conformation(s) evaluated" in r.output, r.output
+
+
+def test_property_prefix_writes_beside_the_plain_names(ani1x_file, tmp_path):
+    import h5py
+    import numpy as np
+
+    src = tmp_path / "w.h5"
+    x = np.array([[[0.0, 0.0, 0.2254], [0.0, 1.4422, -0.9014], [0.0, -1.4422, -0.9014]]])  # Bohr
+    with h5py.File(src, "w") as f:
+        g = f.create_group("water")
+        g["atomic_numbers"] = np.array([8, 1, 1])
+        g.create_dataset("conformations", data=x).attrs["units"] = "bohr"
+        g["nnp_energy"] = np.array([1.0])  # someone else's number under the plain name
+    r = CliRunner().invoke(main, ["eval", str(src), "--model", str(ani1x_file), "--property-prefix", "rung_"])
+    assert r.exit_code == 0 and "1 conformation(s) evaluated" in r.output, r.output
+    with h5py.File(src, "r") as f:
+        assert f["water/nnp_energy"][()].tolist() == [1.0] and "nnp_status" not in f["water"]
+        assert f["water/rung_nnp_status"][()].tolist() == [1]
+        assert -77 < f["water/rung_nnp_energy"][0] < -76 and f["water/rung_nnp_energy"].attrs["units"] == "hartree"

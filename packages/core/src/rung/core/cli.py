@@ -11,7 +11,8 @@ exception is left alone: a calculation that fails is not the user's input, and i
 wanted. Exit codes: 0 success, 1 a failure of the run (``click.ClickException``), 2 bad input.
 
 Options every CLI that reads the same kind of input shares, defined once here: :func:`trust_units`
-(``--trust-units``: skip the length-unit plausibility check of input coordinates).
+(``--trust-units``: skip the length-unit plausibility check of input coordinates) and
+:func:`property_prefix` (``--property-prefix``: the names a rung writes its properties under).
 """
 
 from __future__ import annotations
@@ -75,4 +76,23 @@ def trust_units(f):
                              "another length unit (the check compares nearest neighbours with covalent radii)")(f)
 
 
-__all__ = ["BadInput", "EXIT_INPUT", "Group", "trust_units"]
+def _checked_prefix(ctx, param, value):
+    from rung.core.dataset import property_prefix as checked
+
+    try:
+        return checked(value)
+    except InputError as err:
+        raise click.BadParameter(str(err).removeprefix("--property-prefix "), ctx=ctx, param=param) from None
+
+
+def property_prefix(f):
+    """``--property-prefix PREFIX``: the option of every command that writes a rung's properties into a
+    dataset; the value reaches the command checked and ending with ``_`` (``""`` when not given), see
+    :func:`rung.core.dataset.property_prefix`."""
+    return click.option("--property-prefix", default="", callback=_checked_prefix, metavar="PREFIX",
+                        help="write this rung's datasets as PREFIX<rung>_<property> (e.g. rung_ gives "
+                             "rung_dft_total_energy), beside a property of the plain name that rung did not "
+                             "write, such as SPICE's own dft_total_energy, which is never replaced")(f)
+
+
+__all__ = ["BadInput", "EXIT_INPUT", "Group", "property_prefix", "trust_units"]

@@ -1067,18 +1067,36 @@ class ResultWriter:
             status[idx] = np.array([s[1] for _, s in items], dtype=np.int8)
 
 
+def property_prefix(prefix: str | None) -> str:
+    """A checked ``--property-prefix``: ``""`` (none) or letters, digits and ``_``, starting with a letter,
+    ending with ``_`` (added when missing: ``rung`` gives ``rung_``). A rung's datasets are then
+    ``<prefix><rung>_<property>`` (``rung_dft_total_energy``), beside a foreign property of the plain name."""
+    prefix = (prefix or "").strip()
+    if not prefix:
+        return ""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", prefix):
+        raise InputError(f"--property-prefix {prefix!r}: letters, digits and '_' only, starting with a letter")
+    return prefix if prefix.endswith("_") else prefix + "_"
+
+
 def check_not_failed(path, molecule: str, index: int, rung: str = "dft") -> None:
-    """Refuse a conformation that a lower ``rung`` recorded as failed (its ``<rung>_status``).
+    """Refuse a conformation that a lower ``rung`` recorded as failed (its ``<rung>_status``, or
+    ``<prefix><rung>_status`` when that rung wrote under a :func:`property_prefix`; any of them).
 
     A rung above never runs on a conformation a rung below rejected (atoms on top of each other, an
     SCF that never converged): raises :class:`DatasetError` with that rung's reason.
     """
     with _open(path) as f:
         g = f[molecule] if molecule in f else None
-        if g is None or f"{rung}_status" not in g or int(g[f"{rung}_status"][index]) != FAILED:
+        own = re.compile(rf"([A-Za-z][A-Za-z0-9_]*_)?{re.escape(rung)}_status")
+        names = [] if g is None else sorted(k for k in g if own.fullmatch(k))
+        failed = [k for k in names if int(g[k][index]) == FAILED]
+        if not failed:
             return
-        why = _text(g[f"{rung}_error"][index]) if f"{rung}_error" in g else "no reason recorded"
-    raise DatasetError(f"{path}: {molecule}[{index}] failed at the {rung} rung ({why}); "
+        err = failed[0][:-len("status")] + "error"
+        why = _text(g[err][index]) if err in g else "no reason recorded"
+    where = "" if failed[0] == f"{rung}_status" else f"{failed[0]}: "
+    raise DatasetError(f"{path}: {molecule}[{index}] failed at the {rung} rung ({where}{why}); "
                        "no rung above runs on a conformation a lower rung rejected")
 
 
@@ -1102,7 +1120,7 @@ def summarize(path, rung: str) -> dict:
 __all__ = [
     "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_geometry",
     "check_length_unit", "check_not_failed",
-    "create_dataset", "MIN_DISTANCE_BOHR",
+    "create_dataset", "MIN_DISTANCE_BOHR", "property_prefix",
     "read_hdf5", "read_property", "read_structures", "read_xyz", "smiles_charge", "summarize",
     "SCHEMA", "SCHEMA_VERSION", "PENDING", "DONE", "FAILED",
 ]

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from rung.core.cli import Group, trust_units
+from rung.core.cli import Group, property_prefix, trust_units
 
 _MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
 
@@ -69,9 +69,10 @@ def main():
 @click.option("--merge-minutes", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="... or after this many minutes, whichever comes first")
 @trust_units
+@property_prefix
 @click.option("--quiet", is_flag=True, help="no progress output")
 def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_units, name_key, retry_failed,
-            merge_every, merge_minutes, trust_units, **opts):
+            merge_every, merge_minutes, trust_units, property_prefix, **opts):
     """Compute DFT energies and forces for every conformation in INPUT_PATH (HDF5 or xyz)."""
     import logging
 
@@ -84,7 +85,7 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_un
                            fast_paths=not no_fast_paths, **opts)
         s = run(input_path, out_path, config, comm=_world(), progress=not quiet, input_units=input_units,
                 retry_failed=retry_failed, merge_every=merge_every, merge_every_s=60.0 * merge_minutes,
-                name_key=name_key, check_units=not trust_units)
+                name_key=name_key, check_units=not trust_units, property_prefix=property_prefix)
     except RuntimeError as err:
         raise click.ClickException(str(err)) from None
     if _world() is None or _world().Get_rank() == 0:
@@ -98,13 +99,14 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_un
 @click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
 @click.option("--failures", "show", default=20, show_default=True, help="failure reasons to list")
 @click.option("--json", "as_json", is_flag=True, help="everything (every failure) as one JSON object, for scripts")
-def status_cmd(dataset, show, as_json):
+@property_prefix
+def status_cmd(dataset, show, as_json, property_prefix):
     """Done / failed / pending conformations of DATASET's DFT rung, with timings and failure reasons."""
     import json
 
     from rung.dft_gpu.run import status
 
-    st = status(dataset)
+    st = status(dataset, property_prefix)
     if as_json:
         st["failures"] = [{"molecule": m, "index": i, "reason": r} for m, i, r in st["failures"]]
         click.echo(json.dumps({"dataset": str(dataset), **st}, sort_keys=True))

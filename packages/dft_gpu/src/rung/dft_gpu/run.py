@@ -490,14 +490,14 @@ def _shapes(config: RunConfig) -> dict:
     return {k: v for k, v in SHAPES.items() if config.forces or k not in _FORCE_PROPERTIES}
 
 
-def _writer(out_path, config: RunConfig, rank: int = 0):
+def _writer(out_path, config: RunConfig, rank: int = 0, rung: str = RUNG):
     from rung.core.dataset import ResultWriter
 
-    return ResultWriter(out_path, RUNG, UNITS, _metadata(config), rank=rank, shapes=_shapes(config))
+    return ResultWriter(out_path, rung, UNITS, _metadata(config), rank=rank, shapes=_shapes(config))
 
 
 def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_units=None,
-             name_key: str = "name", check_units: bool = True) -> set:
+             name_key: str = "name", check_units: bool = True, rung: str = RUNG) -> set:
     """Rank 0: create (or reopen) the output, check the settings match, fold leftover journals.
     Returns the conformations the input itself makes impossible (NaN coordinates): never retried."""
     import h5py
@@ -510,10 +510,10 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_
     # the auxbasis as resolved: the engine's and PySCF's defaults differ (and so do the energies)
     settings = json.dumps({**config.result_settings(), "auxbasis": _auxbasis_used(config)}, sort_keys=True)
     with h5py.File(out_path, "r") as f:
-        have = f.attrs.get("dft_settings")
-        have_rejected = json.loads(f.attrs.get("dft_rejected", "{}"))
+        have = f.attrs.get(f"{rung}_settings")
+        have_rejected = json.loads(f.attrs.get(f"{rung}_rejected", "{}"))
     if have is None:
-        _refuse_foreign(out_path)
+        _refuse_foreign(out_path, rung)
     if have is not None and have != settings:
         old, new = json.loads(have), json.loads(settings)
         diff = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in new if old.get(k) != new.get(k))
@@ -521,15 +521,15 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_
                            "rerun with the same options or choose another --out")
     if have is None or have_rejected != rejected:
         def write(f):
-            f.attrs["dft_settings"] = settings
-            f.attrs["dft_rejected"] = json.dumps(rejected, sort_keys=True)
+            f.attrs[f"{rung}_settings"] = settings
+            f.attrs[f"{rung}_rejected"] = json.dumps(rejected, sort_keys=True)
             f.attrs["package_version"] = _versions()["rung_dft_gpu_version"]
             f.attrs["backend"] = config.jk if config.jk == "pyscf" else f"engine:{config.backend}"
 
         _atomic_update(Path(out_path), write)
     if bad_conformations:  # rejected one by one: failed with the reason, never computed
-        status = ResultWriter(out_path, RUNG, UNITS).status()
-        writer = _writer(out_path, config)
+        status = ResultWriter(out_path, rung, UNITS).status()
+        writer = _writer(out_path, config, rung=rung)
         try:
             for name, reasons in bad_conformations.items():
                 for index, reason in reasons.items():
@@ -537,35 +537,36 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_
                         writer.record(name, index, error=reason)
         finally:
             writer.close()
-    _finalize(out_path, config)  # a killed run's journals and orbital parts
+    _finalize(out_path, config, rung)  # a killed run's journals and orbital parts
     return {(name, index) for name, reasons in bad_conformations.items() for index in reasons}
 
 
-def _refuse_foreign(out_path) -> None:
-    """Refuse an output whose ``dft_*`` data rung did not write (no ``dft_settings``: e.g. SPICE's own
-    ``dft_total_energy`` when the input is given as ``--out``): it is never replaced or mixed with ours."""
+def _refuse_foreign(out_path, rung: str = RUNG) -> None:
+    """Refuse an output whose ``<rung>_*`` data rung did not write (no ``<rung>_settings``: e.g. SPICE's
+    own ``dft_total_energy`` when the input is given as ``--out``): it is never replaced or mixed with
+    ours. ``--property-prefix`` writes ours under other names beside it."""
     import h5py
 
     from rung.core.dataset import DatasetError
 
     with h5py.File(out_path, "r") as f:
         for name, g in f.items():
-            foreign = sorted(k for k in g if k.startswith(f"{RUNG}_")) if isinstance(g, h5py.Group) else []
+            foreign = sorted(k for k in g if k.startswith(f"{rung}_")) if isinstance(g, h5py.Group) else []
             if foreign:
+                more = f" and {len(foreign) - 1} more {rung}_* datasets" if len(foreign) > 1 else ""
                 raise DatasetError(
-                    f"{out_path} holds {name}/{foreign[0]}" + (f" and {len(foreign) - 1} more dft_* datasets" if
-                                                               len(foreign) > 1 else "") +
-                    " that rung did not write (no dft_settings provenance); they are never replaced: "
-                    "choose another --out")
+                    f"{out_path} holds {name}/{foreign[0]}{more} that rung did not write (no {rung}_settings "
+                    "provenance); they are never replaced: choose another --out, or write rung's results beside "
+                    "them under other names with --property-prefix (e.g. rung_)")
 
 
-def _finalize(out_path, config: RunConfig) -> None:
+def _finalize(out_path, config: RunConfig, rung: str = RUNG) -> None:
     """Rank 0, nobody computing: fold orbital parts and journals into the files, set file references."""
     from rung.dft_gpu import outputs
 
     if config.save_orbitals:
         outputs.merge_orbital_parts(out_path)
-    _writer(out_path, config).merge()
+    _writer(out_path, config, rung=rung).merge()
     outputs.set_references(out_path, orbitals=config.save_orbitals, fcidump=config.save_fcidump)
 
 
@@ -652,7 +653,8 @@ def _bcast(comm, value):
 
 def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, progress: bool = True,
         input_units: str | None = None, retry_failed: bool = False, merge_every: int = 100,
-        merge_every_s: float = 600.0, name_key: str = "name", check_units: bool = True) -> RunSummary:
+        merge_every_s: float = 600.0, name_key: str = "name", check_units: bool = True,
+        property_prefix: str = "") -> RunSummary:
     """Compute every pending conformation of ``input_path`` into the dataset ``out_path``.
 
     Parameters
@@ -674,6 +676,10 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
         molecule are grouped wherever they are; without it, the formula names it)
     check_units : refuse input molecules whose bond lengths say their length unit is wrong
         (:func:`rung.core.dataset.check_length_unit`); off for ``--trust-units``
+    property_prefix : written before every dataset and attribute name of this rung (``rung_`` writes
+        ``rung_dft_total_energy``, ``rung_dft_status``, ``rung_dft_settings``...), so that results go
+        beside a property of the same name that rung did not write (SPICE's ``dft_total_energy``),
+        which is never replaced (:func:`rung.core.dataset.property_prefix`)
 
     Returns
     -------
@@ -685,8 +691,11 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
 
     from rung.dft_gpu import outputs
 
+    from rung.core.dataset import property_prefix as checked
+
     t0 = time.perf_counter()
     out_path = Path(out_path)
+    rung = checked(property_prefix) + RUNG
     rank, size = _comm_info(comm)
     if config.jk == "engine":
         _engine_accelerate()  # fail before touching any file if the engine is absent
@@ -695,7 +704,7 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     impossible: set = set()
     if rank == 0:
         try:
-            impossible = _prepare(input_path, out_path, config, rejected, input_units, name_key, check_units)
+            impossible = _prepare(input_path, out_path, config, rejected, input_units, name_key, check_units, rung)
         except Exception as err:  # handed to every rank, so all of them stop with the same error
             error = err
     error = _bcast(comm, error)
@@ -704,7 +713,7 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     molecules = {m.name: m for m in read_hdf5(out_path)}
     pending = None
     if rank == 0:
-        status = ResultWriter(out_path, RUNG, UNITS).status()
+        status = ResultWriter(out_path, rung, UNITS).status()
         nelec = {name: int(m.atomic_numbers.sum()) for name, m in molecules.items()}
         todo = {PENDING, FAILED} if retry_failed else {PENDING}
         # Largest first: the slow conformations start early, the small ones fill the gaps at the end.
@@ -712,7 +721,7 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
                          key=lambda k: (-nelec[k[0]], k))
     pending = _bcast(comm, pending)
 
-    writer = _writer(out_path, config, rank)
+    writer = _writer(out_path, config, rank, rung)
     last_merge = time.monotonic()
     counter = _Counter(comm)
     bar = _Progress(len(pending), rank, progress)
@@ -752,10 +761,10 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
         computed, failed = comm.allreduce(computed), comm.allreduce(failed)
     summary = None
     if rank == 0:
-        _finalize(out_path, config)
-        st = ResultWriter(out_path, RUNG, UNITS).status()
+        _finalize(out_path, config, rung)
+        st = ResultWriter(out_path, rung, UNITS).status()
         with h5py.File(out_path, "r") as f:
-            rejected = json.loads(f.attrs.get("dft_rejected", "{}"))
+            rejected = json.loads(f.attrs.get(f"{rung}_rejected", "{}"))
         summary = RunSummary(
             out_path=out_path, n_conformations=len(st),
             n_done=sum(v == DONE for v in st.values()), n_failed=sum(v == FAILED for v in st.values()),
@@ -766,16 +775,17 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
 
 
 # ------------------------------------------------------------------------------------ status
-def status(path) -> dict:
+def status(path, property_prefix: str = "") -> dict:
     """Done / failed / pending counts, wall-time statistics and failure reasons of a dataset's DFT rung.
 
     Returns ``{"counts": {...}, "molecules": {name: {"done", "failed", "pending"}}, "failures":
     [(molecule, index, reason)], "wall_time_s": {"total", "mean", "max"} or None, "settings": dict,
-    "rejected": dict}``; journals of a run in progress count too.
+    "rejected": dict}``; journals of a run in progress count too. ``property_prefix``: as given to :func:`run`.
     """
-    from rung.core.dataset import DONE, FAILED, STATUS_NAMES, ResultWriter, _open
+    from rung.core.dataset import DONE, FAILED, STATUS_NAMES, ResultWriter, _open, property_prefix as checked
 
-    st = ResultWriter(path, RUNG, UNITS).status()
+    rung = checked(property_prefix) + RUNG
+    st = ResultWriter(path, rung, UNITS).status()
     counts = {n: 0 for n in STATUS_NAMES.values()}
     per_mol: dict = {}
     for (name, _), v in st.items():
@@ -784,16 +794,16 @@ def status(path) -> dict:
     reasons, times = {}, []
     with _open(path) as f:
         for name, g in f.items():
-            if f"{RUNG}_status" in g:
-                s = g[f"{RUNG}_status"][()]
-                errs = g[f"{RUNG}_error"][()]
+            if f"{rung}_status" in g:
+                s = g[f"{rung}_status"][()]
+                errs = g[f"{rung}_error"][()]
                 reasons.update({(name, int(i)): errs[i].decode() if isinstance(errs[i], bytes) else str(errs[i])
                                 for i in np.flatnonzero(s == FAILED)})
-                if f"{RUNG}_wall_time" in g:
-                    times += list(g[f"{RUNG}_wall_time"][()][s == DONE])
-        settings = json.loads(f.attrs.get("dft_settings", "{}"))
-        rejected = json.loads(f.attrs.get("dft_rejected", "{}"))
-    for rec in ResultWriter(path, RUNG, UNITS)._journal_records():  # newer than the file
+                if f"{rung}_wall_time" in g:
+                    times += list(g[f"{rung}_wall_time"][()][s == DONE])
+        settings = json.loads(f.attrs.get(f"{rung}_settings", "{}"))
+        rejected = json.loads(f.attrs.get(f"{rung}_rejected", "{}"))
+    for rec in ResultWriter(path, rung, UNITS)._journal_records():  # newer than the file
         reasons[(rec["molecule"], rec["index"])] = rec["error"]
     # failed now (a retried conformation that succeeded is no failure any more), in file order
     failures = [(name, index, reasons.get((name, index), "")) for (name, index), v in st.items() if v == FAILED]

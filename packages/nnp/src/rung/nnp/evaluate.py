@@ -63,11 +63,12 @@ def _evaluate(potential, z, x):
     return r.energy, r.spread, r.forces.reshape(nb, na, 3) * U.BOHR_TO_ANGSTROM  # Hartree/Angstrom -> Hartree/Bohr
 
 
-def evaluate_dataset(dataset, potential, *, log=print) -> int:
+def evaluate_dataset(dataset, potential, *, log=print, rung: str = "nnp") -> int:
     """Evaluate ``potential`` on every pending conformation of ``dataset``; return how many were done.
 
     A conformation that cannot be evaluated is recorded as failed with its reason (module docstring);
-    the others of its molecule are evaluated all the same.
+    the others of its molecule are evaluated all the same. ``rung``: the datasets' prefix (``nnp``, or
+    ``<--property-prefix>nnp``).
     """
     from rung.core.dataset import ResultWriter, read_hdf5
 
@@ -75,7 +76,7 @@ def evaluate_dataset(dataset, potential, *, log=print) -> int:
 
     meta = {"method": potential.model.name, "networks": len(potential.model.members), "backend": potential.backend,
             "dtype": str(potential.dtype), "package_version": __version__}
-    writer = ResultWriter(Path(dataset), "nnp", UNITS, metadata=meta)
+    writer = ResultWriter(Path(dataset), rung, UNITS, metadata=meta)
     pending = writer.pending()
     todo: dict[str, list[int]] = {}
     for name, idx in pending:
@@ -156,10 +157,10 @@ def predict(dataset, potential, *, log=print) -> dict:
     return out
 
 
-def compare(dataset, predictions: dict | None = None) -> list[Errors]:
+def compare(dataset, predictions: dict | None = None, rung: str = "nnp") -> list[Errors]:
     """MAE/RMSE of nnp energies and forces against every other rung with data in ``dataset``.
 
-    ``predictions`` (from :func:`predict`) replaces the stored ``nnp_energy``/``nnp_forces``.
+    ``predictions`` (from :func:`predict`) replaces the stored ``<rung>_energy``/``<rung>_forces``.
     """
     import h5py
 
@@ -172,11 +173,12 @@ def compare(dataset, predictions: dict | None = None) -> list[Errors]:
                 if name not in predictions:
                     continue
                 e_nn, f_nn = predictions[name]
-            elif "nnp_energy" in g:
-                e_nn, f_nn = g["nnp_energy"][()], g["nnp_forces"][()]
+            elif f"{rung}_energy" in g:
+                e_nn, f_nn = g[f"{rung}_energy"][()], g[f"{rung}_forces"][()]
             else:
                 continue
-            rungs = {k.split("_", 1)[0] for k in g.keys() if "_" in k} - {"nnp", "atomic", "smiles"}
+            rungs = {k.split("_", 1)[0] for k in g.keys() if "_" in k and not k.startswith(f"{rung}_")} - {
+                "nnp", "atomic", "smiles"}
             for rung in sorted(rungs):
                 e_ref, e_unit = _find(g, rung, ["total_energy", "energy"])
                 gr_ref, g_unit = _find(g, rung, ["total_gradient", "gradient"])

@@ -190,7 +190,7 @@ def test_semistochastic_pt2_in_the_loop(h2o_small):
 
     r = cipsi.kernel(h2o_small, cipsi.Config(max_det=300, stochastic_min_det=100, pt2_samples=12,
                                              pt2_det_fraction=0.05, pt2_sample_fraction=0.2), log=None)
-    assert r.pt2_error > 0
+    assert r.pt2_error > 0 and r.pt2_kind == "semi-stochastic, 12 samples, every pair"
     lay = Layout(h2o_small.norb, *h2o_small.nelec)
     exact = pt2.en_pt2(lay, r.dets, lay.keys(r.dets), r.coef[:, 0], r.e_var[0] - h2o_small.ecore,
                        h2o_small.h1, h2o_small.eri)
@@ -396,11 +396,50 @@ def test_screened_pt2_is_not_labelled_exact(h2o_small, monkeypatch):
 
     lines = []
     cfg = cipsi.Config(max_det=60, pt2_threshold=0.0, pt2_screen=1e-8)
-    cipsi.kernel(h2o_small, cfg, log=lines.append)
-    assert any("(exact)" in line for line in lines if line.startswith("iter"))  # the dense path: every pair
+    r = cipsi.kernel(h2o_small, cfg, log=lines.append)
+    iters = [line for line in lines if line.startswith("iter")]
+    assert iters and all("(deterministic, every pair)" in line for line in iters)  # the dense path ignores the screen
+    assert r.pt2_kind == "deterministic, every pair" and not any("exact" in line for line in lines)
     monkeypatch.setattr(pt2, "DENSE_KEYS", 0)  # the same space now takes the screened path
     lines.clear()
-    cipsi.kernel(h2o_small, cfg, log=lines.append)
+    r = cipsi.kernel(h2o_small, cfg, log=lines.append)
     iters = [line for line in lines if line.startswith("iter")]
-    assert iters and not any("(exact)" in line for line in iters)
-    assert all("screened at 1e-08 Ha" in line for line in iters[:-1])
+    assert iters and not any("exact" in line or "every pair" in line for line in iters)
+    assert all("(deterministic, heat-bath screened at 1e-08 Ha)" in line for line in iters)
+    assert r.history[-1]["pt2_kind"] == "deterministic, heat-bath screened at 1e-08 Ha"
+
+
+def test_pt2_kind_follows_the_path_taken(h2o_small, monkeypatch):
+    """PT2Result.screen is the screen applied (not the one asked): 0 on the dense path, the threshold on
+    the screened one; describe() says semi-stochastic with its samples, and 'none' for a full CI space."""
+    from rung.sci import pt2
+    from rung.sci.determinants import Layout
+
+    lay = Layout(h2o_small.norb, *h2o_small.nelec)
+    dets, keys = lay.spin_complete(lay.aufbau(0.0))
+    c = np.ones(keys.size) / np.sqrt(keys.size)
+    args = (lay, dets, keys, c, -80.0, h2o_small.h1, h2o_small.eri)
+    dense = pt2.en_pt2(*args, screen=1e-8)
+    assert dense.screen == 0.0 and pt2.describe(dense) == "deterministic, every pair"
+    monkeypatch.setattr(pt2, "DENSE_KEYS", 0)
+    screened = pt2.en_pt2(*args, screen=1e-8)
+    assert screened.screen == 1e-8 and pt2.describe(screened) == "deterministic, heat-bath screened at 1e-08 Ha"
+    assert pt2.en_pt2(*args, screen=0.0).screen == 0.0
+    sampled = pt2.en_pt2(*args, screen=1e-8, stochastic=True, n_samples=3)
+    assert pt2.describe(sampled) == "semi-stochastic, 3 samples, heat-bath screened at 1e-08 Ha"
+    assert pt2.describe(None) == "none: the space is the full CI"
+
+
+def test_full_ci_space_label():
+    """A Hamiltonian without symmetry zeros (random integrals with the 8-fold symmetry) fills its FCI space."""
+    from pyscf import ao2mo
+
+    from rung.sci.fcidump import Hamiltonian
+
+    rng = np.random.default_rng(1)
+    h1 = rng.normal(size=(4, 4))
+    eri = ao2mo.restore(1, rng.normal(size=ao2mo.restore(8, np.zeros((4,) * 4), 4).shape) * 0.1, 4)
+    small = Hamiltonian(h1 + h1.T, eri, 0.0, (2, 2), None, 0)
+    lines = []
+    r = cipsi.kernel(small, cipsi.Config(max_det=10**4, pt2_threshold=0.0), log=lines.append)
+    assert r.complete_space and "(none: the space is the full CI)" in [x for x in lines if x.startswith("iter")][-1]

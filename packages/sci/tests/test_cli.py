@@ -108,6 +108,32 @@ def test_show_refuses_a_file_without_multidet(tmp_path):
     check_bad_input(CliRunner().invoke(main, ["show", str(tmp_path / "d.h5")]), "d.h5", "no /MultiDet")
 
 
+def test_show_prints_energies_kind_and_settings(h2o_small, tmp_path):
+    import h5py
+
+    from rung.sci import cipsi
+
+    out = tmp_path / "wf.h5"
+    res = cipsi.kernel(h2o_small, cipsi.Config(max_det=300, pt2_threshold=0.0, stochastic_min_det=100,
+                                               pt2_samples=4), checkpoint=out, log=None)
+    r = CliRunner().invoke(main, ["show", str(out), "--top", "2"])
+    assert r.exit_code == 0, r.output
+    got = {line.split("=")[0].strip(): line.split("=")[1].split()[0] for line in r.output.splitlines() if "= " in line
+           and line.startswith("E_")}
+    assert float(got["E_var[0]"]) == pytest.approx(res.e_var[0], abs=1e-8)
+    assert float(got["E_PT2"]) == pytest.approx(res.e_pt2, abs=1e-8)
+    assert float(got["E_var+PT2"]) == pytest.approx(res.e_var[0] + res.e_pt2, abs=1e-8)
+    assert float(got["E_extrap"]) == pytest.approx(res.e_extrapolated, abs=1e-8)
+    assert f"± {res.pt2_error:.1e} Ha (semi-stochastic, 4 samples, every pair" in r.output
+    assert f"space: {res.n_det} determinants of 8 active orbitals" in r.output and ", complete" in r.output
+    assert "max_det=300" in r.output and "pt2_threshold=0.0" in r.output and "stochastic_min_det=100" in r.output
+    assert len([x for x in r.output.splitlines() if "alpha [" in x]) == 2
+    with h5py.File(tmp_path / "qp.h5", "w") as f, h5py.File(out) as g:
+        g.copy("MultiDet", f)  # a /MultiDet without rung.sci results (as Quantum Package writes one)
+    r = CliRunner().invoke(main, ["show", str(tmp_path / "qp.h5")])
+    assert r.exit_code == 0 and "energies unknown" in r.output and "E_var" not in r.output
+
+
 def test_an_unfinished_run_is_marked_incomplete(h2o_small, tmp_path):
     from rung.sci import cipsi
     from rung.sci.multidet import read_multidet

@@ -129,7 +129,7 @@ class Result:
     e_pt2, pt2_error : float, Hartree, EN-PT2 of the lowest root and its standard error
     e_extrapolated : float, Hartree, linear extrapolation of E_var against E_PT2 to E_PT2 = 0
     s2 : (nroots,) <S^2>; dets : (n, 2, nw) uint64; coef : (n, nroots) float64
-    history : list of per-iteration dicts (n_det, e_var, e_pt2, pt2_error, s2, seconds)
+    history : list of per-iteration dicts (n_det, e_var, e_pt2, pt2_error, pt2_kind, s2, seconds)
     """
 
     e_var: np.ndarray
@@ -146,6 +146,11 @@ class Result:
     @property
     def n_det(self) -> int:
         return self.dets.shape[0]
+
+    @property
+    def pt2_kind(self) -> str:
+        """The last PT2's kind (:func:`rung.sci.pt2.describe`); "unknown" in files written before it was kept."""
+        return self.history[-1].get("pt2_kind", "unknown") if self.history else "unknown"
 
     @property
     def e_var_pt2(self) -> float:
@@ -380,6 +385,54 @@ def load(path) -> tuple[Result, np.ndarray | None, dict]:
         raise InputError(f"{path}: not a readable rung.sci wavefunction file (corrupt or truncated?): {err}") from err
 
 
+def _extrapolation_note(history: list, npoints: int) -> str:
+    pts = [h for h in history if h["e_pt2"] != 0.0 and np.isfinite(h["e_pt2"])][-npoints:]
+    if history and history[-1]["e_pt2"] == 0.0:
+        return "= E_var: the last PT2 is zero"
+    if len(pts) < 2:
+        return "= E_var + E_PT2: fewer than two iterations to fit"
+    return f"linear fit of E_var against E_PT2 over {len(pts)} iterations, at E_PT2 = 0"
+
+
+def summary(path, top: int = 5) -> list[str]:
+    """Lines that describe a wavefunction file: its ``/MultiDet`` and completeness; for a rung.sci file also
+    the energies (Hartree) with the kind of PT2, the extrapolation, <S^2>, the run's settings and space."""
+    from rung.core.multidet import read_multidet
+
+    md = read_multidet(path)
+    state = {True: "complete", False: "INCOMPLETE (an unfinished run: resume it with sci run)",
+             None: "completeness unknown"}
+    na, nb = md.nelec
+    lines = [f"{md.ndet} determinants over {md.nstate} orbitals ({na}+{nb} electrons), {state[md.complete]}"]
+    with h5py.File(path, "r") as f:
+        ours = f.attrs.get("schema") == SCHEMA and "sci" in f
+        version = str(f.attrs.get("package_version", "?"))
+    if not ours:
+        lines.append("no rung.sci results in this file (a /MultiDet of another program): energies unknown")
+    else:
+        res, _, attrs = load(path)
+        cfg = json.loads(attrs["config"])
+        for k, e in enumerate(np.atleast_1d(res.e_var)):
+            lines.append(f"E_var[{k}]   = {e:.8f} Ha   <S^2> = {np.atleast_1d(res.s2)[k]:.4f}")
+        pm = f" ± {res.pt2_error:.1e}" if res.pt2_error > 0 else ""
+        lines.append(f"E_PT2      = {res.e_pt2:.8f}{pm} Ha ({res.pt2_kind}; of root 0)")
+        lines.append(f"E_var+PT2  = {res.e_var_pt2:.8f}{pm} Ha")
+        lines.append(f"E_extrap   = {res.e_extrapolated:.8f} Ha "
+                     f"({_extrapolation_note(res.history, cfg.get('extrapolation_points', 3))})")
+        ncore = int(attrs["ncore"])
+        lines.append(f"space: {res.n_det} determinants of {int(attrs['norb'])} active orbitals, electrons "
+                     f"{tuple(int(x) for x in attrs['nelec'])}, {ncore} frozen; {len(res.history)} iterations"
+                     + ("; the full CI space" if res.complete_space else ""))
+        keys = ("max_det", "pt2_threshold", "growth", "nroots", "spin", "pt2_screen", "stochastic_min_det",
+                "pt2_samples", "seed")
+        lines.append("settings: " + ", ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
+                     + f"; backend {res.backend}; rung-sci {version}")
+    for i in range(min(top, md.ndet)):
+        a, b = md.occupations(i)
+        lines.append(f"{md.coef[i]: .6f}  alpha {a}  beta {b}")
+    return lines
+
+
 def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto", checkpoint=None,
            log: Callable[[str], None] | None = print) -> Result:
     """Run CIPSI on ``ham``; with ``checkpoint`` (a path) write the wavefunction every iteration and
@@ -469,7 +522,8 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
                    s2=float(s2v[0]), seconds=seconds, seconds_h=t_build, seconds_davidson=t_diag,
                    seconds_pt2=seconds - t_build - t_diag, h_nnz=int(hs.upper.nnz), h_bytes=int(hs.nbytes()),
                    n_external=int(r.n_external) if not complete else 0,
-                   pt2_samples=int(r.n_samples) if not complete and r.stochastic else 0, capped=capped)
+                   pt2_samples=int(r.n_samples) if not complete and r.stochastic else 0, capped=capped,
+                   pt2_kind=pt2_module.describe(None if complete else r))
         history.append(rec)
         done = (not grow) or abs(e2) < cfg.pt2_threshold or sel.size == 0
         next_keys = None
@@ -478,12 +532,7 @@ def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto"
             next_keys = nkeys
         result = Result(e_el + ham.ecore, float(e2), float(err), extrapolate(history, cfg.extrapolation_points), s2v,
                         dets, coef, history, backend_used, complete)
-        if err > 0:
-            pm = f"± {err:.1e}"
-        elif not complete and cfg.pt2_screen > 0 and layout.fci_size > pt2_module.DENSE_KEYS:
-            pm = f"(deterministic, screened at {cfg.pt2_screen:g} Ha)"  # pairs below the screen are left out
-        else:
-            pm = "(exact)"
+        pm = (f"± {err:.1e} " if err > 0 else "") + f"({rec['pt2_kind']})"
         log(f"iter {len(history):3d}  n_det {n:9d}  E_var {rec['e_var']:.8f}  E_PT2 {e2:.8f} {pm}  "
             f"E_var+PT2 {rec['e_var'] + e2:.8f}  <S^2> {s2v[0]:.4f}  {seconds:.1f} s")
         if checkpoint is not None:
@@ -515,4 +564,4 @@ def fci_energy(ham: Hamiltonian, nroots: int = 1) -> np.ndarray:
     return np.atleast_1d(e) + ham.ecore
 
 
-__all__ = ["Config", "Result", "kernel", "load", "extrapolate", "fci_energy", "trim_selection"]
+__all__ = ["Config", "Result", "kernel", "load", "extrapolate", "fci_energy", "summary", "trim_selection"]

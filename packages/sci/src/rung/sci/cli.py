@@ -55,24 +55,20 @@ def run(fcidump, dataset, out, max_det, pt2_threshold, growth, nroots, spin, nco
 
     ham = replace(read_fcidump(fcidump), ncore=ncore)
     r = kernel(ham, cfg, backend=backend, checkpoint=out, log=click.echo)
-    pm = f" ± {r.pt2_error:.1e}" if r.pt2_error > 0 else ""
-    click.echo(f"E_var = {r.e_var[0]:.8f} Ha, E_var+PT2 = {r.e_var_pt2:.8f}{pm} Ha, "
+    pm = (f" ± {r.pt2_error:.1e}" if r.pt2_error > 0 else "") + f" ({r.pt2_kind} PT2)"
+    click.echo(f"E_var = {r.e_var[0]:.8f} Ha, E_var+PT2 = {r.e_var_pt2:.8f} Ha{pm}, "
                f"E_extrap = {r.e_extrapolated:.8f} Ha, n_det = {r.n_det}, <S^2> = {r.s2[0]:.4f} -> {out}")
 
 
 @main.command()
 @click.argument("wavefunction", type=click.Path(exists=True, dir_okay=False))
-@click.option("--top", type=int, default=5, show_default=True, help="determinants to list")
+@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True, help="determinants to list")
 def show(wavefunction, top):
-    """Summarize a /MultiDet wavefunction file."""
-    from rung.sci.multidet import read_multidet
+    """Energies, PT2 kind, completeness, settings and leading determinants of a wavefunction file."""
+    from rung.sci.cipsi import summary
 
-    md = read_multidet(wavefunction)
-    state = {True: "complete", False: "INCOMPLETE (an unfinished run: resume it with sci run)", None: "completeness unknown"}
-    click.echo(f"{md.ndet} determinants over {md.nstate} orbitals, {state[md.complete]}")
-    for i in range(min(top, md.ndet)):
-        a, b = md.occupations(i)
-        click.echo(f"{md.coef[i]: .6f}  alpha {a}  beta {b}")
+    for line in summary(wavefunction, top):
+        click.echo(line)
 
 
 @main.command("export-qmcpack")

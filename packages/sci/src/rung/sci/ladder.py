@@ -25,7 +25,9 @@ def step(workdir: Path, dataset: Path, molecule: str) -> str:
         raise RuntimeError(f"sci failed on {molecule}: {read_property(dataset, molecule, 'sci_error')[0][0]}")
     vals = {k: read_property(dataset, molecule, f"sci_{k}")[0][0]
             for k in ("variational_energy", "pt2_energy", "pt2_energy_error", "total_energy", "n_det")}
+    from rung.sci.cipsi import load
+
     err = vals["pt2_energy_error"]
-    pm = f" ± {err:.1e}" if err > 0 else " (deterministic PT2)"
-    return (f"E_var = {vals['variational_energy']:.6f} Ha, E_var+PT2 = {vals['total_energy']:.6f}{pm} Ha, "
+    pm = (f" ± {err:.1e}" if err > 0 else "") + f" ({load(wf)[0].pt2_kind} PT2)"
+    return (f"E_var = {vals['variational_energy']:.6f} Ha, E_var+PT2 = {vals['total_energy']:.6f} Ha{pm}, "
             f"n_det = {int(vals['n_det'])}")

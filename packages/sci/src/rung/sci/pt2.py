@@ -49,7 +49,8 @@ class PT2Result:
     """``e_pt2`` and its standard ``error`` (0 when deterministic), Hartree; ``selected`` candidate keys,
     best first, and ``selected_e2`` their contributions e_alpha (Hartree; of the first sample when
     stochastic); ``n_external`` external determinants met (first sample; on small FCI spaces those with a
-    nonzero sum); ``n_generated`` (alpha, I) pairs."""
+    nonzero sum); ``n_generated`` (alpha, I) pairs; ``screen`` the heat-bath threshold the sums were
+    actually screened at (Hartree; 0: every pair, as on small FCI spaces whatever ``screen`` was asked)."""
 
     e_pt2: float
     error: float
@@ -59,6 +60,16 @@ class PT2Result:
     stochastic: bool
     n_samples: int
     selected_e2: np.ndarray | None = None
+    screen: float = 0.0
+
+
+def describe(r: PT2Result | None) -> str:
+    """What kind of estimate ``r`` is, for labels: deterministic or semi-stochastic, screened or not
+    (None: no PT2 because the space is the full CI)."""
+    if r is None:
+        return "none: the space is the full CI"
+    kind = f"semi-stochastic, {r.n_samples} samples" if r.stochastic else "deterministic"
+    return kind + (f", heat-bath screened at {r.screen:g} Ha" if r.screen > 0 else ", every pair")
 
 
 def n_excitations(layout: Layout) -> int:
@@ -322,12 +333,14 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
     """
     n = dets.shape[0]
     coef = np.asarray(coef, dtype=np.float64)
+    # the screened path runs only where _pass takes it: large FCI spaces with heat-bath tables (norb <= 64)
+    applied = screen if (screen > 0.0 and layout.fci_size > DENSE_KEYS and _heatbath_tables(eri) is not None) else 0.0
     if not stochastic:
         gens = np.arange(n, dtype=np.int64)
         z = np.zeros(n)
         total, sel, sel_e2, n_ext, n_gen = _pass(layout, dets, keys, h1, eri, e0, gens, coef, np.zeros(n, np.bool_),
                                                  z, z, 0, n_select, max_entries, accumulate, screen, orbsym)
-        return PT2Result(total, 0.0, sel, n_ext, n_gen, False, 1, sel_e2)
+        return PT2Result(total, 0.0, sel, n_ext, n_gen, False, 1, sel_e2, applied)
     rng = rng or np.random.default_rng(0)
     order = np.argsort(-np.abs(coef), kind="stable")
     nd = min(n - 2, max(1, int(det_fraction * n)))
@@ -356,7 +369,7 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
             selected, selected_e2, n_ext = sel, sel_e2, ne
     est = np.array(estimates)
     err = float(est.std(ddof=1) / np.sqrt(est.size)) if est.size > 1 else float("nan")
-    return PT2Result(float(est.mean()), err, selected, n_ext, n_gen_total, True, n_samples, selected_e2)
+    return PT2Result(float(est.mean()), err, selected, n_ext, n_gen_total, True, n_samples, selected_e2, applied)
 
 
-__all__ = ["PT2Result", "en_pt2", "n_excitations", "accumulate_cpu"]
+__all__ = ["PT2Result", "describe", "en_pt2", "n_excitations", "accumulate_cpu"]

@@ -207,3 +207,25 @@ def test_orbitals_of_another_molecule_or_basis_kind_refused(water_wf, tmp_path):
     cart = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="cc-pvdz", cart=True, verbose=0)
     with h5py.File(tmp_path / "c.h5", "w") as f, pytest.raises(InputError, match="cartesian"):
         write_orbitals_h5(f, cart, np.eye(cart.nao))
+
+
+def test_all_electron_export_uses_coulomb_and_cusp_correction(tmp_path):
+    """LiH/STO-3G without ECP: bare e-ion Coulomb, cusp-corrected orbitals, no pseudopotential file."""
+    from rung.sci import cipsi
+    from rung.sci.fcidump import from_scf
+    from rung.sci.workflow import write_orbitals
+
+    mol, mf = _rhf("sto-3g", None, atom="Li 0 0 0; H 0 0 3.0")
+    wf = tmp_path / "lih.sci.h5"
+    cipsi.kernel(from_scf(mf), cipsi.Config(max_det=100, pt2_threshold=0.0), checkpoint=wf, log=None)
+    write_orbitals(wf, dict(mo_coeff=mf.mo_coeff, mo_occ=mf.mo_occ, mo_energy=mf.mo_energy, mol=mol.dumps(),
+                            xc="hf", e_tot=mf.e_tot, basis="sto-3g", ecp=""))
+    out = export(wf, tmp_path / "lih")
+    assert out.ecp_files == ()
+    sim = ET.parse(out.xml).getroot()
+    assert sim.find(".//sposet_collection").get("cuspCorrection") == "yes"
+    assert sim.find(".//pairpot[@name='IonElec']").get("type") == "coulomb" and not list(sim.iter("pseudo"))
+    det = sim.find(".//detlist")
+    assert (det.get("nea"), det.get("neb"), det.get("nstates")) == ("2", "2", "6")
+    with h5py.File(out.h5) as f:
+        assert bool(f["parameters/ECP"][0]) is False and f["atoms/species_0/core"][0] == 0.0

@@ -133,12 +133,22 @@ def cases(quick: bool):
                        peer_name="" if peer_model is None else f"TorchANI ({nl}), 1 thread",
                        work=n, work_unit="atom-steps", repeats=3 if big else 5, warmup=1,
                        note="float32, neighbour list included")
+    for member, label in [(0, "1 net"), (None, "8 nets")]:
+        pot = load_model("ani-1x", member=member, dtype="float32", backend="numba")
+        x, z = np.array(PARACETAMOL_X), np.array(PARACETAMOL_Z)
+        peer = fennol_inference(pot.model, x, z, np.zeros(len(z), np.int64))
+        yield Case("nnp.small_molecule", f"paracetamol (open), {label}",
+                   _one_thread(lambda x=x, z=z, pot=pot: pot.compute(x, z)), peer=peer,
+                   peer_name="FeNNol energy_and_forces, 1 thread" if peer else "", work=1, work_unit="calls",
+                   repeats=20, warmup=2, note="float32, preprocessing + neighbour list included")
     n_mol = 200 if quick else 1000
     x, z, b = small_molecules(n_mol)
     pot = load_model("ani-1x", dtype="float32", backend="numba")
+    peer = fennol_inference(pot.model, x, z, b)
     yield Case("nnp.dataset_batch", f"{n_mol} small molecules ({len(z)} atoms), 8 nets",
-               _one_thread(lambda: pot.evaluate(x, z, batch=b)), work=n_mol, work_unit="molecules",
-               repeats=3, warmup=1, note="one call, energies + forces + spread")
+               _one_thread(lambda: pot.evaluate(x, z, batch=b)), peer=peer,
+               peer_name="FeNNol energy_and_forces (one padded batch), 1 thread" if peer else "",
+               work=n_mol, work_unit="molecules", repeats=3, warmup=1, note="one call, energies + forces (+ spread)")
     yield from refit_cases(quick)
     yield from finetune_cases(quick)
 
@@ -204,8 +214,14 @@ def ours_epoch(lab, which, dtype="float32", batch_size=32, seed=0):
 
 
 def fennol_ani(model, dtype="float32"):
-    """FeNNol's ANI (ANI_AEV + SPECIES_INDEX_NET, CELU 0.1) with the weights of a one-member rung model,
-    or None when fennol is not importable. Returns (FENNIX, species order)."""
+    """FeNNol's ANI (ANI_AEV + SPECIES_INDEX_NET, CELU 0.1) with the weights of a rung model, or None when
+    fennol is not importable. Returns (FENNIX, species order).
+
+    One member: FeNNol's ``examples/training/ani.yaml`` layout (networks in module "energy"). Several
+    members: FeNNol's ensemble layout, the AEV computed once and read by one SPECIES_INDEX_NET per member
+    ("energy_<m>", outputs (n_atoms, 1)), CONCATENATE to (n_atoms, M) and ENSEMBLE_STAT (axis -1), whose
+    mean is the energy term (FeNNol has no ensemble-of-models wrapper; this is how its ensembles are
+    built inside one model). Self energies are not included (add the rung model's per species)."""
     try:
         from collections import OrderedDict
 
@@ -216,6 +232,7 @@ def fennol_ani(model, dtype="float32"):
     sp = list(model.species)
     p = model.aev
     nets = model.members[0]
+    M = len(model.members)
     modules = OrderedDict(
         embedding={"module_name": "ANI_AEV", "species_order": sp, "graph_angle_key": "graph_angle",
                    "radial_eta": float(p.EtaR[0]), "angular_eta": float(p.EtaA[0]),
@@ -225,6 +242,12 @@ def fennol_ani(model, dtype="float32"):
         energy={"module_name": "SPECIES_INDEX_NET", "output_dim": 1, "activation": "partial(celu, alpha=0.1)",
                 "hidden_neurons": {s: [la.weight.shape[0] for la in n.layers[:-1]] for s, n in zip(sp, nets)},
                 "input_key": "embedding", "squeeze": True})
+    if M > 1:
+        net = modules.pop("energy")
+        for m in range(M):
+            modules[f"energy_{m}"] = {**net, "squeeze": False}
+        modules["members"] = {"module_name": "CONCATENATE", "keys": [f"energy_{m}" for m in range(M)], "axis": -1}
+        modules["ensemble"] = {"module_name": "ENSEMBLE_STAT", "key": "members", "axis": -1, "mean_key": "energy"}
     preproc = OrderedDict(
         graph_angle={"module_name": "GRAPH_FILTER", "cutoff": float(p.Rca), "parent_graph": "graph",
                      "graph_key": "graph_angle"},
@@ -234,10 +257,116 @@ def fennol_ani(model, dtype="float32"):
         fm = FENNIX(cutoff=float(p.Rcr), modules=modules, preprocessing=preproc, rng_key=jax.random.PRNGKey(0),
                     energy_terms=["energy"], use_atom_padding=True)
         params = dict(fm.variables["params"])
-        params["energy"] = {s: {f"Layer_{k + 1}": {"kernel": np.asarray(la.weight.T, dtype), "bias": np.asarray(la.bias, dtype)}
-                                for k, la in enumerate(n.layers)} for s, n in zip(sp, nets)}
+        for m, nets in enumerate(model.members):
+            params["energy" if M == 1 else f"energy_{m}"] = {
+                s: {f"Layer_{k + 1}": {"kernel": np.asarray(la.weight.T, dtype), "bias": np.asarray(la.bias, dtype)}
+                    for k, la in enumerate(n.layers)} for s, n in zip(sp, nets)}
         fm.variables = {**fm.variables, "params": params}
     return fm, sp
+
+
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def _xla_one_thread():
+    """XLA on one thread (takes effect only if jax is not imported yet, and then for the whole process)."""
+    import sys
+
+    if "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + XLA_ONE_THREAD).strip()
+
+
+def fennol_inference(model, x, z, batch, *, prebuilt=False):
+    """FeNNol's energies and forces of the structures (x Angstrom, z, batch index) with the weights of
+    ``model`` (fennol_ani: one member, or the ensemble mean), float32, as one call of
+    ``FENNIX.energy_and_forces`` (its preprocessing: neighbour list, padding; the jitted model; the
+    unpadding) returning NumPy arrays. ``prebuilt``: the jitted ``_energy_and_forces`` only, on a graph
+    preprocessed once. None without fennol. Self energies are not included (see fennol_ani)."""
+    _xla_one_thread()
+    built = fennol_ani(model, "float32")
+    if built is None:
+        return None
+    import jax
+
+    fm, _ = built
+    x32 = np.asarray(x, np.float32)
+    natoms = np.bincount(batch)
+
+    def run():
+        e, f, _ = fm.energy_and_forces(species=z, coordinates=x32, natoms=natoms, batch_index=batch)
+        return np.asarray(e), np.asarray(f)
+
+    if not prebuilt:
+        return run
+    inputs = fm.preprocess(species=z, coordinates=x32, natoms=natoms, batch_index=batch)
+
+    def run_prebuilt():
+        return jax.block_until_ready(fm._energy_and_forces(fm.variables, inputs)[:2])
+
+    return run_prebuilt
+
+
+def inference_table(rounds: int = 7, min_cpu_s: float = 0.3) -> str:
+    """Small-molecule inference, ours against FeNNol in this process, one thread each (numba and BLAS
+    1 thread; XLA ``XLA_ONE_THREAD``): paracetamol (1 and 8 networks) and 1000 small molecules in one
+    call (8 networks), energies + forces, float32. Per call: process CPU time and wall time (medians
+    over ``rounds`` rounds of >= ``min_cpu_s`` CPU-s each, codes alternating); FeNNol also as its
+    compiled call alone on a graph built once.
+    ``python -m tools.bench.suites.nnp --inference [--fennol-site DIR]``."""
+    import time
+
+    _xla_one_thread()
+    from rung.nnp import load_model
+
+    def timed(fn):
+        calls, c0, w0 = 0, time.process_time(), time.perf_counter()
+        while calls < 3 or time.process_time() - c0 < min_cpu_s:
+            fn()
+            calls += 1
+        return (time.process_time() - c0) / calls, (time.perf_counter() - w0) / calls
+
+    rows = ["| system | networks | ours CPU ms | ours wall ms | FeNNol CPU ms | FeNNol wall ms | FeNNol / ours (CPU) | "
+            "FeNNol prebuilt graph CPU ms | prebuilt / ours (CPU) | max abs dE, dF (Ha, Ha/Angstrom) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    mols = small_molecules(1000)
+    problems = [("paracetamol (20 atoms)", np.array(PARACETAMOL_X), np.array(PARACETAMOL_Z), np.zeros(20, np.int64), 0),
+                ("paracetamol (20 atoms)", np.array(PARACETAMOL_X), np.array(PARACETAMOL_Z), np.zeros(20, np.int64), None),
+                (f"1000 small molecules ({mols[1].size} atoms), one call", *mols, 0),
+                (f"1000 small molecules ({mols[1].size} atoms), one call", *mols, None)]
+    for name, x, z, b, member in problems:
+        pot = load_model("ani-1x", member=member, dtype="float32", backend="numba")
+        one = name.startswith("paracetamol")
+        ours = _one_thread((lambda: pot.compute(x, z)) if one else (lambda: pot.evaluate(x, z, batch=b)))
+        codes = {"ours": ours}
+        peer = fennol_inference(pot.model, x, z, b)
+        if peer is not None:
+            codes["fennol"] = peer
+            codes["prebuilt"] = fennol_inference(pot.model, x, z, b, prebuilt=True)
+            r = ours()
+            e, f = peer()
+            sae = np.bincount(b, weights=pot.model.self_energies[pot.species_index(z)])
+            check = (f"{np.max(np.abs(np.atleast_1d(r.energy) - sae - e)):.1e}, "
+                     f"{np.max(np.abs(r.forces.reshape(-1, 3) - f[:z.size])):.1e}")
+        else:
+            check = ""
+        for fn in codes.values():
+            fn()
+            fn()
+        t = {k: [] for k in codes}
+        for _ in range(rounds):
+            for k, fn in codes.items():
+                t[k].append(timed(fn))
+        med = {k: np.median(np.array(v), axis=0) * 1e3 for k, v in t.items()}
+
+        def cell(k, i):
+            return f"{med[k][i]:.3g}" if k in med else ""
+
+        ratio = f"{med['fennol'][0] / med['ours'][0]:.2f}" if "fennol" in med else ""
+        ratio_pre = f"{med['prebuilt'][0] / med['ours'][0]:.2f}" if "prebuilt" in med else ""
+        rows.append(f"| {name} | {'1' if member == 0 else '8'} | {cell('ours', 0)} | {cell('ours', 1)} | {cell('fennol', 0)} | "
+                    f"{cell('fennol', 1)} | {ratio} | {cell('prebuilt', 0)} | {ratio_pre} | {check} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows)
 
 
 def fennol_epoch(lab, which, dtype="float32", batch_size=32, seed=0):
@@ -537,12 +666,17 @@ def transfer_gradient_table(sizes=(6, 20), epochs=100) -> str:
 if __name__ == "__main__":
     import sys
 
+    if "--fennol-site" in sys.argv:  # FeNNol installed apart (uv pip install --target DIR fennol), after our packages
+        sys.path.append(sys.argv[sys.argv.index("--fennol-site") + 1])
+
     if "--finetune-memory" in sys.argv:
         print(finetune_memory(*sys.argv[sys.argv.index("--finetune-memory") + 1:][:4]))
     elif "--transfer-gradient" in sys.argv:
         print(transfer_gradient_table())
     elif "--step-memory" in sys.argv:
         print(step_memory())
+    elif "--inference" in sys.argv:
+        print(inference_table())
     elif "--finetune" in sys.argv:
         print(finetune_table())
     else:

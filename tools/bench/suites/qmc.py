@@ -14,9 +14,11 @@
   quality (both codes get the same orbitals).
 - ``qmc.vmc_water`` at 25, 100, 400 and 1600 walkers (full mode): scaling with walkers per process.
 - ``qmc.forces_water`` (and ``qmc.forces_benzene``, full mode): all 3 N_atom ZVZB force derivatives of
-  every walker (:class:`rung.qmc.forces.NuclearDerivatives`, space warp on), against one energy-only
-  VMC step (sweep + local energy) on the same walkers as the "peer": peer/ours < 1 is the cost of the
-  forces in energy steps.
+  every walker (:class:`rung.qmc.forces.NuclearDerivatives`, space warp on, analytic path), against
+  one energy-only VMC step (sweep + local energy) on the same walkers as the "peer": peer/ours < 1 is
+  the cost of the forces in energy steps. ``..._local_energy``: the same against one local-energy
+  evaluation (the issue's yardstick); ``..._fd``: the finite-difference path (``method="fd"``, 6 N_atom
+  re-built trial functions) against the energy step, for the before/after in one run.
 - ``qmc.aos``: AO values + gradients at walker x electron positions against PySCF ``eval_gto``.
 
 Run single-threaded for per-CPU-second numbers: ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -130,12 +132,13 @@ def _ours_dmc(mol, mf, nw, nsteps):
                        e_ref=v.energy)
 
 
-def _forces_vs_step(mol, mf, nw):
-    """(forces of nw walkers, one energy-only VMC step of the same walkers), both on equilibrated walkers."""
+def _forces_vs_step(mol, mf, nw, method="auto"):
+    """(forces of nw walkers, one energy-only VMC step of the same walkers, one local energy of them),
+    all on equilibrated walkers; ``method`` of :class:`rung.qmc.forces.ForceConfig`."""
     from rung.qmc.forces import ForceConfig, NuclearDerivatives, displaced_builder
     from rung.qmc.hamiltonian import Hamiltonian
     from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
-    from rung.qmc.vmc import VMCConfig, vmc
+    from rung.qmc.vmc import VMCConfig, sweep, vmc
 
     orb = _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench")
     wf = slater_jastrow(mol, orb)
@@ -143,9 +146,8 @@ def _forces_vs_step(mol, mf, nw):
     rng = np.random.default_rng(0)
     configs = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=1, nsteps=2, nequil=5),
                   rng=rng).configs
-    nd = NuclearDerivatives(displaced_builder(mol, orb, parameters=wf.parameters), mol.atom_coords(), ForceConfig())
-    from rung.qmc.vmc import sweep
-
+    nd = NuclearDerivatives(displaced_builder(mol, orb, parameters=wf.parameters), mol.atom_coords(),
+                            ForceConfig(method=method))
     walkers = configs.copy()
     wf.recompute(walkers)
 
@@ -153,7 +155,7 @@ def _forces_vs_step(mol, mf, nw):
         sweep(wf, walkers, 0.3, rng)
         ham.local_energy(wf, walkers, rng)
 
-    return (lambda: nd(configs)), step
+    return (lambda: nd(configs)), step, (lambda: ham.local_energy(wf, walkers, rng))
 
 
 def _pyqmc_dmc(mol, mf, nw, nsteps):
@@ -196,10 +198,15 @@ def cases(quick: bool):
                note="" if peer else "PyQMC not installed")
     for label, (fmol, fmf), nw in (("qmc.forces_water", (mol, mf), 100),) + (() if quick else (
             ("qmc.forces_benzene", _benzene(), 20),)):
-        ours, peer = _forces_vs_step(fmol, fmf, nw)
-        yield Case(label, f"{fmol.natm} atoms, {fmol.nelectron} e, {nw} walkers: 3 N_atom force derivatives "
-                   "(central differences, space warp)", ours, peer=peer, peer_name="one VMC energy step",
-                   work=nw, work_unit="walkers", repeats=3, warmup=1)
+        size = f"{fmol.natm} atoms, {fmol.nelectron} e, {nw} walkers: 3 N_atom force derivatives"
+        ours, step, energy = _forces_vs_step(fmol, fmf, nw)
+        yield Case(label, size + " (analytic, space warp)", ours, peer=step, peer_name="one VMC energy step",
+                   work=nw, work_unit="walkers", repeats=5, warmup=1)
+        yield Case(label + "_local_energy", size + " (analytic, space warp)", ours, peer=energy,
+                   peer_name="one local energy", work=nw, work_unit="walkers", repeats=5, warmup=1)
+        fd, step, _ = _forces_vs_step(fmol, fmf, nw, method="fd")
+        yield Case(label + "_fd", size + " (central differences, space warp)", fd, peer=step,
+                   peer_name="one VMC energy step", work=nw, work_unit="walkers", repeats=3, warmup=1)
     from rung.qmc.orbitals import AtomicBasis, evaluate_aos
 
     basis = AtomicBasis.from_mol(mol)

@@ -280,7 +280,7 @@ class AnalyticDerivatives:
                 for ei in np.unique(eg):
                     on = np.nonzero(eg == ei)[0]
                     jv, jgr, _ = self.jas._electron_terms(ei, np.ascontiguousarray(pts[on]), 1, w[on])
-                    j0 = self.jas._electron_terms(ei, configs[w[on], ei][:, None], 0, w[on])[0]
+                    j0 = self.jas._current(ei)[w[on]]  # J_e at r_e (cached by gradient_laplacian_all)
                     rj[on] = np.exp(jv - j0)
                     gjp[on] = jgr
             ao = self._aos(pts.reshape(-1, 3), 1).reshape(4, w.size, nq, -1)

@@ -291,3 +291,25 @@ def test_table_method_equals_pyqmc_multislater():
         g2, lap2 = theirs.gradient_laplacian(e, oc.electron(e))
         np.testing.assert_allclose(g1, np.asarray(g2), rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(lap1, np.asarray(lap2), rtol=1e-8, atol=1e-10)
+
+
+def test_read_multidet_truncation_rule(tmp_path):
+    """|c| descending; min_coef; the shortest leading set reaching a cumulative c^2 weight; max_dets."""
+    from rung.core.multidet import MultiDet, write_multidet
+    from rung.qmc.system import InputError
+
+    coef = np.array([0.1, -0.9, 0.3, 0.0, -0.3])
+    alpha = np.array([[0b0011], [0b0011], [0b0101], [0b1001], [0b0110]], np.uint64)
+    path = tmp_path / "wf.h5"
+    write_multidet(path, MultiDet(alpha, alpha.copy(), coef, 4, True))
+    assert read_multidet(path).coef.tolist() == [-0.9, 0.3, -0.3, 0.1, 0.0]  # stable for the tie
+    assert read_multidet(path, min_coef=0.2).coef.tolist() == [-0.9, 0.3, -0.3]
+    # sum c^2 = 1.00; cumulative 0.81, 0.90, 0.99, 1.00, 1.00
+    assert len(read_multidet(path, weight=0.81).coef) == 1
+    assert len(read_multidet(path, weight=0.85).coef) == 2
+    assert len(read_multidet(path, weight=0.95).coef) == 3
+    assert len(read_multidet(path, weight=0.995).coef) == 4
+    assert len(read_multidet(path, weight=0.995, max_dets=3).coef) == 3
+    assert read_multidet(path, max_dets=2).occ_up == ((0, 1), (0, 2))
+    with pytest.raises(InputError, match="cumulative weight"):
+        read_multidet(path, weight=1.5)

@@ -1,19 +1,21 @@
 """Multideterminant trial functions psi = sum_k c_k D_up,k D_down,k, read from QMCPACK ``/MultiDet``.
 
-Component of the protocol in :mod:`rung.qmc.wavefunction`, built from one
-:class:`~rung.qmc.determinants.SlaterDeterminant` per determinant (each with its own inverse and
-Sherman-Morrison updates). With weights ``w_k = c_k D_k / psi``:
+Two components of the protocol in :mod:`rung.qmc.wavefunction`:
+
+- :class:`TableMultiSlater` (the default): the table method, one reference inverse per spin and the
+  determinants as minors of T = A0^-1 Phi over the unique spin strings; the cost grows with the
+  number of unique strings (~sqrt(N_det) for selected-CI expansions) plus one sparse contraction
+  over the determinants per accepted move.
+- :class:`MultiSlater`: one :class:`~rung.qmc.determinants.SlaterDeterminant` per determinant (own
+  inverse and Sherman-Morrison updates), cost linear in N_det with an N^2 prefactor; kept as the
+  independent oracle of the table method. With weights ``w_k = c_k D_k / psi``:
 
     psi'/psi = sum_k w_k (D_k'/D_k),   grad psi'/psi' = sum_k w_k D_k'/D_k grad D_k'/D_k' / (psi'/psi),
     lap psi / psi = sum_k w_k lap D_k / D_k
 
-The cost grows linearly with the number of determinants (no table method); meant for the short
-expansions a selected-CI run hands to QMC.
-
-File layout (written by the sci rung, contracts.md): ``/MultiDet/{NbDet, nstate, Nbits, Coeff,
-CI_Alpha, CI_Beta}``, strings as int64 words, bit i of word k = orbital 64k + i; a determinant is
-alpha creators before beta ones, each in ascending orbital order, so c_k multiplies D_up D_down
-directly. The orbitals are those of the FCIDUMP the expansion came from (the DFT rung's orbitals).
+File layout: :mod:`rung.core.multidet` (QMCPACK's ``/MultiDet``; bit i of word k = orbital 64k + i;
+a determinant is alpha creators before beta ones, each in ascending orbital order, so c_k multiplies
+D_up D_down directly). The orbitals are those of the FCIDUMP the expansion came from (the DFT rung's orbitals).
 The attribute ``/MultiDet.complete`` (sci rung) says whether the run that wrote it had finished.
 """
 
@@ -36,40 +38,42 @@ class Expansion:
     nstate: int
 
 
-def _bits(words) -> list:
-    return [64 * k + b for k, w in enumerate(np.asarray(words).astype(np.uint64)) for b in range(64) if int(w) >> b & 1]
+def _bits(words) -> tuple:
+    words = np.asarray(words).astype(np.uint64)
+    return tuple(64 * k + b for k, w in enumerate(words) for b in range(64) if int(w) >> b & 1)
 
 
-def read_multidet(path, max_dets: int | None = None, min_coef: float = 0.0, *,
+def read_multidet(path, max_dets: int | None = None, min_coef: float = 0.0, weight: float | None = None, *,
                   allow_incomplete: bool = False) -> Expansion:
-    """Read a QMCPACK ``/MultiDet`` file; keep the largest ``max_dets`` with |c| >= ``min_coef``.
+    """Read a ``/MultiDet`` file (:func:`rung.core.multidet.read_multidet`, the one reader of the
+    contract) and truncate it.
 
-    An expansion the sci rung marked unfinished (``/MultiDet.complete`` False: a killed or still
-    running ``sci run``) is refused unless ``allow_incomplete``; files without the mark (other
-    programs') are read.
+    Truncation rule: determinants sorted by |c| (descending, stable); keep those with |c| >= ``min_coef``;
+    with ``weight`` (0 < weight <= 1) keep the shortest leading set whose sum of c^2 reaches that
+    fraction of the whole expansion's; then at most ``max_dets``. An expansion the sci rung marked
+    unfinished (``complete`` False: a killed or still running ``sci run``) is refused unless
+    ``allow_incomplete``; files without the mark (other programs') are read.
     """
-    import h5py
-
+    from rung.core.multidet import read_multidet as read_contract
     from rung.qmc.system import InputError
 
-    try:
-        with h5py.File(path, "r") as f:
-            g = f["MultiDet"]
-            coef = np.asarray(g["Coeff"][()], dtype=np.float64)
-            a, b = g["CI_Alpha"][()], g["CI_Beta"][()]
-            nstate = int(g["nstate"][()])
-            complete = g.attrs.get("complete")
-    except (OSError, KeyError) as err:
-        raise InputError(f"{path}: not a readable /MultiDet file: {err}") from err
-    if complete is not None and not bool(complete) and not allow_incomplete:
+    md = read_contract(path)
+    if md.complete is False and not allow_incomplete:
         raise InputError(f"{path}: the /MultiDet expansion is from an unfinished sci run (complete = False); "
                          "finish it with sci run, or accept it with --allow-incomplete")
+    if weight is not None and not 0 < weight <= 1:
+        raise InputError(f"the cumulative weight must be in (0, 1], got {weight}")
+    coef = np.asarray(md.coef, dtype=np.float64)
     order = np.argsort(-np.abs(coef), kind="stable")
-    order = [i for i in order if abs(coef[i]) >= min_coef][:max_dets]
-    if not order:
+    order = order[np.abs(coef[order]) >= min_coef]
+    if weight is not None and order.size:
+        cum = np.cumsum(coef[order] ** 2) / np.sum(coef ** 2)
+        order = order[:int(np.searchsorted(cum, weight * (1 - 1e-12))) + 1]
+    order = order[:max_dets]
+    if not order.size:
         raise InputError(f"{path}: no determinant left after the selection")
-    return Expansion(coef[order], tuple(tuple(_bits(a[i])) for i in order), tuple(tuple(_bits(b[i])) for i in order),
-                     nstate)
+    return Expansion(coef[order], tuple(_bits(md.alpha[i]) for i in order), tuple(_bits(md.beta[i]) for i in order),
+                     int(md.nstate))
 
 
 class MultiSlater:

@@ -1,4 +1,4 @@
-"""Command line interface: `nnp fetch`, `nnp convert` (NeuroChem folders, FeNNol .fnx), `nnp eval`, `nnp train`.
+"""Command line interface: `nnp fetch`, `nnp convert` (NeuroChem folders, FeNNol .fnx, TorchANI .pt), `nnp eval`, `nnp train`.
 
 Bad input (a config, dataset, structure or model file, weights not fetched, an option) ends in one
 line and exit code 2 (:mod:`rung.core.cli`). `nnp eval` fails a conformation it cannot evaluate alone
@@ -34,9 +34,14 @@ def fetch(name, force):
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--name", default="", help="model name stored in the file (default: folder or file name)")
-def convert(sources, out, name):
-    """Convert SOURCES into rung's HDF5 model file OUT: a NeuroChem ensemble folder, or FeNNol .fnx
-    files of ANI architecture (one ensemble member each)."""
+@click.option("--radial-cutoff", type=float, default=None,
+              help="TorchANI .pt only: radial AEV cutoff, Angstrom (default: inferred from evenly spaced shifts)")
+@click.option("--angular-cutoff", type=float, default=None,
+              help="TorchANI .pt only: angular AEV cutoff, Angstrom (default: inferred from evenly spaced shifts)")
+def convert(sources, out, name, radial_cutoff, angular_cutoff):
+    """Convert SOURCES into rung's HDF5 model file OUT: a NeuroChem ensemble folder, FeNNol .fnx
+    files of ANI architecture (one ensemble member each), or one TorchANI state dict (.pt, saved
+    with torch.save(model.state_dict()); needs torch)."""
     from pathlib import Path
 
     from rung.nnp.model import save_model
@@ -50,10 +55,16 @@ def convert(sources, out, name):
         from rung.nnp.fennol import ensemble_of_fnx
 
         model = ensemble_of_fnx(paths, name=name)
+    elif len(paths) == 1 and paths[0].is_file() and paths[0].suffix in (".pt", ".pth"):
+        from rung.nnp.torchani_pt import read_pt
+
+        model = read_pt(paths[0], name=name, radial_cutoff=radial_cutoff, angular_cutoff=angular_cutoff)
+        click.echo(f"AEV cutoffs {model.aev.Rcr} and {model.aev.Rca} Angstrom ({model.provenance['cutoffs']['how']}); "
+                   "activation CELU(0.1) and cosine cutoffs assumed (a state dict does not record them)")
     else:
         from rung.core.errors import InputError
 
-        raise InputError("give one NeuroChem folder or one or more FeNNol .fnx files")
+        raise InputError("give one NeuroChem folder, one or more FeNNol .fnx files, or one TorchANI .pt state dict")
     click.echo(f"{model.name}: {len(model.members)} networks, species {','.join(model.species)} -> {save_model(model, out)}")
 
 

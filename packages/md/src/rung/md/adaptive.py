@@ -456,7 +456,8 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_r
     stop_after_replicas : return after this many replica runs of this invocation (serial tests that
         emulate a kill)
     Returns the analyses of all iterations (on every rank). Each new analysis records its timings
-    (``extra``: ``replica_wall_s`` the slowest group's replica phase, ``gather_wait_s`` the longest wait
+    (``extra``: ``replica_wall_s`` the slowest group's replica phase, ``replica_cpu_s`` the largest CPU
+    time of a rank in it, ``gather_wait_s`` the longest wait
     of a group for the others, ``selection_s`` rank 0's reading of new frames, features, projection,
     density, MSM and selection).
     """
@@ -494,7 +495,7 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_r
                 idir.mkdir(parents=True, exist_ok=True)
             if comm is not None:
                 comm.Barrier()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             mine = {}
             for r in range(group, acfg.replicas, groups):
                 rdir = _replica_dir(workdir, it, r)
@@ -510,15 +511,16 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_r
                 ran += _run_replica(rcfg, rdir, progress, comm=sub)
                 if leader:
                     mine[r] = read_positions(rdir / f"{prefix}.h5")
-            t_run = time.perf_counter() - t0
+            t_run, c_run = time.perf_counter() - t0, time.process_time() - c0
             if comm is None:
-                gathered, waits = [mine], [0.0]
+                gathered, waits, t_runs, c_runs = [mine], [0.0], [t_run], [c_run]
             else:
                 t1 = time.perf_counter()
                 comm.Barrier()
                 waits = comm.gather(time.perf_counter() - t1, root=0)
                 gathered = comm.gather(mine, root=0)
                 t_runs = comm.gather(t_run, root=0)
+                c_runs = comm.gather(c_run, root=0)
             res = None
             if rank == 0:
                 t2 = time.perf_counter()
@@ -534,7 +536,7 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_r
                                             np.arange(len(frames[k][0]))] for k in keys])
                 res = analyse(it, ids, np.concatenate([frames[k][0] for k in keys]), system.numbers, acfg,
                               feats=np.concatenate([frames[k][1] for k in keys]))
-                res.extra.update({"replica_wall_s": max(t_runs) if comm is not None else t_run,
+                res.extra.update({"replica_wall_s": max(t_runs), "replica_cpu_s": max(c_runs),
                                   "gather_wait_s": max(waits), "selection_s": time.perf_counter() - t2,
                                   "ranks": size, "bead_ranks": bead_ranks})
                 res.to_hdf5(ana)

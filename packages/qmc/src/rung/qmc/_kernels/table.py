@@ -109,6 +109,20 @@ def string_minors(t, deg, holes, parts, sign):
                 adj[iw, s, 0, 1] = -sg * x[0, 1]
                 adj[iw, s, 1, 0] = -sg * x[1, 0]
                 adj[iw, s, 1, 1] = sg * x[0, 0]
+            elif k == 3:
+                c00 = x[1, 1] * x[2, 2] - x[1, 2] * x[2, 1]
+                c01 = x[0, 2] * x[2, 1] - x[0, 1] * x[2, 2]
+                c02 = x[0, 1] * x[1, 2] - x[0, 2] * x[1, 1]
+                c10 = x[1, 2] * x[2, 0] - x[1, 0] * x[2, 2]
+                c11 = x[0, 0] * x[2, 2] - x[0, 2] * x[2, 0]
+                c12 = x[0, 2] * x[1, 0] - x[0, 0] * x[1, 2]
+                c20 = x[1, 0] * x[2, 1] - x[1, 1] * x[2, 0]
+                c21 = x[0, 1] * x[2, 0] - x[0, 0] * x[2, 1]
+                c22 = x[0, 0] * x[1, 1] - x[0, 1] * x[1, 0]
+                adj[iw, s, 0, 0], adj[iw, s, 0, 1], adj[iw, s, 0, 2] = sg * c00, sg * c01, sg * c02
+                adj[iw, s, 1, 0], adj[iw, s, 1, 1], adj[iw, s, 1, 2] = sg * c10, sg * c11, sg * c12
+                adj[iw, s, 2, 0], adj[iw, s, 2, 1], adj[iw, s, 2, 2] = sg * c20, sg * c21, sg * c22
+                det[iw, s] = sg * (x[0, 0] * c00 + x[1, 0] * c01 + x[2, 0] * c02)
             else:
                 for i in range(k):
                     for j in range(k):

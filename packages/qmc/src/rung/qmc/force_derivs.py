@@ -223,13 +223,19 @@ class AnalyticDerivatives:
         return [(0, slice(0, n0)), (1, slice(n0, n0 + n1))]
 
     def _draw_rotations(self, nw, ne):
-        """One random rotation per walker and electron, drawn exactly as the ECP's nonlocal term does
-        (so that the finite-difference oracle, sharing the stream, uses the same quadrature)."""
-        from rung.qmc.ecp import random_rotations
-
+        """One random rotation per walker and electron, (nw, ne, 3, 3), from the same numbers the ECP's
+        nonlocal term draws (one (nw, 4) block of normals per electron, in electron order; one (ne, nw, 4)
+        draw is the same sequence), so that the finite-difference oracle sharing the stream uses the same
+        quadrature. None without nonlocal channels (nothing is drawn then)."""
         if not self.ham.ecp.has_nonlocal:
             return None
-        return np.stack([random_rotations(self.rng, nw) for _ in range(ne)], axis=1)  # (nw, ne, 3, 3)
+        q = self.rng.normal(size=(ne, nw, 4))
+        q /= np.linalg.norm(q, axis=-1, keepdims=True)
+        w, x, y, z = np.moveaxis(q, -1, 0)  # each (ne, nw)
+        m = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+                      2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+                      2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1)
+        return np.ascontiguousarray(m.reshape(ne, nw, 3, 3).transpose(1, 0, 2, 3))  # as ecp.random_rotations
 
     def _nonlocal(self, configs, rot, b0, de, ge, jg):
         """Nonlocal ECP: its direct R derivative added into ``de`` (nw, natom, 3) and its direct electron

@@ -18,7 +18,7 @@ def test_a_bohr_xyz_is_refused_and_no_output_written(ani1x_file, tmp_path):
     assert r.exit_code == 0 and "1 conformation(s) evaluated" in r.output, r.output
 
 
-def test_property_prefix_writes_beside_the_plain_names(ani1x_file, tmp_path):
+def test_foreign_nnp_values_are_refused_and_the_prefix_writes_beside_them(ani1x_file, tmp_path):
     import h5py
     import numpy as np
 
@@ -29,6 +29,10 @@ def test_property_prefix_writes_beside_the_plain_names(ani1x_file, tmp_path):
         g["atomic_numbers"] = np.array([8, 1, 1])
         g.create_dataset("conformations", data=x).attrs["units"] = "bohr"
         g["nnp_energy"] = np.array([1.0])  # someone else's number under the plain name
+    before = src.read_bytes()
+    r = CliRunner().invoke(main, ["eval", str(src), "--model", str(ani1x_file)])
+    check_bad_input(r, "w.h5", "water/nnp_energy without nnp_status", "--property-prefix")
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["w.h5"]
     r = CliRunner().invoke(main, ["eval", str(src), "--model", str(ani1x_file), "--property-prefix", "rung_"])
     assert r.exit_code == 0 and "1 conformation(s) evaluated" in r.output, r.output
     with h5py.File(src, "r") as f:

@@ -928,6 +928,9 @@ class ResultWriter:
         prefix = f"{self.rung}_"
         with _open(self.path) as f:
             scan = _scan(f, plan, prefix)
+            for mol in plan:  # never write into a property that no writer of this rung made (foreign data)
+                if scan[mol][2] and f"{prefix}{_STATUS}" not in scan[mol][2]:
+                    raise DatasetError(_foreign(self.path, mol, sorted(scan[mol][2]), self.rung))
             for mol, p in plan.items():
                 n, _, infos = scan[mol]
                 need = {k: v for k, v in p.items() if k is not None}
@@ -1067,6 +1070,26 @@ class ResultWriter:
             status[idx] = np.array([s[1] for _, s in items], dtype=np.int8)
 
 
+def _foreign(path, molecule: str, names: list, rung: str) -> str:
+    more = f" and {len(names) - 1} more {rung}_* datasets" if len(names) > 1 else ""
+    return (f"{path} holds {molecule}/{names[0]}{more} without {rung}_status: rung did not write them and never "
+            "replaces them; write elsewhere, or beside them under other names with --property-prefix (e.g. rung_)")
+
+
+def check_foreign(path, rung: str) -> None:
+    """Refuse (:class:`DatasetError`) a dataset whose molecule groups hold ``<rung>_*`` datasets that no
+    :class:`ResultWriter` made: a writer always gives a group ``<rung>_status`` with its first value, so
+    ``<rung>_*`` without it is someone else's data (SPICE's ``dft_total_energy``), never overwritten.
+    The merge refuses the same (the rung's results then stay in the journal); calling this first
+    refuses before any work."""
+    with _open(path) as f:
+        for name, g in f.items():
+            if isinstance(g, h5py.Group) and f"{rung}_status" not in g:
+                mine = sorted(k for k in g if k.startswith(f"{rung}_"))
+                if mine:
+                    raise DatasetError(_foreign(path, name, mine, rung))
+
+
 def property_prefix(prefix: str | None) -> str:
     """A checked ``--property-prefix``: ``""`` (none) or letters, digits and ``_``, starting with a letter,
     ending with ``_`` (added when missing: ``rung`` gives ``rung_``). A rung's datasets are then
@@ -1118,7 +1141,7 @@ def summarize(path, rung: str) -> dict:
 
 
 __all__ = [
-    "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_geometry",
+    "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_foreign", "check_geometry",
     "check_length_unit", "check_not_failed",
     "create_dataset", "MIN_DISTANCE_BOHR", "property_prefix",
     "read_hdf5", "read_property", "read_structures", "read_xyz", "smiles_charge", "summarize",

@@ -70,9 +70,11 @@ def evaluate_dataset(dataset, potential, *, log=print, rung: str = "nnp") -> int
     the others of its molecule are evaluated all the same. ``rung``: the datasets' prefix (``nnp``, or
     ``<--property-prefix>nnp``).
     """
-    from rung.core.dataset import ResultWriter, read_hdf5
+    from rung.core.dataset import ResultWriter, check_foreign, read_hdf5
 
     from rung.nnp import __version__
+
+    check_foreign(dataset, rung)  # another code's nnp_* values are never overwritten
 
     meta = {"method": potential.model.name, "networks": len(potential.model.members), "backend": potential.backend,
             "dtype": str(potential.dtype), "package_version": __version__}

@@ -6,7 +6,7 @@ Bad input (a file or an option) ends in one line and exit code 2 (:mod:`rung.cor
 
 import click
 
-from rung.core.cli import Group
+from rung.core.cli import Group, property_prefix
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +32,9 @@ def main():
 @click.option("--ecp", default="ccecp", show_default=True, help="dataset mode: ECP ('' for none)")
 @click.option("--frozen-core", type=int, default=0, help="dataset mode: orbitals frozen in the RHF Hamiltonian")
 @click.option("--backend", type=click.Choice(["auto", "numba", "cupy"]), default="auto", show_default=True)
-def run(fcidump, dataset, out, max_det, pt2_threshold, growth, nroots, spin, ncore, basis, ecp, frozen_core, backend):
+@property_prefix
+def run(fcidump, dataset, out, max_det, pt2_threshold, growth, nroots, spin, ncore, basis, ecp, frozen_core, backend,
+        property_prefix):
     """CIPSI on an FCIDUMP (``sci run FCIDUMP --out wf.h5``) or on a dataset (``sci run --from-dataset d.h5``)."""
     from rung.sci.cipsi import Config
 
@@ -43,7 +45,7 @@ def run(fcidump, dataset, out, max_det, pt2_threshold, growth, nroots, spin, nco
         from rung.sci.workflow import run_dataset
 
         res = run_dataset(dataset, cfg, basis=basis, ecp=ecp or None, frozen_core=frozen_core, backend=backend,
-                          log=click.echo)
+                          log=click.echo, rung=property_prefix + "sci")
         click.echo(f"{len(res)} conformations done")
         return
     if out is None:

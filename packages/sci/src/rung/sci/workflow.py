@@ -109,15 +109,17 @@ def result_values(res: Result) -> dict:
 
 def run_dataset(dataset, config: Config = Config(), *, basis: str = "ccecp-cc-pvdz", ecp: str | None = "ccecp",
                 frozen_core: int = 0, backend: str = "auto", wavefunction_path: Callable | None = None,
-                log: Callable = print) -> dict:
+                log: Callable = print, rung: str = "sci") -> dict:
     """CIPSI on every pending conformation of ``dataset``; returns ``{(molecule, index): Result}``.
 
     Failures are recorded in the dataset (``sci_status`` = failed, ``sci_error``) and the run goes on.
+    ``rung``: the datasets' prefix (``sci``, or ``<--property-prefix>sci``).
     """
-    from rung.core.dataset import ResultWriter
+    from rung.core.dataset import ResultWriter, check_foreign
 
     dataset = Path(dataset)
-    writer = ResultWriter(dataset, "sci", UNITS, metadata={"method": "CIPSI + EN-PT2", "package_version": __version__,
+    check_foreign(dataset, rung)  # another code's sci_* values are never overwritten
+    writer = ResultWriter(dataset, rung, UNITS, metadata={"method": "CIPSI + EN-PT2", "package_version": __version__,
                                                            "basis": basis, "ecp": ecp or ""})
     out = {}
     for molecule, index in writer.pending():

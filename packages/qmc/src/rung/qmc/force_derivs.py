@@ -279,8 +279,19 @@ class AnalyticDerivatives:
                     c_r[on] += (2 * l + 1) * dv[:, None] * p
                     c_cos[on] += (2 * l + 1) * v[:, None] * dp
             c, c_r, c_cos = c * weights, c_r * weights, c_cos * weights
-            # Jastrow ratio and its gradient at the points
-            rj = np.ones_like(c)
+            ao = self._aos(pts.reshape(-1, 3), 1).reshape(4, w.size, nq, -1)
+            if self.backend == "numba":  # the Jastrow at the points is evaluated inside the kernel
+                from rung.qmc._kernels.forces_cpu import nonlocal_terms
+
+                j0 = np.zeros((nw, ne)) if self.jas is None else \
+                    np.stack([self.jas._current(k)[:, 0] for k in range(ne)], 1)  # J_e at r_e (cached)
+                vm_ao = np.zeros((nw, sl.stop - sl.start, ao.shape[-1]))
+                nonlocal_terms(w, e, eg, atom_index[a], rr, np.ascontiguousarray(rhat), np.ascontiguousarray(q),
+                               np.ascontiguousarray(pts), c, c_r, c_cos, j0, ao, b0[s], self.col_atom, configs,
+                               jg, self.coords, self.spin, *self._jastrow_tables, de, ge, vm_ao)
+                vm[s] += vm_ao @ self.cmo[s]
+                continue
+            rj = np.ones_like(c)  # Jastrow ratio and its gradient at the points
             gjp = np.zeros(pts.shape)
             if self.jas is not None:
                 for ei in np.unique(eg):
@@ -289,16 +300,6 @@ class AnalyticDerivatives:
                     j0 = self.jas._current(ei)[w[on]]  # J_e at r_e (cached by gradient_laplacian_all)
                     rj[on] = np.exp(jv - j0)
                     gjp[on] = jgr
-            ao = self._aos(pts.reshape(-1, 3), 1).reshape(4, w.size, nq, -1)
-            if self.backend == "numba":
-                from rung.qmc._kernels.forces_cpu import nonlocal_terms
-
-                vm_ao = np.zeros((nw, sl.stop - sl.start, ao.shape[-1]))
-                nonlocal_terms(w, e, eg, atom_index[a], rr, np.ascontiguousarray(rhat), np.ascontiguousarray(q),
-                               np.ascontiguousarray(pts), c, c_r, c_cos, rj, gjp, ao, b0[s], self.col_atom, configs,
-                               jg, self.coords, self.spin, *self._jastrow_tables, de, ge, vm_ao)
-                vm[s] += vm_ao @ self.cmo[s]
-                continue
             b = b0[s][w, :, e]  # (T, nao): column e of C A
             rd = np.einsum("tqm,tm->tq", ao[0], b)  # determinant ratio
             grd = np.einsum("xtqm,tm->tqx", ao[1:4], b)  # its gradient in the point

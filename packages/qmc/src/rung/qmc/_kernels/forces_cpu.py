@@ -157,8 +157,26 @@ def _radial1(poly, L, G, Lc, r):
     return f1
 
 
+@numba.njit(cache=True, inline="always")
+def _radial01(poly, L, G, Lc, r):
+    """f(r) and f'(r) of a Jastrow pair function (see :func:`_radial1`)."""
+    y = r / L
+    f0 = 0.0
+    f1 = 0.0
+    if y < 1.0:
+        for m in range(poly.shape[0] - 1, -1, -1):
+            f1 = f1 * y + f0
+            f0 = f0 * y + poly[m]
+        f1 /= L
+    if r < Lc:
+        t = 1.0 - r / Lc
+        f0 -= G * Lc * t * t * t / 3.0
+        f1 += G * t * t
+    return f0, f1
+
+
 @numba.njit(cache=True)
-def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, rj, gjp, ao, b0, col_atom, configs, jg, coords, spin,
+def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, ao, b0, col_atom, configs, jg, coords, spin,
                    use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc, de, ge, vm_ao):
     """Nonlocal ECP terms of the analytic derivatives, one spin, all (walker, electron, ECP atom) triples
     in range (the NumPy path of :meth:`rung.qmc.force_derivs.AnalyticDerivatives._nonlocal` is the oracle).
@@ -169,7 +187,7 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, rj, gjp, ao,
     rr : (T,) Bohr; rhat : (T, 3) — electron-ion distance and direction
     q : (T, nq, 3) rotated quadrature directions; pts : (T, nq, 3) Bohr, the points R + r q
     c, c_r, c_cos : (T, nq) — projector w_q sum_l (2l+1) v_l(r) P_l(cos), Hartree, and its r, cos derivatives
-    rj : (T, nq) Jastrow ratio; gjp : (T, nq, 3) grad J_e at the points (zeros without a Jastrow)
+    j0 : (nw, ne) J_e at the electrons (the Jastrow ratio at a point is exp(J_e(r') - J_e(r_e)))
     ao : (4, T, nq, ncart) cartesian AOs (value, gradient) at the points; b0 : (nw, ncart, n) C_cart A
     col_atom : (ncart,) int64 atom of each AO; configs : (nw, ne, 3) Bohr; jg : (nw, ne, 3) grad J
     coords : (natom, 3) Bohr; spin : (ne,) int64
@@ -184,6 +202,8 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, rj, gjp, ao,
     natom = coords.shape[0]
     ne = configs.shape[1]
     pa = np.zeros((natom, 3))
+    fa = np.zeros(natom)  # f'(r)/r of the pair functions at the current point: atoms, electrons
+    fe = np.zeros(ne)
     for t in range(T):
         wi, ei, gi, A = w[t], e[t], eg[t], atom[t]
         r = rr[t]
@@ -194,7 +214,38 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, rj, gjp, ao,
             pa[I, 2] = 0.0
         tsum = 0.0
         for k in range(q.shape[1]):
-            u = c[t, k] * rj[t, k]
+            # Jastrow J_e at the point, its gradient, and each pair's f'/r for the derivative terms below
+            rj = 1.0
+            gj0 = 0.0
+            gj1 = 0.0
+            gj2 = 0.0
+            px, py, pz = pts[t, k, 0], pts[t, k, 1], pts[t, k, 2]
+            if use_j:
+                jp = 0.0
+                for j in range(ne):
+                    fe[j] = 0.0
+                    if j == gi:
+                        continue
+                    d0, d1, d2 = px - configs[wi, j, 0], py - configs[wi, j, 1], pz - configs[wi, j, 2]
+                    rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                    s = 0 if spin[j] == spin[gi] else 1
+                    f0, f1 = _radial01(ee_poly[s], L_ee, ee_g[s], L_eec, rp)
+                    jp += f0
+                    fe[j] = f1 / rp
+                    gj0 += fe[j] * d0
+                    gj1 += fe[j] * d1
+                    gj2 += fe[j] * d2
+                for I in range(natom):
+                    d0, d1, d2 = px - coords[I, 0], py - coords[I, 1], pz - coords[I, 2]
+                    rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                    f0, f1 = _radial01(en_poly[I], L_en, en_g[I], L_enc, rp)
+                    jp += f0
+                    fa[I] = f1 / rp
+                    gj0 += fa[I] * d0
+                    gj1 += fa[I] * d1
+                    gj2 += fa[I] * d2
+                rj = np.exp(jp - j0[wi, gi])
+            u = c[t, k] * rj
             rd = 0.0
             g0 = 0.0
             g1 = 0.0
@@ -218,14 +269,14 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, rj, gjp, ao,
             tsum += tt
             qx, qy, qz = q[t, k, 0], q[t, k, 1], q[t, k, 2]
             cos = qx * h0 + qy * h1 + qz * h2
-            a1 = c_r[t, k] * rj[t, k] * rd
-            a2 = c_cos[t, k] * rj[t, k] * rd / r
+            a1 = c_r[t, k] * rj * rd
+            a2 = c_cos[t, k] * rj * rd / r
             dc0 = -a1 * h0 - a2 * (qx - cos * h0)
             dc1 = -a1 * h1 - a2 * (qy - cos * h1)
             dc2 = -a1 * h2 - a2 * (qz - cos * h2)
-            p0 = tt * gjp[t, k, 0] + u * g0
-            p1 = tt * gjp[t, k, 1] + u * g1
-            p2 = tt * gjp[t, k, 2] + u * g2
+            p0 = tt * gj0 + u * g0
+            p1 = tt * gj1 + u * g1
+            p2 = tt * gj2 + u * g2
             qg = qx * p0 + qy * p1 + qz * p2
             de[wi, A, 0] += dc0 + p0 - h0 * qg
             de[wi, A, 1] += dc1 + p1 - h1 * qg
@@ -234,24 +285,16 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, rj, gjp, ao,
             ge[wi, gi, 1] += -dc1 + qg * h1
             ge[wi, gi, 2] += -dc2 + qg * h2
             if use_j:
-                px, py, pz = pts[t, k, 0], pts[t, k, 1], pts[t, k, 2]
                 for I in range(natom):
-                    d0, d1, d2 = px - coords[I, 0], py - coords[I, 1], pz - coords[I, 2]
-                    rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
-                    f = tt * _radial1(en_poly[I], L_en, en_g[I], L_enc, rp) / rp
-                    de[wi, I, 0] -= f * d0
-                    de[wi, I, 1] -= f * d1
-                    de[wi, I, 2] -= f * d2
+                    f = tt * fa[I]
+                    de[wi, I, 0] -= f * (px - coords[I, 0])
+                    de[wi, I, 1] -= f * (py - coords[I, 1])
+                    de[wi, I, 2] -= f * (pz - coords[I, 2])
                 for j in range(ne):
-                    if j == gi:
-                        continue
-                    d0, d1, d2 = px - configs[wi, j, 0], py - configs[wi, j, 1], pz - configs[wi, j, 2]
-                    rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
-                    s = 0 if spin[j] == spin[gi] else 1
-                    f = tt * _radial1(ee_poly[s], L_ee, ee_g[s], L_eec, rp) / rp
-                    ge[wi, j, 0] -= f * d0
-                    ge[wi, j, 1] -= f * d1
-                    ge[wi, j, 2] -= f * d2
+                    f = tt * fe[j]  # 0 for j = e
+                    ge[wi, j, 0] -= f * (px - configs[wi, j, 0])
+                    ge[wi, j, 1] -= f * (py - configs[wi, j, 1])
+                    ge[wi, j, 2] -= f * (pz - configs[wi, j, 2])
         for I in range(natom):
             de[wi, I, 0] -= pa[I, 0]
             de[wi, I, 1] -= pa[I, 1]

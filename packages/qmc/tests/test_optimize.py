@@ -49,3 +49,30 @@ def test_linear_method_lowers_h2_energy():
     res = vmc(wf, ham, configs, VMCConfig(nwalkers=60, nblocks=20, nsteps=10, nequil=10, seed=3))
     # Hartree-Fock misses 40 mHa of correlation; an optimised Slater-Jastrow recovers most of it
     assert res.energy < orb.e_tot - 0.015 and orb.e_tot - res.energy > 3 * res.error, (res.energy, res.error)
+
+
+def test_selection_rules_on_a_known_history():
+    """Energies fall for three iterations, then scatter within their error bars; one converged iteration
+    fluctuated low. "average" keeps the mean of the converged tail's parameters (iterations 3..7),
+    "lowest" the lucky iteration's; an iteration still above the plateau is never averaged."""
+    from rung.qmc.optimize import converged_tail, select_parameters
+
+    E = [-16.8, -17.10, -17.17, -17.190, -17.185, -17.215, -17.188, -17.192]
+    err = [0.01] * len(E)
+    params = [np.full(3, float(i)) for i in range(len(E))]
+    history = list(zip(E, err, params))
+    assert converged_tail(E, err, tail=3) == 3
+    np.testing.assert_allclose(select_parameters(history, "average", 3), np.full(3, np.mean(range(3, 8))))
+    np.testing.assert_allclose(select_parameters(history, "lowest"), np.full(3, 5.0))
+    # still decreasing at the end: only the last iterations within error bars of the final ones count
+    assert converged_tail([-1.0, -1.2, -1.4, -1.6], [0.01] * 4, tail=1) == 3
+    assert converged_tail([-1.0], [0.01]) == 0
+
+
+def test_optimize_config_refuses_unknown_rule():
+    import pytest
+
+    from rung.core.errors import InputError
+
+    with pytest.raises(InputError, match="select"):
+        OptimizeConfig(select="best")

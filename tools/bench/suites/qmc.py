@@ -20,6 +20,13 @@
   evaluation (the issue's yardstick); ``..._fd``: the finite-difference path (``method="fd"``, 6 N_atom
   re-built trial functions) against the energy step, for the before/after in one run.
 - ``qmc.aos``: AO values + gradients at walker x electron positions against PySCF ``eval_gto``.
+- ``qmc.dmc_time_to_error_water`` (full mode): what a user waits for, the time to a DMC error bar on
+  water (tau 0.01, 400 walkers, T-moves), optimisation included: Jastrow optimisation on 200 walkers,
+  a short VMC, then DMC in rounds of 500 steps until the reblocked error bar of the whole run reaches
+  3 mHa; ours = the default optimisation of ``qmc optimize`` (6 iterations, parameters averaged over
+  the converged ones, >= 8000 samples per iteration), "peer" = the previous default (6 iterations of 20
+  sweeps, the iteration of lowest sampled energy). Time to 1 mHa ~ t_opt + 9 (t - t_opt) (error ~ 1/sqrt(t)); the
+  case prints both.
 
 Run single-threaded for per-CPU-second numbers: ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 .venv/bin/python -m tools.bench --only qmc``.
@@ -171,6 +178,43 @@ def _pyqmc_dmc(mol, mf, nw, nsteps):
                               accumulators=acc, vmc_warmup=0, verbose=False)
 
 
+def _time_to_error(mol, mf, opt, target=3e-3, nw=400, seed=0):
+    """Callable: optimise (200 walkers, ``opt``), VMC, then DMC rounds until the error bar <= target (Ha)."""
+    from rung.qmc.dmc import DMCConfig, dmc
+    from rung.qmc.hamiltonian import Hamiltonian
+    from rung.qmc.optimize import optimize
+    from rung.qmc.stats import reblock
+    from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
+    from rung.qmc.vmc import VMCConfig, vmc
+
+    orb = _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench")
+
+    def run():
+        import time
+
+        c0 = time.process_time()
+        wf = slater_jastrow(mol, orb)
+        ham = Hamiltonian.from_mol(mol)
+        rng = np.random.default_rng(seed)
+        optimize(wf, ham, initial_configs(mol, 200, rng), opt)
+        t_opt = time.process_time() - c0
+        v = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=5, nsteps=10, nequil=20), rng=rng)
+        configs, e_ref, trace, r = v.configs, v.energy, [], None
+        for k in range(40):
+            d = dmc(wf, ham, configs, DMCConfig(tau=0.01, nblocks=10 + (k == 0), nsteps=50, nequil_blocks=int(k == 0),
+                                                seed=seed + k), e_ref=e_ref)
+            configs, e_ref = d.configs, d.energy
+            trace.append(d.trace)
+            r = reblock(np.concatenate(trace))
+            if r.error <= target:
+                break
+        t = time.process_time() - c0
+        print(f"    {opt.select}: E_DMC {r.mean:.4f}({r.error * 1e4:.0f}) after {len(trace) * 500} steps, "
+              f"CPU {t:.0f} s (optimisation {t_opt:.0f} s); to 1 mHa ~ {t_opt + (t - t_opt) * (r.error / 1e-3) ** 2:.0f} CPU-s")
+
+    return run
+
+
 def cases(quick: bool):
     mol, mf = _water()
     # walkers per process: 25 -> 1600 (full mode)
@@ -215,3 +259,10 @@ def cases(quick: bool):
         yield Case("qmc.aos", f"H2O ccecp-cc-pvdz ({mol.nao} AOs), {npos} points, value+gradient",
                    lambda pos=pos: evaluate_aos(basis, pos, 1), peer=lambda pos=pos: mol.eval_gto("GTOval_sph_deriv1", pos),
                    peer_name="pyscf eval_gto", work=npos, work_unit="points")
+    if not quick:
+        from rung.qmc.optimize import OptimizeConfig
+
+        yield Case("qmc.dmc_time_to_error_water", "H2O ccECP/ccecp-cc-pvdz, DMC tau 0.01, 400 walkers, to a 3 mHa error "
+                   "bar, optimisation included", _time_to_error(mol, mf, OptimizeConfig(niter=6, nsteps=20)),
+                   peer=_time_to_error(mol, mf, OptimizeConfig(niter=6, nsteps=20, min_samples=0, select="lowest")),
+                   peer_name="previous default optimisation", work=1, work_unit="error bars", repeats=1, warmup=0)

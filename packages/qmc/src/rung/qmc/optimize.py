@@ -11,10 +11,22 @@ gives the update dp_i = v_i / v_0. J is linear in its parameters, so with B_i = 
     d_i E_L = -1/2 sum_e [lap_e B_i + 2 grad_e B_i . grad_e log psi]
               + sum_e sum_q V_q (B_i(r_q) - B_i(r_e))                          (nonlocal ECP)
 
-The recipe: a few iterations; the shift grows tenfold until no |dp| exceeds ``max_step``; the
-parameters of the iteration with the lowest sampled energy are returned.
+The recipe: ``niter`` iterations of at least ``min_samples`` samples each (walkers x sweeps; the
+sweeps per iteration grow when there are few walkers); the shift grows tenfold until no |dp|
+exceeds ``max_step``. The parameters returned (``select``):
+
+- ``"average"`` (default): the mean of the parameters sampled over the converged tail of the run, the
+  last iterations whose energies are all within two error bars (reblocked) of the mean energy of the
+  final ``tail`` iterations. Near the minimum the linear method's updates scatter around it with the
+  noise of the sampled matrices; their mean has less of that noise than any one iteration, and the
+  energy is quadratic in the parameters there, so the mean is at least as good as the iterations it
+  averages. An iteration before the energy stopped decreasing beyond its error bar is never included.
+- ``"lowest"``: the iteration with the lowest sampled energy (the rule before 2026-12-06). Biased:
+  among iterations of equal true energy it picks the one whose sample fluctuated lowest, whose
+  parameters are no better than the others' (often worse: a noisy step).
+
 References: J. Toulouse, C. J. Umrigar, J. Chem. Phys. 126, 084102 (2007); C. J. Umrigar et al.,
-Phys. Rev. Lett. 98, 110201 (2007).
+Phys. Rev. Lett. 98, 110201 (2007) (averaging the parameters of the last iterations).
 """
 
 from __future__ import annotations
@@ -25,12 +37,17 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from rung.core.errors import InputError
+from rung.qmc.stats import reblock
 from rung.qmc.vmc import check_configs, sweep
 
 
 @dataclass(frozen=True)
 class OptimizeConfig:
-    """niter iterations of nsteps VMC sweeps (after nequil) with tau; shift and max_step of the update."""
+    """niter iterations of at least nsteps VMC sweeps (after nequil) with tau, and at least min_samples
+    walker-sweeps (more sweeps when there are fewer than min_samples / nsteps walkers); shift and
+    max_step of the update; select: which parameters are returned ("average" or "lowest", see the
+    module docstring), tail: the final iterations that define the converged energy."""
 
     niter: int = 6
     nsteps: int = 20
@@ -39,6 +56,15 @@ class OptimizeConfig:
     shift: float = 1e-3
     max_step: float = 1.0
     seed: int = 0
+    min_samples: int = 8000
+    select: str = "average"
+    tail: int = 3
+
+    def __post_init__(self):
+        if self.select not in ("average", "lowest"):
+            raise InputError(f"select must be 'average' or 'lowest', got {self.select!r}")
+        if self.niter < 1 or self.nsteps < 1 or self.tail < 1:
+            raise InputError(f"niter, nsteps and tail must be >= 1, got {self.niter}, {self.nsteps}, {self.tail}")
 
 
 def _jastrows(wf):
@@ -121,16 +147,42 @@ def linear_method_step(E, O, dE, shift, max_step):
         shift *= 10.0
 
 
+def converged_tail(energies, errors, tail: int = 3) -> int:
+    """Index of the first iteration of the converged tail: the longest run of final iterations whose
+    energies are all within two combined error bars of the mean energy of the last ``tail`` ones.
+
+    energies, errors : (niter,) float64, Hartree. Returns an int in [0, niter - 1].
+    """
+    E, s = np.asarray(energies, dtype=np.float64), np.asarray(errors, dtype=np.float64)
+    m = min(tail, E.size)
+    ref, ref_err = E[-m:].mean(), np.sqrt((s[-m:] ** 2).sum()) / m
+    ok = E <= ref + 2.0 * np.sqrt(s**2 + ref_err**2)
+    k = E.size - 1
+    while k > 0 and ok[k - 1]:
+        k -= 1
+    return k
+
+
+def select_parameters(history, select: str = "average", tail: int = 3) -> np.ndarray:
+    """The parameter vector to keep from ``history`` [(energy, error, parameters), ...] (see the module
+    docstring for the rules)."""
+    if select == "lowest":
+        return history[min(range(len(history)), key=lambda i: history[i][0])][2]
+    k = converged_tail([h[0] for h in history], [h[1] for h in history], tail)
+    return np.mean([h[2] for h in history[k:]], axis=0)
+
+
 def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, progress=None):
     """Optimise the Jastrow parameters of wf (every component with parameters) in place.
 
     Returns (history, configs): history is a list of (energy, error, flat parameter vector) per
-    iteration (energy of the parameters that were sampled); wf ends with the parameters of the
-    lowest-energy iteration.
+    iteration (energy and reblocked error, :func:`rung.qmc.stats.reblock`, of the parameters that
+    were sampled); wf ends with the parameters chosen by ``config.select`` (:func:`select_parameters`).
     """
     if not _jastrows(wf):
         raise ValueError("the wave function has no Jastrow factor to optimise")
     configs = check_configs(configs)
+    nsteps = max(config.nsteps, 2, -(-config.min_samples // configs.shape[0]))  # >= 2: an error bar
     rng = np.random.default_rng(config.seed)
     wf.recompute(configs)
     for _ in range(config.nequil):
@@ -140,23 +192,21 @@ def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, pro
     for it in range(config.niter):
         wf.recompute(configs)
         Es, Os, dEs = [], [], []
-        for _ in range(config.nsteps):
+        for _ in range(nsteps):
             sweep(wf, configs, config.tau, rng)
             E, O, dE = energy_and_derivatives(wf, ham, configs, rng)
             Es.append(E)
             Os.append(O)
             dEs.append(dE)
         E, O, dE = np.concatenate(Es), np.concatenate(Os), np.concatenate(dEs)
-        means = np.array([x.mean() for x in Es])
-        err = means.std(ddof=1) / np.sqrt(len(means))
-        history.append((float(E.mean()), float(err), _flat(wf)))
+        err = reblock([x.mean() for x in Es]).error
+        history.append((float(E.mean()), err, _flat(wf)))
         if progress is not None:
             progress(it + 1, config.niter, E.mean(), time.perf_counter() - t0)
         if it == config.niter - 1:
             break
         dp, _ = linear_method_step(E, O, dE, config.shift, config.max_step)
         _set(wf, _flat(wf) + dp)
-    best = min(range(len(history)), key=lambda i: history[i][0])
-    _set(wf, history[best][2])
+    _set(wf, select_parameters(history, config.select, config.tail))
     wf.recompute(configs)
     return history, configs

@@ -50,9 +50,10 @@ def scripted(seed=0):
     return Trajectory(numbers, x * A, cell * A, np.arange(nf) * 1.0), events
 
 
-def test_scripted_hops_are_found_exactly():
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_scripted_hops_are_found_exactly(backend):
     traj, expected = scripted()
-    ev = detect(traj, {"water": "0-2", "site": "3"})
+    ev = detect(traj, {"water": "0-2", "site": "3"}, backend=backend)
     got = list(zip(ev.frame.tolist(), ev.hydrogen.tolist(), ev.donor.tolist(), ev.acceptor.tolist()))
     assert got == expected
     assert ev.groups == ("water", "site")
@@ -87,12 +88,68 @@ def test_cell_list_detector_equals_brute_force(triclinic):
         np.testing.assert_allclose(heavy_distances(traj.positions[t], hyd, heavy, cut, traj.cell[t]),
                                    heavy_distances_brute(traj.positions[t], hyd, heavy, cut, traj.cell[t]),
                                    rtol=1e-12, atol=1e-12)
-    a = detect(traj, cutoff=cut)
-    b = detect(traj, cutoff=cut, brute_force=True)
+    a = detect(traj, cutoff=cut)  # the numba kernel
+    b = detect(traj, cutoff=cut, backend="numpy", brute_force=True)
     assert a.frame.size > 10  # the walk does make hops
     assert np.all(a.owner[0] >= -1) and np.all(a.donor >= 0)  # unowned at first, never an event from nobody
     for k in ("frame", "hydrogen", "donor", "acceptor", "owner", "counts"):
         assert np.array_equal(getattr(a, k), getattr(b, k)), k
+
+
+@pytest.mark.parametrize("cell_kind", ["cubic", "triclinic", "thin", "open"])
+def test_numba_frame_kernel_against_numpy_distances(cell_kind):
+    """proton_frame (cell list) against the dense distances: the NumPy O(N^2) minimum image where it
+    holds, rung.core's neighbour list (every image) for a cell thinner than twice the cutoff, plain
+    distances without a cell. Owner distance, nearest other atom (lowest index on ties) and its distance."""
+    from rung.md._kernels.cpu import proton_frame
+
+    rng = np.random.default_rng(11)
+    cell = {"cubic": np.eye(3) * 10.0, "triclinic": np.array([[10.0, 0, 0], [2.0, 9.0, 0], [1.0, -1.5, 11.0]]),
+            "thin": np.diag([10.0, 10.0, 4.0]), "open": None}[cell_kind]
+    n_h, n_k = 60, 30
+    box = np.eye(3) * 10.0 if cell is None else cell
+    lo = 0.0 if cell is None else -0.5  # periodic: atoms also outside the cell (wrapping is the kernel's)
+    x = (rng.uniform(lo, 1.0 - lo, size=(n_h + n_k, 3)) @ box) * A
+    hyd, heavy = np.arange(n_h), np.arange(n_h, n_h + n_k)
+    cut = 3.0 * A
+    if cell_kind in ("cubic", "triclinic"):
+        ref = heavy_distances_brute(x, hyd, heavy, cut, cell * A)
+    elif cell_kind == "thin":
+        ref = heavy_distances(x, hyd, heavy, cut, cell * A)
+    else:
+        r = np.linalg.norm(x[heavy][None] - x[hyd][:, None], axis=-1)
+        ref = np.where(r < cut, r, np.inf)
+    owner = rng.integers(-1, n_k, size=n_h)
+    owner[:5] = np.argmin(ref[:5], axis=1)  # some owners that are near
+    if cell is None:
+        lo, hi = x.min(0) - 1e-3, x.max(0) + 1e-3
+        c, origin, periodic = np.diag(hi - lo), lo, False
+    else:
+        c, origin, periodic = cell * A, np.zeros(3), True
+    d_own, other, d_other = np.empty(n_h), np.empty(n_h, dtype=np.int64), np.empty(n_h)
+    proton_frame(x[hyd], x[heavy], c, origin, periodic, cut, owner, d_own, other, d_other)
+    want_own = np.where(owner >= 0, ref[np.arange(n_h), np.maximum(owner, 0)], np.inf)
+    rest = ref.copy()
+    rest[np.arange(n_h)[owner >= 0], owner[owner >= 0]] = np.inf
+    want_other = np.where(np.isfinite(rest.min(1)), np.argmin(rest, axis=1), -1)
+    np.testing.assert_allclose(d_own, want_own, rtol=1e-12)
+    assert np.array_equal(other, want_other)
+    np.testing.assert_allclose(d_other, rest.min(1), rtol=1e-12)
+    assert np.isfinite(d_other).sum() > n_h // 2 and np.isfinite(d_own).sum() >= 5
+
+
+def test_backends_agree_on_open_random_walks():
+    """Without a cell: the numba kernel's events equal the NumPy reference's (O(N^2) and neighbour list)."""
+    rng = np.random.default_rng(5)
+    n_o, n_h, nf = 20, 30, 30
+    x = rng.uniform(size=(n_o + n_h, 3)) * 9.0 + np.cumsum(rng.normal(scale=0.25, size=(nf, n_o + n_h, 3)), axis=0)
+    traj = Trajectory(np.r_[np.full(n_o, 8), np.ones(n_h, dtype=int)], x * A, None, np.arange(nf) * 1.0)
+    a, b = detect(traj, cutoff=3.0 * A), detect(traj, cutoff=3.0 * A, backend="numpy", brute_force=True)
+    c = detect(traj, cutoff=3.0 * A, backend="numpy")
+    assert a.frame.size > 5 and a.backend == "numba" and b.backend == "numpy"
+    for k in ("frame", "hydrogen", "donor", "acceptor", "owner", "counts"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+        assert np.array_equal(getattr(c, k), getattr(b, k)), k
 
 
 def test_bad_input():
@@ -108,6 +165,8 @@ def test_bad_input():
         detect(traj, {"water": "O,H"})
     with pytest.raises(InputError, match="neither"):
         detect(traj, {"water": "Xx"})
+    with pytest.raises(InputError, match="backend"):
+        detect(traj, backend="cuda")
 
 
 def test_cli_extxyz_and_rung_h5md(tmp_path):

@@ -15,6 +15,11 @@
 - md.adaptive_replicas: ``nnp-md adaptive --mpi`` end to end (start-up included), R = 2 replicas on 2
   ranks against 1 replica on 1 rank (same per-replica work: 256 LJ argon atoms, RPMD P = 4, 2 iterations);
   peer/ours is the parallel efficiency (goal >= 0.9).
+- md.protons: ``nnp-md analyze protons``'s detector (numba cell-list kernel, one thread) on 1000 waters
+  (random O in a 31.04 A periodic box, H at 0.97 A, 0.05 A jitter per frame), 50 frames, cutoff 2.5 A,
+  against MDAnalysis's HydrogenBondAnalysis on the same frames (O-H bonds given, D-A 3.0 A, angle 150
+  degrees: its hydrogen-bond search, a comparable pair search per hydrogen); throughput in (frame x hydrogen)
+  assignments per second (goal 1e6 per CPU second).
 - ``python -m tools.bench.suites.md --replica-throughput [STEPS [ROUNDS]]``: the same two runs alternating,
   timed inside (the analyses' ``replica_wall_s`` and ``selection_s``, start-up excluded): efficiency
   t_1 / t_R and the selection step's cost.
@@ -245,8 +250,61 @@ def replica_throughput(steps: int = 2000, rounds: int = 3, replicas: int = 2):
               f"{t['selection_s']:.4f} | {t['loop_s']:.3f} | {best[1]['loop_s'] / t['loop_s']:.3f} |")
 
 
+def _water_protons(n_waters=1000, frames=50, box=31.04, seed=0):
+    """Random waters in a periodic box (Angstrom): numbers (3n,), positions (frames, 3n, 3), O first."""
+    rng = np.random.default_rng(seed)
+    o = rng.uniform(size=(n_waters, 3)) * box
+    u = rng.normal(size=(n_waters, 2, 3))
+    h = o[:, None] + 0.97 * u / np.linalg.norm(u, axis=-1, keepdims=True)
+    x0 = np.concatenate([o, h.reshape(-1, 3)])
+    x = x0[None] + rng.normal(scale=0.05, size=(frames,) + x0.shape)
+    return np.r_[np.full(n_waters, 8), np.ones(2 * n_waters, dtype=np.int64)], x
+
+
+def _protons_ours(numbers, x, box):
+    from rung.md.analysis.protons import Trajectory, detect
+
+    A = U.ANGSTROM_TO_BOHR
+    traj = Trajectory(numbers, x * A, np.repeat(np.eye(3)[None] * box * A, len(x), axis=0), np.arange(len(x)) * 1.0)
+    return lambda: detect(traj, cutoff=2.5 * A)
+
+
+def _protons_mda(numbers, x, box):
+    import MDAnalysis as mda
+    from MDAnalysis.analysis.hydrogenbonds import HydrogenBondAnalysis
+    from MDAnalysis.coordinates.memory import MemoryReader
+
+    n_w = int(np.sum(numbers == 8))
+    u = mda.Universe.empty(len(numbers), n_residues=n_w, atom_resindex=np.r_[np.arange(n_w), np.repeat(np.arange(n_w), 2)],
+                           trajectory=True)
+    u.add_TopologyAttr("name", np.where(numbers == 8, "O", "H"))
+    u.add_TopologyAttr("type", np.where(numbers == 8, "O", "H"))
+    u.add_TopologyAttr("bonds", [(i, n_w + 2 * i + k) for i in range(n_w) for k in (0, 1)])
+    u.load_new(x.astype(np.float32), format=MemoryReader, dimensions=[box, box, box, 90, 90, 90])
+
+    def run():
+        h = HydrogenBondAnalysis(u, hydrogens_sel="name H", acceptors_sel="name O", d_a_cutoff=3.0,
+                                 d_h_a_angle_cutoff=150)
+        h.run()
+        return h
+
+    return run
+
+
 def cases(quick: bool):
     zero = _Zero()
+    numbers, x = _water_protons(frames=10 if quick else 50)
+    try:
+        import MDAnalysis  # noqa: F401
+
+        peer = _one_thread(_protons_mda(numbers, x, 31.04))
+    except ImportError:
+        peer = None
+    n_h = int(np.sum(numbers == 1))
+    yield Case("md.protons", f"1000 waters ({n_h} H), {len(x)} frames, cutoff 2.5 A, periodic",
+               _one_thread(_protons_ours(numbers, x, 31.04)), peer=peer,
+               peer_name="MDAnalysis HydrogenBondAnalysis (D-A 3.0 A, 150 deg)", work=len(x) * n_h,
+               work_unit="assignments", repeats=5)
     for n in ([1000] if quick else [1000, 8000]):
         atoms = _gas(n)
         yield Case("md.overhead", f"{n} atoms, P=1, zero forces, {STEPS} steps",

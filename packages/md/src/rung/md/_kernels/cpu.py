@@ -90,3 +90,167 @@ def langevin_o(p, c1, sigma, xi, inv_m):
                 p[k, i, x] = new
                 dk += 0.5 * (new * new - old * old) * inv_m[i]
     return dk
+
+
+# --- proton ownership (rung.md.analysis.protons) ----------------------------------------------------------
+@numba.njit(cache=True)
+def _bin_setup(xk, cell, periodic, cutoff):
+    """Fractional coordinates wrapped into the cell (periodic) or the bounding box (open), bins at least
+    ``cutoff`` wide along each cell height, the heavy atoms sorted by bin (counting sort)."""
+    inv = np.linalg.inv(cell)
+    h = np.empty(3)
+    vol = abs(np.linalg.det(cell))
+    for d in range(3):
+        a, b = cell[(d + 1) % 3], cell[(d + 2) % 3]
+        cx = a[1] * b[2] - a[2] * b[1]
+        cy = a[2] * b[0] - a[0] * b[2]
+        cz = a[0] * b[1] - a[1] * b[0]
+        h[d] = vol / np.sqrt(cx * cx + cy * cy + cz * cz)
+    nb = np.empty(3, dtype=np.int64)
+    reach = np.empty(3, dtype=np.int64)
+    for d in range(3):
+        nb[d] = max(1, min(64, int(h[d] / cutoff)))
+        reach[d] = int(np.ceil(cutoff * nb[d] / h[d]))
+    return inv, nb, reach
+
+
+@numba.njit(cache=True)
+def _frac(x, origin, inv, periodic):
+    s = np.empty(3)
+    for d in range(3):
+        s[d] = ((x[0] - origin[0]) * inv[0, d] + (x[1] - origin[1]) * inv[1, d] + (x[2] - origin[2]) * inv[2, d])
+        if periodic:
+            s[d] -= np.floor(s[d])
+    return s
+
+
+@numba.njit(cache=True)
+def proton_frame(xh, xk, cell, origin, periodic, cutoff, owner, d_own, other, d_other):
+    """For every hydrogen: its distance to its owner and the nearest other heavy atom, cell list.
+
+    xh : (n_h, 3) float64, Bohr; xk : (n_heavy, 3) float64, Bohr
+    cell : (3, 3) float64 Bohr, rows the lattice vectors (open boundaries: a box holding every atom,
+        from ``origin``); periodic : bool; cutoff : Bohr, atoms farther away are ignored
+    owner : (n_h,) int64 index into the heavy atoms, -1 for none
+    d_own : (n_h,) float64 out, Bohr: minimum-image distance to the owner, inf beyond the cutoff
+    other, d_other : (n_h,) int64 / float64 out: the nearest heavy atom other than the owner (lowest index
+        among equal distances) and its distance; -1 / inf when none is inside the cutoff
+    Every periodic image inside the cutoff is seen (also for cells thinner than twice the cutoff).
+    """
+    inv, nb, reach = _bin_setup(xk, cell, periodic, cutoff)
+    nk = xk.shape[0]
+    nbins = nb[0] * nb[1] * nb[2]
+    kb = np.empty(nk, dtype=np.int64)
+    xkw = np.empty((nk, 3))  # heavy atoms wrapped into the cell
+    for k in range(nk):
+        s = _frac(xk[k], origin, inv, periodic)
+        b = 0
+        for d in range(3):
+            b = b * nb[d] + min(max(int(s[d] * nb[d]), 0), nb[d] - 1)
+        kb[k] = b
+        for d in range(3):
+            xkw[k, d] = origin[d] + s[0] * cell[0, d] + s[1] * cell[1, d] + s[2] * cell[2, d]
+    start = np.zeros(nbins + 1, dtype=np.int64)
+    for k in range(nk):
+        start[kb[k] + 1] += 1
+    for b in range(nbins):
+        start[b + 1] += start[b]
+    fill = start[:-1].copy()
+    order = np.empty(nk, dtype=np.int64)
+    for k in range(nk):
+        order[fill[kb[k]]] = k
+        fill[kb[k]] += 1
+    c2 = cutoff * cutoff
+    for i in range(xh.shape[0]):
+        s = _frac(xh[i], origin, inv, periodic)
+        hb = np.empty(3, dtype=np.int64)
+        xw = np.empty(3)
+        for d in range(3):
+            hb[d] = min(max(int(s[d] * nb[d]), 0), nb[d] - 1)
+            xw[d] = origin[d] + s[0] * cell[0, d] + s[1] * cell[1, d] + s[2] * cell[2, d]
+        own = owner[i]
+        best_own, best, best_k = np.inf, np.inf, -1
+        for o0 in range(-reach[0], reach[0] + 1):
+            q0 = hb[0] + o0
+            i0 = (q0 - (q0 % nb[0])) // nb[0]
+            if not periodic and i0 != 0:
+                continue
+            for o1 in range(-reach[1], reach[1] + 1):
+                q1 = hb[1] + o1
+                i1 = (q1 - (q1 % nb[1])) // nb[1]
+                if not periodic and i1 != 0:
+                    continue
+                for o2 in range(-reach[2], reach[2] + 1):
+                    q2 = hb[2] + o2
+                    i2 = (q2 - (q2 % nb[2])) // nb[2]
+                    if not periodic and i2 != 0:
+                        continue
+                    b = ((q0 % nb[0]) * nb[1] + (q1 % nb[1])) * nb[2] + (q2 % nb[2])
+                    sx = i0 * cell[0, 0] + i1 * cell[1, 0] + i2 * cell[2, 0] - xw[0]
+                    sy = i0 * cell[0, 1] + i1 * cell[1, 1] + i2 * cell[2, 1] - xw[1]
+                    sz = i0 * cell[0, 2] + i1 * cell[1, 2] + i2 * cell[2, 2] - xw[2]
+                    for p in range(start[b], start[b + 1]):
+                        k = order[p]
+                        dx = xkw[k, 0] + sx
+                        dy = xkw[k, 1] + sy
+                        dz = xkw[k, 2] + sz
+                        r2 = dx * dx + dy * dy + dz * dz
+                        if r2 >= c2:
+                            continue
+                        r = np.sqrt(r2)
+                        if r >= cutoff:
+                            continue
+                        if k == own:
+                            best_own = min(best_own, r)
+                        elif r < best or (r == best and k < best_k):
+                            best, best_k = r, k
+        d_own[i] = best_own
+        other[i] = best_k
+        d_other[i] = best
+
+
+@numba.njit(cache=True)
+def proton_events(xh, xk, cells, boxes, origins, periodic, cutoff, hysteresis, persistence):
+    """Ownership of every hydrogen over a trajectory and its transfer events (rung.md.analysis.protons).
+
+    xh : (frames, n_h, 3), xk : (frames, n_heavy, 3) float64, Bohr; cells : (frames, 3, 3) Bohr (periodic)
+    or boxes/origins (frames, 3, 3) / (frames, 3) bounding boxes (open); cutoff, hysteresis : Bohr;
+    persistence : frames. Returns owner (frames, n_h) int64 index into the heavy atoms (-1 none) and
+    events (n_events, 4) int64 rows (frame, hydrogen, donor, acceptor), hydrogen/donor/acceptor as
+    indices into the hydrogen and heavy arrays, in the order found.
+    """
+    nf, nh = xh.shape[0], xh.shape[1]
+    owner = np.full((nf, nh), -1, dtype=np.int64)
+    d_own = np.empty(nh)
+    other = np.empty(nh, dtype=np.int64)
+    d_other = np.empty(nh)
+    pending = np.full(nh, -1, dtype=np.int64)
+    since = np.zeros(nh, dtype=np.int64)
+    events = np.empty((16, 4), dtype=np.int64)
+    n = 0
+    for t in range(nf):
+        cell = cells[t] if periodic else boxes[t]
+        cur = owner[t - 1].copy() if t > 0 else np.full(nh, -1, dtype=np.int64)
+        proton_frame(xh[t], xk[t], cell, origins[t], periodic, cutoff, cur, d_own, other, d_other)
+        if t == 0:
+            owner[0] = other
+            continue
+        for i in range(nh):
+            delta = d_own[i] - d_other[i]  # inf - inf = nan: nobody near, no event (nan > x is False)
+            over = cur[i] >= 0 and delta > hysteresis
+            if over and pending[i] != other[i]:
+                since[i] = t
+            pending[i] = other[i] if over else -1
+            if over and t - since[i] + 1 >= persistence:
+                if n == events.shape[0]:
+                    grown = np.empty((2 * n, 4), dtype=np.int64)
+                    grown[:n] = events
+                    events = grown
+                events[n, 0], events[n, 1], events[n, 2], events[n, 3] = since[i], i, cur[i], other[i]
+                n += 1
+                cur[i] = other[i]
+                pending[i] = -1
+            if cur[i] < 0:  # no owner yet: the first heavy atom inside the cutoff takes it, not an event
+                cur[i] = other[i]
+        owner[t] = cur
+    return owner, events[:n].copy()

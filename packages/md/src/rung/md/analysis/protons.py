@@ -10,8 +10,11 @@ coordinate (Marx, Tuckerman, Hutter, Parrinello, Nature 397, 601 (1999))
 decides: when delta > ``hysteresis`` for ``persistence`` consecutive frames (each frame's nearest
 A the same atom), h moves to A and one event (frame, h, D, A) is recorded at the first of those frames.
 Rattling with |delta| below the window never counts, and a proton coming back counts as a second event.
-Distances are minimum over periodic images from rung.core's cell list (:func:`rung.core.neighbors.neighbor_list`,
-triclinic cells allowed); a heavy atom farther than ``cutoff`` counts as infinitely far, so a proton
+Distances are minimum over periodic images (triclinic cells allowed). The default backend runs the
+whole trajectory in one numba kernel (:func:`rung.md._kernels.cpu.proton_events`: per frame a cell list
+of the heavy atoms, bins at least ``cutoff`` wide along each cell height, every image inside the
+cutoff seen); ``backend="numpy"`` is its reference, a NumPy loop over frames on rung.core's cell list
+(:func:`rung.core.neighbors.neighbor_list`) or on O(N^2) distances (``brute_force``). A heavy atom farther than ``cutoff`` counts as infinitely far, so a proton
 with no heavy atom inside the cutoff stays with its owner, and one that has none at the first frame is
 unowned (owner -1) until a heavy atom comes inside the cutoff (no event).
 
@@ -70,6 +73,7 @@ class ProtonEvents:
     counts: np.ndarray
     owner: np.ndarray
     time_fs: np.ndarray
+    backend: str = "numba"
 
     def table(self) -> str:
         """Total events by class, a plain text table."""
@@ -90,7 +94,7 @@ class ProtonEvents:
         tmp = path.with_name(path.name + ".tmp")
         with h5py.File(tmp, "w") as f:
             f.attrs.update({"schema": "rung-md-proton-events", "schema_version": 1, "package_version": __version__,
-                            "backend": "numba", **(attrs or {})})
+                            "backend": self.backend, **(attrs or {})})
             f.attrs["groups"] = np.array(self.groups, dtype=h5py.string_dtype())
             for name in ("hydrogens", "frame", "hydrogen", "donor", "acceptor", "donor_group", "acceptor_group",
                          "counts", "owner"):
@@ -225,8 +229,16 @@ def _nearest(h, k, d, nh):
 
 # ------------------------------------------------------------------------------------------ detector
 def detect(traj: Trajectory, groups=None, *, hysteresis: float = 0.3 * U.ANGSTROM_TO_BOHR,
-           persistence: int = 1, cutoff: float = 2.5 * U.ANGSTROM_TO_BOHR, brute_force: bool = False) -> ProtonEvents:
-    """Ownership and transfer events of every hydrogen (module docstring). Lengths in Bohr."""
+           persistence: int = 1, cutoff: float = 2.5 * U.ANGSTROM_TO_BOHR, backend: str = "numba",
+           brute_force: bool = False) -> ProtonEvents:
+    """Ownership and transfer events of every hydrogen (module docstring). Lengths in Bohr.
+
+    backend : "numba" (the whole trajectory in one cell-list kernel, :func:`rung.md._kernels.cpu.proton_events`)
+        or "numpy" (the reference: a loop over frames in NumPy on rung.core's neighbour list, or on
+        O(N^2) distances with ``brute_force``; minimum image, so the cutoff must stay below half the
+        smallest cell height there)."""
+    if backend not in ("numba", "numpy"):
+        raise InputError(f"backend must be 'numba' or 'numpy', got {backend!r}")
     numbers = np.asarray(traj.numbers)
     hyd = np.flatnonzero(numbers == 1)
     if hyd.size == 0:
@@ -238,6 +250,9 @@ def detect(traj: Trajectory, groups=None, *, hysteresis: float = 0.3 * U.ANGSTRO
     heavy = np.flatnonzero(member >= 0)
     if heavy.size < 2:
         raise InputError(f"need at least two donor/acceptor atoms, the groups select {heavy.size}")
+    if backend == "numba" and not brute_force:
+        owner, ev = _detect_numba(traj, hyd, heavy, cutoff, hysteresis, persistence)
+        return _events(names, member, hyd, heavy, owner, ev, traj.time_fs, "numba")
     pairs_fn = _brute_pairs if brute_force else heavy_pairs
     nf, nh = len(traj.positions), hyd.size
     owner = np.zeros((nf, nh), dtype=np.int64)  # index into heavy
@@ -269,13 +284,46 @@ def detect(traj: Trajectory, groups=None, *, hysteresis: float = 0.3 * U.ANGSTRO
         free = cur < 0  # no owner yet: the first heavy atom inside the cutoff takes it, not an event
         cur[free] = other[free]
         owner[t] = cur
-    ev = np.array(sorted(events), dtype=np.int64).reshape(-1, 4)
-    G = len(names)
+    ev = np.array(events, dtype=np.int64).reshape(-1, 4)
+    return _events(names, member, hyd, heavy, owner, ev, traj.time_fs, "numpy")
+
+
+def _events(names, member, hyd, heavy, owner, ev, time_fs, backend) -> ProtonEvents:
+    """ProtonEvents from owner (frames, n_h) and events (n, 4) rows (frame, hydrogen atom, donor atom,
+    acceptor atom), atom indices 0-based; events sorted by (frame, hydrogen)."""
+    ev = ev[np.lexsort(ev.T[::-1])] if len(ev) else ev.reshape(0, 4)
+    nf, G = len(owner), len(names)
     dg, ag = member[ev[:, 2]], member[ev[:, 3]]
     counts = np.zeros((nf, G, G), dtype=np.int64)
     np.add.at(counts, (ev[:, 0], dg, ag), 1)
     return ProtonEvents(names, hyd, ev[:, 0], ev[:, 1], ev[:, 2], ev[:, 3], dg, ag, np.cumsum(counts, axis=0),
-                        np.where(owner >= 0, heavy[owner], -1), np.asarray(traj.time_fs))
+                        np.where(owner >= 0, heavy[owner], -1), np.asarray(time_fs), backend)
+
+
+def _detect_numba(traj, hyd, heavy, cutoff, hysteresis, persistence):
+    """Owner (frames, n_h) as atom indices into ``heavy`` and events (n, 4) as atom indices, numba kernel."""
+    from rung.md._kernels.cpu import proton_events
+
+    x = np.ascontiguousarray(traj.positions, dtype=np.float64)
+    xh, xk = np.ascontiguousarray(x[:, hyd]), np.ascontiguousarray(x[:, heavy])
+    nf = len(x)
+    periodic = traj.cell is not None
+    if periodic:
+        cells = np.ascontiguousarray(np.broadcast_to(traj.cell, (nf, 3, 3)), dtype=np.float64)
+        boxes, origins = cells, np.zeros((nf, 3))
+    else:  # a box around every atom of each frame, a little larger so no atom sits on its face
+        sub = x[:, np.concatenate([hyd, heavy])]
+        lo, hi = sub.min(axis=1), sub.max(axis=1)
+        pad = 1e-6 * np.maximum(hi - lo, 1.0) + 1e-6
+        origins = lo - pad
+        boxes = np.zeros((nf, 3, 3))
+        boxes[:, [0, 1, 2], [0, 1, 2]] = hi - lo + 2 * pad
+        cells = boxes
+    owner, ev = proton_events(xh, xk, cells, boxes, origins, periodic, float(cutoff), float(hysteresis),
+                              int(persistence))
+    if len(ev):
+        ev = np.c_[ev[:, 0], hyd[ev[:, 1]], heavy[ev[:, 2]], heavy[ev[:, 3]]]
+    return owner, ev.reshape(-1, 4)
 
 
 def plot_counts(ev: ProtonEvents, path) -> bool:

@@ -27,3 +27,18 @@ def test_an_angstrom_xyz_read_as_bohr_is_refused_before_any_work(tmp_path):
     assert "E(VMC)" not in r.output
     r = CliRunner().invoke(main, ["vmc", str(src), *FAST])  # the same numbers read as Angstrom: fine
     assert r.exit_code == 0 and "E(VMC)" in r.output, r.output
+
+
+def test_foreign_qmc_values_are_refused_before_any_work(tmp_path):
+    import h5py
+    import numpy as np
+
+    from rung.core.dataset import Molecule, create_dataset
+
+    ds = create_dataset(tmp_path / "h2.h5", [Molecule("h2", np.array([1, 1]), np.array([[0, 0, 0], [0, 0, 1.4]]))])
+    with h5py.File(ds, "a") as f:
+        f["h2"].create_dataset("qmc_total_energy", data=[-1.17]).attrs["units"] = "hartree"  # another code's
+    before = ds.read_bytes()
+    r = CliRunner().invoke(main, ["vmc", str(ds), *FAST])
+    check_bad_input(r, "h2.h5", "h2/qmc_total_energy without qmc_status", "--property-prefix")
+    assert r.stdout == "" and ds.read_bytes() == before

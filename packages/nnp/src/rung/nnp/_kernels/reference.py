@@ -26,6 +26,25 @@ from __future__ import annotations
 import numpy as np
 
 
+def open_pairs(x, bstart, rc):
+    """Half pairs (i < j) of atoms of the same open structure closer than ``rc``, by testing all pairs.
+
+    x : (n_atoms, 3) float64, Angstrom; bstart : (n_batch + 1,) int64, structure b holds atoms
+    bstart[b]:bstart[b + 1]; rc : float, Angstrom. Returns i, j (n_pairs,) int64, d = x_j - x_i
+    (n_pairs, 3) float64 and r = |d| (n_pairs,) float64, ordered by i, then j.
+    """
+    parts = []
+    for b in range(bstart.size - 1):
+        i, j = np.triu_indices(int(bstart[b + 1] - bstart[b]), 1)
+        parts.append((i + bstart[b], j + bstart[b]))
+    i = np.concatenate([q[0] for q in parts] + [np.zeros(0, np.int64)]).astype(np.int64)
+    j = np.concatenate([q[1] for q in parts] + [np.zeros(0, np.int64)]).astype(np.int64)
+    d = x[j] - x[i]
+    r = np.sqrt(np.sum(d * d, axis=1))
+    keep = r < rc
+    return i[keep], j[keep], d[keep], r[keep]
+
+
 def _fc(r, rc):
     return 0.5 * np.cos(np.pi * r / rc) + 0.5, -0.5 * np.pi / rc * np.sin(np.pi * r / rc)
 

@@ -253,3 +253,25 @@ def test_nve_energy_conservation_ani_water():
         numba.set_num_threads(threads)
     assert spread[0.5] < 1e-3, spread
     assert spread[0.5] / spread[0.25] > 2.5, spread
+
+
+@pytest.mark.parametrize("thermostat", [None, "pile-l", "pile-g"])
+def test_ring_polymer_states_do_not_share_the_step_scratch_arrays(thermostat):
+    """The step keeps scratch arrays between steps; the states it returns must own their arrays: a state
+    is unchanged by later steps, and a state stepped twice gives the same result both times."""
+    from rung.core.potential import PotentialResult
+
+    def force(x):
+        return PotentialResult(-0.5e-3 * np.sum(x * x, axis=(1, 2)), -1e-3 * x, None)
+
+    init, step = ring_polymer(force, 10.0, 1e-3, 4, thermostat=thermostat, tau=100.0, seed=2)
+    s0 = init(np.random.default_rng(0).normal(size=(3, 3)), np.full(3, 1837.0))
+    s1 = step(s0)
+    snap = [a.copy() for a in (s1.positions, s1.momenta)]
+    s2 = step(s1)
+    step(s2)
+    assert np.array_equal(s1.positions, snap[0]) and np.array_equal(s1.momenta, snap[1])
+    again = step(s1)
+    assert np.array_equal(again.positions, s2.positions) and np.array_equal(again.momenta, s2.momenta)
+    for a in (s2.positions, s2.momenta):
+        assert not any(np.shares_memory(a, b) for b in (s1.positions, s1.momenta, s0.positions, s0.momenta))

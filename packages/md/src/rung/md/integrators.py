@@ -250,21 +250,32 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
 
     from rung.md._kernels.cpu import langevin_o, nm_flow
 
+    work = {}  # scratch arrays reused over steps (fresh pages every step cost more than the FFTs)
+
+    def scratch(shape, m):
+        if work.get("shape") != shape or work.get("m") is not m:
+            work.update(shape=shape, m=m, q=np.empty(shape), p=np.empty(shape), xi=np.empty(shape),
+                        F=np.empty((P // 2 + 1,) + shape[1:], dtype=np.complex128),
+                        sigma=None if thermostat is None else c2[:, None] * np.sqrt(m * kT_P)[None, :])  # (P, n)
+        return work
+
     def step_fn(state: MDState) -> MDState:
         m = state.masses
         inv_m = 1.0 / m
+        w = scratch(state.positions.shape, m)
         p = state.momenta + (0.5 * dt) * state.forces
-        q = to_normal_modes(state.positions, C)
-        p = to_normal_modes(p, C)
+        q = to_normal_modes(state.positions, C, out=w["q"], work=w["F"])
+        p = to_normal_modes(p, C, out=w["p"], work=w["F"])
         dq = 0.0
         if thermostat is None:
             nm_flow(q, p, m, inv_m, full)
         else:
             nm_flow(q, p, m, inv_m, half)
             rng = step_rng(seed, state.step)
-            sigma = c2[:, None] * np.sqrt(m * kT_P)[None, :]  # (P, n)
+            sigma, xi = w["sigma"], w["xi"]
             if thermostat == "pile-l":
-                dq = langevin_o(p, c1, sigma, rng.standard_normal(p.shape), inv_m)
+                rng.standard_normal(out=xi)  # the same numbers as standard_normal(p.shape)
+                dq = langevin_o(p, c1, sigma, xi, inv_m)
             else:
                 nf = p[0].size
                 k0 = _kinetic(p[0], inv_m[:, None])
@@ -272,10 +283,11 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
                 p[0] = p[0] * alpha
                 dq = _kinetic(p[0], inv_m[:, None]) - k0
                 if P > 1:
-                    dq += langevin_o(p[1:], c1[1:], sigma[1:], rng.standard_normal(p[1:].shape), inv_m)
+                    rng.standard_normal(out=xi[1:])
+                    dq += langevin_o(p[1:], c1[1:], sigma[1:], xi[1:], inv_m)
             nm_flow(q, p, m, inv_m, half)
-        x = from_normal_modes(q, C)
-        p = from_normal_modes(p, C)
+        x = from_normal_modes(q, C, work=w["F"])
+        p = from_normal_modes(p, C, work=w["F"])
         r = force_fn(x)
         p = p + (0.5 * dt) * r.forces
         return _with_forces(state, x, p, r, dq)

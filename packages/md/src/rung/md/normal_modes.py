@@ -57,39 +57,38 @@ def normal_mode_frequencies(P: int, omega_P: float) -> np.ndarray:
     return 2.0 * omega_P * np.sin(np.arange(P) * np.pi / P)
 
 
-def to_normal_modes(x, C) -> np.ndarray:
+def to_normal_modes(x, C, out=None, work=None) -> np.ndarray:
     """Bead coordinates (P, n, 3) -> normal-mode coordinates (P, n, 3): x~_k = sum_j C_jk x_j.
 
     Evaluated with a real FFT over the bead axis (O(P log P), no BLAS threads): with
     F_k = sum_j x_j exp(-2 pi i j k / P), x~_0 = F_0 / sqrt(P), x~_k = sqrt(2/P) Re F_k (k < P/2),
     x~_{P/2} = F_{P/2} / sqrt(P), x~_k = sqrt(2/P) Im F_{P-k} (k > P/2). ``C`` fixes P.
+    out : (P, n, 3) float64 to write into; work : (P // 2 + 1, n, 3) complex128 scratch. Reusing both
+    over steps avoids fresh pages for every call (page faults cost more than the FFT at P = 32).
     """
     P = C.shape[0]
     if P == 1:
-        return x * C[0, 0]
-    F = np.fft.rfft(x, axis=0)
-    out = np.empty_like(x)
-    h = (P - 1) // 2  # modes 1..h are the cos modes; P-h..P-1 the sin modes
-    np.multiply(F[0].real, np.sqrt(1.0 / P), out=out[0])
-    np.multiply(F[1:h + 1].real, np.sqrt(2.0 / P), out=out[1:h + 1])
-    np.multiply(F[h:0:-1].imag, np.sqrt(2.0 / P), out=out[P - h:])
-    if P % 2 == 0:
-        np.multiply(F[P // 2].real, np.sqrt(1.0 / P), out=out[P // 2])
+        return x * C[0, 0] if out is None else np.multiply(x, C[0, 0], out=out)
+    from rung.md._kernels.cpu import nm_unpack
+
+    F = np.fft.rfft(x, axis=0, out=work)
+    out = np.empty(x.shape) if out is None else out
+    # modes 1..(P-1)//2 are the cos modes, the mirrored ones the sin modes (one pass: strided
+    # NumPy multiplies on the complex views cost 5x the FFT itself)
+    nm_unpack(F, out, np.sqrt(1.0 / P), np.sqrt(2.0 / P))
     return out
 
 
-def from_normal_modes(xt, C) -> np.ndarray:
-    """Normal-mode coordinates (P, n, 3) -> bead coordinates (P, n, 3): x_j = sum_k C_jk x~_k (inverse real FFT)."""
+def from_normal_modes(xt, C, work=None) -> np.ndarray:
+    """Normal-mode coordinates (P, n, 3) -> bead coordinates (P, n, 3): x_j = sum_k C_jk x~_k (inverse real FFT).
+    work : (P // 2 + 1, n, 3) complex128 scratch (as in :func:`to_normal_modes`); the result is a new array."""
     P = C.shape[0]
     if P == 1:
         return xt * C[0, 0]
-    h = (P - 1) // 2
-    G = np.zeros((P // 2 + 1,) + xt.shape[1:], dtype=np.complex128)
-    np.multiply(xt[0], np.sqrt(P), out=G.real[0])
-    np.multiply(xt[1:h + 1], np.sqrt(P / 2.0), out=G.real[1:h + 1])
-    np.multiply(xt[P - 1:P - h - 1:-1], np.sqrt(P / 2.0), out=G.imag[1:h + 1])
-    if P % 2 == 0:
-        np.multiply(xt[P // 2], np.sqrt(P), out=G.real[P // 2])
+    from rung.md._kernels.cpu import nm_pack
+
+    G = np.empty((P // 2 + 1,) + xt.shape[1:], dtype=np.complex128) if work is None else work
+    nm_pack(np.ascontiguousarray(xt, dtype=np.float64), G, np.sqrt(P), np.sqrt(P / 2.0))
     return np.fft.irfft(G, n=P, axis=0)
 
 

@@ -254,3 +254,43 @@ def proton_events(xh, xk, cells, boxes, origins, periodic, cutoff, hysteresis, p
                 cur[i] = other[i]
         owner[t] = cur
     return owner, events[:n].copy()
+
+
+# --- normal modes (rung.md.normal_modes): the real-FFT spectrum <-> normal-mode coordinates ---------------
+@numba.njit(cache=True)
+def nm_unpack(F, out, s1, s2):
+    """out[0] = s1 Re F[0]; out[k] = s2 Re F[k], out[P-k] = s2 Im F[k] (1 <= k <= (P-1)//2);
+    out[P/2] = s1 Re F[P/2] (P even). F : (P//2 + 1, n, 3) complex128; out : (P, n, 3) float64."""
+    P, n = out.shape[0], out.shape[1]
+    h = (P - 1) // 2
+    for i in range(n):
+        for x in range(3):
+            out[0, i, x] = F[0, i, x].real * s1
+    for k in range(1, h + 1):
+        for i in range(n):
+            for x in range(3):
+                out[k, i, x] = F[k, i, x].real * s2
+                out[P - k, i, x] = F[k, i, x].imag * s2
+    if P % 2 == 0:
+        for i in range(n):
+            for x in range(3):
+                out[P // 2, i, x] = F[P // 2, i, x].real * s1
+
+
+@numba.njit(cache=True)
+def nm_pack(xt, G, s1, s2):
+    """The inverse of :func:`nm_unpack` with s1 = sqrt(P), s2 = sqrt(P/2): G (P//2 + 1, n, 3) complex128
+    out, xt (P, n, 3) float64 in."""
+    P, n = xt.shape[0], xt.shape[1]
+    h = (P - 1) // 2
+    for i in range(n):
+        for x in range(3):
+            G[0, i, x] = complex(xt[0, i, x] * s1, 0.0)
+    for k in range(1, h + 1):
+        for i in range(n):
+            for x in range(3):
+                G[k, i, x] = complex(xt[k, i, x] * s2, xt[P - k, i, x] * s2)
+    if P % 2 == 0:
+        for i in range(n):
+            for x in range(3):
+                G[P // 2, i, x] = complex(xt[P // 2, i, x] * s1, 0.0)

@@ -89,6 +89,19 @@ def test_pca_and_tica_directions():
     assert t.eigenvalues[0] == pytest.approx(0.99**5, abs=0.02)
 
 
+def test_pca_with_more_features_than_frames_equals_the_covariance_eigenvectors():
+    """The SVD path (features > frames) against numpy's eigh of the covariance matrix."""
+    rng = np.random.default_rng(4)
+    f = rng.normal(size=(30, 200)) * np.linspace(3.0, 0.1, 200) + rng.normal(size=200)
+    p = fit_projection(f, 3, "pca")
+    d = f - f.mean(0)
+    w, v = np.linalg.eigh(d.T @ d / 29)
+    np.testing.assert_allclose(p.eigenvalues, w[::-1][:3], rtol=1e-10)
+    for c in range(3):  # unit vectors, the same up to sign (the sign rule is the projection's own)
+        assert abs(abs(p.components[:, c] @ v[:, -1 - c]) - 1.0) < 1e-9
+        assert p.components[np.argmax(np.abs(p.components[:, c])), c] > 0
+
+
 def test_select_starts_follows_inverse_counts():
     """p_c ∝ n_c^(-1/T): with cells of 1, 4 and 16 frames and T = 1, frequencies 16 : 4 : 1."""
     cells = np.repeat([0, 1, 2], [1, 4, 16])

@@ -174,7 +174,7 @@ def _water_box():
 
 def _adaptive_case(workdir, replicas, steps, iterations=2):
     """Input of an adaptive run: 256 LJ argon atoms (fcc 4x4x4), RPMD P = 4, 2 fs, 16 distances as features
-    (the default, all 32640 heavy-atom distances, would make the PCA a 32640^2 eigenproblem); returns its path."""
+    (a small analysis, so that the replicas' share is what is measured); returns its path."""
     from pathlib import Path
 
     from ase.build import bulk

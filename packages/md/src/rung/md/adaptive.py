@@ -169,6 +169,11 @@ def fit_projection(feats, k: int, kind: str = "pca", *, traj=None, lag: int = 1)
     k = min(k, f.shape[1])
     mean = f.mean(axis=0)
     d = f - mean
+    if kind == "pca" and f.shape[1] > len(f):
+        # more features than frames (all heavy-atom distances of a large system, early iterations): the
+        # SVD of the frames costs frames^2 x features instead of the covariance's features^3 eigenproblem
+        _, sv, vt = np.linalg.svd(d, full_matrices=False)
+        return Projection("pca", mean, _sign_fixed(vt[:k].T), sv[:k] ** 2 / max(len(d) - 1, 1))
     c0 = d.T @ d / max(len(d) - 1, 1)
     if kind == "pca":
         w, v = np.linalg.eigh(c0)

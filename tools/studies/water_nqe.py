@@ -10,6 +10,9 @@ through rung.md's Python API (``ring_polymer`` and ``qtb``, the integrators behi
   cut-off; the first ADQTB_SKIP_STEPS (gamma_r adaptation, zero-point energy flowing in) are discarded.
 - ``qtb``: the same without adaptation (plain QTB); ``adqtb_long``: adQTB twice as long (10 ps, the
   first 4 ps discarded), to see whether gamma_r and the kinetic energies have converged.
+- ``langevin_ens``, ``rpmd_ens``, ``adqtb_ens``: the same with the 8-network ensemble mean as the
+  potential (member 0 alone has a hole that the (ad)QTB trajectories fall into; see
+  packages/md/BENCHMARKS.md); adqtb_ens runs 8 ps, the first 3 ps discarded.
 - ``rpmd``: P = 16, PILE-L (centroid tau 100 fs); the first RPMD_SKIP_STEPS are discarded.
 - ``plot``: O-H g(r) of the three (RPMD: averaged over all beads), the kinetic energy per H and per O
   with blocked standard errors, a PNG and a Markdown table.
@@ -48,6 +51,7 @@ EQUIL_STEPS = 2000  # 1 ps classical
 LANGEVIN_STEPS = 6000  # 3 ps
 ADQTB_STEPS, ADQTB_SKIP_STEPS = 10000, 4000  # 5 ps, the first 2 ps discarded
 RPMD_STEPS, RPMD_SKIP_STEPS, BEADS = 2400, 400, 16  # 1.2 ps, the first 0.2 ps discarded
+ENS_STEPS, ENS_SKIP_STEPS = 16000, 6000  # adqtb_ens: the 8-network ensemble, 8 ps, the first 3 ps discarded
 SAMPLE_EVERY = 10  # steps between samples of the estimators and frames
 GAMMA_LANGEVIN_FS, GAMMA_QTB_FS, TSEG_FS, OMEGACUT_CM1, AGAMMA = 0.01, 0.02, 250.0, 15000.0, 0.3
 RMAX_ANGSTROM, NBINS = 4.6, 230
@@ -75,11 +79,12 @@ def water_box(nside=NSIDE, seed=0):
     return Atoms(numbers=nums, positions=np.concatenate(pos), cell=np.eye(3) * edge, pbc=True)
 
 
-def forces_fn(atoms):
+def forces_fn(atoms, member=0):
+    """Forces of ANI-1x (float32): one network (``member``) or the 8-network ensemble mean (None)."""
     from rung.md.parallel import BeadForces
     from rung.nnp import load_model
 
-    pot = in_atomic_units(load_model("ani-1x", member=0, dtype="float32"))
+    pot = in_atomic_units(load_model("ani-1x", member=member, dtype="float32"))
     return BeadForces(pot, atoms.numbers, np.asarray(atoms.cell) * U.ANGSTROM_TO_BOHR)
 
 
@@ -110,7 +115,7 @@ def run(kind):
     numba.set_num_threads(1)
     WORK.mkdir(parents=True, exist_ok=True)
     atoms = water_box()
-    f = forces_fn(atoms)
+    f = forces_fn(atoms, None if kind.endswith("_ens") else 0)
     m = masses(atoms)
     masks = [atoms.numbers == 1, atoms.numbers == 8]
     if kind == "equil":
@@ -127,21 +132,24 @@ def run(kind):
     start = np.load(WORK / "equil.npz")
     x0, p0 = start["positions"], start["momenta"]
     params = None
-    if kind == "langevin":
+    base = kind.removesuffix("_ens")
+    if base == "langevin":
         init, step = ring_polymer(f, dt, kT, 1, thermostat="pile-l", tau=1 / GAMMA_LANGEVIN_FS * U.FS_TO_AU_TIME, seed=21)
         s = init(x0, m, p0[None])
         nsteps, skip = LANGEVIN_STEPS, 0
-    elif kind in ("adqtb", "qtb", "adqtb_long"):
+    elif base in ("adqtb", "qtb", "adqtb_long"):
         from rung.md.qtb import qtb
 
         init, step, params = qtb(f, dt, kT, GAMMA_QTB_FS / U.FS_TO_AU_TIME, masses=m, species=atoms.numbers,
                                  tseg=TSEG_FS * U.FS_TO_AU_TIME, omegacut=OMEGACUT_CM1 * U.INV_CM_TO_HARTREE,
-                                 adaptive=None if kind == "qtb" else "simple", agamma=AGAMMA, seed=31, beads=True)
+                                 adaptive=None if base == "qtb" else "simple", agamma=AGAMMA, seed=31, beads=True)
         s = init(x0[None], m, p0[None])
         nsteps, skip = ADQTB_STEPS, ADQTB_SKIP_STEPS
         if kind == "adqtb_long":
             nsteps, skip = 2 * ADQTB_STEPS, 2 * ADQTB_SKIP_STEPS
-    elif kind == "rpmd":
+        if kind == "adqtb_ens":
+            nsteps, skip = ENS_STEPS, ENS_SKIP_STEPS
+    elif base == "rpmd":
         init, step = ring_polymer(f, dt, kT, BEADS, thermostat="pile-l", tau=100 * U.FS_TO_AU_TIME, seed=41)
         s = init(x0, m)  # beads start collapsed on the classical configuration, momenta at P kT
         nsteps, skip = RPMD_STEPS, RPMD_SKIP_STEPS
@@ -153,7 +161,7 @@ def run(kind):
         s = step(s)
         if i % SAMPLE_EVERY:
             continue
-        if kind == "rpmd":
+        if base == "rpmd":
             kin.append(centroid_virial_per_species(s, masks))
         else:
             kin.append(post_o_kinetic(s, masks))
@@ -219,12 +227,16 @@ def plot(png):
     import matplotlib.pyplot as plt
 
     classical = 1.5 * kT * U.HARTREE_TO_EV * 1e3
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.4))
     rows = []
-    runs = (("langevin", "classical Langevin", "k", "-"), ("qtb", "QTB (no adaptation)", "C1", ":"),
-            ("adqtb", "adQTB 5 ps", "C3", "--"), ("adqtb_long", "adQTB 10 ps", "C3", "-"),
-            ("rpmd", f"RPMD P = {BEADS}", "C0", "-"))
-    for kind, label, color, style in runs:
+    runs = (("langevin", "classical Langevin", "k", "-", 0), ("qtb", "QTB (no adaptation)", "C1", ":", 0),
+            ("adqtb", "adQTB 5 ps", "C3", "--", 0), ("adqtb_long", "adQTB 10 ps", "C3", "-", 0),
+            ("rpmd", f"RPMD P = {BEADS}", "C0", "-", 0),
+            ("langevin_ens", "classical Langevin", "k", "-", 1), ("adqtb_ens", "adQTB", "C3", "-", 1),
+            ("rpmd_ens", f"RPMD P = {BEADS}", "C0", "-", 1))
+    v0 = {}
+    for kind, label, color, style, group in runs:
+        ax = axes[group]
         path = WORK / f"{kind}.npz"
         if not path.exists():
             print(f"missing {path}")
@@ -238,7 +250,10 @@ def plot(png):
         v, dv = blocked(d["epot"][int(d["skip_samples"]):] / (NSIDE ** 3) * U.HARTREE_TO_EV * 1e3)  # meV per molecule
         peak = r[np.argmax(np.where(r < 1.3, g, 0))]
         width = np.sqrt(np.sum(np.where(r < 1.3, g * r * r, 0) * (r - peak) ** 2) / np.sum(np.where(r < 1.3, g * r * r, 0)))
-        row = dict(label=label, KH=mean[0], dKH=err[0], KO=mean[1], dKO=err[1], V=v, dV=dv, peak=peak, width=width,
+        if kind.startswith("langevin"):
+            v0[group] = v
+        label = label + (" (8 networks)" if group else " (member 0)")
+        row = dict(label=label, v0=v0.get(group, np.nan), KH=mean[0], dKH=err[0], KO=mean[1], dKO=err[1], V=v, dV=dv, peak=peak, width=width,
                    gmax=g[r < 1.3].max(), ps=(d["steps"] - int(d["skip_samples"]) * SAMPLE_EVERY) * DT_FS / 1e3,
                    nsday=d["steps"] * DT_FS * 1e-6 / float(d["wall_s"]) * 86400)
         if "corr_kin" in d:
@@ -250,15 +265,17 @@ def plot(png):
             mO, eO = blocked(raw[:, 1] / spec[8])
             row.update(KH_s=mH, dKH_s=eH, KO_s=mO, dKO_s=eO)
         rows.append(row)
-    ax[0].set_xlim(0.7, 1.4)
-    ax[1].set_xlim(1.3, RMAX_ANGSTROM)
-    ax[1].set_ylim(0, 2.0)
-    for a in ax:
-        a.set_xlabel("r(O-H) / Å")
-        a.set_ylabel("g_OH(r)")
-    ax[0].set_title("intramolecular O-H")
-    ax[1].set_title("hydrogen bond and beyond")
-    ax[1].legend(frameon=False, fontsize=8)
+    for group, name in enumerate(("ANI-1x member 0", "ANI-1x, 8-network ensemble")):
+        ax = axes[group]
+        ax[0].set_xlim(0.7, 1.4)
+        ax[1].set_xlim(1.3, RMAX_ANGSTROM)
+        ax[1].set_ylim(0, 2.0)
+        for a in ax:
+            a.set_xlabel("r(O-H) / Å")
+            a.set_ylabel("g_OH(r)")
+        ax[0].set_title(f"{name}: intramolecular O-H", fontsize=9)
+        ax[1].set_title(f"{name}: hydrogen bond and beyond", fontsize=9)
+        ax[1].legend(frameon=False, fontsize=7)
     fig.suptitle(f"ANI-1x water, {NSIDE ** 3} molecules, {T_K:.0f} K", fontsize=10)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
@@ -267,11 +284,10 @@ def plot(png):
     print("| run | production ps | K per H (meV) | K per O (meV) | K per molecule - classical (meV) | "
           "V per molecule - classical (meV) | O-H peak (Å) | g_OH max | O-H peak rms width (Å) | ns/day |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    v0 = rows[0]["V"] if rows and rows[0]["label"].startswith("classical") else np.nan
     for w in rows:
         kmol = 2 * w["KH"] + w["KO"] - 3 * classical
         print(f"| {w['label']} | {w['ps']:.2f} | {w['KH']:.1f} ± {w['dKH']:.1f} | {w['KO']:.1f} ± {w['dKO']:.1f} | "
-              f"{kmol:.0f} | {w['V'] - v0:.0f} ± {w['dV']:.0f} | {w['peak']:.3f} | {w['gmax']:.1f} | {w['width']:.4f} | "
+              f"{kmol:.0f} | {w['V'] - w['v0']:.0f} ± {w['dV']:.0f} | {w['peak']:.3f} | {w['gmax']:.1f} | {w['width']:.4f} | "
               f"{w['nsday']:.3g} |")
     for w in rows:
         if "corr" in w:

@@ -101,7 +101,7 @@ def test_numba_frame_kernel_against_numpy_distances(cell_kind):
     """proton_frame (cell list) against the dense distances: the NumPy O(N^2) minimum image where it
     holds, rung.core's neighbour list (every image) for a cell thinner than twice the cutoff, plain
     distances without a cell. Owner distance, nearest other atom (lowest index on ties) and its distance."""
-    from rung.md._kernels.cpu import proton_frame
+    from rung.md._kernels.cpu import bin_grid, proton_frame
 
     rng = np.random.default_rng(11)
     cell = {"cubic": np.eye(3) * 10.0, "triclinic": np.array([[10.0, 0, 0], [2.0, 9.0, 0], [1.0, -1.5, 11.0]]),
@@ -127,7 +127,8 @@ def test_numba_frame_kernel_against_numpy_distances(cell_kind):
     else:
         c, origin, periodic = cell * A, np.zeros(3), True
     d_own, other, d_other = np.empty(n_h), np.empty(n_h, dtype=np.int64), np.empty(n_h)
-    proton_frame(x[hyd], x[heavy], c, origin, periodic, cut, owner, d_own, other, d_other)
+    inv, nb, reach = bin_grid(c[None], cut)
+    proton_frame(x[hyd], x[heavy], c, inv[0], nb[0], reach[0], origin, periodic, cut, owner, d_own, other, d_other)
     want_own = np.where(owner >= 0, ref[np.arange(n_h), np.maximum(owner, 0)], np.inf)
     rest = ref.copy()
     rest[np.arange(n_h)[owner >= 0], owner[owner >= 0]] = np.inf

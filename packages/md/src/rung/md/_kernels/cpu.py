@@ -93,25 +93,19 @@ def langevin_o(p, c1, sigma, xi, inv_m):
 
 
 # --- proton ownership (rung.md.analysis.protons) ----------------------------------------------------------
-@numba.njit(cache=True)
-def _bin_setup(xk, cell, periodic, cutoff):
-    """Fractional coordinates wrapped into the cell (periodic) or the bounding box (open), bins at least
-    ``cutoff`` wide along each cell height, the heavy atoms sorted by bin (counting sort)."""
-    inv = np.linalg.inv(cell)
-    h = np.empty(3)
-    vol = abs(np.linalg.det(cell))
-    for d in range(3):
-        a, b = cell[(d + 1) % 3], cell[(d + 2) % 3]
-        cx = a[1] * b[2] - a[2] * b[1]
-        cy = a[2] * b[0] - a[0] * b[2]
-        cz = a[0] * b[1] - a[1] * b[0]
-        h[d] = vol / np.sqrt(cx * cx + cy * cy + cz * cz)
-    nb = np.empty(3, dtype=np.int64)
-    reach = np.empty(3, dtype=np.int64)
-    for d in range(3):
-        nb[d] = max(1, min(64, int(h[d] / cutoff)))
-        reach[d] = int(np.ceil(cutoff * nb[d] / h[d]))
-    return inv, nb, reach
+def bin_grid(cells, cutoff):
+    """Per frame: the inverse cell, bins per lattice direction (at least ``cutoff`` wide along each cell
+    height, at most 64) and how many bins a search must reach. cells (frames, 3, 3) Bohr ->
+    inv (frames, 3, 3), nb (frames, 3) int64, reach (frames, 3) int64 (NumPy, outside the kernels: numba's
+    LAPACK bindings take long to compile)."""
+    cells = np.asarray(cells, dtype=np.float64)
+    inv = np.linalg.inv(cells)
+    vol = np.abs(np.linalg.det(cells))
+    cross = np.stack([np.cross(cells[:, (d + 1) % 3], cells[:, (d + 2) % 3]) for d in range(3)], axis=1)
+    h = vol[:, None] / np.linalg.norm(cross, axis=-1)  # (frames, 3) cell heights
+    nb = np.clip((h / cutoff).astype(np.int64), 1, 64)
+    reach = np.ceil(cutoff * nb / h).astype(np.int64)
+    return np.ascontiguousarray(inv), nb, reach
 
 
 @numba.njit(cache=True)
@@ -125,19 +119,19 @@ def _frac(x, origin, inv, periodic):
 
 
 @numba.njit(cache=True)
-def proton_frame(xh, xk, cell, origin, periodic, cutoff, owner, d_own, other, d_other):
+def proton_frame(xh, xk, cell, inv, nb, reach, origin, periodic, cutoff, owner, d_own, other, d_other):
     """For every hydrogen: its distance to its owner and the nearest other heavy atom, cell list.
 
     xh : (n_h, 3) float64, Bohr; xk : (n_heavy, 3) float64, Bohr
     cell : (3, 3) float64 Bohr, rows the lattice vectors (open boundaries: a box holding every atom,
-        from ``origin``); periodic : bool; cutoff : Bohr, atoms farther away are ignored
+        from ``origin``); inv, nb, reach : its inverse, bins and search reach (:func:`bin_grid`)
+    periodic : bool; cutoff : Bohr, atoms farther away are ignored
     owner : (n_h,) int64 index into the heavy atoms, -1 for none
     d_own : (n_h,) float64 out, Bohr: minimum-image distance to the owner, inf beyond the cutoff
     other, d_other : (n_h,) int64 / float64 out: the nearest heavy atom other than the owner (lowest index
         among equal distances) and its distance; -1 / inf when none is inside the cutoff
     Every periodic image inside the cutoff is seen (also for cells thinner than twice the cutoff).
     """
-    inv, nb, reach = _bin_setup(xk, cell, periodic, cutoff)
     nk = xk.shape[0]
     nbins = nb[0] * nb[1] * nb[2]
     kb = np.empty(nk, dtype=np.int64)
@@ -210,11 +204,12 @@ def proton_frame(xh, xk, cell, origin, periodic, cutoff, owner, d_own, other, d_
 
 
 @numba.njit(cache=True)
-def proton_events(xh, xk, cells, boxes, origins, periodic, cutoff, hysteresis, persistence):
+def proton_events(xh, xk, cells, invs, nbs, reaches, origins, periodic, cutoff, hysteresis, persistence):
     """Ownership of every hydrogen over a trajectory and its transfer events (rung.md.analysis.protons).
 
-    xh : (frames, n_h, 3), xk : (frames, n_heavy, 3) float64, Bohr; cells : (frames, 3, 3) Bohr (periodic)
-    or boxes/origins (frames, 3, 3) / (frames, 3) bounding boxes (open); cutoff, hysteresis : Bohr;
+    xh : (frames, n_h, 3), xk : (frames, n_heavy, 3) float64, Bohr; cells : (frames, 3, 3) Bohr, the
+    periodic cells or (open) boxes from ``origins`` (frames, 3); invs, nbs, reaches : :func:`bin_grid`
+    of the cells; cutoff, hysteresis : Bohr;
     persistence : frames. Returns owner (frames, n_h) int64 index into the heavy atoms (-1 none) and
     events (n_events, 4) int64 rows (frame, hydrogen, donor, acceptor), hydrogen/donor/acceptor as
     indices into the hydrogen and heavy arrays, in the order found.
@@ -229,9 +224,9 @@ def proton_events(xh, xk, cells, boxes, origins, periodic, cutoff, hysteresis, p
     events = np.empty((16, 4), dtype=np.int64)
     n = 0
     for t in range(nf):
-        cell = cells[t] if periodic else boxes[t]
         cur = owner[t - 1].copy() if t > 0 else np.full(nh, -1, dtype=np.int64)
-        proton_frame(xh[t], xk[t], cell, origins[t], periodic, cutoff, cur, d_own, other, d_other)
+        proton_frame(xh[t], xk[t], cells[t], invs[t], nbs[t], reaches[t], origins[t], periodic, cutoff, cur,
+                     d_own, other, d_other)
         if t == 0:
             owner[0] = other
             continue

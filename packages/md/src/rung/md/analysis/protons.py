@@ -302,7 +302,7 @@ def _events(names, member, hyd, heavy, owner, ev, time_fs, backend) -> ProtonEve
 
 def _detect_numba(traj, hyd, heavy, cutoff, hysteresis, persistence):
     """Owner (frames, n_h) as atom indices into ``heavy`` and events (n, 4) as atom indices, numba kernel."""
-    from rung.md._kernels.cpu import proton_events
+    from rung.md._kernels.cpu import bin_grid, proton_events
 
     x = np.ascontiguousarray(traj.positions, dtype=np.float64)
     xh, xk = np.ascontiguousarray(x[:, hyd]), np.ascontiguousarray(x[:, heavy])
@@ -310,16 +310,16 @@ def _detect_numba(traj, hyd, heavy, cutoff, hysteresis, persistence):
     periodic = traj.cell is not None
     if periodic:
         cells = np.ascontiguousarray(np.broadcast_to(traj.cell, (nf, 3, 3)), dtype=np.float64)
-        boxes, origins = cells, np.zeros((nf, 3))
+        origins = np.zeros((nf, 3))
     else:  # a box around every atom of each frame, a little larger so no atom sits on its face
         sub = x[:, np.concatenate([hyd, heavy])]
         lo, hi = sub.min(axis=1), sub.max(axis=1)
         pad = 1e-6 * np.maximum(hi - lo, 1.0) + 1e-6
         origins = lo - pad
-        boxes = np.zeros((nf, 3, 3))
-        boxes[:, [0, 1, 2], [0, 1, 2]] = hi - lo + 2 * pad
-        cells = boxes
-    owner, ev = proton_events(xh, xk, cells, boxes, origins, periodic, float(cutoff), float(hysteresis),
+        cells = np.zeros((nf, 3, 3))
+        cells[:, [0, 1, 2], [0, 1, 2]] = hi - lo + 2 * pad
+    inv, nb, reach = bin_grid(cells, float(cutoff))
+    owner, ev = proton_events(xh, xk, cells, inv, nb, reach, origins, periodic, float(cutoff), float(hysteresis),
                               int(persistence))
     if len(ev):
         ev = np.c_[ev[:, 0], hyd[ev[:, 1]], heavy[ev[:, 2]], heavy[ev[:, 3]]]

@@ -104,7 +104,9 @@ def test_executors_agree_and_a_failed_task_fails_alone():
     for kind in ("serial", "local"):
         with Executor(kind, workers=2) as ex:
             res[kind] = {k: (r, e) for k, r, e in ex.run(TASKS)}
-    assert res["serial"] == res["local"]
+            res[kind + " window 2"] = {k: (r, e) for k, r, e in ex.run(TASKS, window=2)}  # 2 in flight at a time
+    assert res["serial"] == res["local"] == res["local window 2"]
+    assert len(res["serial"]) == len(TASKS)
     assert res["serial"][0] == (None, "ValueError: math domain error")
     assert res["serial"][4] == (math.log(4.0), None)
 
@@ -224,3 +226,101 @@ def test_killed_in_qmc_resumes_to_the_same_files(tmp_path):
         assert xa.keys() == xb.keys()
         for k in xa:
             np.testing.assert_array_equal(xa[k], xb[k])
+
+
+def test_level_check_read_once_refuses_as_check_record(tmp_path):
+    """rung.qmc.run.check_level over recorded_levels (the dataset read once per step) refuses exactly what
+    check_record (which reads the dataset per call) refuses, with the same message, for a pending
+    conformation of a dataset holding values at two levels."""
+    import json
+
+    from rung.core.dataset import Molecule, ResultWriter, create_dataset
+    from rung.qmc.run import check_level, check_record, recorded_levels
+    from rung.qmc.system import InputError
+
+    x = np.zeros((4, 2, 3))
+    x[:, 1, 2] = 1.4 + 0.1 * np.arange(4)
+    ds = create_dataset(tmp_path / "h2.h5", [Molecule("h2", np.array([1, 1]), x)])
+    base = {"method": "vmc", "basis": "b", "ecp": "", "jastrow": True, "three_body": False, "determinants": 1,
+            "seed": 1, "nwalkers": 10}
+    w = ResultWriter(ds, "qmc", {"settings": "dimensionless", "total_energy": "hartree"})
+    w.record("h2", 2, {"settings": json.dumps(base), "total_energy": -1.0})
+    w.record("h2", 1, {"settings": json.dumps({**base, "method": "dmc", "dmc_tau": 0.01}), "total_energy": -1.1})
+    w.merge()
+    w.record("h2", 3, {"settings": json.dumps({**base, "seed": 2}), "total_energy": -1.05})  # still in the journal
+    w.close()
+
+    def outcome(check):
+        try:
+            check()
+        except InputError as err:
+            return str(err)
+        return None
+
+    levels = recorded_levels(ds)
+    assert len(levels) == 2
+    for new in (base, {**base, "seed": 9}, {**base, "method": "dmc", "dmc_tau": 0.01}, {**base, "basis": "c"}):
+        old = outcome(lambda: check_record(ds, "h2", 0, new))
+        assert old is not None  # two levels are recorded: any new value differs from one of them
+        assert outcome(lambda: check_level(ds, levels, "h2", 0, new)) == old
+    one = create_dataset(tmp_path / "one.h5", [Molecule("h2", np.array([1, 1]), x)])
+    w = ResultWriter(one, "qmc", {"settings": "dimensionless"})
+    w.record("h2", 1, {"settings": json.dumps(base)})
+    w.close()
+    for new, refused in ((base, False), ({**base, "seed": 9}, False), ({**base, "ecp": "ccecp"}, True)):
+        old = outcome(lambda: check_record(one, "h2", 0, new))
+        assert (old is not None) == refused
+        assert outcome(lambda: check_level(one, recorded_levels(one), "h2", 0, new)) == old
+
+
+def test_dft_step_as_executor_tasks_makes_the_farms_file(tmp_path):
+    """The DFT step's conformations as tasks of the local executor (2 workers) give the file that the
+    dft_gpu farm (`dft-gpu run`'s rung.dft_gpu.run.run) makes of the same dataset: every dft_* value
+    (wall times aside), attribute and saved orbital equal (floats to 1e-9: the farm runs here on
+    several BLAS threads, the workers on one)."""
+    from rung.dft_gpu.run import run
+
+    cfg = parse({"input": {"perturb": {"molecule": "H2O", "n": 3, "sigma_angstrom": 0.08, "seed": 1}},
+                 "dft": {"xc": "hf", "force_grid": 3}})
+    (tmp_path / "farm").mkdir()
+    (tmp_path / "tasks").mkdir()
+    a = steps.conformations(cfg, tmp_path / "farm")
+    b = steps.conformations(cfg, tmp_path / "tasks")
+    run(a, a, steps.dft_config(cfg), progress=False)
+    with Executor("local", workers=2) as ex:
+        line = steps.dft(cfg, b, ex)
+    assert line.startswith("3 done, 0 failed of 3 (3 computed now")
+
+    def content(path):
+        out = {}
+
+        def visit(name, obj):
+            if "wall_time" not in name:
+                out[name] = obj[()] if isinstance(obj, h5py.Dataset) else None
+            out[name + "@"] = dict(obj.attrs)
+
+        with h5py.File(path) as f:
+            out["/@"] = dict(f.attrs)
+            f.visititems(visit)
+        return out
+
+    for fa, fb in ((a, b), (a.with_name("dataset.orbitals.h5"), b.with_name("dataset.orbitals.h5"))):
+        ca, cb = content(fa), content(fb)
+        assert ca.keys() == cb.keys() and any(k.endswith("dft_total_gradient") or k.endswith("mo_coeff") for k in ca)
+        for k in ca:
+            pairs = [(k + kk, ca[k][kk], cb[k][kk]) for kk in ca[k]] if isinstance(ca[k], dict) else [(k, ca[k], cb[k])]
+            if isinstance(ca[k], dict):
+                assert ca[k].keys() == cb[k].keys(), k
+            for what, x, y in pairs:
+                if what.endswith("@mol"):  # PySCF's Mole dump: its _env order follows the process's history
+                    import json
+
+                    x, y = ({k: v for k, v in json.loads(m).items() if k in ("_atom", "_basis", "_ecp", "charge", "spin")}
+                            for m in (x, y))
+                    assert x == y, what
+                elif np.asarray(x).dtype.kind == "f":  # 1 BLAS thread in a worker, several here: ~1e-12 apart
+                    np.testing.assert_allclose(x, y, rtol=0, atol=1e-9, err_msg=what)
+                else:
+                    np.testing.assert_array_equal(x, y, err_msg=what)
+    with Executor("serial") as ex:  # a rerun computes nothing
+        assert "0 computed now" in steps.dft(cfg, b, ex)

@@ -70,7 +70,7 @@ def run(cfg, out: Path, ex) -> dict:
             rdir.mkdir(exist_ok=True)
             name = steps.read_names(dataset)[0]
             dataset = steps.frames_from_md(prev / "md", rdir, cfg.loop.frames, name)
-        step("dft" + tag, steps.dft, cfg, dataset)
+        step("dft" + tag, steps.dft, cfg, dataset, ex)
         roles = (steps.select(cfg, dataset) if k == 0 else
                  steps.select(cfg, dataset, model=model_paths["readout"].resolve(), n_holdout=0))
         lines["select" + tag] = steps.describe_selection(roles, cfg)

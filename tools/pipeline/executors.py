@@ -6,7 +6,8 @@ every result durably (a :class:`rung.core.dataset.ResultWriter` journal) as it a
 was running when a worker or the whole job died is simply still pending on the next run: nothing is lost
 and nothing is computed twice.
 
-- ``local`` (default): :class:`concurrent.futures.ProcessPoolExecutor`, one numba/BLAS thread per worker.
+- ``local`` (default): :class:`concurrent.futures.ProcessPoolExecutor` (workers from a fork server), one
+  numba/BLAS thread per worker.
 - ``mpi``: :class:`mpi4py.futures.MPICommExecutor` inside one ``mpiexec -n N`` allocation (rank 0
   dispatches and records, ranks 1..N-1 compute); run as ``mpiexec -n N python -m tools.pipeline ...``.
 - ``parsl``: Parsl's DataFlowKernel (many batch jobs, retries, Slurm/PBS/local providers), an optional
@@ -18,8 +19,10 @@ and nothing is computed twice.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import queue
+from concurrent.futures import ProcessPoolExecutor
 
 from rung.core.errors import InputError
 
@@ -118,10 +121,13 @@ class Executor:
             from mpi4py.futures import MPICommExecutor
 
             self._ctx = MPICommExecutor(MPI.COMM_WORLD, root=0)
+            self.workers = max(1, MPI.COMM_WORLD.Get_size() - 1)
             self._pool = self._ctx.__enter__()
             return self if self._pool is not None else None
-        if self.kind == "local":
-            self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1)
+        if self.kind == "local":  # workers forked from a fresh server process, not from this one: a fork of a
+            # process whose OpenMP/BLAS threads ran (e.g. after an in-process SCF) can hang in the child
+            self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1,
+                                             mp_context=multiprocessing.get_context("forkserver"))
         if self.kind == "parsl":
             self._pool = _ParslPool(self.parsl_config, self.workers or os.cpu_count() or 1, self.retries)
         return self
@@ -133,23 +139,43 @@ class Executor:
             self._pool.shutdown(cancel_futures=True)
         return False
 
-    def run(self, tasks):
+    def run(self, tasks, window: int | None = None):
         """Run ``tasks`` [(key, cost, fn, args)]; yield (key, result, error) as each finishes.
 
         ``cost`` orders the submission (largest first, so one long task does not finish last alone); a
-        task that raises yields its error text instead of a result (it fails alone).
+        task that raises yields its error text instead of a result (it fails alone). At most ``window``
+        tasks are submitted and not yet yielded at a time (default: 16 per worker, at least 1024; all of
+        them for Parsl with a configuration file, whose workers are not known here), so a million
+        tasks do not become a million futures at once.
         """
         tasks = sorted(tasks, key=lambda t: -t[1])
         if self._pool is None:  # serial
             for key, _, fn, args in tasks:
                 yield (key, *_task(fn, args, worker=False))
             return
-        futures = {self._pool.submit(_task, fn, args): key for key, _, fn, args in tasks}  # Parsl: AppFutures
+        if window is None:
+            window = len(tasks) if self.kind == "parsl" and self.parsl_config is not None else \
+                max(1024, 16 * (self.workers or os.cpu_count() or 1))
+        todo = iter(tasks)
+        running = {}  # future -> key (Parsl: AppFutures, also concurrent.futures Futures)
+        finished = queue.SimpleQueue()  # futures in completion order (their done callbacks put them)
+
+        def fill():
+            for key, _, fn, args in todo:
+                f = self._pool.submit(_task, fn, args)
+                running[f] = key
+                f.add_done_callback(finished.put)
+                if len(running) >= window:
+                    return
+
         try:
-            for f in as_completed(futures):
-                yield (futures[f], *f.result())
+            fill()
+            while running:
+                f = finished.get()
+                yield (running.pop(f), *f.result())
+                fill()
         finally:
-            for f in futures:  # the caller stopped early (an error, a kill): drop what has not started
+            for f in running:  # the caller stopped early (an error, a kill): drop what has not started
                 if not f.done():
                     try:
                         f.cancel()

@@ -57,19 +57,69 @@ def conformations(cfg: PipelineConfig, out: Path) -> Path:
     return create_dataset(path, mols)
 
 
-# ------------------------------------------------------------------ DFT
-def dft(cfg: PipelineConfig, dataset: Path) -> str:
-    """DFT energies, gradients and orbitals for every conformation (the dft_gpu farm, resumable)."""
-    from rung.dft_gpu.run import RunConfig, run
+# ------------------------------------------------------------------ bookkeeping
+def status_arrays(dataset: Path, rung: str) -> dict:
+    """``{molecule: (status (n_conf,) int8, n_electrons)}`` of a rung, read from the file (one array per
+    molecule; merge the rung's journals first): what a step still has to compute."""
+    out = {}
+    with h5py.File(dataset, "r") as f:
+        for name, g in f.items():
+            if isinstance(g, h5py.Group) and "conformations" in g:
+                n = g["conformations"].shape[0]
+                st = g[f"{rung}_status"][()] if f"{rung}_status" in g else np.zeros(n, np.int8)
+                out[name] = (st, int(g["atomic_numbers"][()].sum()))
+    return out
 
-    settings = {**cfg.dft, "save_orbitals": True}
+
+# ------------------------------------------------------------------ DFT
+def dft_config(cfg: PipelineConfig):
+    """The dft_gpu farm's RunConfig of ``[dft]`` (orbitals saved: QMC starts from them)."""
+    from rung.dft_gpu.run import RunConfig
+
     try:
-        rc = RunConfig(**settings)
+        return RunConfig(**{**cfg.dft, "save_orbitals": True})
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[dft]: {err}") from err
-    s = run(dataset, dataset, rc, progress=False)
-    return (f"{s.n_done} done, {s.n_failed} failed of {s.n_conformations} ({s.computed} computed now, "
-            f"{s.wall_time_s:.0f} s)")
+
+
+def dft_task(dataset: str, molecule: str, index: int, config) -> dict:
+    """One conformation's DFT values (:func:`rung.dft_gpu.run.compute_conformation`), from a worker; its
+    orbitals (and FCIDUMP) are written beside the dataset as the farm's ranks write them, and folded
+    into the orbitals file at the end of the step."""
+    from rung.core.dataset import read_hdf5
+    from rung.dft_gpu import outputs
+    from rung.dft_gpu.run import compute_conformation
+
+    (m,) = read_hdf5(dataset, names=[molecule])
+    res = compute_conformation(m, index, config)
+    if config.save_fcidump:
+        outputs.write_fcidump(dataset, molecule, index, res["mol"], res["orbitals"]["mo_coeff"], config)
+    if config.save_orbitals:
+        outputs.write_orbital_part(dataset, molecule, index, res["mol"], res["orbitals"], config)
+    return res["values"]
+
+
+def dft(cfg: PipelineConfig, dataset: Path, ex, task=dft_task, merge_every_s: float = 60.0) -> str:
+    """DFT energies, gradients and orbitals for every conformation not yet recorded: each conformation a
+    task of ``ex`` (``task``, :func:`dft_task`), largest molecules first, results journalled and merged
+    as the QMC step's are; the file is the one ``dft-gpu run`` makes (settings, provenance, failures,
+    the orbitals file), with the farm's own preparation and finish (:mod:`rung.dft_gpu.run`)."""
+    from rung.core.dataset import DONE, FAILED, PENDING
+    from rung.dft_gpu import run as farm_module
+
+    rc = dft_config(cfg)
+    if rc.jk == "engine":
+        farm_module._engine_accelerate()  # refuse before any task if the engine is absent
+    t0 = time.perf_counter()
+    impossible = farm_module._prepare(dataset, dataset, rc, {})  # settings check, leftover journals merged
+    status = status_arrays(dataset, "dft")
+    tasks = [((n, int(i)), nelec, task, (str(dataset), n, int(i), rc)) for n, (st, nelec) in status.items()
+             for i in np.flatnonzero(st == PENDING) if (n, int(i)) not in impossible]
+    done, failed = farm(ex, farm_module._writer(dataset, rc), tasks, label="dft", merge_every_s=merge_every_s)
+    farm_module._finalize(dataset, rc)  # orbital parts into the orbitals file, file references
+    st = np.concatenate([s for s, _ in status_arrays(dataset, "dft").values()])
+    return (f"{int((st == DONE).sum())} done, {int((st == FAILED).sum())} failed of {st.size} ({done + failed} "
+            f"computed now, {time.perf_counter() - t0:.0f} s)")
 
 
 # ------------------------------------------------------------------ selection
@@ -146,11 +196,12 @@ def select(cfg: PipelineConfig, dataset: Path, model: str | None = None, n_holdo
         from rung.nnp import load_model
 
         pot = load_model(str(model))
-        values = np.concatenate([spread_scores(pot, byname[n].atomic_numbers,
-                                               byname[n].conformations[[i for nn, i in pool if nn == n]])
-                                 for n in dict.fromkeys(nn for nn, _ in pool)])
-        order = [c for n in dict.fromkeys(nn for nn, _ in pool) for c in pool if c[0] == n]
-        pool = order
+        per_mol = {}  # the pool grouped by molecule, in order (one pass: no scan of the pool per molecule)
+        for n, i in pool:
+            per_mol.setdefault(n, []).append(i)
+        values = np.concatenate([spread_scores(pot, byname[n].atomic_numbers, byname[n].conformations[idx])
+                                 for n, idx in per_mol.items()])
+        pool = [(n, i) for n, idx in per_mol.items() for i in idx]
     elif sel.method == "fps":
         if len({byname[n].n_atoms for n, _ in pool}) > 1:
             raise ConfigError("[select] method fps compares conformations of one molecule; use spread or random")
@@ -184,53 +235,68 @@ def qmc_config(s):
                      forces=ForceConfig(every=s.force_every) if s.force_every else None)
 
 
-def qmc_task(dataset: str, molecule: str, index: int, settings, basis: str, ecp: str) -> dict:
+def qmc_task(dataset: str, molecule: str, index: int, settings, basis: str, ecp: str, levels: dict) -> dict:
     """One conformation's QMC energies (and forces) and their settings (``qmc_settings``, JSON), from a
-    worker; refused before any sampling if the dataset's other QMC values are at another level."""
+    worker; refused before any sampling if the dataset's QMC values are at another level (``levels``:
+    :func:`rung.qmc.run.recorded_levels`, read once by the step instead of once per task)."""
     import json
 
-    from rung.qmc.run import check_record, kernel, result_settings, result_values, trial_from_dataset
+    from rung.qmc.run import check_level, kernel, result_settings, result_values, trial_from_dataset
 
     mol, orb = trial_from_dataset(dataset, molecule, index, basis=basis, ecp=ecp)
     config = qmc_config(settings)
     recorded = result_settings(mol, orb, config)
-    check_record(dataset, molecule, index, recorded)
+    check_level(dataset, levels, molecule, index, recorded)
     return {**result_values(kernel(mol, orb, config)), "settings": json.dumps(recorded, sort_keys=True)}
 
 
-def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, merge_every_s: float = 60.0) -> str:
-    """QMC for every selected conformation not yet recorded; results are journalled as they arrive
-    and merged into the dataset every ``merge_every_s`` seconds and at the end."""
-    from rung.core.dataset import PENDING, ResultWriter
-    from rung.qmc.run import result_units
-
-    s = cfg.qmc
-    basis, ecp = cfg.dft["basis"], cfg.dft["ecp"]
-    writer = ResultWriter(dataset, "qmc", {}, {"settings": "per conformation: qmc_settings (JSON)"})
-    status = writer.status()
-    todo = [(n, int(i)) for n, r in roles.items() for i in np.flatnonzero(r > 0) if status[(n, int(i))] == PENDING]
-    nat = {n: len(r) for n, r in roles.items()}
-    tasks = [((n, i), nat[n], qmc_task, (str(dataset), n, i, s, basis, ecp)) for n, i in todo]
+def farm(ex, writer, tasks, *, label: str, merge_every_s: float = 60.0, units=None) -> tuple:
+    """Run ``tasks`` [((molecule, index), cost, fn, args)] on the executor ``ex``; each result (a task
+    returns a dict of property values) or failure is journalled by ``writer`` as it arrives, and the
+    journal is merged into the dataset every ``merge_every_s`` seconds and at the end (also when an error
+    or a kill stops the loop). ``units(values)`` gives the units of properties known only once a task
+    returns (None: the writer declares them all). Returns (done, failed)."""
     done = failed = 0
     t0 = last = time.perf_counter()
     try:
         for (n, i), values, error in ex.run(tasks):
             if error is None:
-                writer.units.update(result_units(values))  # the properties are known once a task returns
+                if units is not None:
+                    writer.units.update(units(values))
                 writer.record(n, i, values)
                 done += 1
             else:
                 writer.record(n, i, error=error)
                 failed += 1
-            el = time.perf_counter() - t0
-            left = len(tasks) - done - failed
-            log.info("qmc %s[%d] %s; %d/%d, ETA %.0f s", n, i, "done" if error is None else f"FAILED {error}",
-                     done + failed, len(tasks), el / (done + failed) * left)
+            if log.isEnabledFor(logging.INFO):
+                el = time.perf_counter() - t0
+                log.info("%s %s[%d] %s; %d/%d, ETA %.0f s", label, n, i, "done" if error is None else f"FAILED {error}",
+                         done + failed, len(tasks), el / (done + failed) * (len(tasks) - done - failed))
             if time.perf_counter() - last > merge_every_s:
                 writer.merge()  # results visible while the run goes on
                 last = time.perf_counter()
     finally:
         writer.merge()
+    return done, failed
+
+
+def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, task=qmc_task, merge_every_s: float = 60.0) -> str:
+    """QMC for every selected conformation not yet recorded (``task``, :func:`qmc_task`, on ``ex``,
+    molecules with more electrons first); results are journalled as they arrive and merged into the
+    dataset every ``merge_every_s`` seconds and at the end."""
+    from rung.core.dataset import PENDING, ResultWriter
+    from rung.qmc.run import recorded_levels, result_units
+
+    s = cfg.qmc
+    basis, ecp = cfg.dft["basis"], cfg.dft["ecp"]
+    t0 = time.perf_counter()
+    writer = ResultWriter(dataset, "qmc", {}, {"settings": "per conformation: qmc_settings (JSON)"})
+    writer.merge()  # a killed run's journal: then the file alone says what is recorded
+    levels = recorded_levels(dataset)
+    tasks = [((n, int(i)), nelec, task, (str(dataset), n, int(i), s, basis, ecp, levels))
+             for n, (st, nelec) in status_arrays(dataset, "qmc").items()
+             for i in np.flatnonzero((roles[n] > 0) & (st == PENDING))]
+    done, failed = farm(ex, writer, tasks, label="qmc", merge_every_s=merge_every_s, units=result_units)
     n_sel = sum(int((r > 0).sum()) for r in roles.values())
     return f"{n_sel} selected conformations, {done} computed now, {failed} failed now ({time.perf_counter() - t0:.0f} s)"
 

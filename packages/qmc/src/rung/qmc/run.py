@@ -66,10 +66,10 @@ def trial_from_dataset(dataset, molecule: str, index: int = 0, basis: str = "cce
     from rung.core.dataset import check_conformation, check_not_failed, read_hdf5
 
     dataset = Path(dataset)
-    mols = {m.name: m for m in read_hdf5(dataset)}
-    if molecule not in mols:
-        raise InputError(f"{dataset}: no molecule {molecule!r} (has {sorted(mols)})")
-    m = mols[molecule]
+    with h5py.File(dataset, "r") as f:
+        if molecule not in f:  # read only this molecule: a farm calls this once per conformation
+            raise InputError(f"{dataset}: no molecule {molecule!r} (has {sorted(f)})")
+    (m,) = read_hdf5(dataset, names=[molecule])
     if not 0 <= index < m.n_conf:
         raise InputError(f"{dataset}: {molecule} has {m.n_conf} conformations, index {index} is out of range")
     check_not_failed(dataset, molecule, index, "dft")
@@ -229,6 +229,31 @@ def check_record(dataset, molecule: str, index: int, settings: dict, *, replace:
     for other, old in sorted(have.items()):
         diff = _differences(old, settings, LEVEL)
         if other != key and diff:
+            raise InputError(f"{dataset}: the qmc_* values of {other[0]}[{other[1]}] are at another level ({diff}); "
+                             "use another dataset, or --replace to mix levels (qmc_settings tells them apart)")
+
+
+def recorded_levels(dataset) -> dict:
+    """The levels of theory (:data:`LEVEL`) of the ``qmc_*`` values ``dataset`` holds (file and journals,
+    read once): ``{level values: ((molecule, index), settings)}``, the first conformation at each level.
+    A farm reads this once and checks each task with :func:`check_level` (:func:`check_record` reads the
+    whole dataset per call: O(N^2) over N conformations)."""
+    from rung.core.dataset import ResultWriter
+
+    out = {}
+    for key, v in sorted(ResultWriter(dataset, "qmc", {}).recorded("settings").items()):
+        s = json.loads(v)
+        out.setdefault(tuple(json.dumps(s.get(k)) for k in LEVEL), (key, s))
+    return out
+
+
+def check_level(dataset, levels: dict, molecule: str, index: int, settings: dict) -> None:
+    """Refuse (:class:`InputError`) ``settings`` at another level (:data:`LEVEL`) than the values already
+    recorded, ``levels`` from :func:`recorded_levels`: the level check of :func:`check_record`, for a
+    conformation not yet done."""
+    for other, old in sorted(levels.values()):
+        diff = _differences(old, settings, LEVEL)
+        if other != (molecule, index) and diff:
             raise InputError(f"{dataset}: the qmc_* values of {other[0]}[{other[1]}] are at another level ({diff}); "
                              "use another dataset, or --replace to mix levels (qmc_settings tells them apart)")
 

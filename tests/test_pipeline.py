@@ -286,8 +286,9 @@ def test_dft_step_as_executor_tasks_makes_the_farms_file(tmp_path):
     (tmp_path / "tasks").mkdir()
     a = steps.conformations(cfg, tmp_path / "farm")
     b = steps.conformations(cfg, tmp_path / "tasks")
-    run(a, a, steps.dft_config(cfg), progress=False)
     with Executor("local", workers=2) as ex:
+        assert len(list(ex.run([(i, 0, abs, (-i,)) for i in range(4)]))) == 4  # the workers forked before any SCF here
+        run(a, a, steps.dft_config(cfg), progress=False)
         line = steps.dft(cfg, b, ex)
     assert line.startswith("3 done, 0 failed of 3 (3 computed now")
 

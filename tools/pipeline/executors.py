@@ -6,8 +6,7 @@ every result durably (a :class:`rung.core.dataset.ResultWriter` journal) as it a
 was running when a worker or the whole job died is simply still pending on the next run: nothing is lost
 and nothing is computed twice.
 
-- ``local`` (default): :class:`concurrent.futures.ProcessPoolExecutor` (workers from a fork server), one
-  numba/BLAS thread per worker.
+- ``local`` (default): :class:`concurrent.futures.ProcessPoolExecutor`, one numba/BLAS thread per worker.
 - ``mpi``: :class:`mpi4py.futures.MPICommExecutor` inside one ``mpiexec -n N`` allocation (rank 0
   dispatches and records, ranks 1..N-1 compute); run as ``mpiexec -n N python -m tools.pipeline ...``.
 - ``parsl``: Parsl's DataFlowKernel (many batch jobs, retries, Slurm/PBS/local providers), an optional
@@ -19,7 +18,6 @@ and nothing is computed twice.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 from concurrent.futures import ProcessPoolExecutor
@@ -124,10 +122,10 @@ class Executor:
             self.workers = max(1, MPI.COMM_WORLD.Get_size() - 1)
             self._pool = self._ctx.__enter__()
             return self if self._pool is not None else None
-        if self.kind == "local":  # workers forked from a fresh server process, not from this one: a fork of a
-            # process whose OpenMP/BLAS threads ran (e.g. after an in-process SCF) can hang in the child
-            self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1,
-                                             mp_context=multiprocessing.get_context("forkserver"))
+        if self.kind == "local":  # forked workers: start them (the first run) before this process runs
+            # OpenMP/BLAS threads (an in-process SCF), or they can hang; the pipeline's first step to submit is
+            # the DFT step, before any such work (a fork server was tried: its workers outlive a SIGKILL)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1)
         if self.kind == "parsl":
             self._pool = _ParslPool(self.parsl_config, self.workers or os.cpu_count() or 1, self.retries)
         return self

@@ -29,7 +29,7 @@ def test_an_angstrom_xyz_read_as_bohr_is_refused_before_any_work(tmp_path):
     assert r.exit_code == 0 and "E(VMC)" in r.output, r.output
 
 
-def test_foreign_qmc_values_are_refused_before_any_work(tmp_path):
+def test_foreign_qmc_values_are_refused_and_the_prefix_writes_beside_them(tmp_path):
     import h5py
     import numpy as np
 
@@ -42,3 +42,14 @@ def test_foreign_qmc_values_are_refused_before_any_work(tmp_path):
     r = CliRunner().invoke(main, ["vmc", str(ds), *FAST])
     check_bad_input(r, "h2.h5", "h2/qmc_total_energy without qmc_status", "--property-prefix")
     assert r.stdout == "" and ds.read_bytes() == before
+    r = CliRunner().invoke(main, ["vmc", str(ds), *FAST, "--property-prefix", "rung_"])
+    assert r.exit_code == 0 and "E(VMC)" in r.output, r.output
+    import json
+
+    with h5py.File(ds, "r") as f:
+        g = f["h2"]
+        assert g["qmc_total_energy"][()].tolist() == [-1.17] and "qmc_status" not in g
+        assert g["rung_qmc_status"][()].tolist() == [1] and np.isfinite(g["rung_qmc_total_energy"][0])
+        assert json.loads(g["rung_qmc_settings"][0])["nwalkers"] == 4
+    r = CliRunner().invoke(main, ["vmc", str(ds), *FAST, "--walkers", "6", "--property-prefix", "rung_"])
+    check_bad_input(r, "h2[0] already holds another QMC calculation", "nwalkers 4 there, 6 now")

@@ -1074,7 +1074,7 @@ def _foreign(path, molecule: str, names: list, rung: str) -> str:
     more = f" and {len(names) - 1} more {rung}_* datasets" if len(names) > 1 else ""
     return (f"{path} holds {molecule}/{names[0]}{more} without {rung}_status: rung did not write them and never "
             "replaces them; write to another dataset, or beside them under other names with --property-prefix "
-            "(e.g. rung_; dft-gpu run, nnp eval, sci run)")
+            "(e.g. rung_)")
 
 
 def check_foreign(path, rung: str) -> None:

@@ -10,7 +10,7 @@ Bad input (a file, an option, a conformation the DFT rung rejected) ends in one 
 
 import click
 
-from rung.core.cli import Group, trust_units
+from rung.core.cli import Group, property_prefix, trust_units
 
 _POSITIVE = click.IntRange(min=1)
 
@@ -46,6 +46,7 @@ def _common(f):
                      help="dataset input: overwrite a conformation's qmc_* values computed with other settings, "
                           "or mix levels of theory in one dataset (qmc_settings records each conformation's)"),
         trust_units,
+        property_prefix,
     ]
     for o in reversed(opts):
         f = o(f)
@@ -64,7 +65,8 @@ def _progress(method, block, nblocks, energy, seconds, done=None, equilibration=
 
 
 def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
-         params, multidet, max_dets, allow_incomplete, out, forces, force_every, replace, trust_units, dmc_cfg,
+         params, multidet, max_dets, allow_incomplete, out, forces, force_every, replace, trust_units, property_prefix,
+         dmc_cfg,
          checkpoint=None, trace=None, opt_cfg=None, save=None):
     from pathlib import Path
 
@@ -95,7 +97,7 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
     if is_dataset:  # qmc_* values that rung did not write are never written over: refused before any SCF
         from rung.core.dataset import check_foreign
 
-        check_foreign(input, "qmc")
+        check_foreign(input, property_prefix + "qmc")
     mols = read_structures(input, check_units=not trust_units)
     m = next((x for x in mols if x.name == molecule), None) if molecule else mols[0]
     if m is None:
@@ -119,7 +121,8 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
             raise InputError(f"{multidet} has no /orbitals and the input has no saved DFT orbitals: the "
                              "expansion's orbitals are unknown")
     if is_dataset:
-        check_record(input, m.name, index, result_settings(mol, orb, cfg, expansion), replace=replace)
+        check_record(input, m.name, index, result_settings(mol, orb, cfg, expansion), replace=replace,
+                     rung=property_prefix + "qmc")
     click.echo(f"{m.name}[{index}]: {sum(mol.nelec)} electrons, {mol.nao} AOs, orbitals: {orb.source} "
                f"(E = {orb.e_tot:.6f} Ha)", err=True)
     results = kernel(mol, orb, cfg, parameters=parameters, expansion=expansion,
@@ -135,8 +138,9 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
         save_parameters(save, parameters)
         click.echo(f"wrote parameters to {save}", err=True)
     if is_dataset:
-        record(Path(input), m.name, index, results, mol, orb, cfg, expansion=expansion, replace=replace)
-        click.echo(f"wrote qmc_* properties of {m.name}[{index}] into {input}", err=True)
+        record(Path(input), m.name, index, results, mol, orb, cfg, expansion=expansion, replace=replace,
+               rung=property_prefix + "qmc")
+        click.echo(f"wrote {property_prefix}qmc_* properties of {m.name}[{index}] into {input}", err=True)
 
 
 def format_forces(mol, r) -> str:

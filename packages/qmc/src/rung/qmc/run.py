@@ -203,19 +203,21 @@ def _differences(old: dict, new: dict, keys) -> str:
     return ", ".join(f"{k} {old.get(k)!r} there, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k))
 
 
-def check_record(dataset, molecule: str, index: int, settings: dict, *, replace: bool = False) -> None:
+def check_record(dataset, molecule: str, index: int, settings: dict, *, replace: bool = False,
+                 rung: str = "qmc") -> None:
     """Refuse (:class:`InputError`) results of ``settings`` that would silently replace another calculation.
 
     Without ``replace``: a conformation already done is only recomputed with the same settings (seed,
     backend and version aside), and values at another level (:data:`LEVEL`) than the other conformations'
     are not added to the same properties. Done conformations without ``qmc_settings`` count as another
-    calculation of unknown settings. Journals of a run in progress are read too.
+    calculation of unknown settings. Journals of a run in progress are read too. ``rung``: the datasets'
+    prefix (``qmc``, or ``<--property-prefix>qmc``).
     """
     from rung.core.dataset import DONE, ResultWriter
 
     if replace:
         return
-    w = ResultWriter(dataset, "qmc", {})
+    w = ResultWriter(dataset, rung, {})
     have = {k: json.loads(v) for k, v in w.recorded("settings").items()}
     key = (molecule, index)
     if w.status().get(key) == DONE:
@@ -265,16 +267,16 @@ def result_units(values: dict) -> dict:
 
 
 def record(dataset, molecule: str, index: int, results: dict, mol, orb: Orbitals, config: QMCConfig, *,
-           expansion=None, replace: bool = False) -> None:
+           expansion=None, replace: bool = False, rung: str = "qmc") -> None:
     """Write the results of one conformation into the dataset (crash-safe journal, then merge), with its
     settings as ``qmc_settings``, after :func:`check_record`; everything the conformation held before is
-    cleared."""
+    cleared. ``rung``: the datasets' prefix (``qmc``, or ``<--property-prefix>qmc``)."""
     from rung.core.dataset import ResultWriter
 
     settings = result_settings(mol, orb, config, expansion)
-    check_record(dataset, molecule, index, settings, replace=replace)
+    check_record(dataset, molecule, index, settings, replace=replace, rung=rung)
     vals = {**result_values(results), "settings": json.dumps(settings, sort_keys=True)}
     units = result_units(vals)
-    w = ResultWriter(dataset, "qmc", units, {"settings": "per conformation: qmc_settings (JSON)"})
+    w = ResultWriter(dataset, rung, units, {"settings": f"per conformation: {rung}_settings (JSON)"})
     w.record(molecule, index, vals, replace=True)
     w.merge()

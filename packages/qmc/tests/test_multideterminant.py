@@ -313,3 +313,31 @@ def test_read_multidet_truncation_rule(tmp_path):
     assert read_multidet(path, max_dets=2).occ_up == ((0, 1), (0, 2))
     with pytest.raises(InputError, match="cumulative weight"):
         read_multidet(path, weight=1.5)
+
+
+@pytest.mark.slow
+def test_vmc_of_sci_expansion_equals_its_variational_energy(tmp_path):
+    """The sci rung's CIPSI wave function (~1000 determinants, ccECP water, RHF orbitals) as a QMC trial
+    function without a Jastrow: VMC samples its energy, which must equal the sci rung's variational
+    energy of the same expansion within 3 sigma (two independent codes: the CI Hamiltonian in the
+    determinant basis against real-space sampling through the table method)."""
+    from rung.qmc.hamiltonian import Hamiltonian
+    from rung.qmc.system import initial_configs
+    from rung.sci.cipsi import Config, kernel
+    from rung.sci.fcidump import from_scf
+    from rung.sci.multidet import from_active, write_multidet
+
+    mol = gto.M(atom="O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867", unit="Bohr", basis="ccecp-cc-pvdz",
+                ecp="ccecp", verbose=0)
+    mf = scf.RHF(mol).run()
+    res = kernel(from_scf(mf), Config(max_det=1000, pt2_threshold=1e-9), log=None)
+    path = tmp_path / "wf.h5"
+    write_multidet(path, from_active(res.dets, res.coef[:, 0], 0, mf.mo_coeff.shape[1]))
+    exp = read_multidet(path)
+    assert 500 <= len(exp.coef) <= 1000
+    wf = ProductWF([build_multislater(AtomicBasis.from_mol(mol), mf.mo_coeff, exp, mol.nelec)])
+    rng = np.random.default_rng(11)
+    r = vmc(wf, Hamiltonian.from_mol(mol), initial_configs(mol, 200, rng),
+            VMCConfig(nwalkers=200, nblocks=40, nsteps=10, nequil=40), rng=rng)
+    assert abs(r.energy - res.e_var[0]) < 3 * r.error, (r.energy, r.error, res.e_var[0])
+    assert res.e_var[0] < mf.e_tot - 0.05  # the expansion carries correlation the test can see

@@ -325,3 +325,21 @@ def test_dft_step_as_executor_tasks_makes_the_farms_file(tmp_path):
                     np.testing.assert_array_equal(x, y, err_msg=what)
     with Executor("serial") as ex:  # a rerun computes nothing
         assert "0 computed now" in steps.dft(cfg, b, ex)
+
+
+def test_local_workers_forked_after_an_in_process_scf_do_not_hang():
+    """A process that ran an SCF (its OpenMP team exists) then starts the local executor: the forked
+    workers run PySCF integrals instead of waiting forever on the parent's OpenMP threads (this hung the
+    test above when it ran after other in-process SCFs). In a fresh interpreter, with a timeout."""
+    script = (
+        "import sys\nsys.path.insert(0, sys.argv[1])\nfrom pyscf import gto, scf\n"
+        "from tools.pipeline.executors import Executor\n"
+        "mol = gto.M(atom='O 0 0 0; H 0 1 0.5; H 0 -1 0.5', basis='cc-pvdz', verbose=0)\n"
+        "scf.RHF(mol).run()\n"
+        "with Executor('local', workers=2) as ex:\n"
+        "    out = dict((k, r) for k, r, e in ex.run([(i, 0, mol.intor, ('int1e_ovlp',)) for i in range(4)]))\n"
+        "print(sorted(float(v.sum()) for v in out.values()) == [float(mol.intor('int1e_ovlp').sum())] * 4)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True, timeout=120,
+                         env=env, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr

@@ -37,6 +37,14 @@ def _init_worker():
         numba.set_num_threads(1)
     except (ImportError, ValueError):
         pass
+    try:  # the environment is read once, when OpenMP starts: a worker forked from a process whose OpenMP
+        # team exists (an in-process SCF before the pool started) would wait forever on that team's
+        # threads, which a fork does not copy; one thread set here never uses them
+        from pyscf import lib
+
+        lib.num_threads(1)
+    except ImportError:
+        pass
 
 
 def _task(fn, args, worker: bool = True):
@@ -122,9 +130,8 @@ class Executor:
             self.workers = max(1, MPI.COMM_WORLD.Get_size() - 1)
             self._pool = self._ctx.__enter__()
             return self if self._pool is not None else None
-        if self.kind == "local":  # forked workers: start them (the first run) before this process runs
-            # OpenMP/BLAS threads (an in-process SCF), or they can hang; the pipeline's first step to submit is
-            # the DFT step, before any such work (a fork server was tried: its workers outlive a SIGKILL)
+        if self.kind == "local":  # forked workers (a fork server was tried: its workers outlive a SIGKILL);
+            # _init_worker sets OpenMP to one thread, so a pool forked after an in-process SCF does not hang
             self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1)
         if self.kind == "parsl":
             self._pool = _ParslPool(self.parsl_config, self.workers or os.cpu_count() or 1, self.retries)

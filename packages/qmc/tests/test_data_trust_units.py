@@ -53,3 +53,16 @@ def test_foreign_qmc_values_are_refused_and_the_prefix_writes_beside_them(tmp_pa
         assert json.loads(g["rung_qmc_settings"][0])["nwalkers"] == 4
     r = CliRunner().invoke(main, ["vmc", str(ds), *FAST, "--walkers", "6", "--property-prefix", "rung_"])
     check_bad_input(r, "h2[0] already holds another QMC calculation", "nwalkers 4 there, 6 now")
+    # `qmc show` finds what rung wrote under the prefix (never the foreign values), with or without the option
+    from rung.core.dataset import read_property
+    from rung.qmc.stats import format_value
+
+    e, _ = read_property(ds, "h2", "rung_qmc_total_energy")
+    err, _ = read_property(ds, "h2", "rung_qmc_total_energy_error")
+    for extra in ([], ["--property-prefix", "rung_"], ["--property-prefix", "rung"]):
+        r = CliRunner().invoke(main, ["show", str(ds), *extra])
+        assert r.exit_code == 0, r.output
+        assert "rung_qmc_* properties" in r.output and "h2[0]: done" in r.output
+        assert format_value(e[0], err[0]) in r.output and "nwalkers 4" in r.output and "-1.17" not in r.output
+    check_bad_input(CliRunner().invoke(main, ["show", str(ds), "--property-prefix", "other_"]), "h2.h5",
+                    "no other_qmc_* results", "rung_")

@@ -200,12 +200,16 @@ def dmc_cmd(tau, blocks, steps, equil_blocks, tmoves, checkpoint, trace, **kw):
 
 @main.command("show")
 @click.argument("file", type=click.Path(dir_okay=False))
-def show_cmd(file):
+@click.option("--property-prefix", default=None, metavar="PREFIX",
+              help="only the PREFIXqmc_* properties a run with this --property-prefix wrote (default: qmc_* "
+                   "and every prefix's)")
+def show_cmd(file, property_prefix):
     """Energies, error bars, forces, plateau flag and settings of a qmc result file (--out) or of a
-    dataset's qmc_* properties."""
+    dataset's qmc_* properties (and <prefix>qmc_* ones written with --property-prefix)."""
+    from rung.core.dataset import property_prefix as checked
     from rung.qmc.show import show
 
-    click.echo(show(file))
+    click.echo(show(file, None if property_prefix is None else checked(property_prefix)))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """``qmc show``: what a QMC output file holds, as text.
 
 Two kinds of file: a result file (``qmc vmc|dmc --out OUT`` writes ``OUT.<method>.h5``,
-:meth:`rung.qmc.vmc.QMCResult.to_hdf5`), and a rung dataset holding ``qmc_*`` properties (one block
-per conformation the QMC rung recorded: status, energies with error bars, forces when present,
+:meth:`rung.qmc.vmc.QMCResult.to_hdf5`), and a rung dataset holding ``qmc_*`` properties, or ``<prefix>qmc_*``
+ones written with ``--property-prefix`` (one block per conformation the QMC rung recorded: status, energies with error bars, forces when present,
 ``qmc_settings``). Energies in Hartree, forces in Hartree/Bohr. Anything else is refused with
 :class:`rung.core.errors.InputError`.
 """
@@ -65,31 +65,64 @@ def show_result(path) -> str:
     return "\n".join(lines)
 
 
-def show_dataset(path) -> str:
-    """Text of the ``qmc_*`` properties of a rung dataset, one block per conformation recorded."""
+def qmc_rungs(path) -> list:
+    """The names under which rung's QMC wrote into a dataset, sorted: ``qmc``, and ``<prefix>qmc`` for each
+    ``--property-prefix`` used (a ``<name>_status`` dataset in a molecule, or a journal record not yet merged)."""
+    import re
+
+    import h5py
+
+    from rung.core.dataset import ResultWriter, _journal_lines
+
+    own = re.compile(r"(?:[A-Za-z][A-Za-z0-9_]*_)?qmc")
+    found = set()
+    with h5py.File(path, "r") as f:
+        for g in f.values():
+            if isinstance(g, h5py.Group):
+                found |= {k.removesuffix("_status") for k in g if k.endswith("_status")
+                          and own.fullmatch(k.removesuffix("_status"))}
+    for jf in ResultWriter(path, "qmc", {})._journal_files():
+        found |= {r for r in (json.loads(line)["rung"] for line in _journal_lines(jf)) if own.fullmatch(r)}
+    return sorted(found)
+
+
+def show_dataset(path, prefix: str | None = None) -> str:
+    """Text of the QMC properties of a rung dataset, one block per conformation recorded: ``qmc_*`` and
+    every ``<prefix>qmc_*`` rung wrote (``--property-prefix``), or only ``<prefix>qmc_*`` when ``prefix``
+    is given (``""``: the plain names). Values of these names that rung did not write are not shown."""
+    found = qmc_rungs(path)
+    rungs = found if prefix is None else [r for r in found if r == prefix + "qmc"]
+    if not rungs:
+        others = [r.removesuffix("qmc") for r in found]
+        raise InputError(f"{path}: no {'' if prefix is None else prefix}qmc_* results in this dataset"
+                         + (f"; it holds QMC results under --property-prefix {', '.join(others)}" if others else ""))
+    return "\n".join(_show_rung(path, r) for r in rungs)
+
+
+def _show_rung(path, rung: str) -> str:
+    """The block of :func:`show_dataset` of one rung name (``qmc`` or ``<prefix>qmc``)."""
     from rung.core.dataset import STATUS_NAMES, ResultWriter
     from rung.qmc.stats import format_value
 
-    w = ResultWriter(path, "qmc", {})
+    w = ResultWriter(path, rung, {})
     status = {k: v for k, v in w.status().items() if v != 0}
-    if not status:
-        raise InputError(f"{path}: no qmc_* results in this dataset")
     import h5py
 
     molecules = sorted({mol for mol, _ in status})
     names, errors = {"settings"}, {}
+    n = len(rung) + 1
     with h5py.File(path, "r") as f:
         for mol in molecules:
             g = f[mol]
-            names |= {k[4:] for k in g if k.startswith("qmc_") and k not in ("qmc_status", "qmc_error")}
-            if "qmc_error" in g:
+            names |= {k[n:] for k in g if k.startswith(rung + "_") and k not in (f"{rung}_status", f"{rung}_error")}
+            if f"{rung}_error" in g:
                 errors.update({(mol, i): v.decode() if isinstance(v, bytes) else str(v)
-                               for i, v in enumerate(g["qmc_error"][()])})
+                               for i, v in enumerate(g[f"{rung}_error"][()])})
     for rec in w._journal_records():  # newer than the file
         errors[(rec["molecule"], rec["index"])] = rec["error"]
         names |= set(rec["values"])
     with_values = {p: w.recorded(p) for p in sorted(names)}
-    lines = []
+    lines = [f"{rung}_* properties:"]
     for key in sorted(status):
         mol, i = key
         lines.append(f"{mol}[{i}]: {STATUS_NAMES[status[key]]}")
@@ -118,8 +151,9 @@ def show_dataset(path) -> str:
     return "\n".join(lines)
 
 
-def show(path) -> str:
-    """Text of a qmc result file or of a dataset's ``qmc_*`` properties (see the module docstring)."""
+def show(path, prefix: str | None = None) -> str:
+    """Text of a qmc result file or of a dataset's ``qmc_*`` properties (see the module docstring);
+    ``prefix``: only the properties written under that ``--property-prefix`` (see :func:`show_dataset`)."""
     import h5py
 
     from rung.core.dataset import _open
@@ -134,5 +168,5 @@ def show(path) -> str:
         except (KeyError, OSError, ValueError) as err:
             raise InputError(f"{path}: a damaged qmc result file ({err})") from None
     if has_groups:
-        return show_dataset(path)
+        return show_dataset(path, prefix)
     raise InputError(f"{path}: neither a qmc result file (qmc --out) nor a rung dataset with qmc_* properties")

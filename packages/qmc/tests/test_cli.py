@@ -253,3 +253,45 @@ def test_show_result_file_and_dataset(tmp_path):
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = 1
     check_bad_input(CliRunner().invoke(main, ["show", str(tmp_path / "other.h5")]), "other.h5", "neither")
+
+
+def _h2_two_dets(path):
+    """A two-determinant H2 expansion (HF and the paired double excitation) with its RHF/sto-3g orbitals."""
+    from pyscf import gto, scf
+
+    mol = gto.M(atom="H 0 0 0; H 0 0 0.74", basis="sto-3g", verbose=0)
+    mf = scf.RHF(mol).run()
+    with h5py.File(path, "w") as f:
+        g = f.create_group("MultiDet")
+        g["NbDet"], g["nstate"], g["Nbits"] = 2, 2, 1
+        g["Coeff"] = np.array([0.99, -0.11])
+        g["CI_Alpha"] = g["CI_Beta"] = np.array([[1], [2]], np.int64)
+        o = f.create_group("orbitals")
+        for k in ("mo_coeff", "mo_occ", "mo_energy"):
+            o[k] = getattr(mf, k)
+        for k, v in (("mol", mol.dumps()), ("xc", "hf"), ("e_tot", mf.e_tot), ("basis", "sto-3g"), ("ecp", "")):
+            o.attrs[k] = v
+    return path
+
+
+def test_multidet_truncation_options_and_unoptimised_dmc_warning(h2_xyz, tmp_path):
+    wf = _h2_two_dets(tmp_path / "wf.h5")
+    total = 0.99**2 + 0.11**2
+    r = CliRunner().invoke(main, ["vmc", str(h2_xyz), *FAST, "--multidet", str(wf), "--weight", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert f"wf.h5: 1 determinants kept, {0.99**2 / total:.4f} of the expansion's sum of c^2" in r.stderr
+    r = CliRunner().invoke(main, ["vmc", str(h2_xyz), *FAST, "--multidet", str(wf), "--min-coef", "0.05"])
+    assert r.exit_code == 0 and "wf.h5: 2 determinants kept, 1.0000" in r.stderr, r.output
+    assert "warning" not in r.stderr  # VMC: no warning
+    r = CliRunner().invoke(main, ["vmc", str(h2_xyz), *FAST, "--multidet", str(wf), "--min-coef", "0.5",
+                                  "--max-dets", "5"])
+    assert r.exit_code == 0 and "wf.h5: 1 determinants kept" in r.stderr, r.output
+    r = CliRunner().invoke(main, ["dmc", str(h2_xyz), *FAST, "--multidet", str(wf), "--blocks", "3", "--steps", "2",
+                                  "--equil-blocks", "1"])
+    assert r.exit_code == 0 and "warning: multideterminant DMC with a Jastrow not optimised" in r.stderr, r.output
+    r = CliRunner().invoke(main, ["dmc", str(h2_xyz), *FAST, "--multidet", str(wf), "--no-jastrow", "--blocks", "3",
+                                  "--steps", "2", "--equil-blocks", "1"])
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.output
+    for opt, value in (("--weight", "1.5"), ("--weight", "0"), ("--min-coef", "-1")):
+        r = CliRunner().invoke(main, ["vmc", str(h2_xyz), *FAST, "--multidet", str(wf), opt, value])
+        assert r.exit_code == 2 and opt in r.stderr and "Traceback" not in r.output, r.output

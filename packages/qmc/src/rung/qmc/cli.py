@@ -35,7 +35,12 @@ def _common(f):
         click.option("--multidet", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="QMCPACK /MultiDet file from `sci run` (its /orbitals, else the DFT rung's orbitals)"),
         click.option("--max-dets", default=20, show_default=True, type=_POSITIVE,
-                     help="largest determinants kept from --multidet"),
+                     help="largest determinants kept from --multidet (after --min-coef and --weight)"),
+        click.option("--min-coef", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+                     help="--multidet: drop determinants with |c| below this"),
+        click.option("--weight", default=None, type=click.FloatRange(0.0, 1.0, min_open=True),
+                     help="--multidet: keep the fewest largest determinants whose sum of c^2 reaches this "
+                          "fraction of the expansion's (e.g. 0.99)"),
         click.option("--allow-incomplete", is_flag=True,
                      help="accept a --multidet expansion from an unfinished sci run"),
         click.option("--out", default=None, help="write <OUT>.<method>.h5 result files (energies, trace, walkers)"),
@@ -65,7 +70,7 @@ def _progress(method, block, nblocks, energy, seconds, done=None, equilibration=
 
 
 def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
-         params, multidet, max_dets, allow_incomplete, out, forces, force_every, replace, trust_units, property_prefix,
+         params, multidet, max_dets, min_coef, weight, allow_incomplete, out, forces, force_every, replace, trust_units, property_prefix,
          dmc_cfg,
          checkpoint=None, trace=None, opt_cfg=None, save=None):
     from pathlib import Path
@@ -91,7 +96,14 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
     if multidet:
         from rung.qmc.multideterminant import read_multidet
 
-        expansion = read_multidet(multidet, max_dets=max_dets, allow_incomplete=allow_incomplete)
+        expansion = read_multidet(multidet, max_dets=max_dets, min_coef=min_coef, weight=weight,
+                                  allow_incomplete=allow_incomplete)
+        click.echo(f"{Path(multidet).name}: {expansion.coef.size} determinants kept, {expansion.weight:.4f} of the "
+                   "expansion's sum of c^2", err=True)
+        if dmc_cfg is not None and jastrow and params is None:
+            click.echo("warning: multideterminant DMC with a Jastrow not optimised for this expansion (no --params): "
+                       "the fixed-node energy can be tens of mHa too high; run `qmc optimize --multidet ... --save P` "
+                       "first and pass --params P", err=True)
     parameters = load_parameters(params) if params else None
     is_dataset = h5py.is_hdf5(input)
     if is_dataset:  # qmc_* values that rung did not write are never written over: refused before any SCF

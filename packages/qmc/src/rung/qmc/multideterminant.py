@@ -30,12 +30,14 @@ from rung.qmc.determinants import SlaterDeterminant
 
 @dataclass(frozen=True)
 class Expansion:
-    """coef (ndet,) float64; occ_up, occ_down: per determinant the 0-based occupied orbitals; nstate."""
+    """coef (ndet,) float64; occ_up, occ_down: per determinant the 0-based occupied orbitals; nstate;
+    weight: the kept determinants' share of the file's sum of c^2 (1.0 untruncated)."""
 
     coef: np.ndarray
     occ_up: tuple
     occ_down: tuple
     nstate: int
+    weight: float = 1.0
 
 
 def _bits(words) -> tuple:
@@ -73,7 +75,7 @@ def read_multidet(path, max_dets: int | None = None, min_coef: float = 0.0, weig
     if not order.size:
         raise InputError(f"{path}: no determinant left after the selection")
     return Expansion(coef[order], tuple(_bits(md.alpha[i]) for i in order), tuple(_bits(md.beta[i]) for i in order),
-                     int(md.nstate))
+                     int(md.nstate), float(np.sum(coef[order] ** 2) / np.sum(coef ** 2)))
 
 
 class MultiSlater:

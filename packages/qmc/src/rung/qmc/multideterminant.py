@@ -17,6 +17,18 @@ File layout: :mod:`rung.core.multidet` (QMCPACK's ``/MultiDet``; bit i of word k
 a determinant is alpha creators before beta ones, each in ascending orbital order, so c_k multiplies
 D_up D_down directly). The orbitals are those of the FCIDUMP the expansion came from (the DFT rung's orbitals).
 The attribute ``/MultiDet.complete`` (sci rung) says whether the run that wrote it had finished.
+
+CI coefficients as variational parameters (``Expansion.optimize_ci``, off by default so that existing
+trial functions keep exactly their parameters and numbers): psi is unchanged by a common scale of the c_I,
+so the coefficient of the largest determinant (the first with the largest |c|) stays fixed and the others
+are the parameters ``"ci"`` (ndet - 1,), in determinant order. With O_I = D_I / psi (D_I = D_up,I D_down,I),
+for a move of electron e the per-electron terms :meth:`~TableMultiSlater.parameter_terms` gives are, at R'
+(g = grad_e psi / psi, l = lap_e psi / psi, both at R'),
+
+    d_I ln psi(R') = O_I(R'),   d_I grad_e ln psi = grad_e D_I / psi - O_I g,
+    d_I lap_e ln psi = lap_e D_I / psi - O_I l - 2 g . (grad_e D_I / psi - O_I g)
+
+which is what :func:`rung.qmc.optimize.energy_and_derivatives` needs for any parameter.
 """
 
 from __future__ import annotations
@@ -31,13 +43,50 @@ from rung.qmc.determinants import SlaterDeterminant
 @dataclass(frozen=True)
 class Expansion:
     """coef (ndet,) float64; occ_up, occ_down: per determinant the 0-based occupied orbitals; nstate;
-    weight: the kept determinants' share of the file's sum of c^2 (1.0 untruncated)."""
+    weight: the kept determinants' share of the file's sum of c^2 (1.0 untruncated);
+    optimize_ci: a trial function built from it exposes the CI coefficients (all but the fixed one,
+    :func:`fixed_determinant`) as the variational parameters ``"ci"`` (default False: frozen)."""
 
     coef: np.ndarray
     occ_up: tuple
     occ_down: tuple
     nstate: int
     weight: float = 1.0
+    optimize_ci: bool = False
+
+
+def fixed_determinant(coef) -> int:
+    """Index of the coefficient kept fixed when the CI coefficients are optimised: the first with the
+    largest |c| (psi does not change with a common scale of the coefficients, so one must stay)."""
+    return int(np.argmax(np.abs(np.asarray(coef))))
+
+
+def ci_coefficients(expansion: Expansion, free) -> np.ndarray:
+    """The full coefficient vector (ndet,) of ``expansion`` with its free coefficients replaced by
+    ``free`` (ndet - 1,) (the ``"ci"`` parameters of a trial function built from it)."""
+    from rung.qmc.system import InputError
+
+    coef = np.array(expansion.coef, dtype=np.float64)
+    free = np.asarray(free, dtype=np.float64)
+    if free.shape != (coef.size - 1,):
+        raise InputError(f"{free.size} free CI coefficients given for an expansion of {coef.size} determinants "
+                         "(it needs the same determinants: same --max-dets, --min-coef, --weight)")
+    coef[np.arange(coef.size) != fixed_determinant(coef)] = free
+    return coef
+
+
+def _ci_terms(x, coef, free):
+    """Per-electron CI parameter terms from x (nw, P, 5, ndet): D_I, grad_e D_I, lap_e D_I at R' over a
+    common denominator (any scale independent of I). Returns d_I ln psi (nfree, nw, P), d_I grad_e ln psi
+    (nfree, nw, P, 3), d_I lap_e ln psi (nfree, nw, P) (module docstring)."""
+    rho = x @ coef  # (nw, P, 5): psi', grad psi', lap psi' over the same denominator
+    g = rho[..., 1:4] / rho[..., :1]  # (nw, P, 3)
+    lap = rho[..., 4] / rho[..., 0]
+    xf = x[..., free] / rho[..., :1, None]  # (nw, P, 5, nfree), over psi'
+    o = xf[:, :, 0]
+    dg = xf[:, :, 1:4] - o[:, :, None] * g[..., None]  # (nw, P, 3, nfree)
+    dl = xf[:, :, 4] - o * lap[..., None] - 2.0 * np.einsum("wpx,wpxk->wpk", g, dg)
+    return np.moveaxis(o, -1, 0), np.moveaxis(dg, -1, 0), np.moveaxis(dl, -1, 0)
 
 
 def _bits(words) -> tuple:
@@ -85,13 +134,15 @@ class MultiSlater:
     ----------
     dets : list of SlaterDeterminant, one per determinant (built by :func:`build_multislater`)
     coef : (ndet,) float64 CI coefficients; nelec : (nup, ndown)
+    optimize_ci : the coefficients but the fixed one (:func:`fixed_determinant`) are the parameters "ci"
     """
 
-    def __init__(self, dets: list, coef, nelec):
+    def __init__(self, dets: list, coef, nelec, optimize_ci: bool = False):
         self.dets = dets
-        self.coef = np.asarray(coef, dtype=np.float64)
+        self.coef = np.array(coef, dtype=np.float64)
         self.nelec = tuple(nelec)
-        self.parameters: dict = {}
+        self.free = np.flatnonzero(np.arange(self.coef.size) != fixed_determinant(self.coef))
+        self.parameters: dict = {"ci": self.coef[self.free].copy()} if optimize_ci else {}
 
     def _weights(self):
         sign = np.array([d.sign for d in self.dets])  # (ndet, nw)
@@ -103,6 +154,8 @@ class MultiSlater:
         self.w = terms / total  # (ndet, nw)
 
     def recompute(self, configs):
+        if self.parameters:
+            self.coef[self.free] = self.parameters["ci"]
         for d in self.dets:
             d.recompute(configs)
         self._weights()
@@ -150,8 +203,28 @@ class MultiSlater:
             d.resample(idx)
         self._weights()
 
+    def _over_psi(self):
+        """D_k / psi (ndet, nw) at the current positions."""
+        return np.array([d.sign * np.exp(d.logdet - self.log_) for d in self.dets]) * self.sign_
+
     def pgradient(self):
-        return {}
+        """d ln psi / d c_I = D_I / psi: {"ci": (nw, ndet - 1)} when optimised, else {}."""
+        if not self.parameters:
+            return {}
+        return {"ci": self._over_psi()[self.free].T}
+
+    def parameter_terms(self, e, epos):
+        """d_I of (ln psi, grad_e ln psi, lap_e ln psi) with electron e at epos (nw, P, 3), every free
+        coefficient: (nfree, nw, P), (nfree, nw, P, 3), (nfree, nw, P) (module docstring)."""
+        nw, npts = epos.shape[:2]
+        x = np.empty((nw, npts, 5, len(self.dets)))
+        base = self._over_psi()  # (ndet, nw)
+        for k, d in enumerate(self.dets):
+            for p in range(npts):
+                r = d.testvalue(e, epos[:, p]) * base[k]  # D_k(R') / psi(R)
+                g, lap = d.gradient_laplacian(e, epos[:, p])
+                x[:, p, 0, k], x[:, p, 1:4, k], x[:, p, 4, k] = r, (g * r).T, lap * r
+        return _ci_terms(x, self.coef, self.free)
 
 
 def _string_tables(strings, ref):
@@ -206,7 +279,7 @@ class TableMultiSlater:
     ----------
     basis : AtomicBasis
     mo_coeff : (nao, nmo) float64, the orbitals the expansion's strings index
-    expansion : Expansion
+    expansion : Expansion (with ``optimize_ci`` its coefficients but the fixed one are the parameters "ci")
     nelec : (nup, ndown)
     backend, cusp_atoms : as for :class:`~rung.qmc.orbitals.MolecularOrbitals`
     """
@@ -219,8 +292,9 @@ class TableMultiSlater:
         from rung.qmc._kernels import table
 
         self.nelec = (int(nelec[0]), int(nelec[1]))
-        self.coef = np.asarray(expansion.coef, dtype=np.float64)
-        self.parameters: dict = {}
+        self.coef = np.array(expansion.coef, dtype=np.float64)
+        self.free = np.flatnonzero(np.arange(self.coef.size) != fixed_determinant(self.coef))
+        self.parameters: dict = {"ci": self.coef[self.free].copy()} if expansion.optimize_ci else {}
         if backend == "numba":
             self._string_minors, self._replaced_kernel = table.string_minors, table.replaced
         else:
@@ -274,6 +348,11 @@ class TableMultiSlater:
 
     # -- protocol ------------------------------------------------------------------------------
     def recompute(self, configs):
+        if self.parameters and not np.array_equal(self.coef[self.free], self.parameters["ci"]):
+            from scipy.sparse import csr_matrix
+
+            self.coef[self.free] = self.parameters["ci"]
+            self.cmat = csr_matrix((self.coef, tuple(self.det_strings)), shape=tuple(self.nstrings))
         self.configs = np.array(configs, dtype=np.float64)
         nw = configs.shape[0]
         self.mo, self.inverse, self.T, self.R, self.adj, self.sign0, self.logdet0 = [], [], [], [], [], [], []
@@ -387,8 +466,28 @@ class TableMultiSlater:
             setattr(self, name, [x[idx] for x in getattr(self, name)])
         self._update_total()
 
+    def _det_ratios(self, s, r):
+        """D_I / (D0_up D0_dn) (..., ndet) from the string ratios r (nw, ..., ns) of spin s (the other
+        spin's from the current state)."""
+        other = self.R[1 - s][:, self.det_strings[1 - s]]  # (nw, ndet)
+        return r[..., self.det_strings[s]] * other.reshape(other.shape[:1] + (1,) * (r.ndim - 2) + other.shape[1:])
+
     def pgradient(self):
-        return {}
+        """d ln psi / d c_I = D_I / psi: {"ci": (nw, ndet - 1)} when optimised, else {}."""
+        if not self.parameters:
+            return {}
+        return {"ci": self._det_ratios(0, self.R[0])[:, self.free] / self.q[:, None]}
+
+    def parameter_terms(self, e, epos):
+        """d_I of (ln psi, grad_e ln psi, lap_e ln psi) with electron e at epos (nw, P, 3), every free
+        coefficient: (nfree, nw, P), (nfree, nw, P, 3), (nfree, nw, P) (module docstring). The value,
+        gradient and Laplacian rows at epos replace row e of each string's matrix (:meth:`_replaced`)."""
+        s, i = self._spin(e)
+        nw, npts = epos.shape[:2]
+        v = self.orbitals[s](epos, 2)  # (5, nw, P, m)
+        d = np.moveaxis(v, 0, 2).reshape(nw, 1, npts * 5, -1)
+        r = self._replaced(s, self.inverse[s][:, None, :, i], d).reshape(nw, npts, 5, -1)  # (nw, P, 5, ns)
+        return _ci_terms(self._det_ratios(s, r), self.coef, self.free)
 
 
 def build_multislater(basis, mo_coeff, expansion: Expansion, nelec, backend: str = "numba",
@@ -416,4 +515,4 @@ def build_multislater(basis, mo_coeff, expansion: Expansion, nelec, backend: str
         mos = (MolecularOrbitals(basis, mo_coeff[:, list(up)], backend, cusp_atoms),
                MolecularOrbitals(basis, mo_coeff[:, list(dn)], backend, cusp_atoms))
         dets.append(SlaterDeterminant(mos, nelec))
-    return MultiSlater(dets, expansion.coef, nelec)
+    return MultiSlater(dets, expansion.coef, nelec, expansion.optimize_ci)

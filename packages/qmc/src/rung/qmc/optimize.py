@@ -1,4 +1,5 @@
-"""Jastrow optimisation by the linear method (energy minimisation).
+"""Optimisation of the Jastrow parameters (and, when a multideterminant component exposes them, the CI
+coefficients: :mod:`rung.qmc.multideterminant`, ``optimize_ci``) by the linear method (energy minimisation).
 
 In the basis {psi, psi_i = d psi / d p_i - <O_i> psi} (O_i = d log psi / d p_i), sampled from |psi|^2,
 
@@ -6,10 +7,14 @@ In the basis {psi, psi_i = d psi / d p_i - <O_i> psi} (O_i = d log psi / d p_i),
     (H_00 = <E_L>,  H_0j = <E_L dO_j> + <d_j E_L>,  H_i0 = <dO_i E_L>)
 
 and the lowest eigenvector v of H v = lambda S v (with a shift a on the diagonal i > 0 for stability)
-gives the update dp_i = v_i / v_0. J is linear in its parameters, so with B_i = dJ/dp_i:
+gives the update dp_i = v_i / v_0. For any parameter, with B_i(e, r) = d_i log psi (electron e at r):
 
-    d_i E_L = -1/2 sum_e [lap_e B_i + 2 grad_e B_i . grad_e log psi]
-              + sum_e sum_q V_q (B_i(r_q) - B_i(r_e))                          (nonlocal ECP)
+    d_i E_L = -1/2 sum_e [d_i lap_e log psi + 2 d_i grad_e log psi . grad_e log psi]
+              + sum_e sum_q V_q (psi(r_q) / psi) (B_i(e, r_q) - B_i(e, r_e))    (nonlocal ECP)
+
+Each component with parameters gives d_i of (log psi, grad_e, lap_e) per electron
+(``parameter_terms(e, epos)``) and O_i (``pgradient()``). For J (linear in its parameters) B_i = dJ/dp_i
+up to terms without electron e (they cancel in the difference); for a CI coefficient B_I = D_I / psi.
 
 The recipe: ``niter`` iterations of at least ``min_samples`` samples each (walkers x sweeps; the
 sweeps per iteration grow when there are few walkers); the shift grows tenfold until no |dp|
@@ -68,12 +73,13 @@ class OptimizeConfig:
 
 
 def _jastrows(wf):
-    """The components with variational parameters (Jastrow factors), in order."""
+    """The components with variational parameters (Jastrow factors, a multideterminant component with
+    ``optimize_ci``), in order."""
     return [c for c in wf.components if c.parameters]
 
 
 def energy_and_derivatives(wf, ham, configs, rng):
-    """E_L (nw,), O = d log psi / dp (nw, npar), d E_L / dp (nw, npar) for every Jastrow parameter
+    """E_L (nw,), O = d log psi / dp (nw, npar), d E_L / dp (nw, npar) for every variational parameter
     (components in order, each component's parameters in its dict order, raveled)."""
     jastrows = _jastrows(wf)
     el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
@@ -173,14 +179,15 @@ def select_parameters(history, select: str = "average", tail: int = 3) -> np.nda
 
 
 def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, progress=None):
-    """Optimise the Jastrow parameters of wf (every component with parameters) in place.
+    """Optimise the parameters of wf (every component with parameters: Jastrow factors, CI coefficients
+    when the multideterminant component exposes them) in place.
 
     Returns (history, configs): history is a list of (energy, error, flat parameter vector) per
     iteration (energy and reblocked error, :func:`rung.qmc.stats.reblock`, of the parameters that
     were sampled); wf ends with the parameters chosen by ``config.select`` (:func:`select_parameters`).
     """
     if not _jastrows(wf):
-        raise ValueError("the wave function has no Jastrow factor to optimise")
+        raise ValueError("the wave function has no parameters to optimise (no Jastrow factor, CI coefficients frozen)")
     configs = check_configs(configs)
     nsteps = max(config.nsteps, 2, -(-config.min_samples // configs.shape[0]))  # >= 2: an error bar
     rng = np.random.default_rng(config.seed)

@@ -41,3 +41,50 @@ def test_a_unit_that_is_no_length_is_refused(tmp_path):
     _h5md(tmp_path / "t.h5", "ps", 1.0)
     with pytest.raises(InputError, match="t.h5: /particles/centroid/position/value: unknown unit 'ps'"):
         read_centroid(tmp_path / "t.h5")
+
+
+# nnp-md reads its structure with ASE, in Angstrom: the length-unit plausibility check of the other rungs
+# (rung.core.dataset.check_length_unit) refuses a file whose bonds say it holds other units, before any work
+WATER_BOHR_XYZ = "3\n\nO 0 0 0\nH 1.81 0 0\nH -0.45 1.75 0\n"  # Bohr numbers in an xyz (Angstrom)
+
+
+def _md_input(folder, xyz, extra=""):
+    (folder / "w.xyz").write_text(xyz)
+    path = folder / "in.toml"
+    path.write_text(f'structure = "w.xyz"\nsteps = 2\ndt_fs = 0.5\nthermostat = "none"\n{extra}'
+                    'potential = {type = "harmonic", k = 0.1}\n')
+    return path
+
+
+def test_a_structure_in_bohr_is_refused_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from rung.core.testing import check_bad_input
+    from rung.md.cli import main
+
+    inp = _md_input(tmp_path, WATER_BOHR_XYZ)
+    work = tmp_path / "out"
+    r = CliRunner().invoke(main, ["run", str(inp), "--workdir", str(work), "--quiet"])
+    check_bad_input(r, "w.xyz", "read as angstrom", "look like bohr", "trust_units")
+    assert not work.exists() or not any(work.iterdir())
+    r = CliRunner().invoke(main, ["run", str(inp), "--workdir", str(work), "--quiet", "--trust-units"])
+    assert r.exit_code == 0, r.output
+    inp = _md_input(tmp_path, WATER_BOHR_XYZ, "trust_units = true\n")
+    r = CliRunner().invoke(main, ["run", str(inp), "--workdir", str(tmp_path / "out2"), "--quiet"])
+    assert r.exit_code == 0, r.output
+
+
+def test_a_periodic_structure_is_checked_with_its_images(tmp_path):
+    """A water molecule split across the cell boundary (wrapped positions, as MD writes them): bonded through
+    the periodic images, refused in Bohr."""
+    from rung.md.config import load_config
+    from rung.md.simulation import read_system
+
+    def extxyz(x):  # O at x = 0.05, both H wrapped to the far side of a 10-length cubic cell
+        return (f'3\nLattice="{10 * x} 0 0 0 {10 * x} 0 0 0 {10 * x}" Properties=species:S:1:pos:R:3 pbc="T T T"\n'
+                f"O {0.05 * x} {5 * x} {5 * x}\nH {9.81 * x} {5.93 * x} {5 * x}\nH {9.81 * x} {4.07 * x} {5 * x}\n")
+
+    system = read_system(load_config(_md_input(tmp_path, extxyz(1.0))))
+    np.testing.assert_allclose(system.cell, np.eye(3) * 10 * ANGSTROM_TO_BOHR)
+    with pytest.raises(InputError, match="w.xyz: coordinates read as angstrom: .* look like bohr"):
+        read_system(load_config(_md_input(tmp_path, extxyz(ANGSTROM_TO_BOHR))))

@@ -219,9 +219,12 @@ _NOBLE = (2, 10, 18, 36, 54, 86, 118)
 _CANDIDATE_UNITS = ("bohr", "angstrom", "nm")
 
 
-def _neighbour_ratios(atomic_numbers, positions) -> np.ndarray:
+def _neighbour_ratios(atomic_numbers, positions, cell=None) -> np.ndarray:
     """Each atom's smallest distance / (R_i + R_j) over its 8 nearest neighbours (covalent radii R).
-    positions: (n_atoms, 3) Bohr, n_atoms >= 2. Returns (n_atoms,) float64."""
+    positions: (n_atoms, 3) Bohr, n_atoms >= 2; cell: (3, 3) Bohr, rows the lattice vectors, or None
+    (open): neighbours among the 27 nearest images then. Returns (n_atoms,) float64."""
+    import itertools
+
     from ase.data import covalent_radii
     from scipy.spatial import cKDTree
 
@@ -229,9 +232,13 @@ def _neighbour_ratios(atomic_numbers, positions) -> np.ndarray:
 
     z = np.asarray(atomic_numbers)
     r = np.asarray(covalent_radii)[z] * ANGSTROM_TO_BOHR  # (n_atoms,) Bohr
-    k = min(z.size, 9)
-    d, j = cKDTree(positions).query(positions, k=k)  # (n_atoms, k): itself first
-    return np.min(d[:, 1:] / (r[:, None] + r[j[:, 1:]]), axis=1)
+    images = positions
+    if cell is not None:
+        shifts = np.array(list(itertools.product((0, -1, 1), repeat=3))) @ np.asarray(cell, dtype=np.float64)
+        images = (positions[None] + shifts[:, None]).reshape(-1, 3)  # (27 n_atoms, 3), the cell itself first
+    k = min(images.shape[0], 9)
+    d, j = cKDTree(images).query(positions, k=k)  # (n_atoms, k): itself first
+    return np.min(d[:, 1:] / (r[:, None] + r[j[:, 1:] % z.size]), axis=1)
 
 
 def _suspected_unit(unit: str, ratio: float) -> str | None:
@@ -243,7 +250,8 @@ def _suspected_unit(unit: str, ratio: float) -> str | None:
     return best if off < np.log(1.5) and best != _text(unit).strip().lower() else None
 
 
-def check_length_unit(atomic_numbers, conformations, unit: str, where: str, *, max_conformations: int = 8) -> None:
+def check_length_unit(atomic_numbers, conformations, unit: str, where: str, *, max_conformations: int = 8,
+                      cell=None, advice: str | None = None) -> None:
     """Refuse coordinates whose bond lengths say they were read in the wrong length unit, before any work.
 
     Up to ``max_conformations`` finite conformations, evenly spread, are looked at (a unit is the same
@@ -259,6 +267,10 @@ def check_length_unit(atomic_numbers, conformations, unit: str, where: str, *, m
     conformations : (n_conf, n_atoms, 3) float64, Bohr, converted from ``unit``
     unit : the length unit the coordinates were read in (``bohr``, ``angstrom``, ``nm``)
     where : the file and molecule, for the message
+    cell : (3, 3) float64, Bohr, rows the lattice vectors, or None: a periodic structure's neighbours are
+        looked for among the images too (a molecule split across the cell boundary stays bonded)
+    advice : what the user can do, ending the message (default: the 'units' attribute, --input-units,
+        --trust-units)
     """
     z = np.asarray(atomic_numbers)
     x = np.asarray(conformations, dtype=np.float64).reshape(-1, z.size, 3)
@@ -267,7 +279,7 @@ def check_length_unit(atomic_numbers, conformations, unit: str, where: str, *, m
     if z.size < 2 or not keep.any() or finite.size == 0:
         return
     pick = finite[np.unique(np.linspace(0, finite.size - 1, min(max_conformations, finite.size)).round().astype(int))]
-    rho = np.array([_neighbour_ratios(z, x[i])[keep] for i in pick])  # (n_picked, n_kept)
+    rho = np.array([_neighbour_ratios(z, x[i], cell)[keep] for i in pick])  # (n_picked, n_kept)
     short = float(np.median(np.mean(rho < UNIT_CHECK_SHORT, axis=1))) >= UNIT_CHECK_FRACTION
     apart = float(np.median(np.mean(rho > UNIT_CHECK_APART, axis=1))) >= UNIT_CHECK_FRACTION
     if not (short or apart):
@@ -277,8 +289,9 @@ def check_length_unit(atomic_numbers, conformations, unit: str, where: str, *, m
     fit = f"they look like {guess}" if guess else "no length unit makes them bonds"
     what = (f"nearest neighbours at {typical:.2f} times the covalent bond length (median over atoms), "
             f"{'too close' if short else 'too far'} for bonds")
-    msg = (f"{where}: coordinates read as {_text(unit)}: {what}; {fit}. Give the right unit (the file's 'units' "
-           "attribute, --input-units), or --trust-units to compute them as they are")
+    advice = advice or ("Give the right unit (the file's 'units' attribute, --input-units), or --trust-units to "
+                        "compute them as they are")
+    msg = f"{where}: coordinates read as {_text(unit)}: {what}; {fit}. {advice}"
     if int(keep.sum()) >= 3:
         raise DatasetError(msg)
     if guess is None:  # a diatomic no unit explains: a scan point far out, or atoms on top of each other

@@ -7,7 +7,7 @@ Bad input (the input file, its structure, an option) ends in one line and exit c
 
 import click
 
-from rung.core.cli import Group
+from rung.core.cli import Group, trust_units
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,8 +27,10 @@ def main():
               help="Output folder (default: current; created if missing).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--mpi", is_flag=True, help="Spread the beads over the ranks of MPI.COMM_WORLD (run under mpiexec).")
-def run(input_file, restart, checkpoint, overwrite, workdir, quiet, mpi):
+@trust_units
+def run(input_file, restart, checkpoint, overwrite, workdir, quiet, mpi, trust_units):
     """Run the MD described by INPUT_FILE (TOML; see `rung.md.config`), or continue one with --restart."""
+    from dataclasses import replace
     from pathlib import Path
 
     from rung.md.config import InputError, config_from_dict, load_config
@@ -53,6 +55,8 @@ def run(input_file, restart, checkpoint, overwrite, workdir, quiet, mpi):
                 workdir = str(chk.parent)
         else:
             raise InputError("give an input file (nnp-md run input.toml) or --restart")
+        if trust_units:  # as the input's trust_units = true
+            config = replace(config, trust_units=True)
         res = run_md(config, workdir=workdir, restart=restart, overwrite=overwrite, comm=comm, progress=not quiet)
     except RuntimeError as err:  # the run failed (bad input is an InputError: one line, exit code 2)
         raise click.ClickException(str(err)) from err
@@ -68,7 +72,8 @@ def run(input_file, restart, checkpoint, overwrite, workdir, quiet, mpi):
 @click.option("--mpi", is_flag=True, help="Spread the replicas over the ranks of MPI.COMM_WORLD (run under mpiexec).")
 @click.option("--bead-ranks", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --mpi: ranks per replica (its beads spread over them); must divide the number of ranks.")
-def adaptive(input_file, workdir, quiet, mpi, bead_ranks):
+@trust_units
+def adaptive(input_file, workdir, quiet, mpi, bead_ranks, trust_units):
     """Adaptive sampling: iterations x replicas of the md input, restarted from rarely visited states
     (an md input plus an [adaptive] table; see `rung.md.adaptive`)."""
     from pathlib import Path
@@ -84,6 +89,10 @@ def adaptive(input_file, workdir, quiet, mpi, bead_ranks):
     elif bead_ranks != 1:
         raise InputError("--bead-ranks needs --mpi")
     config, acfg = parse_input(input_file)
+    if trust_units:  # as the input's trust_units = true
+        from dataclasses import replace
+
+        config = replace(config, trust_units=True)
     if comm is None or comm.Get_rank() == 0:
         Path(workdir).mkdir(parents=True, exist_ok=True)
     try:

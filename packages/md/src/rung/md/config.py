@@ -14,6 +14,8 @@ Example (units in the key names; lengths in Angstrom, times in fs)::
     seed = 1
     potential = {type = "nnp", model = "ani-1x"}
     # cell_angstrom = [[a, 0, 0], [0, b, 0], [0, 0, c]]   # periodic cell (else taken from the structure)
+    # trust_units = false            # true: run a structure whose bond lengths look like Bohr or nm as it is
+                                     # (ASE reads Angstrom; the check: rung.core.dataset.check_length_unit)
 
     [qtb]                            # only with thermostat = "qtb" | "adqtb" (rung.md.qtb.QTBConfig)
     gamma_fs = 0.02                  # friction in fs^-1 (default 1 / tau_fs)
@@ -70,6 +72,7 @@ class Config:
     seed: int = 0
     cell_angstrom: list | None = None
     masses_amu: list | None = None
+    trust_units: bool = False
     qtb: dict | None = None
     output: OutputConfig = field(default_factory=OutputConfig)
 

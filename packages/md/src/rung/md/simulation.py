@@ -54,7 +54,10 @@ class RunResult:
 
 
 def read_system(config: Config) -> System:
-    """Structure file (ASE) -> System; masses and cell from the input when given."""
+    """Structure file (ASE) -> System; masses and cell from the input when given. Positions whose bond
+    lengths look like another length unit than ASE's Angstrom are refused (InputError), unless
+    ``config.trust_units`` (:func:`rung.core.dataset.check_length_unit`, through the cell's images when
+    periodic)."""
     from ase.io import read
 
     path = Path(config.structure)
@@ -80,8 +83,15 @@ def read_system(config: Config) -> System:
         cell = None
     if cell is not None and abs(np.linalg.det(cell)) < 1e-9:
         raise InputError("the periodic cell has zero volume")
-    return System(numbers, atoms.positions * U.ANGSTROM_TO_BOHR, masses * U.AMU_TO_ELECTRON_MASS,
-                  None if cell is None else cell * U.ANGSTROM_TO_BOHR)
+    positions = atoms.positions * U.ANGSTROM_TO_BOHR
+    cell = None if cell is None else cell * U.ANGSTROM_TO_BOHR
+    if not config.trust_units:
+        from rung.core.dataset import check_length_unit
+
+        check_length_unit(numbers, positions[None], "angstrom", str(path), cell=cell,
+                          advice="Convert the file to Angstrom (ASE reads it so), or set trust_units = true in "
+                                 "the input (nnp-md run --trust-units) to run it as it is")
+    return System(numbers, positions, masses * U.AMU_TO_ELECTRON_MASS, cell)
 
 
 def make_potential(config: Config, system: System):
@@ -212,7 +222,7 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
         except ValueError as err:
             raise InputError(str(err)) from err
         mine = config_dict(config)
-        diff = sorted(k for k in mine if k not in ("steps", "output") and mine[k] != saved.get(k))
+        diff = sorted(k for k in mine if k not in ("steps", "output", "trust_units") and mine[k] != saved.get(k))
         if diff:
             raise InputError(f"cannot restart: the input differs from the checkpoint in {diff}")
         if state.positions.shape[0] != P:

@@ -194,3 +194,47 @@ def test_linear_method_lowers_perturbed_water_ci_toward_casci():
                           OptimizeConfig(niter=4, nsteps=20, seed=1))
     res = energy(wf, configs)
     assert res.energy - ref.energy < 3 * np.hypot(res.error, ref.error) + 0.002, (res.energy, ref.energy)
+
+
+def test_cli_optimize_ci_saves_coefficients_for_vmc(h2, tmp_path):
+    """`qmc optimize --multidet F --optimize-ci --save P` writes the full coefficient vector (the fixed one
+    unchanged, the other moved by the optimisation) and `qmc vmc --multidet F --params P` runs with it;
+    bad combinations end in one line with exit code 2."""
+    import h5py
+    from click.testing import CliRunner
+
+    from rung.qmc.cli import CI_KEY, main, saved_ci
+
+    mol, mc = h2
+    exp = casci_expansion(mc, 2, 2, 2)
+    wf = tmp_path / "h2.wf.h5"
+    with h5py.File(wf, "w") as f:
+        g = f.create_group("MultiDet")
+        g["NbDet"], g["nstate"], g["Nbits"] = 2, 2, 1
+        g["Coeff"] = exp.coef
+        g["CI_Alpha"] = np.array([[sum(1 << o for o in s)] for s in exp.occ_up], np.int64)
+        g["CI_Beta"] = np.array([[sum(1 << o for o in s)] for s in exp.occ_down], np.int64)
+        o = f.create_group("orbitals")
+        o["mo_coeff"], o["mo_occ"] = mc.mo_coeff, mc._scf.mo_occ
+        o.attrs.update(mol=mol.dumps(), xc="hf", e_tot=mc._scf.e_tot)
+    xyz = tmp_path / "h2.xyz"
+    xyz.write_text("2\n\nH 0 0 0\nH 0 0 1.4817\n")
+    common = [str(xyz), "--basis", "cc-pvdz", "--ecp", "none", "--multidet", str(wf), "--walkers", "400",
+              "--vmc-blocks", "2", "--vmc-steps", "3"]
+    p = tmp_path / "p.h5"
+    r = CliRunner().invoke(main, ["optimize", *common, "--optimize-ci", "--iterations", "2", "--opt-steps", "4",
+                                  "--save", str(p)])
+    assert r.exit_code == 0, r.output
+    with h5py.File(p, "r") as f:
+        assert "0.ci" not in f and {"1.ee", "1.en"} <= set(f)
+        coef = f[CI_KEY][()]
+    assert coef.shape == (2,) and coef[0] == exp.coef[0] and coef[1] != exp.coef[1]
+    assert saved_ci(exp, {CI_KEY: coef}).coef is coef
+    r = CliRunner().invoke(main, ["vmc", *common, "--params", str(p)])
+    assert r.exit_code == 0 and "E(VMC)" in r.output, r.output
+    for bad, msg in ((["vmc", *common[:5], "--params", str(p)], "give the --multidet"),
+                     (["vmc", *common, "--max-dets", "1", "--params", str(p)], "2 CI coefficients"),
+                     (["optimize", *common[:5], "--optimize-ci", "--save", str(p)], "--optimize-ci"),
+                     (["optimize", *common, "--no-jastrow", "--optimize-ci", "--save", str(p)], "--optimize-ci")):
+        r = CliRunner().invoke(main, bad)
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output

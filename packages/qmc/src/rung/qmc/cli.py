@@ -72,7 +72,7 @@ def _progress(method, block, nblocks, energy, seconds, done=None, equilibration=
 def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, seed, jastrow, three_body, backend,
          params, multidet, max_dets, min_coef, weight, allow_incomplete, out, forces, force_every, replace, trust_units, property_prefix,
          dmc_cfg,
-         checkpoint=None, trace=None, opt_cfg=None, save=None):
+         checkpoint=None, trace=None, opt_cfg=None, save=None, optimize_ci=False):
     from pathlib import Path
 
     import h5py
@@ -105,6 +105,15 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
                        "the fixed-node energy can be tens of mHa too high; run `qmc optimize --multidet ... --save P` "
                        "first and pass --params P", err=True)
     parameters = load_parameters(params) if params else None
+    if parameters and CI_KEY in parameters:  # CI coefficients from `qmc optimize --optimize-ci`
+        expansion = saved_ci(expansion, parameters)
+    if optimize_ci:
+        if expansion is None or not jastrow:
+            raise click.BadParameter("CI coefficients are optimised together with the Jastrow of a --multidet "
+                                     "expansion (give --multidet, and no --no-jastrow)", param_hint="--optimize-ci")
+        from dataclasses import replace
+
+        expansion = replace(expansion, optimize_ci=True)
     is_dataset = h5py.is_hdf5(input)
     if is_dataset:  # qmc_* values that rung did not write are never written over: refused before any SCF
         from rung.core.dataset import check_foreign
@@ -147,12 +156,38 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
         if out:
             r.to_hdf5(f"{out}.{method}.h5", backend=backend)
     if save:
+        if expansion is not None and expansion.optimize_ci:
+            from rung.qmc.multideterminant import ci_coefficients
+
+            parameters = dict(parameters)
+            parameters[CI_KEY] = ci_coefficients(expansion, parameters.pop("0.ci"))
         save_parameters(save, parameters)
         click.echo(f"wrote parameters to {save}", err=True)
     if is_dataset:
         record(Path(input), m.name, index, results, mol, orb, cfg, expansion=expansion, replace=replace,
                rung=property_prefix + "qmc")
         click.echo(f"wrote {property_prefix}qmc_* properties of {m.name}[{index}] into {input}", err=True)
+
+
+CI_KEY = "multidet.coef"  # the full coefficient vector in a parameter file (its fixed one included)
+
+
+def saved_ci(expansion, parameters: dict):
+    """The expansion with the CI coefficients of a parameter file (``CI_KEY``, popped from ``parameters``);
+    refused without --multidet or for another number of determinants."""
+    from dataclasses import replace
+
+    from rung.qmc.system import InputError
+
+    coef = parameters.pop(CI_KEY)
+    if expansion is None:
+        raise InputError("the parameter file holds optimised CI coefficients: give the --multidet expansion they "
+                         "belong to")
+    if coef.shape != expansion.coef.shape:
+        raise InputError(f"the parameter file holds {coef.size} CI coefficients, the --multidet selection has "
+                         f"{expansion.coef.size} determinants (use the --max-dets/--min-coef/--weight of the "
+                         "optimisation)")
+    return replace(expansion, coef=coef)
 
 
 def format_forces(mol, r) -> str:
@@ -181,11 +216,16 @@ def vmc_cmd(**kw):
 @click.option("--iterations", default=6, show_default=True, help="linear-method iterations")
 @click.option("--opt-steps", default=20, show_default=True, help="VMC sweeps sampled per iteration")
 @click.option("--save", type=click.Path(dir_okay=False), required=True, help="HDF5 file for the parameters")
-def optimize_cmd(iterations, opt_steps, save, **kw):
-    """Optimise the Jastrow factor (linear method), then a VMC run with the result."""
+@click.option("--optimize-ci/--no-optimize-ci", default=False, show_default=True,
+              help="--multidet: optimise the CI coefficients with the Jastrow (the largest stays fixed); saved "
+                   "with the parameters and used by vmc/dmc --params")
+def optimize_cmd(iterations, opt_steps, save, optimize_ci, **kw):
+    """Optimise the Jastrow factor (and with --optimize-ci the CI coefficients) by the linear method, then a
+    VMC run with the result."""
     from rung.qmc.optimize import OptimizeConfig
 
-    _run(dmc_cfg=None, opt_cfg=OptimizeConfig(niter=iterations, nsteps=opt_steps, seed=kw["seed"]), save=save, **kw)
+    _run(dmc_cfg=None, opt_cfg=OptimizeConfig(niter=iterations, nsteps=opt_steps, seed=kw["seed"]), save=save,
+         optimize_ci=optimize_ci, **kw)
 
 
 @main.command("dmc")

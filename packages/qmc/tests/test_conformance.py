@@ -146,6 +146,15 @@ def test_cusp_corrected_all_electron_water():
     testing.assert_wavefunction(wf, configs, eps=3e-4)
 
 
+def test_no_electron_of_one_spin():
+    """All-electron H2 triplet, (2, 0) electrons: the cusp correction of an empty spin-down orbital set
+    (it raised ValueError before) and the components with no spin-down electron."""
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="cc-pvdz", spin=2, verbose=0)
+    wf = slater_jastrow(mol, mean_field(mol), en_cusp=True)
+    _randomise(wf, 12, 0.1)
+    testing.assert_wavefunction(wf, _configs(mol, 3, 13), eps=3e-4)
+
+
 @pytest.mark.parametrize("warp", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_nuclear_derivatives(water, warp):
     """Analytic d ln|psi| / dR and d E_L / dR (ccECP, Jastrow), with and without the space warp."""

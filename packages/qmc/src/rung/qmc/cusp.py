@@ -102,7 +102,7 @@ class CuspCorrection:
             psi0 = evaluate(center[None])[0, 0]  # (nmo,) orbitals at the nucleus
             grid = np.linspace(0.0, rc, 50)
             vals = np.array([radial(r)[0] for r in grid])  # (50, nmo)
-            ok = (np.abs(phi0) > 1e-8 * max(1.0, np.abs(psi0).max())) & np.all(vals * np.sign(phi0) > 0, axis=0)
+            ok = (np.abs(phi0) > 1e-8 * max(1.0, np.abs(psi0).max(initial=0.0))) & np.all(vals * np.sign(phi0) > 0, axis=0)
             alpha = np.zeros((5, C.shape[1]))
             f = radial(rc)
             A = np.array([[rc**2, rc**3, rc**4], [2 * rc, 3 * rc**2, 4 * rc**3], [2.0, 6 * rc, 12 * rc**2]])

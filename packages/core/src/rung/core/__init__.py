@@ -5,7 +5,7 @@ Modules (imported lazily, so ``import rung.core`` pulls in neither CuPy, PySCF, 
 - :mod:`rung.core.backend`   NumPy/CuPy array module selection and transfers
 - :mod:`rung.core.units`     one pinned CODATA table (2018) and every factor derived from it
 - :mod:`rung.core.dataset`   the HDF5 dataset schema (SPICE-compatible), readers, crash-safe writer
-- :mod:`rung.core.potential` the force-provider protocol and its ASE calculator adapter
+- :mod:`rung.core.potential` the force-provider protocol, its ASE calculator adapter and registry
 - :mod:`rung.core.neighbors` cell-list neighbour search (numba) with a Verlet skin
 - :mod:`rung.core.testing`   conformance kits: finite-difference forces, backend agreement
 - :mod:`rung.core.multidet`  the ``/MultiDet`` multideterminant file (QMCPACK's layout): writer, reader, checks

@@ -1,4 +1,4 @@
-"""The force-provider protocol every rung potential implements, and its ASE adapter.
+"""The force-provider protocol every rung potential implements, its ASE adapter and its registry.
 
 A potential maps positions (one structure, or a batch of structures with the same atoms, e.g. the
 beads of a ring polymer) to energies, forces and, for periodic cells, the virial. It declares the
@@ -7,6 +7,11 @@ units it works in (``energy_unit``, ``length_unit``: keys of :data:`rung.core.un
 :class:`PotentialCalculator` presents it to ASE in eV and Angstrom (ASE's own CODATA 2014 factors, from
 :mod:`ase.units`, so that ASE-side conversions give back the potential's numbers). Conversions happen
 only here.
+
+Input entries ``{type = ..., <options>}`` become potentials through a registry
+(:func:`make_potential`): a package declares its types in the ``rung.potentials`` entry-point group of
+its pyproject (``name = "module:factory"``, imported only when that type is asked for), or calls
+:func:`register_potential`.
 
 Conventions: forces are ``-dE/dx``; the virial is ``W_ab = -dE/d(eps_ab)`` for a homogeneous strain
 ``x -> (1 + eps) x`` of positions and cell (``W_ab = sum_i F_ia x_ib`` for an open system), in energy
@@ -156,3 +161,94 @@ class Harmonic:
         f = -self.k * d
         w = np.einsum("...ia,...ib->...ab", f, x) if virial else None
         return PotentialResult(energy=e, forces=f if forces else None, virial=w)
+
+
+# ------------------------------------------------------------------------------------ the registry
+ENTRY_POINT_GROUP = "rung.potentials"
+_REGISTRY: dict = {}  # type name -> factory, or "module:attr" of one (imported when first asked for)
+
+
+def register_potential(name: str, factory) -> None:
+    """Make ``{type = name, ...}`` input entries build potentials with ``factory``.
+
+    Parameters
+    ----------
+    name : the ``type`` of the entry (case-insensitive)
+    factory : ``factory(options: dict, **context) -> Potential``, or its ``"module:attr"`` (imported
+        when the type is first asked for). ``options`` is the entry without ``type``; ``context`` holds
+        what the caller knows about the system (the MD driver passes ``masses`` (n,) m_e,
+        ``positions`` (n, 3) Bohr, ``numbers`` (n,) int and ``cell`` (3, 3) Bohr or None); a factory
+        takes what it needs and ignores the rest.
+
+    A package registers its potentials without being imported through the entry-point group
+    ``rung.potentials`` of its pyproject (``[project.entry-points."rung.potentials"]``,
+    ``name = "module:attr"``); a name registered here takes precedence over an entry point.
+    Registering a name again with another factory raises ``ValueError``.
+    """
+    key = str(name).strip().lower()
+    old = _REGISTRY.get(key)
+    if old is not None and old != factory:
+        raise ValueError(f"potential type {key!r} is already registered ({old!r})")
+    _REGISTRY[key] = factory
+
+
+def _entry_points() -> dict:
+    """Installed ``rung.potentials`` entry points, name -> EntryPoint."""
+    from importlib.metadata import entry_points
+
+    return {ep.name.lower(): ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def potential_types() -> tuple:
+    """The potential types known here (registered or installed), sorted."""
+    return tuple(sorted(set(_REGISTRY) | set(_entry_points())))
+
+
+def _load(name: str, target: str):
+    """Import ``"module:attr"``; an ImportError becomes a RuntimeError naming the missing package."""
+    import importlib
+
+    module, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError as err:
+        engine = ".".join(module.split(".")[:2])
+        raise RuntimeError(f"potential type {name!r} needs the {engine} engine ({target}), which is not importable "
+                           f"here: {err}") from err
+
+
+def make_potential(spec: dict, **context):
+    """The potential of an input entry ``{type = ..., <options>}`` (a dict), in its own units.
+
+    The factory of ``type`` (:func:`register_potential`, or an installed ``rung.potentials`` entry
+    point) gets the other keys and ``context``. Raises :class:`~rung.core.errors.InputError` for an
+    entry without ``type`` or with an unknown one (the message lists the known types) and
+    ``RuntimeError`` when the package providing the type cannot be imported. Wrap the result with
+    :func:`in_atomic_units` to see Hartree and Bohr.
+    """
+    from rung.core.errors import InputError
+
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise InputError(f"the potential entry needs a 'type', one of: {', '.join(potential_types())}")
+    name = str(spec["type"]).strip().lower()
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        ep = _entry_points().get(name)
+        if ep is None:
+            raise InputError(f"unknown potential type {spec['type']!r}; known: {', '.join(potential_types())}")
+        factory = ep.value
+    if isinstance(factory, str):
+        factory = _load(name, factory)
+    return factory({k: v for k, v in spec.items() if k != "type"}, **context)
+
+
+def check_options(kind: str, options: dict, allowed, required=()) -> None:
+    """InputError for an option of a ``kind`` entry not in ``allowed``, or a ``required`` one missing."""
+    from rung.core.errors import InputError
+
+    unknown = set(options) - set(allowed)
+    if unknown:
+        raise InputError(f"unknown option(s) {sorted(unknown)} for potential type {kind!r}; allowed: {tuple(allowed)}")
+    missing = [k for k in required if k not in options]
+    if missing:
+        raise InputError(f"potential type {kind!r} needs {', '.join(missing)}")

@@ -104,7 +104,7 @@ class Config:
             raise InputError(f"a [qtb] table needs thermostat = 'qtb' or 'adqtb', got {self.thermostat!r}")
         if not isinstance(self.potential, dict) or "type" not in self.potential:
             raise InputError("the input needs a potential, e.g. potential = {type = \"lj\", ...}; "
-                             "types: harmonic, lj, ase, nnp")
+                             f"types: {_potential_types()}")
         o = self.output
         for name in ("trajectory_every", "log_every", "checkpoint_every"):
             v = getattr(o, name)
@@ -117,6 +117,14 @@ class Config:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _potential_types() -> str:
+    """The known potential types (md's own are registered by importing rung.md.potentials)."""
+    import rung.md.potentials  # noqa: F401
+    from rung.core.potential import potential_types
+
+    return ", ".join(potential_types())
 
 
 def _toml():
@@ -143,7 +151,7 @@ def parse_config(data: dict, base: Path | None = None) -> Config:
             raise InputError(f"the input needs {key!r}")
     if "potential" not in data:
         raise InputError("the input needs a potential, e.g. potential = {type = \"lj\", ...}; "
-                         "types: harmonic, lj, ase, nnp")
+                         f"types: {_potential_types()}")
     structure = Path(str(data["structure"]))
     if base is not None and not structure.is_absolute():
         structure = Path(base).resolve() / structure

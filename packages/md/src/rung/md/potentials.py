@@ -1,5 +1,7 @@
-"""Potentials for the MD driver: a built-in Lennard-Jones, an ASE-calculator adapter, the nnp engine,
-and :func:`build_potential`, which makes any of them (or rung.core's ``Harmonic``) from an input entry.
+"""Potentials for the MD driver: a built-in Lennard-Jones, an ASE-calculator adapter, and the factories
+that register md's input types (harmonic, lj, ase, muller-brown) with rung.core's potential registry
+(:func:`rung.core.potential.make_potential`); other packages register theirs (nnp, dft) through the
+``rung.potentials`` entry points. :func:`build_potential` makes any of them from an input entry.
 
 All follow the :class:`rung.core.potential.Potential` protocol and take a batch of beads at once:
 positions (P, n_atoms, 3) -> PotentialResult(energy (P,), forces (P, n_atoms, 3), virial (P, 3, 3)).
@@ -21,7 +23,8 @@ import numpy as np
 
 from rung.core import units as U
 from rung.core.neighbors import neighbor_list
-from rung.core.potential import Harmonic, PotentialResult
+from rung.core.errors import InputError
+from rung.core.potential import Harmonic, PotentialResult, check_options, make_potential, register_potential
 
 
 def cell_heights(cell) -> np.ndarray:
@@ -163,90 +166,88 @@ class ASECalculatorPotential:
 def _entry_point(spec: str):
     """'package.module:Name' -> the object."""
     if ":" not in spec:
-        raise ValueError(f"ASE calculator must be given as 'module:Class', got {spec!r}")
+        raise InputError(f"ASE calculator must be given as 'module:Class', got {spec!r}")
     mod, _, name = spec.partition(":")
     try:
         return getattr(importlib.import_module(mod), name)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import ASE calculator {spec!r}: {err}") from err
+        raise InputError(f"cannot import ASE calculator {spec!r}: {err}") from err
 
 
-POTENTIAL_TYPES = ("harmonic", "lj", "ase", "nnp", "muller-brown")
+def harmonic_potential(options: dict, *, masses=None, positions=None, **context):
+    """``{type = "harmonic", k = ...}`` (Hartree/Bohr^2) or ``frequency_cm = ...`` (k_i = m_i w^2 per
+    atom, needs ``masses`` (n,) m_e); wells centred at the initial ``positions`` (n, 3) Bohr unless
+    ``center = "origin"``. Without ``positions`` (and centred at them) the result waits for them:
+    call its ``bind(positions)``."""
+    check_options("harmonic", options, ("k", "frequency_cm", "center"))
+    if ("k" in options) == ("frequency_cm" in options):
+        raise InputError("harmonic potential: give exactly one of k (Hartree/Bohr^2) or frequency_cm")
+    if "k" in options:
+        k = float(options["k"])
+    else:
+        if masses is None:
+            raise InputError("harmonic potential with frequency_cm needs the masses")
+        w = float(options["frequency_cm"]) * U.INV_CM_TO_HARTREE
+        k = np.asarray(masses, dtype=np.float64)[:, None] * w * w
+        if np.all(k == k.flat[0]):
+            k = float(k.flat[0])
+    if np.any(np.asarray(k) < 0):
+        raise InputError("harmonic force constant must be >= 0")
+    spec = _HarmonicSpec(k, str(options.get("center", "initial")))
+    return spec if positions is None else spec.bind(positions)
+
+
+def lj_potential(options: dict, **context):
+    """``{type = "lj", epsilon_eV, sigma_angstrom, cutoff_angstrom = 2.5 sigma, skin_angstrom = 1.0,
+    images = true}``: :class:`LennardJones`."""
+    check_options("lj", options, ("epsilon_eV", "sigma_angstrom", "cutoff_angstrom", "skin_angstrom", "images"),
+                  required=("epsilon_eV", "sigma_angstrom"))
+    sigma = float(options["sigma_angstrom"]) * U.ANGSTROM_TO_BOHR
+    cut = float(options.get("cutoff_angstrom", 2.5 * options["sigma_angstrom"])) * U.ANGSTROM_TO_BOHR
+    return LennardJones(float(options["epsilon_eV"]) * U.EV_TO_HARTREE, sigma, cut,
+                        skin=float(options.get("skin_angstrom", 1.0)) * U.ANGSTROM_TO_BOHR,
+                        images=bool(options.get("images", True)))
+
+
+def ase_potential(options: dict, **context):
+    """``{type = "ase", calculator = "module:Class", kwargs = {...}}``: :class:`ASECalculatorPotential`."""
+    check_options("ase", options, ("calculator", "kwargs"))
+    if "calculator" not in options:
+        raise InputError("ASE potential needs calculator = 'module:Class'")
+    cls = _entry_point(str(options["calculator"]))
+    return ASECalculatorPotential(cls(**dict(options.get("kwargs", {}))))
+
+
+def muller_brown_potential(options: dict, **context):
+    """``{type = "muller-brown", energy_scale_Ha = 1e-4, length_scale_bohr = 1.0}``: every atom on the
+    2D Müller–Brown surface (:mod:`rung.md.model_potentials`)."""
+    check_options("muller-brown", options, ("energy_scale_Ha", "length_scale_bohr"))
+    from rung.md.model_potentials import MullerBrown
+
+    return MullerBrown(float(options.get("energy_scale_Ha", 1e-4)), float(options.get("length_scale_bohr", 1.0)))
+
+
+for _name, _factory in (("harmonic", harmonic_potential), ("lj", lj_potential), ("ase", ase_potential),
+                        ("muller-brown", muller_brown_potential),
+                        # the other rungs' types, as in their pyprojects' entry points: found (and a clear
+                        # error naming the package when it is absent) also where those are not installed
+                        ("nnp", "rung.nnp.potential:nnp_potential"), ("dft", "rung.dft_gpu.potential:dft_potential")):
+    register_potential(_name, _factory)
 
 
 def build_potential(spec: dict, masses=None):
-    """A potential from an input-file entry (a dict with ``type``); units in the key names.
+    """A potential from an input-file entry (a dict with ``type``) through the registry of
+    :func:`rung.core.potential.make_potential`; units in the key names.
 
-    - ``{type = "harmonic", k = ...}`` (Hartree/Bohr^2) or ``frequency_cm = ...`` (k_i = m_i w^2 per
-      atom, needs ``masses``); wells centred at the initial positions unless ``center = "origin"``.
-    - ``{type = "lj", epsilon_eV, sigma_angstrom, cutoff_angstrom, skin_angstrom = 1.0, images = true}``
-    - ``{type = "ase", calculator = "module:Class", kwargs = {...}}``
-    - ``{type = "nnp", model = "ani-1x", member = 0, dtype = "float32"}`` (needs rung.nnp)
-    - ``{type = "muller-brown", energy_scale_Ha = 1e-4, length_scale_bohr = 1.0}`` (every atom on the 2D
-      Müller–Brown surface, :mod:`rung.md.model_potentials`)
+    md's own types: ``harmonic`` (:func:`harmonic_potential`; without positions it waits for
+    ``bind``), ``lj``, ``ase``, ``muller-brown``; ``nnp`` comes from rung.nnp and ``dft`` from
+    rung.dft_gpu (see the md README for every type's options). Bad entries raise
+    :class:`~rung.core.errors.InputError` (a ``ValueError``); a type whose package cannot be
+    imported raises ``RuntimeError``.
 
     Returns the potential in its own units; wrap it with :func:`rung.core.potential.in_atomic_units`.
     """
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ValueError(f"the potential entry needs a 'type', one of {POTENTIAL_TYPES}")
-    kind = str(spec["type"]).lower()
-    opts = {k: v for k, v in spec.items() if k != "type"}
-
-    def take(*allowed):
-        unknown = set(opts) - set(allowed)
-        if unknown:
-            raise ValueError(f"unknown option(s) {sorted(unknown)} for potential type {kind!r}; allowed: {allowed}")
-
-    if kind == "harmonic":
-        take("k", "frequency_cm", "center")
-        if ("k" in opts) == ("frequency_cm" in opts):
-            raise ValueError("harmonic potential: give exactly one of k (Hartree/Bohr^2) or frequency_cm")
-        if "k" in opts:
-            k = float(opts["k"])
-        else:
-            if masses is None:
-                raise ValueError("harmonic potential with frequency_cm needs the masses")
-            w = float(opts["frequency_cm"]) * U.INV_CM_TO_HARTREE
-            k = np.asarray(masses, dtype=np.float64)[:, None] * w * w
-            if np.all(k == k.flat[0]):
-                k = float(k.flat[0])
-        if np.any(np.asarray(k) < 0):
-            raise ValueError("harmonic force constant must be >= 0")
-        return _HarmonicSpec(k, str(opts.get("center", "initial")))
-    if kind == "lj":
-        take("epsilon_eV", "sigma_angstrom", "cutoff_angstrom", "skin_angstrom", "images")
-        for key in ("epsilon_eV", "sigma_angstrom"):
-            if key not in opts:
-                raise ValueError(f"Lennard-Jones potential needs {key}")
-        sigma = float(opts["sigma_angstrom"]) * U.ANGSTROM_TO_BOHR
-        cut = float(opts.get("cutoff_angstrom", 2.5 * opts["sigma_angstrom"])) * U.ANGSTROM_TO_BOHR
-        return LennardJones(float(opts["epsilon_eV"]) * U.EV_TO_HARTREE, sigma, cut,
-                            skin=float(opts.get("skin_angstrom", 1.0)) * U.ANGSTROM_TO_BOHR,
-                            images=bool(opts.get("images", True)))
-    if kind == "ase":
-        take("calculator", "kwargs")
-        if "calculator" not in opts:
-            raise ValueError("ASE potential needs calculator = 'module:Class'")
-        cls = _entry_point(str(opts["calculator"]))
-        return ASECalculatorPotential(cls(**dict(opts.get("kwargs", {}))))
-    if kind == "nnp":
-        take("model", "member", "dtype", "backend")
-        try:
-            from rung.nnp import load_model
-        except ImportError as err:
-            raise RuntimeError(f"potential type 'nnp' needs the rung.nnp engine (rung-nnp with load_model), "
-                               f"which is not importable here: {err}") from err
-        model = opts.get("model", "ani-1x")
-        try:
-            return load_model(model, **{k: opts[k] for k in ("member", "dtype", "backend") if k in opts})
-        except OSError as err:  # weights missing (rung.nnp.fetch.WeightsMissing) or unreadable
-            raise RuntimeError(f"nnp model {model!r} could not be loaded: {err}") from err
-    if kind == "muller-brown":
-        take("energy_scale_Ha", "length_scale_bohr")
-        from rung.md.model_potentials import MullerBrown
-
-        return MullerBrown(float(opts.get("energy_scale_Ha", 1e-4)), float(opts.get("length_scale_bohr", 1.0)))
-    raise ValueError(f"unknown potential type {spec['type']!r}; known: {', '.join(POTENTIAL_TYPES)}")
+    return make_potential(spec, masses=masses)
 
 
 class _HarmonicSpec:
@@ -256,7 +257,7 @@ class _HarmonicSpec:
 
     def __init__(self, k, center):
         if center not in ("initial", "origin"):
-            raise ValueError(f"harmonic center must be 'initial' or 'origin', got {center!r}")
+            raise InputError(f"harmonic center must be 'initial' or 'origin', got {center!r}")
         self.k, self.center = k, center
 
     def bind(self, positions):

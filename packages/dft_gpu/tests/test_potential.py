@@ -154,3 +154,19 @@ def test_nve_md_through_the_md_api_conserves_energy(tmp_path, beads):
     assert small < 0.05 * swing, (small, swing)
     large, _ = _nve(tmp_path, 0.5, beads)
     assert 3.0 < large / small < 5.0, (small, large)
+
+
+def test_a_bad_dft_entry_in_an_nnp_md_input_is_one_line_with_exit_code_2(tmp_path):
+    from ase.build import molecule
+    from click.testing import CliRunner
+
+    from rung.md.cli import main
+
+    molecule("H2O").write(tmp_path / "h2o.xyz")
+    inp = tmp_path / "in.toml"
+    inp.write_text('structure = "h2o.xyz"\nsteps = 2\ndt_fs = 0.5\n'
+                   'potential = {type = "dft", xc = "hf", basis = "sto-3g", spin = 1}\n')
+    res = CliRunner().invoke(main, ["run", str(inp), "--workdir", str(tmp_path), "--quiet"])
+    assert res.exit_code == 2, res.output
+    assert "multiplicity 2 is impossible" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h2o.xyz", "in.toml"]  # nothing written

@@ -14,10 +14,14 @@ def nnp_potential(options: dict, **context):
     """An ANI model from an input entry's options (``model``, ``member``, ``dtype``, ``backend``).
 
     Raises :class:`~rung.core.errors.InputError` for an unknown option and ``RuntimeError`` when the
-    model's weights are missing or unreadable.
+    engine cannot be imported or the model's weights are missing or unreadable.
     """
     check_options("nnp", options, ("model", "member", "dtype", "backend"))
-    from rung.nnp import load_model
+    try:
+        from rung.nnp import load_model
+    except ImportError as err:  # rung.nnp present only in part (a dependency missing)
+        raise RuntimeError(f"potential type 'nnp' needs the rung.nnp engine (rung-nnp with load_model), "
+                           f"which is not importable here: {err}") from err
 
     model = options.get("model", "ani-1x")
     try:

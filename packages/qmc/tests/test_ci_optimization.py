@@ -102,7 +102,8 @@ def test_log_psi_and_local_energy_derivatives_fd(water, method):
 
 def test_table_equals_per_determinant(water):
     """Both implementations give the same O, E_L and d E_L (to rounding) on the same configurations,
-    and the same per-electron terms at displaced positions (several points per walker)."""
+    and the same per-electron terms at displaced positions (several points per walker); the table's
+    value-only path (ECP quadrature points) equals the first of its full terms."""
     mol, mc = water
     ham = Hamiltonian.from_mol(mol)
     configs = initial_configs(mol, 4, np.random.default_rng(1))
@@ -111,8 +112,10 @@ def test_table_equals_per_determinant(water):
         wf, _ = _water_wf(mol, mc, method)
         wf.recompute(configs)
         pts = configs[:, 5][:, None] + np.random.default_rng(2).normal(scale=0.5, size=(4, 3, 3))
-        out.append(energy_and_derivatives(wf, ham, configs, np.random.default_rng(7))
-                   + wf.components[0].parameter_terms(5, pts) + wf.components[0].parameter_terms(1, configs[:, 1][:, None]))
+        md = wf.components[0]
+        out.append(energy_and_derivatives(wf, ham, configs, np.random.default_rng(7)) + md.parameter_terms(5, pts)
+                   + md.parameter_terms(1, configs[:, 1][:, None]) + (md.parameter_values(5, pts),))
+        np.testing.assert_allclose(out[-1][-1], out[-1][3], rtol=1e-12, atol=1e-14)  # values only = first term
     for a, b in zip(*out):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10 * max(1.0, np.abs(b).max()))
 

@@ -226,6 +226,10 @@ class MultiSlater:
                 x[:, p, 0, k], x[:, p, 1:4, k], x[:, p, 4, k] = r, (g * r).T, lap * r
         return _ci_terms(x, self.coef, self.free)
 
+    def parameter_values(self, e, epos):
+        """d_I ln psi with electron e at epos (nw, P, 3): (nfree, nw, P)."""
+        return self.parameter_terms(e, epos)[0]
+
 
 def _string_tables(strings, ref):
     """Excitation tables of ``strings`` (tuples of ascending orbitals) against ``ref``.
@@ -311,6 +315,7 @@ class TableMultiSlater:
             self.nstrings.append(len(strings))
             det_strings.append(np.array([index[t] for t in occ], dtype=np.intp))
         self.cmat = csr_matrix((self.coef, (det_strings[0], det_strings[1])), shape=tuple(self.nstrings))
+        self.cmat_t = self.cmat.T.tocsr()  # built once: a transpose per contraction cost 10% of a sweep
         self.det_strings = det_strings
 
     def _spin(self, e):
@@ -336,7 +341,7 @@ class TableMultiSlater:
         """The other spin contracted with the coefficients: (nw, ns_s)."""
         if s == 0:
             return np.asarray(self.cmat @ self.R[1].T).T
-        return np.asarray(self.cmat.T @ self.R[0].T).T
+        return np.asarray(self.cmat_t @ self.R[0].T).T
 
     def _update_total(self):
         self.Y = [self._contract(0), self._contract(1)]
@@ -353,6 +358,7 @@ class TableMultiSlater:
 
             self.coef[self.free] = self.parameters["ci"]
             self.cmat = csr_matrix((self.coef, tuple(self.det_strings)), shape=tuple(self.nstrings))
+            self.cmat_t = self.cmat.T.tocsr()
         self.configs = np.array(configs, dtype=np.float64)
         nw = configs.shape[0]
         self.mo, self.inverse, self.T, self.R, self.adj, self.sign0, self.logdet0 = [], [], [], [], [], [], []
@@ -488,6 +494,14 @@ class TableMultiSlater:
         d = np.moveaxis(v, 0, 2).reshape(nw, 1, npts * 5, -1)
         r = self._replaced(s, self.inverse[s][:, None, :, i], d).reshape(nw, npts, 5, -1)  # (nw, P, 5, ns)
         return _ci_terms(self._det_ratios(s, r), self.coef, self.free)
+
+    def parameter_values(self, e, epos):
+        """d_I ln psi with electron e at epos (nw, P, 3) (the first of :meth:`parameter_terms`, from the
+        value rows only: the nonlocal ECP quadrature points need no more): (nfree, nw, P)."""
+        s, i = self._spin(e)
+        d = self.orbitals[s](epos, 0)[0]  # (nw, P, m)
+        x = self._det_ratios(s, self._replaced(s, self.inverse[s][:, None, :, i], d[:, None])[:, 0])  # (nw, P, ndet)
+        return np.moveaxis(x[..., self.free] / (x @ self.coef)[..., None], -1, 0)
 
 
 def build_multislater(basis, mo_coeff, expansion: Expansion, nelec, backend: str = "numba",

@@ -89,6 +89,10 @@ def energy_and_derivatives(wf, ham, configs, rng):
         parts = [j.parameter_terms(e, pts) for j in jastrows]
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
 
+    def values(e, pts):  # d log psi / dp only; a component may have a cheaper path for that
+        return np.concatenate([j.parameter_values(e, pts) if hasattr(j, "parameter_values")
+                               else j.parameter_terms(e, pts)[0] for j in jastrows])
+
     npar = sum(v.size for j in jastrows for v in j.parameters.values())
     dE = np.zeros((npar, nw))
     for e in range(ne):
@@ -100,8 +104,8 @@ def energy_and_derivatives(wf, ham, configs, rng):
         nl = np.zeros(nw)
         for e in range(ne):
             t, points = ham.ecp.nonlocal_electron(wf, e, configs, rng)
-            bq = terms(e, points)[0]  # (npar, nw, npts)
-            b0 = terms(e, configs[:, e][:, None])[0]  # (npar, nw, 1)
+            bq = values(e, points)  # (npar, nw, npts)
+            b0 = values(e, configs[:, e][:, None])  # (npar, nw, 1)
             dE += np.einsum("wq,kwq->kw", t, bq - b0)
             nl += t.sum(-1)
         el["total"] = el["total"] - el["ecp_nonlocal"] + nl

@@ -126,17 +126,20 @@ def test_multideterminant(water_cas, method):
 
 @pytest.mark.parametrize("method", ["table", "per-determinant"])
 def test_multideterminant_ci_parameters(water_cas, method):
-    """The CI coefficients as parameters: pgradient and parameter_terms."""
+    """The CI coefficients as parameters: pgradient, parameter_terms, parameter_values; alone and times a
+    Jastrow."""
     import dataclasses
 
     mol, mf, exp, configs = water_cas
-    if "optimize_ci" not in {f.name for f in dataclasses.fields(Expansion)}:
-        pytest.skip("this version has no optimisable CI coefficients")
     exp = dataclasses.replace(exp, optimize_ci=True)
     md = build_multislater(AtomicBasis.from_mol(mol), mf.mo_coeff, exp, mol.nelec, method=method)
     report = testing.check_parameter_derivatives(md, configs[:2])
-    assert set(report) == {"pgradient", "parameter_terms.value", "parameter_terms.grad", "parameter_terms.lap"}
+    assert set(report) == {"pgradient", "parameter_terms.value", "parameter_terms.grad", "parameter_terms.lap",
+                           "parameter_values"}
     testing.assert_conforms(report)
+    jas = Jastrow(mol.atom_coords(), [0, 1, 1], [0.0] * 3, mol.nelec)
+    _randomise(jas, 15)
+    testing.assert_wavefunction(ProductWF([md, jas]), configs[:2])
 
 
 def test_cusp_corrected_all_electron_water():

@@ -13,7 +13,8 @@ float64 Bohr, with independent evaluations of itself:
 - :func:`check_parameter_derivatives`: ``pgradient`` against finite differences of log|psi| in each
   parameter, and, for components that have it (Jastrow factors, optimised CI coefficients),
   ``parameter_terms`` (the parameter derivatives of the log ratio, grad_e ln psi and lap_e ln psi that
-  the optimiser uses) against finite differences of ``testvalue`` and ``gradient_laplacian``;
+  the optimiser uses) against finite differences of ``testvalue`` and ``gradient_laplacian``, and the
+  optional value-only ``parameter_values`` against the first of ``parameter_terms``;
 - :func:`check_updates`: after random single-electron moves, each accepted for a random subset of the
   walkers (with and without the data ``gradient_value`` saved), and after ``resample``, the value, the
   derivatives and a ratio equal those of a fresh ``recompute`` at the same positions;
@@ -68,6 +69,7 @@ TOLERANCES = {
     "parameter_terms.value": 1e-8,
     "parameter_terms.grad": 1e-8,
     "parameter_terms.lap": 1e-8,
+    "parameter_values": 1e-9,
     "update.value": 1e-9,
     "update.derivatives": 1e-8,
     "update.ratio": 1e-9,
@@ -253,7 +255,8 @@ def check_parameter_derivatives(wf, configs, *, eps: float = 1e-4, step: float =
     Returns
     -------
     dict with "pgradient" and, where a component has ``parameter_terms``, "parameter_terms.value",
-    "parameter_terms.grad" and "parameter_terms.lap"; empty for a wave function without parameters.
+    "parameter_terms.grad" and "parameter_terms.lap" (and "parameter_values" where it has that);
+    empty for a wave function without parameters.
     """
     configs = np.array(configs, dtype=np.float64)
     nw, ne, _ = configs.shape
@@ -311,6 +314,9 @@ def _check_parameter_terms(comp, configs, new, eps):
     terms = [comp.parameter_terms(e, pts[:, e]) for e in range(ne)]  # each (npar, nw, 2[, 3])
     val, grad, lap = (np.stack([t[i] for t in terms], axis=1) for i in range(3))  # (npar, ne, nw, 2[, 3])
     out = {"parameter_terms.value": 0.0, "parameter_terms.grad": 0.0, "parameter_terms.lap": 0.0}
+    if hasattr(comp, "parameter_values"):  # the optional value-only path (ECP quadrature points)
+        for e in range(ne):
+            _worst(out, "parameter_values", comp.parameter_values(e, pts[:, e]), terms[e][0])
     j = 0
     for _, v in _parameter_views(comp):
         s = v.copy()

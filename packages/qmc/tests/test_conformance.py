@@ -210,6 +210,13 @@ class _Broken:
         g, lap = self.inner.gradient_laplacian(e, epos)
         return g, (lap + 1e-3 if self.fault == "gradient_laplacian.lap" else lap)
 
+    def gradient_laplacian_all(self):
+        g, lap = self.inner.gradient_laplacian_all()
+        return (g[:, ::-1] if self.fault == "gradient_laplacian_all.grad" else g), lap  # electrons swapped
+
+    def resample(self, idx):
+        self.inner.resample(np.sort(idx) if self.fault == "resample.value" else idx)  # walkers mixed up
+
     def accept(self, e, epos, mask, saved=None):
         if self.fault == "update.value":  # moves every walker, ignoring the mask
             mask = np.ones_like(mask, dtype=bool)
@@ -224,8 +231,9 @@ class _Broken:
         return val, grad, (lap * (1 + 1e-4) if self.fault == "parameter_terms.lap" else lap)
 
 
-@pytest.mark.parametrize("fault", [None, "ratio.mask", "gradient_value", "gradient_laplacian.lap", "update.value",
-                                   "pgradient", "parameter_terms.lap"])
+@pytest.mark.parametrize("fault", [None, "ratio.mask", "gradient_value", "gradient_laplacian.lap",
+                                   "gradient_laplacian_all.grad", "update.value", "resample.value", "pgradient",
+                                   "parameter_terms.lap"])
 def test_kit_catches_a_wrong_component(water, fault):
     """Each fault (1e-4 relative in a gradient, 1e-3 Bohr^-2 in a Laplacian, ...) is reported under its
     name, far above its tolerance, and makes the assertion fail; the clean wrapper passes."""
@@ -240,6 +248,14 @@ def test_kit_catches_a_wrong_component(water, fault):
     assert report[fault] > 10 * testing.TOLERANCES[fault], report
     with pytest.raises(AssertionError, match=fault):
         testing.assert_conforms(report)
+
+
+def test_assert_conforms_refuses_nan_and_takes_tolerances():
+    with pytest.raises(AssertionError, match="ratio: error nan"):
+        testing.assert_conforms({"ratio": float("nan")})
+    testing.assert_conforms({"gradient_value": 1e-5}, tol={"gradient_value": 1e-4})
+    with pytest.raises(AssertionError, match="gradient_value"):
+        testing.assert_conforms({"gradient_value": 1e-5})
 
 
 def test_kit_catches_wrong_nuclear_derivatives(water):

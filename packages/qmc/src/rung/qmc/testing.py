@@ -43,8 +43,8 @@ to the second derivative only, so a walker within 2h of r_c can fail the Laplaci
 relative.
 
 The kit leaves the wave function recomputed at ``configs`` with its parameters unchanged; it adds no
-hooks to the components. Reference: the same checks as PyQMC's ``pyqmc/wf/testwf.py`` (L. K. Wagner
-et al., J. Chem. Phys. 159, 044108 (2023)).
+hooks to the components. The checks follow the idea of PyQMC's ``testwf`` module (github.com/WagnerGroup/
+pyqmc); the code is this package's own.
 """
 
 from __future__ import annotations

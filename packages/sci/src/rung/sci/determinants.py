@@ -2,7 +2,7 @@
 
 ``dets`` arrays are ``(n, 2, nw)`` uint64 (alpha row, beta row; bit ``i`` of word ``k`` = orbital
 ``64 k + i``; ``nw = ceil(norb / 64)``). A space is kept sorted by its int64 keys (see
-``_kernels/cpu.py``), which makes membership a bisection. Keys need ``C(norb, n_alpha) * C(norb,
+``_kernels/cpu/keys.py``), which makes membership a bisection. Keys need ``C(norb, n_alpha) * C(norb,
 n_beta) < 2**63`` (e.g. 100 orbitals with 8 + 8 electrons); larger problems raise.
 """
 

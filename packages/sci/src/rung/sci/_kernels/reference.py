@@ -1,6 +1,6 @@
 """Plain-Python/NumPy oracle for the determinant kernels (slow; tests only).
 
-Independent of the bit tricks in ``cpu.py``: a determinant is the ascending list of its spin
+Independent of the bit tricks in ``cpu``: a determinant is the ascending list of its spin
 orbitals (alpha orbital p -> p, beta orbital p -> norb + p, so every alpha creator stands before every
 beta one), operators are applied one at a time by counting the spin orbitals they pass, and matrix
 elements come from the second-quantized Hamiltonian

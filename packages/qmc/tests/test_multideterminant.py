@@ -341,3 +341,36 @@ def test_vmc_of_sci_expansion_equals_its_variational_energy(tmp_path):
             VMCConfig(nwalkers=200, nblocks=40, nsteps=10, nequil=40), rng=rng)
     assert abs(r.energy - res.e_var[0]) < 3 * r.error, (r.energy, r.error, res.e_var[0])
     assert res.e_var[0] < mf.e_tot - 0.05  # the expansion carries correlation the test can see
+
+
+@pytest.mark.slow
+def test_more_determinants_lower_the_fixed_node_dmc_energy_of_beryllium():
+    """Be (all-electron, cusp-corrected orbitals, cc-pVDZ): the 2s-2p near-degeneracy puts the
+    Hartree-Fock node ~10 mHa above the exact energy, and a CASSCF(2e, 2s2p) expansion (1s^2 2s^2 and
+    the three 1s^2 2p^2 determinants) removes most of that error (Umrigar, Nightingale, Runge, J. Chem.
+    Phys. 99, 2865 (1993)). With an optimised Jastrow for each, the multideterminant DMC energy must lie
+    below the single-determinant one beyond their error bars, and neither below the exact nonrelativistic
+    energy -14.66736 Ha (Pachucki and Komasa, Phys. Rev. Lett. 92, 213001 (2004)) beyond 3 sigma."""
+    from pyscf import mcscf
+
+    from rung.qmc.dmc import DMCConfig
+    from rung.qmc.multideterminant import Expansion
+    from rung.qmc.optimize import OptimizeConfig
+    from rung.qmc.run import QMCConfig, kernel
+    from rung.qmc.system import _spin_orbitals
+
+    mol = gto.M(atom="Be 0 0 0", basis="cc-pvdz", verbose=0)
+    mf = scf.RHF(mol).run()
+    mc = mcscf.CASSCF(mf, 4, 2).run()
+    ci = np.asarray(mc.ci)  # (4, 4): alpha x beta strings of one electron in the active 2s, 2p orbitals
+    keep = [(a, b) for a in range(4) for b in range(4) if abs(ci[a, b]) > 1e-6]
+    exp = Expansion(np.array([ci[a, b] for a, b in keep]), tuple((0, 1 + a) for a, _ in keep),
+                    tuple((0, 1 + b) for _, b in keep), 5)
+    assert len(keep) == 4 and mc.e_tot < mf.e_tot - 0.04
+    cfg = QMCConfig(VMCConfig(nwalkers=400, nblocks=20, nsteps=10, seed=1),
+                    DMCConfig(tau=0.005, nblocks=152, nsteps=50, nequil_blocks=2, seed=1), OptimizeConfig(niter=6, seed=1))
+    hf = kernel(mol, _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "hf"), cfg)["dmc"]
+    cas = kernel(mol, _spin_orbitals(mc.mo_coeff, mf.mo_occ, mc.e_tot, "casscf"), cfg, expansion=exp)["dmc"]
+    exact = -14.66736
+    assert hf.energy - cas.energy > 3 * np.hypot(hf.error, cas.error), (hf.energy, hf.error, cas.energy, cas.error)
+    assert cas.energy > exact - 3 * cas.error and hf.energy > exact - 3 * hf.error, (hf.energy, cas.energy)

@@ -124,7 +124,7 @@ def test_multideterminant(water_cas, method):
     testing.assert_wavefunction(ProductWF([md, jas]), configs, parameters=False)
 
 
-@pytest.mark.parametrize("method", ["table", "per-determinant"])
+@pytest.mark.parametrize("method", ["table", pytest.param("per-determinant", marks=pytest.mark.slow)])
 def test_multideterminant_ci_parameters(water_cas, method):
     """The CI coefficients as parameters: pgradient, parameter_terms, parameter_values; alone and times a
     Jastrow."""
@@ -258,6 +258,7 @@ def test_assert_conforms_refuses_nan_and_takes_tolerances():
         testing.assert_conforms({"gradient_value": 1e-5})
 
 
+@pytest.mark.slow  # 0.5 CPU-s of re-built trial functions; the electron-side faults above are the fast proof
 def test_kit_catches_wrong_nuclear_derivatives(water):
     from rung.qmc.force_derivs import AnalyticDerivatives
     from rung.qmc.forces import ForceConfig, displaced_builder

@@ -69,8 +69,7 @@ def test_three_body_jastrow():
     j3 = ThreeBodyJastrow(atoms, [0, 1], (2, 1), nbasis=2, rcut=4.0)
     _randomise(j3, 3, 0.5)
     configs = np.random.default_rng(4).normal(scale=1.2, size=(3, 3, 3)) + [0, 0, 1.1]
-    report = testing.assert_wavefunction(j3, configs)
-    assert report["pgradient"] < 1e-9
+    testing.assert_wavefunction(j3, configs)
 
 
 @pytest.fixture(scope="module")

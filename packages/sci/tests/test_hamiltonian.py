@@ -131,13 +131,14 @@ def test_symmetry_blocked_tables_match_pyscf_dense(h2o_small):
     np.testing.assert_allclose(hs.dense(), hp[np.ix_(sub, sub)], atol=1e-12)
     tables = pt2._string_tables(lay, ham.h1, ham.eri)
     _, tb, sym = pt2._blocked_tables(lay, tables, ham.h1, ham.eri, ham.orbsym)
-    ptr, ns = tb[8], tb[1].shape[1]
+    ptr, ns = tb.s_ptr, tb.s_rank.shape[1]
     assert ptr[:, -1].tolist() == [ns] * ptr.shape[0] and np.count_nonzero(np.diff(ptr, axis=1)) > ptr.shape[0]
     group = (np.arange(ns)[None, :, None] >= ptr[:, None, 1:]).sum(axis=2)  # the group of every column
-    np.testing.assert_array_equal(sym[tb[3]] ^ sym[tb[4]], group)
-    assert 0 < tb[9].min() and tb[9].max() < tb[7].shape[1]  # same-spin doubles: the nonzero ones first
-    np.testing.assert_array_equal(np.sort(tb[7], axis=1), np.sort(tables[1][7], axis=1))
-    assert all(np.all(tb[7][r, : tb[9][r]] != 0) and np.all(tb[7][r, tb[9][r]:] == 0) for r in range(tb[7].shape[0]))
+    np.testing.assert_array_equal(sym[tb.s_h] ^ sym[tb.s_p], group)
+    d_val, d_cnt = tb.d_val, tb.d_cnt
+    assert 0 < d_cnt.min() and d_cnt.max() < d_val.shape[1]  # same-spin doubles: the nonzero ones first
+    np.testing.assert_array_equal(np.sort(d_val, axis=1), np.sort(tables[1][7], axis=1))  # (raw d_val)
+    assert all(np.all(d_val[r, : d_cnt[r]] != 0) and np.all(d_val[r, d_cnt[r]:] == 0) for r in range(d_val.shape[0]))
     keys = lay.keys(dets[sub])
     order = np.argsort(keys)
     d, k = dets[sub][order], keys[order]

@@ -165,8 +165,9 @@ _SYM: dict = {}
 
 
 def _blocked_tables(layout, tables, h1, eri, orbsym):
-    """(ta, tb, sym) for the table kernels: ``tables`` in the form of :func:`cpu.block_tables` (singles
-    grouped by irrep product, nonzero same-spin doubles first). Labels are used only when every
+    """(ta, tb, sym) for the table kernels: ``tables`` (both spins, :func:`_string_tables`) blocked as
+    :class:`cpu.StringTables` (:func:`cpu.block_tables`: singles grouped by irrep product, nonzero
+    same-spin doubles first). Labels are used only when every
     integral they forbid is exactly zero (as in an FCIDUMP written with ORBSYM), so skipping those
     pairs changes no sum; else one group (all labels 0)."""
     sym = np.zeros(layout.norb, np.int64)
@@ -210,8 +211,8 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
                 ta, tb, sym = _blocked_tables(layout, tables, h1, eri, orbsym)
                 counts = cpu.external_dense_tables(keys[gens], eri, cpu.key_bits(keys, layout.fci_size), layout.nstr_b,
                                                    ta, tb, gcoef, gstoch, gw, gq, *acc, sym)
-                uk, ad, as_, t, hdiag = cpu.collect_dense(*acc, *kinds, True, layout.nstr_b, tables[0][0],
-                                                          tables[1][0], layout.na, layout.nb, h1, eri)
+                uk, ad, as_, t, hdiag = cpu.collect_dense(*acc, *kinds, True, layout.nstr_b, ta.occ, tb.occ,
+                                                          layout.na, layout.nb, h1, eri)
             except BaseException:
                 _ACC.clear()  # possibly left dirty
                 raise

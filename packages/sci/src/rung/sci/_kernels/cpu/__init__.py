@@ -23,7 +23,7 @@ Modules, each importing only those above it:
 * :mod:`.keys` -- string ranks, determinant keys, key sets (bit set, hash table);
 * :mod:`.elements` -- Slater-Condon matrix elements and determinant diagonals;
 * :mod:`.external` -- the external space determinant by determinant (sorted lists or dense accumulators);
-* :mod:`.tables` -- per-string excitation tables and their kernels (small FCI spaces);
+* :mod:`.tables` -- per-string excitation tables (:class:`StringTables`) and their kernels (small FCI spaces);
 * :mod:`.variational` -- H in the variational space and the Davidson sigma vector;
 * :mod:`.spin` -- S^2 and spin partners;
 * :mod:`.heatbath` -- the heat-bath screened external space (large FCI spaces).
@@ -44,5 +44,5 @@ from .heatbath import external_screened, heatbath_tables, screened_bounds
 from .keys import (binomial_table, bits_index, bits_prefix, det_keys, dets_from_keys, hash_table, in_bits,
                    in_table, key_bits, rank, table_shift, unrank)
 from .spin import s2_matrix, s2_matvec, spin_partners
-from .tables import block_tables, external_dense_tables, string_tables, upper_rows_tables
+from .tables import StringTables, block_tables, external_dense_tables, string_tables, upper_rows_tables
 from .variational import merge_rows, string_connections, symmetric_matvec, upper_rows_groups

@@ -3,6 +3,8 @@ and evaluated once, so that the external space (:func:`external_dense_tables`) a
 the variational space (:func:`upper_rows_tables`) need no ranking and no Slater-Condon rules per pair.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
@@ -12,15 +14,41 @@ from .external import _acc
 from .keys import bits_index, in_bits, rank, unrank
 
 
+class StringTables(NamedTuple):
+    """Per-string excitation tables of the ``nstr`` strings of ``ne`` electrons in ``norb`` orbitals, row
+    ``r`` the string of rank ``r``; ``ns = ne (norb - ne)`` singles and ``nd = C(ne, 2) C(norb - ne, 2)``
+    same-spin doubles per string. :func:`string_tables` gives the first eight fields,
+    :func:`block_tables` reorders the columns and adds the last two.
+
+    occ : (nstr, max(ne, 1)) int64, the string's occupied orbitals, ascending
+    s_rank : (nstr, ns) int64, rank of the string after each single h -> p
+    s_sign : (nstr, ns) float64, its sign (+1 or -1)
+    s_h, s_p : (nstr, ns) int64, its hole and particle orbitals
+    s_val : (nstr, ns) float64, Hartree, its same-spin part ``h1[h, p] + sum_{j occ} ((hp|jj) - (hj|jp))``,
+        sign not included
+    d_rank : (nstr, nd) int64, rank of the string after each same-spin double
+    d_val : (nstr, nd) float64, Hartree, its element (:func:`same_spin_double_element`, sign included)
+    s_ptr : (nstr, nirrep + 1) int64, the singles of symmetry product g in columns ``s_ptr[r, g]:s_ptr[r, g + 1]``
+    d_cnt : (nstr,) int64, the doubles of nonzero element, the first ``d_cnt[r]`` columns
+    """
+
+    occ: np.ndarray
+    s_rank: np.ndarray
+    s_sign: np.ndarray
+    s_h: np.ndarray
+    s_p: np.ndarray
+    s_val: np.ndarray
+    d_rank: np.ndarray
+    d_val: np.ndarray
+    s_ptr: np.ndarray
+    d_cnt: np.ndarray
+
+
 @njit(cache=True, parallel=True)
 def string_tables(ne, norb, nw, binom, h1, eri):
-    """Singles and same-spin doubles of every string of ``ne`` electrons, indexed by string rank.
-
-    Returns occ (nstr, ne) int64 occupied orbitals; singles: s_rank, s_sign, s_h, s_p, s_val (nstr, ne*nv),
-    where s_val = h1[h, p] + sum_{j occ} ((hp|jj) - (hj|jp)) is the same-spin part of the single element
-    (Hartree, sign not included); doubles: d_rank, d_val (nstr, C(ne,2) C(nv,2)), d_val the element of
-    :func:`same_spin_double_element` (sign included). A generator's excitations then need no ranking.
-    """
+    """Singles and same-spin doubles of every string of ``ne`` electrons, indexed by string rank: the tuple
+    of the first eight fields of :class:`StringTables` (occ, s_rank, s_sign, s_h, s_p, s_val, d_rank,
+    d_val). A generator's excitations then need no ranking."""
     nstr = binom[norb, ne] if ne > 0 else 1
     nv = norb - ne
     ns = ne * nv
@@ -88,8 +116,7 @@ def block_tables(table, sym, nirrep=8):
     Every string's singles are grouped by their symmetry product ``sym[h] ^ sym[p]`` (``sym`` (norb,)
     int64 irrep labels whose XOR products are below ``nirrep``, 8 for D2h and its subgroups; all 0
     without symmetry), group g of string r in columns ``s_ptr[r, g]:s_ptr[r, g + 1]``; its same-spin
-    doubles with a nonzero element come first, ``d_cnt[r]`` of them. Returns the 10-tuple (occ, s_rank,
-    s_sign, s_h, s_p, s_val, d_rank, d_val, s_ptr (nstr, nirrep + 1) int64, d_cnt (nstr,) int64).
+    doubles with a nonzero element come first, ``d_cnt[r]`` of them. Returns the :class:`StringTables`.
     Skipping the other groups or the zero doubles changes no sum only when the labels are exact (every
     integral they forbid is zero, see ``pt2._blocked_tables``).
     """
@@ -103,24 +130,26 @@ def block_tables(table, sym, nirrep=8):
     dperm = np.argsort(d_val == 0.0, axis=1, kind="stable")
     doubles = tuple(np.ascontiguousarray(np.take_along_axis(a, dperm, axis=1)) for a in (d_rank, d_val))
     d_cnt = (d_val != 0.0).sum(axis=1).astype(np.int64)
-    return (occ,) + singles + doubles + (s_ptr, d_cnt)
+    return StringTables(occ, *singles, *doubles, s_ptr, d_cnt)
 
 
 @njit(cache=True, parallel=True)
 def external_dense_tables(gen_keys, eri, var_bits, nstr_b, ta, tb, gen_coef, gen_stoch, gen_w, gen_q, ad, as_, t,
                           touched, sym):
-    """:func:`external_dense` driven by the per-string tables ``ta``, ``tb`` (:func:`string_tables`, in the
-    blocked form of :func:`block_tables`).
+    """:func:`external_dense` driven by the per-string tables ``ta``, ``tb`` (:class:`StringTables` of the
+    alpha and beta strings, blocked by :func:`block_tables`).
 
     gen_keys : (ng,) int64 keys of the generators; var_bits : the space's keys as a bit set (:func:`key_bits`).
     The accumulators ad, as_, t (nparts, fci_size) float64 are passed in, zero (kept between passes by
     the caller, who clears only the entries written, see :func:`collect_dense`: no FCI-sized allocation
     or zeroing per pass), with ``touched`` their bit sets to mark, (nparts, ceil(fci_size / 64)) uint64,
-    or (nparts, 0) for no marking (see :func:`_acc`); returns the number of (alpha, I) pairs per part. Only pairs that can couple are visited: the singles
-    of symmetry product 0, the same-spin doubles of nonzero element and, for an alpha single h -> p, the
-    beta singles of the same product ``sym[h] ^ sym[p]`` (the others couple through symmetry-forbidden
-    integrals, exactly zero; see :func:`block_tables`).
+    or (nparts, 0) for no marking (see :func:`_acc`); returns the number of (alpha, I) pairs per part.
+    Only pairs that can couple are visited: the singles of symmetry product 0, the same-spin doubles of
+    nonzero element and, for an alpha single h -> p, the beta singles of the same product
+    ``sym[h] ^ sym[p]`` (the others couple through symmetry-forbidden integrals, exactly zero; see
+    :func:`block_tables`).
     """
+    # the fields by initials and spin: s_rank -> sra, srb; ...; s_ptr -> pa, pb; d_cnt -> nda, ndb
     occa, sra, ssa, sha, spa, sva, dra, dva, pa, nda = ta
     occb, srb, ssb, shb, spb, svb, drb, dvb, pb, ndb = tb
     mark = touched.shape[1] > 0

@@ -343,3 +343,35 @@ def test_local_workers_forked_after_an_in_process_scf_do_not_hang():
     out = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True, timeout=120,
                          env=env, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+
+
+def test_sci_step_single_and_multideterminant_dmc(tmp_path):
+    """[sci]: one training conformation gets CIPSI (sci_* values in sci.h5, the wave function with its
+    orbitals) and DMC with one determinant and with the expansion after Jastrow + CI optimisation; the
+    CI energy lies below the orbitals' Hartree-Fock energy and PT2 lowers it further; a rerun computes
+    nothing again."""
+    import json
+
+    cfg = tmp_path / "tiny.toml"
+    text = "md = false\n" + TINY.format(method="random").split("[md]")[0]
+    cfg.write_text(text + "[sci]\nmax_det = 50\ndeterminants = 10\ndmc_blocks = 4\ndmc_steps = 5\n")
+    p = _run(cfg, tmp_path / "out", "--workers", "2")
+    text = p.communicate(timeout=900)[0]
+    assert p.returncode == 0, text
+    line = next(x for x in text.splitlines() if x.startswith("sci ")).rsplit("  [", 1)[0]  # without its time
+    assert "CIPSI" in line and "DMC 1 det" in line and "10 dets (Jastrow + CI optimised)" in line, line
+    with h5py.File(tmp_path / "out" / "sci.h5") as f:
+        assert f["h2o/sci_status"].shape == (1,)
+        e_var, e_tot = f["h2o/sci_variational_energy"][0], f["h2o/sci_total_energy"][0]
+    wf = tmp_path / "out" / "sci" / "h2o.0.sci.h5"
+    with h5py.File(wf) as f:
+        e_hf = f["orbitals"].attrs["e_tot"]
+    assert e_tot < e_var < e_hf - 0.01
+    result = tmp_path / "out" / "sci" / "h2o.0.dmc.json"
+    r = json.loads(result.read_text())
+    assert r["determinants"] == 10 and all(np.isfinite(r["single"] + r["multi"]))
+    stamp = result.stat().st_mtime_ns, wf.stat().st_mtime_ns
+    p = _run(cfg, tmp_path / "out", "--executor", "serial")
+    again = p.communicate(timeout=600)[0]
+    assert p.returncode == 0 and line in again, again
+    assert (result.stat().st_mtime_ns, wf.stat().st_mtime_ns) == stamp

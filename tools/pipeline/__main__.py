@@ -76,6 +76,8 @@ def run(cfg, out: Path, ex) -> dict:
         lines["select" + tag] = steps.describe_selection(roles, cfg)
         print(f"{'select' + tag:12s} {lines['select' + tag]}", flush=True)
         step("qmc" + tag, steps.qmc, cfg, dataset, ex, roles)
+        if k == 0 and cfg.sci is not None:
+            step("sci", steps.sci, cfg, dataset, ex, roles, rdir)
         train_sets.append(steps.labelled_subset(dataset, roles, steps.TRAIN, rdir / "train.h5"))
         if k == 0:
             steps.labelled_subset(dataset, roles, steps.HOLDOUT, hold_set)

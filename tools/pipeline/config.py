@@ -11,6 +11,11 @@ Sections (all optional but ``[input]``; units in the key names where they are no
   ``n_train``, ``n_holdout`` (a seeded random hold-out set, labelled too, never trained on), ``seed``.
 - ``[qmc]``: walkers, VMC blocks/steps, Jastrow optimisation iterations, DMC on/off and its blocks,
   ``force_every`` (0: no forces).
+- ``[sci]`` (optional): selected CI and multideterminant QMC for the smallest molecules: the first
+  ``conformations`` training conformations of molecules with at most ``max_atoms`` atoms get a CIPSI
+  run (``max_det`` determinants, RHF orbitals; ``sci_*`` values in ``<out>/sci.h5``), then a DMC with the
+  ``determinants`` largest of them after Jastrow + CI optimisation, beside a single-determinant DMC on
+  the same orbitals (``dmc_blocks`` x ``dmc_steps``; walkers, tau, optimisation from ``[qmc]``).
 - ``[refit]``: the model refit on the highest rung (QMC) with its error bars as weights; ``model`` is
   also the base model the selection and the report use.
 - ``[md]``: a short (ring-polymer) MD run with the refit model: steps, ``dt_fs``, ``temperature_K``,
@@ -67,6 +72,16 @@ class QMCSettings:
 
 
 @dataclass(frozen=True)
+class SCIConfig:
+    conformations: int = 1
+    max_atoms: int = 3
+    max_det: int = 1000
+    determinants: int = 100
+    dmc_blocks: int = 12
+    dmc_steps: int = 25
+
+
+@dataclass(frozen=True)
 class RefitConfig:
     model: str = "ani-1x"
     l2sp: float = 1e2
@@ -99,6 +114,7 @@ class PipelineConfig:
     md: MDConfig | None = field(default_factory=MDConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     source: str = ""
+    sci: SCIConfig | None = None
 
 
 def _section(cls, data, name):
@@ -129,7 +145,7 @@ def load(path) -> PipelineConfig:
 
 
 def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfig:
-    unknown = sorted(set(data) - {"input", "dft", "select", "qmc", "refit", "md", "loop"})
+    unknown = sorted(set(data) - {"input", "dft", "select", "qmc", "sci", "refit", "md", "loop"})
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}")
     inp = _section(InputConfig, data.get("input"), "input")
@@ -159,4 +175,10 @@ def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfi
     if loop.rounds > 1 and (md is None or sel.method != "spread" or loop.frames < sel.n_train):
         raise ConfigError("[loop] rounds > 1 needs [md] (its frames are the next round's conformations), "
                           "[select] method = \"spread\" and frames >= n_train")
-    return PipelineConfig(inp, dft, sel, qmc, _section(RefitConfig, data.get("refit"), "refit"), md, loop, source)
+    sci = None if data.get("sci") is None else _section(SCIConfig, data["sci"], "sci")
+    if sci is not None and min(sci.conformations, sci.max_atoms, sci.max_det, sci.determinants, sci.dmc_steps) < 1 \
+            or sci is not None and sci.dmc_blocks < 3:
+        raise ConfigError("[sci]: conformations, max_atoms, max_det, determinants, dmc_steps must be >= 1 and "
+                          "dmc_blocks >= 3")
+    return PipelineConfig(inp, dft, sel, qmc, _section(RefitConfig, data.get("refit"), "refit"), md, loop, source,
+                          sci)

@@ -301,6 +301,102 @@ def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, task=qmc_task, merg
     return f"{n_sel} selected conformations, {done} computed now, {failed} failed now ({time.perf_counter() - t0:.0f} s)"
 
 
+# ------------------------------------------------------------------ selected CI -> multideterminant QMC
+def sci_subset(dataset: Path, roles: dict, cfg: PipelineConfig, path: Path) -> Path | None:
+    """The first ``[sci] conformations`` training conformations of the molecules with at most
+    ``max_atoms`` atoms, as their own rung dataset (made once: a rerun keeps it and its ``sci_*``
+    values); None if there is none."""
+    import os
+
+    from rung.core.dataset import Molecule, create_dataset, read_hdf5
+
+    if path.exists():
+        return path
+    picked, left = [], cfg.sci.conformations
+    for m in read_hdf5(dataset):
+        idx = np.flatnonzero(roles[m.name] == TRAIN)[:left] if len(m.atomic_numbers) <= cfg.sci.max_atoms else []
+        if left and len(idx):
+            picked.append(Molecule(m.name, m.atomic_numbers, m.conformations[idx], charge=m.charge,
+                                   multiplicity=m.multiplicity))
+            left -= len(idx)
+    if not picked:
+        return None
+    tmp = path.with_suffix(".tmp.h5")
+    create_dataset(tmp, picked, overwrite=True)
+    os.replace(tmp, path)  # whole or absent
+    return path
+
+
+def sci_qmc_task(wavefunction: str, settings, determinants: int) -> dict:
+    """DMC with one determinant and with the ``determinants`` largest of a sci wave-function file's
+    expansion, on the file's orbitals, each after its own optimisation (Jastrow; Jastrow + CI
+    coefficients for the expansion). Energies and reblocked errors in Hartree."""
+    from dataclasses import replace
+
+    from rung.qmc.multideterminant import read_multidet
+    from rung.qmc.run import kernel
+    from rung.qmc.system import load_orbitals
+
+    mol, orb = load_orbitals(wavefunction, None, group="orbitals")
+    expansion = replace(read_multidet(wavefunction, max_dets=determinants), optimize_ci=True)
+    out = {"determinants": int(expansion.coef.size), "weight": float(expansion.weight)}
+    for key, exp in (("single", None), ("multi", expansion)):
+        r = kernel(mol, orb, qmc_config(settings), expansion=exp)["dmc"]
+        out[key] = [float(r.energy), float(r.error)]
+    return out
+
+
+def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
+    """CIPSI (rung.sci, resumable per conformation) on the ``[sci]`` subset, then single- and
+    multideterminant DMC for each (``<out>/sci/<molecule>.<index>.dmc.json``, written once whole)."""
+    import json
+    import os
+    from dataclasses import replace
+
+    from rung.core.dataset import DONE
+    from rung.sci.cipsi import Config
+    from rung.sci.workflow import run_dataset
+
+    s = cfg.sci
+    sub = sci_subset(dataset, roles, cfg, out / "sci.h5")
+    if sub is None:
+        return f"no training conformation of a molecule with <= {s.max_atoms} atoms"
+    folder = out / "sci"
+    folder.mkdir(exist_ok=True)
+
+    def wavefunction(n, i):
+        return folder / f"{n}.{i}.sci.h5"
+
+    run_dataset(sub, Config(max_det=s.max_det), basis=cfg.dft["basis"], ecp=cfg.dft["ecp"],
+                wavefunction_path=wavefunction, log=log.info)
+    with h5py.File(sub, "r") as f:
+        done = [(n, int(i), float(f[n]["sci_variational_energy"][i]), float(f[n]["sci_total_energy"][i]),
+                 int(f[n]["sci_n_det"][i])) for n in f if isinstance(f[n], h5py.Group) and "sci_status" in f[n]
+                for i in np.flatnonzero(f[n]["sci_status"][()] == DONE)]
+    settings = replace(cfg.qmc, dmc=True, dmc_blocks=s.dmc_blocks, dmc_steps=s.dmc_steps, force_every=0)
+    tasks = [((n, i), 0, sci_qmc_task, (str(wavefunction(n, i)), settings, s.determinants))
+             for n, i, *_ in done if not (folder / f"{n}.{i}.dmc.json").exists()]
+    for (n, i), result, error in ex.run(tasks):
+        if error is not None:
+            log.warning("sci %s[%d]: DMC failed: %s", n, i, error)
+            continue
+        tmp = folder / f"{n}.{i}.dmc.json.tmp"
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, folder / f"{n}.{i}.dmc.json")
+    parts = []
+    for n, i, e_var, e_tot, ndet in done:
+        path = folder / f"{n}.{i}.dmc.json"
+        head = f"{n}[{i}] CIPSI {ndet} dets E_var {e_var:.5f}, +PT2 {e_tot:.5f} Ha"
+        if not path.exists():
+            parts.append(head + "; DMC failed")
+            continue
+        r = json.loads(path.read_text())
+        (e1, s1), (e2, s2) = r["single"], r["multi"]
+        parts.append(f"{head}; DMC 1 det {e1:.4f}({1e4 * s1:.0f}), {r['determinants']} dets (Jastrow + CI "
+                     f"optimised) {e2:.4f}({1e4 * s2:.0f}) Ha: {1e3 * (e2 - e1):+.1f} +- {1e3 * np.hypot(s1, s2):.1f} mHa")
+    return "; ".join(parts) or f"CIPSI failed for every conformation (their sci_error in {sub})"
+
+
 def read_names(dataset: Path) -> list:
     """Molecule names of a rung dataset, in file order."""
     from rung.core.dataset import read_hdf5

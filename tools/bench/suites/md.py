@@ -622,6 +622,95 @@ def fennol_md(site, threads=1, warm=50, timed=300, tseg_fs=150.0, skins=(None, 2
               f"{nsday(fen):.3g} | {fen / ours:.2f} |")
 
 
+# --- ab-initio MD: `python -m tools.bench.suites.md --aimd [STEPS [ROUNDS]]` ----------------------------
+# nnp-md's "dft" potential (rung.dft_gpu: J/K engine, extrapolated density guess) against the loop a
+# PySCF user writes: the DF-RKS gradient scanner (as_scanner, which starts each SCF from the previous
+# density) in a velocity-Verlet loop. Same molecule, start, functional, basis, auxiliary basis
+# (aug_etb), grid level, SCF tolerances and grid response; NVE, both sides one thread; CPU seconds per
+# step, sides alternating ROUNDS times in one process.
+
+def _aimd_ours(numbers, x, m, v, dt, steps, spec):
+    from rung.core.potential import make_potential
+    from rung.md.integrators import ring_polymer
+    from rung.md.parallel import BeadForces
+
+    import rung.md.potentials  # noqa: F401  ('dft' before the entry points are installed)
+
+    pot = make_potential(spec)
+    init, step = ring_polymer(BeadForces(in_atomic_units(pot), numbers), dt, 300 * U.BOLTZMANN_HARTREE_PER_K, 1,
+                              thermostat=None)
+    s = init(x, m, momenta=m[:, None] * v)
+    cycles = 0
+    for _ in range(steps):
+        s = step(s)
+        cycles += sum(pot.scf_cycles)
+    return cycles
+
+
+def _aimd_pyscf(numbers, x, m, v, dt, steps, spec):
+    from pyscf import df, dft, gto
+
+    mol = gto.M(atom=[(int(z), tuple(r)) for z, r in zip(numbers, x)], unit="Bohr", basis=spec["basis"], verbose=0)
+    mf = dft.RKS(mol, xc=spec["xc"]).density_fit(auxbasis=df.addons.aug_etb(mol))
+    mf.grids.level, mf.conv_tol, mf.conv_tol_grad = 3, 1e-10, 1e-6
+    g = mf.nuc_grad_method()
+    g.grid_response = True
+    scan = g.as_scanner()
+    cycles = 0
+
+    def forces(xx):
+        nonlocal cycles
+        _, grad = scan(mol.set_geom_(xx, unit="Bohr", inplace=False))
+        cycles += int(scan.base.cycles)
+        return -grad
+
+    xx, vv = x.copy(), v.copy()
+    f = forces(xx)
+    cycles = 0  # the initial forces are outside the timed steps on our side too (init)
+    for _ in range(steps):
+        vv = vv + 0.5 * dt * f / m[:, None]
+        xx = xx + dt * vv
+        f = forces(xx)
+        vv = vv + 0.5 * dt * f / m[:, None]
+    return cycles
+
+
+def aimd_dft(steps: int = 10, rounds: int = 3, molecules=("H2O", "CH3CH2OH")):
+    import time
+
+    from ase.build import molecule
+    from pyscf import lib
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # BLAS threads left free spin and inflate CPU time
+    lib.num_threads(1)
+    numba.set_num_threads(1)
+    spec = {"type": "dft", "xc": "pbe", "basis": "def2-svp"}
+    sides = (("ours", _aimd_ours, spec), ("ours jk=pyscf", _aimd_ours, {**spec, "jk": "pyscf"}),
+             ("pyscf", _aimd_pyscf, spec))
+    dt = DT_FS * U.FS_TO_AU_TIME
+    print(f"| molecule | atoms | ours CPU s/step | ours, jk = pyscf | PySCF scanner | PySCF / ours | "
+          f"PySCF / ours (jk = pyscf) | SCF cycles/step ours | PySCF |  (PBE/def2-SVP, aug_etb, grid 3, grid "
+          f"response, NVE {DT_FS} fs, {steps} steps, {rounds} rounds, ranges over rounds)")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in molecules:
+        a = molecule(name)
+        numbers, x = a.numbers, a.positions * U.ANGSTROM_TO_BOHR
+        m = a.get_masses() * U.AMU_TO_ELECTRON_MASS
+        v = np.random.default_rng(0).normal(size=x.shape) * np.sqrt(300 * U.BOLTZMANN_HARTREE_PER_K / m)[:, None]
+        t = {side: [] for side, _, _ in sides}
+        cyc = {}
+        for _ in range(rounds):
+            for side, fn, sp in sides:
+                t0 = time.process_time()
+                cyc[side] = fn(numbers, x, m, v, dt, steps, sp)
+                t[side].append((time.process_time() - t0) / steps)
+        o, j, p = (np.array(t[side]) for side, _, _ in sides)
+        rng = lambda a: f"{a.min():.3g}-{a.max():.3g}"  # noqa: E731
+        print(f"| {name} | {len(a)} | {rng(o)} | {rng(j)} | {rng(p)} | {rng(p / o)} | {rng(p / j)} | "
+              f"{cyc['ours'] / steps:.1f} | {cyc['pyscf'] / steps:.1f} |", flush=True)
+
+
 if __name__ == "__main__":
     import sys
 
@@ -632,6 +721,8 @@ if __name__ == "__main__":
     elif len(sys.argv) >= 2 and sys.argv[1] == "--qtb-overhead":
         qtb_overhead(int(sys.argv[2]) if len(sys.argv) > 2 else 1000,
                      float(sys.argv[3]) if len(sys.argv) > 3 else 250.0)
+    elif len(sys.argv) >= 2 and sys.argv[1] == "--aimd":
+        aimd_dft(int(sys.argv[2]) if len(sys.argv) > 2 else 10, int(sys.argv[3]) if len(sys.argv) > 3 else 3)
     elif len(sys.argv) == 3 and sys.argv[1] == "--ipi":
         print("| atoms | P | i-PI ms/step | i-PI ms/bead/step | ours ms/step | ours ms/bead/step | i-PI/ours | "
               "i-PI CPU ms/step | ours CPU ms/step | i-PI/ours CPU |")
@@ -639,4 +730,4 @@ if __name__ == "__main__":
         ipi_overhead(sys.argv[2])
     else:
         print("usage: python -m tools.bench.suites.md --ipi /path/to/ipi-venv/bin | --qtb-overhead [STEPS [TSEG_FS]] "
-              "| --fennol /path/to/fennol-site [THREADS] | --replica-throughput [STEPS [ROUNDS]]")
+              "| --fennol /path/to/fennol-site [THREADS] | --replica-throughput [STEPS [ROUNDS]] | --aimd [STEPS [ROUNDS]]")

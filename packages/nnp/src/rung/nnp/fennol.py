@@ -9,13 +9,16 @@ scalar the same way). Only ``msgpack`` is needed to read it, not flax or FeNNol.
 Accepted (the layout of FeNNol's ANI examples, T. Plé et al., J. Chem. Phys. 161, 042502 (2024)):
 one ``ANI_AEV`` module (its radial graph the model's ``cutoff``; its angular graph a ``GRAPH_FILTER``
 of that graph with the default cosine switch) and one ``SPECIES_INDEX_NET`` reading the AEV with
-activation ``partial(celu, alpha=0.1)`` and biases, whose output is the only energy term.
+activation ``partial(celu, alpha=0.1)`` and biases, whose output is an energy term, and optionally one
+``CHEMICAL_CONSTANT`` module, the per-element self energies (its trained ``constant``, indexed by
+atomic number), as the other energy term (the layout of FeNNol's model zoo, FeNNol-PMC ``ANI/``).
 FeNNol's AEV constants are ``ShfR = linspace(radial_start, Rcr, n + 1)[:-1]``,
 ``ShfA = linspace(angular_start, Rca, n + 1)[:-1]``, ``ShfZ = (k + 1/2) pi / sections`` and the
 same radial and angular terms as ANI (0.95 cos theta, cosine cutoffs). Dense layers are
 ``x @ kernel + bias`` (kernel (in, out)), so rung's weight is the transposed kernel. The energy unit
-(``Ha``, ``eV``, ``kcal/mol``, ``kJ/mol``) is folded into the last layer so the model speaks Hartree;
-self energies are zero (FeNNol's ANI networks output the whole atomic energy). Anything else (other
+(``Ha``, ``eV``, ``kcal/mol``, ``kJ/mol``) is folded into the last layer and the self energies so the
+model speaks Hartree; without a ``CHEMICAL_CONSTANT`` the self energies are zero (the networks then
+output the whole atomic energy). Anything else (other
 modules or energy terms, another activation, a switch of another shape) is refused naming it.
 """
 
@@ -90,9 +93,11 @@ def read_fnx(path, *, name: str = "") -> ANIModel:
     prep = [(str(n), dict(p)) for n, p in state.get("preprocessing", [])]
     aevs = [(n, p) for n, p in modules if _kind(n, p) == "ANI_AEV"]
     nets = [(n, p) for n, p in modules if _kind(n, p) == "SPECIES_INDEX_NET"]
-    others = [f"{n} ({_kind(n, p)})" for n, p in modules if (n, p) not in aevs + nets]
-    if len(aevs) != 1 or len(nets) != 1 or others:
-        refuse(f"expected one ANI_AEV and one SPECIES_INDEX_NET module, found {[f'{n} ({_kind(n, p)})' for n, p in modules]}")
+    consts = [(n, p) for n, p in modules if _kind(n, p) == "CHEMICAL_CONSTANT"]
+    others = [f"{n} ({_kind(n, p)})" for n, p in modules if (n, p) not in aevs + nets + consts]
+    if len(aevs) != 1 or len(nets) != 1 or len(consts) > 1 or others:
+        refuse("expected one ANI_AEV, one SPECIES_INDEX_NET and at most one CHEMICAL_CONSTANT module, found "
+               f"{[f'{n} ({_kind(n, p)})' for n, p in modules]}")
     (_, a), (net_name, net) = aevs[0], nets[0]
     a = {**FENNOL_DEFAULTS, **a}
     if net.get("input_key") != a["embedding_key"]:
@@ -103,9 +108,11 @@ def read_fnx(path, *, name: str = "") -> ANIModel:
     if not net.get("use_bias", True):
         refuse(f"module {net_name} has no biases")
     out_key = net.get("output_key") or net_name
+    const_key = (consts[0][1].get("output_key") or consts[0][0]) if consts else None
     terms = list(state.get("energy_terms") or [])
-    if terms != [out_key]:
-        refuse(f"energy terms {terms}; only the species networks' output {out_key!r} is read")
+    if sorted(terms) != sorted([out_key] + ([const_key] if consts else [])):
+        refuse(f"energy terms {terms}; only the species networks' output {out_key!r}"
+               + (f" and the self energies {const_key!r}" if consts else "") + " are read")
     Rcr = float(state["cutoff"])
     graphs = {}
     for n, p in prep:
@@ -155,7 +162,18 @@ def read_fnx(path, *, name: str = "") -> ANIModel:
         networks.append(Network(tuple(out)))
     if networks and networks[0].layers[0].weight.shape[1] != aev.length:
         refuse(f"the networks take {networks[0].layers[0].weight.shape[1]} inputs, the AEV has {aev.length}")
-    return ANIModel(name or path.stem, tuple(species), aev, np.zeros(len(species)), (tuple(networks),),
+    self_energies = np.zeros(len(species))
+    if consts:
+        from ase.data import atomic_numbers
+
+        try:
+            constant = np.asarray(state["variables"]["params"][consts[0][0]]["constant"], dtype=np.float64).ravel()
+        except (KeyError, TypeError):
+            refuse(f"no parameters for module {consts[0][0]}")
+        if constant.size <= max(atomic_numbers[s] for s in species):
+            refuse(f"module {consts[0][0]} has {constant.size} constants, not one per atomic number")
+        self_energies = np.array([constant[atomic_numbers[s]] for s in species]) * to_hartree
+    return ANIModel(name or path.stem, tuple(species), aev, self_energies, (tuple(networks),),
                     {"source": "fennol .fnx", "path": str(path), "energy_unit": str(state.get("energy_unit", "Ha"))})
 
 
@@ -167,10 +185,11 @@ def ensemble_of_fnx(paths, *, name: str = "") -> ANIModel:
         same = (m.species == first.species and m.aev.length == first.aev.length
                 and all(np.array_equal(getattr(m.aev, k), getattr(first.aev, k)) for k in ("ShfR", "ShfA", "ShfZ", "EtaR", "EtaA", "Zeta"))
                 and (m.aev.Rcr, m.aev.Rca) == (first.aev.Rcr, first.aev.Rca)
+                and np.array_equal(m.self_energies, first.self_energies)
                 and [[la.weight.shape for la in n.layers] for n in m.members[0]]
                 == [[la.weight.shape for la in n.layers] for n in first.members[0]])
         if not same:
-            raise ModelFileError(f"{p}: another architecture than {paths[0]}; an ensemble needs the same AEV, species and layers")
+            raise ModelFileError(f"{p}: another architecture than {paths[0]}; an ensemble needs the same AEV, species, self energies and layers")
     return ANIModel(name or Path(paths[0]).stem, first.species, first.aev, first.self_energies,
                     tuple(m.members[0] for m in models),
                     {"source": "fennol .fnx", "paths": [str(p) for p in paths], "energy_unit": first.provenance["energy_unit"]})

@@ -31,7 +31,8 @@ Modules, each importing only those above it:
 The three external-space strategies of ``rung.sci.pt2`` are :mod:`.external`, :mod:`.tables` and
 :mod:`.heatbath`. numba's cache (``cache=True``) checks only the source file of the kernel it loads:
 after editing a helper in one module, a kernel of another module that calls it keeps its cached
-machine code until the cache files (``__pycache__/*.nbi``, ``*.nbc``) are removed.
+machine code until the cache files (``__pycache__/*.nbi``, ``*.nbc``) are removed (the sci tests'
+conftest does so when a source is newer than the cache).
 """
 
 from .bits import (count_between, double_holes_particles, excitation_degree, flip, is_set, occupied, phase,

@@ -5,7 +5,7 @@
 - :mod:`rung.md.qtb`           quantum thermal bath and adaptive QTB: quantum noise for classical trajectories
 - :mod:`rung.md.estimators`    temperature, energies, primitive/centroid-virial kinetic energy, conserved
   quantity, pressure
-- :mod:`rung.md.potentials`    Lennard-Jones (cell lists + skin), ASE-calculator adapter, nnp, input-entry factory
+- :mod:`rung.md.potentials`    Lennard-Jones (cell lists + skin), ASE-calculator adapter, md's potential types in rung.core's registry
 - :mod:`rung.md.parallel`      forces for all beads in one call per rank; beads over MPI ranks
 - :mod:`rung.md.simulation`    the driver of ``nnp-md run`` (input -> outputs, checkpoints, restart)
 - :mod:`rung.md.output`        H5MD trajectory, extxyz, log, checkpoints

@@ -111,6 +111,50 @@ def test_executors_agree_and_a_failed_task_fails_alone():
     assert res["serial"][4] == (math.log(4.0), None)
 
 
+def _kills_its_worker(i, marker_dir):
+    """Task i: sleeps 0.1 s and returns i^2 as a farm result; its worker SIGKILLs itself first, once if a file
+    ``once<i>`` is in ``marker_dir`` (it is removed), every time if ``always<i>`` is."""
+    d = Path(marker_dir)
+    if (d / f"always{i}").exists() or (d / f"once{i}").exists():
+        (d / f"once{i}").unlink(missing_ok=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.1)
+    return {"total_energy": float(i * i)}
+
+
+def test_a_local_worker_killed_mid_task_breaks_nothing(tmp_path, caplog):
+    """A SIGKILLed local worker breaks its pool: the run goes on, the task it ran is rerun (alone) and every
+    result is the uninterrupted run's; a task that kills its worker every time is left pending (never
+    recorded failed) and named in a warning, and the farm records the rest."""
+    import logging
+
+    import numba  # noqa: F401  imported before the pools fork, as in a pipeline run (else every new
+    import pyscf.lib  # noqa: F401  worker imports them in _init_worker: seconds each)
+
+    from rung.core.dataset import DONE, PENDING, Molecule, ResultWriter, create_dataset
+
+    tasks = [(("w", i), 1.0, _kills_its_worker, (i, str(tmp_path))) for i in range(8)]
+    expect = {("w", i): ({"total_energy": float(i * i)}, None) for i in range(8)}
+    for name in ("once2", "once5"):
+        (tmp_path / name).touch()
+    with Executor("local", workers=2) as ex:
+        got = {k: (r, e) for k, r, e in ex.run(tasks)}
+        assert got == expect and ex.lost == [] and not list(tmp_path.glob("once*"))
+        # the queue in which tasks say they started is emptied as the run goes: 10^4 tags fill no pipe
+        assert sum(1 for _ in ex.run([(i, 1, abs, (i,)) for i in range(10_000)])) == 10_000
+        (tmp_path / "always3").touch()
+        ds = create_dataset(tmp_path / "d.h5", [Molecule("w", np.array([8, 1, 1]), np.zeros((8, 3, 3)))])
+        writer = ResultWriter(ds, "qmc", {"total_energy": "hartree"})
+        with caplog.at_level(logging.WARNING):
+            assert steps.farm(ex, writer, tasks, label="qmc") == (7, 0)
+        assert ex.lost == [("w", 3)]
+    assert "task ('w', 3): its worker process died under it, also when it ran alone" in caplog.text
+    assert "left pending" in caplog.text
+    with h5py.File(ds, "r") as f:
+        assert f["w/qmc_status"][()].tolist() == [DONE] * 3 + [PENDING] + [DONE] * 4
+        np.testing.assert_array_equal(f["w/qmc_total_energy"][()][[0, 1, 2, 4, 7]], [0, 1, 4, 16, 49])
+
+
 def test_parsl_executor_matches_serial(tmp_path, monkeypatch):
     pytest.importorskip("parsl")
     monkeypatch.setenv("RUNG_PARSL_RUN_DIR", str(tmp_path / "runinfo"))

@@ -6,6 +6,13 @@ every result durably (a :class:`rung.core.dataset.ResultWriter` journal) as it a
 was running when a worker or the whole job died is simply still pending on the next run: nothing is lost
 and nothing is computed twice.
 
+A local worker that dies under a task (SIGKILL, the out-of-memory killer, a crash in compiled code)
+breaks its whole pool: the pool is started again and the run goes on. The tasks that had started in the
+dead pool are rerun one at a time in a pool of their own (a task that merely shared the pool with the
+killer then succeeds); a task whose worker dies even there is left pending with a warning (logged, and
+in :attr:`Executor.lost`): never yielded, so never recorded as failed with a reason that is not its own.
+Parsl retries a lost task ``retries`` times itself; one lost after that is left pending the same way.
+
 - ``local`` (default): :class:`concurrent.futures.ProcessPoolExecutor`, one numba/BLAS thread per worker.
 - ``mpi``: :class:`mpi4py.futures.MPICommExecutor` inside one ``mpiexec -n N`` allocation (rank 0
   dispatches and records, ranks 1..N-1 compute); run as ``mpiexec -n N python -m tools.pipeline ...``.
@@ -18,13 +25,18 @@ and nothing is computed twice.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from rung.core.errors import InputError
 
 EXECUTORS = ("local", "mpi", "parsl", "serial")
+log = logging.getLogger(__name__)
+_STARTED = None  # in a local worker: the queue its tasks put their tag in as they start (_local_pool)
 
 
 def _init_worker():
@@ -47,11 +59,44 @@ def _init_worker():
         pass
 
 
-def _task(fn, args, worker: bool = True):
+def _set_started(started):
+    global _STARTED
+    _STARTED = started
+
+
+def _local_pool(workers: int):
+    """A pool of ``workers`` forked workers and the queue (a multiprocessing.SimpleQueue) in which each
+    task puts its tag as it starts, which tells the tasks a dying worker took with it from those queued."""
+    import multiprocessing
+
+    started = multiprocessing.SimpleQueue()
+    return ProcessPoolExecutor(max_workers=workers, initializer=_set_started, initargs=(started,)), started
+
+
+def _close_local(pool, grace_s: float = 10.0):
+    """Shut a local pool down; a worker that has not ended ``grace_s`` seconds later is terminated: a worker
+    killed while it waited for a task can hold the task queue's lock for ever, and the others then never
+    see the end of the work (ProcessPoolExecutor.shutdown would wait for them without end)."""
+    import time
+
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    end = time.monotonic() + grace_s
+    for p in workers:
+        p.join(max(0.0, end - time.monotonic()))
+        if p.is_alive():
+            p.terminate()
+            p.join()
+
+
+def _task(fn, args, worker: bool = True, tag=None):
     """One task: in a worker (``worker``) on one thread, the workers being the parallelism; an
-    exception becomes the task's error text (the task fails alone)."""
+    exception becomes the task's error text (the task fails alone). ``tag`` goes to the worker's started
+    queue (local workers) before the task runs."""
     if worker:
         _init_worker()
+        if _STARTED is not None and tag is not None:
+            _STARTED.put(tag)
     try:
         return fn(*args), None
     except Exception as err:  # a failed task is recorded as failed with its reason, never raised
@@ -120,6 +165,8 @@ class Executor:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
         self.kind, self.workers, self._pool, self._ctx = kind, workers, None, None
         self.parsl_config, self.retries = parsl_config, retries
+        self._started = self._alone = None  # local: the pool's started queue; the pool of one for suspects
+        self.lost = []  # keys of the tasks left pending because their worker died under them
 
     def __enter__(self):
         if self.kind == "mpi":
@@ -132,7 +179,7 @@ class Executor:
             return self if self._pool is not None else None
         if self.kind == "local":  # forked workers (a fork server was tried: its workers outlive a SIGKILL);
             # _init_worker sets OpenMP to one thread, so a pool forked after an in-process SCF does not hang
-            self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1)
+            self._pool, self._started = _local_pool(self.workers or os.cpu_count() or 1)
         if self.kind == "parsl":
             self._pool = _ParslPool(self.parsl_config, self.workers or os.cpu_count() or 1, self.retries)
         return self
@@ -140,9 +187,18 @@ class Executor:
     def __exit__(self, *exc):
         if self._ctx is not None:
             return self._ctx.__exit__(*exc)
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+        if self.kind != "local":
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+            return False
+        for pool in (self._pool, self._alone and self._alone[0]):
+            if pool is not None:
+                _close_local(pool)
         return False
+
+    def _lost(self, key, why: str):
+        self.lost.append(key)
+        log.warning("task %s: %s; left pending (the next run computes it)", key, why)
 
     def run(self, tasks, window: int | None = None):
         """Run ``tasks`` [(key, cost, fn, args)]; yield (key, result, error) as each finishes.
@@ -161,23 +217,85 @@ class Executor:
         if window is None:
             window = len(tasks) if self.kind == "parsl" and self.parsl_config is not None else \
                 max(1024, 16 * (self.workers or os.cpu_count() or 1))
-        todo = iter(tasks)
-        running = {}  # future -> key (Parsl: AppFutures, also concurrent.futures Futures)
+        todo = deque(enumerate(tasks))  # (tag, task); the tag tells a task's start in a local worker
+        suspects = deque()  # local: tasks that had started in a pool whose worker died, rerun one at a time
+        running = {}  # future -> (pool, (tag, task)) (Parsl: AppFutures, also concurrent.futures Futures)
         finished = queue.SimpleQueue()  # futures in completion order (their done callbacks put them)
+        started = set()  # local: tags of the tasks that started in a worker and are not yielded
+
+        def note_started():
+            """Empty the started queues (a full pipe would block the workers' next put)."""
+            for q in (self._started, self._alone and self._alone[1]):
+                while q is not None and not q.empty():
+                    started.add(q.get())
+
+        def submit(pool, item):
+            tag, (key, _, fn, args) = item
+            main = pool is self._pool
+            try:
+                f = pool.submit(_task, fn, args, True, tag)
+            except BrokenProcessPool:  # a worker died before this loop heard of it
+                restart(pool)
+                (todo if main else suspects).appendleft(item)
+                return
+            running[f] = (pool, item)
+            f.add_done_callback(finished.put)
 
         def fill():
-            for key, _, fn, args in todo:
-                f = self._pool.submit(_task, fn, args)
-                running[f] = key
-                f.add_done_callback(finished.put)
-                if len(running) >= window:
-                    return
+            while suspects and all(p is self._pool for p, _ in running.values()):  # one at a time, alone
+                if self._alone is None:
+                    self._alone = _local_pool(1)
+                submit(self._alone[0], suspects.popleft())
+            while todo and len(running) < window:
+                submit(self._pool, todo.popleft())
+
+        def restart(pool):
+            """A worker of the local ``pool`` died: its tasks not finished are lost; the tasks that had
+            started become suspects, the others go back to the queue, and the pool starts again."""
+            lost = {f: item for f, (p, item) in running.items()
+                    if p is pool and not (f.done() and not f.cancelled() and f.exception() is None)}
+            for f in lost:
+                del running[f]
+            note_started()
+            ran = started & {item[0] for item in lost.values()}  # the tags of the lost tasks that had started
+            started.difference_update(item[0] for item in lost.values())
+            _close_local(pool)
+            if pool is not self._pool:  # the pool of one: the task alone in it killed its worker
+                self._alone = None
+                for tag, (key, *_) in lost.values():
+                    self._lost(key, "its worker process died under it, also when it ran alone (killed, out of "
+                                    "memory, or a crash in compiled code)")
+                return
+            self._pool, self._started = _local_pool(self.workers or os.cpu_count() or 1)
+            lost = sorted(lost.values(), key=lambda item: item[0])  # in submission order
+            suspects.extend(item for item in lost if item[0] in ran)
+            todo.extendleft(item for item in reversed(lost) if item[0] not in ran)
 
         try:
             fill()
             while running:
                 f = finished.get()
-                yield (running.pop(f), *f.result())
+                note_started()
+                if f not in running:  # a future of a pool that died, handled with the first of them
+                    continue
+                pool, (tag, (key, *_)) = running[f]
+                try:
+                    out = f.result()
+                except BrokenProcessPool:  # a local worker died under this task or another one
+                    restart(pool)
+                    fill()
+                    continue
+                except Exception as err:  # not the task's own exception (_task makes that its error text)
+                    del running[f]
+                    if self.kind == "parsl":  # its worker was lost, after Parsl's retries
+                        self._lost(key, f"its worker was lost ({type(err).__name__}: {err})")
+                        fill()
+                        continue
+                    out = None, f"{type(err).__name__}: {err}"  # its arguments or result could not be pickled
+                else:
+                    del running[f]
+                started.discard(tag)
+                yield (key, *out)
                 fill()
         finally:
             for f in running:  # the caller stopped early (an error, a kill): drop what has not started

@@ -39,3 +39,12 @@ def test_foreign_nnp_values_are_refused_and_the_prefix_writes_beside_them(ani1x_
         assert f["water/nnp_energy"][()].tolist() == [1.0] and "nnp_status" not in f["water"]
         assert f["water/rung_nnp_status"][()].tolist() == [1]
         assert -77 < f["water/rung_nnp_energy"][0] < -76 and f["water/rung_nnp_energy"].attrs["units"] == "hartree"
+
+
+def test_an_empty_xyz_is_one_line_and_no_output(ani1x_file, tmp_path):
+    """Issue 19's 'empty xyz (every CLI)' for nnp eval: one line naming the file, exit 2, nothing written."""
+    src = tmp_path / "empty.xyz"
+    src.write_text("")
+    r = CliRunner().invoke(main, ["eval", str(src), "--model", str(ani1x_file), "--out", str(tmp_path / "e.h5")])
+    check_bad_input(r, "empty.xyz", "no structure")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.xyz"]

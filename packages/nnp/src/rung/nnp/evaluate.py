@@ -14,6 +14,11 @@ molecules: ANI models are fits to neutral closed-shell molecules, so a molecule 
 multiplicity other than 1 is refused rather than given a neutral singlet's energy. :func:`screen`
 finds the failures that need no evaluation (all but overlaps).
 
+The values of one property come from one calculation: the model, its networks and the precision are
+recorded in the file (``nnp_settings``, JSON) before the first conformation, and a dataset whose
+``nnp_*`` values were computed with other settings is refused before any work (:func:`check_settings`;
+``--property-prefix`` writes the other model's values beside them).
+
 ``predict`` evaluates in memory instead (several models side by side; nothing written).
 
 ``compare`` finds reference data of other rungs in the dataset (``<rung>_total_energy`` or
@@ -63,6 +68,39 @@ def _evaluate(potential, z, x):
     return r.energy, r.spread, r.forces.reshape(nb, na, 3) * U.BOHR_TO_ANGSTROM  # Hartree/Angstrom -> Hartree/Bohr
 
 
+SETTINGS = ("method", "networks", "dtype")  # what makes two evaluations different calculations
+
+
+def check_settings(dataset, rung: str, settings: dict) -> None:
+    """Refuse ``dataset`` when its ``<rung>_*`` values were computed with other ``settings`` (a dict of
+    :data:`SETTINGS`): from the file's ``<rung>_settings`` (JSON), or, in a file written before it was
+    recorded, from the attributes of the first ``<rung>_energy``. Records ``settings`` when none are.
+    Raises :class:`rung.core.dataset.DatasetError` naming each difference."""
+    import json
+
+    import h5py
+
+    from rung.core.dataset import DatasetError, _atomic_update, _open
+
+    with _open(dataset) as f:
+        have = f.attrs.get(f"{rung}_settings")
+        have = None if have is None else json.loads(have)
+        if have is None:
+            for g in f.values():
+                d = g.get(f"{rung}_energy") if isinstance(g, h5py.Group) else None
+                if d is not None and all(k in d.attrs for k in SETTINGS):
+                    have = {k: d.attrs[k].item() if hasattr(d.attrs[k], "item") else str(d.attrs[k]) for k in SETTINGS}
+                    break
+    if have is None:
+        _atomic_update(Path(dataset), lambda f: f.attrs.__setitem__(f"{rung}_settings", json.dumps(settings)))
+        return
+    diff = [f"{k}: {have.get(k)!r} there, {settings[k]!r} now" for k in SETTINGS if have.get(k) != settings[k]]
+    if diff:
+        raise DatasetError(f"{dataset}: its {rung}_* values were computed with other settings ({', '.join(diff)}), "
+                           "and one property never mixes two calculations; give the same model options, or "
+                           "--property-prefix to write these beside them")
+
+
 def evaluate_dataset(dataset, potential, *, log=print, rung: str = "nnp") -> int:
     """Evaluate ``potential`` on every pending conformation of ``dataset``; return how many were done.
 
@@ -78,6 +116,7 @@ def evaluate_dataset(dataset, potential, *, log=print, rung: str = "nnp") -> int
 
     meta = {"method": potential.model.name, "networks": len(potential.model.members), "backend": potential.backend,
             "dtype": str(potential.dtype), "package_version": __version__}
+    check_settings(dataset, rung, {k: meta[k] for k in SETTINGS})
     writer = ResultWriter(Path(dataset), rung, UNITS, metadata=meta)
     pending = writer.pending()
     todo: dict[str, list[int]] = {}

@@ -47,6 +47,12 @@ def test_foreign_dft_values_stay_and_rung_writes_under_the_prefix(tmp_path):
     assert r.exit_code == 0 and "(0 computed now" in r.output, r.output
     s = CliRunner().invoke(main, ["status", str(spice), "--property-prefix", "rung_", "--json"])
     assert s.exit_code == 0 and json.loads(s.output)["counts"]["done"] == 2, s.output
+    s = CliRunner().invoke(main, ["status", str(spice)])  # without the option: where rung's results are
+    assert s.exit_code == 0 and "0 done" in s.output and "dft-gpu status --property-prefix rung_" in s.output, s.output
+    s = CliRunner().invoke(main, ["status", str(spice), "--json"])
+    assert json.loads(s.output)["other_prefixes"] == ["rung_"]
+    s = CliRunner().invoke(main, ["status", str(spice), "--property-prefix", "rung_", "--json"])
+    assert json.loads(s.output)["other_prefixes"] == []
     r = CliRunner().invoke(main, ["run", str(spice), "--out", str(spice), *FAST, "--property-prefix", "9-x"])
     check_bad_input(r, "--property-prefix", "9-x")
 

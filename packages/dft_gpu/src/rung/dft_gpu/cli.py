@@ -114,6 +114,9 @@ def status_cmd(dataset, show, as_json, property_prefix):
     c = st["counts"]
     click.echo(f"{dataset}: {c['done']} done, {c['failed']} failed, {c['pending']} pending "
                f"({sum(c.values())} conformations, {len(st['molecules'])} molecules)")
+    for p in st["other_prefixes"]:  # results this status does not count, written under another prefix
+        click.echo(f"also DFT results written with --property-prefix {p}: dft-gpu status --property-prefix {p}" if p
+                   else "also DFT results written without --property-prefix: dft-gpu status without it")
     if st["wall_time_s"]:
         w = st["wall_time_s"]
         click.echo(f"wall time: {w['total']:.1f} s total, {w['mean']:.2f} s mean, {w['max']:.2f} s max per conformation")

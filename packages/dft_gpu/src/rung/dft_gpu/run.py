@@ -780,8 +780,12 @@ def status(path, property_prefix: str = "") -> dict:
 
     Returns ``{"counts": {...}, "molecules": {name: {"done", "failed", "pending"}}, "failures":
     [(molecule, index, reason)], "wall_time_s": {"total", "mean", "max"} or None, "settings": dict,
-    "rejected": dict}``; journals of a run in progress count too. ``property_prefix``: as given to :func:`run`.
+    "rejected": dict, "other_prefixes": [prefix]}``; journals of a run in progress count too.
+    ``property_prefix``: as given to :func:`run`; ``other_prefixes``: the other ``--property-prefix``
+    (``""``: none) under which DFT results were written into this file (their ``<prefix>dft_settings``).
     """
+    import re
+
     from rung.core.dataset import DONE, FAILED, STATUS_NAMES, ResultWriter, _open, property_prefix as checked
 
     rung = checked(property_prefix) + RUNG
@@ -803,6 +807,8 @@ def status(path, property_prefix: str = "") -> dict:
                     times += list(g[f"{rung}_wall_time"][()][s == DONE])
         settings = json.loads(f.attrs.get(f"{rung}_settings", "{}"))
         rejected = json.loads(f.attrs.get(f"{rung}_rejected", "{}"))
+        found = (re.fullmatch(rf"((?:[A-Za-z][A-Za-z0-9_]*_)?){RUNG}_settings", k) for k in f.attrs)
+        others = sorted(m.group(1) for m in found if m and m.group(1) + RUNG != rung)
     for rec in ResultWriter(path, rung, UNITS)._journal_records():  # newer than the file
         reasons[(rec["molecule"], rec["index"])] = rec["error"]
     # failed now (a retried conformation that succeeded is no failure any more), in file order
@@ -810,7 +816,7 @@ def status(path, property_prefix: str = "") -> dict:
     times = np.asarray(times, dtype=np.float64)
     wall = None if times.size == 0 else {"total": float(times.sum()), "mean": float(times.mean()), "max": float(times.max())}
     return {"counts": counts, "molecules": per_mol, "failures": failures, "wall_time_s": wall,
-            "settings": settings, "rejected": rejected}
+            "settings": settings, "rejected": rejected, "other_prefixes": others}
 
 
 __all__ = ["RunConfig", "RunSummary", "ConformationError", "SCFNotConverged", "STRATEGIES", "UNITS",

@@ -88,3 +88,15 @@ def test_a_periodic_structure_is_checked_with_its_images(tmp_path):
     np.testing.assert_allclose(system.cell, np.eye(3) * 10 * ANGSTROM_TO_BOHR)
     with pytest.raises(InputError, match="w.xyz: coordinates read as angstrom: .* look like bohr"):
         read_system(load_config(_md_input(tmp_path, extxyz(ANGSTROM_TO_BOHR))))
+
+
+def test_trust_units_must_be_a_boolean(tmp_path):
+    from click.testing import CliRunner
+
+    from rung.core.testing import check_bad_input
+    from rung.md.cli import main
+
+    inp = _md_input(tmp_path, WATER_BOHR_XYZ, 'trust_units = "no"\n')  # a string is no answer (and was truthy)
+    r = CliRunner().invoke(main, ["run", str(inp), "--workdir", str(tmp_path / "out"), "--quiet"])
+    check_bad_input(r, "trust_units", "true or false", "'no'")
+    assert not (tmp_path / "out").exists()

@@ -93,6 +93,8 @@ class Config:
             raise InputError(f"propagator must be 'exact' or 'cayley', got {self.propagator!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.trust_units, bool):
+            raise InputError(f"trust_units must be true or false, got {self.trust_units!r}")
         if self.rp_thermostat in QTB_THERMOSTATS:
             from rung.md.qtb import check_config
 

@@ -1090,6 +1090,29 @@ def _foreign(path, molecule: str, names: list, rung: str) -> str:
             "(e.g. rung_)")
 
 
+def check_settings(path, rung: str, settings: dict, *, written: dict | None = None) -> None:
+    """Refuse a dataset whose ``<rung>_*`` values were computed with other ``settings``; record them
+    (the file's ``<rung>_settings`` attribute, JSON) when none are, before the first conformation.
+
+    ``settings``: what changes the numbers (model, basis, thresholds...), JSON-serialisable. One property
+    never mixes two calculations, a killed run resumed with other options included. ``written``: the
+    settings of values written before they were recorded (the caller reads them from its own
+    attributes), used when the attribute is missing. Raises :class:`DatasetError` naming each difference.
+    """
+    with _open(path) as f:
+        have = f.attrs.get(f"{rung}_settings")
+    have = json.loads(have) if have is not None else written
+    if have is None:
+        text = json.dumps(settings, sort_keys=True)
+        _atomic_update(Path(path), lambda f: f.attrs.__setitem__(f"{rung}_settings", text))
+        return
+    diff = [f"{k}: {have.get(k)!r} there, {v!r} now" for k, v in settings.items() if have.get(k) != v]
+    if diff:
+        raise DatasetError(f"{path}: its {rung}_* values were computed with other settings ({', '.join(diff)}), "
+                           "and one property never mixes two calculations; give the same options, or "
+                           "--property-prefix to write these beside them")
+
+
 def check_foreign(path, rung: str) -> None:
     """Refuse (:class:`DatasetError`) a dataset whose molecule groups hold ``<rung>_*`` datasets that no
     :class:`ResultWriter` made: a writer always gives a group ``<rung>_status`` with its first value, so
@@ -1156,7 +1179,7 @@ def summarize(path, rung: str) -> dict:
 
 __all__ = [
     "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_foreign", "check_geometry",
-    "check_length_unit", "check_not_failed",
+    "check_length_unit", "check_not_failed", "check_settings",
     "create_dataset", "MIN_DISTANCE_BOHR", "property_prefix",
     "read_hdf5", "read_property", "read_structures", "read_xyz", "smiles_charge", "summarize",
     "SCHEMA", "SCHEMA_VERSION", "PENDING", "DONE", "FAILED",

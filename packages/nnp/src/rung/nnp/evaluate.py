@@ -72,33 +72,20 @@ SETTINGS = ("method", "networks", "dtype")  # what makes two evaluations differe
 
 
 def check_settings(dataset, rung: str, settings: dict) -> None:
-    """Refuse ``dataset`` when its ``<rung>_*`` values were computed with other ``settings`` (a dict of
-    :data:`SETTINGS`): from the file's ``<rung>_settings`` (JSON), or, in a file written before it was
-    recorded, from the attributes of the first ``<rung>_energy``. Records ``settings`` when none are.
-    Raises :class:`rung.core.dataset.DatasetError` naming each difference."""
-    import json
-
+    """:func:`rung.core.dataset.check_settings` of the ``settings`` (a dict of :data:`SETTINGS`); in a file
+    written before they were recorded, the attributes of the first ``<rung>_energy`` say which model."""
     import h5py
 
-    from rung.core.dataset import DatasetError, _atomic_update, _open
+    from rung.core.dataset import _open, check_settings as check
 
+    written = None
     with _open(dataset) as f:
-        have = f.attrs.get(f"{rung}_settings")
-        have = None if have is None else json.loads(have)
-        if have is None:
-            for g in f.values():
-                d = g.get(f"{rung}_energy") if isinstance(g, h5py.Group) else None
-                if d is not None and all(k in d.attrs for k in SETTINGS):
-                    have = {k: d.attrs[k].item() if hasattr(d.attrs[k], "item") else str(d.attrs[k]) for k in SETTINGS}
-                    break
-    if have is None:
-        _atomic_update(Path(dataset), lambda f: f.attrs.__setitem__(f"{rung}_settings", json.dumps(settings)))
-        return
-    diff = [f"{k}: {have.get(k)!r} there, {settings[k]!r} now" for k in SETTINGS if have.get(k) != settings[k]]
-    if diff:
-        raise DatasetError(f"{dataset}: its {rung}_* values were computed with other settings ({', '.join(diff)}), "
-                           "and one property never mixes two calculations; give the same model options, or "
-                           "--property-prefix to write these beside them")
+        for g in f.values() if f"{rung}_settings" not in f.attrs else ():
+            d = g.get(f"{rung}_energy") if isinstance(g, h5py.Group) else None
+            if d is not None and all(k in d.attrs for k in SETTINGS):
+                written = {k: d.attrs[k].item() if hasattr(d.attrs[k], "item") else str(d.attrs[k]) for k in SETTINGS}
+                break
+    check(dataset, rung, settings, written=written)
 
 
 def evaluate_dataset(dataset, potential, *, log=print, rung: str = "nnp") -> int:

@@ -3,7 +3,8 @@
 For each pending conformation the Hamiltonian comes from the DFT rung's FCIDUMP when there is one
 (molecule attribute ``dft_fcidump_files``, or ``<dataset>.<molecule>.<index>.fcidump``), else from a
 PySCF RHF in ``basis``/``ecp`` on the dataset geometry. The wavefunction goes to
-``<dataset without .h5>.<molecule>.<index>.sci.h5`` (``/MultiDet`` plus, when the orbitals were made
+``<dataset without .h5>.<molecule>.<index>.sci.h5`` (``.<prefix>sci.h5`` with a ``--property-prefix``, so
+that the two calculations keep their own files; ``/MultiDet`` plus, when the orbitals were made
 here, ``/orbitals`` in the layout of the DFT orbitals contract), and the energies into the dataset
 through :class:`rung.core.dataset.ResultWriter` as ``sci_*`` properties (Hartree).
 """
@@ -113,18 +114,24 @@ def run_dataset(dataset, config: Config = Config(), *, basis: str = "ccecp-cc-pv
     """CIPSI on every pending conformation of ``dataset``; returns ``{(molecule, index): Result}``.
 
     Failures are recorded in the dataset (``sci_status`` = failed, ``sci_error``) and the run goes on.
-    ``rung``: the datasets' prefix (``sci``, or ``<--property-prefix>sci``).
+    ``rung``: the datasets' prefix (``sci``, or ``<--property-prefix>sci``). The basis, ECP, frozen core and
+    CIPSI settings are recorded in the dataset (``<rung>_settings``) before the first conformation, and a
+    dataset whose values were computed with others is refused (:func:`rung.core.dataset.check_settings`).
     """
-    from rung.core.dataset import ResultWriter, check_foreign
+    from dataclasses import asdict
+
+    from rung.core.dataset import ResultWriter, check_foreign, check_settings
 
     dataset = Path(dataset)
     check_foreign(dataset, rung)  # another code's sci_* values are never overwritten
+    cipsi = {k: v for k, v in asdict(config).items() if k not in ("max_entries", "blas_threads")}  # not numbers
+    check_settings(dataset, rung, {"basis": basis, "ecp": ecp or "", "frozen_core": frozen_core, **cipsi})
     writer = ResultWriter(dataset, rung, UNITS, metadata={"method": "CIPSI + EN-PT2", "package_version": __version__,
                                                            "basis": basis, "ecp": ecp or ""})
     out = {}
     for molecule, index in writer.pending():
         wf = (wavefunction_path(molecule, index) if wavefunction_path
-              else dataset.with_name(f"{dataset.stem}.{molecule}.{index}.sci.h5"))
+              else dataset.with_name(f"{dataset.stem}.{molecule}.{index}.{rung}.h5"))
         try:
             ham, source, orbitals = hamiltonian_for(dataset, molecule, index, basis=basis, ecp=ecp,
                                                     frozen_core=frozen_core, log=log)

@@ -218,7 +218,8 @@ def vmc_cmd(**kw):
 @click.option("--save", type=click.Path(dir_okay=False), required=True, help="HDF5 file for the parameters")
 @click.option("--optimize-ci/--no-optimize-ci", default=False, show_default=True,
               help="--multidet: optimise the CI coefficients with the Jastrow (the largest stays fixed); saved "
-                   "with the parameters and used by vmc/dmc --params")
+                   "with the parameters and used by vmc/dmc --params. Many determinants need more samples per "
+                   "iteration (walkers x --opt-steps; ~300 per parameter, BENCHMARKS.md)")
 def optimize_cmd(iterations, opt_steps, save, optimize_ci, **kw):
     """Optimise the Jastrow factor (and with --optimize-ci the CI coefficients) by the linear method, then a
     VMC run with the result."""

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import mb_sampling as mb
+from kills import kill_after_replicas, kill_after_steps
 from rung.core import units as U
 from rung.core.errors import InputError
 from rung.core.testing import check_bad_input
@@ -214,7 +215,8 @@ def test_driver_resumes_bit_for_bit_after_kills(tmp_path):
     config, acfg = parse_input(_input(tmp_path / "in"))
     ref = run_adaptive(config, acfg, tmp_path / "ref")
     work = tmp_path / "killed"
-    assert len(run_adaptive(config, acfg, work, stop_after_replicas=4)) == 1
+    with kill_after_replicas(4):  # iteration 0's three replicas and iteration 1's first
+        run_adaptive(config, acfg, work)
     assert (work / "iter_000/analysis.h5").exists() and not (work / "iter_001/analysis.h5").exists()
     # a kill inside replica 2 of iteration 1: a checkpoint at step 10, frames after it in md.h5
     from dataclasses import replace
@@ -227,8 +229,10 @@ def test_driver_resumes_bit_for_bit_after_kills(tmp_path):
     _write_start(read(config.structure), IterationResult.from_hdf5(work / "iter_000/analysis.h5").starts[2], start)
     rcfg = replace(config, structure=str(start.resolve()), seed=replica_seed(acfg.seed, 1, 2))
     (work / "iter_001/replica_002").mkdir(parents=True)
-    run(rcfg, workdir=work / "iter_001/replica_002", progress=False, stop_after=17)
-    run_adaptive(config, acfg, work, stop_after_replicas=2)  # finishes iteration 1's replicas 1 and 2
+    with kill_after_steps(17):
+        run(rcfg, workdir=work / "iter_001/replica_002", progress=False)
+    with kill_after_replicas(2):  # finishes iteration 1's replicas 1 and 2
+        run_adaptive(config, acfg, work)
     assert (work / "iter_001/analysis.h5").exists()
     (work / "iter_001/analysis.h5").unlink()  # a kill before the analysis was renamed into place
     res = run_adaptive(config, acfg, work)

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from kills import kill_after_steps
 from oracles import (baoab_harmonic_responses, block_mean, path_integral_grid, qtb_harmonic_moments,
                      thermal_dvr)
 
@@ -298,7 +299,8 @@ def test_adqtb_run_restarts_bit_for_bit_with_its_spectra(tmp_path):
     cut.mkdir()
     cfg = load_config(_argon_input(tmp_path))
     full = run(cfg, workdir=ref, progress=False)
-    run(cfg, workdir=cut, progress=False, stop_after=87)  # killed; the checkpoint is at step 75, mid-segment
+    with kill_after_steps(87):  # the checkpoint is at step 75, mid-segment
+        run(cfg, workdir=cut, progress=False)
     chk = read_checkpoint(cut / "md.chk.h5")[0]
     assert chk.step == 75 and chk.thermostat_state.istep == 25 and chk.thermostat_state.segment == 1
     again = run(cfg, workdir=cut, restart=True, progress=False)

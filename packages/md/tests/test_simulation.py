@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from kills import kill_after_steps
 
 from rung.core import units as U
 from rung.md.cli import main
@@ -85,7 +86,8 @@ def test_restart_after_a_crash_is_bit_for_bit(tmp_path):
     cut_dir.mkdir()
     cfg = load_config(_input(tmp_path, steps=60, beads=3))
     full = run(cfg, workdir=ref_dir, progress=False)
-    run(cfg, workdir=cut_dir, progress=False, stop_after=27)  # "killed" at step 27: frames after step 20 are lost
+    with kill_after_steps(27):  # killed at step 27: frames after step 20 are lost
+        run(cfg, workdir=cut_dir, progress=False)
     assert read_checkpoint(cut_dir / "md.chk.h5")[0].step == 20
     again = run(cfg, workdir=cut_dir, restart=True, progress=False)
     np.testing.assert_array_equal(again.state.positions, full.state.positions)

@@ -446,8 +446,8 @@ def replica_groups(world_size: int, bead_ranks: int) -> int:
     return world_size // bead_ranks
 
 
-def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_ranks: int = 1, progress=False,
-                 stop_after_replicas: int | None = None) -> list[IterationResult]:
+def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_ranks: int = 1,
+                 progress=False) -> list[IterationResult]:
     """The adaptive loop (module docstring); resumes whatever a killed run left in ``workdir``.
 
     config : the md :class:`rung.md.config.Config` every replica runs (its structure is the first start)
@@ -458,8 +458,6 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_r
         are gathered on rank 0, which alone does the analysis and selection, and broadcasts the result.
         Replica seeds depend on (seed, iteration, replica) only, so the trajectories do not depend on
         the number of ranks.
-    stop_after_replicas : return after this many replica runs of this invocation (serial tests that
-        emulate a kill)
     Returns the analyses of all iterations (on every rank). Each new analysis records its timings
     (``extra``: ``replica_wall_s`` the slowest group's replica phase, ``replica_cpu_s`` the largest CPU
     time of a rank in it, ``gather_wait_s`` the longest wait
@@ -483,7 +481,7 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_r
     system = read_system(config)
     check_features(acfg.features, system.numbers)
     template = read(config.structure, parallel=False)
-    results, ran = [], 0
+    results = []
     frames = {}  # rank 0: (iteration, replica) -> (positions, features) of the replicas so far
     starts = np.repeat(system.positions[None], acfg.replicas, axis=0)
     prefix = config.output.prefix
@@ -511,9 +509,7 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_r
                 if sub is not None:
                     sub.Barrier()  # the start file exists before the group's ranks read it
                 rcfg = replace(config, structure=str(start.resolve()), seed=replica_seed(acfg.seed, it, r))
-                if stop_after_replicas is not None and ran >= stop_after_replicas:
-                    return results
-                ran += _run_replica(rcfg, rdir, progress, comm=sub)
+                _run_replica(rcfg, rdir, progress, comm=sub)
                 if leader:
                     mine[r] = read_positions(rdir / f"{prefix}.h5")
             t_run, c_run = time.perf_counter() - t0, time.process_time() - c0

@@ -201,15 +201,13 @@ def output_paths(config: Config, workdir=None) -> dict:
 
 
 def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool = False, comm=None,
-        progress: bool = True, stop_after: int | None = None) -> RunResult:
+        progress: bool = True) -> RunResult:
     """Run the MD of ``config``; see the module docstring.
 
     workdir : folder for the outputs (default: current folder)
     restart : continue from the checkpoint ``<prefix>.chk.h5``
     overwrite : allow a fresh run to replace outputs of an earlier run
     comm : mpi4py communicator (beads over ranks) or None
-    stop_after : stop (without a final checkpoint) after this many steps of this invocation; for tests
-        that emulate a killed run
     """
     rank = 0 if comm is None else comm.Get_rank()
     paths = output_paths(config, workdir)
@@ -320,8 +318,6 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
             if state.step % out.checkpoint_every == 0 and state.step != config.steps:
                 checkpoint(state)
             bar.update(done, state.step)
-            if stop_after is not None and done >= stop_after:
-                return RunResult(state, {k: np.array(v) for k, v in rows.items()}, bar.ns_per_day(done), forces.calls)
         checkpoint(state)
         nsday = bar.ns_per_day(todo) if todo else 0.0
     finally:

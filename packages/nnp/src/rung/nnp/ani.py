@@ -71,8 +71,8 @@ class Entries:
 
 
 # Open structures of at most this many atoms (each; the atoms of a structure together) are searched by
-# testing all pairs (numba), larger ones and periodic cells with rung.core's cell lists; for paracetamol
-# the cell list (grid set-up in NumPy) cost 70 us of a 0.8 ms call, all pairs 2 us.
+# testing all pairs (numba), larger ones and periodic cells with rung.core's cell lists: for a small molecule
+# the cell list's grid set-up (NumPy) costs more than testing every pair (timings: BENCHMARKS.md).
 ALL_PAIRS_MAX_ATOMS = 200
 
 

@@ -43,7 +43,7 @@ class PackedNetworks:
     Per species: the first layers of all members stacked, ``W1T`` (L, M*h1); deeper layers stacked
     over members, ``WT`` (M, h_in, h_out), so one batched matmul runs a layer of every member. Each
     weight is stored once: the backward pass multiplies by transposed views (BLAS transposes without
-    copying), which halves the weights the caches hold (measured: 15-20% of a paracetamol call).
+    copying), which halves the weights the caches hold (timings: BENCHMARKS.md).
 
     Atoms go through the networks in blocks of at most ``block`` rows, so that the activations and
     their derivatives stay in cache between the element-wise passes.

@@ -315,7 +315,7 @@ class TableMultiSlater:
             self.nstrings.append(len(strings))
             det_strings.append(np.array([index[t] for t in occ], dtype=np.intp))
         self.cmat = csr_matrix((self.coef, (det_strings[0], det_strings[1])), shape=tuple(self.nstrings))
-        self.cmat_t = self.cmat.T.tocsr()  # built once: a transpose per contraction cost 10% of a sweep
+        self.cmat_t = self.cmat.T.tocsr()  # built once: a transpose per contraction was a visible part of a sweep
         self.det_strings = det_strings
 
     def _spin(self, e):

@@ -79,9 +79,8 @@ class Config:
         ``BLAS_LIMIT_MAX`` determinants (None: leave the process setting). There the BLAS work
         (Davidson's tall-skinny subspace products, O(n m^2) for m <= 24 vectors) is small next to the
         numba kernels, and a multi-threaded OpenBLAS leaves its workers spinning after each call on the
-        cores that numba's parallel regions need next: H2O/6-31G to 0.1 mHa on 2 cores took 0.97-1.01 s
-        with 2 BLAS threads and 0.88-0.94 s with 1. Beyond, BLAS threads pay (n = 1.19 M, m = 24: one
-        Davidson iteration's BLAS work 0.16 s on 2 threads, 0.23 s on 1), so the setting is left alone.
+        cores that numba's parallel regions need next. Beyond, BLAS threads pay, so the setting is left
+        alone (timings: BENCHMARKS.md, session 3 two-thread follow-up).
     guided_growth : fraction f (0 = off): when the selected determinants' own contributions predict
         |E_PT2| < f * pt2_threshold within this iteration's growth, add only as many as that prediction
         needs (:func:`trim_selection`); f < 1 leaves room for the prediction's error, so that the next
@@ -243,9 +242,8 @@ def configuration_average(dets: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 class _BlasHold:
     """Holds BLAS at ``cfg.blas_threads`` threads around the diagonalization of a small space (see
-    :meth:`__call__`). The threadpoolctl controller (a scan of the process's loaded libraries, ~1 ms in
-    a process with PySCF and numba loaded) is made once per run, at the first diagonalization that
-    needs it, not once per iteration."""
+    :meth:`__call__`). The threadpoolctl controller (a scan of the process's loaded libraries) is made
+    once per run, at the first diagonalization that needs it, not once per iteration."""
 
     def __init__(self, cfg: Config, xp):
         self.limit = cfg.blas_threads if xp is np else None

@@ -83,7 +83,7 @@ DENSE_KEYS = 2**22  # FCI spaces up to this size accumulate into arrays indexed 
 MARK_FRACTION = 1.0  # such a pass marks the entries it writes (bit sets) when generators x n_excitations, a
 # bound on its pairs, is below this fraction of the FCI size; the collection then visits those entries only
 # (else it sweeps the accumulator rows: for H2O/6-31G at 27.8k determinants, marking every pair cost more
-# than the sweep it saves, en_pt2 159 vs 146 ms on 1 thread)
+# than the sweep it saves; timings: BENCHMARKS.md)
 #: |E_0 - H_aa| (Hartree) below which a met determinant counts as degenerate with the space's energy
 #: (rounding noise of two ~100 Ha numbers is ~1e-13).
 DEGENERATE_HA = 1e-10

@@ -50,7 +50,7 @@ LANES = 8
 #: the 32 vector registers of AVX-512.
 ROWS = {1: 12, 2: 6}
 MAX_NV = 2
-#: Independent FMA chains for the mirrored sum ``X[p, :]`` per ``p`` (measured: 2 beats 1 and 3).
+#: Independent FMA chains for the mirrored sum ``X[p, :]`` per ``p`` (2 was the fastest of 1-3: BENCHMARKS.md).
 CHAINS = 2
 #: ``llvm.prefetch`` locality of the tensor prefetches (2: into L2 and the levels below it).
 PF_LOCALITY = 2
@@ -358,12 +358,11 @@ SYMTILES = {nv: make_symtile(ROWS[nv], nv) for nv in range(1, MAX_NV + 1)}
 CHUNK = LANES * MAX_NV
 #: The micro-kernel prefetches the packed tensor this many tiles ahead in the first column pass; the
 #: second pass, which finds its aux function in cache, prefetches the same rows of the next one (so
-#: that its first pass mostly reads L2 too: aspirin half-transform ~3% faster, one thread).
+#: that its first pass mostly reads L2 too; timings: BENCHMARKS.md).
 PREFETCH_TILES = 2
 #: A column chunk this narrow (the remainder of ``r`` after the 16-column passes, e.g. 2 of nocc = 34)
 #: takes the narrow tile (:func:`make_narrowtile`, lanes along ``p``) instead of an 8-lane symmetric
-#: tile pass, which costs the same for 1 or 8 columns (aspirin, one thread, per column pass over the
-#: tensor: 8-lane tile 0.023 s; narrow tile 0.0095 s for 2 columns, 0.0135 s for 3, 0.020 s for 4).
+#: tile pass, which costs the same for 1 or 8 columns (timings per column count: BENCHMARKS.md).
 FEW_COLUMNS = 3
 #: Rows per narrow tile for ``nc`` columns: ``mr nc`` accumulators, ``mr nc`` broadcast factors, ``mr``
 #: row pieces and ``2 nc`` factor/output vectors must fit the 32 vector registers.

@@ -37,12 +37,11 @@ from rung.core.backend import get_array_module
 #: None (automatic: on CPUs with AVX-512 for ``nao >= MICROKERNEL_MIN_NAO``). Read when an engine is
 #: built (it decides the layout of the cached tensor). The micro-kernel is correct on every CPU but
 #: only faster than OpenBLAS with 512-bit vectors, and its module costs the process numba's JIT
-#: start-up once (~0.65 s measured), more than the whole J/K time of a small molecule's SCF.
+#: start-up once, more than the whole J/K time of a small molecule's SCF (timings: BENCHMARKS.md).
 USE_MICROKERNEL: bool | None = None
 MICROKERNEL_MIN_NAO = 120
-#: Aux functions per block on the packed path (measured on aspirin, one thread: 64 and 128 were
-#: fastest, 16 and 256 ~5% slower: a small block makes short SYRKs, a large one a K intermediate
-#: ``nao * nblk * nocc`` that spills from L2 to L3).
+#: Aux functions per block on the packed path: a small block makes short SYRKs, a large one a K
+#: intermediate ``nao * nblk * nocc`` that spills from L2 to L3 (the sweep: BENCHMARKS.md).
 PACKED_BLOCK = 64
 
 

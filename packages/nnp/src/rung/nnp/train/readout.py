@@ -269,8 +269,8 @@ def refit(model: ANIModel, labels: Labels, *, frozen=(), l2sp: float = 1.0e3, sh
     d = np.zeros((len(model.members), P))
     before, after = np.empty(len(model.members)), np.empty(len(model.members))
     # BLAS on one thread: OpenBLAS's threaded QR and lstsq of these narrow blocks and its GEMMs of a few
-    # thousand rows were up to 10x slower than one thread while the 2 cores were shared (800 x 389 QR:
-    # 1.3-2.6 s against 7 ms); two threads gained at best ~10% (BENCHMARKS.md)
+    # thousand rows were much slower than one thread while the cores were shared, and two threads gained
+    # little on an idle machine (timings: BENCHMARKS.md)
     from threadpoolctl import ThreadpoolController
 
     with ThreadpoolController().limit(limits=1, user_api="blas"):

@@ -239,7 +239,7 @@ def reduce_packed(packed, shift, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
         pos = np.int64(packed[k] & mask)
         g = gen[pos]
         x = gen_coef[g] * vals[pos]
-        if gen_stoch[g]:  # (written out: a helper call per entry made this loop 2.4x slower, even inlined)
+        if gen_stoch[g]:  # (written out: a helper call per entry was slower here, even inlined; BENCHMARKS.md)
             as_[j] += gen_w[g] * x
             t[j] += gen_w[g] * x * x * gen_q[g]
         else:

@@ -70,7 +70,7 @@ def test_fused_path_not_taken_for_other_wavefunctions():
 
 
 def test_legendre_kernel():
-    from rung.qmc._kernels.cpu import _legendre
+    from rung.qmc._kernels.cpu.ecp import _legendre
 
     for l in range(6):
         for x in np.linspace(-1, 1, 7):
@@ -150,7 +150,7 @@ def test_potential_kernel_matches_numpy(atoms, basis):
 def test_radial_splines_match_exact_radial_parts():
     """The quintic-spline tables of every shell (CO, cc-pvtz: contracted s/p, d, f) against the exact
     contraction sum_p c_p exp(-a_p r^2) (NumPy), and the numba evaluation against the NumPy one."""
-    from rung.qmc._kernels.cpu import _spline
+    from rung.qmc._kernels.cpu.ecp import _spline
     from rung.qmc.orbitals import SCREEN, AtomicBasis, radial_values, spline_reference
 
     mol = gto.M(atom=CO, unit="Bohr", basis="ccecp-cc-pvtz", ecp="ccecp", spin=2, verbose=0)

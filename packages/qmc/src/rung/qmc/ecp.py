@@ -200,24 +200,30 @@ class ECP:
         return terms, points
 
     def _packed(self):
-        """The nonlocal channels as flat arrays for :mod:`rung.qmc._kernels.cpu` (built once)."""
+        """The nonlocal channels as flat arrays, a :class:`rung.qmc._kernels.cpu.ecp.Channels` (built once)."""
         if "_pack" not in self.__dict__:
+            from rung.qmc._kernels.cpu.ecp import Channels
+
             nl_atoms = [(R, nl, rc) for (_, R, _, nl), rc in zip(self.atoms, self._cut) if nl]
             chans = [(a, l, ch) for a, (_, nl, _) in enumerate(nl_atoms) for l, ch in nl.items()]
             tstart, tp, ta, tc = _flatten([ch for *_, ch in chans])
-            pack = {"atom_R": np.array([R for R, _, _ in nl_atoms], dtype=np.float64).reshape(-1, 3),
-                    "atom_rc": np.array([rc for *_, rc in nl_atoms], dtype=np.float64),
-                    "ch_atom": np.array([a for a, _, _ in chans], dtype=np.int64),
-                    "ch_l": np.array([l for _, l, _ in chans], dtype=np.int64),
-                    "ch_tstart": tstart, "t_pow": tp, "t_a": ta, "t_c": tc}
+            pack = Channels(atom_R=np.array([R for R, _, _ in nl_atoms], dtype=np.float64).reshape(-1, 3),
+                            atom_rc=np.array([rc for *_, rc in nl_atoms], dtype=np.float64),
+                            ch_atom=np.array([a for a, _, _ in chans], dtype=np.int64),
+                            ch_l=np.array([l for _, l, _ in chans], dtype=np.int64),
+                            ch_tstart=tstart, t_pow=tp, t_a=ta, t_c=tc)
             object.__setattr__(self, "_pack", pack)
         return self._pack
 
     def _centres(self, basis):
-        """AO centres of ``basis`` for :func:`rung.qmc._kernels.cpu.ecp_nonlocal`: positions (ncen, 3) Bohr,
-        shell ranges (ncen+1,) int64 (a centre's shells are consecutive in the table), smallest exponent
-        (ncen,) Bohr^-2, and the nonlocal ECP atom at each centre (ncen,) int64, -1 if none (its shells'
-        radial parts are shared by that atom's quadrature points); kept for the last basis asked about."""
+        """AO centres of ``basis`` for :func:`rung.qmc._kernels.cpu.ecp.ecp_nonlocal`, a
+        :class:`rung.qmc._kernels.cpu.ecp.Centres`: positions (ncen, 3) Bohr, shell ranges (ncen+1,) int64
+        (a centre's shells are consecutive in the table), smallest exponent (ncen,) Bohr^-2, and the
+        nonlocal ECP atom at each centre (ncen,) int64, -1 if none (its shells' radial parts are shared by
+        that atom's quadrature points), then the shell table and its radial splines; kept for the last
+        basis asked about."""
+        from rung.qmc._kernels.cpu.ecp import Centres
+
         cached = self.__dict__.get("_cen")
         if cached is None or cached[0] is not basis:
             new = np.ones(basis.sh_l.size, dtype=bool)
@@ -225,9 +231,11 @@ class ECP:
             start = np.append(np.nonzero(new)[0], basis.sh_l.size).astype(np.int64)
             R = np.ascontiguousarray(basis.sh_center[start[:-1]])
             minexp = np.minimum.reduceat(basis.sh_minexp, start[:-1])
-            on = np.all(R[:, None, :] == self._packed()["atom_R"][None], axis=-1)  # (ncen, na)
+            on = np.all(R[:, None, :] == self._packed().atom_R[None], axis=-1)  # (ncen, na)
             ecp_at = np.where(on.any(1), on.argmax(1), -1).astype(np.int64)
-            cached = (basis, (R, start, minexp, ecp_at))
+            spl = basis.radial_splines
+            cached = (basis, Centres(R, start, minexp, ecp_at, basis.sh_l, basis.sh_col, basis.sh_minexp, spl.tab,
+                                     spl.sh_start, spl.sh_nint, spl.sh_inv_h))
             object.__setattr__(self, "_cen", cached)
         return cached[1]
 
@@ -235,7 +243,7 @@ class ECP:
         """``nonlocal_electron`` for a Slater determinant (x one/two-body Jastrow), in one numba pass.
 
         Same quantities and the same random numbers as the generic path (one Gaussian quaternion per
-        walker); the ratios come from :func:`rung.qmc._kernels.cpu.ecp_nonlocal` (AO radial parts from
+        walker); the ratios come from :func:`rung.qmc._kernels.cpu.ecp.ecp_nonlocal` (AO radial parts from
         quintic splines, within 1e-13 of the exact ones) instead of ``wf.testvalue``.
         """
         from rung.qmc._kernels.cpu import ecp_nonlocal
@@ -243,17 +251,12 @@ class ECP:
         from rung.qmc.orbitals import SCREEN
 
         basis, bvec, jas = fused
-        pk = self._packed()
-        spl = basis.radial_splines
         quat = rng.normal(size=(x.shape[0], 4))
         dirs, weights = _ICOSAHEDRON
         use_j = jas is not None
-        if jas is None:
-            jas = no_jastrow_arguments(np.zeros((x.shape[0], 1, 3)), 0) + (np.zeros(x.shape[0]),)
-        return ecp_nonlocal(np.ascontiguousarray(x), quat, dirs, weights, pk["atom_R"], pk["atom_rc"], pk["ch_atom"],
-                            pk["ch_l"], pk["ch_tstart"], pk["t_pow"], pk["t_a"], pk["t_c"], *self._centres(basis),
-                            basis.sh_l, basis.sh_col, basis.sh_minexp, spl.tab, spl.sh_start, spl.sh_nint, spl.sh_inv_h,
-                            SCREEN, bvec, use_j, *jas)
+        jargs, j_old = jas if use_j else (no_jastrow_arguments(np.zeros((x.shape[0], 1, 3)), 0), np.zeros(x.shape[0]))
+        return ecp_nonlocal(np.ascontiguousarray(x), quat, dirs, weights, self._packed(), self._centres(basis), SCREEN,
+                            bvec, use_j, jargs, j_old)
 
     def nonlocal_(self, wf, configs, rng) -> np.ndarray:
         """Nonlocal ECP energy, (nwalkers,) Hartree, summed over electrons."""
@@ -265,7 +268,7 @@ class ECP:
 
 
 def _fused_inputs(wf, e):
-    """(basis, b (nw, ncart), Jastrow kernel arguments + J_e (nw,), or None) when ``wf`` is a plain
+    """(basis, b (nw, ncart), (Jastrow kernel arguments, J_e (nw,)) or None) when ``wf`` is a plain
     Slater(-Jastrow) product (:func:`rung.qmc.wavefunction.slater_jastrow_parts`); None otherwise (the
     generic ``testvalue`` path serves every other wave function)."""
     from rung.qmc.wavefunction import slater_jastrow_parts
@@ -275,5 +278,5 @@ def _fused_inputs(wf, e):
         return None
     det, jas = parts
     basis, b = det.ratio_vector(e)
-    jargs = None if jas is None else jas.kernel_arguments(e) + (np.ascontiguousarray(jas._current(e)[:, 0]),)
+    jargs = None if jas is None else (jas.kernel_arguments(e), np.ascontiguousarray(jas._current(e)[:, 0]))
     return basis, b, jargs

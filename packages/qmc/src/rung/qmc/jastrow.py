@@ -37,8 +37,10 @@ def basis_coefficients(nbasis: int) -> np.ndarray:
 def no_jastrow_arguments(configs, e):
     """Placeholders of :meth:`Jastrow.kernel_arguments` for a wave function without a Jastrow factor
     (the numba kernels called with ``use_j`` False do not read them); configs (nw, ne, 3) float64."""
-    return (configs, int(e), np.zeros(1, dtype=np.bool_), np.zeros((2, 1)), np.zeros(2), np.zeros((0, 1)), np.zeros(0),
-            np.zeros((0, 3)), 1.0, 1.0, 1.0, 1.0)
+    from rung.qmc._kernels.cpu.jastrow import JastrowArguments
+
+    return JastrowArguments(configs, int(e), np.zeros(1, dtype=np.bool_), np.zeros((2, 1)), np.zeros(2),
+                            np.zeros((0, 1)), np.zeros(0), np.zeros((0, 3)), 1.0, 1.0, 1.0, 1.0)
 
 
 class Jastrow:
@@ -144,11 +146,14 @@ class Jastrow:
         :func:`rung.qmc._kernels.cpu.jastrow_electron`: configs, e, same, ee_poly, ee_cusp, en_poly,
         en_cusp, atoms, the four cutoffs); ``configs`` is this component's own array (kernels that
         accept moves update it in place). The polynomial tables are those of the parameters at the last
-        ``recompute`` (built there once, not per electron and call). None for the NumPy backend."""
+        ``recompute`` (built there once, not per electron and call). A
+        :class:`rung.qmc._kernels.cpu.jastrow.JastrowArguments`; None for the NumPy backend."""
         if self.backend != "numba":
             return None
-        return (self.configs, int(e), self._same[e]) + self._tables + (
-            self.atom_coords, self.rcut_ee, self.rcut_en, self.rcut_ee_cusp, self.rcut_cusp)
+        from rung.qmc._kernels.cpu.jastrow import JastrowArguments
+
+        return JastrowArguments(self.configs, int(e), self._same[e], *self._tables, self.atom_coords, self.rcut_ee,
+                                self.rcut_en, self.rcut_ee_cusp, self.rcut_cusp)
 
     def parameter_terms(self, e, epos):
         """d J_e / d p for every parameter (order: ee.ravel(), en.ravel()) at epos (nw, P, 3), with their

@@ -16,7 +16,7 @@ are removed (the qmc tests' conftest does so when a source is newer than the cac
 """
 
 from .aos import eval_cart
-from .ecp import ecp_nonlocal
-from .jastrow import jastrow_electron, jastrow_total
+from .ecp import Centres, Channels, ecp_nonlocal
+from .jastrow import JastrowArguments, jastrow_electron, jastrow_total
 from .potential import potential_terms
 from .sweep import sweep_accept, sweep_propose

@@ -15,6 +15,8 @@ exp(J_e(r') - J_e(r)) with the points innermost.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
@@ -67,35 +69,74 @@ def _shell_dot_high(l, dx, dy, dz, fq, b, w, col, det):
         det[q] += fq[q] * acc
 
 
+class Channels(NamedTuple):
+    """The nonlocal ECP channels of a molecule, flat (built once per ECP: :meth:`rung.qmc.ecp.ECP._packed`).
+
+    atom_R : (na, 3) float64, Bohr; atom_rc : (na,) float64, Bohr — ECP atoms with nonlocal channels, range
+    ch_atom, ch_l : (nch,) int64 — atom and angular momentum of each channel; ch_tstart : (nch+1,) int64
+    t_pow : (nterm,) int64; t_a : (nterm,) float64, Bohr^-2; t_c : (nterm,) float64, Hartree Bohr^-pow —
+        radial terms c r^pow exp(-a r^2), those of channel ch at ch_tstart[ch] .. ch_tstart[ch+1] - 1
+    """
+
+    atom_R: np.ndarray
+    atom_rc: np.ndarray
+    ch_atom: np.ndarray
+    ch_l: np.ndarray
+    ch_tstart: np.ndarray
+    t_pow: np.ndarray
+    t_a: np.ndarray
+    t_c: np.ndarray
+
+
+class Centres(NamedTuple):
+    """The AO basis centre by centre, with the radial spline tables (:meth:`rung.qmc.ecp.ECP._centres`).
+
+    cen_R : (ncen, 3) float64, Bohr — AO centres; cen_shstart : (ncen+1,) int64 — their shells (consecutive);
+    cen_minexp : (ncen,) float64, Bohr^-2 — smallest exponent on the centre; cen_ecp : (ncen,) int64 — the
+        ECP atom (index into :attr:`Channels.atom_R`) at the centre, -1 if none
+    sh_l, sh_col : (nsh,) int64; sh_minexp : (nsh,) float64, Bohr^-2 — the AO shell table
+        (:func:`rung.qmc._kernels.cpu.aos.eval_cart`)
+    spl_tab : (nrow, 6) float64; sh_tstart, sh_nint : (nsh,) int64; sh_inv_h : (nsh,) float64, Bohr^-1 — the
+        radial spline tables (:class:`rung.qmc.orbitals.RadialSplines`)
+    """
+
+    cen_R: np.ndarray
+    cen_shstart: np.ndarray
+    cen_minexp: np.ndarray
+    cen_ecp: np.ndarray
+    sh_l: np.ndarray
+    sh_col: np.ndarray
+    sh_minexp: np.ndarray
+    spl_tab: np.ndarray
+    sh_tstart: np.ndarray
+    sh_nint: np.ndarray
+    sh_inv_h: np.ndarray
+
+
 @numba.njit(cache=True)
-def ecp_nonlocal(x, quat, dirs, weights, atom_R, atom_rc, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, cen_R, cen_shstart,
-                 cen_minexp, cen_ecp, sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h, screen, bvec, use_j,
-                 configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, j_atoms, L_ee, L_en, L_eecusp, L_encusp, j_old):
-    """V_NL psi / psi contributions of one electron e at every quadrature point (see the section comment).
+def ecp_nonlocal(x, quat, dirs, weights, channels, centres, screen, bvec, use_j, jastrow, j_old):
+    """V_NL psi / psi contributions of one electron e at every quadrature point (see the module docstring).
 
     Parameters
     ----------
     x : (nw, 3) float64, Bohr — the electron in every walker
     quat : (nw, 4) float64 — unnormalised Gaussian quaternions (w, x, y, z), one random rotation per walker
     dirs : (nq, 3) float64 unit vectors; weights : (nq,) float64 summing to one
-    atom_R : (na, 3) float64, Bohr; atom_rc : (na,) float64, Bohr — ECP atoms with nonlocal channels, range
-    ch_atom, ch_l : (nch,) int64 — atom and angular momentum of each channel; ch_tstart : (nch+1,) int64
-    t_pow, t_a, t_c : (nterm,) — radial terms c r^pow exp(-a r^2) (Hartree, Bohr)
-    cen_R : (ncen, 3) float64, Bohr — AO centres; cen_shstart : (ncen+1,) int64 — their shells (consecutive);
-        cen_minexp : (ncen,) float64, Bohr^-2 — smallest exponent on the centre; cen_ecp : (ncen,) int64 —
-        the ECP atom (index into atom_R) at the centre, -1 if none
-    sh_l, sh_col : (nsh,) int64; sh_minexp : (nsh,) float64 — the AO shell table (:func:`eval_cart`)
-    spl_tab, sh_tstart, sh_nint, sh_inv_h : the radial spline tables (:class:`rung.qmc.orbitals.RadialSplines`)
+    channels : :class:`Channels` — the nonlocal ECP channels
+    centres : :class:`Centres` — the AO centres, shells and radial spline tables
     screen : float; bvec : (nw, ncart) float64 = A[:, i]^T C_cart^T (inverse Slater column of e times the
         cartesian orbital coefficients of e's spin)
-    use_j and the rest: the Jastrow factor (configs (nw, ne, 3) Bohr and the arguments of
-        :func:`jastrow_electron`), j_old (nw,) float64 J_e at the current positions
+    use_j : bool; jastrow : :class:`rung.qmc._kernels.cpu.jastrow.JastrowArguments` — the Jastrow factor of
+        electron e (read only if use_j); j_old : (nw,) float64 J_e at the current positions
 
     Returns
     -------
     terms : (nw, na*nq) float64, Hartree — w_q sum_l (2l+1) v_l(r) P_l(cos) psi(r'_q)/psi(r); 0 out of range
     points : (nw, na*nq, 3) float64, Bohr — R_a + r_a rot q for every walker and atom
     """
+    atom_R, atom_rc, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c = channels
+    cen_R, cen_shstart, cen_minexp, cen_ecp, sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h = centres
+    configs, e, same, ee_poly, ee_cusp, en_poly, en_cusp, j_atoms, L_ee, L_en, L_eecusp, L_encusp = jastrow
     nw = x.shape[0]
     na = atom_R.shape[0]
     nq = dirs.shape[0]

@@ -3,8 +3,33 @@ of :class:`rung.qmc.jastrow.Jastrow` (backend "numpy") are the oracle."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
+
+
+class JastrowArguments(NamedTuple):
+    """The Jastrow factor of one electron e for the kernels that take it whole (:func:`rung.qmc._kernels.cpu.ecp.
+    ecp_nonlocal`; the others take its fields in this order): :meth:`rung.qmc.jastrow.Jastrow.kernel_arguments`.
+
+    configs : (nw, ne, 3) float64, Bohr; e : int; same : (ne,) bool, spin of each electron equals e's;
+    ee_poly (2, ndeg), ee_cusp (2,), en_poly (natom, ndeg), en_cusp (natom,), atoms (natom, 3) Bohr: as in
+    :func:`jastrow_electron`; L_ee, L_en, L_eecusp, L_encusp : float, Bohr — the cutoffs
+    """
+
+    configs: np.ndarray
+    e: int
+    same: np.ndarray
+    ee_poly: np.ndarray
+    ee_cusp: np.ndarray
+    en_poly: np.ndarray
+    en_cusp: np.ndarray
+    atoms: np.ndarray
+    L_ee: float
+    L_en: float
+    L_eecusp: float
+    L_encusp: float
 
 
 @numba.njit(cache=True)

@@ -241,3 +241,32 @@ def test_cli_optimize_ci_saves_coefficients_for_vmc(h2, tmp_path):
                      (["optimize", *common, "--no-jastrow", "--optimize-ci", "--save", str(p)], "--optimize-ci")):
         r = CliRunner().invoke(main, bad)
         assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output
+
+
+def test_ci_optimisation_is_recorded_as_another_level(tmp_path):
+    """qmc_settings records optimize_ci when the CI coefficients were optimised (absent when read as
+    given, so earlier records stay valid), and a dataset holding one kind refuses the other."""
+    import json
+
+    from rung.core.dataset import Molecule, ResultWriter, create_dataset
+    from rung.qmc.run import QMCConfig, check_level, recorded_levels, result_settings
+    from rung.qmc.system import InputError, mean_field
+
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="sto-3g", verbose=0)
+    orb = mean_field(mol)
+    exp = Expansion(np.array([0.99, -0.1]), ((0,), (1,)), ((0,), (1,)), 2)
+    opt = QMCConfig(VMCConfig(nwalkers=10), None, OptimizeConfig(niter=2))
+    frozen = result_settings(mol, orb, opt, exp)
+    optimised = result_settings(mol, orb, opt, dataclasses.replace(exp, optimize_ci=True))
+    assert "optimize_ci" not in frozen and optimised["optimize_ci"] is True
+    assert "optimize_ci" not in result_settings(mol, orb, QMCConfig(VMCConfig(nwalkers=10)), dataclasses.replace(
+        exp, optimize_ci=True))  # nothing optimised: the coefficients are as read
+    x = np.zeros((2, 2, 3))
+    x[:, 1, 2] = 1.4
+    ds = create_dataset(tmp_path / "h2.h5", [Molecule("h2", np.array([1, 1]), x)])
+    w = ResultWriter(ds, "qmc", {"settings": "dimensionless"})
+    w.record("h2", 0, {"settings": json.dumps(frozen)})
+    w.close()
+    with pytest.raises(InputError, match="optimize_ci"):
+        check_level(ds, recorded_levels(ds), "h2", 1, optimised)
+    check_level(ds, recorded_levels(ds), "h2", 1, frozen)

@@ -175,7 +175,7 @@ def result_values(results: dict) -> dict:
 
 
 # Settings that define what a qmc_* value is: one dataset's properties hold one level (else: replace)
-LEVEL = ("method", "basis", "ecp", "jastrow", "three_body", "determinants", "dmc_tau", "tmoves")
+LEVEL = ("method", "basis", "ecp", "jastrow", "three_body", "determinants", "optimize_ci", "dmc_tau", "tmoves")
 _NOT_THE_CALCULATION = ("seed", "backend", "package_version")  # same numbers, statistically or exactly
 
 
@@ -188,6 +188,8 @@ def result_settings(mol, orb: Orbitals, config: QMCConfig, expansion=None) -> di
          "nwalkers": config.vmc.nwalkers, "vmc_blocks": config.vmc.nblocks, "vmc_steps": config.vmc.nsteps,
          "vmc_tau": config.vmc.tau, "forces": None, "seed": config.vmc.seed, "backend": config.backend,
          "package_version": __version__}
+    if expansion is not None and getattr(expansion, "optimize_ci", False) and config.optimize is not None:
+        s["optimize_ci"] = True  # the CI coefficients optimised with the Jastrow: another trial function (absent: as read)
     if config.forces is not None:
         f = config.forces
         s["forces"] = {"estimator": "zvzb" + ("+space-warp" if f.warp else "") +

@@ -295,3 +295,24 @@ def test_multidet_truncation_options_and_unoptimised_dmc_warning(h2_xyz, tmp_pat
     for opt, value in (("--weight", "1.5"), ("--weight", "0"), ("--min-coef", "-1")):
         r = CliRunner().invoke(main, ["vmc", str(h2_xyz), *FAST, "--multidet", str(wf), opt, value])
         assert r.exit_code == 2 and opt in r.stderr and "Traceback" not in r.output, r.output
+
+
+def test_optimize_ci_keeps_replace_flag(tmp_path, monkeypatch):
+    """`qmc optimize --optimize-ci` on a dataset without --replace checks the record with replace=False
+    (a dataclasses.replace import inside the command once rebound the flag to a function: truthy)."""
+    import rung.qmc.run
+    from rung.core.dataset import Molecule, create_dataset
+
+    seen = []
+
+    def check_record(*args, replace, **kw):
+        seen.append(replace)
+        raise RuntimeError("stop before the run")
+
+    monkeypatch.setattr(rung.qmc.run, "check_record", check_record)
+    ds = create_dataset(tmp_path / "h2.h5", [Molecule("h2", np.array([1, 1]), np.array([[0, 0, 0], [0, 0, 1.4]]))])
+    wf = _h2_two_dets(tmp_path / "wf.h5")
+    r = CliRunner().invoke(main, ["optimize", str(ds), "--basis", "sto-3g", "--ecp", "none", "--multidet", str(wf),
+                                  "--optimize-ci", "--save", str(tmp_path / "p.h5")])
+    assert isinstance(r.exception, RuntimeError), r.output
+    assert seen == [False]

@@ -111,9 +111,9 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
         if expansion is None or not jastrow:
             raise click.BadParameter("CI coefficients are optimised together with the Jastrow of a --multidet "
                                      "expansion (give --multidet, and no --no-jastrow)", param_hint="--optimize-ci")
-        from dataclasses import replace
+        import dataclasses  # not `from dataclasses import replace`: that would rebind the --replace flag
 
-        expansion = replace(expansion, optimize_ci=True)
+        expansion = dataclasses.replace(expansion, optimize_ci=True)
     is_dataset = h5py.is_hdf5(input)
     if is_dataset:  # qmc_* values that rung did not write are never written over: refused before any SCF
         from rung.core.dataset import check_foreign

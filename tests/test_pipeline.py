@@ -51,6 +51,9 @@ beads = 2
     ({"input": {"path": "nowhere.xyz"}}, "does not exist"),
     ({"input": {"perturb": {}}, "qmc": {"tau": 0.0}}, "tau > 0"),
     ({"input": {"perturb": {}}, "mc": {}}, "unknown section"),
+    ({"input": {"perturb": {}}, "sci": {"dmc_blocks": 2}}, r"\[sci\]: .*dmc_blocks >= 3"),
+    ({"input": {"perturb": {}}, "sci": {"determinants": 0}}, r"\[sci\]: .*must be >= 1"),
+    ({"input": {"perturb": {}}, "sci": {"max_dets": 5}}, r"\[sci\]: unknown key"),
 ])
 def test_config_errors(data, match):
     with pytest.raises(ConfigError, match=match):
@@ -419,3 +422,11 @@ def test_sci_step_single_and_multideterminant_dmc(tmp_path):
     again = p.communicate(timeout=600)[0]
     assert p.returncode == 0 and line in again, again
     assert (result.stat().st_mtime_ns, wf.stat().st_mtime_ns) == stamp
+    cfg.write_text(cfg.read_text().replace("dmc_steps = 5", "dmc_steps = 6"))  # other DMC settings: redone
+    p = _run(cfg, tmp_path / "out", "--executor", "serial")
+    assert p.wait(timeout=600) == 0
+    assert json.loads(result.read_text())["settings"]["dmc_steps"] == 6 and wf.stat().st_mtime_ns == stamp[1]
+    cfg.write_text(cfg.read_text() + "conformations = 2\n")  # another subset: refused, nothing replaced
+    p = _run(cfg, tmp_path / "out", "--executor", "serial")
+    text = p.communicate(timeout=600)[0]
+    assert p.returncode == 2 and "holds other conformations" in text, text

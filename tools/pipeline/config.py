@@ -76,7 +76,7 @@ class SCIConfig:
     conformations: int = 1
     max_atoms: int = 3
     max_det: int = 1000
-    determinants: int = 100
+    determinants: int = 20  # Jastrow + CI optimisation of 100 went unstable at 8000 samples (qmc BENCHMARKS)
     dmc_blocks: int = 12
     dmc_steps: int = 25
 
@@ -176,8 +176,8 @@ def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfi
         raise ConfigError("[loop] rounds > 1 needs [md] (its frames are the next round's conformations), "
                           "[select] method = \"spread\" and frames >= n_train")
     sci = None if data.get("sci") is None else _section(SCIConfig, data["sci"], "sci")
-    if sci is not None and min(sci.conformations, sci.max_atoms, sci.max_det, sci.determinants, sci.dmc_steps) < 1 \
-            or sci is not None and sci.dmc_blocks < 3:
+    if sci is not None and (min(sci.conformations, sci.max_atoms, sci.max_det, sci.determinants, sci.dmc_steps) < 1
+                            or sci.dmc_blocks < 3):
         raise ConfigError("[sci]: conformations, max_atoms, max_det, determinants, dmc_steps must be >= 1 and "
                           "dmc_blocks >= 3")
     return PipelineConfig(inp, dft, sel, qmc, _section(RefitConfig, data.get("refit"), "refit"), md, loop, source,

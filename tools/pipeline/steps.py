@@ -305,20 +305,25 @@ def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, task=qmc_task, merg
 def sci_subset(dataset: Path, roles: dict, cfg: PipelineConfig, path: Path) -> Path | None:
     """The first ``[sci] conformations`` training conformations of the molecules with at most
     ``max_atoms`` atoms, as their own rung dataset (made once: a rerun keeps it and its ``sci_*``
-    values); None if there is none."""
+    values, and refuses it if it holds other conformations); None if there is none."""
     import os
 
     from rung.core.dataset import Molecule, create_dataset, read_hdf5
 
-    if path.exists():
-        return path
     picked, left = [], cfg.sci.conformations
     for m in read_hdf5(dataset):
         idx = np.flatnonzero(roles[m.name] == TRAIN)[:left] if len(m.atomic_numbers) <= cfg.sci.max_atoms else []
-        if left and len(idx):
+        if len(idx):
             picked.append(Molecule(m.name, m.atomic_numbers, m.conformations[idx], charge=m.charge,
                                    multiplicity=m.multiplicity))
             left -= len(idx)
+    if path.exists():
+        have = read_hdf5(path)
+        if [(m.name, m.conformations.shape) for m in have] != [(m.name, m.conformations.shape) for m in picked] or \
+                not all(np.array_equal(a.conformations, b.conformations) for a, b in zip(have, picked)):
+            raise ConfigError(f"{path} holds other conformations than [sci] picks now (another [sci] or "
+                              "selection); remove it (and sci/) or use another --out")
+        return path
     if not picked:
         return None
     tmp = path.with_suffix(".tmp.h5")
@@ -339,11 +344,19 @@ def sci_qmc_task(wavefunction: str, settings, determinants: int) -> dict:
 
     mol, orb = load_orbitals(wavefunction, None, group="orbitals")
     expansion = replace(read_multidet(wavefunction, max_dets=determinants), optimize_ci=True)
-    out = {"determinants": int(expansion.coef.size), "weight": float(expansion.weight)}
+    out = {"settings": sci_qmc_settings(settings, determinants), "determinants": int(expansion.coef.size),
+           "weight": float(expansion.weight)}
     for key, exp in (("single", None), ("multi", expansion)):
         r = kernel(mol, orb, qmc_config(settings), expansion=exp)["dmc"]
         out[key] = [float(r.energy), float(r.error)]
     return out
+
+
+def sci_qmc_settings(settings, determinants: int) -> dict:
+    """What decides a :func:`sci_qmc_task` result (kept in its JSON: a result made with others is redone)."""
+    from dataclasses import asdict
+
+    return {**asdict(settings), "determinants": determinants}
 
 
 def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
@@ -354,6 +367,7 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
     from dataclasses import replace
 
     from rung.core.dataset import DONE
+    from rung.qmc.stats import format_value
     from rung.sci.cipsi import Config
     from rung.sci.workflow import run_dataset
 
@@ -374,8 +388,14 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
                  int(f[n]["sci_n_det"][i])) for n in f if isinstance(f[n], h5py.Group) and "sci_status" in f[n]
                 for i in np.flatnonzero(f[n]["sci_status"][()] == DONE)]
     settings = replace(cfg.qmc, dmc=True, dmc_blocks=s.dmc_blocks, dmc_steps=s.dmc_steps, force_every=0)
+    wanted = sci_qmc_settings(settings, s.determinants)
+
+    def recorded(n, i):
+        path = folder / f"{n}.{i}.dmc.json"
+        return path.exists() and json.loads(path.read_text()).get("settings") == wanted
+
     tasks = [((n, i), 0, sci_qmc_task, (str(wavefunction(n, i)), settings, s.determinants))
-             for n, i, *_ in done if not (folder / f"{n}.{i}.dmc.json").exists()]
+             for n, i, *_ in done if not recorded(n, i)]
     for (n, i), result, error in ex.run(tasks):
         if error is not None:
             log.warning("sci %s[%d]: DMC failed: %s", n, i, error)
@@ -385,15 +405,14 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
         os.replace(tmp, folder / f"{n}.{i}.dmc.json")
     parts = []
     for n, i, e_var, e_tot, ndet in done:
-        path = folder / f"{n}.{i}.dmc.json"
         head = f"{n}[{i}] CIPSI {ndet} dets E_var {e_var:.5f}, +PT2 {e_tot:.5f} Ha"
-        if not path.exists():
+        if not recorded(n, i):
             parts.append(head + "; DMC failed")
             continue
-        r = json.loads(path.read_text())
+        r = json.loads((folder / f"{n}.{i}.dmc.json").read_text())
         (e1, s1), (e2, s2) = r["single"], r["multi"]
-        parts.append(f"{head}; DMC 1 det {e1:.4f}({1e4 * s1:.0f}), {r['determinants']} dets (Jastrow + CI "
-                     f"optimised) {e2:.4f}({1e4 * s2:.0f}) Ha: {1e3 * (e2 - e1):+.1f} +- {1e3 * np.hypot(s1, s2):.1f} mHa")
+        parts.append(f"{head}; DMC 1 det {format_value(e1, s1)}, {r['determinants']} dets (Jastrow + CI optimised) "
+                     f"{format_value(e2, s2)} Ha: {1e3 * (e2 - e1):+.1f} +- {1e3 * np.hypot(s1, s2):.1f} mHa")
     return "; ".join(parts) or f"CIPSI failed for every conformation (their sci_error in {sub})"
 
 

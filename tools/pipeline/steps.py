@@ -361,7 +361,8 @@ def sci_qmc_settings(settings, determinants: int) -> dict:
 
 def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
     """CIPSI (rung.sci, resumable per conformation) on the ``[sci]`` subset, then single- and
-    multideterminant DMC for each (``<out>/sci/<molecule>.<index>.dmc.json``, written once whole)."""
+    multideterminant DMC for each (``<out>/sci/<molecule>.<index>.dmc.json``, written whole with its
+    settings; one made with other settings is redone)."""
     import json
     import os
     from dataclasses import replace

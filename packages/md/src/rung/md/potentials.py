@@ -235,9 +235,10 @@ for _name, _factory in (("harmonic", harmonic_potential), ("lj", lj_potential), 
     register_potential(_name, _factory)
 
 
-def build_potential(spec: dict, masses=None):
+def build_potential(spec: dict, masses=None, **context):
     """A potential from an input-file entry (a dict with ``type``) through the registry of
-    :func:`rung.core.potential.make_potential`; units in the key names.
+    :func:`rung.core.potential.make_potential`; units in the key names. ``masses`` (n,) m_e and
+    ``context`` (``positions`` (n, 3) Bohr, ``numbers``, ``cell``) go to the type's factory.
 
     md's own types: ``harmonic`` (:func:`harmonic_potential`; without positions it waits for
     ``bind``), ``lj``, ``ase``, ``muller-brown``; ``nnp`` comes from rung.nnp and ``dft`` from
@@ -247,7 +248,7 @@ def build_potential(spec: dict, masses=None):
 
     Returns the potential in its own units; wrap it with :func:`rung.core.potential.in_atomic_units`.
     """
-    return make_potential(spec, masses=masses)
+    return make_potential(spec, masses=masses, **context)
 
 
 class _HarmonicSpec:

@@ -25,13 +25,12 @@ import numpy as np
 
 from rung.core import units as U
 from rung.core.potential import in_atomic_units
-from rung.core.potential import make_potential as build
 from rung.md import estimators as est
-from rung.md import potentials as _potentials  # noqa: F401  (registers md's potential types)
 from rung.md.config import QTB_THERMOSTATS, Config, InputError
 from rung.md.integrators import MDState, ring_polymer
 from rung.md.output import OBSERVABLES, H5MDWriter, config_dict, read_checkpoint, truncate_text, write_checkpoint
 from rung.md.parallel import BeadForces
+from rung.md.potentials import build_potential
 
 
 @dataclass(frozen=True)
@@ -98,8 +97,8 @@ def read_system(config: Config) -> System:
 def make_potential(config: Config, system: System):
     """The potential of the input, in Hartree and Bohr; checks it against the system's cell."""
     try:
-        pot = build(config.potential, masses=system.masses, positions=system.positions, numbers=system.numbers,
-                    cell=system.cell)
+        pot = build_potential(config.potential, masses=system.masses, positions=system.positions,
+                              numbers=system.numbers, cell=system.cell)
     except RuntimeError:
         raise
     except ValueError as err:

@@ -630,13 +630,11 @@ def fennol_md(site, threads=1, warm=50, timed=300, tseg_fs=150.0, skins=(None, 2
 # step, sides alternating ROUNDS times in one process.
 
 def _aimd_ours(numbers, x, m, v, dt, steps, spec):
-    from rung.core.potential import make_potential
     from rung.md.integrators import ring_polymer
     from rung.md.parallel import BeadForces
+    from rung.md.potentials import build_potential  # also 'dft' before the entry points are installed
 
-    import rung.md.potentials  # noqa: F401  ('dft' before the entry points are installed)
-
-    pot = make_potential(spec)
+    pot = build_potential(spec)
     init, step = ring_polymer(BeadForces(in_atomic_units(pot), numbers), dt, 300 * U.BOLTZMANN_HARTREE_PER_K, 1,
                               thermostat=None)
     s = init(x, m, momenta=m[:, None] * v)

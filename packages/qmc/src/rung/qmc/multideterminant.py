@@ -289,8 +289,6 @@ class TableMultiSlater:
     """
 
     def __init__(self, basis, mo_coeff, expansion: Expansion, nelec, backend: str = "numba", cusp_atoms=None):
-        from scipy.sparse import csr_matrix
-
         from rung.qmc.orbitals import MolecularOrbitals
 
         from rung.qmc._kernels import table
@@ -314,9 +312,15 @@ class TableMultiSlater:
             self.tables.append(tables)
             self.nstrings.append(len(strings))
             det_strings.append(np.array([index[t] for t in occ], dtype=np.intp))
-        self.cmat = csr_matrix((self.coef, (det_strings[0], det_strings[1])), shape=tuple(self.nstrings))
-        self.cmat_t = self.cmat.T.tocsr()  # built once: a transpose per contraction was a visible part of a sweep
         self.det_strings = det_strings
+        self._set_cmat()
+
+    def _set_cmat(self):
+        """The coefficient matrix C[alpha string, beta string] = c_I (csr) and its transpose, from ``coef``."""
+        from scipy.sparse import csr_matrix
+
+        self.cmat = csr_matrix((self.coef, tuple(self.det_strings)), shape=tuple(self.nstrings))
+        self.cmat_t = self.cmat.T.tocsr()  # built once: a transpose per contraction was a visible part of a sweep
 
     def _spin(self, e):
         return (0, e) if e < self.nelec[0] else (1, e - self.nelec[0])
@@ -354,11 +358,8 @@ class TableMultiSlater:
     # -- protocol ------------------------------------------------------------------------------
     def recompute(self, configs):
         if self.parameters and not np.array_equal(self.coef[self.free], self.parameters["ci"]):
-            from scipy.sparse import csr_matrix
-
             self.coef[self.free] = self.parameters["ci"]
-            self.cmat = csr_matrix((self.coef, tuple(self.det_strings)), shape=tuple(self.nstrings))
-            self.cmat_t = self.cmat.T.tocsr()
+            self._set_cmat()
         self.configs = np.array(configs, dtype=np.float64)
         nw = configs.shape[0]
         self.mo, self.inverse, self.T, self.R, self.adj, self.sign0, self.logdet0 = [], [], [], [], [], [], []

@@ -95,19 +95,19 @@ def energy_and_derivatives(wf, ham, configs, rng):
 
     npar = sum(v.size for j in jastrows for v in j.parameters.values())
     dE = np.zeros((npar, nw))
+    # the nonlocal energy was evaluated above with another random rotation; it is recomputed together
+    # with its derivative from one rotation so that E_L and d E_L are consistent
+    nonlocal_ = ham.ecp.has_nonlocal
+    nl = np.zeros(nw)
     for e in range(ne):
-        _, gb, lb = terms(e, configs[:, e][:, None])  # (npar, nw, 1, 3), (npar, nw, 1)
+        b0, gb, lb = terms(e, configs[:, e][:, None])  # (npar, nw, 1), (npar, nw, 1, 3), (npar, nw, 1)
         dE += -0.5 * (lb[:, :, 0] + 2.0 * np.einsum("kwx,wx->kw", gb[:, :, 0], grad[:, e]))
-    if ham.ecp.has_nonlocal:
-        # the nonlocal energy was evaluated above with another random rotation; recompute it together
-        # with its derivative from one rotation so that E_L and d E_L are consistent
-        nl = np.zeros(nw)
-        for e in range(ne):
+        if nonlocal_:  # b0: d log psi / dp with electron e at its position, reused
             t, points = ham.ecp.nonlocal_electron(wf, e, configs, rng)
             bq = values(e, points)  # (npar, nw, npts)
-            b0 = values(e, configs[:, e][:, None])  # (npar, nw, 1)
             dE += np.einsum("wq,kwq->kw", t, bq - b0)
             nl += t.sum(-1)
+    if nonlocal_:
         el["total"] = el["total"] - el["ecp_nonlocal"] + nl
     O = np.concatenate([v.reshape(nw, -1) for j in jastrows for v in j.pgradient().values()], axis=1)
     return el["total"], O, dE.T

@@ -3,6 +3,7 @@
 - :func:`check_forces_fd`: forces (and optionally the virial) against central finite differences of
   the energy.
 - :func:`check_backend_agreement`: the same function under several backends gives the same numbers.
+- :func:`drop_stale_numba_cache`: for a test session, a kernel package's numba cache older than its sources.
 """
 
 from __future__ import annotations
@@ -109,3 +110,26 @@ def check_bad_input(result, *words) -> None:
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert all(w in lines[0] for w in words), lines[0]
     assert "Traceback" not in result.output
+
+
+def drop_stale_numba_cache(package_dir) -> bool:
+    """Delete the numba cache (``__pycache__/*.nbi``, ``*.nbc``) of a kernel package when one of its
+    sources is newer than the oldest cache index; return whether it did.
+
+    numba checks only the file of the kernel it loads, so a kernel calling a helper of another module of
+    the same package keeps the helper's old machine code after an edit (a test session would run it).
+    Called from the test suites' ``conftest.py`` of packages whose kernels span several modules.
+
+    Parameters
+    ----------
+    package_dir : path of the kernel package (a folder of ``.py`` modules)
+    """
+    from pathlib import Path
+
+    src = Path(package_dir)
+    index = list((src / "__pycache__").glob("*.nbi"))
+    if not index or max(f.stat().st_mtime for f in src.glob("*.py")) <= min(f.stat().st_mtime for f in index):
+        return False
+    for f in (src / "__pycache__").glob("*.nb[ic]"):
+        f.unlink(missing_ok=True)
+    return True

@@ -112,6 +112,73 @@ def test_killed_writer_resumes_to_same_file(tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def _journal_fsyncs(monkeypatch, log):
+    """Log ("fsync", file name) for every fsync of a journal file (by its descriptor's path)."""
+    real = os.fsync
+
+    def fsync(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if ".journal/" in name:
+            log.append(("fsync", Path(name).name))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_group_commit_fsyncs_in_groups_and_at_close(tmp_path, monkeypatch):
+    """The journal is fsync'd after sync_every records, at the first record sync_seconds after the last
+    fsync, and at close; never more often."""
+    path = ds.create_dataset(tmp_path / "d.h5", [water(300)])
+    log, clock = [], [0.0]
+    _journal_fsyncs(monkeypatch, log)
+    monkeypatch.setattr(ds.time, "monotonic", lambda: clock[0])
+    w = ds.ResultWriter(path, "toy", {"energy": "hartree"}, sync_every=100, sync_seconds=1.0)
+    for i in range(250):
+        w.record("water", i, {"energy": -1.0})
+    assert len(log) == 2  # after records 100 and 200
+    w.close()
+    assert len(log) == 3
+    clock[0] = 0.5
+    w.record("water", 250, {"energy": -1.0})  # reopened at 0.5 s
+    clock[0] = 1.4
+    w.record("water", 251, {"energy": -1.0})
+    assert len(log) == 3
+    clock[0] = 1.6  # 1.1 s after the last fsync (the reopening)
+    w.record("water", 252, {"energy": -1.0})
+    assert len(log) == 4
+    w.close()
+    assert len(log) == 4  # nothing left to fsync
+    assert w.merge() == 253
+
+
+KILLED = """
+import os, signal, sys
+from rung.core import dataset as ds
+w = ds.ResultWriter(sys.argv[1], "toy", {"energy": "hartree"}, sync_every=10**6, sync_seconds=1e9)
+for i in range(50):
+    w.record("water", i, {"energy": -1.0 - i})
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_sigkill_between_records_loses_nothing_flushed_and_the_merge_fsyncs_first(tmp_path, monkeypatch):
+    """A writer SIGKILLed after 50 records that were never fsync'd: every one of them is recorded (the OS
+    had them), and the next merge fsyncs that journal before it reads a line of it."""
+    path = ds.create_dataset(tmp_path / "d.h5", [water(60)])
+    p = subprocess.run([sys.executable, "-c", KILLED, str(path)], capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    st = ds.ResultWriter(path, "toy", {}).status()
+    assert [st[("water", i)] for i in range(60)] == [ds.DONE] * 50 + [ds.PENDING] * 10
+    log = []
+    _journal_fsyncs(monkeypatch, log)
+    plan = ds.ResultWriter._plan
+    monkeypatch.setattr(ds.ResultWriter, "_plan", lambda self, files: (log.append(("plan",)), plan(self, files))[1])
+    assert ds.ResultWriter(path, "toy", {"energy": "hartree"}).merge() == 50
+    assert log[:2] == [("fsync", "rank00000.jsonl"), ("plan",)]
+    e, _ = ds.read_property(path, "water", "toy_energy")
+    np.testing.assert_array_equal(e[:50], -1.0 - np.arange(50))
+
+
 def test_read_spice_layout(tmp_path):
     path = tmp_path / "spice.hdf5"
     x = water(2).conformations

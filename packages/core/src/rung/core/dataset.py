@@ -16,11 +16,19 @@ Example properties: ``dft_total_energy`` (n_conf,) Hartree, ``dft_total_gradient
 (n_conf, n_atoms, 3) Hartree/Bohr, ``qmc_total_energy`` with ``qmc_total_energy_error``.
 
 Crash safety (:class:`ResultWriter`): each finished conformation is appended as one JSON line to a
-per-rank journal beside the file (``<file>.journal/rankRRRRR.jsonl``) and fsync'd before the call
-returns; a line torn by a kill is ignored. A rerun sees every conformation that was recorded and skips
-it. MPI ranks each write their own journal; one process merges them into the HDF5 file. A writer may
-*seal* its open journal (rename it ``rankRRRRR.SSSSSS.jsonl``; nothing is rewritten), and a merge
-during a run folds in sealed segments only, so results become visible while the others still record.
+per-rank journal beside the file (``<file>.journal/rankRRRRR.jsonl``) and flushed to the operating
+system before the call returns, so a kill of the process (SIGKILL, the out-of-memory killer) loses
+nothing recorded; a line torn by a kill is ignored. The lines are fsync'd in groups (a group commit):
+after ``sync_every`` records, or at the first record ``sync_seconds`` or more after the last fsync, and
+always when the writer closes, seals or merges. A crash of the machine itself (power loss, kernel panic)
+can therefore lose the records since the last fsync: at most ``sync_every - 1`` of them, all recorded
+within ``sync_seconds`` after that fsync (a burst; records that arrive more slowly are each fsync'd).
+Those conformations are then pending again and recomputed, never half-recorded. The merge fsyncs every
+journal file it folds in before reading it, so no value enters the HDF5 file from a line that is not
+durable. A rerun sees every conformation that was recorded and skips it. MPI ranks each write their
+own journal; one process merges them into the HDF5 file. A writer may *seal* its open journal (rename
+it ``rankRRRRR.SSSSSS.jsonl``; nothing is rewritten), and a merge during a run folds in sealed
+segments only, so results become visible while the others still record.
 
 The merge is incremental and batched: it never copies the file to write values. It runs in three steps.
 
@@ -47,8 +55,8 @@ first with the file opened read-only), so a kill, even mid-row, cannot make the 
 rows being written are first set to "pending" and get their status last, so after a kill a reader of
 the file alone sees them pending, never "done" beside a stale or half-written value (after a power
 loss, any page of the batch may be old or new). Those rows are named by journal
-lines that are durable (fsync'd when recorded) and deleted only after the fsync of step 3, so the next
-merge (every writer starts with one: ``dft-gpu run`` on the same ``--out``, and any
+lines that are durable (fsync'd before the merge reads them) and deleted only after the fsync of
+step 3, so the next merge (every writer starts with one: ``dft-gpu run`` on the same ``--out``, and any
 :meth:`ResultWriter.merge`) rewrites them. Rewriting is idempotent: each row is set to a value that the
 journals alone determine, in their order, never accumulated from what the file held. A kill in step 2
 leaves the old file and a stale ``.tmp`` copy that the next merge overwrites. Until then, ``status``
@@ -62,6 +70,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -481,6 +490,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    """fsync a file's data, whichever process wrote it (Linux syncs the file, not the descriptor)."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def _atomic_update(path: Path, update) -> None:
     """Apply ``update(h5file)`` to a copy of ``path`` (or a new file) and move it into place atomically."""
     tmp = path.with_name(path.name + ".tmp")
@@ -696,6 +711,9 @@ class ResultWriter:
         ``{"total_gradient": ("f", ("n_atoms", 3))}``. When the merge has to change the file's layout
         it then creates these datasets in every molecule at once, so that later merges of a long run
         write in place only (an undeclared property gets its dataset where a result first needs it).
+    sync_every, sync_seconds : the group commit (module docstring): the journal is fsync'd after
+        ``sync_every`` records or at the first record ``sync_seconds`` after the last fsync; 1 and 0
+        fsync every record. Every record is flushed to the operating system either way.
     """
 
     path: Path
@@ -704,6 +722,8 @@ class ResultWriter:
     metadata: dict = field(default_factory=dict)
     rank: int = 0
     shapes: dict = field(default_factory=dict)
+    sync_every: int = 100
+    sync_seconds: float = 1.0
 
     def __post_init__(self):
         self.path = Path(self.path)
@@ -713,6 +733,8 @@ class ResultWriter:
         self._journal = self.journal_dir / f"rank{self.rank:05d}.jsonl"
         self._fh = None
         self._since_seal = 0
+        self._unsynced = 0  # records flushed to the OS but not yet fsync'd
+        self._synced_at = 0.0  # time.monotonic() of the last fsync
         self._cached = None
 
     # -- reading state
@@ -771,7 +793,9 @@ class ResultWriter:
     # -- writing
     def record(self, molecule: str, index: int, values: dict | None = None, *, error: str | None = None,
                replace: bool = False) -> None:
-        """Record one conformation's results (or, with ``error``, its failure), durably, before returning.
+        """Record one conformation's results (or, with ``error``, its failure) in the journal: flushed to
+        the operating system before returning (a kill of the process loses nothing), fsync'd with its
+        group (:meth:`sync`; the module docstring says what a crash of the machine can lose).
 
         With ``replace`` the record is the conformation's whole result: the merge first clears every
         ``<rung>_*`` value it held (to the dataset's fill value: NaN, -1 or ""), so nothing of an
@@ -797,13 +821,28 @@ class ResultWriter:
         if replace:
             rec["replace"] = True
         if self._fh is None:
+            new_dir, new_file = not self.journal_dir.exists(), not self._journal.exists()
             self.journal_dir.mkdir(exist_ok=True)
             self._truncate_torn_tail()
             self._fh = open(self._journal, "ab")
+            if new_file:  # the file's name survives a crash of the machine, as its lines do once fsync'd
+                _fsync_dir(self.journal_dir)
+                if new_dir:
+                    _fsync_dir(self.journal_dir.parent)
+            self._synced_at = time.monotonic()
         self._fh.write((json.dumps(rec, allow_nan=True) + "\n").encode())
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._fh.flush()  # the OS has the line: a kill of this process loses nothing
+        self._unsynced += 1
         self._since_seal += 1
+        if self._unsynced >= self.sync_every or time.monotonic() - self._synced_at >= self.sync_seconds:
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync the records journalled since the last fsync (the end of a group commit)."""
+        if self._fh is not None and self._unsynced:
+            os.fsync(self._fh.fileno())
+        self._unsynced = 0
+        self._synced_at = time.monotonic()
 
     def _truncate_torn_tail(self):
         if not self._journal.exists():
@@ -815,7 +854,9 @@ class ResultWriter:
                 fh.truncate(keep)
 
     def close(self):
+        """fsync what is not yet (:meth:`sync`) and close the journal; the next record opens it again."""
         if self._fh is not None:
+            self.sync()
             self._fh.close()
             self._fh = None
 
@@ -856,6 +897,8 @@ class ResultWriter:
             self.close()
             self._since_seal = 0
         files = self._journal_files(sealed_only)
+        for jf in files:  # lines another process flushed but did not fsync (killed before its group
+            _fsync_file(jf)  # commit): made durable before any value of theirs enters the file
         plan, n_records = self._plan(files)
         if n_records:
             scan = self._ensure_layout(plan)

@@ -12,14 +12,14 @@ coordinate, fixed seed) to every atom.
 
 - ``dft_run.farm`` (harness case): ``rung.dft_gpu.run.run`` with the defaults (J/K engine, cached-AO XC
   quadrature and the cheaper gradient pieces, the gradient SCF warm-started from the grid-3 density)
-  against the plain loop: per conformation, PySCF's ``density_fit()`` RKS on grid 3 for the energy,
-  then a fresh RKS on grid 4 from PySCF's guess for the gradient.
+  against the smart PySCF loop: per conformation, PySCF's ``density_fit()`` RKS on grid 3 for the
+  energy, then an RKS on grid 4 started from the grid-3 density for the gradient (the plain loop
+  starts grid 4 from PySCF's guess).
 
-``python -m tools.bench.suites.dft_run measure [quick]`` runs the detailed comparison in one process and
-prints markdown: process CPU time (one thread is what to set: NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1
-OPENBLAS_NUM_THREADS=1) of the farm and of the PySCF loop per molecule, conformations per hour, the
-ratio, cost against electron count, and the grid strategy alone (the PySCF loop with the grid-4 SCF
-started from the grid-3 density: cycles and time saved). ``python -m tools.bench.suites.dft_run OUT.h5``
+``python -m tools.bench.suites.dft_run measure [quick | NAME...] [--before]`` runs the detailed
+comparison in one process and prints markdown: process CPU time (one thread is what to set:
+NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1) of the farm, the smart and the plain
+PySCF loop per molecule, conformations per hour, the ratios and the peer's phases. ``python -m tools.bench.suites.dft_run OUT.h5``
 prints the per-molecule cost of a dataset the farm wrote.
 """
 
@@ -161,93 +161,79 @@ def cases(quick: bool):
     _warm_up()
     size = f"{len(mols)} G2 molecules x {N_CONF[quick]} conformations, wB97M-D3BJ/ccecp-cc-pvdz, grid 3 E + grid 4 F"
     clock = _CPUClock("dft_run.farm")
-    yield Case("dft_run.farm", size, clock.wrap(farm(src), "ours"), peer=clock.wrap(lambda: pyscf_loop(mols), "peer"),
-               peer_name="PySCF DF loop", work=n, work_unit="conf", repeats=1, warmup=0,
+    yield Case("dft_run.farm", size, clock.wrap(farm(src), "ours"), peer=clock.wrap(lambda: pyscf_loop(mols, warm=True), "peer"),
+               peer_name="PySCF DF loop, grid 4 from the grid-3 density", work=n, work_unit="conf", repeats=1, warmup=0,
                note="J/K engine, cached-AO XC, warm-started grid 4")
 
 
-def measure(quick: bool) -> str:
-    """The detailed side-by-side run (module docstring); returns markdown."""
+def measure(names, n_conf: int = 2, before: bool = False) -> str:
+    """The detailed side-by-side run (module docstring) on the G2 molecules ``names``; returns markdown.
+    Sides, one molecule at a time in this process: the farm, the plain PySCF loop, the smart PySCF loop
+    (grid 4 started from the grid-3 density) and, with ``before``, the farm with ``fast_paths=False``."""
     import h5py
     from pyscf import gto
 
     from rung.core.dataset import create_dataset
 
-    names = QUICK if quick else FULL
-    mols = molecules(names, N_CONF[quick])
+    mols = molecules(names, n_conf)
     tmp = Path(tempfile.mkdtemp(prefix="dft_run_measure"))
     _warm_up()
-    rows, tot = [], {"ours": 0.0, "peer": 0.0, "ours_wall": 0.0, "peer_wall": 0.0, "before": 0.0, "before_wall": 0.0}
-    grid = {"cold_cycles": 0, "warm_cycles": 0, "cold_s": 0.0, "warm_s": 0.0, "n": 0}
+    sides = ["ours", "smart", "peer"] + (["before"] if before else [])
+    tot = {k: 0.0 for s in sides for k in (s, s + "_wall")}
+    rows = []
     max_de = max_dg = 0.0
     for m in mols:
         src = create_dataset(tmp / f"{m.name}.h5", [m])
-        w, t = time.perf_counter(), time.process_time()
-        farm(src)()
-        ours, ours_wall = time.process_time() - t, time.perf_counter() - w
-        with h5py.File(Path(tempfile.gettempdir()) / "dft_run_last.h5", "r") as f:
-            e_ours, g_ours = f[m.name]["dft_total_energy"][()], f[m.name]["dft_total_gradient"][()]
-            c3, c4 = f[m.name]["dft_scf_cycles"][()], f[m.name]["dft_gradient_scf_cycles"][()]
-        w, t = time.perf_counter(), time.process_time()
-        farm(src, fast_paths=False)()  # the farm as it was before the cached-AO XC and gradient pieces
-        before, before_wall = time.process_time() - t, time.perf_counter() - w
-        w, t = time.perf_counter(), time.process_time()
-        peer = pyscf_loop([m])
-        peer_cpu, peer_wall = time.process_time() - t, time.perf_counter() - w
-        for i, (e, g, ph) in enumerate(peer):
-            max_de, max_dg = max(max_de, abs(e - e_ours[i])), max(max_dg, float(np.abs(g - g_ours[i]).max()))
-        # the grid strategy alone, in plain PySCF: grid 4 from the grid-3 density (conformation 0)
-        _, _, warm = pyscf_conformation(m.atomic_numbers, m.conformations[0], warm=True)
-        cold = peer[0][2]
-        grid["cold_cycles"] += cold["scf4"][1]
-        grid["warm_cycles"] += warm["scf4"][1]
-        grid["cold_s"] += cold["scf4"][0]
-        grid["warm_s"] += warm["scf4"][0]
-        grid["n"] += 1
+        cpu, wall, runs = {}, {}, {}
+        for side in sides:
+            w, t = time.perf_counter(), time.process_time()
+            if side == "ours":
+                farm(src)()
+            elif side == "before":  # the farm as it was before the cached-AO XC and gradient pieces
+                farm(src, fast_paths=False)()
+            else:
+                runs[side] = pyscf_loop([m], warm=side == "smart")
+            cpu[side], wall[side] = time.process_time() - t, time.perf_counter() - w
+            tot[side] += cpu[side]
+            tot[side + "_wall"] += wall[side]
+            if side == "ours":
+                with h5py.File(Path(tempfile.gettempdir()) / "dft_run_last.h5", "r") as f:
+                    e_ours, g_ours = f[m.name]["dft_total_energy"][()], f[m.name]["dft_total_gradient"][()]
+                    c3, c4 = f[m.name]["dft_scf_cycles"][()], f[m.name]["dft_gradient_scf_cycles"][()]
+        for side in ("smart", "peer"):
+            for i, (e, g, _) in enumerate(runs[side]):
+                max_de, max_dg = max(max_de, abs(e - e_ours[i])), max(max_dg, float(np.abs(g - g_ours[i]).max()))
         mol = _pyscf_mol(m.atomic_numbers, m.conformations[0])
-        phase = {k: sum(p[2][k][0] for p in peer) / m.n_conf for k in ("scf3", "scf4", "grad")}
-        rows.append((mol.nelectron, m.name, mol.nao, m.n_conf, ours / m.n_conf, peer_cpu / m.n_conf, before / m.n_conf,
-                     f"{int(np.mean(c3))} / {int(np.mean(c4))}", f"{np.mean([p[2]['scf3'][1] for p in peer]):.0f} / "
-                     f"{np.mean([p[2]['scf4'][1] for p in peer]):.0f}", phase))
-        tot["ours"] += ours
-        tot["peer"] += peer_cpu
-        tot["ours_wall"] += ours_wall
-        tot["peer_wall"] += peer_wall
-        tot["before"] += before
-        tot["before_wall"] += before_wall
-        r = rows[-1]
-        print(f"[dft_run] {m.name}: ne {r[0]} nao {r[2]} ours {ours:.1f} CPU-s ({ours_wall:.1f} wall), before "
-              f"{before:.1f} ({before_wall:.1f}), peer {peer_cpu:.1f} ({peer_wall:.1f}); cycles ours {r[7]} peer {r[8]}; "
-              f"peer phases {r[9]}; grid-4 cold {cold['scf4']} warm {warm['scf4']}; max dE {max_de:.1e} dG {max_dg:.1e}",
-              file=sys.stderr, flush=True)
+        phase = {s: {k: sum(p[2][k][0] for p in runs[s]) / m.n_conf for k in ("scf3", "scf4", "grad")}
+                 for s in ("smart", "peer")}
+        cyc = {s: f"{np.mean([p[2]['scf3'][1] for p in runs[s]]):.0f} / {np.mean([p[2]['scf4'][1] for p in runs[s]]):.0f}"
+               for s in ("smart", "peer")}
+        rows.append((mol.nelectron, m.name, mol.nao, {s: cpu[s] / m.n_conf for s in sides},
+                     f"{int(np.mean(c3))} / {int(np.mean(c4))}", cyc, phase))
+        print(f"[dft_run] {m.name}: ne {mol.nelectron} nao {mol.nao} CPU-s (wall) "
+              + ", ".join(f"{s} {cpu[s]:.1f} ({wall[s]:.1f})" for s in sides)
+              + f"; cycles ours {rows[-1][4]} smart {cyc['smart']} peer {cyc['peer']}; phases {phase}; "
+              f"max dE {max_de:.1e} dG {max_dg:.1e}", file=sys.stderr, flush=True)
     n = sum(m.n_conf for m in mols)
-    out = [f"Set: {len(mols)} molecules x {N_CONF[quick]} conformations = {n} conformations "
+    labels = {"ours": "farm (`dft-gpu run`)", "smart": "smart PySCF loop (grid 4 from the grid-3 density)",
+              "peer": "plain PySCF loop", "before": "farm, `fast_paths=False`"}
+    out = [f"Set: {', '.join(names)} x {n_conf} conformations = {n} conformations "
            f"(displacement sigma {SIGMA_ANGSTROM} Angstrom).", "",
            "| side | CPU (s) | wall (s) | conformations/hour (CPU) | conformations/hour (wall) |",
            "| --- | --- | --- | --- | --- |"]
-    for side, label in (("ours", "farm (`dft-gpu run`)"), ("before", "farm, `fast_paths=False` (before)"),
-                        ("peer", "plain PySCF loop")):
-        out.append(f"| {label} | {tot[side]:.1f} | {tot[side + '_wall']:.1f} | {3600 * n / tot[side]:.0f} | "
+    for side in sides:
+        out.append(f"| {labels[side]} | {tot[side]:.1f} | {tot[side + '_wall']:.1f} | {3600 * n / tot[side]:.0f} | "
                    f"{3600 * n / tot[side + '_wall']:.0f} |")
-    out += ["", f"**peer/ours CPU time: {tot['peer'] / tot['ours']:.2f}** (wall: {tot['peer_wall'] / tot['ours_wall']:.2f}); "
-            f"peer/before: {tot['peer'] / tot['before']:.2f}; "
-            f"largest differences farm vs loop: energy {max_de:.1e} Ha, gradient {max_dg:.1e} Ha/Bohr.", "",
-            "| molecule | valence electrons | AOs | conformations | ours CPU-s / conf | before CPU-s / conf | "
-            "peer CPU-s / conf | peer/ours | ours SCF cycles grid 3 / 4 | peer SCF cycles grid 3 / 4 | "
-            "peer s/conf: SCF 3, SCF 4, gradient |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for ne, name, nao, nc, o, p, b, cy, pcy, ph in sorted(rows):
-        out.append(f"| {name} | {ne} | {nao} | {nc} | {o:.1f} | {b:.1f} | {p:.1f} | {p / o:.2f} | {cy} | {pcy} | "
-                   f"{ph['scf3']:.1f}, {ph['scf4']:.1f}, {ph['grad']:.1f} |")
-    ne = np.array([r[0] for r in rows], dtype=float)
-    slope_o = np.polyfit(np.log(ne), np.log([r[4] for r in rows]), 1)[0]
-    slope_p = np.polyfit(np.log(ne), np.log([r[5] for r in rows]), 1)[0]
-    out += ["", f"CPU time per conformation ~ electrons^{slope_o:.2f} (ours), ^{slope_p:.2f} (peer) (log-log fit).", "",
-            f"Grid strategy alone (plain PySCF, conformation 0 of each of the {grid['n']} molecules): the grid-4 SCF "
-            f"from PySCF's guess took {grid['cold_cycles']} cycles and {grid['cold_s']:.1f} CPU-s in all; started from "
-            f"the grid-3 density, {grid['warm_cycles']} cycles and {grid['warm_s']:.1f} CPU-s "
-            f"(saves {grid['cold_s'] - grid['warm_s']:.1f} CPU-s, {100 * (grid['cold_s'] - grid['warm_s']) / grid['cold_s']:.0f}% "
-            "of the grid-4 SCF)."]
+    out += ["", f"**smart/ours CPU time: {tot['smart'] / tot['ours']:.2f}** (wall {tot['smart_wall'] / tot['ours_wall']:.2f}); "
+            f"plain/ours {tot['peer'] / tot['ours']:.2f} (wall {tot['peer_wall'] / tot['ours_wall']:.2f}); "
+            f"largest differences farm vs loops: energy {max_de:.1e} Ha, gradient {max_dg:.1e} Ha/Bohr.", "",
+            "| molecule | valence electrons | AOs | ours CPU-s / conf | smart | plain | smart/ours | plain/ours | "
+            "SCF cycles grid 3 / 4: ours, smart, plain | smart s/conf: SCF 3, SCF 4, gradient |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for ne, name, nao, c, cy, pcy, ph in sorted(rows):
+        out.append(f"| {name} | {ne} | {nao} | {c['ours']:.2f} | {c['smart']:.2f} | {c['peer']:.2f} | "
+                   f"{c['smart'] / c['ours']:.2f} | {c['peer'] / c['ours']:.2f} | {cy}, {pcy['smart']}, {pcy['peer']} | "
+                   f"{ph['smart']['scf3']:.2f}, {ph['smart']['scf4']:.2f}, {ph['smart']['grad']:.2f} |")
     shutil.rmtree(tmp)
     return "\n".join(out)
 
@@ -273,7 +259,9 @@ def per_molecule(path) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "measure":
-        print(measure(quick=len(sys.argv) > 2 and sys.argv[2] == "quick"))
+    if sys.argv[1] == "measure":  # measure [quick | NAME...] [--before]
+        args = [a for a in sys.argv[2:] if a != "--before"]
+        chosen = QUICK if args == ["quick"] else (args or FULL)
+        print(measure(chosen, N_CONF[args == ["quick"]], before="--before" in sys.argv))
     else:
         print(per_molecule(sys.argv[1]))

@@ -99,6 +99,41 @@ def test_spread_selection_finds_where_the_model_is_unsure():
     assert k > np.mean(rand) + 3 * np.std(rand)
 
 
+def test_a_selection_killed_while_written_leaves_none(tmp_path, monkeypatch):
+    """The roles of every molecule are stored at once: a selection stopped after writing one molecule's
+    leaves the dataset as it was, and the rerun makes the uninterrupted run's selection (not a partial
+    one read back as whole)."""
+    from rung.core.dataset import Molecule, ResultWriter, create_dataset
+
+    cfg = parse({"input": {"perturb": {}}, "select": {"method": "random", "n_train": 3, "n_holdout": 2}})
+    x = np.zeros((4, 2, 3))
+    x[:, 1, 2] = 1.4 + 0.1 * np.arange(4)
+    mols = [Molecule(n, np.array([1, 1]), x) for n in ("a", "b")]
+    paths = [create_dataset(tmp_path / f"{k}.h5", mols) for k in ("ref", "cut")]
+    for path in paths:
+        w = ResultWriter(path, "dft", {"total_energy": "hartree"})
+        for n in ("a", "b"):
+            for i in range(4):
+                w.record(n, i, {"total_energy": -1.0})
+        w.merge()
+    expect = steps.select(cfg, paths[0])
+    create = h5py.Group.create_dataset
+
+    def dies_at_the_second(self, name, *a, **k):
+        if name == "pipeline_role" and self.name == "/b":
+            raise KeyboardInterrupt  # stands for the kill
+        return create(self, name, *a, **k)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", dies_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        steps.select(cfg, paths[1])
+    monkeypatch.undo()
+    with h5py.File(paths[1]) as f:
+        assert not any("pipeline_role" in g for g in f.values())
+    got = steps.select(cfg, paths[1])
+    assert got.keys() == expect.keys() and all(np.array_equal(got[n], expect[n]) for n in expect)
+
+
 TASKS = [(i, i, math.log, (float(i),)) for i in range(6)]  # log(0) fails: "math domain error"
 
 

@@ -9,6 +9,8 @@ and are converted at their boundary (rung.core.units).
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -209,14 +211,18 @@ def select(cfg: PipelineConfig, dataset: Path, model: str | None = None, n_holdo
     else:
         values = np.zeros(len(pool))
     train = {pool[i] for i in pick(sel.method, values, sel.n_train, rng)}
-    roles = {}
-    with h5py.File(dataset, "a") as f:
-        for m in mols:
-            r = np.array([TRAIN if (m.name, i) in train else HOLDOUT if (m.name, i) in hold else UNUSED
-                          for i in range(m.n_conf)], dtype=np.int8)
-            d = f[m.name].create_dataset("pipeline_role", data=r)
-            d.attrs.update(units="dimensionless", **attrs)
-            roles[m.name] = r
+    roles = {m.name: np.array([TRAIN if (m.name, i) in train else HOLDOUT if (m.name, i) in hold else UNUSED
+                               for i in range(m.n_conf)], dtype=np.int8) for m in mols}
+    # written into a copy that replaces the file: a kill leaves every role or none (a partial selection
+    # would be read back as the whole one) and never an HDF5 file torn by a write in place
+    tmp = dataset.with_name(dataset.name + ".select.tmp")
+    shutil.copyfile(dataset, tmp)
+    with h5py.File(tmp, "a") as f:
+        for name, r in roles.items():
+            f[name].create_dataset("pipeline_role", data=r).attrs.update(units="dimensionless", **attrs)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dataset)
     return roles
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from numba import cuda
 
 LMAX = 6  # local power tables hold x^-2 .. x^LMAX
+NPOW = LMAX + 3  # their length: a module constant, since cuda.local.array needs a literal size (LMAX + 3 is not one)
 
 
 @cuda.jit
@@ -44,9 +45,9 @@ def _eval_cart_kernel(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, 
             f1 -= a * e
             f2 += a * a * e
     l = sh_l[ish]
-    xp = cuda.local.array(LMAX + 3, np.float64)
-    yp = cuda.local.array(LMAX + 3, np.float64)
-    zp = cuda.local.array(LMAX + 3, np.float64)
+    xp = cuda.local.array(NPOW, np.float64)
+    yp = cuda.local.array(NPOW, np.float64)
+    zp = cuda.local.array(NPOW, np.float64)
     xp[0] = 0.0
     xp[1] = 0.0
     yp[0] = 0.0

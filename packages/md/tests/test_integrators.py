@@ -275,3 +275,46 @@ def test_ring_polymer_states_do_not_share_the_step_scratch_arrays(thermostat):
     assert np.array_equal(again.positions, s2.positions) and np.array_equal(again.momenta, s2.momenta)
     for a in (s2.positions, s2.momenta):
         assert not any(np.shares_memory(a, b) for b in (s1.positions, s1.momenta, s0.positions, s0.momenta))
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 3), (4, 1000, 3)])
+def test_standard_normal_kernel_draws_numpys_numbers(shape):
+    """numba's draw from a NumPy Generator: NumPy's own numbers (also past the ziggurat's rare branches:
+    12000 draws), and the generator left in NumPy's state."""
+    from rung.md._kernels.cpu import standard_normal
+    from rung.md.integrators import step_rng
+
+    g1, g2 = step_rng(5, 11), step_rng(5, 11)
+    out = np.empty(shape)
+    standard_normal(g1, out)
+    np.testing.assert_array_equal(out, g2.standard_normal(shape))
+    assert g1.standard_normal() == g2.standard_normal()
+    view = np.empty((3,) + shape)[1:]  # a contiguous slice, as the PILE-G step passes
+    standard_normal(g1, view)
+    np.testing.assert_array_equal(view, g2.standard_normal(view.shape))
+
+
+@pytest.mark.parametrize("P,kind", [(1, "exact"), (4, "exact"), (5, "cayley")])
+def test_flow_o_flow_kernel_against_the_numpy_reference(P, kind):
+    """The fused numba kernel against the NumPy oracle: the same positions and momenta bit for bit (the
+    same operations in the same order) and the same kinetic-energy change up to the order of summation."""
+    from rung.md._kernels import cpu, reference
+    from rung.md.normal_modes import free_propagator, normal_mode_frequencies
+
+    n = 37
+    rng = np.random.default_rng(P)
+    q, p, xi = rng.normal(size=(P, n, 3)), rng.normal(size=(P, n, 3)) * 30.0, rng.normal(size=(P, n, 3))
+    m = rng.uniform(1800.0, 40000.0, n)
+    coef = free_propagator(normal_mode_frequencies(P, P * KT), 20.0, kind)
+    c1 = np.exp(-rng.uniform(0.0, 0.5, P))
+    sigma = rng.uniform(0.5, 2.0, (P, n))
+    out = {}
+    for name, fn in (("numba", cpu.flow_o_flow), ("numpy", reference.flow_o_flow)):
+        qq, pp = q.copy(), p.copy()
+        dk = fn(qq, pp, m, 1.0 / m, coef, c1, sigma, xi)
+        out[name] = qq, pp, dk
+    (q1, p1, dk1), (q2, p2, dk2) = out["numba"], out["numpy"]
+    np.testing.assert_array_equal(q1, q2)
+    np.testing.assert_array_equal(p1, p2)
+    assert dk1 == pytest.approx(dk2, rel=1e-12)
+    assert not np.array_equal(p1, p)  # it did move

@@ -248,8 +248,10 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
         c2 = np.sqrt(1.0 - c1 * c1)
         svr_c = np.exp(-dt / tau)
 
-    from rung.md._kernels.cpu import langevin_o, nm_flow
+    from rung.md._kernels.cpu import flow_o_flow, nm_flow, standard_normal
 
+    if thermostat == "pile-g":  # the centroid's flows apart from the other modes' (contiguous coefficients)
+        half_0, half_rest = half[:, :1].copy(), half[:, 1:].copy()
     work = {}  # scratch arrays reused over steps (fresh pages every step cost more than the FFTs)
 
     def scratch(shape, m):
@@ -264,32 +266,34 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
         inv_m = 1.0 / m
         w = scratch(state.positions.shape, m)
         p = state.momenta + (0.5 * dt) * state.forces
-        q = to_normal_modes(state.positions, C, out=w["q"], work=w["F"])
-        p = to_normal_modes(p, C, out=w["p"], work=w["F"])
+        if P == 1:  # C = [[1.0]]: the transforms are the identity; the step works in place on new arrays
+            q = state.positions.copy()
+        else:
+            q = to_normal_modes(state.positions, C, out=w["q"], work=w["F"])
+            p = to_normal_modes(p, C, out=w["p"], work=w["F"])
         dq = 0.0
         if thermostat is None:
             nm_flow(q, p, m, inv_m, full)
-        else:
-            nm_flow(q, p, m, inv_m, half)
+        elif thermostat == "pile-l":  # flow, O, flow in one pass
+            standard_normal(step_rng(seed, state.step), w["xi"])
+            dq = flow_o_flow(q, p, m, inv_m, half, c1, w["sigma"], w["xi"])
+        else:  # PILE-G: Bussi's rescaling of the centroid between its flows; PILE-L for the other modes
             rng = step_rng(seed, state.step)
-            sigma, xi = w["sigma"], w["xi"]
-            if thermostat == "pile-l":
-                rng.standard_normal(out=xi)  # the same numbers as standard_normal(p.shape)
-                dq = langevin_o(p, c1, sigma, xi, inv_m)
-            else:
-                nf = p[0].size
-                k0 = _kinetic(p[0], inv_m[:, None])
-                alpha = svr_factor(k0, 0.5 * nf * kT_P, nf, svr_c, rng)
-                p[0] = p[0] * alpha
-                dq = _kinetic(p[0], inv_m[:, None]) - k0
-                if P > 1:
-                    rng.standard_normal(out=xi[1:])
-                    dq += langevin_o(p[1:], c1[1:], sigma[1:], xi[1:], inv_m)
-            nm_flow(q, p, m, inv_m, half)
-        x = from_normal_modes(q, C, work=w["F"])
-        p = from_normal_modes(p, C, work=w["F"])
+            q0, p0 = q[:1], p[:1]
+            nm_flow(q0, p0, m, inv_m, half_0)
+            nf = p0.size
+            k0 = _kinetic(p[0], inv_m[:, None])
+            p[0] *= svr_factor(k0, 0.5 * nf * kT_P, nf, svr_c, rng)
+            dq = _kinetic(p[0], inv_m[:, None]) - k0
+            if P > 1:  # their noise after the rescaling's numbers, from the same stream
+                standard_normal(rng, w["xi"][1:])
+                dq += flow_o_flow(q[1:], p[1:], m, inv_m, half_rest, c1[1:], w["sigma"][1:], w["xi"][1:])
+            nm_flow(q0, p0, m, inv_m, half_0)
+        x = q if P == 1 else from_normal_modes(q, C, work=w["F"])
+        if P > 1:
+            p = from_normal_modes(p, C, work=w["F"])
         r = force_fn(x)
-        p = p + (0.5 * dt) * r.forces
+        p += (0.5 * dt) * r.forces
         return _with_forces(state, x, p, r, dq)
 
     return _make_init(force_fn, kT_P, seed, P), step_fn

@@ -75,20 +75,38 @@ def nm_flow(q, p, m, inv_m, coef):
 
 
 @numba.njit(cache=True)
-def langevin_o(p, c1, sigma, xi, inv_m):
-    """In place: p <- c1_k p + sigma_ki xi for every mode k; returns the kinetic-energy change.
+def standard_normal(rng, out):
+    """Fills ``out`` (C-contiguous float64, any shape) with the numbers ``rng.standard_normal(out.shape)``
+    gives, leaving ``rng`` (a NumPy Generator) in the same state: numba's Generator runs NumPy's
+    algorithm on the same bit generator, here at a third of the cost of NumPy's own fill."""
+    flat = out.reshape(-1)
+    for j in range(flat.size):
+        flat[j] = rng.standard_normal()
 
-    p, xi : (P, n, 3); c1 : (P,); sigma : (P, n); inv_m : (n,).
+
+@numba.njit(cache=True)
+def flow_o_flow(q, p, m, inv_m, coef, c1, sigma, xi):
+    """In place, one pass: every normal mode's free flow (as :func:`nm_flow`), its Langevin O step
+    p <- c1_k p + sigma_ki xi, and the free flow again; returns the O step's kinetic-energy change.
+
+    q, p, xi : (P, n, 3) normal-mode positions, momenta and N(0, 1) noise; m, inv_m : (n,); coef : (4, P)
+    (a, b, c, d) of the half-step flow; c1 : (P,); sigma : (P, n). The same floating-point operations, in
+    the same order, as nm_flow, then p <- c1 p + sigma xi, then nm_flow (the kinetic-energy change summed
+    over (k, i, x) in C order).
     """
-    P, n = p.shape[0], p.shape[1]
+    P, n = q.shape[0], q.shape[1]
     dk = 0.0
     for k in range(P):
+        a, b, c, d = coef[0, k], coef[1, k], coef[2, k], coef[3, k]
         for i in range(n):
+            cm = c * m[i]
             for x in range(3):
-                old = p[k, i, x]
-                new = old * c1[k] + sigma[k, i] * xi[k, i, x]
-                p[k, i, x] = new
-                dk += 0.5 * (new * new - old * old) * inv_m[i]
+                qq, pp = q[k, i, x], p[k, i, x]
+                qq, pp = a * qq + b * (pp * inv_m[i]), cm * qq + d * pp
+                new = pp * c1[k] + sigma[k, i] * xi[k, i, x]
+                dk += 0.5 * (new * new - pp * pp) * inv_m[i]
+                q[k, i, x] = a * qq + b * (new * inv_m[i])
+                p[k, i, x] = cm * qq + d * new
     return dk
 
 

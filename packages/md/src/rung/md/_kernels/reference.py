@@ -1,4 +1,5 @@
-"""NumPy oracle of the Lennard-Jones kernel (see :mod:`rung.md.potentials` for the equations)."""
+"""NumPy oracles of the numba kernels in :mod:`rung.md._kernels.cpu`: Lennard-Jones (see
+:mod:`rung.md.potentials` for the equations) and the ring polymer's fused flow - O - flow."""
 
 import numpy as np
 
@@ -25,3 +26,26 @@ def lj(x, cell, i, j, shifts, epsilon, sigma, cutoff):
         np.add.at(forces[b], i[keep], -fj)
         virial[b] = fj.T @ d
     return energy, forces, virial
+
+
+def flow_o_flow(q, p, m, inv_m, coef, c1, sigma, xi):
+    """Free half-step flow, Langevin O step, free half-step flow of every normal mode, in place.
+
+    q, p : (P, n, 3) float64; m, inv_m : (n,) float64; coef : (4, P) (a, b, c, d) with
+    q' = a q + b p / m, p' = c m q + d p (:func:`rung.md.normal_modes.free_propagator`); c1 : (P,);
+    sigma : (P, n); xi : (P, n, 3) N(0, 1) noise. Returns the kinetic-energy change of the O step, Hartree.
+    """
+    a, b, c, d = (co[:, None, None] for co in coef)
+    cm = c * m[:, None]
+
+    def flow():
+        qq = q.copy()
+        q[:] = a * qq + b * (p * inv_m[:, None])
+        p[:] = cm * qq + d * p
+
+    flow()
+    before = p.copy()
+    p[:] = p * c1[:, None, None] + sigma[:, :, None] * xi
+    dk = 0.5 * np.sum((p * p - before * before) * inv_m[:, None])
+    flow()
+    return float(dk)

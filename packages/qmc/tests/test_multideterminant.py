@@ -254,6 +254,105 @@ def test_table_kernels_match_reference():
         np.testing.assert_allclose(out[..., s], (sign[s] if k else 1.0) * np.linalg.det(b), rtol=1e-10, atol=1e-12)
 
 
+def test_ratio_vector_kernel_matches_reference_and_bordered_determinants():
+    """ratio_vectors (numba) against its NumPy reference, and beta . d against the string ratios of the
+    bordered determinants (:func:`replaced_reference`, checked against direct determinants above) summed
+    with the weights y / q, for random replacement rows d; excitation degrees 0-5."""
+    from rung.qmc._kernels import table
+
+    rng = np.random.default_rng(11)
+    nw, n, m, ng, nx = 3, 6, 14, 2, 4
+    t = rng.normal(size=(nw, n, m))
+    ref = np.array([0, 1, 2, 3, 4, 5])
+    t[:, :, ref] = np.eye(n)
+    deg = np.array([0, 1, 2, 3, 4, 5, 2, 3, 1])
+    holes, parts = np.zeros((9, 5), np.int64), np.zeros((9, 5), np.int64)
+    for s, k in enumerate(deg):
+        holes[s, :k] = np.sort(rng.choice(n, k, replace=False))
+        parts[s, :k] = np.sort(rng.choice(np.arange(n, m), k, replace=False))
+    sign = rng.choice([-1.0, 1.0], size=9)
+    det, adj = table.string_minors_reference(t, deg, holes, parts, sign)
+    y = rng.normal(size=(nw, 9))
+    q = np.einsum("ws,ws->w", det, y)
+    a = rng.normal(size=(nw, ng, n))
+    beta = table.ratio_vectors(a, t, adj, y, q, deg, holes, parts, ref)
+    np.testing.assert_allclose(beta, table.ratio_vectors_reference(a, t, adj, y, q, deg, holes, parts, ref),
+                               rtol=1e-12, atol=1e-12)
+    d = rng.normal(size=(nw, ng, nx, m))
+    rho = np.einsum("wgrj,wgj->wgr", d[..., ref], a)
+    w = d - np.einsum("wjm,wgrj->wgrm", t, d[..., ref])
+    ratios = table.replaced_reference(det, adj, a, w, rho, deg, holes, parts)  # (nw, ng, nx, ns)
+    expect = np.einsum("wgrs,ws->wgr", ratios, y) / q[:, None, None]
+    np.testing.assert_allclose(np.einsum("wgrm,wgm->wgr", d, beta), expect, rtol=1e-10, atol=1e-12)
+
+
+def test_accept_kernel_matches_numpy_table_updates():
+    """The numba accept kernel (Sherman-Morrison of A0^-1 and T, minors, contraction) against the NumPy
+    backend's updates, state array by state array, over moves of every electron."""
+    from rung.qmc.multideterminant import TableMultiSlater
+
+    mol = gto.M(atom="O 0 0 0; H 0 1.4 1.1; H 0 -1.4 1.1", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    mf = scf.RHF(mol).run()
+    rng = np.random.default_rng(3)
+    exp = _random_expansion(mol.nelec, 12, 40, rng)
+    basis = AtomicBasis.from_mol(mol)
+    fast = TableMultiSlater(basis, mf.mo_coeff, exp, mol.nelec)
+    slow = TableMultiSlater(basis, mf.mo_coeff, exp, mol.nelec, backend="numpy")
+    nw, ne = 6, sum(mol.nelec)
+    configs = rng.normal(scale=1.2, size=(nw, ne, 3))
+    fast.recompute(configs)
+    slow.recompute(configs)
+    for e in list(range(ne)) * 2:
+        new = fast.configs[:, e] + rng.normal(scale=0.4, size=(nw, 3))
+        ok = rng.random(nw) < 0.7
+        g1, r1, v1 = fast.gradient_value(e, new)
+        g2, r2, v2 = slow.gradient_value(e, new)
+        np.testing.assert_allclose(r1, r2, rtol=1e-8)  # round-off grows with the moves (random configurations)
+        fast.accept(e, new, ok, v1)
+        slow.accept(e, new, ok, v2)
+    for name in ("mo", "inverse", "T", "R", "adj", "Y", "sign0", "logdet0"):
+        for x, y in zip(getattr(fast, name), getattr(slow, name)):
+            np.testing.assert_allclose(x, y, rtol=1e-8, atol=1e-10 * max(1.0, np.abs(y).max()), err_msg=name)
+    np.testing.assert_allclose(fast.q, slow.q, rtol=1e-8)
+    np.testing.assert_array_equal(fast.sign_, slow.sign_)
+    np.testing.assert_allclose(fast.log_, slow.log_, rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(fast.configs, slow.configs)
+
+
+def test_fused_nonlocal_ecp_of_table_method_equals_per_determinant():
+    """The fused nonlocal ECP kernel with the table method's AO ratio vector against the generic path
+    (``testvalue`` at every quadrature point) of the per-determinant expansion, times a Jastrow, same
+    random rotations; ccECP water, 60 determinants."""
+    from rung.qmc import ecp as ecp_mod
+
+    mol = gto.M(atom="O 0 0 0; H 0 1.4 1.1; H 0 -1.4 1.1", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    mf = scf.RHF(mol).run()
+    rng = np.random.default_rng(4)
+    exp = _random_expansion(mol.nelec, 12, 60, rng)
+    basis = AtomicBasis.from_mol(mol)
+    wfs = []
+    for method in ("table", "per-determinant"):
+        jas = Jastrow(mol.atom_coords(), [0, 1, 1], [0.0, 0.0, 0.0], mol.nelec)
+        for v in jas.parameters.values():
+            v[...] = np.random.default_rng(9).normal(scale=0.2, size=v.shape)
+        wfs.append(ProductWF([build_multislater(basis, mf.mo_coeff, exp, mol.nelec, method=method), jas]))
+    nw = 30
+    configs = mol.atom_coords().mean(0) + rng.normal(scale=1.3, size=(nw, sum(mol.nelec), 3))
+    configs[0, 0] = mol.atom_coords()[0] + 1e-3
+    for wf in wfs:
+        wf.recompute(configs)
+    ecp = Hamiltonian.from_mol(mol).ecp
+    ninrange = 0
+    for e in range(configs.shape[1]):
+        assert ecp_mod._fused_inputs(wfs[0], e) is not None and ecp_mod._fused_inputs(wfs[1], e) is None
+        t_f, p_f = ecp.nonlocal_electron(wfs[0], e, configs, np.random.default_rng(e))
+        t_g, p_g = ecp.nonlocal_electron(wfs[1], e, configs, np.random.default_rng(e))
+        np.testing.assert_allclose(p_f, p_g, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(t_f, t_g, rtol=1e-9, atol=1e-11 * np.abs(t_g).max())
+        ninrange += np.count_nonzero(t_g)
+    assert ninrange > 0.2 * nw * 12
+
+
 def test_table_method_equals_pyqmc_multislater():
     """An independent implementation: PyQMC's multi-Slater with the same determinants (its own AO
     evaluation through PySCF and its own determinant algebra) gives the same sign and log|psi|, and

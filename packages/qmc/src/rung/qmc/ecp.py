@@ -240,7 +240,8 @@ class ECP:
         return cached[1]
 
     def _nonlocal_fused(self, fused, x, rng):
-        """``nonlocal_electron`` for a Slater determinant (x one/two-body Jastrow), in one numba pass.
+        """``nonlocal_electron`` for a Slater determinant or a table-method multi-Slater expansion (x one/two-body
+        Jastrow), in one numba pass.
 
         Same quantities and the same random numbers as the generic path (one Gaussian quaternion per
         walker); the ratios come from :func:`rung.qmc._kernels.cpu.ecp.ecp_nonlocal` (AO radial parts from
@@ -269,11 +270,12 @@ class ECP:
 
 def _fused_inputs(wf, e):
     """(basis, b (nw, ncart), (Jastrow kernel arguments, J_e (nw,)) or None) when ``wf`` is a plain
-    Slater(-Jastrow) product (:func:`rung.qmc.wavefunction.slater_jastrow_parts`); None otherwise (the
-    generic ``testvalue`` path serves every other wave function)."""
-    from rung.qmc.wavefunction import slater_jastrow_parts
+    Slater(-Jastrow) product or a table-method multi-Slater(-Jastrow) one
+    (:func:`rung.qmc.wavefunction.ratio_vector_parts`); None otherwise (the generic ``testvalue`` path
+    serves every other wave function)."""
+    from rung.qmc.wavefunction import ratio_vector_parts
 
-    parts = slater_jastrow_parts(wf)
+    parts = ratio_vector_parts(wf)
     if parts is None:
         return None
     det, jas = parts

@@ -297,10 +297,14 @@ class TableMultiSlater:
         self.coef = np.array(expansion.coef, dtype=np.float64)
         self.free = np.flatnonzero(np.arange(self.coef.size) != fixed_determinant(self.coef))
         self.parameters: dict = {"ci": self.coef[self.free].copy()} if expansion.optimize_ci else {}
-        if backend == "numba":
+        self._numba = backend == "numba"
+        if self._numba:
             self._string_minors, self._replaced_kernel = table.string_minors, table.replaced
+            self._ratio_vectors = table.ratio_vectors
         else:
             self._string_minors, self._replaced_kernel = table.string_minors_reference, table.replaced_reference
+            self._ratio_vectors = table.ratio_vectors_reference
+        self._beta = {}
         self.orbitals, self.ref, self.tables, self.nstrings, det_strings = [], [], [], [], []
         lead = int(np.argmax(np.abs(self.coef)))
         for s, occ in enumerate((expansion.occ_up, expansion.occ_down)):
@@ -330,6 +334,25 @@ class TableMultiSlater:
         """sign det X_S (nw, ns) and sign adj X_S (nw, ns, kmax, kmax) for every string of spin s."""
         return self._string_minors(np.ascontiguousarray(t), *self.tables[s])
 
+    def beta(self, e):
+        """The ratio vector of electron e, (nw, m) float64 over the orbitals of its spin (``orbitals[s]``):
+        psi(r_e = r') / psi = sum_j phi_j(r') beta[w, j] for any r' (psi is linear in one electron's
+        orbital row; :mod:`rung.qmc._kernels.table`). Kept until the state changes."""
+        if e not in self._beta:
+            s, i = self._spin(e)
+            a = np.ascontiguousarray(self.inverse[s][:, None, :, i])
+            self._beta[e] = self._ratio_vectors(a, self.T[s], self.adj[s], self.Y[s], self.q, *self.tables[s][:3],
+                                                self.ref[s])[:, 0]
+        return self._beta[e]
+
+    def ratio_vector(self, e):
+        """(basis, b) with psi(r_e = r')/psi = sum_mu chi_mu(r') b[w, mu] for the cartesian AOs chi of
+        ``basis``: b = beta C_cart^T (nwalkers, ncart) float64 (plain LCAO orbitals only, as
+        :meth:`rung.qmc.determinants.SlaterDeterminant.ratio_vector`)."""
+        s, _ = self._spin(e)
+        orb = self.orbitals[s]
+        return orb.basis, np.ascontiguousarray(self.beta(e) @ orb.coef_cart.T)
+
     def _replaced(self, s, a, d, sel=slice(None)):
         """D_S' / D_0 with one row replaced, for the walkers ``sel``: a (nw, G, n) columns of A0^-1 (one
         per group), d (nw, G, R, m) the replacement rows -> (nw, G, R, ns) (the reference gets rho)."""
@@ -349,11 +372,13 @@ class TableMultiSlater:
 
     def _update_total(self):
         self.Y = [self._contract(0), self._contract(1)]
-        q = np.einsum("wa,wa->w", self.R[0], self.Y[0])
-        self.q = q
-        self.sign_ = self.sign0[0] * self.sign0[1] * np.sign(q)
+        self.q = np.einsum("wa,wa->w", self.R[0], self.Y[0])
+        self._set_total()
+
+    def _set_total(self):
+        self.sign_ = self.sign0[0] * self.sign0[1] * np.sign(self.q)
         with np.errstate(divide="ignore"):
-            self.log_ = self.logdet0[0] + self.logdet0[1] + np.log(np.abs(q))
+            self.log_ = self.logdet0[0] + self.logdet0[1] + np.log(np.abs(self.q))
 
     # -- protocol ------------------------------------------------------------------------------
     def recompute(self, configs):
@@ -361,6 +386,7 @@ class TableMultiSlater:
             self.coef[self.free] = self.parameters["ci"]
             self._set_cmat()
         self.configs = np.array(configs, dtype=np.float64)
+        self._beta = {}
         nw = configs.shape[0]
         self.mo, self.inverse, self.T, self.R, self.adj, self.sign0, self.logdet0 = [], [], [], [], [], [], []
         start = 0
@@ -398,30 +424,26 @@ class TableMultiSlater:
         return self.sign_.copy(), self.log_.copy()
 
     def testvalue(self, e, epos, mask=None):
-        s, i = self._spin(e)
+        s, _ = self._spin(e)
         d = self.orbitals[s](epos, 0)[0]  # (nw, [npts,] m)
-        sel = slice(None) if mask is None else mask
-        r = self._replaced(s, self.inverse[s][sel][:, None, :, i], d.reshape(d.shape[0], 1, -1, d.shape[-1]), sel)
-        ratio = np.einsum("wra,wa->wr", r[:, 0], self.Y[s][sel]) / self.q[sel][:, None]
-        return ratio if d.ndim == 3 else ratio[:, 0]
+        beta = self.beta(e) if mask is None else self.beta(e)[mask]
+        return np.einsum("w...m,wm->w...", d, beta)
 
-    def _rows(self, e, epos, nrows):
-        """The orbital rows (5, nw, m) at epos and sum_S (D_S'/D_0) Y_S for the first ``nrows`` of them
-        (value, gradient, Laplacian): (nrows, nw)."""
+    def _rows(self, e, epos):
+        """The orbital rows (5, nw, m) at epos (cached at the current position)."""
         s, i = self._spin(e)
-        v = self.mo[s][:, :, i] if self._is_current(e, epos) else self.orbitals[s](epos, 2)  # (5, nw, m)
-        r = self._replaced(s, self.inverse[s][:, None, :, i], np.moveaxis(v[:nrows], 0, 1)[:, None])
-        return v, np.einsum("wxa,wa->xw", r[:, 0], self.Y[s])
+        return self.mo[s][:, :, i] if self._is_current(e, epos) else self.orbitals[s](epos, 2)
 
     def _is_current(self, e, epos):
         return epos.shape == self.configs[:, e].shape and np.array_equal(epos, self.configs[:, e])
 
     def gradient_value(self, e, epos):
-        v, t = self._rows(e, epos, 4)
-        return t[1:4] / t[0], t[0] / self.q, v
+        v = self._rows(e, epos)
+        t = np.einsum("xwm,wm->xw", v[:4], self.beta(e))
+        return t[1:4] / t[0], t[0], v
 
     def gradient_laplacian(self, e, epos):
-        _, t = self._rows(e, epos, 5)
+        t = np.einsum("xwm,wm->xw", self._rows(e, epos), self.beta(e))
         return t[1:4] / t[0], t[4] / t[0]
 
     def gradient_laplacian_all(self):
@@ -433,10 +455,10 @@ class TableMultiSlater:
             n = self.nelec[s]
             if n == 0:
                 continue
-            d = np.moveaxis(self.mo[s][1:5], 0, 2)  # (nw, n, 4, m): row i of each derivative
-            a = np.swapaxes(self.inverse[s], 1, 2)  # (nw, n, n): a[w, i] = A0^-1[:, i]
-            r = self._replaced(s, a, d)  # (nw, n, 4, ns)
-            t = np.einsum("wixa,wa->wix", r, self.Y[s]) / self.q[:, None, None]
+            a = np.ascontiguousarray(np.swapaxes(self.inverse[s], 1, 2))  # (nw, n, n): a[w, i] = A0^-1[:, i]
+            beta = self._ratio_vectors(a, self.T[s], self.adj[s], self.Y[s], self.q, *self.tables[s][:3],
+                                       self.ref[s])  # (nw, n, m)
+            t = np.einsum("xwim,wim->wix", self.mo[s][1:5], beta)
             grad[:, start:start + n] = t[..., :3]
             lap[:, start:start + n] = t[..., 3]
             start += n
@@ -447,7 +469,15 @@ class TableMultiSlater:
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
+        self._beta = {}
         v5 = saved if saved is not None else self.orbitals[s](epos, 2)
+        if self._numba:
+            from rung.qmc._kernels.table import accept
+
+            accept(mask, i, np.ascontiguousarray(v5), *self._accept_arguments(s))
+            self.configs[mask, e] = epos[mask]
+            self._set_total()
+            return
         self.mo[s][:, mask, i] = v5[:, mask]
         d = v5[0][mask]  # (nm, m)
         inv, t = self.inverse[s][mask], self.T[s][mask]
@@ -466,8 +496,16 @@ class TableMultiSlater:
         self.configs[mask, e] = epos[mask]
         self._update_total()
 
+    def _accept_arguments(self, s):
+        """The state arguments of :func:`rung.qmc._kernels.table.accept` after (mask, i, v5) for spin s
+        (arrays updated in place)."""
+        c = self.cmat_t if s == 0 else self.cmat  # rows: the other spin's strings
+        return (self.mo[s], self.inverse[s], self.T[s], self.R[s], self.adj[s], self.sign0[s], self.logdet0[s],
+                self.Y[s], self.Y[1 - s], self.q, self.ref[s], *self.tables[s], c.indptr, c.indices, c.data)
+
     def resample(self, idx):
         self.configs = self.configs[idx]
+        self._beta = {}
         self.mo = [m[:, idx] for m in self.mo]
         for name in ("inverse", "T", "R", "adj", "sign0", "logdet0"):
             setattr(self, name, [x[idx] for x in getattr(self, name)])

@@ -84,6 +84,66 @@ def _det_inplace(b, n):
 
 
 @numba.njit(cache=True)
+def _walker_minors(t, deg, holes, parts, sign, det, adj, x, b):
+    """string_minors of one walker: t (n, m) its table; writes det (ns,) and adj (ns, kmax, kmax) in place;
+    x, b (kmax, kmax) scratch."""
+    ns = deg.shape[0]
+    for s in range(ns):
+        k = deg[s]
+        if k == 0:
+            det[s] = 1.0
+            continue
+        sg = sign[s]
+        for i in range(k):
+            for j in range(k):
+                x[i, j] = t[holes[s, i], parts[s, j]]
+        if k == 1:
+            det[s] = sg * x[0, 0]
+            adj[s, 0, 0] = sg
+        elif k == 2:
+            det[s] = sg * (x[0, 0] * x[1, 1] - x[0, 1] * x[1, 0])
+            adj[s, 0, 0] = sg * x[1, 1]
+            adj[s, 0, 1] = -sg * x[0, 1]
+            adj[s, 1, 0] = -sg * x[1, 0]
+            adj[s, 1, 1] = sg * x[0, 0]
+        elif k == 3:
+            c00 = x[1, 1] * x[2, 2] - x[1, 2] * x[2, 1]
+            c01 = x[0, 2] * x[2, 1] - x[0, 1] * x[2, 2]
+            c02 = x[0, 1] * x[1, 2] - x[0, 2] * x[1, 1]
+            c10 = x[1, 2] * x[2, 0] - x[1, 0] * x[2, 2]
+            c11 = x[0, 0] * x[2, 2] - x[0, 2] * x[2, 0]
+            c12 = x[0, 2] * x[1, 0] - x[0, 0] * x[1, 2]
+            c20 = x[1, 0] * x[2, 1] - x[1, 1] * x[2, 0]
+            c21 = x[0, 1] * x[2, 0] - x[0, 0] * x[2, 1]
+            c22 = x[0, 0] * x[1, 1] - x[0, 1] * x[1, 0]
+            adj[s, 0, 0], adj[s, 0, 1], adj[s, 0, 2] = sg * c00, sg * c01, sg * c02
+            adj[s, 1, 0], adj[s, 1, 1], adj[s, 1, 2] = sg * c10, sg * c11, sg * c12
+            adj[s, 2, 0], adj[s, 2, 1], adj[s, 2, 2] = sg * c20, sg * c21, sg * c22
+            det[s] = sg * (x[0, 0] * c00 + x[1, 0] * c01 + x[2, 0] * c02)
+        else:
+            for i in range(k):
+                for j in range(k):
+                    # cofactor: x without row j and column i
+                    r2 = 0
+                    for r in range(k):
+                        if r == j:
+                            continue
+                        c2 = 0
+                        for c in range(k):
+                            if c == i:
+                                continue
+                            b[r2, c2] = x[r, c]
+                            c2 += 1
+                        r2 += 1
+                    m = _det_inplace(b, k - 1)
+                    adj[s, i, j] = sg * m if (i + j) % 2 == 0 else -sg * m
+            d = 0.0
+            for j in range(k):  # expansion along column 0: det = sum_j x[j, 0] adj[0, j]
+                d += x[j, 0] * adj[s, 0, j]
+            det[s] = d
+
+
+@numba.njit(cache=True)
 def string_minors(t, deg, holes, parts, sign):
     """numba version of :func:`string_minors_reference`; closed forms for k <= 3."""
     nw, ns, kmax = t.shape[0], deg.shape[0], holes.shape[1]
@@ -92,58 +152,7 @@ def string_minors(t, deg, holes, parts, sign):
     x = np.empty((kmax, kmax))
     b = np.empty((kmax, kmax))
     for iw in range(nw):
-        for s in range(ns):
-            k = deg[s]
-            if k == 0:
-                continue
-            sg = sign[s]
-            for i in range(k):
-                for j in range(k):
-                    x[i, j] = t[iw, holes[s, i], parts[s, j]]
-            if k == 1:
-                det[iw, s] = sg * x[0, 0]
-                adj[iw, s, 0, 0] = sg
-            elif k == 2:
-                det[iw, s] = sg * (x[0, 0] * x[1, 1] - x[0, 1] * x[1, 0])
-                adj[iw, s, 0, 0] = sg * x[1, 1]
-                adj[iw, s, 0, 1] = -sg * x[0, 1]
-                adj[iw, s, 1, 0] = -sg * x[1, 0]
-                adj[iw, s, 1, 1] = sg * x[0, 0]
-            elif k == 3:
-                c00 = x[1, 1] * x[2, 2] - x[1, 2] * x[2, 1]
-                c01 = x[0, 2] * x[2, 1] - x[0, 1] * x[2, 2]
-                c02 = x[0, 1] * x[1, 2] - x[0, 2] * x[1, 1]
-                c10 = x[1, 2] * x[2, 0] - x[1, 0] * x[2, 2]
-                c11 = x[0, 0] * x[2, 2] - x[0, 2] * x[2, 0]
-                c12 = x[0, 2] * x[1, 0] - x[0, 0] * x[1, 2]
-                c20 = x[1, 0] * x[2, 1] - x[1, 1] * x[2, 0]
-                c21 = x[0, 1] * x[2, 0] - x[0, 0] * x[2, 1]
-                c22 = x[0, 0] * x[1, 1] - x[0, 1] * x[1, 0]
-                adj[iw, s, 0, 0], adj[iw, s, 0, 1], adj[iw, s, 0, 2] = sg * c00, sg * c01, sg * c02
-                adj[iw, s, 1, 0], adj[iw, s, 1, 1], adj[iw, s, 1, 2] = sg * c10, sg * c11, sg * c12
-                adj[iw, s, 2, 0], adj[iw, s, 2, 1], adj[iw, s, 2, 2] = sg * c20, sg * c21, sg * c22
-                det[iw, s] = sg * (x[0, 0] * c00 + x[1, 0] * c01 + x[2, 0] * c02)
-            else:
-                for i in range(k):
-                    for j in range(k):
-                        # cofactor: x without row j and column i
-                        r2 = 0
-                        for r in range(k):
-                            if r == j:
-                                continue
-                            c2 = 0
-                            for c in range(k):
-                                if c == i:
-                                    continue
-                                b[r2, c2] = x[r, c]
-                                c2 += 1
-                            r2 += 1
-                        m = _det_inplace(b, k - 1)
-                        adj[iw, s, i, j] = sg * m if (i + j) % 2 == 0 else -sg * m
-                d = 0.0
-                for j in range(k):  # expansion along column 0: det = sum_j x[j, 0] adj[0, j]
-                    d += x[j, 0] * adj[iw, s, 0, j]
-                det[iw, s] = d
+        _walker_minors(t[iw], deg, holes, parts, sign, det[iw], adj[iw], x, b)
     return det, adj
 
 
@@ -171,3 +180,157 @@ def replaced(det, adj, a, w, rho, deg, holes, parts):
                         v += w[iw, g, r, parts[s, i]] * u[s, i]
                     out[iw, g, r, s] = v
     return out
+
+
+# -- ratio vectors and accepted moves ---------------------------------------------------------------
+# psi is linear in the orbital row of any one electron, so with the other electrons fixed
+# psi(r_e = r') / psi = sum_j phi_j(r') beta_j: with u_S = adj(X_S) a[h] (a = A0^-1[:, i]) and
+# z = sum_S (Y_S / q) sum_l u_S[l] e_{p_l} (the particle columns; Y the other spin contracted with the
+# CI coefficients, q = psi / (D0_up D0_dn)), the bordered-determinant formula above summed over the
+# strings gives beta = z + (a - T z) on the reference columns. One beta serves the ratio, gradient and
+# Laplacian at any position of the electron (value, derivative rows) and the ECP quadrature points.
+
+
+def ratio_vectors_reference(a, t, adj, y, q, deg, holes, parts, ref):
+    """NumPy reference of :func:`ratio_vectors`.
+
+    Parameters
+    ----------
+    a : (nw, G, n) float64 — columns of A0^-1 (one per electron asked for)
+    t : (nw, n, m) float64 — the table A0^-1 Phi; adj : (nw, ns, kmax, kmax) — sign adj(X_S) of every string
+    y : (nw, ns) float64 — the other spin's string ratios contracted with the CI coefficients
+    q : (nw,) float64 — psi / (D0_up D0_dn); deg, holes, parts : the strings' excitations; ref : (n,) int
+        the reference's columns
+
+    Returns
+    -------
+    beta : (nw, G, m) float64 — psi(r_e = r') / psi = sum_j phi_j(r') beta[w, g, j]
+    """
+    kmax = holes.shape[1]
+    valid = np.arange(kmax)[None, :] < deg[:, None]  # (ns, kmax)
+    u = np.einsum("wsij,wgsj->wgsi", adj, a[:, :, holes] * valid) * valid * (y / q[:, None])[:, None, :, None]
+    z = np.zeros(a.shape[:2] + (t.shape[2],))
+    np.add.at(z, (slice(None), slice(None), parts), u)
+    beta = z.copy()
+    beta[:, :, ref] += a - np.einsum("wjm,wgm->wgj", t, z)
+    return beta
+
+
+@numba.njit(cache=True)
+def ratio_vectors(a, t, adj, y, q, deg, holes, parts, ref):
+    """numba version of :func:`ratio_vectors_reference`: k^2 operations per string and column a, then
+    one n x m product."""
+    nw, ng, n = a.shape
+    m, ns = t.shape[2], deg.shape[0]
+    beta = np.zeros((nw, ng, m))
+    tz = np.empty(n)
+    for iw in range(nw):
+        for g in range(ng):
+            z = beta[iw, g]
+            for s in range(ns):
+                k = deg[s]
+                if k == 0:
+                    continue
+                c = y[iw, s] / q[iw]
+                for i in range(k):
+                    acc = 0.0
+                    for j in range(k):
+                        acc += adj[iw, s, i, j] * a[iw, g, holes[s, j]]
+                    z[parts[s, i]] += c * acc
+            for j in range(n):
+                acc = 0.0
+                for col in range(m):
+                    acc += t[iw, j, col] * z[col]
+                tz[j] = acc
+            for j in range(n):
+                z[ref[j]] += a[iw, g, j] - tz[j]
+    return beta
+
+
+@numba.njit(cache=True)
+def _accept_walker(w, i, d, inv, t, ref, deg, holes, parts, sign, det, adj, x, b, va, wv, a):
+    """Walker w's electron (row i) moved to orbital values d (m,): Sherman-Morrison of A0^-1 (nw, n, n)
+    and of T (nw, n, m) in place (T += a w^T / rho, w = d - T^T d[ref]), then the string minors of walker
+    w (det (nw, ns), adj (nw, ns, kmax, kmax)). x, b, va, wv, a: scratch. Returns rho, the reference
+    determinant's ratio."""
+    n, m = inv.shape[1], t.shape[2]
+    rho = 0.0
+    for j in range(n):
+        a[j] = inv[w, j, i]
+        rho += d[ref[j]] * a[j]
+    for col in range(m):
+        acc = d[col]
+        for j in range(n):
+            acc -= t[w, j, col] * d[ref[j]]
+        wv[col] = acc
+    for l in range(n):
+        acc = 0.0
+        for k in range(n):
+            acc += d[ref[k]] * inv[w, k, l]
+        va[l] = acc
+    va[i] -= 1.0
+    for j in range(n):
+        f = a[j] / rho
+        for col in range(m):
+            t[w, j, col] += f * wv[col]
+        for l in range(n):
+            inv[w, j, l] -= f * va[l]
+    _walker_minors(t[w], deg, holes, parts, sign, det[w], adj[w], x, b)
+    return rho
+
+
+@numba.njit(cache=True)
+def _contract_walker(w, r, indptr, indices, data, y):
+    """y[w, b] = sum_a C[b, a] r[w, a] for the csr matrix C (indptr, indices, data): the strings of one
+    spin contracted with the CI coefficients for walker w."""
+    for row in range(indptr.shape[0] - 1):
+        acc = 0.0
+        for jj in range(indptr[row], indptr[row + 1]):
+            acc += data[jj] * r[w, indices[jj]]
+        y[w, row] = acc
+
+
+@numba.njit(cache=True)
+def _accepted_walker(w, i, d, inv, t, det, adj, sign0, logdet0, y_same, y_other, q, ref, deg, holes, parts, sign,
+                     indptr, indices, data, x, b, va, wv, a):
+    """Every table update of an accepted move of walker w (:func:`accept`)."""
+    rho = _accept_walker(w, i, d, inv, t, ref, deg, holes, parts, sign, det, adj, x, b, va, wv, a)
+    if rho < 0:
+        sign0[w] = -sign0[w]
+    logdet0[w] += np.log(np.abs(rho))
+    _contract_walker(w, det, indptr, indices, data, y_other)
+    acc = 0.0
+    for s in range(det.shape[1]):
+        acc += det[w, s] * y_same[w, s]
+    q[w] = acc
+
+
+@numba.njit(cache=True)
+def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, y_other, q, ref, deg, holes, parts, sign,
+           indptr, indices, data):
+    """Accepted moves of one electron (row i of spin s), every table quantity updated in place for the
+    walkers in ``mask``.
+
+    Parameters
+    ----------
+    mask : (nw,) bool; i : int — the electron's row; v5 : (5, nw, m) float64 — orbital values, gradients,
+        Laplacians at the new positions; mo : (5, nw, n, m) — the cached orbitals of spin s
+    inv : (nw, n, n) A0^-1; t : (nw, n, m) T; det : (nw, ns) sign det X_S; adj : (nw, ns, kmax, kmax);
+    sign0, logdet0 : (nw,) of the reference determinant of spin s
+    y_same : (nw, ns) the other spin contracted with C (unchanged); y_other : (nw, ns') the strings of spin
+        s contracted with C (recomputed); q : (nw,) psi / (D0_up D0_dn) (recomputed)
+    ref, deg, holes, parts, sign : spin s's tables; indptr, indices, data : C as csr with the other
+        spin's strings as rows
+    """
+    nw, n, m = t.shape
+    kmax = holes.shape[1]
+    x, b = np.empty((kmax, kmax)), np.empty((kmax, kmax))
+    va, wv, a = np.empty(n), np.empty(m), np.empty(n)
+    for w in range(nw):
+        if not mask[w]:
+            continue
+        for c in range(5):
+            for col in range(m):
+                mo[c, w, i, col] = v5[c, w, col]
+        _accepted_walker(w, i, v5[0, w], inv, t, det, adj, sign0, logdet0, y_same, y_other, q, ref, deg, holes,
+                         parts, sign, indptr, indices, data, x, b, va, wv, a)

@@ -195,6 +195,11 @@ def test_cli_extxyz_and_rung_h5md(tmp_path):
                                       'potential = {type = "harmonic", k = 0.5}\n[output]\ntrajectory_every = 1\n')
     r = CliRunner().invoke(main, ["run", str(tmp_path / "in.toml"), "--workdir", str(tmp_path / "md"), "--quiet"])
     assert r.exit_code == 0, r.output
+    # an output prefix that names the trajectory itself (md.h5 --output md) is refused, the file left intact
+    size = (tmp_path / "md/md.h5").stat().st_size
+    check_bad_input(CliRunner().invoke(main, ["analyze", "protons", str(tmp_path / "md/md.h5"), "--output",
+                                              str(tmp_path / "md/md")]), "overwrite")
+    assert (tmp_path / "md/md.h5").stat().st_size == size
     r = CliRunner().invoke(main, ["analyze", "protons", str(tmp_path / "md/md.h5"), "--output", str(out)])
     assert r.exit_code == 0, r.output
     assert r.output.strip().splitlines()[-1].split() == ["total", "0"]

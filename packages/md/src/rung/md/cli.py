@@ -126,6 +126,8 @@ def analyze():
 def protons(trajectory, groups, hysteresis_angstrom, persistence, cutoff_angstrom, output):
     """Proton ownership and transfer events in TRAJECTORY (rung H5MD, or any file ASE reads);
     see `rung.md.analysis.protons`."""
+    from pathlib import Path
+
     from rung.core import units as U
     from rung.core.errors import InputError
     from rung.md.analysis.protons import detect, plot_counts, read_trajectory
@@ -138,6 +140,8 @@ def protons(trajectory, groups, hysteresis_angstrom, persistence, cutoff_angstro
         if name in specs:
             raise InputError(f"--group {name!r} is given twice")
         specs[name] = sel
+    if any(Path(f"{output}{ext}").resolve() == Path(trajectory).resolve() for ext in (".h5", ".txt", ".png")):
+        raise InputError(f"--output {output!r} would overwrite the trajectory {trajectory}; choose another prefix")
     traj = read_trajectory(trajectory)
     ev = detect(traj, specs or None, hysteresis=hysteresis_angstrom * U.ANGSTROM_TO_BOHR, persistence=persistence,
                 cutoff=cutoff_angstrom * U.ANGSTROM_TO_BOHR)

@@ -83,13 +83,18 @@ def main():
         return a.get_distance(i, j)
 
     barrier = (e_ts - e_min) / (kcal / mol)
+    members = []  # the same two structures with each network of the ensemble alone
+    for k in range(8):
+        c = NNPCalculator("ani-1x", member=k, dtype="float64")
+        members.append((c.get_potential_energy(ts) - c.get_potential_energy(mn)) / (kcal / mol))
     lines = [f"ANI-1x (8-member ensemble mean, float64) malonaldehyde, proton transfer O1-H...O2",
              f"C_s minimum:  E = {e_min:.5f} eV, O-H {d(mn, 0, 5):.3f} A, H...O {d(mn, 4, 5):.3f} A, "
              f"O...O {d(mn, 0, 4):.3f} A, lowest frequencies {np.round(np.sort(f_min)[6:9], 0)} cm^-1",
              f"C_2v saddle:  E = {e_ts:.5f} eV, O-H {d(ts, 0, 5):.3f} A (both), O...O {d(ts, 0, 4):.3f} A, "
              f"imaginary modes: {int(np.sum(f_ts < -50))} ({np.round(np.sort(f_ts)[0], 0)} cm^-1)",
              f"barrier: {barrier:.2f} kcal/mol (reference: 4.1 kcal/mol, CCSD(T) surface of Wang et al., "
-             "J. Chem. Phys. 128, 224314 (2008))"]
+             "J. Chem. Phys. 128, 224314 (2008))",
+             f"barrier of each ensemble member: {' '.join(f'{b:.2f}' for b in members)} kcal/mol"]
     print("\n".join(lines))
     with open("barrier.txt", "w") as fh:
         fh.write("\n".join(lines) + "\n")

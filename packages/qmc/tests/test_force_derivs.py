@@ -177,3 +177,45 @@ def test_numba_and_numpy_backends_agree(water):
         out.append(an.derivatives(configs, an._draw_rotations(*configs.shape[:2])))
     for ref, got in zip(*out):
         np.testing.assert_allclose(got, ref, atol=1e-10 * np.abs(ref).max(), rtol=0)
+
+
+def test_sampler_state_matches_recomputation(water):
+    """Taking the sampler's trial function as it is after VMC moves (Sherman-Morrison inverses, cached
+    orbital data, the local energy's grad ln psi) gives the derivatives of a fresh recomputation at the
+    same walkers (same rotations) to round-off; a trial function with other parameters, or not in the
+    state of the walkers given, is refused."""
+    mol, orb, params, configs = water
+    wf, ham = slater_jastrow(mol, orb, parameters=params), Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(2)
+    walkers = vmc(wf, ham, configs.copy(), VMCConfig(nwalkers=configs.shape[0], nblocks=1, nsteps=3, nequil=0),
+                  rng=rng).configs  # wf is left in the state of these walkers after its moves
+    _, grad = ham.local_energy(wf, walkers, rng, return_grad=True)
+    runs = [AnalyticDerivatives(mol, wf, ham, ForceConfig(seed=3)) for _ in range(3)]
+    ref = runs[0](walkers.copy())
+    for got in (runs[1](walkers, wf, grad), runs[2](walkers, wf)):
+        for r, g in zip(ref, got):
+            np.testing.assert_allclose(g, r, atol=1e-10 * np.abs(r).max(), rtol=0)
+    other = slater_jastrow(mol, orb)
+    other.recompute(walkers)
+    with pytest.raises(ValueError, match="not the one"):
+        runs[0](walkers, other)
+    with pytest.raises(ValueError, match="not in the state"):
+        runs[0](walkers + 0.1, wf)
+
+
+def test_nonlocal_two_ecp_atoms_numba_and_numpy_agree():
+    """The nonlocal kernel (spline AOs centre by centre, s to f shells, shells on the ECP atom and on the
+    other one) against the NumPy path (PySCF AOs), two ECP atoms, Jastrow on, with and without warp."""
+    mol = gto.M(atom="C 0 0 0; O 0 0 2.1", unit="Bohr", basis="ccecp-cc-pvtz", ecp="ccecp", verbose=0)
+    orb = mean_field(mol)
+    wf = slater_jastrow(mol, orb)
+    wf.set_parameters({k: 0.1 * np.random.default_rng(5).normal(size=v.shape) for k, v in wf.parameters.items()})
+    ham = Hamiltonian.from_mol(mol)
+    configs = initial_configs(mol, 3, np.random.default_rng(6))
+    configs[:, :4] = 0.6 * np.random.default_rng(7).normal(size=(3, 4, 3)) + [0.0, 0.0, 1.05]  # near both ions
+    out = []
+    for backend in ("numpy", "numba"):
+        an = AnalyticDerivatives(mol, wf, ham, backend=backend)
+        out.append(an.derivatives(configs, an._draw_rotations(*configs.shape[:2])))
+    for ref, got in zip(*out):
+        np.testing.assert_allclose(got, ref, atol=1e-10 * np.abs(ref).max(), rtol=0)

@@ -200,7 +200,7 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
                 series[k][i] = np.dot(w, el[k]) / wsum
             series["variance"][i] = np.dot(w, (el["total"] - series["total"][i]) ** 2) / wsum
             if facc is not None and b >= config.nequil_blocks and i % forces.config.every == 0:
-                facc.add(el["total"], grad, *forces(configs), weights=w)
+                facc.add(el["total"], grad, *forces(configs, wf, grad), weights=w)
             series["neff"][i] = wsum**2 / np.dot(w, w) / nw
             series["weight"][i] = wsum / nw
             if abs(np.log(series["weight"][i])) > 2.0:

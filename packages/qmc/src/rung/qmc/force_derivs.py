@@ -157,7 +157,14 @@ class AnalyticDerivatives:
             for ish, (l, col) in enumerate(zip(b.sh_l, b.sh_col)):
                 self.ao_atom[col:col + (l + 1) * (l + 2) // 2, self.sh_atom[ish]] = 1.0
             self.cmo = [o.coef_cart for o in self.det.orbitals]  # (ncart, n) per spin
-            self.col_atom = np.argmax(self.ao_atom, axis=1).astype(np.int64)  # (ncart,) atom of each AO
+            self.sh_minexp = b.sh_minexp  # (nsh,) smallest exponent of each shell
+            sp = b.radial_splines  # radial parts at the ECP quadrature points (as the energy's kernel)
+            self.splines = (sp.tab, sp.sh_start, sp.sh_nint, sp.sh_inv_h)
+            new = np.ones(b.sh_l.size, dtype=bool)  # AO centres: runs of consecutive shells on one atom
+            new[1:] = self.sh_atom[1:] != self.sh_atom[:-1]
+            start = np.append(np.nonzero(new)[0], b.sh_l.size).astype(np.int64)
+            self.centres = (np.ascontiguousarray(b.sh_center[start[:-1]]), start,
+                            np.minimum.reduceat(self.sh_minexp, start[:-1]), self.sh_atom[start[:-1]])
         else:
             self.ao_atom = _ao_by_atom(mol)
             self.cmo = [o.mo_coeff for o in self.det.orbitals]  # (nao, n) per spin
@@ -237,9 +244,10 @@ class AnalyticDerivatives:
                       2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1)
         return np.ascontiguousarray(m.reshape(ne, nw, 3, 3).transpose(1, 0, 2, 3))  # as ecp.random_rotations
 
-    def _nonlocal(self, configs, rot, b0, de, ge, jg):
+    def _nonlocal(self, configs, rot, b0, de, ge, jg, jas):
         """Nonlocal ECP: its direct R derivative added into ``de`` (nw, natom, 3) and its direct electron
-        gradient into ``ge`` (nw, ne, 3) (jg (nw, ne, 3) grad J); returns the operator matrices VM[s]
+        gradient into ``ge`` (nw, ne, 3) (jg (nw, ne, 3) grad J, jas the Jastrow component in the state of
+        configs, or None); returns the operator matrices VM[s]
         (nw, n_electron, n_orbital) (V_NL phi_k at each electron, Jastrow ratio included), whose
         dependence through A = M^-1 the caller's tr(X dM) term carries."""
         from rung.qmc.ecp import _ICOSAHEDRON
@@ -279,25 +287,28 @@ class AnalyticDerivatives:
                     c_r[on] += (2 * l + 1) * dv[:, None] * p
                     c_cos[on] += (2 * l + 1) * v[:, None] * dp
             c, c_r, c_cos = c * weights, c_r * weights, c_cos * weights
-            ao = self._aos(pts.reshape(-1, 3), 1).reshape(4, w.size, nq, -1)
-            if self.backend == "numba":  # the Jastrow at the points is evaluated inside the kernel
+            if self.backend == "numba":  # the AOs and the Jastrow at the points are evaluated inside the kernel
                 from rung.qmc._kernels.forces_cpu import nonlocal_terms
+                from rung.qmc.orbitals import SCREEN
 
-                j0 = np.zeros((nw, ne)) if self.jas is None else \
-                    np.stack([self.jas._current(k)[:, 0] for k in range(ne)], 1)  # J_e at r_e (cached)
-                vm_ao = np.zeros((nw, sl.stop - sl.start, ao.shape[-1]))
+                j0 = np.zeros((nw, ne)) if jas is None else \
+                    np.stack([jas._current(k)[:, 0] for k in range(ne)], 1)  # J_e at r_e (cached)
+                vm_ao = np.zeros((nw, sl.stop - sl.start, self.basis.ncart))
+                bs = self.basis
                 nonlocal_terms(w, e, eg, atom_index[a], rr, np.ascontiguousarray(rhat), np.ascontiguousarray(q),
-                               np.ascontiguousarray(pts), c, c_r, c_cos, j0, ao, b0[s], self.col_atom, configs,
+                               np.ascontiguousarray(pts), c, c_r, c_cos, j0, *self.centres, bs.sh_l, bs.sh_col,
+                               self.sh_minexp, *self.splines, SCREEN, b0[s], configs,
                                jg, self.coords, self.spin, *self._jastrow_tables, de, ge, vm_ao)
                 vm[s] += vm_ao @ self.cmo[s]
                 continue
+            ao = self._aos(pts.reshape(-1, 3), 1).reshape(4, w.size, nq, -1)
             rj = np.ones_like(c)  # Jastrow ratio and its gradient at the points
             gjp = np.zeros(pts.shape)
-            if self.jas is not None:
+            if jas is not None:
                 for ei in np.unique(eg):
                     on = np.nonzero(eg == ei)[0]
-                    jv, jgr, _ = self.jas._electron_terms(ei, np.ascontiguousarray(pts[on]), 1, w[on])
-                    j0 = self.jas._current(ei)[w[on]]  # J_e at r_e (cached by gradient_laplacian_all)
+                    jv, jgr, _ = jas._electron_terms(ei, np.ascontiguousarray(pts[on]), 1, w[on])
+                    j0 = jas._current(ei)[w[on]]  # J_e at r_e (cached by gradient_laplacian_all)
                     rj[on] = np.exp(jv - j0)
                     gjp[on] = jgr
             b = b0[s][w, :, e]  # (T, nao): column e of C A
@@ -343,8 +354,43 @@ class AnalyticDerivatives:
         return vm
 
     # ------------------------------------------------------------------ all derivatives
-    def derivatives(self, configs, rot=None):
-        """Unwarped derivatives at configs (nw, ne, 3) Bohr; ``rot`` (nw, ne, 3, 3) the ECP quadrature rotations.
+    def _state(self, configs, wf, grad):
+        """(determinant, Jastrow or None, grad J (nw, ne, 3)) in the state of configs: the sampler's trial
+        function ``wf`` as it is (its inverse Slater matrices and cached orbital values, gradients and
+        Laplacians; ``grad`` its grad ln psi from the local energy, which gives grad J without another
+        Jastrow evaluation), or this instance's own copy recomputed when ``wf`` is None."""
+        if wf is None:
+            self.wf.recompute(configs)
+            det, jas = self.det, self.jas
+        else:
+            why = unsupported_reason(wf)
+            det, jas = wf.components[0], (wf.components[1] if len(wf.components) > 1 else None)
+            same = why is None and (jas is None) == (self.jas is None) and all(
+                np.array_equal(o.mo_coeff, p.mo_coeff) for o, p in zip(det.orbitals, self.det.orbitals))
+            if same and jas is not None:
+                same = all(np.array_equal(jas.parameters[k], v) for k, v in self.jas.parameters.items()) and \
+                    (jas.rcut_ee, jas.rcut_en, jas.rcut_ee_cusp, jas.rcut_cusp) == \
+                    (self.jas.rcut_ee, self.jas.rcut_en, self.jas.rcut_ee_cusp, self.jas.rcut_cusp)
+            if not same:
+                raise ValueError("the sampler's trial function is not the one these derivatives were built for "
+                                 "(other orbitals, Jastrow parameters or form)")
+            if not np.array_equal(det.configs, configs):
+                raise ValueError("the sampler's trial function is not in the state of the configurations given")
+        if jas is None:
+            return det, None, np.zeros_like(configs)
+        if grad is None:
+            return det, jas, jas.gradient_laplacian_all()[0]
+        gdet = np.zeros_like(configs)  # grad ln |D| from the cached orbital gradients: grad J = grad - gdet
+        for s, sl in self._spins():
+            if sl.stop > sl.start:
+                t = np.einsum("xwik,wki->wix", det.mo[s][:4], det.inverse[s])
+                gdet[:, sl] = t[..., 1:] / t[..., :1]
+        return det, jas, grad - gdet
+
+    def derivatives(self, configs, rot=None, wf=None, grad=None):
+        """Unwarped derivatives at configs (nw, ne, 3) Bohr; ``rot`` (nw, ne, 3, 3) the ECP quadrature rotations;
+        ``wf`` the sampler's trial function in the state of configs and ``grad`` (nw, ne, 3) its grad ln psi
+        (optional: see :meth:`__call__`).
 
         Returns
         -------
@@ -355,13 +401,10 @@ class AnalyticDerivatives:
         """
         configs = np.ascontiguousarray(configs, dtype=np.float64)
         nw, ne, _ = configs.shape
-        self.wf.recompute(configs)
-        gdet, _ = self.det.gradient_laplacian_all()
-        if self.jas is not None:
-            jg, _ = self.jas.gradient_laplacian_all()
-        else:
-            jg = np.zeros_like(gdet)
-        gt = gdet + jg  # grad ln psi
+        det, jas, jg = self._state(configs, wf, grad)
+        if grad is None:
+            grad = det.gradient_laplacian_all()[0] + jg
+        gt = grad  # grad ln psi
         dl = np.zeros((nw, self.natom, 3))
         de = np.zeros((nw, self.natom, 3))
         ge = np.zeros((nw, ne, 3))
@@ -404,14 +447,14 @@ class AnalyticDerivatives:
                 g = _radial_d(local, r[:, :, ia])[1][..., None] * rhat[:, :, ia]  # (nw, ne, 3)
                 de[:, ia] -= g.sum(1)
                 ge += g
-        b0 = [np.einsum("mk,wki->wmi", self.cmo[s], self.det.inverse[s]) for s in (0, 1)]  # C A, (nw, nao, n)
-        vm = self._nonlocal(configs, rot, b0, de, ge, jg)
+        b0 = [np.einsum("mk,wki->wmi", self.cmo[s], det.inverse[s]) for s in (0, 1)]  # C A, (nw, nao, n)
+        vm = self._nonlocal(configs, rot, b0, de, ge, jg, jas)
         for s, sl in self._spins():
             n = sl.stop - sl.start
             if n == 0:
                 continue
-            mo = self.det.mo[s]  # (5, nw, n_electron, n_orbital): value, gradient, Laplacian
-            A = self.det.inverse[s]  # (nw, n_orbital, n_electron)
+            mo = det.mo[s]  # (5, nw, n_electron, n_orbital): value, gradient, Laplacian
+            A = det.inverse[s]  # (nw, n_orbital, n_electron)
             op = -0.5 * mo[4] - np.einsum("wix,xwik->wik", jg[:, sl], mo[1:4]) + vm[s]
             cx = np.einsum("mk,wkj->wmj", self.cmo[s], A @ op @ A)  # C X, (nw, nao, n)
             if self.backend == "numba":
@@ -429,13 +472,19 @@ class AnalyticDerivatives:
             dl += out[2]
         return dl, de, gt, ge
 
-    def __call__(self, configs):
+    def __call__(self, configs, wf=None, grad=None):
         """(d ln|psi| (nw, natom, 3) Bohr^-1, d E_L (nw, natom, 3) Hartree/Bohr) at configs (nw, nelec, 3),
         space-warped when ``config.warp``: d^W f = d f + sum_i omega_I(r_i) d_{i,a} f (+ the half
-        log-Jacobian for ln psi)."""
+        log-Jacobian for ln psi).
+
+        ``wf``: the sampler's trial function, in the state of configs (what a VMC/DMC step has after its
+        local energy) with the same orbitals and parameters as the one given to the constructor; its
+        inverse Slater matrices and cached orbital data are used (read only) instead of a recomputation.
+        ``grad``: (nw, nelec, 3) its grad ln psi (the local energy's), saving the Jastrow gradient.
+        Without them this instance's own copy is recomputed at configs (same values to round-off)."""
         nw, ne, _ = configs.shape
         rot = self._draw_rotations(nw, ne)
-        dl, de, grad, ge = self.derivatives(configs, rot)
+        dl, de, grad, ge = self.derivatives(configs, rot, wf, grad)
         if self.config.warp:
             omega, domega = warp_weights(configs, self.coords)
             dl = dl + np.einsum("wia,wix->wax", omega, grad) + 0.5 * domega.sum(1)

@@ -143,10 +143,14 @@ class NuclearDerivatives:
                     c[a, x] += s * self.h
                     self.displaced.append(build(c))
 
-    def __call__(self, configs):
-        """(d ln|psi| (nw, natom, 3) Bohr^-1, d E_L (nw, natom, 3) Hartree/Bohr) at configs (nw, nelec, 3)."""
+    def __call__(self, configs, wf=None, grad=None):
+        """(d ln|psi| (nw, natom, 3) Bohr^-1, d E_L (nw, natom, 3) Hartree/Bohr) at configs (nw, nelec, 3).
+
+        ``wf`` (the sampler's trial function in the state of configs) and ``grad`` (nw, nelec, 3) (its
+        grad ln psi) let the analytic path reuse the sampler's state (see
+        :meth:`rung.qmc.force_derivs.AnalyticDerivatives.__call__`); the finite differences ignore them."""
         if self.analytic is not None:
-            return self.analytic(configs)
+            return self.analytic(configs, wf, grad)
         nw = configs.shape[0]
         state = self.rng.bit_generator.state  # one ECP rotation draw shared by every displacement
         lv = np.empty((len(self.displaced), nw))

@@ -175,11 +175,64 @@ def _radial01(poly, L, G, Lc, r):
     return f0, f1
 
 
+@numba.njit(cache=True, inline="always")
+def _spline01(tab, start, nint, inv_h, r):
+    """R(r) and R'(r) from the quintic-spline table rows start .. start + nint - 1 (step 1/inv_h, Bohr); 0 beyond
+    the table (row start + nint is zero; see :func:`rung.qmc._kernels.cpu.ecp._spline`)."""
+    u = min(r * inv_h, nint)
+    i = int(u)
+    t = u - i
+    k = start + i
+    v = ((((tab[k, 5] * t + tab[k, 4]) * t + tab[k, 3]) * t + tab[k, 2]) * t + tab[k, 1]) * t + tab[k, 0]
+    d = (((5.0 * tab[k, 5] * t + 4.0 * tab[k, 4]) * t + 3.0 * tab[k, 3]) * t + 2.0 * tab[k, 2]) * t + tab[k, 1]
+    return v, d * inv_h
+
+
+@numba.njit(cache=True, inline="always")
+def _pair_points(px, py, pz, cx, cy, cz, poly, L, G, Lc, f0, f1, d0, d1, d2, rv, yv):
+    """A Jastrow pair function between the points (px, py, pz) (nq,) and the centre (cx, cy, cz): f0 = f(r),
+    f1 = f'(r) / r, and the displacements d0, d1, d2 = p - centre (all (nq,), written); points innermost and
+    branch-free (the loops vectorise). rv, yv (nq,) scratch. f as in :func:`_radial01`."""
+    nq = px.shape[0]
+    for k in range(nq):
+        d0[k] = px[k] - cx
+        d1[k] = py[k] - cy
+        d2[k] = pz[k] - cz
+        rv[k] = np.sqrt(d0[k] * d0[k] + d1[k] * d1[k] + d2[k] * d2[k])
+        yv[k] = rv[k] / L
+        f0[k] = 0.0
+        f1[k] = 0.0
+    for m in range(poly.shape[0] - 1, -1, -1):
+        c = poly[m]
+        for k in range(nq):
+            f1[k] = f1[k] * yv[k] + f0[k]
+            f0[k] = f0[k] * yv[k] + c
+    for k in range(nq):
+        inside = yv[k] < 1.0
+        v = f0[k] if inside else 0.0
+        d = f1[k] / L if inside else 0.0
+        t = 1.0 - rv[k] / Lc
+        if rv[k] < Lc:
+            v -= G * Lc * t * t * t / 3.0
+            d += G * t * t
+        f0[k] = v
+        f1[k] = d / rv[k]
+
+
 @numba.njit(cache=True)
-def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, ao, b0, col_atom, configs, jg, coords, spin,
+def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, cen_R, cen_shstart, cen_minexp, cen_atom,
+                   sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h, screen, b0, configs, jg, coords, spin,
                    use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc, de, ge, vm_ao):
     """Nonlocal ECP terms of the analytic derivatives, one spin, all (walker, electron, ECP atom) triples
     in range (the NumPy path of :meth:`rung.qmc.force_derivs.AnalyticDerivatives._nonlocal` is the oracle).
+
+    Laid out as the energy's kernel (:func:`rung.qmc._kernels.cpu.ecp_nonlocal`): per triple the quadrature
+    points innermost; the Jastrow at the points pair by pair; the cartesian AOs (value and gradient) at the
+    points centre by centre and contracted with B0 = C_cart A at once, their radial parts R(r) and R'(r)
+    from the quintic-spline tables (:class:`rung.qmc.orbitals.RadialSplines`, within 1e-13 of the exact R;
+    no exponentials), one radial value per triple for the shells on the ECP atom (every point lies at the
+    electron's distance r), centres and shells whose smallest exponent times the squared distance to the
+    triple's sphere exceeds ``screen`` skipped for all its points (where their tables end anyway).
 
     Parameters
     ----------
@@ -188,9 +241,12 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, ao, b0, 
     q : (T, nq, 3) rotated quadrature directions; pts : (T, nq, 3) Bohr, the points R + r q
     c, c_r, c_cos : (T, nq) — projector w_q sum_l (2l+1) v_l(r) P_l(cos), Hartree, and its r, cos derivatives
     j0 : (nw, ne) J_e at the electrons (the Jastrow ratio at a point is exp(J_e(r') - J_e(r_e)))
-    ao : (4, T, nq, ncart) cartesian AOs (value, gradient) at the points; b0 : (nw, ncart, n) C_cart A
-    col_atom : (ncart,) int64 atom of each AO; configs : (nw, ne, 3) Bohr; jg : (nw, ne, 3) grad J
-    coords : (natom, 3) Bohr; spin : (ne,) int64
+    cen_R (ncen, 3) Bohr, cen_shstart (ncen+1,) int64, cen_minexp (ncen,) Bohr^-2, cen_atom (ncen,) int64: the
+        AO centres (a centre's shells consecutive), their smallest exponents and molecule atoms
+    sh_l, sh_col, sh_minexp : the cartesian shell table (:class:`rung.qmc.orbitals.AtomicBasis`);
+        spl_tab, sh_tstart, sh_nint, sh_inv_h : its radial spline tables; screen : float
+    b0 : (nw, ncart, n) C_cart A
+    configs : (nw, ne, 3) Bohr; jg : (nw, ne, 3) grad J; coords : (natom, 3) Bohr; spin : (ne,) int64
     use_j, ee_poly (2, ndeg), ee_g (2,), L_ee, L_eec, en_poly (natom, ndeg), en_g (natom,), L_en, L_enc:
         the Jastrow pair functions (cutoff polynomials in r/L and cusp slopes, see :func:`_radial1`)
     de : (nw, natom, 3), ge : (nw, ne, 3) — d E_L / dR and grad E_L, added to in place
@@ -198,85 +254,163 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, ao, b0, 
         added to in place (the caller turns it into V_NL phi with the orbital coefficients)
     """
     T = c.shape[0]
-    ncart = ao.shape[3]
+    nq = q.shape[1]
     natom = coords.shape[0]
     ne = configs.shape[1]
-    pa = np.zeros((natom, 3))
-    fa = np.zeros(natom)  # f'(r)/r of the pair functions at the current point: atoms, electrons
-    fe = np.zeros(ne)
+    ncen = cen_R.shape[0]
+    lmax = 0
+    for ish in range(sh_l.shape[0]):
+        lmax = max(lmax, sh_l[ish])
+    px, py, pz = np.empty(nq), np.empty(nq), np.empty(nq)
+    rjk = np.empty(nq)  # Jastrow ratio at the points
+    u, rd, g0, g1, g2 = np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq)
+    jp, gj0, gj1, gj2 = np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq)
+    f0, f1, d0, d1, d2, rv, yv = (np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq),
+                                  np.empty(nq), np.empty(nq))
+    fa = np.zeros((natom, nq))  # f'(r)/r of the pair functions at each point: atoms, electrons
+    fe = np.zeros((ne, nq))
+    dx, dy, dz, fq, f1q = np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq)
+    cs0, cs1, cs2 = np.empty(nq), np.empty(nq), np.empty(nq)
+    xp = np.ones((lmax + 2, nq))  # x^(n-1) at row n, row 0 = 0 (x^-1 times a zero prefactor)
+    yp = np.ones((lmax + 2, nq))
+    zp = np.ones((lmax + 2, nq))
+    for k in range(nq):
+        xp[0, k] = 0.0
+        yp[0, k] = 0.0
+        zp[0, k] = 0.0
     for t in range(T):
         wi, ei, gi, A = w[t], e[t], eg[t], atom[t]
         r = rr[t]
         h0, h1, h2 = rhat[t, 0], rhat[t, 1], rhat[t, 2]
-        for I in range(natom):
-            pa[I, 0] = 0.0
-            pa[I, 1] = 0.0
-            pa[I, 2] = 0.0
+        for k in range(nq):
+            px[k], py[k], pz[k] = pts[t, k, 0], pts[t, k, 1], pts[t, k, 2]
+            jp[k] = 0.0
+            gj0[k] = 0.0
+            gj1[k] = 0.0
+            gj2[k] = 0.0
+        # Jastrow J_e at the points, its gradient, and each pair's f'/r for the derivative terms below
+        if use_j:
+            for j in range(ne):
+                if j == gi:
+                    for k in range(nq):
+                        fe[j, k] = 0.0
+                    continue
+                s = 0 if spin[j] == spin[gi] else 1
+                _pair_points(px, py, pz, configs[wi, j, 0], configs[wi, j, 1], configs[wi, j, 2], ee_poly[s], L_ee,
+                             ee_g[s], L_eec, f0, f1, d0, d1, d2, rv, yv)
+                for k in range(nq):
+                    jp[k] += f0[k]
+                    fe[j, k] = f1[k]
+                    gj0[k] += f1[k] * d0[k]
+                    gj1[k] += f1[k] * d1[k]
+                    gj2[k] += f1[k] * d2[k]
+            for I in range(natom):
+                _pair_points(px, py, pz, coords[I, 0], coords[I, 1], coords[I, 2], en_poly[I], L_en, en_g[I], L_enc,
+                             f0, f1, d0, d1, d2, rv, yv)
+                for k in range(nq):
+                    jp[k] += f0[k]
+                    fa[I, k] = f1[k]
+                    gj0[k] += f1[k] * d0[k]
+                    gj1[k] += f1[k] * d1[k]
+                    gj2[k] += f1[k] * d2[k]
+            for k in range(nq):
+                rjk[k] = np.exp(jp[k] - j0[wi, gi])
+                u[k] = c[t, k] * rjk[k]
+        else:
+            for k in range(nq):
+                rjk[k] = 1.0
+                u[k] = c[t, k]
+        # determinant ratio sum_mu chi_mu(p) B0[mu, e] and its gradient, centre by centre; per atom the AOs
+        # on it (u-weighted, summed over the points); V_NL chi_mu
+        for k in range(nq):
+            rd[k] = 0.0
+            g0[k] = 0.0
+            g1[k] = 0.0
+            g2[k] = 0.0
+        for ic in range(ncen):
+            on = cen_atom[ic] == A
+            if on:
+                dmin2 = r * r  # every point at distance r from this centre
+            else:
+                dmin = np.sqrt((cen_R[ic, 0] - coords[A, 0]) ** 2 + (cen_R[ic, 1] - coords[A, 1]) ** 2
+                               + (cen_R[ic, 2] - coords[A, 2]) ** 2) - r  # closest approach of the sphere
+                dmin2 = dmin * dmin if dmin > 0.0 else 0.0
+            if cen_minexp[ic] * dmin2 > screen:
+                continue
+            for k in range(nq):
+                dx[k] = px[k] - cen_R[ic, 0]
+                dy[k] = py[k] - cen_R[ic, 1]
+                dz[k] = pz[k] - cen_R[ic, 2]
+                rv[k] = r if on else np.sqrt(dx[k] * dx[k] + dy[k] * dy[k] + dz[k] * dz[k])
+                cs0[k] = 0.0
+                cs1[k] = 0.0
+                cs2[k] = 0.0
+            for n in range(1, lmax + 1):
+                for k in range(nq):
+                    xp[n + 1, k] = xp[n, k] * dx[k]
+                    yp[n + 1, k] = yp[n, k] * dy[k]
+                    zp[n + 1, k] = zp[n, k] * dz[k]
+            for ish in range(cen_shstart[ic], cen_shstart[ic + 1]):
+                if sh_minexp[ish] * dmin2 > screen:
+                    continue
+                t0, nt, ih = sh_tstart[ish], sh_nint[ish], sh_inv_h[ish]
+                if on:
+                    fv, fd = _spline01(spl_tab, t0, nt, ih, r)
+                    fd = fd / r if r > 0.0 else 0.0
+                    for k in range(nq):
+                        fq[k] = fv
+                        f1q[k] = fd
+                else:
+                    for k in range(nq):
+                        fv, fd = _spline01(spl_tab, t0, nt, ih, rv[k])
+                        fq[k] = fv
+                        f1q[k] = fd / rv[k] if rv[k] > 0.0 else 0.0  # R'(r) / r (R'(0) = 0)
+                l = sh_l[ish]
+                col = sh_col[ish]
+                for lx in range(l, -1, -1):
+                    for ly in range(l - lx, -1, -1):
+                        lz = l - lx - ly
+                        bm = b0[wi, col, ei]
+                        vsum = 0.0
+                        for k in range(nq):
+                            P = xp[lx + 1, k] * yp[ly + 1, k] * zp[lz + 1, k]
+                            v = P * fq[k]
+                            gP = P * f1q[k]
+                            rd[k] += v * bm
+                            cs0[k] += (lx * xp[lx, k] * yp[ly + 1, k] * zp[lz + 1, k] * fq[k] + dx[k] * gP) * bm
+                            cs1[k] += (ly * xp[lx + 1, k] * yp[ly, k] * zp[lz + 1, k] * fq[k] + dy[k] * gP) * bm
+                            cs2[k] += (lz * xp[lx + 1, k] * yp[ly + 1, k] * zp[lz, k] * fq[k] + dz[k] * gP) * bm
+                            vsum += u[k] * v
+                        vm_ao[wi, ei, col] += vsum
+                        col += 1
+            I = cen_atom[ic]
+            a0 = 0.0
+            a1 = 0.0
+            a2 = 0.0
+            for k in range(nq):
+                g0[k] += cs0[k]
+                g1[k] += cs1[k]
+                g2[k] += cs2[k]
+                a0 += u[k] * cs0[k]
+                a1 += u[k] * cs1[k]
+                a2 += u[k] * cs2[k]
+            de[wi, I, 0] -= a0
+            de[wi, I, 1] -= a1
+            de[wi, I, 2] -= a2
         tsum = 0.0
-        for k in range(q.shape[1]):
-            # Jastrow J_e at the point, its gradient, and each pair's f'/r for the derivative terms below
-            rj = 1.0
-            gj0 = 0.0
-            gj1 = 0.0
-            gj2 = 0.0
-            px, py, pz = pts[t, k, 0], pts[t, k, 1], pts[t, k, 2]
-            if use_j:
-                jp = 0.0
-                for j in range(ne):
-                    fe[j] = 0.0
-                    if j == gi:
-                        continue
-                    d0, d1, d2 = px - configs[wi, j, 0], py - configs[wi, j, 1], pz - configs[wi, j, 2]
-                    rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
-                    s = 0 if spin[j] == spin[gi] else 1
-                    f0, f1 = _radial01(ee_poly[s], L_ee, ee_g[s], L_eec, rp)
-                    jp += f0
-                    fe[j] = f1 / rp
-                    gj0 += fe[j] * d0
-                    gj1 += fe[j] * d1
-                    gj2 += fe[j] * d2
-                for I in range(natom):
-                    d0, d1, d2 = px - coords[I, 0], py - coords[I, 1], pz - coords[I, 2]
-                    rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
-                    f0, f1 = _radial01(en_poly[I], L_en, en_g[I], L_enc, rp)
-                    jp += f0
-                    fa[I] = f1 / rp
-                    gj0 += fa[I] * d0
-                    gj1 += fa[I] * d1
-                    gj2 += fa[I] * d2
-                rj = np.exp(jp - j0[wi, gi])
-            u = c[t, k] * rj
-            rd = 0.0
-            g0 = 0.0
-            g1 = 0.0
-            g2 = 0.0
-            for m in range(ncart):
-                bm = b0[wi, m, ei]
-                v0 = ao[0, t, k, m]
-                rd += v0 * bm
-                x0 = ao[1, t, k, m] * bm
-                x1 = ao[2, t, k, m] * bm
-                x2 = ao[3, t, k, m] * bm
-                g0 += x0
-                g1 += x1
-                g2 += x2
-                I = col_atom[m]
-                pa[I, 0] += u * x0
-                pa[I, 1] += u * x1
-                pa[I, 2] += u * x2
-                vm_ao[wi, ei, m] += u * v0
-            tt = u * rd
+        for k in range(nq):
+            tt = u[k] * rd[k]
             tsum += tt
             qx, qy, qz = q[t, k, 0], q[t, k, 1], q[t, k, 2]
             cos = qx * h0 + qy * h1 + qz * h2
-            a1 = c_r[t, k] * rj * rd
-            a2 = c_cos[t, k] * rj * rd / r
+            a1 = c_r[t, k] * rjk[k] * rd[k]
+            a2 = c_cos[t, k] * rjk[k] * rd[k] / r
             dc0 = -a1 * h0 - a2 * (qx - cos * h0)
             dc1 = -a1 * h1 - a2 * (qy - cos * h1)
             dc2 = -a1 * h2 - a2 * (qz - cos * h2)
-            p0 = tt * gj0 + u * g0
-            p1 = tt * gj1 + u * g1
-            p2 = tt * gj2 + u * g2
+            p0 = tt * gj0[k] + u[k] * g0[k]
+            p1 = tt * gj1[k] + u[k] * g1[k]
+            p2 = tt * gj2[k] + u[k] * g2[k]
             qg = qx * p0 + qy * p1 + qz * p2
             de[wi, A, 0] += dc0 + p0 - h0 * qg
             de[wi, A, 1] += dc1 + p1 - h1 * qg
@@ -286,38 +420,34 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, ao, b0, 
             ge[wi, gi, 2] += -dc2 + qg * h2
             if use_j:
                 for I in range(natom):
-                    f = tt * fa[I]
-                    de[wi, I, 0] -= f * (px - coords[I, 0])
-                    de[wi, I, 1] -= f * (py - coords[I, 1])
-                    de[wi, I, 2] -= f * (pz - coords[I, 2])
+                    f = tt * fa[I, k]
+                    de[wi, I, 0] -= f * (px[k] - coords[I, 0])
+                    de[wi, I, 1] -= f * (py[k] - coords[I, 1])
+                    de[wi, I, 2] -= f * (pz[k] - coords[I, 2])
                 for j in range(ne):
-                    f = tt * fe[j]  # 0 for j = e
-                    ge[wi, j, 0] -= f * (px - configs[wi, j, 0])
-                    ge[wi, j, 1] -= f * (py - configs[wi, j, 1])
-                    ge[wi, j, 2] -= f * (pz - configs[wi, j, 2])
-        for I in range(natom):
-            de[wi, I, 0] -= pa[I, 0]
-            de[wi, I, 1] -= pa[I, 1]
-            de[wi, I, 2] -= pa[I, 2]
+                    f = tt * fe[j, k]  # 0 for j = e
+                    ge[wi, j, 0] -= f * (px[k] - configs[wi, j, 0])
+                    ge[wi, j, 1] -= f * (py[k] - configs[wi, j, 1])
+                    ge[wi, j, 2] -= f * (pz[k] - configs[wi, j, 2])
         ge[wi, gi, 0] -= tsum * jg[wi, gi, 0]
         ge[wi, gi, 1] -= tsum * jg[wi, gi, 1]
         ge[wi, gi, 2] -= tsum * jg[wi, gi, 2]
         if use_j:
             x0, x1, x2 = configs[wi, gi, 0], configs[wi, gi, 1], configs[wi, gi, 2]
             for I in range(natom):
-                d0, d1, d2 = x0 - coords[I, 0], x1 - coords[I, 1], x2 - coords[I, 2]
-                rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                e0, e1, e2 = x0 - coords[I, 0], x1 - coords[I, 1], x2 - coords[I, 2]
+                rp = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
                 f = tsum * _radial1(en_poly[I], L_en, en_g[I], L_enc, rp) / rp
-                de[wi, I, 0] += f * d0
-                de[wi, I, 1] += f * d1
-                de[wi, I, 2] += f * d2
+                de[wi, I, 0] += f * e0
+                de[wi, I, 1] += f * e1
+                de[wi, I, 2] += f * e2
             for j in range(ne):
                 if j == gi:
                     continue
-                d0, d1, d2 = x0 - configs[wi, j, 0], x1 - configs[wi, j, 1], x2 - configs[wi, j, 2]
-                rp = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                e0, e1, e2 = x0 - configs[wi, j, 0], x1 - configs[wi, j, 1], x2 - configs[wi, j, 2]
+                rp = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
                 s = 0 if spin[j] == spin[gi] else 1
                 f = tsum * _radial1(ee_poly[s], L_ee, ee_g[s], L_eec, rp) / rp
-                ge[wi, j, 0] += f * d0
-                ge[wi, j, 1] += f * d1
-                ge[wi, j, 2] += f * d2
+                ge[wi, j, 0] += f * e0
+                ge[wi, j, 1] += f * e1
+                ge[wi, j, 2] += f * e2

@@ -476,7 +476,7 @@ class TableMultiSlater:
 
             accept(mask, i, np.ascontiguousarray(v5), *self._accept_arguments(s))
             self.configs[mask, e] = epos[mask]
-            self._set_total()
+            self.moved()
             return
         self.mo[s][:, mask, i] = v5[:, mask]
         d = v5[0][mask]  # (nm, m)
@@ -495,6 +495,11 @@ class TableMultiSlater:
         self.logdet0[s][mask] += np.log(np.abs(rho))
         self.configs[mask, e] = epos[mask]
         self._update_total()
+
+    def moved(self):
+        """After the accept kernels updated the state in place: sign and log|psi|, the ratio vectors dropped."""
+        self._beta = {}
+        self._set_total()
 
     def _accept_arguments(self, s):
         """The state arguments of :func:`rung.qmc._kernels.table.accept` after (mask, i, v5) for spin s

@@ -22,7 +22,7 @@ import numpy as np
 from rung.core.errors import InputError
 from rung.qmc.hamiltonian import COMPONENTS
 from rung.qmc.stats import reblock
-from rung.qmc.wavefunction import slater_jastrow_parts
+from rung.qmc.wavefunction import ratio_vector_parts
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,11 @@ def sweep(wf, configs, tau, rng, fixed_node=False, fused=True):
     """One drift-diffusion sweep over all electrons (in place). Returns (accepted fraction, tau_eff factor).
 
     With ``fixed_node`` moves that change the sign of psi are rejected (DMC). A plain Slater(-Jastrow)
-    wave function (:func:`rung.qmc.wavefunction.slater_jastrow_parts`) takes the fused numba path
-    unless ``fused`` is False (same random numbers and arithmetic up to round-off; the generic
-    component-protocol path below is its oracle).
+    or table-method multi-Slater(-Jastrow) wave function (:func:`rung.qmc.wavefunction.ratio_vector_parts`)
+    takes the fused numba path unless ``fused`` is False (same random numbers and arithmetic up to
+    round-off; the generic component-protocol path below is its oracle).
     """
-    parts = slater_jastrow_parts(wf) if fused else None
+    parts = ratio_vector_parts(wf) if fused else None
     if parts is not None:
         return _sweep_fused(*parts, configs, tau, rng, fixed_node)
     nw, ne, _ = configs.shape
@@ -176,8 +176,11 @@ def _sweep_fused(det, jas, configs, tau, rng, fixed_node):
     """:func:`sweep` for D_up D_down [exp(J)]: per electron one numba call before and one after the
     orbital evaluation at the proposed positions (:mod:`rung.qmc._kernels.cpu`, ``sweep_*``)."""
     from rung.qmc._kernels.cpu import sweep_accept, sweep_propose
+    from rung.qmc.determinants import SlaterDeterminant
     from rung.qmc.jastrow import no_jastrow_arguments
 
+    if type(det) is not SlaterDeterminant:
+        return _sweep_table(det, jas, configs, tau, rng, fixed_node)
     nw, ne, _ = configs.shape
     logval = jas.logval if jas is not None else np.zeros(nw)
     acc, r2_acc, r2_prop = 0.0, 0.0, 0.0
@@ -228,7 +231,7 @@ def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress
             if not np.all(np.isfinite(el["total"])):
                 raise FloatingPointError("non-finite local energy in VMC (walker on a node or a nucleus?)")
             if facc is not None and i % forces.config.every == 0:
-                facc.add(el["total"], grad, *forces(configs))
+                facc.add(el["total"], grad, *forces(configs, wf, grad))
             for k in series:
                 series[k][i] = el[k].mean()
             var[i] = el["total"].var()
@@ -246,3 +249,34 @@ def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress
                     "correlation time): the error bar may be too small", ntot)
     return QMCResult("vmc", r.mean, r.error, comps, float(var.mean()), acc / ntot, config.nwalkers, ntot,
                      config.tau, series["total"], configs, extra={"plateau": float(r.plateau)}, **fkw)
+
+
+def _sweep_table(md, jas, configs, tau, rng, fixed_node):
+    """:func:`_sweep_fused` for a table-method multi-Slater expansion [x exp(J)]
+    (:class:`rung.qmc.multideterminant.TableMultiSlater`): the electron's ratio vector beta in place of
+    the inverse's column, :func:`rung.qmc._kernels.cpu.sweep_accept_table` for the test and the updates."""
+    from rung.qmc._kernels.cpu import sweep_accept_table, sweep_propose
+    from rung.qmc.jastrow import no_jastrow_arguments
+
+    nw, ne, _ = configs.shape
+    logval = jas.logval if jas is not None else np.zeros(nw)
+    acc, r2_acc, r2_prop = 0.0, 0.0, 0.0
+    for e in range(ne):
+        s, i = md._spin(e)
+        jargs = jas.kernel_arguments(e) if jas is not None else no_jastrow_arguments(md.configs, e)
+        step = np.sqrt(tau) * rng.normal(size=(nw, 3))
+        beta = md.beta(e)
+        new, vbar, j_cur = sweep_propose(np.ascontiguousarray(md.configs[:, e]), md.mo[s][:, :, i], beta, step, tau,
+                                         jas is not None, *jargs)
+        mo_new = md.orbitals[s](new, 2)  # (5, nw, m)
+        u = rng.random(nw)
+        ok, d2 = sweep_accept_table(i, new, vbar, mo_new, beta, md.configs, configs, u, tau, fixed_node,
+                                    jas is not None, j_cur, logval, *md._accept_arguments(s), *jargs)
+        if ok.any():
+            md.moved()
+            if jas is not None:
+                jas._cache = {}
+        acc += ok.mean()
+        r2_prop += d2.sum()
+        r2_acc += (d2 * ok).sum()
+    return acc / ne, (r2_acc / r2_prop if r2_prop > 0 else 0.0)

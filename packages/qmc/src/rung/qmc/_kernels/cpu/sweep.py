@@ -6,6 +6,10 @@ the caller evaluates the orbitals (value, gradient, Laplacian) at the proposed p
 one GEMM). The determinant keeps A = M^-1 (orbital k, electron n) and the orbitals of every electron
 at its current position; a move of electron i (row i of M) with orbital values v is accepted by
 Sherman-Morrison in place: A' = A - A[:, i] (v A - e_i)^T / (v . A[:, i]).
+
+``sweep_accept_table`` is the acceptance for the table-method multi-Slater expansion: its ratio vector
+beta (psi'/psi = phi(r') . beta) takes the place of A[:, i] in the test, and the accepted walkers'
+tables are updated as :func:`rung.qmc._kernels.table.accept` does.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..table import _accepted_walker
 from .jastrow import jastrow_electron
 
 
@@ -41,6 +46,47 @@ def _orbital_dot(mo, inv_i, w):
         t2 += mo[2, w, k] * a
         t3 += mo[3, w, k] * a
     return t0, t1, t2, t3
+
+
+@numba.njit(cache=True, inline="always")
+def _decide(w, new, vbar_old, mo_new, inv_i, x, u, tau, fixed_node, use_j, j_cur, jv, jg):
+    """Metropolis-Hastings test of walker w's proposed move (:func:`sweep_accept`): inv_i (nw, norb) the
+    ratio vector over the orbitals mo_new (5, nw, norb) at the new position, x (3,) the current position,
+    jv (nw, 1), jg (nw, 1, 3) J_e and its gradient at new. Returns (accepted, J_e change, displacement^2)."""
+    t0, t1, t2, t3 = _orbital_dot(mo_new, inv_i, w)
+    delta = jv[w, 0] - j_cur[w] if use_j else 0.0
+    ratio = t0 * np.exp(delta)
+    gx = t1 / t0 + jg[w, 0, 0]
+    gy = t2 / t0 + jg[w, 0, 1]
+    gz = t3 / t0 + jg[w, 0, 2]
+    f = _limited(gx, gy, gz, tau)
+    fwd = 0.0
+    bwd = 0.0
+    dd = 0.0
+    for c in range(3):
+        g = gx if c == 0 else (gy if c == 1 else gz)
+        a = new[w, c] - x[c] - tau * vbar_old[w, c]
+        b = x[c] - new[w, c] - tau * (g * f)
+        fwd += a * a
+        bwd += b * b
+        dd += (new[w, c] - x[c]) ** 2
+    prob = ratio * ratio * np.exp((fwd - bwd) / (2.0 * tau))
+    acc = u[w] < prob
+    if fixed_node and not ratio > 0:
+        acc = False
+    return acc, delta, dd
+
+
+@numba.njit(cache=True, inline="always")
+def _move(w, e, new, det_configs, configs, configs_j, use_j, j_logval, delta):
+    """Walker w's electron e to new[w] in the three copies of the walkers, J updated."""
+    if use_j:
+        j_logval[w] += delta
+    for c in range(3):
+        det_configs[w, e, c] = new[w, c]
+        configs[w, e, c] = new[w, c]
+        if use_j:
+            configs_j[w, e, c] = new[w, c]
 
 
 @numba.njit(cache=True)
@@ -118,29 +164,8 @@ def sweep_accept(i, new, vbar_old, mo_new, inv, mo_cache, sign, logdet, det_conf
     col = np.empty(norb)
     inv_i = inv[:, :, i]
     for w in range(nw):
-        t0, t1, t2, t3 = _orbital_dot(mo_new, inv_i, w)
-        delta = jv[w, 0] - j_cur[w] if use_j else 0.0
-        ratio = t0 * np.exp(delta)
-        gx = t1 / t0 + jg[w, 0, 0]
-        gy = t2 / t0 + jg[w, 0, 1]
-        gz = t3 / t0 + jg[w, 0, 2]
-        f = _limited(gx, gy, gz, tau)
-        x = det_configs[w, e]
-        fwd = 0.0
-        bwd = 0.0
-        dd = 0.0
-        for c in range(3):
-            g = gx if c == 0 else (gy if c == 1 else gz)
-            a = new[w, c] - x[c] - tau * vbar_old[w, c]
-            b = x[c] - new[w, c] - tau * (g * f)
-            fwd += a * a
-            bwd += b * b
-            dd += (new[w, c] - x[c]) ** 2
-        d2[w] = dd
-        prob = ratio * ratio * np.exp((fwd - bwd) / (2.0 * tau))
-        acc = u[w] < prob
-        if fixed_node and not ratio > 0:
-            acc = False
+        acc, delta, d2[w] = _decide(w, new, vbar_old, mo_new, inv_i, det_configs[w, e], u, tau, fixed_node, use_j,
+                                    j_cur, jv, jg)
         if not acc:
             continue
         ok[w] = True
@@ -164,11 +189,42 @@ def sweep_accept(i, new, vbar_old, mo_new, inv, mo_cache, sign, logdet, det_conf
         if rd < 0:
             sign[w] = -sign[w]
         logdet[w] += np.log(np.abs(rd))
-        if use_j:
-            j_logval[w] += delta
-        for c in range(3):
-            det_configs[w, e, c] = new[w, c]
-            configs[w, e, c] = new[w, c]
-            if use_j:
-                configs_j[w, e, c] = new[w, c]
+        _move(w, e, new, det_configs, configs, configs_j, use_j, j_logval, delta)
+    return ok, d2
+
+
+@numba.njit(cache=True)
+def sweep_accept_table(i, new, vbar_old, mo_new, beta, det_configs, configs, u, tau, fixed_node, use_j, j_cur,
+                       j_logval, mo, inv, t, det, adj, sign0, logdet0, y_same, y_other, q, ref, deg, holes, parts,
+                       sign, indptr, indices, data, configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms,
+                       L_ee, L_en, L_eecusp, L_encusp):
+    """:func:`sweep_accept` for the table-method multi-Slater expansion
+    (:class:`rung.qmc.multideterminant.TableMultiSlater`): the same test with its ratio vector beta
+    (nw, m) of electron e in place of the inverse's column, then for the accepted walkers the table
+    updates of :func:`rung.qmc._kernels.table.accept` (arguments mo ... data as there, spin of e).
+    Returns ok (nw,) bool, d2 (nw,) Bohr^2."""
+    nw = new.shape[0]
+    n, m = inv.shape[1], t.shape[2]
+    kmax = holes.shape[1]
+    x, b = np.empty((kmax, kmax)), np.empty((kmax, kmax))
+    va, wv, a = np.empty(n), np.empty(m), np.empty(n)
+    ok = np.zeros(nw, np.bool_)
+    d2 = np.empty(nw)
+    jv = np.zeros((nw, 1))
+    jg = np.zeros((nw, 1, 3))
+    if use_j:
+        jv, jg, _ = jastrow_electron(new.reshape(nw, 1, 3), configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
+                                     atoms, L_ee, L_en, L_eecusp, L_encusp, 1)
+    for w in range(nw):
+        acc, delta, d2[w] = _decide(w, new, vbar_old, mo_new, beta, det_configs[w, e], u, tau, fixed_node, use_j,
+                                    j_cur, jv, jg)
+        if not acc:
+            continue
+        ok[w] = True
+        for c in range(5):
+            for col in range(m):
+                mo[c, w, i, col] = mo_new[c, w, col]
+        _accepted_walker(w, i, mo_new[0, w], inv, t, det, adj, sign0, logdet0, y_same, y_other, q, ref, deg, holes,
+                         parts, sign, indptr, indices, data, x, b, va, wv, a)
+        _move(w, e, new, det_configs, configs, configs_j, use_j, j_logval, delta)
     return ok, d2

@@ -219,3 +219,19 @@ def test_nonlocal_two_ecp_atoms_numba_and_numpy_agree():
         out.append(an.derivatives(configs, an._draw_rotations(*configs.shape[:2])))
     for ref, got in zip(*out):
         np.testing.assert_allclose(got, ref, atol=1e-10 * np.abs(ref).max(), rtol=0)
+
+
+def test_electron_terms_kernel_matches_numpy_reference(water):
+    """The numba kernel of the Jastrow / Coulomb / local-ECP terms against its NumPy oracle, random grad ln psi."""
+    from rung.qmc._kernels.forces_cpu import electron_terms
+
+    mol, orb, params, configs = water
+    an = AnalyticDerivatives(mol, slater_jastrow(mol, orb, parameters=params), Hamiltonian.from_mol(mol))
+    gt = np.random.default_rng(8).normal(size=configs.shape)
+    nw, ne, _ = configs.shape
+    out = [(np.zeros((nw, mol.natm, 3)), np.zeros((nw, mol.natm, 3)), np.zeros((nw, ne, 3))) for _ in range(2)]
+    an._electron_terms_numpy(configs, gt, *out[0])
+    electron_terms(configs, gt, an.coords, an.charges, an.spin, *an._jastrow_tables, *an._local, *out[1])
+    for ref, got in zip(*out):
+        assert np.abs(ref).max() > 0.1
+        np.testing.assert_allclose(got, ref, atol=1e-12 * np.abs(ref).max(), rtol=0)

@@ -168,7 +168,9 @@ class AnalyticDerivatives:
         else:
             self.ao_atom = _ao_by_atom(mol)
             self.cmo = [o.mo_coeff for o in self.det.orbitals]  # (nao, n) per spin
-        charges = np.asarray(ham.atom_charges, dtype=np.float64)
+        charges = self.charges = np.asarray(ham.atom_charges, dtype=np.float64)
+        _, start, tp, ta, tc = ham.ecp.local_tables()  # the local ccECP channels and their molecule atoms
+        self._local = (np.array([ia for ia, *_ in ham.ecp.atoms], dtype=np.int64), start, tp, ta, tc)
         d = self.coords[:, None] - self.coords[None]
         r3 = np.linalg.norm(d, axis=-1) ** 3
         np.fill_diagonal(r3, np.inf)
@@ -354,6 +356,49 @@ class AnalyticDerivatives:
         return vm
 
     # ------------------------------------------------------------------ all derivatives
+    def _electron_terms_numpy(self, configs, gt, dl, de, ge):
+        """NumPy oracle of :func:`rung.qmc._kernels.forces_cpu.electron_terms`: the one/two-body Jastrow,
+        -Z/r, 1/r_jk and local-ECP terms of the derivatives, added into dl, de (nw, natom, 3), ge (nw, ne, 3)."""
+        nw, ne, _ = configs.shape
+        d = configs[:, :, None, :] - self.coords  # (nw, ne, natom, 3)
+        r = np.linalg.norm(d, axis=-1)
+        rhat = d / r[..., None]
+        if self.jas is not None:  # one-body Jastrow: ln psi and the kinetic energy
+            _, f1, f2, f3 = self._en_jastrow(r)
+            dl -= np.einsum("wia,wiax->wax", f1, rhat)
+            # H_iI (grad ln psi)_i and grad lap chi_I(r_i), H the Hessian of chi_I: T's one-body terms give
+            # d_{I,a} T = sum_i (H G)_a + 1/2 (grad lap)_a, grad_i T = -sum_I [(H G) + 1/2 grad lap]
+            rg = np.einsum("wiax,wix->wia", rhat, gt)
+            hg = (((f2 - f1 / r) * rg)[..., None] * rhat + (f1 / r)[..., None] * gt[:, :, None, :]
+                  + 0.5 * (f3 + 2.0 * f2 / r - 2.0 * f1 / r**2)[..., None] * rhat)  # (nw, ne, natom, 3)
+            de += hg.sum(1)
+            ge -= hg.sum(2)
+            # two-body terms: grad_j T = -sum_k [H_u(d_jk) (G_j - G_k) + grad lap u(d_jk)]
+            djk = configs[:, :, None, :] - configs[:, None, :, :]  # (nw, ne, ne, 3)
+            rjk = np.linalg.norm(djk, axis=-1)
+            rjk[:, np.arange(ne), np.arange(ne)] = 1.0
+            _, u1, u2, u3 = self._ee_jastrow(rjk)
+            off = 1.0 - np.eye(ne)
+            rh = djk / rjk[..., None]
+            dg = gt[:, :, None, :] - gt[:, None, :, :]
+            rdg = np.einsum("wjkx,wjkx->wjk", rh, dg)
+            hh = (((u2 - u1 / rjk) * rdg)[..., None] * rh + (u1 / rjk)[..., None] * dg
+                  + (u3 + 2.0 * u2 / rjk - 2.0 * u1 / rjk**2)[..., None] * rh)
+            ge -= np.einsum("wjkx,jk->wjx", hh, off)
+        charges = np.asarray(self.ham.atom_charges, dtype=np.float64)
+        en = charges[:, None] * d / r[..., None] ** 3  # (nw, ne, natom, 3): d/dR_I of -Z_I / |r - R_I|, negated
+        de -= en.sum(1)
+        ge += en.sum(2)
+        dee = configs[:, :, None, :] - configs[:, None, :, :]
+        ree = np.linalg.norm(dee, axis=-1)
+        ree[:, np.arange(ne), np.arange(ne)] = np.inf
+        ge -= np.einsum("wjkx,wjk->wjx", dee, 1.0 / ree**3)  # 1 / r_jk
+        for ia, _, local, _ in self.ham.ecp.atoms:  # ccECP local part
+            if local:
+                g = _radial_d(local, r[:, :, ia])[1][..., None] * rhat[:, :, ia]  # (nw, ne, 3)
+                de[:, ia] -= g.sum(1)
+                ge += g
+
     def _state(self, configs, wf, grad):
         """(determinant, Jastrow or None, grad J (nw, ne, 3)) in the state of configs: the sampler's trial
         function ``wf`` as it is (its inverse Slater matrices and cached orbital values, gradients and
@@ -408,45 +453,14 @@ class AnalyticDerivatives:
         dl = np.zeros((nw, self.natom, 3))
         de = np.zeros((nw, self.natom, 3))
         ge = np.zeros((nw, ne, 3))
-        d = configs[:, :, None, :] - self.coords  # (nw, ne, natom, 3)
-        r = np.linalg.norm(d, axis=-1)
-        rhat = d / r[..., None]
-        if self.jas is not None:  # one-body Jastrow: ln psi and the kinetic energy
-            _, f1, f2, f3 = self._en_jastrow(r)
-            dl -= np.einsum("wia,wiax->wax", f1, rhat)
-            # H_iI (grad ln psi)_i and grad lap chi_I(r_i), H the Hessian of chi_I: T's one-body terms give
-            # d_{I,a} T = sum_i (H G)_a + 1/2 (grad lap)_a, grad_i T = -sum_I [(H G) + 1/2 grad lap]
-            rg = np.einsum("wiax,wix->wia", rhat, gt)
-            hg = (((f2 - f1 / r) * rg)[..., None] * rhat + (f1 / r)[..., None] * gt[:, :, None, :]
-                  + 0.5 * (f3 + 2.0 * f2 / r - 2.0 * f1 / r**2)[..., None] * rhat)  # (nw, ne, natom, 3)
-            de += hg.sum(1)
-            ge -= hg.sum(2)
-            # two-body terms: grad_j T = -sum_k [H_u(d_jk) (G_j - G_k) + grad lap u(d_jk)]
-            djk = configs[:, :, None, :] - configs[:, None, :, :]  # (nw, ne, ne, 3)
-            rjk = np.linalg.norm(djk, axis=-1)
-            rjk[:, np.arange(ne), np.arange(ne)] = 1.0
-            _, u1, u2, u3 = self._ee_jastrow(rjk)
-            off = 1.0 - np.eye(ne)
-            rh = djk / rjk[..., None]
-            dg = gt[:, :, None, :] - gt[:, None, :, :]
-            rdg = np.einsum("wjkx,wjkx->wjk", rh, dg)
-            hh = (((u2 - u1 / rjk) * rdg)[..., None] * rh + (u1 / rjk)[..., None] * dg
-                  + (u3 + 2.0 * u2 / rjk - 2.0 * u1 / rjk**2)[..., None] * rh)
-            ge -= np.einsum("wjkx,jk->wjx", hh, off)
-        charges = np.asarray(self.ham.atom_charges, dtype=np.float64)
-        en = charges[:, None] * d / r[..., None] ** 3  # (nw, ne, natom, 3): d/dR_I of -Z_I / |r - R_I|, negated
-        de -= en.sum(1)
-        ge += en.sum(2)
+        if self.backend == "numba":
+            from rung.qmc._kernels.forces_cpu import electron_terms
+
+            electron_terms(configs, np.ascontiguousarray(gt), self.coords, self.charges, self.spin,
+                           *self._jastrow_tables, *self._local, dl, de, ge)
+        else:
+            self._electron_terms_numpy(configs, gt, dl, de, ge)
         de += self.dnn
-        dee = configs[:, :, None, :] - configs[:, None, :, :]
-        ree = np.linalg.norm(dee, axis=-1)
-        ree[:, np.arange(ne), np.arange(ne)] = np.inf
-        ge -= np.einsum("wjkx,wjk->wjx", dee, 1.0 / ree**3)  # 1 / r_jk
-        for ia, _, local, _ in self.ham.ecp.atoms:  # ccECP local part
-            if local:
-                g = _radial_d(local, r[:, :, ia])[1][..., None] * rhat[:, :, ia]  # (nw, ne, 3)
-                de[:, ia] -= g.sum(1)
-                ge += g
         b0 = [np.einsum("mk,wki->wmi", self.cmo[s], det.inverse[s]) for s in (0, 1)]  # C A, (nw, nao, n)
         vm = self._nonlocal(configs, rot, b0, de, ge, jg, jas)
         for s, sl in self._spins():

@@ -451,3 +451,120 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, cen_R, c
                 ge[wi, j, 0] += f * e0
                 ge[wi, j, 1] += f * e1
                 ge[wi, j, 2] += f * e2
+
+
+@numba.njit(cache=True, inline="always")
+def _radial0123(poly, L, G, Lc, r):
+    """f, f', f'', f''' of a Jastrow pair function (see :func:`_radial1`) at r > 0."""
+    y = r / L
+    v = 0.0
+    d1 = 0.0
+    d2 = 0.0
+    d3 = 0.0
+    if y < 1.0:
+        for m in range(poly.shape[0] - 1, -1, -1):
+            d3 = d3 * y + 3.0 * d2
+            d2 = d2 * y + 2.0 * d1
+            d1 = d1 * y + v
+            v = v * y + poly[m]
+        d1 /= L
+        d2 /= L * L
+        d3 /= L * L * L
+    if r < Lc:
+        t = 1.0 - r / Lc
+        v -= G * Lc * t * t * t / 3.0
+        d1 += G * t * t
+        d2 -= 2.0 * G * t / Lc
+        d3 += 2.0 * G / (Lc * Lc)
+    return v, d1, d2, d3
+
+
+@numba.njit(cache=True)
+def electron_terms(configs, gt, coords, charges, spin, use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc,
+                   loc_atom, loc_tstart, t_pow, t_a, t_c, dl, de, ge):
+    """The terms of the analytic derivatives that are not determinant or nonlocal-ECP terms, added in place:
+    the one-body Jastrow in ln psi and in the kinetic energy, the two-body Jastrow's kinetic terms in
+    grad E_L, -Z/r, 1/r_jk and the local ccECP part (the NumPy path of
+    :meth:`rung.qmc.force_derivs.AnalyticDerivatives.derivatives` is the oracle; formulas there).
+
+    Parameters
+    ----------
+    configs : (nw, ne, 3) Bohr; gt : (nw, ne, 3) Bohr^-1, grad ln psi; coords : (natom, 3) Bohr;
+    charges : (natom,) effective charges; spin : (ne,) int64
+    use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc : the Jastrow pair functions
+        (:func:`nonlocal_terms`)
+    loc_atom : (nloc,) int64 molecule atom of each ECP; loc_tstart (nloc+1,) int64, t_pow (int64), t_a (Bohr^-2),
+        t_c (Hartree) (nterm,): local channels v(r) = sum_t c_t r^pow_t exp(-a_t r^2)
+    dl, de : (nw, natom, 3); ge : (nw, ne, 3) — d ln psi / dR, d E_L / dR, grad E_L, added to
+    """
+    nw, ne = configs.shape[0], configs.shape[1]
+    natom = coords.shape[0]
+    for w in range(nw):
+        for i in range(ne):
+            g0, g1, g2 = gt[w, i, 0], gt[w, i, 1], gt[w, i, 2]
+            for a in range(natom):
+                d0 = configs[w, i, 0] - coords[a, 0]
+                d1 = configs[w, i, 1] - coords[a, 1]
+                d2 = configs[w, i, 2] - coords[a, 2]
+                r = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                h0, h1, h2 = d0 / r, d1 / r, d2 / r
+                z = charges[a] / (r * r * r)  # -Z/r: d/dR_a = -Z d/r^3 = -grad_i
+                t0, t1, t2 = -z * d0, -z * d1, -z * d2
+                if use_j:
+                    _, f1, f2, f3 = _radial0123(en_poly[a], L_en, en_g[a], L_enc, r)
+                    dl[w, a, 0] -= f1 * h0
+                    dl[w, a, 1] -= f1 * h1
+                    dl[w, a, 2] -= f1 * h2
+                    rg = h0 * g0 + h1 * g1 + h2 * g2
+                    cr = (f2 - f1 / r) * rg + 0.5 * (f3 + 2.0 * f2 / r - 2.0 * f1 / (r * r))
+                    cg = f1 / r
+                    t0 += cr * h0 + cg * g0
+                    t1 += cr * h1 + cg * g1
+                    t2 += cr * h2 + cg * g2
+                de[w, a, 0] += t0
+                de[w, a, 1] += t1
+                de[w, a, 2] += t2
+                ge[w, i, 0] -= t0
+                ge[w, i, 1] -= t1
+                ge[w, i, 2] -= t2
+            for k in range(loc_atom.shape[0]):
+                a = loc_atom[k]
+                d0 = configs[w, i, 0] - coords[a, 0]
+                d1 = configs[w, i, 1] - coords[a, 1]
+                d2 = configs[w, i, 2] - coords[a, 2]
+                r = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                dv = 0.0
+                for t in range(loc_tstart[k], loc_tstart[k + 1]):
+                    p = t_pow[t]
+                    dv += t_c[t] * np.exp(-t_a[t] * r * r) * (p * r ** (p - 1) - 2.0 * t_a[t] * r ** (p + 1))
+                dv /= r
+                de[w, a, 0] -= dv * d0
+                de[w, a, 1] -= dv * d1
+                de[w, a, 2] -= dv * d2
+                ge[w, i, 0] += dv * d0
+                ge[w, i, 1] += dv * d1
+                ge[w, i, 2] += dv * d2
+            for j in range(ne):
+                if j == i:
+                    continue
+                d0 = configs[w, i, 0] - configs[w, j, 0]
+                d1 = configs[w, i, 1] - configs[w, j, 1]
+                d2 = configs[w, i, 2] - configs[w, j, 2]
+                r = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                z = 1.0 / (r * r * r)
+                t0, t1, t2 = z * d0, z * d1, z * d2  # 1 / r_ij
+                if use_j:
+                    s = 0 if spin[j] == spin[i] else 1
+                    _, u1, u2, u3 = _radial0123(ee_poly[s], L_ee, ee_g[s], L_eec, r)
+                    h0, h1, h2 = d0 / r, d1 / r, d2 / r
+                    e0 = g0 - gt[w, j, 0]
+                    e1 = g1 - gt[w, j, 1]
+                    e2 = g2 - gt[w, j, 2]
+                    cr = (u2 - u1 / r) * (h0 * e0 + h1 * e1 + h2 * e2) + u3 + 2.0 * u2 / r - 2.0 * u1 / (r * r)
+                    cg = u1 / r
+                    t0 += cr * h0 + cg * e0
+                    t1 += cr * h1 + cg * e1
+                    t2 += cr * h2 + cg * e2
+                ge[w, i, 0] -= t0
+                ge[w, i, 1] -= t1
+                ge[w, i, 2] -= t2

@@ -405,6 +405,7 @@ def _ipi_run(bindir, workdir, n, P, steps):
     import os
     import subprocess
     import time
+    from pathlib import Path
 
     atoms = _gas(n)
     xyz = workdir / f"init{n}.xyz"
@@ -420,13 +421,19 @@ def _ipi_run(bindir, workdir, n, P, steps):
     t0 = time.perf_counter()
     srv = subprocess.Popen([f"{bindir}/i-pi", f"{tag}.xml"], cwd=workdir, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
+    sock = Path(f"/tmp/ipi_{tag}")  # i-PI's UNIX socket; a driver started before it exists exits at once
+    while not sock.exists() and time.perf_counter() - t0 < 300 and srv.poll() is None:
+        time.sleep(0.05)
     drv = subprocess.Popen([f"{bindir}/i-pi-py_driver", "-u", "-a", tag, "-m", "dummy"], cwd=workdir,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    srv.wait(timeout=900)
-    dt = time.perf_counter() - t0
-    drv.kill()
-    drv.wait()
+    try:
+        srv.wait(timeout=900)
+    finally:
+        dt = time.perf_counter() - t0
+        srv.kill()
+        drv.kill()
+        srv.wait()
+        drv.wait()
     return dt, _children_cpu() - c0
 
 

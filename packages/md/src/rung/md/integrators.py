@@ -253,6 +253,12 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
     if thermostat == "pile-g":  # the centroid's flows apart from the other modes' (contiguous coefficients)
         half_0, half_rest = half[:, :1].copy(), half[:, 1:].copy()
     work = {}  # scratch arrays reused over steps (fresh pages every step cost more than the FFTs)
+    gen = np.random.Generator(np.random.SFC64(0))  # one object: NumPy builds its ctypes interface once
+
+    def noise_rng(step):
+        """The generator of ``step`` (:func:`step_rng`'s stream) in the reused Generator object."""
+        gen.bit_generator.state = step_rng(seed, step).bit_generator.state
+        return gen
 
     def scratch(shape, m):
         if work.get("shape") != shape or work.get("m") is not m:
@@ -275,10 +281,10 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
         if thermostat is None:
             nm_flow(q, p, m, inv_m, full)
         elif thermostat == "pile-l":  # flow, O, flow in one pass
-            standard_normal(step_rng(seed, state.step), w["xi"])
+            standard_normal(noise_rng(state.step), w["xi"])
             dq = flow_o_flow(q, p, m, inv_m, half, c1, w["sigma"], w["xi"])
         else:  # PILE-G: Bussi's rescaling of the centroid between its flows; PILE-L for the other modes
-            rng = step_rng(seed, state.step)
+            rng = noise_rng(state.step)
             q0, p0 = q[:1], p[:1]
             nm_flow(q0, p0, m, inv_m, half_0)
             nf = p0.size

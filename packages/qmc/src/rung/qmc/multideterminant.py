@@ -458,6 +458,7 @@ class TableMultiSlater:
             a = np.ascontiguousarray(np.swapaxes(self.inverse[s], 1, 2))  # (nw, n, n): a[w, i] = A0^-1[:, i]
             beta = self._ratio_vectors(a, self.T[s], self.adj[s], self.Y[s], self.q, *self.tables[s][:3],
                                        self.ref[s])  # (nw, n, m)
+            self._beta.update({start + i: beta[:, i] for i in range(n)})  # the nonlocal ECP's next
             t = np.einsum("xwim,wim->wix", self.mo[s][1:5], beta)
             grad[:, start:start + n] = t[..., :3]
             lap[:, start:start + n] = t[..., 3]

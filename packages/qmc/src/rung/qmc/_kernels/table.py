@@ -120,6 +120,36 @@ def _walker_minors(t, deg, holes, parts, sign, det, adj, x, b):
             adj[s, 1, 0], adj[s, 1, 1], adj[s, 1, 2] = sg * c10, sg * c11, sg * c12
             adj[s, 2, 0], adj[s, 2, 1], adj[s, 2, 2] = sg * c20, sg * c21, sg * c22
             det[s] = sg * (x[0, 0] * c00 + x[1, 0] * c01 + x[2, 0] * c02)
+        elif k == 4:  # Laplace expansion in the 2 x 2 minors of rows (0, 1) and of rows (2, 3)
+            s0 = x[0, 0] * x[1, 1] - x[1, 0] * x[0, 1]
+            s1 = x[0, 0] * x[1, 2] - x[1, 0] * x[0, 2]
+            s2 = x[0, 0] * x[1, 3] - x[1, 0] * x[0, 3]
+            s3 = x[0, 1] * x[1, 2] - x[1, 1] * x[0, 2]
+            s4 = x[0, 1] * x[1, 3] - x[1, 1] * x[0, 3]
+            s5 = x[0, 2] * x[1, 3] - x[1, 2] * x[0, 3]
+            c5 = x[2, 2] * x[3, 3] - x[3, 2] * x[2, 3]
+            c4 = x[2, 1] * x[3, 3] - x[3, 1] * x[2, 3]
+            c3 = x[2, 1] * x[3, 2] - x[3, 1] * x[2, 2]
+            c2 = x[2, 0] * x[3, 3] - x[3, 0] * x[2, 3]
+            c1 = x[2, 0] * x[3, 2] - x[3, 0] * x[2, 2]
+            c0 = x[2, 0] * x[3, 1] - x[3, 0] * x[2, 1]
+            det[s] = sg * (s0 * c5 - s1 * c4 + s2 * c3 + s3 * c2 - s4 * c1 + s5 * c0)
+            adj[s, 0, 0] = sg * (x[1, 1] * c5 - x[1, 2] * c4 + x[1, 3] * c3)
+            adj[s, 0, 1] = sg * (-x[0, 1] * c5 + x[0, 2] * c4 - x[0, 3] * c3)
+            adj[s, 0, 2] = sg * (x[3, 1] * s5 - x[3, 2] * s4 + x[3, 3] * s3)
+            adj[s, 0, 3] = sg * (-x[2, 1] * s5 + x[2, 2] * s4 - x[2, 3] * s3)
+            adj[s, 1, 0] = sg * (-x[1, 0] * c5 + x[1, 2] * c2 - x[1, 3] * c1)
+            adj[s, 1, 1] = sg * (x[0, 0] * c5 - x[0, 2] * c2 + x[0, 3] * c1)
+            adj[s, 1, 2] = sg * (-x[3, 0] * s5 + x[3, 2] * s2 - x[3, 3] * s1)
+            adj[s, 1, 3] = sg * (x[2, 0] * s5 - x[2, 2] * s2 + x[2, 3] * s1)
+            adj[s, 2, 0] = sg * (x[1, 0] * c4 - x[1, 1] * c2 + x[1, 3] * c0)
+            adj[s, 2, 1] = sg * (-x[0, 0] * c4 + x[0, 1] * c2 - x[0, 3] * c0)
+            adj[s, 2, 2] = sg * (x[3, 0] * s4 - x[3, 1] * s2 + x[3, 3] * s0)
+            adj[s, 2, 3] = sg * (-x[2, 0] * s4 + x[2, 1] * s2 - x[2, 3] * s0)
+            adj[s, 3, 0] = sg * (-x[1, 0] * c3 + x[1, 1] * c1 - x[1, 2] * c0)
+            adj[s, 3, 1] = sg * (x[0, 0] * c3 - x[0, 1] * c1 + x[0, 2] * c0)
+            adj[s, 3, 2] = sg * (-x[3, 0] * s3 + x[3, 1] * s1 - x[3, 2] * s0)
+            adj[s, 3, 3] = sg * (x[2, 0] * s3 - x[2, 1] * s1 + x[2, 2] * s0)
         else:
             for i in range(k):
                 for j in range(k):
@@ -145,7 +175,7 @@ def _walker_minors(t, deg, holes, parts, sign, det, adj, x, b):
 
 @numba.njit(cache=True)
 def string_minors(t, deg, holes, parts, sign):
-    """numba version of :func:`string_minors_reference`; closed forms for k <= 3."""
+    """numba version of :func:`string_minors_reference`; closed forms for k <= 4."""
     nw, ns, kmax = t.shape[0], deg.shape[0], holes.shape[1]
     det = np.ones((nw, ns))
     adj = np.zeros((nw, ns, kmax, kmax))
@@ -280,29 +310,42 @@ def _accept_walker(w, i, d, inv, t, ref, deg, holes, parts, sign, det, adj, x, b
 
 
 @numba.njit(cache=True)
-def _contract_walker(w, r, indptr, indices, data, y):
-    """y[w, b] = sum_a C[b, a] r[w, a] for the csr matrix C (indptr, indices, data): the strings of one
-    spin contracted with the CI coefficients for walker w."""
-    for row in range(indptr.shape[0] - 1):
-        acc = 0.0
-        for jj in range(indptr[row], indptr[row + 1]):
-            acc += data[jj] * r[w, indices[jj]]
-        y[w, row] = acc
-
-
-@numba.njit(cache=True)
-def _accepted_walker(w, i, d, inv, t, det, adj, sign0, logdet0, y_same, y_other, q, ref, deg, holes, parts, sign,
-                     indptr, indices, data, x, b, va, wv, a):
-    """Every table update of an accepted move of walker w (:func:`accept`)."""
+def _accepted_walker(w, i, d, inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va, wv, a):
+    """The updates of walker w's accepted move that need no other walker (:func:`accept`)."""
     rho = _accept_walker(w, i, d, inv, t, ref, deg, holes, parts, sign, det, adj, x, b, va, wv, a)
     if rho < 0:
         sign0[w] = -sign0[w]
     logdet0[w] += np.log(np.abs(rho))
-    _contract_walker(w, det, indptr, indices, data, y_other)
-    acc = 0.0
-    for s in range(det.shape[1]):
-        acc += det[w, s] * y_same[w, s]
-    q[w] = acc
+
+
+@numba.njit(cache=True)
+def _contract_accepted(mask, det, y_same, y_other, q, indptr, indices, data):
+    """For the walkers in mask (nw,) bool: y_other[w, b] = sum_a C[b, a] det[w, a] (C as csr: indptr,
+    indices, data) and q[w] = det[w] . y_same[w]. The walkers are the inner loop (a transposed copy of
+    their det rows), so that each nonzero of C is read once for all of them."""
+    wl = np.flatnonzero(mask)
+    nacc, ns = wl.shape[0], det.shape[1]
+    nrow = indptr.shape[0] - 1
+    rt = np.empty((ns, nacc))
+    for k in range(nacc):
+        for col in range(ns):
+            rt[col, k] = det[wl[k], col]
+    yt = np.zeros((nrow, nacc))
+    for row in range(nrow):
+        dst = yt[row]
+        for jj in range(indptr[row], indptr[row + 1]):
+            c = data[jj]
+            src = rt[indices[jj]]
+            for k in range(nacc):
+                dst[k] += c * src[k]
+    for k in range(nacc):
+        w = wl[k]
+        for row in range(nrow):
+            y_other[w, row] = yt[row, k]
+        acc = 0.0
+        for col in range(ns):
+            acc += det[w, col] * y_same[w, col]
+        q[w] = acc
 
 
 @numba.njit(cache=True)
@@ -332,5 +375,6 @@ def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, y_other, q
         for c in range(5):
             for col in range(m):
                 mo[c, w, i, col] = v5[c, w, col]
-        _accepted_walker(w, i, v5[0, w], inv, t, det, adj, sign0, logdet0, y_same, y_other, q, ref, deg, holes,
-                         parts, sign, indptr, indices, data, x, b, va, wv, a)
+        _accepted_walker(w, i, v5[0, w], inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va,
+                         wv, a)
+    _contract_accepted(mask, det, y_same, y_other, q, indptr, indices, data)

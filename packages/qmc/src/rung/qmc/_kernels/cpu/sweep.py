@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..table import _accepted_walker
+from ..table import _accepted_walker, _contract_accepted
 from .jastrow import jastrow_electron
 
 
@@ -224,7 +224,8 @@ def sweep_accept_table(i, new, vbar_old, mo_new, beta, det_configs, configs, u, 
         for c in range(5):
             for col in range(m):
                 mo[c, w, i, col] = mo_new[c, w, col]
-        _accepted_walker(w, i, mo_new[0, w], inv, t, det, adj, sign0, logdet0, y_same, y_other, q, ref, deg, holes,
-                         parts, sign, indptr, indices, data, x, b, va, wv, a)
+        _accepted_walker(w, i, mo_new[0, w], inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b,
+                         va, wv, a)
         _move(w, e, new, det_configs, configs, configs_j, use_j, j_logval, delta)
+    _contract_accepted(ok, det, y_same, y_other, q, indptr, indices, data)
     return ok, d2

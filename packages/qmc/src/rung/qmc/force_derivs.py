@@ -259,8 +259,25 @@ class AnalyticDerivatives:
         vm = [np.zeros((nw, sl.stop - sl.start, sl.stop - sl.start)) for _, sl in self._spins()]
         if rot is None:
             return vm
-        atoms = [(ia, R, nl, rc) for (ia, R, _, nl), rc in zip(ecp.atoms, ecp._cut) if nl]
         dirs, weights = _ICOSAHEDRON
+        if self.backend == "numba":  # triples, projector, AOs and the Jastrow at the points inside the kernel
+            from rung.qmc._kernels.forces_cpu import nonlocal_terms
+            from rung.qmc.orbitals import SCREEN
+
+            ch = ecp._packed()
+            atom_mol = np.array([ia for ia, _, _, nl in ecp.atoms if nl], dtype=np.int64)
+            j0 = np.zeros((nw, ne)) if jas is None else \
+                np.concatenate([jas._current(k) for k in range(ne)], 1)  # J_e at r_e (cached), (nw, ne)
+            bs = self.basis
+            for s, sl in self._spins():
+                vm_ao = np.zeros((nw, sl.stop - sl.start, bs.ncart))
+                nonlocal_terms(rot, dirs, weights, sl.start, sl.stop - sl.start, ch.atom_R, ch.atom_rc, atom_mol,
+                               ch.ch_atom, ch.ch_l, ch.ch_tstart, ch.t_pow, ch.t_a, ch.t_c, j0, *self.centres,
+                               bs.sh_l, bs.sh_col, self.sh_minexp, *self.splines, SCREEN, b0[s], configs, jg,
+                               self.coords, self.spin, *self._jastrow_tables, de, ge, vm_ao)
+                vm[s] += vm_ao @ self.cmo[s]
+            return vm
+        atoms = [(ia, R, nl, rc) for (ia, R, _, nl), rc in zip(ecp.atoms, ecp._cut) if nl]
         nq = dirs.shape[0]
         qd = np.einsum("weij,qj->weqi", rot, dirs)  # (nw, ne, nq, 3) rotated directions
         Ra = np.array([R for _, R, _, _ in atoms])  # (na, 3)
@@ -289,20 +306,6 @@ class AnalyticDerivatives:
                     c_r[on] += (2 * l + 1) * dv[:, None] * p
                     c_cos[on] += (2 * l + 1) * v[:, None] * dp
             c, c_r, c_cos = c * weights, c_r * weights, c_cos * weights
-            if self.backend == "numba":  # the AOs and the Jastrow at the points are evaluated inside the kernel
-                from rung.qmc._kernels.forces_cpu import nonlocal_terms
-                from rung.qmc.orbitals import SCREEN
-
-                j0 = np.zeros((nw, ne)) if jas is None else \
-                    np.stack([jas._current(k)[:, 0] for k in range(ne)], 1)  # J_e at r_e (cached)
-                vm_ao = np.zeros((nw, sl.stop - sl.start, self.basis.ncart))
-                bs = self.basis
-                nonlocal_terms(w, e, eg, atom_index[a], rr, np.ascontiguousarray(rhat), np.ascontiguousarray(q),
-                               np.ascontiguousarray(pts), c, c_r, c_cos, j0, *self.centres, bs.sh_l, bs.sh_col,
-                               self.sh_minexp, *self.splines, SCREEN, b0[s], configs,
-                               jg, self.coords, self.spin, *self._jastrow_tables, de, ge, vm_ao)
-                vm[s] += vm_ao @ self.cmo[s]
-                continue
             ao = self._aos(pts.reshape(-1, 3), 1).reshape(4, w.size, nq, -1)
             rj = np.ones_like(c)  # Jastrow ratio and its gradient at the points
             gjp = np.zeros(pts.shape)
@@ -428,8 +431,8 @@ class AnalyticDerivatives:
         gdet = np.zeros_like(configs)  # grad ln |D| from the cached orbital gradients: grad J = grad - gdet
         for s, sl in self._spins():
             if sl.stop > sl.start:
-                t = np.einsum("xwik,wki->wix", det.mo[s][:4], det.inverse[s])
-                gdet[:, sl] = t[..., 1:] / t[..., :1]
+                t = (det.mo[s][:4] * det.inverse[s].transpose(0, 2, 1)).sum(-1)  # (4, nw, n): row i . column i
+                gdet[:, sl] = np.moveaxis(t[1:] / t[0], 0, -1)
         return det, jas, grad - gdet
 
     def derivatives(self, configs, rot=None, wf=None, grad=None):
@@ -461,7 +464,7 @@ class AnalyticDerivatives:
         else:
             self._electron_terms_numpy(configs, gt, dl, de, ge)
         de += self.dnn
-        b0 = [np.einsum("mk,wki->wmi", self.cmo[s], det.inverse[s]) for s in (0, 1)]  # C A, (nw, nao, n)
+        b0 = [self.cmo[s] @ det.inverse[s] for s in (0, 1)]  # C A, (nw, nao, n)
         vm = self._nonlocal(configs, rot, b0, de, ge, jg, jas)
         for s, sl in self._spins():
             n = sl.stop - sl.start
@@ -469,8 +472,9 @@ class AnalyticDerivatives:
                 continue
             mo = det.mo[s]  # (5, nw, n_electron, n_orbital): value, gradient, Laplacian
             A = det.inverse[s]  # (nw, n_orbital, n_electron)
-            op = -0.5 * mo[4] - np.einsum("wix,xwik->wik", jg[:, sl], mo[1:4]) + vm[s]
-            cx = np.einsum("mk,wkj->wmj", self.cmo[s], A @ op @ A)  # C X, (nw, nao, n)
+            g = jg[:, sl, :, None]
+            op = vm[s] - 0.5 * mo[4] - g[:, :, 0] * mo[1] - g[:, :, 1] * mo[2] - g[:, :, 2] * mo[3]
+            cx = self.cmo[s] @ (A @ op @ A)  # C X, (nw, nao, n)
             if self.backend == "numba":
                 from rung.qmc._kernels.forces_cpu import det_terms
                 from rung.qmc.orbitals import SCREEN
@@ -501,8 +505,9 @@ class AnalyticDerivatives:
         dl, de, grad, ge = self.derivatives(configs, rot, wf, grad)
         if self.config.warp:
             omega, domega = warp_weights(configs, self.coords)
-            dl = dl + np.einsum("wia,wix->wax", omega, grad) + 0.5 * domega.sum(1)
-            de = de + np.einsum("wia,wix->wax", omega, ge)
+            ot = omega.transpose(0, 2, 1)  # (nw, natom, ne)
+            dl = dl + ot @ grad + 0.5 * domega.sum(1)
+            de = de + ot @ ge
         return dl, de
 
     def state(self) -> dict:

@@ -189,6 +189,17 @@ def _spline01(tab, start, nint, inv_h, r):
 
 
 @numba.njit(cache=True, inline="always")
+def _legendre01(l, x):
+    """P_l(x) and P_l'(x) by (n+1) P_{n+1} = (2n+1) x P_n - n P_{n-1}, P'_{n+1} = P'_{n-1} + (2n+1) P_n."""
+    if l == 0:
+        return 1.0, 0.0
+    p0, p1, d0, d1 = 1.0, x, 0.0, 1.0
+    for m in range(1, l):
+        p0, p1, d0, d1 = p1, ((2 * m + 1) * x * p1 - m * p0) / (m + 1), d1, d0 + (2 * m + 1) * p1
+    return p1, d1
+
+
+@numba.njit(cache=True, inline="always")
 def _pair_points(px, py, pz, cx, cy, cz, poly, L, G, Lc, f0, f1, d0, d1, d2, rv, yv):
     """A Jastrow pair function between the points (px, py, pz) (nq,) and the centre (cx, cy, cz): f0 = f(r),
     f1 = f'(r) / r, and the displacements d0, d1, d2 = p - centre (all (nq,), written); points innermost and
@@ -220,11 +231,12 @@ def _pair_points(px, py, pz, cx, cy, cz, poly, L, G, Lc, f0, f1, d0, d1, d2, rv,
 
 
 @numba.njit(cache=True)
-def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, cen_R, cen_shstart, cen_minexp, cen_atom,
+def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c,
+                   j0, cen_R, cen_shstart, cen_minexp, cen_atom,
                    sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h, screen, b0, configs, jg, coords, spin,
                    use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc, de, ge, vm_ao):
     """Nonlocal ECP terms of the analytic derivatives, one spin, all (walker, electron, ECP atom) triples
-    in range (the NumPy path of :meth:`rung.qmc.force_derivs.AnalyticDerivatives._nonlocal` is the oracle).
+    in range, the projector and quadrature included (the NumPy path of :meth:`rung.qmc.force_derivs.AnalyticDerivatives._nonlocal` is the oracle).
 
     Laid out as the energy's kernel (:func:`rung.qmc._kernels.cpu.ecp_nonlocal`): per triple the quadrature
     points innermost; the Jastrow at the points pair by pair; the cartesian AOs (value and gradient) at the
@@ -236,10 +248,11 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, cen_R, c
 
     Parameters
     ----------
-    w, e, eg, atom : (T,) int64 — walker, electron within the spin, electron overall, molecule atom of the ECP
-    rr : (T,) Bohr; rhat : (T, 3) — electron-ion distance and direction
-    q : (T, nq, 3) rotated quadrature directions; pts : (T, nq, 3) Bohr, the points R + r q
-    c, c_r, c_cos : (T, nq) — projector w_q sum_l (2l+1) v_l(r) P_l(cos), Hartree, and its r, cos derivatives
+    rot : (nw, ne, 3, 3) quadrature rotation of each walker and electron; dirs : (nq, 3), weights : (nq,) the rule
+    start, n : the electrons of this spin are start .. start + n - 1
+    atom_R (na, 3) Bohr, atom_rc (na,) Bohr, atom_mol (na,) int64: the ECP atoms with nonlocal channels, their
+        ranges and molecule atoms; ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c: their channels
+        (:class:`rung.qmc._kernels.cpu.ecp.Channels`), v_l(r) = sum_t c_t r^pow_t exp(-a_t r^2)
     j0 : (nw, ne) J_e at the electrons (the Jastrow ratio at a point is exp(J_e(r') - J_e(r_e)))
     cen_R (ncen, 3) Bohr, cen_shstart (ncen+1,) int64, cen_minexp (ncen,) Bohr^-2, cen_atom (ncen,) int64: the
         AO centres (a centre's shells consecutive), their smallest exponents and molecule atoms
@@ -253,8 +266,11 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, cen_R, c
     vm_ao : (nw, n, ncart) — sum over points of the projector times the Jastrow ratio times the AO values,
         added to in place (the caller turns it into V_NL phi with the orbital coefficients)
     """
-    T = c.shape[0]
-    nq = q.shape[1]
+    nw = configs.shape[0]
+    nq = dirs.shape[0]
+    na = atom_R.shape[0]
+    qv = np.empty((nq, 3))
+    cc, ccr, ccc = np.empty(nq), np.empty(nq), np.empty(nq)
     natom = coords.shape[0]
     ne = configs.shape[1]
     ncen = cen_R.shape[0]
@@ -278,179 +294,217 @@ def nonlocal_terms(w, e, eg, atom, rr, rhat, q, pts, c, c_r, c_cos, j0, cen_R, c
         xp[0, k] = 0.0
         yp[0, k] = 0.0
         zp[0, k] = 0.0
-    for t in range(T):
-        wi, ei, gi, A = w[t], e[t], eg[t], atom[t]
-        r = rr[t]
-        h0, h1, h2 = rhat[t, 0], rhat[t, 1], rhat[t, 2]
-        for k in range(nq):
-            px[k], py[k], pz[k] = pts[t, k, 0], pts[t, k, 1], pts[t, k, 2]
-            jp[k] = 0.0
-            gj0[k] = 0.0
-            gj1[k] = 0.0
-            gj2[k] = 0.0
-        # Jastrow J_e at the points, its gradient, and each pair's f'/r for the derivative terms below
-        if use_j:
-            for j in range(ne):
-                if j == gi:
-                    for k in range(nq):
-                        fe[j, k] = 0.0
+    for wi in range(nw):
+        for ei in range(n):
+            gi = start + ei
+            for ia in range(na):
+                A = atom_mol[ia]
+                h0 = configs[wi, gi, 0] - atom_R[ia, 0]
+                h1 = configs[wi, gi, 1] - atom_R[ia, 1]
+                h2 = configs[wi, gi, 2] - atom_R[ia, 2]
+                r = np.sqrt(h0 * h0 + h1 * h1 + h2 * h2)
+                if not r < atom_rc[ia]:
                     continue
-                s = 0 if spin[j] == spin[gi] else 1
-                _pair_points(px, py, pz, configs[wi, j, 0], configs[wi, j, 1], configs[wi, j, 2], ee_poly[s], L_ee,
-                             ee_g[s], L_eec, f0, f1, d0, d1, d2, rv, yv)
+                h0, h1, h2 = h0 / r, h1 / r, h2 / r
+                # rotated directions, points, projector w_q sum_l (2l+1) v_l(r) P_l(cos) and its r, cos derivatives
                 for k in range(nq):
-                    jp[k] += f0[k]
-                    fe[j, k] = f1[k]
-                    gj0[k] += f1[k] * d0[k]
-                    gj1[k] += f1[k] * d1[k]
-                    gj2[k] += f1[k] * d2[k]
-            for I in range(natom):
-                _pair_points(px, py, pz, coords[I, 0], coords[I, 1], coords[I, 2], en_poly[I], L_en, en_g[I], L_enc,
-                             f0, f1, d0, d1, d2, rv, yv)
-                for k in range(nq):
-                    jp[k] += f0[k]
-                    fa[I, k] = f1[k]
-                    gj0[k] += f1[k] * d0[k]
-                    gj1[k] += f1[k] * d1[k]
-                    gj2[k] += f1[k] * d2[k]
-            for k in range(nq):
-                rjk[k] = np.exp(jp[k] - j0[wi, gi])
-                u[k] = c[t, k] * rjk[k]
-        else:
-            for k in range(nq):
-                rjk[k] = 1.0
-                u[k] = c[t, k]
-        # determinant ratio sum_mu chi_mu(p) B0[mu, e] and its gradient, centre by centre; per atom the AOs
-        # on it (u-weighted, summed over the points); V_NL chi_mu
-        for k in range(nq):
-            rd[k] = 0.0
-            g0[k] = 0.0
-            g1[k] = 0.0
-            g2[k] = 0.0
-        for ic in range(ncen):
-            on = cen_atom[ic] == A
-            if on:
-                dmin2 = r * r  # every point at distance r from this centre
-            else:
-                dmin = np.sqrt((cen_R[ic, 0] - coords[A, 0]) ** 2 + (cen_R[ic, 1] - coords[A, 1]) ** 2
-                               + (cen_R[ic, 2] - coords[A, 2]) ** 2) - r  # closest approach of the sphere
-                dmin2 = dmin * dmin if dmin > 0.0 else 0.0
-            if cen_minexp[ic] * dmin2 > screen:
-                continue
-            for k in range(nq):
-                dx[k] = px[k] - cen_R[ic, 0]
-                dy[k] = py[k] - cen_R[ic, 1]
-                dz[k] = pz[k] - cen_R[ic, 2]
-                rv[k] = r if on else np.sqrt(dx[k] * dx[k] + dy[k] * dy[k] + dz[k] * dz[k])
-                cs0[k] = 0.0
-                cs1[k] = 0.0
-                cs2[k] = 0.0
-            for n in range(1, lmax + 1):
-                for k in range(nq):
-                    xp[n + 1, k] = xp[n, k] * dx[k]
-                    yp[n + 1, k] = yp[n, k] * dy[k]
-                    zp[n + 1, k] = zp[n, k] * dz[k]
-            for ish in range(cen_shstart[ic], cen_shstart[ic + 1]):
-                if sh_minexp[ish] * dmin2 > screen:
-                    continue
-                t0, nt, ih = sh_tstart[ish], sh_nint[ish], sh_inv_h[ish]
-                if on:
-                    fv, fd = _spline01(spl_tab, t0, nt, ih, r)
-                    fd = fd / r if r > 0.0 else 0.0
+                    for x in range(3):
+                        qv[k, x] = (rot[wi, gi, x, 0] * dirs[k, 0] + rot[wi, gi, x, 1] * dirs[k, 1]
+                                    + rot[wi, gi, x, 2] * dirs[k, 2])
+                    px[k] = atom_R[ia, 0] + r * qv[k, 0]
+                    py[k] = atom_R[ia, 1] + r * qv[k, 1]
+                    pz[k] = atom_R[ia, 2] + r * qv[k, 2]
+                    cc[k] = 0.0
+                    ccr[k] = 0.0
+                    ccc[k] = 0.0
+                for ch in range(ch_atom.shape[0]):
+                    if ch_atom[ch] != ia:
+                        continue
+                    v = 0.0
+                    dv = 0.0
+                    for it in range(ch_tstart[ch], ch_tstart[ch + 1]):
+                        pw = t_pow[it]
+                        ex = t_c[it] * np.exp(-t_a[it] * r * r)
+                        v += ex * r**pw
+                        dv += ex * (pw * r ** (pw - 1) - 2.0 * t_a[it] * r ** (pw + 1))
+                    l = ch_l[ch]
                     for k in range(nq):
-                        fq[k] = fv
-                        f1q[k] = fd
+                        pl, dpl = _legendre01(l, qv[k, 0] * h0 + qv[k, 1] * h1 + qv[k, 2] * h2)
+                        cc[k] += (2 * l + 1) * v * pl
+                        ccr[k] += (2 * l + 1) * dv * pl
+                        ccc[k] += (2 * l + 1) * v * dpl
+                for k in range(nq):
+                    cc[k] *= weights[k]
+                    ccr[k] *= weights[k]
+                    ccc[k] *= weights[k]
+                for k in range(nq):
+                    jp[k] = 0.0
+                    gj0[k] = 0.0
+                    gj1[k] = 0.0
+                    gj2[k] = 0.0
+                # Jastrow J_e at the points, its gradient, and each pair's f'/r for the derivative terms below
+                if use_j:
+                    for j in range(ne):
+                        if j == gi:
+                            for k in range(nq):
+                                fe[j, k] = 0.0
+                            continue
+                        s = 0 if spin[j] == spin[gi] else 1
+                        _pair_points(px, py, pz, configs[wi, j, 0], configs[wi, j, 1], configs[wi, j, 2], ee_poly[s], L_ee,
+                                     ee_g[s], L_eec, f0, f1, d0, d1, d2, rv, yv)
+                        for k in range(nq):
+                            jp[k] += f0[k]
+                            fe[j, k] = f1[k]
+                            gj0[k] += f1[k] * d0[k]
+                            gj1[k] += f1[k] * d1[k]
+                            gj2[k] += f1[k] * d2[k]
+                    for I in range(natom):
+                        _pair_points(px, py, pz, coords[I, 0], coords[I, 1], coords[I, 2], en_poly[I], L_en, en_g[I], L_enc,
+                                     f0, f1, d0, d1, d2, rv, yv)
+                        for k in range(nq):
+                            jp[k] += f0[k]
+                            fa[I, k] = f1[k]
+                            gj0[k] += f1[k] * d0[k]
+                            gj1[k] += f1[k] * d1[k]
+                            gj2[k] += f1[k] * d2[k]
+                    for k in range(nq):
+                        rjk[k] = np.exp(jp[k] - j0[wi, gi])
+                        u[k] = cc[k] * rjk[k]
                 else:
                     for k in range(nq):
-                        fv, fd = _spline01(spl_tab, t0, nt, ih, rv[k])
-                        fq[k] = fv
-                        f1q[k] = fd / rv[k] if rv[k] > 0.0 else 0.0  # R'(r) / r (R'(0) = 0)
-                l = sh_l[ish]
-                col = sh_col[ish]
-                for lx in range(l, -1, -1):
-                    for ly in range(l - lx, -1, -1):
-                        lz = l - lx - ly
-                        bm = b0[wi, col, ei]
-                        vsum = 0.0
+                        rjk[k] = 1.0
+                        u[k] = cc[k]
+                # determinant ratio sum_mu chi_mu(p) B0[mu, e] and its gradient, centre by centre; per atom the AOs
+                # on it (u-weighted, summed over the points); V_NL chi_mu
+                for k in range(nq):
+                    rd[k] = 0.0
+                    g0[k] = 0.0
+                    g1[k] = 0.0
+                    g2[k] = 0.0
+                for ic in range(ncen):
+                    on = cen_atom[ic] == A
+                    if on:
+                        dmin2 = r * r  # every point at distance r from this centre
+                    else:
+                        dmin = np.sqrt((cen_R[ic, 0] - coords[A, 0]) ** 2 + (cen_R[ic, 1] - coords[A, 1]) ** 2
+                                       + (cen_R[ic, 2] - coords[A, 2]) ** 2) - r  # closest approach of the sphere
+                        dmin2 = dmin * dmin if dmin > 0.0 else 0.0
+                    if cen_minexp[ic] * dmin2 > screen:
+                        continue
+                    for k in range(nq):
+                        dx[k] = px[k] - cen_R[ic, 0]
+                        dy[k] = py[k] - cen_R[ic, 1]
+                        dz[k] = pz[k] - cen_R[ic, 2]
+                        rv[k] = r if on else np.sqrt(dx[k] * dx[k] + dy[k] * dy[k] + dz[k] * dz[k])
+                        cs0[k] = 0.0
+                        cs1[k] = 0.0
+                        cs2[k] = 0.0
+                    for m in range(1, lmax + 1):
                         for k in range(nq):
-                            P = xp[lx + 1, k] * yp[ly + 1, k] * zp[lz + 1, k]
-                            v = P * fq[k]
-                            gP = P * f1q[k]
-                            rd[k] += v * bm
-                            cs0[k] += (lx * xp[lx, k] * yp[ly + 1, k] * zp[lz + 1, k] * fq[k] + dx[k] * gP) * bm
-                            cs1[k] += (ly * xp[lx + 1, k] * yp[ly, k] * zp[lz + 1, k] * fq[k] + dy[k] * gP) * bm
-                            cs2[k] += (lz * xp[lx + 1, k] * yp[ly + 1, k] * zp[lz, k] * fq[k] + dz[k] * gP) * bm
-                            vsum += u[k] * v
-                        vm_ao[wi, ei, col] += vsum
-                        col += 1
-            I = cen_atom[ic]
-            a0 = 0.0
-            a1 = 0.0
-            a2 = 0.0
-            for k in range(nq):
-                g0[k] += cs0[k]
-                g1[k] += cs1[k]
-                g2[k] += cs2[k]
-                a0 += u[k] * cs0[k]
-                a1 += u[k] * cs1[k]
-                a2 += u[k] * cs2[k]
-            de[wi, I, 0] -= a0
-            de[wi, I, 1] -= a1
-            de[wi, I, 2] -= a2
-        tsum = 0.0
-        for k in range(nq):
-            tt = u[k] * rd[k]
-            tsum += tt
-            qx, qy, qz = q[t, k, 0], q[t, k, 1], q[t, k, 2]
-            cos = qx * h0 + qy * h1 + qz * h2
-            a1 = c_r[t, k] * rjk[k] * rd[k]
-            a2 = c_cos[t, k] * rjk[k] * rd[k] / r
-            dc0 = -a1 * h0 - a2 * (qx - cos * h0)
-            dc1 = -a1 * h1 - a2 * (qy - cos * h1)
-            dc2 = -a1 * h2 - a2 * (qz - cos * h2)
-            p0 = tt * gj0[k] + u[k] * g0[k]
-            p1 = tt * gj1[k] + u[k] * g1[k]
-            p2 = tt * gj2[k] + u[k] * g2[k]
-            qg = qx * p0 + qy * p1 + qz * p2
-            de[wi, A, 0] += dc0 + p0 - h0 * qg
-            de[wi, A, 1] += dc1 + p1 - h1 * qg
-            de[wi, A, 2] += dc2 + p2 - h2 * qg
-            ge[wi, gi, 0] += -dc0 + qg * h0
-            ge[wi, gi, 1] += -dc1 + qg * h1
-            ge[wi, gi, 2] += -dc2 + qg * h2
-            if use_j:
-                for I in range(natom):
-                    f = tt * fa[I, k]
-                    de[wi, I, 0] -= f * (px[k] - coords[I, 0])
-                    de[wi, I, 1] -= f * (py[k] - coords[I, 1])
-                    de[wi, I, 2] -= f * (pz[k] - coords[I, 2])
-                for j in range(ne):
-                    f = tt * fe[j, k]  # 0 for j = e
-                    ge[wi, j, 0] -= f * (px[k] - configs[wi, j, 0])
-                    ge[wi, j, 1] -= f * (py[k] - configs[wi, j, 1])
-                    ge[wi, j, 2] -= f * (pz[k] - configs[wi, j, 2])
-        ge[wi, gi, 0] -= tsum * jg[wi, gi, 0]
-        ge[wi, gi, 1] -= tsum * jg[wi, gi, 1]
-        ge[wi, gi, 2] -= tsum * jg[wi, gi, 2]
-        if use_j:
-            x0, x1, x2 = configs[wi, gi, 0], configs[wi, gi, 1], configs[wi, gi, 2]
-            for I in range(natom):
-                e0, e1, e2 = x0 - coords[I, 0], x1 - coords[I, 1], x2 - coords[I, 2]
-                rp = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
-                f = tsum * _radial1(en_poly[I], L_en, en_g[I], L_enc, rp) / rp
-                de[wi, I, 0] += f * e0
-                de[wi, I, 1] += f * e1
-                de[wi, I, 2] += f * e2
-            for j in range(ne):
-                if j == gi:
-                    continue
-                e0, e1, e2 = x0 - configs[wi, j, 0], x1 - configs[wi, j, 1], x2 - configs[wi, j, 2]
-                rp = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
-                s = 0 if spin[j] == spin[gi] else 1
-                f = tsum * _radial1(ee_poly[s], L_ee, ee_g[s], L_eec, rp) / rp
-                ge[wi, j, 0] += f * e0
-                ge[wi, j, 1] += f * e1
-                ge[wi, j, 2] += f * e2
+                            xp[m + 1, k] = xp[m, k] * dx[k]
+                            yp[m + 1, k] = yp[m, k] * dy[k]
+                            zp[m + 1, k] = zp[m, k] * dz[k]
+                    for ish in range(cen_shstart[ic], cen_shstart[ic + 1]):
+                        if sh_minexp[ish] * dmin2 > screen:
+                            continue
+                        t0, nt, ih = sh_tstart[ish], sh_nint[ish], sh_inv_h[ish]
+                        if on:
+                            fv, fd = _spline01(spl_tab, t0, nt, ih, r)
+                            fd = fd / r if r > 0.0 else 0.0
+                            for k in range(nq):
+                                fq[k] = fv
+                                f1q[k] = fd
+                        else:
+                            for k in range(nq):
+                                fv, fd = _spline01(spl_tab, t0, nt, ih, rv[k])
+                                fq[k] = fv
+                                f1q[k] = fd / rv[k] if rv[k] > 0.0 else 0.0  # R'(r) / r (R'(0) = 0)
+                        l = sh_l[ish]
+                        col = sh_col[ish]
+                        for lx in range(l, -1, -1):
+                            for ly in range(l - lx, -1, -1):
+                                lz = l - lx - ly
+                                bm = b0[wi, col, ei]
+                                vsum = 0.0
+                                for k in range(nq):
+                                    P = xp[lx + 1, k] * yp[ly + 1, k] * zp[lz + 1, k]
+                                    v = P * fq[k]
+                                    gP = P * f1q[k]
+                                    rd[k] += v * bm
+                                    cs0[k] += (lx * xp[lx, k] * yp[ly + 1, k] * zp[lz + 1, k] * fq[k] + dx[k] * gP) * bm
+                                    cs1[k] += (ly * xp[lx + 1, k] * yp[ly, k] * zp[lz + 1, k] * fq[k] + dy[k] * gP) * bm
+                                    cs2[k] += (lz * xp[lx + 1, k] * yp[ly + 1, k] * zp[lz, k] * fq[k] + dz[k] * gP) * bm
+                                    vsum += u[k] * v
+                                vm_ao[wi, ei, col] += vsum
+                                col += 1
+                    I = cen_atom[ic]
+                    a0 = 0.0
+                    a1 = 0.0
+                    a2 = 0.0
+                    for k in range(nq):
+                        g0[k] += cs0[k]
+                        g1[k] += cs1[k]
+                        g2[k] += cs2[k]
+                        a0 += u[k] * cs0[k]
+                        a1 += u[k] * cs1[k]
+                        a2 += u[k] * cs2[k]
+                    de[wi, I, 0] -= a0
+                    de[wi, I, 1] -= a1
+                    de[wi, I, 2] -= a2
+                tsum = 0.0
+                for k in range(nq):
+                    tt = u[k] * rd[k]
+                    tsum += tt
+                    qx, qy, qz = qv[k, 0], qv[k, 1], qv[k, 2]
+                    cos = qx * h0 + qy * h1 + qz * h2
+                    a1 = ccr[k] * rjk[k] * rd[k]
+                    a2 = ccc[k] * rjk[k] * rd[k] / r
+                    dc0 = -a1 * h0 - a2 * (qx - cos * h0)
+                    dc1 = -a1 * h1 - a2 * (qy - cos * h1)
+                    dc2 = -a1 * h2 - a2 * (qz - cos * h2)
+                    p0 = tt * gj0[k] + u[k] * g0[k]
+                    p1 = tt * gj1[k] + u[k] * g1[k]
+                    p2 = tt * gj2[k] + u[k] * g2[k]
+                    qg = qx * p0 + qy * p1 + qz * p2
+                    de[wi, A, 0] += dc0 + p0 - h0 * qg
+                    de[wi, A, 1] += dc1 + p1 - h1 * qg
+                    de[wi, A, 2] += dc2 + p2 - h2 * qg
+                    ge[wi, gi, 0] += -dc0 + qg * h0
+                    ge[wi, gi, 1] += -dc1 + qg * h1
+                    ge[wi, gi, 2] += -dc2 + qg * h2
+                    if use_j:
+                        for I in range(natom):
+                            f = tt * fa[I, k]
+                            de[wi, I, 0] -= f * (px[k] - coords[I, 0])
+                            de[wi, I, 1] -= f * (py[k] - coords[I, 1])
+                            de[wi, I, 2] -= f * (pz[k] - coords[I, 2])
+                        for j in range(ne):
+                            f = tt * fe[j, k]  # 0 for j = e
+                            ge[wi, j, 0] -= f * (px[k] - configs[wi, j, 0])
+                            ge[wi, j, 1] -= f * (py[k] - configs[wi, j, 1])
+                            ge[wi, j, 2] -= f * (pz[k] - configs[wi, j, 2])
+                ge[wi, gi, 0] -= tsum * jg[wi, gi, 0]
+                ge[wi, gi, 1] -= tsum * jg[wi, gi, 1]
+                ge[wi, gi, 2] -= tsum * jg[wi, gi, 2]
+                if use_j:
+                    x0, x1, x2 = configs[wi, gi, 0], configs[wi, gi, 1], configs[wi, gi, 2]
+                    for I in range(natom):
+                        e0, e1, e2 = x0 - coords[I, 0], x1 - coords[I, 1], x2 - coords[I, 2]
+                        rp = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
+                        f = tsum * _radial1(en_poly[I], L_en, en_g[I], L_enc, rp) / rp
+                        de[wi, I, 0] += f * e0
+                        de[wi, I, 1] += f * e1
+                        de[wi, I, 2] += f * e2
+                    for j in range(ne):
+                        if j == gi:
+                            continue
+                        e0, e1, e2 = x0 - configs[wi, j, 0], x1 - configs[wi, j, 1], x2 - configs[wi, j, 2]
+                        rp = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
+                        s = 0 if spin[j] == spin[gi] else 1
+                        f = tsum * _radial1(ee_poly[s], L_ee, ee_g[s], L_eec, rp) / rp
+                        ge[wi, j, 0] += f * e0
+                        ge[wi, j, 1] += f * e1
+                        ge[wi, j, 2] += f * e2
 
 
 @numba.njit(cache=True, inline="always")

@@ -276,8 +276,14 @@ class TableMultiSlater:
 
     (rho is the reference ratio; after an accepted move T <- T + a w^T / rho). The strings are combined
     through the sparse coefficient matrix C[a, b] (a bilinear form): psi / (D0_up D0_dn) =
-    sum_a R_up[a] (C R_dn)[a]. The minors: :mod:`rung.qmc._kernels.table`. References: Clark et
-    al., J. Chem. Phys. 135, 244105 (2011); Scemama et al., J. Comput. Chem. 37, 1866 (2016).
+    sum_a R_up[a] (C R_dn)[a]. psi is linear in the orbital row of any one electron, so summed over the
+    strings the ratios of electron e are one dot product, psi(r_e = r')/psi = phi(r') . beta_e with the
+    ratio vector beta_e (m,) (:meth:`beta`): the ratio, gradient and Laplacian at any position, the
+    nonlocal ECP's quadrature points (through the single determinant's fused kernel, beta C^T in the AO
+    basis) and the drift-diffusion sweep (:func:`rung.qmc.vmc.sweep`'s fused path) all take it; the
+    bordered minors above serve the per-determinant ratios of the CI parameter derivatives. The
+    kernels: :mod:`rung.qmc._kernels.table`. References: Clark et al., J. Chem. Phys. 135, 244105
+    (2011); Scemama et al., J. Comput. Chem. 37, 1866 (2016).
 
     Parameters
     ----------

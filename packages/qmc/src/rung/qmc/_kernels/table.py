@@ -10,7 +10,12 @@ quadrature point, a derivative row: a = A0^-1[:, i], w = d - T^T d[ref], rho = d
 so with det X_S and the adjugate adj(X_S) kept per walker (they change only when a move is accepted),
 u_S = adj(X_S) a[h] costs k^2 once per column a (a point batch or the derivative rows of one electron
 share it) and each replacement k operations per string. Adjugates by cofactors (no inverse, so a singular
-minor is harmless).
+minor is harmless; closed forms for k <= 4).
+
+Summed over the strings with the CI weights this is linear in the replacement row d: the ratio vector
+(:func:`ratio_vectors`) gives every ratio of one electron as d . beta. Accepted moves: :func:`accept`
+(Sherman-Morrison of A0^-1 and T, the moved spin's minors, the CI contraction; numba only, the NumPy
+backend of :class:`~rung.qmc.multideterminant.TableMultiSlater` is its oracle).
 """
 
 from __future__ import annotations

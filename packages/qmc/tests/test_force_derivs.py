@@ -174,9 +174,14 @@ def test_numba_and_numpy_backends_agree(water):
     out = []
     for backend in ("numpy", "numba"):
         an = AnalyticDerivatives(mol, wf, ham, backend=backend)
-        out.append(an.derivatives(configs, an._draw_rotations(*configs.shape[:2])))
+        rot = an._draw_rotations(*configs.shape[:2])
+        out.append(an.derivatives(configs, rot))
     for ref, got in zip(*out):
         np.testing.assert_allclose(got, ref, atol=1e-10 * np.abs(ref).max(), rtol=0)
+    dl, de, _, ge = an.derivatives(configs, rot, electron_gradient=False)  # (what no warp needs)
+    assert ge is None
+    np.testing.assert_allclose(dl, out[0][0], atol=1e-10 * np.abs(out[0][0]).max(), rtol=0)
+    np.testing.assert_allclose(de, out[0][1], atol=1e-10 * np.abs(out[0][1]).max(), rtol=0)
 
 
 def test_sampler_state_matches_recomputation(water):
@@ -231,7 +236,7 @@ def test_electron_terms_kernel_matches_numpy_reference(water):
     nw, ne, _ = configs.shape
     out = [(np.zeros((nw, mol.natm, 3)), np.zeros((nw, mol.natm, 3)), np.zeros((nw, ne, 3))) for _ in range(2)]
     an._electron_terms_numpy(configs, gt, *out[0])
-    electron_terms(configs, gt, an.coords, an.charges, an.spin, *an._jastrow_tables, *an._local, *out[1])
+    electron_terms(configs, gt, an.coords, an.charges, an.spin, True, *an._jastrow_tables, *an._local, *out[1])
     for ref, got in zip(*out):
         assert np.abs(ref).max() > 0.1
         np.testing.assert_allclose(got, ref, atol=1e-12 * np.abs(ref).max(), rtol=0)

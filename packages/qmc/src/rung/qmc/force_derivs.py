@@ -246,7 +246,7 @@ class AnalyticDerivatives:
                       2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1)
         return np.ascontiguousarray(m.reshape(ne, nw, 3, 3).transpose(1, 0, 2, 3))  # as ecp.random_rotations
 
-    def _nonlocal(self, configs, rot, b0, de, ge, jg, jas):
+    def _nonlocal(self, configs, rot, b0, de, ge, jg, jas, with_ge=True):
         """Nonlocal ECP: its direct R derivative added into ``de`` (nw, natom, 3) and its direct electron
         gradient into ``ge`` (nw, ne, 3) (jg (nw, ne, 3) grad J, jas the Jastrow component in the state of
         configs, or None); returns the operator matrices VM[s]
@@ -274,7 +274,7 @@ class AnalyticDerivatives:
                 nonlocal_terms(rot, dirs, weights, sl.start, sl.stop - sl.start, ch.atom_R, ch.atom_rc, atom_mol,
                                ch.ch_atom, ch.ch_l, ch.ch_tstart, ch.t_pow, ch.t_a, ch.t_c, j0, *self.centres,
                                bs.sh_l, bs.sh_col, self.sh_minexp, *self.splines, SCREEN, b0[s], configs, jg,
-                               self.coords, self.spin, *self._jastrow_tables, de, ge, vm_ao)
+                               self.coords, self.spin, with_ge, *self._jastrow_tables, de, ge, vm_ao)
                 vm[s] += vm_ao @ self.cmo[s]
             return vm
         atoms = [(ia, R, nl, rc) for (ia, R, _, nl), rc in zip(ecp.atoms, ecp._cut) if nl]
@@ -435,17 +435,19 @@ class AnalyticDerivatives:
                 gdet[:, sl] = np.moveaxis(t[1:] / t[0], 0, -1)
         return det, jas, grad - gdet
 
-    def derivatives(self, configs, rot=None, wf=None, grad=None):
+    def derivatives(self, configs, rot=None, wf=None, grad=None, electron_gradient=True):
         """Unwarped derivatives at configs (nw, ne, 3) Bohr; ``rot`` (nw, ne, 3, 3) the ECP quadrature rotations;
         ``wf`` the sampler's trial function in the state of configs and ``grad`` (nw, ne, 3) its grad ln psi
-        (optional: see :meth:`__call__`).
+        (optional: see :meth:`__call__`); ``electron_gradient`` False skips grad_i E_L (only the space warp
+        needs it; ``ge`` is None then).
 
         Returns
         -------
         dl : (nw, natom, 3) float64, Bohr^-1 — d ln|psi| / dR
         de : (nw, natom, 3) float64, Hartree/Bohr — d E_L / dR
         grad : (nw, ne, 3) float64, Bohr^-1 — grad_i ln psi
-        ge : (nw, ne, 3) float64, Hartree/Bohr — grad_i E_L (same rotation held fixed)
+        ge : (nw, ne, 3) float64, Hartree/Bohr — grad_i E_L (same rotation held fixed); None without
+            ``electron_gradient``
         """
         configs = np.ascontiguousarray(configs, dtype=np.float64)
         nw, ne, _ = configs.shape
@@ -459,13 +461,13 @@ class AnalyticDerivatives:
         if self.backend == "numba":
             from rung.qmc._kernels.forces_cpu import electron_terms
 
-            electron_terms(configs, np.ascontiguousarray(gt), self.coords, self.charges, self.spin,
+            electron_terms(configs, np.ascontiguousarray(gt), self.coords, self.charges, self.spin, electron_gradient,
                            *self._jastrow_tables, *self._local, dl, de, ge)
         else:
             self._electron_terms_numpy(configs, gt, dl, de, ge)
         de += self.dnn
         b0 = [self.cmo[s] @ det.inverse[s] for s in (0, 1)]  # C A, (nw, nao, n)
-        vm = self._nonlocal(configs, rot, b0, de, ge, jg, jas)
+        vm = self._nonlocal(configs, rot, b0, de, ge, jg, jas, electron_gradient)
         for s, sl in self._spins():
             n = sl.stop - sl.start
             if n == 0:
@@ -480,7 +482,7 @@ class AnalyticDerivatives:
                 from rung.qmc.orbitals import SCREEN
 
                 b = self.basis
-                out = det_terms(np.ascontiguousarray(configs[:, sl]), b.sh_center, b.sh_l, b.sh_pstart, b.sh_col, b.sh_minexp, self.sh_atom,
+                out = det_terms(np.ascontiguousarray(configs[:, sl]), b.sh_center, b.sh_l, b.sh_pstart, b.sh_col, self.sh_minexp, self.sh_atom,
                                 b.exps, b.coefs, b0[s], cx, np.ascontiguousarray(jg[:, sl]), self.natom, SCREEN)
             else:
                 ao = self.mol.eval_gto(self.eval_name + "3", configs[:, sl].reshape(-1, 3)).reshape(20, nw, n, -1)
@@ -488,7 +490,7 @@ class AnalyticDerivatives:
             de += out[0]
             ge[:, sl] += out[1]
             dl += out[2]
-        return dl, de, gt, ge
+        return dl, de, gt, (ge if electron_gradient else None)
 
     def __call__(self, configs, wf=None, grad=None):
         """(d ln|psi| (nw, natom, 3) Bohr^-1, d E_L (nw, natom, 3) Hartree/Bohr) at configs (nw, nelec, 3),
@@ -502,7 +504,7 @@ class AnalyticDerivatives:
         Without them this instance's own copy is recomputed at configs (same values to round-off)."""
         nw, ne, _ = configs.shape
         rot = self._draw_rotations(nw, ne)
-        dl, de, grad, ge = self.derivatives(configs, rot, wf, grad)
+        dl, de, grad, ge = self.derivatives(configs, rot, wf, grad, electron_gradient=self.config.warp)
         if self.config.warp:
             omega, domega = warp_weights(configs, self.coords)
             ot = omega.transpose(0, 2, 1)  # (nw, natom, ne)

@@ -234,7 +234,7 @@ def _pair_points(px, py, pz, cx, cy, cz, poly, L, G, Lc, f0, f1, d0, d1, d2, rv,
 def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c,
                    j0, cen_R, cen_shstart, cen_minexp, cen_atom,
                    sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h, screen, b0, configs, jg, coords, spin,
-                   use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc, de, ge, vm_ao):
+                   with_ge, use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc, de, ge, vm_ao):
     """Nonlocal ECP terms of the analytic derivatives, one spin, all (walker, electron, ECP atom) triples
     in range, the projector and quadrature included (the NumPy path of :meth:`rung.qmc.force_derivs.AnalyticDerivatives._nonlocal` is the oracle).
 
@@ -260,6 +260,7 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
         spl_tab, sh_tstart, sh_nint, sh_inv_h : its radial spline tables; screen : float
     b0 : (nw, ncart, n) C_cart A
     configs : (nw, ne, 3) Bohr; jg : (nw, ne, 3) grad J; coords : (natom, 3) Bohr; spin : (ne,) int64
+    with_ge : bool — whether grad E_L is wanted (the space warp); without it ``ge`` is not touched
     use_j, ee_poly (2, ndeg), ee_g (2,), L_ee, L_eec, en_poly (natom, ndeg), en_g (natom,), L_en, L_enc:
         the Jastrow pair functions (cutoff polynomials in r/L and cusp slopes, see :func:`_radial1`)
     de : (nw, natom, 3), ge : (nw, ne, 3) — d E_L / dR and grad E_L, added to in place
@@ -279,6 +280,7 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
         lmax = max(lmax, sh_l[ish])
     px, py, pz = np.empty(nq), np.empty(nq), np.empty(nq)
     rjk = np.empty(nq)  # Jastrow ratio at the points
+    ttv = np.empty(nq)  # the terms of V_NL psi / psi
     u, rd, g0, g1, g2 = np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq)
     jp, gj0, gj1, gj2 = np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq)
     f0, f1, d0, d1, d2, rv, yv = (np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq),
@@ -352,9 +354,11 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                         s = 0 if spin[j] == spin[gi] else 1
                         _pair_points(px, py, pz, configs[wi, j, 0], configs[wi, j, 1], configs[wi, j, 2], ee_poly[s], L_ee,
                                      ee_g[s], L_eec, f0, f1, d0, d1, d2, rv, yv)
+                        if with_ge:
+                            for k in range(nq):
+                                fe[j, k] = f1[k]
                         for k in range(nq):
                             jp[k] += f0[k]
-                            fe[j, k] = f1[k]
                             gj0[k] += f1[k] * d0[k]
                             gj1[k] += f1[k] * d1[k]
                             gj2[k] += f1[k] * d2[k]
@@ -454,6 +458,7 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                 tsum = 0.0
                 for k in range(nq):
                     tt = u[k] * rd[k]
+                    ttv[k] = tt
                     tsum += tt
                     qx, qy, qz = qv[k, 0], qv[k, 1], qv[k, 2]
                     cos = qx * h0 + qy * h1 + qz * h2
@@ -469,23 +474,43 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                     de[wi, A, 0] += dc0 + p0 - h0 * qg
                     de[wi, A, 1] += dc1 + p1 - h1 * qg
                     de[wi, A, 2] += dc2 + p2 - h2 * qg
-                    ge[wi, gi, 0] += -dc0 + qg * h0
-                    ge[wi, gi, 1] += -dc1 + qg * h1
-                    ge[wi, gi, 2] += -dc2 + qg * h2
-                    if use_j:
-                        for I in range(natom):
-                            f = tt * fa[I, k]
-                            de[wi, I, 0] -= f * (px[k] - coords[I, 0])
-                            de[wi, I, 1] -= f * (py[k] - coords[I, 1])
-                            de[wi, I, 2] -= f * (pz[k] - coords[I, 2])
+                    if with_ge:
+                        ge[wi, gi, 0] += -dc0 + qg * h0
+                        ge[wi, gi, 1] += -dc1 + qg * h1
+                        ge[wi, gi, 2] += -dc2 + qg * h2
+                if use_j:
+                    # the one-body Jastrow at the points (atoms I) and, for grad E_L, the two-body one (electrons j)
+                    for I in range(natom):
+                        a0 = 0.0
+                        a1 = 0.0
+                        a2 = 0.0
+                        for k in range(nq):
+                            f = ttv[k] * fa[I, k]
+                            a0 += f * (px[k] - coords[I, 0])
+                            a1 += f * (py[k] - coords[I, 1])
+                            a2 += f * (pz[k] - coords[I, 2])
+                        de[wi, I, 0] -= a0
+                        de[wi, I, 1] -= a1
+                        de[wi, I, 2] -= a2
+                    if with_ge:
                         for j in range(ne):
-                            f = tt * fe[j, k]  # 0 for j = e
-                            ge[wi, j, 0] -= f * (px[k] - configs[wi, j, 0])
-                            ge[wi, j, 1] -= f * (py[k] - configs[wi, j, 1])
-                            ge[wi, j, 2] -= f * (pz[k] - configs[wi, j, 2])
-                ge[wi, gi, 0] -= tsum * jg[wi, gi, 0]
-                ge[wi, gi, 1] -= tsum * jg[wi, gi, 1]
-                ge[wi, gi, 2] -= tsum * jg[wi, gi, 2]
+                            if j == gi:
+                                continue
+                            a0 = 0.0
+                            a1 = 0.0
+                            a2 = 0.0
+                            for k in range(nq):
+                                f = ttv[k] * fe[j, k]
+                                a0 += f * (px[k] - configs[wi, j, 0])
+                                a1 += f * (py[k] - configs[wi, j, 1])
+                                a2 += f * (pz[k] - configs[wi, j, 2])
+                            ge[wi, j, 0] -= a0
+                            ge[wi, j, 1] -= a1
+                            ge[wi, j, 2] -= a2
+                if with_ge:
+                    ge[wi, gi, 0] -= tsum * jg[wi, gi, 0]
+                    ge[wi, gi, 1] -= tsum * jg[wi, gi, 1]
+                    ge[wi, gi, 2] -= tsum * jg[wi, gi, 2]
                 if use_j:
                     x0, x1, x2 = configs[wi, gi, 0], configs[wi, gi, 1], configs[wi, gi, 2]
                     for I in range(natom):
@@ -495,16 +520,17 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                         de[wi, I, 0] += f * e0
                         de[wi, I, 1] += f * e1
                         de[wi, I, 2] += f * e2
-                    for j in range(ne):
-                        if j == gi:
-                            continue
-                        e0, e1, e2 = x0 - configs[wi, j, 0], x1 - configs[wi, j, 1], x2 - configs[wi, j, 2]
-                        rp = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
-                        s = 0 if spin[j] == spin[gi] else 1
-                        f = tsum * _radial1(ee_poly[s], L_ee, ee_g[s], L_eec, rp) / rp
-                        ge[wi, j, 0] += f * e0
-                        ge[wi, j, 1] += f * e1
-                        ge[wi, j, 2] += f * e2
+                    if with_ge:
+                        for j in range(ne):
+                            if j == gi:
+                                continue
+                            e0, e1, e2 = x0 - configs[wi, j, 0], x1 - configs[wi, j, 1], x2 - configs[wi, j, 2]
+                            rp = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
+                            s = 0 if spin[j] == spin[gi] else 1
+                            f = tsum * _radial1(ee_poly[s], L_ee, ee_g[s], L_eec, rp) / rp
+                            ge[wi, j, 0] += f * e0
+                            ge[wi, j, 1] += f * e1
+                            ge[wi, j, 2] += f * e2
 
 
 @numba.njit(cache=True, inline="always")
@@ -534,7 +560,7 @@ def _radial0123(poly, L, G, Lc, r):
 
 
 @numba.njit(cache=True)
-def electron_terms(configs, gt, coords, charges, spin, use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc,
+def electron_terms(configs, gt, coords, charges, spin, with_ge, use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc,
                    loc_atom, loc_tstart, t_pow, t_a, t_c, dl, de, ge):
     """The terms of the analytic derivatives that are not determinant or nonlocal-ECP terms, added in place:
     the one-body Jastrow in ln psi and in the kinetic energy, the two-body Jastrow's kinetic terms in
@@ -545,6 +571,7 @@ def electron_terms(configs, gt, coords, charges, spin, use_j, ee_poly, ee_g, L_e
     ----------
     configs : (nw, ne, 3) Bohr; gt : (nw, ne, 3) Bohr^-1, grad ln psi; coords : (natom, 3) Bohr;
     charges : (natom,) effective charges; spin : (ne,) int64
+    with_ge : bool — whether grad E_L is wanted (the space warp); without it the electron pairs are skipped
     use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc : the Jastrow pair functions
         (:func:`nonlocal_terms`)
     loc_atom : (nloc,) int64 molecule atom of each ECP; loc_tstart (nloc+1,) int64, t_pow (int64), t_a (Bohr^-2),
@@ -598,7 +625,7 @@ def electron_terms(configs, gt, coords, charges, spin, use_j, ee_poly, ee_g, L_e
                 ge[w, i, 0] += dv * d0
                 ge[w, i, 1] += dv * d1
                 ge[w, i, 2] += dv * d2
-            for j in range(ne):
+            for j in range(ne if with_ge else 0):
                 if j == i:
                     continue
                 d0 = configs[w, i, 0] - configs[w, j, 0]

@@ -1,6 +1,8 @@
 """Adaptive sampling against plain replicas on alanine dipeptide (ANI-1x): Ramachandran coverage.
 
-    python run_example.py            # in this folder; about 12 min on one core; rerun to resume
+    python run_example.py [adaptive.toml]   # in this folder; rerun to resume
+
+Cost (measured): 2 x 48,000 ANI-1x steps of 22 atoms, about 10 min of one core (6.5 ms a step).
 
 1. ``nnp-md adaptive adaptive.toml --workdir runs/adaptive`` (through the Python API): ``iterations``
    x ``replicas`` runs of ``steps`` steps, restarted from frames chosen on the (phi, psi) features.
@@ -8,10 +10,11 @@
    the seeds of the adaptive iteration 0 (so that iteration is the first ``steps`` of each plain run).
 3. Coverage at equal cost: after k iterations (k * replicas * steps steps in both), the number of
    20 x 20 degree cells of the Ramachandran plane visited by any frame so far. Written to
-   results.txt, ramachandran.png (the visited (phi, psi) per iteration, both methods) and
-   coverage.png.
+   results_<input>.txt, ramachandran_<input>.png (the visited (phi, psi) per iteration, both
+   methods) and coverage_<input>.png; the runs go to runs/<input>/ (<input>: the input's stem).
 """
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,11 +39,12 @@ def coverage(angles):
     return np.unique(idx[:, 0] * n + idx[:, 1]).size
 
 
-def main():
-    config, acfg = parse_input(HERE / "adaptive.toml")
+def main(name="adaptive.toml"):
+    config, acfg = parse_input(HERE / name)
     K, R, S = acfg.iterations, acfg.replicas, config.steps
     every = config.output.trajectory_every
-    work = HERE / "runs"
+    tag = Path(name).stem
+    work = HERE / "runs" / tag
     run_adaptive(config, acfg, work / "adaptive")
     for r in range(R):  # plain replicas; a finished one is skipped, a killed one continues
         rdir = work / "plain" / f"replica_{r:03d}"
@@ -75,12 +79,12 @@ def main():
         steps = (k + 1) * R * S
         lines.append(f"{k:9d} {steps:12d} {steps * config.dt_fs / 1000:9.2f} {cov['adaptive'][k]:15d} "
                      f"{cov['plain'][k]:12d} {row[0]:20.3f} {row[1]:17.3f}")
-    (HERE / "results.txt").write_text("\n".join(lines) + "\n")
+    (HERE / f"results_{tag}.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(ada, plain, cov, K, R, S, config.dt_fs)
+    plot(ada, plain, cov, K, R, S, config.dt_fs, tag)
 
 
-def plot(ada, plain, cov, K, R, S, dt_fs):
+def plot(ada, plain, cov, K, R, S, dt_fs, tag):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,7 +110,7 @@ def plot(ada, plain, cov, K, R, S, dt_fs):
                 ax.set_ylabel("psi (deg)", fontsize=7)
             ax.tick_params(labelsize=6)
     fig.tight_layout()
-    fig.savefig(HERE / "ramachandran.png", dpi=80)
+    fig.savefig(HERE / f"ramachandran_{tag}.png", dpi=80)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(4, 3))
@@ -117,9 +121,9 @@ def plot(ada, plain, cov, K, R, S, dt_fs):
     ax.set_ylabel(f"visited {CELL_DEG}° cells")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(HERE / "coverage.png", dpi=80)
+    fig.savefig(HERE / f"coverage_{tag}.png", dpi=80)
     plt.close(fig)
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

@@ -2,16 +2,17 @@
 ``nnp-md analyze protons``.
 
     python barrier.py                 # once: malonaldehyde.xyz and the ANI-1x barrier (barrier.txt)
-    python run_example.py             # in this folder; rerun to resume (finished runs are skipped)
+    python run_example.py [temperature_K [seeds]]   # in this folder (default 1200 K, 4 seeds);
+                                                    # rerun to resume (finished runs are skipped)
 
-For each method (classical.toml, rpmd.toml) and each seed in SEEDS: ``nnp-md run`` (Python API) in
-runs/<method>_seed<s>/, then
+For each method (classical.toml, rpmd.toml, their temperature replaced by temperature_K) and each seed
+1..seeds: ``nnp-md run`` (Python API) in runs/<T>K/<method>_seed<s>/, then
 
-    nnp-md analyze protons runs/<method>_seed<s>/md.h5 --group O=O --group C=C --output runs/<method>_seed<s>/pt
+    nnp-md analyze protons runs/<T>K/<method>_seed<s>/md.h5 --group O=O --group C=C --output runs/<T>K/<method>_seed<s>/pt
 
 (carbons are a group so that the C-H protons belong to their carbons; a C -> O event would be a
-keto-enol step). RPMD is analysed on the centroid. Writes results.txt (events per run, events per ps
-with a Poisson error) and events.png (cumulative O -> O events against time).
+keto-enol step). RPMD is analysed on the centroid. Writes results_<T>K.txt (events per run, events
+per ps with a Poisson error) and events_<T>K.png (cumulative O -> O events against time).
 """
 
 import subprocess
@@ -27,12 +28,11 @@ from rung.md.simulation import run
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("classical", "rpmd")
-SEEDS = (1, 2)
 
 
-def simulate(method, seed):
-    config = replace(load_config(HERE / f"{method}.toml"), seed=seed)
-    rdir = HERE / "runs" / f"{method}_seed{seed}"
+def simulate(method, seed, temperature_K):
+    config = replace(load_config(HERE / f"{method}.toml"), seed=seed, temperature_K=temperature_K)
+    rdir = HERE / "runs" / f"{temperature_K:g}K" / f"{method}_seed{seed}"
     rdir.mkdir(parents=True, exist_ok=True)
     if not (rdir / "done").exists():
         chk = rdir / "md.chk.h5"
@@ -50,12 +50,12 @@ def simulate(method, seed):
     return config, time_ps, counts[:, o, o], other
 
 
-def main():
+def main(temperature_K=1200.0, seeds=4):
     lines, curves = [], {}
     for method in METHODS:
         total_events, total_ps = 0, 0.0
-        for seed in SEEDS:
-            config, t, oo, other = simulate(method, seed)
+        for seed in range(1, seeds + 1):
+            config, t, oo, other = simulate(method, seed, temperature_K)
             curves[method, seed] = (t, oo)
             span = t[-1] - t[0]
             total_events += int(oo[-1])
@@ -69,12 +69,13 @@ def main():
             f"dt {config.dt_fs:g} fs, frames every {config.output.trajectory_every} steps; "
             "nnp-md analyze protons --group O=O --group C=C (hysteresis 0.3 A, persistence 1 frame)",
             "# method    beads seed time_ps O->O_events other_events events_per_ps"]
-    (HERE / "results.txt").write_text("\n".join(head + lines) + "\n")
+    tag = f"{temperature_K:g}K"
+    (HERE / f"results_{tag}.txt").write_text("\n".join(head + lines) + "\n")
     print("\n".join(head + lines))
-    plot(curves)
+    plot(curves, tag)
 
 
-def plot(curves):
+def plot(curves, tag):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,14 +85,16 @@ def plot(curves):
     colors = {"classical": "tab:blue", "rpmd": "tab:red"}
     for (method, seed), (t, oo) in curves.items():
         ax.step(t, oo, where="post", color=colors[method], label=f"{method} seed {seed}",
-                linestyle="-" if seed == SEEDS[0] else "--")
+                alpha=0.8)
     ax.set_xlabel("time (ps)")
     ax.set_ylabel("cumulative O -> O transfers")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title(f"malonaldehyde, ANI-1x, {tag}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(HERE / "events.png", dpi=80)
+    fig.savefig(HERE / f"events_{tag}.png", dpi=80)
     plt.close(fig)
 
 
 if __name__ == "__main__":
-    main()
+    args = sys.argv[1:]
+    main(float(args[0]) if args else 1200.0, int(args[1]) if len(args) > 1 else 4)

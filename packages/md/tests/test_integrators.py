@@ -304,15 +304,15 @@ def test_flow_o_flow_kernel_against_the_numpy_reference(P, kind):
     n = 37
     rng = np.random.default_rng(P)
     q, p, xi = rng.normal(size=(P, n, 3)), rng.normal(size=(P, n, 3)) * 30.0, rng.normal(size=(P, n, 3))
-    m = rng.uniform(1800.0, 40000.0, n)
+    m = np.repeat(rng.uniform(1800.0, 40000.0, n), 3).reshape(n, 3)
     coef = free_propagator(normal_mode_frequencies(P, P * KT), 20.0, kind)
     c1 = np.exp(-rng.uniform(0.0, 0.5, P))
-    sigma = rng.uniform(0.5, 2.0, (P, n))
-    out = {}
-    for name, fn in (("numba", cpu.flow_o_flow), ("numpy", reference.flow_o_flow)):
-        qq, pp = q.copy(), p.copy()
-        dk = fn(qq, pp, m, 1.0 / m, coef, c1, sigma, xi)
-        out[name] = qq, pp, dk
+    sigma = np.repeat(rng.uniform(0.5, 2.0, (P, n)), 3, axis=1).reshape(P, n, 3)
+    qq, pp, dk = q.copy(), p.copy(), np.empty_like(q)
+    cpu.flow_o_flow(qq, pp, m, 1.0 / m, coef, c1, sigma, xi, dk)
+    out = {"numba": (qq, pp, float(np.sum(dk)))}
+    qq, pp = q.copy(), p.copy()
+    out["numpy"] = qq, pp, reference.flow_o_flow(qq, pp, m, 1.0 / m, coef, c1, sigma, xi)
     (q1, p1, dk1), (q2, p2, dk2) = out["numba"], out["numpy"]
     np.testing.assert_array_equal(q1, q2)
     np.testing.assert_array_equal(p1, p2)

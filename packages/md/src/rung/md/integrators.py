@@ -262,9 +262,12 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
 
     def scratch(shape, m):
         if work.get("shape") != shape or work.get("m") is not m:
+            m3 = np.repeat(m, 3).reshape(-1, 3)  # (n, 3): per component, for the kernel's flat loop
             work.update(shape=shape, m=m, q=np.empty(shape), p=np.empty(shape), xi=np.empty(shape),
-                        F=np.empty((P // 2 + 1,) + shape[1:], dtype=np.complex128),
-                        sigma=None if thermostat is None else c2[:, None] * np.sqrt(m * kT_P)[None, :])  # (P, n)
+                        dk=np.empty(shape), m3=m3, inv_m3=1.0 / m3,
+                        F=np.empty((P // 2 + 1,) + shape[1:], dtype=np.complex128))
+            if thermostat is not None:  # (P, n, 3)
+                work["sigma"] = np.repeat(c2[:, None] * np.sqrt(m * kT_P)[None, :], 3, axis=1).reshape(shape)
         return work
 
     def step_fn(state: MDState) -> MDState:
@@ -282,7 +285,8 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
             nm_flow(q, p, m, inv_m, full)
         elif thermostat == "pile-l":  # flow, O, flow in one pass
             standard_normal(noise_rng(state.step), w["xi"])
-            dq = flow_o_flow(q, p, m, inv_m, half, c1, w["sigma"], w["xi"])
+            flow_o_flow(q, p, w["m3"], w["inv_m3"], half, c1, w["sigma"], w["xi"], w["dk"])
+            dq = float(np.sum(w["dk"]))
         else:  # PILE-G: Bussi's rescaling of the centroid between its flows; PILE-L for the other modes
             rng = noise_rng(state.step)
             q0, p0 = q[:1], p[:1]
@@ -293,7 +297,9 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
             dq = _kinetic(p[0], inv_m[:, None]) - k0
             if P > 1:  # their noise after the rescaling's numbers, from the same stream
                 standard_normal(rng, w["xi"][1:])
-                dq += flow_o_flow(q[1:], p[1:], m, inv_m, half_rest, c1[1:], w["sigma"][1:], w["xi"][1:])
+                flow_o_flow(q[1:], p[1:], w["m3"], w["inv_m3"], half_rest, c1[1:], w["sigma"][1:], w["xi"][1:],
+                            w["dk"][1:])
+                dq += float(np.sum(w["dk"][1:]))
             nm_flow(q0, p0, m, inv_m, half_0)
         x = q if P == 1 else from_normal_modes(q, C, work=w["F"])
         if P > 1:

@@ -31,21 +31,21 @@ def lj(x, cell, i, j, shifts, epsilon, sigma, cutoff):
 def flow_o_flow(q, p, m, inv_m, coef, c1, sigma, xi):
     """Free half-step flow, Langevin O step, free half-step flow of every normal mode, in place.
 
-    q, p : (P, n, 3) float64; m, inv_m : (n,) float64; coef : (4, P) (a, b, c, d) with
-    q' = a q + b p / m, p' = c m q + d p (:func:`rung.md.normal_modes.free_propagator`); c1 : (P,);
-    sigma : (P, n); xi : (P, n, 3) N(0, 1) noise. Returns the kinetic-energy change of the O step, Hartree.
+    q, p, xi : (P, n, 3) float64 (xi: N(0, 1) noise); m, inv_m : (n, 3) float64; coef : (4, P) (a, b, c, d)
+    with q' = a q + b p / m, p' = c m q + d p (:func:`rung.md.normal_modes.free_propagator`); c1 : (P,);
+    sigma : (P, n, 3). Returns the kinetic-energy change of the O step, Hartree.
     """
     a, b, c, d = (co[:, None, None] for co in coef)
-    cm = c * m[:, None]
+    cm = c * m
 
     def flow():
         qq = q.copy()
-        q[:] = a * qq + b * (p * inv_m[:, None])
+        q[:] = a * qq + b * (p * inv_m)
         p[:] = cm * qq + d * p
 
     flow()
     before = p.copy()
-    p[:] = p * c1[:, None, None] + sigma[:, :, None] * xi
-    dk = 0.5 * np.sum((p * p - before * before) * inv_m[:, None])
+    p[:] = p * c1[:, None, None] + sigma * xi
+    dk = 0.5 * np.sum((p * p - before * before) * inv_m)
     flow()
     return float(dk)

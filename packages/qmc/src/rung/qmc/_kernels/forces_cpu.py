@@ -1,4 +1,4 @@
-"""numba kernel of the analytic force derivatives: the determinant's (electron, AO) contraction.
+"""numba kernels of the analytic force derivatives (:mod:`rung.qmc.force_derivs`).
 
 ``det_terms`` does, for one spin and every walker, what the NumPy path of
 :meth:`rung.qmc.force_derivs.AnalyticDerivatives.derivatives` does with PySCF's third-derivative AOs
@@ -8,14 +8,16 @@ mu (centred on atom I)
     t_a = B0[mu, j] (1/2 d_a lap chi_mu + sum_x (d_x J)_j d_a d_x chi_mu) + CX[mu, j] d_a chi_mu
     de[I, a] += t_a,   ge[j, a] -= t_a,   dl[I, a] -= B0[mu, j] d_a chi_mu
 
-without storing the 20 derivative components. Each primitive x^lx y^ly z^lz exp(-a r^2) is a product
-of three one-dimensional factors u^m exp(-a u^2), whose n-th derivatives are P_n(u) exp(-a u^2) with
+without storing the 20 derivative components. A cartesian AO is chi = P(x) g(s), P = x^lx y^ly z^lz its
+monomial, s = r^2 and g(s) = sum_p c_p exp(-a_p s) the contracted radial part, whose s-derivatives
+g_k = sum_p (-a_p)^k c_p exp(-a_p s) are the only sums over primitives (their exponentials from one NumPy
+call, screened as in :func:`rung.qmc._kernels.cpu.eval_cart`). With d_a s = 2 x_a and x . grad P = l P:
 
-    P_0 = u^m,  P_1 = m u^(m-1) - 2a u^(m+1),  P_2 = m(m-1) u^(m-2) - 2a(2m+1) u^m + 4a^2 u^(m+2),
-    P_3 = m(m-1)(m-2) u^(m-3) - 6a m^2 u^(m-1) + 12a^2 (m+1) u^(m+1) - 8a^3 u^(m+3),
+    d_a chi       = P_a g + 2 x_a P g_1
+    d_a d_b chi   = P_ab g + 2 (x_b P_a + x_a P_b + delta_ab P) g_1 + 4 x_a x_b P g_2
+    d_a lap chi   = (lap P)_a g + [2 x_a lap P + (4l + 6) P_a] g_1 + [(8l + 20) x_a P + 4 s P_a] g_2 + 8 s x_a P g_3
 
-so the gradient, Hessian and gradient of the Laplacian are sums of products of these factors times
-c_p exp(-a r^2) (primitives screened as in :func:`rung.qmc._kernels.cpu.eval_cart`).
+the monomial's derivatives being products of the one-dimensional d^k u^m / du^k (``_mono``).
 """
 
 from __future__ import annotations
@@ -25,27 +27,20 @@ import numpy as np
 
 
 @numba.njit(cache=True, inline="always")
-def _pw(u, n):
-    """u^n for n >= 0, 0 for n < 0 (the terms with a negative power have a zero prefactor)."""
-    if n < 0:
-        return 0.0
-    v = 1.0
-    for _ in range(n):
-        v *= u
-    return v
+def _mono(u, m, out, row):
+    """out[row, k] = d^k u^m / du^k at u for k = 0..3."""
+    for k in range(4):
+        out[row, k] = 0.0
+    # u^(m-k) times the falling factorial m (m-1) ... (m-k+1), zero where k > m
+    f = 1.0
+    for k in range(min(m, 3) + 1):
+        v = f
+        for _ in range(m - k):
+            v *= u
+        out[row, k] = v
+        f *= m - k
 
 
-@numba.njit(cache=True, inline="always")
-def _factors(u, a, m, out, k):
-    """out[k, 0..3] = P_0..P_3 of u^m exp(-a u^2) at u (see the module docstring)."""
-    out[k, 0] = _pw(u, m)
-    out[k, 1] = m * _pw(u, m - 1) - 2.0 * a * _pw(u, m + 1)
-    out[k, 2] = m * (m - 1) * _pw(u, m - 2) - 2.0 * a * (2 * m + 1) * _pw(u, m) + 4.0 * a * a * _pw(u, m + 2)
-    out[k, 3] = (m * (m - 1) * (m - 2) * _pw(u, m - 3) - 6.0 * a * m * m * _pw(u, m - 1)
-                 + 12.0 * a * a * (m + 1) * _pw(u, m + 1) - 8.0 * a * a * a * _pw(u, m + 3))
-
-
-@numba.njit(cache=True)
 def det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps, coefs, b0, cx, jg, natom, screen):
     """Determinant parts of d E_L / dR, grad E_L and d ln|D| / dR for one spin.
 
@@ -62,6 +57,18 @@ def det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps,
     -------
     de : (nw, natom, 3) Hartree/Bohr; ge : (nw, n, 3) Hartree/Bohr; dl : (nw, natom, 3) Bohr^-1
     """
+    from rung.qmc._kernels.cpu.aos import _primitive_arguments
+
+    ex = _primitive_arguments(np.ascontiguousarray(pos.reshape(-1, 3)), sh_center, sh_pstart, sh_minexp, exps, screen)
+    np.negative(ex, out=ex)
+    np.exp(ex, out=ex)  # exp(-a r^2) (NumPy's SIMD exp); screened primitives are skipped in the kernel
+    return _det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps, coefs, ex, b0, cx, jg, natom,
+                      screen)
+
+
+@numba.njit(cache=True)
+def _det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps, coefs, ex, b0, cx, jg, natom, screen):
+    """:func:`det_terms` with the primitive exponentials ex (nw * n, nprim) = exp(-a_p |r - A|^2) given."""
     nw, n = pos.shape[0], pos.shape[1]
     nsh = sh_l.shape[0]
     de = np.zeros((nw, natom, 3))
@@ -70,14 +77,13 @@ def det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps,
     lmax = 0
     for ish in range(nsh):
         lmax = max(lmax, sh_l[ish])
-    fx = np.empty((lmax + 1, 4))
-    fy = np.empty((lmax + 1, 4))
-    fz = np.empty((lmax + 1, 4))
-    ncomp = (lmax + 1) * (lmax + 2) // 2
-    d = np.empty((ncomp, 12))  # per cartesian component: gradient (3), Hessian xx xy xz yy yz zz, grad lap (3)
+    mx = np.empty((lmax + 1, 4))  # d^k u^m / du^k for u = x, y, z, m = 0..l
+    my = np.empty((lmax + 1, 4))
+    mz = np.empty((lmax + 1, 4))
     for w in range(nw):
         for j in range(n):
             g0, g1, g2 = jg[w, j, 0], jg[w, j, 1], jg[w, j, 2]
+            ip = w * n + j
             for ish in range(nsh):
                 x = pos[w, j, 0] - sh_center[ish, 0]
                 y = pos[w, j, 1] - sh_center[ish, 1]
@@ -85,57 +91,77 @@ def det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps,
                 s = x * x + y * y + z * z
                 if sh_minexp[ish] * s > screen:
                     continue
-                l = sh_l[ish]
-                nc = (l + 1) * (l + 2) // 2
-                for c in range(nc):
-                    for k in range(12):
-                        d[c, k] = 0.0
+                r0 = 0.0  # g and its s-derivatives
+                r1 = 0.0
+                r2 = 0.0
+                r3 = 0.0
                 for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
                     a = exps[p]
                     if a * s > screen:
                         continue
-                    e = coefs[p] * np.exp(-a * s)
-                    for m in range(l + 1):
-                        _factors(x, a, m, fx, m)
-                        _factors(y, a, m, fy, m)
-                        _factors(z, a, m, fz, m)
-                    c = 0
-                    for lx in range(l, -1, -1):
-                        for ly in range(l - lx, -1, -1):
-                            lz = l - lx - ly
-                            X0, X1, X2, X3 = fx[lx, 0], fx[lx, 1], fx[lx, 2], fx[lx, 3]
-                            Y0, Y1, Y2, Y3 = fy[ly, 0], fy[ly, 1], fy[ly, 2], fy[ly, 3]
-                            Z0, Z1, Z2, Z3 = fz[lz, 0], fz[lz, 1], fz[lz, 2], fz[lz, 3]
-                            d[c, 0] += e * X1 * Y0 * Z0
-                            d[c, 1] += e * X0 * Y1 * Z0
-                            d[c, 2] += e * X0 * Y0 * Z1
-                            d[c, 3] += e * X2 * Y0 * Z0
-                            d[c, 4] += e * X1 * Y1 * Z0
-                            d[c, 5] += e * X1 * Y0 * Z1
-                            d[c, 6] += e * X0 * Y2 * Z0
-                            d[c, 7] += e * X0 * Y1 * Z1
-                            d[c, 8] += e * X0 * Y0 * Z2
-                            d[c, 9] += e * (X3 * Y0 * Z0 + X1 * Y2 * Z0 + X1 * Y0 * Z2)
-                            d[c, 10] += e * (X2 * Y1 * Z0 + X0 * Y3 * Z0 + X0 * Y1 * Z2)
-                            d[c, 11] += e * (X2 * Y0 * Z1 + X0 * Y2 * Z1 + X0 * Y0 * Z3)
-                            c += 1
+                    e = coefs[p] * ex[ip, p]
+                    r0 += e
+                    e *= -a
+                    r1 += e
+                    e *= -a
+                    r2 += e
+                    r3 -= a * e
+                l = sh_l[ish]
+                for m in range(l + 1):
+                    _mono(x, m, mx, m)
+                    _mono(y, m, my, m)
+                    _mono(z, m, mz, m)
+                kl = 4.0 * l + 6.0
+                kp = 8.0 * l + 20.0
                 at = sh_atom[ish]
-                col = sh_col[ish]
-                for c in range(nc):
-                    bb = b0[w, col + c, j]
-                    xx = cx[w, col + c, j]
-                    t0 = bb * (0.5 * d[c, 9] + g0 * d[c, 3] + g1 * d[c, 4] + g2 * d[c, 5]) + xx * d[c, 0]
-                    t1 = bb * (0.5 * d[c, 10] + g0 * d[c, 4] + g1 * d[c, 6] + g2 * d[c, 7]) + xx * d[c, 1]
-                    t2 = bb * (0.5 * d[c, 11] + g0 * d[c, 5] + g1 * d[c, 7] + g2 * d[c, 8]) + xx * d[c, 2]
-                    de[w, at, 0] += t0
-                    de[w, at, 1] += t1
-                    de[w, at, 2] += t2
-                    ge[w, j, 0] -= t0
-                    ge[w, j, 1] -= t1
-                    ge[w, j, 2] -= t2
-                    dl[w, at, 0] -= bb * d[c, 0]
-                    dl[w, at, 1] -= bb * d[c, 1]
-                    dl[w, at, 2] -= bb * d[c, 2]
+                c = sh_col[ish]
+                for lx in range(l, -1, -1):
+                    for ly in range(l - lx, -1, -1):
+                        lz = l - lx - ly
+                        X0, X1, X2, X3 = mx[lx, 0], mx[lx, 1], mx[lx, 2], mx[lx, 3]
+                        Y0, Y1, Y2, Y3 = my[ly, 0], my[ly, 1], my[ly, 2], my[ly, 3]
+                        Z0, Z1, Z2, Z3 = mz[lz, 0], mz[lz, 1], mz[lz, 2], mz[lz, 3]
+                        P = X0 * Y0 * Z0
+                        Px, Py, Pz = X1 * Y0 * Z0, X0 * Y1 * Z0, X0 * Y0 * Z1
+                        Pxx, Pxy, Pxz = X2 * Y0 * Z0, X1 * Y1 * Z0, X1 * Y0 * Z1
+                        Pyy, Pyz, Pzz = X0 * Y2 * Z0, X0 * Y1 * Z1, X0 * Y0 * Z2
+                        L = Pxx + Pyy + Pzz
+                        Lx = X3 * Y0 * Z0 + X1 * Y2 * Z0 + X1 * Y0 * Z2
+                        Ly = X2 * Y1 * Z0 + X0 * Y3 * Z0 + X0 * Y1 * Z2
+                        Lz = X2 * Y0 * Z1 + X0 * Y2 * Z1 + X0 * Y0 * Z3
+                        Pg1 = P * r1
+                        q2 = 4.0 * P * r2
+                        # gradient
+                        dx = Px * r0 + 2.0 * x * Pg1
+                        dy = Py * r0 + 2.0 * y * Pg1
+                        dz = Pz * r0 + 2.0 * z * Pg1
+                        # Hessian
+                        hxx = Pxx * r0 + 2.0 * (2.0 * x * Px + P) * r1 + x * x * q2
+                        hxy = Pxy * r0 + 2.0 * (y * Px + x * Py) * r1 + x * y * q2
+                        hxz = Pxz * r0 + 2.0 * (z * Px + x * Pz) * r1 + x * z * q2
+                        hyy = Pyy * r0 + 2.0 * (2.0 * y * Py + P) * r1 + y * y * q2
+                        hyz = Pyz * r0 + 2.0 * (z * Py + y * Pz) * r1 + y * z * q2
+                        hzz = Pzz * r0 + 2.0 * (2.0 * z * Pz + P) * r1 + z * z * q2
+                        # gradient of the Laplacian
+                        c3 = 8.0 * s * P * r3
+                        lx_ = Lx * r0 + (2.0 * x * L + kl * Px) * r1 + (kp * x * P + 4.0 * s * Px) * r2 + x * c3
+                        ly_ = Ly * r0 + (2.0 * y * L + kl * Py) * r1 + (kp * y * P + 4.0 * s * Py) * r2 + y * c3
+                        lz_ = Lz * r0 + (2.0 * z * L + kl * Pz) * r1 + (kp * z * P + 4.0 * s * Pz) * r2 + z * c3
+                        bb = b0[w, c, j]
+                        xx = cx[w, c, j]
+                        t0 = bb * (0.5 * lx_ + g0 * hxx + g1 * hxy + g2 * hxz) + xx * dx
+                        t1 = bb * (0.5 * ly_ + g0 * hxy + g1 * hyy + g2 * hyz) + xx * dy
+                        t2 = bb * (0.5 * lz_ + g0 * hxz + g1 * hyz + g2 * hzz) + xx * dz
+                        de[w, at, 0] += t0
+                        de[w, at, 1] += t1
+                        de[w, at, 2] += t2
+                        ge[w, j, 0] -= t0
+                        ge[w, j, 1] -= t1
+                        ge[w, j, 2] -= t2
+                        dl[w, at, 0] -= bb * dx
+                        dl[w, at, 1] -= bb * dy
+                        dl[w, at, 2] -= bb * dz
+                        c += 1
     return de, ge, dl
 
 

@@ -51,6 +51,15 @@ def test_dft_forces_with_grid_response_match_finite_differences_and_without_do_n
     assert np.abs(plain.compute(x, Z).forces - fd).max() > 1e-5
 
 
+def test_range_separated_hybrid_forces_match_finite_differences():
+    """ωB97M-D3BJ (full-range and long-range exchange, both J/K derivative terms from the engine's
+    cached tensors, rung.dft_gpu.gradients.engine_jk_gradient) with the grid response: the forces are
+    the energy's gradient."""
+    x = WATER + np.array([[0.0, 0.05, -0.03], [0.02, 0.0, 0.04], [-0.01, 0.03, 0.0]])
+    pot = dft_potential({"xc": "wb97m-d3bj", "basis": "sto-3g", "grid": 1, **TIGHT})
+    np.testing.assert_allclose(pot.compute(x, Z).forces, _fd_forces(pot, x), atol=1e-8)
+
+
 def test_open_shell_forces_and_virial_through_the_conformance_kit():
     """UHF for OH radical (spin = 1): forces and the open-system virial sum_i F_ia x_ib against rung.core's
     finite-difference kit."""

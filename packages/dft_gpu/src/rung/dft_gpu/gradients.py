@@ -9,7 +9,9 @@ to that atom's position, equal to PySCF's to round-off (tested to 1e-12), but it
 semi-local ECP derivative integrals once per ECP centre instead of twice. :func:`speed_up` installs it
 on a gradient object (molecules with ECPs; anything else keeps PySCF's), together with
 :func:`df_rks_get_veff`, PySCF's DF-RKS ``get_veff`` whose XC term comes from
-:func:`rung.dft_gpu.xc.rks_gradient_vxc` (the same matrix from dense GEMMs over grid slabs).
+:func:`rung.dft_gpu.xc.rks_gradient_vxc` (the same matrix from dense GEMMs over grid slabs), and
+:func:`df_get_jk` (with ``get_j``/``get_k``) for any density-fitted RHF/RKS gradient whose SCF ran on
+the J/K engine: PySCF's ``get_jk`` from :func:`engine_jk_gradient` (below).
 
 Equations
 ---------
@@ -24,12 +26,29 @@ PySCF computes the first from one all-centre ``ECPscalar_ipnuc`` call and the se
 ``ECPscalar_iprinv`` call per centre, i.e. every centre's integrals twice; here the per-centre
 ``P_C`` are computed once and summed for the first term. The kinetic and nuclear-attraction parts are
 PySCF's (``int1e_ipkin``, ``int1e_ipnuc``, ``int1e_iprinv``), unchanged.
+
+Density-fitted J/K derivative terms (:func:`engine_jk_gradient`, closed shells whose SCF ran on the
+J/K engine): the same matrices and auxiliary-basis response as PySCF's ``df.grad.rhf.get_jk``, from
+the SCF's cached tensor ``B = T (P|mn)`` (``T = L^-1``, ``V = (P|Q) = L L^T``) instead of PySCF's
+re-evaluation of ``(P|mn)``, and from one set of derivative integrals per operator. With the occupied
+orbitals ``C`` (occupations ``n``), ``D = C n C^T``:
+
+    rhoj = T^T (B . D),    rhok[P,o,m] = sum_L T[L,P] sum_l B[L,m,l] C[l,o] n_o,
+
+    vj[x,i,j] = -sum_P rhoj_P (d_x i j|P),   vk[x,i,k] = -sum_{P,o} (sum_j (d_x i j|P) C[j,o]) rhok[P,o,k].
+
+The auxiliary response needs ``(mn|d_x P)``; translational invariance of the 3-centre integral gives
+it from the ``int3c2e_ip1`` block already at hand, ``(mn|d_x P) = -(d_x m n|P) - (d_x n m|P)``, so
+PySCF's second set of derivative integrals (``int3c2e_ip2``) is not needed. The 2-centre part
+(``int2c2e_ip1``) is as in PySCF.
 """
 
 from __future__ import annotations
 
 import copy
 import types
+
+import numpy as np
 
 
 def _ecp_per_centre(mol) -> dict:
@@ -83,8 +102,9 @@ def _xc_applies(ks_grad) -> bool:
 
 def df_rks_get_veff(ks_grad, mol=None, dm=None):
     """PySCF's density-fitted RKS ``Gradients.get_veff`` (``pyscf.df.grad.rks``; no grid response, no
-    VV10) with the XC part from :func:`rung.dft_gpu.xc.rks_gradient_vxc`; J/K derivative terms are
-    PySCF's, combined the same way (tags ``exc1_grid`` and ``aux`` kept)."""
+    VV10) with the XC part from :func:`rung.dft_gpu.xc.rks_gradient_vxc`; the J/K derivative terms
+    come from the gradient object's ``get_jk``/``get_j``/``get_k`` (:func:`df_get_jk` once
+    :func:`speed_up` installed it), combined the same way (tags ``exc1_grid`` and ``aux`` kept)."""
     from pyscf import lib
     from pyscf.grad import rks as rks_grad
 
@@ -128,6 +148,162 @@ def df_rks_get_veff(ks_grad, mol=None, dm=None):
     return lib.tag_array(vxc, exc1_grid=None)
 
 
+def df_get_jk(mf_grad, mol=None, dm=None, hermi=0, with_j=True, with_k=True, omega=None):
+    """Drop-in for PySCF's density-fitted ``Gradients.get_jk`` (``pyscf.df.grad.rhf``): ``vj, vk``
+    (3, nao, nao) tagged with ``aux`` (1, 1, natm, 3) when ``auxbasis_response``; from
+    :func:`engine_jk_gradient` when the SCF ran on the J/K engine and ``dm`` is its closed-shell
+    density, else PySCF's."""
+    from pyscf import lib
+    from pyscf.df.grad import rhf as df_rhf_grad
+
+    mol = mf_grad.mol if mol is None else mol
+    dm = mf_grad.base.make_rdm1() if dm is None else dm
+    orbitals = _engine_orbitals(mf_grad.base, mol, dm)
+    if orbitals is None:
+        return df_rhf_grad.Gradients.get_jk(mf_grad, mol, dm, hermi, with_j, with_k, omega)
+    aux = mf_grad.auxbasis_response
+    out = engine_jk_gradient(mf_grad.base, mol, *orbitals, omega=omega, with_j=with_j, with_k=with_k,
+                             aux_response=aux, max_memory_mb=mf_grad.max_memory)
+    vj, vk = ((None if v is None else lib.tag_array(v, aux=a[None, None]) if aux else v)
+              for v, a in zip(out[:2], out[2:]))
+    return vj, vk
+
+
+def df_get_j(mf_grad, mol=None, dm=None, hermi=0, omega=None):
+    """:func:`df_get_jk`'s ``vj`` (PySCF's ``Gradients.get_j``)."""
+    return df_get_jk(mf_grad, mol, dm, hermi, with_k=False, omega=omega)[0]
+
+
+def df_get_k(mf_grad, mol=None, dm=None, hermi=0, omega=None):
+    """:func:`df_get_jk`'s ``vk`` (PySCF's ``Gradients.get_k``)."""
+    return df_get_jk(mf_grad, mol, dm, hermi, with_j=False, omega=omega)[1]
+
+
+def _engine_orbitals(mf, mol, dm):
+    """``(C_occ, n_occ)`` of a closed-shell SCF run on the J/K engine when ``C n C^T`` is ``dm``; else None."""
+    from rung.dft_gpu.jk import _JKAccelerated
+
+    if not isinstance(mf, _JKAccelerated) or mf.only_dfj or mol.spin != 0 or mf.mo_coeff is None:
+        return None
+    mo_coeff, mo_occ = np.asarray(mf.mo_coeff), np.asarray(mf.mo_occ)
+    dm = np.asarray(dm)
+    if mo_coeff.ndim != 2 or mo_occ.ndim != 1 or dm.shape != (mol.nao, mol.nao) or mo_coeff.shape[0] != mol.nao:
+        return None
+    sel = mo_occ > 0
+    c, n = np.ascontiguousarray(mo_coeff[:, sel]), mo_occ[sel]
+    if np.abs((c * n) @ c.T - dm).max() > 1e-10 * max(np.abs(dm).max(), 1.0):
+        return None
+    return c, n
+
+
+def engine_jk_gradient(mf, mol, c, n, omega=None, with_j=True, with_k=True, aux_response=True,
+                       max_memory_mb=None):
+    """J/K derivative terms of the density-fitted SCF gradient from the J/K engine's cached tensor
+    (module docstring), equal to PySCF's ``df.grad.rhf.get_jk`` to round-off.
+
+    Parameters
+    ----------
+    mf : SCF object accelerated by :func:`rung.dft_gpu.jk.accelerate` (its engine for ``omega`` is
+        reused, or built if the SCF did not use that operator)
+    mol : pyscf.gto.Mole, the SCF's molecule
+    c : (nao, nocc) float64, occupied orbitals; n : (nocc,) their occupations (``D = c n c^T``)
+    omega : None (full Coulomb), > 0 (``erf(omega r)/r``) or < 0 (``erfc``), Bohr^-1
+    with_j, with_k : which terms
+    aux_response : include the response of the auxiliary functions (PySCF's ``auxbasis_response``)
+    max_memory_mb : cap on one block of derivative integrals, MiB (default ``mf.max_memory``)
+
+    Returns
+    -------
+    vj, vk : (3, nao, nao) float64 or None, PySCF's returned matrices (minus the derivative on the first
+        AO index, Hartree/Bohr)
+    jaux, kaux : (natm, 3) float64 or None, their auxiliary-basis response per atom (PySCF's ``aux``
+        tag summed over its two density indices)
+    """
+    from pyscf import df
+    from pyscf.ao2mo.outcore import balance_partition
+    from pyscf.df.grad.rhf import _int3c_wrapper
+
+    nao, nocc = c.shape
+    cn = c * n
+    dm = cn @ c.T
+    max_memory_mb = mf.max_memory if max_memory_mb is None else max_memory_mb
+    eng = mf.jk_engine(mol, omega)
+    m = mol.copy()
+    if eng.omega is not None:
+        m.omega = eng.omega
+    auxmol = df.addons.make_auxmol(m, eng.auxbasis)
+    if eng.omega is not None:
+        auxmol.omega = eng.omega
+    rhoj, rhok = _fitted(eng, auxmol, c, cn)
+    naux = rhoj.shape[0]
+    vj, vk = np.zeros((3, nao, nao)), np.zeros((3, nao, nao))
+    jaux, kaux = np.zeros((3, naux)), np.zeros((3, naux))
+    rhok_oo = (rhok.reshape(-1, nao) @ c).reshape(naux, nocc, nocc)  # [P,o,o'] = sum_m rhok[P,o,m] C[m,o']
+    get_ip1 = _int3c_wrapper(m, auxmol, "int3c2e_ip1", "s1")
+    aux_loc = auxmol.ao_loc
+    blksize = int(min(max(max_memory_mb * 0.25e6 / 8 / (3 * nao * nao), 20), naux, 240))
+    for shl0, shl1, _ in balance_partition(aux_loc, blksize):
+        p0, p1 = aux_loc[shl0], aux_loc[shl1]
+        nb = p1 - p0
+        ip1 = get_ip1((0, mol.nbas, 0, mol.nbas, shl0, shl1)).transpose(0, 3, 2, 1)  # [x,P,j,i] = (d_x i j|P)
+        if with_j:
+            vj += (rhoj[p0:p1] @ ip1.reshape(3, nb, nao * nao)).reshape(3, nao, nao).transpose(0, 2, 1)
+            if aux_response:  # sum_ij (ij|d_x P) D_ij = -2 sum_ij (d_x i j|P) D_ij
+                jaux[:, p0:p1] -= 2 * (ip1.reshape(3 * nb, nao * nao) @ dm.ravel()).reshape(3, nb) * rhoj[p0:p1]
+        if with_k:
+            half = np.matmul(c.T, ip1.reshape(3 * nb, nao, nao)).reshape(3, nb * nocc, nao)  # [x,(P,o),i]
+            rk = rhok[p0:p1].reshape(nb * nocc, nao)
+            for x in range(3):
+                vk[x] += half[x].T @ rk
+            if aux_response:  # (o o'|d_x P) = -(M + M^T), M[x,P,o,o'] = sum_mn C[n,o] (d_x m n|P) C[m,o']
+                mm = (half.reshape(-1, nao) @ c).reshape(3, nb, nocc, nocc)
+                g = -(mm + mm.transpose(0, 1, 3, 2)) * n
+                kaux[:, p0:p1] += np.einsum("xpij,pij->xp", g, rhok_oo[p0:p1])
+    out_aux = [None, None]
+    if aux_response:
+        ip2c = auxmol.intor("int2c2e_ip1", comp=3)  # (d_x P|Q)
+        jaux -= rhoj * (ip2c @ rhoj)
+        w = rhok_oo.reshape(naux, -1) @ rhok_oo.transpose(0, 2, 1).reshape(naux, -1).T
+        kaux -= np.einsum("xpq,pq->xp", ip2c, w)
+        slices = auxmol.aoslice_by_atom()[:, 2:]
+        out_aux = [-np.array([a[:, p0:p1].sum(axis=1) for p0, p1 in slices]) for a in (jaux, kaux)]
+    return ((-vj if with_j else None), (-vk if with_k else None),
+            (out_aux[0] if with_j else None), (out_aux[1] if with_k else None))
+
+
+def _fitted(eng, auxmol, c, cn):
+    """``rhoj`` (naux,) and ``rhok`` (naux, nocc, nao) of :func:`engine_jk_gradient` from the engine's
+    tensor ``B = T (P|mn)``, with ``T`` as PySCF's ``cholesky_eri`` builds it (Cholesky factor of the
+    metric, or its eigenvector fallback for a near-singular metric)."""
+    import scipy.linalg
+    from pyscf import lib
+    from pyscf.df.incore import _eig_decompose
+
+    nao, nocc = c.shape
+    naux = eng.naux
+    rho, x = np.zeros(naux), np.empty((naux, nocc, nao))
+    b0 = 0
+    for block in eng.blocks(max(1, min(naux, int(32e6 / (8 * nao * nao))))):
+        sq = lib.unpack_tril(np.asarray(block)) if eng.packed else np.asarray(block)
+        nb = sq.shape[0]
+        y = (sq.reshape(nb * nao, nao) @ cn).reshape(nb, nao, nocc)  # [L,m,o] = sum_l B[L,m,l] cn[l,o]
+        x[b0:b0 + nb] = y.transpose(0, 2, 1)
+        rho[b0:b0 + nb] = np.einsum("lmo,mo->l", y, c)
+        b0 += nb
+    j2c = auxmol.intor("int2c2e", hermi=1)
+    try:
+        low = scipy.linalg.cholesky(j2c, lower=True)
+    except scipy.linalg.LinAlgError:
+        t = _eig_decompose(auxmol, j2c)  # (naux_kept, naux)
+        if t.shape[0] != naux:
+            raise RuntimeError("the engine's tensor and the metric decomposition disagree") from None
+        return t.T @ rho, (t.T @ x.reshape(naux, -1)).reshape(-1, nocc, nao)
+    if low.shape[0] != naux:
+        raise RuntimeError("the engine's tensor and the auxiliary basis disagree")
+    solve = lambda v: scipy.linalg.solve_triangular(low, v, lower=True, trans="T", check_finite=False)  # noqa: E731
+    return solve(rho), solve(x.reshape(naux, -1)).reshape(naux, nocc, nao)
+
+
 def speed_up(mf_grad):
     """Install the cheaper pieces on a PySCF gradient object where they apply, returning it:
     :func:`hcore_generator` (ECPs, no x2c, no PBC pseudopotential) and :func:`df_rks_get_veff`
@@ -137,7 +313,21 @@ def speed_up(mf_grad):
         mf_grad.hcore_generator = types.MethodType(hcore_generator, mf_grad)
     if _xc_applies(mf_grad):
         mf_grad.get_veff = types.MethodType(df_rks_get_veff, mf_grad)
+    if _engine_jk_applies(mf_grad):
+        for name, fn in (("get_jk", df_get_jk), ("get_j", df_get_j), ("get_k", df_get_k)):
+            setattr(mf_grad, name, types.MethodType(fn, mf_grad))
     return mf_grad
 
 
-__all__ = ["hcore_generator", "df_rks_get_veff", "speed_up"]
+def _engine_jk_applies(mf_grad) -> bool:
+    from pyscf.df.grad import rhf as df_rhf_grad
+    from pyscf.df.grad import rks as df_rks_grad
+
+    from rung.dft_gpu.jk import _JKAccelerated
+
+    return (isinstance(mf_grad, (df_rhf_grad.Gradients, df_rks_grad.Gradients))
+            and isinstance(mf_grad.base, _JKAccelerated) and mf_grad.mol.spin == 0)
+
+
+__all__ = ["hcore_generator", "df_rks_get_veff", "df_get_jk", "df_get_j", "df_get_k", "engine_jk_gradient",
+           "speed_up"]

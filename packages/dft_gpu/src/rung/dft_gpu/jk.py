@@ -46,8 +46,9 @@ Hartree/Bohr targets already for glycine.
 Gradients
 ---------
 The returned SCF object is a PySCF density-fitting object (same auxiliary basis), so
-``nuc_grad_method()`` gives PySCF's DF gradient; its J/K derivative terms are computed by PySCF, not
-by this engine.
+``nuc_grad_method()`` gives PySCF's DF gradient; its J/K derivative terms are PySCF's unless
+:func:`rung.dft_gpu.gradients.speed_up` is applied, which takes them (closed shells) from this
+engine's cached tensors and one set of derivative integrals per operator.
 """
 
 from __future__ import annotations
@@ -59,11 +60,10 @@ import time
 
 import numpy as np
 
-from rung.core.backend import BackendUnavailable, gpu_available
+from rung.core.backend import BACKENDS, resolve
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "numpy", "numba", "cupy")
 DEFAULT_AUXBASIS = "etb"
 
 
@@ -93,15 +93,7 @@ _MB = 1024**2
 
 
 def _select_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "cupy" if gpu_available() else "numba"
-    if backend == "cupy" and not gpu_available():
-        raise BackendUnavailable(
-            "backend='cupy' was requested but CuPy or a CUDA device is missing; "
-            "install rung-dft-gpu[cuda12] on a GPU machine, or use backend='numba'")
-    return backend
+    return resolve(backend, supported=BACKENDS[1:])
 
 
 def _kernels(backend: str):

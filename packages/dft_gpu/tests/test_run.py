@@ -139,6 +139,26 @@ def test_fast_paths_give_pyscf_numbers():
     assert fast["scf_cycles"] == slow["scf_cycles"]
 
 
+def test_force_grid_scf_reuses_the_core_hamiltonian(monkeypatch):
+    """fast_paths: the core Hamiltonian (with its costly ECP integrals) is computed once for the energy
+    and the force SCF of a conformation, again for another geometry, and is read-only."""
+    from pyscf.scf import hf
+
+    calls = []
+    monkeypatch.setattr(hf, "get_hcore", lambda mol, _f=hf.get_hcore: calls.append(1) or _f(mol))
+    config = RunConfig(**{**CASES["water-wb97m-d3bj"][3], "energy_grid": 0, "force_grid": 1})
+    mol = build_mol(molecule("water", WATER, shifts=(0.0, 0.02)), 0, config)
+    mf = make_scf(mol, config)
+    converge(mf, None, config)
+    mf.grids.level = 1
+    mf.grids.reset()
+    converge(mf, mf.make_rdm1(), config)
+    assert len(calls) == 1 and not mf.get_hcore().flags.writeable
+    other = build_mol(molecule("water", WATER, shifts=(0.0, 0.02)), 1, config)
+    mf.get_hcore(other)
+    assert len(calls) == 2
+
+
 def test_force_scf_is_converged_to_its_own_tolerance():
     """The SCF the forces come from is re-converged to ``force_conv_tol_grad`` even on the energy grid
     (Hartree-Fock: no grid); oracle: PySCF's RHF gradient converged to 1e-9 in the orbital gradient."""

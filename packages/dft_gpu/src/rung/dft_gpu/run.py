@@ -24,10 +24,11 @@ level 3 for the energy and level 4 for the forces:
 paper); the step-2 energy is kept as ``dft_gradient_scf_energy``, consistent with the gradient.
 
 Speed (``fast_paths``, on by default; the numbers are PySCF's to round-off): restricted SCFs evaluate
-the XC quadrature from AO values cached on the grid across SCF cycles (:mod:`rung.dft_gpu.xc`), and the
-gradient takes its XC term from dense GEMMs over grid slabs and its ECP term from one set of per-centre
-integrals (:mod:`rung.dft_gpu.gradients`). Starting a conformation from the converged density of a
-neighbouring one was measured and not adopted: with small displacements it saved no SCF cycles
+the XC quadrature from AO values cached on the grid across SCF cycles (:mod:`rung.dft_gpu.xc`), the
+SCF on the force grid reuses the energy SCF's core Hamiltonian, and the gradient takes its XC term
+from dense GEMMs over grid slabs, its ECP term from one set of per-centre integrals and, for closed
+shells, its J/K terms from the J/K engine's cached tensors (:mod:`rung.dft_gpu.gradients`).
+Starting a conformation from the converged density of a neighbouring one was measured and not adopted: with small displacements it saved no SCF cycles
 (10 vs 10 for acetaldehyde) and it would make a conformation's result depend on which one was computed
 before it (different last digits for 1 and 2 ranks, or after a resume).
 
@@ -133,8 +134,9 @@ class RunConfig:
     backend : J/K engine backend (``"auto"|"numpy"|"numba"|"cupy"``); must be "auto" with jk="pyscf"
     max_memory_mb : memory cap handed to PySCF and the engine
     fast_paths : the XC quadrature on AO values cached across SCF cycles (:mod:`rung.dft_gpu.xc`,
-        restricted SCFs whose AO values fit in half of the memory cap) and the per-centre ECP gradient
-        integrals (:mod:`rung.dft_gpu.gradients`); both give PySCF's numbers to round-off
+        restricted SCFs whose AO values fit in half of the memory cap), one core Hamiltonian for both
+        grids, the per-centre ECP gradient integrals and the closed-shell gradient's J/K terms from the
+        engine's tensors (:mod:`rung.dft_gpu.gradients`); all give PySCF's numbers to round-off
     save_orbitals, save_fcidump : write the orbitals / FCIDUMP files read by the rungs above
         (:mod:`rung.dft_gpu.outputs`)
     fcidump_ncore : doubly occupied orbitals frozen out of the FCIDUMP (0 with ccECP: no core left)
@@ -296,7 +298,31 @@ def make_scf(mol, config: RunConfig, grid_level: int | None = None):
         from rung.dft_gpu.xc import CachedNumInt
 
         mf._numint = CachedNumInt(max_cache_mb=0.5 * mf.max_memory)
+    if config.fast_paths:
+        _keep_hcore(mf)
     return mf
+
+
+def _keep_hcore(mf) -> None:
+    """Make ``mf.get_hcore`` compute the core Hamiltonian once per molecule (kinetic, nuclear and ECP
+    integrals; the ECP part costs about two grid-3 SCF cycles for ωB97M/ccECP) so that the SCF on the
+    force grid reuses the energy SCF's. The kept matrix is read-only; another geometry recomputes it."""
+    from pyscf import gto
+
+    compute, kept = mf.get_hcore, {}
+
+    def get_hcore(mol=None):
+        mol = mf.mol if mol is None else mol
+        # _env without its header (PySCF's ECP integrals write bookkeeping there), but with omega
+        key = (mol._atm.tobytes(), mol._bas.tobytes(), mol._ecpbas.tobytes(), mol._env[gto.PTR_ENV_START:].tobytes(),
+               float(mol._env[gto.PTR_RANGE_OMEGA]))
+        if key not in kept:
+            kept.clear()
+            kept[key] = np.asarray(compute(mol))
+            kept[key].flags.writeable = False
+        return kept[key]
+
+    mf.get_hcore = get_hcore
 
 
 def jk_backend_name(mf, config: RunConfig) -> str:

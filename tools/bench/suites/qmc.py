@@ -14,11 +14,13 @@
   quality (both codes get the same orbitals).
 - ``qmc.vmc_water`` at 25, 100, 400 and 1600 walkers (full mode): scaling with walkers per process.
 - ``qmc.forces_water`` (and ``qmc.forces_benzene``, full mode): all 3 N_atom ZVZB force derivatives of
-  every walker (:class:`rung.qmc.forces.NuclearDerivatives`, space warp on, analytic path), against
-  one energy-only VMC step (sweep + local energy) on the same walkers as the "peer": peer/ours < 1 is
-  the cost of the forces in energy steps. ``..._local_energy``: the same against one local-energy
-  evaluation (the issue's yardstick); ``..._fd``: the finite-difference path (``method="fd"``, 6 N_atom
-  re-built trial functions) against the energy step, for the before/after in one run.
+  every walker (:class:`rung.qmc.forces.NuclearDerivatives`, space warp on, analytic path, given the
+  sampler's state as a VMC step gives it), against one energy-only VMC step (sweep + local energy) on
+  the same walkers as the "peer": peer/ours < 1 is the cost of the forces in energy steps.
+  ``..._local_energy``: the same against one local-energy evaluation (the issue's yardstick: <= 4x with
+  the warp); ``..._nowarp_local_energy``: without the warp (yardstick <= 3x); ``..._fd``: the
+  finite-difference path (``method="fd"``, 6 N_atom re-built trial functions) against the energy step,
+  for the before/after in one run.
 - ``qmc.aos``: AO values + gradients at walker x electron positions against PySCF ``eval_gto``.
 - ``qmc.dmc_time_to_error_water`` (full mode): what a user waits for, the time to a DMC error bar on
   water (tau 0.01, 400 walkers, T-moves), optimisation included: Jastrow optimisation on 200 walkers,
@@ -139,9 +141,13 @@ def _ours_dmc(mol, mf, nw, nsteps):
                        e_ref=v.energy)
 
 
-def _forces_vs_step(mol, mf, nw, method="auto"):
+def _forces_vs_step(mol, mf, nw, method="auto", warp=True):
     """(forces of nw walkers, one energy-only VMC step of the same walkers, one local energy of them),
-    all on equilibrated walkers; ``method`` of :class:`rung.qmc.forces.ForceConfig`."""
+    all on equilibrated walkers; ``method`` and ``warp`` of :class:`rung.qmc.forces.ForceConfig`. The
+    forces get the sampler's state (trial function and grad ln psi at the walkers) as in a VMC step, on
+    their own copy of it (the energy step moves the peer's walkers)."""
+    import copy
+
     from rung.qmc.forces import ForceConfig, NuclearDerivatives, displaced_builder
     from rung.qmc.hamiltonian import Hamiltonian
     from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
@@ -154,7 +160,10 @@ def _forces_vs_step(mol, mf, nw, method="auto"):
     configs = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=1, nsteps=2, nequil=5),
                   rng=rng).configs
     nd = NuclearDerivatives(displaced_builder(mol, orb, parameters=wf.parameters), mol.atom_coords(),
-                            ForceConfig(method=method))
+                            ForceConfig(method=method, warp=warp))
+    wf.recompute(configs)
+    _, grad = ham.local_energy(wf, configs, rng, return_grad=True)
+    wf_f = copy.deepcopy(wf)
     walkers = configs.copy()
     wf.recompute(walkers)
 
@@ -162,7 +171,7 @@ def _forces_vs_step(mol, mf, nw, method="auto"):
         sweep(wf, walkers, 0.3, rng)
         ham.local_energy(wf, walkers, rng)
 
-    return (lambda: nd(configs)), step, (lambda: ham.local_energy(wf, walkers, rng))
+    return (lambda: nd(configs, wf_f, grad)), step, (lambda: ham.local_energy(wf, walkers, rng, return_grad=True))
 
 
 def _pyqmc_dmc(mol, mf, nw, nsteps):
@@ -247,6 +256,9 @@ def cases(quick: bool):
         yield Case(label, size + " (analytic, space warp)", ours, peer=step, peer_name="one VMC energy step",
                    work=nw, work_unit="walkers", repeats=5, warmup=1)
         yield Case(label + "_local_energy", size + " (analytic, space warp)", ours, peer=energy,
+                   peer_name="one local energy", work=nw, work_unit="walkers", repeats=5, warmup=1)
+        nowarp, _, energy = _forces_vs_step(fmol, fmf, nw, warp=False)
+        yield Case(label + "_nowarp_local_energy", size + " (analytic, no warp)", nowarp, peer=energy,
                    peer_name="one local energy", work=nw, work_unit="walkers", repeats=5, warmup=1)
         fd, step, _ = _forces_vs_step(fmol, fmf, nw, method="fd")
         yield Case(label + "_fd", size + " (central differences, space warp)", fd, peer=step,

@@ -275,39 +275,140 @@ def test_second_round_from_the_dynamics(tmp_path):
     assert "| 1 | readout |" in (tmp_path / "out" / "report.md").read_text()
 
 
-@pytest.mark.slow
-def test_killed_in_qmc_resumes_to_the_same_files(tmp_path):
-    """SIGKILL during the QMC step, rerun: the dataset's labels and the refit model equal those of an
-    uninterrupted run (every step is seeded and keyed on the conformation)."""
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TINY.format(method="random").replace("walkers = 20", "walkers = 60"))
-    p = _run(cfg, tmp_path / "a", "--workers", "1")
-    assert p.wait(timeout=900) == 0
-    p = _run(cfg, tmp_path / "b", "--workers", "1")
-    for line in p.stdout:
-        if line.startswith("select"):
-            break
-    time.sleep(3)  # inside the QMC step
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-    for child in subprocess.run(["pgrep", "-f", str(tmp_path / "b")], capture_output=True, text=True).stdout.split():
-        os.kill(int(child), signal.SIGKILL)  # the pool's workers
-    assert not (tmp_path / "b" / "model-readout.h5").exists()
-    p = _run(cfg, tmp_path / "b", "--workers", "1")
-    assert p.wait(timeout=900) == 0
-    a, b = _labels(tmp_path / "a" / "dataset.h5"), _labels(tmp_path / "b" / "dataset.h5")
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
-    with h5py.File(tmp_path / "a" / "model-readout.h5") as fa, h5py.File(tmp_path / "b" / "model-readout.h5") as fb:
-        def arrays(f):
-            out = {}
-            f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-            return out
+RESUME = TINY.format(method="spread").replace("walkers = 20", "walkers = 60")
 
-        xa, xb = arrays(fa), arrays(fb)
-        assert xa.keys() == xb.keys()
-        for k in xa:
-            np.testing.assert_array_equal(xa[k], xb[k])
+# the step -> what says the run is inside it: a line of its progress output, and a file it writes
+KILL_INSIDE = {
+    "dft": (r"dft h2o\[\d\] done", None),  # a conformation journalled, the others running
+    "select": (r"dft +\d+ done", None),  # the DFT step's summary: the spread selection runs
+    "qmc": (r"qmc h2o\[\d\] done", None),
+    "refit": (r"stage shifts:", None),  # the shift-only model is trained, the read-out one not
+    "md": (r"evaluate ", "md/input.toml"),  # its input written, the trajectory under way
+}
+
+
+def _killed_inside(cfg, out, step):
+    """Run the pipeline in its own process group, SIGKILL the whole group (workers too) once it is
+    inside ``step``; returns its output. Fails if the step had ended before the kill."""
+    import queue
+    import re
+    import threading
+
+    line_re, file_name = KILL_INSIDE[step]
+    p = subprocess.Popen([sys.executable, "-m", "tools.pipeline", str(cfg), "--out", str(out), "--workers", "1"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    lines = queue.SimpleQueue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in p.stdout] + [lines.put(None)], daemon=True)
+    reader.start()
+    text, seen = [], False
+    while True:
+        try:
+            line = lines.get(timeout=0.02)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            raise AssertionError(f"the run ended before it was inside {step}:\n" + "".join(text))
+        text.append(line)
+        seen = seen or bool(re.match(line_re, line))
+        if seen and (file_name is None or (out / file_name).exists()):
+            os.killpg(p.pid, signal.SIGKILL)
+            break
+    p.wait()
+    reader.join(timeout=60)
+    while (line := lines.get()) is not None:
+        text.append(line)
+    text = "".join(text)
+    summary = f"{step:12s} "  # the step's summary line (tools.pipeline.__main__.run): not printed yet
+    assert not any(x.startswith(summary) for x in text.splitlines()), f"killed after {step} had ended:\n{text}"
+    return text
+
+
+def _final_files(out: Path) -> dict:
+    """Every file a finished run leaves, as comparable values: HDF5 datasets and attributes, text, other
+    files' bytes, the report's numbers and its deterministic step lines. Left out: the DFT wall times,
+    the models' creation times and training durations, the layout of PySCF's Mole dump (its atoms,
+    basis, ECP, charge and spin are kept); the run's folder name is replaced by <out>."""
+    import json
+    import re
+
+    def norm(x):
+        if isinstance(x, bytes):
+            x = x.replace(str(out).encode(), b"<out>")
+        elif isinstance(x, str):
+            x = x.replace(str(out), "<out>")
+            # a model's provenance and training log: when it was made, how long it took
+            x = re.sub(r'"seconds": [-+.0-9e]+', '"seconds": -', re.sub(r'"time": "[^"]*"', '"time": -', x))
+        elif isinstance(x, np.ndarray) and x.dtype.kind in "SOU":
+            x = np.array([norm(v) for v in x.ravel()], dtype=object).reshape(x.shape)
+        return x
+
+    files = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = str(path.relative_to(out))
+        if path.suffix == ".h5":
+            content = {}
+
+            def visit(name, obj):
+                content[name + "@"] = {k: norm(v) for k, v in obj.attrs.items()}
+                if "mol" in obj.attrs:  # PySCF's Mole dump: its _bas/_env layout follows the process's history
+                    content[name + "@"]["mol"] = {k: v for k, v in json.loads(obj.attrs["mol"]).items()
+                                                  if k in ("_atom", "_basis", "_ecp", "charge", "spin")}
+                if isinstance(obj, h5py.Dataset) and "wall_time" not in name:
+                    content[name] = norm(obj[()])
+
+            with h5py.File(path, "r") as f:
+                content["/@"] = {k: norm(v) for k, v in f.attrs.items()}
+                f.visititems(visit)
+            files[rel] = content
+        elif path.name == "report.json":
+            r = json.loads(path.read_text())
+            files[rel] = {"rounds": r["rounds"], **{k: norm(r["steps"][k].rsplit("  [", 1)[0]) for k in ("select", "evaluate", "md")}}
+        elif path.name == "report.md":  # from the models' table on (the step lines say what each run computed)
+            files[rel] = path.read_text().split("## Models", 1)[1]
+        elif path.suffix in (".jsonl", ".toml", ".xyz"):
+            files[rel] = norm(path.read_text())
+        else:
+            files[rel] = norm(path.read_bytes())
+    return files
+
+
+def _assert_same(a, b, where=""):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), f"{where}: {sorted(a)} != {sorted(b)}"
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, where
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The resume test's reference: the run never killed, its final files."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    cfg = root / "tiny.toml"
+    cfg.write_text(RESUME)
+    p = _run(cfg, root / "out", "--workers", "1")
+    text = p.communicate(timeout=900)[0]
+    assert p.returncode == 0, text
+    return _final_files(root / "out")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", list(KILL_INSIDE))
+def test_killed_inside_a_step_resumes_to_the_same_files(tmp_path, step, uninterrupted):
+    """SIGKILL of the whole run (the pipeline and its workers) inside each step (DFT, selection, QMC,
+    refit, MD), then the same command again: every final file equals the uninterrupted run's (the
+    dataset value by value, the orbitals, the models, the trajectory, the report's numbers)."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(RESUME)
+    _killed_inside(cfg, tmp_path / "out", step)
+    p = _run(cfg, tmp_path / "out", "--workers", "1")
+    text = p.communicate(timeout=900)[0]
+    assert p.returncode == 0, text
+    _assert_same(uninterrupted, _final_files(tmp_path / "out"))
 
 
 def test_level_check_read_once_refuses_as_check_record(tmp_path):
@@ -425,6 +526,28 @@ def test_local_workers_forked_after_an_in_process_scf_do_not_hang():
     out = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True, timeout=120,
                          env=env, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return sorted({d["num_threads"] for d in threadpool_info()})
+
+
+def test_local_workers_run_every_blas_on_one_thread():
+    """Every BLAS/OpenMP library of a local worker runs on one thread, also those its parent had loaded
+    before the fork with more (PySCF imported first, as the DFT step's resume does): a worker's result
+    must not depend on what its parent had imported. In a fresh interpreter with 2 threads."""
+    script = ("import sys\nsys.path.insert(0, sys.argv[1])\nimport pyscf.lib, scipy.linalg\n"
+              "from tools.pipeline.executors import Executor\nfrom tests.test_pipeline import _blas_threads\n"
+              "print(_blas_threads())\n"
+              "with Executor('local', workers=1) as ex:\n    print([r for k, r, e in ex.run([(0, 0, _blas_threads, ())])][0])\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True, timeout=120,
+                         env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    parent, worker = out.stdout.split("\n")[:2]
+    assert parent.endswith(", 2]") and worker == "[1]", out.stdout
 
 
 def test_sci_step_single_and_multideterminant_dmc(tmp_path):

@@ -37,12 +37,21 @@ from rung.core.errors import InputError
 EXECUTORS = ("local", "mpi", "parsl", "serial")
 log = logging.getLogger(__name__)
 _STARTED = None  # in a local worker: the queue its tasks put their tag in as they start (_local_pool)
+_LIMITED = False  # in a worker: its BLAS and OpenMP libraries are held at one thread (_init_worker)
 
 
 def _init_worker():
     """One thread per worker: the workers are the parallelism."""
+    global _LIMITED
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = "1"
+        os.environ[var] = "1"  # the libraries loaded from now on
+    if not _LIMITED:  # and those the parent had loaded before the fork, which keep its thread counts: a
+        # result would otherwise depend on what the parent had imported (PySCF's BLAS, loaded by the DFT
+        # step's resume in the parent, ran on 2 threads in the workers: DFT values ~1e-13 apart)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+        _LIMITED = True
     try:
         import numba
 

@@ -12,7 +12,9 @@ For each method (classical.toml, rpmd.toml, their temperature replaced by temper
 
 (carbons are a group so that the C-H protons belong to their carbons; a C -> O event would be a
 keto-enol step). RPMD is analysed on the centroid. Writes results_<T>K.txt (events per run, events
-per ps with a Poisson error) and events_<T>K.png (cumulative O -> O events against time).
+per ps with a Poisson error, and the fraction of frames whose shared proton has |delta| < 0.3 A, a
+crossing-region population with better statistics than the events) and events_<T>K.png (cumulative
+O -> O events against time).
 """
 
 import subprocess
@@ -23,11 +25,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from rung.core import units as U
 from rung.md.config import load_config
+from rung.md.output import read_centroid
 from rung.md.simulation import run
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("classical", "rpmd")
+O1, O2, H_SHARED = 0, 4, 5  # malonaldehyde.xyz
 
 
 def simulate(method, seed, temperature_K):
@@ -47,7 +52,10 @@ def simulate(method, seed, temperature_K):
         counts = np.array(f["counts"])  # (frames, G, G) cumulative
         time_ps = np.array(f["time"]) / 1000.0
         other = int(counts[-1].sum() - counts[-1, o, o])
-    return config, time_ps, counts[:, o, o], other
+    x = read_centroid(rdir / "md.h5")["positions"]  # (frames, 9, 3) Bohr
+    delta = np.linalg.norm(x[:, O1] - x[:, H_SHARED], axis=1) - np.linalg.norm(x[:, O2] - x[:, H_SHARED], axis=1)
+    shared = float(np.mean(np.abs(delta) * U.BOHR_TO_ANGSTROM < 0.3))
+    return config, time_ps, counts[:, o, o], other, shared
 
 
 def main(temperature_K=1200.0, seeds=4):
@@ -55,20 +63,20 @@ def main(temperature_K=1200.0, seeds=4):
     for method in METHODS:
         total_events, total_ps = 0, 0.0
         for seed in range(1, seeds + 1):
-            config, t, oo, other = simulate(method, seed, temperature_K)
+            config, t, oo, other, shared = simulate(method, seed, temperature_K)
             curves[method, seed] = (t, oo)
             span = t[-1] - t[0]
             total_events += int(oo[-1])
             total_ps += span
             lines.append(f"{method:9s} {config.beads:5d} {seed:4d} {span:7.2f} {int(oo[-1]):8d} {other:12d} "
-                         f"{oo[-1] / span:10.2f}")
+                         f"{oo[-1] / span:10.2f} {shared:12.4f}")
         rate, err = total_events / total_ps, np.sqrt(max(total_events, 1)) / total_ps
         lines.append(f"{method:9s} {'':5s} {'all':>4s} {total_ps:7.2f} {total_events:8d} {'':12s} "
                      f"{rate:10.2f} +- {err:.2f} (Poisson)")
     head = [f"# malonaldehyde, ANI-1x, {config.temperature_K:g} K, Langevin / PILE-L tau {config.tau_fs:g} fs, "
             f"dt {config.dt_fs:g} fs, frames every {config.output.trajectory_every} steps; "
             "nnp-md analyze protons --group O=O --group C=C (hysteresis 0.3 A, persistence 1 frame)",
-            "# method    beads seed time_ps O->O_events other_events events_per_ps"]
+            "# method    beads seed time_ps O->O_events other_events events_per_ps |delta|<0.3A"]
     tag = f"{temperature_K:g}K"
     (HERE / f"results_{tag}.txt").write_text("\n".join(head + lines) + "\n")
     print("\n".join(head + lines))

@@ -168,3 +168,24 @@ def test_engine_get_jk_falls_back_to_pyscf(engine_scf):
     assert "get_jk" not in vars(speed_up(dft.RKS(_mol(), xc="pbe").density_fit().nuc_grad_method()))
     uks = accelerate(dft.UKS(_mol(WATER, spin=1, charge=1), xc="pbe"))
     assert "get_jk" not in vars(speed_up(uks.nuc_grad_method()))
+
+
+@pytest.mark.parametrize("layout", ["packed", "streamed"])
+def test_engine_gradient_from_packed_or_streamed_tensor(monkeypatch, layout):
+    """The J/K derivative terms read the engine's tensor in any layout: packed triangles (the
+    micro-kernel path of large molecules, forced here) or streamed from PySCF's DF object (a memory cap
+    below the tensor's size)."""
+    from rung.dft_gpu._kernels import cpu
+
+    monkeypatch.setattr(cpu, "USE_MICROKERNEL", layout == "packed")
+    mf = accelerate(dft.RKS(_mol(), xc="b3lyp"), backend="numba", max_memory_mb=0.6 if layout == "streamed" else None)
+    mf.grids.level, mf.conv_tol, mf.verbose = 0, 1e-11, 0
+    mf.kernel()
+    eng = mf.jk_engine()
+    assert eng.packed == (layout == "packed") and eng.cached == (layout == "packed")
+    g = mf.nuc_grad_method()
+    ref_j, ref_k = g.get_jk(mf.mol, mf.make_rdm1())
+    ours_j, ours_k = df_get_jk(g, mf.mol, mf.make_rdm1())
+    for ours, ref in ((ours_j, ref_j), (ours_k, ref_k)):
+        np.testing.assert_allclose(ours, ref, atol=1e-12, rtol=0)
+        np.testing.assert_allclose(ours.aux.sum((0, 1)), ref.aux.sum((0, 1)), atol=1e-12, rtol=0)

@@ -279,12 +279,15 @@ def _fitted(eng, auxmol, c, cn):
     from pyscf import lib
     from pyscf.df.incore import _eig_decompose
 
+    from rung.core.backend import to_host
+
     nao, nocc = c.shape
     naux = eng.naux
     rho, x = np.zeros(naux), np.empty((naux, nocc, nao))
     b0 = 0
     for block in eng.blocks(max(1, min(naux, int(32e6 / (8 * nao * nao))))):
-        sq = lib.unpack_tril(np.asarray(block)) if eng.packed else np.asarray(block)
+        block = to_host(block)  # a GPU engine's cached tensor comes to the host block by block
+        sq = lib.unpack_tril(block) if eng.packed else block
         nb = sq.shape[0]
         y = (sq.reshape(nb * nao, nao) @ cn).reshape(nb, nao, nocc)  # [L,m,o] = sum_l B[L,m,l] cn[l,o]
         x[b0:b0 + nb] = y.transpose(0, 2, 1)

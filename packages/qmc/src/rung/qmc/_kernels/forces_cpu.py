@@ -231,12 +231,15 @@ def _pair_points(px, py, pz, cx, cy, cz, poly, L, G, Lc, f0, f1, d0, d1, d2, rv,
     f1 = f'(r) / r, and the displacements d0, d1, d2 = p - centre (all (nq,), written); points innermost and
     branch-free (the loops vectorise). rv, yv (nq,) scratch. f as in :func:`_radial01`."""
     nq = px.shape[0]
+    inv_l = 1.0 / L
+    inv_lc = 1.0 / Lc
     for k in range(nq):
         d0[k] = px[k] - cx
         d1[k] = py[k] - cy
         d2[k] = pz[k] - cz
-        rv[k] = np.sqrt(d0[k] * d0[k] + d1[k] * d1[k] + d2[k] * d2[k])
-        yv[k] = rv[k] / L
+        r = np.sqrt(d0[k] * d0[k] + d1[k] * d1[k] + d2[k] * d2[k])
+        yv[k] = r * inv_l
+        rv[k] = r
         f0[k] = 0.0
         f1[k] = 0.0
     for m in range(poly.shape[0] - 1, -1, -1):
@@ -244,16 +247,12 @@ def _pair_points(px, py, pz, cx, cy, cz, poly, L, G, Lc, f0, f1, d0, d1, d2, rv,
         for k in range(nq):
             f1[k] = f1[k] * yv[k] + f0[k]
             f0[k] = f0[k] * yv[k] + c
+    g3 = G * Lc / 3.0
     for k in range(nq):
         inside = yv[k] < 1.0
-        v = f0[k] if inside else 0.0
-        d = f1[k] / L if inside else 0.0
-        t = 1.0 - rv[k] / Lc
-        if rv[k] < Lc:
-            v -= G * Lc * t * t * t / 3.0
-            d += G * t * t
-        f0[k] = v
-        f1[k] = d / rv[k]
+        t = max(1.0 - rv[k] * inv_lc, 0.0)  # the cusp term, zero beyond Lc
+        f0[k] = (f0[k] if inside else 0.0) - g3 * t * t * t
+        f1[k] = ((f1[k] * inv_l if inside else 0.0) + G * t * t) / rv[k]
 
 
 @numba.njit(cache=True)
@@ -307,6 +306,7 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
     px, py, pz = np.empty(nq), np.empty(nq), np.empty(nq)
     rjk = np.empty(nq)  # Jastrow ratio at the points
     ttv = np.empty(nq)  # the terms of V_NL psi / psi
+    vt = np.empty(((lmax + 1) * (lmax + 2) // 2, nq))  # u chi_mu at the points, one shell
     u, rd, g0, g1, g2 = np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq)
     jp, gj0, gj1, gj2 = np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq)
     f0, f1, d0, d1, d2, rv, yv = (np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq), np.empty(nq),
@@ -451,22 +451,49 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                                 f1q[k] = fd / rv[k] if rv[k] > 0.0 else 0.0  # R'(r) / r (R'(0) = 0)
                         l = sh_l[ish]
                         col = sh_col[ish]
-                        for lx in range(l, -1, -1):
-                            for ly in range(l - lx, -1, -1):
-                                lz = l - lx - ly
-                                bm = b0[wi, col, ei]
-                                vsum = 0.0
-                                for k in range(nq):
-                                    P = xp[lx + 1, k] * yp[ly + 1, k] * zp[lz + 1, k]
-                                    v = P * fq[k]
-                                    gP = P * f1q[k]
-                                    rd[k] += v * bm
-                                    cs0[k] += (lx * xp[lx, k] * yp[ly + 1, k] * zp[lz + 1, k] * fq[k] + dx[k] * gP) * bm
-                                    cs1[k] += (ly * xp[lx + 1, k] * yp[ly, k] * zp[lz + 1, k] * fq[k] + dy[k] * gP) * bm
-                                    cs2[k] += (lz * xp[lx + 1, k] * yp[ly + 1, k] * zp[lz, k] * fq[k] + dz[k] * gP) * bm
-                                    vsum += u[k] * v
-                                vm_ao[wi, ei, col] += vsum
-                                col += 1
+                        if l == 0:  # s and p shells written out (most shells), the same sums as the general loop
+                            bm = b0[wi, col, ei]
+                            for k in range(nq):
+                                gP = f1q[k] * bm
+                                rd[k] += fq[k] * bm
+                                cs0[k] += dx[k] * gP
+                                cs1[k] += dy[k] * gP
+                                cs2[k] += dz[k] * gP
+                                vt[0, k] = u[k] * fq[k]
+                        elif l == 1:
+                            bx, by, bz = b0[wi, col, ei], b0[wi, col + 1, ei], b0[wi, col + 2, ei]
+                            for k in range(nq):
+                                bs = dx[k] * bx + dy[k] * by + dz[k] * bz
+                                gP = f1q[k] * bs
+                                rd[k] += fq[k] * bs
+                                cs0[k] += fq[k] * bx + dx[k] * gP
+                                cs1[k] += fq[k] * by + dy[k] * gP
+                                cs2[k] += fq[k] * bz + dz[k] * gP
+                                uf = u[k] * fq[k]
+                                vt[0, k] = uf * dx[k]
+                                vt[1, k] = uf * dy[k]
+                                vt[2, k] = uf * dz[k]
+                        else:
+                            c = 0
+                            for lx in range(l, -1, -1):
+                                for ly in range(l - lx, -1, -1):
+                                    lz = l - lx - ly
+                                    bm = b0[wi, col + c, ei]
+                                    for k in range(nq):
+                                        P = xp[lx + 1, k] * yp[ly + 1, k] * zp[lz + 1, k]
+                                        v = P * fq[k]
+                                        gP = P * f1q[k]
+                                        rd[k] += v * bm
+                                        cs0[k] += (lx * xp[lx, k] * yp[ly + 1, k] * zp[lz + 1, k] * fq[k] + dx[k] * gP) * bm
+                                        cs1[k] += (ly * xp[lx + 1, k] * yp[ly, k] * zp[lz + 1, k] * fq[k] + dy[k] * gP) * bm
+                                        cs2[k] += (lz * xp[lx + 1, k] * yp[ly + 1, k] * zp[lz, k] * fq[k] + dz[k] * gP) * bm
+                                        vt[c, k] = u[k] * v
+                                    c += 1
+                        for c in range((l + 1) * (l + 2) // 2):  # V_NL chi_mu: u-weighted sums over the points
+                            vsum = 0.0
+                            for k in range(nq):
+                                vsum += vt[c, k]
+                            vm_ao[wi, ei, col + c] += vsum
                     I = cen_atom[ic]
                     a0 = 0.0
                     a1 = 0.0

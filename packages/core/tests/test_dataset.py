@@ -179,6 +179,38 @@ def test_sigkill_between_records_loses_nothing_flushed_and_the_merge_fsyncs_firs
     np.testing.assert_array_equal(e[:50], -1.0 - np.arange(50))
 
 
+def _dataset_make(d):
+    """What the merge relies on and a reader sees of a dataset, beyond its values."""
+    dcpl = d.id.get_create_plist()
+    attrs = {k: (v, type(v), getattr(v, "dtype", None)) for k, v in d.attrs.items()}
+    return (d.shape, d.dtype, d.fillvalue.tobytes() if hasattr(d.fillvalue, "tobytes") else d.fillvalue,
+            dcpl.get_layout(), dcpl.get_alloc_time(), dcpl.get_fill_time(), d.id.get_offset() is not None,
+            d.id.get_type().get_class(), attrs, d[()].tobytes())
+
+
+def test_a_layout_step_gives_every_molecule_the_same_datasets(tmp_path):
+    """The layout step makes one molecule's datasets and copies them for the others of the same shape:
+    each copy is contiguous and allocated (written in place), filled, typed and attributed as the first
+    (strings, numbers and flags read back as they were written)."""
+    meta = {"xc": "wb97m-d3bj", "grid": 3, "conv_tol": 1e-9, "forces": True, "version": np.float64(1.5)}
+    path = ds.create_dataset(tmp_path / "d.h5", [water(4, n) for n in ("a", "b", "c")] + [water(2, "d")])
+    w = ds.ResultWriter(path, "dft", UNITS, metadata=meta, shapes=SHAPES)
+    w.record("b", 1, {"energy": -1.0, "gradient": np.ones((3, 3)), "note": "x" * 70, "cycles": 12})
+    w.merge()  # b's datasets are made first (it has a record), a and c copy them, d has its own shape
+    with h5py.File(path) as f:
+        names = sorted(k for k in f["b"] if k.startswith("dft_"))
+        assert len(names) == 6 and all(names == sorted(k for k in f[m] if k.startswith("dft_")) for m in "acd")
+        for k in names:
+            first = _dataset_make(f["b"][k])
+            assert first[8]["xc"][0] == "wb97m-d3bj" and first[8]["forces"][0] == np.True_
+            assert first[8]["units"][0] == UNITS.get(k[4:], "dimensionless")
+            for mol in "acd":  # b's string widths are its record's, at least the others' 64 bytes
+                assert _dataset_make(f[mol][k])[2:9] == first[2:9], (mol, k)
+            assert _dataset_make(f["a"][k]) == _dataset_make(f["c"][k]), k
+    e, _ = ds.read_property(path, "b", "dft_energy")
+    assert np.isnan(e[[0, 2, 3]]).all() and e[1] == -1.0
+
+
 def test_read_spice_layout(tmp_path):
     path = tmp_path / "spice.hdf5"
     x = water(2).conformations

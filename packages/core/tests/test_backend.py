@@ -39,3 +39,26 @@ def test_gpu_round_trip():
     with pytest.raises(TypeError, match="different devices"):
         backend.get_array_module(a, np.ones(3))
     assert backend.to_host(a).tolist() == [0.0, 1.0, 2.0]
+
+
+def test_resolve_one_vocabulary(monkeypatch):
+    monkeypatch.delenv("RUNG_DEVICE", raising=False)
+    monkeypatch.setattr(backend, "_cupy", lambda: None)  # a machine without a GPU
+    assert backend.resolve("auto") == "numba"
+    assert backend.resolve("auto", supported=("numpy",)) == "numpy"
+    assert backend.resolve("numpy") == "numpy"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        backend.resolve("cuda")
+    with pytest.raises(ValueError, match="not available here"):
+        backend.resolve("numpy", supported=("numba", "cupy"))
+    with pytest.raises(backend.BackendUnavailable):
+        backend.resolve("cupy")
+    monkeypatch.setenv("RUNG_DEVICE", "gpu")
+    with pytest.raises(backend.BackendUnavailable):  # asked for through the environment: no silent CPU run
+        backend.resolve("auto")
+    fake_cupy = object()
+    monkeypatch.setattr(backend, "_cupy", lambda: fake_cupy)  # a machine with one
+    assert backend.resolve("auto") == "cupy"
+    assert backend.resolve("auto", supported=("numpy", "numba")) == "numba"  # a path without GPU kernels
+    monkeypatch.setenv("RUNG_DEVICE", "cpu")
+    assert backend.resolve("auto") == "numba"

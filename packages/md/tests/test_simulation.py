@@ -50,6 +50,7 @@ def test_cli_runs_and_writes_h5md_extxyz_log_checkpoint(tmp_path):
     with h5py.File(tmp_path / "md.h5") as f:
         assert list(f["h5md"].attrs["version"]) == [1, 1]
         assert f["h5md/creator"].attrs["name"] == "rung-md"
+        assert (f.attrs["backend"], f.attrs["potential_backend"]) == ("numba", "numba")  # what ran: integrator, LJ
         pos = f["particles/centroid/position"]
         assert pos["value"].shape == (9, 32, 3) and pos["value"].attrs["unit"] == "nm"
         assert list(pos["step"][:]) == list(range(0, 41, 5))
@@ -262,6 +263,8 @@ def test_nnp_potential_from_the_input_file(tmp_path):
     res = run(load_config(tmp_path / "in.toml"), workdir=tmp_path, progress=False)
     assert res.state.positions.shape == (2, 3, 3) and res.force_calls == 7
     assert -77 < res.observables["potential_energy"][0] < -76  # water, Hartree
+    with h5py.File(tmp_path / "md.h5") as f:  # the backend the model resolved "auto" to, not a fixed name
+        assert f.attrs["potential_backend"] == "numba"
 
     # an element the model does not know: clear error, nothing written
     (tmp_path / "bad").mkdir()

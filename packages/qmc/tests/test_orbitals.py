@@ -57,7 +57,7 @@ def test_cuda_kernel_under_simulator():
     basis = AtomicBasis.from_mol(mol)
     pos = np.random.default_rng(4).normal(size=(3, 3))
     ref = evaluate_aos(basis, pos, deriv=2, backend="numpy")
-    np.testing.assert_allclose(evaluate_aos(basis, pos, deriv=2, backend="cuda"), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(evaluate_aos(basis, pos, deriv=2, backend="cupy"), ref, rtol=0, atol=1e-12)
 
 
 @pytest.mark.gpu

@@ -6,6 +6,11 @@ for, so nothing here needs a GPU. The choice of device is explicit: ``select("au
 where ``"auto"`` honours the environment variable ``RUNG_DEVICE`` (``cpu`` or ``gpu``) and otherwise
 takes the GPU only if CuPy and a device are present. Asking for the GPU when there is none raises
 :class:`BackendUnavailable`; nothing falls back silently.
+
+Kernels are named by one vocabulary in every package (:data:`BACKENDS`): ``"numpy"`` (the reference
+kernels), ``"numba"`` (the CPU kernels), ``"cupy"`` (CuPy arrays and numba.cuda kernels on the GPU);
+``"auto"`` is resolved by :func:`resolve`, the one place that maps a request (and ``RUNG_DEVICE``) to the
+kernels that run. Outputs record the resolved name.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import types
 import numpy as np
 
 DEVICES = ("auto", "cpu", "gpu")
+BACKENDS = ("auto", "numpy", "numba", "cupy")
 
 
 class BackendUnavailable(RuntimeError):
@@ -72,6 +78,37 @@ def select(device: str = "auto") -> types.ModuleType:
             "install the [cuda12] extra on a machine with an NVIDIA GPU, or use device='cpu'"
         )
     return cp
+
+
+def resolve(backend: str = "auto", supported=("numpy", "numba", "cupy")) -> str:
+    """The kernels that will run for a ``backend`` request: one of ``supported``.
+
+    Parameters
+    ----------
+    backend : {"auto", "numpy", "numba", "cupy"}
+        ``"auto"``: ``"cupy"`` when :func:`select` picks the GPU (``RUNG_DEVICE``, else a usable device)
+        and ``"cupy"`` is supported, else ``"numba"`` (``"numpy"`` where there are no numba kernels).
+    supported : the backends of the calling code path
+
+    Raises
+    ------
+    ValueError
+        an unknown name, or one the code path does not have (the message lists both).
+    BackendUnavailable
+        ``"cupy"`` (directly, or ``"auto"`` with ``RUNG_DEVICE=gpu``) without CuPy or a device.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto" and backend not in supported:
+        raise ValueError(f"backend {backend!r} is not available here; choose one of {('auto', *supported)}")
+    if backend == "auto":
+        gpu = select("auto") is not np  # honours RUNG_DEVICE; raises for RUNG_DEVICE=gpu without a device
+        if gpu and "cupy" in supported:
+            return "cupy"
+        return "numba" if "numba" in supported else supported[0]
+    if backend == "cupy":
+        select("gpu")
+    return backend
 
 
 def _is_cupy_array(a) -> bool:

@@ -111,6 +111,13 @@ def make_potential(config: Config, system: System):
     return in_atomic_units(pot)
 
 
+def _backend_of(potential) -> str:
+    """The kernels the potential runs on (its ``backend``: numpy, numba, cupy), or its type where it has
+    none (an ASE calculator, a model potential without a backend choice); the integrator is always numba."""
+    inner = getattr(potential, "inner", potential)  # unwrap rung.core's unit conversion
+    return str(getattr(inner, "backend", type(inner).__name__))
+
+
 class Progress:
     """Progress with ns/day: a refreshed line on a terminal, a plain line every 10% otherwise."""
 
@@ -253,7 +260,7 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
     out = config.output
     writer = H5MDWriter(paths["h5md"], numbers=system.numbers, masses_amu=system.masses / U.AMU_TO_ELECTRON_MASS,
                         cell=system.cell, P=P, all_beads=out.all_beads, periodic_observables=system.cell is not None,
-                        attrs={"backend": "numba", "beads": P, "dt_fs": config.dt_fs,
+                        attrs={"backend": "numba", "potential_backend": _backend_of(pot), "beads": P, "dt_fs": config.dt_fs,
                                "temperature_K": config.temperature_K, "thermostat": config.thermostat})
     log_fh = xyz_fh = None
     rows = {"step": [], **{k: [] for k in OBSERVABLES}}

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rung.core.backend import BACKENDS
+from rung.core.backend import resolve as resolve_backend
 from rung.core.neighbors import neighbor_list
 from rung.core.potential import PotentialResult
 from rung.nnp.model import ANIModel
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "numpy", "numba", "cupy")
 
 
 @dataclass(frozen=True)
@@ -146,14 +147,9 @@ class ANIPotential:
     length_unit = "angstrom"
 
     def __init__(self, model: ANIModel, *, dtype="float32", backend: str = "auto", min_distance_angstrom: float = 0.1):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if np.dtype(dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-        if backend == "auto":
-            from rung.core.backend import select
-
-            backend = "cupy" if select("auto") is not np else "numba"
+        backend = resolve_backend(backend)
         self.model, self.dtype, self.backend = model, np.dtype(dtype), backend
         self.min_distance = float(min_distance_angstrom)
         self._z_to_species = np.full(119, -1, np.int64)

@@ -26,7 +26,7 @@ from functools import cached_property
 
 import numpy as np
 
-BACKENDS = ("numpy", "numba", "cuda")
+BACKENDS = ("numpy", "numba", "cupy")  # rung.core.backend's vocabulary: "cupy" is the GPU (numba.cuda kernels)
 FAC_SP = {0: 0.5 / np.sqrt(np.pi), 1: np.sqrt(3.0 / (4.0 * np.pi))}  # libcint CINTcommon_fac_sp
 SCREEN = 50.0  # primitives with a r^2 above this contribute < 2e-22 x coefficient: skipped (numba kernel)
 
@@ -239,13 +239,13 @@ def evaluate_cart(basis: AtomicBasis, pos, deriv: int = 0, backend: str = "numba
 
         out = eval_cart(flat, basis.sh_center, basis.sh_l, basis.sh_pstart, basis.sh_col, basis.sh_minexp, basis.exps,
                         basis.coefs, basis.ncart, deriv, SCREEN)
-    elif backend == "cuda":
+    elif backend == "cupy":
         from numba import cuda
 
         if not cuda.is_available():
             from rung.core.backend import BackendUnavailable
 
-            raise BackendUnavailable("backend 'cuda' needs an NVIDIA GPU (or NUMBA_ENABLE_CUDASIM=1 for testing)")
+            raise BackendUnavailable("backend 'cupy' needs an NVIDIA GPU (or NUMBA_ENABLE_CUDASIM=1 for testing)")
         from rung.qmc._kernels.gpu import eval_cart
 
         minexp = np.minimum.reduceat(basis.exps, basis.sh_pstart[:-1])

@@ -223,14 +223,11 @@ def cap_selection(layout: Layout, selected: np.ndarray, room: int) -> tuple[np.n
 
 
 def _resolve_backend(backend: str):
-    from rung.core.backend import select
+    """(array module, backend name) of rung.core.backend.resolve: numba on the CPU, cupy on the GPU."""
+    from rung.core.backend import resolve, select
 
-    if backend not in ("auto", "numba", "cupy"):
-        raise ValueError(f"backend must be 'auto', 'numba' or 'cupy', got {backend!r}")
-    if backend == "numba":
-        return np, "numba"
-    xp = select("gpu" if backend == "cupy" else "auto")
-    return xp, ("cupy" if xp is not np else "numba")
+    name = resolve(backend, supported=("numba", "cupy"))
+    return (select("gpu") if name == "cupy" else np), name
 
 
 def configuration_average(dets: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""numba.cuda kernel for the AO evaluation (imported lazily; only ``backend="cuda"`` touches it).
+"""numba.cuda kernel for the AO evaluation (imported lazily; only ``backend="cupy"`` touches it).
 
 Same algorithm and shell table as :func:`rung.qmc._kernels.cpu.eval_cart` (its oracle is
 :mod:`rung.qmc._kernels.reference`): one thread per (position, shell) pair, so the flattened

@@ -31,12 +31,19 @@ conformations count there).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rung.core import units as U
+
+
+def _info(message: str) -> None:
+    """The default ``log`` of this module's long calls: logging, not print (library code prints only when asked)."""
+    logging.getLogger(__name__).info(message)
+
 
 UNITS = {"energy": "hartree", "energy_spread": "hartree", "forces": "hartree/bohr"}
 
@@ -88,7 +95,7 @@ def check_settings(dataset, rung: str, settings: dict) -> None:
     check(dataset, rung, settings, written=written)
 
 
-def evaluate_dataset(dataset, potential, *, log=print, rung: str = "nnp") -> int:
+def evaluate_dataset(dataset, potential, *, log=_info, rung: str = "nnp") -> int:
     """Evaluate ``potential`` on every pending conformation of ``dataset``; return how many were done.
 
     A conformation that cannot be evaluated is recorded as failed with its reason (module docstring);
@@ -166,7 +173,7 @@ def _find(group, rung, names):
     return None, None
 
 
-def predict(dataset, potential, *, log=print) -> dict:
+def predict(dataset, potential, *, log=_info) -> dict:
     """Energies and forces of every conformation of ``dataset``, in memory (nothing written).
 
     Returns {molecule: (energy (n_conf,) Hartree, forces (n_conf, n_atoms, 3) Hartree/Bohr)}; a

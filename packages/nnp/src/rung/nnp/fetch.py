@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -24,6 +25,12 @@ import zipfile
 from pathlib import Path
 
 from rung.core.errors import InputError
+
+
+def _info(message: str) -> None:
+    """The default ``log`` of this module's long calls: logging, not print (library code prints only when asked)."""
+    logging.getLogger(__name__).info(message)
+
 
 KNOWN = {
     "ani-1x": {"package": "torchani", "version": "2.2.4", "folder": "torchani/resources/ani-1x_8x/",
@@ -72,7 +79,7 @@ def resolve(name: str) -> Path:
     )
 
 
-def _download_wheel(package: str, version: str, dest: Path, log=print) -> Path:
+def _download_wheel(package: str, version: str, dest: Path, log=_info) -> Path:
     pip = [sys.executable, "-m", "pip"]
     probe = subprocess.run([*pip, "--version"], capture_output=True)
     if probe.returncode != 0 and shutil.which("pip"):
@@ -103,7 +110,7 @@ def _download_wheel(package: str, version: str, dest: Path, log=print) -> Path:
     return target
 
 
-def fetch(name: str = "ani-1x", *, force: bool = False, log=print) -> Path:
+def fetch(name: str = "ani-1x", *, force: bool = False, log=_info) -> Path:
     """Download, extract and convert a known model into the cache; return the HDF5 model file."""
     from rung.nnp.model import save_model
     from rung.nnp.neurochem import read_ensemble

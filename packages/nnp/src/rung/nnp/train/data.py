@@ -11,6 +11,7 @@ conformation with atoms closer than 0.1 Angstrom is refused (TrainInputError nam
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,12 @@ import numpy as np
 from rung.core import units as U
 from rung.nnp.train.config import Stage, TrainInputError
 from rung.nnp.train.readout import Labels
+
+
+def _info(message: str) -> None:
+    """The default ``log`` of this module's long calls: logging, not print (library code prints only when asked)."""
+    logging.getLogger(__name__).info(message)
+
 
 MIN_DISTANCE_ANGSTROM = 0.1  # rung.nnp.ani.ANIPotential's default
 
@@ -103,7 +110,7 @@ def _done(g, prop):
     return np.asarray(g[key][()]) == DONE
 
 
-def load_frames(stage: Stage, model_numbers, log=print) -> tuple[Frames, list[dict]]:
+def load_frames(stage: Stage, model_numbers, log=_info) -> tuple[Frames, list[dict]]:
     """Read the stage's datasets; return the frames and one count record per dataset.
 
     Raises TrainInputError naming the file for: an unreadable dataset, a property no molecule has, an

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +40,12 @@ from rung.nnp.model import ANIModel
 from rung.nnp.train.config import TrainConfig, TrainInputError
 from rung.nnp.train.data import Frames, load_frames, split
 from rung.nnp.train.readout import free_columns, parameter_names, refit
+
+
+def _info(message: str) -> None:
+    """The default ``log`` of this module's long calls: logging, not print (library code prints only when asked)."""
+    logging.getLogger(__name__).info(message)
+
 
 UNITS = {"energy": "hartree", "energy_per_atom": "hartree", "forces": "hartree/bohr"}
 
@@ -134,7 +141,7 @@ def _base_model(name: str):
     return model, path
 
 
-def prepare(config: TrainConfig, *, overwrite: bool = False, log=print):
+def prepare(config: TrainConfig, *, overwrite: bool = False, log=_info):
     """Every check of :func:`train`, nothing written: (base model, its path, [(stage, train, valid, counts)]).
 
     The datasets' count lines go to ``log`` only once every check has passed, so bad input shows
@@ -239,7 +246,7 @@ def read_checkpoint(path: Path, base: ANIModel, fingerprint: dict) -> dict:
             "runs": [MemberRun(**r) for r in meta["runs"]]}
 
 
-def train(config: TrainConfig, *, overwrite: bool = False, log=print) -> TrainResult:
+def train(config: TrainConfig, *, overwrite: bool = False, log=_info) -> TrainResult:
     """Run every stage of ``config`` (see module); return the trained model and the stage records."""
     from rung.nnp import __version__
     from rung.nnp.model import save_model

@@ -77,7 +77,7 @@ def test_end_to_end_subprocess(tmp_path):
     exe = Path(sys.executable).with_name("dft-gpu")
     r = subprocess.run([str(exe), "run", str(src), "--out", str(out), *FAST], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "[rank 0] 3/3" in r.stderr  # not a terminal: plain progress lines
+    assert "dft-gpu run 3/3 (100%)" in r.stderr  # not a terminal: plain progress lines
     r = subprocess.run([str(exe), "status", str(out)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "2 done, 1 failed, 0 pending" in r.stdout
 

@@ -424,7 +424,7 @@ def test_progress_bar_on_a_terminal_log_lines_otherwise(tmp_path, monkeypatch, c
     with caplog.at_level(logging.INFO, logger="rung.dft_gpu.run"):
         run(src, tmp_path / "plain.h5", config)
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2 and lines[1].startswith("[rank 0] 2/2 water[")
+    assert len(lines) == 2 and lines[1].startswith("dft-gpu run 2/2 (100%)") and "water[1] E = " in lines[1]
 
 
 @pytest.mark.slow

@@ -60,7 +60,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +67,7 @@ from pathlib import Path
 import numpy as np
 
 from rung.core.errors import InputError
+from rung.core.progress import Progress
 
 log = logging.getLogger("rung.dft_gpu.run")
 
@@ -631,32 +631,6 @@ class _Counter:
             self.win.Free()
 
 
-class _Progress:
-    """A tqdm bar (rate, ETA) on a terminal, plain log lines otherwise; only rank 0 draws the bar."""
-
-    def __init__(self, total: int, rank: int, enabled: bool):
-        self.total, self.rank, self.bar = total, rank, None
-        self.enabled = enabled
-        if enabled and rank == 0 and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="conf", desc="dft-gpu run", dynamic_ncols=True)
-
-    def update(self, handed_out: int, name: str, index: int, msg: str):
-        if not self.enabled:
-            return
-        if self.bar is not None:  # the shared counter tells rank 0 how far all ranks are
-            self.bar.set_postfix_str(f"{name}[{index}] {msg}", refresh=False)
-            self.bar.update(max(0, min(handed_out, self.total) - self.bar.n))
-        elif not sys.stderr.isatty():
-            log.info("[rank %d] %d/%d %s[%d] %s", self.rank, handed_out, self.total, name, index, msg)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.update(self.total - self.bar.n)
-            self.bar.close()
-
-
 def _comm_info(comm):
     return (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
 
@@ -750,7 +724,7 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
     writer = _writer(out_path, config, rank, rung)
     last_merge = time.monotonic()
     counter = _Counter(comm)
-    bar = _Progress(len(pending), rank, progress)
+    bar = Progress(len(pending), "dft-gpu run", unit="conf", enabled=progress, log=log, rank=rank, size=size)
     computed = failed = 0
     try:
         while (k := counter.next()) < len(pending):
@@ -769,7 +743,7 @@ def run(input_path, out_path, config: RunConfig = RunConfig(), comm=None, *, pro
                 failed += 1
                 msg = f"FAILED {reason}"
             computed += 1
-            bar.update(k + 1, name, index, msg)
+            bar.update(k + 1, f"{name}[{index}] {msg}")  # k + 1: handed out by all ranks
             if writer.unsealed >= merge_every or time.monotonic() - last_merge >= merge_every_s:
                 # results visible while the farm runs: every rank seals its journal segment, rank 0
                 # folds the sealed ones (its own and the others') into the file, in place

@@ -25,6 +25,7 @@ import numpy as np
 
 from rung.core import units as U
 from rung.core.potential import in_atomic_units
+from rung.core.progress import Progress as CoreProgress
 from rung.md import estimators as est
 from rung.md.config import QTB_THERMOSTATS, Config, InputError
 from rung.md.integrators import MDState, ring_polymer
@@ -118,36 +119,20 @@ def _backend_of(potential) -> str:
     return str(getattr(inner, "backend", type(inner).__name__))
 
 
-class Progress:
-    """Progress with ns/day: a refreshed line on a terminal, a plain line every 10% otherwise."""
+class Progress(CoreProgress):
+    """rung.core's progress (a bar on a terminal, a line every 10 % otherwise, on stderr) with the step
+    and the simulated time per day as status."""
 
     def __init__(self, total, dt_fs, stream=None, enabled=True):
-        self.total, self.dt_fs = total, dt_fs
-        self.stream = stream or sys.stderr
-        self.enabled = enabled and total > 0
-        self.tty = self.enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.perf_counter()
-        self.last = 0.0
-        self.next_plain = 0.1
+        super().__init__(total, "md", unit="step", enabled=enabled, stream=stream or sys.stderr)
+        self.dt_fs = dt_fs
 
     def ns_per_day(self, done) -> float:
         el = time.perf_counter() - self.t0
         return done * self.dt_fs * 1e-6 / el * 86400 if el > 0 else 0.0
 
     def update(self, done, step):
-        if not self.enabled:
-            return
-        frac = done / self.total
-        now = time.perf_counter()
-        if self.tty and (now - self.last > 0.5 or done == self.total):
-            self.last = now
-            self.stream.write(f"\rstep {step} ({100 * frac:5.1f}%)  {self.ns_per_day(done):.4g} ns/day  ")
-            if done == self.total:
-                self.stream.write("\n")
-            self.stream.flush()
-        elif not self.tty and (frac >= self.next_plain or done == self.total):
-            self.next_plain = (int(frac * 10) + 1) / 10
-            print(f"step {step} ({100 * frac:.0f}%)  {self.ns_per_day(done):.4g} ns/day", file=self.stream, flush=True)
+        super().update(done, f"step {step}, {self.ns_per_day(done):.4g} ns/day")
 
 
 def observables(state: MDState, kT: float, cell) -> dict:

@@ -451,7 +451,7 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                                 f1q[k] = fd / rv[k] if rv[k] > 0.0 else 0.0  # R'(r) / r (R'(0) = 0)
                         l = sh_l[ish]
                         col = sh_col[ish]
-                        if l == 0:  # s and p shells written out (most shells), the same sums as the general loop
+                        if l == 0:  # s, p and d shells written out (most shells), the same sums as the general loop
                             bm = b0[wi, col, ei]
                             for k in range(nq):
                                 gP = f1q[k] * bm
@@ -473,6 +473,24 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                                 vt[0, k] = uf * dx[k]
                                 vt[1, k] = uf * dy[k]
                                 vt[2, k] = uf * dz[k]
+                        elif l == 2:  # xx, xy, xz, yy, yz, zz
+                            bxx, bxy, bxz = b0[wi, col, ei], b0[wi, col + 1, ei], b0[wi, col + 2, ei]
+                            byy, byz, bzz = b0[wi, col + 3, ei], b0[wi, col + 4, ei], b0[wi, col + 5, ei]
+                            for k in range(nq):
+                                x, y, z = dx[k], dy[k], dz[k]
+                                bs = x * (x * bxx + y * bxy + z * bxz) + y * (y * byy + z * byz) + z * z * bzz
+                                gP = f1q[k] * bs
+                                rd[k] += fq[k] * bs
+                                cs0[k] += fq[k] * (2.0 * x * bxx + y * bxy + z * bxz) + x * gP
+                                cs1[k] += fq[k] * (x * bxy + 2.0 * y * byy + z * byz) + y * gP
+                                cs2[k] += fq[k] * (x * bxz + y * byz + 2.0 * z * bzz) + z * gP
+                                uf = u[k] * fq[k]
+                                vt[0, k] = uf * x * x
+                                vt[1, k] = uf * x * y
+                                vt[2, k] = uf * x * z
+                                vt[3, k] = uf * y * y
+                                vt[4, k] = uf * y * z
+                                vt[5, k] = uf * z * z
                         else:
                             c = 0
                             for lx in range(l, -1, -1):

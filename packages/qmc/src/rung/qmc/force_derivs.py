@@ -127,8 +127,11 @@ class AnalyticDerivatives:
     wf : ProductWF, D_up D_down [exp(J)] (see :func:`unsupported_reason`); copied, not modified
     ham : Hamiltonian at the same geometry
     config : ForceConfig
-    backend : "numba" (cartesian AOs from the package's kernels, the determinant contraction in
-        :func:`rung.qmc._kernels.forces_cpu.det_terms`) or "numpy" (PySCF's AOs and einsums: the oracle)
+    backend : "numba" (cartesian AOs, the kernels of :mod:`rung.qmc._kernels.forces_cpu`: ``det_terms``,
+        ``nonlocal_terms``, ``electron_terms``) or "numpy" (PySCF's AOs and einsums: the oracle)
+
+    A call given the sampler's trial function (``wf``, ``grad``: see :meth:`__call__`) reads its state and
+    recomputes nothing; without it this instance's own deep copy is recomputed at the walkers.
     """
 
     def __init__(self, mol, wf, ham, config: ForceConfig = ForceConfig(), backend: str = "numba"):
@@ -153,9 +156,6 @@ class AnalyticDerivatives:
             b = self.basis
             dist = np.linalg.norm(b.sh_center[:, None] - self.coords[None], axis=-1)
             self.sh_atom = np.argmin(dist, axis=1).astype(np.int64)  # (nsh,) atom of each shell
-            self.ao_atom = np.zeros((b.ncart, self.natom))
-            for ish, (l, col) in enumerate(zip(b.sh_l, b.sh_col)):
-                self.ao_atom[col:col + (l + 1) * (l + 2) // 2, self.sh_atom[ish]] = 1.0
             self.cmo = [o.coef_cart for o in self.det.orbitals]  # (ncart, n) per spin
             self.sh_minexp = b.sh_minexp  # (nsh,) smallest exponent of each shell
             sp = b.radial_splines  # radial parts at the ECP quadrature points (as the energy's kernel)
@@ -220,11 +220,7 @@ class AnalyticDerivatives:
         return f
 
     def _aos(self, pos, deriv):
-        """AOs (value, gradient) at pos (npos, 3) Bohr: (4, npos, nao) in this backend's AO set."""
-        if self.backend == "numba":
-            from rung.qmc.orbitals import evaluate_cart
-
-            return evaluate_cart(self.basis, pos, deriv)
+        """PySCF's AOs (value, gradient) at pos (npos, 3) Bohr: (4, npos, nao) (the NumPy path)."""
         return self.mol.eval_gto(self.eval_name + str(deriv), pos)
 
     def _spins(self):

@@ -159,12 +159,16 @@ def test_engine_gradient_equals_pyscf_df_gradient(engine_scf):
 
 
 def test_engine_get_jk_falls_back_to_pyscf(engine_scf):
-    """A density that is not the SCF's closed-shell one goes through PySCF's get_jk; PySCF's own DF
-    objects and open shells keep PySCF's methods."""
+    """A density that is not the SCF's closed-shell one, or a fitted rhok larger than half the memory
+    cap, goes through PySCF's get_jk; PySCF's own DF objects and open shells keep PySCF's methods."""
     g = speed_up(engine_scf.nuc_grad_method())
     dm = np.asarray(engine_scf.make_rdm1()) * 0.9
     ref = engine_scf.nuc_grad_method().get_jk(engine_scf.mol, dm)
     np.testing.assert_array_equal(g.get_jk(engine_scf.mol, dm)[1], ref[1])
+    plain = engine_scf.nuc_grad_method()
+    g.max_memory = plain.max_memory = 0.1  # the fitted rhok would not fit: PySCF's get_jk (bit for bit)
+    dm = engine_scf.make_rdm1()
+    np.testing.assert_array_equal(g.get_jk(engine_scf.mol, dm)[1], plain.get_jk(engine_scf.mol, dm)[1])
     assert "get_jk" not in vars(speed_up(dft.RKS(_mol(), xc="pbe").density_fit().nuc_grad_method()))
     uks = accelerate(dft.UKS(_mol(WATER, spin=1, charge=1), xc="pbe"))
     assert "get_jk" not in vars(speed_up(uks.nuc_grad_method()))

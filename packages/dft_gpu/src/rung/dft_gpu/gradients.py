@@ -151,14 +151,19 @@ def df_rks_get_veff(ks_grad, mol=None, dm=None):
 def df_get_jk(mf_grad, mol=None, dm=None, hermi=0, with_j=True, with_k=True, omega=None):
     """Drop-in for PySCF's density-fitted ``Gradients.get_jk`` (``pyscf.df.grad.rhf``): ``vj, vk``
     (3, nao, nao) tagged with ``aux`` (1, 1, natm, 3) when ``auxbasis_response``; from
-    :func:`engine_jk_gradient` when the SCF ran on the J/K engine and ``dm`` is its closed-shell
-    density, else PySCF's."""
+    :func:`engine_jk_gradient` when the SCF ran on the J/K engine, ``dm`` is its closed-shell density
+    and the fitted ``rhok`` (twice ``8 naux nocc nao`` bytes) fits in half of ``max_memory``, else
+    PySCF's (which keeps ``rhok`` in a temporary file)."""
     from pyscf import lib
     from pyscf.df.grad import rhf as df_rhf_grad
 
     mol = mf_grad.mol if mol is None else mol
     dm = mf_grad.base.make_rdm1() if dm is None else dm
     orbitals = _engine_orbitals(mf_grad.base, mol, dm)
+    if orbitals is not None:
+        naux = mf_grad.base.jk_engine(mol, omega).naux
+        if 2 * 8 * naux * orbitals[0].size / 2**20 > 0.5 * mf_grad.max_memory:
+            orbitals = None
     if orbitals is None:
         return df_rhf_grad.Gradients.get_jk(mf_grad, mol, dm, hermi, with_j, with_k, omega)
     aux = mf_grad.auxbasis_response

@@ -68,17 +68,19 @@ def main(name="adaptive.toml"):
              f"# coverage: visited {CELL_DEG}x{CELL_DEG} degree cells of the Ramachandran plane (of "
              f"{(360 // CELL_DEG) ** 2}), cumulative; adaptive seed {acfg.seed}, md seeds replica_seed(seed, k, r)",
              f"# iteration 0 identical in both (same starts and seeds): {same}",
-             "# iteration  total_steps  total_ps  adaptive_cells  plain_cells  adaptive_phi>0_frac  plain_phi>0_frac"]
+             "# left-handed: fraction of frames with 0 < phi < 120 degrees (C7ax, alpha_L; the extended C5 region "
+             "wraps across phi = +-180 and is not counted)",
+             "# iteration  total_steps  total_ps  adaptive_cells  plain_cells  adaptive_left_frac  plain_left_frac"]
     cov = {"adaptive": [], "plain": []}
     for k in range(K):
         row = []
         for name, data in (("adaptive", ada), ("plain", plain)):
             a = np.concatenate([x for kk in range(k + 1) for x in data[kk]])
             cov[name].append(coverage(a))
-            row.append(np.mean(a[:, 0] > 0))
+            row.append(np.mean((a[:, 0] > 0) & (a[:, 0] < 120)))
         steps = (k + 1) * R * S
         lines.append(f"{k:9d} {steps:12d} {steps * config.dt_fs / 1000:9.2f} {cov['adaptive'][k]:15d} "
-                     f"{cov['plain'][k]:12d} {row[0]:20.3f} {row[1]:17.3f}")
+                     f"{cov['plain'][k]:12d} {row[0]:19.3f} {row[1]:16.3f}")
     (HERE / f"results_{tag}.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(ada, plain, cov, K, R, S, config.dt_fs, tag)

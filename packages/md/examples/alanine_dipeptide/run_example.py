@@ -2,7 +2,7 @@
 
     python run_example.py [adaptive.toml]   # in this folder; rerun to resume
 
-Cost (measured): 2 x 48,000 ANI-1x steps of 22 atoms, about 10 min of one core (6.5 ms a step).
+Cost (measured): 2 x 48,000 ANI-1x steps of 22 atoms, 3.5 ms of CPU a step (about 6 CPU min).
 
 1. ``nnp-md adaptive adaptive.toml --workdir runs/adaptive`` (through the Python API): ``iterations``
    x ``replicas`` runs of ``steps`` steps, restarted from frames chosen on the (phi, psi) features.

@@ -14,7 +14,7 @@ For each method (classical.toml, rpmd.toml, their temperature replaced by temper
 keto-enol step). RPMD is analysed on the centroid. Writes results_<T>K.txt (events per run, events
 per ps with a Poisson error, and the fraction of frames whose shared proton has |delta| < 0.3 A, a
 crossing-region population with better statistics than the events) and events_<T>K.png (cumulative
-O -> O events against time).
+O -> O events against time, each seed and their sum).
 """
 
 import subprocess
@@ -91,12 +91,16 @@ def plot(curves, tag):
 
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     colors = {"classical": "tab:blue", "rpmd": "tab:red"}
-    for (method, seed), (t, oo) in curves.items():
-        ax.step(t, oo, where="post", color=colors[method], label=f"{method} seed {seed}",
-                alpha=0.8)
+    for method in METHODS:
+        runs = [v for (m, _), v in curves.items() if m == method]
+        for t, oo in runs:  # each seed, thin
+            ax.step(t, oo, where="post", color=colors[method], lw=0.6, alpha=0.35)
+        t = runs[0][0]
+        total = np.sum([oo for _, oo in runs], axis=0)  # all seeds, summed at equal times
+        ax.step(t, total, where="post", color=colors[method], lw=2, label=f"{method}: sum of {len(runs)} seeds")
     ax.set_xlabel("time (ps)")
     ax.set_ylabel("cumulative O -> O transfers")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=7)
     ax.set_title(f"malonaldehyde, ANI-1x, {tag}", fontsize=9)
     fig.tight_layout()
     fig.savefig(HERE / f"events_{tag}.png", dpi=80)

@@ -39,7 +39,8 @@ The merge is incremental and batched: it never copies the file to write values. 
    files), the file is copied, the datasets are created or rewritten in the copy (values unchanged) and
    the copy replaces the file atomically (``os.replace``). Datasets are created contiguous, with their
    storage allocated and filled (NaN, -1, "") at creation, strings fixed-length UTF-8 (width a power of
-   two, >= 64 bytes). Every layout step gives every molecule every ``<rung>_*`` dataset that the writer
+   two, >= 64 bytes); the first of each name, shape and type is created, the other molecules' are
+   copies of it (H5Ocopy, attributes included: one HDF5 call per dataset). Every layout step gives every molecule every ``<rung>_*`` dataset that the writer
    declares (``shapes``), its records need or any molecule holds (NaN/-1/"", status pending, where a
    molecule has no value), so a SPICE-style reader finds the same keys in every group; a writer that
    declares ``shapes`` gets them all in the first layout step, so the later merges of a long run never copy.

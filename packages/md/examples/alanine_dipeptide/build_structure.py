@@ -2,12 +2,14 @@
 
 Standard peptide bond lengths and angles, trans peptide bonds, L-alanine, started in the C7eq basin
 (phi, psi = -80, 75 degrees); then BFGS with the ANI-1x ensemble (ASE, fmax 0.01 eV/Angstrom).
-Writes ace_ala_nme.xyz. Run: python build_structure.py (about a minute on one core).
+Writes ace_ala_nme.xyz beside this script. Run: python build_structure.py (about a minute on one core).
 
 Atom order (0-based): 0 C(H3, Ace) 1 C(=O, Ace) 2 O 3 N 4 H(N) 5 CA 6 C(=O) 7 O 8 N(Nme) 9 H(N)
 10 C(H3, Nme) 11-13 H(Nme) 14 HA 15 CB 16-18 HB 19-21 H(Ace).
 phi = C1-N3-CA5-C6, psi = N3-CA5-C6-N8.
 """
+
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -81,4 +83,4 @@ if __name__ == "__main__":
           f"psi = {dihedral(p, 3, 5, 6, 8):.1f} deg, L-Ala: {is_l_alanine(p)}")
     atoms.calc = None
     atoms.info = {"comment": "Ace-Ala-Nme, C7eq, relaxed with ANI-1x (build_structure.py)"}
-    atoms.write("ace_ala_nme.xyz", format="xyz", comment=atoms.info["comment"])
+    atoms.write(Path(__file__).resolve().parent / "ace_ala_nme.xyz", format="xyz", comment=atoms.info["comment"])

@@ -1,6 +1,6 @@
 """Malonaldehyde (C3H4O2) with ANI-1x: the C_s minimum, the C_2v proton-transfer saddle, the barrier.
 
-    python barrier.py          # writes malonaldehyde.xyz (the C_s minimum) and barrier.txt; seconds
+    python barrier.py          # writes malonaldehyde.xyz (the C_s minimum) and barrier.txt here; seconds
 
 Both structures are built here from a planar sketch (Angstrom), not taken from elsewhere. The saddle
 is a minimum within the C_2v subspace: the energy is minimised over mirror-symmetrised positions (the
@@ -11,6 +11,8 @@ minimum: unconstrained BFGS from the sketch with the proton moved to O1.
 Reference: electronic barrier 4.1 kcal/mol, the saddle of the CCSD(T) (near basis-set limit) surface of
 Wang, Braams, Bowman, Carter and Tew, J. Chem. Phys. 128, 224314 (2008).
 """
+
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -96,10 +98,11 @@ def main():
              "J. Chem. Phys. 128, 224314 (2008))",
              f"barrier of each ensemble member: {' '.join(f'{b:.2f}' for b in members)} kcal/mol"]
     print("\n".join(lines))
-    with open("barrier.txt", "w") as fh:
+    here = Path(__file__).resolve().parent
+    with open(here / "barrier.txt", "w") as fh:
         fh.write("\n".join(lines) + "\n")
     mn.calc = None
-    mn.write("malonaldehyde.xyz", format="xyz", comment="malonaldehyde C_s minimum, relaxed with ANI-1x (barrier.py)")
+    mn.write(here / "malonaldehyde.xyz", format="xyz", comment="malonaldehyde C_s minimum, relaxed with ANI-1x (barrier.py)")
 
 
 if __name__ == "__main__":

@@ -148,7 +148,48 @@ def main(sizes=(1, 10, 100, 1000, 10000), nw=100):
               f"{'-' if tp is None else f'{tp / t:.1f}'} | {t / single:.1f} |", flush=True)
 
 
+def full_space(norb: int, seed: int = 0):
+    """(mol, mf, Expansion of every (4 up, 4 down) determinant in the lowest ``norb`` RHF orbitals of
+    water): C(norb, 4)^2 determinants with synthetic coefficients (exp(-2 x excitation level), random
+    sign and magnitude in [0.5, 1], the RHF determinant largest). The cost and memory of the table method
+    depend on the determinants and strings, not on the coefficients' values; a CASCI of this size would
+    not run here."""
+    import itertools
+
+    from pyscf import gto, scf
+
+    from rung.qmc.multideterminant import Expansion
+
+    mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    mf = scf.RHF(mol).run()
+    strings = list(itertools.combinations(range(norb), 4))
+    exc = np.array([sum(o >= 4 for o in s) for s in strings])
+    ns = len(strings)
+    rng = np.random.default_rng(seed)
+    ia, ib = np.divmod(np.arange(ns * ns), ns)
+    coef = np.exp(-2.0 * (exc[ia] + exc[ib])) * rng.uniform(0.5, 1.0, ns * ns) * rng.choice([-1.0, 1.0], ns * ns)
+    coef[0] = 1.0
+    order = np.argsort(-np.abs(coef), kind="stable")
+    # the same tuple object per string: no copy per determinant
+    return mol, mf, Expansion(coef[order], tuple(strings[i] for i in ia[order]), tuple(strings[i] for i in ib[order]),
+                              norb)
+
+
+def largest(norb: int, nw: int = 100):
+    """One line: determinants, CPU-s per sweep of nw walkers and peak RSS (MiB) of this process at
+    ``full_space(norb)`` (run each size in a fresh process: the peak is the process's)."""
+    import resource
+
+    mol, mf, exp = full_space(norb)
+    t = _cpu_per_sweep(_ours(mol, mf, exp, nw, 2), 2, nw, repeats=2)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"| (8e, {norb}o) | {len(exp.coef)} | {t:.3f} | {rss:.0f} |", flush=True)
+
+
 if __name__ == "__main__":
     import sys
 
-    main(tuple(int(x) for x in sys.argv[1:]) or (1, 10, 100, 1000, 10000))
+    if sys.argv[1:2] == ["--largest"]:  # python -m tools.bench.suites.qmc_multidet --largest 23
+        largest(int(sys.argv[2]))
+    else:
+        main(tuple(int(x) for x in sys.argv[1:]) or (1, 10, 100, 1000, 10000))

@@ -39,11 +39,7 @@ import numpy as np
 
 from rung.core import units as U
 
-
-def _info(message: str) -> None:
-    """The default ``log`` of this module's long calls: logging, not print (library code prints only when asked)."""
-    logging.getLogger(__name__).info(message)
-
+_info = logging.getLogger(__name__).info  # the default ``log`` of the long calls: library code prints only when asked
 
 UNITS = {"energy": "hartree", "energy_spread": "hartree", "forces": "hartree/bohr"}
 

@@ -26,11 +26,7 @@ from pathlib import Path
 
 from rung.core.errors import InputError
 
-
-def _info(message: str) -> None:
-    """The default ``log`` of this module's long calls: logging, not print (library code prints only when asked)."""
-    logging.getLogger(__name__).info(message)
-
+_info = logging.getLogger(__name__).info  # the default ``log`` of the long calls: library code prints only when asked
 
 KNOWN = {
     "ani-1x": {"package": "torchani", "version": "2.2.4", "folder": "torchani/resources/ani-1x_8x/",

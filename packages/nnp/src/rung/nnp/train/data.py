@@ -21,11 +21,7 @@ from rung.core import units as U
 from rung.nnp.train.config import Stage, TrainInputError
 from rung.nnp.train.readout import Labels
 
-
-def _info(message: str) -> None:
-    """The default ``log`` of this module's long calls: logging, not print (library code prints only when asked)."""
-    logging.getLogger(__name__).info(message)
-
+_info = logging.getLogger(__name__).info  # the default ``log`` of the long calls: library code prints only when asked
 
 MIN_DISTANCE_ANGSTROM = 0.1  # rung.nnp.ani.ANIPotential's default
 

@@ -41,11 +41,7 @@ from rung.nnp.train.config import TrainConfig, TrainInputError
 from rung.nnp.train.data import Frames, load_frames, split
 from rung.nnp.train.readout import free_columns, parameter_names, refit
 
-
-def _info(message: str) -> None:
-    """The default ``log`` of this module's long calls: logging, not print (library code prints only when asked)."""
-    logging.getLogger(__name__).info(message)
-
+_info = logging.getLogger(__name__).info  # the default ``log`` of the long calls: library code prints only when asked
 
 UNITS = {"energy": "hartree", "energy_per_atom": "hartree", "forces": "hartree/bohr"}
 

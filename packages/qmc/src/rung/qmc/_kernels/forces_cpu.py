@@ -184,24 +184,6 @@ def _radial1(poly, L, G, Lc, r):
 
 
 @numba.njit(cache=True, inline="always")
-def _radial01(poly, L, G, Lc, r):
-    """f(r) and f'(r) of a Jastrow pair function (see :func:`_radial1`)."""
-    y = r / L
-    f0 = 0.0
-    f1 = 0.0
-    if y < 1.0:
-        for m in range(poly.shape[0] - 1, -1, -1):
-            f1 = f1 * y + f0
-            f0 = f0 * y + poly[m]
-        f1 /= L
-    if r < Lc:
-        t = 1.0 - r / Lc
-        f0 -= G * Lc * t * t * t / 3.0
-        f1 += G * t * t
-    return f0, f1
-
-
-@numba.njit(cache=True, inline="always")
 def _spline01(tab, start, nint, inv_h, r):
     """R(r) and R'(r) from the quintic-spline table rows start .. start + nint - 1 (step 1/inv_h, Bohr); 0 beyond
     the table (row start + nint is zero; see :func:`rung.qmc._kernels.cpu.ecp._spline`)."""
@@ -229,7 +211,7 @@ def _legendre01(l, x):
 def _pair_points(px, py, pz, cx, cy, cz, poly, L, G, Lc, f0, f1, d0, d1, d2, rv, yv):
     """A Jastrow pair function between the points (px, py, pz) (nq,) and the centre (cx, cy, cz): f0 = f(r),
     f1 = f'(r) / r, and the displacements d0, d1, d2 = p - centre (all (nq,), written); points innermost and
-    branch-free (the loops vectorise). rv, yv (nq,) scratch. f as in :func:`_radial01`."""
+    branch-free (the loops vectorise). rv, yv (nq,) scratch. f as in :func:`_radial1`."""
     nq = px.shape[0]
     inv_l = 1.0 / L
     inv_lc = 1.0 / Lc

@@ -424,12 +424,7 @@ class AnalyticDerivatives:
             return det, None, np.zeros_like(configs)
         if grad is None:
             return det, jas, jas.gradient_laplacian_all()[0]
-        gdet = np.zeros_like(configs)  # grad ln |D| from the cached orbital gradients: grad J = grad - gdet
-        for s, sl in self._spins():
-            if sl.stop > sl.start:
-                t = (det.mo[s][:4] * det.inverse[s].transpose(0, 2, 1)).sum(-1)  # (4, nw, n): row i . column i
-                gdet[:, sl] = np.moveaxis(t[1:] / t[0], 0, -1)
-        return det, jas, grad - gdet
+        return det, jas, grad - det.gradient_laplacian_all()[0]  # grad ln |D| from the cached orbital data
 
     def derivatives(self, configs, rot=None, wf=None, grad=None, electron_gradient=True):
         """Unwarped derivatives at configs (nw, ne, 3) Bohr; ``rot`` (nw, ne, 3, 3) the ECP quadrature rotations;

@@ -1178,6 +1178,15 @@ def check_foreign(path, rung: str) -> None:
                     raise DatasetError(_foreign(path, name, mine, rung))
 
 
+_PREFIX = r"[A-Za-z][A-Za-z0-9_]*"  # a --property-prefix, before its closing "_"
+
+
+def prefixed(rung: str, suffix: str) -> re.Pattern:
+    """For ``fullmatch``: ``<prefix><rung>_<suffix>`` under any :func:`property_prefix`, none included;
+    group 1 is the prefix (``""`` for none)."""
+    return re.compile(rf"((?:{_PREFIX}_)?){re.escape(rung)}_{re.escape(suffix)}")
+
+
 def property_prefix(prefix: str | None) -> str:
     """A checked ``--property-prefix``: ``""`` (none) or letters, digits and ``_``, starting with a letter,
     ending with ``_`` (added when missing: ``rung`` gives ``rung_``). A rung's datasets are then
@@ -1185,7 +1194,7 @@ def property_prefix(prefix: str | None) -> str:
     prefix = (prefix or "").strip()
     if not prefix:
         return ""
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", prefix):
+    if not re.fullmatch(_PREFIX, prefix):
         raise InputError(f"--property-prefix {prefix!r}: letters, digits and '_' only, starting with a letter")
     return prefix if prefix.endswith("_") else prefix + "_"
 
@@ -1199,7 +1208,7 @@ def check_not_failed(path, molecule: str, index: int, rung: str = "dft") -> None
     """
     with _open(path) as f:
         g = f[molecule] if molecule in f else None
-        own = re.compile(rf"([A-Za-z][A-Za-z0-9_]*_)?{re.escape(rung)}_status")
+        own = prefixed(rung, "status")
         names = [] if g is None else sorted(k for k in g if own.fullmatch(k))
         failed = [k for k in names if int(g[k][index]) == FAILED]
         if not failed:
@@ -1231,7 +1240,7 @@ def summarize(path, rung: str) -> dict:
 __all__ = [
     "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_foreign", "check_geometry",
     "check_length_unit", "check_not_failed", "check_settings",
-    "create_dataset", "MIN_DISTANCE_BOHR", "property_prefix",
+    "create_dataset", "MIN_DISTANCE_BOHR", "prefixed", "property_prefix",
     "read_hdf5", "read_property", "read_structures", "read_xyz", "smiles_charge", "summarize",
     "SCHEMA", "SCHEMA_VERSION", "PENDING", "DONE", "FAILED",
 ]

@@ -784,9 +784,8 @@ def status(path, property_prefix: str = "") -> dict:
     ``property_prefix``: as given to :func:`run`; ``other_prefixes``: the other ``--property-prefix``
     (``""``: none) under which DFT results were written into this file (their ``<prefix>dft_settings``).
     """
-    import re
-
-    from rung.core.dataset import DONE, FAILED, STATUS_NAMES, ResultWriter, _open, property_prefix as checked
+    from rung.core.dataset import DONE, FAILED, STATUS_NAMES, ResultWriter, _open, prefixed
+    from rung.core.dataset import property_prefix as checked
 
     rung = checked(property_prefix) + RUNG
     st = ResultWriter(path, rung, UNITS).status()
@@ -807,7 +806,7 @@ def status(path, property_prefix: str = "") -> dict:
                     times += list(g[f"{rung}_wall_time"][()][s == DONE])
         settings = json.loads(f.attrs.get(f"{rung}_settings", "{}"))
         rejected = json.loads(f.attrs.get(f"{rung}_rejected", "{}"))
-        found = (re.fullmatch(rf"((?:[A-Za-z][A-Za-z0-9_]*_)?){RUNG}_settings", k) for k in f.attrs)
+        found = (prefixed(RUNG, "settings").fullmatch(k) for k in f.attrs)
         others = sorted(m.group(1) for m in found if m and m.group(1) + RUNG != rung)
     for rec in ResultWriter(path, rung, UNITS)._journal_records():  # newer than the file
         reasons[(rec["molecule"], rec["index"])] = rec["error"]

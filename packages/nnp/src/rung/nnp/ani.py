@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rung.core.backend import BACKENDS
 from rung.core.backend import resolve as resolve_backend
 from rung.core.neighbors import neighbor_list
 from rung.core.potential import PotentialResult

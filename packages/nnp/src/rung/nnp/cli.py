@@ -8,6 +8,7 @@ is bad input, and no output file is written for it.
 
 import click
 
+from rung.core.backend import BACKENDS
 from rung.core.cli import Group, property_prefix, trust_units
 
 
@@ -74,7 +75,7 @@ def convert(sources, out, name, radial_cutoff, angular_cutoff):
               help="model name, file or folder; repeat to compare several models side by side (nothing written)")
 @click.option("--member", type=int, default=None, help="one ensemble member (0-based) instead of the ensemble")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="dataset to write (default: the input itself when it is a rung dataset, else <input>.nnp.h5)")
 @trust_units

@@ -301,9 +301,10 @@ def ring_polymer(force_fn: Callable, dt: float, kT: float, P: int, *, thermostat
                             w["dk"][1:])
                 dq += float(np.sum(w["dk"][1:]))
             nm_flow(q0, p0, m, inv_m, half_0)
-        x = q if P == 1 else from_normal_modes(q, C, work=w["F"])
-        if P > 1:
-            p = from_normal_modes(p, C, work=w["F"])
+        if P == 1:
+            x = q
+        else:
+            x, p = from_normal_modes(q, C, work=w["F"]), from_normal_modes(p, C, work=w["F"])
         r = force_fn(x)
         p += (0.5 * dt) * r.forces
         return _with_forces(state, x, p, r, dq)

@@ -208,6 +208,19 @@ def _legendre01(l, x):
 
 
 @numba.njit(cache=True, inline="always")
+def _channel01(t0, t1, t_pow, t_a, t_c, r):
+    """v(r) and v'(r) of an ECP channel v(r) = sum_t c_t r^pow_t exp(-a_t r^2), terms t0 .. t1 - 1."""
+    v = 0.0
+    dv = 0.0
+    for t in range(t0, t1):
+        p = t_pow[t]
+        ex = t_c[t] * np.exp(-t_a[t] * r * r)
+        v += ex * r**p
+        dv += ex * (p * r ** (p - 1) - 2.0 * t_a[t] * r ** (p + 1))
+    return v, dv
+
+
+@numba.njit(cache=True, inline="always")
 def _pair_points(px, py, pz, cx, cy, cz, poly, L, G, Lc, f0, f1, d0, d1, d2, rv, yv):
     """A Jastrow pair function between the points (px, py, pz) (nq,) and the centre (cx, cy, cz): f0 = f(r),
     f1 = f'(r) / r, and the displacements d0, d1, d2 = p - centre (all (nq,), written); points innermost and
@@ -330,13 +343,7 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                 for ch in range(ch_atom.shape[0]):
                     if ch_atom[ch] != ia:
                         continue
-                    v = 0.0
-                    dv = 0.0
-                    for it in range(ch_tstart[ch], ch_tstart[ch + 1]):
-                        pw = t_pow[it]
-                        ex = t_c[it] * np.exp(-t_a[it] * r * r)
-                        v += ex * r**pw
-                        dv += ex * (pw * r ** (pw - 1) - 2.0 * t_a[it] * r ** (pw + 1))
+                    v, dv = _channel01(ch_tstart[ch], ch_tstart[ch + 1], t_pow, t_a, t_c, r)
                     l = ch_l[ch]
                     for k in range(nq):
                         pl, dpl = _legendre01(l, qv[k, 0] * h0 + qv[k, 1] * h1 + qv[k, 2] * h2)
@@ -667,11 +674,7 @@ def electron_terms(configs, gt, coords, charges, spin, with_ge, use_j, ee_poly, 
                 d1 = configs[w, i, 1] - coords[a, 1]
                 d2 = configs[w, i, 2] - coords[a, 2]
                 r = np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
-                dv = 0.0
-                for t in range(loc_tstart[k], loc_tstart[k + 1]):
-                    p = t_pow[t]
-                    dv += t_c[t] * np.exp(-t_a[t] * r * r) * (p * r ** (p - 1) - 2.0 * t_a[t] * r ** (p + 1))
-                dv /= r
+                dv = _channel01(loc_tstart[k], loc_tstart[k + 1], t_pow, t_a, t_c, r)[1] / r
                 de[w, a, 0] -= dv * d0
                 de[w, a, 1] -= dv * d1
                 de[w, a, 2] -= dv * d2

@@ -108,40 +108,22 @@ class ProductWF:
         return {f"{i}.{k}": v for i, c in enumerate(self.components) for k, v in c.pgradient().items()}
 
 
-def slater_jastrow_parts(wf):
-    """(SlaterDeterminant, Jastrow or None) when ``wf`` is exactly D_up D_down [exp(J)] with LCAO orbitals
-    on the numba AO kernel (no cusp correction) and a numba one/two-body Jastrow: the wave functions the
-    fused numba kernels (nonlocal ECP term, drift-diffusion sweep) serve. None for anything else, which
-    takes the generic component-protocol path."""
-    from rung.qmc.determinants import SlaterDeterminant
-    from rung.qmc.jastrow import Jastrow
-
-    if type(wf) is not ProductWF or not 1 <= len(wf.components) <= 2:
-        return None
-    det, *rest = wf.components
-    if type(det) is not SlaterDeterminant or any(o.cusp is not None or o.backend != "numba" for o in det.orbitals):
-        return None
-    if rest and (type(rest[0]) is not Jastrow or rest[0].backend != "numba"):
-        return None
-    return det, (rest[0] if rest else None)
-
-
 def ratio_vector_parts(wf):
     """(determinant part, Jastrow or None) when ``wf`` is a determinant part [x exp(J)] whose ratio for a
     one-electron move is linear in the AOs at the new position (``ratio_vector``): a plain Slater
-    determinant or a table-method multi-Slater expansion (:class:`rung.qmc.multideterminant.
+    determinant D_up D_down or a table-method multi-Slater expansion (:class:`rung.qmc.multideterminant.
     TableMultiSlater`), LCAO orbitals on the numba AO kernel without a cusp correction, times a numba
-    one/two-body Jastrow. The fused nonlocal ECP kernel serves these; None for anything else."""
+    one/two-body Jastrow. The fused numba kernels (nonlocal ECP term, drift-diffusion sweep) serve these;
+    None for anything else, which takes the generic component-protocol path."""
+    from rung.qmc.determinants import SlaterDeterminant
     from rung.qmc.jastrow import Jastrow
     from rung.qmc.multideterminant import TableMultiSlater
 
-    parts = slater_jastrow_parts(wf)
-    if parts is not None:
-        return parts
     if type(wf) is not ProductWF or not 1 <= len(wf.components) <= 2:
         return None
     det, *rest = wf.components
-    if type(det) is not TableMultiSlater or any(o.cusp is not None or o.backend != "numba" for o in det.orbitals):
+    if type(det) not in (SlaterDeterminant, TableMultiSlater) or any(o.cusp is not None or o.backend != "numba"
+                                                                      for o in det.orbitals):
         return None
     if rest and (type(rest[0]) is not Jastrow or rest[0].backend != "numba"):
         return None

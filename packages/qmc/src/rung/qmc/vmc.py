@@ -173,14 +173,15 @@ def sweep(wf, configs, tau, rng, fixed_node=False, fused=True):
 
 
 def _sweep_fused(det, jas, configs, tau, rng, fixed_node):
-    """:func:`sweep` for D_up D_down [exp(J)]: per electron one numba call before and one after the
-    orbital evaluation at the proposed positions (:mod:`rung.qmc._kernels.cpu`, ``sweep_*``)."""
-    from rung.qmc._kernels.cpu import sweep_accept, sweep_propose
+    """:func:`sweep` for D_up D_down or a table-method multi-Slater expansion
+    (:class:`rung.qmc.multideterminant.TableMultiSlater`) [x exp(J)]: per electron one numba call before
+    and one after the orbital evaluation at the proposed positions (:mod:`rung.qmc._kernels.cpu`,
+    ``sweep_*``); the expansion's ratio vector beta takes the place of the inverse's column."""
+    from rung.qmc._kernels.cpu import sweep_accept, sweep_accept_table, sweep_propose
     from rung.qmc.determinants import SlaterDeterminant
     from rung.qmc.jastrow import no_jastrow_arguments
 
-    if type(det) is not SlaterDeterminant:
-        return _sweep_table(det, jas, configs, tau, rng, fixed_node)
+    table = type(det) is not SlaterDeterminant
     nw, ne, _ = configs.shape
     logval = jas.logval if jas is not None else np.zeros(nw)
     acc, r2_acc, r2_prop = 0.0, 0.0, 0.0
@@ -188,12 +189,19 @@ def _sweep_fused(det, jas, configs, tau, rng, fixed_node):
         s, i = det._spin(e)
         jargs = jas.kernel_arguments(e) if jas is not None else no_jastrow_arguments(det.configs, e)
         step = np.sqrt(tau) * rng.normal(size=(nw, 3))
-        new, vbar, j_cur = sweep_propose(np.ascontiguousarray(det.configs[:, e]), det.mo[s][:, :, i],
-                                         det.inverse[s][:, :, i], step, tau, jas is not None, *jargs)
+        col = det.beta(e) if table else det.inverse[s][:, :, i]
+        new, vbar, j_cur = sweep_propose(np.ascontiguousarray(det.configs[:, e]), det.mo[s][:, :, i], col, step, tau,
+                                         jas is not None, *jargs)
         mo_new = det.orbitals[s](new, 2)  # (5, nw, norb)
         u = rng.random(nw)
-        ok, d2 = sweep_accept(i, new, vbar, mo_new, det.inverse[s], det.mo[s], det.sign, det.logdet, det.configs,
-                              configs, u, tau, fixed_node, jas is not None, j_cur, logval, *jargs)
+        if table:
+            ok, d2 = sweep_accept_table(i, new, vbar, mo_new, col, det.configs, configs, u, tau, fixed_node,
+                                        jas is not None, j_cur, logval, *det._accept_arguments(s), *jargs)
+            if ok.any():
+                det.moved()
+        else:
+            ok, d2 = sweep_accept(i, new, vbar, mo_new, det.inverse[s], det.mo[s], det.sign, det.logdet, det.configs,
+                                  configs, u, tau, fixed_node, jas is not None, j_cur, logval, *jargs)
         if jas is not None and ok.any():
             jas._cache = {}
         acc += ok.mean()
@@ -250,33 +258,3 @@ def vmc(wf, ham, configs, config: VMCConfig = VMCConfig(), *, rng=None, progress
     return QMCResult("vmc", r.mean, r.error, comps, float(var.mean()), acc / ntot, config.nwalkers, ntot,
                      config.tau, series["total"], configs, extra={"plateau": float(r.plateau)}, **fkw)
 
-
-def _sweep_table(md, jas, configs, tau, rng, fixed_node):
-    """:func:`_sweep_fused` for a table-method multi-Slater expansion [x exp(J)]
-    (:class:`rung.qmc.multideterminant.TableMultiSlater`): the electron's ratio vector beta in place of
-    the inverse's column, :func:`rung.qmc._kernels.cpu.sweep_accept_table` for the test and the updates."""
-    from rung.qmc._kernels.cpu import sweep_accept_table, sweep_propose
-    from rung.qmc.jastrow import no_jastrow_arguments
-
-    nw, ne, _ = configs.shape
-    logval = jas.logval if jas is not None else np.zeros(nw)
-    acc, r2_acc, r2_prop = 0.0, 0.0, 0.0
-    for e in range(ne):
-        s, i = md._spin(e)
-        jargs = jas.kernel_arguments(e) if jas is not None else no_jastrow_arguments(md.configs, e)
-        step = np.sqrt(tau) * rng.normal(size=(nw, 3))
-        beta = md.beta(e)
-        new, vbar, j_cur = sweep_propose(np.ascontiguousarray(md.configs[:, e]), md.mo[s][:, :, i], beta, step, tau,
-                                         jas is not None, *jargs)
-        mo_new = md.orbitals[s](new, 2)  # (5, nw, m)
-        u = rng.random(nw)
-        ok, d2 = sweep_accept_table(i, new, vbar, mo_new, beta, md.configs, configs, u, tau, fixed_node,
-                                    jas is not None, j_cur, logval, *md._accept_arguments(s), *jargs)
-        if ok.any():
-            md.moved()
-            if jas is not None:
-                jas._cache = {}
-        acc += ok.mean()
-        r2_prop += d2.sum()
-        r2_acc += (d2 * ok).sum()
-    return acc / ne, (r2_acc / r2_prop if r2_prop > 0 else 0.0)

@@ -15,6 +15,7 @@ import numpy as np
 from ase import Atoms
 from ase.optimize import BFGS
 
+from rung.md.adaptive import dihedral
 from rung.nnp import NNPCalculator
 
 
@@ -27,13 +28,6 @@ def place(a, b, c, bond, angle, torsion):
     m = np.cross(n, bc)
     d = np.array([-bond * np.cos(angle), bond * np.sin(angle) * np.cos(torsion), bond * np.sin(angle) * np.sin(torsion)])
     return c + d[0] * bc + d[1] * m + d[2] * n
-
-
-def dihedral(p, i, j, k, m):
-    b0, b1, b2 = p[i] - p[j], p[k] - p[j], p[m] - p[k]
-    b1 = b1 / np.linalg.norm(b1)
-    v, w = b0 - b0 @ b1 * b1, b2 - b2 @ b1 * b1
-    return np.degrees(np.arctan2(np.cross(b1, v) @ w, v @ w))
 
 
 def build(phi=-80.0, psi=75.0, cb_offset=120.0):
@@ -79,8 +73,8 @@ if __name__ == "__main__":
     atoms.calc = NNPCalculator("ani-1x", dtype="float64")
     BFGS(atoms, logfile=None).run(fmax=0.01, steps=500)
     p = atoms.positions
-    print(f"E = {atoms.get_potential_energy():.4f} eV, phi = {dihedral(p, 1, 3, 5, 6):.1f}, "
-          f"psi = {dihedral(p, 3, 5, 6, 8):.1f} deg, L-Ala: {is_l_alanine(p)}")
+    phi, psi = (np.degrees(dihedral(*(p[i] for i in t))) for t in ((1, 3, 5, 6), (3, 5, 6, 8)))
+    print(f"E = {atoms.get_potential_energy():.4f} eV, phi = {phi:.1f}, psi = {psi:.1f} deg, L-Ala: {is_l_alanine(p)}")
     atoms.calc = None
     atoms.info = {"comment": "Ace-Ala-Nme, C7eq, relaxed with ANI-1x (build_structure.py)"}
     atoms.write(Path(__file__).resolve().parent / "ace_ala_nme.xyz", format="xyz", comment=atoms.info["comment"])

@@ -166,21 +166,30 @@ def _det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps
 
 
 @numba.njit(cache=True, inline="always")
-def _radial1(poly, L, G, Lc, r):
-    """f'(r) of a Jastrow pair function: the cutoff polynomial sum_m poly[m] (r/L)^m (0 beyond L) plus
-    the cusp term -G Lc (1 - r/Lc)^3 / 3 (0 beyond Lc)."""
+def _radial0123(poly, L, G, Lc, r):
+    """f, f', f'', f''' at r > 0 of a Jastrow pair function: the cutoff polynomial sum_m poly[m] (r/L)^m (0 beyond
+    L) plus the cusp term -G Lc (1 - r/Lc)^3 / 3 (0 beyond Lc)."""
     y = r / L
-    f1 = 0.0
+    v = 0.0
+    d1 = 0.0
+    d2 = 0.0
+    d3 = 0.0
     if y < 1.0:
-        v = 0.0
         for m in range(poly.shape[0] - 1, -1, -1):
-            f1 = f1 * y + v
+            d3 = d3 * y + 3.0 * d2
+            d2 = d2 * y + 2.0 * d1
+            d1 = d1 * y + v
             v = v * y + poly[m]
-        f1 /= L
+        d1 /= L
+        d2 /= L * L
+        d3 /= L * L * L
     if r < Lc:
         t = 1.0 - r / Lc
-        f1 += G * t * t
-    return f1
+        v -= G * Lc * t * t * t / 3.0
+        d1 += G * t * t
+        d2 -= 2.0 * G * t / Lc
+        d3 += 2.0 * G / (Lc * Lc)
+    return v, d1, d2, d3
 
 
 @numba.njit(cache=True, inline="always")
@@ -224,7 +233,7 @@ def _channel01(t0, t1, t_pow, t_a, t_c, r):
 def _pair_points(px, py, pz, cx, cy, cz, poly, L, G, Lc, f0, f1, d0, d1, d2, rv, yv):
     """A Jastrow pair function between the points (px, py, pz) (nq,) and the centre (cx, cy, cz): f0 = f(r),
     f1 = f'(r) / r, and the displacements d0, d1, d2 = p - centre (all (nq,), written); points innermost and
-    branch-free (the loops vectorise). rv, yv (nq,) scratch. f as in :func:`_radial1`."""
+    branch-free (the loops vectorise). rv, yv (nq,) scratch. f as in :func:`_radial0123`."""
     nq = px.shape[0]
     inv_l = 1.0 / L
     inv_lc = 1.0 / Lc
@@ -282,7 +291,7 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
     configs : (nw, ne, 3) Bohr; jg : (nw, ne, 3) grad J; coords : (natom, 3) Bohr; spin : (ne,) int64
     with_ge : bool — whether grad E_L is wanted (the space warp); without it ``ge`` is not touched
     use_j, ee_poly (2, ndeg), ee_g (2,), L_ee, L_eec, en_poly (natom, ndeg), en_g (natom,), L_en, L_enc:
-        the Jastrow pair functions (cutoff polynomials in r/L and cusp slopes, see :func:`_radial1`)
+        the Jastrow pair functions (cutoff polynomials in r/L and cusp slopes, see :func:`_radial0123`)
     de : (nw, natom, 3), ge : (nw, ne, 3) — d E_L / dR and grad E_L, added to in place
     vm_ao : (nw, n, ncart) — sum over points of the projector times the Jastrow ratio times the AO values,
         added to in place (the caller turns it into V_NL phi with the orbital coefficients)
@@ -576,7 +585,7 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                     for I in range(natom):
                         e0, e1, e2 = x0 - coords[I, 0], x1 - coords[I, 1], x2 - coords[I, 2]
                         rp = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
-                        f = tsum * _radial1(en_poly[I], L_en, en_g[I], L_enc, rp) / rp
+                        f = tsum * _radial0123(en_poly[I], L_en, en_g[I], L_enc, rp)[1] / rp
                         de[wi, I, 0] += f * e0
                         de[wi, I, 1] += f * e1
                         de[wi, I, 2] += f * e2
@@ -587,36 +596,10 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                             e0, e1, e2 = x0 - configs[wi, j, 0], x1 - configs[wi, j, 1], x2 - configs[wi, j, 2]
                             rp = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
                             s = 0 if spin[j] == spin[gi] else 1
-                            f = tsum * _radial1(ee_poly[s], L_ee, ee_g[s], L_eec, rp) / rp
+                            f = tsum * _radial0123(ee_poly[s], L_ee, ee_g[s], L_eec, rp)[1] / rp
                             ge[wi, j, 0] += f * e0
                             ge[wi, j, 1] += f * e1
                             ge[wi, j, 2] += f * e2
-
-
-@numba.njit(cache=True, inline="always")
-def _radial0123(poly, L, G, Lc, r):
-    """f, f', f'', f''' of a Jastrow pair function (see :func:`_radial1`) at r > 0."""
-    y = r / L
-    v = 0.0
-    d1 = 0.0
-    d2 = 0.0
-    d3 = 0.0
-    if y < 1.0:
-        for m in range(poly.shape[0] - 1, -1, -1):
-            d3 = d3 * y + 3.0 * d2
-            d2 = d2 * y + 2.0 * d1
-            d1 = d1 * y + v
-            v = v * y + poly[m]
-        d1 /= L
-        d2 /= L * L
-        d3 /= L * L * L
-    if r < Lc:
-        t = 1.0 - r / Lc
-        v -= G * Lc * t * t * t / 3.0
-        d1 += G * t * t
-        d2 -= 2.0 * G * t / Lc
-        d3 += 2.0 * G / (Lc * Lc)
-    return v, d1, d2, d3
 
 
 @numba.njit(cache=True)

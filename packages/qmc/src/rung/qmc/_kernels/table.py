@@ -283,12 +283,17 @@ def ratio_vectors(a, t, adj, y, q, deg, holes, parts, ref):
 
 
 @numba.njit(cache=True)
-def _accept_walker(w, i, d, inv, t, ref, deg, holes, parts, sign, det, adj, x, b, va, wv, a):
-    """Walker w's electron (row i) moved to orbital values d (m,): Sherman-Morrison of A0^-1 (nw, n, n)
-    and of T (nw, n, m) in place (T += a w^T / rho, w = d - T^T d[ref]), then the string minors of walker
-    w (det (nw, ns), adj (nw, ns, kmax, kmax)). x, b, va, wv, a: scratch. Returns rho, the reference
-    determinant's ratio."""
+def _accepted_walker(w, i, v5, mo, inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va, wv, a):
+    """The updates of walker w's accepted move that need no other walker (:func:`accept`): its electron
+    (row i) moved to orbital rows v5[:, w] (5, m), cached in mo; Sherman-Morrison of A0^-1 (nw, n, n) and
+    of T (nw, n, m) in place (T += a w^T / rho, w = d - T^T d[ref], d = v5[0, w]), the string minors of
+    walker w (det (nw, ns), adj (nw, ns, kmax, kmax)) and the reference determinant's sign0, logdet0 (nw,)
+    by its ratio rho. x, b, va, wv, a: scratch."""
     n, m = inv.shape[1], t.shape[2]
+    d = v5[0, w]
+    for c in range(5):
+        for col in range(m):
+            mo[c, w, i, col] = v5[c, w, col]
     rho = 0.0
     for j in range(n):
         a[j] = inv[w, j, i]
@@ -311,13 +316,6 @@ def _accept_walker(w, i, d, inv, t, ref, deg, holes, parts, sign, det, adj, x, b
         for l in range(n):
             inv[w, j, l] -= f * va[l]
     _walker_minors(t[w], deg, holes, parts, sign, det[w], adj[w], x, b)
-    return rho
-
-
-@numba.njit(cache=True)
-def _accepted_walker(w, i, d, inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va, wv, a):
-    """The updates of walker w's accepted move that need no other walker (:func:`accept`)."""
-    rho = _accept_walker(w, i, d, inv, t, ref, deg, holes, parts, sign, det, adj, x, b, va, wv, a)
     if rho < 0:
         sign0[w] = -sign0[w]
     logdet0[w] += np.log(np.abs(rho))
@@ -377,9 +375,6 @@ def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, y_other, q
     for w in range(nw):
         if not mask[w]:
             continue
-        for c in range(5):
-            for col in range(m):
-                mo[c, w, i, col] = v5[c, w, col]
-        _accepted_walker(w, i, v5[0, w], inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va,
-                         wv, a)
+        _accepted_walker(w, i, v5, mo, inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va, wv,
+                         a)
     _contract_accepted(mask, det, y_same, y_other, q, indptr, indices, data)

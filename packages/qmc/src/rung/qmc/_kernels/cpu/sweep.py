@@ -221,11 +221,8 @@ def sweep_accept_table(i, new, vbar_old, mo_new, beta, det_configs, configs, u, 
         if not acc:
             continue
         ok[w] = True
-        for c in range(5):
-            for col in range(m):
-                mo[c, w, i, col] = mo_new[c, w, col]
-        _accepted_walker(w, i, mo_new[0, w], inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b,
-                         va, wv, a)
+        _accepted_walker(w, i, mo_new, mo, inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va,
+                         wv, a)
         _move(w, e, new, det_configs, configs, configs_j, use_j, j_logval, delta)
     _contract_accepted(ok, det, y_same, y_other, q, indptr, indices, data)
     return ok, d2

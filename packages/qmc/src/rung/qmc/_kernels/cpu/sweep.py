@@ -109,13 +109,9 @@ def sweep_propose(x, mo_i, inv_i, step, tau, use_j, configs_j, e, same, ee_poly,
     nw = x.shape[0]
     new = np.empty((nw, 3))
     vbar = np.empty((nw, 3))
-    j_cur = np.zeros(nw)
-    jg = np.zeros((nw, 1, 3))
-    if use_j:
-        jv, jg, _ = jastrow_electron(x.reshape(nw, 1, 3), configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
-                                     atoms, L_ee, L_en, L_eecusp, L_encusp, 1)
-        for w in range(nw):
-            j_cur[w] = jv[w, 0]
+    jv, jg = _jastrow_at(x, use_j, configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
+                         L_eecusp, L_encusp)
+    j_cur = jv[:, 0].copy()
     for w in range(nw):
         t0, t1, t2, t3 = _orbital_dot(mo_i, inv_i, w)
         gx = t1 / t0 + jg[w, 0, 0]
@@ -128,6 +124,20 @@ def sweep_propose(x, mo_i, inv_i, step, tau, use_j, configs_j, e, same, ee_poly,
         for c in range(3):
             new[w, c] = x[w, c] + tau * vbar[w, c] + step[w, c]
     return new, vbar, j_cur
+
+
+@numba.njit(cache=True)
+def _jastrow_at(new, use_j, configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp,
+                L_encusp):
+    """J_e (nw, 1) and grad_e J (nw, 1, 3) with electron e at the proposed positions new (nw, 3) Bohr;
+    zeros without a Jastrow (use_j False)."""
+    nw = new.shape[0]
+    jv = np.zeros((nw, 1))
+    jg = np.zeros((nw, 1, 3))
+    if use_j:
+        jv, jg, _ = jastrow_electron(new.reshape(nw, 1, 3), configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
+                                     atoms, L_ee, L_en, L_eecusp, L_encusp, 1)
+    return jv, jg
 
 
 @numba.njit(cache=True)
@@ -155,11 +165,8 @@ def sweep_accept(i, new, vbar_old, mo_new, inv, mo_cache, sign, logdet, det_conf
     n = inv.shape[2]
     ok = np.zeros(nw, np.bool_)
     d2 = np.empty(nw)
-    jv = np.zeros((nw, 1))
-    jg = np.zeros((nw, 1, 3))
-    if use_j:
-        jv, jg, _ = jastrow_electron(new.reshape(nw, 1, 3), configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
-                                     atoms, L_ee, L_en, L_eecusp, L_encusp, 1)
+    jv, jg = _jastrow_at(new, use_j, configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
+                         L_eecusp, L_encusp)
     vA = np.empty(n)
     col = np.empty(norb)
     inv_i = inv[:, :, i]
@@ -210,11 +217,8 @@ def sweep_accept_table(i, new, vbar_old, mo_new, beta, det_configs, configs, u, 
     va, wv, a = np.empty(n), np.empty(m), np.empty(n)
     ok = np.zeros(nw, np.bool_)
     d2 = np.empty(nw)
-    jv = np.zeros((nw, 1))
-    jg = np.zeros((nw, 1, 3))
-    if use_j:
-        jv, jg, _ = jastrow_electron(new.reshape(nw, 1, 3), configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp,
-                                     atoms, L_ee, L_en, L_eecusp, L_encusp, 1)
+    jv, jg = _jastrow_at(new, use_j, configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en,
+                         L_eecusp, L_encusp)
     for w in range(nw):
         acc, delta, d2[w] = _decide(w, new, vbar_old, mo_new, beta, det_configs[w, e], u, tau, fixed_node, use_j,
                                     j_cur, jv, jg)

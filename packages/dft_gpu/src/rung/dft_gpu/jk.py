@@ -92,10 +92,6 @@ MAX_BLOCK = 256
 _MB = 1024**2
 
 
-def _select_backend(backend: str) -> str:
-    return resolve(backend, supported=BACKENDS[1:])
-
-
 def _kernels(backend: str):
     if backend == "numba":
         from rung.dft_gpu._kernels import cpu
@@ -160,7 +156,7 @@ class JKEngine:
             raise ValueError("mol must be a built pyscf.gto.Mole with at least one atom")
         if getattr(mol, "cart", False):
             raise ValueError("Cartesian basis functions (mol.cart=True) are not supported; use spherical")
-        self.backend = _select_backend(backend)
+        self.backend = resolve(backend)
         self.auxbasis = resolve_auxbasis(mol, auxbasis)
         self.omega = None if omega is None or float(omega) == 0.0 else float(omega)
         self.nao = mol.nao_nr()
@@ -589,7 +585,7 @@ def accelerate(mf, auxbasis=None, backend: str = "auto", max_memory_mb: float | 
     if isinstance(mf, scf.hf.RHF) and not isinstance(mf, scf.rohf.ROHF) and (mol.nelectron % 2 or mol.spin):
         raise ValueError(f"{type(mf).__name__} needs a closed-shell molecule, but this one has {mol.nelectron} "
                          f"electrons and spin {mol.spin}; use UHF/UKS")
-    _select_backend(backend)
+    resolve(backend)
     if auxbasis is None and isinstance(mf, _DFHF) and mf.with_df is not None:
         auxbasis = getattr(mf.with_df, "auxbasis", None)
     auxbasis = resolve_auxbasis(mol, auxbasis)

@@ -144,15 +144,20 @@ def _random_expansion(nelec, norb, ndet, rng):
     return Expansion(coef, tuple(d[0] for d in order), tuple(d[1] for d in order), norb)
 
 
-def test_table_method_equals_per_determinant():
+@pytest.fixture(scope="module")
+def water():
+    """(mol, RHF, AtomicBasis) of ccECP water, shared by the table-method tests (one SCF)."""
+    mol = gto.M(atom="O 0 0 0; H 0 1.4 1.1; H 0 -1.4 1.1", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    return mol, scf.RHF(mol).run(), AtomicBasis.from_mol(mol)
+
+
+def test_table_method_equals_per_determinant(water):
     """The table method against one determinant and inverse per determinant (an independent evaluation):
     values, ratios (one point and ECP-style point batches with a walker mask), gradients, Laplacians,
     accepted moves, resampling. ccECP water, 60 determinants with singles to quadruples."""
-    mol = gto.M(atom="O 0 0 0; H 0 1.4 1.1; H 0 -1.4 1.1", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
-    mf = scf.RHF(mol).run()
+    mol, mf, basis = water
     rng = np.random.default_rng(1)
     exp = _random_expansion(mol.nelec, 12, 60, rng)
-    basis = AtomicBasis.from_mol(mol)
     table = build_multislater(basis, mf.mo_coeff, exp, mol.nelec)
     ref = build_multislater(basis, mf.mo_coeff, exp, mol.nelec, method="per-determinant")
     nw, ne = 5, sum(mol.nelec)
@@ -198,16 +203,14 @@ def test_table_method_equals_per_determinant():
 
 
 
-def test_table_method_one_determinant_is_the_slater_determinant():
+def test_table_method_one_determinant_is_the_slater_determinant(water):
     """N_det = 1: the table component reproduces the single-determinant code."""
     from rung.qmc.determinants import SlaterDeterminant
     from rung.qmc.multideterminant import Expansion
     from rung.qmc.orbitals import MolecularOrbitals
 
-    mol = gto.M(atom="O 0 0 0; H 0 1.4 1.1; H 0 -1.4 1.1", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
-    mf = scf.RHF(mol).run()
+    mol, mf, basis = water
     nup, ndn = mol.nelec
-    basis = AtomicBasis.from_mol(mol)
     table = build_multislater(basis, mf.mo_coeff, Expansion(np.array([0.7]), (tuple(range(nup)),),
                                                            (tuple(range(ndn)),), 10), mol.nelec)
     occ = mf.mo_coeff[:, :nup]
@@ -286,16 +289,14 @@ def test_ratio_vector_kernel_matches_reference_and_bordered_determinants():
     np.testing.assert_allclose(np.einsum("wgrm,wgm->wgr", d, beta), expect, rtol=1e-10, atol=1e-12)
 
 
-def test_accept_kernel_matches_numpy_table_updates():
+def test_accept_kernel_matches_numpy_table_updates(water):
     """The numba accept kernel (Sherman-Morrison of A0^-1 and T, minors, contraction) against the NumPy
     backend's updates, state array by state array, over moves of every electron."""
     from rung.qmc.multideterminant import TableMultiSlater
 
-    mol = gto.M(atom="O 0 0 0; H 0 1.4 1.1; H 0 -1.4 1.1", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
-    mf = scf.RHF(mol).run()
+    mol, mf, basis = water
     rng = np.random.default_rng(3)
     exp = _random_expansion(mol.nelec, 12, 40, rng)
-    basis = AtomicBasis.from_mol(mol)
     fast = TableMultiSlater(basis, mf.mo_coeff, exp, mol.nelec)
     slow = TableMultiSlater(basis, mf.mo_coeff, exp, mol.nelec, backend="numpy")
     nw, ne = 6, sum(mol.nelec)
@@ -319,17 +320,15 @@ def test_accept_kernel_matches_numpy_table_updates():
     np.testing.assert_array_equal(fast.configs, slow.configs)
 
 
-def test_fused_nonlocal_ecp_of_table_method_equals_per_determinant():
+def test_fused_nonlocal_ecp_of_table_method_equals_per_determinant(water):
     """The fused nonlocal ECP kernel with the table method's AO ratio vector against the generic path
     (``testvalue`` at every quadrature point) of the per-determinant expansion, times a Jastrow, same
     random rotations; ccECP water, 60 determinants."""
     from rung.qmc import ecp as ecp_mod
 
-    mol = gto.M(atom="O 0 0 0; H 0 1.4 1.1; H 0 -1.4 1.1", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
-    mf = scf.RHF(mol).run()
+    mol, mf, basis = water
     rng = np.random.default_rng(4)
     exp = _random_expansion(mol.nelec, 12, 60, rng)
-    basis = AtomicBasis.from_mol(mol)
     wfs = []
     for method in ("table", "per-determinant"):
         jas = Jastrow(mol.atom_coords(), [0, 1, 1], [0.0, 0.0, 0.0], mol.nelec)
@@ -354,7 +353,7 @@ def test_fused_nonlocal_ecp_of_table_method_equals_per_determinant():
 
 
 @pytest.mark.parametrize("jastrow,fixed_node", [(True, False), (False, True)])
-def test_fused_table_sweep_equals_generic_sweep(jastrow, fixed_node):
+def test_fused_table_sweep_equals_generic_sweep(jastrow, fixed_node, water):
     """The fused drift-diffusion sweep of the table method (sweep_propose + sweep_accept_table) against
     the generic component-protocol sweep (its oracle): from the same walkers and random numbers the same
     accepted moves, walkers, psi and derivatives, three sweeps (both resynchronised to the fused walkers
@@ -362,11 +361,10 @@ def test_fused_table_sweep_equals_generic_sweep(jastrow, fixed_node):
     from rung.qmc.vmc import sweep
     from rung.qmc.wavefunction import ratio_vector_parts
 
-    mol = gto.M(atom="O 0 0 0; H 0 1.4 1.1; H 0 -1.4 1.1", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
-    mo = scf.RHF(mol).run().mo_coeff
+    mol, mf, basis = water
+    mo = mf.mo_coeff
     mo = mo * np.sign(mo[np.abs(mo).argmax(0), np.arange(mo.shape[1])])  # fixed signs: the same psi every run
     exp = _random_expansion(mol.nelec, 12, 60, np.random.default_rng(6))
-    basis = AtomicBasis.from_mol(mol)
     wfs = []
     for _ in range(2):
         comps = [build_multislater(basis, mo, exp, mol.nelec)]

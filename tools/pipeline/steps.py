@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -164,7 +163,7 @@ def select(cfg: PipelineConfig, dataset: Path, model: str | None = None, n_holdo
     """Mark conformations for the QMC rung: ``pipeline_role`` 1 (train) / 2 (hold-out) per molecule,
     chosen once among the conformations the DFT rung did not reject and stored in the dataset; a rerun
     reads it back (and refuses other selection settings)."""
-    from rung.core.dataset import read_hdf5
+    from rung.core.dataset import _atomic_update, read_hdf5
 
     sel = cfg.select
     model = model or cfg.refit.model
@@ -215,14 +214,11 @@ def select(cfg: PipelineConfig, dataset: Path, model: str | None = None, n_holdo
                                for i in range(m.n_conf)], dtype=np.int8) for m in mols}
     # written into a copy that replaces the file: a kill leaves every role or none (a partial selection
     # would be read back as the whole one) and never an HDF5 file torn by a write in place
-    tmp = dataset.with_name(dataset.name + ".select.tmp")
-    shutil.copyfile(dataset, tmp)
-    with h5py.File(tmp, "a") as f:
+    def write(f):
         for name, r in roles.items():
             f[name].create_dataset("pipeline_role", data=r).attrs.update(units="dimensionless", **attrs)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dataset)
+
+    _atomic_update(dataset, write)
     return roles
 
 
@@ -312,8 +308,6 @@ def sci_subset(dataset: Path, roles: dict, cfg: PipelineConfig, path: Path) -> P
     """The first ``[sci] conformations`` training conformations of the molecules with at most
     ``max_atoms`` atoms, as their own rung dataset (made once: a rerun keeps it and its ``sci_*``
     values, and refuses it if it holds other conformations); None if there is none."""
-    import os
-
     from rung.core.dataset import Molecule, create_dataset, read_hdf5
 
     picked, left = [], cfg.sci.conformations
@@ -370,7 +364,6 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
     multideterminant DMC for each (``<out>/sci/<molecule>.<index>.dmc.json``, written whole with its
     settings; one made with other settings is redone)."""
     import json
-    import os
     from dataclasses import replace
 
     from rung.core.dataset import DONE

@@ -324,12 +324,7 @@ def sci_subset(dataset: Path, roles: dict, cfg: PipelineConfig, path: Path) -> P
             raise ConfigError(f"{path} holds other conformations than [sci] picks now (another [sci] or "
                               "selection); remove it (and sci/) or use another --out")
         return path
-    if not picked:
-        return None
-    tmp = path.with_suffix(".tmp.h5")
-    create_dataset(tmp, picked, overwrite=True)
-    os.replace(tmp, path)  # whole or absent
-    return path
+    return create_dataset(path, picked) if picked else None  # atomic: whole or absent
 
 
 def sci_qmc_task(wavefunction: str, settings, determinants: int) -> dict:

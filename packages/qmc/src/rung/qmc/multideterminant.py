@@ -359,16 +359,13 @@ class TableMultiSlater:
         orb = self.orbitals[s]
         return orb.basis, np.ascontiguousarray(self.beta(e) @ orb.coef_cart.T)
 
-    def _replaced(self, s, a, d, sel=slice(None)):
-        """D_S' / D_0 with one row replaced, for the walkers ``sel``: a (nw, G, n) columns of A0^-1 (one
-        per group), d (nw, G, R, m) the replacement rows -> (nw, G, R, ns) (the reference gets rho)."""
-        ref = self.ref[s]
-        t = self.T[s][sel]
-        dref = d[..., ref]
+    def _replaced(self, s, a, d):
+        """D_S' / D_0 with one row replaced: a (nw, G, n) columns of A0^-1 (one per group), d (nw, G, R, m)
+        the replacement rows -> (nw, G, R, ns) (the reference gets rho)."""
+        dref = d[..., self.ref[s]]
         rho = np.einsum("wgrj,wgj->wgr", dref, a)
-        w = d - np.einsum("wjm,wgrj->wgrm", t, dref)
-        return self._replaced_kernel(self.R[s][sel], self.adj[s][sel], np.ascontiguousarray(a), w, rho,
-                                     *self.tables[s][:3])
+        w = d - np.einsum("wjm,wgrj->wgrm", self.T[s], dref)
+        return self._replaced_kernel(self.R[s], self.adj[s], np.ascontiguousarray(a), w, rho, *self.tables[s][:3])
 
     def _contract(self, s):
         """The other spin contracted with the coefficients: (nw, ns_s)."""

@@ -4,8 +4,8 @@ On a terminal a tqdm bar (rate, ETA, a short status after it); otherwise, or wit
 line every ``every`` of the work (10 % by default) and at the end, written to ``stream`` when one is
 given and to ``logging`` (logger ``log``, level INFO) when not, so library code prints nothing unless a
 caller asks. Under MPI (``rank``, ``size``) only rank 0 draws a bar; plain lines of several ranks say
-which rank they come from. A resumed job passes ``start`` (the work already done before this process):
-the rate and ETA count only this process's work.
+which rank they come from. A resumed job counts only the work left to this process (rate and ETA are
+this process's).
 
     with Progress(len(tasks), "dft-gpu run", unit="conf") as bar:
         for k, task in enumerate(tasks, 1):
@@ -42,21 +42,19 @@ class Progress:
     stream : text stream for the plain lines (default: ``logging``); a terminal stream gets the bar
     log : logging.Logger or its name, for the plain lines without a stream
     rank, size : int, this process's MPI rank and the number of ranks
-    start : int, units already done before this process (a resumed job)
     every : float, fraction of ``total`` between plain lines
     """
 
     def __init__(self, total: int, desc: str, *, unit: str = "it", enabled: bool = True, stream=None,
-                 log: logging.Logger | str = "rung", rank: int = 0, size: int = 1, start: int = 0,
-                 every: float = 0.1):
+                 log: logging.Logger | str = "rung", rank: int = 0, size: int = 1, every: float = 0.1):
         self.total, self.desc, self.unit = int(total), desc, unit
         self.enabled = bool(enabled) and self.total > 0
-        self.stream, self.rank, self.size, self.start = stream, int(rank), int(size), int(start)
+        self.stream, self.rank, self.size = stream, int(rank), int(size)
         self.log = logging.getLogger(log) if isinstance(log, str) else log
         self.every = float(every)
         self.t0 = time.perf_counter()
-        self.done = self.start
-        self._next = self.start / self.total + self.every if self.total else 1.0
+        self.done = 0
+        self._next = self.every
         self.bar = None
         tty = self.stream if self.stream is not None else sys.stderr
         if self.enabled and self.rank == 0 and hasattr(tty, "isatty") and tty.isatty():
@@ -65,13 +63,13 @@ class Progress:
             except ImportError:  # plain lines then
                 tqdm = None
             if tqdm is not None:
-                self.bar = tqdm(total=self.total, initial=self.start, desc=desc, unit=unit, file=tty,
+                self.bar = tqdm(total=self.total, desc=desc, unit=unit, file=tty,
                                 dynamic_ncols=True)
 
     def rate(self) -> float:
-        """Units per second of this process (work since ``start``)."""
+        """Units per second so far."""
         el = time.perf_counter() - self.t0
-        return (self.done - self.start) / el if el > 0 else 0.0
+        return self.done / el if el > 0 else 0.0
 
     def eta(self) -> float:
         """Seconds left at the current rate (inf before any work)."""

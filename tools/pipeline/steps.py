@@ -163,7 +163,7 @@ def select(cfg: PipelineConfig, dataset: Path, model: str | None = None, n_holdo
     """Mark conformations for the QMC rung: ``pipeline_role`` 1 (train) / 2 (hold-out) per molecule,
     chosen once among the conformations the DFT rung did not reject and stored in the dataset; a rerun
     reads it back (and refuses other selection settings)."""
-    from rung.core.dataset import _atomic_update, read_hdf5
+    from rung.core.dataset import atomic_update, read_hdf5
 
     sel = cfg.select
     model = model or cfg.refit.model
@@ -218,7 +218,7 @@ def select(cfg: PipelineConfig, dataset: Path, model: str | None = None, n_holdo
         for name, r in roles.items():
             f[name].create_dataset("pipeline_role", data=r).attrs.update(units="dimensionless", **attrs)
 
-    _atomic_update(dataset, write)
+    atomic_update(dataset, write)
     return roles
 
 

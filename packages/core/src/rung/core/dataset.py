@@ -497,8 +497,21 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _atomic_update(path: Path, update) -> None:
-    """Apply ``update(h5file)`` to a copy of ``path`` (or a new file) and move it into place atomically."""
+def atomic_update(path, update) -> None:
+    """Apply ``update`` to a copy of an HDF5 file (or to a new one) and move it into place atomically.
+
+    The copy ``<path>.tmp`` is opened in append mode, handed to ``update``, closed and fsync'd, then
+    renamed over ``path`` (``os.replace``) and the directory is fsync'd. A kill at any point leaves
+    either the old file or the new one, never a half-written one.
+
+    Parameters
+    ----------
+    path : str or Path
+        The HDF5 file; it need not exist yet.
+    update : callable
+        ``update(f)`` with ``f`` the copy as an open ``h5py.File``; its return value is ignored.
+    """
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     if path.exists():
         shutil.copyfile(path, tmp)
@@ -548,7 +561,7 @@ def create_dataset(path, molecules, *, overwrite: bool = False) -> Path:
                 if getattr(m, k) is not None:
                     g.create_dataset(k, data=[getattr(m, k)], dtype=h5py.string_dtype())
 
-    _atomic_update(path, write)
+    atomic_update(path, write)
     return path
 
 
@@ -978,7 +991,7 @@ class ResultWriter:
     # -- merge, step 2: layout changes (rare), atomically on a copy of the file
     def _ensure_layout(self, plan: dict) -> dict | None:
         """Create the datasets the journals need, and rewrite any the merge cannot write in place, on a
-        copy of the file moved into place atomically (:func:`_atomic_update`). No value is written
+        copy of the file moved into place atomically (:func:`atomic_update`). No value is written
         here; nothing is copied when the layout is already there (every merge of a long run but the first).
         Returns the scan of the file (:func:`_scan`) when nothing had to change, else None."""
         todo: dict = {}  # molecule -> {name: (spec, exists)}
@@ -1050,7 +1063,7 @@ class ResultWriter:
                     else:
                         made[key] = _create_in_place_dataset(g, name, n, spec, {"units": unit, **self.metadata})
 
-        _atomic_update(self.path, update)
+        atomic_update(self.path, update)
         return None
 
     # -- merge, step 3: the values, in place
@@ -1155,7 +1168,7 @@ def check_settings(path, rung: str, settings: dict, *, written: dict | None = No
     have = json.loads(have) if have is not None else written
     if have is None:
         text = json.dumps(settings, sort_keys=True)
-        _atomic_update(Path(path), lambda f: f.attrs.__setitem__(f"{rung}_settings", text))
+        atomic_update(Path(path), lambda f: f.attrs.__setitem__(f"{rung}_settings", text))
         return
     diff = [f"{k}: {have.get(k)!r} there, {v!r} now" for k, v in settings.items() if have.get(k) != v]
     if diff:
@@ -1238,8 +1251,8 @@ def summarize(path, rung: str) -> dict:
 
 
 __all__ = [
-    "DatasetError", "Molecule", "ResultWriter", "check_conformation", "check_electrons", "check_foreign", "check_geometry",
-    "check_length_unit", "check_not_failed", "check_settings",
+    "DatasetError", "Molecule", "ResultWriter", "atomic_update", "check_conformation", "check_electrons",
+    "check_foreign", "check_geometry", "check_length_unit", "check_not_failed", "check_settings",
     "create_dataset", "MIN_DISTANCE_BOHR", "prefixed", "property_prefix",
     "read_hdf5", "read_property", "read_structures", "read_xyz", "smiles_charge", "summarize",
     "SCHEMA", "SCHEMA_VERSION", "PENDING", "DONE", "FAILED",

@@ -7,7 +7,7 @@ Orbitals: ``<dataset without .h5>.orbitals.h5`` with groups ``/<molecule>/<index
 Crash safety: a worker writes each conformation's orbitals to its own part file
 (``<dataset without .h5>.orbitals.parts/<molecule>.<index>.h5``, via a temporary name and
 ``os.replace``) *before* the conformation is journalled; the rank that merges the journals folds the
-parts into the orbitals file atomically (:func:`rung.core.dataset._atomic_update`), then deletes them.
+parts into the orbitals file atomically (:func:`rung.core.dataset.atomic_update`), then deletes them.
 
 FCIDUMP: ``<dataset without .h5>.<molecule>.<index>.fcidump`` (PySCF ``tools.fcidump`` format) for
 every conformation. The spatial orbitals are the RKS/RHF orbitals of a closed shell, and for an open
@@ -85,7 +85,7 @@ def merge_orbital_parts(out_path) -> int:
     """Fold every part file into the orbitals file (atomically), then delete the parts; returns the count."""
     import h5py
 
-    from rung.core.dataset import _atomic_update
+    from rung.core.dataset import atomic_update
 
     d = _parts_dir(out_path)
     parts = sorted(d.glob("*.h5")) if d.exists() else []
@@ -107,7 +107,7 @@ def merge_orbital_parts(out_path) -> int:
                 for k, v in src.attrs.items():
                     dst.attrs[k] = v
 
-    _atomic_update(orbitals_path(out_path), update)
+    atomic_update(orbitals_path(out_path), update)
     for part in parts:
         part.unlink()
     try:
@@ -186,7 +186,7 @@ def set_references(out_path, *, orbitals: bool, fcidump: bool) -> None:
     """Point each molecule group of the dataset at its orbitals file and FCIDUMP files (atomically)."""
     import h5py
 
-    from rung.core.dataset import _atomic_update
+    from rung.core.dataset import atomic_update
 
     if not (orbitals or fcidump):
         return
@@ -212,7 +212,7 @@ def set_references(out_path, *, orbitals: bool, fcidump: bool) -> None:
             for k, v in attrs.items():
                 f[name].attrs[k] = np.array(v, dtype=h5py.string_dtype()) if isinstance(v, list) else v
 
-    _atomic_update(Path(out_path), update)
+    atomic_update(Path(out_path), update)
 
 
 __all__ = ["orbitals_path", "fcidump_path", "write_orbital_part", "merge_orbital_parts", "fcidump_integrals",

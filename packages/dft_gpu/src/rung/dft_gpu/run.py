@@ -528,7 +528,7 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_
     Returns the conformations the input itself makes impossible (NaN coordinates): never retried."""
     import h5py
 
-    from rung.core.dataset import PENDING, DatasetError, ResultWriter, _atomic_update, create_dataset
+    from rung.core.dataset import PENDING, DatasetError, ResultWriter, atomic_update, create_dataset
 
     molecules, rejected, bad_conformations = _read_input(input_path, input_units, name_key, check_units)
     rejected_out.update(rejected)
@@ -552,7 +552,7 @@ def _prepare(input_path, out_path, config: RunConfig, rejected_out: dict, input_
             f.attrs["package_version"] = _versions()["rung_dft_gpu_version"]
             f.attrs["backend"] = config.jk if config.jk == "pyscf" else f"engine:{config.backend}"
 
-        _atomic_update(Path(out_path), write)
+        atomic_update(Path(out_path), write)
     if bad_conformations:  # rejected one by one: failed with the reason, never computed
         status = ResultWriter(out_path, rung, UNITS).status()
         writer = _writer(out_path, config, rung=rung)

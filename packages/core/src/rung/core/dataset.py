@@ -257,7 +257,7 @@ def _suspected_unit(unit: str, ratio: float) -> str | None:
 
     best = min(_CANDIDATE_UNITS, key=lambda c: abs(np.log(ratio * length_to_bohr(c) / length_to_bohr(unit))))
     off = abs(np.log(ratio * length_to_bohr(best) / length_to_bohr(unit)))
-    return best if off < np.log(1.5) and best != _text(unit).strip().lower() else None
+    return best if off < np.log(1.5) and best != attr_text(unit).strip().lower() else None
 
 
 def check_length_unit(atomic_numbers, conformations, unit: str, where: str, *, max_conformations: int = 8,
@@ -301,7 +301,7 @@ def check_length_unit(atomic_numbers, conformations, unit: str, where: str, *, m
             f"{'too close' if short else 'too far'} for bonds")
     advice = advice or ("Give the right unit (the file's 'units' attribute, --input-units), or --trust-units to "
                         "compute them as they are")
-    msg = f"{where}: coordinates read as {_text(unit)}: {what}; {fit}. {advice}"
+    msg = f"{where}: coordinates read as {attr_text(unit)}: {what}; {fit}. {advice}"
     if int(keep.sum()) >= 3:
         raise DatasetError(msg)
     if guess is None:  # a diatomic no unit explains: a scan point far out, or atoms on top of each other
@@ -312,7 +312,21 @@ def check_length_unit(atomic_numbers, conformations, unit: str, where: str, *, m
 
 
 # --------------------------------------------------------------------------------------------- readers
-def _open(path, mode="r") -> h5py.File:
+def open_hdf5(path, mode="r") -> h5py.File:
+    """Open an existing HDF5 file, a missing or unreadable one being one clear :class:`DatasetError`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file; it must exist.
+    mode : str
+        ``h5py.File`` mode, ``"r"`` (default) or ``"r+"``/``"a"``.
+
+    Returns
+    -------
+    h5py.File
+        The open file (use it as a context manager).
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
@@ -322,9 +336,13 @@ def _open(path, mode="r") -> h5py.File:
         raise DatasetError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}") from err
 
 
-def _text(value) -> str:
+def attr_text(value) -> str:
+    """An HDF5 string attribute or (1,) string dataset value as ``str`` (bytes decoded, arrays unwrapped)."""
     value = np.asarray(value).ravel()[0] if np.ndim(value) else value
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_open = open_hdf5  # the old private name, still imported by dft_gpu/run.py and qmc/show.py (not ours to edit)
 
 
 def smiles_charge(smiles: str) -> int:
@@ -342,7 +360,7 @@ def _length_factor(unit, where: str) -> float:
     from rung.core.units import length_to_bohr
 
     try:
-        return length_to_bohr(_text(unit))
+        return length_to_bohr(attr_text(unit))
     except ValueError as err:
         raise DatasetError(f"{where}: {err}") from None
 
@@ -359,8 +377,8 @@ def read_hdf5(path, names=None, *, units: str | None = None, allow_nonfinite: bo
     it), else 0. ``allow_nonfinite``: see :class:`Molecule`.
     """
     out = []
-    with _open(path) as f:
-        check_units = check_units and _text(f.attrs.get("schema", "")) != SCHEMA
+    with open_hdf5(path) as f:
+        check_units = check_units and attr_text(f.attrs.get("schema", "")) != SCHEMA
         keys = list(f.keys()) if names is None else list(names)
         for name in keys:
             if name not in f:
@@ -381,8 +399,8 @@ def read_hdf5(path, names=None, *, units: str | None = None, allow_nonfinite: bo
             x = np.asarray(x, dtype=np.float64) * _length_factor(unit, f"{path}: {name}/conformations")
             if check_units:
                 check_length_unit(z, x, unit, f"{path}: {name}")
-            smiles = _text(g["smiles"][()]) if "smiles" in g else None
-            subset = _text(g["subset"][()]) if "subset" in g else None
+            smiles = attr_text(g["smiles"][()]) if "smiles" in g else None
+            subset = attr_text(g["subset"][()]) if "subset" in g else None
             if "charge" in g:
                 charge = int(g["charge"][()])
             else:
@@ -768,7 +786,7 @@ class ResultWriter:
     def status(self) -> dict:
         """``{(molecule, index): PENDING|DONE|FAILED}`` for every conformation, from file and journals."""
         out = {}
-        with _open(self.path) as f:
+        with open_hdf5(self.path) as f:
             for name, g in f.items():
                 st = g[f"{self.rung}_status"][()] if f"{self.rung}_status" in g else None
                 for i in range(g["conformations"].shape[0]):
@@ -782,7 +800,7 @@ class ResultWriter:
         conformation recorded as done and holding it, from the file and the journals (newer)."""
         out = {}
         name = f"{self.rung}_{prop}"
-        with _open(self.path) as f:
+        with open_hdf5(self.path) as f:
             for mol, g in f.items():
                 if isinstance(g, h5py.Group) and name in g and f"{self.rung}_status" in g:
                     d = g[name]
@@ -996,7 +1014,7 @@ class ResultWriter:
         Returns the scan of the file (:func:`_scan`) when nothing had to change, else None."""
         todo: dict = {}  # molecule -> {name: (spec, exists)}
         prefix = f"{self.rung}_"
-        with _open(self.path) as f:
+        with open_hdf5(self.path) as f:
             scan = _scan(f, plan, prefix)
             for mol in plan:  # never write into a property that no writer of this rung made (foreign data)
                 if scan[mol][2] and f"{prefix}{_STATUS}" not in scan[mol][2]:
@@ -1073,7 +1091,7 @@ class ResultWriter:
         import mmap
 
         if scan is None:
-            with _open(self.path) as f:
+            with open_hdf5(self.path) as f:
                 scan = _scan(f, molecules, f"{self.rung}_")
         where = {mol: {name: (d.offset, d.dtype, d.shape, d.fill) for name, d in infos.items() if d.offset is not None
                        and d.shape[:1] == (n,)} for mol, (n, _, infos) in scan.items()}
@@ -1163,7 +1181,7 @@ def check_settings(path, rung: str, settings: dict, *, written: dict | None = No
     settings of values written before they were recorded (the caller reads them from its own
     attributes), used when the attribute is missing. Raises :class:`DatasetError` naming each difference.
     """
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         have = f.attrs.get(f"{rung}_settings")
     have = json.loads(have) if have is not None else written
     if have is None:
@@ -1183,7 +1201,7 @@ def check_foreign(path, rung: str) -> None:
     ``<rung>_*`` without it is someone else's data (SPICE's ``dft_total_energy``), never overwritten.
     The merge refuses the same (the rung's results then stay in the journal); calling this first
     refuses before any work."""
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         for name, g in f.items():
             if isinstance(g, h5py.Group) and f"{rung}_status" not in g:
                 mine = sorted(k for k in g if k.startswith(f"{rung}_"))
@@ -1219,7 +1237,7 @@ def check_not_failed(path, molecule: str, index: int, rung: str = "dft") -> None
     A rung above never runs on a conformation a rung below rejected (atoms on top of each other, an
     SCF that never converged): raises :class:`DatasetError` with that rung's reason.
     """
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         g = f[molecule] if molecule in f else None
         own = prefixed(rung, "status")
         names = [] if g is None else sorted(k for k in g if own.fullmatch(k))
@@ -1227,7 +1245,7 @@ def check_not_failed(path, molecule: str, index: int, rung: str = "dft") -> None
         if not failed:
             return
         err = failed[0][:-len("status")] + "error"
-        why = _text(g[err][index]) if err in g else "no reason recorded"
+        why = attr_text(g[err][index]) if err in g else "no reason recorded"
     where = "" if failed[0] == f"{rung}_status" else f"{failed[0]}: "
     raise DatasetError(f"{path}: {molecule}[{index}] failed at the {rung} rung ({where}{why}); "
                        "no rung above runs on a conformation a lower rung rejected")
@@ -1235,11 +1253,11 @@ def check_not_failed(path, molecule: str, index: int, rung: str = "dft") -> None
 
 def read_property(path, molecule: str, name: str) -> tuple[np.ndarray, str]:
     """Return ``(values, units)`` of one ``<rung>_<property>`` dataset of one molecule."""
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         if molecule not in f or name not in f[molecule]:
             raise DatasetError(f"{path}: no dataset {molecule}/{name}")
         d = f[molecule][name]
-        return d[()], _text(d.attrs.get("units", ""))
+        return d[()], attr_text(d.attrs.get("units", ""))
 
 
 def summarize(path, rung: str) -> dict:
@@ -1251,9 +1269,9 @@ def summarize(path, rung: str) -> dict:
 
 
 __all__ = [
-    "DatasetError", "Molecule", "ResultWriter", "atomic_update", "check_conformation", "check_electrons",
-    "check_foreign", "check_geometry", "check_length_unit", "check_not_failed", "check_settings",
-    "create_dataset", "MIN_DISTANCE_BOHR", "prefixed", "property_prefix",
+    "DatasetError", "Molecule", "ResultWriter", "atomic_update", "attr_text", "check_conformation",
+    "check_electrons", "check_foreign", "check_geometry", "check_length_unit", "check_not_failed", "check_settings",
+    "create_dataset", "MIN_DISTANCE_BOHR", "open_hdf5", "prefixed", "property_prefix",
     "read_hdf5", "read_property", "read_structures", "read_xyz", "smiles_charge", "summarize",
     "SCHEMA", "SCHEMA_VERSION", "PENDING", "DONE", "FAILED",
 ]

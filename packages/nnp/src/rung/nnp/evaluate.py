@@ -79,10 +79,10 @@ def check_settings(dataset, rung: str, settings: dict) -> None:
     written before they were recorded, the attributes of the first ``<rung>_energy`` say which model."""
     import h5py
 
-    from rung.core.dataset import _open, check_settings as check
+    from rung.core.dataset import check_settings as check, open_hdf5
 
     written = None
-    with _open(dataset) as f:
+    with open_hdf5(dataset) as f:
         for g in f.values() if f"{rung}_settings" not in f.attrs else ():
             d = g.get(f"{rung}_energy") if isinstance(g, h5py.Group) else None
             if d is not None and all(k in d.attrs for k in SETTINGS):

@@ -82,7 +82,7 @@ class Frames:
 
 def _read(g, name, path, mol, shape):
     """A property of one molecule group in atomic units, or None when the group lacks it."""
-    from rung.core.dataset import _text
+    from rung.core.dataset import attr_text
 
     if not name or name not in g:
         return None
@@ -91,7 +91,7 @@ def _read(g, name, path, mol, shape):
     if v.shape != shape[:v.ndim] or v.ndim not in (1, len(shape)):
         raise TrainInputError(f"dataset {path}: {mol}/{name} has shape {v.shape}, expected {shape}")
     try:
-        v = U.to_atomic(v, _text(d.attrs.get("units", "hartree")))
+        v = U.to_atomic(v, attr_text(d.attrs.get("units", "hartree")))
     except ValueError as err:
         raise TrainInputError(f"dataset {path}: {mol}/{name}: {err}") from err
     return v.reshape(v.shape + (1,) * (len(shape) - v.ndim))

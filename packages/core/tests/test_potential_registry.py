@@ -63,8 +63,26 @@ def test_entry_points_are_found_and_imported_only_when_asked_for(registry, monke
     assert potential_types() == ("absent", "well")
     assert isinstance(make_potential({"type": "well", "k": 1.0}), Harmonic)
     assert "rung.nothere" not in sys.modules
-    with pytest.raises(RuntimeError, match=r"potential type 'absent' needs the rung.nothere engine"):
+    with pytest.raises(InputError, match=r"potential type 'absent' \(needs the rung.nothere engine\) "
+                                         r"'rung.nothere.potential:make'"):
         make_potential({"type": "absent"})
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("numpy.linalg", "must be given as 'module:attr', got 'numpy.linalg'"),
+    ("numpy:", "must be given as 'module:attr', got 'numpy:'"),
+    ("rung.nothere:X", "cannot import thing 'rung.nothere:X': No module named 'rung.nothere'"),
+    ("numpy.linalg:nothere", "cannot import thing 'numpy.linalg:nothere': .*nothere"),
+])
+def test_load_attr_names_the_bad_spec(spec, match):
+    with pytest.raises(InputError, match=match):
+        P.load_attr(spec, "thing")
+
+
+def test_load_attr_returns_the_named_object():
+    import numpy.linalg
+
+    assert P.load_attr("numpy.linalg:norm") is numpy.linalg.norm
 
 
 def test_the_registry_takes_precedence_and_refuses_a_second_factory(registry, monkeypatch):

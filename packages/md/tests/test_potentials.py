@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rung.core import units as U
+from rung.core.errors import InputError
 from rung.core.potential import in_atomic_units
 from rung.core.testing import check_backend_agreement, check_forces_fd
 from rung.md.potentials import BeadNeighbors, LennardJones, build_potential
@@ -157,7 +158,7 @@ def test_nnp_request_without_the_engine_is_a_clear_error(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "rung.nnp", None)  # import fails as when rung-nnp is absent
-    with pytest.raises(RuntimeError, match="rung.nnp engine"):
+    with pytest.raises(InputError, match="rung.nnp engine"):
         build_potential({"type": "nnp", "model": "ani-1x"})
 
 

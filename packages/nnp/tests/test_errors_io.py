@@ -83,3 +83,14 @@ def test_bad_inputs(single64):
             from rung.nnp.ani import ANIPotential
 
             ANIPotential(single64.model, backend="cupy")
+
+
+def test_nnp_potential_without_its_engine_is_an_input_error(monkeypatch):
+    import sys
+
+    from rung.core.errors import InputError
+    from rung.nnp.potential import nnp_potential
+
+    monkeypatch.setitem(sys.modules, "rung.nnp", None)  # rung.nnp present only in part
+    with pytest.raises(InputError, match="needs the rung.nnp engine"):
+        nnp_potential({"model": "ani-1x"})

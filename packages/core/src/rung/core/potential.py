@@ -204,17 +204,33 @@ def potential_types() -> tuple:
     return tuple(sorted(set(_REGISTRY) | set(_entry_points())))
 
 
-def _load(name: str, target: str):
-    """Import ``"module:attr"``; an ImportError becomes a RuntimeError naming the missing package."""
+def load_attr(spec: str, what: str = "object"):
+    """The object a ``"package.module:attr"`` string names (a factory, a calculator class), imported now.
+
+    Parameters
+    ----------
+    spec : str
+        ``"package.module:attr"``.
+    what : str
+        What the object is, for the error message (``"ASE calculator"``).
+
+    Raises
+    ------
+    InputError
+        For a spec without ``module:attr`` form, a module that cannot be imported or an attribute it
+        lacks; the one-line message names ``what`` and the spec.
+    """
     import importlib
 
-    module, _, attr = target.partition(":")
+    from rung.core.errors import InputError
+
+    module, sep, attr = str(spec).partition(":")
+    if not (sep and module and attr):
+        raise InputError(f"{what} must be given as 'module:attr', got {spec!r}")
     try:
         return getattr(importlib.import_module(module), attr)
-    except ImportError as err:
-        engine = ".".join(module.split(".")[:2])
-        raise RuntimeError(f"potential type {name!r} needs the {engine} engine ({target}), which is not importable "
-                           f"here: {err}") from err
+    except (ImportError, AttributeError) as err:
+        raise InputError(f"cannot import {what} {spec!r}: {err}") from err
 
 
 def make_potential(spec: dict, **context):
@@ -222,9 +238,9 @@ def make_potential(spec: dict, **context):
 
     The factory of ``type`` (:func:`register_potential`, or an installed ``rung.potentials`` entry
     point) gets the other keys and ``context``. Raises :class:`~rung.core.errors.InputError` for an
-    entry without ``type`` or with an unknown one (the message lists the known types) and
-    ``RuntimeError`` when the package providing the type cannot be imported. Wrap the result with
-    :func:`in_atomic_units` to see Hartree and Bohr.
+    entry without ``type``, with an unknown one (the message lists the known types), or whose package
+    cannot be imported here (:func:`load_attr`). Wrap the result with :func:`in_atomic_units` to see
+    Hartree and Bohr.
     """
     from rung.core.errors import InputError
 
@@ -237,8 +253,9 @@ def make_potential(spec: dict, **context):
         if ep is None:
             raise InputError(f"unknown potential type {spec['type']!r}; known: {', '.join(potential_types())}")
         factory = ep.value
-    if isinstance(factory, str):
-        factory = _load(name, factory)
+    if isinstance(factory, str):  # a package's factory, imported now: its engine must be installed
+        engine = ".".join(factory.split(".")[:2])
+        factory = load_attr(factory, f"potential type {name!r} (needs the {engine} engine)")
     return factory({k: v for k, v in spec.items() if k != "type"}, **context)
 
 

@@ -17,14 +17,13 @@ Verlet skin shared by all beads (:class:`BeadNeighbors`). The virial is ``W_ab =
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
 from rung.core import units as U
 from rung.core.neighbors import neighbor_list
 from rung.core.errors import InputError
-from rung.core.potential import Harmonic, PotentialResult, check_options, make_potential, register_potential
+from rung.core.potential import (Harmonic, PotentialResult, check_options, load_attr, make_potential,
+                                 register_potential)
 
 
 def cell_heights(cell) -> np.ndarray:
@@ -163,17 +162,6 @@ class ASECalculatorPotential:
         return PotentialResult(energy=e, forces=f if forces else None, virial=w if virial else None)
 
 
-def _entry_point(spec: str):
-    """'package.module:Name' -> the object."""
-    if ":" not in spec:
-        raise InputError(f"ASE calculator must be given as 'module:Class', got {spec!r}")
-    mod, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError) as err:
-        raise InputError(f"cannot import ASE calculator {spec!r}: {err}") from err
-
-
 def harmonic_potential(options: dict, *, masses=None, positions=None, **context):
     """``{type = "harmonic", k = ...}`` (Hartree/Bohr^2) or ``frequency_cm = ...`` (k_i = m_i w^2 per
     atom, needs ``masses`` (n,) m_e); wells centred at the initial ``positions`` (n, 3) Bohr unless
@@ -214,7 +202,7 @@ def ase_potential(options: dict, **context):
     check_options("ase", options, ("calculator", "kwargs"))
     if "calculator" not in options:
         raise InputError("ASE potential needs calculator = 'module:Class'")
-    cls = _entry_point(str(options["calculator"]))
+    cls = load_attr(str(options["calculator"]), "ASE calculator")
     return ASECalculatorPotential(cls(**dict(options.get("kwargs", {}))))
 
 

@@ -13,15 +13,18 @@ from rung.core.potential import check_options
 def nnp_potential(options: dict, **context):
     """An ANI model from an input entry's options (``model``, ``member``, ``dtype``, ``backend``).
 
-    Raises :class:`~rung.core.errors.InputError` for an unknown option and ``RuntimeError`` when the
-    engine cannot be imported or the model's weights are missing or unreadable.
+    Raises :class:`~rung.core.errors.InputError` for an unknown option or an engine that cannot be
+    imported (as :func:`rung.core.potential.load_attr` does when rung.nnp is absent), and
+    ``RuntimeError`` when the model's weights are missing or unreadable.
     """
+    from rung.core.errors import InputError
+
     check_options("nnp", options, ("model", "member", "dtype", "backend"))
     try:
         from rung.nnp import load_model
     except ImportError as err:  # rung.nnp present only in part (a dependency missing)
-        raise RuntimeError(f"potential type 'nnp' needs the rung.nnp engine (rung-nnp with load_model), "
-                           f"which is not importable here: {err}") from err
+        raise InputError(f"potential type 'nnp' needs the rung.nnp engine (rung-nnp with load_model), "
+                         f"which is not importable here: {err}") from err
 
     model = options.get("model", "ani-1x")
     try:

@@ -128,7 +128,9 @@ class AnalyticDerivatives:
     ham : Hamiltonian at the same geometry
     config : ForceConfig
     backend : "numba" (cartesian AOs, the kernels of :mod:`rung.qmc._kernels.forces_cpu`: ``det_terms``,
-        ``nonlocal_terms``, ``electron_terms``) or "numpy" (PySCF's AOs and einsums: the oracle)
+        ``nonlocal_terms``, ``electron_terms``), "cupy" (the same with ``det_terms`` and ``electron_terms``
+        from the numba.cuda kernels of :mod:`rung.qmc._kernels.forces_gpu`, NumPy arrays in and out; the
+        nonlocal terms still from the CPU ``nonlocal_terms``) or "numpy" (PySCF's AOs and einsums: the oracle)
 
     A call given the sampler's trial function (``wf``, ``grad``: see :meth:`__call__`) reads its state and
     recomputes nothing; without it this instance's own deep copy is recomputed at the walkers.
@@ -138,8 +140,15 @@ class AnalyticDerivatives:
         why = unsupported_reason(wf)
         if why is not None:
             raise ValueError(why)
-        if backend not in ("numba", "numpy"):
-            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        if backend not in ("numba", "numpy", "cupy"):
+            raise ValueError(f"backend must be 'numba', 'numpy' or 'cupy', got {backend!r}")
+        if backend == "cupy":
+            from numba import cuda
+
+            if not cuda.is_available():
+                from rung.core.backend import BackendUnavailable
+
+                raise BackendUnavailable("backend 'cupy' needs an NVIDIA GPU (or NUMBA_ENABLE_CUDASIM=1 for testing)")
         self.backend = backend
         self.config = config
         self.mol = mol
@@ -152,7 +161,7 @@ class AnalyticDerivatives:
         self.rng = np.random.default_rng(config.seed)
         self.eval_name = "GTOval_cart_deriv" if mol.cart else "GTOval_sph_deriv"
         self.basis = self.det.orbitals[0].basis
-        if backend == "numba":  # cartesian AOs throughout: phi = chi_cart C_cart
+        if backend != "numpy":  # cartesian AOs throughout: phi = chi_cart C_cart
             b = self.basis
             dist = np.linalg.norm(b.sh_center[:, None] - self.coords[None], axis=-1)
             self.sh_atom = np.argmin(dist, axis=1).astype(np.int64)  # (nsh,) atom of each shell
@@ -223,6 +232,16 @@ class AnalyticDerivatives:
         """PySCF's AOs (value, gradient) at pos (npos, 3) Bohr: (4, npos, nao) (the NumPy path)."""
         return self.mol.eval_gto(self.eval_name + str(deriv), pos)
 
+    def _kernels(self):
+        """The module of ``det_terms`` and ``electron_terms``: the numba.cuda one for "cupy", else the CPU one."""
+        if self.backend == "cupy":
+            from rung.qmc._kernels import forces_gpu
+
+            return forces_gpu
+        from rung.qmc._kernels import forces_cpu
+
+        return forces_cpu
+
     def _spins(self):
         n0, n1 = self.det.nelec
         return [(0, slice(0, n0)), (1, slice(n0, n0 + n1))]
@@ -256,7 +275,7 @@ class AnalyticDerivatives:
         if rot is None:
             return vm
         dirs, weights = _ICOSAHEDRON
-        if self.backend == "numba":  # triples, projector, AOs and the Jastrow at the points inside the kernel
+        if self.backend != "numpy":  # triples, projector, AOs and the Jastrow at the points inside the kernel
             from rung.qmc._kernels.forces_cpu import nonlocal_terms
             from rung.qmc.orbitals import SCREEN
 
@@ -449,11 +468,9 @@ class AnalyticDerivatives:
         dl = np.zeros((nw, self.natom, 3))
         de = np.zeros((nw, self.natom, 3))
         ge = np.zeros((nw, ne, 3))
-        if self.backend == "numba":
-            from rung.qmc._kernels.forces_cpu import electron_terms
-
-            electron_terms(configs, np.ascontiguousarray(gt), self.coords, self.charges, self.spin, electron_gradient,
-                           *self._jastrow_tables, *self._local, dl, de, ge)
+        if self.backend != "numpy":
+            self._kernels().electron_terms(configs, np.ascontiguousarray(gt), self.coords, self.charges, self.spin,
+                                           electron_gradient, *self._jastrow_tables, *self._local, dl, de, ge)
         else:
             self._electron_terms_numpy(configs, gt, dl, de, ge)
         de += self.dnn
@@ -468,13 +485,13 @@ class AnalyticDerivatives:
             g = jg[:, sl, :, None]
             op = vm[s] - 0.5 * mo[4] - g[:, :, 0] * mo[1] - g[:, :, 1] * mo[2] - g[:, :, 2] * mo[3]
             cx = self.cmo[s] @ (A @ op @ A)  # C X, (nw, nao, n)
-            if self.backend == "numba":
-                from rung.qmc._kernels.forces_cpu import det_terms
+            if self.backend != "numpy":
                 from rung.qmc.orbitals import SCREEN
 
                 b = self.basis
-                out = det_terms(np.ascontiguousarray(configs[:, sl]), b.sh_center, b.sh_l, b.sh_pstart, b.sh_col, self.sh_minexp, self.sh_atom,
-                                b.exps, b.coefs, b0[s], cx, np.ascontiguousarray(jg[:, sl]), self.natom, SCREEN)
+                out = self._kernels().det_terms(np.ascontiguousarray(configs[:, sl]), b.sh_center, b.sh_l, b.sh_pstart,
+                                                b.sh_col, self.sh_minexp, self.sh_atom, b.exps, b.coefs, b0[s], cx,
+                                                np.ascontiguousarray(jg[:, sl]), self.natom, SCREEN)
             else:
                 ao = self.mol.eval_gto(self.eval_name + "3", configs[:, sl].reshape(-1, 3)).reshape(20, nw, n, -1)
                 out = det_terms_numpy(ao, b0[s], cx, jg[:, sl], self.ao_atom)

@@ -127,6 +127,16 @@ def test_bad_settings_refused_before_running(h2_xyz, tmp_path, cmd, args, words)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h2.xyz"]
 
 
+def test_gpu_backend_without_a_gpu_refused(h2_xyz, tmp_path):
+    from rung.core.backend import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is usable here")
+    r = CliRunner().invoke(main, ["vmc", str(h2_xyz), *FAST, "--backend", "cupy", "--out", str(tmp_path / "res")])
+    _refused_before_work(r, "--backend", "CuPy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h2.xyz"]
+
+
 def test_empty_xyz(tmp_path):
     xyz = tmp_path / "empty.xyz"
     xyz.write_text("")

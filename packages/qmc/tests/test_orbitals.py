@@ -60,6 +60,30 @@ def test_cuda_kernel_under_simulator():
     np.testing.assert_allclose(evaluate_aos(basis, pos, deriv=2, backend="cupy"), ref, rtol=0, atol=1e-12)
 
 
+@pytest.mark.skipif(__import__("os").environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="needs the CUDA simulator")
+def test_vmc_with_device_aos_equals_cpu(monkeypatch):
+    """backend="cupy" end to end (AOs on the device, the rest on the CPU kernels): the same VMC, step for
+    step, as the numba backend, and the device kernel is what evaluated the AOs."""
+    from rung.qmc._kernels import gpu
+    from rung.qmc.hamiltonian import Hamiltonian
+    from rung.qmc.system import mean_field, slater_jastrow
+    from rung.qmc.vmc import VMCConfig, vmc
+
+    calls, device_eval = [], gpu.eval_cart
+    monkeypatch.setattr(gpu, "eval_cart", lambda *a, **k: calls.append(1) or device_eval(*a, **k))
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="cc-pvdz", verbose=0)  # cusp-corrected AOs too
+    orb = mean_field(mol)
+    out = {}
+    for backend in ("numba", "cupy"):
+        wf = slater_jastrow(mol, orb, backend=backend)
+        configs = np.random.default_rng(1).normal(size=(4, 2, 3))
+        out[backend] = vmc(wf, Hamiltonian.from_mol(mol), configs, VMCConfig(nwalkers=4, nblocks=2, nsteps=3, nequil=2,
+                                                                             seed=3))
+    assert len(calls) > 20
+    np.testing.assert_allclose(out["cupy"].energy, out["numba"].energy, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["cupy"].trace, out["numba"].trace, rtol=0, atol=1e-12)
+
+
 @pytest.mark.gpu
 def test_cuda_kernel_on_gpu():
     cupy = pytest.importorskip("cupy")

@@ -29,7 +29,11 @@ def _common(f):
         click.option("--jastrow/--no-jastrow", default=True, show_default=True),
         click.option("--three-body/--no-three-body", default=False, show_default=True,
                      help="add the electron-electron-nucleus Jastrow term"),
-        click.option("--backend", type=click.Choice(["numba", "numpy"]), default="numba", show_default=True),
+        click.option("--backend", type=click.Choice(["auto", "numba", "numpy", "cupy"]), default="numba",
+                     show_default=True,
+                     help="AO kernel: numba (CPU), numpy (reference), cupy (the AOs on the CUDA device, the rest "
+                          "on the CPU kernels; unmeasured on a GPU so far, hence not the default), auto (cupy "
+                          "where a GPU is usable or RUNG_DEVICE=gpu)"),
         click.option("--params", type=click.Path(exists=True, dir_okay=False), default=None,
                       help="Jastrow parameters from `qmc optimize --save`"),
         click.option("--multidet", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -77,6 +81,7 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
 
     import h5py
 
+    from rung.core.backend import BackendUnavailable, resolve
     from rung.core.dataset import read_structures
     from rung.qmc.forces import ForceConfig
     from rung.qmc.run import (QMCConfig, check_record, kernel, load_parameters, record, result_settings,
@@ -85,6 +90,10 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
     from rung.qmc.vmc import VMCConfig
 
     # everything that can be refused is refused before any computation
+    try:
+        backend = resolve(backend)
+    except BackendUnavailable as e:
+        raise click.BadParameter(str(e), param_hint="--backend") from None
     if vmc_blocks * vmc_steps < 2:
         raise click.BadParameter(f"{vmc_blocks} block x {vmc_steps} step is 1 sample; the error bar needs at least 2 "
                                  "(raise --vmc-blocks or --vmc-steps)", param_hint="--vmc-blocks")

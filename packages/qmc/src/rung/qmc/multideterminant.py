@@ -303,7 +303,7 @@ class TableMultiSlater:
         self.coef = np.array(expansion.coef, dtype=np.float64)
         self.free = np.flatnonzero(np.arange(self.coef.size) != fixed_determinant(self.coef))
         self.parameters: dict = {"ci": self.coef[self.free].copy()} if expansion.optimize_ci else {}
-        self._numba = backend == "numba"
+        self._numba = backend in ("numba", "cupy")  # "cupy": the AOs on the device, the tables on the CPU
         if self._numba:
             self._string_minors, self._replaced_kernel = table.string_minors, table.replaced
             self._ratio_vectors = table.ratio_vectors

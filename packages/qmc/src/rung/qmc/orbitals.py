@@ -57,6 +57,19 @@ class AtomicBasis:
         return np.minimum.reduceat(self.exps, self.sh_pstart[:-1])
 
     @cached_property
+    def device_tables(self) -> tuple:
+        """The shell table on the CUDA device, copied once: (sh_center, sh_l, sh_pstart, sh_col, sh_minexp,
+        exps, coefs), the arguments of :func:`rung.qmc._kernels.gpu.eval_cart` (``backend="cupy"``)."""
+        from numba import cuda
+
+        from rung.qmc._kernels.gpu import LMAX
+
+        if int(self.sh_l.max()) > LMAX:
+            raise ValueError(f"the CUDA AO kernel handles l <= {LMAX}, the basis has l = {int(self.sh_l.max())}")
+        return tuple(cuda.to_device(np.ascontiguousarray(a)) for a in
+                     (self.sh_center, self.sh_l, self.sh_pstart, self.sh_col, self.sh_minexp, self.exps, self.coefs))
+
+    @cached_property
     def radial_splines(self) -> "RadialSplines":
         """Quintic-spline tables of the contracted radial parts (see :class:`RadialSplines`), built once."""
         return RadialSplines.build(self)
@@ -248,9 +261,7 @@ def evaluate_cart(basis: AtomicBasis, pos, deriv: int = 0, backend: str = "numba
             raise BackendUnavailable("backend 'cupy' needs an NVIDIA GPU (or NUMBA_ENABLE_CUDASIM=1 for testing)")
         from rung.qmc._kernels.gpu import eval_cart
 
-        minexp = np.minimum.reduceat(basis.exps, basis.sh_pstart[:-1])
-        out = eval_cart(flat, basis.sh_center, basis.sh_l, basis.sh_pstart, basis.sh_col, minexp, basis.exps,
-                        basis.coefs, basis.ncart, deriv, SCREEN)
+        out = eval_cart(flat, *basis.device_tables, basis.ncart, deriv, SCREEN)
     elif backend == "numpy":
         from rung.qmc._kernels.reference import eval_cart_species
 
@@ -273,7 +284,7 @@ class MolecularOrbitals:
     ----------
     basis : AtomicBasis
     mo_coeff : (nao, nmo) float64 — columns are orbitals (PySCF ``mo_coeff`` layout)
-    backend : "numba" or "numpy"
+    backend : "numba", "numpy" or "cupy" (the AOs on the CUDA device, copied back to the host)
     """
 
     def __init__(self, basis: AtomicBasis, mo_coeff, backend: str = "numba", cusp_atoms=None):

@@ -116,7 +116,8 @@ def all_electron_charges(mol) -> np.ndarray:
 def slater_jastrow(mol, orb: Orbitals, *, jastrow: bool = True, backend: str = "numba", nbasis: int = 4,
                    en_cusp: bool = False, parameters: dict | None = None, expansion=None,
                    three_body: bool = False, cusp_correction: bool = True) -> ProductWF:
-    """psi = D_up D_down [exp(J)] from occupied orbitals; ``backend`` for the AO kernel.
+    """psi = D_up D_down [exp(J)] from occupied orbitals; ``backend`` for the AO kernel ("cupy": the AOs on
+    the CUDA device, the Jastrow and the determinant updates with the CPU kernels, "numba").
 
     ``en_cusp`` adds the electron-nucleus cusp of all-electron atoms to the one-body Jastrow. It is off
     by default: multiplying Gaussian orbitals by a fixed cusp factor also reshapes them and, without
@@ -145,7 +146,7 @@ def slater_jastrow(mol, orb: Orbitals, *, jastrow: bool = True, backend: str = "
         species = {s: k for k, s in enumerate(dict.fromkeys(symbols))}
         cusp = charges if en_cusp else np.zeros(mol.natm)
         comps.append(Jastrow(mol.atom_coords(), [species[s] for s in symbols], cusp,
-                             mol.nelec, nbasis=nbasis, backend=backend))
+                             mol.nelec, nbasis=nbasis, backend="numba" if backend == "cupy" else backend))
         if three_body:
             from rung.qmc.jastrow3 import ThreeBodyJastrow
 

@@ -90,7 +90,7 @@ def _eval_cart_kernel(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, 
 def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ncart, deriv, screen,
               threads_per_block: int = 128):
     """Cartesian AOs (nout, npos, ncart) float64 at pos (npos, 3) Bohr; see the CPU kernel for arguments."""
-    if int(np.max(sh_l)) > LMAX:
+    if isinstance(sh_l, np.ndarray) and int(np.max(sh_l)) > LMAX:  # device tables are checked where copied
         raise ValueError(f"the CUDA AO kernel handles l <= {LMAX}")
     on_host = isinstance(pos, np.ndarray)
     args = [cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a

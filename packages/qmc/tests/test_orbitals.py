@@ -62,6 +62,19 @@ def test_cuda_kernel_under_simulator():
 
 @pytest.mark.skipif(__import__("os").environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="needs the CUDA simulator")
 def test_vmc_with_device_aos_equals_cpu(monkeypatch):
+    _vmc_device_vs_cpu(monkeypatch)
+
+
+@pytest.mark.gpu
+def test_vmc_with_device_aos_on_gpu(monkeypatch):
+    from rung.core.backend import gpu_available
+
+    if not gpu_available():
+        pytest.skip("no GPU")
+    _vmc_device_vs_cpu(monkeypatch)
+
+
+def _vmc_device_vs_cpu(monkeypatch):
     """backend="cupy" end to end (AOs on the device, the rest on the CPU kernels): the same VMC, step for
     step, as the numba backend, and the device kernel is what evaluated the AOs."""
     from rung.qmc._kernels import gpu

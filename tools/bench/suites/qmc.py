@@ -91,13 +91,13 @@ def _alkane(n: int):
     return mol, mf
 
 
-def _ours_vmc(mol, mf, nw, nsteps, tau):
+def _ours_vmc(mol, mf, nw, nsteps, tau, backend="numba"):
     from rung.qmc.hamiltonian import Hamiltonian
     from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
     from rung.qmc.vmc import VMCConfig, vmc
 
     orb = _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench")
-    wf = slater_jastrow(mol, orb)
+    wf = slater_jastrow(mol, orb, backend=backend)
     ham = Hamiltonian.from_mol(mol)
     rng = np.random.default_rng(0)
     configs = initial_configs(mol, nw, rng)
@@ -154,7 +154,7 @@ def _forces_vs_step(mol, mf, nw, method="auto", warp=True):
     from rung.qmc.vmc import VMCConfig, sweep, vmc
 
     orb = _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench")
-    wf = slater_jastrow(mol, orb)
+    wf = slater_jastrow(mol, orb, backend=backend)
     ham = Hamiltonian.from_mol(mol)
     rng = np.random.default_rng(0)
     configs = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=1, nsteps=2, nequil=5),
@@ -271,6 +271,22 @@ def cases(quick: bool):
         yield Case("qmc.aos", f"H2O ccecp-cc-pvdz ({mol.nao} AOs), {npos} points, value+gradient",
                    lambda pos=pos: evaluate_aos(basis, pos, 1), peer=lambda pos=pos: mol.eval_gto("GTOval_sph_deriv1", pos),
                    peer_name="pyscf eval_gto", work=npos, work_unit="points")
+    from rung.core.backend import gpu_available
+
+    if gpu_available():  # backend="cupy": the AOs on the device (copied back), the rest on the CPU kernels
+        from numba import cuda
+
+        for npos in (8000, 80000):
+            pos = np.random.default_rng(1).normal(scale=1.5, size=(npos, 3))
+            yield Case("qmc.aos", f"H2O ccecp-cc-pvdz ({mol.nao} AOs), {npos} points, value+gradient+Laplacian (GPU)",
+                       lambda pos=pos: evaluate_aos(basis, pos, 2, backend="cupy"),
+                       peer=lambda pos=pos: evaluate_aos(basis, pos, 2), peer_name="ours, numba (CPU)",
+                       work=npos, work_unit="points", device="gpu", sync=cuda.synchronize)
+        nw, nsteps = 400, 5
+        yield Case("qmc.vmc_water", f"H2O ccECP/ccecp-cc-pvdz, {nw} walkers x {nsteps} sweeps, SJ (AOs on the GPU)",
+                   _ours_vmc(mol, mf, nw, nsteps, 0.3, backend="cupy"), peer=_ours_vmc(mol, mf, nw, nsteps, 0.3),
+                   peer_name="ours, numba (CPU)", work=nw * nsteps, work_unit="walker-sweeps", device="gpu",
+                   sync=cuda.synchronize, repeats=3, warmup=1)
     if not quick:
         from rung.qmc.optimize import OptimizeConfig
 

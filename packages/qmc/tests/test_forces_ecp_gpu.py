@@ -1,0 +1,99 @@
+"""The CUDA kernel of the nonlocal ECP force terms (:mod:`rung.qmc._kernels.forces_ecp_gpu`), run in the
+numba CUDA simulator, against the numba CPU kernel :func:`rung.qmc._kernels.forces_cpu.nonlocal_terms`
+(itself tested against the NumPy path and finite differences in test_force_derivs.py) on the same inputs.
+
+BrCl with ccECPs: nonlocal s, p and d channels on Br, s and p on Cl (two ECP atoms, electrons in range of
+one or both); ccecp-cc-pvdz AOs (s, p, d shells) on and off the ECP atom. The orbitals are the first AOs
+(no SCF) and B0 = C A is random: the comparison needs inputs, not a physical state.
+"""
+
+import numpy as np
+import pytest
+from pyscf import gto
+
+from rung.qmc.force_derivs import AnalyticDerivatives
+from rung.qmc.hamiltonian import Hamiltonian
+from rung.qmc.system import Orbitals, slater_jastrow
+
+pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
+
+
+@pytest.fixture(scope="module")
+def brcl():
+    mol = gto.M(atom="Br 0 0 0; Cl 0 0 4.0", unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    nao, (nup, ndn) = mol.nao, mol.nelec
+    occ = np.zeros((2, nao))
+    occ[0, :nup] = 1.0
+    occ[1, :ndn] = 1.0
+    wf = slater_jastrow(mol, Orbitals(np.stack([np.eye(nao)] * 2), occ, 0.0, "test: the first AOs"))
+    rng = np.random.default_rng(3)
+    wf.set_parameters({k: 0.2 * rng.normal(size=v.shape) for k, v in wf.parameters.items()})
+    return mol, AnalyticDerivatives(mol, wf, Hamiltonian.from_mol(mol))
+
+
+def _inputs(mol, an, nw):
+    """The CPU kernel's arguments but the spin's (start, n), B0 and the outputs, per spin (the _nonlocal call)."""
+    from rung.qmc.orbitals import SCREEN
+
+    rng = np.random.default_rng(11)
+    ne = sum(mol.nelec)
+    R = an.coords
+    configs = R[np.arange(ne) % 2][None] + 0.9 * rng.normal(size=(nw, ne, 3))  # around Br, Cl in turn
+    configs[:, 0] = [0.0, 0.3, 2.0]  # in range of both ECP atoms
+    ecp = an.ham.ecp
+    ch = ecp._packed()
+    assert sorted(set(ch.ch_l[ch.ch_atom == 0])) == [0, 1, 2] and sorted(set(ch.ch_l[ch.ch_atom == 1])) == [0, 1]
+    atom_mol = np.array([ia for ia, _, _, nl in ecp.atoms if nl], dtype=np.int64)
+    from rung.qmc.ecp import _ICOSAHEDRON
+
+    dirs, weights = _ICOSAHEDRON
+    rot = an._draw_rotations(nw, ne)
+    j0 = 0.3 * rng.normal(size=(nw, ne))
+    jg = rng.normal(size=(nw, ne, 3))
+    head = (rot, dirs, weights)
+    mid = (ch.atom_R, ch.atom_rc, atom_mol, ch.ch_atom, ch.ch_l, ch.ch_tstart, ch.t_pow, ch.t_a, ch.t_c, j0,
+           *an.centres, an.basis.sh_l, an.basis.sh_col, an.sh_minexp, *an.splines, SCREEN)
+    return head, mid, configs, jg, rng
+
+
+@pytest.mark.parametrize("use_j,with_ge", [(False, True), (True, False), (True, True)])
+def test_simulator_kernel_matches_cpu_kernel(brcl, use_j, with_ge):
+    """de, ge (untouched without with_ge) and vm_ao of both spins agree to 1e-10 relative to their largest
+    element, all three added to in place."""
+    from rung.qmc._kernels.forces_cpu import nonlocal_terms as cpu
+    from rung.qmc._kernels.forces_ecp_gpu import nonlocal_terms as gpu
+
+    mol, an = brcl
+    nw = 2
+    head, mid, configs, jg, rng = _inputs(mol, an, nw)
+    ne, natom, ncart = configs.shape[1], an.natom, an.basis.ncart
+    jt = (use_j,) + an._jastrow_tables[1:]  # without the Jastrow the kernels must ignore its tables
+    start = 0
+    for n in mol.nelec:
+        b0 = rng.normal(size=(nw, ncart, n))
+        init = (rng.normal(size=(nw, natom, 3)), rng.normal(size=(nw, ne, 3)), rng.normal(size=(nw, n, ncart)))
+        outs = []
+        for kernel in (cpu, gpu):
+            de, ge, vm = (a.copy() for a in init)
+            kernel(*head, start, n, *mid, b0, configs, jg, an.coords, an.spin, with_ge, *jt, de, ge, vm)
+            outs.append((de, ge, vm))
+        for name, a0, ref, got in zip(("de", "ge", "vm_ao"), init, *outs):
+            scale = np.abs(ref - a0).max()
+            if name == "ge" and not with_ge:
+                assert scale == 0.0 and np.array_equal(got, a0)
+                continue
+            assert scale > 1e-3  # the terms are there
+            np.testing.assert_allclose(got - a0, ref - a0, atol=1e-10 * scale, rtol=0)
+        start += n
+
+
+def test_rejects_large_quadrature_rule(brcl):
+    from rung.qmc._kernels.forces_ecp_gpu import MAXQ, nonlocal_terms
+
+    mol, an = brcl
+    head, mid, configs, jg, rng = _inputs(mol, an, 1)
+    dirs = np.zeros((MAXQ + 1, 3))
+    with pytest.raises(ValueError, match="quadrature"):
+        nonlocal_terms(head[0], dirs, np.zeros(MAXQ + 1), 0, 7, *mid, np.zeros((1, an.basis.ncart, 7)), configs, jg,
+                       an.coords, an.spin, True, *an._jastrow_tables, np.zeros((1, 2, 3)), np.zeros((1, 14, 3)),
+                       np.zeros((1, 7, an.basis.ncart)))

@@ -130,7 +130,7 @@ class AnalyticDerivatives:
     backend : "numba" (cartesian AOs, the kernels of :mod:`rung.qmc._kernels.forces_cpu`: ``det_terms``,
         ``nonlocal_terms``, ``electron_terms``), "cupy" (the same with ``det_terms`` and ``electron_terms``
         from the numba.cuda kernels of :mod:`rung.qmc._kernels.forces_gpu`, NumPy arrays in and out; the
-        nonlocal terms still from the CPU ``nonlocal_terms``) or "numpy" (PySCF's AOs and einsums: the oracle)
+        nonlocal terms from :mod:`rung.qmc._kernels.forces_ecp_gpu`) or "numpy" (PySCF's AOs and einsums: the oracle)
 
     A call given the sampler's trial function (``wf``, ``grad``: see :meth:`__call__`) reads its state and
     recomputes nothing; without it this instance's own deep copy is recomputed at the walkers.
@@ -276,7 +276,10 @@ class AnalyticDerivatives:
             return vm
         dirs, weights = _ICOSAHEDRON
         if self.backend != "numpy":  # triples, projector, AOs and the Jastrow at the points inside the kernel
-            from rung.qmc._kernels.forces_cpu import nonlocal_terms
+            if self.backend == "cupy":
+                from rung.qmc._kernels.forces_ecp_gpu import nonlocal_terms
+            else:
+                from rung.qmc._kernels.forces_cpu import nonlocal_terms
             from rung.qmc.orbitals import SCREEN
 
             ch = ecp._packed()

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ["packages/nnp/tests/test_gpu.py", "packages/sci/tests/test_gpu.py",
          "packages/qmc/tests/test_orbitals.py::test_cuda_kernel_under_simulator",
          "packages/qmc/tests/test_forces_gpu.py::test_det_terms_kernel_matches_cpu",
-         "packages/qmc/tests/test_forces_gpu.py::test_electron_terms_kernel_matches_cpu"]
+         "packages/qmc/tests/test_forces_gpu.py::test_electron_terms_kernel_matches_cpu",
+         "packages/qmc/tests/test_forces_ecp_gpu.py::test_simulator_kernel_matches_cpu_kernel"]
 
 
 def _arg_type(a) -> list:

@@ -58,13 +58,14 @@ def unsupported_reason(wf) -> str | None:
     """None when :class:`AnalyticDerivatives` serves ``wf``, else why not (one line)."""
     from rung.qmc.determinants import SlaterDeterminant
     from rung.qmc.jastrow import Jastrow
+    from rung.qmc.multideterminant import TableMultiSlater
     from rung.qmc.wavefunction import ProductWF
 
     if type(wf) is not ProductWF or not 1 <= len(wf.components) <= 2:
         return "only D_up D_down [exp(J)] has analytic nuclear derivatives (three-body Jastrow, other products: no)"
     det, *rest = wf.components
-    if type(det) is not SlaterDeterminant:
-        return "a multideterminant trial function has no analytic nuclear derivatives yet"
+    if type(det) is not SlaterDeterminant and type(det) is not TableMultiSlater:
+        return "only the table-method multideterminant (TableMultiSlater) has analytic nuclear derivatives"
     if any(o.cusp is not None for o in det.orbitals):
         return "cusp-corrected orbitals (all-electron atoms) have no analytic nuclear derivatives yet"
     if rest and type(rest[0]) is not Jastrow:
@@ -271,7 +272,7 @@ class AnalyticDerivatives:
 
         nw, ne, _ = configs.shape
         ecp = self.ham.ecp
-        vm = [np.zeros((nw, sl.stop - sl.start, sl.stop - sl.start)) for _, sl in self._spins()]
+        vm = [np.zeros((nw, sl.stop - sl.start, self.cmo[s].shape[1])) for s, sl in self._spins()]
         if rot is None:
             return vm
         dirs, weights = _ICOSAHEDRON
@@ -431,8 +432,9 @@ class AnalyticDerivatives:
         else:
             why = unsupported_reason(wf)
             det, jas = wf.components[0], (wf.components[1] if len(wf.components) > 1 else None)
-            same = why is None and (jas is None) == (self.jas is None) and all(
-                np.array_equal(o.mo_coeff, p.mo_coeff) for o, p in zip(det.orbitals, self.det.orbitals))
+            same = why is None and type(det) is type(self.det) and (jas is None) == (self.jas is None) and all(
+                np.array_equal(o.mo_coeff, p.mo_coeff) for o, p in zip(det.orbitals, self.det.orbitals)) and \
+                np.array_equal(getattr(det, "coef", 0), getattr(self.det, "coef", 0))  # the CI coefficients
             if same and jas is not None:
                 same = all(np.array_equal(jas.parameters[k], v) for k, v in self.jas.parameters.items()) and \
                     (jas.rcut_ee, jas.rcut_en, jas.rcut_ee_cusp, jas.rcut_cusp) == \
@@ -477,17 +479,32 @@ class AnalyticDerivatives:
         else:
             self._electron_terms_numpy(configs, gt, dl, de, ge)
         de += self.dnn
-        b0 = [self.cmo[s] @ det.inverse[s] for s in (0, 1)]  # C A, (nw, nao, n)
+        from rung.qmc.determinants import SlaterDeterminant
+
+        multi = type(det) is not SlaterDeterminant  # TableMultiSlater: A^T -> G, X^T -> -Gd (rung.qmc.multidet_forces)
+        if multi:
+            from rung.qmc.multidet_forces import effective_matrices, ratio_matrices
+
+            b0 = [self.cmo[s] @ np.swapaxes(g, 1, 2) for s, g in enumerate(ratio_matrices(det))]  # C G^T
+        else:
+            b0 = [self.cmo[s] @ det.inverse[s] for s in (0, 1)]  # C A, (nw, nao, n)
         vm = self._nonlocal(configs, rot, b0, de, ge, jg, jas, electron_gradient)
+        ops = []  # Op[i, k] = (O_i phi_k)(r_i): kinetic, its Jastrow cross term, nonlocal ECP
+        for s, sl in self._spins():
+            mo, g = det.mo[s], jg[:, sl, :, None]  # mo (5, nw, n_electron, n_orbital): value, gradient, Laplacian
+            ops.append(vm[s] - 0.5 * mo[4] - g[:, :, 0] * mo[1] - g[:, :, 1] * mo[2] - g[:, :, 2] * mo[3])
+        if multi:
+            gd = effective_matrices(det, ops, self.backend != "numpy")[1]
+            cxs = [-(self.cmo[s] @ np.swapaxes(gd[s], 1, 2)) for s in (0, 1)]
         for s, sl in self._spins():
             n = sl.stop - sl.start
             if n == 0:
                 continue
-            mo = det.mo[s]  # (5, nw, n_electron, n_orbital): value, gradient, Laplacian
-            A = det.inverse[s]  # (nw, n_orbital, n_electron)
-            g = jg[:, sl, :, None]
-            op = vm[s] - 0.5 * mo[4] - g[:, :, 0] * mo[1] - g[:, :, 1] * mo[2] - g[:, :, 2] * mo[3]
-            cx = self.cmo[s] @ (A @ op @ A)  # C X, (nw, nao, n)
+            if multi:
+                cx = cxs[s]
+            else:
+                A = det.inverse[s]  # (nw, n_orbital, n_electron)
+                cx = self.cmo[s] @ (A @ ops[s] @ A)  # C X, (nw, nao, n)
             if self.backend != "numpy":
                 from rung.qmc.orbitals import SCREEN
 

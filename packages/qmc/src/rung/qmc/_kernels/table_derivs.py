@@ -1,0 +1,165 @@
+"""String kernels of the multideterminant nuclear derivatives (:mod:`rung.qmc.multidet_forces`): NumPy
+references (the test oracles) and the numba kernels side by side.
+
+For each string S of one spin (excitation degree k, holes h, particles p) with X_S = T[h, p] and
+Y_S = T_O[h, p] (k x k minors of the table T and of its derivative T_O along an operator matrix) and
+``adj`` the signed adjugate sign_S adj(X_S) of :mod:`rung.qmc._kernels.table` (adj[i, j] =
+d det X / d X[j, i]):
+
+    u_S = sign_S tr(adj(X_S) Y_S) = d/de sign_S det(X_S + e Y_S)                (:func:`string_traces`)
+
+and the adjoints scattered back onto the table's entries (h_j, p_i), for weights wr_S, wu_S:
+
+    tg[h_j, p_i] += wu_S adj[i, j]
+    ta[h_j, p_i] += wr_S adj[i, j] + wu_S sign_S H_S[i, j]                        (:func:`string_adjoints`)
+
+with H_S = d/de adj(X_S + e Y_S) the mixed adjugate, so that sign_S H_S^T = d u_S / d X_S. Each entry of
+adj is a (k-1) x (k-1) determinant, so H[i, j] = (-1)^(i+j) sum_r det(minor of X without row j and column
+i, its row r taken from Y): no inverse, a singular minor is harmless. k = 1: H = 0; k = 2: H = adj(Y).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from rung.qmc._kernels.table import _det_inplace
+
+
+def mixed_adjugate_reference(x, y):
+    """NumPy reference: d/de adj(x + e y) at e = 0 for x, y (..., k, k) float64 (adj[i, j] = (-1)^(i+j)
+    det of x without row j and column i)."""
+    k = x.shape[-1]
+    out = np.zeros(x.shape)
+    if k < 2:
+        return out
+    for i in range(k):
+        for j in range(k):
+            mx = np.delete(np.delete(x, j, axis=-2), i, axis=-1)
+            my = np.delete(np.delete(y, j, axis=-2), i, axis=-1)
+            for r in range(k - 1):
+                m = mx.copy()
+                m[..., r, :] = my[..., r, :]
+                out[..., i, j] += (-1) ** (i + j) * np.linalg.det(m)
+    return out
+
+
+def string_traces_reference(adj, to, deg, holes, parts):
+    """NumPy reference of :func:`string_traces`: adj (nw, ns, kmax, kmax) signed adjugates, to (nw, n, m)
+    -> u (nw, ns) float64."""
+    kmax = holes.shape[1]
+    valid = (np.arange(kmax)[None, :] < deg[:, None]).astype(float)  # (ns, kmax)
+    y = to[:, holes[:, :, None], parts[:, None, :]] * valid[:, :, None] * valid[:, None, :]  # (nw, ns, k, k)
+    return np.einsum("wsij,wsji->ws", adj, y)
+
+
+def string_adjoints_reference(t, to, adj, wr, wu, deg, holes, parts, sign):
+    """NumPy reference of :func:`string_adjoints`.
+
+    Parameters
+    ----------
+    t, to : (nw, n, m) float64 — the table T and its derivative T_O
+    adj : (nw, ns, kmax, kmax) float64 — signed adjugates sign_S adj(X_S)
+    wr, wu : (nw, ns) float64 — weights of d R_S / d X_S and of d u_S / d (X_S, Y_S)
+    deg, holes, parts, sign : the strings' excitations (:func:`rung.qmc.multideterminant._string_tables`)
+
+    Returns
+    -------
+    tg, ta : (nw, n, m) float64 (module docstring)
+    """
+    nw, n, m = t.shape
+    tg, ta = np.zeros((nw, n, m)), np.zeros((nw, n, m))
+    for k in np.unique(deg):
+        if k == 0:
+            continue
+        sel = np.flatnonzero(deg == k)
+        h, p = holes[sel, :k], parts[sel, :k]  # (nsel, k)
+        x = t[:, h[:, :, None], p[:, None, :]]  # (nw, nsel, k, k): x[j, i] = T[h_j, p_i]
+        y = to[:, h[:, :, None], p[:, None, :]]
+        a = adj[:, sel, :k, :k]
+        hm = mixed_adjugate_reference(x, y) * sign[sel][:, None, None]
+        g = np.swapaxes(wu[:, sel, None, None] * a, -1, -2)  # (nw, nsel, k(j), k(i))
+        b = np.swapaxes(wr[:, sel, None, None] * a + wu[:, sel, None, None] * hm, -1, -2)
+        rows, cols = np.broadcast_to(h[:, :, None], x.shape[1:]), np.broadcast_to(p[:, None, :], x.shape[1:])
+        for w in range(nw):
+            np.add.at(tg[w], (rows, cols), g[w])
+            np.add.at(ta[w], (rows, cols), b[w])
+    return tg, ta
+
+
+@numba.njit(cache=True)
+def string_traces(adj, to, deg, holes, parts):
+    """numba version of :func:`string_traces_reference`: k^2 operations per string."""
+    nw, ns = adj.shape[0], deg.shape[0]
+    u = np.zeros((nw, ns))
+    for iw in range(nw):
+        for s in range(ns):
+            acc = 0.0
+            for i in range(deg[s]):
+                for j in range(deg[s]):
+                    acc += adj[iw, s, i, j] * to[iw, holes[s, j], parts[s, i]]
+            u[iw, s] = acc
+    return u
+
+
+@numba.njit(cache=True)
+def _mixed_adjugate(x, y, k, out, b):
+    """out[:k, :k] = d/de adj(x + e y) of the k x k matrices x, y (b (kmax, kmax) scratch)."""
+    if k == 1:
+        out[0, 0] = 0.0
+        return
+    if k == 2:
+        out[0, 0], out[0, 1], out[1, 0], out[1, 1] = y[1, 1], -y[0, 1], -y[1, 0], y[0, 0]
+        return
+    for i in range(k):
+        for j in range(k):
+            acc = 0.0
+            for r in range(k - 1):  # the minor of x without row j and column i, its row r from y
+                r2 = 0
+                for row in range(k):
+                    if row == j:
+                        continue
+                    src = y if r2 == r else x
+                    c2 = 0
+                    for col in range(k):
+                        if col == i:
+                            continue
+                        b[r2, c2] = src[row, col]
+                        c2 += 1
+                    r2 += 1
+                acc += _det_inplace(b, k - 1)
+            out[i, j] = acc if (i + j) % 2 == 0 else -acc
+
+
+@numba.njit(cache=True)
+def string_adjoints(t, to, adj, wr, wu, deg, holes, parts, sign):
+    """numba version of :func:`string_adjoints_reference`: the mixed adjugate by closed forms for k <= 2,
+    k^2 (k-1) determinants of order k-1 beyond."""
+    nw, n, m = t.shape
+    ns, kmax = deg.shape[0], holes.shape[1]
+    tg, ta = np.zeros((nw, n, m)), np.zeros((nw, n, m))
+    x, y, hm = np.empty((kmax, kmax)), np.empty((kmax, kmax)), np.empty((kmax, kmax))
+    b = np.empty((kmax, kmax))
+    for iw in range(nw):
+        for s in range(ns):
+            k = deg[s]
+            if k == 0:
+                continue
+            cr, cu = wr[iw, s], wu[iw, s]
+            if cu != 0.0:
+                for j in range(k):
+                    for i in range(k):
+                        x[j, i] = t[iw, holes[s, j], parts[s, i]]
+                        y[j, i] = to[iw, holes[s, j], parts[s, i]]
+                _mixed_adjugate(x, y, k, hm, b)
+            else:
+                hm[:k, :k] = 0.0
+            sg = sign[s]
+            for j in range(k):
+                hj = holes[s, j]
+                for i in range(k):
+                    pi = parts[s, i]
+                    a = adj[iw, s, i, j]
+                    tg[iw, hj, pi] += cu * a
+                    ta[iw, hj, pi] += cr * a + cu * sg * hm[i, j]
+    return tg, ta

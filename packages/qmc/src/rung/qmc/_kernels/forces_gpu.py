@@ -36,7 +36,7 @@ THREADS = 128
 
 
 # ---------------------------------------------------------------------------------------------- device functions
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline=True)  # inlined in the kernel's IR (and compiled with it by compile_ptx, no device needed)
 def _mono(u, m, out):
     """out[4 m + k] = d^k u^m / du^k at u for k = 0..3 (zero where k > m)."""
     for k in range(4):
@@ -50,7 +50,7 @@ def _mono(u, m, out):
         f *= m - k
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline=True)  # inlined in the kernel's IR (and compiled with it by compile_ptx, no device needed)
 def _radial0123(poly, row, L, G, Lc, r):
     """f, f', f'', f''' at r > 0 of a Jastrow pair function: sum_m poly[row, m] (r/L)^m (0 beyond L) plus the
     cusp term -G Lc (1 - r/Lc)^3 / 3 (0 beyond Lc); as :func:`rung.qmc._kernels.forces_cpu._radial0123`."""
@@ -77,7 +77,7 @@ def _radial0123(poly, row, L, G, Lc, r):
     return v, d1, d2, d3
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline=True)  # inlined in the kernel's IR (and compiled with it by compile_ptx, no device needed)
 def _channel_d(t0, t1, t_pow, t_a, t_c, r):
     """v'(r) of an ECP channel v(r) = sum_t c_t r^pow_t exp(-a_t r^2), terms t0 .. t1 - 1 (r > 0)."""
     dv = 0.0

@@ -215,11 +215,11 @@ class ANIPotential:
             if cells.shape != (n_batch, 3, 3):
                 raise ValueError(f"cell must be (3, 3) or ({n_batch}, 3, 3), got {c.shape}")
         p = self.model.aev
-        ent = build_entries(x, batch, n_batch, cells, p.Rcr, p.Rca, self.min_distance)
         need_grad = forces or virial
-        if self.backend == "cupy":
-            out, f, w = self._gpu.run(species, ent, batch, n_batch, need_grad)
+        if self.backend == "cupy":  # neighbour entries, AEVs, networks and forces on the device
+            out, f, w = self._gpu.run(x, species, batch, n_batch, cells, need_grad, self.min_distance)
         else:
+            ent = build_entries(x, batch, n_batch, cells, p.Rcr, p.Rca, self.min_distance)
             kern = _kernels(self.backend)
             G = kern.aev_forward(species, ent.start, ent.nbr, ent.vec, ent.dist, ent.ang_start, ent.ang, p, self.dtype)
             out, dG = self._nets(species, G, grad=need_grad)

@@ -295,3 +295,33 @@ def test_classical_nve_log_prints_the_actual_kinetic_energy(tmp_path):
     total = log[:, 3] + log[:, 4]
     assert np.ptp(total) < 0.02 * np.ptp(log[:, 4])
     np.testing.assert_allclose(log[:, 4], 1.5 * n * U.BOLTZMANN_HARTREE_PER_K * log[:, 2], rtol=2e-5)  # T printed to 1e-4 K
+
+
+def test_each_output_at_the_multiples_of_its_own_interval_and_a_restart_between(tmp_path):
+    """Log every 3 steps, trajectory every 5, checkpoint every 7 of 20: killed after step 16, the checkpoint
+    is step 14's and holds the frames 0, 5, 10 and the log lines 0 ... 12; the restart continues from it
+    without a duplicate line or frame and ends with a checkpoint of step 20."""
+    inp = _input(tmp_path, steps=20, beads=1)
+    inp.write_text(inp.read_text().replace("trajectory_every = 5\nlog_every = 5\ncheckpoint_every = 10",
+                                           "trajectory_every = 5\nlog_every = 3\ncheckpoint_every = 7"))
+    cfg = load_config(inp)
+    with kill_after_steps(16):
+        run(cfg, workdir=tmp_path, progress=False)
+    state, _, sizes, _ = read_checkpoint(tmp_path / "md.chk.h5")
+    assert state.step == 14 and sizes["frames"] == 3
+    logged = (tmp_path / "md.log").read_bytes()[:sizes["log"]].decode().splitlines()
+    assert [int(line.split()[0]) for line in logged[1:]] == [0, 3, 6, 9, 12]
+    res = run(cfg, workdir=tmp_path, restart=True, progress=False)
+    assert list(res.observables["step"]) == [15, 18]
+    assert list(np.loadtxt(tmp_path / "md.log")[:, 0]) == list(range(0, 19, 3))
+    with h5py.File(tmp_path / "md.h5") as f:
+        assert list(f["particles/centroid/position/step"][:]) == [0, 5, 10, 15, 20]
+        assert list(f["observables/temperature/step"][:]) == [0, 5, 10, 15, 20]
+    assert [a.info["step"] for a in _read_xyz(tmp_path / "md.xyz")] == [0, 5, 10, 15, 20]
+    assert read_checkpoint(tmp_path / "md.chk.h5")[0].step == 20
+
+
+def _read_xyz(path):
+    from ase.io import read
+
+    return read(path, index=":")

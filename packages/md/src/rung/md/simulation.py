@@ -7,6 +7,9 @@ than twice the cutoff without images, an unreadable restart) raises with nothing
 checkpoint and continues; since the noise of each step depends only on (seed, step) and the
 checkpoint holds the full state, the continued run is bit-for-bit the uninterrupted one.
 
+The outputs are reporters (:mod:`rung.md.reporters`: trajectory, log, extxyz, checkpoint), each called
+by the step loop at the steps that are multiples of its interval; a last checkpoint ends the run.
+
 The integrator is :func:`rung.md.integrators.ring_polymer` for every P (P = 1 is exactly velocity
 Verlet / BAOAB / Bussi), or :func:`rung.md.qtb.qtb` for thermostat = "qtb" | "adqtb" (P = 1), whose
 gamma_r and spectra also go to ``<prefix>.qtb.h5`` at every checkpoint and whose quantum kinetic
@@ -29,9 +32,10 @@ from rung.core.progress import Progress as CoreProgress
 from rung.md import estimators as est
 from rung.md.config import QTB_THERMOSTATS, Config, InputError
 from rung.md.integrators import MDState, ring_polymer
-from rung.md.output import OBSERVABLES, H5MDWriter, config_dict, read_checkpoint, truncate_text, write_checkpoint
+from rung.md.output import OBSERVABLES, H5MDWriter, config_dict, read_checkpoint
 from rung.md.parallel import BeadForces
 from rung.md.potentials import build_potential
+from rung.md.reporters import CheckpointReporter, LogReporter, TrajectoryReporter, XYZReporter
 
 
 @dataclass(frozen=True)
@@ -160,31 +164,6 @@ def observables(state: MDState, kT: float, cell) -> dict:
     return o
 
 
-LOG_COLUMNS = ("step", "time_fs", "temperature_K", "potential_energy_Ha", "kinetic_primitive_Ha",
-               "kinetic_centroid_virial_Ha", "conserved_energy_Ha", "pressure_GPa")
-
-
-def _log_line(step, dt_fs, o) -> str:
-    p = o.get("pressure")
-    ps = "nan" if p is None else f"{p * U.HARTREE_PER_BOHR3_TO_GPA:.10e}"
-    return (f"{step:10d} {step * dt_fs:14.4f} {o['temperature']:12.4f} {o['potential_energy']:20.12e} "
-            f"{o['kinetic_primitive']:20.12e} {o['kinetic_centroid_virial']:20.12e} "
-            f"{o['conserved_energy']:20.12e} {ps}\n")
-
-
-def _xyz_frame(fh, system, state, step, dt_fs, o):
-    from ase import Atoms
-    from ase.io import write
-
-    x = state.positions.mean(axis=0) * U.BOHR_TO_ANGSTROM
-    cell = None if system.cell is None else system.cell * U.BOHR_TO_ANGSTROM
-    atoms = Atoms(numbers=system.numbers, positions=x, cell=cell,
-                  pbc=system.cell is not None)
-    atoms.info.update({"step": step, "time_fs": step * dt_fs,
-                       "potential_energy_eV": o["potential_energy"] * U.HARTREE_TO_EV})
-    write(fh, atoms, format="extxyz", parallel=False)
-
-
 def output_paths(config: Config, workdir=None) -> dict:
     base = Path(workdir) if workdir is not None else Path(".")
     pre = config.output.prefix
@@ -192,9 +171,81 @@ def output_paths(config: Config, workdir=None) -> dict:
             "checkpoint": base / f"{pre}.chk.h5", "qtb": base / f"{pre}.qtb.h5"}
 
 
+def _restart_state(config: Config, path: Path):
+    """The state and output sizes of the checkpoint ``path``, checked against the input."""
+    try:
+        state, saved, sizes, _ = read_checkpoint(path)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    mine = config_dict(config)
+    diff = sorted(k for k in mine if k not in ("steps", "output", "trust_units") and mine[k] != saved.get(k))
+    if diff:
+        raise InputError(f"cannot restart: the input differs from the checkpoint in {diff}")
+    if state.positions.shape[0] != config.beads:
+        raise InputError(f"cannot restart: checkpoint has {state.positions.shape[0]} beads, input {config.beads}")
+    return state, sizes
+
+
+def _integrator(config: Config, forces, system: System, kT: float, dt: float):
+    """``(init_fn, step_fn, qtb_params)``: the QTB for thermostat qtb|adqtb, else the ring polymer."""
+    if config.rp_thermostat in QTB_THERMOSTATS:
+        from rung.md import qtb
+
+        try:
+            return qtb.from_config(config, forces, system.numbers, system.masses, kT, dt)
+        except ValueError as err:
+            raise InputError(str(err)) from err
+    init_fn, step_fn = ring_polymer(forces, dt, kT, config.beads, thermostat=config.rp_thermostat,
+                                    tau=config.tau_fs * U.FS_TO_AU_TIME, pile_lambda=config.pile_lambda,
+                                    propagator=config.propagator, seed=config.seed)
+    return init_fn, step_fn, None
+
+
+def _initial_state(init_fn, system: System) -> MDState:
+    try:
+        state = init_fn(system.positions, system.masses)
+    except ValueError as err:
+        raise InputError(f"the potential rejected the structure: {err}") from err
+    if not np.all(np.isfinite(state.forces)):
+        raise InputError("the potential returned non-finite forces for the initial structure")
+    return state
+
+
+def _reporters(config: Config, system: System, pot, paths: dict, sizes: dict | None, qtb_params) -> list:
+    """The run's outputs as reporters (trajectory, log, extxyz, then the checkpoint that flushes them):
+    new files, or for a restart (``sizes`` from the checkpoint) the files cut back to those sizes."""
+    out, dt = config.output, config.dt_fs * U.FS_TO_AU_TIME
+    if sizes is not None and (not paths["h5md"].exists() or not paths["log"].exists()):
+        raise InputError(f"cannot restart: outputs {paths['h5md']} / {paths['log']} are missing")
+    if sizes is None:
+        paths["h5md"].parent.mkdir(parents=True, exist_ok=True)  # a new --workdir, once the input is valid
+    size = ({} if sizes is None else sizes).get  # None: a new file
+    writer = H5MDWriter(paths["h5md"], numbers=system.numbers, masses_amu=system.masses / U.AMU_TO_ELECTRON_MASS,
+                        cell=system.cell, P=config.beads, all_beads=out.all_beads,
+                        periodic_observables=system.cell is not None,
+                        attrs={"backend": "numba", "potential_backend": _backend_of(pot), "beads": config.beads,
+                               "dt_fs": config.dt_fs, "temperature_K": config.temperature_K,
+                               "thermostat": config.thermostat})
+    files = [TrajectoryReporter(writer, out.trajectory_every, dt, size("frames")),
+             LogReporter(paths["log"], out.log_every, config.dt_fs, size("log"))]
+    if out.xyz:
+        files.append(XYZReporter(paths["xyz"], out.trajectory_every, config.dt_fs, system.numbers, system.cell,
+                                 size("xyz")))
+    return files + [CheckpointReporter(paths["checkpoint"], out.checkpoint_every, config_dict(config), files,
+                                       qtb_params, paths["qtb"])]
+
+
+def _report(reporters, state: MDState, kT: float, cell) -> None:
+    """Hand ``state`` to the reporters due at its step, the observables computed once if any needs them."""
+    due = [r for r in reporters if state.step % r.every == 0]
+    o = observables(state, kT, cell) if any(r.uses_observables for r in due) else None
+    for r in due:
+        r.report(state, o)
+
+
 def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool = False, comm=None,
         progress: bool = True) -> RunResult:
-    """Run the MD of ``config``; see the module docstring.
+    """Run the MD of ``config``; see the module docstring. Rank 0 writes the outputs (reporters).
 
     workdir : folder for the outputs (default: current folder)
     restart : continue from the checkpoint ``<prefix>.chk.h5``
@@ -204,19 +255,9 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
     rank = 0 if comm is None else comm.Get_rank()
     paths = output_paths(config, workdir)
     kT = config.temperature_K * U.BOLTZMANN_HARTREE_PER_K
-    dt = config.dt_fs * U.FS_TO_AU_TIME
-    P = config.beads
+    sizes = None
     if restart:
-        try:
-            state, saved, saved_sizes, _ = read_checkpoint(paths["checkpoint"])
-        except ValueError as err:
-            raise InputError(str(err)) from err
-        mine = config_dict(config)
-        diff = sorted(k for k in mine if k not in ("steps", "output", "trust_units") and mine[k] != saved.get(k))
-        if diff:
-            raise InputError(f"cannot restart: the input differs from the checkpoint in {diff}")
-        if state.positions.shape[0] != P:
-            raise InputError(f"cannot restart: checkpoint has {state.positions.shape[0]} beads, input {P}")
+        state, sizes = _restart_state(config, paths["checkpoint"])
     elif paths["checkpoint"].exists() and not overwrite:
         raise InputError(f"{paths['checkpoint']} exists: continue with --restart or allow overwriting (--overwrite)")
     system = read_system(config)
@@ -224,98 +265,26 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
         raise InputError("cannot restart: the checkpoint has a different number of atoms")
     pot = make_potential(config, system)
     forces = BeadForces(pot, system.numbers, system.cell, virial=system.cell is not None, comm=comm)
-    qtb_params = None
-    if config.rp_thermostat in QTB_THERMOSTATS:
-        from rung.md import qtb
-
-        try:
-            init_fn, step_fn, qtb_params = qtb.from_config(config, forces, system.numbers, system.masses, kT, dt)
-        except ValueError as err:
-            raise InputError(str(err)) from err
-    else:
-        init_fn, step_fn = ring_polymer(forces, dt, kT, P, thermostat=config.rp_thermostat,
-                                        tau=config.tau_fs * U.FS_TO_AU_TIME, pile_lambda=config.pile_lambda,
-                                        propagator=config.propagator, seed=config.seed)
+    init_fn, step_fn, qtb_params = _integrator(config, forces, system, kT, config.dt_fs * U.FS_TO_AU_TIME)
     if not restart:
-        try:
-            state = init_fn(system.positions, system.masses)
-        except ValueError as err:
-            raise InputError(f"the potential rejected the structure: {err}") from err
-        if not np.all(np.isfinite(state.forces)):
-            raise InputError("the potential returned non-finite forces for the initial structure")
-    out = config.output
-    writer = H5MDWriter(paths["h5md"], numbers=system.numbers, masses_amu=system.masses / U.AMU_TO_ELECTRON_MASS,
-                        cell=system.cell, P=P, all_beads=out.all_beads, periodic_observables=system.cell is not None,
-                        attrs={"backend": "numba", "potential_backend": _backend_of(pot), "beads": P, "dt_fs": config.dt_fs,
-                               "temperature_K": config.temperature_K, "thermostat": config.thermostat})
-    log_fh = xyz_fh = None
-    rows = {"step": [], **{k: [] for k in OBSERVABLES}}
-
-    def sizes():
-        return {"frames": writer.frames(), "log": paths["log"].stat().st_size,
-                "xyz": paths["xyz"].stat().st_size if out.xyz else 0}
-
-    def checkpoint(s):
-        if rank == 0:
-            writer.flush()
-            log_fh.flush()
-            if xyz_fh:
-                xyz_fh.flush()
-            write_checkpoint(paths["checkpoint"], s, config=config_dict(config), sizes=sizes())
-            if qtb_params is not None:
-                qtb.write_spectra(paths["qtb"], qtb_params, s.thermostat_state)
-
-    def record(s):
-        if rank != 0 or (s.step % out.log_every and s.step % out.trajectory_every):
-            return
-        o = observables(s, kT, system.cell)
-        if s.step % out.log_every == 0:
-            log_fh.write(_log_line(s.step, config.dt_fs, o))
-            rows["step"].append(s.step)
-            for k in OBSERVABLES:
-                rows[k].append(o.get(k, np.nan))
-        if s.step % out.trajectory_every == 0:
-            writer.frame(s.step, s.step * dt, s.positions, s.momenta, s.masses, o)
-            if xyz_fh:
-                _xyz_frame(xyz_fh, system, s, s.step, config.dt_fs, o)
-
-    if rank == 0:
-        if restart:
-            if not paths["h5md"].exists() or not paths["log"].exists():
-                raise InputError(f"cannot restart: outputs {paths['h5md']} / {paths['log']} are missing")
-            try:
-                writer.truncate(int(saved_sizes["frames"]))
-            except OSError as err:
-                raise InputError(f"cannot restart: trajectory {paths['h5md']} is unreadable ({err})") from err
-            truncate_text(paths["log"], saved_sizes["log"])
-            if out.xyz:
-                truncate_text(paths["xyz"], saved_sizes["xyz"])
-            log_fh = open(paths["log"], "a")
-            xyz_fh = open(paths["xyz"], "a") if out.xyz else None
-        else:
-            paths["h5md"].parent.mkdir(parents=True, exist_ok=True)  # a new --workdir, once the input is valid
-            writer.create()
-            log_fh = open(paths["log"], "w")
-            log_fh.write("# rung-md log; " + " ".join(LOG_COLUMNS) + "\n")
-            xyz_fh = open(paths["xyz"], "w") if out.xyz else None
+        state = _initial_state(init_fn, system)
+    reporters = _reporters(config, system, pot, paths, sizes, qtb_params) if rank == 0 else []
+    log = next((r for r in reporters if isinstance(r, LogReporter)), None)
+    checkpoint = next((r for r in reporters if isinstance(r, CheckpointReporter)), None)
     try:
         if not restart:
-            record(state)
-            checkpoint(state)
+            _report(reporters, state, kT, system.cell)
         todo = max(0, config.steps - state.step)
         bar = Progress(todo, config.dt_fs, enabled=progress and rank == 0)
         for done in range(1, todo + 1):
             state = step_fn(state)
-            record(state)
-            if state.step % out.checkpoint_every == 0 and state.step != config.steps:
-                checkpoint(state)
+            _report(reporters, state, kT, system.cell)
             bar.update(done, state.step)
-        checkpoint(state)
-        nsday = bar.ns_per_day(todo) if todo else 0.0
+        if checkpoint is not None and checkpoint.step != state.step:  # the last state, unless just written
+            checkpoint.report(state)
     finally:
-        if log_fh:
-            log_fh.close()
-        if xyz_fh:
-            xyz_fh.close()
-    return RunResult(state, {k: np.array(v) for k, v in rows.items()}, nsday, forces.calls)
-
+        for r in reporters:
+            r.close()
+    rows = log.rows if log is not None else {"step": [], **{k: [] for k in OBSERVABLES}}  # ranks > 0 log nothing
+    return RunResult(state, {k: np.array(v) for k, v in rows.items()}, bar.ns_per_day(todo) if todo else 0.0,
+                     forces.calls)

@@ -110,7 +110,8 @@ def test_cuda_kernels_in_simulator(single64):
 def test_gpu_pipeline_in_simulator(single64, ani1x_file):
     """ANIPotential with backend "cupy" driven by NumPy arrays under the simulator (neighbours, kernels,
     MLP, scatter all through the GPU engine) equals the numba backend: a periodic cell smaller than the
-    cutoff, and a batch of two open molecules with interleaved atoms; overlapping atoms raise."""
+    cutoff, a batch of two open molecules with interleaved atoms, atoms without neighbours; overlapping
+    atoms raise."""
     from rung.nnp import load_model
     from rung.nnp._kernels.gpu import GPUEngine
 
@@ -126,6 +127,8 @@ def test_gpu_pipeline_in_simulator(single64, ani1x_file):
         np.testing.assert_allclose(r.energy, ref.energy, rtol=0, atol=1e-10)
         np.testing.assert_allclose(r.forces, ref.forces, atol=1e-10)
         np.testing.assert_allclose(r.virial, ref.virial, atol=1e-10)
+    far = np.array([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0]])  # no neighbour entries at all
+    np.testing.assert_allclose(pot.evaluate(far, [1, 8]).energy, single64.evaluate(far, [1, 8]).energy, atol=1e-12)
     with pytest.raises(ValueError, match="atoms 1 and 3 are 0.05 Angstrom apart"):
         pot.evaluate(np.vstack([x[:3], x[1] + [0.05, 0.0, 0.0]]), z[:4])
 

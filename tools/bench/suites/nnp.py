@@ -7,6 +7,8 @@ Ours: numba kernels with numba threads = 1 and BLAS threads = 1 (threadpoolctl).
 Peer: TorchANI >= 2.7 (``torch.set_num_threads(1)``) with its cell list for the boxes (all pairs for
 the molecule), built from the same NeuroChem files, when torch and torchani are importable. Also: dataset evaluation, time per
 molecule for a batch of 1000 small molecules (one call, concatenated atoms), ours only.
+With a CUDA device (``make gpu-check``): the 8-network cases again with backend "cupy" (names end in
+"(GPU)"), our numba path on the same machine's CPU (all threads) as the peer (gpu_cases).
 """
 
 from __future__ import annotations
@@ -149,8 +151,39 @@ def cases(quick: bool):
                _one_thread(lambda: pot.evaluate(x, z, batch=b)), peer=peer,
                peer_name="FeNNol energy_and_forces (one padded batch), 1 thread" if peer else "",
                work=n_mol, work_unit="molecules", repeats=3, warmup=1, note="one call, energies + forces (+ spread)")
+    yield from gpu_cases(quick)
     yield from refit_cases(quick)
     yield from finetune_cases(quick)
+
+
+def gpu_cases(quick: bool):
+    """ANI-1x (8 networks, float32) energies + forces with backend "cupy" (neighbour list, AEVs, networks
+    and forces on the device, results copied to the host) beside the numba path on the CPU of the same
+    machine (all its threads), same inputs; only when rung.core sees a CUDA device (``make gpu-check``)."""
+    from rung.core.backend import gpu_available
+
+    if not gpu_available():
+        return
+    import cupy
+
+    from rung.core.backend import synchronize
+    from rung.nnp import load_model
+
+    gpu = load_model("ani-1x", dtype="float32", backend="cupy")
+    cpu = load_model("ani-1x", dtype="float32", backend="numba")
+    peer_name = "ours, numba (CPU, all threads)"
+    for name, x, z, cell in systems(quick):
+        yield Case("nnp.ani1x_energy_forces", f"{name}, 8 nets (GPU)",
+                   lambda x=x, z=z, cell=cell: gpu.compute(x, z, cell),
+                   peer=lambda x=x, z=z, cell=cell: cpu.compute(x, z, cell), peer_name=peer_name, work=len(z),
+                   work_unit="atom-steps", device="gpu", sync=lambda: synchronize(cupy), repeats=5, warmup=2,
+                   note="float32, neighbour list on the device, host arrays in and out")
+    n_mol = 200 if quick else 1000
+    x, z, b = small_molecules(n_mol)
+    yield Case("nnp.dataset_batch", f"{n_mol} small molecules ({len(z)} atoms), 8 nets (GPU)",
+               lambda: gpu.evaluate(x, z, batch=b), peer=lambda: cpu.evaluate(x, z, batch=b), peer_name=peer_name,
+               work=n_mol, work_unit="molecules", device="gpu", sync=lambda: synchronize(cupy), repeats=3, warmup=2,
+               note="one call, energies + forces (+ spread)")
 
 
 def refit_cases(quick: bool):

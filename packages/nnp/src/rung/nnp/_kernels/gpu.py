@@ -347,15 +347,16 @@ def neighbour_entries(xp, x, batch, n_batch, cells, Rcr, Rca) -> DeviceEntries:
     bstart = xp.searchsorted(batch[order], xp.arange(n_batch + 1)).astype(np.int64)
     rc2 = float(Rcr) ** 2
     start = xp.zeros(n + 1, np.int64)
-    no_i, no_v = xp.zeros(0, np.int64), xp.zeros(0, np.float64)
     geometry = (x, xw, fw, off, cells_d, rch, batch, order, bstart, rc2)
-    _launch(pairs_kernel, n, *geometry, False, start, no_i, no_i, xp.zeros((0, 3), np.int64),
-            xp.zeros((0, 3)), no_v)
+    # count pass; its output arguments are unused placeholders (one element each: no null device pointer)
+    one_i = xp.zeros(1, np.int64)
+    _launch(pairs_kernel, n, *geometry, False, start, one_i, one_i, xp.zeros((1, 3), np.int64), xp.zeros((1, 3)),
+            xp.zeros(1))
     start = xp.cumsum(start)
     ne = int(start[n]) if n else 0
     centre, nbr, dist = xp.empty(ne, np.int64), xp.empty(ne, np.int64), xp.empty(ne, np.float64)
     shift, vec = xp.empty((ne, 3), np.int64), xp.empty((ne, 3), np.float64)
-    _launch(pairs_kernel, n, *geometry, True, start, centre, nbr, shift, vec, dist)
+    _launch(pairs_kernel, n if ne else 0, *geometry, True, start, centre, nbr, shift, vec, dist)
     ang = xp.nonzero(dist < Rca)[0].astype(np.int64)  # entries are grouped by centre, so the subset is too
     n_ang = xp.bincount(centre[ang], minlength=n).astype(np.int64) if ang.size else xp.zeros(n, np.int64)
     ang_start = _offsets(n_ang, xp)

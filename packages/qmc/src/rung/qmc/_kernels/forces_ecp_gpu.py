@@ -29,7 +29,8 @@ import math
 import numpy as np
 from numba import cuda
 
-MAXQ = 32  # quadrature points per rule at most (the icosahedron has 12): cuda.local.array needs a literal size
+MAXQ = 12  # quadrature points per rule at most, the forces' icosahedron: cuda.local.array needs a literal size
+# (the thread's 22 (MAXQ,) local arrays: a 2112-byte stack frame, ptxas sm_80/sm_90, 244 registers, no spills)
 
 
 @cuda.jit(device=True, inline=True)
@@ -134,11 +135,10 @@ def _nonlocal_kernel(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch
     px = cuda.local.array(MAXQ, np.float64)  # the points
     py = cuda.local.array(MAXQ, np.float64)
     pz = cuda.local.array(MAXQ, np.float64)
-    cc = cuda.local.array(MAXQ, np.float64)  # projector and its r, cos derivatives (times the weights)
+    # projector and its r, cos derivatives (times the weights), then times the Jastrow ratio (u = cc rjk)
+    u = cuda.local.array(MAXQ, np.float64)
     ccr = cuda.local.array(MAXQ, np.float64)
     ccc = cuda.local.array(MAXQ, np.float64)
-    rjk = cuda.local.array(MAXQ, np.float64)  # Jastrow ratio at the points
-    u = cuda.local.array(MAXQ, np.float64)  # projector times Jastrow ratio
     gj0 = cuda.local.array(MAXQ, np.float64)  # grad J at the points
     gj1 = cuda.local.array(MAXQ, np.float64)
     gj2 = cuda.local.array(MAXQ, np.float64)
@@ -172,7 +172,7 @@ def _nonlocal_kernel(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch
             px[k] = atom_R[ia, 0] + r * qv[k, 0]
             py[k] = atom_R[ia, 1] + r * qv[k, 1]
             pz[k] = atom_R[ia, 2] + r * qv[k, 2]
-            cc[k] = 0.0
+            u[k] = 0.0
             ccr[k] = 0.0
             ccc[k] = 0.0
         for ch in range(ch_atom.shape[0]):
@@ -182,12 +182,12 @@ def _nonlocal_kernel(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch
             l = ch_l[ch]
             for k in range(nq):
                 pl, dpl = _legendre01(l, qv[k, 0] * h0 + qv[k, 1] * h1 + qv[k, 2] * h2)
-                cc[k] += (2 * l + 1) * v * pl
+                u[k] += (2 * l + 1) * v * pl
                 ccr[k] += (2 * l + 1) * dv * pl
                 ccc[k] += (2 * l + 1) * v * dpl
         # Jastrow J_e and its gradient at each point, pair by pair
         for k in range(nq):
-            cc[k] *= weights[k]
+            u[k] *= weights[k]
             ccr[k] *= weights[k]
             ccc[k] *= weights[k]
             jp = 0.0
@@ -218,10 +218,10 @@ def _nonlocal_kernel(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch
                     a0 += fd / rp * e0
                     a1 += fd / rp * e1
                     a2 += fd / rp * e2
-                rjk[k] = math.exp(jp - j0[wi, gi])
-            else:
-                rjk[k] = 1.0
-            u[k] = cc[k] * rjk[k]
+                rjk = math.exp(jp - j0[wi, gi])
+                u[k] *= rjk
+                ccr[k] *= rjk
+                ccc[k] *= rjk
             gj0[k] = a0
             gj1[k] = a1
             gj2[k] = a2
@@ -312,8 +312,8 @@ def _nonlocal_kernel(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch
             qy = qv[k, 1]
             qz = qv[k, 2]
             cos = qx * h0 + qy * h1 + qz * h2
-            a1 = ccr[k] * rjk[k] * rd[k]
-            a2 = ccc[k] * rjk[k] * rd[k] / r
+            a1 = ccr[k] * rd[k]
+            a2 = ccc[k] * rd[k] / r
             dc0 = -a1 * h0 - a2 * (qx - cos * h0)
             dc1 = -a1 * h1 - a2 * (qy - cos * h1)
             dc2 = -a1 * h2 - a2 * (qz - cos * h2)

@@ -7,15 +7,20 @@ one or both); ccecp-cc-pvdz AOs (s, p, d shells) on and off the ECP atom. The or
 (no SCF) and B0 = C A is random: the comparison needs inputs, not a physical state.
 """
 
+import os
+
 import numpy as np
 import pytest
 from pyscf import gto
 
+from rung.core.backend import gpu_available
 from rung.qmc.force_derivs import AnalyticDerivatives
 from rung.qmc.hamiltonian import Hamiltonian
 from rung.qmc.system import Orbitals, slater_jastrow
 
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
+sim = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and not gpu_available(),
+                         reason="needs NUMBA_ENABLE_CUDASIM=1 or a CUDA device")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +37,9 @@ def brcl():
 
 
 def _inputs(mol, an, nw):
-    """The CPU kernel's arguments but the spin's (start, n), B0 and the outputs, per spin (the _nonlocal call)."""
+    """Arguments shared by both spins, as AnalyticDerivatives._nonlocal passes them: head (rot, dirs, weights)
+    before (start, n), mid (the ECP channels ... screen) between n and B0, configs (nw, ne, 3) Bohr (electrons
+    near both atoms), grad J (random); and the generator for the rest."""
     from rung.qmc.orbitals import SCREEN
 
     rng = np.random.default_rng(11)
@@ -56,6 +63,7 @@ def _inputs(mol, an, nw):
     return head, mid, configs, jg, rng
 
 
+@sim
 @pytest.mark.parametrize("use_j,with_ge", [(False, True), (True, False), (True, True)])
 def test_simulator_kernel_matches_cpu_kernel(brcl, use_j, with_ge):
     """de, ge (untouched without with_ge) and vm_ao of both spins agree to 1e-10 relative to their largest
@@ -87,13 +95,48 @@ def test_simulator_kernel_matches_cpu_kernel(brcl, use_j, with_ge):
         start += n
 
 
-def test_rejects_large_quadrature_rule(brcl):
+def _one_spin(an, head, mid, configs, jg, with_ge, outs, b0):
+    """The argument list of one call for the first spin (start 0)."""
+    return (*head, 0, b0.shape[2], *mid, b0, configs, jg, an.coords, an.spin, with_ge, *an._jastrow_tables, *outs)
+
+
+def test_bad_inputs(brcl):
+    """A quadrature rule longer than MAXQ; host and device arrays mixed."""
     from rung.qmc._kernels.forces_ecp_gpu import MAXQ, nonlocal_terms
 
     mol, an = brcl
-    head, mid, configs, jg, rng = _inputs(mol, an, 1)
-    dirs = np.zeros((MAXQ + 1, 3))
-    with pytest.raises(ValueError, match="quadrature"):
-        nonlocal_terms(head[0], dirs, np.zeros(MAXQ + 1), 0, 7, *mid, np.zeros((1, an.basis.ncart, 7)), configs, jg,
-                       an.coords, an.spin, True, *an._jastrow_tables, np.zeros((1, 2, 3)), np.zeros((1, 14, 3)),
-                       np.zeros((1, 7, an.basis.ncart)))
+    head, mid, configs, jg, _ = _inputs(mol, an, 1)
+    n, ncart = mol.nelec[0], an.basis.ncart
+    outs = (np.zeros((1, an.natom, 3)), np.zeros((1, configs.shape[1], 3)), np.zeros((1, n, ncart)))
+    b0 = np.zeros((1, ncart, n))
+    long = (head[0], np.zeros((MAXQ + 1, 3)), np.zeros(MAXQ + 1))
+    with pytest.raises(ValueError, match="quadrature rules of <= 12"):
+        nonlocal_terms(*_one_spin(an, long, mid, configs, jg, True, outs, b0))
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or gpu_available():
+        from numba import cuda
+
+        with pytest.raises(ValueError, match="mix"):
+            nonlocal_terms(*_one_spin(an, head, mid, cuda.to_device(configs), jg, True, outs, b0))
+
+
+@pytest.mark.gpu
+def test_kernel_on_gpu_with_device_arrays(brcl):
+    """On a device, CuPy arrays in, updated in place on the device: equal to the CPU kernel to 1e-10."""
+    cupy = pytest.importorskip("cupy")
+    if not gpu_available():
+        pytest.skip("no GPU")
+    from rung.qmc._kernels.forces_cpu import nonlocal_terms as cpu
+    from rung.qmc._kernels.forces_ecp_gpu import nonlocal_terms as gpu
+
+    mol, an = brcl
+    nw = 64
+    head, mid, configs, jg, rng = _inputs(mol, an, nw)
+    n = mol.nelec[0]
+    b0 = rng.normal(size=(nw, an.basis.ncart, n))
+    ref = (np.zeros((nw, an.natom, 3)), np.zeros((nw, configs.shape[1], 3)), np.zeros((nw, n, an.basis.ncart)))
+    cpu(*_one_spin(an, head, mid, configs, jg, True, ref, b0))
+    args = [cupy.asarray(a) if isinstance(a, np.ndarray) else a
+            for a in _one_spin(an, head, mid, configs, jg, True, tuple(np.zeros_like(a) for a in ref), b0)]
+    gpu(*args)
+    for r, g in zip(ref, args[-3:]):
+        np.testing.assert_allclose(cupy.asnumpy(g), r, atol=1e-10 * np.abs(r).max(), rtol=0)

@@ -414,30 +414,29 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
     ``threads_per_block`` : the launch's block size (one thread per walker and electron of this spin)."""
     if dirs.shape[0] > MAXQ:
         raise ValueError(f"the CUDA nonlocal force kernel handles quadrature rules of <= {MAXQ} points")
-    nw, ne = configs.shape[0], configs.shape[1]
-    natom = coords.shape[0]
+    arrays = (rot, dirs, weights, atom_R, atom_rc, atom_mol, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, j0, cen_R,
+              cen_shstart, cen_minexp, cen_atom, sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h, b0,
+              configs, jg, coords, spin, ee_poly, ee_g, en_poly, en_g, de, vm_ao) + ((ge,) if with_ge else ())
+    if len({isinstance(a, np.ndarray) for a in arrays}) > 1:
+        raise ValueError("forces_ecp_gpu: the array arguments mix NumPy and device arrays; pass all of one kind")
+    nw, ne, natom = configs.shape[0], configs.shape[1], coords.shape[0]
     if nw * n == 0:
         return
-    outs = (de, vm_ao, ge) if with_ge else (de, vm_ao)  # ge is not touched without with_ge
-    dev = [cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in outs]
-    ins = [cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
-           for a in (rot, dirs, weights, atom_R, atom_rc, atom_mol, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, j0,
-                     cen_R, cen_shstart, cen_minexp, cen_atom, sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint,
-                     sh_inv_h, b0, configs, jg, coords, spin, ee_poly, ee_g, en_poly, en_g)]
-    (rot, dirs, weights, atom_R, atom_rc, atom_mol, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, j0, cen_R, cen_shstart,
-     cen_minexp, cen_atom, sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h, b0, configs, jg, coords,
-     spin, ee_poly, ee_g, en_poly, en_g) = ins
+    dev = [cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in arrays]
     de_part = cuda.device_array((nw, n, natom, 3), dtype=np.float64)  # each thread's own contributions
     ge_part = cuda.device_array((nw, n, ne, 3) if with_ge else (1, 1, 1, 3), dtype=np.float64)
+    (rot, dirs, weights, atom_R, atom_rc, atom_mol, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, j0, cen_R, cen_shstart,
+     cen_minexp, cen_atom, sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h, b0, configs, jg, coords,
+     spin, ee_poly, ee_g, en_poly, en_g) = dev[:33]
     blocks = (nw * n + threads_per_block - 1) // threads_per_block
     _nonlocal_kernel[blocks, threads_per_block](
         rot, dirs, weights, int(start), int(n), atom_R, atom_rc, atom_mol, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c,
         j0, cen_R, cen_shstart, cen_minexp, cen_atom, sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h,
         float(screen), b0, configs, jg, coords, spin, bool(with_ge), bool(use_j), ee_poly, ee_g, float(L_ee),
-        float(L_eec), en_poly, en_g, float(L_en), float(L_enc), de_part, ge_part, dev[1])
-    for part, out in zip((de_part, ge_part), dev[::2]):  # the partials' sums over electrons into de (and ge)
+        float(L_eec), en_poly, en_g, float(L_en), float(L_enc), de_part, ge_part, dev[34])
+    for part, out in zip((de_part, ge_part), dev[33::2]):  # the partials' sums over electrons into de (and ge)
         m = out.shape[0] * out.shape[1] * 3
         _add_sum_kernel[(m + 127) // 128, 128](part, out)
-    for a, d in zip(outs, dev):
+    for a, d in zip(arrays[33:], dev[33:]):
         if isinstance(a, np.ndarray):
             a[...] = d.copy_to_host()

@@ -95,6 +95,26 @@ def test_simulator_kernel_matches_cpu_kernel(brcl, use_j, with_ge):
         start += n
 
 
+@sim
+def test_cupy_backend_uses_the_kernel(brcl, monkeypatch):
+    """AnalyticDerivatives(backend="cupy").derivatives calls this kernel once per spin and equals the numba
+    backend (same rotations) to 1e-10 relative: d ln|psi|, d E_L, grad ln psi, grad E_L."""
+    from rung.qmc._kernels import forces_ecp_gpu
+
+    mol, an = brcl
+    configs = _inputs(mol, an, 2)[2]
+    calls = []
+    kernel = forces_ecp_gpu.nonlocal_terms
+    monkeypatch.setattr(forces_ecp_gpu, "nonlocal_terms", lambda *a: calls.append(1) or kernel(*a))
+    out = []
+    for backend in ("numba", "cupy"):
+        d = AnalyticDerivatives(mol, an.wf, an.ham, backend=backend)
+        out.append(d.derivatives(configs, d._draw_rotations(*configs.shape[:2])))
+    assert len(calls) == 2
+    for ref, got in zip(*out):
+        np.testing.assert_allclose(got, ref, atol=1e-10 * np.abs(ref).max(), rtol=0)
+
+
 def _one_spin(an, head, mid, configs, jg, with_ge, outs, b0):
     """The argument list of one call for the first spin (start 0)."""
     return (*head, 0, b0.shape[2], *mid, b0, configs, jg, an.coords, an.spin, with_ge, *an._jastrow_tables, *outs)

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from rung.core import units as U
 from rung.core.errors import InputError
 from rung.core.testing import check_bad_input
+from rung.md.analysis import protons
 from rung.md.analysis.protons import Trajectory, detect, heavy_distances, heavy_distances_brute
 from rung.md.cli import main
 
@@ -70,6 +71,19 @@ def test_scripted_hops_are_found_exactly(backend):
     assert list(zip(open_.frame, open_.hydrogen)) == [(20, 8), (50, 8)]
 
 
+def _detect_brute_force(traj, **kwargs):
+    """The NumPy reference detector on the O(N^2) pairs of heavy_distances_brute instead of the cell list."""
+
+    def brute_pairs(x, hyd, heavy, cutoff, cell=None):
+        r = heavy_distances_brute(x, hyd, heavy, cutoff, cell)
+        h, k = np.nonzero(np.isfinite(r))
+        return h, k, r[h, k]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(protons, "heavy_pairs", brute_pairs)
+        return detect(traj, backend="numpy", **kwargs)
+
+
 @pytest.mark.parametrize("triclinic", [False, True])
 def test_cell_list_detector_equals_brute_force(triclinic):
     """Random walks of 24 O and 40 H in a 10 A cell: the same distances and the same events."""
@@ -89,7 +103,7 @@ def test_cell_list_detector_equals_brute_force(triclinic):
                                    heavy_distances_brute(traj.positions[t], hyd, heavy, cut, traj.cell[t]),
                                    rtol=1e-12, atol=1e-12)
     a = detect(traj, cutoff=cut)  # the numba kernel
-    b = detect(traj, cutoff=cut, backend="numpy", brute_force=True)
+    b = _detect_brute_force(traj, cutoff=cut)
     assert a.frame.size > 10  # the walk does make hops
     assert np.all(a.owner[0] >= -1) and np.all(a.donor >= 0)  # unowned at first, never an event from nobody
     for k in ("frame", "hydrogen", "donor", "acceptor", "owner", "counts"):
@@ -145,7 +159,7 @@ def test_backends_agree_on_open_random_walks():
     n_o, n_h, nf = 20, 30, 30
     x = rng.uniform(size=(n_o + n_h, 3)) * 9.0 + np.cumsum(rng.normal(scale=0.25, size=(nf, n_o + n_h, 3)), axis=0)
     traj = Trajectory(np.r_[np.full(n_o, 8), np.ones(n_h, dtype=int)], x * A, None, np.arange(nf) * 1.0)
-    a, b = detect(traj, cutoff=3.0 * A), detect(traj, cutoff=3.0 * A, backend="numpy", brute_force=True)
+    a, b = detect(traj, cutoff=3.0 * A), _detect_brute_force(traj, cutoff=3.0 * A)
     c = detect(traj, cutoff=3.0 * A, backend="numpy")
     assert a.frame.size > 5 and a.backend == "numba" and b.backend == "numpy"
     for k in ("frame", "hydrogen", "donor", "acceptor", "owner", "counts"):

@@ -14,7 +14,8 @@ Distances are minimum over periodic images (triclinic cells allowed). The defaul
 whole trajectory in one numba kernel (:func:`rung.md._kernels.cpu.proton_events`: per frame a cell list
 of the heavy atoms, bins at least ``cutoff`` wide along each cell height, every image inside the
 cutoff seen); ``backend="numpy"`` is its reference, a NumPy loop over frames on rung.core's cell list
-(:func:`rung.core.neighbors.neighbor_list`) or on O(N^2) distances (``brute_force``). A heavy atom farther than ``cutoff`` counts as infinitely far, so a proton
+(:func:`rung.core.neighbors.neighbor_list`; the tests also run it on the O(N^2) distances of
+:func:`heavy_distances_brute`). A heavy atom farther than ``cutoff`` counts as infinitely far, so a proton
 with no heavy atom inside the cutoff stays with its owner, and one that has none at the first frame is
 unowned (owner -1) until a heavy atom comes inside the cutoff (no event).
 
@@ -211,12 +212,6 @@ def heavy_distances_brute(x, hyd, heavy, cutoff, cell=None) -> np.ndarray:
     return np.where(r < cutoff, r, np.inf)
 
 
-def _brute_pairs(x, hyd, heavy, cutoff, cell=None):
-    r = heavy_distances_brute(x, hyd, heavy, cutoff, cell)
-    h, k = np.nonzero(np.isfinite(r))
-    return h, k, r[h, k]
-
-
 def _nearest(h, k, d, nh):
     """Per hydrogen the nearest heavy atom (lowest index among ties) and its distance; -1, inf if none."""
     best_k, best_d = np.full(nh, -1), np.full(nh, np.inf)
@@ -229,14 +224,11 @@ def _nearest(h, k, d, nh):
 
 # ------------------------------------------------------------------------------------------ detector
 def detect(traj: Trajectory, groups=None, *, hysteresis: float = 0.3 * U.ANGSTROM_TO_BOHR,
-           persistence: int = 1, cutoff: float = 2.5 * U.ANGSTROM_TO_BOHR, backend: str = "numba",
-           brute_force: bool = False) -> ProtonEvents:
+           persistence: int = 1, cutoff: float = 2.5 * U.ANGSTROM_TO_BOHR, backend: str = "numba") -> ProtonEvents:
     """Ownership and transfer events of every hydrogen (module docstring). Lengths in Bohr.
 
     backend : "numba" (the whole trajectory in one cell-list kernel, :func:`rung.md._kernels.cpu.proton_events`)
-        or "numpy" (the reference: a loop over frames in NumPy on rung.core's neighbour list, or on
-        O(N^2) distances with ``brute_force``; minimum image, so the cutoff must stay below half the
-        smallest cell height there)."""
+        or "numpy" (the reference: a loop over frames in NumPy on the pairs of :func:`heavy_pairs`)."""
     if backend not in ("numba", "numpy"):
         raise InputError(f"backend must be 'numba' or 'numpy', got {backend!r}")
     numbers = np.asarray(traj.numbers)
@@ -250,10 +242,9 @@ def detect(traj: Trajectory, groups=None, *, hysteresis: float = 0.3 * U.ANGSTRO
     heavy = np.flatnonzero(member >= 0)
     if heavy.size < 2:
         raise InputError(f"need at least two donor/acceptor atoms, the groups select {heavy.size}")
-    if backend == "numba" and not brute_force:
+    if backend == "numba":
         owner, ev = _detect_numba(traj, hyd, heavy, cutoff, hysteresis, persistence)
         return _events(names, member, hyd, heavy, owner, ev, traj.time_fs, "numba")
-    pairs_fn = _brute_pairs if brute_force else heavy_pairs
     nf, nh = len(traj.positions), hyd.size
     owner = np.zeros((nf, nh), dtype=np.int64)  # index into heavy
     pending = np.full(nh, -1)  # candidate acceptor (index into heavy) and since which frame
@@ -261,7 +252,7 @@ def detect(traj: Trajectory, groups=None, *, hysteresis: float = 0.3 * U.ANGSTRO
     events = []
     for t in range(nf):
         cell = None if traj.cell is None else traj.cell[t]
-        h, k, d = pairs_fn(traj.positions[t], hyd, heavy, cutoff, cell)
+        h, k, d = heavy_pairs(traj.positions[t], hyd, heavy, cutoff, cell)
         if t == 0:
             owner[0] = _nearest(h, k, d, nh)[0]
             continue

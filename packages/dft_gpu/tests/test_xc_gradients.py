@@ -10,7 +10,7 @@ from pyscf.grad import rks as rks_grad
 
 from rung.dft_gpu.gradients import df_get_jk, hcore_generator, speed_up
 from rung.dft_gpu.jk import accelerate
-from rung.dft_gpu.xc import CachedNumInt, rks_gradient_vxc
+from rung.dft_gpu.xc import CachedNumInt, rks_gradient_xc
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
 XCS = ["lda,vwn", "pbe", "wb97m-d3bj"]  # LDA, GGA, range-separated meta-GGA
@@ -85,10 +85,16 @@ def test_scf_energy_with_cached_numint():
 
 
 @pytest.mark.parametrize("xc", XCS)
-def test_gradient_vxc_equals_pyscf(scf, xc):
+@pytest.mark.parametrize("tagged", [True, False], ids=["orbitals", "plain-dm"])
+def test_gradient_xc_equals_pyscf(scf, xc, tagged):
+    """Per-atom XC forces against PySCF's XC matrix contracted as its grad_elec does."""
     dm = scf.make_rdm1()
-    ref = rks_grad.get_vxc(scf._numint, scf.mol, scf.grids, xc, dm)[1]
-    np.testing.assert_allclose(rks_gradient_vxc(scf._numint, scf.mol, scf.grids, xc, dm), ref, atol=1e-10, rtol=0)
+    if not tagged:
+        dm = np.asarray(dm) + 0.01 * np.eye(scf.mol.nao)
+    vxc = rks_grad.get_vxc(scf._numint, scf.mol, scf.grids, xc, dm)[1]  # (3, nao, nao), minus the bra derivative
+    ref = np.array([2 * np.einsum("xij,ij->x", vxc[:, p0:p1], np.asarray(dm)[p0:p1])
+                    for _, _, p0, p1 in scf.mol.aoslice_by_atom()])
+    np.testing.assert_allclose(rks_gradient_xc(scf._numint, scf.mol, scf.grids, xc, dm), ref, atol=1e-10, rtol=0)
 
 
 def test_hcore_generator_equals_pyscf(scf):
@@ -103,7 +109,7 @@ def test_sped_up_gradient_equals_pyscf(scf):
     ref.verbose = 0
     g = speed_up(scf.nuc_grad_method())
     g.verbose = 0
-    assert "get_veff" in vars(g) and "hcore_generator" in vars(g)
+    assert "get_veff" in vars(g) and "extra_force" in vars(g) and "hcore_generator" in vars(g)
     np.testing.assert_allclose(g.kernel(), ref.kernel(), atol=1e-10, rtol=0)
 
 
@@ -112,7 +118,7 @@ def test_speed_up_leaves_other_cases_to_pyscf():
     assert "get_veff" not in vars(speed_up(uks.nuc_grad_method()))  # unrestricted: PySCF's XC gradient
     g = dft.RKS(_mol(), xc="pbe").density_fit().nuc_grad_method()
     g.grid_response = True
-    assert "get_veff" not in vars(speed_up(g))  # grid response: PySCF's
+    assert not {"get_veff", "extra_force"} & set(vars(speed_up(g)))  # grid response: PySCF's
     conventional = dft.RKS(_mol(), xc="pbe").nuc_grad_method()
     assert "get_veff" not in vars(speed_up(conventional))  # not density-fitted: PySCF's
 

@@ -8,8 +8,9 @@ it returns ``hcore_deriv(atom) -> (3, nao, nao)``, the derivative of the core Ha
 to that atom's position, equal to PySCF's to round-off (tested to 1e-12), but it evaluates the
 semi-local ECP derivative integrals once per ECP centre instead of twice. :func:`speed_up` installs it
 on a gradient object (molecules with ECPs; anything else keeps PySCF's), together with
-:func:`df_rks_get_veff`, PySCF's DF-RKS ``get_veff`` whose XC term comes from
-:func:`rung.dft_gpu.xc.rks_gradient_vxc` (the same matrix from dense GEMMs over grid slabs), and
+:func:`df_rks_get_veff` and :func:`df_rks_extra_force`, PySCF's DF-RKS ``get_veff`` and
+``extra_force`` with the XC term as per-atom forces from :func:`rung.dft_gpu.xc.rks_gradient_xc`
+(the contraction PySCF's ``grad_elec`` makes of its XC matrix, from orbital-width GEMMs), and
 :func:`df_get_jk` (with ``get_j``/``get_k``) for any density-fitted RHF/RKS gradient whose SCF ran on
 the J/K engine: PySCF's ``get_jk`` from :func:`engine_jk_gradient` (below).
 
@@ -102,24 +103,28 @@ def _xc_applies(ks_grad) -> bool:
 
 def df_rks_get_veff(ks_grad, mol=None, dm=None):
     """PySCF's density-fitted RKS ``Gradients.get_veff`` (``pyscf.df.grad.rks``; no grid response, no
-    VV10) with the XC part from :func:`rung.dft_gpu.xc.rks_gradient_vxc`; the J/K derivative terms
-    come from the gradient object's ``get_jk``/``get_j``/``get_k`` (:func:`df_get_jk` once
-    :func:`speed_up` installed it), combined the same way (tags ``exc1_grid`` and ``aux`` kept)."""
+    VV10) with the XC term as per-atom forces: the returned matrix holds the J/K derivative terms only
+    (from the gradient object's ``get_jk``/``get_j``/``get_k``, :func:`df_get_jk` once :func:`speed_up`
+    installed it, combined as PySCF does; tags ``exc1_grid`` and ``aux`` kept), and the XC term,
+    :func:`rung.dft_gpu.xc.rks_gradient_xc` (natm, 3) Hartree/Bohr, rides on it as the tag ``xc_force``,
+    which :func:`df_rks_extra_force` adds. PySCF's ``grad_elec`` uses the matrix only through
+    ``2 sum_{m on A, n} V[x,m,n] D[m,n]``, which is what ``rks_gradient_xc`` computes for the XC part
+    without forming it."""
     from pyscf import lib
     from pyscf.grad import rks as rks_grad
 
-    from rung.dft_gpu.xc import rks_gradient_vxc
+    from rung.dft_gpu.xc import rks_gradient_xc
 
     mol = ks_grad.mol if mol is None else mol
     dm = ks_grad.base.make_rdm1() if dm is None else dm
     mf = ks_grad.base
     ni = mf._numint
     grids, _ = rks_grad._initialize_grids(ks_grad)
-    vxc = rks_gradient_vxc(ni, mol, grids, mf.xc, dm)
+    xc_force = rks_gradient_xc(ni, mol, grids, mf.xc, dm)
     aux = ks_grad.auxbasis_response
     if not ni.libxc.is_hybrid_xc(mf.xc):
         vj = ks_grad.get_j(mol, dm)
-        vxc += vj
+        veff = vj
         e1_aux = vj.aux.sum((0, 1)) if aux else None
     else:
         omega, alpha, hyb = ni.rsh_and_hybrid_coeff(mf.xc, spin=mol.spin)
@@ -141,11 +146,21 @@ def df_rks_get_veff(ks_grad, mol=None, dm=None):
             vk_total = vk_total + extra * fraction
             if aux:
                 vk_aux = vk_aux + extra.aux * fraction
-        vxc += vj - vk_total * 0.5
+        veff = vj - vk_total * 0.5
         e1_aux = (vj.aux - vk_aux * 0.5).sum((0, 1)) if aux else None
+    veff = np.asarray(veff)
     if aux:
-        return lib.tag_array(vxc, exc1_grid=None, aux=e1_aux)
-    return lib.tag_array(vxc, exc1_grid=None)
+        return lib.tag_array(veff, exc1_grid=None, aux=e1_aux, xc_force=xc_force)
+    return lib.tag_array(veff, exc1_grid=None, xc_force=xc_force)
+
+
+def df_rks_extra_force(ks_grad, atom_id, envs):
+    """PySCF's density-fitted RKS ``extra_force`` (auxiliary-basis response) plus the XC force of
+    ``atom_id`` that :func:`df_rks_get_veff` tagged on ``envs["vhf"]``, Hartree/Bohr (3,)."""
+    from pyscf.df.grad import rks as df_rks_grad
+
+    e1 = df_rks_grad.Gradients.extra_force(ks_grad, atom_id, envs)
+    return e1 + envs["vhf"].xc_force[atom_id]
 
 
 def df_get_jk(mf_grad, mol=None, dm=None, hermi=0, with_j=True, with_k=True, omega=None):
@@ -319,8 +334,9 @@ def speed_up(mf_grad):
     mol = mf_grad.mol
     if mol.has_ecp() and not mol._pseudo and not getattr(mf_grad.base, "with_x2c", None):
         mf_grad.hcore_generator = types.MethodType(hcore_generator, mf_grad)
-    if _xc_applies(mf_grad):
+    if _xc_applies(mf_grad):  # both or neither: get_veff's matrix leaves its XC term to extra_force
         mf_grad.get_veff = types.MethodType(df_rks_get_veff, mf_grad)
+        mf_grad.extra_force = types.MethodType(df_rks_extra_force, mf_grad)
     if _engine_jk_applies(mf_grad):
         for name, fn in (("get_jk", df_get_jk), ("get_j", df_get_j), ("get_k", df_get_k)):
             setattr(mf_grad, name, types.MethodType(fn, mf_grad))
@@ -337,5 +353,5 @@ def _engine_jk_applies(mf_grad) -> bool:
             and isinstance(mf_grad.base, _JKAccelerated) and mf_grad.mol.spin == 0)
 
 
-__all__ = ["hcore_generator", "df_rks_get_veff", "df_get_jk", "df_get_j", "df_get_k", "engine_jk_gradient",
+__all__ = ["hcore_generator", "df_rks_get_veff", "df_rks_extra_force", "df_get_jk", "df_get_j", "df_get_k", "engine_jk_gradient",
            "speed_up"]

@@ -26,7 +26,7 @@ paper); the step-2 energy is kept as ``dft_gradient_scf_energy``, consistent wit
 Speed (``fast_paths``, on by default; the numbers are PySCF's to round-off): restricted SCFs evaluate
 the XC quadrature from AO values cached on the grid across SCF cycles (:mod:`rung.dft_gpu.xc`), the
 SCF on the force grid reuses the energy SCF's core Hamiltonian, and the gradient takes its XC term
-from dense GEMMs over grid slabs, its ECP term from one set of per-centre integrals and, for closed
+per atom from orbital-width GEMMs over grid slabs, its ECP term from one set of per-centre integrals and, for closed
 shells, its J/K terms from the J/K engine's cached tensors (:mod:`rung.dft_gpu.gradients`).
 Starting a conformation from the converged density of a neighbouring one was measured and not adopted: with small displacements it saved no SCF cycles
 (10 vs 10 for acetaldehyde) and it would make a conformation's result depend on which one was computed

@@ -103,33 +103,44 @@ class CachedNumInt(numint.NumInt):
         return _nr_rks_cached(self, slabs, xc_code, xctype, dm)
 
 
+def _factor(dm):
+    """``(F, True)`` with ``D = F F^T``, ``F = C_occ sqrt(n_occ)`` (nao, nocc), for a density tagged with
+    its orbitals; ``(D, False)`` otherwise."""
+    mo_coeff, mo_occ = getattr(dm, "mo_coeff", None), getattr(dm, "mo_occ", None)
+    if mo_coeff is not None and mo_occ is not None and np.ndim(mo_coeff) == 2:
+        occ = np.asarray(mo_occ)
+        return np.asarray(mo_coeff)[:, occ > 0] * np.sqrt(occ[occ > 0]), True
+    return np.asarray(dm), False
+
+
+def _rho_from_psi(ao, psi, tagged, xctype):
+    """rho (LDA: (n,)) or (4, n) [GGA] / (5, n) [MGGA] rows rho, d_x rho, (tau) on one slab, from the
+    AO values ``ao`` (ncomp, n, nao) and ``psi = ao @ F`` (ncomp, n, k); ``tagged``: ``D = F F^T``
+    (``rho = sum_i psi_i^2``), else ``F = D`` (``rho = sum_m phi_m (phi D)_m``)."""
+    left = psi if tagged else ao
+    rho0 = np.einsum("gi,gi->g", left[0], psi[0])
+    if xctype == "LDA":
+        return rho0
+    rho = np.empty((5 if xctype == "MGGA" else 4, rho0.size))
+    rho[0] = rho0
+    rho[1:4] = np.einsum("xgi,gi->xg", left[1:4], psi[0])
+    rho[1:4] *= 2.0
+    if xctype == "MGGA":
+        rho[4] = 0.5 * np.einsum("xgi,xgi->g", left[1:4], psi[1:4])
+    return rho
+
+
 def _density(slabs, dm, xctype):
     """rho (LDA: (ngrid,)), or (4, ngrid) [GGA] / (5, ngrid) [MGGA] rows rho, d_x rho, (tau)."""
-    mo_coeff, mo_occ = getattr(dm, "mo_coeff", None), getattr(dm, "mo_occ", None)
-    tagged = mo_coeff is not None and mo_occ is not None and np.ndim(mo_coeff) == 2
-    if tagged:
-        occ = np.asarray(mo_occ)
-        right = np.asarray(mo_coeff)[:, occ > 0] * np.sqrt(occ[occ > 0])  # D = F F^T
-    else:
-        right = np.asarray(dm)
-    ngrid = sum(w.size for _, w in slabs)
+    right, tagged = _factor(dm)
     ncomp = 1 if xctype == "LDA" else 4
-    rho = np.empty((5 if xctype == "MGGA" else ncomp, ngrid))
-    s = 0
+    parts = []
     for ao, w in slabs:
-        n, e = w.size, s + w.size
+        n = w.size
         ao = ao[:ncomp]
         psi = (ao.reshape(-1, ao.shape[2]) @ right).reshape(ncomp, n, -1)  # phi F (tagged) or phi D
-        # tagged: rho = sum_i psi_i^2; untagged: rho = sum_m phi_m (phi D)_m (D symmetric)
-        left = psi if tagged else ao
-        rho[0, s:e] = np.einsum("gi,gi->g", left[0], psi[0])
-        if ncomp == 4:
-            for x in (1, 2, 3):
-                rho[x, s:e] = 2.0 * np.einsum("gi,gi->g", left[x], psi[0])
-            if xctype == "MGGA":
-                rho[4, s:e] = 0.5 * np.einsum("xgi,xgi->g", left[1:], psi[1:])
-        s = e
-    return rho[0] if xctype == "LDA" else rho
+        parts.append(_rho_from_psi(ao, psi, tagged, xctype))
+    return np.concatenate(parts, axis=-1)
 
 
 def _nr_rks_cached(ni, slabs, xc_code, xctype, dm):
@@ -162,8 +173,9 @@ def _nr_rks_cached(ni, slabs, xc_code, xctype, dm):
     return nelec, excsum, m + m.T
 
 
-def rks_gradient_vxc(ni, mol, grids, xc_code, dm):
-    """XC part of the RKS nuclear gradient (no grid response), as PySCF's ``grad.rks.get_vxc``.
+def rks_gradient_xc(ni, mol, grids, xc_code, dm):
+    """XC part of the RKS nuclear gradient per atom (no grid response), as PySCF's ``grad.rks.get_vxc``
+    contracted the way ``grad_elec`` contracts it, without forming the (3, nao, nao) matrix.
 
     Parameters
     ----------
@@ -172,42 +184,59 @@ def rks_gradient_vxc(ni, mol, grids, xc_code, dm):
     grids : pyscf.dft.gen_grid.Grids (built)
     xc_code : str
         LDA, GGA or meta-GGA without Laplacian (semi-local part; VV10 is not included).
-    dm : (nao, nao) float64 symmetric density matrix
+    dm : (nao, nao) float64 symmetric density matrix (best tagged with ``mo_coeff``/``mo_occ``)
 
     Returns
     -------
-    (3, nao, nao) float64: ``-V_x`` with ``V_x[m,n] = sum_g d_x phi_m (u_rho phi_n + sum_y u_y d_y phi_n)
-    + sum_y d_xy phi_m (u_y phi_n + u_tau/2 d_y phi_n)`` (``u`` = weight times the functional's
-    derivatives); the gradient is ``dE/dR_A,x = 2 sum_{m on A, n} V[x,m,n] D[m,n]`` as in PySCF.
-    AO second derivatives are evaluated slab by slab (PySCF's screening) and contracted with dense GEMMs.
+    (natm, 3) float64, Hartree/Bohr: ``dE_xc/dR_A,x = -2 sum_{m on A} sum_n V_x[m,n] D[m,n]`` with
+    ``-V_x`` PySCF's matrix (Notes).
+
+    Notes
+    -----
+    PySCF's matrix is ``V_x[m,n] = sum_g d_x phi_m W0[g,n] + sum_y d_xy phi_m Wy[g,n]`` with
+    ``W0 = u_rho phi + sum_y u_y d_y phi`` and ``Wy = u_y phi + u_tau/2 d_y phi`` (``u`` = weight
+    times the functional's derivatives), and the gradient needs only ``e[x,m] = sum_n V_x[m,n] D[m,n]
+    = sum_g d_x phi_m (W0 D)[g,m] + sum_y d_xy phi_m (Wy D)[g,m]``. With ``D = F F^T`` (or ``F = D``
+    for an untagged density) and ``psi_c = d_c phi F`` (the density's own intermediates),
+    ``W0 D = (u_rho psi_0 + sum_y u_y psi_y) F^T`` and ``Wy D = (u_y psi_0 + u_tau/2 psi_y) F^T``:
+    GEMMs of width ``nocc`` instead of ``nao`` (PySCF's ``nao x nao`` products per grid point).
+    AO second derivatives are evaluated slab by slab (PySCF's ``block_loop`` and screening).
     """
     xctype = ni._xc_type(xc_code)
     nao = mol.nao_nr()
-    vmat = np.zeros((3, nao, nao))
+    right, tagged = _factor(dm)
+    e = np.zeros((3, nao))  # e[x,m] = sum_n V_x[m,n] D[m,n]
     deriv = 1 if xctype == "LDA" else 2
     blk = _BLOCKS_PER_SLAB * numint.BLKSIZE
     # second derivatives in PySCF's order: 4 xx, 5 xy, 6 xz, 7 yy, 8 yz, 9 zz
     second = ((4, 5, 6), (5, 7, 8), (6, 8, 9))
+    ncomp = 1 if xctype == "LDA" else 4
     for ao, _, weight, _ in ni.block_loop(mol, grids, nao, deriv, blksize=blk):
-        ao = ao.reshape(-1, weight.size, nao)
-        rho = _density([(ao[:1] if xctype == "LDA" else ao[:4], weight)], dm, xctype)
+        n = weight.size
+        ao_t = ao.reshape(-1, n, nao).transpose(0, 2, 1)  # (ncomp, nao, n): PySCF's memory order, rows contiguous
+        psi_t = np.matmul(right.T, ao_t[:ncomp])  # (ncomp, k, n): (d_c phi F)^T
+        rho = _rho_from_psi(ao_t[:ncomp].transpose(0, 2, 1), psi_t.transpose(0, 2, 1), tagged, xctype)
         vxc = ni.eval_xc_eff(xc_code, rho, deriv=1, xctype=xctype, spin=0)[1]
-        u = np.asarray(vxc).reshape(-1, weight.size) * weight
-        if xctype == "LDA":
-            wa = u[0, :, None] * ao[0]
-            for x in range(3):
-                vmat[x] += ao[1 + x].T @ wa
-            continue
-        wa = np.einsum("xg,xgi->gi", u[:4], ao[:4])
-        for y in range(3):
-            wb = u[1 + y, :, None] * ao[0]
-            if xctype == "MGGA":
-                wb += (0.5 * u[4, :, None]) * ao[1 + y]
-            for x in range(3):
-                vmat[x] += ao[second[x][y]].T @ wb
+        u = np.asarray(vxc).reshape(-1, n) * weight  # (nvar, n)
+        w = np.empty((1 if xctype == "LDA" else 4, right.shape[1], n))  # (W0 F)^T, (Wy F)^T (W D for untagged)
+        np.multiply(u[0], psi_t[0], out=w[0])
+        for y in range(1, ncomp):
+            w[0] += u[y] * psi_t[y]
+        if xctype != "LDA":
+            for y in range(3):
+                np.multiply(u[1 + y], psi_t[0], out=w[1 + y])
+                if xctype == "MGGA":
+                    w[1 + y] += (0.5 * u[4]) * psi_t[1 + y]
+        wd_t = np.matmul(right, w) if tagged else w  # (.., nao, n): (W D)^T
         for x in range(3):
-            vmat[x] += ao[1 + x].T @ wa
-    return -vmat
+            e[x] += np.einsum("mg,mg->m", ao_t[1 + x], wd_t[0])
+            if xctype != "LDA":
+                for y in range(3):
+                    e[x] += np.einsum("mg,mg->m", ao_t[second[x][y]], wd_t[1 + y])
+    out = np.zeros((mol.natm, 3))
+    for atm, (_, _, p0, p1) in enumerate(mol.aoslice_by_atom()):
+        out[atm] = -2.0 * e[:, p0:p1].sum(axis=1)
+    return out
 
 
-__all__ = ["CachedNumInt", "rks_gradient_vxc", "dense_quadrature_applies"]
+__all__ = ["CachedNumInt", "rks_gradient_xc", "dense_quadrature_applies"]

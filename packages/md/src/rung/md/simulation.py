@@ -19,6 +19,7 @@ units in their names.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -235,8 +236,11 @@ def _reporters(config: Config, system: System, pot, paths: dict, sizes: dict | N
                                        qtb_params, paths["qtb"])]
 
 
-def _report(reporters, state: MDState, kT: float, cell) -> None:
-    """Hand ``state`` to the reporters due at its step, the observables computed once if any needs them."""
+def _report(reporters, stride: int, state: MDState, kT: float, cell) -> None:
+    """Hand ``state`` to the reporters due at its step, the observables computed once if any needs them.
+    ``stride``: the gcd of their intervals (0 without reporters); most steps end at that one test."""
+    if stride == 0 or state.step % stride:
+        return
     due = [r for r in reporters if state.step % r.every == 0]
     o = observables(state, kT, cell) if any(r.uses_observables for r in due) else None
     for r in due:
@@ -271,14 +275,15 @@ def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool 
     reporters = _reporters(config, system, pot, paths, sizes, qtb_params) if rank == 0 else []
     log = next((r for r in reporters if isinstance(r, LogReporter)), None)
     checkpoint = next((r for r in reporters if isinstance(r, CheckpointReporter)), None)
+    stride = math.gcd(*(r.every for r in reporters))
     try:
         if not restart:
-            _report(reporters, state, kT, system.cell)
+            _report(reporters, stride, state, kT, system.cell)
         todo = max(0, config.steps - state.step)
         bar = Progress(todo, config.dt_fs, enabled=progress and rank == 0)
         for done in range(1, todo + 1):
             state = step_fn(state)
-            _report(reporters, state, kT, system.cell)
+            _report(reporters, stride, state, kT, system.cell)
             bar.update(done, state.step)
         if checkpoint is not None and checkpoint.step != state.step:  # the last state, unless just written
             checkpoint.report(state)

@@ -78,7 +78,7 @@ def nm_flow(q, p, m, inv_m, coef):
 def standard_normal(rng, out):
     """Fills ``out`` (C-contiguous float64, any shape) with the numbers ``rng.standard_normal(out.shape)``
     gives, leaving ``rng`` (a NumPy Generator) in the same state: numba's Generator runs NumPy's
-    algorithm on the same bit generator, here at 40% of the cost of NumPy's own fill."""
+    algorithm on the same bit generator, here for less than NumPy's own fill (timings: BENCHMARKS.md)."""
     flat = out.reshape(-1)
     for j in range(flat.size):
         flat[j] = rng.standard_normal()
@@ -92,7 +92,8 @@ def flow_o_flow(q, p, m, inv_m, coef, c1, sigma, xi, dk):
     q, p, xi : (P, n, 3) C-contiguous normal-mode positions, momenta and N(0, 1) noise; m, inv_m : (n, 3)
     each atom's mass and its inverse, repeated per component; coef : (4, P) (a, b, c, d) of the half-step
     flow; c1 : (P,); sigma : (P, n, 3); dk : (P, n, 3) out, each component's kinetic-energy change in the
-    O step (the caller sums it: a running sum in here would keep the loop from vectorising, 3x slower).
+    O step (the caller sums it: a running sum in here would keep the loop from vectorising; timings:
+    BENCHMARKS.md).
     The same floating-point operations, in the same order, as nm_flow, p <- c1 p + sigma xi, nm_flow.
     """
     P = q.shape[0]

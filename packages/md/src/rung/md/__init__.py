@@ -7,8 +7,9 @@
   quantity, pressure
 - :mod:`rung.md.potentials`    Lennard-Jones (cell lists + skin), ASE-calculator adapter, md's potential types in rung.core's registry
 - :mod:`rung.md.parallel`      forces for all beads in one call per rank; beads over MPI ranks
-- :mod:`rung.md.simulation`    the driver of ``nnp-md run`` (input -> outputs, checkpoints, restart)
-- :mod:`rung.md.output`        H5MD trajectory, extxyz, log, checkpoints
+- :mod:`rung.md.simulation`    the driver of ``nnp-md run`` (input -> outputs, checkpoints, restart): a loop over reporters
+- :mod:`rung.md.reporters`     the run's outputs as reporters: trajectory, log, extxyz, checkpoint
+- :mod:`rung.md.output`        H5MD file layout and writer, checkpoint files
 - :mod:`rung.md.config`        the TOML input file
 
 Notation: P is the number of beads; bead arrays are (P, n_atoms, 3). Atomic units inside.

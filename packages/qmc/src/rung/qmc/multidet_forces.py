@@ -59,19 +59,8 @@ def _kernels(numba: bool):
 
 def ratio_matrices(det) -> list:
     """G = d ln psi / d Phi per spin, [(nw, n_s, m_s) float64]: row i the ratio vector of electron i
-    (``det``'s cached ones when complete, else from its ratio-vector kernel)."""
-    out, start = [], 0
-    for s in (0, 1):
-        n = det.nelec[s]
-        if all(start + i in det._beta for i in range(n)):
-            g = np.stack([det._beta[start + i] for i in range(n)], axis=1) if n else \
-                np.zeros(det.T[s].shape[:1] + (0, det.T[s].shape[2]))
-        else:
-            a = np.ascontiguousarray(np.swapaxes(det.inverse[s], 1, 2))
-            g = det._ratio_vectors(a, det.T[s], det.adj[s], det.Y[s], det.q, *det.tables[s][:3], det.ref[s])
-        out.append(g)
-        start += n
-    return out
+    (:meth:`rung.qmc.multideterminant.TableMultiSlater.ratio_matrix`, cached by the local energy)."""
+    return [det.ratio_matrix(s) for s in (0, 1)]
 
 
 def effective_matrices(det, ops, numba: bool = True) -> tuple:

@@ -449,6 +449,18 @@ class TableMultiSlater:
         t = np.einsum("xwm,wm->xw", self._rows(e, epos), self.beta(e))
         return t[1:4] / t[0], t[4] / t[0]
 
+    def ratio_matrix(self, s):
+        """The ratio vectors (:meth:`beta`) of every electron of spin s as rows, (nw, n_s, m) float64: G = d ln psi /
+        d Phi for that spin's orbital matrix Phi[i, j] = phi_j(r_i). Cached per electron until the state changes."""
+        start, n = (0 if s == 0 else self.nelec[0]), self.nelec[s]
+        if n and all(start + i in self._beta for i in range(n)):
+            return np.stack([self._beta[start + i] for i in range(n)], axis=1)
+        a = np.ascontiguousarray(np.swapaxes(self.inverse[s], 1, 2))  # (nw, n, n): a[w, i] = A0^-1[:, i]
+        beta = self._ratio_vectors(a, self.T[s], self.adj[s], self.Y[s], self.q, *self.tables[s][:3],
+                                   self.ref[s])  # (nw, n, m)
+        self._beta.update({start + i: beta[:, i] for i in range(n)})  # the nonlocal ECP's next
+        return beta
+
     def gradient_laplacian_all(self):
         nw = self.configs.shape[0]
         ne = sum(self.nelec)
@@ -458,10 +470,7 @@ class TableMultiSlater:
             n = self.nelec[s]
             if n == 0:
                 continue
-            a = np.ascontiguousarray(np.swapaxes(self.inverse[s], 1, 2))  # (nw, n, n): a[w, i] = A0^-1[:, i]
-            beta = self._ratio_vectors(a, self.T[s], self.adj[s], self.Y[s], self.q, *self.tables[s][:3],
-                                       self.ref[s])  # (nw, n, m)
-            self._beta.update({start + i: beta[:, i] for i in range(n)})  # the nonlocal ECP's next
+            beta = self.ratio_matrix(s)  # (nw, n, m)
             t = np.einsum("xwim,wim->wix", self.mo[s][1:5], beta)
             grad[:, start:start + n] = t[..., :3]
             lap[:, start:start + n] = t[..., 3]

@@ -15,7 +15,8 @@ and the adjoints scattered back onto the table's entries (h_j, p_i), for weights
 
 with H_S = d/de adj(X_S + e Y_S) the mixed adjugate, so that sign_S H_S^T = d u_S / d X_S. Each entry of
 adj is a (k-1) x (k-1) determinant, so H[i, j] = (-1)^(i+j) sum_r det(minor of X without row j and column
-i, its row r taken from Y): no inverse, a singular minor is harmless. k = 1: H = 0; k = 2: H = adj(Y).
+i, its row r taken from Y): no inverse, a singular minor is harmless. k = 1: H = 0; k = 2: H = adj(Y);
+k = 3: mixed 2 x 2 minors.
 """
 
 from __future__ import annotations
@@ -111,6 +112,14 @@ def _mixed_adjugate(x, y, k, out, b):
     if k == 2:
         out[0, 0], out[0, 1], out[1, 0], out[1, 1] = y[1, 1], -y[0, 1], -y[1, 0], y[0, 0]
         return
+    if k == 3:  # mixed 2 x 2 minors: rows (r0, r1) without j, columns (c0, c1) without i
+        for i in range(3):
+            c0, c1 = (1 if i == 0 else 0), (1 if i == 2 else 2)
+            for j in range(3):
+                r0, r1 = (1 if j == 0 else 0), (1 if j == 2 else 2)
+                v = y[r0, c0] * x[r1, c1] + x[r0, c0] * y[r1, c1] - y[r0, c1] * x[r1, c0] - x[r0, c1] * y[r1, c0]
+                out[i, j] = v if (i + j) % 2 == 0 else -v
+        return
     for i in range(k):
         for j in range(k):
             acc = 0.0
@@ -133,7 +142,7 @@ def _mixed_adjugate(x, y, k, out, b):
 
 @numba.njit(cache=True)
 def string_adjoints(t, to, adj, wr, wu, deg, holes, parts, sign):
-    """numba version of :func:`string_adjoints_reference`: the mixed adjugate by closed forms for k <= 2,
+    """numba version of :func:`string_adjoints_reference`: the mixed adjugate by closed forms for k <= 3,
     k^2 (k-1) determinants of order k-1 beyond."""
     nw, n, m = t.shape
     ns, kmax = deg.shape[0], holes.shape[1]

@@ -1,7 +1,9 @@
 """Analytic per-sample nuclear derivatives d_I ln|psi| and d_I E_L, all atoms in one pass.
 
 For the Slater-Jastrow trial function psi = D_up D_down exp(J) (LCAO orbitals without the cusp
-correction, one/two-body Jastrow) and a Hamiltonian with ccECPs. Same derivative as
+correction, one/two-body Jastrow) and a Hamiltonian with ccECPs; a table-method multideterminant
+expansion in place of D_up D_down through the same contractions with A^T -> G and X^T -> -Gd
+(:mod:`rung.qmc.multidet_forces`). Same derivative as
 :class:`rung.qmc.forces.NuclearDerivatives` (its finite differences are the test oracle): electrons
 fixed, MO coefficients frozen, AOs and the Jastrow's electron-nucleus terms moving with their nuclei,
 ECP quadrature points moving with their ion under one fixed random rotation.

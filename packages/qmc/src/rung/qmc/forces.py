@@ -32,12 +32,13 @@ holds sample by sample. The mean is unchanged: the warp is a change of integrati
 Per-sample derivatives, two paths (``ForceConfig.method``):
 
 - analytic (:mod:`rung.qmc.force_derivs`, the default wherever it applies: a single determinant per
-  spin of LCAO orbitals without the cusp correction, with or without the one/two-body Jastrow, any
+  spin or a table-method multideterminant expansion (:mod:`rung.qmc.multidet_forces`, CI coefficients
+  fixed) of LCAO orbitals without the cusp correction, with or without the one/two-body Jastrow, any
   ccECP or all-electron atoms): all 3 N_atom components of d ln|psi| and d E_L, warped or not, in one
   pass with the matrix formalism (Filippi, Assaraf, Moroni, J. Chem. Phys. 144, 194105 (2016)),
   grad_i E_L analytic for the warp;
-- finite differences (``method="fd"``, and the fallback for everything else: three-body Jastrow,
-  multideterminant, cusp-corrected orbitals): central differences in the nuclear coordinates with the
+- finite differences (``method="fd"``, and the fallback for everything else: three-body Jastrow, the
+  per-determinant multideterminant, cusp-corrected orbitals): central differences in the nuclear coordinates with the
   electrons fixed (or warped), ``step_bohr`` = 1e-4 by default (the O(h^2) bias, ~1e-8 relative, is
   far below the statistics), the trial function and Hamiltonian re-built once per displaced geometry
   (6 N_atom copies), 6 N_atom wave-function recomputations and local energies per sample.

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     report = ["# rung GPU check", "", time.strftime("%Y-%m-%d %H:%M:%S"), "", "## Device", "", *[f"- {x}" for x in info]]
     if ok:
         report += ["", "## GPU tests", "", *run_tests(args.out, timeout=300),
-                   "", "## GPU benchmarks (ours on the device beside the CPU path)", "", *run_bench(args.out, timeout=150)]
+                   "", "## GPU benchmarks (ours on the device beside the CPU path)", "", *run_bench(args.out, timeout=240)]
     else:
         report += ["", "No usable CUDA device: nothing was checked (install the `[cuda12]` extras on a GPU machine)."]
     path = args.out / "report.md"

@@ -102,7 +102,9 @@ def main(argv=None) -> int:
         except ModuleNotFoundError as err:
             print(f"[{name}] skipped: {err}")
             continue
-        for case in suite.cases(args.quick):
+        # --gpu-only builds only the suites' GPU cases (gpu_cases), not every CPU case's setup
+        make = getattr(suite, "gpu_cases", None) if args.gpu_only else suite.cases
+        for case in make(args.quick) if make else ():
             if args.match not in case.name or (args.gpu_only and case.device != "gpu"):
                 continue
             row = run_case(case)

@@ -83,25 +83,33 @@ def cases(quick: bool):
                    lambda eng=eng, dm=dm: eng.get_jk(dm), peer=lambda dfobj=dfobj, dm=dm: dfobj.get_jk(dm),
                    peer_name="pyscf DF.get_jk", flop=jk_flop(eng.naux, mol.nao, nocc), repeats=5,
                    note=f"{DEFAULT_AUXBASIS}, tensor cached ({eng._full_bytes() / 2**20:.0f} MiB)")
-    from rung.core.backend import gpu_available
-
-    if gpu_available():  # the CuPy engine on the device beside the numba engine, same density
-        import cupy
-
-        from rung.core.backend import synchronize
-
-        for name in ["glycine", "aspirin"]:
-            mol, dm, nocc, eng, _ = _jk_setup(name)
-            gpu = JKEngine(mol, resolve_auxbasis(mol), backend="cupy")
-            dm_gpu = cupy.asarray(dm)
-            yield Case("dft_gpu.jk", f"{name} ccecp-cc-pvdz nao={mol.nao} naux={gpu.naux} nocc={nocc} (GPU)",
-                       lambda gpu=gpu, d=dm_gpu: gpu.get_jk(d), peer=lambda eng=eng, dm=dm: eng.get_jk(dm),
-                       peer_name="ours, numba (CPU)", flop=jk_flop(gpu.naux, mol.nao, nocc), device="gpu",
-                       sync=lambda: synchronize(cupy), repeats=5)
+    yield from gpu_cases(quick)
     if not quick:
         yield Case("dft_gpu.scf", "glycine ωB97M-D3BJ ccecp-cc-pvdz grid 3", lambda: scf_energy("glycine", True),
                    peer=lambda: scf_energy("glycine", False), peer_name="pyscf DF RKS", repeats=1, warmup=0,
                    note=f"{DEFAULT_AUXBASIS} both sides; incl. tensor build and grids")
+
+
+def gpu_cases(quick: bool):
+    """The CuPy J/K engine on the device beside the numba engine, same density; only when rung.core sees a
+    CUDA device (``make gpu-check`` runs only these: ``python -m tools.bench --gpu-only``)."""
+    from rung.core.backend import gpu_available
+
+    if not gpu_available():
+        return
+    import cupy
+
+    from rung.core.backend import synchronize
+    from rung.dft_gpu.jk import JKEngine, resolve_auxbasis
+
+    for name in ["glycine", "aspirin"]:
+        mol, dm, nocc, eng, _ = _jk_setup(name)
+        gpu = JKEngine(mol, resolve_auxbasis(mol), backend="cupy")
+        dm_gpu = cupy.asarray(dm)
+        yield Case("dft_gpu.jk", f"{name} ccecp-cc-pvdz nao={mol.nao} naux={gpu.naux} nocc={nocc} (GPU)",
+                   lambda gpu=gpu, d=dm_gpu: gpu.get_jk(d), peer=lambda eng=eng, dm=dm: eng.get_jk(dm),
+                   peer_name="ours, numba (CPU)", flop=jk_flop(gpu.naux, mol.nao, nocc), device="gpu",
+                   sync=lambda: synchronize(cupy), repeats=5)
 
 
 def scf_energy(name: str, ours: bool, timers: dict | None = None) -> float:

@@ -141,9 +141,10 @@ def _ours_dmc(mol, mf, nw, nsteps):
                        e_ref=v.energy)
 
 
-def _forces_vs_step(mol, mf, nw, method="auto", warp=True):
+def _forces_vs_step(mol, mf, nw, method="auto", warp=True, backend="numba"):
     """(forces of nw walkers, one energy-only VMC step of the same walkers, one local energy of them),
-    all on equilibrated walkers; ``method`` and ``warp`` of :class:`rung.qmc.forces.ForceConfig`. The
+    all on equilibrated walkers; ``method`` and ``warp`` of :class:`rung.qmc.forces.ForceConfig`,
+    ``backend`` of the analytic derivatives (:class:`rung.qmc.force_derivs.AnalyticDerivatives`). The
     forces get the sampler's state (trial function and grad ln psi at the walkers) as in a VMC step, on
     their own copy of it (the energy step moves the peer's walkers)."""
     import copy
@@ -154,13 +155,17 @@ def _forces_vs_step(mol, mf, nw, method="auto", warp=True):
     from rung.qmc.vmc import VMCConfig, sweep, vmc
 
     orb = _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench")
-    wf = slater_jastrow(mol, orb, backend=backend)
+    wf = slater_jastrow(mol, orb)
     ham = Hamiltonian.from_mol(mol)
     rng = np.random.default_rng(0)
     configs = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=1, nsteps=2, nequil=5),
                   rng=rng).configs
     nd = NuclearDerivatives(displaced_builder(mol, orb, parameters=wf.parameters), mol.atom_coords(),
                             ForceConfig(method=method, warp=warp))
+    if backend != "numba":
+        from rung.qmc.force_derivs import AnalyticDerivatives
+
+        nd = AnalyticDerivatives(mol, wf, ham, ForceConfig(warp=warp), backend=backend)
     wf.recompute(configs)
     _, grad = ham.local_energy(wf, configs, rng, return_grad=True)
     wf_f = copy.deepcopy(wf)
@@ -271,22 +276,7 @@ def cases(quick: bool):
         yield Case("qmc.aos", f"H2O ccecp-cc-pvdz ({mol.nao} AOs), {npos} points, value+gradient",
                    lambda pos=pos: evaluate_aos(basis, pos, 1), peer=lambda pos=pos: mol.eval_gto("GTOval_sph_deriv1", pos),
                    peer_name="pyscf eval_gto", work=npos, work_unit="points")
-    from rung.core.backend import gpu_available
-
-    if gpu_available():  # backend="cupy": the AOs on the device (copied back), the rest on the CPU kernels
-        from numba import cuda
-
-        for npos in (8000, 80000):
-            pos = np.random.default_rng(1).normal(scale=1.5, size=(npos, 3))
-            yield Case("qmc.aos", f"H2O ccecp-cc-pvdz ({mol.nao} AOs), {npos} points, value+gradient+Laplacian (GPU)",
-                       lambda pos=pos: evaluate_aos(basis, pos, 2, backend="cupy"),
-                       peer=lambda pos=pos: evaluate_aos(basis, pos, 2), peer_name="ours, numba (CPU)",
-                       work=npos, work_unit="points", device="gpu", sync=cuda.synchronize)
-        nw, nsteps = 400, 5
-        yield Case("qmc.vmc_water", f"H2O ccECP/ccecp-cc-pvdz, {nw} walkers x {nsteps} sweeps, SJ (AOs on the GPU)",
-                   _ours_vmc(mol, mf, nw, nsteps, 0.3, backend="cupy"), peer=_ours_vmc(mol, mf, nw, nsteps, 0.3),
-                   peer_name="ours, numba (CPU)", work=nw * nsteps, work_unit="walker-sweeps", device="gpu",
-                   sync=cuda.synchronize, repeats=3, warmup=1)
+    yield from gpu_cases(quick)
     if not quick:
         from rung.qmc.optimize import OptimizeConfig
 
@@ -294,3 +284,36 @@ def cases(quick: bool):
                    "bar, optimisation included", _time_to_error(mol, mf, OptimizeConfig(niter=6, nsteps=20)),
                    peer=_time_to_error(mol, mf, OptimizeConfig(niter=6, nsteps=20, min_samples=0, select="lowest")),
                    peer_name="previous default optimisation", work=1, work_unit="error bars", repeats=1, warmup=0)
+
+
+def gpu_cases(quick: bool):
+    """backend="cupy" (the AOs on the device, copied back; the rest on the CPU kernels) beside the numba
+    backend; only when rung.core sees a CUDA device (``make gpu-check``: ``python -m tools.bench --gpu-only``)."""
+    from rung.core.backend import gpu_available
+
+    if not gpu_available():
+        return
+    from rung.qmc.orbitals import AtomicBasis, evaluate_aos
+
+    from numba import cuda
+
+    mol, mf = _water()
+    basis = AtomicBasis.from_mol(mol)
+    for npos in (8000, 80000):
+        pos = np.random.default_rng(1).normal(scale=1.5, size=(npos, 3))
+        yield Case("qmc.aos", f"H2O ccecp-cc-pvdz ({mol.nao} AOs), {npos} points, value+gradient+Laplacian (GPU)",
+                   lambda pos=pos: evaluate_aos(basis, pos, 2, backend="cupy"),
+                   peer=lambda pos=pos: evaluate_aos(basis, pos, 2), peer_name="ours, numba (CPU)",
+                   work=npos, work_unit="points", device="gpu", sync=cuda.synchronize)
+    nw, nsteps = 400, 5
+    yield Case("qmc.vmc_water", f"H2O ccECP/ccecp-cc-pvdz, {nw} walkers x {nsteps} sweeps, SJ (AOs on the GPU)",
+               _ours_vmc(mol, mf, nw, nsteps, 0.3, backend="cupy"), peer=_ours_vmc(mol, mf, nw, nsteps, 0.3),
+               peer_name="ours, numba (CPU)", work=nw * nsteps, work_unit="walker-sweeps", device="gpu",
+               sync=cuda.synchronize, repeats=3, warmup=1)
+    nw = 400
+    ours, _, _ = _forces_vs_step(mol, mf, nw, backend="cupy")
+    peer, _, _ = _forces_vs_step(mol, mf, nw)
+    yield Case("qmc.forces_water", f"{mol.natm} atoms, {mol.nelectron} e, {nw} walkers: 3 N_atom force derivatives "
+               "(analytic, space warp; det, electron and ECP terms on the GPU)", ours, peer=peer,
+               peer_name="ours, numba (CPU)", work=nw, work_unit="walkers", device="gpu", sync=cuda.synchronize,
+               repeats=3, warmup=1)

@@ -13,6 +13,17 @@ the local energy, nonlocal ECP included):
 - ``qmc.multidet_per_det``: the per-determinant implementation (one inverse per determinant, the test
   oracle) as the peer of the table method, N <= 1000.
 
+- ``qmc.multidet_forces_local_energy`` (N = 10, 100, 1000): all 3 N_atom analytic force derivatives of
+  every walker (:class:`rung.qmc.forces.NuclearDerivatives`, space warp on, given the sampler's state as a
+  VMC step gives it) against one multideterminant local energy of the same walkers (peer/ours < 1: the
+  cost of the forces in local energies; goal <= 2x); ``..._nowarp_local_energy`` without the warp;
+  ``qmc.multidet_forces_step`` against one energy-only VMC step (sweep + local energy);
+  ``qmc.multidet_forces_fd`` the finite-difference fallback (6 N_atom re-built trial functions) as the
+  peer of the analytic path.
+
+``python -m tools.bench.suites.qmc_multidet --forces`` prints the forces' CPU seconds beside the local
+energy, the VMC step and the finite differences, N = 10, 100, 1000 (one process, same walkers).
+
 ``python -m tools.bench.suites.qmc_multidet`` prints CPU seconds per sweep, unique strings per spin and
 the agreement of PyQMC's and rung's log|psi| on the same configurations (an independent check of the
 expansion's sign convention). Run with OMP/OPENBLAS/NUMBA_NUM_THREADS=1 for per-thread numbers.
@@ -100,6 +111,42 @@ def _pyqmc(mol, mf, exp, nw, nsteps):
     return run
 
 
+def _forces(mol, mf, exp, nw, method="auto", warp=True):
+    """(forces of nw equilibrated walkers, one local energy of them, one energy-only VMC step of them) for
+    the expansion times the two-body Jastrow; the forces read the sampler's state (trial function after
+    its local energy, grad ln psi) from their own copy of it, as a VMC step with forces does."""
+    import copy
+
+    from rung.qmc.forces import ForceConfig, NuclearDerivatives, displaced_builder
+    from rung.qmc.hamiltonian import Hamiltonian
+    from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
+    from rung.qmc.vmc import VMCConfig, sweep, vmc
+
+    orb = _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench")
+    wf = slater_jastrow(mol, orb, expansion=exp)
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(0)
+    configs = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=1, nsteps=2, nequil=5),
+                  rng=rng).configs
+    nd = NuclearDerivatives(displaced_builder(mol, orb, parameters=wf.parameters, expansion=exp), mol.atom_coords(),
+                            ForceConfig(method=method, warp=warp))
+    wf.recompute(configs)
+    _, grad = ham.local_energy(wf, configs, rng, return_grad=True)
+    wf_f = copy.deepcopy(wf)
+    walkers = configs.copy()
+
+    def step():
+        sweep(wf, walkers, 0.3, rng)
+        ham.local_energy(wf, walkers, rng)
+
+    def energy():  # as after a sweep: the ratio vectors not cached
+        wf.components[0]._beta = {}
+        return ham.local_energy(wf, walkers, rng, return_grad=True)
+
+    # wf_f as after the step's local energy (its ratio vectors cached), which the forces only read
+    return (lambda: nd(configs, wf_f, grad)), energy, step
+
+
 def cases(quick: bool):
     nw = 50 if quick else 100
     sizes = (10, 100) if quick else (10, 100, 1000, 10000)
@@ -115,6 +162,19 @@ def cases(quick: bool):
         if n <= 1000:
             yield Case("qmc.multidet_per_det", size, ours, _ours(mol, mf, exp, nw, nsteps, "per-determinant"),
                        "rung per-determinant", work=nw * nsteps, work_unit="walker-sweeps", repeats=3)
+    for n in (10, 100) if quick else (10, 100, 1000):
+        mol, mf, exp = expansion(n)
+        size = f"H2O ccECP, CASCI(8,14) top {n} dets, {nw} walkers: 3 N_atom force derivatives"
+        forces, energy, step = _forces(mol, mf, exp, nw)
+        yield Case("qmc.multidet_forces_local_energy", size + " (analytic, space warp)", forces, energy,
+                   "one local energy", work=nw, work_unit="walkers", repeats=5, warmup=1)
+        yield Case("qmc.multidet_forces_step", size + " (analytic, space warp)", forces, step,
+                   "one VMC energy step", work=nw, work_unit="walkers", repeats=5, warmup=1)
+        nowarp, energy, _ = _forces(mol, mf, exp, nw, warp=False)
+        yield Case("qmc.multidet_forces_nowarp_local_energy", size + " (analytic, no warp)", nowarp, energy,
+                   "one local energy", work=nw, work_unit="walkers", repeats=5, warmup=1)
+        yield Case("qmc.multidet_forces_fd", size + " (analytic, space warp)", forces, _forces(mol, mf, exp, nw, "fd")[0],
+                   "finite differences (6 N_atom trial functions)", work=nw, work_unit="walkers", repeats=3, warmup=1)
 
 
 def _cpu_per_sweep(run, nsteps, nw, repeats=2):
@@ -146,6 +206,31 @@ def main(sizes=(1, 10, 100, 1000, 10000), nw=100):
         fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
         print(f"| {n} | {ns[0]}, {ns[1]} | {t:.4f} | {fmt(per)} | {single:.4f} | {fmt(tp)} | "
               f"{'-' if tp is None else f'{tp / t:.1f}'} | {t / single:.1f} |", flush=True)
+
+
+def forces_table(sizes=(10, 100, 1000), nw=100, repeats=5):
+    """CPU seconds per call for nw walkers (best of ``repeats``): one local energy, one VMC energy step,
+    the analytic forces with and without the warp, the finite differences; one row per N_det."""
+    print("| N_det | unique strings (up, down) | local energy (CPU-s) | VMC step | forces, warp | forces, no warp | "
+          "FD forces | warp / local energy | no warp / local energy | warp / step | FD / analytic |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for n in sizes:
+        mol, mf, exp = expansion(n)
+        forces, energy, step = _forces(mol, mf, exp, nw)
+        nowarp = _forces(mol, mf, exp, nw, warp=False)[0]
+        fd = _forces(mol, mf, exp, nw, "fd")[0]
+        t = {}
+        for name, fn, rep in (("e", energy, repeats), ("s", step, repeats), ("f", forces, repeats),
+                              ("n", nowarp, repeats), ("fd", fd, 1)):
+            fn()
+            t[name] = _cpu_per_sweep(fn, 1, nw, rep)
+        print(f"| {n} | {_strings(exp)} | {t['e']:.4f} | {t['s']:.4f} | {t['f']:.4f} | {t['n']:.4f} | "
+              f"{t['fd']:.3f} | {t['f'] / t['e']:.2f} | {t['n'] / t['e']:.2f} | {t['f'] / t['s']:.2f} | "
+              f"{t['fd'] / t['f']:.0f} |", flush=True)
+
+
+def _strings(exp):
+    return f"{len(set(exp.occ_up))}, {len(set(exp.occ_down))}"
 
 
 def full_space(norb: int, seed: int = 0):
@@ -191,5 +276,7 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] == ["--largest"]:  # python -m tools.bench.suites.qmc_multidet --largest 23
         largest(int(sys.argv[2]))
+    elif sys.argv[1:2] == ["--forces"]:  # python -m tools.bench.suites.qmc_multidet --forces [10 100 1000]
+        forces_table(tuple(int(x) for x in sys.argv[2:]) or (10, 100, 1000))
     else:
         main(tuple(int(x) for x in sys.argv[1:]) or (1, 10, 100, 1000, 10000))

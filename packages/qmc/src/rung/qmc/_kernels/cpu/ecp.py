@@ -74,7 +74,7 @@ class Channels(NamedTuple):
 
     atom_R : (na, 3) float64, Bohr; atom_rc : (na,) float64, Bohr — ECP atoms with nonlocal channels, range
     ch_atom, ch_l : (nch,) int64 — atom and angular momentum of each channel; ch_tstart : (nch+1,) int64
-    t_pow : (nterm,) int64; t_a : (nterm,) float64, Bohr^-2; t_c : (nterm,) float64, Hartree Bohr^-pow —
+    t_pow : (nterm,) float64 (integer powers); t_a : (nterm,) float64, Bohr^-2; t_c : (nterm,) float64, Hartree Bohr^-pow —
         radial terms c r^pow exp(-a r^2), those of channel ch at ch_tstart[ch] .. ch_tstart[ch+1] - 1
     """
 

@@ -142,33 +142,48 @@ def _mixed_adjugate(x, y, k, out, b):
 
 @numba.njit(cache=True)
 def string_adjoints(t, to, adj, wr, wu, deg, holes, parts, sign):
-    """numba version of :func:`string_adjoints_reference`: the mixed adjugate by closed forms for k <= 3,
-    k^2 (k-1) determinants of order k-1 beyond."""
+    """numba version of :func:`string_adjoints_reference`: the mixed adjugate inline for k <= 2, by closed
+    forms for k = 3 and k^2 (k-1) determinants of order k-1 beyond."""
     nw, n, m = t.shape
     ns, kmax = deg.shape[0], holes.shape[1]
     tg, ta = np.zeros((nw, n, m)), np.zeros((nw, n, m))
     x, y, hm = np.empty((kmax, kmax)), np.empty((kmax, kmax)), np.empty((kmax, kmax))
     b = np.empty((kmax, kmax))
     for iw in range(nw):
+        tgw, taw, tw, tow = tg[iw], ta[iw], t[iw], to[iw]
         for s in range(ns):
             k = deg[s]
             if k == 0:
                 continue
             cr, cu = wr[iw, s], wu[iw, s]
-            if cu != 0.0:
-                for j in range(k):
-                    for i in range(k):
-                        x[j, i] = t[iw, holes[s, j], parts[s, i]]
-                        y[j, i] = to[iw, holes[s, j], parts[s, i]]
-                _mixed_adjugate(x, y, k, hm, b)
-            else:
-                hm[:k, :k] = 0.0
-            sg = sign[s]
+            if k == 1:  # H = 0
+                a = adj[iw, s, 0, 0]
+                tgw[holes[s, 0], parts[s, 0]] += cu * a
+                taw[holes[s, 0], parts[s, 0]] += cr * a
+                continue
+            cus = cu * sign[s]
+            if k == 2:  # H = adj(Y): H[i, j] = (-1)^(i+j) Y[1-j, 1-i]
+                h0, h1, p0, p1 = holes[s, 0], holes[s, 1], parts[s, 0], parts[s, 1]
+                a00, a01, a10, a11 = adj[iw, s, 0, 0], adj[iw, s, 0, 1], adj[iw, s, 1, 0], adj[iw, s, 1, 1]
+                tgw[h0, p0] += cu * a00
+                tgw[h1, p0] += cu * a01
+                tgw[h0, p1] += cu * a10
+                tgw[h1, p1] += cu * a11
+                taw[h0, p0] += cr * a00 + cus * tow[h1, p1]
+                taw[h1, p0] += cr * a01 - cus * tow[h0, p1]
+                taw[h0, p1] += cr * a10 - cus * tow[h1, p0]
+                taw[h1, p1] += cr * a11 + cus * tow[h0, p0]
+                continue
+            for j in range(k):
+                for i in range(k):
+                    x[j, i] = tw[holes[s, j], parts[s, i]]
+                    y[j, i] = tow[holes[s, j], parts[s, i]]
+            _mixed_adjugate(x, y, k, hm, b)
             for j in range(k):
                 hj = holes[s, j]
                 for i in range(k):
                     pi = parts[s, i]
                     a = adj[iw, s, i, j]
-                    tg[iw, hj, pi] += cu * a
-                    ta[iw, hj, pi] += cr * a + cu * sg * hm[i, j]
+                    tgw[hj, pi] += cu * a
+                    taw[hj, pi] += cr * a + cus * hm[i, j]
     return tg, ta

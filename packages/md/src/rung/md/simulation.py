@@ -203,6 +203,7 @@ def _integrator(config: Config, forces, system: System, kT: float, dt: float):
 
 
 def _initial_state(init_fn, system: System) -> MDState:
+    """The first state (forces evaluated); InputError where the potential cannot take the structure."""
     try:
         state = init_fn(system.positions, system.masses)
     except ValueError as err:

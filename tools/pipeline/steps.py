@@ -342,7 +342,7 @@ def sci_qmc_task(wavefunction: str, settings, determinants: int) -> dict:
     out = {"settings": sci_qmc_settings(settings, determinants), "determinants": int(expansion.coef.size),
            "weight": float(expansion.weight)}
     for key, exp in (("single", None), ("multi", expansion)):
-        r = kernel(mol, orb, qmc_config(settings), expansion=exp)["dmc"]
+        r = kernel(mol, orb, qmc_config(settings), expansion=exp).dmc
         out[key] = [float(r.energy), float(r.error)]
     return out
 

@@ -37,7 +37,7 @@ def test_h2_dmc_force_matches_fci_curve():
                     DMCConfig(tau=0.01, nblocks=22, nsteps=50, nequil_blocks=2, seed=4),
                     OptimizeConfig(niter=5, nsteps=20, seed=5), forces=ForceConfig(every=2))
     out = kernel(mol, mean_field(mol), cfg)
-    v, d = out["vmc"], out["dmc"]
+    v, d = out.vmc, out.dmc
     for r in (v, d):
         np.testing.assert_allclose(r.forces.sum(0), 0.0, atol=1e-6)
     f, err = d.forces[1, 2], d.forces_error[1, 2]
@@ -67,7 +67,7 @@ def test_lih_ccecp_dmc_force_matches_fci_curve():
                     DMCConfig(tau=0.01, nblocks=22, nsteps=50, nequil_blocks=2, seed=4),
                     OptimizeConfig(niter=5, nsteps=20, seed=5), forces=ForceConfig(every=2))
     out = kernel(mol, mean_field(mol), cfg)
-    d = out["dmc"]
+    d = out.dmc
     f, err = d.forces[1, 2], d.forces_error[1, 2]
     assert err < 0.02, err
-    assert abs(f - exact) < 3 * err + 0.002, (f, err, exact, out["vmc"].forces[1, 2], out["vmc"].forces_error[1, 2])
+    assert abs(f - exact) < 3 * err + 0.002, (f, err, exact, out.vmc.forces[1, 2], out.vmc.forces_error[1, 2])

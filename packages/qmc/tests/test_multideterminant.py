@@ -510,8 +510,8 @@ def test_more_determinants_lower_the_fixed_node_dmc_energy_of_beryllium():
     assert len(keep) == 4 and mc.e_tot < mf.e_tot - 0.04
     cfg = QMCConfig(VMCConfig(nwalkers=400, nblocks=20, nsteps=10, seed=1),
                     DMCConfig(tau=0.005, nblocks=152, nsteps=50, nequil_blocks=2, seed=1), OptimizeConfig(niter=6, seed=1))
-    hf = kernel(mol, _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "hf"), cfg)["dmc"]
-    cas = kernel(mol, _spin_orbitals(mc.mo_coeff, mf.mo_occ, mc.e_tot, "casscf"), cfg, expansion=exp)["dmc"]
+    hf = kernel(mol, _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "hf"), cfg).dmc
+    cas = kernel(mol, _spin_orbitals(mc.mo_coeff, mf.mo_occ, mc.e_tot, "casscf"), cfg, expansion=exp).dmc
     exact = -14.66736
     assert hf.energy - cas.energy > 3 * np.hypot(hf.error, cas.error), (hf.energy, hf.error, cas.energy, cas.error)
     assert cas.energy > exact - 3 * cas.error and hf.energy > exact - 3 * hf.error, (hf.energy, cas.energy)

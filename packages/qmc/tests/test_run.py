@@ -32,8 +32,29 @@ def test_uses_saved_orbitals_and_vmc_matches_their_energy(tmp_path):
     ds, mf = _dataset(tmp_path)
     mol, orb = trial_from_dataset(ds, "water", 0)
     assert "w.orbitals.h5" in orb.source and orb.e_tot == mf.e_tot
-    res = kernel(mol, orb, QMCConfig(VMCConfig(nwalkers=60, nblocks=15, nsteps=10, seed=2), jastrow=False))["vmc"]
+    res = kernel(mol, orb, QMCConfig(VMCConfig(nwalkers=60, nblocks=15, nsteps=10, seed=2), jastrow=False)).vmc
     assert abs(res.energy - mf.e_tot) < 3 * res.error
+
+
+def test_run_result_round_trip(tmp_path):
+    """kernel's frozen QMCRun: VMC only (dmc None), parameters as sampled, to_hdf5/from_hdf5 lossless."""
+    import dataclasses
+
+    from rung.qmc.run import QMCRun
+    from rung.qmc.system import build_mol, mean_field
+
+    mol = build_mol([1, 1], np.array([[0, 0, 0], [0, 0, 1.4]]), basis="sto-3g", ecp=None)
+    run = kernel(mol, mean_field(mol), QMCConfig(VMCConfig(nwalkers=4, nblocks=2, nsteps=2, seed=1)))
+    assert run.dmc is None and run.best is run.vmc and list(run.results) == ["vmc"] and "1.ee" in run.parameters
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.vmc = None
+    run.to_hdf5(tmp_path / "r")
+    back = QMCRun.from_hdf5(tmp_path / "r")
+    assert back.dmc is None and back.vmc.energy == run.vmc.energy and back.vmc.error == run.vmc.error
+    np.testing.assert_array_equal(back.vmc.trace, run.vmc.trace)
+    assert back.parameters.keys() == run.parameters.keys()
+    for k, v in run.parameters.items():
+        np.testing.assert_array_equal(back.parameters[k], v)
 
 
 def test_fallback_scf_without_orbitals(tmp_path):

@@ -47,7 +47,7 @@ def _common(f):
                           "fraction of the expansion's (e.g. 0.99)"),
         click.option("--allow-incomplete", is_flag=True,
                      help="accept a --multidet expansion from an unfinished sci run"),
-        click.option("--out", default=None, help="write <OUT>.<method>.h5 result files (energies, trace, walkers)"),
+        click.option("--out", default=None, help="write <OUT>.<method>.h5 result files (energies, trace, walkers) and <OUT>.parameters.h5"),
         click.option("--forces/--no-forces", default=False, show_default=True,
                      help="interatomic forces (ZVZB estimator, space warp); into the dataset as qmc_*_gradient"),
         click.option("--force-every", default=1, show_default=True, type=_POSITIVE, help="evaluate forces every N steps"),
@@ -157,13 +157,13 @@ def _run(input, molecule, index, basis, ecp, walkers, vmc_blocks, vmc_steps, see
                f"(E = {orb.e_tot:.6f} Ha)", err=True)
     results = kernel(mol, orb, cfg, parameters=parameters, expansion=expansion,
                      checkpoint=checkpoint, trace=trace, progress=_progress)
-    parameters = results.pop("parameters")
-    for method, r in results.items():
+    parameters = results.parameters
+    for r in results.results.values():
         click.echo(f"{r.summary()}  ({r.nwalkers} walkers, {r.nsteps} steps, tau {r.tau})")
         if r.forces is not None:
             click.echo(format_forces(mol, r))
-        if out:
-            r.to_hdf5(f"{out}.{method}.h5", backend=backend)
+    if out:
+        results.to_hdf5(out, backend=backend)
     if save:
         if expansion is not None and expansion.optimize_ci:
             from rung.qmc.multideterminant import ci_coefficients

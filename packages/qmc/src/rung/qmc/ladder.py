@@ -33,7 +33,7 @@ def step(workdir: Path, dataset: Path, molecule: str) -> str:
                     OptimizeConfig(niter=4, nsteps=15, seed=1), forces=ForceConfig(every=FORCE_EVERY))
     res = kernel(mol, orb, cfg, trace=Path(workdir) / f"{molecule}.qmc-dmc-trace.h5")
     record(dataset, molecule, 0, res, mol, orb, cfg)
-    v, d = res["vmc"], res["dmc"]
+    v, d = res.vmc, res.dmc
     line = (f"E(VMC) = {format_value(v.energy, v.error)} Ha, E(DMC) = {format_value(d.energy, d.error)} Ha, "
             f"{NWALKERS} walkers, tau {cfg.dmc.tau}, orbitals: {orb.source}")
     with h5py.File(dataset, "r") as f:

@@ -3,7 +3,7 @@
 ``trial_from_dataset`` picks the orbitals the DFT rung saved for a conformation (contract:
 ``<dataset without .h5>.orbitals.h5``, named by the molecule group's ``dft_orbitals_file``) and falls
 back to a PySCF Hartree-Fock calculation on the dataset geometry. ``kernel(mol, orb, config)`` runs
-VMC and, when asked, DMC started from the VMC walkers. ``record`` writes ``qmc_*`` properties:
+VMC and, when asked, DMC started from the VMC walkers, and returns a frozen :class:`QMCRun`. ``record`` writes ``qmc_*`` properties:
 ``qmc_<method>_energy`` and ``qmc_<method>_energy_error``, each energy component
 ``qmc_<method>_<component>`` (+ ``_error``), and ``qmc_total_energy`` (+ ``_error``), the best
 (DMC if run, else VMC) estimate; all in Hartree. With forces (``QMCConfig.forces``) also
@@ -34,7 +34,7 @@ from rung.qmc.forces import ForceConfig, NuclearDerivatives, displaced_builder
 from rung.qmc.hamiltonian import COMPONENTS, Hamiltonian
 from rung.qmc.optimize import OptimizeConfig, optimize
 from rung.qmc.system import InputError, Orbitals, build_mol, initial_configs, load_orbitals, mean_field, slater_jastrow
-from rung.qmc.vmc import VMCConfig, vmc
+from rung.qmc.vmc import QMCResult, VMCConfig, vmc
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,50 @@ def trial_from_dataset(dataset, molecule: str, index: int = 0, basis: str = "cce
     return mol, mean_field(mol)
 
 
+@dataclass(frozen=True)
+class QMCRun:
+    """What :func:`kernel` returns.
+
+    vmc : :class:`rung.qmc.vmc.QMCResult` or None (a DMC run resumed from its checkpoint skips the
+        optimisation and the VMC); dmc : QMCResult or None (VMC only);
+    parameters : {name: array} the trial function's parameters as sampled (after the optimisation;
+        ``ProductWF.parameters`` names, e.g. ``"1.ee"``)
+    """
+
+    vmc: QMCResult | None
+    dmc: QMCResult | None
+    parameters: dict
+
+    @property
+    def results(self) -> dict:
+        """{"vmc": QMCResult, "dmc": QMCResult}, the methods that ran, in that order."""
+        return {k: r for k, r in (("vmc", self.vmc), ("dmc", self.dmc)) if r is not None}
+
+    @property
+    def best(self) -> QMCResult:
+        """The DMC result when DMC ran, else the VMC one."""
+        return self.dmc if self.dmc is not None else self.vmc
+
+    def to_hdf5(self, prefix, backend: str = "numba") -> None:
+        """``<prefix>.<method>.h5`` per result (:meth:`QMCResult.to_hdf5`) and ``<prefix>.parameters.h5``
+        (:func:`save_parameters`)."""
+        for method, r in self.results.items():
+            r.to_hdf5(f"{prefix}.{method}.h5", backend=backend)
+        save_parameters(f"{prefix}.parameters.h5", self.parameters)
+
+    @classmethod
+    def from_hdf5(cls, prefix) -> "QMCRun":
+        """The files :meth:`to_hdf5` wrote (a method whose file is absent did not run)."""
+        res = {m: QMCResult.from_hdf5(f"{prefix}.{m}.h5") for m in ("vmc", "dmc") if Path(f"{prefix}.{m}.h5").exists()}
+        return cls(res.get("vmc"), res.get("dmc"), load_parameters(f"{prefix}.parameters.h5"))
+
+
 def kernel(mol, orb: Orbitals, config: QMCConfig = QMCConfig(), *, parameters: dict | None = None,
-           expansion=None, checkpoint=None, trace=None, progress=None) -> dict:
-    """Run (optimisation,) VMC (and DMC). Returns {"vmc": QMCResult, "dmc": QMCResult, "parameters": dict}
-    (DMC only when configured; optimisation and VMC are skipped when resuming DMC from a checkpoint,
-    which then needs the same ``parameters`` as the run that wrote it). ``expansion``: a
-    multideterminant expansion (:func:`rung.qmc.multideterminant.read_multidet`) over ``orb``."""
+           expansion=None, checkpoint=None, trace=None, progress=None) -> QMCRun:
+    """Run (optimisation,) VMC (and DMC): a :class:`QMCRun` (DMC only when configured; optimisation and
+    VMC are skipped when resuming DMC from a checkpoint, which then needs the same ``parameters`` as the
+    run that wrote it). ``expansion``: a multideterminant expansion
+    (:func:`rung.qmc.multideterminant.read_multidet`) over ``orb``."""
     options = {"jastrow": config.jastrow, "backend": config.backend, "expansion": expansion,
                "three_body": config.three_body}
     wf = slater_jastrow(mol, orb, parameters=parameters, **options)
@@ -129,8 +167,7 @@ def kernel(mol, orb: Orbitals, config: QMCConfig = QMCConfig(), *, parameters: d
                          backend=config.backend, progress=(lambda *a: progress("dmc", *a)) if progress else None,
                          forces=derivatives(), vmc_forces=None if vf is None or vf.forces is None else
                          (vf.forces, vf.forces_error))
-    out["parameters"] = wf.parameters
-    return out
+    return QMCRun(out.get("vmc"), out.get("dmc"), wf.parameters)
 
 
 def save_parameters(path, parameters: dict) -> None:
@@ -155,19 +192,17 @@ def load_parameters(path) -> dict:
         raise InputError(f"{path}: unreadable parameter file: {err}") from err
 
 
-def result_values(results: dict) -> dict:
+def result_values(run: QMCRun) -> dict:
     """Dataset properties (name -> value) for :class:`rung.core.dataset.ResultWriter` with rung "qmc"."""
     vals = {}
-    for method, r in results.items():
-        if method == "parameters":
-            continue
+    for method, r in run.results.items():
         vals[f"{method}_energy"] = r.energy
         vals[f"{method}_energy_error"] = r.error
         for k in COMPONENTS:
             vals[f"{method}_{k}"], vals[f"{method}_{k}_error"] = r.components[k]
         if r.forces is not None:
             vals[f"{method}_gradient"], vals[f"{method}_gradient_error"] = -r.forces, r.forces_error
-    best = results.get("dmc") or results.get("vmc")
+    best = run.best
     vals["total_energy"], vals["total_energy_error"] = best.energy, best.error
     if best.forces is not None:
         vals["total_gradient"], vals["total_gradient_error"] = -best.forces, best.forces_error
@@ -268,7 +303,7 @@ def result_units(values: dict) -> dict:
             for k in values}
 
 
-def record(dataset, molecule: str, index: int, results: dict, mol, orb: Orbitals, config: QMCConfig, *,
+def record(dataset, molecule: str, index: int, results: QMCRun, mol, orb: Orbitals, config: QMCConfig, *,
            expansion=None, replace: bool = False, rung: str = "qmc") -> None:
     """Write the results of one conformation into the dataset (crash-safe journal, then merge), with its
     settings as ``qmc_settings``, after :func:`check_record`; everything the conformation held before is

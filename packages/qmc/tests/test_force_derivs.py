@@ -146,7 +146,7 @@ def test_method_switch(water):
 def test_det_kernel_matches_numpy_reference():
     """The numba (electron, AO) contraction with its own cartesian third derivatives against the NumPy
     reference on PySCF's cartesian AOs (s to f shells), random matrices, to 1e-10."""
-    from rung.qmc._kernels.forces_cpu import det_terms
+    from rung.qmc._kernels.cpu.forces import det_terms
     from rung.qmc.force_derivs import _ao_by_atom, det_terms_numpy
     from rung.qmc.orbitals import SCREEN, AtomicBasis
 
@@ -228,7 +228,7 @@ def test_nonlocal_two_ecp_atoms_numba_and_numpy_agree():
 
 def test_electron_terms_kernel_matches_numpy_reference(water):
     """The numba kernel of the Jastrow / Coulomb / local-ECP terms against its NumPy oracle, random grad ln psi."""
-    from rung.qmc._kernels.forces_cpu import electron_terms
+    from rung.qmc._kernels.cpu.forces import electron_terms
 
     mol, orb, params, configs = water
     an = AnalyticDerivatives(mol, slater_jastrow(mol, orb, parameters=params), Hamiltonian.from_mol(mol))

@@ -1,5 +1,5 @@
 """The CUDA kernel of the nonlocal ECP force terms (:mod:`rung.qmc._kernels.forces_ecp_gpu`), run in the
-numba CUDA simulator, against the numba CPU kernel :func:`rung.qmc._kernels.forces_cpu.nonlocal_terms`
+numba CUDA simulator, against the numba CPU kernel :func:`rung.qmc._kernels.cpu.forces.nonlocal_terms`
 (itself tested against the NumPy path and finite differences in test_force_derivs.py) on the same inputs.
 
 BrCl with ccECPs: nonlocal s, p and d channels on Br, s and p on Cl (two ECP atoms, electrons in range of
@@ -68,7 +68,7 @@ def _inputs(mol, an, nw):
 def test_simulator_kernel_matches_cpu_kernel(brcl, use_j, with_ge):
     """de, ge (untouched without with_ge) and vm_ao of both spins agree to 1e-10 relative to their largest
     element, all three added to in place."""
-    from rung.qmc._kernels.forces_cpu import nonlocal_terms as cpu
+    from rung.qmc._kernels.cpu.forces import nonlocal_terms as cpu
     from rung.qmc._kernels.forces_ecp_gpu import nonlocal_terms as gpu
 
     mol, an = brcl
@@ -145,7 +145,7 @@ def test_kernel_on_gpu_with_device_arrays(brcl):
     cupy = pytest.importorskip("cupy")
     if not gpu_available():
         pytest.skip("no GPU")
-    from rung.qmc._kernels.forces_cpu import nonlocal_terms as cpu
+    from rung.qmc._kernels.cpu.forces import nonlocal_terms as cpu
     from rung.qmc._kernels.forces_ecp_gpu import nonlocal_terms as gpu
 
     mol, an = brcl

@@ -1,5 +1,5 @@
 """numba.cuda kernels of the analytic force derivatives (rung.qmc._kernels.forces_gpu) under the CUDA
-simulator, against the numba CPU kernels (rung.qmc._kernels.forces_cpu, themselves checked against the
+simulator, against the numba CPU kernels (rung.qmc._kernels.cpu.forces, themselves checked against the
 NumPy reference and finite differences in test_force_derivs.py) to 1e-10; one real-device test."""
 
 import os
@@ -47,7 +47,8 @@ def _det_inputs(with_j):
 @pytest.mark.parametrize("with_j", [False, True])
 def test_det_terms_kernel_matches_cpu(with_j):
     """de, ge, dl of the (electron, AO) contraction: every shell up to f, screening, grad J on and off."""
-    from rung.qmc._kernels import forces_cpu, forces_gpu
+    from rung.qmc._kernels import forces_gpu
+    from rung.qmc._kernels.cpu import forces as forces_cpu
 
     args = _det_inputs(with_j)
     for got, ref in zip(forces_gpu.det_terms(*args), forces_cpu.det_terms(*args)):
@@ -82,7 +83,8 @@ def lih():
 def test_electron_terms_kernel_matches_cpu(water, lih, system, use_j, with_ge):
     """dl, de, ge of the Jastrow / -Z/r / 1/r_jk / local-ECP terms, added to nonzero arrays in place:
     ccECP water (local channels) and all-electron LiH with the Jastrow's nuclear cusp (no ECP)."""
-    from rung.qmc._kernels import forces_cpu, forces_gpu
+    from rung.qmc._kernels import forces_gpu
+    from rung.qmc._kernels.cpu import forces as forces_cpu
 
     mol, wf, ham, configs = water if system == "water" else lih
     an = AnalyticDerivatives(mol, wf, ham)
@@ -147,7 +149,8 @@ def test_det_terms_on_gpu_with_device_arrays():
     cupy = pytest.importorskip("cupy")
     if not gpu_available():
         pytest.skip("no GPU")
-    from rung.qmc._kernels import forces_cpu, forces_gpu
+    from rung.qmc._kernels import forces_gpu
+    from rung.qmc._kernels.cpu import forces as forces_cpu
 
     args = _det_inputs(True)
     dev = [cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in args]

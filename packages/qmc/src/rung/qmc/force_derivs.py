@@ -130,7 +130,7 @@ class AnalyticDerivatives:
     wf : ProductWF, D_up D_down [exp(J)] (see :func:`unsupported_reason`); copied, not modified
     ham : Hamiltonian at the same geometry
     config : ForceConfig
-    backend : "numba" (cartesian AOs, the kernels of :mod:`rung.qmc._kernels.forces_cpu`: ``det_terms``,
+    backend : "numba" (cartesian AOs, the kernels of :mod:`rung.qmc._kernels.cpu.forces`: ``det_terms``,
         ``nonlocal_terms``, ``electron_terms``), "cupy" (the same with ``det_terms`` and ``electron_terms``
         from the numba.cuda kernels of :mod:`rung.qmc._kernels.forces_gpu`, NumPy arrays in and out; the
         nonlocal terms from :mod:`rung.qmc._kernels.forces_ecp_gpu`) or "numpy" (PySCF's AOs and einsums: the oracle)
@@ -241,7 +241,7 @@ class AnalyticDerivatives:
             from rung.qmc._kernels import forces_gpu
 
             return forces_gpu
-        from rung.qmc._kernels import forces_cpu
+        from rung.qmc._kernels.cpu import forces as forces_cpu
 
         return forces_cpu
 
@@ -282,7 +282,7 @@ class AnalyticDerivatives:
             if self.backend == "cupy":
                 from rung.qmc._kernels.forces_ecp_gpu import nonlocal_terms
             else:
-                from rung.qmc._kernels.forces_cpu import nonlocal_terms
+                from rung.qmc._kernels.cpu.forces import nonlocal_terms
             from rung.qmc.orbitals import SCREEN
 
             ch = ecp._packed()
@@ -381,7 +381,7 @@ class AnalyticDerivatives:
 
     # ------------------------------------------------------------------ all derivatives
     def _electron_terms_numpy(self, configs, gt, dl, de, ge):
-        """NumPy oracle of :func:`rung.qmc._kernels.forces_cpu.electron_terms`: the one/two-body Jastrow,
+        """NumPy oracle of :func:`rung.qmc._kernels.cpu.forces.electron_terms`: the one/two-body Jastrow,
         -Z/r, 1/r_jk and local-ECP terms of the derivatives, added into dl, de (nw, natom, 3), ge (nw, ne, 3)."""
         nw, ne, _ = configs.shape
         d = configs[:, :, None, :] - self.coords  # (nw, ne, natom, 3)
@@ -550,7 +550,7 @@ class AnalyticDerivatives:
 
 
 def det_terms_numpy(ao, b0, cx, jg, ao_atom):
-    """NumPy oracle of :func:`rung.qmc._kernels.forces_cpu.det_terms` (same outputs) from AOs up to third
+    """NumPy oracle of :func:`rung.qmc._kernels.cpu.forces.det_terms` (same outputs) from AOs up to third
     derivatives, PySCF's layout ao (20, nw, n, nao); b0, cx (nw, nao, n); jg (nw, n, 3); ao_atom (nao, natom)."""
     dchi = ao[1:4]  # (3, nw, n, nao)
     hj = np.stack([sum(jg[..., x, None] * ao[HESS[a][x]] for x in range(3)) for a in range(3)])

@@ -1,6 +1,6 @@
 """numba.cuda kernel of the nonlocal ECP force terms (imported lazily; only ``backend="cupy"`` touches it).
 
-Same arguments, outputs and sums as :func:`rung.qmc._kernels.forces_cpu.nonlocal_terms` (its oracle in the
+Same arguments, outputs and sums as :func:`rung.qmc._kernels.cpu.forces.nonlocal_terms` (its oracle in the
 tests; the equations are in :mod:`rung.qmc.force_derivs`): for one spin, every (walker, electron, ECP atom)
 triple within the ECP's range, the projector w_q sum_l (2l+1) v_l(r) P_l(cos) at the rotated quadrature
 points, the Jastrow ratio there, the cartesian AOs (value and gradient, spline radial parts) contracted with
@@ -408,7 +408,7 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
                    with_ge, use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc, de, ge, vm_ao,
                    threads_per_block: int = 64):
     """Nonlocal ECP terms of the analytic derivatives on the GPU, one spin; arguments, units and outputs as
-    :func:`rung.qmc._kernels.forces_cpu.nonlocal_terms`: ``de`` (nw, natom, 3) Hartree/Bohr, ``ge``
+    :func:`rung.qmc._kernels.cpu.forces.nonlocal_terms`: ``de`` (nw, natom, 3) Hartree/Bohr, ``ge``
     (nw, ne, 3) Hartree/Bohr (only with ``with_ge``) and ``vm_ao`` (nw, n, ncart) Hartree, all float64,
     added to in place (NumPy arrays: through a device copy; device arrays: on the device).
     ``threads_per_block`` : the launch's block size (one thread per walker and electron of this spin)."""

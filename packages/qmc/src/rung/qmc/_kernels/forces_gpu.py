@@ -1,8 +1,8 @@
 """numba.cuda kernels of the analytic force derivatives (imported lazily; only ``backend="cupy"`` of
 :class:`rung.qmc.force_derivs.AnalyticDerivatives` touches them).
 
-Same maths, arguments and outputs as the numba CPU kernels :func:`rung.qmc._kernels.forces_cpu.det_terms` and
-:func:`rung.qmc._kernels.forces_cpu.electron_terms` (their docstrings give the formulas; they are the test
+Same maths, arguments and outputs as the numba CPU kernels :func:`rung.qmc._kernels.cpu.forces.det_terms` and
+:func:`rung.qmc._kernels.cpu.forces.electron_terms` (their docstrings give the formulas; they are the test
 oracle), laid out for a GPU without atomics, in two passes:
 
 1. one thread per (walker, electron) pair. It owns that electron's row of grad E_L (``ge[w, j]``,
@@ -53,7 +53,7 @@ def _mono(u, m, out):
 @cuda.jit(device=True, inline=True)  # inlined in the kernel's IR (and compiled with it by compile_ptx, no device needed)
 def _radial0123(poly, row, L, G, Lc, r):
     """f, f', f'', f''' at r > 0 of a Jastrow pair function: sum_m poly[row, m] (r/L)^m (0 beyond L) plus the
-    cusp term -G Lc (1 - r/Lc)^3 / 3 (0 beyond Lc); as :func:`rung.qmc._kernels.forces_cpu._radial0123`."""
+    cusp term -G Lc (1 - r/Lc)^3 / 3 (0 beyond Lc); as :func:`rung.qmc._kernels.cpu.forces._radial0123`."""
     y = r / L
     v = 0.0
     d1 = 0.0
@@ -349,7 +349,7 @@ def _blocks(n: int) -> int:
 def det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps, coefs, b0, cx, jg, natom, screen):
     """Determinant parts of d E_L / dR, grad E_L and d ln|D| / dR for one spin, on the GPU.
 
-    Arguments and outputs as :func:`rung.qmc._kernels.forces_cpu.det_terms`: pos (nw, n, 3) Bohr; the cartesian
+    Arguments and outputs as :func:`rung.qmc._kernels.cpu.forces.det_terms`: pos (nw, n, 3) Bohr; the cartesian
     shell table (sh_l up to ``LMAX``) and sh_atom (nsh,) int64; b0, cx (nw, ncart, n); jg (nw, n, 3) Bohr^-1;
     natom int; screen float.
 
@@ -381,7 +381,7 @@ def electron_terms(configs, gt, coords, charges, spin, with_ge, use_j, ee_poly, 
                    L_enc, loc_atom, loc_tstart, t_pow, t_a, t_c, dl, de, ge):
     """The Jastrow, -Z/r, 1/r_jk and local-ECP terms of the derivatives, added in place, on the GPU.
 
-    Arguments as :func:`rung.qmc._kernels.forces_cpu.electron_terms`: configs (nw, ne, 3) Bohr; gt (nw, ne, 3)
+    Arguments as :func:`rung.qmc._kernels.cpu.forces.electron_terms`: configs (nw, ne, 3) Bohr; gt (nw, ne, 3)
     Bohr^-1; coords (natom, 3) Bohr; charges (natom,); spin (ne,) int64; with_ge, use_j bool; the Jastrow pair
     functions and local ccECP channels; dl (Bohr^-1), de (Hartree/Bohr) (nw, natom, 3) and ge (nw, ne, 3)
     Hartree/Bohr float64 added to in place (NumPy arrays are copied to the device and back).

@@ -8,7 +8,9 @@ Modules, each importing only those above it:
 * :mod:`.potential` -- electron-electron, electron-nucleus and local-ECP energies;
 * :mod:`.ecp` -- the nonlocal ECP quadrature of one electron, determinant and Jastrow ratios (uses :mod:`.jastrow`);
 * :mod:`.sweep` -- the drift-diffusion move of one electron, proposal and acceptance (uses :mod:`.jastrow`
-  and, for the table-method multi-Slater expansion, :mod:`rung.qmc._kernels.table`).
+  and, for the table-method multi-Slater expansion, :mod:`rung.qmc._kernels.table`);
+* :mod:`.forces` -- the analytic nuclear derivatives of :mod:`rung.qmc.force_derivs`: determinant,
+  Jastrow/Coulomb/local-ECP and nonlocal-ECP terms (uses :mod:`.aos` and :mod:`.ecp`).
 
 numba's cache (``cache=True``) checks only the source file of the kernel it loads: after editing a
 helper in one module (e.g. :mod:`.jastrow`), a kernel of another module that calls it (:mod:`.ecp`,

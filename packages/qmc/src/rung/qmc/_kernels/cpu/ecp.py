@@ -46,6 +46,30 @@ def _spline(tab, start, nint, inv_h, r):
     return ((((tab[k, 5] * t + tab[k, 4]) * t + tab[k, 3]) * t + tab[k, 2]) * t + tab[k, 1]) * t + tab[k, 0]
 
 
+@numba.njit(cache=True, inline="always")
+def _spline01(tab, start, nint, inv_h, r):
+    """R(r) and R'(r) from the quintic-spline table rows start .. start + nint - 1 (step 1/inv_h, Bohr); 0 beyond
+    the table (row start + nint is zero, as in :func:`_spline`)."""
+    u = min(r * inv_h, nint)
+    i = int(u)
+    t = u - i
+    k = start + i
+    v = ((((tab[k, 5] * t + tab[k, 4]) * t + tab[k, 3]) * t + tab[k, 2]) * t + tab[k, 1]) * t + tab[k, 0]
+    d = (((5.0 * tab[k, 5] * t + 4.0 * tab[k, 4]) * t + 3.0 * tab[k, 3]) * t + 2.0 * tab[k, 2]) * t + tab[k, 1]
+    return v, d * inv_h
+
+
+@numba.njit(cache=True, inline="always")
+def _legendre01(l, x):
+    """P_l(x) and P_l'(x) by (n+1) P_{n+1} = (2n+1) x P_n - n P_{n-1}, P'_{n+1} = P'_{n-1} + (2n+1) P_n."""
+    if l == 0:
+        return 1.0, 0.0
+    p0, p1, d0, d1 = 1.0, x, 0.0, 1.0
+    for m in range(1, l):
+        p0, p1, d0, d1 = p1, ((2 * m + 1) * x * p1 - m * p0) / (m + 1), d1, d0 + (2 * m + 1) * p1
+    return p1, d1
+
+
 @numba.njit(cache=True)
 def _shell_dot_high(l, dx, dy, dz, fq, b, w, col, det):
     """det[q] += fq[q] sum_c P_c(d_q) b[w, col + c] for every point q: the cartesian components of a shell of

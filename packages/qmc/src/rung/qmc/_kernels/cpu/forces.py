@@ -25,6 +25,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .aos import _primitive_arguments
+from .ecp import _legendre01, _spline01
+
 
 @numba.njit(cache=True, inline="always")
 def _mono(u, m, out, row):
@@ -57,8 +60,6 @@ def det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps,
     -------
     de : (nw, natom, 3) Hartree/Bohr; ge : (nw, n, 3) Hartree/Bohr; dl : (nw, natom, 3) Bohr^-1
     """
-    from rung.qmc._kernels.cpu.aos import _primitive_arguments
-
     ex = _primitive_arguments(np.ascontiguousarray(pos.reshape(-1, 3)), sh_center, sh_pstart, sh_minexp, exps, screen)
     np.negative(ex, out=ex)
     np.exp(ex, out=ex)  # exp(-a r^2) (NumPy's SIMD exp); screened primitives are skipped in the kernel
@@ -190,30 +191,6 @@ def _radial0123(poly, L, G, Lc, r):
         d2 -= 2.0 * G * t / Lc
         d3 += 2.0 * G / (Lc * Lc)
     return v, d1, d2, d3
-
-
-@numba.njit(cache=True, inline="always")
-def _spline01(tab, start, nint, inv_h, r):
-    """R(r) and R'(r) from the quintic-spline table rows start .. start + nint - 1 (step 1/inv_h, Bohr); 0 beyond
-    the table (row start + nint is zero; see :func:`rung.qmc._kernels.cpu.ecp._spline`)."""
-    u = min(r * inv_h, nint)
-    i = int(u)
-    t = u - i
-    k = start + i
-    v = ((((tab[k, 5] * t + tab[k, 4]) * t + tab[k, 3]) * t + tab[k, 2]) * t + tab[k, 1]) * t + tab[k, 0]
-    d = (((5.0 * tab[k, 5] * t + 4.0 * tab[k, 4]) * t + 3.0 * tab[k, 3]) * t + 2.0 * tab[k, 2]) * t + tab[k, 1]
-    return v, d * inv_h
-
-
-@numba.njit(cache=True, inline="always")
-def _legendre01(l, x):
-    """P_l(x) and P_l'(x) by (n+1) P_{n+1} = (2n+1) x P_n - n P_{n-1}, P'_{n+1} = P'_{n-1} + (2n+1) P_n."""
-    if l == 0:
-        return 1.0, 0.0
-    p0, p1, d0, d1 = 1.0, x, 0.0, 1.0
-    for m in range(1, l):
-        p0, p1, d0, d1 = p1, ((2 * m + 1) * x * p1 - m * p0) / (m + 1), d1, d0 + (2 * m + 1) * p1
-    return p1, d1
 
 
 @numba.njit(cache=True, inline="always")

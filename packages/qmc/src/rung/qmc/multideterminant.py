@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rung.core.errors import InputError
 from rung.qmc.determinants import SlaterDeterminant
 
 
@@ -64,8 +65,6 @@ def fixed_determinant(coef) -> int:
 def ci_coefficients(expansion: Expansion, free) -> np.ndarray:
     """The full coefficient vector (ndet,) of ``expansion`` with its free coefficients replaced by
     ``free`` (ndet - 1,) (the ``"ci"`` parameters of a trial function built from it)."""
-    from rung.qmc.system import InputError
-
     coef = np.array(expansion.coef, dtype=np.float64)
     free = np.asarray(free, dtype=np.float64)
     if free.shape != (coef.size - 1,):
@@ -106,7 +105,6 @@ def read_multidet(path, max_dets: int | None = None, min_coef: float = 0.0, weig
     ``allow_incomplete``; files without the mark (other programs') are read.
     """
     from rung.core.multidet import read_multidet as read_contract
-    from rung.qmc.system import InputError
 
     md = read_contract(path)
     if md.complete is False and not allow_incomplete:
@@ -569,7 +567,6 @@ def build_multislater(basis, mo_coeff, expansion: Expansion, nelec, backend: str
     "per-determinant": :class:`MultiSlater`, one Slater determinant and inverse per determinant (the
     independent oracle of the table method in the tests)."""
     from rung.qmc.orbitals import MolecularOrbitals
-    from rung.qmc.system import InputError
 
     mo_coeff = np.asarray(mo_coeff)
     if expansion.nstate > mo_coeff.shape[1]:

@@ -64,10 +64,19 @@ class OptimizeConfig:
     min_samples: int = 8000
     select: str = "average"
     tail: int = 3
+    step: str = "plain"
+    xi: float = 1.0
+    eval_fraction: float = 0.25
+    min_samples_per_parameter: int = 0
 
     def __post_init__(self):
         if self.select not in ("average", "lowest"):
             raise InputError(f"select must be 'average' or 'lowest', got {self.select!r}")
+        if self.step not in ("plain", "correlated"):
+            raise InputError(f"step must be 'plain' or 'correlated', got {self.step!r}")
+        if not 0.0 <= self.xi <= 1.0 or self.eval_fraction <= 0.0 or self.min_samples_per_parameter < 0:
+            raise InputError(f"xi must be in [0, 1], eval_fraction > 0, min_samples_per_parameter >= 0; got "
+                             f"{self.xi}, {self.eval_fraction}, {self.min_samples_per_parameter}")
         if self.niter < 1 or self.nsteps < 1 or self.tail < 1:
             raise InputError(f"niter, nsteps and tail must be >= 1, got {self.niter}, {self.nsteps}, {self.tail}")
 
@@ -125,8 +134,18 @@ def _set(wf, p):
             i += v.size
 
 
-def linear_method_step(E, O, dE, shift, max_step):
-    """Parameter update from samples E (n,), O (n, npar), dE (n, npar). Returns (dp, shift used)."""
+LINEAR_KEYS = ("ci",)  # parameter names in which psi is linear (a multideterminant's CI coefficients)
+
+
+def _linear_mask(wf) -> np.ndarray:
+    """(npar,) bool: True for the parameters psi is linear in (``LINEAR_KEYS``), in :func:`_flat` order."""
+    return np.concatenate([np.full(v.size, k in LINEAR_KEYS) for j in _jastrows(wf) for k, v in j.parameters.items()])
+
+
+def linear_method_matrices(E, O, dE):
+    """The linear method's H, S (npar + 1, npar + 1) in the basis {psi, psi_i - <O_i> psi} (module
+    docstring) from samples E (n,) Hartree, O (n, npar), dE (n, npar) Hartree; also keep (npar + 1,)
+    bool: the directions the samples resolve (the first always True). H, S are restricted to them."""
     n, npar = O.shape
     dO = O - O.mean(0)
     Ebar = E.mean()
@@ -140,21 +159,114 @@ def linear_method_step(E, O, dE, shift, max_step):
     H[1:, 1:] = dO.T @ (E[:, None] * dO + dE) / n
     # drop directions the samples cannot resolve (e.g. basis functions no electron reaches)
     keep = np.concatenate([[True], np.diag(S)[1:] > 1e-12 * max(1.0, np.diag(S)[1:].max())])
-    S, H = S[np.ix_(keep, keep)], H[np.ix_(keep, keep)]
+    return H[np.ix_(keep, keep)], S[np.ix_(keep, keep)], keep
+
+
+def solve_linear_method(H, S, shift):
+    """delta (npar,) = v_i / v_0 of the lowest physical eigenvector of (H + shift on the diagonal i > 0) v
+    = lambda S v (a sizeable psi_0 component); in the centred basis of :func:`linear_method_matrices`."""
+    Hs = H + shift * np.diag(np.r_[0.0, np.ones(H.shape[0] - 1)])
+    w, v = scipy.linalg.eig(Hs, S)
+    w, v = w.real, v.real
+    ok = np.abs(v[0]) > 1e-8
+    overlap = np.abs(v[0]) / np.linalg.norm(v, axis=0)
+    cand = np.where(ok & (overlap > 0.3))[0]
+    k = cand[np.argmin(w[cand])] if cand.size else int(np.argmax(overlap))
+    return v[1:, k] / v[0, k]
+
+
+def rescale(delta, S, Obar, linear, xi):
+    """Parameter change from the linear method's delta (centred basis), Toulouse & Umrigar (2007).
+
+    The linear method gives psi + sum_i delta_i (psi_i - <O_i> psi); which multiple of psi goes with
+    each psi_i is a choice of normalisation. For parameters psi is linear in (``linear``) the exact
+    one is dp = delta / (1 - sum_lin <O_i> delta_i). For the others the change is made orthogonal to
+    xi psi/|psi| + (1 - xi) psi_new/|psi_new|: their dp is divided by 1 + (1 - xi) Q / (1 - xi + xi D),
+    Q = delta_n^T S_nn delta_n, D = sqrt(1 + Q) (xi = 1: no rescaling, the rule before 2026-12-07;
+    xi = 1/2: the smallest change of the normalised wave function). delta, Obar (npar,), S (npar, npar)
+    (the block i, j > 0 of the linear method's S), linear (npar,) bool. Returns dp (npar,).
+    """
+    if xi >= 1.0 and not linear.any():
+        return delta
+    nl = ~linear
+    Q = float(delta[nl] @ S[np.ix_(nl, nl)] @ delta[nl])
+    c = -(1.0 - xi) * Q / (1.0 - xi + xi * np.sqrt(1.0 + Q)) + float(Obar[linear] @ delta[linear])
+    return delta / (1.0 - c)
+
+
+def linear_method_step(E, O, dE, shift, max_step, *, linear=None, xi: float = 1.0):
+    """Parameter update from samples E (n,), O (n, npar), dE (n, npar): the shift grows tenfold from
+    ``shift`` until no |dp| exceeds ``max_step``. linear (npar,) bool, xi: see :func:`rescale` (the
+    defaults: no rescaling). Returns (dp, shift used)."""
+    H, S, keep = linear_method_matrices(E, O, dE)
+    return _bounded_step(H, S, keep, O.mean(0), linear, xi, shift, max_step)
+
+
+def _bounded_step(H, S, keep, Obar, linear, xi, shift, max_step):
+    npar = keep.size - 1
+    lin = np.zeros(npar, bool) if linear is None else np.asarray(linear, bool)
     while True:
-        Hs = H + shift * np.diag(np.r_[0.0, np.ones(H.shape[0] - 1)])
-        w, v = scipy.linalg.eig(Hs, S)
-        w, v = w.real, v.real
-        ok = np.abs(v[0]) > 1e-8
-        # the physical solution: lowest eigenvalue among vectors with a sizeable psi_0 component
-        overlap = np.abs(v[0]) / np.linalg.norm(v, axis=0)
-        cand = np.where(ok & (overlap > 0.3))[0]
-        k = cand[np.argmin(w[cand])] if cand.size else int(np.argmax(overlap))
         dp = np.zeros(npar)
-        dp[keep[1:]] = v[1:, k] / v[0, k]
-        if np.all(np.abs(dp) <= max_step) or shift > 1e4:
+        dp[keep[1:]] = rescale(solve_linear_method(H, S, shift), S[1:, 1:], Obar[keep[1:]], lin[keep[1:]], xi)
+        if (np.all(np.abs(dp) <= max_step) and np.all(np.isfinite(dp))) or shift > 1e4:
             return dp, shift
         shift *= 10.0
+
+
+def candidate_steps(E, O, dE, shift, max_step, *, linear=None, xi: float = 1.0, factors=(1.0, 10.0, 100.0)):
+    """Updates for the shifts a * factors, a the shift of :func:`linear_method_step` (the smallest shift
+    >= ``shift`` whose step respects ``max_step``). Returns (list of dp (npar,), list of shifts)."""
+    H, S, keep = linear_method_matrices(E, O, dE)
+    Obar = O.mean(0)
+    _, a = _bounded_step(H, S, keep, Obar, linear, xi, shift, max_step)
+    steps = [_bounded_step(H, S, keep, Obar, linear, xi, a * f, max_step) for f in factors]
+    return [s[0] for s in steps], [s[1] for s in steps]
+
+
+def reweighted_energies(logpsi0, el0, logpsi, el):
+    """Correlated-sampling energies of candidate parameters on configurations sampled from |psi_0|^2.
+
+    logpsi0, el0 : (nw, m) log|psi| and E_L (Hartree) at the sampled parameters (nw walkers, m stored
+    sweeps); logpsi, el : (ncand, nw, m) the same at each candidate. E_c = sum w E_L,c / sum w with
+    w = psi_c^2 / psi_0^2. Returns (E_c - E_0 (ncand,), its standard error (ncand,), effective sample
+    fraction (sum w)^2 / (n sum w^2) (ncand,)); the error treats walkers as independent (their sweeps
+    are correlated) and linearises the ratio.
+    """
+    lw = 2.0 * (logpsi - logpsi0[None])
+    w = np.exp(lw - lw.max(axis=(1, 2), keepdims=True))
+    wsum = w.sum(axis=(1, 2))
+    ec = (w * el).sum(axis=(1, 2)) / wsum
+    e0 = el0.mean()
+    nw, m = el0.shape
+    wbar = wsum / (nw * m)
+    # per-walker contributions to the difference of the two ratio estimators (delta method)
+    d = ((w * (el - ec[:, None, None])).sum(-1) / (m * wbar[:, None])) - (el0 - e0).sum(-1)[None] / m
+    err = d.std(axis=1, ddof=1) / np.sqrt(nw)
+    ess = wsum**2 / ((w**2).sum(axis=(1, 2)) * nw * m)
+    return ec - e0, err, ess
+
+
+def choose_step(diffs, errors, ess, min_ess: float = 0.1) -> int:
+    """Index of the candidate to take: the lowest reweighted energy among those whose weights are not
+    degenerate (effective sample fraction >= ``min_ess``); -1 (no step) when every such candidate is
+    above the sampled parameters' energy by more than two error bars, or none is usable."""
+    diffs, errors, ess = (np.asarray(x, dtype=np.float64) for x in (diffs, errors, ess))
+    ok = np.flatnonzero((ess >= min_ess) & np.isfinite(diffs))
+    if not ok.size:
+        return -1
+    best = int(ok[np.argmin(diffs[ok])])
+    return -1 if diffs[best] > 2.0 * errors[best] else best
+
+
+def _evaluate(wf, ham, stored, seed):
+    """log|psi| and E_L (nw, m) of wf (its current parameters) on stored configurations [(nw, ne, 3)]; the
+    nonlocal quadrature rotations come from ``seed`` (the same for every parameter set: correlated)."""
+    rng = np.random.default_rng(seed)
+    logs, els = [], []
+    for c in stored:
+        logs.append(wf.recompute(c)[1])
+        els.append(ham.local_energy(wf, c, rng)["total"])
+    return np.stack(logs, axis=1), np.stack(els, axis=1)
 
 
 def converged_tail(energies, errors, tail: int = 3) -> int:
@@ -182,23 +294,31 @@ def select_parameters(history, select: str = "average", tail: int = 3) -> np.nda
     return np.mean([h[2] for h in history[k:]], axis=0)
 
 
-def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, progress=None):
+def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, progress=None, trace=None):
     """Optimise the parameters of wf (every component with parameters: Jastrow factors, CI coefficients
     when the multideterminant component exposes them) in place.
 
     Returns (history, configs): history is a list of (energy, error, flat parameter vector) per
     iteration (energy and reblocked error, :func:`rung.qmc.stats.reblock`, of the parameters that
     were sampled); wf ends with the parameters chosen by ``config.select`` (:func:`select_parameters`).
+    ``trace`` (a list) receives one dict per update: the shifts tried, the chosen one, and with
+    ``step="correlated"`` the candidates' reweighted energy differences and the CPU seconds they took.
     """
     if not _jastrows(wf):
         raise ValueError("the wave function has no parameters to optimise (no Jastrow factor, CI coefficients frozen)")
     configs = check_configs(configs)
-    nsteps = max(config.nsteps, 2, -(-config.min_samples // configs.shape[0]))  # >= 2: an error bar
+    nw = configs.shape[0]
+    npar = _flat(wf).size
+    nsteps = max(config.nsteps, 2, -(-config.min_samples // nw),  # >= 2: an error bar
+                 -(-config.min_samples_per_parameter * npar // nw))
+    neval = max(1, int(np.ceil(config.eval_fraction * nsteps)))
+    linear = _linear_mask(wf) if config.xi < 1.0 or config.step == "correlated" else None
     rng = np.random.default_rng(config.seed)
     wf.recompute(configs)
     for _ in range(config.nequil):
         sweep(wf, configs, config.tau, rng)
     history = []
+    shift = config.shift
     t0 = time.perf_counter()
     for it in range(config.niter):
         wf.recompute(configs)
@@ -216,8 +336,40 @@ def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, pro
             progress(it + 1, config.niter, E.mean(), time.perf_counter() - t0)
         if it == config.niter - 1:
             break
-        dp, _ = linear_method_step(E, O, dE, config.shift, config.max_step)
-        _set(wf, _flat(wf) + dp)
+        p0 = _flat(wf)
+        if config.step == "plain":
+            dp, used = linear_method_step(E, O, dE, config.shift, config.max_step, linear=linear, xi=config.xi)
+            if trace is not None:
+                trace.append({"shift": used})
+        else:
+            dp, shift = _correlated_step(wf, ham, configs, E, O, dE, shift, linear, neval, rng, config, trace)
+        _set(wf, p0 + dp)
     _set(wf, select_parameters(history, config.select, config.tail))
     wf.recompute(configs)
     return history, configs
+
+
+def _correlated_step(wf, ham, configs, E, O, dE, shift, linear, neval, rng, config, trace):
+    """One update chosen by correlated sampling (module docstring); returns (dp, next base shift)."""
+    c0 = time.process_time()
+    dps, shifts = candidate_steps(E, O, dE, shift, config.max_step, linear=linear, xi=config.xi)
+    stored = []
+    for _ in range(neval):  # configurations not used for H and S
+        sweep(wf, configs, config.tau, rng)
+        stored.append(configs.copy())
+    seed = int(rng.integers(2**62))
+    p0 = _flat(wf)
+    l0, e0 = _evaluate(wf, ham, stored, seed)
+    cand = []
+    for dp in dps:
+        _set(wf, p0 + dp)
+        cand.append(_evaluate(wf, ham, stored, seed))
+    _set(wf, p0)
+    diffs, errs, ess = reweighted_energies(l0, e0, np.stack([c[0] for c in cand]), np.stack([c[1] for c in cand]))
+    k = choose_step(diffs, errs, ess)
+    # the next iteration starts a decade below the shift taken (above the largest when none was taken)
+    nxt = max(config.shift, shifts[k] / 10.0) if k >= 0 else shifts[-1]
+    if trace is not None:
+        trace.append({"shifts": shifts, "diffs": diffs, "errors": errs, "ess": ess, "chosen": k,
+                      "cpu_s": time.process_time() - c0})
+    return (dps[k] if k >= 0 else np.zeros_like(p0)), nxt

@@ -1,0 +1,98 @@
+"""Linear-method step rules on ccECP water: the plain step (shift grown until |dp| <= max_step) against the
+step chosen by correlated sampling among three shifts (with and without the xi = 1/2 rescaling).
+
+Cases: ``jastrow`` (single RHF determinant + two-body Jastrow), ``ci<N>`` (the N largest determinants
+of a CIPSI expansion of water, 1000 determinants over all ccecp-cc-pvdz orbitals, RHF orbitals, made
+once with rung.sci in ``--work``; Jastrow + CI coefficients optimised). For each seed every method runs
+in the same process from the same walkers; then an independent VMC at the kept parameters. One JSON
+line per (case, seed, method) on stdout: sampled energies per iteration, VMC energy, error and
+variance, optimisation CPU seconds and the part spent on the correlated-sampling evaluation.
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \\
+        .venv/bin/python tools/studies/qmc_linear_method.py --case ci100 --seeds 1 2 3
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from rung.qmc.hamiltonian import Hamiltonian
+from rung.qmc.multideterminant import read_multidet
+from rung.qmc.optimize import OptimizeConfig, optimize
+from rung.qmc.system import initial_configs, load_orbitals, slater_jastrow
+from rung.qmc.vmc import VMCConfig, vmc
+
+WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr (the qmc tests' geometry)
+METHODS = {"plain": {}, "correlated": {"step": "correlated"}, "correlated_xi": {"step": "correlated", "xi": 0.5}}
+
+
+def cipsi_file(work: Path) -> Path:
+    """Water CIPSI to 1000 determinants (RHF/ccecp-cc-pvdz orbitals, all orbitals active), written once."""
+    path = work / "water_cipsi1000.sci.h5"
+    if path.exists():
+        return path
+    from pyscf import gto, scf
+
+    from rung.sci.cipsi import Config, kernel
+    from rung.sci.fcidump import from_scf
+    from rung.sci.workflow import write_orbitals
+
+    mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    mf = scf.RHF(mol)
+    mf.conv_tol = 1e-10
+    mf.kernel()
+    tmp = path.with_suffix(".tmp.h5")
+    kernel(from_scf(mf), Config(max_det=1000), checkpoint=tmp, log=lambda *a: None)
+    write_orbitals(tmp, dict(mo_coeff=mf.mo_coeff, mo_occ=mf.mo_occ, mo_energy=mf.mo_energy, mol=mol.dumps(),
+                             xc="hf", e_tot=float(mf.e_tot), basis="ccecp-cc-pvdz", ecp="ccecp"))
+    tmp.rename(path)
+    return path
+
+
+def build(case: str, work: Path):
+    mol, orb = load_orbitals(cipsi_file(work), None, group="orbitals")
+    exp = None
+    if case.startswith("ci"):
+        exp = replace(read_multidet(cipsi_file(work), max_dets=int(case[2:])), optimize_ci=True)
+    return mol, lambda: slater_jastrow(mol, orb, expansion=exp)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", default="ci100")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--niter", type=int, default=10)
+    ap.add_argument("--walkers", type=int, default=400)
+    ap.add_argument("--vmc-blocks", type=int, default=100)
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()))
+    a = ap.parse_args()
+    mol, make = build(a.case, a.work)
+    ham = Hamiltonian.from_mol(mol)
+    for seed in a.seeds:
+        for name in a.methods:
+            wf = make()
+            trace = []
+            c0 = time.process_time()
+            hist, configs = optimize(wf, ham, initial_configs(mol, a.walkers, np.random.default_rng(seed)),
+                                     OptimizeConfig(niter=a.niter, seed=seed, **METHODS[name]), trace=trace)
+            c_opt = time.process_time() - c0
+            res = vmc(wf, ham, configs, VMCConfig(nwalkers=a.walkers, nblocks=a.vmc_blocks, nsteps=10, nequil=10,
+                                                  seed=100 + seed), rng=np.random.default_rng(100 + seed))
+            print(json.dumps({
+                "case": a.case, "seed": seed, "method": name, "npar": int(hist[0][2].size),
+                "sampled": [round(h[0], 5) for h in hist], "sampled_err": [round(h[1], 5) for h in hist],
+                "vmc": res.energy, "vmc_err": res.error, "variance": res.variance, "opt_cpu_s": c_opt,
+                "eval_cpu_s": sum(t.get("cpu_s", 0.0) for t in trace),
+                "chosen": [t.get("chosen") for t in trace], "shifts": [t.get("shifts", t.get("shift")) for t in trace],
+                "diffs": [None if "diffs" not in t else [round(float(x), 5) for x in t["diffs"]] for t in trace],
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,8 @@ the local energy, nonlocal ECP included):
   peer of the analytic path.
 
 ``python -m tools.bench.suites.qmc_multidet --forces`` prints the forces' CPU seconds beside the local
-energy, the VMC step and the finite differences, N = 10, 100, 1000 (one process, same walkers).
+energy, the VMC step and the finite differences, the single determinant and N = 10, 100, 1000 (one
+process, same walkers).
 
 ``python -m tools.bench.suites.qmc_multidet`` prints CPU seconds per sweep, unique strings per spin and
 the agreement of PyQMC's and rung's log|psi| on the same configurations (an independent check of the
@@ -208,14 +209,17 @@ def main(sizes=(1, 10, 100, 1000, 10000), nw=100):
               f"{'-' if tp is None else f'{tp / t:.1f}'} | {t / single:.1f} |", flush=True)
 
 
-def forces_table(sizes=(10, 100, 1000), nw=100, repeats=5):
+def forces_table(sizes=(0, 10, 100, 1000), nw=100, repeats=5):
     """CPU seconds per call for nw walkers (best of ``repeats``): one local energy, one VMC energy step,
-    the analytic forces with and without the warp, the finite differences; one row per N_det."""
+    the analytic forces with and without the warp, the finite differences; one row per N_det, after a
+    first row for rung's single-determinant Slater-Jastrow (N_det 0 in ``sizes``: the same yardsticks for
+    the path the multideterminant extends)."""
     print("| N_det | unique strings (up, down) | local energy (CPU-s) | VMC step | forces, warp | forces, no warp | "
           "FD forces | warp / local energy | no warp / local energy | warp / step | FD / analytic |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in sizes:
-        mol, mf, exp = expansion(n)
+        mol, mf, exp = expansion(max(n, 1))
+        exp = exp if n else None
         forces, energy, step = _forces(mol, mf, exp, nw)
         nowarp = _forces(mol, mf, exp, nw, warp=False)[0]
         fd = _forces(mol, mf, exp, nw, "fd")[0]
@@ -224,7 +228,7 @@ def forces_table(sizes=(10, 100, 1000), nw=100, repeats=5):
                               ("n", nowarp, repeats), ("fd", fd, 1)):
             fn()
             t[name] = _cpu_per_sweep(fn, 1, nw, rep)
-        print(f"| {n} | {_strings(exp)} | {t['e']:.4f} | {t['s']:.4f} | {t['f']:.4f} | {t['n']:.4f} | "
+        print(f"| {n or 'single det'} | {_strings(exp) if n else '-'} | {t['e']:.4f} | {t['s']:.4f} | {t['f']:.4f} | {t['n']:.4f} | "
               f"{t['fd']:.3f} | {t['f'] / t['e']:.2f} | {t['n'] / t['e']:.2f} | {t['f'] / t['s']:.2f} | "
               f"{t['fd'] / t['f']:.0f} |", flush=True)
 
@@ -277,6 +281,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--largest"]:  # python -m tools.bench.suites.qmc_multidet --largest 23
         largest(int(sys.argv[2]))
     elif sys.argv[1:2] == ["--forces"]:  # python -m tools.bench.suites.qmc_multidet --forces [10 100 1000]
-        forces_table(tuple(int(x) for x in sys.argv[2:]) or (10, 100, 1000))
+        forces_table(tuple(int(x) for x in sys.argv[2:]) or (0, 10, 100, 1000))
     else:
         main(tuple(int(x) for x in sys.argv[1:]) or (1, 10, 100, 1000, 10000))

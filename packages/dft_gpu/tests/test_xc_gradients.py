@@ -10,7 +10,7 @@ from pyscf.grad import rks as rks_grad
 
 from rung.dft_gpu.gradients import df_get_jk, hcore_generator, speed_up
 from rung.dft_gpu.jk import accelerate
-from rung.dft_gpu.xc import CachedNumInt, rks_gradient_xc
+from rung.dft_gpu.xc import CachedNumInt, Grids, grid_order, rks_gradient_xc
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
 XCS = ["lda,vwn", "pbe", "wb97m-d3bj"]  # LDA, GGA, range-separated meta-GGA
@@ -199,3 +199,23 @@ def test_engine_gradient_from_packed_or_streamed_tensor(monkeypatch, layout):
     for ours, ref in ((ours_j, ref_j), (ours_k, ref_k)):
         np.testing.assert_allclose(ours, ref, atol=1e-12, rtol=0)
         np.testing.assert_allclose(ours.aux.sum((0, 1)), ref.aux.sum((0, 1)), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("level", [0, 3])
+def test_grids_equal_pyscf_bit_for_bit(level):
+    """rung's Grids (grid_order instead of PySCF's arg_group_grids) against PySCF's own build: the same
+    points, weights, atoms and screening mask, bit for bit (a cluster of four molecules spreads the
+    points over many boxes)."""
+    mol = _mol("O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692; N 3.1 0.4 -1.2; H 3.5 1.3 -1.0;"
+               "H 3.4 -0.2 -0.4; H 2.1 0.5 -1.1; C -2.5 1.7 1.9; O -3.4 2.5 1.8; H -2.7 0.6 2.0; H -1.4 2.0 2.0")
+    ref = dft.gen_grid.Grids(mol)
+    ref.level = level
+    ref.build(with_non0tab=True)
+    ours = Grids(mol)
+    ours.level = level
+    ours.build(with_non0tab=True)
+    coords = np.random.default_rng(1).uniform(-12, 12, size=(20000, 3))  # inside, outside, on the edges
+    np.testing.assert_array_equal(grid_order(mol, coords), dft.gen_grid.arg_group_grids(mol, coords))
+    for name in ("coords", "weights", "atm_idx", "quadrature_weights", "non0tab"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(ref, name))
+    assert ours.size % ours.alignment == 0 and ours.size == ref.size

@@ -25,7 +25,9 @@ part of ``dh/dR_A`` has two terms (Hellmann-Feynman / integration by parts):
 
 PySCF computes the first from one all-centre ``ECPscalar_ipnuc`` call and the second from one
 ``ECPscalar_iprinv`` call per centre, i.e. every centre's integrals twice; here the per-centre
-``P_C`` are computed once and summed for the first term. The kinetic and nuclear-attraction parts are
+``P_C`` are computed once and summed for the first term. The rows of ``P_A`` whose ``mu`` sits on
+``A`` itself enter both terms with opposite signs and cancel, so they are not computed (for CH3CHO
+that skips 1/7 of the ECP derivative integrals). The kinetic and nuclear-attraction parts are
 PySCF's (``int1e_ipkin``, ``int1e_ipnuc``, ``int1e_iprinv``), unchanged.
 
 Density-fitted J/K derivative terms (:func:`engine_jk_gradient`, closed shells whose SCF ran on the
@@ -53,14 +55,22 @@ import numpy as np
 
 
 def _ecp_per_centre(mol) -> dict:
-    """``{atom: P_C}`` with ``P_C`` (3, nao, nao) float64 = <d_x mu | V_C | nu> for each ECP centre."""
+    """``{atom: P_C}`` for each ECP centre, ``P_C`` (3, nao, nao) float64 = <d_x mu | V_C | nu> for the
+    ``mu`` on other atoms; the rows of the AOs on ``C`` are zero (they cancel in ``hcore_deriv``)."""
     from pyscf import gto
 
     out = {}
+    nbas, nao = mol.nbas, mol.nao_nr()
+    slices = mol.aoslice_by_atom()
     for atm in sorted(set(mol._ecpbas[:, gto.ATOM_OF].tolist())):
         one = copy.copy(mol)  # shallow: only _ecpbas is replaced
         one._ecpbas = mol._ecpbas[mol._ecpbas[:, gto.ATOM_OF] == atm]
-        out[atm] = one.intor("ECPscalar_ipnuc", comp=3)
+        s0, s1, p0, p1 = slices[atm]
+        p = np.zeros((3, nao, nao))
+        for (b0, b1), (a0, a1) in (((0, s0), (0, p0)), ((s1, nbas), (p1, nao))):
+            if b1 > b0:
+                p[:, a0:a1] = one.intor("ECPscalar_ipnuc", comp=3, shls_slice=(b0, b1, 0, nbas))
+        out[atm] = p
     return out
 
 
@@ -69,7 +79,8 @@ def hcore_generator(mf_grad, mol=None):
     with ECPs (module docstring)."""
     mol = mf_grad.mol if mol is None else mol
     per_centre = _ecp_per_centre(mol)
-    # PySCF's get_hcore without its ECP call: -(<d mu|T|nu> + <d mu|V_nuc|nu> + sum_C P_C)
+    # PySCF's get_hcore without its ECP call: -(<d mu|T|nu> + <d mu|V_nuc|nu> + sum_C P_C), where rows
+    # on A lack P_A's own (below they would be added back by the operator term of A: they cancel)
     h1 = -(mol.intor("int1e_ipkin", comp=3) + mol.intor("int1e_ipnuc", comp=3) + sum(per_centre.values()))
     charges = -mol.atom_charges()
     aoslices = mol.aoslice_by_atom()

@@ -25,7 +25,8 @@ paper); the step-2 energy is kept as ``dft_gradient_scf_energy``, consistent wit
 
 Speed (``fast_paths``, on by default; the numbers are PySCF's to round-off): restricted SCFs evaluate
 the XC quadrature from AO values cached on the grid across SCF cycles (:mod:`rung.dft_gpu.xc`), the
-SCF on the force grid reuses the energy SCF's core Hamiltonian, and the gradient takes its XC term
+SCF on the force grid reuses the energy SCF's core Hamiltonian, the grid points are ordered by
+:class:`rung.dft_gpu.xc.Grids` (PySCF's order, found faster), and the gradient takes its XC term
 per atom from orbital-width GEMMs over grid slabs, its ECP term from one set of per-centre integrals and, for closed
 shells, its J/K terms from the J/K engine's cached tensors (:mod:`rung.dft_gpu.gradients`).
 Starting a conformation from the converged density of a neighbouring one was measured and not adopted: with small displacements it saved no SCF cycles
@@ -135,7 +136,7 @@ class RunConfig:
     max_memory_mb : memory cap handed to PySCF and the engine
     fast_paths : the XC quadrature on AO values cached across SCF cycles (:mod:`rung.dft_gpu.xc`,
         restricted SCFs whose AO values fit in half of the memory cap), one core Hamiltonian for both
-        grids, the per-centre ECP gradient integrals and the closed-shell gradient's J/K terms from the
+        grids, PySCF's grid ordering found faster, the per-centre ECP gradient integrals and the closed-shell gradient's J/K terms from the
         engine's tensors (:mod:`rung.dft_gpu.gradients`); all give PySCF's numbers to round-off
     save_orbitals, save_fcidump : write the orbitals / FCIDUMP files read by the rungs above
         (:mod:`rung.dft_gpu.outputs`)
@@ -298,6 +299,12 @@ def make_scf(mol, config: RunConfig, grid_level: int | None = None):
         from rung.dft_gpu.xc import CachedNumInt
 
         mf._numint = CachedNumInt(max_cache_mb=0.5 * mf.max_memory)
+    if config.fast_paths and hasattr(mf, "grids"):
+        from rung.dft_gpu.xc import Grids
+
+        grids = Grids(mol)  # PySCF's grid, its points ordered faster (bit-identical)
+        grids.__dict__.update(mf.grids.__dict__)
+        mf.grids = grids
     if config.fast_paths:
         _keep_hcore(mf)
     return mf

@@ -36,9 +36,56 @@ cached values (GGA/meta-GGA; ``ngrid nao`` for LDA), held until the grid or the 
 from __future__ import annotations
 
 import numpy as np
-from pyscf.dft import numint
+from pyscf.dft import gen_grid, numint
 
 _BLOCKS_PER_SLAB = 36  # grid points per cached slab = 36 * numint.BLKSIZE (a few thousand)
+
+
+def grid_order(mol, coords):
+    """The permutation of PySCF's ``gen_grid.arg_group_grids`` (grid points grouped by boxes of
+    ``GROUP_BOX_SIZE`` Bohr, the boxes in lexicographic order of their integer indices, points in input
+    order within a box), from one integer key per point and a stable argsort instead of PySCF's
+    ``numpy.unique`` over rows (about 10x faster; the same permutation, tested).
+
+    Parameters
+    ----------
+    mol : pyscf.gto.Mole
+    coords : (ngrid, 3) float64, Bohr
+
+    Returns
+    -------
+    (ngrid,) int64 indices
+    """
+    from pyscf.dft import gen_grid
+
+    atoms = mol.atom_coords()
+    lo = atoms.min(axis=0) - gen_grid.GROUP_BOUNDARY_PENALTY
+    hi = atoms.max(axis=0) + gen_grid.GROUP_BOUNDARY_PENALTY
+    nbox = ((hi - lo) * (1.0 / gen_grid.GROUP_BOX_SIZE)).round().astype(int)  # (3,)
+    edge = (hi - lo) / nbox
+    ids = np.clip(np.floor((coords - lo) * (1.0 / edge)).astype(int), -1, nbox)  # (ngrid, 3), -1..nbox
+    span = nbox + 2
+    key = ((ids[:, 0] + 1) * span[1] + ids[:, 1] + 1) * span[2] + ids[:, 2] + 1
+    return np.argsort(key, kind="stable")
+
+
+class Grids(gen_grid.Grids):
+    """PySCF's ``Grids`` whose ``build`` orders the points with :func:`grid_order` (PySCF's order, found
+    faster); coordinates, weights and padding are PySCF's, bit for bit."""
+
+    def build(self, mol=None, with_non0tab=False, sort_grids=True, **kwargs):
+        mol = self.mol if mol is None else mol
+        alignment, self.alignment = self.alignment, 0  # pad after sorting, as PySCF does
+        try:
+            super().build(mol, with_non0tab=False, sort_grids=False, **kwargs)
+        finally:
+            self.alignment = alignment
+        if sort_grids:
+            self._select_grids(grid_order(mol, self.coords))
+        self._add_padding()
+        if with_non0tab:
+            self.non0tab = self.screen_index = self.make_mask(mol, self.coords)
+        return self
 
 
 def dense_quadrature_applies(ni, xc_code: str) -> bool:
@@ -239,4 +286,4 @@ def rks_gradient_xc(ni, mol, grids, xc_code, dm):
     return out
 
 
-__all__ = ["CachedNumInt", "rks_gradient_xc", "dense_quadrature_applies"]
+__all__ = ["CachedNumInt", "Grids", "grid_order", "rks_gradient_xc", "dense_quadrature_applies"]

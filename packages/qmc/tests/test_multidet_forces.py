@@ -19,7 +19,8 @@ from rung.qmc.hamiltonian import Hamiltonian
 from rung.qmc.multideterminant import Expansion, build_multislater
 from rung.qmc.multidet_forces import effective_matrices
 from rung.qmc.orbitals import AtomicBasis
-from rung.qmc.system import _spin_orbitals, slater_jastrow
+from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
+from rung.qmc.vmc import VMCConfig, vmc
 
 WATER = "O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867"  # Bohr
 
@@ -205,3 +206,24 @@ def test_auto_dispatch(water):
     assert NuclearDerivatives(per_det, mol.atom_coords()).method == "finite differences"
     with pytest.raises(ValueError, match="TableMultiSlater"):
         NuclearDerivatives(per_det, mol.atom_coords(), ForceConfig(method="analytic"))
+
+
+def test_vmc_forces_analytic_equal_finite_differences(water):
+    """A VMC run with forces (the analytic path reading the sampler's state after each local energy)
+    gives the forces of the same run with the finite-difference path (same seeds, same quadrature
+    rotations), CASCI top 20 determinants with the Jastrow, space warp on."""
+    mol, orb, cas, params, _ = water
+    exp = _casci(cas, 20)
+    out = []
+    for method in ("analytic", "fd"):
+        nd = NuclearDerivatives(displaced_builder(mol, orb, parameters=params, expansion=exp), mol.atom_coords(),
+                                ForceConfig(method=method, seed=5, step_bohr=1e-5))
+        assert nd.method == ("analytic" if method == "analytic" else "finite differences")
+        rng = np.random.default_rng(0)
+        out.append(vmc(slater_jastrow(mol, orb, parameters=params, expansion=exp), Hamiltonian.from_mol(mol),
+                       initial_configs(mol, 6, rng), VMCConfig(nwalkers=6, nblocks=2, nsteps=2, nequil=3), rng=rng,
+                       forces=nd))
+    an, fd = out
+    assert an.energy == fd.energy  # the derivatives' random numbers are their own
+    np.testing.assert_allclose(an.forces, fd.forces, rtol=0, atol=1e-6 * np.abs(fd.forces).max())
+    assert np.abs(fd.forces).max() > 0.01

@@ -227,3 +227,30 @@ def test_vmc_forces_analytic_equal_finite_differences(water):
     assert an.energy == fd.energy  # the derivatives' random numbers are their own
     np.testing.assert_allclose(an.forces, fd.forces, rtol=0, atol=1e-6 * np.abs(fd.forces).max())
     assert np.abs(fd.forces).max() > 0.01
+
+
+def test_optimised_ci_coefficients(water):
+    """With the CI coefficients as parameters (changed from the expansion's, as after an optimisation),
+    the derivatives given the sampler's state equal central differences of trial functions built with
+    those coefficients (the state check compares the coefficients psi uses, not the expansion's)."""
+    import dataclasses
+
+    mol, orb, cas, params, configs = water
+    exp = dataclasses.replace(_casci(cas, 20), optimize_ci=True)
+    ci = slater_jastrow(mol, orb, expansion=exp).parameters["0.ci"]
+    params = {**params, "0.ci": ci * (1 + 0.3 * np.random.default_rng(8).normal(size=ci.shape))}
+    opts = dict(parameters=params, expansion=exp)
+    cfg = ForceConfig(warp=False, seed=5, step_bohr=1e-5, method="fd")
+    dl0, de0 = NuclearDerivatives(displaced_builder(mol, orb, **opts), mol.atom_coords(), cfg)(configs)
+    wf = slater_jastrow(mol, orb, **opts)
+    ham = Hamiltonian.from_mol(mol)
+    an = AnalyticDerivatives(mol, wf, ham, cfg)
+    wf.recompute(configs)
+    _, grad = ham.local_energy(wf, configs, np.random.default_rng(0), return_grad=True)
+    dl1, de1 = an(configs, wf, grad)
+    np.testing.assert_allclose(dl1, dl0, atol=1e-6 * np.abs(dl0).max(), rtol=0)
+    np.testing.assert_allclose(de1, de0, atol=1e-6 * np.abs(de0).max(), rtol=0)
+    wf.parameters["0.ci"][0] += 0.1  # other coefficients than the derivatives were built for
+    wf.recompute(configs)
+    with pytest.raises(ValueError, match="not the one these derivatives were built for"):
+        an(configs, wf, grad)

@@ -432,11 +432,13 @@ class AnalyticDerivatives:
             self.wf.recompute(configs)
             det, jas = self.det, self.jas
         else:
+            from rung.qmc.multidet_forces import ci_vector
+
             why = unsupported_reason(wf)
             det, jas = wf.components[0], (wf.components[1] if len(wf.components) > 1 else None)
             same = why is None and type(det) is type(self.det) and (jas is None) == (self.jas is None) and all(
                 np.array_equal(o.mo_coeff, p.mo_coeff) for o, p in zip(det.orbitals, self.det.orbitals)) and \
-                np.array_equal(getattr(det, "coef", 0), getattr(self.det, "coef", 0))  # the CI coefficients
+                np.array_equal(ci_vector(det), ci_vector(self.det))  # the CI coefficients (None: one determinant)
             if same and jas is not None:
                 same = all(np.array_equal(jas.parameters[k], v) for k, v in self.jas.parameters.items()) and \
                     (jas.rcut_ee, jas.rcut_en, jas.rcut_ee_cusp, jas.rcut_cusp) == \

@@ -57,6 +57,18 @@ def _kernels(numba: bool):
     return k.string_traces_reference, k.string_adjoints_reference
 
 
+def ci_vector(det):
+    """The CI coefficients (ndet,) float64 psi has once its parameters are in place (optimised "ci"
+    parameters are copied into ``coef`` only by ``recompute``); None for a single determinant."""
+    coef = getattr(det, "coef", None)
+    if coef is None:
+        return None
+    coef = coef.copy()
+    if det.parameters:
+        coef[det.free] = det.parameters["ci"]
+    return coef
+
+
 def ratio_matrices(det) -> list:
     """G = d ln psi / d Phi per spin, [(nw, n_s, m_s) float64]: row i the ratio vector of electron i
     (:meth:`rung.qmc.multideterminant.TableMultiSlater.ratio_matrix`, cached by the local energy)."""

@@ -33,14 +33,14 @@ and yu_S = (C u_other)_S (the other spin through the CI coefficients), e = q_O /
 
     dE/dR_S = (yu_S - e y_S) / q =: wr_S,     dE/du_S = y_S / q =: wu_S
     Tg[h_j, p_i] = sum_S wu_S adj_S[i, j]                             (= dE / dT_O = d ln q / dT)
-    Ta[h_j, p_i] = sum_S wr_S adj_S[i, j] + wu_S sign_S H_S[i, j]     (H_S = d adj(X_S + e Y_S)/de, the
+    Ta[h_j, p_i] = sum_S wr_S adj_S[i, j] + wu_S sign_S H_S[i, j]     (H_S = d adj(X_S + t Y_S)/dt, the
                                                                        mixed adjugate: :mod:`rung.qmc._kernels.table_derivs`)
     Tbar = Ta - P[:, ref]^T Tg,     Pbar = Tg + (I - Tg T^T) on the reference columns
     Gd = A0^-T Tbar,    then on the reference columns  Gd[:, ref] -= A0^-T (Tbar Phi^T + Pbar Op^T) A0^-T
 
 and G the same with ln psi in place of E: G = A0^-T Tg, G[:, ref] += A0^-T (I - Tg T^T) (the ratio
 vectors of :mod:`rung.qmc._kernels.table`). The added cost over the single determinant is one pass over
-the strings (k^2 per string for u, k^2 (k-1) determinants of order k-1 for H beyond k = 2), two sparse
+the strings (k^2 per string for u and for H up to k = 3, k^2 (k-1) determinants of order k-1 beyond), two sparse
 products with the CI coefficients, and O(n^2 m) dense products per spin and walker.
 """
 
@@ -50,6 +50,7 @@ import numpy as np
 
 
 def _kernels(numba: bool):
+    """(string_traces, string_adjoints): the numba kernels or their NumPy references."""
     from rung.qmc._kernels import table_derivs as k
 
     if numba:

@@ -54,6 +54,9 @@ beads = 2
     ({"input": {"perturb": {}}, "sci": {"dmc_blocks": 2}}, r"\[sci\]: .*dmc_blocks >= 3"),
     ({"input": {"perturb": {}}, "sci": {"determinants": 0}}, r"\[sci\]: .*must be >= 1"),
     ({"input": {"perturb": {}}, "sci": {"max_dets": 5}}, r"\[sci\]: unknown key"),
+    ({"input": {"perturb": {}}, "refit": {"l2sp": "auto"}}, r"\[refit\]: l2sp must be a number >= 0 or \"cv\""),
+    ({"input": {"perturb": {}}, "refit": {"l2sp": "cv", "cv_folds": 1}}, r"cv_folds >= 2"),
+    ({"input": {"perturb": {}}, "refit": {"cv_l2sp": [1.0, -2.0]}}, r"cv_l2sp a list of numbers >= 0"),
 ])
 def test_config_errors(data, match):
     with pytest.raises(ConfigError, match=match):
@@ -76,6 +79,53 @@ def test_farthest_points_against_brute_force():
     for k in range(1, 6):
         dist = np.min(np.linalg.norm(x[:, None] - x[chosen[:k]], axis=-1), axis=1)
         assert chosen[k] == int(np.argmax(dist))
+
+
+def _labelled_water(path, energy, gradient, x_bohr, e_err, g_err):
+    """A rung dataset of water conformations with qmc_total_* labels (Hartree, Hartree/Bohr) and errors."""
+    from rung.core.dataset import Molecule, ResultWriter, create_dataset
+
+    create_dataset(path, [Molecule("h2o", np.array([8, 1, 1]), x_bohr)], overwrite=True)
+    w = ResultWriter(path, "qmc", {"total_energy": "hartree", "total_energy_error": "hartree",
+                                   "total_gradient": "hartree/bohr", "total_gradient_error": "hartree/bohr"}, {})
+    for i in range(len(energy)):
+        w.record("h2o", i, {"total_energy": energy[i], "total_energy_error": e_err,
+                            "total_gradient": gradient[i], "total_gradient_error": np.full((3, 3), g_err)})
+    w.merge()
+    return path
+
+
+def test_cv_l2sp_keeps_a_right_model_and_frees_a_wrong_one(tmp_path):
+    """Cross-validated l2sp on 8 conformations, 2 folds: labels = ANI-1x's own values plus their error
+    bars' noise -> the strongest prior (1e6: nothing to learn, a weak prior fits the noise); labels =
+    ANI-1x plus an O-H stretch term the model lacks (0.2 Ha/Bohr^2) -> a weaker prior. The hold-out
+    (validation) file is garbage: CV never reads it."""
+    from rung.nnp.train.config import parse_config
+
+    rng = np.random.default_rng(0)
+    numbers, x = steps.perturbed("H2O", 8, 0.06, seed=5)
+    xb = x * 1.8897261254578281
+    e, g = steps.predict("ani-1x", numbers, xb)
+    r = np.linalg.norm(xb[:, 1:] - xb[:, :1], axis=-1)  # (8, 2) O-H distances, Bohr
+    unit = (xb[:, 1:] - xb[:, :1]) / r[..., None]
+    k, r0 = 0.2, r.mean()
+    e_extra = 0.5 * k * ((r - r0) ** 2).sum(1)
+    g_extra = np.zeros_like(g)
+    g_extra[:, 1:] = k * (r - r0)[..., None] * unit
+    g_extra[:, 0] = -g_extra[:, 1:].sum(1)
+    garbage = _labelled_water(tmp_path / "hold.h5", e + 5.0, g + 1.0, xb, 1e-3, 2e-3)
+    chosen = []
+    for name, (ee, gg) in {"right": (e, g), "wrong": (e + e_extra, g + g_extra)}.items():
+        ee = ee + rng.normal(scale=1e-3, size=ee.shape)
+        gg = gg + rng.normal(scale=2e-3, size=gg.shape)
+        train = _labelled_water(tmp_path / f"{name}.h5", ee, gg, xb, 1e-3, 2e-3)
+        cfg = parse_config({"model": "ani-1x", "output": "cv.h5", "training": {
+            "datasets": [str(train)], "energy": "qmc_total_energy", "gradient": "qmc_total_gradient",
+            "validation": [str(garbage)], "l2sp": 0.0}, "stages": [{"name": "readout", "frozen": []}]}, tmp_path)
+        best, scores = steps.cv_l2sp(cfg, (1e1, 1e3, 1e6), 2, seed=1)
+        assert best == (1e1, 1e3, 1e6)[int(np.argmin(scores))] and len(scores) == 3
+        chosen.append(best)
+    assert chosen[0] == 1e6 and chosen[1] < 1e6, chosen
 
 
 def test_spread_selection_finds_where_the_model_is_unsure():
@@ -229,9 +279,12 @@ def _labels(path):
 
 
 def test_loop_end_to_end(tmp_path):
-    """Three water conformations climb HF -> QMC (energies + forces) -> refit -> MD; a rerun computes nothing."""
+    """Three water conformations climb HF -> QMC (energies + forces, one Jastrow optimised on the first
+    training conformation and shared) -> refit (l2sp by 2-fold CV) -> MD; a rerun computes nothing."""
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TINY.format(method="spread"))
+    cfg.write_text(TINY.format(method="spread").replace("optimize_iterations = 0", "optimize_iterations = 1\n"
+                                                        "shared_jastrow = true")
+                   + "[refit]\nl2sp = \"cv\"\ncv_folds = 2\ncv_l2sp = [1e2, 1e5]\n")
     p = _run(cfg, tmp_path / "out", "--workers", "2")
     text = p.communicate(timeout=900)[0]
     assert p.returncode == 0, text
@@ -245,6 +298,10 @@ def test_loop_end_to_end(tmp_path):
 
         s = [json.loads(x) for x, r in zip(f["h2o/qmc_settings"][()], role) if r > 0]
         assert {x["method"] for x in s} == {"vmc"} and all(x["forces"]["every"] == 3 for x in s)
+        shared = {json.dumps(x["optimize"]["shared"], sort_keys=True) for x in s}  # one Jastrow, from a training one
+        assert len(shared) == 1 and role[json.loads(shared.pop())["index"]] == 1
+    assert "by 2-fold CV on the training set" in text and (tmp_path / "out" / "refit-cv.json").exists()
+    assert "needs at least 2 held-out conformations, 1 here" in (tmp_path / "out" / "report.md").read_text()
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| readout |" in report and (tmp_path / "out" / "model-readout.h5").exists()
     from rung.nnp import load_model

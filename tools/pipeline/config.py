@@ -10,14 +10,18 @@ Sections (all optional but ``[input]``; units in the key names where they are no
   current model; "fps": farthest-point sampling of inverse interatomic distances; "random"),
   ``n_train``, ``n_holdout`` (a seeded random hold-out set, labelled too, never trained on), ``seed``.
 - ``[qmc]``: walkers, VMC blocks/steps, Jastrow optimisation iterations, DMC on/off and its blocks,
-  ``force_every`` (0: no forces).
+  ``force_every`` (0: no forces); ``shared_jastrow = true``: the Jastrow is optimised once per molecule,
+  on its first selected conformation (training ones first), and every conformation of the molecule is
+  sampled with those parameters (recorded in each ``qmc_settings`` as ``optimize: {"shared": ...}``).
 - ``[sci]`` (optional): selected CI and multideterminant QMC for the smallest molecules: the first
   ``conformations`` training conformations of molecules with at most ``max_atoms`` atoms get a CIPSI
   run (``max_det`` determinants, RHF orbitals; ``sci_*`` values in ``<out>/sci.h5``), then a DMC with the
   ``determinants`` largest of them after Jastrow + CI optimisation, beside a single-determinant DMC on
   the same orbitals (``dmc_blocks`` x ``dmc_steps``; walkers, tau, optimisation from ``[qmc]``).
 - ``[refit]``: the model refit on the highest rung (QMC) with its error bars as weights; ``model`` is
-  also the base model the selection and the report use.
+  also the base model the selection and the report use; ``l2sp`` (1/Hartree^2, the prior precision of
+  the read-out weights' change) is a number or ``"cv"``: the value of ``cv_l2sp`` with the lowest
+  ``cv_folds``-fold cross-validated chi^2 on the training conformations alone (never the hold-out set).
 - ``[md]``: a short (ring-polymer) MD run with the refit model: steps, ``dt_fs``, ``temperature_K``,
   ``beads``; ``adqtb_steps`` > 0 adds an adaptive-quantum-thermal-bath run (rung.md.qtb, segments of
   ``tseg_fs``) whose quantum kinetic energy is printed beside RPMD's.
@@ -69,6 +73,7 @@ class QMCSettings:
     tau: float = 0.01
     force_every: int = 2
     seed: int = 1
+    shared_jastrow: bool = False  # optimise once per molecule (its first selected conformation), reuse for all
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,10 @@ class SCIConfig:
 @dataclass(frozen=True)
 class RefitConfig:
     model: str = "ani-1x"
-    l2sp: float = 1e2
+    l2sp: float | str = 1e2  # 1/Hartree^2, or "cv": chosen from cv_l2sp by k-fold CV on the training set
     force_weight: float = 1.0
+    cv_folds: int = 4
+    cv_l2sp: tuple = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
 
 
 @dataclass(frozen=True)
@@ -180,5 +187,12 @@ def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfi
                             or sci.dmc_blocks < 3):
         raise ConfigError("[sci]: conformations, max_atoms, max_det, determinants, dmc_steps must be >= 1 and "
                           "dmc_blocks >= 3")
-    return PipelineConfig(inp, dft, sel, qmc, _section(RefitConfig, data.get("refit"), "refit"), md, loop, source,
-                          sci)
+    refit = _section(RefitConfig, data.get("refit"), "refit")
+    grid = refit.cv_l2sp
+    if not (refit.l2sp == "cv" or (isinstance(refit.l2sp, (int, float)) and refit.l2sp >= 0)) or \
+            refit.cv_folds < 2 or not isinstance(grid, (list, tuple)) or not grid or \
+            not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
+        raise ConfigError("[refit]: l2sp must be a number >= 0 or \"cv\", cv_folds >= 2, cv_l2sp a list of numbers >= 0")
+    refit = RefitConfig(refit.model, refit.l2sp if refit.l2sp == "cv" else float(refit.l2sp), refit.force_weight,
+                        refit.cv_folds, tuple(float(v) for v in grid))
+    return PipelineConfig(inp, dft, sel, qmc, refit, md, loop, source, sci)

@@ -34,6 +34,13 @@ def write(path: Path, cfg, lines: dict, rounds: list) -> Path:
             m = m_r[k]
             g = f"{m['gradient_rmse'] * MHA:.1f}" if "gradient_rmse" in m else "-"
             md.append(f"| {r} | {k} | {what} | {m['energy_rmse'] * MHA:.2f} | {m['relative_energy_rmse'] * MHA:.2f} | {g} |")
+    md += ["", "Read-out refit against the base model (and against the shift-only refit) on the held-out conformations: "
+           "the paired difference of squared errors per conformation (MSE_base - MSE_refit), its error bar from "
+           "the QMC labels' error bars (propagated) and a bootstrap over the held-out conformations, in "
+           "quadrature (conservative: the bootstrap sees the label noise too); shown as the RMSE gain "
+           "(tools/pipeline/compare.py). 'beyond 2 sigma': z = gain / error > 2.", ""]
+    for r, m_r in enumerate(rounds):
+        md += [f"- round {r}: {line}" for line in m_r.get("comparison_lines", [])]
     png = _plot(path.with_suffix(".png"), metrics, rows)
     if png:
         md += ["", f"![held-out energies, last round]({png.name})"]

@@ -237,19 +237,88 @@ def qmc_config(s):
                      forces=ForceConfig(every=s.force_every) if s.force_every else None)
 
 
-def qmc_task(dataset: str, molecule: str, index: int, settings, basis: str, ecp: str, levels: dict) -> dict:
+def qmc_task(dataset: str, molecule: str, index: int, settings, basis: str, ecp: str, levels: dict,
+             parameters: dict | None = None, shared: dict | None = None) -> dict:
     """One conformation's QMC energies (and forces) and their settings (``qmc_settings``, JSON), from a
     worker; refused before any sampling if the dataset's QMC values are at another level (``levels``:
-    :func:`rung.qmc.run.recorded_levels`, read once by the step instead of once per task)."""
+    :func:`rung.qmc.run.recorded_levels`, read once by the step instead of once per task). With
+    ``parameters`` (a shared Jastrow, :func:`shared_jastrow`) no optimisation runs here and ``shared``
+    (where the parameters come from) is recorded as the settings' ``optimize``."""
     import json
+    from dataclasses import replace
 
     from rung.qmc.run import check_level, kernel, result_settings, result_values, trial_from_dataset
 
     mol, orb = trial_from_dataset(dataset, molecule, index, basis=basis, ecp=ecp)
     config = qmc_config(settings)
+    if parameters is not None:
+        config = replace(config, optimize=None)
     recorded = result_settings(mol, orb, config)
+    if parameters is not None:
+        recorded["optimize"] = {"shared": shared}
     check_level(dataset, levels, molecule, index, recorded)
-    return {**result_values(kernel(mol, orb, config)), "settings": json.dumps(recorded, sort_keys=True)}
+    run = kernel(mol, orb, config, parameters=parameters)
+    return {**result_values(run), "settings": json.dumps(recorded, sort_keys=True)}
+
+
+def jastrow_task(dataset: str, molecule: str, index: int, settings, basis: str, ecp: str) -> dict:
+    """The Jastrow parameters optimised (``[qmc]`` optimisation settings, walkers, seed) on one
+    conformation, from a worker: {name: array} (``ProductWF.parameters``)."""
+    from rung.qmc.hamiltonian import Hamiltonian
+    from rung.qmc.optimize import optimize
+    from rung.qmc.run import trial_from_dataset
+    from rung.qmc.system import initial_configs, slater_jastrow
+
+    mol, orb = trial_from_dataset(dataset, molecule, index, basis=basis, ecp=ecp)
+    config = qmc_config(settings)
+    wf = slater_jastrow(mol, orb, jastrow=True, backend=config.backend)
+    configs = initial_configs(mol, config.vmc.nwalkers, np.random.default_rng(config.vmc.seed))
+    optimize(wf, Hamiltonian.from_mol(mol), configs, config.optimize)
+    return {k: np.asarray(v) for k, v in wf.parameters.items()}
+
+
+def shared_jastrow(cfg: PipelineConfig, dataset: Path, ex, roles: dict, pending: set) -> dict:
+    """``{molecule: (parameters, origin)}`` for the molecules with conformations in ``pending``: the Jastrow
+    optimised once per molecule (:func:`jastrow_task`, on the executor) on its first selected conformation,
+    training ones first; kept in ``<dataset stem>.jastrow/<molecule>.h5`` (written whole, with the
+    settings that made it: redone under other settings). ``origin``: what each conformation records."""
+    import hashlib
+    import json
+
+    from rung.qmc.run import load_parameters, save_parameters
+
+    s = cfg.qmc
+    folder = dataset.with_name(dataset.stem + ".jastrow")
+    folder.mkdir(exist_ok=True)
+    out, tasks = {}, []
+    for name in sorted({n for n, _ in pending}):
+        r = roles[name]
+        index = int(np.flatnonzero(r == TRAIN)[0] if (r == TRAIN).any() else np.flatnonzero(r > 0)[0])
+        origin = {"molecule": name, "index": index, "optimize": [s.optimize_iterations, 15], "walkers": s.walkers,
+                  "seed": s.seed}
+        path = folder / f"{name}.h5"
+        if path.exists():
+            with h5py.File(path, "r") as f:
+                same = json.loads(f.attrs.get("origin", "{}")) == origin
+            if same:
+                out[name] = (load_parameters(path), origin)
+                continue
+        tasks.append(((name, index), 0, jastrow_task, (str(dataset), name, index, s, cfg.dft["basis"], cfg.dft["ecp"])))
+        out[name] = (None, origin)
+    for (name, index), params, error in ex.run(tasks):
+        if error is not None:
+            raise ConfigError(f"the shared Jastrow optimisation of {name}[{index}] failed: {error}")
+        tmp = folder / f"{name}.h5.tmp"
+        save_parameters(tmp, params)
+        with h5py.File(tmp, "a") as f:
+            f.attrs["origin"] = json.dumps(out[name][1], sort_keys=True)
+        os.replace(tmp, folder / f"{name}.h5")
+        out[name] = (params, out[name][1])
+    for name, (params, origin) in out.items():
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(params[k], np.float64).tobytes()
+                                         for k in sorted(params))).hexdigest()[:16]
+        out[name] = (params, {**origin, "sha256": digest})
+    return out
 
 
 def farm(ex, writer, tasks, *, label: str, merge_every_s: float = 60.0, units=None) -> tuple:
@@ -295,9 +364,12 @@ def qmc(cfg: PipelineConfig, dataset: Path, ex, roles: dict, task=qmc_task, merg
     writer = ResultWriter(dataset, "qmc", {}, {"settings": "per conformation: qmc_settings (JSON)"})
     writer.merge()  # a killed run's journal: then the file alone says what is recorded
     levels = recorded_levels(dataset)
-    tasks = [((n, int(i)), nelec, task, (str(dataset), n, int(i), s, basis, ecp, levels))
-             for n, (st, nelec) in status_arrays(dataset, "qmc").items()
-             for i in np.flatnonzero((roles[n] > 0) & (st == PENDING))]
+    pending = [(n, int(i), nelec) for n, (st, nelec) in status_arrays(dataset, "qmc").items()
+               for i in np.flatnonzero((roles[n] > 0) & (st == PENDING))]
+    shared = (shared_jastrow(cfg, dataset, ex, roles, {(n, i) for n, i, _ in pending})
+              if s.shared_jastrow and s.optimize_iterations and pending else {})
+    tasks = [((n, i), nelec, task, (str(dataset), n, i, s, basis, ecp, levels) + shared.get(n, ()))
+             for n, i, nelec in pending]
     done, failed = farm(ex, writer, tasks, label="qmc", merge_every_s=merge_every_s, units=result_units)
     n_sel = sum(int((r > 0).sum()) for r in roles.values())
     return f"{n_sel} selected conformations, {done} computed now, {failed} failed now ({time.perf_counter() - t0:.0f} s)"
@@ -457,28 +529,78 @@ def labelled_subset(dataset: Path, roles: dict, role: int, path: Path) -> Path:
     return path
 
 
+def cv_l2sp(config, grid, folds: int, seed: int) -> tuple:
+    """The read-out refit's ``l2sp`` (1/Hartree^2) from ``grid`` by k-fold cross-validation on the training
+    conformations of ``config`` (a rung.nnp.train TrainConfig with one read-out stage; its validation
+    set is never read here): each fold is refit on the other folds (rung.nnp.train's exact read-out
+    refit, the stage's 1/sigma^2 weights) and scored by its chi^2 (the same weights) on the fold left
+    out. Returns (the grid value of the lowest total chi^2, [chi^2 per grid value]); folds are a seeded
+    partition of the conformations, min(folds, n) of them."""
+    from rung.nnp.train.readout import refit as readout_refit
+    from rung.nnp.train.run import predict as nnp_predict, prepare
+
+    model, _, plan = prepare(config, overwrite=True, log=lambda *a: None)
+    st, frames = plan[0][0], plan[0][1]
+    n = frames.n_conf
+    k = min(folds, n)
+    fold = np.random.default_rng(seed).permutation(n) % k
+    scores = []
+    for lam in grid:
+        chi2 = 0.0
+        for j in range(k):
+            fit = readout_refit(model, frames.subset(np.flatnonzero(fold != j)).labels(st), frozen=st.frozen,
+                                l2sp=lam, shift_l2sp=st.shift_l2sp).model
+            test = frames.subset(np.flatnonzero(fold == j))
+            lab = test.labels(st)
+            e, f = nnp_predict(fit, test)
+            chi2 += float(np.sum(lab.energy_weight * (e - lab.energy) ** 2) +
+                          np.sum(lab.forces_weight * (f - lab.forces) ** 2))
+        scores.append(chi2)
+    return float(grid[int(np.argmin(scores))]), scores
+
+
 def refit(cfg: PipelineConfig, train_sets: list, hold_set: Path, out: Path):
     """Refit the model on the QMC labels of ``train_sets`` (rung datasets from :func:`labelled_subset`;
     rung.nnp.train, exact read-out refit, 1/sigma^2 weights from the QMC error bars; ``hold_set`` as its
-    validation set): a per-element-shift-only model (the baseline) and the read-out model, each from the
-    base model. Returns (summary line, {name: model path}); skipped when both files exist."""
+    validation set, reported only): a per-element-shift-only model (the baseline) and the read-out model,
+    each from the base model; ``[refit] l2sp = "cv"`` picks l2sp by :func:`cv_l2sp` on the training sets
+    (written to ``refit-cv.json``). Returns (summary line, {name: model path}); skipped when both files exist."""
+    import json
+
     from rung.nnp.train import train
     from rung.nnp.train.config import parse_config
 
     paths = {"shifts": out / "model-shifts.h5", "readout": out / "model-readout.h5"}
+    cv_file = out / "refit-cv.json"
     if all(p.exists() for p in paths.values()):
-        return "models from an earlier run", paths
+        note = ""
+        if cv_file.exists():
+            c = json.loads(cv_file.read_text())
+            note = f"; l2sp {c['l2sp']:.0e} by {c['folds']}-fold CV on the training set"
+        return "models from an earlier run" + note, paths
     gradient = "qmc_total_gradient" if cfg.qmc.force_every else ""
-    lines = []
-    for kind, frozen in (("shifts", ["*.weight"]), ("readout", [])):
-        data = {"model": cfg.refit.model, "output": paths[kind].name, "name": f"{cfg.refit.model}-qmc-{kind}",
+
+    def config(kind, frozen, l2sp, output):
+        data = {"model": cfg.refit.model, "output": output, "name": f"{cfg.refit.model}-qmc-{kind}",
                 "training": {"datasets": [str(Path(t).resolve()) for t in train_sets], "energy": "qmc_total_energy",
                              "gradient": gradient, "validation": [str(Path(hold_set).resolve())],
-                             "seed": cfg.select.seed, "forces_weight": cfg.refit.force_weight, "l2sp": cfg.refit.l2sp},
+                             "seed": cfg.select.seed, "forces_weight": cfg.refit.force_weight, "l2sp": l2sp},
                 "stages": [{"name": kind, "frozen": frozen}]}
+        return parse_config(data, out, source=out / "pipeline.toml")
+
+    l2sp, lines = cfg.refit.l2sp, []
+    if l2sp == "cv":
+        l2sp, scores = cv_l2sp(config("readout", [], 0.0, "cv.h5"), cfg.refit.cv_l2sp, cfg.refit.cv_folds,
+                               cfg.select.seed)
+        tmp = cv_file.with_name(cv_file.name + ".tmp")
+        tmp.write_text(json.dumps({"l2sp": l2sp, "folds": cfg.refit.cv_folds, "grid": list(cfg.refit.cv_l2sp),
+                                   "chi2": scores}))
+        os.replace(tmp, cv_file)
+        lines.append(f"l2sp {l2sp:.0e} by {cfg.refit.cv_folds}-fold CV on the training set (chi^2 "
+                     + ", ".join(f"{v:.0e}: {c:.0f}" for v, c in zip(cfg.refit.cv_l2sp, scores)) + ")")
+    for kind, frozen in (("shifts", ["*.weight"]), ("readout", [])):
         tmp = paths[kind].with_name(paths[kind].name + ".partial")
-        res = train(parse_config(dict(data, output=tmp.name), out, source=out / "pipeline.toml"), overwrite=True,
-                    log=log.info)
+        res = train(config(kind, frozen, l2sp, tmp.name), overwrite=True, log=log.info)
         tmp.replace(paths[kind])  # the model file appears whole or not at all
         lines.append(f"{kind}: {res.stages[-1].n_train} conformations")
     return "; ".join(lines), paths
@@ -522,11 +644,17 @@ def predict(model_name_or_path, numbers, x_bohr):
 
 def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
     """Errors of the base model, the shift-only and the read-out refit against the QMC labels of the
-    held-out conformations (never trained on), with the labels' own error bars beside them."""
+    held-out conformations (never trained on), with the labels' own error bars beside them, and the
+    paired comparisons (:func:`tools.pipeline.compare.paired_improvement`: read-out against base and
+    against shifts, relative energies and gradient components, error bars from the labels' noise and a
+    bootstrap over the held-out conformations) in ``metrics["comparisons"]``."""
     from rung.core.dataset import read_hdf5
 
+    from .compare import paired_improvement, sentence
+
     rows = {"base": cfg.refit.model, **{k: str(v) for k, v in models.items()}}
-    e_ref, e_err, g_ref, g_err, pred = [], [], [], [], {k: ([], []) for k in rows}
+    e_ref, e_err, g_ref, g_err, g_conf, pred = [], [], [], [], [], {k: ([], []) for k in rows}
+    n_seen = 0
     with h5py.File(hold, "r") as f:
         for m in read_hdf5(hold):
             g = f[m.name]
@@ -535,6 +663,8 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
             if "qmc_total_gradient" in g:
                 g_ref.append(g["qmc_total_gradient"][()].reshape(-1))
                 g_err.append(g["qmc_total_gradient_error"][()].reshape(-1))
+                g_conf.append(np.repeat(n_seen + np.arange(m.n_conf), 3 * m.n_atoms))
+            n_seen += m.n_conf
             for k, path in rows.items():
                 e, gr = predict(path, m.atomic_numbers, m.conformations)
                 pred[k][0].append(e)
@@ -543,7 +673,7 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
     g_ref = np.concatenate(g_ref) if g_ref else np.zeros(0)
     metrics = {"n_holdout": int(e_ref.size), "label_energy_error": float(np.sqrt(np.mean(e_err**2)))}
     if g_ref.size:
-        g_err = np.concatenate(g_err)
+        g_err, g_conf = np.concatenate(g_err), np.concatenate(g_conf)
         metrics["label_gradient_error"] = float(np.sqrt(np.mean(g_err**2)))
     for k in rows:
         de = np.concatenate(pred[k][0]) - e_ref
@@ -554,10 +684,25 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
             metrics[k]["gradient_rmse"] = float(np.sqrt(np.mean(dg**2)))
         metrics[k]["energies"] = np.concatenate(pred[k][0]).tolist()
     metrics["qmc_energies"], metrics["qmc_energy_errors"] = e_ref.tolist(), e_err.tolist()
+    comp, lines = {}, []
+    if e_ref.size >= 2:
+        for a in ("base", "shifts"):
+            c = {"energy": paired_improvement(np.concatenate(pred[a][0]), np.concatenate(pred["readout"][0]), e_ref,
+                                              e_err, relative=True, seed=cfg.select.seed)}
+            lines.append(sentence(c["energy"], a, "read-out", "relative energy", "mHa"))
+            if g_ref.size:
+                c["gradient"] = paired_improvement(np.concatenate(pred[a][1]), np.concatenate(pred["readout"][1]),
+                                                   g_ref, g_err, g_conf, seed=cfg.select.seed)
+                lines.append(sentence(c["gradient"], a, "read-out", "gradient", "mHa/Bohr"))
+            comp[f"readout_vs_{a}"] = c
+    else:
+        lines.append(f"no paired comparison: it needs at least 2 held-out conformations, {e_ref.size} here")
+    metrics["comparisons"], metrics["comparison_lines"] = comp, lines
     mha = 1e3
     b, s, r = metrics["base"], metrics["shifts"], metrics["readout"]
-    line = (f"held-out energy RMSE vs QMC: base {b['energy_rmse'] * mha:.1f}, shifts only {s['energy_rmse'] * mha:.2f}, "
-            f"read-out {r['energy_rmse'] * mha:.2f} mHa (QMC error bars {metrics['label_energy_error'] * mha:.2f} mHa)")
+    line = (f"held-out relative energy RMSE vs QMC: base {b['relative_energy_rmse'] * mha:.2f}, shifts only "
+            f"{s['relative_energy_rmse'] * mha:.2f}, read-out {r['relative_energy_rmse'] * mha:.2f} mHa (QMC error bars "
+            f"{metrics['label_energy_error'] * mha:.2f} mHa); " + lines[0])
     return line, metrics
 
 

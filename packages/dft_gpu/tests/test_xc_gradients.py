@@ -219,3 +219,18 @@ def test_grids_equal_pyscf_bit_for_bit(level):
     for name in ("coords", "weights", "atm_idx", "quadrature_weights", "non0tab"):
         np.testing.assert_array_equal(getattr(ours, name), getattr(ref, name))
     assert ours.size % ours.alignment == 0 and ours.size == ref.size
+
+
+@pytest.mark.parametrize("tau", [True, False], ids=["mgga", "gga"])
+def test_weighted_aos_kernel_equals_numpy(tau):
+    from rung.dft_gpu._kernels.xc_cpu import weighted_aos
+
+    rng = np.random.default_rng(3)
+    ao = rng.normal(size=(4, 37, 11))
+    coef = rng.normal(size=(4, 50))[:, 5:42]  # a strided column slice, as the quadrature passes it
+    t = rng.normal(size=37) if tau else np.empty(0)
+    out = np.full((4 if tau else 1, 37, 11), np.nan)
+    weighted_aos(ao, coef, t, out)
+    np.testing.assert_allclose(out[0], np.einsum("xg,xgi->gi", coef, ao), atol=1e-14, rtol=0)
+    if tau:
+        np.testing.assert_allclose(out[1:], t[None, :, None] * ao[1:], atol=1e-14, rtol=0)

@@ -199,23 +199,24 @@ def _nr_rks_cached(ni, slabs, xc_code, xctype, dm):
     u = np.asarray(vxc).reshape(-1, weights.size) * weights  # (nvar, ngrid)
     nao = slabs[0][0].shape[2]
     # V = M + M^T with M = phi^T (u_rho/2 phi + sum_x u_x dphi_x) + sum_x dphi_x^T (u_tau/4 dphi_x):
-    # one GEMM per slab over the stacked components
+    # one GEMM per slab over the stacked components, the weighted AOs in one pass (numba)
     m = np.zeros((nao, nao))
-    half = np.concatenate([0.5 * u[:1], u[1:4]]) if xctype != "LDA" else None
+    nout = 4 if xctype == "MGGA" else 1
+    work = np.empty(nout * max(w.size for _, w in slabs) * nao)  # the slab's weighted AOs
+    if xctype != "LDA":
+        from rung.dft_gpu._kernels.xc_cpu import weighted_aos
+
+        half = np.concatenate([0.5 * u[:1], u[1:4]])  # (4, ngrid)
+        tau = 0.25 * u[4] if xctype == "MGGA" else np.empty(0)
     s = 0
     for ao, w in slabs:
         n, e = w.size, s + w.size
-        wao = np.empty_like(ao) if xctype == "MGGA" else np.empty((1, n, nao))
+        wao = work[:nout * n * nao].reshape(nout, n, nao)
         if xctype == "LDA":
             np.multiply(0.5 * u[0, s:e, None], ao[0], out=wao[0])
         else:
-            np.einsum("xg,xgi->gi", half[:, s:e], ao[:4], out=wao[0])
-        if xctype == "MGGA":
-            for x in (1, 2, 3):
-                np.multiply(0.25 * u[4, s:e, None], ao[x], out=wao[x])
-            m += ao.reshape(-1, nao).T @ wao.reshape(-1, nao)
-        else:
-            m += ao[0].T @ wao[0]
+            weighted_aos(ao, half[:, s:e], tau[s:e], wao)
+        m += ao[:nout].reshape(-1, nao).T @ wao.reshape(-1, nao)
         s = e
     return nelec, excsum, m + m.T
 

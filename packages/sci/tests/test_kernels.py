@@ -270,3 +270,42 @@ def test_s2_product_across_words_matches_reference():
     part = np.arange(0, dets.shape[0], 2)  # partners outside the space are dropped
     np.testing.assert_allclose(SpinSquared(lay, dets[part], keys[part]) @ x[part], want[np.ix_(part, part)] @ x[part],
                                atol=1e-12)
+
+
+def test_reduce_packed_x_matches_numpy():
+    """The one-gather reduction of sorted (key, position) pairs: NumPy's sequential sums in sorted order,
+    and bit for bit reduce_packed's with every generator deterministic."""
+    rng = np.random.default_rng(5)
+    m, shift = 3000, 26
+    keys = rng.integers(0, 400, m)
+    gen = rng.integers(0, 50, m).astype(np.int32)
+    vals = rng.normal(size=m)
+    coef = rng.normal(size=50)
+    packed = np.sort(cpu.pack(keys, shift))
+    x = coef[gen] * vals
+    uk, ad, as_, t = cpu.reduce_packed_x(packed, shift, x)
+    pos = (packed & np.uint64((1 << shift) - 1)).astype(np.int64)
+    want_k, inv = np.unique(keys[pos], return_inverse=True)
+    want = np.zeros(want_k.size)
+    np.add.at(want, inv, x[pos])  # unbuffered, in sorted order: the same sequence of additions
+    np.testing.assert_array_equal(uk, want_k)
+    np.testing.assert_array_equal(ad, want)
+    assert not as_.any() and not t.any()
+    z = np.zeros(50)
+    old = cpu.reduce_packed(packed, shift, gen, vals, coef, np.zeros(50, np.bool_), z, z)
+    for a, b in zip(old, (uk, ad, as_, t)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_string_marks_of_a_hash_table():
+    """The heat-bath pass's filter: every alpha and beta rank of the space's keys marked, nothing else."""
+    from rung.sci._kernels.cpu.heatbath import _string_marks
+
+    rng = np.random.default_rng(6)
+    nstr_b = 37
+    keys = np.unique(rng.integers(0, 50 * nstr_b, 200))
+    in_a, in_b = _string_marks(cpu.hash_table(keys), nstr_b, 1 << 20)
+    np.testing.assert_array_equal(np.flatnonzero(in_a), np.unique(keys // nstr_b))
+    np.testing.assert_array_equal(np.flatnonzero(in_b), np.unique(keys % nstr_b))
+    a, b = _string_marks(cpu.hash_table(keys), nstr_b, 10)  # sizes beyond the limit: no filter
+    assert a.size == 0 and b.size == 0

@@ -232,6 +232,7 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         mask = np.empty(0, np.uint8)
         runs = []
         n_gen = 0
+        deterministic = not gstoch.any()
         if hb is not None:
             bounds = cpu.screened_bounds(dets, gens, gcoef, screen, hb[1], hb[3])
             slices = _chunks(bounds, min(max_entries, 2**POS_BITS - 1))
@@ -248,7 +249,10 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
             if k.size == 0:
                 continue
             args = (gcoef[sl], gstoch[sl], gw[sl], gq[sl])
-            if packable:
+            if packable and deterministic:  # the products c_I H_aI in generation order, then one gather each
+                part = cpu.reduce_packed_x(np.sort(cpu.pack(k, POS_BITS)), POS_BITS,
+                                           np.multiply(gcoef[sl][g], v, out=v))
+            elif packable:
                 part = cpu.reduce_packed(np.sort(cpu.pack(k, POS_BITS)), POS_BITS, g, v, *args)
             else:
                 order = np.argsort(k)

@@ -7,8 +7,9 @@ import numpy as np
 from numba import njit, prange
 
 from .bits import flip, is_set, occupied, phase
-from .elements import same_spin_double_element, single_element
 from .keys import in_table, rank, table_shift
+
+MARK_MAX = 2**26  # string ranks marked (bytes) by the space filter of external_screened at most
 
 
 @njit(cache=True)
@@ -98,13 +99,100 @@ def screened_bounds(dets, gens, gen_coef, eps, os_abs, ss_abs):
     return out
 
 
+@njit(cache=True, inline="always")
+def _same_spin_sign(t, i, j, a, b):
+    """The sign of :func:`same_spin_double_element` (h1 h2 -> p1 p2 = i j -> a b) on the string ``t``,
+    flipped and restored in place (no copy per call: ``t`` is the caller's own scratch copy)."""
+    sg = phase(t, i, a)
+    flip(t, i)
+    flip(t, a)
+    sg *= phase(t, j, b)
+    flip(t, i)
+    flip(t, a)
+    return sg
+
+
 @njit(cache=True)
-def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, var_table, shift, binom_a, binom_b,
-              nstr_b, out_keys, out_vals, occa, occb, scratch, r1a, s1a, r1b, s1b):
+def _signed_lists(eri, os_ab, ss_ab):
+    """The elements along the heat-bath lists, signed, in list order: os_val[row, k] = (ia|jb) and
+    ss_val[row, k] = (ia|jb) - (ib|ja) (i < j; 0 elsewhere) for entry k of row ``i * norb + j``, so a
+    walk reads them in sequence instead of gathering from ``eri``; the same numbers."""
+    n = eri.shape[0]
+    os_val = np.zeros(os_ab.shape)
+    ss_val = np.zeros(ss_ab.shape)
+    for row in range(n * n):
+        i = row // n
+        j = row % n
+        for k in range(os_ab.shape[1]):
+            ab = os_ab[row, k]
+            os_val[row, k] = eri[i, ab // n, j, ab % n]
+        if j > i:
+            for k in range(n * (n - 1) // 2):
+                ab = ss_ab[row, k]
+                a = ab // n
+                b = ab % n
+                ss_val[row, k] = eri[i, a, j, b] - eri[i, b, j, a]
+    return os_val, ss_val
+
+
+@njit(cache=True, inline="always")
+def _single(h, p, h1, eri, occ, ne, occ_other, ne_other, sign):
+    """:func:`single_element` of h -> p from the occupied lists of both strings (``occ``, ``ne`` of the
+    excited spin) and its ``sign`` (:func:`phase`), already at hand; the same arithmetic."""
+    v = h1[h, p]
+    for x in range(ne):
+        jj = occ[x]
+        v += eri[h, p, jj, jj] - eri[h, jj, jj, p]
+    for x in range(ne_other):
+        jj = occ_other[x]
+        v += eri[h, p, jj, jj]
+    return sign * v
+
+
+@njit(cache=True, inline="always")
+def _in_space(ia, ib, key, in_a, in_b, var_table, shift):
+    """``key = ia * nstr_b + ib`` in the space's hash table; a key whose alpha (rank ``ia``) or beta
+    (``ib``) string is in no determinant of the space is answered without a probe (``in_a``, ``in_b``
+    from :func:`_string_marks`)."""
+    if in_a.shape[0] > 0 and (ia >= in_a.shape[0] or in_a[ia] == 0 or ib >= in_b.shape[0] or in_b[ib] == 0):
+        return False
+    return in_table(var_table, key, shift)
+
+
+@njit(cache=True)
+def _string_marks(var_table, nstr_b, limit):
+    """(in_a, in_b) uint8: 1 at the rank of every alpha / beta string of a key in the hash table
+    ``var_table`` (sized by the largest rank met), or two empty arrays (no filter) when a size would
+    pass ``limit``."""
+    ma = -1
+    mb = -1
+    for key in var_table:
+        if key >= 0:
+            ma = max(ma, key // nstr_b)
+            mb = max(mb, key % nstr_b)
+    if ma + 1 > limit or mb + 1 > limit:
+        return np.zeros(0, np.uint8), np.zeros(0, np.uint8)
+    in_a = np.zeros(ma + 1, np.uint8)
+    in_b = np.zeros(mb + 1, np.uint8)
+    for key in var_table:
+        if key >= 0:
+            in_a[key // nstr_b] = 1
+            in_b[key % nstr_b] = 1
+    return in_a, in_b
+
+
+@njit(cache=True)
+def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val, ss_val, var_table, shift, binom_a, binom_b,
+              nstr_b, out_keys, out_vals, occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b, in_a, in_b):
     """Singles and doubles ``a`` of ``det`` outside the space with ``|c_I <a|H|det>| > eps`` (``ac = |c_I|``).
 
     Doubles are found by walking the heat-bath lists of each occupied pair until the bound fails, so
-    the discarded ones are never generated. Writes keys and elements; returns how many.
+    the discarded ones are never generated; their elements are read along the lists (``os_val``,
+    ``ss_val`` from :func:`_signed_lists`). ``ab_a``, ``ab_b`` (norb^2,) int64: the particles ``ab //
+    norb``, ``ab % norb`` of a list entry (no division per entry); ``in_a`` (n alpha strings,), ``in_b``
+    (n beta strings,) uint8: 1 for a string of some determinant of the space, so a candidate whose alpha
+    or beta string is in none is outside without a hash-table probe. Writes keys and elements; returns
+    how many.
     """
     na = occupied(det[0], occa)
     nb = occupied(det[1], occb)
@@ -138,6 +226,7 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, var_tab
         occ = occa if spin == 0 else occb
         ne = na if spin == 0 else nb
         r1 = r1a if spin == 0 else r1b
+        s1 = s1a if spin == 0 else s1b
         t = ta if spin == 0 else tb
         binom = binom_a if spin == 0 else binom_b
         for x in range(ne):  # singles: every one evaluated, kept above the threshold
@@ -146,8 +235,10 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, var_tab
                 if is_set(s, p):
                     continue
                 key = r1[x, p] * nstr_b + rb if spin == 0 else ra * nstr_b + r1[x, p]
-                v = single_element(s, det[1 - spin], h, p, h1, eri, scratch)
-                if abs(v) * ac > eps and not in_table(var_table, key, shift):
+                v = _single(h, p, h1, eri, occ, ne, occa if spin == 1 else occb, nb if spin == 0 else na,
+                            s1[x, p])
+                ia, ib = (r1[x, p], rb) if spin == 0 else (ra, r1[x, p])
+                if abs(v) * ac > eps and not _in_space(ia, ib, key, in_a, in_b, var_table, shift):
                     out_keys[n] = key
                     out_vals[n] = v
                     n += 1
@@ -160,8 +251,8 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, var_tab
                     if not ss_abs[row, k] * ac > eps:
                         break
                     ab = ss_ab[row, k]
-                    a = ab // norb
-                    b = ab % norb
+                    a = ab_a[ab]
+                    b = ab_b[ab]
                     if is_set(s, a) or is_set(s, b):
                         continue
                     flip(t, i)
@@ -173,10 +264,11 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, var_tab
                     flip(t, j)
                     flip(t, a)
                     flip(t, b)
-                    key = r * nstr_b + rb if spin == 0 else ra * nstr_b + r
-                    if not in_table(var_table, key, shift):
+                    ia, ib = (r, rb) if spin == 0 else (ra, r)
+                    key = ia * nstr_b + ib
+                    if not _in_space(ia, ib, key, in_a, in_b, var_table, shift):
                         out_keys[n] = key
-                        out_vals[n] = same_spin_double_element(s, i, j, a, b, eri)
+                        out_vals[n] = _same_spin_sign(t, i, j, a, b) * ss_val[row, k]
                         n += 1
     for x in range(na):  # opposite-spin doubles
         i = occa[x]
@@ -187,14 +279,16 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, var_tab
                 if not os_abs[row, k] * ac > eps:
                     break
                 ab = os_ab[row, k]
-                a = ab // norb
-                b = ab % norb
+                a = ab_a[ab]
+                b = ab_b[ab]
                 if is_set(det[0], a) or is_set(det[1], b):
                     continue
-                key = r1a[x, a] * nstr_b + r1b[y, b]
-                if not in_table(var_table, key, shift):
+                ia = r1a[x, a]
+                ib = r1b[y, b]
+                key = ia * nstr_b + ib
+                if not _in_space(ia, ib, key, in_a, in_b, var_table, shift):
                     out_keys[n] = key
-                    out_vals[n] = s1a[x, a] * s1b[y, b] * eri[i, a, j, b]
+                    out_vals[n] = s1a[x, a] * s1b[y, b] * os_val[row, k]
                     n += 1
     return n
 
@@ -217,17 +311,22 @@ def external_screened(dets, gens, gen_coef, eps, bounds, h1, eri, os_ab, os_abs,
     vals = np.empty(off[ng], np.float64)
     cnt = np.zeros(ng + 1, np.int64)
     shift = table_shift(var_table)
+    ab_a = np.arange(norb * norb) // norb
+    ab_b = np.arange(norb * norb) % norb
+    os_val, ss_val = _signed_lists(eri, os_ab, ss_ab)
+    in_a, in_b = _string_marks(var_table, nstr_b, MARK_MAX)
     for g in prange(ng):
         occa = np.empty(norb, np.int64)
         occb = np.empty(norb, np.int64)
-        scratch = np.empty(norb, np.int64)
         r1a = np.empty((norb, norb), np.int64)
         r1b = np.empty((norb, norb), np.int64)
         s1a = np.empty((norb, norb), np.float64)
         s1b = np.empty((norb, norb), np.float64)
         cnt[g + 1] = _screened(dets[gens[g]], abs(gen_coef[g]), eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs,
+                               os_val, ss_val,
                                var_table, shift, binom_a, binom_b, nstr_b, keys[off[g]:off[g + 1]],
-                               vals[off[g]:off[g + 1]], occa, occb, scratch, r1a, s1a, r1b, s1b)
+                               vals[off[g]:off[g + 1]], occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b,
+                               in_a, in_b)
     ptr = np.cumsum(cnt)
     ok = np.empty(ptr[-1], np.int64)
     ov = np.empty(ptr[-1], np.float64)

@@ -9,6 +9,14 @@
   first call, so loading numba's on-disk cache is included. ``python -m tools.bench.suites.sci`` is the
   careful version (issue 20): fresh 1-thread processes per side, interleaved rounds, first and warm
   calls, a DGEMM floor beside every call, and Davidson against ``eigsh`` at equal residual bounds.
+* ``sci.n2_ccpvdz_vs_symm`` (full runs only; alone: ``--match n2_ccpvdz_vs_symm``, or the careful
+  ``python -m tools.bench.suites.sci --case n2``): the realistic case beside the tiny one (issue 20).
+  N2/cc-pVDZ, frozen 1s, R = 2.118 Bohr, D2h labels (5+5 e in 26 orbitals, FCI space 4.3e9), the
+  Hamiltonian built here with PySCF (RHF, CASCI integrals, Molpro labels). The peer is PySCF
+  ``selected_ci_symm`` (labels, Ag ground state) with cutoffs 1e-3 (~1 min at one thread; 5e-4 ran
+  past 10 minutes). Criterion, equal variational accuracy: each side asserts E_var <=
+  ``N2_TARGET``, the peer's own E_var plus 0.1 mHa; ours is CIPSI with the defaults and
+  ``max_det=N2_MAX_DET``, the smallest round budget that gets there (its E_var + PT2 is printed too).
 * ``sci.selection``: one EN-PT2 + selection pass over a fixed ~8k-determinant space
   (throughput: generator determinants per second).
 * ``sci.davidson``: the lowest root in a fixed ~20k-determinant space, ours (Davidson-Liu on the
@@ -32,6 +40,58 @@ from rung.sci.testing import REFERENCE_FCIDUMP as FCIDUMP
 from tools.bench import Case
 
 E_FCI = -76.12230496823338  # PySCF 2.14 direct_spin1 FCI on FCIDUMP.h2o_631g (checked by test_h2o_631g_complete_space)
+N2_E_PEER = -109.2695809280332  # PySCF 2.14 selected_ci_symm, cutoffs 1e-3, on n2_symm_hamiltonian() (925,444 det)
+N2_TARGET = N2_E_PEER + 1e-4  # both sides' E_var must reach this (Hartree)
+N2_MAX_DET = 40_000  # ours' budget: 36,000 stops 0.41 mHa above the peer's E, 40,000 at +0.02 mHa (BENCHMARKS.md)
+N2_CUTOFF = 1e-3
+
+
+def n2_symm_hamiltonian():
+    """N2/cc-pVDZ, frozen 1s, R = 2.118 Bohr, with its D2h orbital labels (Molpro numbering, as an
+    FCIDUMP's ORBSYM): RHF in D2h, then the CASCI integrals of the 26 orbitals above the two 1s."""
+    import dataclasses
+
+    from pyscf import gto, scf
+    from pyscf.tools.fcidump import ORBSYM_MAP
+
+    from rung.sci.fcidump import from_scf
+
+    mol = gto.M(atom="N 0 0 0; N 0 0 2.118", unit="Bohr", basis="cc-pvdz", symmetry="D2h", verbose=0)
+    mf = scf.RHF(mol).run()
+    ham = from_scf(mf, ncore=2)
+    labels = [ORBSYM_MAP["D2h"][i] for i in mf.mo_coeff.orbsym[2:]]
+    return dataclasses.replace(ham, orbsym=np.asarray(labels))
+
+
+def _ours_n2(ham, quiet=False):
+    from rung.sci import cipsi
+
+    def run():
+        r = cipsi.kernel(ham, cipsi.Config(max_det=N2_MAX_DET), log=None)
+        err = r.e_var[0] - N2_E_PEER
+        assert r.e_var[0] <= N2_TARGET, f"ours stopped {err * 1e3:.3f} mHa above the peer's E"
+        if not quiet:
+            print(f"    ours: n_det {r.n_det}, E_var {r.e_var[0]:.6f} ({err * 1e3:+.3f} mHa from the peer's), "
+                  f"E_var+PT2 {r.e_var_pt2:.6f}")
+        return r.n_det, err
+
+    return run
+
+
+def _pyscf_n2(ham, quiet=False):
+    from pyscf.fci import selected_ci_symm
+
+    def run():
+        s = selected_ci_symm.SCI()
+        s.select_cutoff = s.ci_coeff_cutoff = N2_CUTOFF
+        e, c = s.kernel(ham.h1, ham.eri, ham.norb, ham.nelec, orbsym=np.asarray(ham.orbsym) - 1, wfnsym=0)
+        e = e + ham.ecore
+        assert e <= N2_TARGET, f"PySCF stopped at {e:.6f}, above the target {N2_TARGET:.6f}"
+        if not quiet:
+            print(f"    PySCF selected_ci_symm {N2_CUTOFF:g}: {c.size} determinants, E {e:.6f}")
+        return c.size, e - N2_E_PEER
+
+    return run
 
 
 def _ours_to_target(ham, quiet=False):
@@ -169,6 +229,11 @@ def cases(quick: bool):
     from rung.sci import cipsi
     from rung.sci.fcidump import from_scf
 
+    n2s = n2_symm_hamiltonian()
+    yield Case("sci.n2_ccpvdz_vs_symm", "N2/cc-pVDZ fc, D2h, 5+5 e in 26 orbitals", _ours_n2(n2s),
+               peer=_pyscf_n2(n2s), peer_name=f"pyscf selected_ci_symm {N2_CUTOFF:g}", repeats=1, warmup=0,
+               note=f"time until E_var <= {N2_TARGET:.5f} (peer's E + 0.1 mHa); careful version: --case n2")
+
     mol = gto.M(atom="N 0 0 0; N 0 0 2.118", unit="Bohr", basis="cc-pvdz", verbose=0)
     n2 = from_scf(scf.RHF(mol).run(), ncore=2)
 
@@ -227,24 +292,37 @@ def cases(quick: bool):
 
 SIDES = {"ours": "rung cipsi (pt2_threshold 1e-4)", "symm": "pyscf selected_ci_symm 5e-4",
          "symm6": "pyscf selected_ci_symm 6e-4", "nosymm": "pyscf selected_ci 5e-4 (old peer)"}
+N2_SIDES = {"ours": f"rung cipsi (defaults, max_det {N2_MAX_DET})",
+            "symm": f"pyscf selected_ci_symm {N2_CUTOFF:g}"}
+# "old" (either case): ours from the sources given by --old-src (e.g. `git archive <commit> packages/sci/src`
+# unpacked), put first on PYTHONPATH: the code before a change, timed in the same run
 
 
-def _worker(side, calls):
+def _worker(side, calls, case="h2o"):
     import json
 
-    t = time.process_time()
-    from rung.sci.fcidump import read_fcidump
+    import rung.sci
 
-    ham = read_fcidump(FCIDUMP)
-    if side == "ours":
+    t = time.process_time()
+    if case == "n2":
+        ham = n2_symm_hamiltonian()
+    else:
+        from rung.sci.fcidump import read_fcidump
+
+        ham = read_fcidump(FCIDUMP)
+    setup = time.process_time() - t
+    t = time.process_time()
+    if side in ("ours", "old"):
         import rung.sci.cipsi  # noqa: F401  (imports numba)
 
-        fn = _ours_to_target(ham, quiet=True)
+        fn = _ours_n2(ham, quiet=True) if case == "n2" else _ours_to_target(ham, quiet=True)
     else:
         import pyscf.fci.selected_ci_symm  # noqa: F401
 
-        fn = _pyscf_to_target(ham, symm=side != "nosymm", cutoff=6e-4 if side == "symm6" else 5e-4, quiet=True)
-    out = {"side": side, "import_cpu": time.process_time() - t, "cpu": [], "wall": [], "floor": []}
+        fn = (_pyscf_n2(ham, quiet=True) if case == "n2" else
+              _pyscf_to_target(ham, symm=side != "nosymm", cutoff=6e-4 if side == "symm6" else 5e-4, quiet=True))
+    out = {"side": side, "setup_cpu": setup, "import_cpu": time.process_time() - t, "cpu": [], "wall": [],
+           "floor": [], "source": rung.sci.__path__[0]}
     for _ in range(calls):
         out["floor"].append(dgemm_floor())
         t, w = time.process_time(), time.perf_counter()
@@ -284,45 +362,77 @@ def _davidson_rows(repeats):
 
 
 def main(argv=None):
+    """Interleaved fresh 1-thread processes per side (see above). ``--case n2``: the realistic N2 case
+    (ours against ``selected_ci_symm`` 1e-3, errors printed from the peer's E_var); ``--old-src DIR`` adds
+    the side "old" (ours from DIR); ``--cold`` first times one process of ours with an empty numba cache
+    (compiling included, once per install)."""
     import argparse
     import json
     import os
     import subprocess
     import sys
+    import tempfile
 
     p = argparse.ArgumentParser()
-    p.add_argument("--worker", choices=[*SIDES, "davidson"])
-    p.add_argument("--calls", type=int, default=4)
+    p.add_argument("--worker", choices=[*SIDES, "old", "davidson"])
+    p.add_argument("--case", choices=["h2o", "n2"], default="h2o")
+    p.add_argument("--calls", type=int, default=None, help="calls per process (default: 4 for h2o, 1 for n2)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--sides", default="ours,symm,symm6,nosymm")
+    p.add_argument("--sides", default=None, help="default: ours,symm,symm6,nosymm (h2o), ours,symm (n2)")
+    p.add_argument("--old-src", default=None, help="sources of rung.sci for the side 'old'")
+    p.add_argument("--cold", action="store_true")
     p.add_argument("--skip-davidson", action="store_true")
     a = p.parse_args(argv)
+    calls = a.calls or (1 if a.case == "n2" else 4)
     if a.worker == "davidson":
         return _davidson_rows(a.rounds)
     if a.worker:
-        return _worker(a.worker, a.calls)
+        return _worker(a.worker, calls, a.case)
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1")
-    sides = a.sides.split(",")
+    names = dict(N2_SIDES if a.case == "n2" else SIDES, old="rung cipsi from --old-src")
+    sides = (a.sides or ("ours,symm" if a.case == "n2" else "ours,symm,symm6,nosymm")).split(",")
+    if "old" in sides and not a.old_src:
+        p.error("the side 'old' needs --old-src")
+
+    def worker(side, extra_env=None):
+        e = dict(env, **(extra_env or {}))
+        if side == "old":
+            e["PYTHONPATH"] = os.pathsep.join([os.path.abspath(a.old_src), e.get("PYTHONPATH", "")])
+        cmd = [sys.executable, "-m", "tools.bench.suites.sci", "--worker", side, "--calls", str(calls),
+               "--case", a.case]
+        r = json.loads(subprocess.run(cmd, env=e, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        r["load"] = os.getloadavg()[0]
+        return r
+
+    def line(r):
+        return (f"{r['side']:6s} setup {r['setup_cpu']:.2f} s, import {r['import_cpu']:.2f} s, first {r['cpu'][0]:.3f} s, "
+                f"warm {', '.join(f'{x:.3f}' for x in r['cpu'][1:]) or '-'} s CPU; floor {min(r['floor']):.1f}-"
+                f"{max(r['floor']):.1f} GFLOP/s; n_det {r['n_det']}, E - E_ref {r['err_mHa']:.4f} mHa; "
+                f"load {r['load']:.1f}; {r['source']}")
+
+    if a.cold:
+        with tempfile.TemporaryDirectory() as cache:
+            print("cold numba cache: " + line(worker("ours", {"NUMBA_CACHE_DIR": cache})), flush=True)
     rows = []
     for rnd in range(a.rounds):
         for side in sides[rnd % len(sides):] + sides[:rnd % len(sides)]:
-            cmd = [sys.executable, "-m", "tools.bench.suites.sci", "--worker", side, "--calls", str(a.calls)]
-            r = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-            r["round"], r["load"] = rnd, os.getloadavg()[0]
+            r = worker(side)
+            r["round"] = rnd
             rows.append(r)
-            print(f"round {rnd} {side:6s} import {r['import_cpu']:.2f} s, first {r['cpu'][0]:.3f} s, warm "
-                  f"{', '.join(f'{x:.3f}' for x in r['cpu'][1:])} s CPU; floor {min(r['floor']):.1f}-"
-                  f"{max(r['floor']):.1f} GFLOP/s; n_det {r['n_det']}, E - E_FCI {r['err_mHa']:.4f} mHa; "
-                  f"load {r['load']:.1f}", flush=True)
+            print(f"round {rnd} " + line(r), flush=True)
     by = {s: [r for r in rows if r["side"] == s] for s in sides}
     if "ours" in by:
-        for s in sides[1:]:
+        for s in sides:
+            if s == "ours":
+                continue
             first = [p["cpu"][0] / o["cpu"][0] for o, p in zip(by["ours"], by[s])]
-            warm = [np.median(p["cpu"][1:]) / np.median(o["cpu"][1:]) for o, p in zip(by["ours"], by[s])]
-            print(f"{SIDES[s]} / ours, per round: first call {', '.join(f'{x:.2f}' for x in first)}; "
-                  f"warm (median of warm calls) {', '.join(f'{x:.2f}' for x in warm)}")
-    if not a.skip_davidson:  # in a 1-thread process too (this one may have the caller's threads)
+            print(f"{names[s]} / ours, per round: first call {', '.join(f'{x:.2f}' for x in first)}", end="")
+            if calls > 1:
+                warm = [np.median(p["cpu"][1:]) / np.median(o["cpu"][1:]) for o, p in zip(by["ours"], by[s])]
+                print(f"; warm (median of warm calls) {', '.join(f'{x:.2f}' for x in warm)}", end="")
+            print()
+    if not a.skip_davidson and a.case == "h2o":  # in a 1-thread process too (this one may have the caller's threads)
         cmd = [sys.executable, "-m", "tools.bench.suites.sci", "--worker", "davidson", "--rounds", str(a.rounds)]
         print(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout, end="")
     return 0

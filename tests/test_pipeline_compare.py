@@ -77,6 +77,8 @@ def test_relative_ignores_offsets_and_gain_is_the_rmse_difference():
     assert c["gain"] == pytest.approx(c["rmse_a"] - c["rmse_b"])
     assert c["gain"] / c["gain_sigma"] == pytest.approx(c["z"])
     assert "beats" in sentence(c, "base", "read-out", "relative energy", "mHa", 1.0)
+    one = paired_improvement(np.r_[30.0, np.zeros(9)], np.zeros(10), np.zeros(10), np.zeros(10))
+    assert one["top_share"] == pytest.approx(1.0) and one["z"] == pytest.approx(1.0, rel=0.05)  # one carries it: z ~ 1
     with pytest.raises(ValueError, match="one shape"):
         paired_improvement(a, b[:3], q, s)
 

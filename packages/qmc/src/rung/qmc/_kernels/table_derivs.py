@@ -16,7 +16,7 @@ and the adjoints scattered back onto the table's entries (h_j, p_i), for weights
 with H_S = d/de adj(X_S + e Y_S) the mixed adjugate, so that sign_S H_S^T = d u_S / d X_S. Each entry of
 adj is a (k-1) x (k-1) determinant, so H[i, j] = (-1)^(i+j) sum_r det(minor of X without row j and column
 i, its row r taken from Y): no inverse, a singular minor is harmless. k = 1: H = 0; k = 2: H = adj(Y);
-k = 3: mixed 2 x 2 minors.
+k = 3: mixed 2 x 2 minors; k = 4: y times the 2 x 2 minors of X.
 """
 
 from __future__ import annotations
@@ -105,21 +105,8 @@ def string_traces(adj, to, deg, holes, parts):
 
 @numba.njit(cache=True)
 def _mixed_adjugate(x, y, k, out, b):
-    """out[:k, :k] = d/de adj(x + e y) of the k x k matrices x, y (b (kmax, kmax) scratch)."""
-    if k == 1:
-        out[0, 0] = 0.0
-        return
-    if k == 2:
-        out[0, 0], out[0, 1], out[1, 0], out[1, 1] = y[1, 1], -y[0, 1], -y[1, 0], y[0, 0]
-        return
-    if k == 3:  # mixed 2 x 2 minors: rows (r0, r1) without j, columns (c0, c1) without i
-        for i in range(3):
-            c0, c1 = (1 if i == 0 else 0), (1 if i == 2 else 2)
-            for j in range(3):
-                r0, r1 = (1 if j == 0 else 0), (1 if j == 2 else 2)
-                v = y[r0, c0] * x[r1, c1] + x[r0, c0] * y[r1, c1] - y[r0, c1] * x[r1, c0] - x[r0, c1] * y[r1, c0]
-                out[i, j] = v if (i + j) % 2 == 0 else -v
-        return
+    """out[:k, :k] = d/de adj(x + e y) of the k x k matrices x, y, any k (b (kmax, kmax) scratch); the
+    general path (k >= 5 in :func:`string_adjoints`)."""
     for i in range(k):
         for j in range(k):
             acc = 0.0
@@ -141,14 +128,57 @@ def _mixed_adjugate(x, y, k, out, b):
 
 
 @numba.njit(cache=True)
+def _mixed_adjugate4(x, y, out, m2):
+    """out = d/de adj(x + e y) of 4 x 4 matrices: each entry is the derivative of a 3 x 3 cofactor,
+    sum_(r, c) y[r, c] times the signed 2 x 2 minor of x left without row r and column c; the 36 2 x 2
+    minors of x (m2 (4, 4, 4, 4) scratch, rows a < b, columns c < d) are computed once."""
+    for a in range(4):
+        for b in range(a + 1, 4):
+            for c in range(4):
+                for d in range(c + 1, 4):
+                    m2[a, b, c, d] = x[a, c] * x[b, d] - x[a, d] * x[b, c]
+    for i in range(4):  # column left out of the cofactor
+        for j in range(4):  # row left out
+            acc = 0.0
+            pr = 0
+            for r in range(4):
+                if r == j:
+                    continue
+                ra = rb = -1
+                for t in range(4):
+                    if t != j and t != r:
+                        if ra < 0:
+                            ra = t
+                        else:
+                            rb = t
+                pc = 0
+                for c in range(4):
+                    if c == i:
+                        continue
+                    ca = cb = -1
+                    for t in range(4):
+                        if t != i and t != c:
+                            if ca < 0:
+                                ca = t
+                            else:
+                                cb = t
+                    term = y[r, c] * m2[ra, rb, ca, cb]
+                    acc += term if (pr + pc) % 2 == 0 else -term
+                    pc += 1
+                pr += 1
+            out[i, j] = acc if (i + j) % 2 == 0 else -acc
+
+
+@numba.njit(cache=True)
 def string_adjoints(t, to, adj, wr, wu, deg, holes, parts, sign):
-    """numba version of :func:`string_adjoints_reference`: the mixed adjugate inline for k <= 2, by closed
-    forms for k = 3 and k^2 (k-1) determinants of order k-1 beyond."""
+    """numba version of :func:`string_adjoints_reference`: the mixed adjugate inline for k <= 3 (H = 0,
+    adj(Y), mixed 2 x 2 minors), from the 2 x 2 minors of X for k = 4 (:func:`_mixed_adjugate4`), k^2 (k-1)
+    determinants of order k-1 beyond."""
     nw, n, m = t.shape
     ns, kmax = deg.shape[0], holes.shape[1]
     tg, ta = np.zeros((nw, n, m)), np.zeros((nw, n, m))
     x, y, hm = np.empty((kmax, kmax)), np.empty((kmax, kmax)), np.empty((kmax, kmax))
-    b = np.empty((kmax, kmax))
+    b, m2 = np.empty((kmax, kmax)), np.empty((4, 4, 4, 4))
     for iw in range(nw):
         tgw, taw, tw, tow = tg[iw], ta[iw], t[iw], to[iw]
         for s in range(ns):
@@ -178,7 +208,18 @@ def string_adjoints(t, to, adj, wr, wu, deg, holes, parts, sign):
                 for i in range(k):
                     x[j, i] = tw[holes[s, j], parts[s, i]]
                     y[j, i] = tow[holes[s, j], parts[s, i]]
-            _mixed_adjugate(x, y, k, hm, b)
+            if k == 3:  # mixed 2 x 2 minors inline: rows (r0, r1) without j, columns (c0, c1) without i
+                for i in range(3):
+                    c0, c1 = (1 if i == 0 else 0), (1 if i == 2 else 2)
+                    for j in range(3):
+                        r0, r1 = (1 if j == 0 else 0), (1 if j == 2 else 2)
+                        v = (y[r0, c0] * x[r1, c1] + x[r0, c0] * y[r1, c1] - y[r0, c1] * x[r1, c0]
+                             - x[r0, c1] * y[r1, c0])
+                        hm[i, j] = v if (i + j) % 2 == 0 else -v
+            elif k == 4:
+                _mixed_adjugate4(x, y, hm, m2)
+            else:
+                _mixed_adjugate(x, y, k, hm, b)
             for j in range(k):
                 hj = holes[s, j]
                 for i in range(k):

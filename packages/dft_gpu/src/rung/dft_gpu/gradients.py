@@ -250,27 +250,29 @@ def engine_jk_gradient(mf, mol, c, n, omega=None, with_j=True, with_k=True, aux_
     jaux, kaux : (natm, 3) float64 or None, their auxiliary-basis response per atom (PySCF's ``aux``
         tag summed over its two density indices)
     """
-    from pyscf import df
+    max_memory_mb = mf.max_memory if max_memory_mb is None else max_memory_mb
+    eng = mf.jk_engine(mol, omega)
+    auxmol = eng.auxmol
+    if eng.omega is not None:
+        auxmol.omega = eng.omega
+    with mol.with_range_coulomb(eng.omega):  # None: the Coulomb operator as it is
+        return _engine_jk_gradient(mol, auxmol, eng, c, n, with_j, with_k, aux_response, max_memory_mb)
+
+
+def _engine_jk_gradient(mol, auxmol, eng, c, n, with_j, with_k, aux_response, max_memory_mb):
+    """:func:`engine_jk_gradient` with ``mol`` and ``auxmol`` carrying the engine's operator (omega)."""
     from pyscf.ao2mo.outcore import balance_partition
     from pyscf.df.grad.rhf import _int3c_wrapper
 
     nao, nocc = c.shape
     cn = c * n
     dm = cn @ c.T
-    max_memory_mb = mf.max_memory if max_memory_mb is None else max_memory_mb
-    eng = mf.jk_engine(mol, omega)
-    m = mol.copy()
-    if eng.omega is not None:
-        m.omega = eng.omega
-    auxmol = df.addons.make_auxmol(m, eng.auxbasis)
-    if eng.omega is not None:
-        auxmol.omega = eng.omega
     rhoj, rhok = _fitted(eng, auxmol, c, cn)
     naux = rhoj.shape[0]
     vj, vk = np.zeros((3, nao, nao)), np.zeros((3, nao, nao))
     jaux, kaux = np.zeros((3, naux)), np.zeros((3, naux))
     rhok_oo = (rhok.reshape(-1, nao) @ c).reshape(naux, nocc, nocc)  # [P,o,o'] = sum_m rhok[P,o,m] C[m,o']
-    get_ip1 = _int3c_wrapper(m, auxmol, "int3c2e_ip1", "s1")
+    get_ip1 = _int3c_wrapper(mol, auxmol, "int3c2e_ip1", "s1")
     aux_loc = auxmol.ao_loc
     blksize = int(min(max(max_memory_mb * 0.25e6 / 8 / (3 * nao * nao), 20), naux, 240))
     for shl0, shl1, _ in balance_partition(aux_loc, blksize):

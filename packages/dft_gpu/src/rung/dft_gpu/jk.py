@@ -180,6 +180,7 @@ class JKEngine:
             m.omega = self.omega
         auxmol = df.addons.make_auxmol(m, self.auxbasis)
         check_auxbasis(m, auxmol)
+        self.auxmol = auxmol  # the auxiliary basis as a Mole (with omega): the gradient's integrals reuse it
         dfobj = df.DF(m, self.auxbasis)
         dfobj.verbose = 0
         # keep PySCF's packed tensor in memory only when it fits the budget; else it goes to a temp file

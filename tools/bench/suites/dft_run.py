@@ -16,8 +16,8 @@ coordinate, fixed seed) to every atom.
   energy, then an RKS on grid 4 started from the grid-3 density for the gradient (the plain loop
   starts grid 4 from PySCF's guess).
 
-``python -m tools.bench.suites.dft_run measure [quick | NAME...] [--before]`` runs the detailed
-comparison in one process and prints markdown: process CPU time (one thread is what to set:
+``python -m tools.bench.suites.dft_run measure [quick | NAME...] [--before] [--no-plain] [--repeats N]``
+runs the detailed comparison in one process (N interleaved repeats) and prints markdown: process CPU time (one thread is what to set:
 NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1) of the farm, the smart and the plain
 PySCF loop per molecule, conformations per hour, the ratios and the peer's phases. ``python -m tools.bench.suites.dft_run OUT.h5``
 prints the per-molecule cost of a dataset the farm wrote.
@@ -25,6 +25,7 @@ prints the per-molecule cost of a dataset the farm wrote.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -166,10 +167,13 @@ def cases(quick: bool):
                note="J/K engine, cached-AO XC, warm-started grid 4")
 
 
-def measure(names, n_conf: int = 2, before: bool = False) -> str:
+def measure(names, n_conf: int = 2, before: bool = False, repeats: int = 1, plain: bool = True) -> str:
     """The detailed side-by-side run (module docstring) on the G2 molecules ``names``; returns markdown.
-    Sides, one molecule at a time in this process: the farm, the plain PySCF loop, the smart PySCF loop
-    (grid 4 started from the grid-3 density) and, with ``before``, the farm with ``fast_paths=False``."""
+    Sides, one molecule at a time in this process: the farm, the smart PySCF loop (grid 4 started from
+    the grid-3 density), the plain PySCF loop (unless not ``plain``) and, with ``before``, the farm with
+    ``fast_paths=False``. With ``repeats`` > 1 the whole sequence runs that many times (the sides
+    interleaved molecule by molecule) and a table gives each repeat's totals, ratios and load average;
+    the other tables average over the repeats."""
     import h5py
     from pyscf import gto
 
@@ -178,12 +182,15 @@ def measure(names, n_conf: int = 2, before: bool = False) -> str:
     mols = molecules(names, n_conf)
     tmp = Path(tempfile.mkdtemp(prefix="dft_run_measure"))
     _warm_up()
-    sides = ["ours", "smart", "peer"] + (["before"] if before else [])
+    sides = ["ours", "smart"] + (["peer"] if plain else []) + (["before"] if before else [])
+    loops = [s for s in ("smart", "peer") if s in sides]
     tot = {k: 0.0 for s in sides for k in (s, s + "_wall")}
-    rows = []
+    rows, per_repeat = [], []
     max_de = max_dg = 0.0
-    for m in mols:
-        src = create_dataset(tmp / f"{m.name}.h5", [m])
+    for rep, m in ((r, m) for r in range(repeats) for m in mols):
+        if m is mols[0]:
+            per_repeat.append({"load": os.getloadavg()[0], **{s: 0.0 for s in sides}})
+        src = create_dataset(tmp / f"{m.name}-{rep}.h5", [m])
         cpu, wall, runs = {}, {}, {}
         for side in sides:
             w, t = time.perf_counter(), time.process_time()
@@ -194,45 +201,56 @@ def measure(names, n_conf: int = 2, before: bool = False) -> str:
             else:
                 runs[side] = pyscf_loop([m], warm=side == "smart")
             cpu[side], wall[side] = time.process_time() - t, time.perf_counter() - w
+            per_repeat[-1][side] += cpu[side]
             tot[side] += cpu[side]
             tot[side + "_wall"] += wall[side]
             if side == "ours":
                 with h5py.File(Path(tempfile.gettempdir()) / "dft_run_last.h5", "r") as f:
                     e_ours, g_ours = f[m.name]["dft_total_energy"][()], f[m.name]["dft_total_gradient"][()]
                     c3, c4 = f[m.name]["dft_scf_cycles"][()], f[m.name]["dft_gradient_scf_cycles"][()]
-        for side in ("smart", "peer"):
+        for side in loops:
             for i, (e, g, _) in enumerate(runs[side]):
                 max_de, max_dg = max(max_de, abs(e - e_ours[i])), max(max_dg, float(np.abs(g - g_ours[i]).max()))
         mol = _pyscf_mol(m.atomic_numbers, m.conformations[0])
         phase = {s: {k: sum(p[2][k][0] for p in runs[s]) / m.n_conf for k in ("scf3", "scf4", "grad")}
-                 for s in ("smart", "peer")}
+                 for s in loops}
         cyc = {s: f"{np.mean([p[2]['scf3'][1] for p in runs[s]]):.0f} / {np.mean([p[2]['scf4'][1] for p in runs[s]]):.0f}"
-               for s in ("smart", "peer")}
+               for s in loops}
+        cyc.setdefault("peer", "-")
         rows.append((mol.nelectron, m.name, mol.nao, {s: cpu[s] / m.n_conf for s in sides},
                      f"{int(np.mean(c3))} / {int(np.mean(c4))}", cyc, phase))
         print(f"[dft_run] {m.name}: ne {mol.nelectron} nao {mol.nao} CPU-s (wall) "
               + ", ".join(f"{s} {cpu[s]:.1f} ({wall[s]:.1f})" for s in sides)
-              + f"; cycles ours {rows[-1][4]} smart {cyc['smart']} peer {cyc['peer']}; phases {phase}; "
+              + f"; repeat {rep}, load {os.getloadavg()[0]:.1f}; cycles ours {rows[-1][4]} smart {cyc['smart']} peer {cyc['peer']}; phases {phase}; "
               f"max dE {max_de:.1e} dG {max_dg:.1e}", file=sys.stderr, flush=True)
-    n = sum(m.n_conf for m in mols)
+    n = sum(m.n_conf for m in mols) * repeats  # conformations computed per side
     labels = {"ours": "farm (`dft-gpu run`)", "smart": "smart PySCF loop (grid 4 from the grid-3 density)",
               "peer": "plain PySCF loop", "before": "farm, `fast_paths=False`"}
-    out = [f"Set: {', '.join(names)} x {n_conf} conformations = {n} conformations "
-           f"(displacement sigma {SIGMA_ANGSTROM} Angstrom).", "",
+    out = [f"Set: {', '.join(names)} x {n_conf} conformations (displacement sigma {SIGMA_ANGSTROM} Angstrom), "
+           f"{repeats} repeat(s): {n} conformations per side.", "",
            "| side | CPU (s) | wall (s) | conformations/hour (CPU) | conformations/hour (wall) |",
            "| --- | --- | --- | --- | --- |"]
     for side in sides:
         out.append(f"| {labels[side]} | {tot[side]:.1f} | {tot[side + '_wall']:.1f} | {3600 * n / tot[side]:.0f} | "
                    f"{3600 * n / tot[side + '_wall']:.0f} |")
+    plain_ratio = (f"plain/ours {tot['peer'] / tot['ours']:.2f} (wall {tot['peer_wall'] / tot['ours_wall']:.2f}); "
+                   if plain else "")
     out += ["", f"**smart/ours CPU time: {tot['smart'] / tot['ours']:.2f}** (wall {tot['smart_wall'] / tot['ours_wall']:.2f}); "
-            f"plain/ours {tot['peer'] / tot['ours']:.2f} (wall {tot['peer_wall'] / tot['ours_wall']:.2f}); "
-            f"largest differences farm vs loops: energy {max_de:.1e} Ha, gradient {max_dg:.1e} Ha/Bohr.", "",
-            "| molecule | valence electrons | AOs | ours CPU-s / conf | smart | plain | smart/ours | plain/ours | "
+            + plain_ratio + f"largest differences farm vs loops: energy {max_de:.1e} Ha, gradient {max_dg:.1e} Ha/Bohr.", ""]
+    if repeats > 1:
+        out += ["| repeat | load average at its start | ours CPU-s | smart CPU-s | smart/ours |"
+                + (" plain/ours |" if plain else ""), "| --- | --- | --- | --- | --- |" + (" --- |" if plain else "")]
+        for i, r in enumerate(per_repeat):
+            out.append(f"| {i} | {r['load']:.1f} | {r['ours']:.1f} | {r['smart']:.1f} | {r['smart'] / r['ours']:.2f} |"
+                       + (f" {r['peer'] / r['ours']:.2f} |" if plain else ""))
+        out.append("")
+    out += ["| molecule (repeat) | valence electrons | AOs | ours CPU-s / conf | smart | plain | smart/ours | plain/ours | "
             "SCF cycles grid 3 / 4: ours, smart, plain | smart s/conf: SCF 3, SCF 4, gradient |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for ne, name, nao, c, cy, pcy, ph in sorted(rows):
-        out.append(f"| {name} | {ne} | {nao} | {c['ours']:.2f} | {c['smart']:.2f} | {c['peer']:.2f} | "
-                   f"{c['smart'] / c['ours']:.2f} | {c['peer'] / c['ours']:.2f} | {cy}, {pcy['smart']}, {pcy['peer']} | "
+    for i, (ne, name, nao, c, cy, pcy, ph) in sorted(enumerate(rows), key=lambda r: (r[1][0], r[0])):
+        p = c.get("peer", float("nan"))
+        out.append(f"| {name} ({i // len(mols)}) | {ne} | {nao} | {c['ours']:.2f} | {c['smart']:.2f} | {p:.2f} | "
+                   f"{c['smart'] / c['ours']:.2f} | {p / c['ours']:.2f} | {cy}, {pcy['smart']}, {pcy['peer']} | "
                    f"{ph['smart']['scf3']:.2f}, {ph['smart']['scf4']:.2f}, {ph['smart']['grad']:.2f} |")
     shutil.rmtree(tmp)
     return "\n".join(out)
@@ -259,9 +277,16 @@ def per_molecule(path) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "measure":  # measure [quick | NAME...] [--before]
-        args = [a for a in sys.argv[2:] if a != "--before"]
-        chosen = QUICK if args == ["quick"] else (args or FULL)
-        print(measure(chosen, N_CONF[args == ["quick"]], before="--before" in sys.argv))
+    if sys.argv[1] == "measure":  # measure [quick | NAME...] [--before] [--no-plain] [--repeats N]
+        args = sys.argv[2:]
+        repeats = 1
+        if "--repeats" in args:
+            i = args.index("--repeats")
+            repeats = int(args[i + 1])
+            del args[i:i + 2]
+        names = [a for a in args if not a.startswith("--")]
+        chosen = QUICK if names == ["quick"] else (names or FULL)
+        print(measure(chosen, N_CONF[names == ["quick"]], before="--before" in args, repeats=repeats,
+                      plain="--no-plain" not in args))
     else:
         print(per_molecule(sys.argv[1]))

@@ -101,10 +101,11 @@ def paired_improvement(pred_a, pred_b, ref, ref_err, conf=None, *, relative: boo
 
 
 def sentence(c: dict, a: str, b: str, what: str, unit: str, factor: float = 1e3) -> str:
-    """One line of the report: "<b> beats <a> by X +- Y <unit> (<what> RMSE ra -> rb; z = ...: beyond 2 sigma)"
+    """One line of the report: "<b> beats <a>: by X +- Y <unit> in <what> RMSE (ra -> rb ...; z = ...: beyond
+    2 sigma or not; the top conformation's share)"
     from :func:`paired_improvement`'s dict; ``factor`` converts the inputs' unit into ``unit``."""
     verdict = "beyond 2 sigma" if c["beyond_2sigma"] else "not beyond 2 sigma"
     verb = "beats" if c["gain"] > 0 else "does not beat"
-    return (f"{b} {verb} {a} by {c['gain'] * factor:+.2f} +- {c['gain_sigma'] * factor:.2f} {unit} in {what} RMSE "
+    return (f"{b} {verb} {a}: by {c['gain'] * factor:+.2f} +- {c['gain_sigma'] * factor:.2f} {unit} in {what} RMSE "
             f"({c['rmse_a'] * factor:.2f} -> {c['rmse_b'] * factor:.2f} on {c['n_conf']} conformations; "
             f"z = {c['z']:.1f}: {verdict}; {c['top_share'] * 100:.0f}% of the MSE difference from one conformation)")

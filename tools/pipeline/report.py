@@ -24,7 +24,7 @@ def write(path: Path, cfg, lines: dict, rounds: list) -> Path:
            "is all-electron, the QMC rung valence-only with ccECPs, so its absolute error is that offset). "
            f"QMC error bars (rms): energy {metrics['label_energy_error'] * MHA:.2f}"
            + (f", gradient {metrics['label_gradient_error'] * MHA:.1f}" if "label_gradient_error" in metrics else "")
-           + "; an RMSE cannot go below them.", "",
+           + "; a model equal to the QMC rung would have about these RMSEs against its labels.", "",
            "| round | model | what | energy RMSE | relative energy RMSE | gradient RMSE |",
            "| --- | --- | --- | --- | --- | --- |"]
     for r, m_r in enumerate(rounds):

@@ -95,6 +95,12 @@ def test_gradient_xc_equals_pyscf(scf, xc, tagged):
     ref = np.array([2 * np.einsum("xij,ij->x", vxc[:, p0:p1], np.asarray(dm)[p0:p1])
                     for _, _, p0, p1 in scf.mol.aoslice_by_atom()])
     np.testing.assert_allclose(rks_gradient_xc(scf._numint, scf.mol, scf.grids, xc, dm), ref, atol=1e-10, rtol=0)
+    ni = CachedNumInt()  # the functional's values from the SCF's last call with this density and grid
+    ni.nr_rks(scf.mol, scf.grids, xc, dm)
+    assert ni.weighted_vxc(scf.mol, scf.grids, xc, dm) is not None
+    assert ni.weighted_vxc(scf.mol, scf.grids, xc, np.asarray(dm) * 1.001) is None
+    assert ni.weighted_vxc(scf.mol, scf.grids, "lda,vwn" if xc != "lda,vwn" else "pbe", dm) is None
+    np.testing.assert_allclose(rks_gradient_xc(ni, scf.mol, scf.grids, xc, dm), ref, atol=1e-10, rtol=0)
 
 
 def test_hcore_generator_equals_pyscf(scf):

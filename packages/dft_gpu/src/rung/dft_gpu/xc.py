@@ -108,10 +108,22 @@ class CachedNumInt(numint.NumInt):
         super().__init__()
         self.max_cache_mb = float(max_cache_mb)
         self._cache = None  # (mol _env bytes, mol _bas bytes, coords array, deriv, slabs)
+        self._last_vxc = None  # (mol _env bytes, mol _bas bytes, coords array, xc_code, dm, u) of the last call
         self.cache_hits = 0  # nr_rks calls served from the cache (for tests and timings)
 
     def reset_cache(self) -> None:
-        self._cache = None
+        self._cache = self._last_vxc = None
+
+    def weighted_vxc(self, mol, grids, xc_code, dm):
+        """``u`` (nvar, ngrid) float64, the grid weights times the functional's derivatives (PySCF's
+        ``eval_xc_eff`` rows), of the last cached ``nr_rks`` call if it had this molecule, grid,
+        functional and density matrix (bit for bit), else None. The SCF's convergence check evaluates
+        the final density on the gradient's grid; :func:`rks_gradient_xc` takes ``u`` from there."""
+        last = self._last_vxc
+        if (last is None or last[2] is not grids.coords or last[3] != xc_code or last[0] != mol._env.tobytes()
+                or last[1] != mol._bas.tobytes() or last[4].shape != np.shape(dm) or not np.array_equal(last[4], dm)):
+            return None
+        return last[5]
 
     def ao_on_grid(self, mol, grids, deriv: int):
         """AO values on ``grids`` in slabs of grid points: a list of ``(ao, weights)`` with ``ao``
@@ -145,9 +157,12 @@ class CachedNumInt(numint.NumInt):
         usable = (dense_quadrature_applies(self, xc_code) and hermi == 1 and isinstance(dm, np.ndarray)
                   and dm.ndim == 2 and dm.dtype == np.float64 and grids.coords is not None)
         slabs = self.ao_on_grid(mol, grids, 0 if xctype == "LDA" else 1) if usable else None
+        self._last_vxc = None
         if slabs is None:
             return super().nr_rks(mol, grids, xc_code, dms, relativity, hermi, max_memory, verbose)
-        return _nr_rks_cached(self, slabs, xc_code, xctype, dm)
+        nelec, excsum, vmat, u = _nr_rks_cached(self, slabs, xc_code, xctype, dm)
+        self._last_vxc = (self._cache[0], self._cache[1], grids.coords, xc_code, np.array(dm), u)
+        return nelec, excsum, vmat
 
 
 def _factor(dm):
@@ -218,7 +233,7 @@ def _nr_rks_cached(ni, slabs, xc_code, xctype, dm):
             weighted_aos(ao, half[:, s:e], tau[s:e], wao)
         m += ao[:nout].reshape(-1, nao).T @ wao.reshape(-1, nao)
         s = e
-    return nelec, excsum, m + m.T
+    return nelec, excsum, m + m.T, u
 
 
 def rks_gradient_xc(ni, mol, grids, xc_code, dm):
@@ -259,13 +274,19 @@ def rks_gradient_xc(ni, mol, grids, xc_code, dm):
     # second derivatives in PySCF's order: 4 xx, 5 xy, 6 xz, 7 yy, 8 yz, 9 zz
     second = ((4, 5, 6), (5, 7, 8), (6, 8, 9))
     ncomp = 1 if xctype == "LDA" else 4
+    u_all = ni.weighted_vxc(mol, grids, xc_code, dm) if isinstance(ni, CachedNumInt) else None
+    s = 0
     for ao, _, weight, _ in ni.block_loop(mol, grids, nao, deriv, blksize=blk):
         n = weight.size
         ao_t = ao.reshape(-1, n, nao).transpose(0, 2, 1)  # (ncomp, nao, n): PySCF's memory order, rows contiguous
         psi_t = np.matmul(right.T, ao_t[:ncomp])  # (ncomp, k, n): (d_c phi F)^T
-        rho = _rho_from_psi(ao_t[:ncomp].transpose(0, 2, 1), psi_t.transpose(0, 2, 1), tagged, xctype)
-        vxc = ni.eval_xc_eff(xc_code, rho, deriv=1, xctype=xctype, spin=0)[1]
-        u = np.asarray(vxc).reshape(-1, n) * weight  # (nvar, n)
+        if u_all is not None:  # the SCF's last call had this density on this grid
+            u = u_all[:, s:s + n]
+        else:
+            rho = _rho_from_psi(ao_t[:ncomp].transpose(0, 2, 1), psi_t.transpose(0, 2, 1), tagged, xctype)
+            vxc = ni.eval_xc_eff(xc_code, rho, deriv=1, xctype=xctype, spin=0)[1]
+            u = np.asarray(vxc).reshape(-1, n) * weight  # (nvar, n)
+        s += n
         w = np.empty((1 if xctype == "LDA" else 4, right.shape[1], n))  # (W0 F)^T, (Wy F)^T (W D for untagged)
         np.multiply(u[0], psi_t[0], out=w[0])
         for y in range(1, ncomp):

@@ -13,6 +13,7 @@ import pytest
 from pyscf import fci, gto, mcscf, scf
 
 from rung.qmc._kernels import table_derivs
+from rung.qmc.dmc import DMCConfig, dmc
 from rung.qmc.force_derivs import AnalyticDerivatives
 from rung.qmc.forces import ForceConfig, NuclearDerivatives, displaced_builder
 from rung.qmc.hamiltonian import Hamiltonian
@@ -255,3 +256,21 @@ def test_optimised_ci_coefficients(water):
     wf.recompute(configs)
     with pytest.raises(ValueError, match="not the one these derivatives were built for"):
         an(configs, wf, grad)
+
+
+def test_dmc_forces_analytic_equal_finite_differences(water):
+    """The same in DMC (branching resamples the table state between force evaluations): analytic = finite
+    differences for a short run, CASCI top 20 determinants, no Jastrow."""
+    mol, orb, cas, _, _ = water
+    exp = _casci(cas, 20)
+    out = []
+    for method in ("analytic", "fd"):
+        nd = NuclearDerivatives(displaced_builder(mol, orb, expansion=exp, jastrow=False), mol.atom_coords(),
+                                ForceConfig(method=method, seed=5, step_bohr=1e-5))
+        configs = initial_configs(mol, 6, np.random.default_rng(0))
+        out.append(dmc(slater_jastrow(mol, orb, expansion=exp, jastrow=False), Hamiltonian.from_mol(mol), configs,
+                       DMCConfig(tau=0.01, nblocks=2, nsteps=2, nequil_blocks=0, seed=1), e_ref=-17.0, forces=nd))
+    an, fd = out
+    assert an.energy == fd.energy
+    np.testing.assert_allclose(an.forces, fd.forces, rtol=0, atol=1e-6 * np.abs(fd.forces).max())
+    assert np.abs(fd.forces).max() > 0.01

@@ -342,7 +342,6 @@ def attr_text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-_open = open_hdf5  # the old private name, still imported by dft_gpu/run.py and qmc/show.py (not ours to edit)
 
 
 def smiles_charge(smiles: str) -> int:
@@ -776,12 +775,18 @@ class ResultWriter:
         files = sorted(self.journal_dir.glob("rank*.jsonl"))
         return [p for p in files if p.name.count(".") == 2] if sealed_only else files
 
-    def _journal_records(self, files=None):
+    def _journal_records(self, files=None, any_rung: bool = False):
         for jf in self._journal_files() if files is None else files:
             for line in _journal_lines(jf):
                 rec = json.loads(line)
-                if rec["rung"] == self.rung:
+                if any_rung or rec["rung"] == self.rung:
                     yield rec
+
+    def journal_records(self, any_rung: bool = False):
+        """The journal's records (newer than the file, not merged yet) in the order they were written:
+        dicts with ``molecule``, ``index``, ``status`` ("done" | "failed"), ``values``, ``error`` and
+        ``rung``; this writer's rung only unless ``any_rung`` (every rung journaling beside this file)."""
+        return self._journal_records(any_rung=any_rung)
 
     def status(self) -> dict:
         """``{(molecule, index): PENDING|DONE|FAILED}`` for every conformation, from file and journals."""

@@ -414,6 +414,8 @@ def compute_conformation(molecule, index: int, config: RunConfig) -> dict:
         if new_grid or tighter:  # re-converge from the energy SCF's density
             if new_grid:
                 set_grid(mf, config.gradient_grid)
+                if hasattr(getattr(mf, "_numint", None), "cache_deriv"):
+                    mf._numint.cache_deriv = 2  # the gradient's XC term reads the AO 2nd derivatives there
             if tol is not None:
                 mf.conv_tol_grad = tol
             grad_strategy, grad_cycles = converge(mf, mf.make_rdm1(), config)
@@ -460,14 +462,14 @@ def _read_input(input_path, units=None, name_key="name", check_units=True):
     {name: {index: reason}} of single conformations rejected (NaN/infinite coordinates)."""
     import h5py
 
-    from rung.core.dataset import DatasetError, _open, read_hdf5, read_structures
+    from rung.core.dataset import DatasetError, open_hdf5, read_hdf5, read_structures
 
     path = Path(input_path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     if not h5py.is_hdf5(path):
         return read_structures(path, units=units, name_key=name_key, check_units=check_units), {}, {}
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         names = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
     molecules, rejected, bad_conformations = [], {}, {}
     for name in names:
@@ -791,7 +793,7 @@ def status(path, property_prefix: str = "") -> dict:
     ``property_prefix``: as given to :func:`run`; ``other_prefixes``: the other ``--property-prefix``
     (``""``: none) under which DFT results were written into this file (their ``<prefix>dft_settings``).
     """
-    from rung.core.dataset import DONE, FAILED, STATUS_NAMES, ResultWriter, _open, prefixed
+    from rung.core.dataset import DONE, FAILED, STATUS_NAMES, ResultWriter, open_hdf5, prefixed
     from rung.core.dataset import property_prefix as checked
 
     rung = checked(property_prefix) + RUNG
@@ -802,7 +804,7 @@ def status(path, property_prefix: str = "") -> dict:
         counts[STATUS_NAMES[v]] += 1
         per_mol.setdefault(name, {n: 0 for n in STATUS_NAMES.values()})[STATUS_NAMES[v]] += 1
     reasons, times = {}, []
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         for name, g in f.items():
             if f"{rung}_status" in g:
                 s = g[f"{rung}_status"][()]
@@ -815,7 +817,7 @@ def status(path, property_prefix: str = "") -> dict:
         rejected = json.loads(f.attrs.get(f"{rung}_rejected", "{}"))
         found = (prefixed(RUNG, "settings").fullmatch(k) for k in f.attrs)
         others = sorted(m.group(1) for m in found if m and m.group(1) + RUNG != rung)
-    for rec in ResultWriter(path, rung, UNITS)._journal_records():  # newer than the file
+    for rec in ResultWriter(path, rung, UNITS).journal_records():  # newer than the file
         reasons[(rec["molecule"], rec["index"])] = rec["error"]
     # failed now (a retried conformation that succeeded is no failure any more), in file order
     failures = [(name, index, reasons.get((name, index), "")) for (name, index), v in st.items() if v == FAILED]

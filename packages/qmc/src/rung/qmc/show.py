@@ -72,7 +72,7 @@ def qmc_rungs(path) -> list:
 
     import h5py
 
-    from rung.core.dataset import ResultWriter, _journal_lines
+    from rung.core.dataset import ResultWriter
 
     own = re.compile(r"(?:[A-Za-z][A-Za-z0-9_]*_)?qmc")
     found = set()
@@ -81,8 +81,8 @@ def qmc_rungs(path) -> list:
             if isinstance(g, h5py.Group):
                 found |= {k.removesuffix("_status") for k in g if k.endswith("_status")
                           and own.fullmatch(k.removesuffix("_status"))}
-    for jf in ResultWriter(path, "qmc", {})._journal_files():
-        found |= {r for r in (json.loads(line)["rung"] for line in _journal_lines(jf)) if own.fullmatch(r)}
+    found |= {rec["rung"] for rec in ResultWriter(path, "qmc", {}).journal_records(any_rung=True)
+              if own.fullmatch(rec["rung"])}
     return sorted(found)
 
 
@@ -118,7 +118,7 @@ def _show_rung(path, rung: str) -> str:
             if f"{rung}_error" in g:
                 errors.update({(mol, i): v.decode() if isinstance(v, bytes) else str(v)
                                for i, v in enumerate(g[f"{rung}_error"][()])})
-    for rec in w._journal_records():  # newer than the file
+    for rec in w.journal_records():  # newer than the file
         errors[(rec["molecule"], rec["index"])] = rec["error"]
         names |= set(rec["values"])
     with_values = {p: w.recorded(p) for p in sorted(names)}
@@ -156,9 +156,9 @@ def show(path, prefix: str | None = None) -> str:
     ``prefix``: only the properties written under that ``--property-prefix`` (see :func:`show_dataset`)."""
     import h5py
 
-    from rung.core.dataset import _open
+    from rung.core.dataset import open_hdf5
 
-    with _open(path) as f:  # a missing, truncated or non-HDF5 file: DatasetError (an InputError)
+    with open_hdf5(path) as f:  # a missing, truncated or non-HDF5 file: DatasetError (an InputError)
         schema = f.attrs.get("schema")
         schema = schema.decode() if isinstance(schema, bytes) else schema
         has_groups = any(isinstance(g, h5py.Group) and "conformations" in g for g in f.values())

@@ -88,8 +88,9 @@ def _max_degree(wf):
                                                ("random1000", True, True)])
 def test_matches_finite_differences(water, kind, jastrow, warp):
     """d ln|psi| and d E_L of every atom (kinetic, Jastrow, ccECP local and nonlocal, -Z/r, V_nn) of 2 to
-    1000 determinants (random ones up to quadruple excitations per spin) against central differences (h = 1e-5 Bohr: O(h^2) ~ 1e-10 relative) of the same samples; the space warp
-    adds grad_i E_L through the same matrices."""
+    1000 determinants (random ones up to quadruple excitations per spin) against central differences
+    (h = 1e-5 Bohr: O(h^2) ~ 1e-10 relative) of the same samples; the space warp adds grad_i E_L through
+    the same matrices."""
     mol, orb, _, params, configs = water
     exp = _expansion(water, kind)
     params = params if jastrow else None
@@ -187,7 +188,8 @@ def test_mixed_adjugate_reference_is_the_derivative_of_the_adjugate(k):
 
     h = 1e-5
     fd = (adj(x + h * y) - adj(x - h * y)) / (2 * h)
-    np.testing.assert_allclose(table_derivs.mixed_adjugate_reference(x, y), fd, rtol=0, atol=1e-7 * max(1, np.abs(fd).max()))
+    np.testing.assert_allclose(table_derivs.mixed_adjugate_reference(x, y), fd, rtol=0,
+                               atol=1e-7 * max(1, np.abs(fd).max()))
 
 
 def test_auto_dispatch(water):

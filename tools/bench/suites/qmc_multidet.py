@@ -174,7 +174,8 @@ def cases(quick: bool):
         nowarp, energy, _ = _forces(mol, mf, exp, nw, warp=False)
         yield Case("qmc.multidet_forces_nowarp_local_energy", size + " (analytic, no warp)", nowarp, energy,
                    "one local energy", work=nw, work_unit="walkers", repeats=5, warmup=1)
-        yield Case("qmc.multidet_forces_fd", size + " (analytic, space warp)", forces, _forces(mol, mf, exp, nw, "fd")[0],
+        fd = _forces(mol, mf, exp, nw, "fd")[0]
+        yield Case("qmc.multidet_forces_fd", size + " (analytic, space warp)", forces, fd,
                    "finite differences (6 N_atom trial functions)", work=nw, work_unit="walkers", repeats=3, warmup=1)
 
 
@@ -228,7 +229,8 @@ def forces_table(sizes=(0, 10, 100, 1000), nw=100, repeats=5):
                               ("n", nowarp, repeats), ("fd", fd, 1)):
             fn()
             t[name] = _cpu_per_sweep(fn, 1, nw, rep)
-        print(f"| {n or 'single det'} | {_strings(exp) if n else '-'} | {t['e']:.4f} | {t['s']:.4f} | {t['f']:.4f} | {t['n']:.4f} | "
+        print(f"| {n or 'single det'} | {_strings(exp) if n else '-'} | {t['e']:.4f} | {t['s']:.4f} | "
+              f"{t['f']:.4f} | {t['n']:.4f} | "
               f"{t['fd']:.3f} | {t['f'] / t['e']:.2f} | {t['n'] / t['e']:.2f} | {t['f'] / t['s']:.2f} | "
               f"{t['fd'] / t['f']:.0f} |", flush=True)
 

@@ -34,7 +34,8 @@ and yu_S = (C u_other)_S (the other spin through the CI coefficients), e = q_O /
     dE/dR_S = (yu_S - e y_S) / q =: wr_S,     dE/du_S = y_S / q =: wu_S
     Tg[h_j, p_i] = sum_S wu_S adj_S[i, j]                             (= dE / dT_O = d ln q / dT)
     Ta[h_j, p_i] = sum_S wr_S adj_S[i, j] + wu_S sign_S H_S[i, j]     (H_S = d adj(X_S + t Y_S)/dt, the
-                                                                       mixed adjugate: :mod:`rung.qmc._kernels.table_derivs`)
+                                                                       mixed adjugate, see
+                                                                       :mod:`rung.qmc._kernels.table_derivs`)
     Tbar = Ta - P[:, ref]^T Tg,     Pbar = Tg + (I - Tg T^T) on the reference columns
     Gd = A0^-T Tbar,    then on the reference columns  Gd[:, ref] -= A0^-T (Tbar Phi^T + Pbar Op^T) A0^-T
 

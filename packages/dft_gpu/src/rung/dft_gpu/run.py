@@ -414,8 +414,6 @@ def compute_conformation(molecule, index: int, config: RunConfig) -> dict:
         if new_grid or tighter:  # re-converge from the energy SCF's density
             if new_grid:
                 set_grid(mf, config.gradient_grid)
-                if hasattr(getattr(mf, "_numint", None), "cache_deriv"):
-                    mf._numint.cache_deriv = 2  # the gradient's XC term reads the AO 2nd derivatives there
             if tol is not None:
                 mf.conv_tol_grad = tol
             grad_strategy, grad_cycles = converge(mf, mf.make_rdm1(), config)

@@ -3,7 +3,8 @@ step chosen by correlated sampling among three shifts (with and without the xi =
 
 Cases: ``jastrow`` (single RHF determinant + two-body Jastrow), ``ci<N>`` (the N largest determinants
 of a CIPSI expansion of water, 1000 determinants over all ccecp-cc-pvdz orbitals, RHF orbitals, made
-once with rung.sci in ``--work``; Jastrow + CI coefficients optimised). For each seed every method runs
+once with rung.sci in ``--work``; Jastrow + CI coefficients optimised), ``casci<N>`` (the N largest of
+a CASCI(8e, 8o), as in the 2026-12-06 22:10 benchmark). For each seed every method runs
 in the same process from the same walkers; then an independent VMC at the kept parameters. One JSON
 line per (case, seed, method) on stdout: sampled energies per iteration, VMC energy, error and
 variance, optimisation CPU seconds and the part spent on the correlated-sampling evaluation.
@@ -54,7 +55,34 @@ def cipsi_file(work: Path) -> Path:
     return path
 
 
+def casci(ndet: int):
+    """PySCF CASCI(8e, 8o) of water on RHF orbitals, its ``ndet`` largest determinants (the expansion of
+    the 2026-12-06 22:10 benchmark, where 100 determinants at 8000 samples per iteration jumped)."""
+    from pyscf import fci, gto, mcscf, scf
+
+    from rung.qmc.multideterminant import Expansion
+    from rung.qmc.system import _spin_orbitals
+
+    mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    mf = scf.RHF(mol).run()
+    mc = mcscf.CASCI(mf, 8, 8).run()
+    ci = np.asarray(mc.ci)
+    strings = fci.cistring.make_strings(range(8), 4)
+    flat = np.argsort(-np.abs(ci).ravel(), kind="stable")[:ndet]
+    ia, ib = np.unravel_index(flat, ci.shape)
+
+    def occ(s):
+        return tuple(list(range(mc.ncore)) + [mc.ncore + i for i in range(8) if int(s) >> i & 1])
+
+    exp = Expansion(ci.ravel()[flat], tuple(occ(strings[i]) for i in ia), tuple(occ(strings[i]) for i in ib),
+                    mc.ncore + 8, optimize_ci=True)
+    return mol, _spin_orbitals(mc.mo_coeff, mf.mo_occ, mf.e_tot, "RHF"), exp
+
+
 def build(case: str, work: Path):
+    if case.startswith("casci"):
+        mol, orb, exp = casci(int(case[5:]))
+        return mol, lambda: slater_jastrow(mol, orb, expansion=exp)
     mol, orb = load_orbitals(cipsi_file(work), None, group="orbitals")
     exp = None
     if case.startswith("ci"):

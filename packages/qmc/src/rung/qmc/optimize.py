@@ -17,8 +17,23 @@ Each component with parameters gives d_i of (log psi, grad_e, lap_e) per electro
 up to terms without electron e (they cancel in the difference); for a CI coefficient B_I = D_I / psi.
 
 The recipe: ``niter`` iterations of at least ``min_samples`` samples each (walkers x sweeps; the
-sweeps per iteration grow when there are few walkers); the shift grows tenfold until no |dp|
-exceeds ``max_step``. The parameters returned (``select``):
+sweeps per iteration grow when there are few walkers, and with ``min_samples_per_parameter`` when
+there are many parameters). The step (``step``):
+
+- ``"plain"`` (default): the shift grows tenfold from ``shift`` until no |dp| exceeds ``max_step``.
+- ``"correlated"``: candidate steps for the shifts a, 10a, 100a (a: the plain rule's shift, i.e. the
+  first candidate is the plain step); ``eval_fraction`` x the sweeps more are sampled
+  at the current parameters and not used for H and S, and each candidate's energy on them is
+  estimated by reweighting (w = psi'^2 / psi^2, the wave function and E_L recomputed at the candidate
+  parameters on the stored configurations). The least damped candidate within two error bars of the
+  lowest wins (:func:`choose_step`; degenerate weights, effective sample fraction < 0.1, exclude a
+  candidate); no step when the lowest is above the current energy by more than two error bars. With few samples per parameter the sampled H has spurious soft
+  directions, along which the plain step runs; the reweighting is done on other samples, so it sees
+  those steps raise the energy.
+
+The normalisation of the step (:func:`rescale`), with ``xi`` < 1: exact for the parameters psi is
+linear in (the CI coefficients), ``xi`` the Toulouse-Umrigar rescaling of the others (``xi`` = 1: the
+rule before 2026-12-07, no rescaling of any parameter). The parameters returned (``select``):
 
 - ``"average"`` (default): the mean of the parameters sampled over the converged tail of the run, the
   last iterations whose energies are all within two error bars (reblocked) of the mean energy of the
@@ -52,7 +67,9 @@ class OptimizeConfig:
     """niter iterations of at least nsteps VMC sweeps (after nequil) with tau, and at least min_samples
     walker-sweeps (more sweeps when there are fewer than min_samples / nsteps walkers); shift and
     max_step of the update; select: which parameters are returned ("average" or "lowest", see the
-    module docstring), tail: the final iterations that define the converged energy."""
+    module docstring), tail: the final iterations that define the converged energy; step ("plain" or
+    "correlated"), xi, eval_fraction (extra sweeps for the correlated choice, a fraction of the
+    sweeps per iteration) and min_samples_per_parameter: the update rule (module docstring)."""
 
     niter: int = 6
     nsteps: int = 20
@@ -247,15 +264,19 @@ def reweighted_energies(logpsi0, el0, logpsi, el):
 
 
 def choose_step(diffs, errors, ess, min_ess: float = 0.1) -> int:
-    """Index of the candidate to take: the lowest reweighted energy among those whose weights are not
-    degenerate (effective sample fraction >= ``min_ess``); -1 (no step) when every such candidate is
-    above the sampled parameters' energy by more than two error bars, or none is usable."""
+    """Index of the candidate to take (candidates ordered by growing shift): among those whose weights
+    are not degenerate (effective sample fraction >= ``min_ess``), the first whose reweighted energy
+    is within two of its error bars of the lowest (the least damped step that is not measurably
+    worse); -1 (no step) when the lowest is above the sampled parameters' energy by more than two
+    error bars, or no candidate is usable."""
     diffs, errors, ess = (np.asarray(x, dtype=np.float64) for x in (diffs, errors, ess))
     ok = np.flatnonzero((ess >= min_ess) & np.isfinite(diffs))
     if not ok.size:
         return -1
     best = int(ok[np.argmin(diffs[ok])])
-    return -1 if diffs[best] > 2.0 * errors[best] else best
+    if diffs[best] > 2.0 * errors[best]:
+        return -1
+    return int(next(i for i in ok if diffs[i] <= diffs[best] + 2.0 * errors[i]))
 
 
 def _evaluate(wf, ham, stored, seed):
@@ -312,13 +333,12 @@ def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, pro
     nsteps = max(config.nsteps, 2, -(-config.min_samples // nw),  # >= 2: an error bar
                  -(-config.min_samples_per_parameter * npar // nw))
     neval = max(1, int(np.ceil(config.eval_fraction * nsteps)))
-    linear = _linear_mask(wf) if config.xi < 1.0 or config.step == "correlated" else None
+    linear = _linear_mask(wf) if config.xi < 1.0 else None
     rng = np.random.default_rng(config.seed)
     wf.recompute(configs)
     for _ in range(config.nequil):
         sweep(wf, configs, config.tau, rng)
     history = []
-    shift = config.shift
     t0 = time.perf_counter()
     for it in range(config.niter):
         wf.recompute(configs)
@@ -342,17 +362,17 @@ def optimize(wf, ham, configs, config: OptimizeConfig = OptimizeConfig(), *, pro
             if trace is not None:
                 trace.append({"shift": used})
         else:
-            dp, shift = _correlated_step(wf, ham, configs, E, O, dE, shift, linear, neval, rng, config, trace)
+            dp = _correlated_step(wf, ham, configs, E, O, dE, linear, neval, rng, config, trace)
         _set(wf, p0 + dp)
     _set(wf, select_parameters(history, config.select, config.tail))
     wf.recompute(configs)
     return history, configs
 
 
-def _correlated_step(wf, ham, configs, E, O, dE, shift, linear, neval, rng, config, trace):
-    """One update chosen by correlated sampling (module docstring); returns (dp, next base shift)."""
+def _correlated_step(wf, ham, configs, E, O, dE, linear, neval, rng, config, trace):
+    """One update chosen by correlated sampling (module docstring); returns dp."""
     c0 = time.process_time()
-    dps, shifts = candidate_steps(E, O, dE, shift, config.max_step, linear=linear, xi=config.xi)
+    dps, shifts = candidate_steps(E, O, dE, config.shift, config.max_step, linear=linear, xi=config.xi)
     stored = []
     for _ in range(neval):  # configurations not used for H and S
         sweep(wf, configs, config.tau, rng)
@@ -367,9 +387,7 @@ def _correlated_step(wf, ham, configs, E, O, dE, shift, linear, neval, rng, conf
     _set(wf, p0)
     diffs, errs, ess = reweighted_energies(l0, e0, np.stack([c[0] for c in cand]), np.stack([c[1] for c in cand]))
     k = choose_step(diffs, errs, ess)
-    # the next iteration starts a decade below the shift taken (above the largest when none was taken)
-    nxt = max(config.shift, shifts[k] / 10.0) if k >= 0 else shifts[-1]
     if trace is not None:
         trace.append({"shifts": shifts, "diffs": diffs, "errors": errs, "ess": ess, "chosen": k,
                       "cpu_s": time.process_time() - c0})
-    return (dps[k] if k >= 0 else np.zeros_like(p0)), nxt
+    return dps[k] if k >= 0 else np.zeros_like(p0)

@@ -456,6 +456,89 @@ def test_read_multidet_truncation_rule(tmp_path):
         read_multidet(path, weight=1.5)
 
 
+def test_expansion_string_index_form(tmp_path):
+    """Expansion keeps each spin as SpinStrings (distinct strings once, an int32 index per determinant):
+    read from /MultiDet (two-word strings: orbitals >= 64) it decodes to the occupations rung.core's
+    MultiDet.occupations gives per determinant; built from per-determinant tuples it is the same object;
+    dataclasses.replace keeps it; mismatched lengths are refused."""
+    import dataclasses
+
+    from rung.core.multidet import MultiDet, write_multidet
+    from rung.qmc.multideterminant import Expansion, SpinStrings
+    from rung.qmc.system import InputError
+
+    rng = np.random.default_rng(2)
+    ndet = 40
+    pool = [(0, 1, 70), (0, 2, 65), (1, 3, 64), (0, 1, 2), (5, 64, 127)]
+    ia, ib = rng.integers(0, len(pool), ndet), rng.integers(0, 3, ndet)
+    words = lambda occ: [sum(1 << o for o in occ if o < 64), sum(1 << (o - 64) for o in occ if o >= 64)]  # noqa: E731
+    alpha = np.array([words(pool[i]) for i in ia], np.uint64)
+    beta = np.array([words(pool[i]) for i in ib], np.uint64)
+    md = MultiDet(alpha, beta, rng.normal(size=ndet), 128, True)
+    write_multidet(tmp_path / "wf.h5", md)
+    exp = read_multidet(tmp_path / "wf.h5")
+    order = np.argsort(-np.abs(md.coef), kind="stable")
+    assert isinstance(exp.occ_up, SpinStrings) and exp.occ_up.index.dtype == np.int32
+    assert list(exp.occ_up.unique) == sorted(set(pool[i] for i in ia)) and len(exp.occ_down.unique) <= 3
+    for k, i in enumerate(order):
+        up, dn = md.occupations(i)
+        assert exp.occ_up[k] == tuple(up) and exp.occ_down[k] == tuple(dn)
+    same = Expansion(exp.coef, tuple(exp.occ_up), [list(o) for o in exp.occ_down], 128)
+    assert same.occ_up == exp.occ_up and same.occ_down == exp.occ_down and same.occ_up == tuple(exp.occ_up)
+    assert dataclasses.replace(exp, optimize_ci=True).occ_down is exp.occ_down
+    with pytest.raises(InputError, match="coefficients"):
+        Expansion(exp.coef[:-1], exp.occ_up, exp.occ_down, 128)
+
+
+def test_contract_kernel_matches_dense_product():
+    """The partial CI contraction from string indices (numba and NumPy reference) against the dense
+    product y = r C^T with C[a, b] = sum of the coefficients of the determinants (a, b)."""
+    from rung.qmc._kernels import table
+
+    rng = np.random.default_rng(12)
+    nw, nrow, ncol, ndet = 7, 9, 11, 60
+    rows, cols = rng.integers(0, nrow, ndet).astype(np.int32), rng.integers(0, ncol, ndet).astype(np.int32)
+    coef, r = rng.normal(size=ndet), rng.normal(size=(nw, ncol))
+    dense = np.zeros((nrow, ncol))
+    np.add.at(dense, (rows, cols), coef)
+    for kernel in (table.contract, table.contract_reference):
+        np.testing.assert_allclose(kernel(r, rows, cols, coef, nrow), r @ dense.T, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_partial_contraction_rebuilt_once_per_spin_change(fused, water):
+    """The O(N_det) partial contraction runs when the moving spin changes, not per accepted move: a sweep
+    (up electrons, then down) plus the local energy's gradients and Laplacians rebuild each spin's once
+    (2 calls), fused or generic sweep; psi, the contractions and the ratio vectors then equal a fresh
+    evaluation at the final walkers."""
+    from rung.qmc.vmc import sweep
+
+    mol, mf, basis = water
+    rng = np.random.default_rng(13)
+    exp = _random_expansion(mol.nelec, 12, 60, rng)
+    table = build_multislater(basis, mf.mo_coeff, exp, mol.nelec)
+    fresh = build_multislater(basis, mf.mo_coeff, exp, mol.nelec)
+    wf = ProductWF([table])
+    configs = mol.atom_coords().mean(0) + rng.normal(scale=1.2, size=(8, sum(mol.nelec), 3))
+    wf.recompute(configs)
+    calls = []
+    inner = table._contract
+    table._contract = lambda s: calls.append(s) or inner(s)
+    for _ in range(2):
+        calls.clear()
+        acc, _ = sweep(wf, configs, 0.3, rng, fused=fused)
+        grad, lap = table.gradient_laplacian_all()
+        assert acc > 0.2 and sorted(calls) == [0, 1]
+    s1, l1 = table.value()
+    s2, l2 = fresh.recompute(configs)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_allclose(l1, l2, rtol=0, atol=1e-10)
+    for y1, y2 in zip(table.Y, fresh.Y):
+        np.testing.assert_allclose(y1, y2, rtol=1e-9, atol=1e-10 * np.abs(y2).max())
+    for x, y in zip((grad, lap), fresh.gradient_laplacian_all()):  # Sherman-Morrison round-off (~1e-8) near nodes
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8 * np.abs(y).max())
+
+
 @pytest.mark.slow
 def test_vmc_of_sci_expansion_equals_its_variational_energy(tmp_path):
     """The sci rung's CIPSI wave function (~1000 determinants, ccECP water, RHF orbitals) as a QMC trial

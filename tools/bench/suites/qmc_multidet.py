@@ -27,7 +27,10 @@ process, same walkers).
 
 ``python -m tools.bench.suites.qmc_multidet`` prints CPU seconds per sweep, unique strings per spin and
 the agreement of PyQMC's and rung's log|psi| on the same configurations (an independent check of the
-expansion's sign convention). Run with OMP/OPENBLAS/NUMBA_NUM_THREADS=1 for per-thread numbers.
+expansion's sign convention). ``--growth [N ...]``: the table method alone from 10^3 to 10^6
+determinants (CPU-s per sweep against the unique strings); ``--largest NORB``: the full (8e, NORB o)
+space with synthetic coefficients (CPU-s per sweep, resident and peak memory). Run with
+OMP/OPENBLAS/NUMBA_NUM_THREADS=1 for per-thread numbers.
 """
 
 from __future__ import annotations
@@ -236,45 +239,68 @@ def forces_table(sizes=(0, 10, 100, 1000), nw=100, repeats=5):
 
 
 def _strings(exp):
-    return f"{len(set(exp.occ_up))}, {len(set(exp.occ_down))}"
+    return f"{len(exp.occ_up.unique)}, {len(exp.occ_down.unique)}"
 
 
 def full_space(norb: int, seed: int = 0):
     """(mol, mf, Expansion of every (4 up, 4 down) determinant in the lowest ``norb`` RHF orbitals of
     water): C(norb, 4)^2 determinants with synthetic coefficients (exp(-2 x excitation level), random
-    sign and magnitude in [0.5, 1], the RHF determinant largest). The cost and memory of the table method
-    depend on the determinants and strings, not on the coefficients' values; a CASCI of this size would
-    not run here."""
+    sign and magnitude in [0.5, 1], the RHF determinant largest), sorted by |c|. The cost and memory of
+    the table method depend on the determinants and strings, not on the coefficients' values; a CASCI of
+    this size would not run here. Built in the string-index form directly (int32 string indices, no
+    per-determinant Python objects; ~32 bytes per determinant at the peak of the construction)."""
     import itertools
 
     from pyscf import gto, scf
 
-    from rung.qmc.multideterminant import Expansion
+    from rung.qmc.multideterminant import Expansion, SpinStrings
 
     mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
     mf = scf.RHF(mol).run()
-    strings = list(itertools.combinations(range(norb), 4))
-    exc = np.array([sum(o >= 4 for o in s) for s in strings])
+    strings = list(itertools.combinations(range(norb), 4))  # ascending: already sorted
+    exc = np.array([sum(o >= 4 for o in s) for s in strings], dtype=np.int32)
     ns = len(strings)
     rng = np.random.default_rng(seed)
-    ia, ib = np.divmod(np.arange(ns * ns), ns)
-    coef = np.exp(-2.0 * (exc[ia] + exc[ib])) * rng.uniform(0.5, 1.0, ns * ns) * rng.choice([-1.0, 1.0], ns * ns)
+    ia, ib = np.divmod(np.arange(ns * ns, dtype=np.int32), np.int32(ns))
+    coef = np.exp(-2.0 * (exc[ia] + exc[ib]))
+    coef *= rng.uniform(0.5, 1.0, ns * ns)
+    coef *= rng.choice([-1.0, 1.0], ns * ns)
     coef[0] = 1.0
     order = np.argsort(-np.abs(coef), kind="stable")
-    # the same tuple object per string: no copy per determinant
-    return mol, mf, Expansion(coef[order], tuple(strings[i] for i in ia[order]), tuple(strings[i] for i in ib[order]),
-                              norb)
+    coef, ia, ib = coef[order], ia[order], ib[order]
+    del order
+    return mol, mf, Expansion(coef, SpinStrings(strings, ia), SpinStrings(strings, ib), norb)
+
+
+def _rss_mib():
+    """(current, peak) resident set size of this process, MiB (Linux)."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        current = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def largest(norb: int, nw: int = 100):
-    """One line: determinants, CPU-s per sweep of nw walkers and peak RSS (MiB) of this process at
-    ``full_space(norb)`` (run each size in a fresh process: the peak is the process's)."""
-    import resource
-
+    """One line: determinants, CPU-s per sweep of nw walkers, resident memory after the sweeps and peak
+    RSS (MiB) of this process at ``full_space(norb)`` (run each size in a fresh process: the peak is the
+    process's, construction included)."""
     mol, mf, exp = full_space(norb)
     t = _cpu_per_sweep(_ours(mol, mf, exp, nw, 2), 2, nw, repeats=2)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"| (8e, {norb}o) | {len(exp.coef)} | {t:.3f} | {rss:.0f} |", flush=True)
+    rss, peak = _rss_mib()
+    print(f"| (8e, {norb}o) | {len(exp.coef)} | {t:.3f} | {rss:.0f} | {peak:.0f} |", flush=True)
+
+
+def growth(sizes=(1000, 10000, 100000, 1000000), nw=100):
+    """The growth table: CPU-s per sweep (best of 2; sweep + local energy, as in :func:`main`) of the
+    table method on water CASCI(8,14) top N, nw walkers, with the unique strings per spin."""
+    print("| N_det | unique strings (up, down) | CPU-s per sweep | peak RSS (MiB) |")
+    print("| --- | --- | --- | --- |")
+    for n in sizes:
+        mol, mf, exp = expansion(n)
+        nsteps = 2 if n >= 10000 else 4
+        t = _cpu_per_sweep(_ours(mol, mf, exp, nw, nsteps), nsteps, nw)
+        print(f"| {len(exp.coef)} | {_strings(exp)} | {t:.4f} | {_rss_mib()[1]:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
@@ -282,6 +308,8 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] == ["--largest"]:  # python -m tools.bench.suites.qmc_multidet --largest 23
         largest(int(sys.argv[2]))
+    elif sys.argv[1:2] == ["--growth"]:  # python -m tools.bench.suites.qmc_multidet --growth [1000 ... 1000000]
+        growth(tuple(int(x) for x in sys.argv[2:]) or (1000, 10000, 100000, 1000000))
     elif sys.argv[1:2] == ["--forces"]:  # python -m tools.bench.suites.qmc_multidet --forces [10 100 1000]
         forces_table(tuple(int(x) for x in sys.argv[2:]) or (0, 10, 100, 1000))
     else:

@@ -33,6 +33,7 @@ which is what :func:`rung.qmc.optimize.energy_and_derivatives` needs for any par
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,19 +42,86 @@ from rung.core.errors import InputError
 from rung.qmc.determinants import SlaterDeterminant
 
 
+class SpinStrings(Sequence):
+    """One spin's occupations of every determinant in string-index form: the distinct strings once and an
+    int32 index per determinant (8 bytes per determinant for both spins, instead of a tuple reference each
+    and, where built per determinant, the tuples themselves).
+
+    Reads as the sequence of per-determinant occupations (the compatibility view, built on access:
+    ``strings[I]`` is determinant I's tuple of 0-based occupied orbitals, ``len`` the number of
+    determinants, equal to a tuple of the same occupations).
+
+    Parameters
+    ----------
+    unique : tuple of tuples of int — the distinct strings, each ascending (sorted by
+        :meth:`from_occupations` and the ``/MultiDet`` reader)
+    index : (ndet,) int32 — determinant I has string ``unique[index[I]]``
+    """
+
+    __slots__ = ("unique", "index")
+
+    def __init__(self, unique, index):
+        self.unique = tuple(unique)
+        self.index = np.ascontiguousarray(index, dtype=np.int32)
+        i = self.index
+        ok = i.ndim == 1 and (not i.size or 0 <= i.min() <= i.max() < len(self.unique))
+        if not ok:
+            raise InputError(f"string indices must be a 1-d array in [0, {len(self.unique)})")
+
+    @classmethod
+    def from_occupations(cls, occ) -> "SpinStrings":
+        """From one occupation (sequence of orbitals) per determinant; the distinct strings sorted."""
+        occ = [o if type(o) is tuple else tuple(o) for o in occ]
+        unique = sorted(set(occ))
+        pos = {t: j for j, t in enumerate(unique)}
+        return cls(unique, np.fromiter((pos[o] for o in occ), np.int32, len(occ)))
+
+    def __len__(self):
+        return self.index.size
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self.unique[j] for j in self.index[i].tolist())
+        return self.unique[self.index[i]]
+
+    def __iter__(self):
+        return (self.unique[j] for j in self.index.tolist())
+
+    def __eq__(self, other):
+        if isinstance(other, SpinStrings):
+            return self.unique == other.unique and np.array_equal(self.index, other.index)
+        return isinstance(other, Sequence) and not isinstance(other, str) and tuple(self) == tuple(other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"SpinStrings({len(self.unique)} unique strings, {len(self)} determinants)"
+
+
 @dataclass(frozen=True)
 class Expansion:
-    """coef (ndet,) float64; occ_up, occ_down: per determinant the 0-based occupied orbitals; nstate;
-    weight: the kept determinants' share of the file's sum of c^2 (1.0 untruncated);
-    optimize_ci: a trial function built from it exposes the CI coefficients (all but the fixed one,
-    :func:`fixed_determinant`) as the variational parameters ``"ci"`` (default False: frozen)."""
+    """coef (ndet,) float64; occ_up, occ_down: per determinant the 0-based occupied orbitals, kept as
+    :class:`SpinStrings` (the distinct strings and an int32 index per determinant; a sequence of
+    per-determinant occupations given here is converted); nstate; weight: the kept determinants' share of
+    the file's sum of c^2 (1.0 untruncated); optimize_ci: a trial function built from it exposes the CI
+    coefficients (all but the fixed one, :func:`fixed_determinant`) as the variational parameters ``"ci"``
+    (default False: frozen)."""
 
     coef: np.ndarray
-    occ_up: tuple
-    occ_down: tuple
+    occ_up: SpinStrings
+    occ_down: SpinStrings
     nstate: int
     weight: float = 1.0
     optimize_ci: bool = False
+
+    def __post_init__(self):
+        for name in ("occ_up", "occ_down"):
+            v = getattr(self, name)
+            if not isinstance(v, SpinStrings):
+                object.__setattr__(self, name, SpinStrings.from_occupations(v))
+        if not len(self.occ_up) == len(self.occ_down) == np.size(self.coef):
+            raise InputError(f"{np.size(self.coef)} coefficients for {len(self.occ_up)} alpha and "
+                             f"{len(self.occ_down)} beta strings")
 
 
 def fixed_determinant(coef) -> int:
@@ -93,6 +161,16 @@ def _bits(words) -> tuple:
     return tuple(64 * k + b for k, w in enumerate(words) for b in range(64) if int(w) >> b & 1)
 
 
+def _spin_strings(words) -> SpinStrings:
+    """SpinStrings from the bit strings (ndet, nwords) of ``/MultiDet``: each distinct string decoded once."""
+    uniq, inverse = np.unique(np.asarray(words).astype(np.uint64), axis=0, return_inverse=True)
+    occ = [_bits(u) for u in uniq]
+    order = sorted(range(len(occ)), key=occ.__getitem__)
+    rank = np.empty(len(occ), dtype=np.int32)
+    rank[order] = np.arange(len(occ), dtype=np.int32)
+    return SpinStrings([occ[j] for j in order], rank[np.ravel(inverse)])
+
+
 def read_multidet(path, max_dets: int | None = None, min_coef: float = 0.0, weight: float | None = None, *,
                   allow_incomplete: bool = False) -> Expansion:
     """Read a ``/MultiDet`` file (:func:`rung.core.multidet.read_multidet`, the one reader of the
@@ -121,7 +199,7 @@ def read_multidet(path, max_dets: int | None = None, min_coef: float = 0.0, weig
     order = order[:max_dets]
     if not order.size:
         raise InputError(f"{path}: no determinant left after the selection")
-    return Expansion(coef[order], tuple(_bits(md.alpha[i]) for i in order), tuple(_bits(md.beta[i]) for i in order),
+    return Expansion(coef[order], _spin_strings(np.asarray(md.alpha)[order]), _spin_strings(np.asarray(md.beta)[order]),
                      int(md.nstate), float(np.sum(coef[order] ** 2) / np.sum(coef ** 2)))
 
 
@@ -298,37 +376,51 @@ class TableMultiSlater:
         from rung.qmc._kernels import table
 
         self.nelec = (int(nelec[0]), int(nelec[1]))
-        self.coef = np.array(expansion.coef, dtype=np.float64)
-        self.free = np.flatnonzero(np.arange(self.coef.size) != fixed_determinant(self.coef))
+        if expansion.optimize_ci:  # own copy: recompute writes the "ci" parameters into it
+            self.coef = np.array(expansion.coef, dtype=np.float64)
+        else:  # frozen: the expansion's array, read-only (no copy: 8 bytes per determinant)
+            self.coef = np.asarray(expansion.coef, dtype=np.float64).view()
+            self.coef.flags.writeable = False
+        self.free = np.arange(self.coef.size) != fixed_determinant(self.coef)  # (ndet,) bool: the free c_I
         self.parameters: dict = {"ci": self.coef[self.free].copy()} if expansion.optimize_ci else {}
         self._numba = backend in ("numba", "cupy")  # "cupy": the AOs on the device, the tables on the CPU
         if self._numba:
             self._string_minors, self._replaced_kernel = table.string_minors, table.replaced
-            self._ratio_vectors = table.ratio_vectors
+            self._ratio_vectors, self._contract_kernel = table.ratio_vectors, table.contract
         else:
             self._string_minors, self._replaced_kernel = table.string_minors_reference, table.replaced_reference
-            self._ratio_vectors = table.ratio_vectors_reference
+            self._ratio_vectors, self._contract_kernel = table.ratio_vectors_reference, table.contract_reference
         self._beta = {}
-        self.orbitals, self.ref, self.tables, self.nstrings, det_strings = [], [], [], [], []
+        self._csr = None
+        self.orbitals, self.ref, self.tables, self.nstrings = [], [], [], []
         lead = int(np.argmax(np.abs(self.coef)))
         for s, occ in enumerate((expansion.occ_up, expansion.occ_down)):
-            strings = sorted(set(occ))
-            index = {t: j for j, t in enumerate(strings)}
-            used, ref_cols, tables = _string_tables(strings, occ[lead])
+            used, ref_cols, tables = _string_tables(occ.unique, occ[lead])
             self.orbitals.append(MolecularOrbitals(basis, np.asarray(mo_coeff)[:, used], backend, cusp_atoms))
             self.ref.append(ref_cols)
             self.tables.append(tables)
-            self.nstrings.append(len(strings))
-            det_strings.append(np.array([index[t] for t in occ], dtype=np.intp))
-        self.det_strings = det_strings
-        self._set_cmat()
+            self.nstrings.append(len(occ.unique))
+        # the determinants' strings (ndet,) int32 per spin, shared with the expansion (no copy, no CSR map)
+        self.det_strings = [expansion.occ_up.index, expansion.occ_down.index]
 
-    def _set_cmat(self):
-        """The coefficient matrix C[alpha string, beta string] = c_I (csr) and its transpose, from ``coef``."""
+    @property
+    def cmat(self):
+        """C[alpha string, beta string] = c_I as scipy csr, built on first use (the sweep, local energy and
+        ECP do not need it: :meth:`_contract` reads the string indices directly)."""
+        return self._csr_pair()[0]
+
+    @property
+    def cmat_t(self):
+        """The transpose of :attr:`cmat` (csr), built on first use."""
+        return self._csr_pair()[1]
+
+    def _csr_pair(self):
         from scipy.sparse import csr_matrix
 
-        self.cmat = csr_matrix((self.coef, tuple(self.det_strings)), shape=tuple(self.nstrings))
-        self.cmat_t = self.cmat.T.tocsr()  # built once: a transpose per contraction was a visible part of a sweep
+        if self._csr is None:
+            c = csr_matrix((self.coef, tuple(self.det_strings)), shape=tuple(self.nstrings))
+            self._csr = (c, c.T.tocsr())
+        return self._csr
 
     def _spin(self, e):
         return (0, e) if e < self.nelec[0] else (1, e - self.nelec[0])
@@ -345,7 +437,7 @@ class TableMultiSlater:
         if e not in self._beta:
             s, i = self._spin(e)
             a = np.ascontiguousarray(self.inverse[s][:, None, :, i])
-            self._beta[e] = self._ratio_vectors(a, self.T[s], self.adj[s], self.Y[s], self.q, *self.tables[s][:3],
+            self._beta[e] = self._ratio_vectors(a, self.T[s], self.adj[s], self._y_of(s), self.q, *self.tables[s][:3],
                                                 self.ref[s])[:, 0]
         return self._beta[e]
 
@@ -366,14 +458,32 @@ class TableMultiSlater:
         return self._replaced_kernel(self.R[s], self.adj[s], np.ascontiguousarray(a), w, rho, *self.tables[s][:3])
 
     def _contract(self, s):
-        """The other spin contracted with the coefficients: (nw, ns_s)."""
-        if s == 0:
-            return np.asarray(self.cmat @ self.R[1].T).T
-        return np.asarray(self.cmat_t @ self.R[0].T).T
+        """The other spin contracted with the coefficients, Y_s[w, a] = sum_{I: a_I = a} c_I R_other[w, b_I]
+        (nw, ns_s): O(N_det), once per change of the moving spin, never per move."""
+        o = 1 - s
+        return self._contract_kernel(np.ascontiguousarray(self.R[o]), self.det_strings[s], self.det_strings[o],
+                                     self.coef, self.nstrings[s])
+
+    @property
+    def Y(self):
+        """[Y_up (nw, ns_up), Y_dn (nw, ns_dn)]: each spin's partial contraction (:meth:`_contract`), so that
+        psi / (D0_up D0_dn) = q = R_s . Y_s for either s. Moves of spin s change R_s, so Y of the other spin
+        goes stale and is rebuilt here when next read: a sweep (all up electrons, then all down) rebuilds
+        each once, not once per accepted move."""
+        for s in (0, 1):
+            if self._y[s] is None:
+                self._y[s] = self._contract(s)
+        return self._y
+
+    def _y_of(self, s):
+        """Y_s alone (rebuilt if stale), the other spin's left as it is."""
+        if self._y[s] is None:
+            self._y[s] = self._contract(s)
+        return self._y[s]
 
     def _update_total(self):
-        self.Y = [self._contract(0), self._contract(1)]
-        self.q = np.einsum("wa,wa->w", self.R[0], self.Y[0])
+        self._y = [self._contract(0), None]
+        self.q = np.einsum("wa,wa->w", self.R[0], self._y[0])
         self._set_total()
 
     def _set_total(self):
@@ -385,7 +495,7 @@ class TableMultiSlater:
     def recompute(self, configs):
         if self.parameters and not np.array_equal(self.coef[self.free], self.parameters["ci"]):
             self.coef[self.free] = self.parameters["ci"]
-            self._set_cmat()
+            self._csr = None
         self.configs = np.array(configs, dtype=np.float64)
         self._beta = {}
         nw = configs.shape[0]
@@ -454,7 +564,7 @@ class TableMultiSlater:
         if n and all(start + i in self._beta for i in range(n)):
             return np.stack([self._beta[start + i] for i in range(n)], axis=1)
         a = np.ascontiguousarray(np.swapaxes(self.inverse[s], 1, 2))  # (nw, n, n): a[w, i] = A0^-1[:, i]
-        beta = self._ratio_vectors(a, self.T[s], self.adj[s], self.Y[s], self.q, *self.tables[s][:3],
+        beta = self._ratio_vectors(a, self.T[s], self.adj[s], self._y_of(s), self.q, *self.tables[s][:3],
                                    self.ref[s])  # (nw, n, m)
         self._beta.update({start + i: beta[:, i] for i in range(n)})  # the nonlocal ECP's next
         return beta
@@ -487,7 +597,7 @@ class TableMultiSlater:
 
             accept(mask, i, np.ascontiguousarray(v5), *self._accept_arguments(s))
             self.configs[mask, e] = epos[mask]
-            self.moved()
+            self.moved(s)
             return
         self.mo[s][:, mask, i] = v5[:, mask]
         d = v5[0][mask]  # (nm, m)
@@ -505,19 +615,21 @@ class TableMultiSlater:
         self.sign0[s][mask] *= np.sign(rho)
         self.logdet0[s][mask] += np.log(np.abs(rho))
         self.configs[mask, e] = epos[mask]
-        self._update_total()
+        self.q[mask] = np.einsum("wa,wa->w", self.R[s][mask], self._y_of(s)[mask])
+        self.moved(s)
 
-    def moved(self):
-        """After the accept kernels updated the state in place: sign and log|psi|, the ratio vectors dropped."""
+    def moved(self, s):
+        """After the accept kernels updated spin s's state and q in place: sign and log|psi|, the ratio
+        vectors dropped, the other spin's partial contraction marked stale (:attr:`Y`)."""
         self._beta = {}
+        self._y[1 - s] = None
         self._set_total()
 
     def _accept_arguments(self, s):
         """The state arguments of :func:`rung.qmc._kernels.table.accept` after (mask, i, v5) for spin s
-        (arrays updated in place)."""
-        c = self.cmat_t if s == 0 else self.cmat  # rows: the other spin's strings
+        (arrays updated in place; Y_s rebuilt first if stale)."""
         return (self.mo[s], self.inverse[s], self.T[s], self.R[s], self.adj[s], self.sign0[s], self.logdet0[s],
-                self.Y[s], self.Y[1 - s], self.q, self.ref[s], *self.tables[s], c.indptr, c.indices, c.data)
+                self._y_of(s), self.q, self.ref[s], *self.tables[s])
 
     def resample(self, idx):
         self.configs = self.configs[idx]
@@ -525,7 +637,9 @@ class TableMultiSlater:
         self.mo = [m[:, idx] for m in self.mo]
         for name in ("inverse", "T", "R", "adj", "sign0", "logdet0"):
             setattr(self, name, [x[idx] for x in getattr(self, name)])
-        self._update_total()
+        self._y = [None if y is None else y[idx] for y in self._y]  # rows of walkers: no new contraction
+        self.q = self.q[idx]
+        self._set_total()
 
     def _det_ratios(self, s, r):
         """D_I / (D0_up D0_dn) (..., ndet) from the string ratios r (nw, ..., ns) of spin s (the other
@@ -571,9 +685,11 @@ def build_multislater(basis, mo_coeff, expansion: Expansion, nelec, backend: str
     mo_coeff = np.asarray(mo_coeff)
     if expansion.nstate > mo_coeff.shape[1]:
         raise InputError(f"the expansion uses {expansion.nstate} orbitals, only {mo_coeff.shape[1]} are given")
-    for up, dn in zip(expansion.occ_up, expansion.occ_down):
-        if (len(up), len(dn)) != tuple(nelec):
-            raise InputError(f"a determinant occupies ({len(up)}, {len(dn)}) orbitals, the molecule has {nelec} electrons")
+    for s, strings in enumerate((expansion.occ_up, expansion.occ_down)):
+        for occ in strings.unique:
+            if len(occ) != nelec[s]:
+                raise InputError(f"a determinant occupies {len(occ)} {('alpha', 'beta')[s]} orbitals, the molecule has "
+                                 f"{nelec} electrons")
     if method == "table":
         return TableMultiSlater(basis, mo_coeff, expansion, nelec, backend, cusp_atoms)
     if method != "per-determinant":

@@ -198,7 +198,7 @@ def _sweep_fused(det, jas, configs, tau, rng, fixed_node):
             ok, d2 = sweep_accept_table(i, new, vbar, mo_new, col, det.configs, configs, u, tau, fixed_node,
                                         jas is not None, j_cur, logval, *det._accept_arguments(s), *jargs)
             if ok.any():
-                det.moved()
+                det.moved(s)  # psi updated per move from the other spin's partial contraction, which stays
         else:
             ok, d2 = sweep_accept(i, new, vbar, mo_new, det.inverse[s], det.mo[s], det.sign, det.logdet, det.configs,
                                   configs, u, tau, fixed_node, jas is not None, j_cur, logval, *jargs)

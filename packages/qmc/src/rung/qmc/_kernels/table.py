@@ -14,8 +14,10 @@ minor is harmless; closed forms for k <= 4).
 
 Summed over the strings with the CI weights this is linear in the replacement row d: the ratio vector
 (:func:`ratio_vectors`) gives every ratio of one electron as d . beta. Accepted moves: :func:`accept`
-(Sherman-Morrison of A0^-1 and T, the moved spin's minors, the CI contraction; numba only, the NumPy
-backend of :class:`~rung.qmc.multideterminant.TableMultiSlater` is its oracle).
+(Sherman-Morrison of A0^-1 and T, the moved spin's minors, psi through the unchanged partial contraction
+of the other spin, O(unique strings) per walker; numba only, the NumPy backend of
+:class:`~rung.qmc.multideterminant.TableMultiSlater` is its oracle). The partial contractions themselves
+(:func:`contract`, O(N_det)) are rebuilt only when the moving spin changes.
 """
 
 from __future__ import annotations
@@ -321,41 +323,67 @@ def _accepted_walker(w, i, v5, mo, inv, t, det, adj, sign0, logdet0, ref, deg, h
     logdet0[w] += np.log(np.abs(rho))
 
 
+def contract_reference(r, rows, cols, coef, nrow):
+    """NumPy reference of :func:`contract`: y[w, rows[I]] += coef[I] r[w, cols[I]].
+
+    Parameters
+    ----------
+    r : (nw, ncol) float64 — one spin's string ratios; rows, cols : (ndet,) int — each determinant's string
+        of the other spin (row of y) and of this spin (column of r); coef : (ndet,) float64; nrow : int
+
+    Returns
+    -------
+    y : (nw, nrow) float64
+    """
+    from scipy.sparse import coo_matrix
+
+    c = coo_matrix((coef, (rows, cols)), shape=(nrow, r.shape[1])).tocsr()
+    return np.asarray(c @ r.T).T
+
+
 @numba.njit(cache=True)
-def _contract_accepted(mask, det, y_same, y_other, q, indptr, indices, data):
-    """For the walkers in mask (nw,) bool: y_other[w, b] = sum_a C[b, a] det[w, a] (C as csr: indptr,
-    indices, data) and q[w] = det[w] . y_same[w]. The walkers are the inner loop (a transposed copy of
-    their det rows), so that each nonzero of C is read once for all of them."""
-    wl = np.flatnonzero(mask)
-    nacc, ns = wl.shape[0], det.shape[1]
-    nrow = indptr.shape[0] - 1
-    rt = np.empty((ns, nacc))
-    for k in range(nacc):
-        for col in range(ns):
-            rt[col, k] = det[wl[k], col]
-    yt = np.zeros((nrow, nacc))
-    for row in range(nrow):
-        dst = yt[row]
-        for jj in range(indptr[row], indptr[row + 1]):
-            c = data[jj]
-            src = rt[indices[jj]]
-            for k in range(nacc):
-                dst[k] += c * src[k]
-    for k in range(nacc):
-        w = wl[k]
+def contract(r, rows, cols, coef, nrow):
+    """The partial CI contraction y[w, a] = sum_{I: rows[I] = a} coef[I] r[w, cols[I]] (nw, nrow), straight
+    from the determinants' string indices (no sparse matrix kept): one pass over the determinants, the
+    walkers the inner loop (a transposed copy of r), so each determinant is read once for all walkers.
+    Arguments as :func:`contract_reference`."""
+    nw, ncol = r.shape
+    rt = np.empty((ncol, nw))
+    for w in range(nw):
+        for col in range(ncol):
+            rt[col, w] = r[w, col]
+    yt = np.zeros((nrow, nw))
+    for k in range(coef.shape[0]):
+        c = coef[k]
+        dst = yt[rows[k]]
+        src = rt[cols[k]]
+        for w in range(nw):
+            dst[w] += c * src[w]
+    y = np.empty((nw, nrow))
+    for w in range(nw):
         for row in range(nrow):
-            y_other[w, row] = yt[row, k]
-        acc = 0.0
-        for col in range(ns):
-            acc += det[w, col] * y_same[w, col]
-        q[w] = acc
+            y[w, row] = yt[row, w]
+    return y
 
 
 @numba.njit(cache=True)
-def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, y_other, q, ref, deg, holes, parts, sign,
-           indptr, indices, data):
-    """Accepted moves of one electron (row i of spin s), every table quantity updated in place for the
-    walkers in ``mask``.
+def accepted_total(mask, det, y_same, q):
+    """q[w] = det[w] . y_same[w] (psi / (D0_up D0_dn)) for the walkers in mask (nw,) bool, in place: after
+    moves of one spin only its string ratios det (nw, ns) changed, and y_same (nw, ns), the other spin
+    contracted with the coefficients, still holds (O(ns) per walker, not O(N_det))."""
+    for w in range(det.shape[0]):
+        if mask[w]:
+            acc = 0.0
+            for col in range(det.shape[1]):
+                acc += det[w, col] * y_same[w, col]
+            q[w] = acc
+
+
+@numba.njit(cache=True)
+def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, q, ref, deg, holes, parts, sign):
+    """Accepted moves of one electron (row i of spin s), every table quantity of spin s updated in place for
+    the walkers in ``mask``; the other spin's partial contraction (the strings of spin s contracted with the
+    coefficients) is left to the caller, who marks it stale (it is rebuilt when that spin is next needed).
 
     Parameters
     ----------
@@ -363,10 +391,9 @@ def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, y_other, q
         Laplacians at the new positions; mo : (5, nw, n, m) — the cached orbitals of spin s
     inv : (nw, n, n) A0^-1; t : (nw, n, m) T; det : (nw, ns) sign det X_S; adj : (nw, ns, kmax, kmax);
     sign0, logdet0 : (nw,) of the reference determinant of spin s
-    y_same : (nw, ns) the other spin contracted with C (unchanged); y_other : (nw, ns') the strings of spin
-        s contracted with C (recomputed); q : (nw,) psi / (D0_up D0_dn) (recomputed)
-    ref, deg, holes, parts, sign : spin s's tables; indptr, indices, data : C as csr with the other
-        spin's strings as rows
+    y_same : (nw, ns) the other spin contracted with C (unchanged by the move); q : (nw,) psi / (D0_up D0_dn)
+        (recomputed, :func:`accepted_total`)
+    ref, deg, holes, parts, sign : spin s's tables
     """
     nw, n, m = t.shape
     kmax = holes.shape[1]
@@ -377,4 +404,4 @@ def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, y_other, q
             continue
         _accepted_walker(w, i, v5, mo, inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va, wv,
                          a)
-    _contract_accepted(mask, det, y_same, y_other, q, indptr, indices, data)
+    accepted_total(mask, det, y_same, q)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..table import _accepted_walker, _contract_accepted
+from ..table import _accepted_walker, accepted_total
 from .jastrow import jastrow_electron
 
 
@@ -202,13 +202,13 @@ def sweep_accept(i, new, vbar_old, mo_new, inv, mo_cache, sign, logdet, det_conf
 
 @numba.njit(cache=True)
 def sweep_accept_table(i, new, vbar_old, mo_new, beta, det_configs, configs, u, tau, fixed_node, use_j, j_cur,
-                       j_logval, mo, inv, t, det, adj, sign0, logdet0, y_same, y_other, q, ref, deg, holes, parts,
-                       sign, indptr, indices, data, configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms,
-                       L_ee, L_en, L_eecusp, L_encusp):
+                       j_logval, mo, inv, t, det, adj, sign0, logdet0, y_same, q, ref, deg, holes, parts, sign,
+                       configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp, L_encusp):
     """:func:`sweep_accept` for the table-method multi-Slater expansion
     (:class:`rung.qmc.multideterminant.TableMultiSlater`): the same test with its ratio vector beta
     (nw, m) of electron e in place of the inverse's column, then for the accepted walkers the table
-    updates of :func:`rung.qmc._kernels.table.accept` (arguments mo ... data as there, spin of e).
+    updates of :func:`rung.qmc._kernels.table.accept` (arguments mo ... sign as there, spin of e): no
+    O(N_det) work per move, psi from the other spin's unchanged partial contraction y_same.
     Returns ok (nw,) bool, d2 (nw,) Bohr^2."""
     nw = new.shape[0]
     n, m = inv.shape[1], t.shape[2]
@@ -228,5 +228,5 @@ def sweep_accept_table(i, new, vbar_old, mo_new, beta, det_configs, configs, u, 
         _accepted_walker(w, i, mo_new, mo, inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va,
                          wv, a)
         _move(w, e, new, det_configs, configs, configs_j, use_j, j_logval, delta)
-    _contract_accepted(ok, det, y_same, y_other, q, indptr, indices, data)
+    accepted_total(ok, det, y_same, q)
     return ok, d2

@@ -406,7 +406,8 @@ def main(argv=None):
         return r
 
     def line(r):
-        return (f"{r['side']:6s} setup {r['setup_cpu']:.2f} s, import {r['import_cpu']:.2f} s, first {r['cpu'][0]:.3f} s, "
+        return (f"{r['side']:6s} setup {r['setup_cpu']:.2f} s, import {r['import_cpu']:.2f} s, "
+                f"first {r['cpu'][0]:.3f} s, "
                 f"warm {', '.join(f'{x:.3f}' for x in r['cpu'][1:]) or '-'} s CPU; floor {min(r['floor']):.1f}-"
                 f"{max(r['floor']):.1f} GFLOP/s; n_det {r['n_det']}, E - E_ref {r['err_mHa']:.4f} mHa; "
                 f"load {r['load']:.1f}; {r['source']}")

@@ -182,8 +182,8 @@ def _string_marks(var_table, nstr_b, limit):
 
 
 @njit(cache=True)
-def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val, ss_val, var_table, shift, binom_a, binom_b,
-              nstr_b, out_keys, out_vals, occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b, in_a, in_b):
+def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val, ss_val, var_table, shift, binom_a,
+              binom_b, nstr_b, out_keys, out_vals, occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b, in_a, in_b):
     """Singles and doubles ``a`` of ``det`` outside the space with ``|c_I <a|H|det>| > eps`` (``ac = |c_I|``).
 
     Doubles are found by walking the heat-bath lists of each occupied pair until the bound fails, so

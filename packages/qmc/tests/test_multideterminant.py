@@ -258,9 +258,11 @@ def test_table_kernels_match_reference():
 
 
 def test_ratio_vector_kernel_matches_reference_and_bordered_determinants():
-    """ratio_vectors (numba) against its NumPy reference, and beta . d against the string ratios of the
-    bordered determinants (:func:`replaced_reference`, checked against direct determinants above) summed
-    with the weights y / q, for random replacement rows d; excitation degrees 0-5."""
+    """ratio_gradient (numba) against its NumPy reference; the ratio vectors from it (z = g a / q plus the
+    reference columns' a - T z, the numba backend's path) against the string-by-string ratio_vectors_reference;
+    and beta . d against the string ratios of the bordered determinants (:func:`replaced_reference`, checked
+    against direct determinants above) summed with the weights y / q, for random replacement rows d;
+    excitation degrees 0-5."""
     from rung.qmc._kernels import table
 
     rng = np.random.default_rng(11)
@@ -278,9 +280,13 @@ def test_ratio_vector_kernel_matches_reference_and_bordered_determinants():
     y = rng.normal(size=(nw, 9))
     q = np.einsum("ws,ws->w", det, y)
     a = rng.normal(size=(nw, ng, n))
-    beta = table.ratio_vectors(a, t, adj, y, q, deg, holes, parts, ref)
-    np.testing.assert_allclose(beta, table.ratio_vectors_reference(a, t, adj, y, q, deg, holes, parts, ref),
-                               rtol=1e-12, atol=1e-12)
+    g = table.ratio_gradient(adj, y, deg, holes, parts, m, n)
+    np.testing.assert_allclose(g, table.ratio_gradient_reference(adj, y, deg, holes, parts, m, n), rtol=1e-12,
+                               atol=1e-12)
+    z = np.einsum("wmn,wgn->wgm", g, a) / q[:, None, None]
+    z[:, :, ref] += a - np.einsum("wjm,wgm->wgj", t, z)
+    beta = table.ratio_vectors_reference(a, t, adj, y, q, deg, holes, parts, ref)
+    np.testing.assert_allclose(z, beta, rtol=1e-10, atol=1e-12 * np.abs(beta).max())
     d = rng.normal(size=(nw, ng, nx, m))
     rho = np.einsum("wgrj,wgj->wgr", d[..., ref], a)
     w = d - np.einsum("wjm,wgrj->wgrm", t, d[..., ref])

@@ -386,10 +386,10 @@ class TableMultiSlater:
         self._numba = backend in ("numba", "cupy")  # "cupy": the AOs on the device, the tables on the CPU
         if self._numba:
             self._string_minors, self._replaced_kernel = table.string_minors, table.replaced
-            self._ratio_vectors, self._contract_kernel = table.ratio_vectors, table.contract
+            self._ratio_gradient, self._contract_kernel = table.ratio_gradient, table.contract
         else:
             self._string_minors, self._replaced_kernel = table.string_minors_reference, table.replaced_reference
-            self._ratio_vectors, self._contract_kernel = table.ratio_vectors_reference, table.contract_reference
+            self._ratio_gradient, self._contract_kernel = table.ratio_gradient_reference, table.contract_reference
         self._beta = {}
         self._csr = None
         self.orbitals, self.ref, self.tables, self.nstrings = [], [], [], []
@@ -436,10 +436,23 @@ class TableMultiSlater:
         orbital row; :mod:`rung.qmc._kernels.table`). Kept until the state changes."""
         if e not in self._beta:
             s, i = self._spin(e)
-            a = np.ascontiguousarray(self.inverse[s][:, None, :, i])
-            self._beta[e] = self._ratio_vectors(a, self.T[s], self.adj[s], self._y_of(s), self.q, *self.tables[s][:3],
-                                                self.ref[s])[:, 0]
+            self._beta[e] = self._ratio_vectors(s, np.ascontiguousarray(self.inverse[s][:, None, :, i]))[:, 0]
         return self._beta[e]
+
+    def _ratio_vectors(self, s, a):
+        """beta (nw, G, m) of spin s for the columns a (nw, G, n) of A0^-1: numba backend z = g a / q from
+        the kept :meth:`_g_of` (an m x n product per electron), NumPy backend string by string
+        (:func:`~rung.qmc._kernels.table.ratio_vectors_reference`, its oracle); beta = z + (a - T z) on the
+        reference columns."""
+        from rung.qmc._kernels import table
+
+        if not self._numba:
+            return table.ratio_vectors_reference(a, self.T[s], self.adj[s], self._y_of(s), self.q,
+                                                 *self.tables[s][:3], self.ref[s])
+        z = np.einsum("wmn,wgn->wgm", self._g_of(s), a) / self.q[:, None, None]
+        tz = np.einsum("wjm,wgm->wgj", self.T[s], z)
+        z[:, :, self.ref[s]] += a - tz
+        return z
 
     def ratio_vector(self, e):
         """(basis, b) with psi(r_e = r')/psi = sum_mu chi_mu(r') b[w, mu] for the cartesian AOs chi of
@@ -471,17 +484,28 @@ class TableMultiSlater:
         goes stale and is rebuilt here when next read: a sweep (all up electrons, then all down) rebuilds
         each once, not once per accepted move."""
         for s in (0, 1):
-            if self._y[s] is None:
-                self._y[s] = self._contract(s)
+            self._y_of(s)
         return self._y
 
     def _y_of(self, s):
         """Y_s alone (rebuilt if stale), the other spin's left as it is."""
         if self._y[s] is None:
             self._y[s] = self._contract(s)
+            self._g[s] = None
         return self._y[s]
 
+    def _g_of(self, s):
+        """g_s (nw, m_s, n_s) = sum_S Y_S adj_S scattered onto (particle, hole) (:func:`rung.qmc._kernels.
+        table.ratio_gradient`): every ratio vector of spin s is g_s a / q. Rebuilt when Y_s was (a change
+        of the moving spin), updated by the accept kernels for the walkers whose spin-s minors changed."""
+        y = self._y_of(s)
+        if self._g[s] is None:
+            self._g[s] = self._ratio_gradient(self.adj[s], y, *self.tables[s][:3], self.orbitals[s].nmo,
+                                              self.nelec[s])
+        return self._g[s]
+
     def _update_total(self):
+        self._g = [None, None]
         self._y = [self._contract(0), None]
         self.q = np.einsum("wa,wa->w", self.R[0], self._y[0])
         self._set_total()
@@ -564,8 +588,7 @@ class TableMultiSlater:
         if n and all(start + i in self._beta for i in range(n)):
             return np.stack([self._beta[start + i] for i in range(n)], axis=1)
         a = np.ascontiguousarray(np.swapaxes(self.inverse[s], 1, 2))  # (nw, n, n): a[w, i] = A0^-1[:, i]
-        beta = self._ratio_vectors(a, self.T[s], self.adj[s], self._y_of(s), self.q, *self.tables[s][:3],
-                                   self.ref[s])  # (nw, n, m)
+        beta = self._ratio_vectors(s, a)  # (nw, n, m)
         self._beta.update({start + i: beta[:, i] for i in range(n)})  # the nonlocal ECP's next
         return beta
 
@@ -616,20 +639,22 @@ class TableMultiSlater:
         self.logdet0[s][mask] += np.log(np.abs(rho))
         self.configs[mask, e] = epos[mask]
         self.q[mask] = np.einsum("wa,wa->w", self.R[s][mask], self._y_of(s)[mask])
+        self._g[s] = None
         self.moved(s)
 
     def moved(self, s):
         """After the accept kernels updated spin s's state and q in place: sign and log|psi|, the ratio
         vectors dropped, the other spin's partial contraction marked stale (:attr:`Y`)."""
         self._beta = {}
-        self._y[1 - s] = None
+        self._y[1 - s] = self._g[1 - s] = None
         self._set_total()
 
     def _accept_arguments(self, s):
         """The state arguments of :func:`rung.qmc._kernels.table.accept` after (mask, i, v5) for spin s
-        (arrays updated in place; Y_s rebuilt first if stale)."""
+        (arrays updated in place; Y_s and g_s rebuilt first if stale)."""
+        g = self._g_of(s)
         return (self.mo[s], self.inverse[s], self.T[s], self.R[s], self.adj[s], self.sign0[s], self.logdet0[s],
-                self._y_of(s), self.q, self.ref[s], *self.tables[s])
+                self._y[s], self.q, g, self.ref[s], *self.tables[s])
 
     def resample(self, idx):
         self.configs = self.configs[idx]
@@ -638,6 +663,7 @@ class TableMultiSlater:
         for name in ("inverse", "T", "R", "adj", "sign0", "logdet0"):
             setattr(self, name, [x[idx] for x in getattr(self, name)])
         self._y = [None if y is None else y[idx] for y in self._y]  # rows of walkers: no new contraction
+        self._g = [None if g is None else g[idx] for g in self._g]
         self.q = self.q[idx]
         self._set_total()
 

@@ -13,7 +13,8 @@ share it) and each replacement k operations per string. Adjugates by cofactors (
 minor is harmless; closed forms for k <= 4).
 
 Summed over the strings with the CI weights this is linear in the replacement row d: the ratio vector
-(:func:`ratio_vectors`) gives every ratio of one electron as d . beta. Accepted moves: :func:`accept`
+(:func:`ratio_vectors_reference`, through :func:`ratio_gradient`) gives every ratio of one electron as
+d . beta. Accepted moves: :func:`accept`
 (Sherman-Morrison of A0^-1 and T, the moved spin's minors, psi through the unchanged partial contraction
 of the other spin, O(unique strings) per walker; numba only, the NumPy backend of
 :class:`~rung.qmc.multideterminant.TableMultiSlater` is its oracle). The partial contractions themselves
@@ -226,10 +227,14 @@ def replaced(det, adj, a, w, rho, deg, holes, parts):
 # CI coefficients, q = psi / (D0_up D0_dn)), the bordered-determinant formula above summed over the
 # strings gives beta = z + (a - T z) on the reference columns. One beta serves the ratio, gradient and
 # Laplacian at any position of the electron (value, derivative rows) and the ECP quadrature points.
+# z = g a / q with g[p, h] = sum_S Y_S adj_S[i, j] over the strings' (particle p_i, hole h_j) pairs
+# (:func:`ratio_gradient`): the string sum does not depend on the electron, so it is done once per walker
+# state (after an accepted move, in :func:`accept`) and each electron's beta is an m x n product.
 
 
 def ratio_vectors_reference(a, t, adj, y, q, deg, holes, parts, ref):
-    """NumPy reference of :func:`ratio_vectors`.
+    """The ratio vectors string by string (the NumPy backend, and the oracle of the numba backend's
+    :func:`ratio_gradient` path).
 
     Parameters
     ----------
@@ -253,35 +258,52 @@ def ratio_vectors_reference(a, t, adj, y, q, deg, holes, parts, ref):
     return beta
 
 
+def ratio_gradient_reference(adj, y, deg, holes, parts, m, n):
+    """NumPy reference of :func:`ratio_gradient`.
+
+    Parameters
+    ----------
+    adj : (nw, ns, kmax, kmax) float64 — sign adj(X_S) of every string; y : (nw, ns) float64 — the other
+        spin's string ratios contracted with the CI coefficients; deg, holes, parts : the strings'
+        excitations; m, n : int — the table's columns (orbitals) and rows (electrons)
+
+    Returns
+    -------
+    g : (nw, m, n) float64 — g[w, p, h] = sum_S y_S sum_{i, j < k_S: p_i = p, h_j = h} adj_S[i, j], so that
+        the ratio vector of the electron with A0^-1 column a is z = g a / q plus the reference columns'
+        a - T z (:func:`ratio_vectors_reference`)
+    """
+    kmax = holes.shape[1]
+    valid = np.arange(kmax)[None, :] < deg[:, None]  # (ns, kmax)
+    wadj = adj * y[:, :, None, None] * valid[:, :, None] * valid[:, None, :]
+    g = np.zeros((adj.shape[0], m, n))
+    for i in range(kmax):
+        for j in range(kmax):
+            np.add.at(g, (slice(None), parts[:, i], holes[:, j]), wadj[:, :, i, j])
+    return g
+
+
 @numba.njit(cache=True)
-def ratio_vectors(a, t, adj, y, q, deg, holes, parts, ref):
-    """numba version of :func:`ratio_vectors_reference`: k^2 operations per string and column a, then
-    one n x m product."""
-    nw, ng, n = a.shape
-    m, ns = t.shape[2], deg.shape[0]
-    beta = np.zeros((nw, ng, m))
-    tz = np.empty(n)
-    for iw in range(nw):
-        for g in range(ng):
-            z = beta[iw, g]
-            for s in range(ns):
-                k = deg[s]
-                if k == 0:
-                    continue
-                c = y[iw, s] / q[iw]
-                for i in range(k):
-                    acc = 0.0
-                    for j in range(k):
-                        acc += adj[iw, s, i, j] * a[iw, g, holes[s, j]]
-                    z[parts[s, i]] += c * acc
-            for j in range(n):
-                acc = 0.0
-                for col in range(m):
-                    acc += t[iw, j, col] * z[col]
-                tz[j] = acc
-            for j in range(n):
-                z[ref[j]] += a[iw, g, j] - tz[j]
-    return beta
+def _walker_ratio_gradient(adj, y, deg, holes, parts, g):
+    """:func:`ratio_gradient` of one walker: adj (ns, kmax, kmax), y (ns,) -> g (m, n), overwritten."""
+    g[:, :] = 0.0
+    for s in range(deg.shape[0]):
+        c = y[s]
+        for i in range(deg[s]):
+            row = g[parts[s, i]]
+            for j in range(deg[s]):
+                row[holes[s, j]] += c * adj[s, i, j]
+
+
+@numba.njit(cache=True)
+def ratio_gradient(adj, y, deg, holes, parts, m, n):
+    """numba version of :func:`ratio_gradient_reference`: k^2 operations per string, once per state of the
+    walker (not per electron: every electron's ratio vector is then an m x n product)."""
+    nw = adj.shape[0]
+    g = np.zeros((nw, m, n))
+    for w in range(nw):
+        _walker_ratio_gradient(adj[w], y[w], deg, holes, parts, g[w])
+    return g
 
 
 @numba.njit(cache=True)
@@ -380,7 +402,7 @@ def accepted_total(mask, det, y_same, q):
 
 
 @numba.njit(cache=True)
-def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, q, ref, deg, holes, parts, sign):
+def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, q, g, ref, deg, holes, parts, sign):
     """Accepted moves of one electron (row i of spin s), every table quantity of spin s updated in place for
     the walkers in ``mask``; the other spin's partial contraction (the strings of spin s contracted with the
     coefficients) is left to the caller, who marks it stale (it is rebuilt when that spin is next needed).
@@ -392,7 +414,7 @@ def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, q, ref, de
     inv : (nw, n, n) A0^-1; t : (nw, n, m) T; det : (nw, ns) sign det X_S; adj : (nw, ns, kmax, kmax);
     sign0, logdet0 : (nw,) of the reference determinant of spin s
     y_same : (nw, ns) the other spin contracted with C (unchanged by the move); q : (nw,) psi / (D0_up D0_dn)
-        (recomputed, :func:`accepted_total`)
+        (recomputed, :func:`accepted_total`); g : (nw, m, n) :func:`ratio_gradient` (recomputed)
     ref, deg, holes, parts, sign : spin s's tables
     """
     nw, n, m = t.shape
@@ -404,4 +426,5 @@ def accept(mask, i, v5, mo, inv, t, det, adj, sign0, logdet0, y_same, q, ref, de
             continue
         _accepted_walker(w, i, v5, mo, inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va, wv,
                          a)
+        _walker_ratio_gradient(adj[w], y_same[w], deg, holes, parts, g[w])
     accepted_total(mask, det, y_same, q)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..table import _accepted_walker, accepted_total
+from ..table import _accepted_walker, _walker_ratio_gradient, accepted_total
 from .jastrow import jastrow_electron
 
 
@@ -202,7 +202,7 @@ def sweep_accept(i, new, vbar_old, mo_new, inv, mo_cache, sign, logdet, det_conf
 
 @numba.njit(cache=True)
 def sweep_accept_table(i, new, vbar_old, mo_new, beta, det_configs, configs, u, tau, fixed_node, use_j, j_cur,
-                       j_logval, mo, inv, t, det, adj, sign0, logdet0, y_same, q, ref, deg, holes, parts, sign,
+                       j_logval, mo, inv, t, det, adj, sign0, logdet0, y_same, q, g, ref, deg, holes, parts, sign,
                        configs_j, e, same, ee_poly, ee_cusp, en_poly, en_cusp, atoms, L_ee, L_en, L_eecusp, L_encusp):
     """:func:`sweep_accept` for the table-method multi-Slater expansion
     (:class:`rung.qmc.multideterminant.TableMultiSlater`): the same test with its ratio vector beta
@@ -227,6 +227,7 @@ def sweep_accept_table(i, new, vbar_old, mo_new, beta, det_configs, configs, u, 
         ok[w] = True
         _accepted_walker(w, i, mo_new, mo, inv, t, det, adj, sign0, logdet0, ref, deg, holes, parts, sign, x, b, va,
                          wv, a)
+        _walker_ratio_gradient(adj[w], y_same[w], deg, holes, parts, g[w])
         _move(w, e, new, det_configs, configs, configs_j, use_j, j_logval, delta)
     accepted_total(ok, det, y_same, q)
     return ok, d2

@@ -4,8 +4,8 @@ Two components of the protocol in :mod:`rung.qmc.wavefunction`:
 
 - :class:`TableMultiSlater` (the default): the table method, one reference inverse per spin and the
   determinants as minors of T = A0^-1 Phi over the unique spin strings; the cost grows with the
-  number of unique strings (~sqrt(N_det) for selected-CI expansions) plus one sparse contraction
-  over the determinants per accepted move.
+  number of unique strings (~sqrt(N_det) for selected-CI expansions) per move; the contraction over
+  the determinants (O(N_det)) runs once per change of the moving spin (twice per sweep), not per move.
 - :class:`MultiSlater`: one :class:`~rung.qmc.determinants.SlaterDeterminant` per determinant (own
   inverse and Sherman-Morrison updates), cost linear in N_det with an N^2 prefactor; kept as the
   independent oracle of the table method. With weights ``w_k = c_k D_k / psi``:
@@ -352,7 +352,10 @@ class TableMultiSlater:
 
     (rho is the reference ratio; after an accepted move T <- T + a w^T / rho). The strings are combined
     through the sparse coefficient matrix C[a, b] (a bilinear form): psi / (D0_up D0_dn) =
-    sum_a R_up[a] (C R_dn)[a]. psi is linear in the orbital row of any one electron, so summed over the
+    sum_a R_up[a] (C R_dn)[a] = sum_b R_dn[b] (C^T R_up)[b]; the partial contraction of the spin not
+    moving (:attr:`Y`, from the determinants' string indices, no matrix kept) is fixed while one spin's
+    electrons move, so a move costs O(unique strings) and the contraction is redone only when the
+    moving spin changes. psi is linear in the orbital row of any one electron, so summed over the
     strings the ratios of electron e are one dot product, psi(r_e = r')/psi = phi(r') . beta_e with the
     ratio vector beta_e (m,) (:meth:`beta`): the ratio, gradient and Laplacian at any position, the
     nonlocal ECP's quadrature points (through the single determinant's fused kernel, beta C^T in the AO

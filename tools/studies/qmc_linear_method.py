@@ -90,6 +90,57 @@ def build(case: str, work: Path):
     return mol, lambda: slater_jastrow(mol, orb, expansion=exp)
 
 
+def replay(case: str, seed: int, upto: int, work: Path, walkers: int = 400):
+    """The plain rule's run (``optimize``'s defaults and random stream, 10 iterations) replayed up to the
+    step after iteration ``upto``; there the three candidates (shifts a, 10a, 100a) are also judged
+    by correlated sampling on 5 extra sweeps (a separate random stream), and the plain step is then
+    sampled as the run did. Prints the candidates' reweighted energy differences and the sampled
+    energy after the plain step."""
+    from rung.qmc.optimize import (_evaluate, _flat, _set, candidate_steps, choose_step, energy_and_derivatives,
+                                   reweighted_energies)
+    from rung.qmc.vmc import sweep
+
+    mol, make = build(case, work)
+    ham = Hamiltonian.from_mol(mol)
+    wf, cfg = make(), OptimizeConfig(seed=seed)
+    configs = initial_configs(mol, walkers, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    nsteps = max(cfg.nsteps, 2, -(-cfg.min_samples // walkers))
+    wf.recompute(configs)
+    for _ in range(cfg.nequil):
+        sweep(wf, configs, cfg.tau, rng)
+    for it in range(upto + 2):
+        wf.recompute(configs)
+        samples = []
+        for _ in range(nsteps):
+            sweep(wf, configs, cfg.tau, rng)
+            samples.append(energy_and_derivatives(wf, ham, configs, rng))
+        E, O, dE = (np.concatenate(x) for x in zip(*samples))
+        print(f"iteration {it}: sampled E = {E.mean():.4f}", flush=True)
+        if it == upto + 1:
+            break
+        if it == upto:
+            dps, shifts = candidate_steps(E, O, dE, cfg.shift, cfg.max_step)
+            other, stored = np.random.default_rng(999), []
+            saved = configs.copy()
+            for _ in range(5):
+                sweep(wf, configs, cfg.tau, other)
+                stored.append(configs.copy())
+            p0 = _flat(wf)
+            l0, e0 = _evaluate(wf, ham, stored, 7)
+            cand = []
+            for dp in dps:
+                _set(wf, p0 + dp)
+                cand.append(_evaluate(wf, ham, stored, 7))
+            _set(wf, p0)
+            diffs, errs, ess = reweighted_energies(l0, e0, np.stack([c[0] for c in cand]), np.stack([c[1] for c in cand]))
+            print("shifts", shifts, "max|dp|", [float(np.abs(d).max()) for d in dps], "diffs", diffs, "errors", errs,
+                  "ess", ess, "chosen", choose_step(diffs, errs, ess), flush=True)
+            configs[...] = saved
+            wf.recompute(configs)
+        _set(wf, _flat(wf) + candidate_steps(E, O, dE, cfg.shift, cfg.max_step)[0][0])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", default="ci100")
@@ -99,7 +150,11 @@ def main():
     ap.add_argument("--walkers", type=int, default=400)
     ap.add_argument("--vmc-blocks", type=int, default=100)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()))
+    ap.add_argument("--replay", type=int, default=None, help="replay the plain run of the first seed up to the "
+                    "step after this iteration and judge that step by correlated sampling")
     a = ap.parse_args()
+    if a.replay is not None:
+        return replay(a.case, a.seeds[0], a.replay, a.work, a.walkers)
     mol, make = build(a.case, a.work)
     ham = Hamiltonian.from_mol(mol)
     for seed in a.seeds:

@@ -242,32 +242,41 @@ def _strings(exp):
     return f"{len(exp.occ_up.unique)}, {len(exp.occ_down.unique)}"
 
 
-def full_space(norb: int, seed: int = 0):
+def full_space(norb: int, seed: int = 0, basis: str = "ccecp-cc-pvdz"):
     """(mol, mf, Expansion of every (4 up, 4 down) determinant in the lowest ``norb`` RHF orbitals of
-    water): C(norb, 4)^2 determinants with synthetic coefficients (exp(-2 x excitation level), random
-    sign and magnitude in [0.5, 1], the RHF determinant largest), sorted by |c|. The cost and memory of
-    the table method depend on the determinants and strings, not on the coefficients' values; a CASCI of
-    this size would not run here. Built in the string-index form directly (int32 string indices, no
-    per-determinant Python objects; ~32 bytes per determinant at the peak of the construction)."""
+    water in ``basis`` (ccecp-cc-pvdz has 23 orbitals; ccecp-cc-pvtz for more)): C(norb, 4)^2
+    determinants with synthetic coefficients (exp(-2 x excitation level), random sign and magnitude in
+    [0.5, 1], the RHF determinant largest), sorted by |c| (float32 key). The cost and memory of the table
+    method depend on the determinants and strings, not on the coefficients' values; a CASCI of this size
+    would not run here. Built in the string-index form directly (int32 string indices, no per-determinant
+    Python objects, the coefficients in chunks: ~34 bytes per determinant at the peak of the construction,
+    against the 17.6 the expansion and its trial function then keep)."""
     import itertools
 
     from pyscf import gto, scf
 
     from rung.qmc.multideterminant import Expansion, SpinStrings
 
-    mol = gto.M(atom=WATER, unit="Bohr", basis="ccecp-cc-pvdz", ecp="ccecp", verbose=0)
+    mol = gto.M(atom=WATER, unit="Bohr", basis=basis, ecp="ccecp", verbose=0)
     mf = scf.RHF(mol).run()
     strings = list(itertools.combinations(range(norb), 4))  # ascending: already sorted
     exc = np.array([sum(o >= 4 for o in s) for s in strings], dtype=np.int32)
     ns = len(strings)
     rng = np.random.default_rng(seed)
     ia, ib = np.divmod(np.arange(ns * ns, dtype=np.int32), np.int32(ns))
-    coef = np.exp(-2.0 * (exc[ia] + exc[ib]))
-    coef *= rng.uniform(0.5, 1.0, ns * ns)
-    coef *= rng.choice([-1.0, 1.0], ns * ns)
+    coef = np.empty(ns * ns)
+    chunk = 1 << 22
+    for k in range(0, ns * ns, chunk):
+        sl = slice(k, k + chunk)
+        c = np.exp(-2.0 * (exc[ia[sl]] + exc[ib[sl]])) * rng.uniform(0.5, 1.0, coef[sl].size)
+        coef[sl] = c * rng.choice([-1.0, 1.0], c.size)
     coef[0] = 1.0
-    order = np.argsort(-np.abs(coef), kind="stable")
-    coef, ia, ib = coef[order], ia[order], ib[order]
+    key = np.abs(coef).astype(np.float32)
+    np.negative(key, out=key)
+    order = np.argsort(key, kind="stable")
+    del key
+    coef = coef[order]
+    ia, ib = ia[order], ib[order]
     del order
     return mol, mf, Expansion(coef, SpinStrings(strings, ia), SpinStrings(strings, ib), norb)
 
@@ -281,14 +290,14 @@ def _rss_mib():
     return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def largest(norb: int, nw: int = 100):
+def largest(norb: int, nw: int = 100, basis: str = "ccecp-cc-pvdz"):
     """One line: determinants, CPU-s per sweep of nw walkers, resident memory after the sweeps and peak
     RSS (MiB) of this process at ``full_space(norb)`` (run each size in a fresh process: the peak is the
     process's, construction included)."""
-    mol, mf, exp = full_space(norb)
+    mol, mf, exp = full_space(norb, basis=basis)
     t = _cpu_per_sweep(_ours(mol, mf, exp, nw, 2), 2, nw, repeats=2)
     rss, peak = _rss_mib()
-    print(f"| (8e, {norb}o) | {len(exp.coef)} | {t:.3f} | {rss:.0f} | {peak:.0f} |", flush=True)
+    print(f"| (8e, {norb}o) {basis} | {len(exp.coef)} | {t:.3f} | {rss:.0f} | {peak:.0f} |", flush=True)
 
 
 def growth(sizes=(1000, 10000, 100000, 1000000), nw=100, rounds=5):
@@ -315,8 +324,8 @@ def growth(sizes=(1000, 10000, 100000, 1000000), nw=100, rounds=5):
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:2] == ["--largest"]:  # python -m tools.bench.suites.qmc_multidet --largest 23
-        largest(int(sys.argv[2]))
+    if sys.argv[1:2] == ["--largest"]:  # python -m tools.bench.suites.qmc_multidet --largest 26 [ccecp-cc-pvtz]
+        largest(int(sys.argv[2]), basis=sys.argv[3] if len(sys.argv) > 3 else "ccecp-cc-pvdz")
     elif sys.argv[1:2] == ["--growth"]:  # python -m tools.bench.suites.qmc_multidet --growth [1000 ... 1000000]
         growth(tuple(int(x) for x in sys.argv[2:]) or (1000, 10000, 100000, 1000000))
     elif sys.argv[1:2] == ["--forces"]:  # python -m tools.bench.suites.qmc_multidet --forces [10 100 1000]

@@ -127,6 +127,7 @@ def test_correlated_choice_avoids_the_overshoot_of_the_plain_step():
     assert choose_step([-0.1, -0.05, -0.02], [1e-3] * 3, [0.01, 0.5, 0.5]) == 1
     # within two error bars of the lowest: the least damped step (the smallest shift) is taken
     assert choose_step([-0.030, -0.031, -0.010], [0.002] * 3, [1.0] * 3) == 0
+    assert choose_step([-0.030, -0.031, -0.010], [np.nan] * 3, [1.0] * 3) == 1  # no error bars: the lowest
 
 
 def test_reweighted_energies_harmonic_oscillator():

@@ -270,6 +270,7 @@ def choose_step(diffs, errors, ess, min_ess: float = 0.1) -> int:
     worse); -1 (no step) when the lowest is above the sampled parameters' energy by more than two
     error bars, or no candidate is usable."""
     diffs, errors, ess = (np.asarray(x, dtype=np.float64) for x in (diffs, errors, ess))
+    errors = np.where(np.isfinite(errors), errors, 0.0)  # no error bar (one walker): the lowest wins
     ok = np.flatnonzero((ess >= min_ess) & np.isfinite(diffs))
     if not ok.size:
         return -1

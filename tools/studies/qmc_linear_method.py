@@ -133,7 +133,8 @@ def replay(case: str, seed: int, upto: int, work: Path, walkers: int = 400):
                 _set(wf, p0 + dp)
                 cand.append(_evaluate(wf, ham, stored, 7))
             _set(wf, p0)
-            diffs, errs, ess = reweighted_energies(l0, e0, np.stack([c[0] for c in cand]), np.stack([c[1] for c in cand]))
+            diffs, errs, ess = reweighted_energies(l0, e0, np.stack([c[0] for c in cand]),
+                                                   np.stack([c[1] for c in cand]))
             print("shifts", shifts, "max|dp|", [float(np.abs(d).max()) for d in dps], "diffs", diffs, "errors", errs,
                   "ess", ess, "chosen", choose_step(diffs, errs, ess), flush=True)
             configs[...] = saved

@@ -27,8 +27,9 @@ there are many parameters). The step (``step``):
   estimated by reweighting (w = psi'^2 / psi^2, the wave function and E_L recomputed at the candidate
   parameters on the stored configurations). The least damped candidate within two error bars of the
   lowest wins (:func:`choose_step`; degenerate weights, effective sample fraction < 0.1, exclude a
-  candidate); no step when the lowest is above the current energy by more than two error bars. With few samples per parameter the sampled H has spurious soft
-  directions, along which the plain step runs; the reweighting is done on other samples, so it sees
+  candidate); no step when the lowest is above the current energy by more than two error bars.
+  With few samples per parameter the sampled H has spurious soft directions, along which the plain
+  step runs; the reweighting is done on other samples, so it sees
   those steps raise the energy.
 
 The normalisation of the step (:func:`rescale`), with ``xi`` < 1: exact for the parameters psi is

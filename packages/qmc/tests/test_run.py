@@ -75,3 +75,22 @@ def test_bad_index_and_molecule(tmp_path):
         trial_from_dataset(ds, "water", 3)
     with pytest.raises(InputError, match="no molecule"):
         trial_from_dataset(ds, "ethanol", 0)
+
+
+def test_settings_record_the_optimisation_rule():
+    """qmc_settings: the default optimisation as [niter, nsteps] (the format of every earlier record); a
+    non-default step rule (here the correlated step and xi) recorded beside them; the seed is not."""
+    from rung.qmc.optimize import OptimizeConfig
+    from rung.qmc.run import result_settings
+    from rung.qmc.system import build_mol, mean_field
+
+    mol = build_mol([1, 1], np.array([[0, 0, 0], [0, 0, 1.4]]), basis="sto-3g", ecp=None)
+    orb = mean_field(mol)
+
+    def recorded(opt):
+        return result_settings(mol, orb, QMCConfig(VMCConfig(nwalkers=4), optimize=opt))["optimize"]
+
+    assert recorded(None) is None
+    assert recorded(OptimizeConfig(niter=4, nsteps=15, seed=3)) == [4, 15]
+    assert recorded(OptimizeConfig(niter=4, nsteps=15, step="correlated", xi=0.5)) == [
+        4, 15, {"step": "correlated", "xi": 0.5}]

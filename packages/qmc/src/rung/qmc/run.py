@@ -214,11 +214,26 @@ LEVEL = ("method", "basis", "ecp", "jastrow", "three_body", "determinants", "opt
 _NOT_THE_CALCULATION = ("seed", "backend", "package_version")  # same numbers, statistically or exactly
 
 
+# optimisation choices that change the parameters a run ends with (its seed only changes the sample):
+# recorded where they differ from the defaults
+_OPT_RULE = ("nequil", "tau", "shift", "max_step", "min_samples", "select", "tail", "step", "xi",
+             "eval_fraction", "min_samples_per_parameter")
+
+
+def _optimize_settings(opt: OptimizeConfig | None):
+    """[niter, nsteps] (what every record holds since the first format), then {name: value} of the
+    :data:`_OPT_RULE` fields that differ from :class:`OptimizeConfig`'s defaults, when any do."""
+    if opt is None:
+        return None
+    rule = {k: getattr(opt, k) for k in _OPT_RULE if getattr(opt, k) != getattr(OptimizeConfig(), k)}
+    return [opt.niter, opt.nsteps] + ([rule] if rule else [])
+
+
 def result_settings(mol, orb: Orbitals, config: QMCConfig, expansion=None) -> dict:
     """What decides one conformation's ``qmc_*`` numbers (stored with them as ``qmc_settings``)."""
     s = {"method": "dmc" if config.dmc is not None else "vmc", "basis": str(mol.basis), "ecp": str(mol.ecp or ""),
          "orbitals": orb.source, "jastrow": bool(config.jastrow), "three_body": bool(config.three_body),
-         "optimize": None if config.optimize is None else [config.optimize.niter, config.optimize.nsteps],
+         "optimize": _optimize_settings(config.optimize),
          "determinants": 1 if expansion is None else len(expansion.coef),
          "nwalkers": config.vmc.nwalkers, "vmc_blocks": config.vmc.nblocks, "vmc_steps": config.vmc.nsteps,
          "vmc_tau": config.vmc.tau, "forces": None, "seed": config.vmc.seed, "backend": config.backend,

@@ -342,8 +342,6 @@ def attr_text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-
-
 def smiles_charge(smiles: str) -> int:
     """Total formal charge of a SMILES string, summed over bracket atoms (``[NH4+]``, ``[O-]``, ``[Fe+2]``)."""
     total = 0

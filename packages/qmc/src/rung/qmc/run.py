@@ -225,7 +225,8 @@ def _optimize_settings(opt: OptimizeConfig | None):
     :data:`_OPT_RULE` fields that differ from :class:`OptimizeConfig`'s defaults, when any do."""
     if opt is None:
         return None
-    rule = {k: getattr(opt, k) for k in _OPT_RULE if getattr(opt, k) != getattr(OptimizeConfig(), k)}
+    default = OptimizeConfig()
+    rule = {k: getattr(opt, k) for k in _OPT_RULE if getattr(opt, k) != getattr(default, k)}
     return [opt.niter, opt.nsteps] + ([rule] if rule else [])
 
 

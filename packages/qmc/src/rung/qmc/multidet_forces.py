@@ -41,8 +41,8 @@ and yu_S = (C u_other)_S (the other spin through the CI coefficients), e = q_O /
 
 and G the same with ln psi in place of E: G = A0^-T Tg, G[:, ref] += A0^-T (I - Tg T^T) (the ratio
 vectors of :mod:`rung.qmc._kernels.table`). The added cost over the single determinant is one pass over
-the strings (k^2 per string for u and for H up to k = 3, k^2 (k-1) determinants of order k-1 beyond), two sparse
-products with the CI coefficients, and O(n^2 m) dense products per spin and walker.
+the strings (k^2 per string for u and for H up to k = 3, k^2 (k-1) determinants of order k-1 beyond), two
+contractions with the CI coefficients (O(N_det), as Y), and O(n^2 m) dense products per spin and walker.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def effective_matrices(det, ops, numba: bool = True) -> tuple:
         p = det.inverse[s] @ ops[s]  # (nw, n, m) A0^-1 Op
         to.append(p - p[:, :, det.ref[s]] @ det.T[s])  # T_O
         u.append(traces(det.adj[s], to[s], *det.tables[s][:3]))
-    yu = [np.asarray(det.cmat @ u[1].T).T, np.asarray(det.cmat_t @ u[0].T).T]  # (nw, ns_s)
+    yu = [det._contract(0, u[1]), det._contract(1, u[0])]  # (nw, ns_s)
     e = (np.einsum("wa,wa->w", u[0], det.Y[0]) + np.einsum("wa,wa->w", det.R[0], yu[0])) / q
     gs, gds = [], []
     for s in (0, 1):

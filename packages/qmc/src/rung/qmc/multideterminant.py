@@ -394,7 +394,6 @@ class TableMultiSlater:
             self._string_minors, self._replaced_kernel = table.string_minors_reference, table.replaced_reference
             self._ratio_gradient, self._contract_kernel = table.ratio_gradient_reference, table.contract_reference
         self._beta = {}
-        self._csr = None
         self.orbitals, self.ref, self.tables, self.nstrings = [], [], [], []
         lead = int(np.argmax(np.abs(self.coef)))
         for s, occ in enumerate((expansion.occ_up, expansion.occ_down)):
@@ -405,25 +404,6 @@ class TableMultiSlater:
             self.nstrings.append(len(occ.unique))
         # the determinants' strings (ndet,) int32 per spin, shared with the expansion (no copy, no CSR map)
         self.det_strings = [expansion.occ_up.index, expansion.occ_down.index]
-
-    @property
-    def cmat(self):
-        """C[alpha string, beta string] = c_I as scipy csr, built on first use (the sweep, local energy and
-        ECP do not need it: :meth:`_contract` reads the string indices directly)."""
-        return self._csr_pair()[0]
-
-    @property
-    def cmat_t(self):
-        """The transpose of :attr:`cmat` (csr), built on first use."""
-        return self._csr_pair()[1]
-
-    def _csr_pair(self):
-        from scipy.sparse import csr_matrix
-
-        if self._csr is None:
-            c = csr_matrix((self.coef, tuple(self.det_strings)), shape=tuple(self.nstrings))
-            self._csr = (c, c.T.tocsr())
-        return self._csr
 
     def _spin(self, e):
         return (0, e) if e < self.nelec[0] else (1, e - self.nelec[0])
@@ -473,11 +453,13 @@ class TableMultiSlater:
         w = d - np.einsum("wjm,wgrj->wgrm", self.T[s], dref)
         return self._replaced_kernel(self.R[s], self.adj[s], np.ascontiguousarray(a), w, rho, *self.tables[s][:3])
 
-    def _contract(self, s):
+    def _contract(self, s, r=None):
         """The other spin contracted with the coefficients, Y_s[w, a] = sum_{I: a_I = a} c_I R_other[w, b_I]
-        (nw, ns_s): O(N_det), once per change of the moving spin, never per move."""
+        (nw, ns_s): O(N_det), once per change of the moving spin, never per move. r (nw, ns_other) in place
+        of R_other contracts any per-string quantity of the other spin the same way (the forces' traces)."""
         o = 1 - s
-        return self._contract_kernel(np.ascontiguousarray(self.R[o]), self.det_strings[s], self.det_strings[o],
+        r = self.R[o] if r is None else r
+        return self._contract_kernel(np.ascontiguousarray(r), self.det_strings[s], self.det_strings[o],
                                      self.coef, self.nstrings[s])
 
     @property
@@ -522,7 +504,6 @@ class TableMultiSlater:
     def recompute(self, configs):
         if self.parameters and not np.array_equal(self.coef[self.free], self.parameters["ci"]):
             self.coef[self.free] = self.parameters["ci"]
-            self._csr = None
         self.configs = np.array(configs, dtype=np.float64)
         self._beta = {}
         nw = configs.shape[0]

@@ -36,6 +36,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda
 
+from rung.core.neighbors import _heights  # distances between opposite faces of a cell
+
 MAX_SHF = 16  # local scratch size for ShfZ / ShfA
 THREADS = 128  # threads per block
 
@@ -287,12 +289,6 @@ class DeviceEntries(NamedTuple):
     ang: object
     tstart: object
     n_triples: int
-
-
-def _heights(cell):
-    """Distances between opposite faces of a cell (rows are lattice vectors), (3,) float64."""
-    vol = abs(np.linalg.det(cell))
-    return np.array([vol / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)])
 
 
 def _offsets(counts, xp):

@@ -127,6 +127,13 @@ def _mixed_adjugate(x, y, k, out, b):
             out[i, j] = acc if (i + j) % 2 == 0 else -acc
 
 
+@numba.njit(cache=True, inline="always")
+def _two_others(a, b):
+    """The two indices of 0..3 other than a != b, ascending."""
+    lo = 0 if a != 0 and b != 0 else (1 if a != 1 and b != 1 else 2)
+    return lo, 6 - a - b - lo
+
+
 @numba.njit(cache=True)
 def _mixed_adjugate4(x, y, out, m2):
     """out = d/de adj(x + e y) of 4 x 4 matrices: each entry is the derivative of a 3 x 3 cofactor,
@@ -144,24 +151,12 @@ def _mixed_adjugate4(x, y, out, m2):
             for r in range(4):
                 if r == j:
                     continue
-                ra = rb = -1
-                for t in range(4):
-                    if t != j and t != r:
-                        if ra < 0:
-                            ra = t
-                        else:
-                            rb = t
+                ra, rb = _two_others(j, r)
                 pc = 0
                 for c in range(4):
                     if c == i:
                         continue
-                    ca = cb = -1
-                    for t in range(4):
-                        if t != i and t != c:
-                            if ca < 0:
-                                ca = t
-                            else:
-                                cb = t
+                    ca, cb = _two_others(i, c)
                     term = y[r, c] * m2[ra, rb, ca, cb]
                     acc += term if (pr + pc) % 2 == 0 else -term
                     pc += 1

@@ -236,8 +236,9 @@ def candidate_steps(E, O, dE, shift, max_step, *, linear=None, xi: float = 1.0, 
     >= ``shift`` whose step respects ``max_step``). Returns (list of dp (npar,), list of shifts)."""
     H, S, keep = linear_method_matrices(E, O, dE)
     Obar = O.mean(0)
-    _, a = _bounded_step(H, S, keep, Obar, linear, xi, shift, max_step)
-    steps = [_bounded_step(H, S, keep, Obar, linear, xi, a * f, max_step) for f in factors]
+    plain = _bounded_step(H, S, keep, Obar, linear, xi, shift, max_step)
+    a = plain[1]
+    steps = [plain if f == 1.0 else _bounded_step(H, S, keep, Obar, linear, xi, a * f, max_step) for f in factors]
     return [s[0] for s in steps], [s[1] for s in steps]
 
 

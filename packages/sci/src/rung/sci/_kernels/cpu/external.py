@@ -216,16 +216,23 @@ def external_dense(dets, gens, h1, eri, var_mask, binom_a, binom_b, nstr_b, nexc
     return ad, as_, t, touched, counts
 
 
+@njit(cache=True, inline="always")
+def _n_keys(packed, sh):
+    """The number of distinct keys ``packed >> sh`` of sorted ``packed`` (uint64)."""
+    u = 0
+    for k in range(packed.shape[0]):
+        if k == 0 or (packed[k] >> sh) != (packed[k - 1] >> sh):
+            u += 1
+    return u
+
+
 @njit(cache=True)
 def reduce_packed(packed, shift, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
     """Like :func:`reduce_sorted` for sorted ``packed = key << shift | position`` (uint64)."""
     m = packed.shape[0]
     mask = (np.uint64(1) << np.uint64(shift)) - np.uint64(1)
     sh = np.uint64(shift)
-    u = 0
-    for k in range(m):
-        if k == 0 or (packed[k] >> sh) != (packed[k - 1] >> sh):
-            u += 1
+    u = _n_keys(packed, sh)
     ukeys = np.empty(u, np.int64)
     ad = np.zeros(u, np.float64)
     as_ = np.zeros(u, np.float64)
@@ -256,10 +263,7 @@ def reduce_packed_x(packed, shift, x):
     m = packed.shape[0]
     mask = (np.uint64(1) << np.uint64(shift)) - np.uint64(1)
     sh = np.uint64(shift)
-    u = 0
-    for k in range(m):
-        if k == 0 or (packed[k] >> sh) != (packed[k - 1] >> sh):
-            u += 1
+    u = _n_keys(packed, sh)
     ukeys = np.empty(u, np.int64)
     ad = np.zeros(u, np.float64)
     j = -1

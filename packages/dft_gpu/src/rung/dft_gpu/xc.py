@@ -56,8 +56,6 @@ def grid_order(mol, coords):
     -------
     (ngrid,) int64 indices
     """
-    from pyscf.dft import gen_grid
-
     atoms = mol.atom_coords()
     lo = atoms.min(axis=0) - gen_grid.GROUP_BOUNDARY_PENALTY
     hi = atoms.max(axis=0) + gen_grid.GROUP_BOUNDARY_PENALTY

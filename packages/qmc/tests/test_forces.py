@@ -224,3 +224,11 @@ def test_dmc_forces_resume_and_energy_unchanged(water_dmc, tmp_path):
     dmc(wf, ham, configs, part, e_ref=-17.0, checkpoint=tmp_path / "c.chk")
     with pytest.raises(CheckpointError, match="different run setup"):
         dmc(wf, ham, configs, cfg, forces=NuclearDerivatives(build, mol.atom_coords()), checkpoint=tmp_path / "c.chk")
+
+
+def test_run_backend_reaches_the_analytic_derivatives():
+    """QMCConfig.backend picks the force kernels too (run.kernel passes it through NuclearDerivatives)."""
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="sto-3g", verbose=0)
+    build = displaced_builder(mol, mean_field(mol), cusp_correction=False)
+    for backend in ("numba", "numpy"):
+        assert NuclearDerivatives(build, mol.atom_coords(), backend=backend).analytic.backend == backend

@@ -161,11 +161,7 @@ def _forces_vs_step(mol, mf, nw, method="auto", warp=True, backend="numba"):
     configs = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=1, nsteps=2, nequil=5),
                   rng=rng).configs
     nd = NuclearDerivatives(displaced_builder(mol, orb, parameters=wf.parameters), mol.atom_coords(),
-                            ForceConfig(method=method, warp=warp))
-    if backend != "numba":
-        from rung.qmc.force_derivs import AnalyticDerivatives
-
-        nd = AnalyticDerivatives(mol, wf, ham, ForceConfig(warp=warp), backend=backend)
+                            ForceConfig(method=method, warp=warp), backend=backend)
     wf.recompute(configs)
     _, grad = ham.local_energy(wf, configs, rng, return_grad=True)
     wf_f = copy.deepcopy(wf)

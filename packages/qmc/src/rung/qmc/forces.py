@@ -110,11 +110,13 @@ class NuclearDerivatives:
         ``build.molecule(coords)``, the PySCF molecule there (:func:`displaced_builder` sets it)
     coords : (natom, 3) float64, Bohr
     config : ForceConfig
+    backend : the analytic path's kernels (:class:`rung.qmc.force_derivs.AnalyticDerivatives`):
+        "numba", "numpy" or "cupy"
 
     ``method`` is "analytic" or "finite differences", whichever this instance uses.
     """
 
-    def __init__(self, build, coords, config: ForceConfig = ForceConfig()):
+    def __init__(self, build, coords, config: ForceConfig = ForceConfig(), backend: str = "numba"):
         self.config = config
         self.coords = np.array(coords, dtype=np.float64)
         self.h = float(config.step_bohr)
@@ -130,7 +132,7 @@ class NuclearDerivatives:
                 wf, ham = build(self.coords)
                 reason = unsupported_reason(wf)
             if reason is None:
-                self.analytic = AnalyticDerivatives(molecule(self.coords), wf, ham, config)
+                self.analytic = AnalyticDerivatives(molecule(self.coords), wf, ham, config, backend=backend)
                 self.method = "analytic"
                 return
             if config.method == "analytic":

@@ -145,7 +145,7 @@ def kernel(mol, orb: Orbitals, config: QMCConfig = QMCConfig(), *, parameters: d
         if config.forces is None:
             return None
         build = displaced_builder(mol, orb, parameters=wf.parameters, **options)
-        return NuclearDerivatives(build, mol.atom_coords(), config.forces)
+        return NuclearDerivatives(build, mol.atom_coords(), config.forces, backend=config.backend)
 
     rng = np.random.default_rng(config.vmc.seed)
     out = {}

@@ -91,6 +91,24 @@ def _det_inplace(b, n):
     return det
 
 
+@numba.njit(cache=True, inline="always")
+def _minor_into(b, x, y, ry, j, i, k):
+    """b[:k-1, :k-1] = the k x k matrix x without row j and column i, its row ry (a row of the minor; -1:
+    none) taken from y instead."""
+    r2 = 0
+    for row in range(k):
+        if row == j:
+            continue
+        src = y if r2 == ry else x
+        c2 = 0
+        for col in range(k):
+            if col == i:
+                continue
+            b[r2, c2] = src[row, col]
+            c2 += 1
+        r2 += 1
+
+
 @numba.njit(cache=True)
 def _walker_minors(t, deg, holes, parts, sign, det, adj, x, b):
     """string_minors of one walker: t (n, m) its table; writes det (ns,) and adj (ns, kmax, kmax) in place;
@@ -161,18 +179,7 @@ def _walker_minors(t, deg, holes, parts, sign, det, adj, x, b):
         else:
             for i in range(k):
                 for j in range(k):
-                    # cofactor: x without row j and column i
-                    r2 = 0
-                    for r in range(k):
-                        if r == j:
-                            continue
-                        c2 = 0
-                        for c in range(k):
-                            if c == i:
-                                continue
-                            b[r2, c2] = x[r, c]
-                            c2 += 1
-                        r2 += 1
+                    _minor_into(b, x, x, -1, j, i, k)  # cofactor: x without row j and column i
                     m = _det_inplace(b, k - 1)
                     adj[s, i, j] = sg * m if (i + j) % 2 == 0 else -sg * m
             d = 0.0

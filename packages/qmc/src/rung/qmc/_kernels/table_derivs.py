@@ -24,7 +24,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from rung.qmc._kernels.table import _det_inplace
+from rung.qmc._kernels.table import _det_inplace, _minor_into
 
 
 def mixed_adjugate_reference(x, y):
@@ -111,18 +111,7 @@ def _mixed_adjugate(x, y, k, out, b):
         for j in range(k):
             acc = 0.0
             for r in range(k - 1):  # the minor of x without row j and column i, its row r from y
-                r2 = 0
-                for row in range(k):
-                    if row == j:
-                        continue
-                    src = y if r2 == r else x
-                    c2 = 0
-                    for col in range(k):
-                        if col == i:
-                            continue
-                        b[r2, c2] = src[row, col]
-                        c2 += 1
-                    r2 += 1
+                _minor_into(b, x, y, r, j, i, k)
                 acc += _det_inplace(b, k - 1)
             out[i, j] = acc if (i + j) % 2 == 0 else -acc
 

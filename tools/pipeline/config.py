@@ -34,7 +34,7 @@ Sections (all optional but ``[input]``; units in the key names where they are no
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from rung.core.errors import InputError
@@ -193,6 +193,6 @@ def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfi
             refit.cv_folds < 2 or not isinstance(grid, (list, tuple)) or not grid or \
             not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
         raise ConfigError("[refit]: l2sp must be a number >= 0 or \"cv\", cv_folds >= 2, cv_l2sp a list of numbers >= 0")
-    refit = RefitConfig(refit.model, refit.l2sp if refit.l2sp == "cv" else float(refit.l2sp), refit.force_weight,
-                        refit.cv_folds, tuple(float(v) for v in grid))
+    refit = replace(refit, l2sp=refit.l2sp if refit.l2sp == "cv" else float(refit.l2sp),
+                    cv_l2sp=tuple(float(v) for v in grid))
     return PipelineConfig(inp, dft, sel, qmc, refit, md, loop, source, sci)

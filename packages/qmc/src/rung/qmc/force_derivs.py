@@ -183,6 +183,7 @@ class AnalyticDerivatives:
         charges = self.charges = np.asarray(ham.atom_charges, dtype=np.float64)
         _, start, tp, ta, tc = ham.ecp.local_tables()  # the local ccECP channels and their molecule atoms
         self._local = (np.array([ia for ia, *_ in ham.ecp.atoms], dtype=np.int64), start, tp, ta, tc)
+        self._nl_atom = np.array([ia for ia, _, _, nl in ham.ecp.atoms if nl], dtype=np.int64)  # of ecp._packed()
         d = self.coords[:, None] - self.coords[None]
         r3 = np.linalg.norm(d, axis=-1) ** 3
         np.fill_diagonal(r3, np.inf)
@@ -286,13 +287,12 @@ class AnalyticDerivatives:
             from rung.qmc.orbitals import SCREEN
 
             ch = ecp._packed()
-            atom_mol = np.array([ia for ia, _, _, nl in ecp.atoms if nl], dtype=np.int64)
             j0 = np.zeros((nw, ne)) if jas is None else \
                 np.concatenate([jas._current(k) for k in range(ne)], 1)  # J_e at r_e (cached), (nw, ne)
             bs = self.basis
             for s, sl in self._spins():
                 vm_ao = np.zeros((nw, sl.stop - sl.start, bs.ncart))
-                nonlocal_terms(rot, dirs, weights, sl.start, sl.stop - sl.start, ch.atom_R, ch.atom_rc, atom_mol,
+                nonlocal_terms(rot, dirs, weights, sl.start, sl.stop - sl.start, ch.atom_R, ch.atom_rc, self._nl_atom,
                                ch.ch_atom, ch.ch_l, ch.ch_tstart, ch.t_pow, ch.t_a, ch.t_c, j0, *self.centres,
                                bs.sh_l, bs.sh_col, self.sh_minexp, *self.splines, SCREEN, b0[s], configs, jg,
                                self.coords, self.spin, with_ge, *self._jastrow_tables, de, ge, vm_ao)

@@ -58,10 +58,11 @@ def _check(positions, cutoff, cell):
     return x, cell
 
 
-def _heights(cell):
-    """Distances between opposite faces of the cell, (3,)."""
-    vol = abs(np.linalg.det(cell))
-    return np.array([vol / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)])
+def cell_heights(cell) -> np.ndarray:
+    """Distances between opposite faces of a cell (3,), units of the cell (rows are lattice vectors)."""
+    c = np.asarray(cell, dtype=np.float64)
+    vol = abs(np.linalg.det(c))
+    return np.array([vol / np.linalg.norm(np.cross(c[(k + 1) % 3], c[(k + 2) % 3])) for k in range(3)])
 
 
 def neighbor_list(positions, cutoff: float, cell=None, *, half: bool = True) -> Pairs:
@@ -85,7 +86,7 @@ def neighbor_list(positions, cutoff: float, cell=None, *, half: bool = True) -> 
         offset = np.floor(frac)
         frac = frac - offset  # wrapped into [0, 1)
         frac[frac >= 1.0] = 0.0  # -1e-17 wraps to 1.0 in floating point
-        h = _heights(cell)
+        h = cell_heights(cell)
         box = cell
     else:
         lo = x.min(axis=0) if n else np.zeros(3)
@@ -223,7 +224,7 @@ def neighbor_list_reference(positions, cutoff: float, cell=None, *, half: bool =
     else:
         frac = x @ np.linalg.inv(cell)
         spread = np.ceil(frac.max(axis=0) - frac.min(axis=0)) if n else np.zeros(3)
-        r = (np.ceil(cutoff / _heights(cell)) + spread).astype(np.int64)  # inputs need not be wrapped
+        r = (np.ceil(cutoff / cell_heights(cell)) + spread).astype(np.int64)  # inputs need not be wrapped
         grid = np.meshgrid(*[np.arange(-k, k + 1) for k in r], indexing="ij")
         shifts = np.stack([g.ravel() for g in grid], axis=1)
     out = []

@@ -20,17 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from rung.core import units as U
-from rung.core.neighbors import neighbor_list
+from rung.core.neighbors import cell_heights, neighbor_list
 from rung.core.errors import InputError
 from rung.core.potential import (Harmonic, PotentialResult, check_options, load_attr, make_potential,
                                  register_potential)
-
-
-def cell_heights(cell) -> np.ndarray:
-    """Distances between opposite faces of a cell (3,), units of the cell (rows are lattice vectors)."""
-    c = np.asarray(cell, dtype=np.float64)
-    vol = abs(np.linalg.det(c))
-    return np.array([vol / np.linalg.norm(np.cross(c[(k + 1) % 3], c[(k + 2) % 3])) for k in range(3)])
 
 
 class BeadNeighbors:

@@ -36,8 +36,6 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda
 
-from rung.core.neighbors import _heights  # distances between opposite faces of a cell
-
 MAX_SHF = 16  # local scratch size for ShfZ / ShfA
 THREADS = 128  # threads per block
 
@@ -329,7 +327,10 @@ def neighbour_entries(xp, x, batch, n_batch, cells, Rcr, Rca) -> DeviceEntries:
     else:
         cells_h = np.array(cells, dtype=np.float64).reshape(n_batch, 3, 3)  # a copy: cells may be a read-only view
         # cutoff over face heights, a hair larger so that rounding cannot drop a shift (the distance decides)
-        rch = np.array([Rcr / _heights(c) for c in cells_h]) * (1.0 + 1e-9) + 1e-9
+        from rung.core.neighbors import cell_heights  # here, not at the top: tools/ptx_check.py loads this
+        # module from its file alone (no rung import), to compile the kernels above
+
+        rch = np.array([Rcr / cell_heights(c) for c in cells_h]) * (1.0 + 1e-9) + 1e-9
         inv = xp.asarray(np.linalg.inv(cells_h))
         frac = xp.einsum("na,nab->nb", x, inv[batch])
         offf = xp.floor(frac)

@@ -55,26 +55,6 @@ def test_det_terms_kernel_matches_cpu(with_j):
         _close(got, ref)
 
 
-@sim
-def test_det_terms_table_copies_reused_and_refreshed():
-    """The shell tables are copied to the device once per array object: a second call reuses the copies (the
-    same results), and a table changed in place between calls is copied again (results as the CPU kernel's)."""
-    from rung.qmc._kernels import forces_gpu
-    from rung.qmc._kernels.cpu import forces as forces_cpu
-
-    args = list(_det_inputs(True))
-    first = forces_gpu.det_terms(*args)
-    reused = forces_gpu._TABLES[id(args[8])][2]
-    for got, ref in zip(forces_gpu.det_terms(*args), first):
-        np.testing.assert_array_equal(got, ref)
-    assert forces_gpu._TABLES[id(args[8])][2] is reused
-    args[8] = args[8].copy()  # coefs: a private array to change in place
-    forces_gpu.det_terms(*args)
-    args[8] *= 1.5
-    for got, ref in zip(forces_gpu.det_terms(*args), forces_cpu.det_terms(*args)):
-        _close(got, ref)
-
-
 def _builder(mol, jastrow, **opts):
     orb = mean_field(mol)
     wf = slater_jastrow(mol, orb, jastrow=jastrow, **opts)

@@ -402,24 +402,6 @@ def _add_sum_kernel(part, out):
     out[w, i, x] += acc
 
 
-_TABLES: dict = {}  # id(NumPy table) -> (that table, a copy of its values, its device copy): see _table
-_PER_CALL = (0, 12, 24, 25, 26)  # rot, j0, b0, configs, jg of nonlocal_terms' arrays (33 on: its outputs)
-
-
-def _table(a):
-    """A NumPy table argument (shell table, splines, ECP channels, Jastrow) on the device, copied once per array
-    object: a later call with the same array, its values unchanged, reuses the device copy (the entry holds the
-    array, so its id names no other; changed in place, it is copied again); as forces_gpu._table."""
-    hit = _TABLES.get(id(a))
-    if hit is not None and np.array_equal(hit[1], a):
-        return hit[2]
-    if len(_TABLES) >= 256:  # bounded: tables of many trial functions / Hamiltonians
-        _TABLES.clear()
-    d = cuda.to_device(np.ascontiguousarray(a))
-    _TABLES[id(a)] = (a, a.copy(), d)
-    return d
-
-
 def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c,
                    j0, cen_R, cen_shstart, cen_minexp, cen_atom,
                    sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h, screen, b0, configs, jg, coords, spin,
@@ -440,8 +422,7 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
     nw, ne, natom = configs.shape[0], configs.shape[1], coords.shape[0]
     if nw * n == 0:
         return
-    dev = [cuda.to_device(np.ascontiguousarray(a)) if k in _PER_CALL or k >= 33 or not isinstance(a, np.ndarray)
-           else _table(a) for k, a in enumerate(arrays)]
+    dev = [cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in arrays]
     de_part = cuda.device_array((nw, n, natom, 3), dtype=np.float64)  # each thread's own contributions
     ge_part = cuda.device_array((nw, n, ne, 3) if with_ge else (1, 1, 1, 3), dtype=np.float64)
     (rot, dirs, weights, atom_R, atom_rc, atom_mol, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, j0, cen_R, cen_shstart,

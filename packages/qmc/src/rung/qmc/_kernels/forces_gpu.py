@@ -342,25 +342,6 @@ def _dev(a):
     return cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
 
 
-_TABLES: dict = {}  # id(NumPy table) -> (that table, a copy of its values, its device copy): see _table
-
-
-def _table(a):
-    """A table argument (shell table, Jastrow, ECP coefficients) on the device, copied once per array object:
-    a later call with the same array, its values unchanged, reuses the device copy (the entry holds the array,
-    so its id names no other; changed in place, it is copied again). Device arrays pass through."""
-    if not isinstance(a, np.ndarray):
-        return a
-    hit = _TABLES.get(id(a))
-    if hit is not None and np.array_equal(hit[1], a):
-        return hit[2]
-    if len(_TABLES) >= 256:  # bounded: tables of many trial functions / Hamiltonians
-        _TABLES.clear()
-    d = cuda.to_device(np.ascontiguousarray(a))
-    _TABLES[id(a)] = (a, a.copy(), d)
-    return d
-
-
 def _blocks(n: int) -> int:
     return max(1, (n + THREADS - 1) // THREADS)
 
@@ -386,8 +367,7 @@ def det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps,
     ge = cuda.device_array((nw, n, 3))
     de_part = cuda.device_array((nw, n, natom, 3))  # zeroed by the threads that own them
     dl_part = cuda.device_array((nw, n, natom, 3))
-    dev = [_dev(a) if k in (0, 9, 10, 11) else _table(a) for k, a in enumerate(arrays)]  # pos, b0, cx, jg per call
-    _det_kernel[_blocks(nw * n), THREADS](*dev, float(screen), ge, de_part, dl_part)
+    _det_kernel[_blocks(nw * n), THREADS](*(_dev(a) for a in arrays), float(screen), ge, de_part, dl_part)
     de = cuda.device_array((nw, natom, 3))
     dl = cuda.device_array((nw, natom, 3))
     _sum_electrons[_blocks(nw * natom * 3), THREADS](de_part, False, de)
@@ -415,10 +395,9 @@ def electron_terms(configs, gt, coords, charges, spin, with_ge, use_j, ee_poly, 
     dl_part = cuda.device_array((nw, ne, natom, 3))  # written by the threads that own them
     de_part = cuda.device_array((nw, ne, natom, 3))
     _electron_kernel[_blocks(nw * ne), THREADS](
-        _dev(configs), _dev(gt), _table(coords), _table(charges), _table(spin), bool(with_ge), bool(use_j),
-        _table(ee_poly), _table(ee_g), float(L_ee), float(L_eec), _table(en_poly), _table(en_g), float(L_en),
-        float(L_enc), _table(loc_atom), _table(loc_tstart), _table(t_pow), _table(t_a), _table(t_c), d_ge, dl_part,
-        de_part)
+        _dev(configs), _dev(gt), _dev(coords), _dev(charges), _dev(spin), bool(with_ge), bool(use_j), _dev(ee_poly),
+        _dev(ee_g), float(L_ee), float(L_eec), _dev(en_poly), _dev(en_g), float(L_en), float(L_enc), _dev(loc_atom),
+        _dev(loc_tstart), _dev(t_pow), _dev(t_a), _dev(t_c), d_ge, dl_part, de_part)
     _sum_electrons[_blocks(nw * natom * 3), THREADS](dl_part, True, d_dl)
     _sum_electrons[_blocks(nw * natom * 3), THREADS](de_part, True, d_de)
     if on_host:

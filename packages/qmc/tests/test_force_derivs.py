@@ -236,7 +236,8 @@ def test_electron_terms_kernel_matches_numpy_reference(water):
     nw, ne, _ = configs.shape
     out = [(np.zeros((nw, mol.natm, 3)), np.zeros((nw, mol.natm, 3)), np.zeros((nw, ne, 3))) for _ in range(2)]
     an._electron_terms_numpy(configs, gt, *out[0])
-    electron_terms(configs, gt, an.coords, an.charges, an.spin, True, *an._jastrow_tables, *an._local, *out[1])
+    t = an.tables
+    electron_terms(configs, gt, t.coords, t.charges, t.spin, True, *t.jastrow, *t.local, *out[1])
     for ref, got in zip(*out):
         assert np.abs(ref).max() > 0.1
         np.testing.assert_allclose(got, ref, atol=1e-12 * np.abs(ref).max(), rtol=0)

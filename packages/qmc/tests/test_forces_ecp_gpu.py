@@ -59,7 +59,7 @@ def _inputs(mol, an, nw):
     jg = rng.normal(size=(nw, ne, 3))
     head = (rot, dirs, weights)
     mid = (ch.atom_R, ch.atom_rc, atom_mol, ch.ch_atom, ch.ch_l, ch.ch_tstart, ch.t_pow, ch.t_a, ch.t_c, j0,
-           *an.centres, an.basis.sh_l, an.basis.sh_col, an.sh_minexp, *an.splines, SCREEN)
+           *an.tables.centres, SCREEN)
     return head, mid, configs, jg, rng
 
 
@@ -75,7 +75,7 @@ def test_simulator_kernel_matches_cpu_kernel(brcl, use_j, with_ge):
     nw = 2
     head, mid, configs, jg, rng = _inputs(mol, an, nw)
     ne, natom, ncart = configs.shape[1], an.natom, an.basis.ncart
-    jt = (use_j,) + an._jastrow_tables[1:]  # without the Jastrow the kernels must ignore its tables
+    jt = (use_j,) + an.tables.jastrow[1:]  # without the Jastrow the kernels must ignore its tables
     start = 0
     for n in mol.nelec:
         b0 = rng.normal(size=(nw, ncart, n))
@@ -117,7 +117,7 @@ def test_cupy_backend_uses_the_kernel(brcl, monkeypatch):
 
 def _one_spin(an, head, mid, configs, jg, with_ge, outs, b0):
     """The argument list of one call for the first spin (start 0)."""
-    return (*head, 0, b0.shape[2], *mid, b0, configs, jg, an.coords, an.spin, with_ge, *an._jastrow_tables, *outs)
+    return (*head, 0, b0.shape[2], *mid, b0, configs, jg, an.coords, an.spin, with_ge, *an.tables.jastrow, *outs)
 
 
 def test_bad_inputs(brcl):

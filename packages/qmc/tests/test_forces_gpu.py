@@ -88,15 +88,16 @@ def test_electron_terms_kernel_matches_cpu(water, lih, system, use_j, with_ge):
 
     mol, wf, ham, configs = water if system == "water" else lih
     an = AnalyticDerivatives(mol, wf, ham)
-    tables = an._jastrow_tables if use_j else (False,) + an._jastrow_tables[1:]
-    assert (an._local[0].size > 0) == (system == "water")
+    t = an.tables
+    jastrow = t.jastrow if use_j else (False,) + t.jastrow[1:]
+    assert (t.local[0].size > 0) == (system == "water")
     gt = np.random.default_rng(8).normal(size=configs.shape)
     nw, ne, _ = configs.shape
     start = np.random.default_rng(9).normal(size=(nw, 2 * mol.natm + ne, 3))
     out = [np.split(start.copy(), [mol.natm, 2 * mol.natm], axis=1) for _ in range(2)]  # dl, de, ge
     out = [[np.ascontiguousarray(a) for a in o] for o in out]
     for kernels, (dl, de, ge) in zip((forces_cpu, forces_gpu), out):
-        kernels.electron_terms(configs, gt, an.coords, an.charges, an.spin, with_ge, *tables, *an._local, dl, de, ge)
+        kernels.electron_terms(configs, gt, t.coords, t.charges, t.spin, with_ge, *jastrow, *t.local, dl, de, ge)
     for k, (ref, got, s) in enumerate(zip(*out, np.split(start, [mol.natm, 2 * mol.natm], axis=1))):
         if k == 0 and not use_j:  # d ln psi / dR has only Jastrow terms here
             np.testing.assert_array_equal(got, s)
@@ -121,6 +122,36 @@ def test_cupy_backend_matches_numba(water, jastrow):
         out.append(res + warped(configs))
     for ref, got in zip(*out):
         _close(got, ref)
+
+
+@sim
+def test_cupy_backend_copies_its_tables_once(water, monkeypatch):
+    """AnalyticDerivatives(backend="cupy") copies its tables (shells, atoms, Jastrow, ECP channels, splines)
+    to the device on its first call only: a second call hands no table, nor a view of one, to
+    cuda.to_device (walker data only) and gives the same numbers bit for bit."""
+    from numba import cuda
+
+    mol, wf, ham, configs = water
+    an = AnalyticDerivatives(mol, wf, ham, backend="cupy")
+    assert an.ham.ecp.has_nonlocal  # all three kernels run
+    tables = [a for f in an.tables for a in (f if isinstance(f, tuple) else (f,)) if isinstance(a, np.ndarray)]
+    copied = []
+    to_device = cuda.to_device
+    monkeypatch.setattr(cuda, "to_device", lambda a, *rest, **kw: copied.append(a) or to_device(a, *rest, **kw))
+
+    def copies_of_tables():
+        return sum(any(np.shares_memory(a, t) for t in tables) for a in copied if isinstance(a, np.ndarray))
+
+    rot = an._draw_rotations(*configs.shape[:2])
+    first = an.derivatives(configs, rot)
+    assert copies_of_tables() == len({id(t) for t in tables})  # the spy sees each table copied, once
+    device = an.device_tables
+    copied.clear()
+    second = an.derivatives(configs, rot)
+    assert copied and copies_of_tables() == 0  # walker data copied, no table
+    assert an.device_tables is device
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_bad_inputs(water):

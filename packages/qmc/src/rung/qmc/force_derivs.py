@@ -44,6 +44,8 @@ electron-electron Jastrow in the other electrons' ratios) are added by hand.
 from __future__ import annotations
 
 import copy
+from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -119,6 +121,33 @@ def _radial_d(channel, r):
     return v, d
 
 
+class KernelTables(NamedTuple):
+    """The force kernels' arguments that are not walker data, grouped in their argument order (built once per
+    :class:`AnalyticDerivatives`; NumPy arrays, or their device copies in ``device_tables``).
+
+    shells : det_terms' cartesian shell table: sh_center (nsh, 3) Bohr, sh_l, sh_pstart, sh_col, sh_minexp,
+        sh_atom (the atom of each shell), exps, coefs
+    coords : (natom, 3) float64, Bohr; charges : (natom,) float64; spin : (ne,) int64
+    jastrow : use_j, ee_poly, ee_g, L_ee, L_eec, en_poly, en_g, L_en, L_enc (placeholders without a Jastrow)
+    local : the local ccECP channels: molecule atom, term start, powers, exponents, coefficients
+    quadrature : the ECP rule's directions (nq, 3) and weights (nq,)
+    channels : the nonlocal ccECP channels (atom_R, atom_rc, their molecule atoms, ch_atom, ch_l, ch_tstart,
+        t_pow, t_a, t_c)
+    centres : the AO centres (cen_R, cen_shstart, cen_minexp, cen_atom) and the shell table and radial
+        splines the nonlocal kernel reads (sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h)
+    """
+
+    shells: tuple
+    coords: np.ndarray
+    charges: np.ndarray
+    spin: np.ndarray
+    jastrow: tuple
+    local: tuple
+    quadrature: tuple
+    channels: tuple
+    centres: tuple
+
+
 class AnalyticDerivatives:
     """Per-sample d ln|psi| / dR and d E_L / dR (electrons fixed), every atom in one pass.
 
@@ -134,6 +163,10 @@ class AnalyticDerivatives:
         ``nonlocal_terms``, ``electron_terms``), "cupy" (the same with ``det_terms`` and ``electron_terms``
         from the numba.cuda kernels of :mod:`rung.qmc._kernels.forces_gpu`, NumPy arrays in and out; the
         nonlocal terms from :mod:`rung.qmc._kernels.forces_ecp_gpu`) or "numpy" (PySCF's AOs and einsums: the oracle)
+
+    The kernels' tables (shells, Jastrow, ECP channels, atoms: :class:`KernelTables`) are built once, in
+    ``tables``; with "cupy" their device copies (``device_tables``) are made on the first call and kept, so a
+    call copies only walker data to the device.
 
     A call given the sampler's trial function (``wf``, ``grad``: see :meth:`__call__`) reads its state and
     recomputes nothing; without it this instance's own deep copy is recomputed at the walkers.
@@ -165,25 +198,11 @@ class AnalyticDerivatives:
         self.eval_name = "GTOval_cart_deriv" if mol.cart else "GTOval_sph_deriv"
         self.basis = self.det.orbitals[0].basis
         if backend != "numpy":  # cartesian AOs throughout: phi = chi_cart C_cart
-            b = self.basis
-            dist = np.linalg.norm(b.sh_center[:, None] - self.coords[None], axis=-1)
-            self.sh_atom = np.argmin(dist, axis=1).astype(np.int64)  # (nsh,) atom of each shell
             self.cmo = [o.coef_cart for o in self.det.orbitals]  # (ncart, n) per spin
-            self.sh_minexp = b.sh_minexp  # (nsh,) smallest exponent of each shell
-            sp = b.radial_splines  # radial parts at the ECP quadrature points (as the energy's kernel)
-            self.splines = (sp.tab, sp.sh_start, sp.sh_nint, sp.sh_inv_h)
-            new = np.ones(b.sh_l.size, dtype=bool)  # AO centres: runs of consecutive shells on one atom
-            new[1:] = self.sh_atom[1:] != self.sh_atom[:-1]
-            start = np.append(np.nonzero(new)[0], b.sh_l.size).astype(np.int64)
-            self.centres = (np.ascontiguousarray(b.sh_center[start[:-1]]), start,
-                            np.minimum.reduceat(self.sh_minexp, start[:-1]), self.sh_atom[start[:-1]])
         else:
             self.ao_atom = _ao_by_atom(mol)
             self.cmo = [o.mo_coeff for o in self.det.orbitals]  # (nao, n) per spin
         charges = self.charges = np.asarray(ham.atom_charges, dtype=np.float64)
-        _, start, tp, ta, tc = ham.ecp.local_tables()  # the local ccECP channels and their molecule atoms
-        self._local = (np.array([ia for ia, *_ in ham.ecp.atoms], dtype=np.int64), start, tp, ta, tc)
-        self._nl_atom = np.array([ia for ia, _, _, nl in ham.ecp.atoms if nl], dtype=np.int64)  # of ecp._packed()
         d = self.coords[:, None] - self.coords[None]
         r3 = np.linalg.norm(d, axis=-1) ** 3
         np.fill_diagonal(r3, np.inf)
@@ -197,13 +216,57 @@ class AnalyticDerivatives:
         # the pair functions as the numba kernels take them (use_j, ee_poly, ee_g, L_ee, L_eec, en_poly,
         # en_g, L_en, L_enc); placeholders without a Jastrow
         self.spin = np.array([0] * self.det.nelec[0] + [1] * self.det.nelec[1], dtype=np.int64)
-        if self.jas is None:
-            self._jastrow_tables = (False, np.zeros((2, 1)), np.zeros(2), 1.0, 1.0, np.zeros((self.natom, 1)),
-                                    np.zeros(self.natom), 1.0, 1.0)
+        self.tables = self._kernel_tables() if backend != "numpy" else None
+
+    def _kernel_tables(self) -> KernelTables:
+        """The kernels' NumPy tables of this trial function and Hamiltonian (see :class:`KernelTables`)."""
+        from rung.qmc.ecp import _ICOSAHEDRON
+
+        b, ecp = self.basis, self.ham.ecp
+        dist = np.linalg.norm(b.sh_center[:, None] - self.coords[None], axis=-1)
+        sh_atom = np.argmin(dist, axis=1).astype(np.int64)  # (nsh,) atom of each shell
+        new = np.ones(b.sh_l.size, dtype=bool)  # AO centres: runs of consecutive shells on one atom
+        new[1:] = sh_atom[1:] != sh_atom[:-1]
+        start = np.append(np.nonzero(new)[0], b.sh_l.size).astype(np.int64)
+        sp = b.radial_splines  # radial parts at the ECP quadrature points (as the energy's kernel)
+        centres = (np.ascontiguousarray(b.sh_center[start[:-1]]), start, np.minimum.reduceat(b.sh_minexp, start[:-1]),
+                   sh_atom[start[:-1]], b.sh_l, b.sh_col, b.sh_minexp, sp.tab, sp.sh_start, sp.sh_nint, sp.sh_inv_h)
+        if self.jas is None:  # placeholders: the kernels read no Jastrow table when use_j is False
+            jastrow = (False, np.zeros((2, 1)), np.zeros(2), 1.0, 1.0, np.zeros((self.natom, 1)), np.zeros(self.natom),
+                       1.0, 1.0)
         else:
-            self._jastrow_tables = (True, np.ascontiguousarray(j.parameters["ee"] @ j.bcoef), np.array(EE_CUSP),
-                                    j.rcut_ee, j.rcut_ee_cusp, np.ascontiguousarray(self.en_poly),
-                                    -j.cusp_charges, j.rcut_en, j.rcut_cusp)
+            j = self.jas
+            jastrow = (True, np.ascontiguousarray(j.parameters["ee"] @ j.bcoef), np.array(EE_CUSP), j.rcut_ee,
+                       j.rcut_ee_cusp, np.ascontiguousarray(self.en_poly), -j.cusp_charges, j.rcut_en, j.rcut_cusp)
+        _, lstart, lp, la, lc = ecp.local_tables()  # the local ccECP channels and their molecule atoms
+        local = (np.array([ia for ia, *_ in ecp.atoms], dtype=np.int64), lstart, lp, la, lc)
+        ch = ecp._packed()
+        nl_atom = np.array([ia for ia, _, _, nl in ecp.atoms if nl], dtype=np.int64)  # molecule atoms of ch.atom_R
+        channels = (ch.atom_R, ch.atom_rc, nl_atom, ch.ch_atom, ch.ch_l, ch.ch_tstart, ch.t_pow, ch.t_a, ch.t_c)
+        return KernelTables((b.sh_center, b.sh_l, b.sh_pstart, b.sh_col, b.sh_minexp, sh_atom, b.exps, b.coefs),
+                            self.coords, self.charges, self.spin, jastrow, local, _ICOSAHEDRON, channels, centres)
+
+    @cached_property
+    def device_tables(self) -> KernelTables:
+        """``tables`` with every array copied to the CUDA device, once (on the first call of the "cupy"
+        backend; an array shared by two groups is copied once); scalars as they are."""
+        from numba import cuda
+
+        from rung.qmc._kernels.forces_gpu import LMAX
+
+        if int(self.basis.sh_l.max()) > LMAX:
+            raise ValueError(f"the CUDA force kernel handles shells up to l = {LMAX}, "
+                             f"the basis has l = {int(self.basis.sh_l.max())}")
+        copies = {}  # id of a host array -> its device copy
+
+        def dev(a):
+            if not isinstance(a, np.ndarray):
+                return a
+            if id(a) not in copies:
+                copies[id(a)] = cuda.to_device(np.ascontiguousarray(a))
+            return copies[id(a)]
+
+        return KernelTables(*(tuple(map(dev, f)) if isinstance(f, tuple) else dev(f) for f in self.tables))
 
     # ------------------------------------------------------------------ pieces
     def _en_jastrow(self, r):
@@ -237,14 +300,15 @@ class AnalyticDerivatives:
         return self.mol.eval_gto(self.eval_name + str(deriv), pos)
 
     def _kernels(self):
-        """The module of ``det_terms`` and ``electron_terms``: the numba.cuda one for "cupy", else the CPU one."""
+        """(the module of ``det_terms`` and ``electron_terms``, the tables they take): the numba.cuda kernels
+        and the device tables for "cupy", else the CPU kernels and the NumPy tables."""
         if self.backend == "cupy":
             from rung.qmc._kernels import forces_gpu
 
-            return forces_gpu
+            return forces_gpu, self.device_tables
         from rung.qmc._kernels.cpu import forces as forces_cpu
 
-        return forces_cpu
+        return forces_cpu, self.tables
 
     def _spins(self):
         n0, n1 = self.det.nelec
@@ -286,16 +350,13 @@ class AnalyticDerivatives:
                 from rung.qmc._kernels.cpu.forces import nonlocal_terms
             from rung.qmc.orbitals import SCREEN
 
-            ch = ecp._packed()
+            t = self._kernels()[1]
             j0 = np.zeros((nw, ne)) if jas is None else \
                 np.concatenate([jas._current(k) for k in range(ne)], 1)  # J_e at r_e (cached), (nw, ne)
-            bs = self.basis
             for s, sl in self._spins():
-                vm_ao = np.zeros((nw, sl.stop - sl.start, bs.ncart))
-                nonlocal_terms(rot, dirs, weights, sl.start, sl.stop - sl.start, ch.atom_R, ch.atom_rc, self._nl_atom,
-                               ch.ch_atom, ch.ch_l, ch.ch_tstart, ch.t_pow, ch.t_a, ch.t_c, j0, *self.centres,
-                               bs.sh_l, bs.sh_col, self.sh_minexp, *self.splines, SCREEN, b0[s], configs, jg,
-                               self.coords, self.spin, with_ge, *self._jastrow_tables, de, ge, vm_ao)
+                vm_ao = np.zeros((nw, sl.stop - sl.start, self.basis.ncart))
+                nonlocal_terms(rot, *t.quadrature, sl.start, sl.stop - sl.start, *t.channels, j0, *t.centres, SCREEN,
+                               b0[s], configs, jg, t.coords, t.spin, with_ge, *t.jastrow, de, ge, vm_ao)
                 vm[s] += vm_ao @ self.cmo[s]
             return vm
         atoms = [(ia, R, nl, rc) for (ia, R, _, nl), rc in zip(ecp.atoms, ecp._cut) if nl]
@@ -478,8 +539,9 @@ class AnalyticDerivatives:
         de = np.zeros((nw, self.natom, 3))
         ge = np.zeros((nw, ne, 3))
         if self.backend != "numpy":
-            self._kernels().electron_terms(configs, np.ascontiguousarray(gt), self.coords, self.charges, self.spin,
-                                           electron_gradient, *self._jastrow_tables, *self._local, dl, de, ge)
+            kernels, t = self._kernels()
+            kernels.electron_terms(configs, np.ascontiguousarray(gt), t.coords, t.charges, t.spin, electron_gradient,
+                                   *t.jastrow, *t.local, dl, de, ge)
         else:
             self._electron_terms_numpy(configs, gt, dl, de, ge)
         de += self.dnn
@@ -512,10 +574,9 @@ class AnalyticDerivatives:
             if self.backend != "numpy":
                 from rung.qmc.orbitals import SCREEN
 
-                b = self.basis
-                out = self._kernels().det_terms(np.ascontiguousarray(configs[:, sl]), b.sh_center, b.sh_l, b.sh_pstart,
-                                                b.sh_col, self.sh_minexp, self.sh_atom, b.exps, b.coefs, b0[s], cx,
-                                                np.ascontiguousarray(jg[:, sl]), self.natom, SCREEN)
+                kernels, t = self._kernels()
+                out = kernels.det_terms(np.ascontiguousarray(configs[:, sl]), *t.shells, b0[s], cx,
+                                        np.ascontiguousarray(jg[:, sl]), self.natom, SCREEN)
             else:
                 ao = self.mol.eval_gto(self.eval_name + "3", configs[:, sl].reshape(-1, 3)).reshape(20, nw, n, -1)
                 out = det_terms_numpy(ao, b0[s], cx, jg[:, sl], self.ao_atom)

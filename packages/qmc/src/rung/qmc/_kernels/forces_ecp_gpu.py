@@ -16,9 +16,12 @@ recomputed in the last pass instead of stored ((natom + ne) x nq per thread woul
 Each thread writes only its own outputs: ``vm_ao[w, e, :]`` (added to in place) and the partials
 ``de_part[w, e]`` (natom, 3) and ``ge_part[w, e]`` (ne, 3) (its contributions to every atom and, for
 grad E_L, every electron; zeroed by the thread). A second kernel, one thread per output element, adds the
-partials' sums over electrons into ``de`` and ``ge``: no atomics. Inputs may be NumPy arrays (copied to
-the device, ``de``, ``ge``, ``vm_ao`` copied back in place) or device arrays (CuPy, numba; updated on the
-device). Runs under the numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) for testing without a GPU.
+partials' sums over electrons into ``de`` and ``ge``: no atomics. The walker arrays (rot, j0, b0, configs,
+jg, de, ge, vm_ao) are all NumPy arrays (copied to the device, ``de``, ``ge``, ``vm_ao`` copied back in place)
+or all device arrays (CuPy, numba; updated on the device). The tables (quadrature, ECP channels, centres,
+shells, splines, atoms, Jastrow) may be device arrays whatever the walker arrays are: their owner copies
+them once (:attr:`rung.qmc.force_derivs.AnalyticDerivatives.device_tables`), NumPy tables are copied for the
+call. Runs under the numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) for testing without a GPU.
 This file imports only math, NumPy and numba.cuda (``tools/ptx_check.py`` loads it standalone).
 """
 
@@ -417,8 +420,9 @@ def nonlocal_terms(rot, dirs, weights, start, n, atom_R, atom_rc, atom_mol, ch_a
     arrays = (rot, dirs, weights, atom_R, atom_rc, atom_mol, ch_atom, ch_l, ch_tstart, t_pow, t_a, t_c, j0, cen_R,
               cen_shstart, cen_minexp, cen_atom, sh_l, sh_col, sh_minexp, spl_tab, sh_tstart, sh_nint, sh_inv_h, b0,
               configs, jg, coords, spin, ee_poly, ee_g, en_poly, en_g, de, vm_ao) + ((ge,) if with_ge else ())
-    if len({isinstance(a, np.ndarray) for a in arrays}) > 1:
-        raise ValueError("forces_ecp_gpu: the array arguments mix NumPy and device arrays; pass all of one kind")
+    walker = (rot, j0, b0, configs, jg, de, vm_ao) + ((ge,) if with_ge else ())
+    if len({isinstance(a, np.ndarray) for a in walker}) > 1:
+        raise ValueError("forces_ecp_gpu: the walker arrays mix NumPy and device arrays; pass all of one kind")
     nw, ne, natom = configs.shape[0], configs.shape[1], coords.shape[0]
     if nw * n == 0:
         return

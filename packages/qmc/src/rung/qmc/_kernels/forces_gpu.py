@@ -16,9 +16,13 @@ CPU kernel (shells with min_p a_p r^2 > screen and primitives with a_p r^2 > scr
 monomial derivatives d^k u^m / du^k (k <= 3) sit in per-thread local tables of the literal size
 ``4 (LMAX + 1)``, so shells up to l = LMAX.
 
-Inputs may be NumPy arrays (copied to the device, the results copied back: NumPy in, NumPy out, and the
-in-place outputs of ``electron_terms`` updated in place) or device arrays (CuPy, numba; everything stays on
-the device, new outputs as numba device arrays); mixing the two raises. Runs under the numba CUDA simulator
+The walker arrays (positions, B0, C X, gradients, the in-place outputs) are all NumPy arrays (copied to the
+device, the results copied back: NumPy in, NumPy out, and the in-place outputs of ``electron_terms`` updated
+in place) or all device arrays (CuPy, numba; everything stays on the device, new outputs as numba device
+arrays); mixing the two raises. The tables (shells, atoms, Jastrow, ECP channels) may be device arrays
+whatever the walker arrays are: their owner copies them once
+(:attr:`rung.qmc.force_derivs.AnalyticDerivatives.device_tables`) and a call then copies only walker data;
+NumPy tables are copied for the call. Runs under the numba CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``). This module imports only math, NumPy and numba.cuda (``tools/ptx_check.py``
 loads it standalone from its file).
 """
@@ -330,11 +334,11 @@ def _sum_electrons(part, add, out):
 
 
 # ---------------------------------------------------------------------------------------------- host wrappers
-def _on_host(arrays) -> bool:
-    """True when every array is a NumPy array, False when none is; mixing host and device arrays raises."""
-    host = [isinstance(a, np.ndarray) for a in arrays]
+def _on_host(walker) -> bool:
+    """True when every walker array is a NumPy array, False when none is; mixing host and device arrays raises."""
+    host = [isinstance(a, np.ndarray) for a in walker]
     if any(host) and not all(host):
-        raise ValueError("forces_gpu: the array arguments mix NumPy and device arrays; pass all of one kind")
+        raise ValueError("forces_gpu: the walker arrays mix NumPy and device arrays; pass all of one kind")
     return all(host)
 
 
@@ -350,8 +354,8 @@ def det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps,
     """Determinant parts of d E_L / dR, grad E_L and d ln|D| / dR for one spin, on the GPU.
 
     Arguments and outputs as :func:`rung.qmc._kernels.cpu.forces.det_terms`: pos (nw, n, 3) Bohr; the cartesian
-    shell table (sh_l up to ``LMAX``) and sh_atom (nsh,) int64; b0, cx (nw, ncart, n); jg (nw, n, 3) Bohr^-1;
-    natom int; screen float.
+    shell table (sh_l up to ``LMAX``: checked here for a NumPy sh_l, by its owner for device copies) and
+    sh_atom (nsh,) int64; b0, cx (nw, ncart, n); jg (nw, n, 3) Bohr^-1; natom int; screen float.
 
     Returns
     -------
@@ -359,10 +363,9 @@ def det_terms(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps,
     dl : (nw, natom, 3) float64, Bohr^-1 — NumPy arrays for NumPy inputs, else numba device arrays
     """
     arrays = (pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, sh_atom, exps, coefs, b0, cx, jg)
-    on_host = _on_host(arrays)
-    lmax = int(np.max(sh_l if on_host else cuda.as_cuda_array(sh_l).copy_to_host()))  # a small table
-    if lmax > LMAX:
-        raise ValueError(f"the CUDA force kernel handles shells up to l = {LMAX}, got l = {lmax}")
+    on_host = _on_host((pos, b0, cx, jg))
+    if isinstance(sh_l, np.ndarray) and int(sh_l.max()) > LMAX:
+        raise ValueError(f"the CUDA force kernel handles shells up to l = {LMAX}, got l = {int(sh_l.max())}")
     nw, n = pos.shape[0], pos.shape[1]
     ge = cuda.device_array((nw, n, 3))
     de_part = cuda.device_array((nw, n, natom, 3))  # zeroed by the threads that own them
@@ -386,9 +389,7 @@ def electron_terms(configs, gt, coords, charges, spin, with_ge, use_j, ee_poly, 
     functions and local ccECP channels; dl (Bohr^-1), de (Hartree/Bohr) (nw, natom, 3) and ge (nw, ne, 3)
     Hartree/Bohr float64 added to in place (NumPy arrays are copied to the device and back).
     """
-    arrays = (configs, gt, coords, charges, spin, ee_poly, ee_g, en_poly, en_g, loc_atom, loc_tstart, t_pow, t_a, t_c,
-              dl, de, ge)
-    on_host = _on_host(arrays)
+    on_host = _on_host((configs, gt, dl, de, ge))
     nw, ne = configs.shape[0], configs.shape[1]
     natom = coords.shape[0]
     d_dl, d_de, d_ge = _dev(dl), _dev(de), _dev(ge)

@@ -213,8 +213,6 @@ class AnalyticDerivatives:
             same = j._same  # (ne, ne) bool, parallel spins
             self.ee_poly = np.where(same[..., None], (j.parameters["ee"] @ j.bcoef)[0], (j.parameters["ee"] @ j.bcoef)[1])
             self.ee_g = np.where(same, EE_CUSP[0], EE_CUSP[1])  # (ne, ne) cusp slopes
-        # the pair functions as the numba kernels take them (use_j, ee_poly, ee_g, L_ee, L_eec, en_poly,
-        # en_g, L_en, L_enc); placeholders without a Jastrow
         self.spin = np.array([0] * self.det.nelec[0] + [1] * self.det.nelec[1], dtype=np.int64)
         self.tables = self._kernel_tables() if backend != "numpy" else None
 

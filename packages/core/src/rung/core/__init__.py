@@ -11,6 +11,7 @@ Modules (imported lazily, so ``import rung.core`` pulls in neither CuPy, PySCF, 
 - :mod:`rung.core.multidet`  the ``/MultiDet`` multideterminant file (QMCPACK's layout): writer, reader, checks
 - :mod:`rung.core.errors`    :class:`~rung.core.errors.InputError`, the base of every bad-input error
 - :mod:`rung.core.cli`       the click group every rung CLI uses: bad input as one line, exit code 2
+- :mod:`rung.core.mpi`       MPI helpers of the farms: rank/size, a sleeping barrier, a shared work counter
 """
 
 from rung.core.backend import get_array_module, select, to_device, to_host

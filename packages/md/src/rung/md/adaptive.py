@@ -52,6 +52,7 @@ import numpy as np
 
 from rung.core import units as U
 from rung.core.errors import InputError
+from rung.core.mpi import comm_info
 
 PROJECTIONS = ("pca", "tica")
 
@@ -471,7 +472,7 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_r
     from rung.md.simulation import read_system
 
     workdir = Path(workdir)
-    rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+    rank, size = comm_info(comm)
     groups = replica_groups(size, bead_ranks)
     group = rank // bead_ranks
     sub = None

@@ -51,6 +51,43 @@ def test_resume_reproduces_uninterrupted_run(water, tmp_path):
         assert f.attrs["schema"] == "rung.qmc.trace" and f["energy"].attrs["units"] == "hartree"
 
 
+def test_tmove_accept_at_moved_walkers_only(water):
+    """A T-move's accept evaluates the new position at the moved walkers only (``dmc._moved_only``);
+    oracle: the components' own accept, which evaluates it at every walker."""
+    import copy
+
+    from rung.qmc.dmc import _moved_only
+
+    _, wf0, _, v = water
+    wf = copy.deepcopy(wf0)
+    configs = v.configs.copy()
+    wf.recompute(configs)
+    rng = np.random.default_rng(7)
+    for e, moved in ((0, [2, 5, 9]), (5, [4]), (6, [0, 1, 3, 11])):  # both spins, odd and even counts
+        mask = np.zeros(configs.shape[0], dtype=bool)
+        mask[moved] = True
+        new = configs[:, e] + 0.3 * rng.normal(size=(configs.shape[0], 3))
+        ref = copy.deepcopy(wf)
+        ref.accept(e, new, mask)
+        saved = _moved_only(wf, e, new, mask)
+        assert saved is not None and len(saved) == 2  # Slater x Jastrow takes the path
+        wf.accept(e, new, mask, saved)
+        configs[mask, e] = new[mask]
+        (det, jas), (rdet, rjas) = wf.components, ref.components
+        for s in (0, 1):
+            np.testing.assert_allclose(det.inverse[s], rdet.inverse[s], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(det.mo[s], rdet.mo[s], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(det.logdet, rdet.logdet, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(det.sign, rdet.sign)
+        np.testing.assert_allclose(jas.logval, rjas.logval, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(jas.configs, rjas.configs)
+    # and the state is that of a recomputation at the moved positions
+    logdet, logj = det.logdet.copy(), jas.logval.copy()
+    wf.recompute(configs)
+    np.testing.assert_allclose(det.logdet, logdet, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(jas.logval, logj, rtol=0, atol=1e-10)
+
+
 def test_corrupt_or_foreign_checkpoint(water, tmp_path):
     _, wf, ham, v = water
     bad = tmp_path / "bad.chk"

@@ -313,3 +313,114 @@ def gpu_cases(quick: bool):
                "(analytic, space warp; det, electron and ECP terms on the GPU)", ours, peer=peer,
                peer_name="ours, numba (CPU)", work=nw, work_unit="walkers", device="gpu", sync=cuda.synchronize,
                repeats=3, warmup=1)
+
+
+# --- the DMC time to a 1 mHa error bar, ours against PyQMC, each with its default recipe (issue #15) ----------
+# Not a timed Case: one run per (code, seed) in its own process, one thread, process CPU time; the main
+# below runs them interleaved and prints one JSON line per run. The decomposition (per run):
+#   t_1mHa = t_opt + t_vmc + t_step (n_equil + n_1mHa),  n_1mHa = sigma^2 kappa / (nw (1 mHa)^2)
+# with sigma^2 the weighted local-energy variance of the DMC walkers and kappa = nw n err^2 / sigma^2
+# (steps) the statistical inefficiency of the walker-averaged energy (its correlation time in steps,
+# inter-walker correlation from branching included), err the reblocked error of the n averaged steps.
+
+def _dmc_fom(trace_err, n_steps, variance, nw, t_step, t_fixed):
+    """Figures of merit of one DMC run (see the comment above); trace_err Ha, t_* CPU-s."""
+    kappa = nw * n_steps * trace_err**2 / variance
+    n_1mha = variance * kappa / (nw * 1e-6)
+    return {"kappa_steps": kappa, "steps_to_1mHa": n_1mha, "t_to_1mHa": t_fixed + t_step * n_1mha,
+            "efficiency": 1.0 / (trace_err**2 * t_step * n_steps)}
+
+
+def ours_time_to_error(seed: int, nsteps: int = 2000, nw: int = 400, nequil: int = 100, opt=None) -> dict:
+    """Ours with the defaults of ``qmc optimize`` / ``qmc dmc`` (optimisation: 200 walkers,
+    :class:`rung.qmc.optimize.OptimizeConfig` defaults unless ``opt``), VMC 400 walkers, DMC tau 0.01
+    with T-moves, nequil + nsteps steps; times in process CPU seconds."""
+    import time
+
+    from rung.qmc.dmc import DMCConfig, dmc
+    from rung.qmc.hamiltonian import Hamiltonian
+    from rung.qmc.optimize import OptimizeConfig, optimize
+    from rung.qmc.stats import reblock
+    from rung.qmc.system import _spin_orbitals, initial_configs, slater_jastrow
+    from rung.qmc.vmc import VMCConfig, vmc
+
+    mol, mf = _water()
+    orb = _spin_orbitals(mf.mo_coeff, mf.mo_occ, mf.e_tot, "bench")
+    c0 = time.process_time()
+    wf = slater_jastrow(mol, orb)
+    ham = Hamiltonian.from_mol(mol)
+    rng = np.random.default_rng(seed)
+    optimize(wf, ham, initial_configs(mol, 200, rng), opt or OptimizeConfig(seed=seed))
+    c1 = time.process_time()
+    v = vmc(wf, ham, initial_configs(mol, nw, rng), VMCConfig(nwalkers=nw, nblocks=5, nsteps=10, nequil=20, seed=seed),
+            rng=rng)
+    c2 = time.process_time()
+    ns = 50
+    d = dmc(wf, ham, v.configs, DMCConfig(tau=0.01, nblocks=(nequil + nsteps) // ns, nsteps=ns,
+                                          nequil_blocks=nequil // ns, seed=seed), e_ref=v.energy)
+    c3 = time.process_time()
+    t_step = (c3 - c2) / (nequil + nsteps)
+    r = reblock(d.trace)
+    out = {"code": "rung", "seed": seed, "t_opt": c1 - c0, "t_vmc": c2 - c1, "t_step": t_step,
+           "t_walker_step": t_step / nw, "e_vmc": v.energy, "var_vmc": v.variance, "e_dmc": r.mean,
+           "err_dmc": r.error, "plateau": bool(r.plateau), "var_dmc": d.variance, "n_steps": d.nsteps}
+    return out | _dmc_fom(r.error, d.nsteps, d.variance, nw, t_step, c1 - c0 + c2 - c1 + t_step * nequil)
+
+
+def pyqmc_time_to_error(seed: int, nblocks: int = 100, nw: int = 400, nequil_blocks: int = 10,
+                        opt_kws=None) -> dict:
+    """PyQMC 0.8 as its tutorial runs it: ``generate_wf`` (Slater x its default Jastrow), optimised by
+    ``line_minimization`` on 1000 configurations with its defaults (30 iterations; ``opt_kws`` overrides,
+    e.g. ``{"max_iterations": 10}``), then ``rundmc`` (tau 0.01, its default 10 steps per branching block,
+    T-moves, its default VMC warm-up of 10 x 10 sweeps, here run first and timed apart) on nw fresh
+    configurations: nequil_blocks + nblocks blocks. Times in process CPU seconds."""
+    import time
+
+    import pyqmc.api as pyq
+    from pyqmc.method import mc
+
+    from rung.qmc.stats import reblock
+
+    class _Energy(pyq.EnergyAccumulator):  # E_L^2 as well (variance), from the same evaluation
+        def __call__(self, configs, wf):
+            d = super().__call__(configs, wf)
+            d["total2"] = d["total"].real ** 2
+            return d
+
+    mol, mf = _water()
+    np.random.seed(seed)
+    c0 = time.process_time()
+    wf, to_opt = pyq.generate_wf(mol, mf)
+    # line_minimization's own warm-up (1 x 100 sweeps) run here, to time the iterations apart
+    _, configs = mc.vmc(wf, pyq.initial_guess(mol, 1000), nblocks=1, nsteps_per_block=100, accumulators={})
+    cw = time.process_time()
+    opt_kws = {"max_iterations": 30} | (opt_kws or {})
+    _, df_opt = pyq.line_minimization(wf, configs, pyq.gradient_generator(mol, wf, to_opt),
+                                      warmup_options={"nblocks": 0}, **opt_kws)
+    c1 = time.process_time()
+    _, configs = mc.vmc(wf, pyq.initial_guess(mol, nw), nblocks=10)  # rundmc's default vmc_warmup
+    c2 = time.process_time()
+    acc = {"energy": _Energy(mol)}
+    df, _, _ = pyq.rundmc(wf, configs, tstep=0.01, nblocks=nequil_blocks + nblocks, accumulators=acc, vmc_warmup=0)
+    c3 = time.process_time()
+    ns = int(df["nsteps_per_block"][0])
+    t_step = (c3 - c2) / ((nequil_blocks + nblocks) * ns)
+    e = df["energytotal"][nequil_blocks:].real
+    variance = float(np.mean(df["energytotal2"][nequil_blocks:] - e**2))
+    r = reblock(e)
+    out = {"code": "pyqmc", "seed": seed, "t_opt": c1 - c0, "t_opt_warmup": cw - c0,
+           "t_opt_iteration": (c1 - cw) / opt_kws["max_iterations"], "t_vmc": c2 - c1, "t_step": t_step,
+           "t_walker_step": t_step / nw, "opt_energies": [float(x["energy"]) for x in df_opt],
+           "e_dmc": r.mean, "err_dmc": r.error, "plateau": bool(r.plateau), "var_dmc": variance,
+           "n_steps": nblocks * ns}
+    return out | _dmc_fom(r.error, nblocks * ns, variance, nw, t_step, c1 - c0 + c2 - c1 + t_step * nequil_blocks * ns)
+
+
+if __name__ == "__main__":  # python -m tools.bench.suites.qmc {rung|pyqmc} SEED [N]: one run, one JSON line
+    import json
+    import sys
+
+    code, seed = sys.argv[1], int(sys.argv[2])
+    kw = {} if len(sys.argv) < 4 else ({"nsteps": int(sys.argv[3])} if code == "rung" else {"nblocks": int(sys.argv[3])})
+    res = ours_time_to_error(seed, **kw) if code == "rung" else pyqmc_time_to_error(seed, **kw)
+    print(json.dumps(res), flush=True)

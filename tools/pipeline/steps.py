@@ -435,7 +435,7 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
 
     from rung.core.dataset import DONE
     from rung.qmc.stats import format_value
-    from rung.sci.cipsi import Config
+    from rung.sci.cipsi import CIPSIConfig
     from rung.sci.workflow import run_dataset
 
     s = cfg.sci
@@ -448,7 +448,7 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
     def wavefunction(n, i):
         return folder / f"{n}.{i}.sci.h5"
 
-    run_dataset(sub, Config(max_det=s.max_det), basis=cfg.dft["basis"], ecp=cfg.dft["ecp"],
+    run_dataset(sub, CIPSIConfig(max_det=s.max_det), basis=cfg.dft["basis"], ecp=cfg.dft["ecp"],
                 wavefunction_path=wavefunction, log=log.info)
     with h5py.File(sub, "r") as f:
         done = [(n, int(i), float(f[n]["sci_variational_energy"][i]), float(f[n]["sci_total_energy"][i]),

@@ -39,7 +39,7 @@ def cipsi_file(work: Path) -> Path:
         return path
     from pyscf import gto, scf
 
-    from rung.sci.cipsi import Config, kernel
+    from rung.sci.cipsi import CIPSIConfig, kernel
     from rung.sci.fcidump import from_scf
     from rung.sci.workflow import write_orbitals
 
@@ -48,7 +48,7 @@ def cipsi_file(work: Path) -> Path:
     mf.conv_tol = 1e-10
     mf.kernel()
     tmp = path.with_suffix(".tmp.h5")
-    kernel(from_scf(mf), Config(max_det=1000), checkpoint=tmp, log=lambda *a: None)
+    kernel(from_scf(mf), CIPSIConfig(max_det=1000), checkpoint=tmp, log=lambda *a: None)
     write_orbitals(tmp, dict(mo_coeff=mf.mo_coeff, mo_occ=mf.mo_occ, mo_energy=mf.mo_energy, mol=mol.dumps(),
                              xc="hf", e_tot=float(mf.e_tot), basis="ccecp-cc-pvdz", ecp="ccecp"))
     tmp.rename(path)

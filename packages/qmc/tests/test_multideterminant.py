@@ -553,14 +553,14 @@ def test_vmc_of_sci_expansion_equals_its_variational_energy(tmp_path):
     determinant basis against real-space sampling through the table method)."""
     from rung.qmc.hamiltonian import Hamiltonian
     from rung.qmc.system import initial_configs
-    from rung.sci.cipsi import Config, kernel
+    from rung.sci.cipsi import CIPSIConfig, kernel
     from rung.sci.fcidump import from_scf
     from rung.sci.multidet import from_active, write_multidet
 
     mol = gto.M(atom="O 0 0 0.2217; H 0 1.4309 -0.8867; H 0 -1.4309 -0.8867", unit="Bohr", basis="ccecp-cc-pvdz",
                 ecp="ccecp", verbose=0)
     mf = scf.RHF(mol).run()
-    res = kernel(from_scf(mf), Config(max_det=1000, pt2_threshold=1e-9), log=None)
+    res = kernel(from_scf(mf), CIPSIConfig(max_det=1000, pt2_threshold=1e-9), log=None)
     path = tmp_path / "wf.h5"
     write_multidet(path, from_active(res.dets, res.coef[:, 0], 0, mf.mo_coeff.shape[1]))
     exp = read_multidet(path)

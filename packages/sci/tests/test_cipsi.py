@@ -10,7 +10,7 @@ from rung.sci.fcidump import Hamiltonian
 def test_complete_space_reaches_fci(h2o_small):
     """Truncated H2O/6-31G: CIPSI grows to the whole totally symmetric block and matches PySCF's FCI."""
     ham = h2o_small
-    r = cipsi.kernel(ham, cipsi.Config(max_det=10**6, pt2_threshold=0.0), log=None)
+    r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=10**6, pt2_threshold=0.0), log=None)
     e_fci = cipsi.fci_energy(ham)[0]
     assert r.e_pt2 == 0.0  # no external determinant couples any more
     assert r.e_var[0] == pytest.approx(e_fci, abs=1e-6)
@@ -26,7 +26,7 @@ def test_two_roots_in_the_complete_space():
     from rung.sci.testing import pyscf_dense_h, random_hamiltonian
 
     ham = random_hamiltonian(6, (3, 3), seed=7)
-    r = cipsi.kernel(ham, cipsi.Config(max_det=10**5, pt2_threshold=0.0, nroots=2), log=None)
+    r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=10**5, pt2_threshold=0.0, nroots=2), log=None)
     assert r.complete_space and r.n_det == 400
     w, v = np.linalg.eigh(pyscf_dense_h(ham))
     singlets = []
@@ -42,7 +42,7 @@ def test_two_roots_in_the_complete_space():
 def test_pt2_and_extrapolation_approach_fci(h2o_small):
     ham = h2o_small
     e_fci = cipsi.fci_energy(ham)[0]
-    r = cipsi.kernel(ham, cipsi.Config(max_det=150, growth=1.6), log=None)
+    r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=150, growth=1.6), log=None)
     assert r.n_det < 3136
     err_var = r.e_var[0] - e_fci
     err_pt2 = r.e_var_pt2 - e_fci
@@ -64,8 +64,8 @@ def test_singlet_does_not_slide_into_triplet():
     mf = scf.RHF(mol).run()
     ham = from_scf(mf, ncore=2)
     cfg = dict(max_det=10**5, pt2_threshold=0.0)
-    singlet = cipsi.kernel(ham, cipsi.Config(spin=0, **cfg), log=None)
-    triplet = cipsi.kernel(ham, cipsi.Config(spin=1, **cfg), log=None)
+    singlet = cipsi.kernel(ham, cipsi.CIPSIConfig(spin=0, **cfg), log=None)
+    triplet = cipsi.kernel(ham, cipsi.CIPSIConfig(spin=1, **cfg), log=None)
     # oracle: PySCF's dense FCI H and spin_square; the lowest eigenstate of each spin
     from rung.sci.testing import pyscf_dense_h
 
@@ -82,23 +82,23 @@ def test_singlet_does_not_slide_into_triplet():
     assert triplet.s2[0] == pytest.approx(2.0, abs=1e-6) and triplet.e_var[0] == pytest.approx(ref[1], abs=1e-6)
     # the Ms = 1 run of the triplet agrees with its Ms = 0 component
     hs1 = Hamiltonian(ham.h1, ham.eri, ham.ecore, (ham.nelec[0] + 1, ham.nelec[1] - 1))
-    assert cipsi.kernel(hs1, cipsi.Config(**cfg), log=None).e_var[0] == pytest.approx(ref[1], abs=1e-6)
+    assert cipsi.kernel(hs1, cipsi.CIPSIConfig(**cfg), log=None).e_var[0] == pytest.approx(ref[1], abs=1e-6)
 
 
 def test_impossible_spin_is_rejected(h2o_small):
     with pytest.raises(ValueError, match="impossible"):
-        cipsi.kernel(h2o_small, cipsi.Config(spin=0.5), log=None)
+        cipsi.kernel(h2o_small, cipsi.CIPSIConfig(spin=0.5), log=None)
 
 
 def test_larger_budget_extends_a_finished_run(h2o_small, tmp_path):
     wf = tmp_path / "wf.h5"
-    first = cipsi.kernel(h2o_small, cipsi.Config(max_det=100), checkpoint=wf, log=None)
+    first = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=100), checkpoint=wf, log=None)
     lines = []
-    again = cipsi.kernel(h2o_small, cipsi.Config(max_det=100), checkpoint=wf, log=lines.append)
+    again = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=100), checkpoint=wf, log=lines.append)
     assert "already complete" in lines[0] and again.n_det == first.n_det
     lines = []
-    second = cipsi.kernel(h2o_small, cipsi.Config(max_det=400), checkpoint=wf, log=lines.append)
-    straight = cipsi.kernel(h2o_small, cipsi.Config(max_det=400), log=None)
+    second = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=400), checkpoint=wf, log=lines.append)
+    straight = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=400), log=None)
     assert any("resuming" in s for s in lines)
     n_first = [h["n_det"] for h in first.history]
     assert [h["n_det"] for h in second.history][: len(n_first)] == n_first
@@ -120,13 +120,13 @@ def test_resume_after_kill(h2o_small, tmp_path, monkeypatch):
 
     monkeypatch.setattr(cipsi, "en_pt2", dying)
     with pytest.raises(KeyboardInterrupt):
-        cipsi.kernel(h2o_small, cipsi.Config(max_det=800), checkpoint=wf, log=None)
+        cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=800), checkpoint=wf, log=None)
     monkeypatch.setattr(cipsi, "en_pt2", real)
     res, next_keys, _ = cipsi.load(wf)
     assert len(res.history) == 3 and next_keys is not None
     lines = []
-    resumed = cipsi.kernel(h2o_small, cipsi.Config(max_det=800), checkpoint=wf, log=lines.append)
-    straight = cipsi.kernel(h2o_small, cipsi.Config(max_det=800), log=None)
+    resumed = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=800), checkpoint=wf, log=lines.append)
+    straight = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=800), log=None)
     assert any("resuming" in s for s in lines)
     assert resumed.n_det == straight.n_det
     assert resumed.e_var[0] == pytest.approx(straight.e_var[0], abs=1e-9)
@@ -135,17 +135,17 @@ def test_resume_after_kill(h2o_small, tmp_path, monkeypatch):
 
 def test_other_hamiltonian_refuses_checkpoint(h2o_small, tmp_path):
     wf = tmp_path / "wf.h5"
-    cipsi.kernel(h2o_small, cipsi.Config(max_det=20), checkpoint=wf, log=None)
+    cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=20), checkpoint=wf, log=None)
     other = Hamiltonian(h2o_small.h1 * 1.01, h2o_small.eri, h2o_small.ecore, h2o_small.nelec)
     with pytest.raises(ValueError, match="another Hamiltonian"):
-        cipsi.kernel(other, cipsi.Config(max_det=20), checkpoint=wf, log=None)
+        cipsi.kernel(other, cipsi.CIPSIConfig(max_det=20), checkpoint=wf, log=None)
 
 
 @pytest.mark.slow  # PySCF's FCI on 1.66 million determinants alone takes ~45 s here
 def test_h2o_631g_pt2_within_0p05_mha_of_fci(h2o):
     """E_var + PT2 within 0.05 mHa of exact FCI with at most 50k determinants (here < 10k)."""
     e_fci = cipsi.fci_energy(h2o)[0]
-    r = cipsi.kernel(h2o, cipsi.Config(max_det=7_000, growth=2.0), log=None)
+    r = cipsi.kernel(h2o, cipsi.CIPSIConfig(max_det=7_000, growth=2.0), log=None)
     assert r.n_det <= 50_000
     assert abs(r.e_var_pt2 - e_fci) < 5e-5
     assert r.e_var[0] - e_fci < 1e-3
@@ -156,7 +156,7 @@ def test_h2o_631g_complete_space(h2o):
     """Grown until no external determinant couples (the whole A1 block of the 1.66 million), H2O/6-31G
     reproduces PySCF's FCI within 1e-6 Ha (needs a few GB for the sparse H)."""
     e_fci = cipsi.fci_energy(h2o)[0]
-    r = cipsi.kernel(h2o, cipsi.Config(max_det=2_000_000, pt2_threshold=0.0, growth=4.0), log=None)
+    r = cipsi.kernel(h2o, cipsi.CIPSIConfig(max_det=2_000_000, pt2_threshold=0.0, growth=4.0), log=None)
     assert abs(r.e_pt2) < 1e-12  # only round-off couples any more (~20 min here)
     assert r.e_var[0] == pytest.approx(e_fci, abs=1e-6)
 
@@ -178,7 +178,7 @@ def test_n2_ccpvdz_extrapolation_matches_published_fci():
 
     mol = gto.M(atom="N 0 0 0; N 0 0 2.118", unit="Bohr", basis="cc-pvdz", verbose=0)
     ham = from_scf(scf.RHF(mol).run(conv_tol=1e-11))
-    r = cipsi.kernel(ham, cipsi.Config(max_det=60_000, stochastic_min_det=20_000, pt2_threshold=1e-6), log=None)
+    r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=60_000, stochastic_min_det=20_000, pt2_threshold=1e-6), log=None)
     assert abs(r.s2[0]) < 1e-6
     assert abs(r.e_extrapolated - N2_FCI_ALL_ELECTRON) < 5e-4
 
@@ -188,7 +188,7 @@ def test_semistochastic_pt2_in_the_loop(h2o_small):
     from rung.sci import pt2
     from rung.sci.determinants import Layout
 
-    r = cipsi.kernel(h2o_small, cipsi.Config(max_det=300, stochastic_min_det=100, pt2_samples=12,
+    r = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=300, stochastic_min_det=100, pt2_samples=12,
                                              pt2_det_fraction=0.05, pt2_sample_fraction=0.2), log=None)
     assert r.pt2_error > 0 and r.pt2_kind == "semi-stochastic, 12 samples, every pair"
     lay = Layout(h2o_small.norb, *h2o_small.nelec)
@@ -227,7 +227,7 @@ def test_spin_adapted_davidson_needs_no_penalty(h2o_small):
     """CIPSI iterations after the first use plain H with the averaged preconditioner (no fallback to the
     penalty operator was logged) and stay singlets; energies as in the complete-space test."""
     lines = []
-    r = cipsi.kernel(h2o_small, cipsi.Config(max_det=1500, pt2_threshold=0.0), log=lines.append)
+    r = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=1500, pt2_threshold=0.0), log=lines.append)
     assert not any("drifted" in s for s in lines)
     assert all(abs(h["s2"]) < 1e-6 for h in r.history)
 
@@ -240,7 +240,7 @@ def test_trim_selection_is_the_shortest_spin_complete_head(h2o_small):
 
     ham = h2o_small
     lay = Layout(ham.norb, *ham.nelec)
-    r = cipsi.kernel(ham, cipsi.Config(max_det=40, pt2_threshold=0.0), log=None)
+    r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=40, pt2_threshold=0.0), log=None)
     keys = lay.keys(r.dets)
     p = pt2.en_pt2(lay, r.dets, keys, r.coef[:, 0], r.e_var[0] - ham.ecore, ham.h1, ham.eri, n_select=60)
     sel, e2 = p.selected, p.selected_e2
@@ -263,13 +263,13 @@ def test_guided_growth_stops_below_threshold_with_fewer_determinants(h2o_small, 
     """The last growth aimed at 0.8 x the PT2 threshold: same number of iterations as plain doubling,
     fewer determinants, |E_PT2| and E_var - E_FCI (PySCF FCI) still below the threshold."""
     e_fci = cipsi.fci_energy(h2o_small)[0]
-    plain = cipsi.kernel(h2o_small, cipsi.Config(pt2_threshold=threshold, guided_growth=0.0), log=None)
-    guided = cipsi.kernel(h2o_small, cipsi.Config(pt2_threshold=threshold, guided_growth=0.8), log=None)
+    plain = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(pt2_threshold=threshold, guided_growth=0.0), log=None)
+    guided = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(pt2_threshold=threshold, guided_growth=0.8), log=None)
     assert len(guided.history) == len(plain.history)
     assert guided.n_det < plain.n_det
     assert abs(guided.e_pt2) < threshold and 0.0 < guided.e_var[0] - e_fci < threshold
     with pytest.raises(ValueError, match="guided_growth"):
-        cipsi.Config(guided_growth=1.5)
+        cipsi.CIPSIConfig(guided_growth=1.5)
 
 
 def test_blas_threads_held_during_diagonalization_and_restored(monkeypatch):
@@ -278,7 +278,7 @@ def test_blas_threads_held_during_diagonalization_and_restored(monkeypatch):
     from rung.sci.testing import random_hamiltonian
 
     with pytest.raises(ValueError, match="blas_threads"):
-        cipsi.Config(blas_threads=0)
+        cipsi.CIPSIConfig(blas_threads=0)
     def blas():
         return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
 
@@ -292,7 +292,7 @@ def test_blas_threads_held_during_diagonalization_and_restored(monkeypatch):
     monkeypatch.setattr(cipsi, "_diagonalize", spy)
     before = blas()
     ham = random_hamiltonian(6, (3, 3), seed=2)
-    r = cipsi.kernel(ham, cipsi.Config(max_det=50, blas_threads=1), log=None)
+    r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=50, blas_threads=1), log=None)
     assert r.n_det >= 20
     assert seen and all(b[f] == 1 for _, b in seen for f in before)
     after = blas()
@@ -300,7 +300,7 @@ def test_blas_threads_held_during_diagonalization_and_restored(monkeypatch):
     # from BLAS_LIMIT_MAX determinants on the setting is left as it was
     monkeypatch.setattr(cipsi, "BLAS_LIMIT_MAX", 10)
     seen.clear()
-    r = cipsi.kernel(ham, cipsi.Config(max_det=50, blas_threads=1), log=None)
+    r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=50, blas_threads=1), log=None)
     n_seen = [n for n, _ in seen]
     held = [all(b[f] == 1 for f in before) for _, b in seen]
     assert any(n < 10 for n in n_seen) and any(n >= 10 for n in n_seen)
@@ -337,7 +337,7 @@ def test_cap_selection_fits_the_budget_after_spin_completion(h2o):
 
     ham = h2o
     lay = Layout(ham.norb, *ham.nelec)
-    r = cipsi.kernel(ham, cipsi.Config(max_det=300, pt2_threshold=0.0), log=None)
+    r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=300, pt2_threshold=0.0), log=None)
     dets, keys = r.dets, lay.keys(r.dets)
     order = np.argsort(keys)
     dets, keys = dets[order], keys[order]
@@ -356,7 +356,7 @@ def test_max_det_is_never_passed(h2o):
     """The space stops at max_det: the growth that would pass it is cut to the budget and is the last."""
     ham = h2o
     for max_det in (500, 2000):
-        r = cipsi.kernel(ham, cipsi.Config(max_det=max_det, pt2_threshold=0.0, growth=3.0), log=None)
+        r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=max_det, pt2_threshold=0.0, growth=3.0), log=None)
         assert max_det * 0.8 < r.n_det <= max_det
         assert r.history[-2]["capped"] and not r.history[-1]["capped"]
 
@@ -364,7 +364,7 @@ def test_max_det_is_never_passed(h2o):
 def test_kill_after_the_cut_growth_resumes_to_the_same_end(h2o, tmp_path, monkeypatch):
     """A run killed in its last iteration (the one after the growth cut to max_det) resumes without
     growing again and ends where a straight run ends; a larger budget extends the finished run."""
-    cfg = cipsi.Config(max_det=500, pt2_threshold=0.0, growth=3.0)
+    cfg = cipsi.CIPSIConfig(max_det=500, pt2_threshold=0.0, growth=3.0)
     straight = cipsi.kernel(h2o, cfg, log=None)
     assert straight.history[-2]["capped"]
     wf = tmp_path / "wf.h5"
@@ -386,7 +386,7 @@ def test_kill_after_the_cut_growth_resumes_to_the_same_end(h2o, tmp_path, monkey
     lines = []
     again = cipsi.kernel(h2o, cfg, checkpoint=wf, log=lines.append)
     assert "already complete" in lines[0] and again.n_det == resumed.n_det
-    bigger = cipsi.kernel(h2o, cipsi.Config(max_det=1500, pt2_threshold=0.0, growth=3.0), checkpoint=wf, log=None)
+    bigger = cipsi.kernel(h2o, cipsi.CIPSIConfig(max_det=1500, pt2_threshold=0.0, growth=3.0), checkpoint=wf, log=None)
     assert resumed.n_det < bigger.n_det <= 1500
 
 
@@ -395,7 +395,7 @@ def test_screened_pt2_is_not_labelled_exact(h2o_small, monkeypatch):
     from rung.sci import pt2
 
     lines = []
-    cfg = cipsi.Config(max_det=60, pt2_threshold=0.0, pt2_screen=1e-8)
+    cfg = cipsi.CIPSIConfig(max_det=60, pt2_threshold=0.0, pt2_screen=1e-8)
     r = cipsi.kernel(h2o_small, cfg, log=lines.append)
     iters = [line for line in lines if line.startswith("iter")]
     assert iters and all("(deterministic, every pair)" in line for line in iters)  # the dense path ignores the screen
@@ -441,5 +441,5 @@ def test_full_ci_space_label():
     eri = ao2mo.restore(1, rng.normal(size=ao2mo.restore(8, np.zeros((4,) * 4), 4).shape) * 0.1, 4)
     small = Hamiltonian(h1 + h1.T, eri, 0.0, (2, 2), None, 0)
     lines = []
-    r = cipsi.kernel(small, cipsi.Config(max_det=10**4, pt2_threshold=0.0), log=lines.append)
+    r = cipsi.kernel(small, cipsi.CIPSIConfig(max_det=10**4, pt2_threshold=0.0), log=lines.append)
     assert r.complete_space and "(none: the space is the full CI)" in [x for x in lines if x.startswith("iter")][-1]

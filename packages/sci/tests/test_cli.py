@@ -114,7 +114,7 @@ def test_show_prints_energies_kind_and_settings(h2o_small, tmp_path):
     from rung.sci import cipsi
 
     out = tmp_path / "wf.h5"
-    res = cipsi.kernel(h2o_small, cipsi.Config(max_det=300, pt2_threshold=0.0, stochastic_min_det=100,
+    res = cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=300, pt2_threshold=0.0, stochastic_min_det=100,
                                                pt2_samples=4), checkpoint=out, log=None)
     r = CliRunner().invoke(main, ["show", str(out), "--top", "2"])
     assert r.exit_code == 0, r.output
@@ -145,7 +145,7 @@ def test_an_unfinished_run_is_marked_incomplete(h2o_small, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        cipsi.kernel(h2o_small, cipsi.Config(max_det=400, pt2_threshold=0.0), checkpoint=out,
+        cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=400, pt2_threshold=0.0), checkpoint=out,
                      log=kill_at_second_iteration)
     assert read_multidet(out).complete is False
     r = CliRunner().invoke(main, ["show", str(out)])

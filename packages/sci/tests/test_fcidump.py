@@ -87,7 +87,7 @@ def test_pyscf_default_fcidump_with_symmetry_0_based_orbsym(tmp_path):
     assert "ORBSYM=0" in (tmp_path / "pyscf").read_text().replace(" ", "") and zero.orbsym.min() == 1
     np.testing.assert_array_equal(zero.h1, one.h1)
     np.testing.assert_array_equal(zero.eri, one.eri)
-    cfg = cipsi.Config(max_det=10**6, pt2_threshold=0.0)
+    cfg = cipsi.CIPSIConfig(max_det=10**6, pt2_threshold=0.0)
     e0, e1 = (cipsi.kernel(h, cfg, log=None) for h in (zero, one))
     np.testing.assert_allclose(e0.e_var, e1.e_var, atol=1e-10)
     from pyscf import fci

@@ -42,7 +42,7 @@ def test_diagonal_kernel_matches_cpu():
 def test_cupy_backend_matches_cpu(h2o_small):
     from rung.sci import cipsi
 
-    cfg = cipsi.Config(max_det=2000)
+    cfg = cipsi.CIPSIConfig(max_det=2000)
     a = cipsi.kernel(h2o_small, cfg, backend="numba", log=None)
     b = cipsi.kernel(h2o_small, cfg, backend="cupy", log=None)
     assert b.backend == "cupy"
@@ -57,4 +57,4 @@ def test_cupy_backend_without_device_raises(h2o_small):
     if gpu_available():
         pytest.skip("a device is present")
     with pytest.raises(BackendUnavailable):
-        cipsi.kernel(h2o_small, cipsi.Config(max_det=10), backend="cupy", log=None)
+        cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=10), backend="cupy", log=None)

@@ -20,7 +20,8 @@ def test_fci_vector_signs_match_pyscf(tmp_path):
     mol = gto.M(atom="Li 0 0 0; H 0 0 3.0", basis="6-31g", unit="Bohr", verbose=0)
     mf = scf.RHF(mol).run()
     ham = from_scf(mf, ncore=1, ncas=7)
-    res = cipsi.kernel(ham, cipsi.Config(max_det=10**5, pt2_threshold=0.0), checkpoint=tmp_path / "wf.h5", log=None)
+    res = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=10**5, pt2_threshold=0.0), checkpoint=tmp_path / "wf.h5",
+                       log=None)
     e, vec = fci.direct_spin1.kernel(ham.h1, ham.eri, 7, ham.nelec, conv_tol=1e-12)
     assert res.e_var[0] == pytest.approx(e + ham.ecore, abs=1e-8)  # the sigma-symmetry block of the FCI space
     md = read_multidet(tmp_path / "wf.h5")
@@ -121,8 +122,8 @@ def test_excited_roots_written_as_coeff_k(h2o_small, tmp_path):
 
     ham = replace(h2o_small, h1=h2o_small.h1[:5, :5], eri=h2o_small.eri[:5, :5, :5, :5], orbsym=None,
                   nelec=(3, 3), ncore=2)
-    res = cipsi.kernel(ham, cipsi.Config(max_det=10**4, pt2_threshold=0.0, nroots=2), checkpoint=tmp_path / "wf.h5",
-                       log=None)
+    res = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=10**4, pt2_threshold=0.0, nroots=2),
+                       checkpoint=tmp_path / "wf.h5", log=None)
     md = read_multidet(tmp_path / "wf.h5")
     assert md.excited.shape == (1, md.ndet) and md.nstate == 7 and md.nelec == (5, 5)
     with h5py.File(tmp_path / "wf.h5") as f:

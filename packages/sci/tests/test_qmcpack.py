@@ -103,7 +103,7 @@ def water_wf(tmp_path_factory):
 
     mol, mf = _rhf("ccecp-cc-pvdz", "ccecp")
     path = tmp_path_factory.mktemp("wf") / "water.sci.h5"
-    cipsi.kernel(from_scf(mf, ncore=1, ncas=6), cipsi.Config(max_det=10**4, pt2_threshold=0.0), checkpoint=path,
+    cipsi.kernel(from_scf(mf, ncore=1, ncas=6), cipsi.CIPSIConfig(max_det=10**4, pt2_threshold=0.0), checkpoint=path,
                  log=None)
     write_orbitals(path, dict(mo_coeff=mf.mo_coeff, mo_occ=mf.mo_occ, mo_energy=mf.mo_energy, mol=mol.dumps(),
                               xc="hf", e_tot=mf.e_tot, basis="ccecp-cc-pvdz", ecp="ccecp"))
@@ -217,7 +217,7 @@ def test_all_electron_export_uses_coulomb_and_cusp_correction(tmp_path):
 
     mol, mf = _rhf("sto-3g", None, atom="Li 0 0 0; H 0 0 3.0")
     wf = tmp_path / "lih.sci.h5"
-    cipsi.kernel(from_scf(mf), cipsi.Config(max_det=100, pt2_threshold=0.0), checkpoint=wf, log=None)
+    cipsi.kernel(from_scf(mf), cipsi.CIPSIConfig(max_det=100, pt2_threshold=0.0), checkpoint=wf, log=None)
     write_orbitals(wf, dict(mo_coeff=mf.mo_coeff, mo_occ=mf.mo_occ, mo_energy=mf.mo_energy, mol=mol.dumps(),
                             xc="hf", e_tot=mf.e_tot, basis="sto-3g", ecp=""))
     out = export(wf, tmp_path / "lih")

@@ -2,7 +2,7 @@
 
 * ``sci.h2o_631g_to_0.1mHa``: time until E_var is within 0.1 mHa of FCI (H2O/6-31G, the shared
   FCIDUMP); ours stops when |E_PT2| < 0.1 mHa (defaults otherwise: the last growth is aimed at 0.8 of
-  that, ``Config.guided_growth``). The peer is PySCF ``selected_ci_symm`` with the FCIDUMP's irreps and
+  that, ``CIPSIConfig.guided_growth``). The peer is PySCF ``selected_ci_symm`` with the FCIDUMP's irreps and
   the A1 ground state (as ours uses them), select/ci_coeff cutoffs 5e-4 (as before issue 20, when the
   peer was plain ``selected_ci``, which ignores the irreps and takes twice as long). Each side asserts
   that it got there (else the timing is meaningless). Ours is timed in the suite's process from its
@@ -67,7 +67,7 @@ def _ours_n2(ham, quiet=False):
     from rung.sci import cipsi
 
     def run():
-        r = cipsi.kernel(ham, cipsi.Config(max_det=N2_MAX_DET), log=None)
+        r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=N2_MAX_DET), log=None)
         err = r.e_var[0] - N2_E_PEER
         assert r.e_var[0] <= N2_TARGET, f"ours stopped {err * 1e3:.3f} mHa above the peer's E"
         if not quiet:
@@ -98,7 +98,7 @@ def _ours_to_target(ham, quiet=False):
     from rung.sci import cipsi
 
     def run():
-        r = cipsi.kernel(ham, cipsi.Config(max_det=10**6, pt2_threshold=1e-4), log=None)
+        r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=10**6, pt2_threshold=1e-4), log=None)
         err = r.e_var[0] - E_FCI
         assert err < 1e-4, f"ours stopped {err * 1e3:.3f} mHa above FCI"
         if not quiet:
@@ -147,7 +147,7 @@ def _space(ham, max_det):
     from rung.sci import cipsi
     from rung.sci.determinants import Layout
 
-    r = cipsi.kernel(ham, cipsi.Config(max_det=max_det), log=None)
+    r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=max_det), log=None)
     lay = Layout(ham.norb, *ham.nelec)
     return lay, r.dets, lay.keys(r.dets), r.coef[:, 0], r.e_var[0] - ham.ecore
 
@@ -240,7 +240,7 @@ def cases(quick: bool):
     last = {}
 
     def n2_run():
-        r = cipsi.kernel(n2, cipsi.Config(max_det=20000), log=None)
+        r = cipsi.kernel(n2, cipsi.CIPSIConfig(max_det=20000), log=None)
         last["result"] = r
         h = r.history[-1]
         per_det = (h["h_bytes"] + r.dets.nbytes + r.coef.nbytes) / r.n_det
@@ -273,7 +273,7 @@ def cases(quick: bool):
 
     from rung.sci.determinants import Layout
 
-    r = last.get("result") or cipsi.kernel(n2, cipsi.Config(max_det=20000), log=None)
+    r = last.get("result") or cipsi.kernel(n2, cipsi.CIPSIConfig(max_det=20000), log=None)
     lay = Layout(n2.norb, *n2.nelec)
     dets, keys = r.dets, lay.keys(r.dets)
     hs = hamiltonian.build(dets, n2.h1, n2.eri)

@@ -52,11 +52,11 @@ from rung.sci.pt2 import accumulate_cpu, en_pt2
 SCHEMA = "rung.sci.wavefunction"
 SCHEMA_VERSION = 1
 DENSE_MAX = 300  # spaces up to this size are diagonalized densely
-BLAS_LIMIT_MAX = 100_000  # Config.blas_threads holds while the space is smaller than this
+BLAS_LIMIT_MAX = 100_000  # CIPSIConfig.blas_threads holds while the space is smaller than this
 
 
 @dataclass(frozen=True)
-class Config:
+class CIPSIConfig:
     """CIPSI options (energies in Hartree).
 
     max_det : the largest space: growth stops there, and the growth that would pass it takes only the
@@ -242,7 +242,7 @@ class _BlasHold:
     :meth:`__call__`). The threadpoolctl controller (a scan of the process's loaded libraries) is made
     once per run, at the first diagonalization that needs it, not once per iteration."""
 
-    def __init__(self, cfg: Config, xp):
+    def __init__(self, cfg: CIPSIConfig, xp):
         self.limit = cfg.blas_threads if xp is np else None
         self._controller = None
 
@@ -428,7 +428,7 @@ def summary(path, top: int = 5) -> list[str]:
     return lines
 
 
-def kernel(ham: Hamiltonian, config: Config = Config(), *, backend: str = "auto", checkpoint=None,
+def kernel(ham: Hamiltonian, config: CIPSIConfig = CIPSIConfig(), *, backend: str = "auto", checkpoint=None,
            log: Callable[[str], None] | None = print) -> Result:
     """Run CIPSI on ``ham``; with ``checkpoint`` (a path) write the wavefunction every iteration and
     resume from that file when it already holds a run on the same Hamiltonian.
@@ -559,4 +559,4 @@ def fci_energy(ham: Hamiltonian, nroots: int = 1) -> np.ndarray:
     return np.atleast_1d(e) + ham.ecore
 
 
-__all__ = ["Config", "Result", "kernel", "load", "extrapolate", "fci_energy", "summary", "trim_selection"]
+__all__ = ["CIPSIConfig", "Result", "kernel", "load", "extrapolate", "fci_energy", "summary", "trim_selection"]

@@ -36,9 +36,9 @@ def main():
 def run(fcidump, dataset, out, max_det, pt2_threshold, growth, nroots, spin, ncore, basis, ecp, frozen_core, backend,
         property_prefix):
     """CIPSI on an FCIDUMP (``sci run FCIDUMP --out wf.h5``) or on a dataset (``sci run --from-dataset d.h5``)."""
-    from rung.sci.cipsi import Config
+    from rung.sci.cipsi import CIPSIConfig
 
-    cfg = Config(max_det=int(max_det), pt2_threshold=pt2_threshold, growth=growth, nroots=nroots, spin=spin)
+    cfg = CIPSIConfig(max_det=int(max_det), pt2_threshold=pt2_threshold, growth=growth, nroots=nroots, spin=spin)
     if (fcidump is None) == (dataset is None):
         raise click.UsageError("give either an FCIDUMP file or --from-dataset")
     if dataset:

@@ -14,12 +14,12 @@ LADDER_CONFIG = dict(max_det=2000, pt2_threshold=1e-6, growth=3.0)
 
 def step(workdir: Path, dataset: Path, molecule: str) -> str:
     from rung.core.dataset import read_property
-    from rung.sci.cipsi import Config
+    from rung.sci.cipsi import CIPSIConfig
     from rung.sci.workflow import run_dataset
 
     workdir = Path(workdir)
     wf = workdir / f"{molecule}.sci.h5"
-    run_dataset(dataset, Config(**LADDER_CONFIG), wavefunction_path=lambda m, i: wf if (m, i) == (molecule, 0)
+    run_dataset(dataset, CIPSIConfig(**LADDER_CONFIG), wavefunction_path=lambda m, i: wf if (m, i) == (molecule, 0)
                 else Path(dataset).with_name(f"{Path(dataset).stem}.{m}.{i}.sci.h5"), log=lambda s: None)
     if int(read_property(dataset, molecule, "sci_status")[0][0]) != 1:
         raise RuntimeError(f"sci failed on {molecule}: {read_property(dataset, molecule, 'sci_error')[0][0]}")

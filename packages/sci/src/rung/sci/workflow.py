@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from rung.sci import __version__
-from rung.sci.cipsi import Config, Result, kernel
+from rung.sci.cipsi import CIPSIConfig, Result, kernel
 from rung.sci.fcidump import Hamiltonian, from_scf, read_fcidump
 
 UNITS = {
@@ -108,9 +108,9 @@ def result_values(res: Result) -> dict:
     }
 
 
-def run_dataset(dataset, config: Config = Config(), *, basis: str = "ccecp-cc-pvdz", ecp: str | None = "ccecp",
-                frozen_core: int = 0, backend: str = "auto", wavefunction_path: Callable | None = None,
-                log: Callable = print, rung: str = "sci") -> dict:
+def run_dataset(dataset, config: CIPSIConfig = CIPSIConfig(), *, basis: str = "ccecp-cc-pvdz",
+                ecp: str | None = "ccecp", frozen_core: int = 0, backend: str = "auto",
+                wavefunction_path: Callable | None = None, log: Callable = print, rung: str = "sci") -> dict:
     """CIPSI on every pending conformation of ``dataset``; returns ``{(molecule, index): Result}``.
 
     Failures are recorded in the dataset (``sci_status`` = failed, ``sci_error``) and the run goes on.

@@ -274,7 +274,7 @@ def replica_seed(seed: int, iteration: int, replica: int) -> int:
 
 
 def parse_input(path):
-    """An adaptive input file -> (md Config, AdaptiveConfig): the ``[adaptive]`` table and an ordinary md input."""
+    """An adaptive input file -> (MDConfig, AdaptiveConfig): the ``[adaptive]`` table and an ordinary md input."""
     from rung.md.config import parse_config, read_toml
 
     path = Path(path)
@@ -451,7 +451,7 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_r
                  progress=False) -> list[IterationResult]:
     """The adaptive loop (module docstring); resumes whatever a killed run left in ``workdir``.
 
-    config : the md :class:`rung.md.config.Config` every replica runs (its structure is the first start)
+    config : the :class:`rung.md.config.MDConfig` every replica runs (its structure is the first start)
     comm : mpi4py communicator or None (serial). Two levels of parallelism: the ranks split
         (``comm.Split``) into groups of ``bead_ranks`` ranks (:func:`replica_groups`); replica r runs on
         group r % groups, its beads spread over the group's ranks (:class:`rung.md.parallel.BeadForces`).

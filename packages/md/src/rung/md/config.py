@@ -1,4 +1,4 @@
-"""The input file of ``nnp-md run``: a TOML file, parsed into a frozen :class:`Config`.
+"""The input file of ``nnp-md run``: a TOML file, parsed into a frozen :class:`MDConfig`.
 
 Example (units in the key names; lengths in Angstrom, times in fs)::
 
@@ -58,7 +58,7 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
-class Config:
+class MDConfig:
     structure: str
     potential: dict
     steps: int
@@ -137,11 +137,11 @@ def _toml():
     return tomllib
 
 
-def parse_config(data: dict, base: Path | None = None) -> Config:
-    """A :class:`Config` from a parsed TOML dict; relative structure paths are taken from ``base``."""
+def parse_config(data: dict, base: Path | None = None) -> MDConfig:
+    """An :class:`MDConfig` from a parsed TOML dict; relative structure paths are taken from ``base``."""
     data = dict(data)
     out = data.pop("output", {})
-    known = {f for f in Config.__dataclass_fields__ if f != "output"}
+    known = {f for f in MDConfig.__dataclass_fields__ if f != "output"}
     unknown = set(data) - known
     if unknown:
         raise InputError(f"unknown input key(s) {sorted(unknown)}; known: {sorted(known | {'output'})}")
@@ -161,14 +161,14 @@ def parse_config(data: dict, base: Path | None = None) -> Config:
     for k in ("dt_fs", "temperature_K", "tau_fs"):
         if isinstance(data.get(k), int):
             data[k] = float(data[k])
-    return Config(**data, output=OutputConfig(**out))
+    return MDConfig(**data, output=OutputConfig(**out))
 
 
-def config_from_dict(data: dict) -> Config:
-    """Rebuild a :class:`Config` stored in a checkpoint (``dataclasses.asdict`` form)."""
+def config_from_dict(data: dict) -> MDConfig:
+    """Rebuild an :class:`MDConfig` stored in a checkpoint (``dataclasses.asdict`` form)."""
     data = dict(data)
     output = OutputConfig(**data.pop("output", {}))
-    return Config(**data, output=output)
+    return MDConfig(**data, output=output)
 
 
 def read_toml(path) -> dict:
@@ -182,7 +182,7 @@ def read_toml(path) -> dict:
         raise InputError(f"input file {path} is not valid TOML: {err}") from err
 
 
-def load_config(path) -> Config:
+def load_config(path) -> MDConfig:
     """Read and validate a TOML input file."""
     path = Path(path)
     return parse_config(read_toml(path), path.parent)

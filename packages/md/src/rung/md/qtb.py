@@ -656,7 +656,7 @@ def _friction_and_cutoff(config, q: QTBConfig, dt: float) -> tuple[float, float]
 
 
 def from_config(config, force_fn, numbers, masses, kT: float, dt: float):
-    """``init_fn, step_fn, params`` of the driver (bead arrays (1, n, 3)) from a validated Config.
+    """``init_fn, step_fn, params`` of the driver (bead arrays (1, n, 3)) from a validated MDConfig.
 
     numbers, masses : (n,) atomic numbers and electron masses; species are the (number, mass) pairs.
     """
@@ -678,7 +678,7 @@ def from_config(config, force_fn, numbers, masses, kT: float, dt: float):
 
 
 def check_config(config) -> None:
-    """Validate the QTB part of a Config (needs beads = 1); ValueError naming the problem."""
+    """Validate the QTB part of an MDConfig (needs beads = 1); ValueError naming the problem."""
     from rung.core import units as U
 
     q = QTBConfig.from_dict(config.qtb)

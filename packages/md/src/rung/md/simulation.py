@@ -31,7 +31,7 @@ from rung.core import units as U
 from rung.core.potential import in_atomic_units
 from rung.core.progress import Progress as CoreProgress
 from rung.md import estimators as est
-from rung.md.config import QTB_THERMOSTATS, Config, InputError
+from rung.md.config import QTB_THERMOSTATS, InputError, MDConfig
 from rung.md.integrators import MDState, ring_polymer
 from rung.md.output import OBSERVABLES, H5MDWriter, config_dict, read_checkpoint
 from rung.md.parallel import BeadForces
@@ -59,7 +59,7 @@ class RunResult:
     force_calls: int
 
 
-def read_system(config: Config) -> System:
+def read_system(config: MDConfig) -> System:
     """Structure file (ASE) -> System; masses and cell from the input when given. Positions whose bond
     lengths look like another length unit than ASE's Angstrom are refused (InputError), unless
     ``config.trust_units`` (:func:`rung.core.dataset.check_length_unit`, through the cell's images when
@@ -100,7 +100,7 @@ def read_system(config: Config) -> System:
     return System(numbers, positions, masses * U.AMU_TO_ELECTRON_MASS, cell)
 
 
-def make_potential(config: Config, system: System):
+def make_potential(config: MDConfig, system: System):
     """The potential of the input, in Hartree and Bohr; checks it against the system's cell."""
     try:
         pot = build_potential(config.potential, masses=system.masses, positions=system.positions,
@@ -165,14 +165,14 @@ def observables(state: MDState, kT: float, cell) -> dict:
     return o
 
 
-def output_paths(config: Config, workdir=None) -> dict:
+def output_paths(config: MDConfig, workdir=None) -> dict:
     base = Path(workdir) if workdir is not None else Path(".")
     pre = config.output.prefix
     return {"h5md": base / f"{pre}.h5", "xyz": base / f"{pre}.xyz", "log": base / f"{pre}.log",
             "checkpoint": base / f"{pre}.chk.h5", "qtb": base / f"{pre}.qtb.h5"}
 
 
-def _restart_state(config: Config, path: Path):
+def _restart_state(config: MDConfig, path: Path):
     """The state and output sizes of the checkpoint ``path``, checked against the input."""
     try:
         state, saved, sizes, _ = read_checkpoint(path)
@@ -187,7 +187,7 @@ def _restart_state(config: Config, path: Path):
     return state, sizes
 
 
-def _integrator(config: Config, forces, system: System, kT: float, dt: float):
+def _integrator(config: MDConfig, forces, system: System, kT: float, dt: float):
     """``(init_fn, step_fn, qtb_params)``: the QTB for thermostat qtb|adqtb, else the ring polymer."""
     if config.rp_thermostat in QTB_THERMOSTATS:
         from rung.md import qtb
@@ -213,7 +213,7 @@ def _initial_state(init_fn, system: System) -> MDState:
     return state
 
 
-def _reporters(config: Config, system: System, pot, paths: dict, sizes: dict | None, qtb_params) -> list:
+def _reporters(config: MDConfig, system: System, pot, paths: dict, sizes: dict | None, qtb_params) -> list:
     """The run's outputs as reporters (trajectory, log, extxyz, then the checkpoint that flushes them):
     new files, or for a restart (``sizes`` from the checkpoint) the files cut back to those sizes."""
     out, dt = config.output, config.dt_fs * U.FS_TO_AU_TIME
@@ -248,7 +248,7 @@ def _report(reporters, stride: int, state: MDState, kT: float, cell) -> None:
         r.report(state, o)
 
 
-def run(config: Config, *, workdir=None, restart: bool = False, overwrite: bool = False, comm=None,
+def run(config: MDConfig, *, workdir=None, restart: bool = False, overwrite: bool = False, comm=None,
         progress: bool = True) -> RunResult:
     """Run the MD of ``config``; see the module docstring. Rank 0 writes the outputs (reporters).
 

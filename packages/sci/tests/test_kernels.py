@@ -309,3 +309,23 @@ def test_string_marks_of_a_hash_table():
     np.testing.assert_array_equal(np.flatnonzero(in_b), np.unique(keys % nstr_b))
     a, b = _string_marks(cpu.hash_table(keys), nstr_b, 10)  # sizes beyond the limit: no filter
     assert a.size == 0 and b.size == 0
+
+
+def test_hash_filter_of_a_hash_table():
+    """The heat-bath pass's hash filter: exactly the bits (key * HASH_MULT mod 2**64) >> shift of the
+    table's keys (NumPy's wrapping uint64 product), 16 bits per table slot."""
+    from rung.sci._kernels.cpu.heatbath import FILTER_BITS, _hash_filter
+    from rung.sci._kernels.cpu.keys import HASH_MULT
+
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 300):
+        keys = np.unique(rng.integers(0, 2**40, n))
+        table = cpu.hash_table(keys)
+        filt, shift = _hash_filter(table)
+        assert filt.size * 64 == max(64, table.size << FILTER_BITS)
+        h = (keys.astype(np.uint64) * HASH_MULT) >> np.uint64(shift)
+        assert np.all(h < table.size << FILTER_BITS)
+        want = np.zeros(filt.size * 64, np.bool_)
+        want[h.astype(np.int64)] = True
+        got = np.unpackbits(filt.view(np.uint8), bitorder="little").astype(np.bool_)
+        np.testing.assert_array_equal(got, want)

@@ -95,12 +95,28 @@ def test_heatbath_screened_contributions(eps):
     hb = cpu.heatbath_tables(ham.eri)
     gens = np.arange(40)
     bounds = cpu.screened_bounds(dets[sub], gens, c, eps, hb[1], hb[3])
-    k, g, v = cpu.external_screened(dets[sub], gens, c, eps, bounds, ham.h1, ham.eri, *hb, cpu.hash_table(keys[sub]),
-                                    lay.binom_a, lay.binom_b, lay.nstr_b)
+    args = (dets[sub], gens, c, eps, bounds, ham.h1, ham.eri, *hb, cpu.hash_table(keys[sub]), lay.binom_a, lay.binom_b,
+            lay.nstr_b)
+    shift = int(bounds.sum()).bit_length()  # positions < 2**shift
+    slabs = cpu.pass_buffers(int(bounds.sum()), True, False)
+    m = cpu.external_screened(*args, shift, False, *slabs)
+    _, val, gen, out, _ = slabs
+    pos = out[:m] & ((1 << shift) - 1)
+    k, g, v = out[:m] >> shift, gen[pos], val[pos]
     got = {(int(a), int(b)): x for a, b, x in zip(k, g, v)}
     assert len(got) == k.size and set(got) == set(want)
     assert max(abs(got[p] - want[p]) for p in want) < 1e-12
     assert np.all(np.bincount(g, minlength=40) <= bounds)
+    assert np.all(np.diff(pos) > 0)  # generation order: generators ascending, each at its slab offset
+    assert np.all(pos >= np.concatenate([[0], np.cumsum(bounds)])[g])
+    # scaled by c_I, without generators, keys and positions apart (shift 0): the same pairs
+    slabs2 = cpu.pass_buffers(int(bounds.sum()), False, True)
+    m2 = cpu.external_screened(*args, 0, True, *slabs2)
+    _, val2, gen2, out2, pos2 = slabs2
+    assert m2 == m and gen2.size == 0
+    np.testing.assert_array_equal(out2[:m], k)
+    np.testing.assert_array_equal(pos2[:m], pos)
+    np.testing.assert_array_equal(val2[pos], v * c[g])
 
 
 def test_screened_pt2_equals_screened_sum(problem, monkeypatch):
@@ -121,6 +137,11 @@ def test_screened_pt2_equals_screened_sum(problem, monkeypatch):
     want = np.sum(a**2 / (e0 - np.diag(hp)[ext]))
     r = pt2.en_pt2(lay, dets, keys, c, e0, ham.h1, ham.eri, n_select=5, max_entries=500, screen=eps)
     assert r.e_pt2 == pytest.approx(want, rel=1e-12)
+    with monkeypatch.context() as m:  # keys too large to pack with positions: sorted apart (the same sums)
+        m.setattr(pt2, "POS_BITS", 62)
+        r2 = pt2.en_pt2(lay, dets, keys, c, e0, ham.h1, ham.eri, n_select=5, max_entries=500, screen=eps)
+    assert r2.e_pt2 == pytest.approx(want, rel=1e-12) and r2.n_generated == r.n_generated
+    np.testing.assert_array_equal(r2.selected, r.selected)
     assert abs(r.e_pt2 - terms.sum()) > 1e-9  # the screening did discard something here
     score = a**2 / np.abs(e0 - np.diag(hp)[ext])
     np.testing.assert_array_equal(r.selected, fk[ext][np.argsort(-score, kind="stable")[:5]])

@@ -236,28 +236,45 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
         if hb is not None:
             bounds = cpu.screened_bounds(dets, gens, gcoef, screen, hb[1], hb[3])
             slices = _chunks(bounds, min(max_entries, 2**POS_BITS - 1))
+            slabs = cpu.pass_buffers(max((int(bounds[sl].sum()) for sl in slices), default=0),
+                                     not (packable and deterministic),
+                                     not packable)
         else:
             slices = [slice(start, start + chunk) for start in range(0, gens.size, chunk)]
         for sl in slices:
-            if hb is not None:
-                k, g, v = cpu.external_screened(dets, gens[sl], gcoef[sl], screen, bounds[sl], h1, eri, *hb, table,
-                                                layout.binom_a, layout.binom_b, layout.nstr_b)
+            args = (gcoef[sl], gstoch[sl], gw[sl], gq[sl])
+            if hb is not None:  # pairs written into the pass's buffers, packed (key, position) when packable
+                m = cpu.external_screened(dets, gens[sl], gcoef[sl], screen, bounds[sl], h1, eri, *hb, table,
+                                          layout.binom_a, layout.binom_b, layout.nstr_b, POS_BITS if packable else 0,
+                                          packable and deterministic, *slabs)
+                n_gen += m
+                if m == 0:
+                    continue
+                _, sval, sgen, out, out_pos = slabs
+                if packable:
+                    packed = out[:m].view(np.uint64)
+                    packed.sort()
+                    part = (cpu.reduce_packed_x(packed, POS_BITS, sval) if deterministic
+                            else cpu.reduce_packed(packed, POS_BITS, sgen, sval, *args))
+                else:
+                    order = np.argsort(out[:m], kind="stable")
+                    pos = out_pos[:m][order]
+                    part = cpu.reduce_sorted(out[:m][order], sgen[pos], sval[pos], *args)
             else:
                 k, g, v = cpu.external_contributions(dets, gens[sl], h1, eri, table, mask, layout.binom_a,
                                                      layout.binom_b, layout.nstr_b, nexc)
-            n_gen += k.size
-            if k.size == 0:
-                continue
-            args = (gcoef[sl], gstoch[sl], gw[sl], gq[sl])
-            if packable and deterministic:  # the products c_I H_aI in generation order, then one gather each
-                part = cpu.reduce_packed_x(np.sort(cpu.pack(k, POS_BITS)), POS_BITS,
-                                           np.multiply(gcoef[sl][g], v, out=v))
-            elif packable:
-                part = cpu.reduce_packed(np.sort(cpu.pack(k, POS_BITS)), POS_BITS, g, v, *args)
-            else:
-                order = np.argsort(k)
-                part = cpu.reduce_sorted(k[order], g[order], v[order], *args)
-            del k, g, v
+                n_gen += k.size
+                if k.size == 0:
+                    continue
+                if packable and deterministic:  # the products c_I H_aI in generation order, then one gather each
+                    part = cpu.reduce_packed_x(np.sort(cpu.pack(k, POS_BITS)), POS_BITS,
+                                               np.multiply(gcoef[sl][g], v, out=v))
+                elif packable:
+                    part = cpu.reduce_packed(np.sort(cpu.pack(k, POS_BITS)), POS_BITS, g, v, *args)
+                else:
+                    order = np.argsort(k)
+                    part = cpu.reduce_sorted(k[order], g[order], v[order], *args)
+                del k, g, v
             runs.append(part)
             while len(runs) > 1 and runs[-2][0].size <= 2 * runs[-1][0].size:  # merge like a binary counter:
                 b = runs.pop()                                                 # O(N log chunks), not O(N chunks)

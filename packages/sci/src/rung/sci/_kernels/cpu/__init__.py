@@ -41,7 +41,7 @@ from .elements import (coulomb_exchange, diagonal, diagonal_jk, diagonals, diago
                        same_spin_double_element, single_element)
 from .external import (collect_dense, external_contributions, external_dense, merge_sorted_sums, pack,
                        reduce_packed, reduce_packed_x, reduce_sorted)
-from .heatbath import external_screened, heatbath_tables, screened_bounds
+from .heatbath import external_screened, heatbath_tables, pass_buffers, screened_bounds
 from .keys import (binomial_table, bits_index, bits_prefix, det_keys, dets_from_keys, hash_table, in_bits,
                    in_table, key_bits, rank, table_shift, unrank)
 from .spin import s2_matrix, s2_matvec, spin_partners

@@ -6,8 +6,8 @@ pair with ``|c_I <a|H|I>| <= eps`` is never generated.
 import numpy as np
 from numba import njit, prange
 
-from .bits import flip, is_set, occupied, phase
-from .keys import in_table, rank, table_shift
+from .bits import U1, flip, is_set, occupied, phase
+from .keys import HASH_MULT, in_table, rank, table_shift
 
 MARK_MAX = 2**26  # string ranks marked (bytes) by the space filter of external_screened at most
 
@@ -150,13 +150,36 @@ def _single(h, p, h1, eri, occ, ne, occ_other, ne_other, sign):
 
 
 @njit(cache=True, inline="always")
-def _in_space(ia, ib, key, in_a, in_b, var_table, shift):
-    """``key = ia * nstr_b + ib`` in the space's hash table; a key whose alpha (rank ``ia``) or beta
-    (``ib``) string is in no determinant of the space is answered without a probe (``in_a``, ``in_b``
-    from :func:`_string_marks`)."""
+def _in_space(ia, ib, key, in_a, in_b, filt, fshift, var_table, shift):
+    """``key = ia * nstr_b + ib`` in the space's hash table. Most candidates are answered without a
+    probe of the table: a key whose alpha (rank ``ia``) or beta (``ib``) string is in no determinant
+    of the space (``in_a``, ``in_b`` from :func:`_string_marks`), or whose hash bit is clear in
+    ``filt`` (:func:`_hash_filter`, a bit set 16 times the table's slots, small enough to stay in
+    cache where the table's random probes miss it), is outside."""
     if in_a.shape[0] > 0 and (ia >= in_a.shape[0] or in_a[ia] == 0 or ib >= in_b.shape[0] or in_b[ib] == 0):
         return False
+    h = (np.uint64(key) * HASH_MULT) >> fshift
+    if (filt[h >> np.uint64(6)] >> (h & np.uint64(63))) & U1 == 0:
+        return False
     return in_table(var_table, key, shift)
+
+
+FILTER_BITS = 4  # the hash filter has 2**FILTER_BITS bits per slot of the hash table
+
+
+@njit(cache=True)
+def _hash_filter(var_table):
+    """(bit set (words,) uint64, its shift): bit ``(key * HASH_MULT) >> shift`` set for every key of the
+    hash table ``var_table`` (:func:`hash_table`), 2**FILTER_BITS bits per table slot (so at most one
+    bit in 32 is set: a key outside the space passes the filter with probability < 1/32)."""
+    shift = table_shift(var_table) - np.uint64(FILTER_BITS)
+    nbits = var_table.shape[0] << FILTER_BITS
+    filt = np.zeros(max(1, nbits >> 6), np.uint64)
+    for key in var_table:
+        if key >= 0:
+            h = (np.uint64(key) * HASH_MULT) >> shift
+            filt[h >> np.uint64(6)] |= U1 << (h & np.uint64(63))
+    return filt, shift
 
 
 @njit(cache=True)
@@ -183,7 +206,7 @@ def _string_marks(var_table, nstr_b, limit):
 
 @njit(cache=True)
 def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val, ss_val, var_table, shift, binom_a,
-              binom_b, nstr_b, out_keys, out_vals, occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b, in_a, in_b):
+              binom_b, nstr_b, out_keys, out_vals, occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b, in_a, in_b, filt, fshift):
     """Singles and doubles ``a`` of ``det`` outside the space with ``|c_I <a|H|det>| > eps`` (``ac = |c_I|``).
 
     Doubles are found by walking the heat-bath lists of each occupied pair until the bound fails, so
@@ -191,8 +214,8 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val,
     ``ss_val`` from :func:`_signed_lists`). ``ab_a``, ``ab_b`` (norb^2,) int64: the particles ``ab //
     norb``, ``ab % norb`` of a list entry (no division per entry); ``in_a`` (n alpha strings,), ``in_b``
     (n beta strings,) uint8: 1 for a string of some determinant of the space, so a candidate whose alpha
-    or beta string is in none is outside without a hash-table probe. Writes keys and elements; returns
-    how many.
+    or beta string is in none is outside without a hash-table probe, as is one whose bit in ``filt``
+    (:func:`_hash_filter`, shift ``fshift``) is clear. Writes keys and elements; returns how many.
     """
     na = occupied(det[0], occa)
     nb = occupied(det[1], occb)
@@ -238,7 +261,7 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val,
                 v = _single(h, p, h1, eri, occ, ne, occa if spin == 1 else occb, nb if spin == 0 else na,
                             s1[x, p])
                 ia, ib = (r1[x, p], rb) if spin == 0 else (ra, r1[x, p])
-                if abs(v) * ac > eps and not _in_space(ia, ib, key, in_a, in_b, var_table, shift):
+                if abs(v) * ac > eps and not _in_space(ia, ib, key, in_a, in_b, filt, fshift, var_table, shift):
                     out_keys[n] = key
                     out_vals[n] = v
                     n += 1
@@ -266,7 +289,7 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val,
                     flip(t, b)
                     ia, ib = (r, rb) if spin == 0 else (ra, r)
                     key = ia * nstr_b + ib
-                    if not _in_space(ia, ib, key, in_a, in_b, var_table, shift):
+                    if not _in_space(ia, ib, key, in_a, in_b, filt, fshift, var_table, shift):
                         out_keys[n] = key
                         out_vals[n] = _same_spin_sign(t, i, j, a, b) * ss_val[row, k]
                         n += 1
@@ -286,35 +309,50 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val,
                 ia = r1a[x, a]
                 ib = r1b[y, b]
                 key = ia * nstr_b + ib
-                if not _in_space(ia, ib, key, in_a, in_b, var_table, shift):
+                if not _in_space(ia, ib, key, in_a, in_b, filt, fshift, var_table, shift):
                     out_keys[n] = key
                     out_vals[n] = s1a[x, a] * s1b[y, b] * os_val[row, k]
                     n += 1
     return n
 
 
+def pass_buffers(size, with_gen, separate_positions):
+    """Scratch arrays of one screened pass for :func:`external_screened` (``size`` pairs: the largest
+    chunk's summed bounds), allocated once and reused by every chunk: slab_key (size,) int64, slab_val
+    (size,) float64, slab_gen (size,) int32 (empty unless ``with_gen``), out (size,) int64 and out_pos
+    (size,) int64 (empty unless ``separate_positions``)."""
+    return (np.empty(size, np.int64), np.empty(size), np.empty(size if with_gen else 0, np.int32),
+            np.empty(size, np.int64), np.empty(size if separate_positions else 0, np.int64))
+
+
 @njit(cache=True, parallel=True)
 def external_screened(dets, gens, gen_coef, eps, bounds, h1, eri, os_ab, os_abs, ss_ab, ss_abs, var_table, binom_a,
-                      binom_b, nstr_b):
-    """:func:`external_contributions` restricted to ``|c_I <a|H|I>| > eps`` by heat-bath screening.
+                      binom_b, nstr_b, shift, scale, slab_key, slab_val, slab_gen, out, out_pos):
+    """:func:`external_contributions` restricted to ``|c_I <a|H|I>| > eps`` by heat-bath screening,
+    written into the caller's buffers (:func:`pass_buffers`, reused from chunk to chunk: a fresh
+    pair-sized array per chunk costs as much in page faults as its pairs cost to reduce).
 
     gen_coef : (ng,) float64 coefficients of the generators ``gens``; bounds : (ng,) int64 from
-    :func:`screened_bounds`; the heat-bath lists from :func:`heatbath_tables`. Returns keys (m,) int64,
-    gen (m,) int32 (position in ``gens``), vals (m,) float64 Hartree.
+    :func:`screened_bounds`; the heat-bath lists from :func:`heatbath_tables`. Generator ``g`` writes
+    its pairs at the slab positions ``sum(bounds[:g]) + k``: ``slab_val`` <alpha|H|I> Hartree (times
+    ``gen_coef[g]`` with ``scale``), ``slab_gen`` g (when not empty). Returns m, the pairs, and writes
+    ``out[:m]``, in generation order: ``key << shift | position`` (``shift`` > 0: positions < 2**shift,
+    keys < 2**(63 - shift)), or with ``shift`` = 0 the keys, their positions in ``out_pos[:m]``.
     """
     ng = gens.shape[0]
     norb = h1.shape[0]
     off = np.zeros(ng + 1, np.int64)
     for g in range(ng):
         off[g + 1] = off[g] + bounds[g]
-    keys = np.empty(off[ng], np.int64)
-    vals = np.empty(off[ng], np.float64)
     cnt = np.zeros(ng + 1, np.int64)
-    shift = table_shift(var_table)
+    tshift = table_shift(var_table)
     ab_a = np.arange(norb * norb) // norb
     ab_b = np.arange(norb * norb) % norb
     os_val, ss_val = _signed_lists(eri, os_ab, ss_ab)
     in_a, in_b = _string_marks(var_table, nstr_b, MARK_MAX)
+    filt, fshift = _hash_filter(var_table)
+    with_gen = slab_gen.shape[0] > 0
+    sh = np.int64(shift)
     for g in prange(ng):
         occa = np.empty(norb, np.int64)
         occb = np.empty(norb, np.int64)
@@ -322,18 +360,24 @@ def external_screened(dets, gens, gen_coef, eps, bounds, h1, eri, os_ab, os_abs,
         r1b = np.empty((norb, norb), np.int64)
         s1a = np.empty((norb, norb), np.float64)
         s1b = np.empty((norb, norb), np.float64)
-        cnt[g + 1] = _screened(dets[gens[g]], abs(gen_coef[g]), eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs,
-                               os_val, ss_val,
-                               var_table, shift, binom_a, binom_b, nstr_b, keys[off[g]:off[g + 1]],
-                               vals[off[g]:off[g + 1]], occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b,
-                               in_a, in_b)
+        o = off[g]
+        n = _screened(dets[gens[g]], abs(gen_coef[g]), eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val,
+                      ss_val, var_table, tshift, binom_a, binom_b, nstr_b, slab_key[o:off[g + 1]],
+                      slab_val[o:off[g + 1]], occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b, in_a, in_b, filt, fshift)
+        c = gen_coef[g]
+        for k in range(o, o + n):
+            if sh > 0:
+                slab_key[k] = (slab_key[k] << sh) | k
+            if scale:
+                slab_val[k] *= c
+            if with_gen:
+                slab_gen[k] = g
+        cnt[g + 1] = n
     ptr = np.cumsum(cnt)
-    ok = np.empty(ptr[-1], np.int64)
-    ov = np.empty(ptr[-1], np.float64)
-    og = np.empty(ptr[-1], np.int32)
+    separate = out_pos.shape[0] > 0
     for g in prange(ng):
         for k in range(ptr[g + 1] - ptr[g]):
-            ok[ptr[g] + k] = keys[off[g] + k]
-            ov[ptr[g] + k] = vals[off[g] + k]
-            og[ptr[g] + k] = g
-    return ok, og, ov
+            out[ptr[g] + k] = slab_key[off[g] + k]
+            if separate:
+                out_pos[ptr[g] + k] = off[g] + k
+    return ptr[ng]

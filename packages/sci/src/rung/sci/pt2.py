@@ -275,16 +275,18 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
                     order = np.argsort(k)
                     part = cpu.reduce_sorted(k[order], g[order], v[order], *args)
                 del k, g, v
-            runs.append(part)
+            runs.append(part)  # (keys, A_D) from reduce_packed_x, else (keys, A_D, A_S, T)
+            merge = cpu.merge_sorted_sum if len(part) == 2 else cpu.merge_sorted_sums
             while len(runs) > 1 and runs[-2][0].size <= 2 * runs[-1][0].size:  # merge like a binary counter:
                 b = runs.pop()                                                 # O(N log chunks), not O(N chunks)
-                runs.append(cpu.merge_sorted_sums(*runs.pop(), *b))
+                runs.append(merge(*runs.pop(), *b))
         if not runs:
             return 0.0, np.empty(0, np.int64), np.empty(0), 0, n_gen
         while len(runs) > 1:
             b = runs.pop()
-            runs.append(cpu.merge_sorted_sums(*runs.pop(), *b))
-        uk, ad, as_, t = runs[0]
+            runs.append(merge(*runs.pop(), *b))
+        uk, ad = runs[0][:2]
+        as_, t = runs[0][2:] if len(runs[0]) == 4 else (np.zeros(uk.size), np.zeros(uk.size))
     if uk.size == 0:
         return 0.0, np.empty(0, np.int64), np.empty(0), 0, n_gen
     if not (dense and tables is not None):  # (else from the collection)

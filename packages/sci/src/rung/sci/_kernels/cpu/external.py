@@ -258,8 +258,8 @@ def reduce_packed(packed, shift, gen, vals, gen_coef, gen_stoch, gen_w, gen_q):
 def reduce_packed_x(packed, shift, x):
     """:func:`reduce_packed` when every generator is deterministic, with the products ``x[pos] = c_I
     <alpha|H|I>`` (m,) float64 formed beforehand: one gather per entry instead of three (position,
-    generator, coefficient), the same sums in the same order. Returns ukeys (u,) int64, A_D (u,)
-    float64 and two zero (u,) arrays (A_S, T)."""
+    generator, coefficient), the same sums in the same order. Returns ukeys (u,) int64 and A_D (u,)
+    float64 (no A_S, T: a deterministic pass carries one sum, :func:`merge_sorted_sum`)."""
     m = packed.shape[0]
     mask = (np.uint64(1) << np.uint64(shift)) - np.uint64(1)
     sh = np.uint64(shift)
@@ -273,7 +273,7 @@ def reduce_packed_x(packed, shift, x):
             j += 1
             ukeys[j] = key
         ad[j] += x[np.int64(packed[k] & mask)]
-    return ukeys, ad, np.zeros(u, np.float64), np.zeros(u, np.float64)
+    return ukeys, ad
 
 
 @njit(cache=True)
@@ -318,6 +318,42 @@ def merge_sorted_sums(k1, a1, b1, c1, k2, a2, b2, c2):
             j += 1
         m += 1
     return out_k[:m], oa[:m], ob[:m], oc[:m]
+
+
+@njit(cache=True)
+def merge_sorted_sum(k1, a1, k2, a2):
+    """:func:`merge_sorted_sums` of a single sum per key (a deterministic pass: A_D only)."""
+    n1 = k1.shape[0]
+    n2 = k2.shape[0]
+    out_k = np.empty(n1 + n2, np.int64)
+    oa = np.empty(n1 + n2)
+    i = 0
+    j = 0
+    m = 0
+    while i < n1 and j < n2:
+        if k1[i] < k2[j]:
+            out_k[m] = k1[i]
+            oa[m] = a1[i]
+            i += 1
+        elif k2[j] < k1[i]:
+            out_k[m] = k2[j]
+            oa[m] = a2[j]
+            j += 1
+        else:
+            out_k[m] = k1[i]
+            oa[m] = a1[i] + a2[j]
+            i += 1
+            j += 1
+        m += 1
+    for r in range(i, n1):
+        out_k[m] = k1[r]
+        oa[m] = a1[r]
+        m += 1
+    for r in range(j, n2):
+        out_k[m] = k2[r]
+        oa[m] = a2[r]
+        m += 1
+    return out_k[:m], oa[:m]
 
 
 @njit(cache=True)

@@ -100,16 +100,32 @@ def screened_bounds(dets, gens, gen_coef, eps, os_abs, ss_abs):
 
 
 @njit(cache=True, inline="always")
-def _same_spin_sign(t, i, j, a, b):
-    """The sign of :func:`same_spin_double_element` (h1 h2 -> p1 p2 = i j -> a b) on the string ``t``,
-    flipped and restored in place (no copy per call: ``t`` is the caller's own scratch copy)."""
-    sg = phase(t, i, a)
-    flip(t, i)
-    flip(t, a)
-    sg *= phase(t, j, b)
-    flip(t, i)
-    flip(t, a)
-    return sg
+def _rest_tables(occ, ne, x1, x2, norb, binom, below, pre):
+    """Tables of the same-spin doubles ``i j -> a b`` of one hole pair (``i = occ[x1] < j = occ[x2]``),
+    so that each one's rank and sign take a few lookups (no string edited). R = the string's other
+    ``ne - 2`` electrons, ascending. ``below[p]`` (norb,) = electrons of R below orbital p;
+    ``pre[k, c]`` (3, ne - 1) = sum over the first c of R of C(R[m], m + 1 + k). For a < b outside the
+    string, with ca = below[a], cb = below[b], the string R + {a, b} has the rank
+    ``C(a, ca + 1) + C(b, cb + 2) + pre[0, ca] + pre[1, cb] - pre[1, ca] + pre[2, ne - 2] - pre[2, cb]``
+    (R's electrons below a keep their place, those between a and b move up one, those above b two),
+    and the sign of :func:`same_spin_double_element` is ``(-1)^(ca + cb + x1 + x2 + 1)`` (the
+    electrons passed by i -> a, then by j -> b; the [a > j] terms of both cancel)."""
+    y = 0
+    for p in range(norb):
+        while y < ne and occ[y] < p:
+            y += 1
+        below[p] = y - (1 if occ[x1] < p else 0) - (1 if occ[x2] < p else 0)
+    pre[0, 0] = 0
+    pre[1, 0] = 0
+    pre[2, 0] = 0
+    m = 0
+    for y in range(ne):
+        if y == x1 or y == x2:
+            continue
+        r = occ[y]
+        for k in range(3):
+            pre[k, m + 1] = pre[k, m] + binom[r, m + 1 + k]
+        m += 1
 
 
 @njit(cache=True)
@@ -206,7 +222,8 @@ def _string_marks(var_table, nstr_b, limit):
 
 @njit(cache=True)
 def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val, ss_val, var_table, shift, binom_a,
-              binom_b, nstr_b, out_keys, out_vals, occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b, in_a, in_b, filt, fshift):
+              binom_b, nstr_b, out_keys, out_vals, occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b, in_a, in_b, filt, fshift,
+              below, pre):
     """Singles and doubles ``a`` of ``det`` outside the space with ``|c_I <a|H|det>| > eps`` (``ac = |c_I|``).
 
     Doubles are found by walking the heat-bath lists of each occupied pair until the bound fails, so
@@ -215,7 +232,8 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val,
     norb``, ``ab % norb`` of a list entry (no division per entry); ``in_a`` (n alpha strings,), ``in_b``
     (n beta strings,) uint8: 1 for a string of some determinant of the space, so a candidate whose alpha
     or beta string is in none is outside without a hash-table probe, as is one whose bit in ``filt``
-    (:func:`_hash_filter`, shift ``fshift``) is clear. Writes keys and elements; returns how many.
+    (:func:`_hash_filter`, shift ``fshift``) is clear. ``below`` (norb,), ``pre`` (3, norb + 1) int64:
+    scratch of :func:`_rest_tables`. Writes keys and elements; returns how many.
     """
     na = occupied(det[0], occa)
     nb = occupied(det[1], occb)
@@ -250,7 +268,6 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val,
         ne = na if spin == 0 else nb
         r1 = r1a if spin == 0 else r1b
         s1 = s1a if spin == 0 else s1b
-        t = ta if spin == 0 else tb
         binom = binom_a if spin == 0 else binom_b
         for x in range(ne):  # singles: every one evaluated, kept above the threshold
             h = occ[x]
@@ -270,6 +287,10 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val,
                 i = occ[x1]
                 j = occ[x2]
                 row = i * norb + j
+                if not ss_abs[row, 0] * ac > eps:
+                    continue
+                _rest_tables(occ, ne, x1, x2, norb, binom, below, pre)
+                top = pre[2, ne - 2]
                 for k in range(ss_abs.shape[1]):
                     if not ss_abs[row, k] * ac > eps:
                         break
@@ -278,20 +299,14 @@ def _screened(det, ac, eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val,
                     b = ab_b[ab]
                     if is_set(s, a) or is_set(s, b):
                         continue
-                    flip(t, i)
-                    flip(t, j)
-                    flip(t, a)
-                    flip(t, b)
-                    r = rank(t, binom)
-                    flip(t, i)
-                    flip(t, j)
-                    flip(t, a)
-                    flip(t, b)
+                    ca = below[a]
+                    cb = below[b]
+                    r = binom[a, ca + 1] + binom[b, cb + 2] + pre[0, ca] + pre[1, cb] - pre[1, ca] + top - pre[2, cb]
                     ia, ib = (r, rb) if spin == 0 else (ra, r)
                     key = ia * nstr_b + ib
                     if not _in_space(ia, ib, key, in_a, in_b, filt, fshift, var_table, shift):
                         out_keys[n] = key
-                        out_vals[n] = _same_spin_sign(t, i, j, a, b) * ss_val[row, k]
+                        out_vals[n] = -ss_val[row, k] if (ca + cb + x1 + x2 + 1) & 1 else ss_val[row, k]
                         n += 1
     for x in range(na):  # opposite-spin doubles
         i = occa[x]
@@ -360,10 +375,13 @@ def external_screened(dets, gens, gen_coef, eps, bounds, h1, eri, os_ab, os_abs,
         r1b = np.empty((norb, norb), np.int64)
         s1a = np.empty((norb, norb), np.float64)
         s1b = np.empty((norb, norb), np.float64)
+        below = np.empty(norb, np.int64)
+        pre = np.empty((3, norb + 1), np.int64)
         o = off[g]
         n = _screened(dets[gens[g]], abs(gen_coef[g]), eps, norb, h1, eri, os_ab, os_abs, ss_ab, ss_abs, os_val,
                       ss_val, var_table, tshift, binom_a, binom_b, nstr_b, slab_key[o:off[g + 1]],
-                      slab_val[o:off[g + 1]], occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b, in_a, in_b, filt, fshift)
+                      slab_val[o:off[g + 1]], occa, occb, r1a, s1a, r1b, s1b, ab_a, ab_b, in_a, in_b, filt, fshift,
+                      below, pre)
         c = gen_coef[g]
         for k in range(o, o + n):
             if sh > 0:

@@ -384,3 +384,24 @@ def test_rest_tables_rank_and_sign_of_same_spin_doubles():
                         assert r == ref.rank(t ^ (1 << j) ^ (1 << b), norb, ne)
                         sign = -1 if (ca + cb + x1 + x2 + 1) & 1 else 1
                         assert sign == ref.phase(s, i, a) * ref.phase(t, j, b)
+
+
+def test_en_sum_matches_numpy():
+    """The PT2 sum kernel: NumPy's elementwise estimator summed with np.sum, to round-off (several
+    blocks of 4096), deterministic and sampled; any_near against NumPy's test."""
+    rng = np.random.default_rng(10)
+    m = 10_000
+    ad, as_, t = rng.normal(size=(3, m))
+    t = np.abs(t)
+    hdiag = rng.uniform(0.5, 3.0, m)
+    e0 = -1.0
+    for n_draws in (0, 5):
+        num = ad * ad
+        if n_draws:
+            num = num + 2.0 * ad * as_ + (as_ * as_ - t / n_draws) / (1.0 - 1.0 / n_draws)
+        want = np.sum(num / (e0 - hdiag))
+        assert cpu.en_sum(ad, as_, t, hdiag, e0, n_draws) == pytest.approx(want, rel=1e-13)
+    assert cpu.en_sum(ad[:0], as_[:0], t[:0], hdiag[:0], e0, 0) == 0.0
+    for tol in (1e-3, 0.5, 2.0):
+        assert cpu.any_near(hdiag, 1.0, tol) == bool(np.any(np.abs(1.0 - hdiag) < tol))
+    assert not cpu.any_near(hdiag, 10.0, 1.0)

@@ -315,8 +315,8 @@ def _sum_terms(accumulate, ad, as_, t, hdiag, e0, n_draws) -> float:
     intruder, e.g. the partner of a single determinant in degenerate orbitals; its selection score is
     the largest, so it enters the space first), instead of rounding noise divided into ~1e11 Ha or a
     division by zero."""
-    degenerate = np.abs(e0 - hdiag) < DEGENERATE_HA
-    if degenerate.any():
+    if cpu.any_near(hdiag, e0, DEGENERATE_HA):
+        degenerate = np.abs(e0 - hdiag) < DEGENERATE_HA
         if np.any((ad[degenerate] != 0.0) | (as_[degenerate] != 0.0)):
             return -np.inf
         keep = ~degenerate
@@ -326,10 +326,7 @@ def _sum_terms(accumulate, ad, as_, t, hdiag, e0, n_draws) -> float:
 
 def accumulate_cpu(ad, as_, t, hdiag, e0, n_draws) -> float:
     """sum_alpha A^2 / (E - H_aa) with the estimator of the module docstring (n_draws = 0: deterministic)."""
-    num = ad * ad
-    if n_draws:
-        num = num + 2.0 * ad * as_ + (as_ * as_ - t / n_draws) / (1.0 - 1.0 / n_draws)
-    return float(np.sum(num / (e0 - hdiag)))
+    return float(cpu.en_sum(ad, as_, t, hdiag, float(e0), int(n_draws)))
 
 
 def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray, e0: float, h1: np.ndarray,

@@ -39,7 +39,7 @@ from .bits import (count_between, double_holes_particles, excitation_degree, fli
                    popcount, single_holes_particles, string_degree, virtual)
 from .elements import (coulomb_exchange, diagonal, diagonal_jk, diagonals, diagonals_sorted_keys, matrix_element,
                        same_spin_double_element, single_element)
-from .external import (collect_dense, external_contributions, external_dense, merge_sorted_sum,
+from .external import (any_near, collect_dense, en_sum, external_contributions, external_dense, merge_sorted_sum,
                        merge_sorted_sums, pack,
                        reduce_packed, reduce_packed_x, reduce_sorted)
 from .heatbath import external_screened, heatbath_tables, pass_buffers, screened_bounds

@@ -78,9 +78,11 @@ def run(cfg, out: Path, ex) -> dict:
         step("qmc" + tag, steps.qmc, cfg, dataset, ex, roles)
         if k == 0 and cfg.sci is not None:
             step("sci", steps.sci, cfg, dataset, ex, roles, rdir)
-        train_sets.append(steps.labelled_subset(dataset, roles, steps.TRAIN, rdir / "train.h5"))
+        train, lines["labels" + tag] = steps.ladder_subset(cfg, dataset, roles, steps.TRAIN, rdir / "train.h5")
+        print(f"{'labels' + tag:12s} {lines['labels' + tag]}", flush=True)
+        train_sets.append(train)
         if k == 0:
-            steps.labelled_subset(dataset, roles, steps.HOLDOUT, hold_set)
+            steps.ladder_subset(cfg, dataset, roles, steps.HOLDOUT, hold_set)
         _, model_paths = step("refit" + tag, steps.refit, cfg, train_sets, hold_set, rdir)
         _, metrics = step("evaluate" + tag, steps.evaluate, cfg, hold_set, model_paths)
         rounds.append(metrics)

@@ -5,7 +5,7 @@ Sections (all optional but ``[input]``; units in the key names where they are no
 - ``[input]``: ``path`` (xyz/extxyz in Angstrom, or a rung/SPICE HDF5 dataset) or ``perturb = {molecule
   = "H2O", n = 16, sigma_angstrom = 0.08, seed = 1}`` (random Gaussian displacements of an ASE G2
   molecule: the embedded example).
-- ``[dft]``: :class:`rung.dft_gpu.run.RunConfig` fields (``xc``, ``basis``, ``ecp``, ...).
+- ``[dft]``: :class:`rung.dft_gpu.scf.DFTConfig` fields (``xc``, ``basis``, ``ecp``, ...).
 - ``[select]``: which conformations climb to QMC: ``method`` ("spread": largest ensemble spread of the
   current model; "fps": farthest-point sampling of inverse interatomic distances; "random"),
   ``n_train``, ``n_holdout`` (a seeded random hold-out set, labelled too, never trained on), ``seed``.
@@ -93,6 +93,12 @@ class RefitConfig:
     force_weight: float = 1.0
     cv_folds: int = 4
     cv_l2sp: tuple = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
+    # the highest rung per conformation: conformations QMC did not label are trained on their DFT labels,
+    # placed on the QMC energy scale, with the DFT rung's error against QMC as their error bar (estimated
+    # on the conformations both rungs labelled, not below these floors); false: QMC labels only
+    dft_labels: bool = True
+    dft_energy_error_floor_mha: float = 0.5
+    dft_gradient_error_floor_mha_per_bohr: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,8 @@ def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfi
             refit.cv_folds < 2 or not isinstance(grid, (list, tuple)) or not grid or \
             not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
         raise ConfigError("[refit]: l2sp must be a number >= 0 or \"cv\", cv_folds >= 2, cv_l2sp a list of numbers >= 0")
+    if not (refit.dft_energy_error_floor_mha > 0 and refit.dft_gradient_error_floor_mha_per_bohr > 0):
+        raise ConfigError("[refit]: dft_energy_error_floor_mha and dft_gradient_error_floor_mha_per_bohr must be > 0")
     refit = replace(refit, l2sp=refit.l2sp if refit.l2sp == "cv" else float(refit.l2sp),
                     cv_l2sp=tuple(float(v) for v in grid))
     return PipelineConfig(inp, dft, sel, qmc, refit, md, loop, source, sci)

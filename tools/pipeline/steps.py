@@ -8,6 +8,7 @@ and are converted at their boundary (rung.core.units).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -327,25 +328,26 @@ def farm(ex, writer, tasks, *, label: str, merge_every_s: float = 60.0, units=No
     journal is merged into the dataset every ``merge_every_s`` seconds and at the end (also when an error
     or a kill stops the loop). ``units(values)`` gives the units of properties known only once a task
     returns (None: the writer declares them all). Returns (done, failed)."""
+    from rung.core.progress import Progress
+
     done = failed = 0
-    t0 = last = time.perf_counter()
+    last = time.perf_counter()
     try:
-        for (n, i), values, error in ex.run(tasks):
-            if error is None:
-                if units is not None:
-                    writer.units.update(units(values))
-                writer.record(n, i, values)
-                done += 1
-            else:
-                writer.record(n, i, error=error)
-                failed += 1
-            if log.isEnabledFor(logging.INFO):
-                el = time.perf_counter() - t0
-                log.info("%s %s[%d] %s; %d/%d, ETA %.0f s", label, n, i, "done" if error is None else f"FAILED {error}",
-                         done + failed, len(tasks), el / (done + failed) * (len(tasks) - done - failed))
-            if time.perf_counter() - last > merge_every_s:
-                writer.merge()  # results visible while the run goes on
-                last = time.perf_counter()
+        with Progress(len(tasks), label, unit="task", log=log) as bar:
+            for (n, i), values, error in ex.run(tasks):
+                if error is None:
+                    if units is not None:
+                        writer.units.update(units(values))
+                    writer.record(n, i, values)
+                    done += 1
+                else:
+                    writer.record(n, i, error=error)
+                    failed += 1
+                    log.warning("%s %s[%d] FAILED %s", label, n, i, error)
+                bar.update(done + failed, f"{n}[{i}]" + (f", {failed} failed" if failed else ""))
+                if time.perf_counter() - last > merge_every_s:
+                    writer.merge()  # results visible while the run goes on
+                    last = time.perf_counter()
     finally:
         writer.merge()
     return done, failed
@@ -502,31 +504,96 @@ def describe_selection(roles: dict, cfg: PipelineConfig) -> str:
 LABELS = ("total_energy", "total_energy_error", "total_gradient", "total_gradient_error")
 
 
-def labelled_subset(dataset: Path, roles: dict, role: int, path: Path) -> Path:
-    """A rung dataset with the conformations of ``role`` whose QMC labels are recorded, and those labels
-    (``qmc_total_energy``, ``qmc_total_gradient`` and their errors), written through rung.core."""
+LADDER_UNITS = {"total_energy": "hartree", "total_energy_error": "hartree", "total_gradient": "hartree/bohr",
+                "total_gradient_error": "hartree/bohr", "rung": "dimensionless"}
+
+
+def dft_error_against_qmc(dq_energy, q_energy_err, dq_gradient, q_gradient_err, floors) -> tuple:
+    """The DFT rung's rms error against QMC, the labels' own noise removed: sqrt(mean(r^2) - mean(sigma_q^2))
+    over the residuals r (energies after each molecule's offset), not below ``floors`` (Hartree, Hartree/Bohr).
+    Returns (energy, gradient) in Hartree and Hartree/Bohr."""
+    out = []
+    for r, s, floor in ((dq_energy, q_energy_err, floors[0]), (dq_gradient, q_gradient_err, floors[1])):
+        r, s = np.asarray(r, np.float64).ravel(), np.asarray(s, np.float64).ravel()
+        est = np.sqrt(max(np.mean(r**2) - np.mean(s**2), 0.0)) if r.size >= 2 else 0.0
+        out.append(max(float(est), floor))
+    return tuple(out)
+
+
+def ladder_subset(cfg: PipelineConfig, dataset: Path, roles: dict, role: int, path: Path) -> tuple:
+    """Labelled conformations as a rung dataset (``ladder_total_energy``, ``ladder_total_gradient``, their
+    ``_error`` and ``ladder_rung``, written through rung.core): for ``role`` ``HOLDOUT`` the held-out
+    conformations' QMC labels; for ``TRAIN`` the refit's training set, every conformation not held out,
+    labelled by the highest rung that labelled it:
+
+    - QMC (role ``TRAIN``, QMC done): its labels and error bars.
+    - DFT only (DFT done, ``[refit] dft_labels``): ``dft_total_energy`` plus the molecule's offset (the
+      1/sigma^2-weighted mean of QMC - DFT over its conformations with both labels), ``dft_total_gradient``;
+      as error bars the DFT rung's rms error against QMC (:func:`dft_error_against_qmc` over the
+      conformations with both labels, floored). A molecule with no QMC label gets no DFT label (nothing
+      places its DFT energies on the QMC scale). The offset's own error is common to a molecule's DFT
+      labels and is left out of their error bars (a constant moves no relative energy).
+
+    Held-out conformations are never in the training set. Returns (path, summary line)."""
     from rung.core.dataset import DONE, Molecule, ResultWriter, create_dataset, read_hdf5
 
-    mols, values = [], []
+    rc = cfg.refit
+    per_mol, dq_e, se, dq_g, sg = [], [], [], [], []
     with h5py.File(dataset, "r") as f:
         for m in read_hdf5(dataset):
-            g = f[m.name]
-            ok = (roles[m.name] == role) & (g["qmc_status"][()] == DONE) if "qmc_status" in g else np.zeros(m.n_conf, bool)
-            idx = np.flatnonzero(ok)
-            if idx.size == 0:
+            g, r = f[m.name], roles[m.name]
+            q = (r == role) & (g["qmc_status"][()] == DONE) if "qmc_status" in g else np.zeros(m.n_conf, bool)
+            d = (r != HOLDOUT) & ~q & (g["dft_status"][()] == DONE) if "dft_status" in g else np.zeros(m.n_conf, bool)
+            if not (q.any() and rc.dft_labels and role == TRAIN):
+                d[:] = False
+            if not (q.any() or d.any()):
                 continue
-            mols.append(Molecule(m.name, m.atomic_numbers, m.conformations[idx], charge=m.charge,
-                                 multiplicity=m.multiplicity))
-            values += [(m.name, j, {k: g[f"qmc_{k}"][i] for k in LABELS if f"qmc_{k}" in g}) for j, i in enumerate(idx)]
-    if not mols:
+            lab = {k: g[f"qmc_{k}"][()] for k in LABELS if f"qmc_{k}" in g}
+            dft = {k: g[f"dft_{k}"][()] for k in ("total_energy", "total_gradient") if f"dft_{k}" in g}
+            offset = 0.0
+            if d.any():
+                diff, w = lab["total_energy"][q] - dft["total_energy"][q], lab["total_energy_error"][q] ** -2.0
+                offset = float(np.sum(w * diff) / np.sum(w))
+                dq_e.append(diff - offset)
+                se.append(lab["total_energy_error"][q])
+                if "total_gradient" in lab:
+                    dq_g.append(lab["total_gradient"][q] - dft["total_gradient"][q])
+                    sg.append(lab["total_gradient_error"][q])
+            per_mol.append((m, q, d, lab, dft, offset))
+    if not per_mol:
         raise ConfigError(f"{dataset}: no conformation of role {role} has QMC labels (did every QMC task fail?)")
+    cat = lambda v: np.concatenate(v) if v else np.zeros(0)
+    sig_e, sig_g = dft_error_against_qmc(cat(dq_e), cat(se), cat([v.ravel() for v in dq_g]),
+                                         cat([v.ravel() for v in sg]),
+                                         (rc.dft_energy_error_floor_mha * 1e-3, rc.dft_gradient_error_floor_mha_per_bohr * 1e-3))
+    mols, values = [], []
+    for m, q, d, lab, dft, offset in per_mol:
+        idx = np.flatnonzero(q | d)
+        mols.append(Molecule(m.name, m.atomic_numbers, m.conformations[idx], charge=m.charge,
+                             multiplicity=m.multiplicity))
+        for j, i in enumerate(idx):
+            if q[i]:
+                v = {k: lab[k][i] for k in lab} | {"rung": "qmc"}
+            else:
+                v = {"total_energy": dft["total_energy"][i] + offset, "total_energy_error": sig_e, "rung": "dft"}
+                if "total_gradient" in dft:
+                    v |= {"total_gradient": dft["total_gradient"][i],
+                          "total_gradient_error": np.full_like(dft["total_gradient"][i], sig_g)}
+            values.append((m.name, j, v))
     create_dataset(path, mols, overwrite=True)
-    w = ResultWriter(path, "qmc", {k: "hartree/bohr" if "gradient" in k else "hartree" for k in LABELS},
-                     {"source": str(dataset.name)})
+    n_q = sum(int(q.sum()) for _, q, *_ in per_mol)
+    n_d = sum(int(d.sum()) for _, _, d, *_ in per_mol)
+    meta = {"source": str(dataset.name), "dft_energy_error_hartree": sig_e, "dft_gradient_error_hartree_per_bohr": sig_g,
+            "dft_offsets_hartree": json.dumps({m.name: off for m, _, d, _, _, off in per_mol if d.any()})}
+    w = ResultWriter(path, "ladder", LADDER_UNITS, meta)
     for name, j, v in values:
         w.record(name, j, v)
     w.merge()
-    return path
+    line = f"{n_q} QMC-labelled conformations"
+    if n_d:
+        line += (f" + {n_d} DFT-labelled (on the QMC scale; DFT error bars {sig_e * 1e3:.2f} mHa, "
+                 f"{sig_g * 1e3:.1f} mHa/Bohr: its rms error against QMC where both labelled)")
+    return path, line
 
 
 def cv_l2sp(config, grid, folds: int, seed: int) -> tuple:
@@ -560,11 +627,12 @@ def cv_l2sp(config, grid, folds: int, seed: int) -> tuple:
 
 
 def refit(cfg: PipelineConfig, train_sets: list, hold_set: Path, out: Path):
-    """Refit the model on the QMC labels of ``train_sets`` (rung datasets from :func:`labelled_subset`;
-    rung.nnp.train, exact read-out refit, 1/sigma^2 weights from the QMC error bars; ``hold_set`` as its
-    validation set, reported only): a per-element-shift-only model (the baseline) and the read-out model,
-    each from the base model; ``[refit] l2sp = "cv"`` picks l2sp by :func:`cv_l2sp` on the training sets
-    (written to ``refit-cv.json``). Returns (summary line, {name: model path}); skipped when both files exist."""
+    """Refit the model on the labels of ``train_sets`` (rung datasets from :func:`ladder_subset`: QMC
+    labels, and DFT ones where QMC did not label; rung.nnp.train, exact read-out refit, 1/sigma^2 weights
+    from the labels' error bars; ``hold_set`` as its validation set, reported only): a
+    per-element-shift-only model (the baseline) and the read-out model, each from the base model;
+    ``[refit] l2sp = "cv"`` picks l2sp by :func:`cv_l2sp` on the training sets (written to
+    ``refit-cv.json``). Returns (summary line, {name: model path}); skipped when both files exist."""
     import json
 
     from rung.nnp.train import train
@@ -578,11 +646,11 @@ def refit(cfg: PipelineConfig, train_sets: list, hold_set: Path, out: Path):
             c = json.loads(cv_file.read_text())
             note = f"; l2sp {c['l2sp']:.0e} by {c['folds']}-fold CV on the training set"
         return "models from an earlier run" + note, paths
-    gradient = "qmc_total_gradient" if cfg.qmc.force_every else ""
+    gradient = "ladder_total_gradient" if cfg.qmc.force_every else ""
 
     def config(kind, frozen, l2sp, output):
         data = {"model": cfg.refit.model, "output": output, "name": f"{cfg.refit.model}-qmc-{kind}",
-                "training": {"datasets": [str(Path(t).resolve()) for t in train_sets], "energy": "qmc_total_energy",
+                "training": {"datasets": [str(Path(t).resolve()) for t in train_sets], "energy": "ladder_total_energy",
                              "gradient": gradient, "validation": [str(Path(hold_set).resolve())],
                              "seed": cfg.select.seed, "forces_weight": cfg.refit.force_weight, "l2sp": l2sp},
                 "stages": [{"name": kind, "frozen": frozen}]}
@@ -658,11 +726,13 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
     with h5py.File(hold, "r") as f:
         for m in read_hdf5(hold):
             g = f[m.name]
-            e_ref.append(g["qmc_total_energy"][()])
-            e_err.append(g["qmc_total_energy_error"][()])
-            if "qmc_total_gradient" in g:
-                g_ref.append(g["qmc_total_gradient"][()].reshape(-1))
-                g_err.append(g["qmc_total_gradient_error"][()].reshape(-1))
+            if not np.all(g["ladder_rung"][()].astype(str) == "qmc"):
+                raise ConfigError(f"{hold}: {m.name} has held-out labels from a rung other than QMC")
+            e_ref.append(g["ladder_total_energy"][()])
+            e_err.append(g["ladder_total_energy_error"][()])
+            if "ladder_total_gradient" in g:
+                g_ref.append(g["ladder_total_gradient"][()].reshape(-1))
+                g_err.append(g["ladder_total_gradient_error"][()].reshape(-1))
                 g_conf.append(np.repeat(n_seen + np.arange(m.n_conf), 3 * m.n_atoms))
             n_seen += m.n_conf
             for k, path in rows.items():

@@ -405,3 +405,17 @@ def test_en_sum_matches_numpy():
     for tol in (1e-3, 0.5, 2.0):
         assert cpu.any_near(hdiag, 1.0, tol) == bool(np.any(np.abs(1.0 - hdiag) < tol))
     assert not cpu.any_near(hdiag, 10.0, 1.0)
+
+
+def test_selection_scores_match_numpy():
+    """CIPSI scores: NumPy's (A_D + A_S)^2 / |E0 - H_aa| bit for bit, a gap below the tolerance (a
+    degenerate determinant) taken as the tolerance."""
+    rng = np.random.default_rng(11)
+    ad, as_ = rng.normal(size=(2, 500))
+    hdiag = rng.uniform(-2.0, 2.0, 500)
+    e0 = -0.5
+    hdiag[:3] = e0 + np.array([0.0, 1e-13, -1e-12])  # degenerate up to rounding
+    tol = 1e-10
+    den = e0 - hdiag
+    den[np.abs(den) < tol] = -tol
+    np.testing.assert_array_equal(cpu.selection_scores(ad, as_, hdiag, e0, tol), (ad + as_) ** 2 / np.abs(den))

@@ -297,15 +297,16 @@ def _pass(layout, dets, keys, h1, eri, e0, gens, gcoef, gstoch, gw, gq, n_draws,
     sel = np.empty(0, np.int64)
     sel_e2 = np.empty(0)
     if n_select > 0:
-        den = e0 - hdiag  # (a degenerate determinant, see _sum_terms, scores as if DEGENERATE_HA above E_0)
-        den[np.abs(den) < DEGENERATE_HA] = -DEGENERATE_HA
-        score = (ad + as_) ** 2 / np.abs(den)
+        # (a degenerate determinant, see _sum_terms, scores as if DEGENERATE_HA above E_0)
+        score = cpu.selection_scores(ad, as_, hdiag, e0, DEGENERATE_HA)
         m = min(n_select, uk.size)
         top = np.argpartition(-score, m - 1)[:m]
         top = top[np.argsort(-score[top], kind="stable")]
         top = top[score[top] > 1e-24]  # symmetry-forbidden determinants have no coupling: never selected
         sel = uk[top]
-        sel_e2 = (ad[top] + as_[top]) ** 2 / den[top]
+        den = e0 - hdiag[top]
+        den[np.abs(den) < DEGENERATE_HA] = -DEGENERATE_HA
+        sel_e2 = (ad[top] + as_[top]) ** 2 / den
     return total, sel, sel_e2, uk.size, n_gen
 
 

@@ -40,7 +40,7 @@ from .bits import (count_between, double_holes_particles, excitation_degree, fli
 from .elements import (coulomb_exchange, diagonal, diagonal_jk, diagonals, diagonals_sorted_keys, matrix_element,
                        same_spin_double_element, single_element)
 from .external import (any_near, collect_dense, en_sum, external_contributions, external_dense, merge_sorted_sum,
-                       merge_sorted_sums, pack,
+                       merge_sorted_sums, pack, selection_scores,
                        reduce_packed, reduce_packed_x, reduce_sorted)
 from .heatbath import external_screened, heatbath_tables, pass_buffers, screened_bounds
 from .keys import (binomial_table, bits_index, bits_prefix, det_keys, dets_from_keys, hash_table, in_bits,

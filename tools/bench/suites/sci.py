@@ -17,6 +17,7 @@
   past 10 minutes). Criterion, equal variational accuracy: each side asserts E_var <=
   ``N2_TARGET``, the peer's own E_var plus 0.1 mHa; ours is CIPSI with the defaults and
   ``max_det=N2_MAX_DET``, the smallest round budget that gets there (its E_var + PT2 is printed too).
+  The careful run's side ``ours25`` is ours with the option ``growth=N2_GROWTH_OPTION`` (one pass fewer).
 * ``sci.selection``: one EN-PT2 + selection pass over a fixed ~8k-determinant space
   (throughput: generator determinants per second).
 * ``sci.davidson``: the lowest root in a fixed ~20k-determinant space, ours (Davidson-Liu on the
@@ -44,6 +45,7 @@ N2_E_PEER = -109.2695809280332  # PySCF 2.14 selected_ci_symm, cutoffs 1e-3, on 
 N2_TARGET = N2_E_PEER + 1e-4  # both sides' E_var must reach this (Hartree)
 N2_MAX_DET = 40_000  # ours' budget: 36,000 stops 0.41 mHa above the peer's E, 40,000 at +0.02 mHa (BENCHMARKS.md)
 N2_CUTOFF = 1e-3
+N2_GROWTH_OPTION = 2.5  # the side "ours25" of the careful N2 run: ours with this growth (BENCHMARKS.md)
 
 
 def n2_symm_hamiltonian():
@@ -63,11 +65,14 @@ def n2_symm_hamiltonian():
     return dataclasses.replace(ham, orbsym=np.asarray(labels))
 
 
-def _ours_n2(ham, quiet=False):
+def _ours_n2(ham, quiet=False, growth=None):
+    """Ours on the N2 case: the defaults and ``max_det=N2_MAX_DET``, or with ``growth`` (a user's option:
+    2.5 instead of 2 takes the space from ~10k straight to the budget, one selection pass fewer)."""
     from rung.sci import cipsi
 
     def run():
-        r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=N2_MAX_DET), log=None)
+        opts = {} if growth is None else {"growth": growth}
+        r = cipsi.kernel(ham, cipsi.CIPSIConfig(max_det=N2_MAX_DET, **opts), log=None)
         err = r.e_var[0] - N2_E_PEER
         assert r.e_var[0] <= N2_TARGET, f"ours stopped {err * 1e3:.3f} mHa above the peer's E"
         if not quiet:
@@ -293,7 +298,8 @@ def cases(quick: bool):
 SIDES = {"ours": "rung cipsi (pt2_threshold 1e-4)", "symm": "pyscf selected_ci_symm 5e-4",
          "symm6": "pyscf selected_ci_symm 6e-4", "nosymm": "pyscf selected_ci 5e-4 (old peer)"}
 N2_SIDES = {"ours": f"rung cipsi (defaults, max_det {N2_MAX_DET})",
-            "symm": f"pyscf selected_ci_symm {N2_CUTOFF:g}"}
+            "symm": f"pyscf selected_ci_symm {N2_CUTOFF:g}",
+            "ours25": f"rung cipsi (growth {N2_GROWTH_OPTION:g}, max_det {N2_MAX_DET})"}
 # "old" (either case): ours from the sources given by --old-src (e.g. `git archive <commit> packages/sci/src`
 # unpacked), put first on PYTHONPATH: the code before a change, timed in the same run
 
@@ -312,10 +318,11 @@ def _worker(side, calls, case="h2o"):
         ham = read_fcidump(FCIDUMP)
     setup = time.process_time() - t
     t = time.process_time()
-    if side in ("ours", "old"):
+    if side in ("ours", "old", "ours25"):
         import rung.sci.cipsi  # noqa: F401  (imports numba)
 
-        fn = _ours_n2(ham, quiet=True) if case == "n2" else _ours_to_target(ham, quiet=True)
+        growth = N2_GROWTH_OPTION if side == "ours25" else None
+        fn = _ours_n2(ham, quiet=True, growth=growth) if case == "n2" else _ours_to_target(ham, quiet=True)
     else:
         import pyscf.fci.selected_ci_symm  # noqa: F401
 
@@ -374,11 +381,12 @@ def main(argv=None):
     import tempfile
 
     p = argparse.ArgumentParser()
-    p.add_argument("--worker", choices=[*SIDES, "old", "davidson"])
+    p.add_argument("--worker", choices=[*SIDES, "old", "ours25", "davidson"])
     p.add_argument("--case", choices=["h2o", "n2"], default="h2o")
     p.add_argument("--calls", type=int, default=None, help="calls per process (default: 4 for h2o, 1 for n2)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--sides", default=None, help="default: ours,symm,symm6,nosymm (h2o), ours,symm (n2)")
+    p.add_argument("--sides", default=None, help="default: ours,symm,symm6,nosymm (h2o), ours,symm (n2); n2 "
+                   f"also: ours25 (ours with growth {N2_GROWTH_OPTION:g})")
     p.add_argument("--old-src", default=None, help="sources of rung.sci for the side 'old'")
     p.add_argument("--cold", action="store_true")
     p.add_argument("--skip-davidson", action="store_true")

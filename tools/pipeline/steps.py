@@ -75,30 +75,30 @@ def status_arrays(dataset: Path, rung: str) -> dict:
 
 # ------------------------------------------------------------------ DFT
 def dft_config(cfg: PipelineConfig):
-    """The dft_gpu farm's RunConfig of ``[dft]`` (orbitals saved: QMC starts from them)."""
-    from rung.dft_gpu.run import RunConfig
+    """The dft_gpu farm's DFTConfig of ``[dft]`` (orbitals saved: QMC starts from them)."""
+    from rung.dft_gpu.scf import DFTConfig
 
     try:
-        return RunConfig(**{**cfg.dft, "save_orbitals": True})
+        return DFTConfig(**{**cfg.dft, "save_orbitals": True})
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[dft]: {err}") from err
 
 
 def dft_task(dataset: str, molecule: str, index: int, config) -> dict:
-    """One conformation's DFT values (:func:`rung.dft_gpu.run.compute_conformation`), from a worker; its
+    """One conformation's DFT values (:func:`rung.dft_gpu.scf.kernel`), from a worker; its
     orbitals (and FCIDUMP) are written beside the dataset as the farm's ranks write them, and folded
     into the orbitals file at the end of the step."""
     from rung.core.dataset import read_hdf5
     from rung.dft_gpu import outputs
-    from rung.dft_gpu.run import compute_conformation
+    from rung.dft_gpu.scf import kernel
 
     (m,) = read_hdf5(dataset, names=[molecule])
-    res = compute_conformation(m, index, config)
+    res = kernel(m, index, config)
     if config.save_fcidump:
-        outputs.write_fcidump(dataset, molecule, index, res["mol"], res["orbitals"]["mo_coeff"], config)
+        outputs.write_fcidump(dataset, molecule, index, res.mol, res.mo_coeff, config)
     if config.save_orbitals:
-        outputs.write_orbital_part(dataset, molecule, index, res["mol"], res["orbitals"], config)
-    return res["values"]
+        outputs.write_orbital_part(dataset, molecule, index, res.mol, res.orbitals, config)
+    return res.values()
 
 
 def dft(cfg: PipelineConfig, dataset: Path, ex, task=dft_task, merge_every_s: float = 60.0) -> str:

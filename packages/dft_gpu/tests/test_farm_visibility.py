@@ -1,6 +1,6 @@
 """Results visible while the farm runs (periodic in-place merges), --retry-failed, status --json.
 
-compute_conformation is replaced by a cheap stand-in (the farm's bookkeeping is what is tested): the
+The SCF kernel is replaced by a cheap stand-in (the farm's bookkeeping is what is tested): the
 energy is minus the sum of squared coordinates, and the failures are chosen by the test.
 """
 
@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 from rung.core.dataset import Molecule, create_dataset
 from rung.dft_gpu import run as farm
+from rung.dft_gpu.scf import DFTConfig, DFTResult, SCFNotConverged
 from rung.dft_gpu.cli import main
 
 WATER = np.array([[0.0, 0, 0.22], [0, 1.44, -0.9], [0, -1.44, -0.9]])
-CONFIG = farm.RunConfig(xc="hf", basis="sto-3g", ecp=None, jk="pyscf")
+CONFIG = DFTConfig(xc="hf", basis="sto-3g", ecp=None, jk="pyscf")
 
 
 def _input(path, n=6):
@@ -28,11 +29,11 @@ def _fake(seen, fail=()):
     def compute(molecule, index, config):
         seen.append(index)
         if index in fail:
-            raise farm.SCFNotConverged("no strategy converged (test)")
+            raise SCFNotConverged("no strategy converged (test)")
         e = -float(np.sum(molecule.conformations[index] ** 2))
-        return {"values": {"total_energy": e, "dipole": np.zeros(3), "scf_cycles": 5, "converged": 1,
-                           "total_gradient": np.full((3, 3), index, float), "gradient_scf_energy": e,
-                           "gradient_scf_cycles": 0, "scf_strategy": "diis", "jk_backend": "pyscf", "wall_time": 0.1}}
+        return DFTResult(energy=e, dipole=np.zeros(3), scf_cycles=5, strategy="diis", jk_backend="pyscf",
+                         wall_time_s=0.1, mol=None, mo_coeff=None, mo_occ=None, mo_energy=None,
+                         gradient=np.full((3, 3), index, float), gradient_scf_energy=e, gradient_scf_cycles=0)
     return compute
 
 
@@ -54,7 +55,7 @@ def test_results_are_merged_while_the_farm_runs(tmp_path, monkeypatch):
         visible.append(_in_file(out))  # what a reader of the file sees when this conformation starts
         return compute(molecule, index, config)
 
-    monkeypatch.setattr(farm, "compute_conformation", watching)
+    monkeypatch.setattr(farm, "kernel", watching)
     s = farm.run(src, out, CONFIG, progress=False, merge_every=2)
     assert s.n_done == 6 and seen == list(range(6))
     assert visible == [[], [], [0, 1], [0, 1], [0, 1, 2, 3], [0, 1, 2, 3]]
@@ -67,13 +68,13 @@ def test_retry_failed_recomputes_only_the_failures_and_replaces_them(tmp_path, m
     src, out = tmp_path / "in.h5", tmp_path / "out.h5"
     _input(src)
     seen = []
-    monkeypatch.setattr(farm, "compute_conformation", _fake(seen, fail={1, 4}))
+    monkeypatch.setattr(farm, "kernel", _fake(seen, fail={1, 4}))
     s = farm.run(src, out, CONFIG, progress=False)
     assert (s.n_done, s.n_failed) == (4, 2)
     seen.clear()
     s = farm.run(src, out, CONFIG, progress=False)  # a plain rerun leaves the failures alone
     assert seen == [] and s.n_failed == 2
-    monkeypatch.setattr(farm, "compute_conformation", _fake(seen, fail={4}))
+    monkeypatch.setattr(farm, "kernel", _fake(seen, fail={4}))
     s = farm.run(src, out, CONFIG, progress=False, retry_failed=True)
     assert sorted(seen) == [1, 4] and (s.n_done, s.n_failed) == (5, 1)
     with h5py.File(out, "r") as f:
@@ -99,7 +100,7 @@ def test_retry_failed_leaves_impossible_input_failed(tmp_path, monkeypatch):
         g["atomic_numbers"] = np.array([8, 1, 1])
         g.create_dataset("conformations", data=x).attrs["units"] = "bohr"
     seen = []
-    monkeypatch.setattr(farm, "compute_conformation", _fake(seen))
+    monkeypatch.setattr(farm, "kernel", _fake(seen))
     for retry in (False, True):
         s = farm.run(src, out, CONFIG, progress=False, retry_failed=retry)
         assert (s.n_done, s.n_failed) == (2, 1) and 1 not in seen
@@ -116,7 +117,7 @@ def test_foreign_dft_data_is_never_replaced(tmp_path, monkeypatch):
         g["dft_total_energy"] = np.array([-76.4])
     before = spice.read_bytes()
     seen = []
-    monkeypatch.setattr(farm, "compute_conformation", _fake(seen))
+    monkeypatch.setattr(farm, "kernel", _fake(seen))
     r = CliRunner().invoke(main, ["run", str(spice), "--out", str(spice), "--xc", "hf", "--basis", "sto-3g",
                                   "--ecp", "none", "--jk", "pyscf", "--quiet"])
     assert r.exit_code == 2 and "water/dft_total_energy" in r.output and "rung did not write" in r.output
@@ -142,10 +143,10 @@ def test_xyz_molecules_named_by_the_user_and_grouped_by_identity(tmp_path, monke
 
     def compute(molecule, index, config):
         if molecule.name == "ammonia":
-            raise farm.SCFNotConverged("no strategy converged (test)")
+            raise SCFNotConverged("no strategy converged (test)")
         return _fake([])(molecule, index, config)
 
-    monkeypatch.setattr(farm, "compute_conformation", compute)
+    monkeypatch.setattr(farm, "kernel", compute)
     out = tmp_path / "out.h5"
     r = CliRunner().invoke(main, ["run", str(tmp_path / "in.xyz"), "--out", str(out), "--jk", "pyscf", "--xc", "hf",
                                   "--basis", "sto-3g", "--ecp", "none", "--name-key", "label", "--quiet"])

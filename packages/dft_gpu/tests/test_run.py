@@ -1,5 +1,5 @@
-"""The conformation farm (rung.dft_gpu.run): energies and gradients against a plain PySCF run, SCF
-fallbacks, per-conformation validation, the orbitals and FCIDUMP files.
+"""The SCF of a conformation (rung.dft_gpu.scf) and the farm (rung.dft_gpu.run): energies and gradients
+against a plain PySCF run, SCF fallbacks, per-conformation validation, the orbitals and FCIDUMP files.
 
 Oracles: an independent PySCF script with the same settings (density-fitted SCF on grid 3 for the
 energy; a separate SCF on grid 4 from scratch for the gradient; coarser grids in the fast tests); PySCF's exact-integral Hartree-Fock
@@ -17,8 +17,9 @@ import pytest
 
 from rung.core.dataset import DONE, FAILED, Molecule, create_dataset, read_property
 from rung.core.units import ANGSTROM_TO_BOHR
-from rung.dft_gpu.run import (ConformationError, RunConfig, SCFNotConverged, build_mol, compute_conformation,
-                              converge, make_scf, run, status)
+from rung.dft_gpu.run import run, status
+from rung.dft_gpu.scf import (ConformationError, DFTConfig, SCFNotConverged, build_mol, converge, kernel,
+                              make_scf)
 
 HAVE_ENGINE = importlib.util.find_spec("rung.dft_gpu.jk") is not None
 JK = ["pyscf", pytest.param("engine", marks=pytest.mark.skipif(not HAVE_ENGINE, reason="rung.dft_gpu.jk absent"))]
@@ -40,7 +41,7 @@ def molecule(name, spec, charge=0, multiplicity=1, shifts=(0.0,)):
 
 
 @functools.lru_cache
-def pyscf_reference(mol_spec, config: RunConfig, charge=0, spin=0):
+def pyscf_reference(mol_spec, config: DFTConfig, charge=0, spin=0):
     """A plain PySCF run, written independently of the farm: E on the energy grid, dE/dR from a
     fresh SCF on the force grid, both density-fitted with the same auxbasis (``auxbasis=None``: the
     J/K engine's default, as the engine resolves it for this molecule)."""
@@ -100,10 +101,10 @@ SLOW = pytest.mark.slow  # the same check through the other J/K path; the defaul
 def test_matches_plain_pyscf(case, jk):
     spec, charge, mult, opts = CASES[case]
     # the engine with its default auxbasis (the default path of `dft-gpu run`); the oracle gets it explicitly
-    config = RunConfig(auxbasis=AUX if jk == "pyscf" else None, jk=jk, **TIGHT, **opts)
-    res = compute_conformation(molecule("m", spec, charge, mult), 0, config)
+    config = DFTConfig(auxbasis=AUX if jk == "pyscf" else None, jk=jk, **TIGHT, **opts)
+    res = kernel(molecule("m", spec, charge, mult), 0, config)
     e_ref, g_ref, dip_ref = pyscf_reference(_hashable(spec), replace(config, jk="pyscf"), charge, mult - 1)
-    v = res["values"]
+    v = res.values()
     assert abs(v["total_energy"] - e_ref) < 1e-7
     np.testing.assert_allclose(v["total_gradient"], g_ref, rtol=0, atol=1e-6)
     np.testing.assert_allclose(v["dipole"], dip_ref, rtol=0, atol=1e-6)
@@ -116,11 +117,11 @@ def test_matches_plain_pyscf(case, jk):
 @pytest.mark.slow
 @pytest.mark.parametrize("jk", JK)
 def test_matches_plain_pyscf_paper_basis(jk):
-    config = RunConfig(jk=jk, auxbasis=AUX, **TIGHT)  # the paper's defaults: wB97M-D3BJ, ccecp-aug-cc-pvtz
-    res = compute_conformation(molecule("water", WATER), 0, config)
+    config = DFTConfig(jk=jk, auxbasis=AUX, **TIGHT)  # the paper's defaults: wB97M-D3BJ, ccecp-aug-cc-pvtz
+    res = kernel(molecule("water", WATER), 0, config)
     e_ref, g_ref, _ = pyscf_reference(_hashable(WATER), replace(config, jk="pyscf"))
-    assert abs(res["values"]["total_energy"] - e_ref) < 1e-7
-    np.testing.assert_allclose(res["values"]["total_gradient"], g_ref, rtol=0, atol=1e-6)
+    assert abs(res.energy - e_ref) < 1e-7
+    np.testing.assert_allclose(res.gradient, g_ref, rtol=0, atol=1e-6)
 
 
 FAST = dict(xc="hf", basis="6-31g", ecp=None, jk="pyscf")  # the farm's logic, not the functional
@@ -130,10 +131,10 @@ FAST = dict(xc="hf", basis="6-31g", ecp=None, jk="pyscf")  # the farm's logic, n
 def test_fast_paths_give_pyscf_numbers():
     """The cached-AO XC quadrature and the cheaper gradient pieces against PySCF's own code paths
     (``fast_paths=False``), end to end on one conformation."""
-    config = RunConfig(**{**CASES["water-wb97m-d3bj"][3], "energy_grid": 0, "force_grid": 1})
+    config = DFTConfig(**{**CASES["water-wb97m-d3bj"][3], "energy_grid": 0, "force_grid": 1})
     mol = molecule("water", WATER)
-    fast = compute_conformation(mol, 0, config)["values"]
-    slow = compute_conformation(mol, 0, replace(config, fast_paths=False))["values"]
+    fast = kernel(mol, 0, config).values()
+    slow = kernel(mol, 0, replace(config, fast_paths=False)).values()
     assert fast["total_energy"] == pytest.approx(slow["total_energy"], abs=1e-9)
     np.testing.assert_allclose(fast["total_gradient"], slow["total_gradient"], atol=1e-8, rtol=0)
     assert fast["scf_cycles"] == slow["scf_cycles"]
@@ -146,7 +147,7 @@ def test_force_grid_scf_reuses_the_core_hamiltonian(monkeypatch):
 
     calls = []
     monkeypatch.setattr(hf, "get_hcore", lambda mol, _f=hf.get_hcore: calls.append(1) or _f(mol))
-    config = RunConfig(**{**CASES["water-wb97m-d3bj"][3], "energy_grid": 0, "force_grid": 1})
+    config = DFTConfig(**{**CASES["water-wb97m-d3bj"][3], "energy_grid": 0, "force_grid": 1})
     mol = build_mol(molecule("water", WATER, shifts=(0.0, 0.02)), 0, config)
     mf = make_scf(mol, config)
     converge(mf, None, config)
@@ -166,8 +167,8 @@ def test_force_scf_is_converged_to_its_own_tolerance():
 
     z, x = METHANE
     distorted = np.asarray(x) + 0.05 * np.eye(5, 3)
-    config = RunConfig(**FAST, force_conv_tol_grad=1e-7)
-    values = compute_conformation(Molecule("m", np.array(z), distorted[None] * ANGSTROM_TO_BOHR), 0, config)["values"]
+    config = DFTConfig(**FAST, force_conv_tol_grad=1e-7)
+    values = kernel(Molecule("m", np.array(z), distorted[None] * ANGSTROM_TO_BOHR), 0, config).values()
     assert values["gradient_scf_cycles"] > 0  # re-converged beyond the energy SCF's sqrt(conv_tol)
     mol = gto.M(atom=[(a, tuple(p)) for a, p in zip(z, distorted)], basis="6-31g", verbose=0)
     ref = scf.RHF(mol).density_fit()
@@ -178,31 +179,31 @@ def test_force_scf_is_converged_to_its_own_tolerance():
 
 def test_fallback_converges_what_diis_cannot():
     w = molecule("water", WATER)
-    ref = compute_conformation(w, 0, RunConfig(**FAST))["values"]
+    ref = kernel(w, 0, DFTConfig(**FAST)).values()
     assert ref["scf_strategy"] == "diis" and ref["scf_cycles"] > 4
     # DIIS gets 4 cycles (not enough); the second-order solver takes over from there
-    v = compute_conformation(w, 0, RunConfig(**FAST, max_cycle=4, strategies=("diis", "newton")))["values"]
+    v = kernel(w, 0, DFTConfig(**FAST, max_cycle=4, strategies=("diis", "newton"))).values()
     assert v["scf_strategy"].startswith("newton")
     assert abs(v["total_energy"] - ref["total_energy"]) < 1e-8
     np.testing.assert_allclose(v["total_gradient"], ref["total_gradient"], atol=1e-5)
 
 
 def test_scf_failure_lists_every_attempt():
-    mol = build_mol(molecule("water", WATER), 0, RunConfig(**FAST))
-    config = RunConfig(**FAST, max_cycle=2, strategies=("diis", "level_shift", "damping"))
+    mol = build_mol(molecule("water", WATER), 0, DFTConfig(**FAST))
+    config = DFTConfig(**FAST, max_cycle=2, strategies=("diis", "level_shift", "damping"))
     mf = make_scf(mol, config)
     with pytest.raises(SCFNotConverged, match=r"diis \(2 cycles.*level_shift \(2 cycles.*damping \(2 cycles"):
         converge(mf, None, config)
 
 
 def test_validation_per_conformation():
-    base = RunConfig(basis="ccecp-cc-pvdz", ecp="ccecp", jk="pyscf")
+    base = DFTConfig(basis="ccecp-cc-pvdz", ecp="ccecp", jk="pyscf")
     # the ccECP removes oxygen's 1s pair: O^5+ keeps 1 electron, so a quartet is impossible
     # (all-electron it has 3, and the quartet is fine)
     o5 = Molecule("o5", np.array([8]), np.zeros((1, 1, 3)), charge=5, multiplicity=4)
     with pytest.raises(ConformationError, match="impossible with 1 electrons.*2 ECP core electrons"):
         build_mol(o5, 0, base)
-    assert build_mol(o5, 0, RunConfig(basis="6-31g", ecp=None, jk="pyscf")).nelectron == 3
+    assert build_mol(o5, 0, DFTConfig(basis="6-31g", ecp=None, jk="pyscf")).nelectron == 3
     with pytest.raises(ConformationError, match="multiplicity 2 is impossible"):
         build_mol(molecule("w", WATER, multiplicity=2), 0, base)
     squashed = Molecule("sq", np.array([1, 1]), np.array([[[0, 0, 0], [0, 0, 0.01]]]))
@@ -217,28 +218,28 @@ def test_engine_choice_without_engine_is_an_error(monkeypatch, tmp_path):
     import sys
 
     monkeypatch.setitem(sys.modules, "rung.dft_gpu.jk", None)  # as if the engine were not installed
-    mol = build_mol(molecule("w", WATER), 0, RunConfig(**FAST))
+    mol = build_mol(molecule("w", WATER), 0, DFTConfig(**FAST))
     with pytest.raises(RuntimeError, match="jk='pyscf'"):
-        make_scf(mol, RunConfig(jk="engine"))
+        make_scf(mol, DFTConfig(jk="engine"))
     src = tmp_path / "in.h5"
     create_dataset(src, [molecule("w", WATER)])
     with pytest.raises(RuntimeError, match="rung.dft_gpu.jk"):
-        run(src, tmp_path / "out.h5", RunConfig(jk="engine"), progress=False)
+        run(src, tmp_path / "out.h5", DFTConfig(jk="engine"), progress=False)
 
 
 def test_config_rejects_bad_options():
     with pytest.raises(ValueError, match="jk"):
-        RunConfig(jk="magic")
+        DFTConfig(jk="magic")
     with pytest.raises(ValueError, match="strategies"):
-        RunConfig(strategies=("diis", "prayer"))
+        DFTConfig(strategies=("diis", "prayer"))
     with pytest.raises(ValueError, match="engine only"):
-        RunConfig(jk="pyscf", backend="numba")
+        DFTConfig(jk="pyscf", backend="numba")
     with pytest.raises(ValueError, match="grid level"):
-        RunConfig(energy_grid=12)
+        DFTConfig(energy_grid=12)
     with pytest.raises(ValueError, match="force_conv_tol_grad must be > 0"):
-        RunConfig(force_conv_tol_grad=0.0)
+        DFTConfig(force_conv_tol_grad=0.0)
     with pytest.raises(ValueError, match="conv_tol_grad must be > 0"):
-        RunConfig(conv_tol_grad=-1e-6)
+        DFTConfig(conv_tol_grad=-1e-6)
 
 
 def _bad_input(path):
@@ -261,7 +262,7 @@ def _bad_input(path):
 def test_run_records_failures_and_continues(tmp_path):
     src, out = tmp_path / "spice.h5", tmp_path / "out.h5"
     _bad_input(src)
-    s = run(src, out, RunConfig(**FAST), progress=False)
+    s = run(src, out, DFTConfig(**FAST), progress=False)
     assert (s.n_conformations, s.n_done, s.n_failed, s.n_pending) == (5, 3, 2, 0)
     assert "nan-coords" in s.rejected and "NaN" in s.rejected["nan-coords"]
     with h5py.File(out, "r") as f:
@@ -280,13 +281,13 @@ def test_run_records_failures_and_continues(tmp_path):
     assert {(m, i) for m, i, _ in st["failures"]} == {("overlap", 1), ("radical-parity", 0)}
     assert st["wall_time_s"]["total"] > 0 and st["rejected"] == s.rejected
     # a rerun computes nothing; another level of theory on the same file is refused
-    again = run(src, out, RunConfig(**FAST), progress=False)
+    again = run(src, out, DFTConfig(**FAST), progress=False)
     assert again.computed == 0 and again.n_done == 3
     with pytest.raises(ValueError, match="xc: 'hf' there, 'b3lyp' now"):
-        run(src, out, RunConfig(**{**FAST, "xc": "b3lyp"}), progress=False)
+        run(src, out, DFTConfig(**{**FAST, "xc": "b3lyp"}), progress=False)
     if HAVE_ENGINE:  # the engine's default fitting basis is not PySCF's: a different level of theory
         with pytest.raises(ValueError, match="auxbasis: 'pyscf default"):
-            run(src, out, RunConfig(**{**FAST, "jk": "engine"}), progress=False)
+            run(src, out, DFTConfig(**{**FAST, "jk": "engine"}), progress=False)
 
 
 def test_nan_conformation_is_rejected_alone(tmp_path):
@@ -299,13 +300,13 @@ def test_nan_conformation_is_rejected_alone(tmp_path):
         x[1, 2, 0] = np.nan
         g["conformations"] = x
         g["conformations"].attrs["units"] = "bohr"
-    s = run(src, out, RunConfig(**FAST), progress=False)
+    s = run(src, out, DFTConfig(**FAST), progress=False)
     assert (s.n_conformations, s.n_done, s.n_failed, s.computed) == (3, 2, 1, 2) and s.rejected == {}
     with h5py.File(out, "r") as f:
         assert list(f["water/dft_status"][()]) == [DONE, FAILED, DONE]
         assert "conformation 1 has NaN" in f["water/dft_error"][1].decode()
         assert np.isnan(f["water/dft_total_energy"][1]) and np.all(np.isfinite(f["water/dft_total_energy"][[0, 2]]))
-    again = run(src, out, RunConfig(**FAST), progress=False)  # resumes: nothing left, the failure kept
+    again = run(src, out, DFTConfig(**FAST), progress=False)  # resumes: nothing left, the failure kept
     assert (again.computed, again.n_done, again.n_failed) == (0, 2, 1)
 
 
@@ -335,7 +336,7 @@ def test_orbitals_and_fcidump_files(tmp_path):
 
     src, out = tmp_path / "in.h5", tmp_path / "set.h5"
     create_dataset(src, [molecule("water", WATER, shifts=(0.0, 0.03)), molecule("oh", OH, multiplicity=2)])
-    config = RunConfig(**FAST, save_orbitals=True, save_fcidump=True)
+    config = DFTConfig(**FAST, save_orbitals=True, save_fcidump=True)
     run(src, out, config, progress=False)
     energies, _ = read_property(out, "water", "dft_total_energy")
     with h5py.File(out, "r") as f:
@@ -360,7 +361,7 @@ def test_orbitals_and_fcidump_files(tmp_path):
         if path is None:
             from rung.dft_gpu.outputs import write_fcidump
 
-            path = write_fcidump(tmp_path / "fc.h5", "water", 1, mol, c, RunConfig(**FAST, fcidump_ncore=1))
+            path = write_fcidump(tmp_path / "fc.h5", "water", 1, mol, c, DFTConfig(**FAST, fcidump_ncore=1))
         d = fcidump.read(str(path))
         norb, nelec = d["NORB"], d["NELEC"]
         assert (norb, nelec) == (mol.nao - ncore, mol.nelectron - 2 * ncore)
@@ -387,7 +388,7 @@ def test_orbitals_and_fcidump_files(tmp_path):
             from rung.dft_gpu.outputs import write_fcidump
 
             unrestricted = np.stack([ca, ca])  # (2, nao, nmo): the alpha set is the one used
-            path = write_fcidump(tmp_path / "fc.h5", "oh", 0, mol, unrestricted, RunConfig(**FAST, fcidump_ncore=1))
+            path = write_fcidump(tmp_path / "fc.h5", "oh", 0, mol, unrestricted, DFTConfig(**FAST, fcidump_ncore=1))
         d = fcidump.read(str(path))
         assert (d["MS2"], d["NELEC"], d["NORB"]) == (1, mol.nelectron - 2 * ncore, mol.nao - ncore)
         na, nb = (d["NELEC"] + 1) // 2, (d["NELEC"] - 1) // 2
@@ -412,7 +413,7 @@ def test_progress_bar_on_a_terminal_log_lines_otherwise(tmp_path, monkeypatch, c
 
     src = tmp_path / "in.h5"
     create_dataset(src, [molecule("water", WATER, shifts=(0.0, 0.02))])
-    config = RunConfig(**{**FAST, "basis": "sto-3g", "forces": False})
+    config = DFTConfig(**{**FAST, "basis": "sto-3g", "forces": False})
     term = Terminal()
     monkeypatch.setattr(sys, "stderr", term)
     with caplog.at_level(logging.INFO, logger="rung.dft_gpu.run"):

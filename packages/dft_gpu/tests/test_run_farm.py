@@ -25,8 +25,9 @@ CONFIG = dict(xc="hf", basis="6-31g", ecp=None, jk="pyscf", save_orbitals=True, 
 
 RESUME_SCRIPT = """
 import sys
-from rung.dft_gpu.run import RunConfig, run
-s = run(sys.argv[1], sys.argv[2], RunConfig(**{config!r}), progress=False)
+from rung.dft_gpu.run import run
+from rung.dft_gpu.scf import DFTConfig
+s = run(sys.argv[1], sys.argv[2], DFTConfig(**{config!r}), progress=False)
 print("computed", s.computed, "done", s.n_done, "pending", s.n_pending)
 """
 
@@ -99,12 +100,13 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 MPI_SCRIPT = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-from rung.dft_gpu.run import RunConfig, run
+from rung.dft_gpu.run import run
+from rung.dft_gpu.scf import DFTConfig
 comm = None
 if sys.argv[3] == "mpi":
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
-s = run(sys.argv[1], sys.argv[2], RunConfig(xc="hf", basis="6-31g", ecp=None, jk="pyscf", save_orbitals=True),
+s = run(sys.argv[1], sys.argv[2], DFTConfig(xc="hf", basis="6-31g", ecp=None, jk="pyscf", save_orbitals=True),
         comm=comm)
 rank = comm.Get_rank() if comm is not None else 0
 # one file per rank: two ranks printing to one pipe can interleave their lines

@@ -21,6 +21,7 @@ pytest.importorskip("rung.dft_gpu")
 from rung.core.dataset import DONE, FAILED, PENDING  # noqa: E402
 from rung.dft_gpu import run as farm  # noqa: E402
 from rung.dft_gpu.cli import main as dft_main  # noqa: E402
+from rung.dft_gpu.scf import DFTConfig  # noqa: E402
 from rung.qmc.cli import main as qmc_main  # noqa: E402
 from rung.qmc.vmc import QMCResult  # noqa: E402
 
@@ -80,7 +81,7 @@ def test_spice_workflow_build_kill_resume_load_and_climb_to_qmc(tmp_path, monkey
     assert r.exit_code == 2 and "never replaced" in r.stderr and "Traceback" not in r.output
 
     # 2. killed after three conformations (the overlapping one failed among them), a torn journal line left
-    real, computed, kill_at = farm.compute_conformation, [], [3]
+    real, computed, kill_at = farm.kernel, [], [3]
 
     def compute(molecule, index, config):
         if len(computed) in kill_at:
@@ -88,9 +89,9 @@ def test_spice_workflow_build_kill_resume_load_and_climb_to_qmc(tmp_path, monkey
         computed.append((molecule.name, index))
         return real(molecule, index, config)
 
-    monkeypatch.setattr(farm, "compute_conformation", compute)
+    monkeypatch.setattr(farm, "kernel", compute)
     with pytest.raises(_Killed):
-        farm.run(path, path, farm.RunConfig(xc="hf", basis="sto-3g", ecp=None, jk="pyscf", forces=False),
+        farm.run(path, path, DFTConfig(xc="hf", basis="sto-3g", ecp=None, jk="pyscf", forces=False),
                  progress=False, property_prefix="rung_")
     journal = tmp_path / "spice.h5.journal" / "rank00000.jsonl"
     with open(journal, "ab") as fh:

@@ -41,7 +41,7 @@ QUICK = ["HCN", "CH3OH", "CH3CHO"]
 N_CONF = {True: 2, False: 2}  # conformations per molecule (quick, full)
 SIGMA_ANGSTROM = 0.05
 SETTINGS = dict(xc="wb97m-d3bj", basis="ccecp-cc-pvdz", ecp="ccecp")
-FORCE_CONV_TOL_GRAD = 1e-6  # the farm's default (RunConfig.force_conv_tol_grad); the energy SCF: PySCF's default
+FORCE_CONV_TOL_GRAD = 1e-6  # the farm's default (DFTConfig.force_conv_tol_grad); the energy SCF: PySCF's default
 
 
 def molecules(names, n_conf=1, seed=7):
@@ -74,7 +74,7 @@ def _pyscf_rks(mol, level):
 
     mf = dft.RKS(mol, xc=SETTINGS["xc"]).density_fit(auxbasis=resolve_auxbasis(mol))
     mf.grids.level, mf.conv_tol, mf.verbose = level, 1e-9, 0
-    if level == 4:  # the SCF the forces come from: RunConfig.force_conv_tol_grad, as the farm
+    if level == 4:  # the SCF the forces come from: DFTConfig.force_conv_tol_grad, as the farm
         mf.conv_tol_grad = FORCE_CONV_TOL_GRAD
     return mf
 
@@ -107,12 +107,13 @@ def pyscf_loop(mols, warm=False):
 
 
 def farm(src, **options):
-    from rung.dft_gpu.run import RunConfig, run
+    from rung.dft_gpu.run import run
+    from rung.dft_gpu.scf import DFTConfig
 
     def call():
         d = Path(tempfile.mkdtemp(prefix="dft_run_bench"))
         try:
-            s = run(src, d / "out.h5", RunConfig(**SETTINGS, **options), progress=False)
+            s = run(src, d / "out.h5", DFTConfig(**SETTINGS, **options), progress=False)
             assert s.n_done == s.n_conformations, "a conformation failed"
             shutil.copyfile(d / "out.h5", Path(tempfile.gettempdir()) / "dft_run_last.h5")
         finally:

@@ -8,7 +8,7 @@ calculation itself (an SCF that does not converge, a walker population that coll
 errors and keep their own ``RuntimeError`` types.
 
 Subclasses: :class:`rung.core.dataset.DatasetError` (dataset and structure files),
-``rung.sci.fcidump.FCIDUMPError``, ``rung.qmc.traces.CheckpointError``, ``rung.dft_gpu.run.ConformationError``;
+``rung.sci.fcidump.FCIDUMPError``, ``rung.qmc.traces.CheckpointError``, ``rung.dft_gpu.scf.ConformationError``;
 ``rung.qmc.system.InputError`` and ``rung.md.config.InputError`` are this class.
 """
 

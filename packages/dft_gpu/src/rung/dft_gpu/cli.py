@@ -76,12 +76,13 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_un
     """Compute DFT energies and forces for every conformation in INPUT_PATH (HDF5 or xyz)."""
     import logging
 
-    from rung.dft_gpu.run import RunConfig, run
+    from rung.dft_gpu.run import run
+    from rung.dft_gpu.scf import DFTConfig
 
     if not quiet and not sys.stderr.isatty():
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        config = RunConfig(ecp=None if ecp.lower() == "none" else ecp, forces=not no_forces,
+        config = DFTConfig(ecp=None if ecp.lower() == "none" else ecp, forces=not no_forces,
                            fast_paths=not no_fast_paths, **opts)
         s = run(input_path, out_path, config, comm=_world(), progress=not quiet, input_units=input_units,
                 retry_failed=retry_failed, merge_every=merge_every, merge_every_s=60.0 * merge_minutes,

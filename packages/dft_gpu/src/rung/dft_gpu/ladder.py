@@ -19,9 +19,10 @@ CONFIG = dict(xc="wb97m-d3bj", basis="ccecp-cc-pvdz", ecp="ccecp", save_orbitals
 def step(workdir: Path, dataset: Path, molecule: str) -> str:
     """Compute conformation 0 of ``molecule`` in ``dataset``; return one summary line."""
     from rung.core.dataset import read_property
-    from rung.dft_gpu.run import RunConfig, run
+    from rung.dft_gpu.run import run
+    from rung.dft_gpu.scf import DFTConfig
 
-    summary = run(dataset, dataset, RunConfig(**CONFIG), progress=False)
+    summary = run(dataset, dataset, DFTConfig(**CONFIG), progress=False)
     status, _ = read_property(dataset, molecule, "dft_status")
     if status[0] != 1:
         errors, _ = read_property(dataset, molecule, "dft_error")

@@ -2,9 +2,9 @@
 
 :class:`DFTPotential` follows the :class:`rung.core.potential.Potential` protocol (Hartree, Bohr):
 for each structure of a batch (the beads of a ring polymer) it builds the molecule and the
-density-fitted SCF of the farm (:func:`rung.dft_gpu.run.build_mol`, :func:`~rung.dft_gpu.run.make_scf`,
+density-fitted SCF of the farm (:func:`rung.dft_gpu.scf.build_mol`, :func:`~rung.dft_gpu.scf.make_scf`,
 the J/K engine of :mod:`rung.dft_gpu.jk`), converges it with the farm's fallback strategies
-(:func:`~rung.dft_gpu.run.converge`) and takes the analytic nuclear gradient (PySCF's DF gradient with
+(:func:`~rung.dft_gpu.scf.converge`) and takes the analytic nuclear gradient (PySCF's DF gradient with
 :func:`rung.dft_gpu.gradients.speed_up`). Forces are ``F = -dE/dR``; the virial of the open system is
 ``W_ab = sum_i F_ia x_ib``.
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from rung.core.errors import InputError
 from rung.core.potential import PotentialResult, check_options
-from rung.dft_gpu.run import RunConfig
+from rung.dft_gpu.scf import DFTConfig
 
 
 class DFTPotential:
@@ -40,7 +40,7 @@ class DFTPotential:
 
     Parameters
     ----------
-    config : RunConfig, the level of theory and SCF settings (``energy_grid`` is the one grid;
+    config : DFTConfig, the level of theory and SCF settings (``energy_grid`` is the one grid;
         ``forces``, ``force_grid`` and the output options are not used)
     charge : int, total charge, elementary charges
     spin : int, 2S = n_alpha - n_beta (PySCF's ``spin``); 0 gives RKS/RHF, else UKS/UHF
@@ -53,7 +53,7 @@ class DFTPotential:
 
     energy_unit, length_unit = "hartree", "bohr"
 
-    def __init__(self, config: RunConfig, charge: int = 0, spin: int = 0, *, grid_response: bool = True):
+    def __init__(self, config: DFTConfig, charge: int = 0, spin: int = 0, *, grid_response: bool = True):
         if int(spin) < 0:
             raise InputError(f"dft potential: spin (2S) must be >= 0, got {spin}")
         self.config, self.charge, self.spin = config, int(charge), int(spin)
@@ -74,7 +74,7 @@ class DFTPotential:
     def compute(self, positions, numbers, cell=None, *, forces=True, virial=False):
         """positions : (n_atoms, 3) or (batch, n_atoms, 3) float64, Bohr; numbers : (n_atoms,) int;
         cell must be None (molecules only). Returns energies Hartree, forces Hartree/Bohr."""
-        from rung.dft_gpu.run import build_mol, converge, make_scf
+        from rung.dft_gpu.scf import build_mol, converge, make_scf
 
         if cell is not None:
             raise InputError("potential type 'dft' is for molecules (open boundaries); the input has a periodic cell")
@@ -156,7 +156,7 @@ def dft_potential(options: dict, **context) -> DFTPotential:
         tol, tol_grad = float(o["conv_tol"]), float(o["conv_tol_grad"])
     except (TypeError, ValueError) as err:
         raise InputError(f"dft potential: grid, charge and spin must be integers and conv_tol(_grad) numbers: {err}")
-    config = RunConfig(xc=str(o["xc"]), basis=str(o["basis"]), ecp=o["ecp"] or None,
+    config = DFTConfig(xc=str(o["xc"]), basis=str(o["basis"]), ecp=o["ecp"] or None,
                      auxbasis=o["auxbasis"], energy_grid=grid, force_grid=None, conv_tol=tol,
                      conv_tol_grad=tol_grad, force_conv_tol_grad=None, jk=str(o["jk"]), backend=str(o["backend"]),
                      max_memory_mb=o["max_memory_mb"], fast_paths=bool(o["fast_paths"]))

@@ -82,6 +82,8 @@ def test_hold_out_set_is_qmc_only(tmp_path):
     assert g["ladder_rung"].astype(str).tolist() == ["qmc"] * 3
     np.testing.assert_array_equal(g["ladder_total_energy"], q_e[2:])
     np.testing.assert_array_equal(g["ladder_total_energy_error"], q_s[2:])
+    np.testing.assert_array_equal(g["dft_total_energy"], d["h2o"][0][2:5])  # the rung below, for the DFT row
+    np.testing.assert_array_equal(g["dft_total_gradient"], d["h2o"][1][2:5])
 
 
 def test_no_qmc_label_is_one_clear_error(tmp_path):

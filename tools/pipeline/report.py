@@ -16,6 +16,8 @@ def write(path: Path, cfg, lines: dict, rounds: list) -> Path:
     rows = [("base", f"{cfg.refit.model} as it is"), ("shifts", "per-element shifts refit (baseline)"),
             ("readout", "last layer + shifts refit (exact read-out refit)")]
     metrics = rounds[-1]
+    if "dft" in rounds[0]:
+        rows.append(("dft", "the DFT rung itself (the labels below QMC)"))
     md = ["# rung pipeline report", "", f"Input: `{cfg.source or 'embedded example'}`", "", "| step | result |",
           "| --- | --- |"]
     md += [f"| {k} | {v} |" for k, v in lines.items()]
@@ -29,7 +31,7 @@ def write(path: Path, cfg, lines: dict, rounds: list) -> Path:
            "| --- | --- | --- | --- | --- | --- |"]
     for r, m_r in enumerate(rounds):
         for k, what in rows:
-            if k == "base" and r > 0:
+            if k in ("base", "dft") and r > 0:
                 continue
             m = m_r[k]
             g = f"{m['gradient_rmse'] * MHA:.1f}" if "gradient_rmse" in m else "-"

@@ -589,6 +589,13 @@ def ladder_subset(cfg: PipelineConfig, dataset: Path, roles: dict, role: int, pa
     for name, j, v in values:
         w.record(name, j, v)
     w.merge()
+    if role == HOLDOUT:  # the rung below beside the labels: is the refit model better than DFT against QMC?
+        w = ResultWriter(path, "dft", {"total_energy": "hartree", "total_gradient": "hartree/bohr"},
+                         {"source": str(dataset.name)})
+        for m, q, d, lab, dft, offset in per_mol:
+            for j, i in enumerate(np.flatnonzero(q)):
+                w.record(m.name, j, {k: v[i] for k, v in dft.items()})
+        w.merge()
     line = f"{n_q} QMC-labelled conformations"
     if n_d:
         line += (f" + {n_d} DFT-labelled (on the QMC scale; DFT error bars {sig_e * 1e3:.2f} mHa, "
@@ -711,11 +718,12 @@ def predict(model_name_or_path, numbers, x_bohr):
 
 
 def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
-    """Errors of the base model, the shift-only and the read-out refit against the QMC labels of the
-    held-out conformations (never trained on), with the labels' own error bars beside them, and the
-    paired comparisons (:func:`tools.pipeline.compare.paired_improvement`: read-out against base and
-    against shifts, relative energies and gradient components, error bars from the labels' noise and a
-    bootstrap over the held-out conformations) in ``metrics["comparisons"]``."""
+    """Errors of the base model, the shift-only and the read-out refit (and of the DFT rung itself, from the
+    hold-out file's ``dft_*``) against the QMC labels of the held-out conformations (never trained on),
+    with the labels' own error bars beside them, and the paired comparisons
+    (:func:`tools.pipeline.compare.paired_improvement`: read-out against base, shifts and DFT, relative
+    energies and gradient components, error bars from the labels' noise and a bootstrap over the
+    held-out conformations) in ``metrics["comparisons"]``."""
     from rung.core.dataset import read_hdf5
 
     from .compare import paired_improvement, sentence
@@ -739,13 +747,19 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
                 e, gr = predict(path, m.atomic_numbers, m.conformations)
                 pred[k][0].append(e)
                 pred[k][1].append(gr.reshape(-1))
+            if "dft_total_energy" in g and "dft_total_gradient" in g:
+                pred.setdefault("dft", ([], []))
+                pred["dft"][0].append(g["dft_total_energy"][()])
+                pred["dft"][1].append(g["dft_total_gradient"][()].reshape(-1))
+    if "dft" in pred and len(pred["dft"][0]) < len(e_ref):
+        del pred["dft"]  # a molecule without DFT values: no DFT row
     e_ref, e_err = np.concatenate(e_ref), np.concatenate(e_err)
     g_ref = np.concatenate(g_ref) if g_ref else np.zeros(0)
     metrics = {"n_holdout": int(e_ref.size), "label_energy_error": float(np.sqrt(np.mean(e_err**2)))}
     if g_ref.size:
         g_err, g_conf = np.concatenate(g_err), np.concatenate(g_conf)
         metrics["label_gradient_error"] = float(np.sqrt(np.mean(g_err**2)))
-    for k in rows:
+    for k in pred:
         de = np.concatenate(pred[k][0]) - e_ref
         metrics[k] = {"energy_rmse": float(np.sqrt(np.mean(de**2))), "energy_mae": float(np.mean(np.abs(de))),
                       "relative_energy_rmse": float(np.std(de))}  # after removing the mean offset
@@ -756,7 +770,7 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
     metrics["qmc_energies"], metrics["qmc_energy_errors"] = e_ref.tolist(), e_err.tolist()
     comp, lines = {}, []
     if e_ref.size >= 2:
-        for a in ("base", "shifts"):
+        for a in ("base", "shifts", "dft")[:3 if "dft" in pred else 2]:
             c = {"energy": paired_improvement(np.concatenate(pred[a][0]), np.concatenate(pred["readout"][0]), e_ref,
                                               e_err, relative=True, seed=cfg.select.seed)}
             lines.append(sentence(c["energy"], a, "read-out", "relative energy", "mHa"))

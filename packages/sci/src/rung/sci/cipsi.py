@@ -70,7 +70,7 @@ class CIPSIConfig:
     pt2_samples_growing : semi-stochastic samples in an iteration that grows the space (>= 2): the
         selection uses the first sample only, so the others serve the error bar of an intermediate
         estimate; the last iteration (budget reached) draws ``pt2_samples``
-    max_entries : (alpha, I) pairs held in memory at once during selection (20 bytes each)
+    max_entries : (alpha, I) pairs held in memory at once during selection (20-28 bytes each, see ``pt2.en_pt2``)
     extrapolation_points : iterations used in the linear fit of E_var against E_PT2
     pt2_screen : Hartree; on FCI spaces beyond ``pt2.DENSE_KEYS`` determinants, PT2 and selection keep
         only the pairs with ``|c_I <alpha|H|I>| > pt2_screen`` (heat-bath screening; 0 = every pair).

@@ -346,7 +346,8 @@ def en_pt2(layout: Layout, dets: np.ndarray, keys: np.ndarray, coef: np.ndarray,
     h1 : (norb, norb) float64, Hartree; eri : (norb,)*4 float64, Hartree
     stochastic : semi-stochastic estimate (``n_samples`` draws of ``sample_fraction * |S|``
         generators beyond the ``det_fraction`` largest), else deterministic
-    max_entries : (alpha, I) pairs generated at once (20 bytes each)
+    max_entries : (alpha, I) pairs generated at once (20 bytes each); on the heat-bath path, entries of
+        the generators' screened bounds (an upper bound on their pairs; 24 bytes each, 28 when sampled)
     screen : float, Hartree; > 0: on large FCI spaces (beyond ``DENSE_KEYS``) only the pairs with
         ``|c_I <alpha|H|I>| > screen`` are generated (heat-bath screening, see the module docstring);
         the PT2 and the selection are then those of the screened sums. 0: every pair (exact).

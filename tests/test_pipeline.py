@@ -336,9 +336,9 @@ RESUME = TINY.format(method="spread").replace("walkers = 20", "walkers = 60")
 
 # the step -> what says the run is inside it: a line of its progress output, and a file it writes
 KILL_INSIDE = {
-    "dft": (r"dft h2o\[\d\] done", None),  # a conformation journalled, the others running
+    "dft": (r"dft \d+/\d+ ", None),  # a conformation journalled (the farm's progress line), the others running
     "select": (r"dft +\d+ done", None),  # the DFT step's summary: the spread selection runs
-    "qmc": (r"qmc h2o\[\d\] done", None),
+    "qmc": (r"qmc \d+/\d+ ", None),
     "refit": (r"stage shifts:", None),  # the shift-only model is trained, the read-out one not
     "md": (r"evaluate ", "md/input.toml"),  # its input written, the trajectory under way
 }

@@ -111,14 +111,14 @@ def dft(cfg: PipelineConfig, dataset: Path, ex, task=dft_task, merge_every_s: fl
 
     rc = dft_config(cfg)
     if rc.jk == "engine":
-        farm_module._engine_accelerate()  # refuse before any task if the engine is absent
+        farm_module.engine_accelerate()  # refuse before any task if the engine is absent
     t0 = time.perf_counter()
-    impossible = farm_module._prepare(dataset, dataset, rc, {})  # settings check, leftover journals merged
+    impossible = farm_module.prepare(dataset, dataset, rc, {})  # settings check, leftover journals merged
     status = status_arrays(dataset, "dft")
     tasks = [((n, int(i)), nelec, task, (str(dataset), n, int(i), rc)) for n, (st, nelec) in status.items()
              for i in np.flatnonzero(st == PENDING) if (n, int(i)) not in impossible]
-    done, failed = farm(ex, farm_module._writer(dataset, rc), tasks, label="dft", merge_every_s=merge_every_s)
-    farm_module._finalize(dataset, rc)  # orbital parts into the orbitals file, file references
+    done, failed = farm(ex, farm_module.farm_writer(dataset, rc), tasks, label="dft", merge_every_s=merge_every_s)
+    farm_module.finalize(dataset, rc)  # orbital parts into the orbitals file, file references
     st = np.concatenate([s for s, _ in status_arrays(dataset, "dft").values()])
     return (f"{int((st == DONE).sum())} done, {int((st == FAILED).sum())} failed of {st.size} ({done + failed} "
             f"computed now, {time.perf_counter() - t0:.0f} s)")

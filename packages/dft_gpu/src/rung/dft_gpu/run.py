@@ -36,7 +36,7 @@ import numpy as np
 
 from rung.core.mpi import SharedCounter, bcast, comm_info, wait_all
 from rung.core.progress import Progress
-from rung.dft_gpu.scf import FORCE_PROPERTIES, SHAPES, UNITS, DFTConfig, _engine_accelerate, kernel
+from rung.dft_gpu.scf import FORCE_PROPERTIES, SHAPES, UNITS, DFTConfig, engine_accelerate, kernel
 
 log = logging.getLogger("rung.dft_gpu.run")
 
@@ -146,16 +146,21 @@ def _shapes(config: DFTConfig) -> dict:
     return {k: v for k, v in SHAPES.items() if config.forces or k not in FORCE_PROPERTIES}
 
 
-def _writer(out_path, config: DFTConfig, rank: int = 0, rung: str = RUNG):
+def farm_writer(out_path, config: DFTConfig, rank: int = 0, rung: str = RUNG):
+    """The farm's :class:`rung.core.dataset.ResultWriter` (its units, metadata and shapes) for ``rank``."""
     from rung.core.dataset import ResultWriter
 
     return ResultWriter(out_path, rung, UNITS, _metadata(config), rank=rank, shapes=_shapes(config))
 
 
-def _prepare(input_path, out_path, config: DFTConfig, rejected_out: dict, input_units=None,
-             name_key: str = "name", check_units: bool = True, rung: str = RUNG) -> set:
+def prepare(input_path, out_path, config: DFTConfig, rejected_out: dict, input_units=None,
+            name_key: str = "name", check_units: bool = True, rung: str = RUNG) -> set:
     """Rank 0: create (or reopen) the output, check the settings match, fold leftover journals.
-    Returns the conformations the input itself makes impossible (NaN coordinates): never retried."""
+    Returns the conformations the input itself makes impossible (NaN coordinates): never retried.
+
+    :func:`prepare`, :func:`farm_writer` (each result journalled) and :func:`finalize` are the farm's
+    phases around its tasks (:func:`rung.dft_gpu.scf.kernel` per conformation), public for a caller
+    that runs the tasks on its own executor (tools/pipeline's DFT step)."""
     import h5py
 
     from rung.core.dataset import PENDING, DatasetError, ResultWriter, atomic_update, create_dataset
@@ -185,7 +190,7 @@ def _prepare(input_path, out_path, config: DFTConfig, rejected_out: dict, input_
         atomic_update(Path(out_path), write)
     if bad_conformations:  # rejected one by one: failed with the reason, never computed
         status = ResultWriter(out_path, rung, UNITS).status()
-        writer = _writer(out_path, config, rung=rung)
+        writer = farm_writer(out_path, config, rung=rung)
         try:
             for name, reasons in bad_conformations.items():
                 for index, reason in reasons.items():
@@ -193,7 +198,7 @@ def _prepare(input_path, out_path, config: DFTConfig, rejected_out: dict, input_
                         writer.record(name, index, error=reason)
         finally:
             writer.close()
-    _finalize(out_path, config, rung)  # a killed run's journals and orbital parts
+    finalize(out_path, config, rung)  # a killed run's journals and orbital parts
     return {(name, index) for name, reasons in bad_conformations.items() for index in reasons}
 
 
@@ -216,13 +221,13 @@ def _refuse_foreign(out_path, rung: str = RUNG) -> None:
                     "them under other names with --property-prefix (e.g. rung_)")
 
 
-def _finalize(out_path, config: DFTConfig, rung: str = RUNG) -> None:
+def finalize(out_path, config: DFTConfig, rung: str = RUNG) -> None:
     """Rank 0, nobody computing: fold orbital parts and journals into the files, set file references."""
     from rung.dft_gpu import outputs
 
     if config.save_orbitals:
         outputs.merge_orbital_parts(out_path)
-    _writer(out_path, config, rung=rung).merge()
+    farm_writer(out_path, config, rung=rung).merge()
     outputs.set_references(out_path, orbitals=config.save_orbitals, fcidump=config.save_fcidump)
 
 
@@ -273,13 +278,13 @@ def run(input_path, out_path, config: DFTConfig = DFTConfig(), comm=None, *, pro
     rung = checked(property_prefix) + RUNG
     rank, size = comm_info(comm)
     if config.jk == "engine":
-        _engine_accelerate()  # fail before touching any file if the engine is absent
+        engine_accelerate()  # fail before touching any file if the engine is absent
     rejected: dict = {}
     error = None
     impossible: set = set()
     if rank == 0:
         try:
-            impossible = _prepare(input_path, out_path, config, rejected, input_units, name_key, check_units, rung)
+            impossible = prepare(input_path, out_path, config, rejected, input_units, name_key, check_units, rung)
         except Exception as err:  # handed to every rank, so all of them stop with the same error
             error = err
     error = bcast(comm, error)
@@ -296,7 +301,7 @@ def run(input_path, out_path, config: DFTConfig = DFTConfig(), comm=None, *, pro
                          key=lambda k: (-nelec[k[0]], k))
     pending = bcast(comm, pending)
 
-    writer = _writer(out_path, config, rank, rung)
+    writer = farm_writer(out_path, config, rank, rung)
     last_merge = time.monotonic()
     counter = SharedCounter(comm)
     bar = Progress(len(pending), "dft-gpu run", unit="conf", enabled=progress, log=log, rank=rank, size=size)
@@ -336,7 +341,7 @@ def run(input_path, out_path, config: DFTConfig = DFTConfig(), comm=None, *, pro
         computed, failed = comm.allreduce(computed), comm.allreduce(failed)
     summary = None
     if rank == 0:
-        _finalize(out_path, config, rung)
+        finalize(out_path, config, rung)
         st = ResultWriter(out_path, rung, UNITS).status()
         with h5py.File(out_path, "r") as f:
             rejected = json.loads(f.attrs.get(f"{rung}_rejected", "{}"))

@@ -327,7 +327,9 @@ def build_mol(molecule, index: int, config: DFTConfig):
     return mol
 
 
-def _engine_accelerate():
+def engine_accelerate():
+    """The J/K engine's ``accelerate`` (:mod:`rung.dft_gpu.jk`), or one clear RuntimeError when this
+    installation lacks the engine (before any file is touched)."""
     try:
         from rung.dft_gpu.jk import accelerate
     except ModuleNotFoundError as err:
@@ -360,7 +362,7 @@ def make_scf(mol, config: DFTConfig, grid_level: int | None = None):
     if config.jk == "pyscf":
         mf = mf.density_fit(auxbasis=config.auxbasis)
     else:
-        mf = _engine_accelerate()(mf, auxbasis=config.auxbasis, backend=config.backend,
+        mf = engine_accelerate()(mf, auxbasis=config.auxbasis, backend=config.backend,
                                   max_memory_mb=config.max_memory_mb)
     if config.fast_paths and hasattr(mf, "_numint") and restricted:
         from rung.dft_gpu.xc import CachedNumInt

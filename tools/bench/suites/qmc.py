@@ -29,6 +29,11 @@
   the converged ones, >= 8000 samples per iteration), "peer" = the previous default (6 iterations of 20
   sweeps, the iteration of lowest sampled energy). Time to 1 mHa ~ t_opt + 9 (t - t_opt) (error ~ 1/sqrt(t)); the
   case prints both.
+- Against PyQMC (not a Case: PyQMC's default optimisation alone, 30 line-minimisation iterations on 1000
+  configurations, costs ~11 CPU-minutes here): ``python -m tools.bench.suites.qmc {rung|pyqmc} SEED [N]``
+  runs one code's default recipe once (:func:`ours_time_to_error`, :func:`pyqmc_time_to_error`) and prints
+  its time to 1 mHa decomposed into optimisation, VMC, CPU-s per DMC step, the DMC local-energy variance
+  and the statistical inefficiency; run seeds of both codes interleaved (BENCHMARKS.md, 2026-12-07).
 
 Run single-threaded for per-CPU-second numbers: ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 .venv/bin/python -m tools.bench --only qmc``.

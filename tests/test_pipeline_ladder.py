@@ -93,3 +93,49 @@ def test_no_qmc_label_is_one_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match="no conformation of role 1 has QMC labels"):
         steps.ladder_subset(_cfg(), tmp_path / "d.h5", roles, steps.TRAIN, tmp_path / "t.h5")
+
+
+def test_finetune_moves_every_layer_but_the_first_and_fits_better(tmp_path):
+    """[refit] finetune_epochs: the third model starts from the read-out one, keeps layer 0 (reads the AEV)
+    bit for bit, changes deeper layers, and fits training labels that ANI-1x lacks (an O-H stretch term)
+    better than the read-out refit (weighted chi^2 on the training set); the report judges it and MD runs it."""
+    from rung.core.dataset import Molecule, ResultWriter, create_dataset
+
+    numbers, x = steps.perturbed("H2O", 12, 0.06, seed=5)
+    xb = x * 1.8897261254578281
+    e, g = steps.predict("ani-1x", numbers, xb)
+    r = np.linalg.norm(xb[:, 1:] - xb[:, :1], axis=-1)
+    unit = (xb[:, 1:] - xb[:, :1]) / r[..., None]
+    k, r0 = 0.3, r.mean()
+    e = e + 0.5 * k * ((r - r0) ** 2).sum(1)
+    g_extra = np.zeros_like(g)
+    g_extra[:, 1:] = k * (r - r0)[..., None] * unit
+    g_extra[:, 0] = -g_extra[:, 1:].sum(1)
+    g = g + g_extra
+    for name, idx in (("train", range(10)), ("hold", range(10, 12))):
+        path = tmp_path / f"{name}.h5"
+        create_dataset(path, [Molecule("h2o", numbers, xb[list(idx)])])
+        w = ResultWriter(path, "ladder", steps.LADDER_UNITS)
+        for j, i in enumerate(idx):
+            w.record("h2o", j, {"total_energy": e[i], "total_energy_error": 1e-3, "total_gradient": g[i],
+                                "total_gradient_error": np.full((3, 3), 2e-3), "rung": "qmc"})
+        w.merge()
+    cfg = parse({"input": {"perturb": {}}, "refit": {"l2sp": 1e2, "finetune_epochs": 30, "finetune_learning_rate": 1e-4},
+                 "md": False})
+    line, paths = steps.refit(cfg, [tmp_path / "train.h5"], tmp_path / "hold.h5", tmp_path)
+    assert set(paths) == {"shifts", "readout", "finetune"} and steps.final_model(paths) == "finetune"
+
+    def chi2(model):
+        pe, pg = steps.predict(model, numbers, xb[:10])
+        return np.sum(((pe - e[:10]) - np.mean(pe - e[:10])) ** 2 / 1e-6) + np.sum((pg - g[:10]) ** 2 / 4e-6)
+
+    c_tuned, c_readout = chi2(paths["finetune"]), chi2(paths["readout"])
+    print("chi2 fine-tuned", c_tuned, "read-out", c_readout)
+    assert c_tuned < 0.9 * c_readout, (c_tuned, c_readout)
+    with h5py.File(paths["readout"], "r") as a, h5py.File(paths["finetune"], "r") as b:
+        for sp in a["members/0"]:
+            np.testing.assert_array_equal(a[f"members/0/{sp}/0/weight"][()], b[f"members/0/{sp}/0/weight"][()])
+        assert any(not np.array_equal(a[f"members/0/{sp}/1/weight"][()], b[f"members/0/{sp}/1/weight"][()])
+                   for sp in a["members/0"])
+    _, met = steps.evaluate(cfg, tmp_path / "hold.h5", paths)
+    assert "finetune_vs_base" in met["comparisons"] and "finetune" in met

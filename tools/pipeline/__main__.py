@@ -72,7 +72,7 @@ def run(cfg, out: Path, ex) -> dict:
             dataset = steps.frames_from_md(prev / "md", rdir, cfg.loop.frames, name)
         step("dft" + tag, steps.dft, cfg, dataset, ex)
         roles = (steps.select(cfg, dataset) if k == 0 else
-                 steps.select(cfg, dataset, model=model_paths["readout"].resolve(), n_holdout=0))
+                 steps.select(cfg, dataset, model=model_paths[steps.final_model(model_paths)].resolve(), n_holdout=0))
         lines["select" + tag] = steps.describe_selection(roles, cfg)
         print(f"{'select' + tag:12s} {lines['select' + tag]}", flush=True)
         step("qmc" + tag, steps.qmc, cfg, dataset, ex, roles)

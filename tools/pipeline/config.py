@@ -97,6 +97,12 @@ class RefitConfig:
     # placed on the QMC energy scale, with the DFT rung's error against QMC as their error bar (estimated
     # on the conformations both rungs labelled, not below these floors); false: QMC labels only
     dft_labels: bool = True
+    # > 0: a third model, fine-tuned from the read-out one by gradient descent (rung.nnp.train's gradient
+    # solver, jax: the [train] extra) on the same labels: every layer but the one reading the AEV, full-batch
+    # Adam at finetune_learning_rate for this many epochs, no early stopping (the hold-out set is never
+    # looked at), the read-out's l2sp towards its weights; it becomes the model the report judges and MD runs
+    finetune_epochs: int = 0
+    finetune_learning_rate: float = 1e-4
     dft_energy_error_floor_mha: float = 0.5
     dft_gradient_error_floor_mha_per_bohr: float = 2.0
 
@@ -199,6 +205,8 @@ def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfi
             refit.cv_folds < 2 or not isinstance(grid, (list, tuple)) or not grid or \
             not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
         raise ConfigError("[refit]: l2sp must be a number >= 0 or \"cv\", cv_folds >= 2, cv_l2sp a list of numbers >= 0")
+    if refit.finetune_epochs < 0 or not refit.finetune_learning_rate > 0:
+        raise ConfigError("[refit]: finetune_epochs must be >= 0 and finetune_learning_rate > 0")
     if not (refit.dft_energy_error_floor_mha > 0 and refit.dft_gradient_error_floor_mha_per_bohr > 0):
         raise ConfigError("[refit]: dft_energy_error_floor_mha and dft_gradient_error_floor_mha_per_bohr must be > 0")
     refit = replace(refit, l2sp=refit.l2sp if refit.l2sp == "cv" else float(refit.l2sp),

@@ -16,6 +16,8 @@ def write(path: Path, cfg, lines: dict, rounds: list) -> Path:
     rows = [("base", f"{cfg.refit.model} as it is"), ("shifts", "per-element shifts refit (baseline)"),
             ("readout", "last layer + shifts refit (exact read-out refit)")]
     metrics = rounds[-1]
+    if "finetune" in metrics:
+        rows.append(("finetune", "every layer but the first fine-tuned from the read-out model (gradient descent)"))
     if "dft" in rounds[0]:
         rows.append(("dft", "the DFT rung itself (the labels below QMC)"))
     md = ["# rung pipeline report", "", f"Input: `{cfg.source or 'embedded example'}`", "", "| step | result |",
@@ -36,7 +38,8 @@ def write(path: Path, cfg, lines: dict, rounds: list) -> Path:
             m = m_r[k]
             g = f"{m['gradient_rmse'] * MHA:.1f}" if "gradient_rmse" in m else "-"
             md.append(f"| {r} | {k} | {what} | {m['energy_rmse'] * MHA:.2f} | {m['relative_energy_rmse'] * MHA:.2f} | {g} |")
-    md += ["", "Read-out refit against the base model (and against the shift-only refit) on the held-out conformations: "
+    md += ["", "The refit model (fine-tuned where there is one, else the read-out refit) against the base model, the "
+           "other refits and the DFT rung on the held-out conformations: "
            "the paired difference of squared errors per conformation (MSE_base - MSE_refit), its error bar from "
            "the QMC labels' error bars (propagated) and a bootstrap over the held-out conformations, in "
            "quadrature (conservative: the bootstrap sees the label noise too); shown as the RMSE gain "

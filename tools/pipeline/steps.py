@@ -637,15 +637,18 @@ def refit(cfg: PipelineConfig, train_sets: list, hold_set: Path, out: Path):
     """Refit the model on the labels of ``train_sets`` (rung datasets from :func:`ladder_subset`: QMC
     labels, and DFT ones where QMC did not label; rung.nnp.train, exact read-out refit, 1/sigma^2 weights
     from the labels' error bars; ``hold_set`` as its validation set, reported only): a
-    per-element-shift-only model (the baseline) and the read-out model, each from the base model;
+    per-element-shift-only model (the baseline) and the read-out model, each from the base model, and with
+    ``[refit] finetune_epochs`` the model fine-tuned from the read-out one (:func:`final_model`);
     ``[refit] l2sp = "cv"`` picks l2sp by :func:`cv_l2sp` on the training sets (written to
-    ``refit-cv.json``). Returns (summary line, {name: model path}); skipped when both files exist."""
+    ``refit-cv.json``). Returns (summary line, {name: model path}); skipped when all files exist."""
     import json
 
     from rung.nnp.train import train
     from rung.nnp.train.config import parse_config
 
     paths = {"shifts": out / "model-shifts.h5", "readout": out / "model-readout.h5"}
+    if cfg.refit.finetune_epochs:
+        paths["finetune"] = out / "model-finetune.h5"
     cv_file = out / "refit-cv.json"
     if all(p.exists() for p in paths.values()):
         note = ""
@@ -655,16 +658,18 @@ def refit(cfg: PipelineConfig, train_sets: list, hold_set: Path, out: Path):
         return "models from an earlier run" + note, paths
     gradient = "ladder_total_gradient" if cfg.qmc.force_every else ""
 
-    def config(kind, frozen, l2sp, output):
-        data = {"model": cfg.refit.model, "output": output, "name": f"{cfg.refit.model}-qmc-{kind}",
+    def config(kind, frozen, l2sp, output, model=cfg.refit.model, **stage):
+        data = {"model": str(model), "output": output, "name": f"{cfg.refit.model}-qmc-{kind}",
                 "training": {"datasets": [str(Path(t).resolve()) for t in train_sets], "energy": "ladder_total_energy",
                              "gradient": gradient, "validation": [str(Path(hold_set).resolve())],
                              "seed": cfg.select.seed, "forces_weight": cfg.refit.force_weight, "l2sp": l2sp},
-                "stages": [{"name": kind, "frozen": frozen}]}
+                "stages": [{"name": kind, "frozen": frozen, **stage}]}
         return parse_config(data, out, source=out / "pipeline.toml")
 
     l2sp, lines = cfg.refit.l2sp, []
-    if l2sp == "cv":
+    if l2sp == "cv" and cv_file.exists():  # a run killed after the CV
+        l2sp = json.loads(cv_file.read_text())["l2sp"]
+    elif l2sp == "cv":
         l2sp, scores = cv_l2sp(config("readout", [], 0.0, "cv.h5"), cfg.refit.cv_l2sp, cfg.refit.cv_folds,
                                cfg.select.seed)
         tmp = cv_file.with_name(cv_file.name + ".tmp")
@@ -673,12 +678,24 @@ def refit(cfg: PipelineConfig, train_sets: list, hold_set: Path, out: Path):
         os.replace(tmp, cv_file)
         lines.append(f"l2sp {l2sp:.0e} by {cfg.refit.cv_folds}-fold CV on the training set (chi^2 "
                      + ", ".join(f"{v:.0e}: {c:.0f}" for v, c in zip(cfg.refit.cv_l2sp, scores)) + ")")
-    for kind, frozen in (("shifts", ["*.weight"]), ("readout", [])):
+    # the fine-tuning: every layer but the AEV-reading one, full-batch Adam, fixed epochs (patience 0 and a
+    # constant rate: the validation set, the hold-out, only reported)
+    tune = {"solver": "gradient", "epochs": cfg.refit.finetune_epochs, "learning_rate": cfg.refit.finetune_learning_rate,
+            "optimizer": "adam", "schedule": "constant", "patience": 0, "batch_size": 1 << 30}
+    for kind, frozen, start, stage in (("shifts", ["*.weight"], cfg.refit.model, {}), ("readout", [], cfg.refit.model, {}),
+                                       ("finetune", ["*.0.*"], paths["readout"], tune)):
+        if kind not in paths or paths[kind].exists():
+            continue
         tmp = paths[kind].with_name(paths[kind].name + ".partial")
-        res = train(config(kind, frozen, l2sp, tmp.name), overwrite=True, log=log.info)
+        res = train(config(kind, frozen, l2sp, tmp.name, start, **stage), overwrite=True, log=log.info)
         tmp.replace(paths[kind])  # the model file appears whole or not at all
         lines.append(f"{kind}: {res.stages[-1].n_train} conformations")
     return "; ".join(lines), paths
+
+
+def final_model(models: dict) -> str:
+    """The refit model the report judges and MD runs: the fine-tuned one when there is one, else the read-out."""
+    return "finetune" if "finetune" in models else "readout"
 
 
 def frames_from_md(md_dir: Path, out: Path, n: int, name: str) -> Path:
@@ -769,30 +786,33 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
         metrics[k]["energies"] = np.concatenate(pred[k][0]).tolist()
     metrics["qmc_energies"], metrics["qmc_energy_errors"] = e_ref.tolist(), e_err.tolist()
     comp, lines = {}, []
+    fin = final_model(models)
+    name = {"readout": "read-out", "finetune": "fine-tuned"}[fin]
     if e_ref.size >= 2:
-        for a in ("base", "shifts", "dft")[:3 if "dft" in pred else 2]:
-            c = {"energy": paired_improvement(np.concatenate(pred[a][0]), np.concatenate(pred["readout"][0]), e_ref,
+        for a in [k for k in ("base", "shifts", "readout", "dft") if k in pred and k != fin]:
+            c = {"energy": paired_improvement(np.concatenate(pred[a][0]), np.concatenate(pred[fin][0]), e_ref,
                                               e_err, relative=True, seed=cfg.select.seed)}
-            lines.append(sentence(c["energy"], a, "read-out", "relative energy", "mHa"))
+            lines.append(sentence(c["energy"], a, name, "relative energy", "mHa"))
             if g_ref.size:
-                c["gradient"] = paired_improvement(np.concatenate(pred[a][1]), np.concatenate(pred["readout"][1]),
+                c["gradient"] = paired_improvement(np.concatenate(pred[a][1]), np.concatenate(pred[fin][1]),
                                                    g_ref, g_err, g_conf, seed=cfg.select.seed)
-                lines.append(sentence(c["gradient"], a, "read-out", "gradient", "mHa/Bohr"))
-            comp[f"readout_vs_{a}"] = c
+                lines.append(sentence(c["gradient"], a, name, "gradient", "mHa/Bohr"))
+            comp[f"{fin}_vs_{a}"] = c
     else:
         lines.append(f"no paired comparison: it needs at least 2 held-out conformations, {e_ref.size} here")
     metrics["comparisons"], metrics["comparison_lines"] = comp, lines
     mha = 1e3
     b, s, r = metrics["base"], metrics["shifts"], metrics["readout"]
+    tuned = f", fine-tuned {metrics['finetune']['relative_energy_rmse'] * mha:.2f}" if "finetune" in metrics else ""
     line = (f"held-out relative energy RMSE vs QMC: base {b['relative_energy_rmse'] * mha:.2f}, shifts only "
-            f"{s['relative_energy_rmse'] * mha:.2f}, read-out {r['relative_energy_rmse'] * mha:.2f} mHa (QMC error bars "
-            f"{metrics['label_energy_error'] * mha:.2f} mHa); " + lines[0])
+            f"{s['relative_energy_rmse'] * mha:.2f}, read-out {r['relative_energy_rmse'] * mha:.2f}{tuned} mHa (QMC "
+            f"error bars {metrics['label_energy_error'] * mha:.2f} mHa); " + lines[0])
     return line, metrics
 
 
 # ------------------------------------------------------------------ dynamics
 def md(cfg: PipelineConfig, dataset: Path, out: Path, models: dict) -> str:
-    """A short (ring-polymer) MD run of the first molecule with the read-out model (rung.md)."""
+    """A short (ring-polymer) MD run of the first molecule with the refit model (:func:`final_model`; rung.md)."""
     from ase import Atoms
 
     from rung.core.dataset import read_hdf5
@@ -807,7 +827,7 @@ def md(cfg: PipelineConfig, dataset: Path, out: Path, models: dict) -> str:
     (folder / "input.toml").write_text(
         f'structure = "start.xyz"\nsteps = {m.steps}\ndt_fs = {m.dt_fs}\ntemperature_K = {m.temperature_K}\n'
         f'beads = {m.beads}\nthermostat = "langevin"\ntau_fs = 20\nseed = 2024\n'
-        f'potential = {{type = "nnp", model = "{Path(models["readout"]).resolve()}"}}\n'
+        f'potential = {{type = "nnp", model = "{Path(models[final_model(models)]).resolve()}"}}\n'
         "[output]\ntrajectory_every = 10\nlog_every = 1\ncheckpoint_every = 50\n")
     res = run(load_config(folder / "input.toml"), workdir=folder, overwrite=True, progress=False)
     kcv = np.asarray(res.observables["kinetic_centroid_virial"][m.steps // 3:])
@@ -820,7 +840,7 @@ def md(cfg: PipelineConfig, dataset: Path, out: Path, models: dict) -> str:
         q.mkdir(exist_ok=True)
         (q / "input.toml").write_text(
             f'structure = "../start.xyz"\nsteps = {m.adqtb_steps}\ndt_fs = {m.dt_fs}\ntemperature_K = {m.temperature_K}\n'
-            f'thermostat = "adqtb"\nseed = 2024\npotential = {{type = "nnp", model = "{Path(models["readout"]).resolve()}"}}\n'
+            f'thermostat = "adqtb"\nseed = 2024\npotential = {{type = "nnp", model = "{Path(models[final_model(models)]).resolve()}"}}\n'
             f"[qtb]\ntseg_fs = {m.tseg_fs}\n[output]\ntrajectory_every = 10\nlog_every = 1\ncheckpoint_every = 100\n")
         rq = run(load_config(q / "input.toml"), workdir=q, overwrite=True, progress=False)
         first = 2 * int(round(m.tseg_fs / m.dt_fs))  # the estimate needs a finished segment's spectra

@@ -29,6 +29,7 @@ Comput. 12, 3674 (2016). Energies in Hartree; stored energies include the core e
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from contextlib import nullcontext
@@ -429,13 +430,15 @@ def summary(path, top: int = 5) -> list[str]:
 
 
 def kernel(ham: Hamiltonian, config: CIPSIConfig = CIPSIConfig(), *, backend: str = "auto", checkpoint=None,
-           log: Callable[[str], None] | None = print) -> Result:
+           log: Callable[[str], None] | None = None) -> Result:
     """Run CIPSI on ``ham``; with ``checkpoint`` (a path) write the wavefunction every iteration and
     resume from that file when it already holds a run on the same Hamiltonian.
 
     On the numba backend each diagonalization of a space smaller than ``BLAS_LIMIT_MAX`` runs with BLAS
-    held at ``config.blas_threads`` threads (threadpoolctl, see :class:`_BlasHold`)."""
-    log = log or (lambda s: None)
+    held at ``config.blas_threads`` threads (threadpoolctl, see :class:`_BlasHold`). ``log``: where the
+    per-iteration lines go (a callable taking one string; None: logger ``rung.sci`` at INFO, so the library
+    prints nothing unless a caller asks, as the CLI does with ``click.echo``)."""
+    log = log or logging.getLogger("rung.sci").info
     xp, backend_used = _resolve_backend(backend)
     cfg = config
     layout = Layout(ham.norb, *ham.nelec)

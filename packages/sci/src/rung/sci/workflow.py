@@ -11,6 +11,7 @@ through :class:`rung.core.dataset.ResultWriter` as ``sci_*`` properties (Hartree
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -64,8 +65,10 @@ def _dft_fcidump(dataset: Path, molecule: str, index: int) -> Path | None:
 
 
 def hamiltonian_for(dataset, molecule: str, index: int = 0, *, basis: str = "ccecp-cc-pvdz",
-                    ecp: str | None = "ccecp", frozen_core: int = 0, log: Callable = print):
-    """(Hamiltonian, source description, orbitals dict or None) for one conformation."""
+                    ecp: str | None = "ccecp", frozen_core: int = 0, log: Callable | None = None):
+    """(Hamiltonian, source description, orbitals dict or None) for one conformation; ``log``: a callable
+    taking one line (None: logger ``rung.sci`` at INFO)."""
+    log = log or logging.getLogger("rung.sci").info
     dataset = Path(dataset)
     mol = build_mol(dataset, molecule, index, basis, ecp)
     path = _dft_fcidump(dataset, molecule, index)
@@ -110,14 +113,16 @@ def result_values(res: Result) -> dict:
 
 def run_dataset(dataset, config: CIPSIConfig = CIPSIConfig(), *, basis: str = "ccecp-cc-pvdz",
                 ecp: str | None = "ccecp", frozen_core: int = 0, backend: str = "auto",
-                wavefunction_path: Callable | None = None, log: Callable = print, rung: str = "sci") -> dict:
+                wavefunction_path: Callable | None = None, log: Callable | None = None, rung: str = "sci") -> dict:
     """CIPSI on every pending conformation of ``dataset``; returns ``{(molecule, index): Result}``.
 
     Failures are recorded in the dataset (``sci_status`` = failed, ``sci_error``) and the run goes on.
     ``rung``: the datasets' prefix (``sci``, or ``<--property-prefix>sci``). The basis, ECP, frozen core and
     CIPSI settings are recorded in the dataset (``<rung>_settings``) before the first conformation, and a
     dataset whose values were computed with others is refused (:func:`rung.core.dataset.check_settings`).
+    ``log``: a callable taking one line (None: logger ``rung.sci`` at INFO).
     """
+    log = log or logging.getLogger("rung.sci").info
     from dataclasses import asdict
 
     from rung.core.dataset import ResultWriter, check_foreign, check_settings

@@ -10,7 +10,7 @@ checkpoint stores so that a restart can cut each file back to it (their ``size``
 fresh file, the stored size to truncate and append).
 
 - :class:`LogReporter`: ``<prefix>.log``, one line of :data:`LOG_COLUMNS` per report, and the rows of
-  ``RunResult.observables``.
+  ``MDResult.observables``.
 - :class:`TrajectoryReporter`: the H5MD file (:class:`rung.md.output.H5MDWriter`; frames are buffered
   until the next checkpoint).
 - :class:`XYZReporter`: the extxyz file of centroid frames (Angstrom, with step, time and energy in eV).

@@ -50,7 +50,7 @@ class System:
 
 
 @dataclass(frozen=True)
-class RunResult:
+class MDResult:
     """Final state and the logged observables (atomic units; rows = logged steps of this invocation)."""
 
     state: MDState
@@ -249,7 +249,7 @@ def _report(reporters, stride: int, state: MDState, kT: float, cell) -> None:
 
 
 def run(config: MDConfig, *, workdir=None, restart: bool = False, overwrite: bool = False, comm=None,
-        progress: bool = True) -> RunResult:
+        progress: bool = True) -> MDResult:
     """Run the MD of ``config``; see the module docstring. Rank 0 writes the outputs (reporters).
 
     workdir : folder for the outputs (default: current folder)
@@ -292,5 +292,5 @@ def run(config: MDConfig, *, workdir=None, restart: bool = False, overwrite: boo
         for r in reporters:
             r.close()
     rows = log.rows if log is not None else {"step": [], **{k: [] for k in OBSERVABLES}}  # ranks > 0 log nothing
-    return RunResult(state, {k: np.array(v) for k, v in rows.items()}, bar.ns_per_day(todo) if todo else 0.0,
+    return MDResult(state, {k: np.array(v) for k, v in rows.items()}, bar.ns_per_day(todo) if todo else 0.0,
                      forces.calls)

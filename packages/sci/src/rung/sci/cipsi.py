@@ -122,7 +122,7 @@ class CIPSIConfig:
 
 
 @dataclass(frozen=True)
-class Result:
+class CIPSIResult:
     """Outcome of a CIPSI run.
 
     e_var : (nroots,) float64, Hartree, total variational energies (core energy included)
@@ -333,7 +333,7 @@ def _diagonalize(hs, s2, target, cfg, guess, guess_s2, xp, log, dets):
     return normalized(to_host(res.vectors))
 
 
-def _write(path: Path, layout, ham, cfg, result: Result, next_keys, backend):
+def _write(path: Path, layout, ham, cfg, result: CIPSIResult, next_keys, backend):
     tmp = path.with_name(path.name + ".tmp")
     md = from_active(result.dets, result.coef, ham.ncore, ham.ncore + ham.norb)
     with h5py.File(tmp, "w") as f:
@@ -360,7 +360,7 @@ def _write(path: Path, layout, ham, cfg, result: Result, next_keys, backend):
     os.replace(tmp, path)
 
 
-def load(path) -> tuple[Result, np.ndarray | None, dict]:
+def load(path) -> tuple[CIPSIResult, np.ndarray | None, dict]:
     """Read a wavefunction/checkpoint file written by :func:`kernel`: (result, next_keys or None, attrs).
 
     Raises :class:`~rung.core.errors.InputError` for a file that is not one (corrupt, truncated, foreign).
@@ -370,7 +370,7 @@ def load(path) -> tuple[Result, np.ndarray | None, dict]:
             if f.attrs.get("schema") != SCHEMA or "sci" not in f:
                 raise InputError(f"{path}: not a rung.sci wavefunction file")
             g = f["sci"]
-            res = Result(g["e_var"][()], float(g["e_pt2"][()]), float(g["pt2_error"][()]),
+            res = CIPSIResult(g["e_var"][()], float(g["e_pt2"][()]), float(g["pt2_error"][()]),
                          float(g["e_extrapolated"][()]), g["s2"][()], g["dets"][()], g["coef"][()],
                          json.loads(g.attrs["history"]), str(f.attrs["backend"]), bool(g.attrs["complete_space"]))
             nk = g["next_keys"][()] if "next_keys" in g else None
@@ -430,7 +430,7 @@ def summary(path, top: int = 5) -> list[str]:
 
 
 def kernel(ham: Hamiltonian, config: CIPSIConfig = CIPSIConfig(), *, backend: str = "auto", checkpoint=None,
-           log: Callable[[str], None] | None = None) -> Result:
+           log: Callable[[str], None] | None = None) -> CIPSIResult:
     """Run CIPSI on ``ham``; with ``checkpoint`` (a path) write the wavefunction every iteration and
     resume from that file when it already holds a run on the same Hamiltonian.
 
@@ -528,7 +528,7 @@ def kernel(ham: Hamiltonian, config: CIPSIConfig = CIPSIConfig(), *, backend: st
         if not done:
             ndets, nkeys = layout.grow(dets, keys, sel)  # the space is spin complete: partners of sel only
             next_keys = nkeys
-        result = Result(e_el + ham.ecore, float(e2), float(err), extrapolate(history, cfg.extrapolation_points), s2v,
+        result = CIPSIResult(e_el + ham.ecore, float(e2), float(err), extrapolate(history, cfg.extrapolation_points), s2v,
                         dets, coef, history, backend_used, complete)
         pm = (f"± {err:.1e} " if err > 0 else "") + f"({rec['pt2_kind']})"
         log(f"iter {len(history):3d}  n_det {n:9d}  E_var {rec['e_var']:.8f}  E_PT2 {e2:.8f} {pm}  "
@@ -562,4 +562,4 @@ def fci_energy(ham: Hamiltonian, nroots: int = 1) -> np.ndarray:
     return np.atleast_1d(e) + ham.ecore
 
 
-__all__ = ["CIPSIConfig", "Result", "kernel", "load", "extrapolate", "fci_energy", "summary", "trim_selection"]
+__all__ = ["CIPSIConfig", "CIPSIResult", "kernel", "load", "extrapolate", "fci_energy", "summary", "trim_selection"]

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from rung.sci import __version__
-from rung.sci.cipsi import CIPSIConfig, Result, kernel
+from rung.sci.cipsi import CIPSIConfig, CIPSIResult, kernel
 from rung.sci.fcidump import Hamiltonian, from_scf, read_fcidump
 
 UNITS = {
@@ -103,7 +103,7 @@ def write_orbitals(path, orbitals: dict) -> None:
             g.attrs[k] = orbitals[k]
 
 
-def result_values(res: Result) -> dict:
+def result_values(res: CIPSIResult) -> dict:
     return {
         "variational_energy": float(res.e_var[0]), "pt2_energy": res.e_pt2, "pt2_energy_error": res.pt2_error,
         "total_energy": res.e_var_pt2, "extrapolated_energy": res.e_extrapolated, "n_det": int(res.n_det),
@@ -114,7 +114,7 @@ def result_values(res: Result) -> dict:
 def run_dataset(dataset, config: CIPSIConfig = CIPSIConfig(), *, basis: str = "ccecp-cc-pvdz",
                 ecp: str | None = "ccecp", frozen_core: int = 0, backend: str = "auto",
                 wavefunction_path: Callable | None = None, log: Callable | None = None, rung: str = "sci") -> dict:
-    """CIPSI on every pending conformation of ``dataset``; returns ``{(molecule, index): Result}``.
+    """CIPSI on every pending conformation of ``dataset``; returns ``{(molecule, index): CIPSIResult}``.
 
     Failures are recorded in the dataset (``sci_status`` = failed, ``sci_error``) and the run goes on.
     ``rung``: the datasets' prefix (``sci``, or ``<--property-prefix>sci``). The basis, ECP, frozen core and

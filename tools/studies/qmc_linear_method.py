@@ -97,7 +97,7 @@ def replay(case: str, seed: int, upto: int, work: Path, walkers: int = 400):
     sampled as the run did. Prints the candidates' reweighted energy differences and the sampled
     energy after the plain step."""
     from rung.qmc.optimize import (_evaluate, _flat, _set, candidate_steps, choose_step, energy_and_derivatives,
-                                   reweighted_energies)
+                                   linear_method_step, reweighted_energies)
     from rung.qmc.vmc import sweep
 
     mol, make = build(case, work)
@@ -139,7 +139,10 @@ def replay(case: str, seed: int, upto: int, work: Path, walkers: int = 400):
                   "ess", ess, "chosen", choose_step(diffs, errs, ess), flush=True)
             configs[...] = saved
             wf.recompute(configs)
-        _set(wf, _flat(wf) + candidate_steps(E, O, dE, cfg.shift, cfg.max_step)[0][0])
+            dp = dps[0]  # the first candidate is the plain step
+        else:
+            dp = linear_method_step(E, O, dE, cfg.shift, cfg.max_step)[0]
+        _set(wf, _flat(wf) + dp)
 
 
 def main():

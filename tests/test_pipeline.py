@@ -57,6 +57,8 @@ beads = 2
     ({"input": {"perturb": {}}, "refit": {"l2sp": "auto"}}, r"\[refit\]: l2sp must be a number >= 0 or \"cv\""),
     ({"input": {"perturb": {}}, "refit": {"l2sp": "cv", "cv_folds": 1}}, r"cv_folds >= 2"),
     ({"input": {"perturb": {}}, "refit": {"cv_l2sp": [1.0, -2.0]}}, r"cv_l2sp a list of numbers >= 0"),
+    ({"input": {"perturb": {}}, "refit": {"finetune_epochs": -1}}, r"finetune_epochs must be >= 0"),
+    ({"input": {"perturb": {}}, "refit": {"dft_energy_error_floor_mha": 0.0}}, r"floor_mha .*must be > 0"),
 ])
 def test_config_errors(data, match):
     with pytest.raises(ConfigError, match=match):

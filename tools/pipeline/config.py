@@ -97,14 +97,14 @@ class RefitConfig:
     # placed on the QMC energy scale, with the DFT rung's error against QMC as their error bar (estimated
     # on the conformations both rungs labelled, not below these floors); false: QMC labels only
     dft_labels: bool = True
+    dft_energy_error_floor_mha: float = 0.5
+    dft_gradient_error_floor_mha_per_bohr: float = 2.0
     # > 0: a third model, fine-tuned from the read-out one by gradient descent (rung.nnp.train's gradient
     # solver, jax: the [train] extra) on the same labels: every layer but the one reading the AEV, full-batch
     # Adam at finetune_learning_rate for this many epochs, no early stopping (the hold-out set is never
     # looked at), the read-out's l2sp towards its weights; it becomes the model the report judges and MD runs
     finetune_epochs: int = 0
     finetune_learning_rate: float = 1e-4
-    dft_energy_error_floor_mha: float = 0.5
-    dft_gradient_error_floor_mha_per_bohr: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,6 @@ def qmc_task(dataset: str, molecule: str, index: int, settings, basis: str, ecp:
     :func:`rung.qmc.run.recorded_levels`, read once by the step instead of once per task). With
     ``parameters`` (a shared Jastrow, :func:`shared_jastrow`) no optimisation runs here and ``shared``
     (where the parameters come from) is recorded as the settings' ``optimize``."""
-    import json
     from dataclasses import replace
 
     from rung.qmc.run import check_level, kernel, result_settings, result_values, trial_from_dataset
@@ -284,7 +283,6 @@ def shared_jastrow(cfg: PipelineConfig, dataset: Path, ex, roles: dict, pending:
     training ones first; kept in ``<dataset stem>.jastrow/<molecule>.h5`` (written whole, with the
     settings that made it: redone under other settings). ``origin``: what each conformation records."""
     import hashlib
-    import json
 
     from rung.qmc.run import load_parameters, save_parameters
 
@@ -432,7 +430,6 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
     """CIPSI (rung.sci, resumable per conformation) on the ``[sci]`` subset, then single- and
     multideterminant DMC for each (``<out>/sci/<molecule>.<index>.dmc.json``, written whole with its
     settings; one made with other settings is redone)."""
-    import json
     from dataclasses import replace
 
     from rung.core.dataset import DONE
@@ -562,9 +559,10 @@ def ladder_subset(cfg: PipelineConfig, dataset: Path, roles: dict, role: int, pa
             per_mol.append((m, q, d, lab, dft, offset))
     if not per_mol:
         raise ConfigError(f"{dataset}: no conformation of role {role} has QMC labels (did every QMC task fail?)")
-    cat = lambda v: np.concatenate(v) if v else np.zeros(0)
-    sig_e, sig_g = dft_error_against_qmc(cat(dq_e), cat(se), cat([v.ravel() for v in dq_g]),
-                                         cat([v.ravel() for v in sg]),
+    def cat(parts):
+        return np.concatenate([np.ravel(v) for v in parts]) if parts else np.zeros(0)
+
+    sig_e, sig_g = dft_error_against_qmc(cat(dq_e), cat(se), cat(dq_g), cat(sg),
                                          (rc.dft_energy_error_floor_mha * 1e-3, rc.dft_gradient_error_floor_mha_per_bohr * 1e-3))
     mols, values = [], []
     for m, q, d, lab, dft, offset in per_mol:
@@ -641,8 +639,6 @@ def refit(cfg: PipelineConfig, train_sets: list, hold_set: Path, out: Path):
     ``[refit] finetune_epochs`` the model fine-tuned from the read-out one (:func:`final_model`);
     ``[refit] l2sp = "cv"`` picks l2sp by :func:`cv_l2sp` on the training sets (written to
     ``refit-cv.json``). Returns (summary line, {name: model path}); skipped when all files exist."""
-    import json
-
     from rung.nnp.train import train
     from rung.nnp.train.config import parse_config
 
@@ -735,12 +731,12 @@ def predict(model_name_or_path, numbers, x_bohr):
 
 
 def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
-    """Errors of the base model, the shift-only and the read-out refit (and of the DFT rung itself, from the
-    hold-out file's ``dft_*``) against the QMC labels of the held-out conformations (never trained on),
-    with the labels' own error bars beside them, and the paired comparisons
-    (:func:`tools.pipeline.compare.paired_improvement`: read-out against base, shifts and DFT, relative
-    energies and gradient components, error bars from the labels' noise and a bootstrap over the
-    held-out conformations) in ``metrics["comparisons"]``."""
+    """Errors of the base model, the refits of ``models`` (and of the DFT rung itself, from the hold-out
+    file's ``dft_*``) against the QMC labels of the held-out conformations (never trained on), with the
+    labels' own error bars beside them, and the paired comparisons
+    (:func:`tools.pipeline.compare.paired_improvement`: the refit model, :func:`final_model`, against each
+    of the others, relative energies and gradient components, error bars from the labels' noise and a
+    bootstrap over the held-out conformations) in ``metrics["comparisons"]``."""
     from rung.core.dataset import read_hdf5
 
     from .compare import paired_improvement, sentence

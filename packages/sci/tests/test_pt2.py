@@ -150,6 +150,21 @@ def test_screened_pt2_equals_screened_sum(problem, monkeypatch):
     assert r0.e_pt2 == pytest.approx(terms.sum(), rel=1e-10)
 
 
+@pytest.mark.parametrize("pos_bits", [26, 62])
+def test_screened_semistochastic_matches_unscreened(problem, monkeypatch, pos_bits):
+    """The screened pass's sampled path (generator of each pair from the slabs, values not scaled; packed
+    and sorted apart): with a negligible screen, the unscreened semi-stochastic sums draw for draw."""
+    ham, lay, dets, keys, c, e0, _, _ = problem
+    monkeypatch.setattr(pt2, "DENSE_KEYS", 0)
+    monkeypatch.setattr(pt2, "POS_BITS", pos_bits)
+    got = [pt2.en_pt2(lay, dets, keys, c, e0, ham.h1, ham.eri, stochastic=True, n_samples=3, det_fraction=0.1,
+                      sample_fraction=0.3, max_entries=500, rng=np.random.default_rng(3), screen=s)
+           for s in (0.0, 1e-14)]
+    assert got[1].screen == 1e-14 and got[0].screen == 0.0 and got[0].error > 0
+    assert got[1].e_pt2 == pytest.approx(got[0].e_pt2, rel=1e-10)
+    assert got[1].error == pytest.approx(got[0].error, rel=1e-8)
+
+
 def test_degenerate_perturber_diverges_without_dividing_by_zero():
     """A met determinant with H_aa == E_0 (exactly or up to rounding) that couples to the space makes
     EN-PT2 diverge: -inf, with no division by zero; one that does not couple contributes nothing

@@ -268,10 +268,8 @@ def run(input_path, out_path, config: DFTConfig = DFTConfig(), comm=None, *, pro
     import h5py
 
     from rung.core.dataset import DONE, FAILED, PENDING, ResultWriter, read_hdf5
-
-    from rung.dft_gpu import outputs
-
     from rung.core.dataset import property_prefix as checked
+    from rung.dft_gpu import outputs
 
     t0 = time.perf_counter()
     out_path = Path(out_path)
@@ -336,7 +334,7 @@ def run(input_path, out_path, config: DFTConfig = DFTConfig(), comm=None, *, pro
         writer.close()
         bar.close()
     counter.free()
-    if comm is not None and size > 1:
+    if size > 1:
         wait_all(comm)
         computed, failed = comm.allreduce(computed), comm.allreduce(failed)
     summary = None

@@ -448,7 +448,6 @@ def converge(mf, dm0, config: DFTConfig):
     raise SCFNotConverged(f"SCF not converged (conv_tol {config.conv_tol:g}) with: " + "; ".join(tried))
 
 
-
 def kernel(molecule, index: int, config: DFTConfig = DFTConfig()) -> DFTResult:
     """DFT energy (and gradient) of one conformation: a pure function of its arguments.
 

@@ -36,11 +36,20 @@ import numpy as np
 
 from rung.core.mpi import SharedCounter, bcast, comm_info, wait_all
 from rung.core.progress import Progress
-from rung.dft_gpu.scf import FORCE_PROPERTIES, SHAPES, UNITS, DFTConfig, engine_accelerate, kernel
+from rung.dft_gpu.scf import UNITS, DFTConfig, engine_accelerate, kernel
 
 log = logging.getLogger("rung.dft_gpu.run")
 
 RUNG = "dft"
+# Per-conformation kind and shape of each property (units: rung.dft_gpu.scf.UNITS): the first merge
+# lays out every dataset of every molecule at once (one copy of the file), so the merges while the farm
+# runs write in place only.
+SHAPES = {
+    "total_energy": ("f", ()), "total_gradient": ("f", ("n_atoms", 3)), "dipole": ("f", (3,)),
+    "gradient_scf_energy": ("f", ()), "scf_cycles": ("i", ()), "gradient_scf_cycles": ("i", ()),
+    "converged": ("i", ()), "scf_strategy": ("s", ()), "jk_backend": ("s", ()), "wall_time": ("f", ()),
+}
+FORCE_PROPERTIES = ("total_gradient", "gradient_scf_energy", "gradient_scf_cycles")
 
 
 @dataclass(frozen=True)

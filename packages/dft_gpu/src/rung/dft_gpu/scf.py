@@ -69,14 +69,6 @@ UNITS = {
     "jk_backend": "dimensionless",
     "wall_time": "s",
 }
-# Per-conformation kind and shape of each property: the first merge lays out every dataset of every
-# molecule at once (one copy of the file), so the merges while the farm runs write in place only.
-SHAPES = {
-    "total_energy": ("f", ()), "total_gradient": ("f", ("n_atoms", 3)), "dipole": ("f", (3,)),
-    "gradient_scf_energy": ("f", ()), "scf_cycles": ("i", ()), "gradient_scf_cycles": ("i", ()),
-    "converged": ("i", ()), "scf_strategy": ("s", ()), "jk_backend": ("s", ()), "wall_time": ("f", ()),
-}
-FORCE_PROPERTIES = ("total_gradient", "gradient_scf_energy", "gradient_scf_cycles")
 STRATEGIES = ("diis", "level_shift", "damping", "newton")
 JK_CHOICES = ("engine", "pyscf")
 RESULT_SCHEMA = "rung.dft_result"

@@ -52,11 +52,9 @@ def test_resume_reproduces_uninterrupted_run(water, tmp_path):
 
 
 def test_tmove_accept_at_moved_walkers_only(water):
-    """A T-move's accept evaluates the new position at the moved walkers only (``dmc._moved_only``);
-    oracle: the components' own accept, which evaluates it at every walker."""
+    """A T-move's accept (no ``saved``) evaluates the new position at the moved walkers only; oracle: accept
+    given gradient_value's saved data, evaluated at every walker (the VMC sweep's path)."""
     import copy
-
-    from rung.qmc.dmc import _moved_only
 
     _, wf0, _, v = water
     wf = copy.deepcopy(wf0)
@@ -68,10 +66,17 @@ def test_tmove_accept_at_moved_walkers_only(water):
         mask[moved] = True
         new = configs[:, e] + 0.3 * rng.normal(size=(configs.shape[0], 3))
         ref = copy.deepcopy(wf)
-        ref.accept(e, new, mask)
-        saved = _moved_only(wf, e, new, mask)
-        assert saved is not None and len(saved) == 2  # Slater x Jastrow takes the path
-        wf.accept(e, new, mask, saved)
+        ref.accept(e, new, mask, ref.gradient_value(e, new)[2])
+        det = wf.components[0]
+        s = det._spin(e)[0]
+        orbitals, rows = det.orbitals, []
+        spy = lambda pos, deriv: rows.append(len(pos)) or orbitals[s](pos, deriv)  # noqa: E731
+        det.orbitals = tuple(spy if k == s else o for k, o in enumerate(orbitals))
+        try:
+            wf.accept(e, new, mask)
+        finally:
+            det.orbitals = orbitals
+        assert rows == [len(moved)]  # the orbitals at the moved walkers only
         configs[mask, e] = new[mask]
         (det, jas), (rdet, rjas) = wf.components, ref.components
         for s in (0, 1):

@@ -137,10 +137,11 @@ class SlaterDeterminant:
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
-        v5 = saved if saved is not None else self.orbitals[s](epos, 2)  # (5, nw, norb)
-        self.mo[s][:, mask, i] = v5[:, mask]
+        # (5, m, norb) at the moved walkers: saved (gradient_value's, every walker) or evaluated there only
+        v5 = saved[:, mask] if saved is not None else self.orbitals[s](epos[mask], 2)
+        self.mo[s][:, mask, i] = v5
         a = self.inverse[s][mask]  # (m, norb, n)
-        vm = v5[0][mask]
+        vm = v5[0]
         vA = np.einsum("wk,wkn->wn", vm, a)  # (m, n)
         ratio = vA[:, i].copy()
         vA[:, i] -= 1.0

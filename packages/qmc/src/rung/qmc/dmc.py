@@ -99,32 +99,10 @@ def tmove(wf, ecp, configs, tau, rng) -> float:
         if not move.any():
             continue
         new = points[np.arange(nw), np.minimum(k, t.shape[1] - 1)]
-        wf.accept(e, new, move, _moved_only(wf, e, new, move))
+        wf.accept(e, new, move)  # the components evaluate the new position at the moved walkers only
         configs[move, e] = new[move]
         moved += move.sum()
     return moved / (nw * ne)
-
-
-def _moved_only(wf, e, new, move):
-    """The ``saved`` argument of ``wf.accept`` for a Slater determinant [x Jastrow], evaluated at the moved
-    walkers only (a T-move moves an electron of a few walkers; without it each component evaluates the
-    new position of every walker): the orbitals (5, nw, norb) and J' - J (nw,), zero where not moved;
-    None (each component evaluates) for any other wave function."""
-    from rung.qmc.determinants import SlaterDeterminant
-    from rung.qmc.wavefunction import ratio_vector_parts
-
-    parts = ratio_vector_parts(wf)
-    if parts is None or type(parts[0]) is not SlaterDeterminant:
-        return None
-    det, jas = parts
-    s, _ = det._spin(e)
-    v5 = np.zeros(det.mo[s].shape[:2] + det.mo[s].shape[3:])  # (5, nw, norb)
-    v5[:, move] = det.orbitals[s](new[move], 2)
-    if jas is None:
-        return [v5]
-    d = np.zeros(new.shape[0])
-    d[move] = jas._delta(e, new[move], move)
-    return [v5, d]
 
 
 def _setup(config, configs, ham, forces=None):

@@ -248,8 +248,8 @@ class Jastrow:
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
-        d = saved if saved is not None else self._delta(e, epos)  # saved: J' - J from gradient_value
-        self.logval[mask] += d[mask]
+        # J' - J at the moved walkers: saved (gradient_value's, every walker) or evaluated there only
+        self.logval[mask] += saved[mask] if saved is not None else self._delta(e, epos[mask], mask)
         self.configs[mask, e] = epos[mask]
         self._cache = {}
 

@@ -297,7 +297,23 @@ def test_ratio_vector_kernel_matches_reference_and_bordered_determinants():
 
 def test_accept_kernel_matches_numpy_table_updates(water):
     """The numba accept kernel (Sherman-Morrison of A0^-1 and T, minors, contraction) against the NumPy
-    backend's updates, state array by state array, over moves of every electron."""
+    backend's updates, state array by state array, over moves of every electron. One BLAS and one numba
+    thread: with more, the summation order of the threaded parts varies from run to run and the
+    round-off accumulated over 2 x 8 moves of random configurations reached the tolerance once in three
+    runs of this file (1.05e-8 against 1e-8)."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            _accept_kernel_matches_numpy(water)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def _accept_kernel_matches_numpy(water):
     from rung.qmc.multideterminant import TableMultiSlater
 
     mol, mf, basis = water

@@ -10,6 +10,7 @@ import sys
 import click
 
 from rung.core.cli import Group, property_prefix, trust_units
+from rung.core.mpi import comm_info
 
 _MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
 
@@ -89,7 +90,7 @@ def run_cmd(input_path, out_path, ecp, no_forces, no_fast_paths, quiet, input_un
                 name_key=name_key, check_units=not trust_units, property_prefix=property_prefix)
     except RuntimeError as err:
         raise click.ClickException(str(err)) from None
-    if _world() is None or _world().Get_rank() == 0:
+    if comm_info(_world())[0] == 0:
         click.echo(f"{s.out_path}: {s.n_done} done, {s.n_failed} failed, {s.n_pending} pending "
                    f"({s.computed} computed now, {s.failed_now} failed) in {s.wall_time_s:.1f} s")
         for name, reason in s.rejected.items():

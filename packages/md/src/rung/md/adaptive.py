@@ -383,7 +383,7 @@ def _run_replica(config, rdir, progress=False, comm=None):
 
     chk = rdir / f"{config.output.prefix}.chk.h5"
     step = -1  # -1: no usable checkpoint
-    if comm is None or comm.Get_rank() == 0:
+    if comm_info(comm)[0] == 0:
         if chk.exists():
             try:
                 step = read_checkpoint(chk)[0].step
@@ -478,7 +478,7 @@ def run_adaptive(config, acfg: AdaptiveConfig, workdir=".", *, comm=None, bead_r
     sub = None
     if comm is not None and bead_ranks > 1:
         sub = comm.Split(group, rank)
-    leader = sub is None or sub.Get_rank() == 0
+    leader = comm_info(sub)[0] == 0
     system = read_system(config)
     check_features(acfg.features, system.numbers)
     template = read(config.structure, parallel=False)

@@ -8,6 +8,7 @@ Bad input (the input file, its structure, an option) ends in one line and exit c
 import click
 
 from rung.core.cli import Group, trust_units
+from rung.core.mpi import comm_info
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,7 +61,7 @@ def run(input_file, restart, checkpoint, overwrite, workdir, quiet, mpi, trust_u
         res = run_md(config, workdir=workdir, restart=restart, overwrite=overwrite, comm=comm, progress=not quiet)
     except RuntimeError as err:  # the run failed (bad input is an InputError: one line, exit code 2)
         raise click.ClickException(str(err)) from err
-    if comm is None or comm.Get_rank() == 0:
+    if comm_info(comm)[0] == 0:
         click.echo(f"done: step {res.state.step}, {res.ns_per_day:.4g} ns/day, {res.force_calls} force calls")
 
 
@@ -93,13 +94,13 @@ def adaptive(input_file, workdir, quiet, mpi, bead_ranks, trust_units):
         from dataclasses import replace
 
         config = replace(config, trust_units=True)
-    if comm is None or comm.Get_rank() == 0:
+    if comm_info(comm)[0] == 0:
         Path(workdir).mkdir(parents=True, exist_ok=True)
     try:
         res = run_adaptive(config, acfg, workdir, comm=comm, bead_ranks=bead_ranks, progress=not quiet)
     except RuntimeError as err:
         raise click.ClickException(str(err)) from err
-    if comm is not None and comm.Get_rank() != 0:
+    if comm_info(comm)[0] != 0:
         return
     for r in res:
         click.echo(f"iteration {r.iteration}: {len(r.frame_id)} frames, {r.coverage} cells visited")

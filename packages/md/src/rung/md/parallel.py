@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rung.core.mpi import comm_info
 from rung.core.potential import PotentialResult
 
 
@@ -42,7 +43,8 @@ class BeadForces:
     def __call__(self, x) -> PotentialResult:
         self.calls += 1
         P = x.shape[0]
-        if self.comm is None or self.comm.Get_size() == 1:
+        rank, size = comm_info(self.comm)
+        if size == 1:
             r = self.potential.compute(x, self.numbers, self.cell, forces=True, virial=self.virial)
             e = np.asarray(r.energy, dtype=np.float64).reshape(P)
             f = np.asarray(r.forces, dtype=np.float64).reshape(x.shape)
@@ -50,7 +52,6 @@ class BeadForces:
             return PotentialResult(e, f, w)
         from mpi4py import MPI
 
-        size, rank = self.comm.Get_size(), self.comm.Get_rank()
         blocks = bead_blocks(P, size)
         lo, hi = blocks[rank]
         n = x.shape[1]

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from rung.core import units as U
+from rung.core.mpi import comm_info
 from rung.core.potential import in_atomic_units
 from rung.core.progress import Progress as CoreProgress
 from rung.md import estimators as est
@@ -257,7 +258,7 @@ def run(config: MDConfig, *, workdir=None, restart: bool = False, overwrite: boo
     overwrite : allow a fresh run to replace outputs of an earlier run
     comm : mpi4py communicator (beads over ranks) or None
     """
-    rank = 0 if comm is None else comm.Get_rank()
+    rank, _ = comm_info(comm)
     paths = output_paths(config, workdir)
     kT = config.temperature_K * U.BOLTZMANN_HARTREE_PER_K
     sizes = None

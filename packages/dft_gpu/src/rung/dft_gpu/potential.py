@@ -74,7 +74,7 @@ class DFTPotential:
     def compute(self, positions, numbers, cell=None, *, forces=True, virial=False):
         """positions : (n_atoms, 3) or (batch, n_atoms, 3) float64, Bohr; numbers : (n_atoms,) int;
         cell must be None (molecules only). Returns energies Hartree, forces Hartree/Bohr."""
-        from rung.dft_gpu.scf import build_mol, converge, make_scf
+        from rung.dft_gpu.scf import build_mol, converge, make_scf, nuclear_gradient
 
         if cell is not None:
             raise InputError("potential type 'dft' is for molecules (open boundaries); the input has a periodic cell")
@@ -101,24 +101,12 @@ class DFTPotential:
             self._dm[b] = (kept + [np.asarray(mf.make_rdm1())])[-3:]
             self._x[b] = xb[b].copy()
             if forces or virial:
-                f[b] = -self._gradient(mf)
+                f[b] = -nuclear_gradient(mf, self.config, self.grid_response)
         w = np.einsum("pia,pib->pab", f, xb) if virial else None  # (P, 3, 3) Hartree
         if single:
             e, f = float(e[0]), f[0]
             w = None if w is None else w[0]
         return PotentialResult(energy=e, forces=f if forces else None, virial=w)
-
-    def _gradient(self, mf) -> np.ndarray:
-        """dE/dR (n_atoms, 3) Hartree/Bohr of a converged SCF."""
-        g = mf.nuc_grad_method()
-        g.verbose = 0
-        if hasattr(g, "grid_response"):
-            g.grid_response = self.grid_response
-        if self.config.fast_paths:
-            from rung.dft_gpu.gradients import speed_up
-
-            speed_up(g)  # leaves the XC term to PySCF when the grid response is on
-        return np.asarray(g.kernel(), dtype=np.float64)
 
 
 def extrapolate(history):

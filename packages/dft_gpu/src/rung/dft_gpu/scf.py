@@ -440,6 +440,21 @@ def converge(mf, dm0, config: DFTConfig):
     raise SCFNotConverged(f"SCF not converged (conv_tol {config.conv_tol:g}) with: " + "; ".join(tried))
 
 
+def nuclear_gradient(mf, config: DFTConfig, grid_response: bool | None = None) -> np.ndarray:
+    """dE/dR (n_atoms, 3) float64, Hartree/Bohr, of the converged SCF ``mf``: PySCF's (DF) gradient, through
+    :func:`rung.dft_gpu.gradients.speed_up` when ``config.fast_paths``; ``grid_response`` (DFT only; None:
+    PySCF's default, off) adds the derivative of the grid weights."""
+    g = mf.nuc_grad_method()
+    g.verbose = 0
+    if grid_response is not None and hasattr(g, "grid_response"):
+        g.grid_response = grid_response
+    if config.fast_paths:
+        from rung.dft_gpu.gradients import speed_up
+
+        speed_up(g)  # leaves the XC term to PySCF when the grid response is on
+    return np.asarray(g.kernel(), dtype=np.float64)
+
+
 def kernel(molecule, index: int, config: DFTConfig = DFTConfig()) -> DFTResult:
     """DFT energy (and gradient) of one conformation: a pure function of its arguments.
 
@@ -475,13 +490,7 @@ def kernel(molecule, index: int, config: DFTConfig = DFTConfig()) -> DFTResult:
                 mf.conv_tol_grad = tol
             grad_strategy, grad_cycles = converge(mf, mf.make_rdm1(), config)
             e_grad = float(mf.e_tot)
-        g = mf.nuc_grad_method()
-        g.verbose = 0
-        if config.fast_paths:
-            from rung.dft_gpu.gradients import speed_up
-
-            speed_up(g)
-        gradient = np.asarray(g.kernel(), dtype=np.float64)  # (n_atoms, 3) Hartree/Bohr
+        gradient = nuclear_gradient(mf, config)
         forces = dict(gradient=gradient, gradient_scf_energy=e_grad, gradient_scf_cycles=grad_cycles)
         if grad_strategy != strategy:
             strategy = f"{strategy}+{grad_strategy}"
@@ -491,4 +500,4 @@ def kernel(molecule, index: int, config: DFTConfig = DFTConfig()) -> DFTResult:
 
 
 __all__ = ["DFTConfig", "DFTResult", "ConformationError", "SCFNotConverged", "STRATEGIES", "UNITS",
-           "build_mol", "make_scf", "converge", "set_grid", "jk_backend_name", "kernel"]
+           "build_mol", "make_scf", "converge", "set_grid", "jk_backend_name", "nuclear_gradient", "kernel"]

@@ -63,7 +63,7 @@ def test_end_to_end_subprocess(h2o_small, tmp_path):
 
 
 @pytest.mark.parametrize("option, value", [("--max-det", "0"), ("--max-det", "-5"), ("--nroots", "0"),
-                                           ("--growth", "1.0"), ("--growth", "0.5")])
+                                           ("--growth", "1.0"), ("--growth", "0.5"), ("--min-last-step", "-0.1")])
 def test_out_of_range_options_name_the_option(h2o_small, tmp_path, option, value):
     fd = write_fcidump(h2o_small, tmp_path / "FCIDUMP")
     r = CliRunner().invoke(main, ["run", str(fd), "--out", str(tmp_path / "wf.h5"), option, value])

@@ -25,6 +25,9 @@ def main():
               help="stop when |E_PT2| < this (Hartree)")
 @click.option("--growth", type=click.FloatRange(min=1, min_open=True), default=2.0, show_default=True,
               help="space growth factor per iteration (> 1)")
+@click.option("--min-last-step", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="no last growth smaller than this fraction of a whole one: the growth before it goes "
+                   "straight to --max-det (0: off; see CIPSIConfig.min_last_step)")
 @click.option("--nroots", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--spin", type=float, default=None, help="target S (default |MS|)")
 @click.option("--ncore", type=int, default=0, help="frozen core orbitals below the FCIDUMP's (for the /MultiDet export)")
@@ -33,12 +36,13 @@ def main():
 @click.option("--frozen-core", type=int, default=0, help="dataset mode: orbitals frozen in the RHF Hamiltonian")
 @click.option("--backend", type=click.Choice(["auto", "numba", "cupy"]), default="auto", show_default=True)
 @property_prefix
-def run(fcidump, dataset, out, max_det, pt2_threshold, growth, nroots, spin, ncore, basis, ecp, frozen_core, backend,
-        property_prefix):
+def run(fcidump, dataset, out, max_det, pt2_threshold, growth, min_last_step, nroots, spin, ncore, basis, ecp,
+        frozen_core, backend, property_prefix):
     """CIPSI on an FCIDUMP (``sci run FCIDUMP --out wf.h5``) or on a dataset (``sci run --from-dataset d.h5``)."""
     from rung.sci.cipsi import CIPSIConfig
 
-    cfg = CIPSIConfig(max_det=int(max_det), pt2_threshold=pt2_threshold, growth=growth, nroots=nroots, spin=spin)
+    cfg = CIPSIConfig(max_det=int(max_det), pt2_threshold=pt2_threshold, growth=growth, min_last_step=min_last_step,
+                      nroots=nroots, spin=spin)
     if (fcidump is None) == (dataset is None):
         raise click.UsageError("give either an FCIDUMP file or --from-dataset")
     if dataset:

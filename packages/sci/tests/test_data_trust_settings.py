@@ -32,3 +32,25 @@ def test_sci_values_of_other_settings_are_refused(tmp_path):
         assert np.isfinite(small) and big < small - 1e-3  # 6-31G below STO-3G: two calculations, kept apart
     # each calculation keeps its own wave function file (the prefixed one collided with the first before)
     assert (tmp_path / "lih.lih.0.sci.h5").exists() and (tmp_path / "lih.lih.0.big_sci.h5").exists()
+
+
+def test_min_last_step_off_keeps_the_settings_recorded_before_the_option(tmp_path):
+    """``min_last_step`` 0 (off: the growth of the code before the option) is left out of the recorded
+    settings, so a dataset begun before the option resumes; any other value is a different calculation."""
+    import json
+
+    import pytest
+
+    from rung.core.dataset import DatasetError
+    from rung.sci.cipsi import CIPSIConfig
+    from rung.sci.workflow import run_dataset
+
+    ds = create_dataset(tmp_path / "lih.h5", [Molecule("lih", np.array([3, 1]), np.array([[[0, 0, 0], [0, 0, 3.0]]]))])
+    kw = dict(basis="sto-3g", ecp=None, log=lambda line: None)
+    assert len(run_dataset(ds, CIPSIConfig(max_det=10**4), **kw)) == 1
+    with h5py.File(ds, "r") as f:
+        recorded = json.loads(f.attrs["sci_settings"])
+    assert "min_last_step" not in recorded and recorded["max_det"] == 10**4
+    assert run_dataset(ds, CIPSIConfig(max_det=10**4, min_last_step=0.0), **kw) == {}  # the same: nothing to do
+    with pytest.raises(DatasetError, match="min_last_step: None there, 0.5 now"):
+        run_dataset(ds, CIPSIConfig(max_det=10**4, min_last_step=0.5), **kw)

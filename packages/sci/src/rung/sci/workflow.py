@@ -130,6 +130,8 @@ def run_dataset(dataset, config: CIPSIConfig = CIPSIConfig(), *, basis: str = "c
     dataset = Path(dataset)
     check_foreign(dataset, rung)  # another code's sci_* values are never overwritten
     cipsi = {k: v for k, v in asdict(config).items() if k not in ("max_entries", "blas_threads")}  # not numbers
+    if not cipsi["min_last_step"]:  # off, as before the option: the settings that datasets recorded then
+        del cipsi["min_last_step"]
     check_settings(dataset, rung, {"basis": basis, "ecp": ecp or "", "frozen_core": frozen_core, **cipsi})
     writer = ResultWriter(dataset, rung, UNITS, metadata={"method": "CIPSI + EN-PT2", "package_version": __version__,
                                                            "basis": basis, "ecp": ecp or ""})

@@ -20,3 +20,19 @@ def test_stale_cache_dropped_fresh_cache_kept(tmp_path):
     os.utime(b, (300, 300))  # a helper module edited after the cache was written
     assert drop_stale_numba_cache(tmp_path) and not index.exists() and not data.exists()
     assert not drop_stale_numba_cache(tmp_path)  # no cache: nothing to do
+
+
+def test_stale_cache_dropped_for_a_source_outside_the_package(tmp_path):
+    """``also``: a file beside the package (a shared kernel body) edited after the cache counts too."""
+    pkg = tmp_path / "cpu"
+    (pkg / "__pycache__").mkdir(parents=True)
+    a, body = pkg / "a.py", tmp_path / "body.py"
+    a.write_text("")
+    body.write_text("")
+    index = pkg / "__pycache__" / "a.k-1.py311.nbi"
+    index.write_text("")
+    os.utime(a, (100, 100))
+    os.utime(body, (300, 300))
+    os.utime(index, (200, 200))
+    assert not drop_stale_numba_cache(pkg) and index.exists()  # the package alone: fresh
+    assert drop_stale_numba_cache(pkg, also=[body]) and not index.exists()

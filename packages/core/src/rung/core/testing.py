@@ -112,9 +112,9 @@ def check_bad_input(result, *words) -> None:
     assert "Traceback" not in result.output
 
 
-def drop_stale_numba_cache(package_dir) -> bool:
+def drop_stale_numba_cache(package_dir, also=()) -> bool:
     """Delete the numba cache (``__pycache__/*.nbi``, ``*.nbc``) of a kernel package when one of its
-    sources is newer than the oldest cache index; return whether it did.
+    sources (or of ``also``) is newer than the oldest cache index; return whether it did.
 
     numba checks only the file of the kernel it loads, so a kernel calling a helper of another module of
     the same package keeps the helper's old machine code after an edit (a test session would run it).
@@ -123,12 +123,15 @@ def drop_stale_numba_cache(package_dir) -> bool:
     Parameters
     ----------
     package_dir : path of the kernel package (a folder of ``.py`` modules)
+    also : paths of ``.py`` files outside the package whose functions its kernels compile in (e.g. a
+        plain-Python body shared with a GPU kernel module)
     """
     from pathlib import Path
 
     src = Path(package_dir)
     index = list((src / "__pycache__").glob("*.nbi"))
-    if not index or max(f.stat().st_mtime for f in src.glob("*.py")) <= min(f.stat().st_mtime for f in index):
+    sources = [*src.glob("*.py"), *map(Path, also)]
+    if not index or max(f.stat().st_mtime for f in sources) <= min(f.stat().st_mtime for f in index):
         return False
     for f in (src / "__pycache__").glob("*.nb[ic]"):
         f.unlink(missing_ok=True)

@@ -8,8 +8,10 @@ captured global). This check runs the real compiler (NVVM, from the ``nvidia-cud
 1. ``record`` (the workspace's venv, ``NUMBA_ENABLE_CUDASIM=1``): run the simulator tests of the
    packages' GPU kernels and record each kernel launch's argument types (``--signatures``, JSON);
 2. ``compile`` (any Python with ``numba-cuda[cu12]`` and NumPy only): load each kernel module from its
-   file (no rung import, so no PySCF needed) and ``numba.cuda.compile_ptx`` every recorded signature
-   for compute capability 8.0, one line per kernel.
+   file and ``numba.cuda.compile_ptx`` every recorded signature for compute capability 8.0, one line per
+   kernel. rung's sources are on the path for the plain-Python bodies the kernel modules import (e.g.
+   ``rung.qmc._kernels.aos_body``, shared with the CPU kernels); a kernel module imports nothing heavier
+   from rung at import time (no PySCF needed).
 
     python tools/ptx_check.py record --signatures ptx-signatures.json
     <venv with numba-cuda[cu12]>/bin/python tools/ptx_check.py compile --signatures ptx-signatures.json
@@ -92,6 +94,7 @@ def compile_all(path: Path, cc=(8, 0)) -> int:
         sys.exit("ptx_check compile: unset NUMBA_ENABLE_CUDASIM (the simulator has no compiler)")
     from numba import cuda
 
+    sys.path[:0] = [str(src) for src in sorted((ROOT / "packages").glob("*/src"))]
     modules, failed = {}, 0
     for entry in json.loads(path.read_text()):
         name = entry["module"]

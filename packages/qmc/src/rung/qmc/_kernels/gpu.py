@@ -1,7 +1,9 @@
 """numba.cuda kernel for the AO evaluation (imported lazily; only ``backend="cupy"`` touches it).
 
 Same algorithm and shell table as :func:`rung.qmc._kernels.cpu.eval_cart` (its oracle is
-:mod:`rung.qmc._kernels.reference`): one thread per (position, shell) pair, so the flattened
+:mod:`rung.qmc._kernels.reference`), the same per-pair arithmetic (:mod:`rung.qmc._kernels.aos_body`,
+compiled here as device functions) except the radial sums (``math.exp`` per primitive in the thread;
+the CPU takes its exponentials in one NumPy call): one thread per (position, shell) pair, so the flattened
 walkers x electrons x centres dimension of the multi-centre batching maps onto the grid; every thread
 writes its own output columns (no atomics). Inputs may be NumPy arrays (copied to the device and the
 result copied back) or device arrays (CuPy, numba; the result stays on the device). Runs under the
@@ -15,8 +17,14 @@ import math
 import numpy as np
 from numba import cuda
 
+from rung.qmc._kernels import aos_body
+
 LMAX = 6  # local power tables hold x^-2 .. x^LMAX
 NPOW = LMAX + 3  # their length: a module constant, since cuda.local.array needs a literal size (LMAX + 3 is not one)
+
+
+_offset = cuda.jit(device=True, inline="always")(aos_body.offset)
+_cart_block = cuda.jit(device=True, inline="always")(aos_body.cart_block)
 
 
 @cuda.jit
@@ -28,10 +36,7 @@ def _eval_cart_kernel(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, 
         return
     ip = i // nsh
     ish = i - ip * nsh
-    x = pos[ip, 0] - sh_center[ish, 0]
-    y = pos[ip, 1] - sh_center[ish, 1]
-    z = pos[ip, 2] - sh_center[ish, 2]
-    s = x * x + y * y + z * z
+    x, y, z, s = _offset(pos, ip, sh_center, ish)
     if sh_minexp[ish] * s > screen:
         return  # the output is zero-initialised
     f = 0.0
@@ -44,47 +49,14 @@ def _eval_cart_kernel(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, 
             f += e
             f1 -= a * e
             f2 += a * a * e
-    l = sh_l[ish]
     xp = cuda.local.array(NPOW, np.float64)
     yp = cuda.local.array(NPOW, np.float64)
     zp = cuda.local.array(NPOW, np.float64)
-    xp[0] = 0.0
-    xp[1] = 0.0
-    yp[0] = 0.0
-    yp[1] = 0.0
-    zp[0] = 0.0
-    zp[1] = 0.0
-    xp[2] = 1.0
-    yp[2] = 1.0
-    zp[2] = 1.0
-    for n in range(1, l + 1):
-        xp[n + 2] = xp[n + 1] * x
-        yp[n + 2] = yp[n + 1] * y
-        zp[n + 2] = zp[n + 1] * z
-    col = sh_col[ish]
-    g0 = 2.0 * f1
-    lapr = 6.0 * f1 + 4.0 * s * f2 + 4.0 * f1 * l
-    for lx in range(l, -1, -1):
-        for ly in range(l - lx, -1, -1):
-            lz = l - lx - ly
-            px = xp[lx + 2]
-            py = yp[ly + 2]
-            pz = zp[lz + 2]
-            P = px * py * pz
-            out[0, ip, col] = P * f
-            if deriv >= 1:
-                dPx = lx * xp[lx + 1] * py * pz
-                dPy = ly * px * yp[ly + 1] * pz
-                dPz = lz * px * py * zp[lz + 1]
-                g = g0 * P
-                out[1, ip, col] = dPx * f + x * g
-                out[2, ip, col] = dPy * f + y * g
-                out[3, ip, col] = dPz * f + z * g
-                if deriv >= 2:
-                    lapP = (lx * (lx - 1) * xp[lx] * py * pz + ly * (ly - 1) * px * yp[ly] * pz
-                            + lz * (lz - 1) * px * py * zp[lz])
-                    out[4, ip, col] = f * lapP + P * lapr
-            col += 1
+    for n in range(2):
+        xp[n] = 0.0
+        yp[n] = 0.0
+        zp[n] = 0.0
+    _cart_block(out, ip, sh_col[ish], sh_l[ish], x, y, z, s, f, f1, f2, deriv, xp, yp, zp)
 
 
 def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ncart, deriv, screen,

@@ -6,13 +6,20 @@ over centres grouped by species, so one call covers every centre and every posit
 passes: the primitive exponents ``a_p |r - A|^2`` for every position and primitive (screened ones set to
 infinity), their exponentials in one NumPy call (NumPy's SIMD ``exp``: the exponentials are most of
 the cost of an AO evaluation, and numba's scalar libm ``exp`` does not vectorise), then the
-contraction with the cartesian polynomials.
+contraction with the cartesian polynomials. The arithmetic of one (position, shell) pair (the offset
+from the centre, the cartesian block and its derivatives) is :mod:`rung.qmc._kernels.aos_body`'s, written
+once for these kernels and the GPU kernel and compiled in here with ``inline="always"``.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+
+from rung.qmc._kernels import aos_body
+
+_offset = numba.njit(inline="always")(aos_body.offset)
+_cart_block = numba.njit(inline="always")(aos_body.cart_block)
 
 
 @numba.njit(cache=True)
@@ -24,10 +31,7 @@ def _primitive_arguments(pos, sh_center, sh_pstart, sh_minexp, exps, screen):
     arg = np.empty((npos, exps.shape[0]))
     for ip in range(npos):
         for ish in range(nsh):
-            x = pos[ip, 0] - sh_center[ish, 0]
-            y = pos[ip, 1] - sh_center[ish, 1]
-            z = pos[ip, 2] - sh_center[ish, 2]
-            s = x * x + y * y + z * z
+            x, y, z, s = _offset(pos, ip, sh_center, ish)
             if sh_minexp[ish] * s > screen:
                 for p in range(sh_pstart[ish], sh_pstart[ish + 1]):
                     arg[ip, p] = 0.0
@@ -64,22 +68,27 @@ def eval_cart(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, n
 def _contract(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ex, ncart, deriv, screen):
     """eval_cart's contraction pass; ex (npos, nprim) float64 holds exp(-a_p r^2) (where a_p r^2 <= screen)."""
     nout = 1 if deriv == 0 else (4 if deriv == 1 else 5)
+    out = np.zeros((nout, pos.shape[0], ncart))
+    lmax = 0
+    for ish in range(sh_l.shape[0]):
+        lmax = max(lmax, sh_l[ish])
+    pw = np.zeros((3, lmax + 3))  # the power tables of cart_block (xp[0] = xp[1] = 0 stay)
+    _contract_into(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ex, deriv, screen, out, pw[0],
+                   pw[1], pw[2])
+    return out
+
+
+# _nrt=False: no reference counting here, where it would cost an incref/decref of each array argument of the
+# inlined _cart_block per (position, shell) pair (twice the time of the pass, measured)
+@numba.njit(cache=True, _nrt=False)
+def _contract_into(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ex, deriv, screen, out, xp, yp,
+                   zp):
+    """_contract's loops: out (nout, npos, ncart) float64 zeroed, xp, yp, zp (lmax + 3,) float64 zeroed scratch."""
     npos = pos.shape[0]
     nsh = sh_l.shape[0]
-    out = np.zeros((nout, npos, ncart))
-    lmax = 0
-    for ish in range(nsh):
-        lmax = max(lmax, sh_l[ish])
-    # powers x^(n-2) stored at index n so that x^-1, x^-2 (times a zero prefactor) read as 0
-    xp = np.zeros(lmax + 3)
-    yp = np.zeros(lmax + 3)
-    zp = np.zeros(lmax + 3)
     for ip in range(npos):
         for ish in range(nsh):
-            x = pos[ip, 0] - sh_center[ish, 0]
-            y = pos[ip, 1] - sh_center[ish, 1]
-            z = pos[ip, 2] - sh_center[ish, 2]
-            s = x * x + y * y + z * z
+            x, y, z, s = _offset(pos, ip, sh_center, ish)
             if sh_minexp[ish] * s > screen:
                 continue  # every primitive of the shell is negligible here
             f = 0.0
@@ -98,68 +107,4 @@ def _contract(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, e
                     f += e
                     f1 -= a * e
                     f2 += a * a * e
-            l = sh_l[ish]
-            col = sh_col[ish]
-            g0 = 2.0 * f1
-            lapr = 6.0 * f1 + 4.0 * s * f2 + 4.0 * f1 * l
-            # s and p shells written out (most shells; the same arithmetic as the general loop below)
-            if l == 0:
-                out[0, ip, col] = f
-                if deriv >= 1:
-                    out[1, ip, col] = x * g0
-                    out[2, ip, col] = y * g0
-                    out[3, ip, col] = z * g0
-                    if deriv >= 2:
-                        out[4, ip, col] = lapr
-                continue
-            if l == 1:
-                out[0, ip, col] = x * f
-                out[0, ip, col + 1] = y * f
-                out[0, ip, col + 2] = z * f
-                if deriv >= 1:
-                    gx = g0 * x
-                    gy = g0 * y
-                    gz = g0 * z
-                    out[1, ip, col] = f + x * gx
-                    out[2, ip, col] = y * gx
-                    out[3, ip, col] = z * gx
-                    out[1, ip, col + 1] = x * gy
-                    out[2, ip, col + 1] = f + y * gy
-                    out[3, ip, col + 1] = z * gy
-                    out[1, ip, col + 2] = x * gz
-                    out[2, ip, col + 2] = y * gz
-                    out[3, ip, col + 2] = f + z * gz
-                    if deriv >= 2:
-                        out[4, ip, col] = x * lapr
-                        out[4, ip, col + 1] = y * lapr
-                        out[4, ip, col + 2] = z * lapr
-                continue
-            xp[2] = 1.0
-            yp[2] = 1.0
-            zp[2] = 1.0
-            for n in range(1, l + 1):
-                xp[n + 2] = xp[n + 1] * x
-                yp[n + 2] = yp[n + 1] * y
-                zp[n + 2] = zp[n + 1] * z
-            for lx in range(l, -1, -1):
-                for ly in range(l - lx, -1, -1):
-                    lz = l - lx - ly
-                    px = xp[lx + 2]
-                    py = yp[ly + 2]
-                    pz = zp[lz + 2]
-                    P = px * py * pz
-                    out[0, ip, col] = P * f
-                    if deriv >= 1:
-                        dPx = lx * xp[lx + 1] * py * pz
-                        dPy = ly * px * yp[ly + 1] * pz
-                        dPz = lz * px * py * zp[lz + 1]
-                        g = g0 * P
-                        out[1, ip, col] = dPx * f + x * g
-                        out[2, ip, col] = dPy * f + y * g
-                        out[3, ip, col] = dPz * f + z * g
-                        if deriv >= 2:
-                            lapP = (lx * (lx - 1) * xp[lx] * py * pz + ly * (ly - 1) * px * yp[ly] * pz
-                                    + lz * (lz - 1) * px * py * zp[lz])
-                            out[4, ip, col] = f * lapP + P * lapr
-                    col += 1
-    return out
+            _cart_block(out, ip, sh_col[ish], sh_l[ish], x, y, z, s, f, f1, f2, deriv, xp, yp, zp)

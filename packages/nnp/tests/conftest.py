@@ -8,6 +8,15 @@ import pytest
 REFERENCE = Path(__file__).with_name("data") / "ani1x_paracetamol.npz"  # TorchANI's numbers, in the repository
 
 
+def pytest_configure(config):
+    """A stale numba cache of ``_kernels/`` (``cpu.py``'s kernels compile in ``aev_body.py``'s functions) is
+    dropped."""
+    import rung.nnp._kernels
+    from rung.core.testing import drop_stale_numba_cache
+
+    drop_stale_numba_cache(Path(rung.nnp._kernels.__file__).parent)
+
+
 @pytest.fixture(scope="session")
 def ani1x_file():
     """Path of the converted ANI-1x model; fetched with pip from the package index when missing."""

@@ -107,6 +107,32 @@ def test_cuda_kernels_in_simulator(single64):
 
 
 @simulator
+@pytest.mark.parametrize("zeta", [5.0, 3.5])
+def test_cuda_kernels_zeta_not_a_power_of_two(single64, zeta):
+    """Zeta other than ANI's 32 (a power of two: squarings), where the shared angle factors take x**zeta:
+    the forward and backward kernels against the NumPy reference to 1e-10."""
+    import dataclasses
+
+    from rung.nnp._kernels import gpu, reference
+
+    p = dataclasses.replace(single64.model.aev, Zeta=np.array([zeta]))
+    ent = gpu.neighbour_entries(np, X6, np.zeros(6, np.int64), 1, None, p.Rcr, p.Rca)
+    sp = single64.species_index(Z6)
+    args = (sp, ent.start, ent.nbr, ent.vec, ent.dist, ent.ang_start, ent.ang, p)
+    consts = gpu.kernel_constants(p)
+    assert consts[5] == -1  # nsq: no squarings
+    G = np.zeros((6, p.length))
+    gpu.aev_forward(sp, ent, consts, G)
+    G_ref = reference.aev_forward(*args)
+    np.testing.assert_allclose(G, G_ref, rtol=0, atol=1e-10 * np.abs(G_ref).max())
+    dG = np.random.default_rng(1).normal(size=G.shape)
+    g = np.zeros((ent.nbr.size, 3))
+    gpu.aev_backward(sp, ent, consts, dG, g)
+    g_ref = reference.aev_backward(*args, dG)
+    np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-10 * np.abs(g_ref).max())
+
+
+@simulator
 def test_gpu_pipeline_in_simulator(single64, ani1x_file):
     """ANIPotential with backend "cupy" driven by NumPy arrays under the simulator (neighbours, kernels,
     MLP, scatter all through the GPU engine) equals the numba backend: a periodic cell smaller than the

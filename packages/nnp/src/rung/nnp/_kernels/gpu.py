@@ -24,8 +24,12 @@ runs. The host reads three scalars per call (the number of entries, the number o
 shortest distance); nothing else leaves the device until the results.
 
 The kernels are tested under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) with tiny inputs;
-real-device tests are marked ``gpu``. ``tools/ptx_check.py`` loads this file on its own and compiles
-every kernel, so the module imports nothing from rung at import time.
+real-device tests are marked ``gpu``. The per-term arithmetic (cutoffs, radial Gaussians, angle factors
+and the triple's derivative coefficients) is :mod:`rung.nnp._kernels.aev_body`'s, shared with the CPU
+kernels and compiled here as device functions; what stays here is the GPU's own work split (one thread
+per entry or triple, atomic adds) and the r_avg Gaussians, formed per triple (the CPU shares per-neighbour
+factors among a centre's triples). ``tools/ptx_check.py`` loads this file on its own and compiles every
+kernel, so at import time the module imports nothing from rung but ``aev_body`` (which imports only math).
 """
 
 from __future__ import annotations
@@ -36,20 +40,19 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda
 
+from rung.nnp._kernels import aev_body
+
 MAX_SHF = 16  # local scratch size for ShfZ / ShfA
 THREADS = 128  # threads per block
 
-
-@cuda.jit(device=True, inline=True)
-def _ipow(x, n):
-    res = 1.0
-    b = x
-    while n:
-        if n & 1:
-            res *= b
-        b *= b
-        n >>= 1
-    return res
+_cutoff = cuda.jit(device=True, inline="always")(aev_body.cutoff)
+_cutoff_slope = cuda.jit(device=True, inline="always")(aev_body.cutoff_slope)
+_radial_gauss = cuda.jit(device=True, inline="always")(aev_body.radial_gauss)
+_radial_slope = cuda.jit(device=True, inline="always")(aev_body.radial_slope)
+_cos_angle = cuda.jit(device=True, inline="always")(aev_body.cos_angle)
+_angle_factors = cuda.jit(device=True, inline="always")(aev_body.angle_factors)
+_angle_slopes = cuda.jit(device=True, inline="always")(aev_body.angle_slopes)
+_pair_slopes = cuda.jit(device=True, inline="always")(aev_body.pair_slopes)
 
 
 @cuda.jit
@@ -113,12 +116,13 @@ def radial_forward_kernel(species, centre, nbr, dist, Rcr, etaR, shfR, out):
         return
     nR = shfR.size
     r = dist[e]
-    fc = 0.5 * math.cos(math.pi * r / Rcr) + 0.5
+    fc = 0.25 * _cutoff(r, Rcr)
     i = centre[e]
     base = species[nbr[e]] * nR
     for k in range(nR):
-        t = r - shfR[k]
-        cuda.atomic.add(out, (i, base + k), 0.25 * math.exp(-etaR * t * t) * fc)
+        _, ex = _radial_gauss(r, shfR[k], etaR)
+        if ex != 0.0:  # not a term left out
+            cuda.atomic.add(out, (i, base + k), ex * fc)
 
 
 @cuda.jit
@@ -129,16 +133,14 @@ def radial_backward_kernel(species, centre, nbr, vec, dist, Rcr, etaR, shfR, dG,
         return
     nR = shfR.size
     r = dist[e]
-    arg = math.pi * r / Rcr
-    fc = 0.5 * math.cos(arg) + 0.5
-    dfc = -0.5 * math.pi / Rcr * math.sin(arg)
+    fc, dfc = _cutoff_slope(r, Rcr)
     i = centre[e]
     base = species[nbr[e]] * nR
     acc = 0.0
     for k in range(nR):
-        t = r - shfR[k]
-        acc += dG[i, base + k] * 0.25 * math.exp(-etaR * t * t) * (-2.0 * etaR * t * fc + dfc)
-    acc /= r
+        t, ex = _radial_gauss(r, shfR[k], etaR)
+        acc += dG[i, base + k] * ex * _radial_slope(t, etaR, fc, dfc)
+    acc *= 0.25 / r
     for q in range(3):
         g[e, q] = acc * vec[e, q]
 
@@ -167,8 +169,8 @@ def _triple(t, tstart, ang_start, ang):
 
 
 @cuda.jit
-def angular_forward_kernel(species, nbr, vec, dist, ang_start, ang, tstart, Rca, izeta, cosZ, sinZ, etaA, shfA,
-                           pidx, radlen, out):
+def angular_forward_kernel(species, nbr, vec, dist, ang_start, ang, tstart, Rca, zeta, nsq, cosZ, sinZ, etaA,
+                           shfA, pidx, radlen, out):
     """One thread per triple (centre i, entries e1, e2): its angular terms added into i's AEV row."""
     t = cuda.grid(1)
     if t >= tstart[tstart.size - 1]:
@@ -178,11 +180,9 @@ def angular_forward_kernel(species, nbr, vec, dist, ang_start, ang, tstart, Rca,
     f1 = cuda.local.array(MAX_SHF, np.float64)
     r1 = dist[e1]
     r2 = dist[e2]
-    fcp = 2.0 * (0.5 * math.cos(math.pi * r1 / Rca) + 0.5) * (0.5 * math.cos(math.pi * r2 / Rca) + 0.5)
-    c = 0.95 * (vec[e1, 0] * vec[e2, 0] + vec[e1, 1] * vec[e2, 1] + vec[e1, 2] * vec[e2, 2]) / (r1 * r2)
-    s = math.sqrt(1.0 - c * c)
-    for z in range(nZ):
-        f1[z] = _ipow(0.5 * (1.0 + c * cosZ[z] + s * sinZ[z]), izeta)
+    fcp = 2.0 * _cutoff(r1, Rca) * _cutoff(r2, Rca)
+    c = _cos_angle(vec[e1, 0], vec[e1, 1], vec[e1, 2], vec[e2, 0], vec[e2, 1], vec[e2, 2], r1, r2)
+    _angle_factors(c, cosZ, sinZ, zeta, nsq, f1, f1)  # (no slopes: f1 as the x_z scratch)
     ravg = 0.5 * (r1 + r2)
     base = radlen + pidx[species[nbr[e1]], species[nbr[e2]]] * nA * nZ
     for a in range(nA):
@@ -193,32 +193,24 @@ def angular_forward_kernel(species, nbr, vec, dist, ang_start, ang, tstart, Rca,
 
 
 @cuda.jit
-def angular_backward_kernel(species, nbr, vec, dist, ang_start, ang, tstart, Rca, izeta, cosZ, sinZ, etaA, shfA,
-                            pidx, radlen, dG, g):
+def angular_backward_kernel(species, nbr, vec, dist, ang_start, ang, tstart, Rca, zeta, nsq, cosZ, sinZ, etaA,
+                            shfA, pidx, radlen, dG, g):
     """One thread per triple: its dE/d(vec[e1]) and dE/d(vec[e2]) added (atomically) into g."""
     t = cuda.grid(1)
     if t >= tstart[tstart.size - 1]:
         return
     i, e1, e2 = _triple(t, tstart, ang_start, ang)
     nZ, nA = cosZ.size, shfA.size
-    zeta = float(izeta)
     f1 = cuda.local.array(MAX_SHF, np.float64)
     df1 = cuda.local.array(MAX_SHF, np.float64)
+    xb = cuda.local.array(MAX_SHF, np.float64)
     r1 = dist[e1]
     r2 = dist[e2]
-    arg1 = math.pi * r1 / Rca
-    arg2 = math.pi * r2 / Rca
-    fc1 = 0.5 * math.cos(arg1) + 0.5
-    fc2 = 0.5 * math.cos(arg2) + 0.5
-    dfc1 = -0.5 * math.pi / Rca * math.sin(arg1)
-    dfc2 = -0.5 * math.pi / Rca * math.sin(arg2)
-    c = 0.95 * (vec[e1, 0] * vec[e2, 0] + vec[e1, 1] * vec[e2, 1] + vec[e1, 2] * vec[e2, 2]) / (r1 * r2)
-    s = math.sqrt(1.0 - c * c)
-    for z in range(nZ):
-        xz = 0.5 * (1.0 + c * cosZ[z] + s * sinZ[z])
-        xm = _ipow(xz, izeta - 1)
-        f1[z] = xm * xz
-        df1[z] = zeta * xm * 0.5 * (cosZ[z] - sinZ[z] * c / s)
+    fc1, dfc1 = _cutoff_slope(r1, Rca)
+    fc2, dfc2 = _cutoff_slope(r2, Rca)
+    c = _cos_angle(vec[e1, 0], vec[e1, 1], vec[e1, 2], vec[e2, 0], vec[e2, 1], vec[e2, 2], r1, r2)
+    s = _angle_factors(c, cosZ, sinZ, zeta, nsq, xb, f1)
+    _angle_slopes(c, s, cosZ, sinZ, zeta, xb, f1, df1)
     ravg = 0.5 * (r1 + r2)
     base = radlen + pidx[species[nbr[e1]], species[nbr[e2]]] * nA * nZ
     A = 0.0
@@ -240,8 +232,7 @@ def angular_backward_kernel(species, nbr, vec, dist, ang_start, ang, tstart, Rca
     fcp = fc1 * fc2
     dcos = 2.0 * fcp * Bc
     dravg = 2.0 * fcp * Br
-    k1 = (2.0 * A * dfc1 * fc2 + 0.5 * dravg) / r1 - dcos * c / (r1 * r1)
-    k2 = (2.0 * A * fc1 * dfc2 + 0.5 * dravg) / r2 - dcos * c / (r2 * r2)
+    k1, k2 = _pair_slopes(A, dcos, dravg, c, r1, r2, fc1, fc2, dfc1, dfc2)
     inv12 = 0.95 / (r1 * r2)
     for q in range(3):
         cuda.atomic.add(g, (e1, q), k1 * vec[e1, q] + dcos * inv12 * vec[e2, q])
@@ -328,7 +319,7 @@ def neighbour_entries(xp, x, batch, n_batch, cells, Rcr, Rca) -> DeviceEntries:
         cells_h = np.array(cells, dtype=np.float64).reshape(n_batch, 3, 3)  # a copy: cells may be a read-only view
         # cutoff over face heights, a hair larger so that rounding cannot drop a shift (the distance decides)
         from rung.core.neighbors import cell_heights  # here, not at the top: tools/ptx_check.py loads this
-        # module from its file alone (no rung import), to compile the kernels above
+        # module with numba-cuda and NumPy alone installed, to compile the kernels above
 
         rch = np.array([Rcr / cell_heights(c) for c in cells_h]) * (1.0 + 1e-9) + 1e-9
         inv = xp.asarray(np.linalg.inv(cells_h))
@@ -362,20 +353,17 @@ def neighbour_entries(xp, x, batch, n_batch, cells, Rcr, Rca) -> DeviceEntries:
 
 
 def kernel_constants(p):
-    """Constants for the kernels from AEVParams; integral Zeta only (ANI's 32), at most MAX_SHF shifts.
+    """Constants for the kernels from AEVParams (those of the CPU kernels); at most MAX_SHF shifts.
 
-    Returns Rcr, Rca, etaR, shfR, izeta, cosZ, sinZ, etaA, shfA, pidx (float64/int64 host arrays and
-    Python scalars).
+    Returns Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ, etaA, shfA, pidx (float64/int64 host arrays and
+    Python scalars; nsq as in :func:`rung.nnp._kernels.aev_body.angle_factors`).
     """
     from rung.nnp._kernels.cpu import _consts
 
-    Rcr, Rca, etaR, shfR, zeta, _, cosZ, sinZ, etaA, shfA, pidx = _consts(p)
-    izeta = int(zeta) if zeta == int(zeta) and zeta >= 1 else -1
-    if izeta < 1:
-        raise NotImplementedError(f"the GPU kernels need an integral Zeta, got {zeta}")
+    Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ, etaA, shfA, pidx = _consts(p)
     if max(cosZ.size, shfA.size) > MAX_SHF:
         raise NotImplementedError(f"the GPU kernels allow at most {MAX_SHF} ShfZ/ShfA values")
-    return Rcr, Rca, etaR, shfR, izeta, cosZ, sinZ, etaA, shfA, pidx
+    return Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ, etaA, shfA, pidx
 
 
 def _on(xp, consts):
@@ -389,21 +377,21 @@ def aev_forward(species, ent, consts, out):
     present, tstart (:class:`DeviceEntries`, or :class:`rung.nnp.ani.Entries` under the simulator);
     consts : :func:`kernel_constants`, arrays on the device of ``out``.
     """
-    Rcr, Rca, etaR, shfR, izeta, cosZ, sinZ, etaA, shfA, pidx = consts
+    Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ, etaA, shfA, pidx = consts
     tstart, n_triples = _triples(ent)
     _launch(radial_forward_kernel, ent.nbr.shape[0], species, ent.centre, ent.nbr, ent.dist, Rcr, etaR, shfR, out)
     _launch(angular_forward_kernel, n_triples, species, ent.nbr, ent.vec, ent.dist, ent.ang_start, ent.ang,
-            tstart, Rca, izeta, cosZ, sinZ, etaA, shfA, pidx, pidx.shape[0] * shfR.size, out)
+            tstart, Rca, zeta, nsq, cosZ, sinZ, etaA, shfA, pidx, pidx.shape[0] * shfR.size, out)
 
 
 def aev_backward(species, ent, consts, dG, g):
     """g (n_entries, 3) float64 = dE/d(vec[e]) given dE/dG (n_atoms, length) float64 (g is overwritten)."""
-    Rcr, Rca, etaR, shfR, izeta, cosZ, sinZ, etaA, shfA, pidx = consts
+    Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ, etaA, shfA, pidx = consts
     tstart, n_triples = _triples(ent)
     _launch(radial_backward_kernel, ent.nbr.shape[0], species, ent.centre, ent.nbr, ent.vec, ent.dist, Rcr, etaR,
             shfR, dG, g)
     _launch(angular_backward_kernel, n_triples, species, ent.nbr, ent.vec, ent.dist, ent.ang_start, ent.ang,
-            tstart, Rca, izeta, cosZ, sinZ, etaA, shfA, pidx, pidx.shape[0] * shfR.size, dG, g)
+            tstart, Rca, zeta, nsq, cosZ, sinZ, etaA, shfA, pidx, pidx.shape[0] * shfR.size, dG, g)
 
 
 def _triples(ent):

@@ -79,7 +79,7 @@ def _contract(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, e
 
 
 # _nrt=False: no reference counting here, where it would cost an incref/decref of each array argument of the
-# inlined _cart_block per (position, shell) pair (twice the time of the pass, measured)
+# inlined _cart_block per (position, shell) pair (1.6-1.7x the time of the pass, measured; BENCHMARKS.md)
 @numba.njit(cache=True, _nrt=False)
 def _contract_into(pos, sh_center, sh_l, sh_pstart, sh_col, sh_minexp, exps, coefs, ex, deriv, screen, out, xp, yp,
                    zp):

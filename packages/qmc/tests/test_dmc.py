@@ -195,3 +195,109 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     e_res = [line for line in resumed.stdout.splitlines() if "E(DMC)" in line]
     assert e_ref == e_res and e_ref
     np.testing.assert_array_equal(Trace.read(tmp_path / "run.h5")["energy"], Trace.read(tmp_path / "ref.h5")["energy"])
+
+
+class _Quaternions:
+    """A stand-in generator whose ``normal(size=(n, 4))`` returns the next preset (n, 4) block."""
+
+    def __init__(self, *blocks):
+        self.blocks = list(blocks)
+
+    def normal(self, size):
+        q = self.blocks.pop(0)
+        assert q.shape == tuple(size)
+        return q.copy()
+
+
+@pytest.mark.parametrize("path", ["fused", "generic"])
+def test_nonlocal_electron_of_a_walker_subset(water, path):
+    """nonlocal_electron(walkers=idx) equals the rows idx of the every-walker evaluation given the same
+    rotations (quaternions Q[idx]), for the fused kernel and the generic testvalue path, also where the
+    Jastrow's cache of J_e was dropped by a move (the state T-moves evaluate subsets in)."""
+    import copy
+
+    from rung.qmc.ecp import _fused_inputs
+    from rung.qmc.wavefunction import ProductWF
+
+    _, wf0, ham, v = water
+    wf = copy.deepcopy(wf0)
+    if path == "generic":
+        wf.__class__ = type("NotFused", (ProductWF,), {})  # ratio_vector_parts serves only ProductWF itself
+    configs = v.configs.copy()
+    wf.recompute(configs)
+    nw = configs.shape[0]
+    assert (_fused_inputs(wf, 0) is not None) == (path == "fused")
+    rng = np.random.default_rng(11)
+    mask = np.zeros(nw, dtype=bool)
+    mask[[1, 4, 7]] = True
+    new = configs[:, 2] + 0.2 * rng.normal(size=(nw, 3))
+    wf.accept(2, new, mask)  # drops the Jastrow's cached J_e
+    configs[mask, 2] = new[mask]
+    idx = np.array([0, 4, 5, 10])
+    for e in (0, 2, 6):
+        Q = rng.normal(size=(nw, 4))
+        sub_t, sub_p = ham.ecp.nonlocal_electron(wf, e, configs, _Quaternions(Q[idx]), walkers=idx)
+        full_t, full_p = ham.ecp.nonlocal_electron(wf, e, configs, _Quaternions(Q))
+        assert np.count_nonzero(full_t[idx]) > 0  # some of these walkers are within a projector's range
+        np.testing.assert_allclose(sub_p, full_p[idx], rtol=0, atol=1e-14)
+        np.testing.assert_allclose(sub_t, full_t[idx], rtol=1e-12, atol=1e-15)
+
+
+def test_tmove_reuses_the_local_energy_quadrature(water, monkeypatch):
+    """Given the local energy's quadrature, a T-move pass evaluates electron e afresh exactly at the walkers
+    that an earlier electron's T-move moved in this pass (none for the first electron), and takes the
+    moves of the others from the given terms: with a generator whose uniforms all lie above every
+    probability nothing moves and nothing is evaluated; and the first electron's moves follow its given
+    terms (the oracle: the move rule applied to them by hand)."""
+    import copy
+
+    from rung.qmc import dmc as dmc_mod
+
+    _, wf0, ham, v = water
+    wf = copy.deepcopy(wf0)
+    configs = v.configs.copy()
+    nw, ne, _ = configs.shape
+    wf.recompute(configs)
+    quad = []
+    ham.local_energy(wf, configs, np.random.default_rng(5), nonlocal_terms=quad)
+    assert len(quad) == ne and quad[0][0].shape[0] == nw
+    tau = 2.0  # large: many walkers move
+    calls, accepted = [], []
+    real_nl, real_accept = type(ham.ecp).nonlocal_electron, wf.accept
+
+    def spy_nl(self, wf_, e, configs_, rng_, grid=None, walkers=None):
+        calls.append((e, None if walkers is None else tuple(walkers)))
+        return real_nl(self, wf_, e, configs_, rng_, grid, walkers)
+
+    def spy_accept(e, epos, mask, saved=None):
+        accepted.append((e, np.nonzero(mask)[0]))
+        return real_accept(e, epos, mask, saved)
+
+    monkeypatch.setattr(type(ham.ecp), "nonlocal_electron", spy_nl)
+    monkeypatch.setattr(wf, "accept", spy_accept)
+    rng = np.random.default_rng(9)
+    u0 = np.random.default_rng(9).random(nw)  # the first electron's uniforms
+    t = np.where(quad[0][0] < 0.0, -tau * quad[0][0], 0.0)
+    expect0 = np.nonzero(u0 > t.sum(1) / (1.0 + t.sum(1)) * (1 - 1e-12))[0]  # stays where u >= total probability
+    before = configs.copy()
+    dmc_mod.tmove(wf, ham.ecp, configs, tau, rng, quad)
+    moved0 = accepted[0][1] if accepted and accepted[0][0] == 0 else np.array([], int)
+    np.testing.assert_array_equal(np.setdiff1d(np.arange(nw), moved0), expect0)
+    stale, expected_calls = set(), []
+    moved_by = {e: set(w.tolist()) for e, w in accepted}
+    for e in range(ne):
+        if stale:
+            expected_calls.append((e, tuple(sorted(stale))))
+        stale |= moved_by.get(e, set())
+    assert calls == expected_calls and len(calls) > 0
+    assert np.any(configs != before)
+
+    class NoMoves:
+        def random(self, n):
+            return np.ones(n)
+
+    calls.clear()
+    accepted.clear()
+    wf.recompute(before)
+    dmc_mod.tmove(wf, ham.ecp, before.copy(), tau, NoMoves(), quad)
+    assert calls == [] and accepted == []

@@ -2,12 +2,16 @@
 
 One step of imaginary time tau, for all walkers at once:
 
-1. drift-diffusion sweep, electron by electron (as in :mod:`rung.qmc.vmc`, Umrigar-limited drift),
-   rejecting moves that cross a node of psi (fixed node);
-2. T-moves for the nonlocal ECP (Casula's size-consistent sequential scheme): electron i jumps to
+1. T-moves for the nonlocal ECP (Casula's size-consistent sequential scheme): electron i jumps to
    quadrature point q with probability T_q / (1 + sum_q T_q), ``T_q = -tau V_q`` for the matrix
-   elements with ``V_q = <R'|V_NL|R> psi(R')/psi(R) < 0``; the local energy keeps the full V_NL psi/psi;
-3. weights ``w *= exp(tau_eff (S(R) + S(R'))/2)``, ``S = (E_ref - E_L) |vbar|/|v|`` (Umrigar's energy
+   elements with ``V_q = <R'|V_NL|R> psi(R')/psi(R) < 0``; the local energy keeps the full V_NL psi/psi.
+   The matrix elements are those of the last local energy (its quadrature points and random rotation,
+   as QMCPACK's T-moves), evaluated afresh only for the walkers an earlier electron's T-move moved;
+2. drift-diffusion sweep, electron by electron (as in :mod:`rung.qmc.vmc`, Umrigar-limited drift),
+   rejecting moves that cross a node of psi (fixed node); then the local energy E_L(R');
+   (this order, PyQMC's and QMCPACK's, evaluates E_L after a drift-diffusion, not right after the
+   T-moves: a smaller time-step error and E_L variance on ccECP water, see the package's BENCHMARKS.md)
+3. weights ``w *= exp(tau_eff (S(R) + S(R'))/2)`` (R the walker at the step's start, before its T-moves), ``S = (E_ref - E_L) |vbar|/|v|`` (Umrigar's energy
    limiting) with ``|E_ref - E_L|`` capped at ``0.2 sqrt(N/tau)`` (Zen et al. 2016; without it a walker
    near a nucleus of a cusp-less Gaussian wave function takes over the population),
    ``tau_eff = tau <accepted dr^2>/<proposed dr^2>``;
@@ -84,12 +88,28 @@ def comb(weights, rng) -> np.ndarray:
     return np.minimum(np.searchsorted(cum, (np.arange(n) + rng.random()) / n), n - 1)
 
 
-def tmove(wf, ecp, configs, tau, rng) -> float:
-    """Sequential T-moves over all electrons (in place); returns the fraction of electrons moved."""
+def tmove(wf, ecp, configs, tau, rng, quadrature=None) -> float:
+    """Sequential T-moves over all electrons (in place); returns the fraction of electrons moved.
+
+    ``quadrature``: per electron, the (terms (nw, npts), points (nw, npts, 3)) of the local energy at
+    ``configs`` (:meth:`rung.qmc.hamiltonian.Hamiltonian.local_energy`'s ``nonlocal_terms``): electron e
+    of a walker none of whose electrons has moved yet in this pass takes its moves from there (the
+    matrix elements of the same discretised V_NL that weighted the walker, as QMCPACK's T-moves take the
+    local energy's); the walkers already moved are evaluated afresh. Without it, every electron's
+    quadrature is evaluated afresh (a new random rotation).
+    """
     nw, ne, _ = configs.shape
     moved = 0
+    stale = np.zeros(nw, dtype=bool)  # walkers with an electron moved in this pass
     for e in range(ne):
-        terms, points = ecp.nonlocal_electron(wf, e, configs, rng)  # (nw, npts), (nw, npts, 3)
+        if quadrature is None:
+            terms, points = ecp.nonlocal_electron(wf, e, configs, rng)  # (nw, npts), (nw, npts, 3)
+        else:
+            terms, points = quadrature[e]
+            idx = np.nonzero(stale)[0]
+            if idx.size:
+                terms, points = terms.copy(), points.copy()
+                terms[idx], points[idx] = ecp.nonlocal_electron(wf, e, configs, rng, walkers=idx)
         if terms.shape[1] == 0:
             return 0.0
         t = np.where(terms < 0.0, -tau * terms, 0.0)
@@ -101,6 +121,7 @@ def tmove(wf, ecp, configs, tau, rng) -> float:
         new = points[np.arange(nw), np.minimum(k, t.shape[1] - 1)]
         wf.accept(e, new, move)  # the components evaluate the new position at the moved walkers only
         configs[move, e] = new[move]
+        stale |= move
         moved += move.sum()
     return moved / (nw * ne)
 
@@ -164,8 +185,17 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
             fields.update({f"force_{a}_{x}": "hartree/bohr" for a in range(forces.natom) for x in "xyz"})
         tr = Trace(trace, "dmc", fields, backend, keep_blocks=start_block)
 
+    use_tmoves = config.tmoves and ham.ecp.has_nonlocal
+
+    def local_energy():
+        """E_L components, grad log psi and (with T-moves) the nonlocal quadrature at configs."""
+        if not use_tmoves:
+            return (*ham.local_energy(wf, configs, rng, return_grad=True), None)
+        quad = []
+        return (*ham.local_energy(wf, configs, rng, return_grad=True, nonlocal_terms=quad), quad)
+
     wf.recompute(configs)
-    el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
+    el, grad, quad = local_energy()
     if e_ref is None:
         e_ref = float(np.mean(el["total"]))
 
@@ -182,16 +212,16 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
     for b in range(start_block, config.nblocks):
         if b > start_block:
             wf.recompute(configs)  # bound Sherman-Morrison round-off; also what a restart does
-            el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
+            el, grad, quad = local_energy()
             s_old = s_limited(el, grad, e_ref)
         fstart = facc.n if facc is not None else 0
         for j in range(config.nsteps):
             i = b * config.nsteps + j
+            if use_tmoves:
+                tmove(wf, ham.ecp, configs, config.tau, rng, quad)
             _, acc_ratio = sweep(wf, configs, config.tau, rng, fixed_node=True)
             r2 += (acc_ratio, 1.0)
-            if config.tmoves and ham.ecp.has_nonlocal:
-                tmove(wf, ham.ecp, configs, config.tau, rng)
-            el, grad = ham.local_energy(wf, configs, rng, return_grad=True)
+            el, grad, quad = local_energy()
             if not np.all(np.isfinite(el["total"])):
                 raise PopulationError(f"non-finite local energy at step {i}")
             s_new = s_limited(el, grad, e_ref)
@@ -218,6 +248,8 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
             configs = configs[idx]
             wf.resample(idx)
             s_old = s_new[idx]
+            if use_tmoves:
+                quad = [(t[idx], p[idx]) for t, p in quad]
         blk = slice(b * config.nsteps, (b + 1) * config.nsteps)
         e_ref = float(np.mean(series["total"][blk]))
         if tr is not None:

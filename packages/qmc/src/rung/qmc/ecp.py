@@ -144,29 +144,33 @@ class ECP:
             out.append(float(r[min(big[-1] + 1, r.size - 1)]) if big.size else 0.0)
         return out
 
-    def nonlocal_electron(self, wf, e, configs, rng, grid=None):
-        """Nonlocal terms of electron e, all walkers, all ECP atoms in one batched ratio call.
+    def nonlocal_electron(self, wf, e, configs, rng, grid=None, walkers=None):
+        """Nonlocal terms of electron e, all walkers (or ``walkers``), all ECP atoms in one batched ratio call.
+
+        ``walkers`` : (m,) int, distinct walker indices: evaluate these walkers only (rows of ``configs``
+        and of ``wf``'s state), drawing m random rotations (those the full call would give them, were
+        the generator's draws for them the same).
 
         Returns
         -------
-        terms : (nwalkers, npts) float64, Hartree — contribution of each quadrature point to V_NL psi/psi
-            (their sum is the nonlocal energy of electron e)
-        points : (nwalkers, npts, 3) float64, Bohr — the quadrature points (for T-moves)
+        terms : (nwalkers or m, npts) float64, Hartree — contribution of each quadrature point to V_NL
+            psi/psi (their sum is the nonlocal energy of electron e)
+        points : (nwalkers or m, npts, 3) float64, Bohr — the quadrature points (for T-moves)
         """
         nl_atoms = [(R, nl, rc) for (_, R, _, nl), rc in zip(self.atoms, self._cut) if nl]
-        nw = configs.shape[0]
+        x = configs[:, e] if walkers is None else configs[walkers, e]  # (nw, 3)
+        nw = x.shape[0]
         if not nl_atoms:
             return np.zeros((nw, 0)), np.zeros((nw, 0, 3))
         if grid is None:
-            fused = _fused_inputs(wf, e)
+            fused = _fused_inputs(wf, e, walkers)
             if fused is not None:
-                return self._nonlocal_fused(fused, configs[:, e], rng)
+                return self._nonlocal_fused(fused, x, rng)
         dirs, weights = grid if grid is not None else _ICOSAHEDRON
         rot = random_rotations(rng, nw)  # (nw, 3, 3)
         # rotated directions qd[w, q, i] = sum_j rot[w, i, j] dirs[q, j]  (nw, nq, 3), summed over j in order
         qd = rot[:, None, :, 0] * dirs[:, None, 0] + rot[:, None, :, 1] * dirs[:, None, 1]
         qd += rot[:, None, :, 2] * dirs[:, None, 2]
-        x = configs[:, e]  # (nw, 3)
         nq = dirs.shape[0]
         pts, near_pts, coef, pair_w, pair_a = [], [], [], [], []
         for a, (R, nl, rc) in enumerate(nl_atoms):
@@ -190,7 +194,8 @@ class ECP:
         points = np.concatenate(pts, axis=1)  # (nw, natom*nq, 3)
         terms = np.zeros(points.shape[:2])
         if pair_w:  # one batched ratio call over all (walker, atom) pairs in range
-            ratio = wf.testvalue(e, np.concatenate(near_pts), np.concatenate(pair_w))  # (npair, nq)
+            rows = np.concatenate(pair_w)  # walker of each pair, in wf's numbering below
+            ratio = wf.testvalue(e, np.concatenate(near_pts), rows if walkers is None else walkers[rows])  # (npair, nq)
             vals = np.concatenate(coef) * ratio
             t3 = terms.reshape(nw, len(nl_atoms), nq)  # a view: atom a owns columns a*nq .. (a+1)*nq - 1
             start = 0
@@ -259,20 +264,24 @@ class ECP:
         return ecp_nonlocal(np.ascontiguousarray(x), quat, dirs, weights, self._packed(), self._centres(basis), SCREEN,
                             bvec, use_j, jargs, j_old)
 
-    def nonlocal_(self, wf, configs, rng) -> np.ndarray:
-        """Nonlocal ECP energy, (nwalkers,) Hartree, summed over electrons."""
+    def nonlocal_(self, wf, configs, rng, keep=None) -> np.ndarray:
+        """Nonlocal ECP energy, (nwalkers,) Hartree, summed over electrons; with ``keep`` (a list) each
+        electron's (terms, points) of :meth:`nonlocal_electron` are appended to it (the T-moves' input)."""
         v = np.zeros(configs.shape[0])
         if self.has_nonlocal:
             for e in range(configs.shape[1]):
-                v += self.nonlocal_electron(wf, e, configs, rng)[0].sum(-1)
+                terms, points = self.nonlocal_electron(wf, e, configs, rng)
+                v += terms.sum(-1)
+                if keep is not None:
+                    keep.append((terms, points))
         return v
 
 
-def _fused_inputs(wf, e):
+def _fused_inputs(wf, e, walkers=None):
     """(basis, b (nw, ncart), (Jastrow kernel arguments, J_e (nw,)) or None) when ``wf`` is a plain
     Slater(-Jastrow) product or a table-method multi-Slater(-Jastrow) one
     (:func:`rung.qmc.wavefunction.ratio_vector_parts`); None otherwise (the generic ``testvalue`` path
-    serves every other wave function)."""
+    serves every other wave function). With ``walkers`` (m,) int: those walkers' rows only."""
     from rung.qmc.wavefunction import ratio_vector_parts
 
     parts = ratio_vector_parts(wf)
@@ -280,5 +289,12 @@ def _fused_inputs(wf, e):
         return None
     det, jas = parts
     basis, b = det.ratio_vector(e)
-    jargs = None if jas is None else (jas.kernel_arguments(e), np.ascontiguousarray(jas._current(e)[:, 0]))
+    if walkers is not None:
+        b = np.ascontiguousarray(b[walkers])
+    jargs = None
+    if jas is not None:
+        args = jas.kernel_arguments(e)
+        if walkers is not None:
+            args = args._replace(configs=np.ascontiguousarray(args.configs[walkers]))
+        jargs = (args, np.ascontiguousarray(jas.current(e, walkers)))
     return basis, b, jargs

@@ -66,13 +66,15 @@ class Hamiltonian:
         grad, lap = wf.gradient_laplacian_all()
         return -0.5 * lap.sum(-1), grad
 
-    def local_energy(self, wf, configs, rng, return_grad: bool = False):
+    def local_energy(self, wf, configs, rng, return_grad: bool = False, nonlocal_terms=None):
         """{component: (nwalkers,)} Hartree, with "total"; ``wf`` must be in the state of ``configs``.
 
-        With ``return_grad`` also grad log psi (nwalkers, nelec, 3), Bohr^-1 (the DMC drift).
+        With ``return_grad`` also grad log psi (nwalkers, nelec, 3), Bohr^-1 (the DMC drift). With
+        ``nonlocal_terms`` (a list) each electron's nonlocal quadrature (terms, points) is appended to it
+        (:meth:`rung.qmc.ecp.ECP.nonlocal_`; the DMC T-moves reuse it).
         """
         out = self.potential(configs)
         out["kinetic"], grad = self.kinetic(wf, configs)
-        out["ecp_nonlocal"] = self.ecp.nonlocal_(wf, configs, rng)
+        out["ecp_nonlocal"] = self.ecp.nonlocal_(wf, configs, rng, keep=nonlocal_terms)
         out["total"] = sum(out[k] for k in COMPONENTS)
         return (out, grad) if return_grad else out

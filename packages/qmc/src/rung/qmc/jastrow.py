@@ -207,6 +207,14 @@ class Jastrow:
             self._cache[e] = self._electron_terms(e, self.configs[:, e][:, None], 0)[0]
         return self._cache[e]
 
+    def current(self, e, walkers=None):
+        """J_e at the current positions, (nw,) float64, or (m,) at ``walkers`` (m,) int (evaluated there
+        when not cached, without filling the cache)."""
+        if walkers is None or e in self._cache:
+            j = self._current(e)[:, 0]
+            return j if walkers is None else j[walkers]
+        return self._electron_terms(e, self.configs[walkers, e][:, None], 0, walkers)[0][:, 0]
+
     def _delta(self, e, epos, mask=None):
         single = epos.ndim == 2
         ep = epos[:, None] if single else epos

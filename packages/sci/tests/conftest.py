@@ -27,3 +27,30 @@ def h2o_small(h2o):
 
     n = 8
     return Hamiltonian(h2o.h1[:n, :n], h2o.eri[:n, :n, :n, :n], h2o.ecore, h2o.nelec, h2o.orbsym[:n])
+
+
+@pytest.fixture
+def killed_cipsi(monkeypatch):
+    """``killed_cipsi(ham, config, checkpoint, n)``: run :func:`rung.sci.cipsi.kernel` with ``checkpoint``
+    and kill it (KeyboardInterrupt) at the start of its n-th PT2 pass (1-based), as a killed job would
+    stop; the checkpoint holds the iterations before it."""
+    from rung.sci import cipsi
+
+    def run(ham, config, checkpoint, n):
+        calls = {"n": 0}
+        real = cipsi.en_pt2
+
+        def dying(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        monkeypatch.setattr(cipsi, "en_pt2", dying)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                cipsi.kernel(ham, config, checkpoint=checkpoint, log=None)
+        finally:
+            monkeypatch.setattr(cipsi, "en_pt2", real)
+
+    return run

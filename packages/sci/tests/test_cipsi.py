@@ -106,22 +106,10 @@ def test_larger_budget_extends_a_finished_run(h2o_small, tmp_path):
     assert abs(second.e_var[0] - straight.e_var[0]) < 1e-5  # another path to the same accuracy
 
 
-def test_resume_after_kill(h2o_small, tmp_path, monkeypatch):
+def test_resume_after_kill(h2o_small, tmp_path, killed_cipsi):
     """Kill the run in iteration 4 (after 3 checkpoints); the rerun resumes and matches a straight run."""
     wf = tmp_path / "wf.h5"
-    calls = {"n": 0}
-    real = cipsi.en_pt2
-
-    def dying(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(cipsi, "en_pt2", dying)
-    with pytest.raises(KeyboardInterrupt):
-        cipsi.kernel(h2o_small, cipsi.CIPSIConfig(max_det=800), checkpoint=wf, log=None)
-    monkeypatch.setattr(cipsi, "en_pt2", real)
+    killed_cipsi(h2o_small, cipsi.CIPSIConfig(max_det=800), wf, 4)
     res, next_keys, _ = cipsi.load(wf)
     assert len(res.history) == 3 and next_keys is not None
     lines = []
@@ -361,26 +349,14 @@ def test_max_det_is_never_passed(h2o):
         assert r.history[-2]["capped"] and not r.history[-1]["capped"]
 
 
-def test_kill_after_the_cut_growth_resumes_to_the_same_end(h2o, tmp_path, monkeypatch):
+def test_kill_after_the_cut_growth_resumes_to_the_same_end(h2o, tmp_path, killed_cipsi):
     """A run killed in its last iteration (the one after the growth cut to max_det) resumes without
     growing again and ends where a straight run ends; a larger budget extends the finished run."""
     cfg = cipsi.CIPSIConfig(max_det=500, pt2_threshold=0.0, growth=3.0)
     straight = cipsi.kernel(h2o, cfg, log=None)
     assert straight.history[-2]["capped"]
     wf = tmp_path / "wf.h5"
-    calls = {"n": 0}
-    real = cipsi.en_pt2
-
-    def dying(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == len(straight.history):
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(cipsi, "en_pt2", dying)
-    with pytest.raises(KeyboardInterrupt):
-        cipsi.kernel(h2o, cfg, checkpoint=wf, log=None)
-    monkeypatch.setattr(cipsi, "en_pt2", real)
+    killed_cipsi(h2o, cfg, wf, len(straight.history))
     resumed = cipsi.kernel(h2o, cfg, checkpoint=wf, log=None)
     assert [h["n_det"] for h in resumed.history] == [h["n_det"] for h in straight.history]
     lines = []

@@ -62,7 +62,7 @@ def test_no_short_step_no_change(h2o, plain):
 
 
 @pytest.mark.parametrize("killed_after", ["before", "after"])
-def test_kill_around_the_growth_to_the_budget_resumes_to_the_same_end(h2o, tmp_path, monkeypatch, killed_after):
+def test_kill_around_the_growth_to_the_budget_resumes_to_the_same_end(h2o, tmp_path, killed_cipsi, killed_after):
     """A run killed in the pass that decides the growth to the budget ("before": the checkpoint holds
     the iterations up to it) or in the last pass ("after": the checkpoint holds the grown space) resumes
     to the straight run's space and energy; a rerun then finds it complete."""
@@ -71,19 +71,7 @@ def test_kill_around_the_growth_to_the_budget_resumes_to_the_same_end(h2o, tmp_p
     k = next(i for i, h in enumerate(straight.history) if h["to_budget"])
     dies_at = {"before": k + 1, "after": k + 2}[killed_after]  # en_pt2 calls, 1-based
     wf = tmp_path / "wf.h5"
-    calls = {"n": 0}
-    real = cipsi.en_pt2
-
-    def dying(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == dies_at:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(cipsi, "en_pt2", dying)
-    with pytest.raises(KeyboardInterrupt):
-        cipsi.kernel(h2o, cfg, checkpoint=wf, log=None)
-    monkeypatch.setattr(cipsi, "en_pt2", real)
+    killed_cipsi(h2o, cfg, wf, dies_at)
     saved, next_keys, _ = cipsi.load(wf)
     assert len(saved.history) == dies_at - 1 and next_keys is not None
     resumed = cipsi.kernel(h2o, cfg, checkpoint=wf, log=None)

@@ -116,8 +116,8 @@ def test_population_explosion_detected(water):
 class _OneWalkerDominates(Hamiltonian):
     """A Hamiltonian whose local energy of walker 0 is far below the rest: its weight takes over."""
 
-    def local_energy(self, wf, configs, rng, return_grad=False):
-        out, grad = super().local_energy(wf, configs, rng, return_grad=True)
+    def local_energy(self, wf, configs, rng, return_grad=False, nonlocal_terms=None):
+        out, grad = super().local_energy(wf, configs, rng, return_grad=True, nonlocal_terms=nonlocal_terms)
         out["total"] = out["total"].copy()
         out["total"][0] -= 40.0
         return (out, grad) if return_grad else out

@@ -189,10 +189,9 @@ def dmc(wf, ham, configs, config: DMCConfig = DMCConfig(), *, e_ref: float | Non
 
     def local_energy():
         """E_L components, grad log psi and (with T-moves) the nonlocal quadrature at configs."""
-        if not use_tmoves:
-            return (*ham.local_energy(wf, configs, rng, return_grad=True), None)
-        quad = []
-        return (*ham.local_energy(wf, configs, rng, return_grad=True, nonlocal_terms=quad), quad)
+        quad = [] if use_tmoves else None
+        el, grad = ham.local_energy(wf, configs, rng, return_grad=True, nonlocal_terms=quad)
+        return el, grad, quad
 
     wf.recompute(configs)
     el, grad, quad = local_energy()

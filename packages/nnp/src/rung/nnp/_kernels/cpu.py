@@ -35,6 +35,7 @@ _angle_factors = numba.njit(inline="always")(aev_body.angle_factors)
 _angle_slopes = numba.njit(inline="always")(aev_body.angle_slopes)
 _pair_slopes = numba.njit(inline="always")(aev_body.pair_slopes)
 
+
 @numba.njit(cache=True)
 def directed(n, pi, pj, d, r, rca):
     """Half pairs -> directed entries grouped by centre, plus the angular subset (r < rca).
@@ -79,6 +80,7 @@ def directed(n, pi, pj, d, r, rca):
             k += 1
     return start, centre, nbr, vec, dist, ang_start, ang
 
+
 @numba.njit(cache=True)
 def open_pairs(x, bstart, rc):
     """Half pairs of each open structure within rc by testing all pairs (see reference.open_pairs)."""
@@ -102,6 +104,7 @@ def open_pairs(x, bstart, rc):
                     k += 1
     return pi[:k], pj[:k], d[:k], r[:k]
 
+
 @numba.njit(cache=True, inline="always")
 def _neighbour_gauss(r, eta, shf, out):
     """Per-neighbour factors of the angular radial Gaussians, out[a] = exp(-eta r^2/4 + eta A_a r - eta A_a^2/2).
@@ -112,6 +115,7 @@ def _neighbour_gauss(r, eta, shf, out):
     for a in range(shf.size):
         A = shf[a]
         out[a] = math.exp(eta * (-0.25 * r * r + A * r - 0.5 * A * A))
+
 
 @numba.njit(cache=True, inline="always")
 def _angular_neighbours(dist, ang, a0, m, Rca, etaA, shfA):
@@ -124,6 +128,7 @@ def _angular_neighbours(dist, ang, a0, m, Rca, etaA, shfA):
         fca[u], dfca[u] = _cutoff_slope(dist[ang[a0 + u]], Rca)
         _neighbour_gauss(dist[ang[a0 + u]], etaA, shfA, P[u])
     return fca, dfca, P
+
 
 def _consts(p):
     """Kernel constants from AEVParams (float64 arrays and scalars)."""
@@ -138,17 +143,20 @@ def _consts(p):
     return (float(p.Rcr), float(p.Rca), float(p.EtaR[0]), np.ascontiguousarray(p.ShfR, np.float64), zeta, nsq,
             np.cos(p.ShfZ), np.sin(p.ShfZ), float(p.EtaA[0]), np.ascontiguousarray(p.ShfA, np.float64), pidx)
 
+
 def aev_forward(species, start, nbr, vec, dist, ang_start, ang, p, dtype=np.float64):
     """AEVs (n_atoms, p.length) in ``dtype``; arguments as in the reference kernel."""
     out = np.empty((species.size, p.length), dtype)
     _forward(species, start, nbr, vec, dist, ang_start, ang, *_consts(p), out)
     return out
 
+
 def aev_backward(species, start, nbr, vec, dist, ang_start, ang, p, dG):
     """dE/d(vec[e]) (n_entries, 3) float64 given dE/dG (n_atoms, p.length)."""
     g = np.empty((nbr.size, 3), np.float64)
     _backward(species, start, nbr, vec, dist, ang_start, ang, *_consts(p), np.ascontiguousarray(dG), g)
     return g
+
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _forward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ,
@@ -178,6 +186,7 @@ def _forward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shf
         for k in range(L):
             out[i, k] = acc[k]
 
+
 # _nrt=False (the triple loops, one call per centre): no reference counting, which numba would otherwise do
 # on the array arguments of the inlined aev_body functions at every triple (11% of the forward pass, measured)
 @numba.njit(cache=True, _nrt=False, error_model="numpy")
@@ -201,6 +210,7 @@ def _forward_triples(species, nbr, vec, dist, ang, a0, m, zeta, nsq, cosZ, sinZ,
                 f2 = P[u, a] * P[w, a] * X
                 for z in range(nZ):
                     acc[base + a * nZ + z] += f2 * f1[z]
+
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ,
@@ -231,6 +241,7 @@ def _backward(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
         fca, dfca, P = _angular_neighbours(dist, ang, a0, m, Rca, etaA, shfA)
         _backward_triples(species, nbr, vec, dist, ang, a0, m, zeta, nsq, cosZ, sinZ, etaA, shfA, pidx, radlen, fca,
                           dfca, P, lam, np.empty(nZ), np.empty(nZ), np.empty(nZ), g)
+
 
 # _nrt=False (the triple loops, one call per centre): no reference counting, which numba would otherwise do
 # on the array arguments of the inlined aev_body functions at every triple (see _forward_triples)
@@ -288,11 +299,13 @@ def _backward_triples(species, nbr, vec, dist, ang, a0, m, zeta, nsq, cosZ, sinZ
         g[e1, 1] += g1y
         g[e1, 2] += g1z
 
+
 def aev_jacobian(species, start, nbr, vec, dist, ang_start, ang, p):
     """dG_i/d(vec[e]) of each entry's centre i, (n_entries, 3, p.length) float64 (see reference.aev_jacobian)."""
     J = np.zeros((nbr.size, 3, p.length), np.float64)
     _jacobian(species, start, nbr, vec, dist, ang_start, ang, *_consts(p), J)
     return J
+
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _jacobian(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, shfR, zeta, nsq, cosZ, sinZ,
@@ -317,6 +330,7 @@ def _jacobian(species, start, nbr, vec, dist, ang_start, ang, Rcr, Rca, etaR, sh
         fca, dfca, P = _angular_neighbours(dist, ang, a0, m, Rca, etaA, shfA)
         _jacobian_triples(species, nbr, vec, dist, ang, a0, m, zeta, nsq, cosZ, sinZ, etaA, shfA, pidx, radlen, fca,
                           dfca, P, np.empty(nZ), np.empty(nZ), np.empty(nZ), J)
+
 
 # _nrt=False (the triple loops, one call per centre): no reference counting, which numba would otherwise do
 # on the array arguments of the inlined aev_body functions at every triple (see _forward_triples)
@@ -357,12 +371,14 @@ def _jacobian_triples(species, nbr, vec, dist, ang, a0, m, zeta, nsq, cosZ, sinZ
                         J[e1, q, col] += k1 * v1[q] + h * v2[q]
                         J[e2, q, col] += k2 * v2[q] + h * v1[q]
 
+
 def scatter(start, nbr, vec, gvec, batch, n_batch):
     """Forces (n_atoms, 3) and per-structure virials (n_batch, 3, 3), float64 (see reference.scatter)."""
     f = np.zeros((start.size - 1, 3))
     w = np.zeros((n_batch, 3, 3))
     _scatter(start, nbr, vec, gvec, batch, f, w)
     return f, w
+
 
 @numba.njit(cache=True)
 def _scatter(start, nbr, vec, g, batch, f, w):
@@ -375,6 +391,7 @@ def _scatter(start, nbr, vec, g, batch, f, w):
                 f[j, q] -= g[e, q]
                 for k in range(3):
                     w[b, q, k] -= g[e, q] * vec[e, k]
+
 
 @numba.njit(cache=True)
 def scatter_columns(centre, nbr, Y, out):

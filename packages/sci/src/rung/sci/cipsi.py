@@ -92,12 +92,10 @@ class CIPSIConfig:
         (spin partners included) would reach n' determinants with ``max_det - n' < s * (growth - 1) * n'``
         (the next growth, cut to the budget, would be less than s times a whole one), this growth goes
         straight to ``max_det`` instead (the best selected determinants whose spin partners fit), which
-        saves the selection pass over n' determinants (:func:`_select`). Measured (BENCHMARKS.md,
-        2026-12-07; s = 0.3 and 0.5, budgets where the plain run ends in such a step): the whole run
-        1.2-1.7x less CPU (medians per case), E_var + PT2 within 0.022 mHa of the plain run's, but E_var
-        at the same size (+-57 determinants) higher by 0.001-0.05 mHa (H2O/6-31G; N2/cc-pVDZ at 40-45k)
-        and by 0.14-0.26 mHa (C2/cc-pVDZ at 8k and 30k; N2 at 10k): one selection from the smaller space
-        picks worse determinants than two. Hence off by default; worth it where E_var + PT2 is the result.
+        saves the selection pass over n' determinants (:func:`_select`). The price: one selection from the
+        smaller space picks worse determinants than two, so E_var at the same size comes out higher (by up
+        to a few 0.1 mHa on the cases of BENCHMARKS.md, 2026-12-07, where the time saved is measured) while
+        E_var + PT2 barely moves. Hence off by default; worth it where E_var + PT2 is the result.
     """
 
     max_det: int = 100_000

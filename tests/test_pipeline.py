@@ -44,8 +44,9 @@ beads = 2
 
 
 @pytest.mark.parametrize("data, match", [
-    ({}, "exactly one of path"),
+    ({}, "needs exactly one of path"),
     ({"input": {"perturb": {}}, "qmc": {"walkerz": 3}}, r"\[qmc\]: unknown key"),
+    ({"input": {"perturb": {}, "normal_modes": {}}}, r"\[input\] needs exactly one of"),
     ({"input": {"perturb": {}}, "select": {"method": "best"}}, "spread, fps or random"),
     ({"input": {"perturb": {}}, "select": {"n_holdout": 0}}, "n_holdout"),
     ({"input": {"path": "nowhere.xyz"}}, "does not exist"),
@@ -128,6 +129,90 @@ def test_cv_l2sp_keeps_a_right_model_and_frees_a_wrong_one(tmp_path):
         assert best == (1e1, 1e3, 1e6)[int(np.argmin(scores))] and len(scores) == 3
         chosen.append(best)
     assert chosen[0] == 1e6 and chosen[1] < 1e6, chosen
+
+
+def _spring_hessian(x, k):
+    """The Hessian (natm, natm, 3, 3) of E = sum_pairs k_ab/2 (|r_ab| - |r_ab(x)|)^2 at x: k_ab u u^T blocks
+    (u the unit bond vector), translation and rotation invariant by construction."""
+    na = len(x)
+    h = np.zeros((na, na, 3, 3))
+    for (a, b), kab in k.items():
+        u = (x[b] - x[a]) / np.linalg.norm(x[b] - x[a])
+        blk = kab * np.outer(u, u)
+        h[a, a] += blk
+        h[b, b] += blk
+        h[a, b] -= blk
+        h[b, a] -= blk
+    return h
+
+
+def test_normal_mode_sampling_energies_and_invariants():
+    """Normal-mode sampling on a spring model's Hessian (three O-H/H-H springs of water, an independent
+    analytic Hessian): every conformation's harmonic energy (1/2) dx^T H dx is (3/2) N_a k_B T u with u
+    uniform in [0, 1] (the modes are H-orthogonal, so the per-mode energies add up: a Kolmogorov-Smirnov
+    test of u), no displacement moves the centre of mass, and a Hessian with a negative force
+    constant is refused."""
+    from scipy.stats import kstest
+
+    from rung.core import units as U
+
+    numbers, x0 = np.array([8, 1, 1]), np.array([[0.0, 0.0, 0.0], [1.8, 0.0, 0.0], [-0.45, 1.75, 0.0]])
+    h = _spring_hessian(x0, {(0, 1): 0.5, (0, 2): 0.45, (1, 2): 0.05})
+    t = 9000.0
+    x = steps.normal_mode_sampled(numbers, x0, h, 400, t, np.random.default_rng(3))
+    dx = (x - x0).reshape(400, -1)
+    e = 0.5 * np.einsum("ni,ij,nj->n", dx, h.transpose(0, 2, 1, 3).reshape(9, 9), dx)
+    u = e / (1.5 * 3 * U.BOLTZMANN_HARTREE_PER_K * t)
+    assert u.min() >= 0 and u.max() <= 1 + 1e-12 and kstest(u, "uniform").pvalue > 1e-3
+    mass = np.array([15.999, 1.008, 1.008])
+    np.testing.assert_allclose(np.einsum("a,nax->nx", mass, x - x0), 0.0, atol=1e-10)
+    with pytest.raises(ConfigError, match="non-positive force constant"):
+        steps.normal_mode_sampled(numbers, x0, _spring_hessian(x0, {(0, 1): 0.5, (0, 2): -0.45, (1, 2): 0.05}),
+                                  4, t, np.random.default_rng(3))
+
+
+def test_triatomic_box_is_uniform_in_its_internal_coordinates(tmp_path):
+    """The internal-coordinate box: bond lengths and angle of every conformation recomputed from the
+    Cartesian geometry lie in their ranges and are uniform there (Kolmogorov-Smirnov); through the
+    pipeline's input step the dataset holds them in Bohr; a non-triatomic molecule or a bad range is one
+    clear line."""
+    from scipy.stats import kstest
+
+    from rung.core import units as U
+    from rung.core.dataset import read_hdf5
+
+    x = steps.triatomic_box(500, (0.8, 1.45), (70.0, 150.0), np.random.default_rng(2))
+    b1, b2 = x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]
+    r1, r2 = np.linalg.norm(b1, axis=1), np.linalg.norm(b2, axis=1)
+    theta = np.degrees(np.arccos(np.einsum("nx,nx->n", b1, b2) / (r1 * r2)))
+    for v, (lo, hi) in ((r1, (0.8, 1.45)), (r2, (0.8, 1.45)), (theta, (70.0, 150.0))):
+        assert v.min() >= lo and v.max() <= hi and kstest((v - lo) / (hi - lo), "uniform").pvalue > 1e-3
+    box = {"molecule": "H2O", "n": 5, "bond_angstrom": [0.8, 1.45], "angle_degrees": [70.0, 150.0], "seed": 4}
+    (m,) = read_hdf5(steps.conformations(parse({"input": {"internal": box}}), tmp_path))
+    want = steps.triatomic_box(5, (0.8, 1.45), (70.0, 150.0), np.random.default_rng(4)) * U.ANGSTROM_TO_BOHR
+    assert list(m.atomic_numbers) == [8, 1, 1]
+    np.testing.assert_allclose(m.conformations, want, rtol=1e-12)
+    for bad, match in (({"molecule": "CH4"}, "triatomic"), ({"angle_degrees": [70.0, 190.0]}, "triatomic"),
+                       ({"molecule": "H2Q"}, "not in ASE's G2"), ({"bonds": 1}, "unknown key")):
+        with pytest.raises(ConfigError, match=match):
+            steps.conformations(parse({"input": {"internal": {**box, **bad}}}), tmp_path / str(len(match)))
+
+
+def test_model_hessian_predicts_the_model_s_energy_change():
+    """The base model's finite-difference Hessian against its own energies (an independent route: no
+    gradient differences): E(x0 + dx) - E(x0) - g.dx = (1/2) dx^T H dx + O(dx^3) for small random dx,
+    ANI-1x water."""
+    from rung.core import units as U
+
+    atoms = steps.g2_molecule("H2O", "test")
+    x0 = atoms.positions * U.ANGSTROM_TO_BOHR
+    h = steps.model_hessian("ani-1x", atoms.numbers, x0).transpose(0, 2, 1, 3).reshape(9, 9)
+    np.testing.assert_allclose(h, h.T)
+    dx = np.random.default_rng(1).normal(scale=0.01, size=(6, 3, 3))
+    e, g = steps.predict("ani-1x", atoms.numbers, np.concatenate([x0[None], x0 + dx]))
+    second = e[1:] - e[0] - np.einsum("ax,nax->n", g[0], dx)
+    quad = 0.5 * np.einsum("ni,ij,nj->n", dx.reshape(6, -1), h, dx.reshape(6, -1))
+    np.testing.assert_allclose(second, quad, rtol=0.05)
 
 
 def test_spread_selection_finds_where_the_model_is_unsure():

@@ -4,7 +4,11 @@ Sections (all optional but ``[input]``; units in the key names where they are no
 
 - ``[input]``: ``path`` (xyz/extxyz in Angstrom, or a rung/SPICE HDF5 dataset) or ``perturb = {molecule
   = "H2O", n = 16, sigma_angstrom = 0.08, seed = 1}`` (random Gaussian displacements of an ASE G2
-  molecule: the embedded example).
+  molecule) or ``normal_modes = {molecule = "H2O", n = 40, temperature_K = 12000, seed = 1}`` (normal-mode
+  sampling of an ASE G2 molecule on the base model's Hessian, ANI-1's method: harmonic energies up to
+  (3/2) N_atoms k_B T) or ``internal = {molecule = "H2O", n = 40, bond_angstrom = [0.8, 1.45],
+  angle_degrees = [70, 150], seed = 1}`` (a triatomic G2 molecule, uniform in a box of its two bond
+  lengths and angle, atom 0 the apex: the embedded example).
 - ``[dft]``: :class:`rung.dft_gpu.scf.DFTConfig` fields (``xc``, ``basis``, ``ecp``, ...).
 - ``[select]``: which conformations climb to QMC: ``method`` ("spread": largest ensemble spread of the
   current model; "fps": farthest-point sampling of inverse interatomic distances; "random"),
@@ -51,6 +55,8 @@ class ConfigError(InputError):
 class InputConfig:
     path: str | None = None
     perturb: dict | None = None
+    normal_modes: dict | None = None
+    internal: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -168,8 +174,8 @@ def parse(data: dict, base: Path = Path("."), source: str = "") -> PipelineConfi
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}")
     inp = _section(InputConfig, data.get("input"), "input")
-    if (inp.path is None) == (inp.perturb is None):
-        raise ConfigError("[input] needs exactly one of path = \"...\" or perturb = {...}")
+    if sum(v is not None for v in (inp.path, inp.perturb, inp.normal_modes, inp.internal)) != 1:
+        raise ConfigError("[input] needs exactly one of path = \"...\", perturb, normal_modes or internal = {...}")
     if inp.path is not None:
         p = Path(inp.path)
         inp = InputConfig(path=str(p if p.is_absolute() else base / p))

@@ -43,7 +43,11 @@ def write(path: Path, cfg, lines: dict, rounds: list) -> Path:
            "the paired difference of squared errors per conformation (MSE_base - MSE_refit), its error bar from "
            "the QMC labels' error bars (propagated) and a bootstrap over the held-out conformations, in "
            "quadrature (conservative: the bootstrap sees the label noise too); shown as the RMSE gain "
-           "(tools/pipeline/compare.py). 'beyond 2 sigma': z = gain / error > 2.", ""]
+           "(tools/pipeline/compare.py). Beside it the tail-robust statistic, the mean over conformations of "
+           "each model's per-conformation error (|relative energy error|; rms over the gradient components): "
+           "linear in the errors, so one strongly distorted conformation cannot carry it alone; error bar from a "
+           "bootstrap over the conformations and Monte Carlo over the labels' noise (which only shrinks the "
+           "gain). 'beyond 2 sigma': z = gain / error > 2.", ""]
     for r, m_r in enumerate(rounds):
         md += [f"- round {r}: {line}" for line in m_r.get("comparison_lines", [])]
     png = _plot(path.with_suffix(".png"), metrics, rows)

@@ -27,14 +27,72 @@ UNUSED, TRAIN, HOLDOUT = 0, 1, 2
 
 
 # ------------------------------------------------------------------ conformations
-def perturbed(molecule: str, n: int, sigma_angstrom: float, seed: int):
-    """n conformations of an ASE G2 molecule: the G2 geometry plus Gaussian displacements (Angstrom)."""
+def g2_molecule(name: str, key: str):
+    """The ASE G2 molecule ``name`` (ase.Atoms); an unknown name is a ConfigError naming ``key``."""
     from ase.collections import g2
 
-    atoms = g2[molecule]
+    try:
+        return g2[name]
+    except KeyError:
+        raise ConfigError(f"[input] {key}: molecule {name!r} is not in ASE's G2 collection") from None
+
+
+def perturbed(molecule: str, n: int, sigma_angstrom: float, seed: int):
+    """n conformations of an ASE G2 molecule: the G2 geometry plus Gaussian displacements (Angstrom)."""
+    atoms = g2_molecule(molecule, "perturb")
     rng = np.random.default_rng(seed)
     x = atoms.positions[None] + rng.normal(scale=sigma_angstrom, size=(n, len(atoms), 3))
     return atoms.numbers, x
+
+
+def model_hessian(model, numbers, x_bohr, h: float = 1e-3) -> np.ndarray:
+    """The Hessian (natm, natm, 3, 3), Hartree/Bohr^2, of ``model`` (:func:`predict`) at one geometry
+    ``x_bohr`` (natm, 3): central differences of its gradients (step ``h`` Bohr), symmetrised."""
+    na = len(numbers)
+    steps = np.zeros((2 * 3 * na, na, 3))
+    for k in range(3 * na):
+        steps[2 * k].flat[k], steps[2 * k + 1].flat[k] = h, -h
+    _, g = predict(model, numbers, x_bohr[None] + steps)
+    hess = ((g[0::2] - g[1::2]) / (2 * h)).reshape(3 * na, 3 * na)  # row: displaced coordinate
+    hess = 0.5 * (hess + hess.T)
+    return hess.reshape(na, 3, na, 3).transpose(0, 2, 1, 3)
+
+
+def normal_mode_sampled(numbers, x_bohr, hessian, n: int, temperature_K: float, rng) -> np.ndarray:
+    """n conformations (n, natm, 3), Bohr, by normal-mode sampling (Smith, Isayev, Roitberg, Chem. Sci. 8,
+    3192 (2017), the ANI-1 data set's method): the vibrational modes of ``hessian`` at ``x_bohr``
+    (PySCF's harmonic analysis, translations and rotations projected out), each conformation displaced
+    along every mode i by R_i = +-sqrt(3 c_i N_a k_B T / K_i) with random signs, K_i the force constant
+    along the mode's unit Cartesian vector and c_i >= 0 a uniform point of the simplex scaled by a
+    uniform u in [0, 1]: the harmonic energy of a conformation is (3/2) N_a k_B T u, at most
+    (3/2) N_a k_B T. A mode with K_i <= 0 (not a minimum of the model) is an error."""
+    from pyscf import gto
+    from pyscf.hessian.thermo import harmonic_analysis
+
+    mol = gto.M(atom=[(int(z), tuple(r)) for z, r in zip(numbers, x_bohr)], unit="Bohr", basis="sto-3g",
+                spin=None, verbose=0)
+    modes = harmonic_analysis(mol, hessian)["norm_mode"]  # (nmode, natm, 3), Cartesian
+    d = modes / np.linalg.norm(modes.reshape(len(modes), -1), axis=1)[:, None, None]
+    k = np.einsum("iax,abxy,iby->i", d, hessian, d)
+    if np.any(k <= 0):
+        raise ConfigError(f"[input] normal_modes: the model's Hessian has {int(np.sum(k <= 0))} non-positive "
+                          "force constant(s) at the input geometry (not a minimum of the model)")
+    kt = temperature_K * U.BOLTZMANN_HARTREE_PER_K
+    c = rng.dirichlet(np.ones(len(k)), size=n) * rng.random((n, 1))
+    r = rng.choice([-1.0, 1.0], size=c.shape) * np.sqrt(3.0 * c * len(numbers) * kt / k)
+    return x_bohr[None] + np.einsum("ni,iax->nax", r, d)
+
+
+def triatomic_box(n: int, bond_angstrom, angle_degrees, rng) -> np.ndarray:
+    """n triatomic conformations (n, 3, 3), Angstrom, uniform in a box of internal coordinates (the
+    grid of water potential-energy-surface fits): atom 0 the apex, bonds 0-1 and 0-2 each uniform in
+    ``bond_angstrom`` = (lo, hi), the angle 1-0-2 uniform in ``angle_degrees``, in the xy plane."""
+    r1, r2 = rng.uniform(*bond_angstrom, n), rng.uniform(*bond_angstrom, n)
+    theta = np.radians(rng.uniform(*angle_degrees, n))
+    x = np.zeros((n, 3, 3))
+    x[:, 1, 0] = r1
+    x[:, 2, 0], x[:, 2, 1] = r2 * np.cos(theta), r2 * np.sin(theta)
+    return x
 
 
 def conformations(cfg: PipelineConfig, out: Path) -> Path:
@@ -54,6 +112,37 @@ def conformations(cfg: PipelineConfig, out: Path) -> Path:
         if p:
             raise ConfigError(f"[input] perturb: unknown key(s) {sorted(p)}")
         mols = [Molecule(cfg.input.perturb["molecule"].lower(), numbers, x * U.ANGSTROM_TO_BOHR)]
+    elif cfg.input.normal_modes is not None:
+        p = dict(cfg.input.normal_modes)
+        try:
+            name, n, t = p.pop("molecule"), int(p.pop("n")), float(p.pop("temperature_K"))
+        except KeyError as err:
+            raise ConfigError(f"[input] normal_modes needs molecule, n and temperature_K (missing {err})") from None
+        seed = int(p.pop("seed", 0))
+        if p:
+            raise ConfigError(f"[input] normal_modes: unknown key(s) {sorted(p)}")
+        atoms = g2_molecule(name, "normal_modes")
+        x0 = atoms.positions * U.ANGSTROM_TO_BOHR
+        hess = model_hessian(cfg.refit.model, atoms.numbers, x0)
+        x = normal_mode_sampled(atoms.numbers, x0, hess, n, t, np.random.default_rng(seed))
+        mols = [Molecule(name.lower(), atoms.numbers, x)]
+    elif cfg.input.internal is not None:
+        p = dict(cfg.input.internal)
+        try:
+            name, n = p.pop("molecule"), int(p.pop("n"))
+            bonds, angles = p.pop("bond_angstrom"), p.pop("angle_degrees")
+        except KeyError as err:
+            raise ConfigError(f"[input] internal needs molecule, n, bond_angstrom and angle_degrees (missing {err})") from None
+        seed = int(p.pop("seed", 0))
+        if p:
+            raise ConfigError(f"[input] internal: unknown key(s) {sorted(p)}")
+        atoms = g2_molecule(name, "internal")
+        ok = lambda v, hi: len(v) == 2 and 0 < float(v[0]) < float(v[1]) <= hi  # noqa: E731
+        if len(atoms) != 3 or not (ok(bonds, 10.0) and ok(angles, 180.0)):
+            raise ConfigError("[input] internal: needs a triatomic molecule, bond_angstrom = [lo, hi] and "
+                              "angle_degrees = [lo, hi] with 0 < lo < hi (angles <= 180)")
+        x = triatomic_box(n, bonds, angles, np.random.default_rng(seed))
+        mols = [Molecule(name.lower(), atoms.numbers, x * U.ANGSTROM_TO_BOHR)]
     else:
         mols = read_structures(cfg.input.path)
     return create_dataset(path, mols)
@@ -739,7 +828,7 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
     bootstrap over the held-out conformations) in ``metrics["comparisons"]``."""
     from rung.core.dataset import read_hdf5
 
-    from .compare import paired_improvement, sentence
+    from .compare import conformation_sentence, paired_conformation_improvement, paired_improvement, sentence
 
     rows = {"base": cfg.refit.model, **{k: str(v) for k, v in models.items()}}
     e_ref, e_err, g_ref, g_err, g_conf, pred = [], [], [], [], [], {k: ([], []) for k in rows}
@@ -786,13 +875,19 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
     name = {"readout": "read-out", "finetune": "fine-tuned"}[fin]
     if e_ref.size >= 2:
         for a in [k for k in ("base", "shifts", "readout", "dft") if k in pred and k != fin]:
-            c = {"energy": paired_improvement(np.concatenate(pred[a][0]), np.concatenate(pred[fin][0]), e_ref,
-                                              e_err, relative=True, seed=cfg.select.seed)}
+            ea, eb, ga, gb = (np.concatenate(pred[k][j]) for k, j in ((a, 0), (fin, 0), (a, 1), (fin, 1)))
+            c = {"energy": paired_improvement(ea, eb, e_ref, e_err, relative=True, seed=cfg.select.seed),
+                 "energy_per_conformation": paired_conformation_improvement(ea, eb, e_ref, e_err, relative=True,
+                                                                            seed=cfg.select.seed)}
             lines.append(sentence(c["energy"], a, name, "relative energy", "mHa"))
+            lines.append(conformation_sentence(c["energy_per_conformation"], a, name, "relative energy", "mHa"))
             if g_ref.size:
-                c["gradient"] = paired_improvement(np.concatenate(pred[a][1]), np.concatenate(pred[fin][1]),
-                                                   g_ref, g_err, g_conf, seed=cfg.select.seed)
+                c["gradient"] = paired_improvement(ga, gb, g_ref, g_err, g_conf, seed=cfg.select.seed)
+                c["gradient_per_conformation"] = paired_conformation_improvement(ga, gb, g_ref, g_err, g_conf,
+                                                                                 seed=cfg.select.seed)
                 lines.append(sentence(c["gradient"], a, name, "gradient", "mHa/Bohr"))
+                lines.append(conformation_sentence(c["gradient_per_conformation"], a, name, "gradient (rms)",
+                                                   "mHa/Bohr"))
             comp[f"{fin}_vs_{a}"] = c
     else:
         lines.append(f"no paired comparison: it needs at least 2 held-out conformations, {e_ref.size} here")
@@ -802,7 +897,7 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
     tuned = f", fine-tuned {metrics['finetune']['relative_energy_rmse'] * mha:.2f}" if "finetune" in metrics else ""
     line = (f"held-out relative energy RMSE vs QMC: base {b['relative_energy_rmse'] * mha:.2f}, shifts only "
             f"{s['relative_energy_rmse'] * mha:.2f}, read-out {r['relative_energy_rmse'] * mha:.2f}{tuned} mHa (QMC "
-            f"error bars {metrics['label_energy_error'] * mha:.2f} mHa); " + lines[0])
+            f"error bars {metrics['label_energy_error'] * mha:.2f} mHa); " + "; ".join(lines[:2]))
     return line, metrics
 
 

@@ -198,6 +198,34 @@ def test_triatomic_box_is_uniform_in_its_internal_coordinates(tmp_path):
             steps.conformations(parse({"input": {"internal": {**box, **bad}}}), tmp_path / str(len(match)))
 
 
+def test_dynamics_start_from_the_model_s_minimum():
+    """The MD start: the lowest of a box of distorted water conformations by ANI-1x's energy, relaxed with
+    ASE's BFGS: ANI-1x's forces there (its own evaluation, not the optimiser's) are below the threshold,
+    the energy is below every input conformation's, all three vibrational force constants are positive
+    (a minimum, from the model's finite-difference Hessian), and the geometry is water's (O-H within
+    0.02 Angstrom of the experimental r_e 0.958, H-O-H within 3 degrees of 104.5: ANI-1x's reference
+    level is near both)."""
+    from pyscf import gto
+    from pyscf.hessian.thermo import harmonic_analysis
+
+    from rung.core import units as U
+
+    numbers = np.array([8, 1, 1])
+    x = steps.triatomic_box(6, (0.8, 1.45), (70.0, 150.0), np.random.default_rng(0)) * U.ANGSTROM_TO_BOHR
+    atoms, i = steps.relaxed_start("ani-1x", numbers, x, fmax_ev_per_angstrom=1e-3)
+    e, g = steps.predict("ani-1x", numbers, np.concatenate([x, atoms.positions[None] * U.ANGSTROM_TO_BOHR]))
+    assert i == int(np.argmin(e[:-1])) and e[-1] < e[:-1].min()
+    assert np.abs(g[-1]).max() * U.HARTREE_TO_EV / U.BOHR_TO_ANGSTROM < 1e-3
+    xb = atoms.positions * U.ANGSTROM_TO_BOHR
+    mol = gto.M(atom=[(int(z), tuple(r)) for z, r in zip(numbers, xb)], unit="Bohr", basis="sto-3g", verbose=0)
+    freq = harmonic_analysis(mol, steps.model_hessian("ani-1x", numbers, xb), imaginary_freq=False)["freq_wavenumber"]
+    assert len(freq) == 3 and freq.min() > 1000, freq
+    b1, b2 = atoms.positions[1] - atoms.positions[0], atoms.positions[2] - atoms.positions[0]
+    r = np.linalg.norm([b1, b2], axis=1)
+    assert np.all(np.abs(r - 0.958) < 0.02), r
+    assert abs(np.degrees(np.arccos(b1 @ b2 / r.prod())) - 104.5) < 3.0
+
+
 def test_model_hessian_predicts_the_model_s_energy_change():
     """The base model's finite-difference Hessian against its own energies (an independent route: no
     gradient differences): E(x0 + dx) - E(x0) - g.dx = (1/2) dx^T H dx + O(dx^3) for small random dx,

@@ -902,10 +902,29 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
 
 
 # ------------------------------------------------------------------ dynamics
-def md(cfg: PipelineConfig, dataset: Path, out: Path, models: dict) -> str:
-    """A short (ring-polymer) MD run of the first molecule with the refit model (:func:`final_model`; rung.md)."""
+def relaxed_start(model, numbers, x_bohr, fmax_ev_per_angstrom: float = 1e-3):
+    """The dynamics' start: the conformation of ``x_bohr`` (n_conf, natm, 3) lowest in ``model``'s energy,
+    relaxed to its nearest minimum of ``model`` (ASE's BFGS, rung.nnp's calculator, forces below
+    ``fmax_ev_per_angstrom``). Returns (ase.Atoms, index of the conformation started from): a run
+    started from a distorted conformation would put its excess potential energy into the kinetic energy
+    the dynamics report."""
     from ase import Atoms
+    from ase.optimize import BFGS
 
+    from rung.nnp import NNPCalculator
+
+    e, _ = predict(model, numbers, x_bohr)
+    i = int(np.argmin(e))
+    atoms = Atoms(numbers=numbers, positions=x_bohr[i] * U.BOHR_TO_ANGSTROM)
+    atoms.calc = NNPCalculator(str(model))
+    BFGS(atoms, logfile=None).run(fmax=fmax_ev_per_angstrom, steps=500)
+    atoms.calc = None
+    return atoms, i
+
+
+def md(cfg: PipelineConfig, dataset: Path, out: Path, models: dict) -> str:
+    """A short (ring-polymer) MD run of the first molecule with the refit model (:func:`final_model`; rung.md),
+    from that model's minimum nearest its lowest conformation (:func:`relaxed_start`)."""
     from rung.core.dataset import read_hdf5
     from rung.md.config import load_config
     from rung.md.simulation import run
@@ -914,7 +933,8 @@ def md(cfg: PipelineConfig, dataset: Path, out: Path, models: dict) -> str:
     mol = read_hdf5(dataset)[0]
     folder = out / "md"
     folder.mkdir(exist_ok=True)
-    Atoms(numbers=mol.atomic_numbers, positions=mol.conformations[0] * U.BOHR_TO_ANGSTROM).write(folder / "start.xyz")
+    start, _ = relaxed_start(models[final_model(models)], mol.atomic_numbers, mol.conformations)
+    start.write(folder / "start.xyz")
     (folder / "input.toml").write_text(
         f'structure = "start.xyz"\nsteps = {m.steps}\ndt_fs = {m.dt_fs}\ntemperature_K = {m.temperature_K}\n'
         f'beads = {m.beads}\nthermostat = "langevin"\ntau_fs = 20\nseed = 2024\n'
@@ -925,7 +945,8 @@ def md(cfg: PipelineConfig, dataset: Path, out: Path, models: dict) -> str:
     kj = U.HARTREE_TO_KJ_PER_MOL
     classical = 1.5 * mol.n_atoms * m.temperature_K * U.BOLTZMANN_HARTREE_PER_K
     line = (f"{'RPMD P=' + str(m.beads) if m.beads > 1 else 'MD'}, {m.steps} x {m.dt_fs} fs at {m.temperature_K:.0f} K "
-            f"with the read-out model: K_cv = {kcv.mean() * kj:.2f} kJ/mol (classical {classical * kj:.2f})")
+            f"with the {final_model(models).replace('readout', 'read-out').replace('finetune', 'fine-tuned')} model from its "
+            f"minimum: K_cv = {kcv.mean() * kj:.2f} kJ/mol (classical {classical * kj:.2f})")
     if m.adqtb_steps:
         q = folder / "adqtb"
         q.mkdir(exist_ok=True)

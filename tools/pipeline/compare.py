@@ -33,6 +33,23 @@ from __future__ import annotations
 import numpy as np
 
 
+def _flat(pred_a, pred_b, ref, ref_err, conf):
+    """The comparisons' inputs checked and flattened: (a, b, q, s) (m,) float64, conf (m,) in 0..n-1, n."""
+    a, b, q, s = (np.asarray(v, np.float64) for v in (pred_a, pred_b, ref, ref_err))
+    if not a.shape == b.shape == q.shape == s.shape or a.ndim == 0:
+        raise ValueError(f"predictions, labels and errors need one shape, got {a.shape}, {b.shape}, {q.shape}, {s.shape}")
+    if conf is None:
+        conf = np.repeat(np.arange(a.shape[0]), a[0].size)
+    a, b, q, s = a.ravel(), b.ravel(), q.ravel(), s.ravel()
+    _, conf = np.unique(np.asarray(conf).ravel(), return_inverse=True)
+    if conf.size != a.size:
+        raise ValueError(f"conf has {conf.size} entries, the inputs {a.size}")
+    n = int(conf.max()) + 1
+    if n < 2:
+        raise ValueError("need at least 2 conformations")
+    return a, b, q, s, conf, n
+
+
 def paired_improvement(pred_a, pred_b, ref, ref_err, conf=None, *, relative: bool = False, n_boot: int = 4000,
                        seed: int = 0) -> dict:
     """How much model b beats model a against noisy labels, with an error bar (see the module).
@@ -56,18 +73,7 @@ def paired_improvement(pred_a, pred_b, ref, ref_err, conf=None, *, relative: boo
     contributes most (1: all of it; squared errors are heavy-tailed, and where one conformation carries
     the difference the bootstrap's z is near 1 whatever its size).
     """
-    a, b, q, s = (np.asarray(v, np.float64) for v in (pred_a, pred_b, ref, ref_err))
-    if not a.shape == b.shape == q.shape == s.shape or a.ndim == 0:
-        raise ValueError(f"predictions, labels and errors need one shape, got {a.shape}, {b.shape}, {q.shape}, {s.shape}")
-    if conf is None:
-        conf = np.repeat(np.arange(a.shape[0]), a[0].size)
-    a, b, q, s = a.ravel(), b.ravel(), q.ravel(), s.ravel()
-    _, conf = np.unique(np.asarray(conf).ravel(), return_inverse=True)
-    if conf.size != a.size:
-        raise ValueError(f"conf has {conf.size} entries, the inputs {a.size}")
-    n = int(conf.max()) + 1
-    if n < 2:
-        raise ValueError("need at least 2 conformations")
+    a, b, q, s, conf, n = _flat(pred_a, pred_b, ref, ref_err, conf)
     ra, rb = a - q, b - q
     diff = a - b
     if relative:
@@ -118,18 +124,7 @@ def paired_conformation_improvement(pred_a, pred_b, ref, ref_err, conf=None, *, 
     ``sigma_labels``, ``z``, ``beyond_2sigma`` (z > 2), ``top_share`` (the largest conformation's part of
     the gain), ``n_better`` (conformations where b's error is the smaller).
     """
-    a, b, q, s = (np.asarray(v, np.float64) for v in (pred_a, pred_b, ref, ref_err))
-    if not a.shape == b.shape == q.shape == s.shape or a.ndim == 0:
-        raise ValueError(f"predictions, labels and errors need one shape, got {a.shape}, {b.shape}, {q.shape}, {s.shape}")
-    if conf is None:
-        conf = np.repeat(np.arange(a.shape[0]), a[0].size)
-    a, b, q, s = a.ravel(), b.ravel(), q.ravel(), s.ravel()
-    _, conf = np.unique(np.asarray(conf).ravel(), return_inverse=True)
-    if conf.size != a.size:
-        raise ValueError(f"conf has {conf.size} entries, the inputs {a.size}")
-    n = int(conf.max()) + 1
-    if n < 2:
-        raise ValueError("need at least 2 conformations")
+    a, b, q, s, conf, n = _flat(pred_a, pred_b, ref, ref_err, conf)
     rng = np.random.default_rng(seed)
     onehot = np.zeros((a.size, n))
     onehot[np.arange(a.size), conf] = 1.0

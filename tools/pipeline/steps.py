@@ -95,6 +95,22 @@ def triatomic_box(n: int, bond_angstrom, angle_degrees, rng) -> np.ndarray:
     return x
 
 
+GENERATORS = {"perturb": ("molecule", "n", "sigma_angstrom"), "normal_modes": ("molecule", "n", "temperature_K"),
+              "internal": ("molecule", "n", "bond_angstrom", "angle_degrees")}  # [input] keys: their required keys
+
+
+def generator_args(key: str, table: dict) -> dict:
+    """An ``[input] <key> = {...}`` table checked against :data:`GENERATORS` (``seed`` optional, 0)."""
+    need = GENERATORS[key]
+    missing = [k for k in need if k not in table]
+    if missing:
+        raise ConfigError(f"[input] {key} needs {', '.join(need)} (missing {', '.join(missing)})")
+    unknown = sorted(set(table) - set(need) - {"seed"})
+    if unknown:
+        raise ConfigError(f"[input] {key}: unknown key(s) {unknown}")
+    return {"seed": 0, **table}
+
+
 def conformations(cfg: PipelineConfig, out: Path) -> Path:
     """The rung dataset of the run (made once from ``[input]``; an existing one is reused as it is)."""
     from rung.core.dataset import Molecule, create_dataset, read_structures
@@ -102,47 +118,24 @@ def conformations(cfg: PipelineConfig, out: Path) -> Path:
     path = out / "dataset.h5"
     if path.exists():
         return path
-    if cfg.input.perturb is not None:
-        p = dict(cfg.input.perturb)
-        try:
-            numbers, x = perturbed(p.pop("molecule"), int(p.pop("n")), float(p.pop("sigma_angstrom")),
-                                   int(p.pop("seed", 0)))
-        except KeyError as err:
-            raise ConfigError(f"[input] perturb needs molecule, n and sigma_angstrom (missing {err})") from None
-        if p:
-            raise ConfigError(f"[input] perturb: unknown key(s) {sorted(p)}")
-        mols = [Molecule(cfg.input.perturb["molecule"].lower(), numbers, x * U.ANGSTROM_TO_BOHR)]
-    elif cfg.input.normal_modes is not None:
-        p = dict(cfg.input.normal_modes)
-        try:
-            name, n, t = p.pop("molecule"), int(p.pop("n")), float(p.pop("temperature_K"))
-        except KeyError as err:
-            raise ConfigError(f"[input] normal_modes needs molecule, n and temperature_K (missing {err})") from None
-        seed = int(p.pop("seed", 0))
-        if p:
-            raise ConfigError(f"[input] normal_modes: unknown key(s) {sorted(p)}")
-        atoms = g2_molecule(name, "normal_modes")
-        x0 = atoms.positions * U.ANGSTROM_TO_BOHR
-        hess = model_hessian(cfg.refit.model, atoms.numbers, x0)
-        x = normal_mode_sampled(atoms.numbers, x0, hess, n, t, np.random.default_rng(seed))
-        mols = [Molecule(name.lower(), atoms.numbers, x)]
-    elif cfg.input.internal is not None:
-        p = dict(cfg.input.internal)
-        try:
-            name, n = p.pop("molecule"), int(p.pop("n"))
-            bonds, angles = p.pop("bond_angstrom"), p.pop("angle_degrees")
-        except KeyError as err:
-            raise ConfigError(f"[input] internal needs molecule, n, bond_angstrom and angle_degrees (missing {err})") from None
-        seed = int(p.pop("seed", 0))
-        if p:
-            raise ConfigError(f"[input] internal: unknown key(s) {sorted(p)}")
-        atoms = g2_molecule(name, "internal")
-        ok = lambda v, hi: len(v) == 2 and 0 < float(v[0]) < float(v[1]) <= hi  # noqa: E731
-        if len(atoms) != 3 or not (ok(bonds, 10.0) and ok(angles, 180.0)):
-            raise ConfigError("[input] internal: needs a triatomic molecule, bond_angstrom = [lo, hi] and "
-                              "angle_degrees = [lo, hi] with 0 < lo < hi (angles <= 180)")
-        x = triatomic_box(n, bonds, angles, np.random.default_rng(seed))
-        mols = [Molecule(name.lower(), atoms.numbers, x * U.ANGSTROM_TO_BOHR)]
+    generator = next((k for k in GENERATORS if getattr(cfg.input, k) is not None), None)
+    if generator is not None:
+        p = generator_args(generator, getattr(cfg.input, generator))
+        atoms, n, rng = g2_molecule(p["molecule"], generator), int(p["n"]), np.random.default_rng(int(p["seed"]))
+        if generator == "perturb":
+            x = perturbed(p["molecule"], n, float(p["sigma_angstrom"]), int(p["seed"]))[1] * U.ANGSTROM_TO_BOHR
+        elif generator == "normal_modes":
+            x0 = atoms.positions * U.ANGSTROM_TO_BOHR
+            hess = model_hessian(cfg.refit.model, atoms.numbers, x0)
+            x = normal_mode_sampled(atoms.numbers, x0, hess, n, float(p["temperature_K"]), rng)
+        else:
+            bonds, angles = p["bond_angstrom"], p["angle_degrees"]
+            ok = lambda v, hi: len(v) == 2 and 0 < float(v[0]) < float(v[1]) <= hi  # noqa: E731
+            if len(atoms) != 3 or not (ok(bonds, 10.0) and ok(angles, 180.0)):
+                raise ConfigError("[input] internal: needs a triatomic molecule, bond_angstrom = [lo, hi] and "
+                                  "angle_degrees = [lo, hi] with 0 < lo < hi (angles <= 180)")
+            x = triatomic_box(n, bonds, angles, rng) * U.ANGSTROM_TO_BOHR
+        mols = [Molecule(p["molecule"].lower(), atoms.numbers, x)]
     else:
         mols = read_structures(cfg.input.path)
     return create_dataset(path, mols)

@@ -481,10 +481,11 @@ def sci_subset(dataset: Path, roles: dict, cfg: PipelineConfig, path: Path) -> P
     return create_dataset(path, picked) if picked else None  # atomic: whole or absent
 
 
-def sci_qmc_task(wavefunction: str, settings, determinants: int) -> dict:
-    """DMC with one determinant and with the ``determinants`` largest of a sci wave-function file's
-    expansion, on the file's orbitals, each after its own optimisation (Jastrow; Jastrow + CI
-    coefficients for the expansion). Energies and reblocked errors in Hartree."""
+def sci_qmc_task(wavefunction: str, settings, determinants: int, kind: str) -> dict:
+    """DMC on a sci wave-function file's orbitals, ``kind`` "single" (one determinant, Jastrow optimised)
+    or "multi" (the ``determinants`` largest of its expansion, Jastrow + CI coefficients optimised):
+    {kind: [energy, reblocked error] (Hartree), "determinants", "weight"}. The two kinds are independent
+    tasks (seeded alike), so two workers run them side by side."""
     from dataclasses import replace
 
     from rung.qmc.multideterminant import read_multidet
@@ -493,12 +494,9 @@ def sci_qmc_task(wavefunction: str, settings, determinants: int) -> dict:
 
     mol, orb = load_orbitals(wavefunction, None, group="orbitals")
     expansion = replace(read_multidet(wavefunction, max_dets=determinants), optimize_ci=True)
-    out = {"settings": sci_qmc_settings(settings, determinants), "determinants": int(expansion.coef.size),
-           "weight": float(expansion.weight)}
-    for key, exp in (("single", None), ("multi", expansion)):
-        r = kernel(mol, orb, qmc_config(settings), expansion=exp).dmc
-        out[key] = [float(r.energy), float(r.error)]
-    return out
+    r = kernel(mol, orb, qmc_config(settings), expansion=expansion if kind == "multi" else None).dmc
+    return {kind: [float(r.energy), float(r.error)], "determinants": int(expansion.coef.size),
+            "weight": float(expansion.weight)}
 
 
 def sci_qmc_settings(settings, determinants: int) -> dict:
@@ -542,15 +540,20 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
         path = folder / f"{n}.{i}.dmc.json"
         return path.exists() and json.loads(path.read_text()).get("settings") == wanted
 
-    tasks = [((n, i), 0, sci_qmc_task, (str(wavefunction(n, i)), settings, s.determinants))
-             for n, i, *_ in done if not recorded(n, i)]
-    for (n, i), result, error in ex.run(tasks):
+    tasks = [((n, i, kind), int(kind == "multi"), sci_qmc_task,  # the longer multideterminant run first
+              (str(wavefunction(n, i)), settings, s.determinants, kind))
+             for n, i, *_ in done if not recorded(n, i) for kind in ("multi", "single")]
+    halves = {}
+    for (n, i, kind), result, error in ex.run(tasks):
         if error is not None:
-            log.warning("sci %s[%d]: DMC failed: %s", n, i, error)
+            log.warning("sci %s[%d]: %s-determinant DMC failed: %s", n, i, kind, error)
             continue
-        tmp = folder / f"{n}.{i}.dmc.json.tmp"
-        tmp.write_text(json.dumps(result))
-        os.replace(tmp, folder / f"{n}.{i}.dmc.json")
+        r = halves.setdefault((n, i), {"settings": wanted})
+        r.update(result)
+        if "single" in r and "multi" in r:  # the file is written whole, both DMC runs in it
+            tmp = folder / f"{n}.{i}.dmc.json.tmp"
+            tmp.write_text(json.dumps(r))
+            os.replace(tmp, folder / f"{n}.{i}.dmc.json")
     parts = []
     for n, i, e_var, e_tot, ndet in done:
         head = f"{n}[{i}] CIPSI {ndet} dets E_var {e_var:.5f}, +PT2 {e_tot:.5f} Ha"

@@ -419,6 +419,7 @@ def test_loop_end_to_end(tmp_path):
     assert "needs at least 2 held-out conformations, 1 here" in (tmp_path / "out" / "report.md").read_text()
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| readout |" in report and (tmp_path / "out" / "model-readout.h5").exists()
+    assert (tmp_path / "out" / "report.png").stat().st_size > 0 and "![held-out errors" in report
     from rung.nnp import load_model
 
     assert load_model(tmp_path / "out" / "model-readout.h5").n_members == 8
@@ -445,6 +446,7 @@ def test_second_round_from_the_dynamics(tmp_path):
     prov = read_model(r1 / "model-readout.h5").provenance
     assert sorted(d["path"].rsplit("/", 2)[-2] for d in prov["datasets"]) == ["out", "out", "round1"]
     assert "| 1 | readout |" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "report.png").stat().st_size > 0
 
 
 RESUME = TINY.format(method="spread").replace("walkers = 20", "walkers = 60")

@@ -52,7 +52,7 @@ def write(path: Path, cfg, lines: dict, rounds: list) -> Path:
         md += [f"- round {r}: {line}" for line in m_r.get("comparison_lines", [])]
     png = _plot(path.with_suffix(".png"), metrics, rows)
     if png:
-        md += ["", f"![held-out energies, last round]({png.name})"]
+        md += ["", f"![held-out errors against QMC, last round]({png.name})"]
     path.write_text("\n".join(md) + "\n")
     path.with_suffix(".json").write_text(json.dumps({"steps": lines, "rounds": rounds}, indent=1))
     return path
@@ -67,16 +67,32 @@ def _plot(path: Path, metrics: dict, rows) -> Path | None:
     except ImportError:  # matplotlib is optional: the table carries the numbers
         return None
     q = np.asarray(metrics["qmc_energies"])
-    err = np.asarray(metrics["qmc_energy_errors"])
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for k, label in rows:
-        e = np.asarray(metrics[k]["energies"])
-        ax.errorbar((q - q.mean()) * MHA, (e - e.mean()) * MHA, xerr=err * MHA, fmt="o", ms=4, label=k, capsize=2)
-    lim = max(np.abs((q - q.mean()) * MHA).max(), *(np.ptp(metrics[k]["energies"]) * MHA for k, _ in rows)) * 1.2 + 1
-    ax.plot([-lim, lim], [-lim, lim], "k:", lw=1)
-    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
-    ax.set(xlabel="QMC energy - mean (mHa)", ylabel="model energy - mean (mHa)", title="held-out conformations")
+    err = np.asarray(metrics["qmc_energy_errors"]) * MHA
+    shown = [k for k in ("base", "finetune" if "finetune" in metrics else "readout", "dft") if k in metrics]
+    grad = "gradient_rms_per_conformation" in metrics["base"]
+    fig, axes = plt.subplots(1, 2 if grad else 1, figsize=(10, 4.5) if grad else (5, 4.5), squeeze=False)
+    ax = axes[0, 0]
+    x = (q - q.mean()) * MHA
+    ax.errorbar(x, np.zeros_like(x), yerr=err, fmt="none", ecolor="0.6", capsize=2, label="QMC error bar")
+    for k in shown:
+        d = (np.asarray(metrics[k]["energies"]) - q) * MHA
+        ax.plot(x, d - d.mean(), "o", ms=4, label=f"{k} ({np.std(d):.1f} mHa rms)")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set(xlabel="QMC energy - mean (mHa)", ylabel="model - QMC, mean offset removed (mHa)",
+           title="held-out: relative energy errors")
     ax.legend(fontsize=8)
+    if grad:
+        ax = axes[0, 1]
+        base = np.asarray(metrics["base"]["gradient_rms_per_conformation"]) * MHA
+        for k in shown[1:]:
+            ax.plot(base, np.asarray(metrics[k]["gradient_rms_per_conformation"]) * MHA, "o", ms=4, label=k,
+                    color=f"C{shown.index(k)}")
+        top = base.max() * 1.1 + 1.0
+        ax.plot([0, top], [0, top], "k:", lw=1)
+        ax.set(xlim=(0, top), ylim=(0, top), aspect="equal", xlabel="base model (mHa/Bohr)",
+               ylabel="model (mHa/Bohr)", title="held-out: gradient rms error per conformation\n(below the "
+               "diagonal: better than the base)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -864,6 +864,7 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
         if len(g_ref):
             dg = np.concatenate(pred[k][1]) - g_ref
             metrics[k]["gradient_rmse"] = float(np.sqrt(np.mean(dg**2)))
+            metrics[k]["gradient_rms_per_conformation"] = np.sqrt(np.bincount(g_conf, dg**2) / np.bincount(g_conf)).tolist()
         metrics[k]["energies"] = np.concatenate(pred[k][0]).tolist()
     metrics["qmc_energies"], metrics["qmc_energy_errors"] = e_ref.tolist(), e_err.tolist()
     comp, lines = {}, []

@@ -749,6 +749,8 @@ def test_sci_step_single_and_multideterminant_dmc(tmp_path):
     result = tmp_path / "out" / "sci" / "h2o.0.dmc.json"
     r = json.loads(result.read_text())
     assert r["determinants"] == 10 and all(np.isfinite(r["single"] + r["multi"]))
+    # 20 DMC steps: the line says when a run's blocking found no plateau (its error bar not to be trusted)
+    assert ("no blocking plateau" in line) == (not (r["single_plateau"] and r["multi_plateau"])), line
     stamp = result.stat().st_mtime_ns, wf.stat().st_mtime_ns
     p = _run(cfg, tmp_path / "out", "--executor", "serial")
     again = p.communicate(timeout=600)[0]

@@ -495,8 +495,8 @@ def sci_qmc_task(wavefunction: str, settings, determinants: int, kind: str) -> d
     mol, orb = load_orbitals(wavefunction, None, group="orbitals")
     expansion = replace(read_multidet(wavefunction, max_dets=determinants), optimize_ci=True)
     r = kernel(mol, orb, qmc_config(settings), expansion=expansion if kind == "multi" else None).dmc
-    return {kind: [float(r.energy), float(r.error)], "determinants": int(expansion.coef.size),
-            "weight": float(expansion.weight)}
+    return {kind: [float(r.energy), float(r.error)], f"{kind}_plateau": bool(r.extra.get("plateau", True)),
+            "determinants": int(expansion.coef.size), "weight": float(expansion.weight)}
 
 
 def sci_qmc_settings(settings, determinants: int) -> dict:
@@ -562,8 +562,11 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
             continue
         r = json.loads((folder / f"{n}.{i}.dmc.json").read_text())
         (e1, s1), (e2, s2) = r["single"], r["multi"]
+        short = [k for k in ("single", "multi") if not r.get(f"{k}_plateau", True)]
         parts.append(f"{head}; DMC 1 det {format_value(e1, s1)}, {r['determinants']} dets (Jastrow + CI optimised) "
-                     f"{format_value(e2, s2)} Ha: {1e3 * (e2 - e1):+.1f} +- {1e3 * np.hypot(s1, s2):.1f} mHa")
+                     f"{format_value(e2, s2)} Ha: {1e3 * (e2 - e1):+.1f} +- {1e3 * np.hypot(s1, s2):.1f} mHa"
+                     + (f" (no blocking plateau for the {' and '.join(short)}-determinant run: too short for "
+                        "its correlation time, error bar unreliable; raise [sci] dmc_blocks)" if short else ""))
     return "; ".join(parts) or f"CIPSI failed for every conformation (their sci_error in {sub})"
 
 

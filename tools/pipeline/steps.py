@@ -565,8 +565,9 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
         short = [k for k in ("single", "multi") if not r.get(f"{k}_plateau", True)]
         parts.append(f"{head}; DMC 1 det {format_value(e1, s1)}, {r['determinants']} dets (Jastrow + CI optimised) "
                      f"{format_value(e2, s2)} Ha: {1e3 * (e2 - e1):+.1f} +- {1e3 * np.hypot(s1, s2):.1f} mHa"
-                     + (f" (no blocking plateau for the {' and '.join(short)}-determinant run: too short for "
-                        "its correlation time, error bar unreliable; raise [sci] dmc_blocks)" if short else ""))
+                     + (f" (no blocking plateau in {'either DMC run' if len(short) == 2 else f'the {short[0]}-determinant run'}"
+                        ": too short for its correlation time, error bar unreliable; raise [sci] dmc_blocks)"
+                        if short else ""))
     return "; ".join(parts) or f"CIPSI failed for every conformation (their sci_error in {sub})"
 
 

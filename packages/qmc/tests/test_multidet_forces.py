@@ -90,7 +90,9 @@ def test_matches_finite_differences(water, kind, jastrow, warp):
     """d ln|psi| and d E_L of every atom (kinetic, Jastrow, ccECP local and nonlocal, -Z/r, V_nn) of 2 to
     1000 determinants (random ones up to quadruple excitations per spin) against central differences
     (h = 1e-5 Bohr: O(h^2) ~ 1e-10 relative) of the same samples; the space warp adds grad_i E_L through
-    the same matrices."""
+    the same matrices. Tolerance 5e-6 of the largest derivative: the differences' round-off (E_L's, over
+    2h) reached 1.1e-6 at 1000 determinants on one fresh-clone run (numba's threads vary the summation
+    order from run to run); a wrong or missing term is far larger."""
     mol, orb, _, params, configs = water
     exp = _expansion(water, kind)
     params = params if jastrow else None
@@ -100,8 +102,8 @@ def test_matches_finite_differences(water, kind, jastrow, warp):
     wf = slater_jastrow(mol, orb, **opts)
     assert _max_degree(wf) >= (1 if kind in ("cas2", "cas20") else 3)
     dl1, de1 = AnalyticDerivatives(mol, wf, Hamiltonian.from_mol(mol), cfg)(configs)
-    np.testing.assert_allclose(dl1, dl0, atol=1e-6 * np.abs(dl0).max(), rtol=0)
-    np.testing.assert_allclose(de1, de0, atol=1e-6 * np.abs(de0).max(), rtol=0)
+    np.testing.assert_allclose(dl1, dl0, atol=5e-6 * np.abs(dl0).max(), rtol=0)
+    np.testing.assert_allclose(de1, de0, atol=5e-6 * np.abs(de0).max(), rtol=0)
     assert np.abs(de0).max() > 0.5 and np.abs(dl0).max() > 0.5  # not a comparison of zeros
 
 
@@ -252,8 +254,8 @@ def test_optimised_ci_coefficients(water):
     wf.recompute(configs)
     _, grad = ham.local_energy(wf, configs, np.random.default_rng(0), return_grad=True)
     dl1, de1 = an(configs, wf, grad)
-    np.testing.assert_allclose(dl1, dl0, atol=1e-6 * np.abs(dl0).max(), rtol=0)
-    np.testing.assert_allclose(de1, de0, atol=1e-6 * np.abs(de0).max(), rtol=0)
+    np.testing.assert_allclose(dl1, dl0, atol=5e-6 * np.abs(dl0).max(), rtol=0)
+    np.testing.assert_allclose(de1, de0, atol=5e-6 * np.abs(de0).max(), rtol=0)
     wf.parameters["0.ci"][0] += 0.1  # other coefficients than the derivatives were built for
     wf.recompute(configs)
     with pytest.raises(ValueError, match="not the one these derivatives were built for"):

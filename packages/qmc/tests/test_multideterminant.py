@@ -418,8 +418,10 @@ def test_fused_table_sweep_equals_generic_sweep(jastrow, fixed_node, water):
         np.testing.assert_allclose(c1, c2, rtol=0, atol=1e-6)
         np.testing.assert_array_equal(s1, s2)
         np.testing.assert_allclose(l1, l2, rtol=0, atol=1e-6)
+        # gradients and Laplacians: near a node the two orders' round-off reached 1.5e-6 of the array's
+        # largest entry on one fresh-clone run (numba's threads vary the summation order from run to run)
         for x, y in zip(gl1, gl2):
-            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7 * np.abs(y).max())
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5 * np.abs(y).max())
         configs = c1
 
 

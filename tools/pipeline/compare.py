@@ -50,6 +50,19 @@ def _flat(pred_a, pred_b, ref, ref_err, conf):
     return a, b, q, s, conf, n
 
 
+def _resample_weights(n: int, n_boot: int, rng) -> np.ndarray:
+    """A bootstrap over n conformations: each replicate's multiplicities, (n_boot, n) float64."""
+    W = np.zeros((n_boot, n))
+    np.add.at(W, (np.repeat(np.arange(n_boot), n), rng.integers(n, size=n_boot * n)), 1.0)
+    return W
+
+
+def _verdict(c: dict) -> tuple:
+    """("beats" or "does not beat", "beyond 2 sigma" or "not beyond 2 sigma") of a comparison's dict."""
+    return ("beats" if c["gain"] > 0 else "does not beat",
+            "beyond 2 sigma" if c["beyond_2sigma"] else "not beyond 2 sigma")
+
+
 def paired_improvement(pred_a, pred_b, ref, ref_err, conf=None, *, relative: bool = False, n_boot: int = 4000,
                        seed: int = 0) -> dict:
     """How much model b beats model a against noisy labels, with an error bar (see the module).
@@ -84,9 +97,7 @@ def paired_improvement(pred_a, pred_b, ref, ref_err, conf=None, *, relative: boo
     top = float(per_conf[np.argmax(np.abs(per_conf))])
     sigma_labels = float(2.0 / a.size * np.sqrt(np.sum(diff**2 * s**2)))
     # bootstrap over conformations: per-conformation sums, a replicate's multiplicities W (n_boot, n_conf)
-    idx = np.random.default_rng(seed).integers(n, size=(n_boot, n))
-    W = np.zeros((n_boot, n))
-    np.add.at(W, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
+    W = _resample_weights(n, n_boot, np.random.default_rng(seed))
     sums = lambda v: np.bincount(conf, weights=v, minlength=n)  # noqa: E731
     count = W @ sums(np.ones_like(a))
     reps = np.zeros(n_boot)
@@ -137,10 +148,10 @@ def paired_conformation_improvement(pred_a, pred_b, ref, ref_err, conf=None, *, 
             r = r - (we * r).sum(-1, keepdims=True) / we.sum(-1, keepdims=True)
         return np.sqrt((r**2 @ onehot) / onehot.sum(0))
 
-    d = per_conf(a - q) - per_conf(b - q)
+    ea, eb = per_conf(a - q), per_conf(b - q)
+    d = ea - eb
     gain = float(d.mean())
-    W = np.zeros((n_boot, n))
-    np.add.at(W, (np.repeat(np.arange(n_boot), n), rng.integers(n, size=n_boot * n)), 1.0)
+    W = _resample_weights(n, n_boot, rng)
     if relative:  # each replicate's offsets from its own conformations
         reps = np.einsum("bn,bn->b", W, per_conf(a - q, W) - per_conf(b - q, W)) / n
     else:
@@ -150,7 +161,7 @@ def paired_conformation_improvement(pred_a, pred_b, ref, ref_err, conf=None, *, 
     sigma_labels = float(np.std((per_conf(a - qs) - per_conf(b - qs)).mean(-1))) if np.any(s > 0) else 0.0
     sigma = float(np.hypot(sigma_boot, sigma_labels))
     z = gain / sigma if sigma > 0 else (np.inf if gain > 0 else 0.0)
-    return {"n_conf": n, "mean_a": float(per_conf(a - q).mean()), "mean_b": float(per_conf(b - q).mean()),
+    return {"n_conf": n, "mean_a": float(ea.mean()), "mean_b": float(eb.mean()),
             "gain": gain, "gain_sigma": sigma, "sigma_boot": sigma_boot, "sigma_labels": sigma_labels,
             "z": float(z), "beyond_2sigma": bool(z > 2), "top_share": float(d.max() / d.sum()) if d.sum() else 0.0,
             "n_better": int(np.sum(d > 0))}
@@ -160,8 +171,7 @@ def sentence(c: dict, a: str, b: str, what: str, unit: str, factor: float = 1e3)
     """One line of the report: "<b> beats <a>: by X +- Y <unit> in <what> RMSE (ra -> rb ...; z = ...: beyond
     2 sigma or not; the top conformation's share)"
     from :func:`paired_improvement`'s dict; ``factor`` converts the inputs' unit into ``unit``."""
-    verdict = "beyond 2 sigma" if c["beyond_2sigma"] else "not beyond 2 sigma"
-    verb = "beats" if c["gain"] > 0 else "does not beat"
+    verb, verdict = _verdict(c)
     return (f"{b} {verb} {a}: by {c['gain'] * factor:+.2f} +- {c['gain_sigma'] * factor:.2f} {unit} in {what} RMSE "
             f"({c['rmse_a'] * factor:.2f} -> {c['rmse_b'] * factor:.2f} on {c['n_conf']} conformations; "
             f"z = {c['z']:.1f}: {verdict}; {c['top_share'] * 100:.0f}% of the MSE difference from one conformation)")
@@ -169,8 +179,7 @@ def sentence(c: dict, a: str, b: str, what: str, unit: str, factor: float = 1e3)
 
 def conformation_sentence(c: dict, a: str, b: str, what: str, unit: str, factor: float = 1e3) -> str:
     """One line of the report from :func:`paired_conformation_improvement`'s dict (as :func:`sentence`)."""
-    verdict = "beyond 2 sigma" if c["beyond_2sigma"] else "not beyond 2 sigma"
-    verb = "beats" if c["gain"] > 0 else "does not beat"
+    verb, verdict = _verdict(c)
     return (f"{b} {verb} {a}: by {c['gain'] * factor:+.2f} +- {c['gain_sigma'] * factor:.2f} {unit} in mean "
             f"per-conformation {what} error ({c['mean_a'] * factor:.2f} -> {c['mean_b'] * factor:.2f}, smaller "
             f"in {c['n_better']} of {c['n_conf']} conformations; z = {c['z']:.1f}: {verdict}; "

@@ -563,11 +563,11 @@ def sci(cfg: PipelineConfig, dataset: Path, ex, roles: dict, out: Path) -> str:
         r = json.loads((folder / f"{n}.{i}.dmc.json").read_text())
         (e1, s1), (e2, s2) = r["single"], r["multi"]
         short = [k for k in ("single", "multi") if not r.get(f"{k}_plateau", True)]
+        which = "either DMC run" if len(short) == 2 else f"the {short[0]}-determinant run" if short else ""
         parts.append(f"{head}; DMC 1 det {format_value(e1, s1)}, {r['determinants']} dets (Jastrow + CI optimised) "
                      f"{format_value(e2, s2)} Ha: {1e3 * (e2 - e1):+.1f} +- {1e3 * np.hypot(s1, s2):.1f} mHa"
-                     + (f" (no blocking plateau in {'either DMC run' if len(short) == 2 else f'the {short[0]}-determinant run'}"
-                        ": too short for its correlation time, error bar unreliable; raise [sci] dmc_blocks)"
-                        if short else ""))
+                     + (f" (no blocking plateau in {which}: too short for its correlation time, error bar "
+                        "unreliable; raise [sci] dmc_blocks)" if short else ""))
     return "; ".join(parts) or f"CIPSI failed for every conformation (their sci_error in {sub})"
 
 
@@ -778,6 +778,9 @@ def refit(cfg: PipelineConfig, train_sets: list, hold_set: Path, out: Path):
     return "; ".join(lines), paths
 
 
+MODEL_NAMES = {"readout": "read-out", "finetune": "fine-tuned"}  # the refit models as the report names them
+
+
 def final_model(models: dict) -> str:
     """The refit model the report judges and MD runs: the fine-tuned one when there is one, else the read-out."""
     return "finetune" if "finetune" in models else "readout"
@@ -873,7 +876,7 @@ def evaluate(cfg: PipelineConfig, hold: Path, models: dict):
     metrics["qmc_energies"], metrics["qmc_energy_errors"] = e_ref.tolist(), e_err.tolist()
     comp, lines = {}, []
     fin = final_model(models)
-    name = {"readout": "read-out", "finetune": "fine-tuned"}[fin]
+    name = MODEL_NAMES[fin]
     if e_ref.size >= 2:
         for a in [k for k in ("base", "shifts", "readout", "dft") if k in pred and k != fin]:
             ea, eb, ga, gb = (np.concatenate(pred[k][j]) for k, j in ((a, 0), (fin, 0), (a, 1), (fin, 1)))
@@ -934,26 +937,27 @@ def md(cfg: PipelineConfig, dataset: Path, out: Path, models: dict) -> str:
     mol = read_hdf5(dataset)[0]
     folder = out / "md"
     folder.mkdir(exist_ok=True)
-    start, _ = relaxed_start(models[final_model(models)], mol.atomic_numbers, mol.conformations)
+    fin = final_model(models)
+    model = Path(models[fin]).resolve()
+    start, _ = relaxed_start(model, mol.atomic_numbers, mol.conformations)
     start.write(folder / "start.xyz")
     (folder / "input.toml").write_text(
         f'structure = "start.xyz"\nsteps = {m.steps}\ndt_fs = {m.dt_fs}\ntemperature_K = {m.temperature_K}\n'
         f'beads = {m.beads}\nthermostat = "langevin"\ntau_fs = 20\nseed = 2024\n'
-        f'potential = {{type = "nnp", model = "{Path(models[final_model(models)]).resolve()}"}}\n'
+        f'potential = {{type = "nnp", model = "{model}"}}\n'
         "[output]\ntrajectory_every = 10\nlog_every = 1\ncheckpoint_every = 50\n")
     res = run(load_config(folder / "input.toml"), workdir=folder, overwrite=True, progress=False)
     kcv = np.asarray(res.observables["kinetic_centroid_virial"][m.steps // 3:])
     kj = U.HARTREE_TO_KJ_PER_MOL
     classical = 1.5 * mol.n_atoms * m.temperature_K * U.BOLTZMANN_HARTREE_PER_K
     line = (f"{'RPMD P=' + str(m.beads) if m.beads > 1 else 'MD'}, {m.steps} x {m.dt_fs} fs at {m.temperature_K:.0f} K "
-            f"with the {final_model(models).replace('readout', 'read-out').replace('finetune', 'fine-tuned')} model from its "
-            f"minimum: K_cv = {kcv.mean() * kj:.2f} kJ/mol (classical {classical * kj:.2f})")
+            f"with the {MODEL_NAMES[fin]} model from its minimum: K_cv = {kcv.mean() * kj:.2f} kJ/mol (classical {classical * kj:.2f})")
     if m.adqtb_steps:
         q = folder / "adqtb"
         q.mkdir(exist_ok=True)
         (q / "input.toml").write_text(
             f'structure = "../start.xyz"\nsteps = {m.adqtb_steps}\ndt_fs = {m.dt_fs}\ntemperature_K = {m.temperature_K}\n'
-            f'thermostat = "adqtb"\nseed = 2024\npotential = {{type = "nnp", model = "{Path(models[final_model(models)]).resolve()}"}}\n'
+            f'thermostat = "adqtb"\nseed = 2024\npotential = {{type = "nnp", model = "{model}"}}\n'
             f"[qtb]\ntseg_fs = {m.tseg_fs}\n[output]\ntrajectory_every = 10\nlog_every = 1\ncheckpoint_every = 100\n")
         rq = run(load_config(q / "input.toml"), workdir=q, overwrite=True, progress=False)
         first = 2 * int(round(m.tseg_fs / m.dt_fs))  # the estimate needs a finished segment's spectra

@@ -85,7 +85,7 @@ def normal_mode_sampled(numbers, x_bohr, hessian, n: int, temperature_K: float, 
 
 def triatomic_box(n: int, bond_angstrom, angle_degrees, rng) -> np.ndarray:
     """n triatomic conformations (n, 3, 3), Angstrom, uniform in a box of internal coordinates (the
-    grid of water potential-energy-surface fits): atom 0 the apex, bonds 0-1 and 0-2 each uniform in
+    kind of region a water potential-energy surface is fitted on): atom 0 the apex, bonds 0-1 and 0-2 each uniform in
     ``bond_angstrom`` = (lo, hi), the angle 1-0-2 uniform in ``angle_degrees``, in the xy plane."""
     r1, r2 = rng.uniform(*bond_angstrom, n), rng.uniform(*bond_angstrom, n)
     theta = np.radians(rng.uniform(*angle_degrees, n))
